@@ -1,0 +1,127 @@
+// longkv run: generate text from a prompt, streaming to stdout; statistics
+// (prompt and decode speed, KV-cache memory) go to stderr.
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "common.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/thread_pool.h"
+#include "core/timer.h"
+#include "runtime/sampler.h"
+#include "runtime/session.h"
+
+namespace longkv::cli {
+namespace {
+
+struct RunOptions {
+  ModelOptions model;
+  std::string prompt, prompt_file, kv = "f16";
+  int n_predict = 128, ctx = 0, batch = 512;
+  bool ignore_eos = false;
+  SamplerParams sampling;
+};
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LONGKV_CHECK(f.good(), "%s: cannot open prompt file", path.c_str());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int cmd_run(const RunOptions& o) {
+  Runtime rt = load_runtime(o.model, true);
+  const ModelConfig& cfg = rt.model.weights.cfg;
+  ThreadPool pool(o.model.threads);
+  LlamaModel model(rt.model.weights, pool);
+
+  std::string text = o.prompt;
+  if (!o.prompt_file.empty()) text = read_text_file(o.prompt_file);
+  std::vector<int32_t> tokens = rt.tokenizer->encode(text, true);
+  if (tokens.empty()) tokens.push_back(rt.tokenizer->bos());
+
+  const int ctx = o.ctx > 0 ? o.ctx : cfg.ctx_len;
+  LONGKV_CHECK(static_cast<int>(tokens.size()) < ctx, "prompt has %zu tokens, which does not fit the context of %d",
+               tokens.size(), ctx);
+  const int room = ctx - static_cast<int>(tokens.size());
+  int n_predict = o.n_predict;
+  if (n_predict > room) {
+    log_warn("only %d of the %d requested tokens fit the context of %d; generation will stop there", room,
+             n_predict, ctx);
+    n_predict = room;
+  }
+  const int max_tokens = static_cast<int>(tokens.size()) + n_predict;
+
+  log_info("model: %s", describe_model(rt.model.weights).c_str());
+  log_info("kv: %s, threads %d, prompt %zu tokens, generating %d, sampling %s", o.kv.c_str(), pool.size(),
+           tokens.size(), n_predict, o.sampling.describe().c_str());
+
+  Session session(model, o.kv, max_tokens);
+  Sampler sampler(o.sampling);
+  std::vector<int32_t> history = tokens;
+
+  const double t0 = now_seconds();
+  std::vector<float> logits = session.prefill(tokens, o.batch);
+  const double t_prompt = now_seconds() - t0;
+
+  int32_t prev = tokens.back();
+  int generated = 0;
+  const double t1 = now_seconds();
+  for (int i = 0; i < n_predict; ++i) {
+    const int32_t next = sampler.sample(logits.data(), cfg.n_vocab, history);
+    if (next == rt.tokenizer->eos() && !o.ignore_eos) break;
+    const std::string piece = rt.tokenizer->decode_token(prev, next);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    history.push_back(next);
+    prev = next;
+    ++generated;
+    if (i + 1 < n_predict) logits = session.decode(next);
+  }
+  const double t_gen = now_seconds() - t1;
+  // The generated text ends with a newline on stdout so a redirect gives a
+  // well-formed text file.
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+
+  const KvFootprint fp = session.footprint();
+  const double f16_bytes = 4.0 * cfg.kv_dim() * cfg.n_layers * fp.tokens;
+  log_info("prompt: %zu tokens in %.3f s (%.1f tok/s)", tokens.size(), t_prompt, tokens.size() / t_prompt);
+  log_info("decode: %d tokens in %.3f s (%.1f tok/s)", generated, t_gen,
+           generated > 1 ? (generated - 1) / t_gen : 0.0);
+  log_info("kv cache: %s, %lld tokens, %s (K %.2f bits/elem, V %.2f bits/elem); f16 would be %s (%.1f%% saved)",
+           o.kv.c_str(), static_cast<long long>(fp.tokens), human_bytes(static_cast<double>(fp.bytes())).c_str(),
+           fp.k_bits, fp.v_bits, human_bytes(f16_bytes).c_str(),
+           f16_bytes > 0 ? 100.0 * (1.0 - fp.bytes() / f16_bytes) : 0.0);
+  return 0;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* sub = app.add_subcommand("run", "Generate text (stdout) from a prompt; stats on stderr");
+  add_model_options(sub, o->model);
+  auto* p = sub->add_option("-p,--prompt", o->prompt, "Prompt text (default: start from BOS)");
+  sub->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->excludes(p);
+  sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(
+      CLI::NonNegativeNumber);
+  sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(CLI::NonNegativeNumber);
+  sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--kv", o->kv, "KV cache mode (f32, f16)")->capture_default_str();
+  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
+  sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();
+  sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str();
+  sub->add_option("--min-p", o->sampling.min_p, "Min-p (0: off)")->capture_default_str();
+  sub->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1: off)")
+      ->capture_default_str();
+  sub->add_option("--repeat-last-n", o->sampling.repeat_last_n, "Tokens the penalty looks back over")
+      ->capture_default_str();
+  sub->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
+  sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after end-of-sequence");
+  sub->callback([o] { g_exit_code = cmd_run(*o); });
+}
+
+}  // namespace longkv::cli

@@ -1,0 +1,30 @@
+// longkv: long-context LLM inference with a compressed, searchable KV cache.
+#include <cstdio>
+
+#include "common.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  using namespace longkv::cli;
+  CLI::App app{"longkv: run Llama-family models with a compressed KV cache", "longkv"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "longkv 0.1.0");
+  register_run(app);
+  register_perplexity(app);
+  register_inspect(app);
+  register_convert(app);
+  register_bench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const longkv::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  }
+  return g_exit_code;
+}
