@@ -132,7 +132,9 @@ TEST(MatmulDequantize, FastMatchesReference) {
         const float ref = w.deq[i];
         ASSERT_LE(std::fabs(fast[i] - ref), 4e-7f * (std::fabs(ref) + 1.0f))
             << weight_traits(t).name << " n=" << n << " i=" << i;
-        if (t != WeightType::Q4_K) ASSERT_EQ(fast[i], ref) << weight_traits(t).name << " i=" << i;
+        if (t != WeightType::Q4_K) {
+          ASSERT_EQ(fast[i], ref) << weight_traits(t).name << " i=" << i;
+        }
       }
       EXPECT_EQ(fast[n], -12345.0f) << "wrote past the row";
     }

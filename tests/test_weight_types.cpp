@@ -144,11 +144,11 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_EQ(row_bytes(WeightType::Q4_K, 768), 432u);
   EXPECT_EQ(row_bytes(WeightType::Q6_K, 256), 210u);
 
-  const uint8_t dummy[1] = {};
-  WeightView v{WeightType::Q8_0, 5, 64, dummy};
+  const std::vector<uint8_t> storage(340);
+  WeightView v{WeightType::Q8_0, 5, 64, storage.data()};
   EXPECT_EQ(v.row_stride(), 68u);
   EXPECT_EQ(v.nbytes(), 340u);
-  EXPECT_EQ(v.row(2), dummy + 136);
+  EXPECT_EQ(v.row(2), storage.data() + 136);
 }
 
 // --------------------------------------------------------------------------

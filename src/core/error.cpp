@@ -12,9 +12,9 @@ std::string vstrprintf(const char* fmt, va_list ap) {
   const int n = std::vsnprintf(nullptr, 0, fmt, ap2);
   va_end(ap2);
   if (n <= 0) return {};
-  std::string out(static_cast<size_t>(n), '\0');
-  std::vsnprintf(out.data(), out.size() + 1, fmt, ap);
-  return out;
+  std::vector<char> buf(static_cast<size_t>(n) + 1);
+  std::vsnprintf(buf.data(), buf.size(), fmt, ap);
+  return std::string(buf.data(), static_cast<size_t>(n));
 }
 
 std::string strprintf(const char* fmt, ...) {

@@ -80,3 +80,31 @@ template void attend_reference<float>(const float*, int, const float*, const flo
 template void attend_reference<f16_t>(const float*, int, const f16_t*, const f16_t*, int, float, float*, double*);
 
 }  // namespace longkv
+
+#include <cblas.h>
+
+namespace longkv {
+
+void attend_tile_gemm(const float* q, int n_rows, int g, int d, int p0, const float* keys, const float* values,
+                      float scale, float* out, float* lse, float* scores) {
+  const int m = n_rows * g, len = p0 + n_rows;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, len, d, scale, q, d, keys, d, 0.0f, scores, len);
+  for (int i = 0; i < m; ++i) {
+    float* s = scores + static_cast<size_t>(i) * len;
+    const int valid = p0 + i / g + 1;
+    float mx = s[0];
+    for (int j = 1; j < valid; ++j) mx = s[j] > mx ? s[j] : mx;
+    float l = 0;
+    for (int j = 0; j < valid; ++j) {
+      s[j] = std::exp(s[j] - mx);
+      l += s[j];
+    }
+    const float inv = 1.0f / l;
+    for (int j = 0; j < valid; ++j) s[j] *= inv;
+    for (int j = valid; j < len; ++j) s[j] = 0.0f;
+    if (lse) lse[i] = mx + std::log(l);
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, d, len, 1.0f, scores, len, values, d, 0.0f, out, d);
+}
+
+}  // namespace longkv

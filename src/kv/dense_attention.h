@@ -24,3 +24,18 @@ void attend_reference(const float* q, int d, const T* keys, const T* values, int
                       double* lse);
 
 }  // namespace longkv
+
+namespace longkv {
+
+// Causal attention of a tile of consecutive query rows over one KV head
+// through two sgemm calls (S = Q K^T, O = P V): the prefill path, where
+// per-key dot products would be bound by horizontal sums.
+//   q: [n_rows * g][d] (row r, head h at r * g + h), row r at absolute
+//      position p0 + r, so it sees keys 0 .. p0 + r;
+//   keys/values: f32 [p0 + n_rows][d];
+//   out: [n_rows * g][d]; lse: [n_rows * g] (may be null);
+//   scores: scratch of n_rows * g * (p0 + n_rows) floats.
+void attend_tile_gemm(const float* q, int n_rows, int g, int d, int p0, const float* keys, const float* values,
+                      float scale, float* out, float* lse, float* scores);
+
+}  // namespace longkv

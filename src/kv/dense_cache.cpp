@@ -3,15 +3,22 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backend/cpu/blas.h"
 #include "backend/cpu/vec.h"
 #include "core/error.h"
 #include "kv/dense_attention.h"
 
 namespace longkv {
 
+// Query rows from which prefill attention goes through sgemm, and the rows
+// per sgemm tile (x group heads = the M of the first product).
+constexpr int kGemmMinRows = 8;
+constexpr int kGemmTileRows = 32;
+
 template <typename T>
 DenseKvCache<T>::DenseKvCache(const KvShape& shape, ThreadPool& pool) : KvCache(shape), pool_(pool) {
   LONGKV_ASSERT(shape.n_kv_heads > 0 && shape.n_heads % shape.n_kv_heads == 0 && shape.head_dim > 0);
+  blas_use_single_thread();
   const size_t n = static_cast<size_t>(shape.n_kv_heads) * shape.max_tokens * shape.head_dim;
   // Default-initialized: pages are committed only as tokens are written.
   k_.reset(new T[n]);
@@ -57,6 +64,49 @@ void DenseKvCache<T>::attend(const float* q, int n_q, float* out, AttendStats* s
   const int d = shape_.head_dim, g = shape_.group(), n_kv = shape_.n_kv_heads, qd = shape_.q_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int first_pos = n_tokens_ - n_q;
+
+  // Prefill: tiles of query rows through sgemm (see attend_tile_gemm).
+  if (n_q >= kGemmMinRows && !(stats && stats->token_mass)) {
+    const int n_tiles = (n_q + kGemmTileRows - 1) / kGemmTileRows;
+    pool_.parallel_for(static_cast<int64_t>(n_kv) * n_tiles, [&](int64_t b, int64_t e, int) {
+      thread_local std::vector<float> qt, ot, lt, sc, kf, vf;
+      for (int64_t it = b; it < e; ++it) {
+        const int kvh = static_cast<int>(it % n_kv), tile = static_cast<int>(it / n_kv);
+        const int r0 = tile * kGemmTileRows, rows = std::min(kGemmTileRows, n_q - r0);
+        const int p0 = first_pos + r0, len = p0 + rows;
+        const size_t m = static_cast<size_t>(rows) * g;
+        qt.resize(m * d);
+        ot.resize(m * d);
+        lt.resize(m);
+        sc.resize(m * len);
+        for (int r = 0; r < rows; ++r)
+          std::copy_n(q + static_cast<size_t>(r0 + r) * qd + static_cast<size_t>(kvh) * g * d, g * d,
+                      &qt[static_cast<size_t>(r) * g * d]);
+        const float* kp;
+        const float* vp;
+        if constexpr (std::is_same_v<T, float>) {
+          kp = &k_[offset(kvh, 0)];
+          vp = &v_[offset(kvh, 0)];
+        } else {
+          kf.resize(static_cast<size_t>(len) * d);
+          vf.resize(kf.size());
+          load(kf.data(), &k_[offset(kvh, 0)], len * d);
+          load(vf.data(), &v_[offset(kvh, 0)], len * d);
+          kp = kf.data();
+          vp = vf.data();
+        }
+        attend_tile_gemm(qt.data(), rows, g, d, p0, kp, vp, scale, ot.data(), lt.data(), sc.data());
+        for (int r = 0; r < rows; ++r) {
+          std::copy_n(&ot[static_cast<size_t>(r) * g * d], g * d,
+                      out + static_cast<size_t>(r0 + r) * qd + static_cast<size_t>(kvh) * g * d);
+          if (stats && stats->lse)
+            for (int h = 0; h < g; ++h)
+              stats->lse[static_cast<size_t>(r0 + r) * shape_.n_heads + kvh * g + h] = lt[static_cast<size_t>(r) * g + h];
+        }
+      }
+    });
+    return;
+  }
 
   // Work items: (kv head, query row, key split). Split the keys only when
   // there are too few (head, row) pairs to keep every thread busy (decode).

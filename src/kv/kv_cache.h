@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "core/rope.h"
 #include "core/thread_pool.h"
 
 namespace longkv {
@@ -21,6 +22,9 @@ struct KvShape {
   int n_kv_heads = 0;  // key/value heads (n_heads % n_kv_heads == 0)
   int head_dim = 0;
   int max_tokens = 0;  // capacity; append beyond it is an error
+  // The model's RoPE (non-owning), for caches that store pre-RoPE keys and
+  // rotate them at attention time; null when the model did not provide it.
+  const RopeTable* rope = nullptr;
 
   int group() const { return n_heads / n_kv_heads; }
   int kv_dim() const { return n_kv_heads * head_dim; }
@@ -53,8 +57,13 @@ class KvCache {
  public:
   virtual ~KvCache() = default;
 
-  // Appends n tokens: k and v are [n][n_kv_heads][head_dim] (keys after RoPE).
+  // Appends n tokens at positions size() .. size() + n - 1: k and v are
+  // [n][n_kv_heads][head_dim]; keys after RoPE unless wants_pre_rope_keys().
   virtual void append(const float* k, const float* v, int n) = 0;
+
+  // True if append() expects keys before RoPE (the cache rotates them with
+  // shape().rope when it attends: KVQuant-style pre-RoPE quantization).
+  virtual bool wants_pre_rope_keys() const { return false; }
 
   // Causal attention of n_q query rows q [n_q][n_heads][head_dim] (the
   // queries of the LAST n_q appended tokens, in order) against all tokens

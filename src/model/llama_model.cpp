@@ -20,6 +20,7 @@ KvShape LlamaModel::kv_shape(int max_tokens) const {
   s.n_kv_heads = w_.cfg.n_kv_heads;
   s.head_dim = w_.cfg.head_dim;
   s.max_tokens = max_tokens;
+  s.rope = &rope_;
   return s;
 }
 
@@ -78,9 +79,10 @@ void LlamaModel::forward(const int32_t* tokens, int n, int pos, std::vector<std:
     add_bias(q_.data(), L.bq, n, qd);
     add_bias(k_.data(), L.bk, n, kvd);
     add_bias(v_.data(), L.bv, n, kvd);
+    const bool pre_rope = cache.wants_pre_rope_keys();
     for (int t = 0; t < n; ++t) {
       rope_apply(rope_, &q_[static_cast<size_t>(t) * qd], c.n_heads, pos + t);
-      rope_apply(rope_, &k_[static_cast<size_t>(t) * kvd], c.n_kv_heads, pos + t);
+      if (!pre_rope) rope_apply(rope_, &k_[static_cast<size_t>(t) * kvd], c.n_kv_heads, pos + t);
     }
 
     const double ta = now_seconds();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "core/rope.h"
 #include "core/thread_pool.h"
 #include "kv/kv_cache.h"
 #include "model/model_weights.h"

@@ -2,13 +2,6 @@
 
 namespace longkv {
 
-const char* rope_style_name(RopeStyle s) {
-  switch (s) {
-    case RopeStyle::interleaved: return "interleaved";
-    case RopeStyle::neox: return "neox";
-  }
-  return "unknown";
-}
 
 // Counts what a decode step reads in full: every layer matrix and the output
 // projection. The token embedding is only gathered one row per token, so it

@@ -8,16 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "core/rope.h"
 #include "formats/weight_types.h"
 
 namespace longkv {
-
-// Which pairs of a head's dimensions RoPE rotates.
-enum class RopeStyle {
-  interleaved,  // (x[2i], x[2i+1]): GGUF "llama", llama2.c
-  neox,         // (x[i], x[i + d/2]): Hugging Face rotate_half
-};
-const char* rope_style_name(RopeStyle s);
 
 struct ModelConfig {
   std::string arch = "llama";  // llama, mistral, qwen2

@@ -1,7 +1,8 @@
 #include "tokenizer/spm_tokenizer.h"
 
 #include <algorithm>
-#include <queue>
+#include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "tokenizer/utf8.h"
@@ -32,6 +33,15 @@ int parse_byte_piece(std::string_view p) {
   };
   const int hi = hex(p[3]), lo = hex(p[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+// A character's bytes (1..4) as an integer, zero-padded. Unique per
+// character: continuation bytes are never zero, so the highest non-zero
+// byte gives the length (and NUL alone maps to 0).
+uint32_t char_key(const uint8_t* p, size_t len) {
+  uint32_t k = 0;
+  std::memcpy(&k, p, len);
+  return k;
 }
 
 struct Symbol {
@@ -99,6 +109,11 @@ SpmTokenizer::SpmTokenizer(Vocab vocab) : vocab_(std::move(vocab)) {
                  vocab_.size());
   }
 
+  for (size_t i = 0; i < n; ++i) {
+    // A NaN would break the strict weak ordering of the merge queue.
+    LONGKV_CHECK(!std::isnan(vocab_.scores[i]), "tokenizer: score of token %zu is NaN", i);
+  }
+
   std::fill(std::begin(byte_tokens_), std::end(byte_tokens_), -1);
   piece_to_id_.reserve(n);
   for (int32_t id = 0; id < vocab_.size(); ++id) {
@@ -111,6 +126,18 @@ SpmTokenizer::SpmTokenizer(Vocab vocab) : vocab_(std::move(vocab)) {
       if (b >= 0 && byte_tokens_[b] < 0) {
         byte_tokens_[b] = id;
         byte_fallback_ = true;
+      }
+    }
+    if (mergeable(t)) {
+      if (t == TokenType::unused) segment_ = false;
+      const auto* b = reinterpret_cast<const uint8_t*>(p.data());
+      uint32_t prev_key = 0;
+      for (size_t i = 0; i < p.size();) {
+        const size_t len = utf8_char_len(b + i, p.size() - i);
+        const uint32_t key = char_key(b + i, len);
+        if (i > 0) char_pairs_.insert(uint64_t{prev_key} << 32 | key);
+        prev_key = key;
+        i += len;
       }
     }
     if (t == TokenType::user_defined && !p.empty()) {
@@ -136,8 +163,10 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
   std::vector<int32_t> out;
   if (add_bos) out.push_back(vocab_.bos);
   if (text.empty()) return out;
-  // Symbol offsets are 32-bit; inputs beyond 4 GiB are not a tokenizer use.
-  LONGKV_CHECK(text.size() < (1u << 31), "tokenizer: input of %zu bytes is too long", text.size());
+  // Symbol offsets and indices are 32-bit and escaping a space triples it;
+  // inputs beyond 512 MiB are not a tokenizer use.
+  LONGKV_CHECK(text.size() <= (size_t{1} << 29), "tokenizer: input of %zu bytes is too long (max 512 MiB)",
+               text.size());
 
   // Normalization of the Llama models (identity rules): escape spaces and add
   // the dummy prefix.
@@ -148,40 +177,17 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
     if (c == ' ') norm.append(kSpaceSymbol);
     else norm.push_back(c);
   }
-
-  // Initial symbols: a user-defined piece (longest match) or one UTF-8
-  // character; an invalid byte is its own symbol.
-  std::vector<Symbol> sym;
-  sym.reserve(norm.size());
   const auto* bytes = reinterpret_cast<const uint8_t*>(norm.data());
-  for (size_t pos = 0; pos < norm.size();) {
-    size_t len = 0;
-    if (!user_trie_.empty()) {
-      size_t node = 0;
-      for (size_t i = pos; i < norm.size(); ++i) {
-        const auto& next = user_trie_[node].next;
-        auto it = std::find_if(next.begin(), next.end(),
-                               [c = bytes[i]](const auto& e) { return e.first == c; });
-        if (it == next.end()) break;
-        node = static_cast<size_t>(it->second);
-        if (user_trie_[node].id >= 0) len = i + 1 - pos;
-      }
-    }
-    const bool freeze = len > 0;
-    if (!freeze) len = utf8_char_len(bytes + pos, norm.size() - pos);
-    const auto idx = static_cast<int32_t>(sym.size());
-    sym.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(len), idx - 1, idx + 1, freeze});
-    pos += len;
-  }
-  sym.back().next = -1;
 
   // Unused pieces take part in merging but are split again at the end into
   // the pair that last proposed them (SentencePiece's rev_merge, keyed by the
   // piece text: later proposals overwrite earlier ones).
   std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>> rev_merge;
+  std::vector<Symbol> sym;      // the current segment
+  std::vector<Candidate> heap;  // reused across segments
+  sym.reserve(segment_ ? 256 : norm.size());
 
   auto view = [&](const Symbol& s) { return std::string_view(norm.data() + s.start, s.len); };
-  std::priority_queue<Candidate, std::vector<Candidate>, CandidateOrder> agenda;
   auto propose = [&](int32_t l, int32_t r) {
     if (l < 0 || r < 0 || sym[l].freeze || sym[r].freeze) return;
     const size_t size = size_t{sym[l].len} + sym[r].len;
@@ -191,25 +197,10 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
     if (it == piece_to_id_.end()) return;
     const TokenType t = vocab_.types[it->second];
     if (!mergeable(t)) return;
-    agenda.push({vocab_.scores[it->second], l, r, static_cast<uint32_t>(size)});
+    heap.push_back({vocab_.scores[it->second], l, r, static_cast<uint32_t>(size)});
+    std::push_heap(heap.begin(), heap.end(), CandidateOrder{});
     if (t == TokenType::unused) rev_merge[piece] = {view(sym[l]), view(sym[r])};
   };
-  for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) propose(i - 1, i);
-
-  while (!agenda.empty()) {
-    const Candidate c = agenda.top();
-    agenda.pop();
-    Symbol& l = sym[c.left];
-    Symbol& r = sym[c.right];
-    // Stale: one side was merged away or grew since this pair was proposed.
-    if (l.len == 0 || r.len == 0 || l.len + r.len != c.size) continue;
-    l.len += r.len;
-    l.next = r.next;
-    if (r.next >= 0) sym[r.next].prev = c.left;
-    r.len = 0;
-    propose(l.prev, c.left);
-    propose(c.left, l.next);
-  }
 
   // Emit ids. Unknown symbols become byte tokens when the vocabulary has them,
   // else UNK, with a run of unknown symbols collapsed into one UNK as
@@ -240,19 +231,78 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos) c
     }
     prev_unk = true;
   };
-  for (int32_t i = 0; i >= 0; i = sym[i].next) emit_piece(emit_piece, view(sym[i]));
+
+  // BPE over one segment: repeatedly merge the best adjacent pair.
+  auto run_segment = [&] {
+    if (sym.empty()) return;
+    sym.back().next = -1;
+    heap.clear();
+    for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) propose(i - 1, i);
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), CandidateOrder{});
+      const Candidate c = heap.back();
+      heap.pop_back();
+      Symbol& l = sym[c.left];
+      Symbol& r = sym[c.right];
+      // Stale: one side was merged away or grew since this pair was proposed.
+      if (l.len == 0 || r.len == 0 || l.len + r.len != c.size) continue;
+      l.len += r.len;
+      l.next = r.next;
+      if (r.next >= 0) sym[r.next].prev = c.left;
+      r.len = 0;
+      propose(l.prev, c.left);
+      propose(c.left, l.next);
+    }
+    for (int32_t i = 0; i >= 0; i = sym[i].next) emit_piece(emit_piece, view(sym[i]));
+    sym.clear();
+  };
+
+  // Initial symbols: a user-defined piece (longest match) or one UTF-8
+  // character; an invalid byte is its own symbol.
+  uint32_t prev_key = 0;
+  for (size_t pos = 0; pos < norm.size();) {
+    size_t len = 0;
+    if (!user_trie_.empty()) {
+      size_t node = 0;
+      for (size_t i = pos; i < norm.size(); ++i) {
+        const auto& next = user_trie_[node].next;
+        auto it = std::find_if(next.begin(), next.end(),
+                               [c = bytes[i]](const auto& e) { return e.first == c; });
+        if (it == next.end()) break;
+        node = static_cast<size_t>(it->second);
+        if (user_trie_[node].id >= 0) len = i + 1 - pos;
+      }
+    }
+    const bool freeze = len > 0;
+    if (!freeze) len = utf8_char_len(bytes + pos, norm.size() - pos);
+    const uint32_t key = freeze ? 0 : char_key(bytes + pos, len);
+    if (segment_ && !sym.empty() &&
+        (freeze || sym.back().freeze || !char_pairs_.contains(uint64_t{prev_key} << 32 | key))) {
+      run_segment();
+    }
+    const auto idx = static_cast<int32_t>(sym.size());
+    sym.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(len), idx - 1, idx + 1, freeze});
+    prev_key = key;
+    pos += len;
+  }
+  run_segment();
   return out;
 }
 
 std::string SpmTokenizer::decode_token(int32_t prev, int32_t id) const {
-  return decode_piece(vocab_, id, prev == vocab_.bos);
+  return decode_piece(vocab_, id, vocab_.add_space_prefix && prev == vocab_.bos);
 }
 
 std::string SpmTokenizer::decode(std::span<const int32_t> ids) const {
+  // As SentencePiece: the dummy-prefix space is removed from the first
+  // token that is not a control token (BOS), and only from that one, so
+  // encode(" x") = [▁, ▁x] decodes back to " x".
   std::string out;
-  // SentencePiece drops the leading space of a piece decoded while the text
-  // is still empty, whatever control tokens (BOS) came before it.
-  for (int32_t id : ids) out += decode_piece(vocab_, id, out.empty());
+  bool first = vocab_.add_space_prefix;
+  for (int32_t id : ids) {
+    out += decode_piece(vocab_, id, first);
+    if (vocab_.types[id] != TokenType::control) first = false;
+  }
   return out;
 }
 

@@ -1,14 +1,21 @@
 // SentencePiece-style BPE tokenizer (GGUF tokenizer model "llama").
 //
 // encode: spaces -> U+2581, a U+2581 prefixed when add_space_prefix, then
-// highest-score adjacent pair merging over UTF-8 characters; characters
-// without a piece fall back to <0xNN> byte tokens (or UNK). Matches the
-// SentencePiece library's ids for the Llama-2 model. Invalid UTF-8 input
-// never crashes: each bad byte is treated as its own character (-> byte
-// fallback).
+// highest-score adjacent pair merging (ties: leftmost) over UTF-8 characters,
+// user-defined pieces matched whole first; only normal/user-defined/unused
+// pieces are ever formed, never control/unknown/byte ones. Characters
+// without a piece fall back to <0xNN> byte tokens (or one UNK per run).
+// Matches the SentencePiece library's ids for the Llama-2 model. Invalid
+// UTF-8 input never crashes: each bad byte is treated as its own character
+// and falls back to its byte token (SentencePiece instead substitutes
+// U+FFFD), so with byte tokens decode(encode(x)) == x for any bytes x
+// that contain no U+2581.
 //
-// decode: U+2581 -> space, <0xNN> -> the raw byte; the leading space of the
-// first piece after BOS is dropped (as SentencePiece does).
+// decode: U+2581 -> space, <0xNN> -> the raw byte (not validated), control
+// -> "", UNK -> " ⁇ " (U+2047); the leading space of the first non-control piece
+// is dropped (as SentencePiece does); decode_token drops it when prev is BOS.
+//
+// Thread safety: all methods are const and may be called concurrently.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <functional>
 #include <vector>
@@ -58,6 +66,13 @@ class SpmTokenizer {
   bool byte_fallback_ = false;
   size_t max_piece_len_ = 0;  // longest mergeable piece, bounds pair lookups
   std::vector<TrieNode> user_trie_;
+  // Adjacent character pairs occurring inside mergeable pieces. Where two
+  // neighbouring characters of the input form no such pair, no merge can
+  // ever cross between them, so encode() runs BPE on each side separately
+  // (small heaps instead of one per input). Off when unused pieces exist:
+  // their re-splitting depends on merge order over the whole input.
+  std::unordered_set<uint64_t> char_pairs_;
+  bool segment_ = true;
 };
 
 }  // namespace longkv

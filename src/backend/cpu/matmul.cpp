@@ -22,7 +22,7 @@ constexpr int64_t kMatvecGrain = 16;
 // Rows of W decoded per sgemm call. Fixed (not derived from the thread
 // count) so every output is computed by the same sgemm shapes whatever the
 // pool size, which keeps results identical across thread counts.
-constexpr int64_t kTileRows = 64;
+constexpr int64_t kTileRows = 128;
 
 // Our pool already splits W across threads; OpenBLAS threads on top would
 // oversubscribe the cores, so each of our threads runs sgemm single-threaded.

@@ -163,6 +163,17 @@ inline void q6_k_codes(const uint8_t* ql, const uint8_t* qh, __m128i q[4]) {
   for (int k = 0; k < 4; ++k) q[k] = _mm_sub_epi8(q[k], c32);
 }
 
+// Q6_K: the 16 sub-block multipliers d*scale[s], converted with vector ops
+// once per super-block rather than one scalar int->float per sub-block.
+inline void q6_k_factors(const uint8_t* b, float dsc[16]) {
+  const __m128i sc = load16(b + 192);
+  const __m128 d = _mm_set1_ps(load_f16(b + 208));
+  _mm_storeu_ps(dsc, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(sc))));
+  _mm_storeu_ps(dsc + 4, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_srli_si128(sc, 4)))));
+  _mm_storeu_ps(dsc + 8, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
+  _mm_storeu_ps(dsc + 12, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_srli_si128(sc, 12)))));
+}
+
 // ---------------------------------------------------------------------------
 // Dot products. Each keeps several independent accumulators so consecutive
 // FMAs do not wait on each other.
@@ -222,6 +233,7 @@ float dot_q8_0(const void* row, const float* x, int64_t n) {
   return vsum(vadd(acc0, acc1));
 }
 
+#if !defined(LONGKV_KERNELS_AVX512)
 inline vf q4_0_block_dot(const uint8_t* b, const float* x) {
   __m128i lo, hi;
   q4_0_codes(b + 2, &lo, &hi);
@@ -273,6 +285,8 @@ float dot_q4_k(const void* row, const float* x, int64_t n) {
   return vsum(vsub(vadd(acc0, acc1), vadd(accm0, accm1)));
 }
 
+#endif  // !LONGKV_KERNELS_AVX512
+
 // Each vector of 16 codes from q6_k_codes() is exactly one sub-block, so its
 // partial dot is scaled by that sub-block's d*scale.
 float dot_q6_k(const void* row, const float* x, int64_t n) {
@@ -280,8 +294,8 @@ float dot_q6_k(const void* row, const float* x, int64_t n) {
   vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const uint8_t* b = p + i * kQ6KBytes;
-    const float d = load_f16(b + 208);
-    const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+    float dsc[16];
+    q6_k_factors(b, dsc);
     for (int h = 0; h < 2; ++h) {
       for (int l0 = 0; l0 < 32; l0 += 16) {
         __m128i q[4];
@@ -289,7 +303,7 @@ float dot_q6_k(const void* row, const float* x, int64_t n) {
         const int s = 8 * h + l0 / 16;
         const float* xb = x + i * kQKK + 128 * h + l0;
         for (int k = 0; k < 4; ++k)
-          acc[k] = vfma(vset1(d * sc[s + 2 * k]), fma_i8x16(q[k], xb + 32 * k, vzero()), acc[k]);
+          acc[k] = vfma(vset1(dsc[s + 2 * k]), fma_i8x16(q[k], xb + 32 * k, vzero()), acc[k]);
       }
     }
   }
@@ -322,6 +336,7 @@ void dequant_q8_0(const void* row, float* dst, int64_t n) {
   }
 }
 
+#if !defined(LONGKV_KERNELS_AVX512)
 void dequant_q4_0(const void* row, float* dst, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
   const vf zero = vzero();
@@ -356,24 +371,123 @@ void dequant_q4_k(const void* row, float* dst, int64_t n) {
   }
 }
 
+#endif  // !LONGKV_KERNELS_AVX512
+
 void dequant_q6_k(const void* row, float* dst, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
   const vf zero = vzero();
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const uint8_t* b = p + i * kQ6KBytes;
-    const float d = load_f16(b + 208);
-    const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+    float dsc[16];
+    q6_k_factors(b, dsc);
     for (int h = 0; h < 2; ++h) {
       for (int l0 = 0; l0 < 32; l0 += 16) {
         __m128i q[4];
         q6_k_codes(b + 64 * h + l0, b + 128 + 32 * h + l0, q);
         const int s = 8 * h + l0 / 16;
         float* y = dst + i * kQKK + 128 * h + l0;
-        for (int k = 0; k < 4; ++k) store_i8x16(q[k], vset1(d * sc[s + 2 * k]), zero, y + 32 * k);
+        for (int k = 0; k < 4; ++k) store_i8x16(q[k], vset1(dsc[s + 2 * k]), zero, y + 32 * k);
       }
     }
   }
 }
+
+#if defined(LONGKV_KERNELS_AVX512)
+// 4-bit codes on AVX-512: a 16-entry table of the block's (or sub-block's)
+// 16 possible weight values sits in one register, and vpermps looks each
+// code up directly. It uses only the low 4 bits of each 32-bit index, so the
+// zero-extended byte selects the low nibble as is and the byte shifted
+// right by 4 the high one. This replaces int8 -> int32 -> float conversions
+// plus a scale per element with one lookup, and the values are the same
+// products d*(q-8) (Q4_0) the reference computes.
+inline __m512i nibble_bytes(const uint8_t* p) { return _mm512_cvtepu8_epi32(load16(p)); }
+inline __m512 lookup(__m512i idx, __m512 table) { return _mm512_permutexvar_ps(idx, table); }
+inline __m512 code_ramp() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+
+float dot_q4_0(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 centred = _mm512_sub_ps(code_ramp(), vset1(8.0f));
+  const int64_t nb = n / kQK;
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    for (int k = 0; k < 2; ++k) {
+      const uint8_t* b = p + (i + k) * kQ4Bytes;
+      const float* xb = x + (i + k) * kQK;
+      const __m512 table = _mm512_mul_ps(centred, vset1(load_f16(b)));
+      const __m512i v = nibble_bytes(b + 2);
+      acc[2 * k] = vfma(lookup(v, table), vload(xb), acc[2 * k]);
+      acc[2 * k + 1] = vfma(lookup(_mm512_srli_epi32(v, 4), table), vload(xb + 16), acc[2 * k + 1]);
+    }
+  }
+  if (i < nb) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    const __m512 table = _mm512_mul_ps(centred, vset1(load_f16(b)));
+    const __m512i v = nibble_bytes(b + 2);
+    acc[0] = vfma(lookup(v, table), vload(x + i * kQK), acc[0]);
+    acc[1] = vfma(lookup(_mm512_srli_epi32(v, 4), table), vload(x + i * kQK + 16), acc[1]);
+  }
+  return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
+}
+
+// Q4_K: one table per sub-block, d*sc*q - dmin*m for q = 0..15.
+float dot_q4_k(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 ramp = code_ramp();
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * kQ4KBytes;
+    float dsc[8], dm[8];
+    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
+    const uint8_t* qs = b + 16;
+    const float* xb = x + i * kQKK;
+    for (int c = 0; c < 4; ++c) {
+      const __m512 t0 = vfma(ramp, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
+      const __m512 t1 = vfma(ramp, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
+      const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
+      const float* x0 = xb + 64 * c;
+      acc[0] = vfma(lookup(va, t0), vload(x0), acc[0]);
+      acc[1] = vfma(lookup(vb, t0), vload(x0 + 16), acc[1]);
+      acc[2] = vfma(lookup(_mm512_srli_epi32(va, 4), t1), vload(x0 + 32), acc[2]);
+      acc[3] = vfma(lookup(_mm512_srli_epi32(vb, 4), t1), vload(x0 + 48), acc[3]);
+    }
+  }
+  return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
+}
+
+void dequant_q4_0(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 centred = _mm512_sub_ps(code_ramp(), vset1(8.0f));
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    const __m512 table = _mm512_mul_ps(centred, vset1(load_f16(b)));
+    const __m512i v = nibble_bytes(b + 2);
+    vstore(dst + i * kQK, lookup(v, table));
+    vstore(dst + i * kQK + 16, lookup(_mm512_srli_epi32(v, 4), table));
+  }
+}
+
+void dequant_q4_k(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 ramp = code_ramp();
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * kQ4KBytes;
+    float dsc[8], dm[8];
+    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
+    const uint8_t* qs = b + 16;
+    float* y = dst + i * kQKK;
+    for (int c = 0; c < 4; ++c) {
+      const __m512 t0 = vfma(ramp, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
+      const __m512 t1 = vfma(ramp, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
+      const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
+      vstore(y + 64 * c, lookup(va, t0));
+      vstore(y + 64 * c + 16, lookup(vb, t0));
+      vstore(y + 64 * c + 32, lookup(_mm512_srli_epi32(va, 4), t1));
+      vstore(y + 64 * c + 48, lookup(_mm512_srli_epi32(vb, 4), t1));
+    }
+  }
+}
+#endif  // LONGKV_KERNELS_AVX512
 
 constexpr CpuWeightKernels kKernels[] = {
     {.type = WeightType::F32, .dot = dot_f32, .dequantize = dequant_f32},

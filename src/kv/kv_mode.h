@@ -1,0 +1,42 @@
+// The KV mode string: one string selects how a cache stores keys and
+// values, and every tool prints it back fully spelled out.
+//
+// Grammar (fields separated by ':'; order free after the first):
+//   f32 | f16                         dense caches
+//   k<B>v<B>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym]
+//     B in {8, 4, 3, 2, 1}: key / value bits (asymmetric integer codes)
+//     g<G>  group size (default 32): keys per channel over G tokens, values
+//           per token over G channels (G divides head_dim; multiple of 8)
+//     r<R>  fp16 residual window of the R most recent tokens (default 128)
+//     s<S>  fp16 attention-sink tokens at the start (default 4)
+//     rope=pre  quantize keys before RoPE, rotate at attention time
+//               (KVQuant); default post (KIVI)
+//     sym   symmetric codes (scale only, zero fixed at the mid code)
+// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0".
+#pragma once
+
+#include <string>
+
+namespace longkv {
+
+enum class KvKind { f32, f16, quant };
+
+struct KvMode {
+  KvKind kind = KvKind::f16;
+  int k_bits = 16, v_bits = 16;
+  int group = 32;
+  int residual = 128;
+  int sinks = 4;
+  bool pre_rope = false;
+  bool symmetric = false;
+
+  // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post").
+  std::string to_string() const;
+  // Warnings worth printing (e.g. K bits < V bits); empty if none.
+  std::string warning() const;
+};
+
+// Parses a mode string; throws Error with the reason and the grammar.
+KvMode parse_kv_mode(const std::string& s);
+
+}  // namespace longkv

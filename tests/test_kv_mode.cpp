@@ -1,0 +1,68 @@
+// The KV mode string grammar: canonical spelling, defaults, and one clear
+// message per kind of bad input.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "kv/kv_mode.h"
+
+namespace longkv {
+namespace {
+
+TEST(KvMode, DenseModes) {
+  EXPECT_EQ(parse_kv_mode("f16").kind, KvKind::f16);
+  EXPECT_EQ(parse_kv_mode("f32").to_string(), "f32");
+  EXPECT_EQ(parse_kv_mode("f16").k_bits, 16);
+}
+
+TEST(KvMode, DefaultsAreSpelledOut) {
+  const KvMode m = parse_kv_mode("k4v2");
+  EXPECT_EQ(m.kind, KvKind::quant);
+  EXPECT_EQ(m.k_bits, 4);
+  EXPECT_EQ(m.v_bits, 2);
+  EXPECT_EQ(m.to_string(), "k4v2:g32:r128:s4:rope=post");
+  EXPECT_EQ(m.warning(), "");
+}
+
+TEST(KvMode, FieldsInAnyOrderRoundTrip) {
+  const KvMode m = parse_kv_mode("k2v2:sym:rope=pre:s0:r64:g64");
+  EXPECT_EQ(m.group, 64);
+  EXPECT_EQ(m.residual, 64);
+  EXPECT_EQ(m.sinks, 0);
+  EXPECT_TRUE(m.pre_rope);
+  EXPECT_TRUE(m.symmetric);
+  EXPECT_EQ(m.to_string(), "k2v2:g64:r64:s0:rope=pre:sym");
+  EXPECT_EQ(parse_kv_mode(m.to_string()).to_string(), m.to_string());
+}
+
+TEST(KvMode, KeysWithFewerBitsThanValuesWarn) {
+  EXPECT_NE(parse_kv_mode("k2v4").warning().find("keys fewer bits than values"), std::string::npos);
+}
+
+void expect_error(const std::string& mode, const std::string& fragment) {
+  try {
+    parse_kv_mode(mode);
+    ADD_FAILURE() << "no error for " << mode;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << mode << ": " << e.what();
+  }
+}
+
+TEST(KvMode, BadModesFailWithReason) {
+  expect_error("", "empty KV mode");
+  expect_error("q4", "unknown KV cache mode 'q4': expected f32, f16 or k<bits>v<bits>");
+  expect_error("k5v2", "bits must be 8, 4, 3, 2 or 1 (got k5 v2)");
+  expect_error("k4v", "unknown KV cache mode 'k4v'");
+  expect_error("k4v4:g33", "group size 33 must be a multiple of 8");
+  expect_error("k4v4:g0", "group size 0");
+  expect_error("k4v4:r", "unknown field 'r'");
+  expect_error("k4v4:x1", "unknown field 'x1'");
+  expect_error("k4v4:rope=sideways", "unknown field 'rope=sideways'");
+  expect_error("k4v4:g32:g64", "field 'g64' given twice");
+  expect_error("k4v4:", "unknown field ''");
+  expect_error("f16:r128", "dense mode f16 takes no options");
+  expect_error("k1v1:sym", "symmetric 1-bit codes cannot represent zero");
+  expect_error("k4v4:r99999999", "unknown field");
+}
+
+}  // namespace
+}  // namespace longkv
