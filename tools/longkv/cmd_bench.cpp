@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "core/timer.h"
+#include "kv/kv_mode.h"
 #include "membw.h"
 #include "model/llama_model.h"
 #include "model/synthetic_model.h"
@@ -64,14 +65,15 @@ int cmd_bench(const BenchOptions& o) {
               "context fill: %s\n\n",
               describe_model(w).c_str(), membw, build_pool.size(),
               random_fill ? "random keys/values appended to the cache (synthetic, no prefill)" : "real prefill of random tokens");
-  std::printf("| threads | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | bytes/step | GB/s | %% of bw |\n");
-  std::printf("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| threads | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | KV read/step | bytes/step | GB/s | %% of bw |\n");
+  std::printf("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 
   std::mt19937 rng(42);
   for (int nt : thread_list) {
     ThreadPool pool(nt);
     LlamaModel model(w, pool);
-    for (const auto& mode : o.kv_modes) {
+    for (const auto& mode_arg : o.kv_modes) {
+      const std::string mode = parse_kv_mode(mode_arg).to_string();
       for (int depth : o.depths) {
         const int max_tokens = depth + std::max(o.n_prompt, o.n_gen) + 1;
         auto caches = model.make_caches(mode, max_tokens);
@@ -102,7 +104,7 @@ int cmd_bench(const BenchOptions& o) {
             model.forward(toks.data(), o.n_prompt, depth, caches, logits.data(), false);
             best = std::min(best, now_seconds() - t0);
           }
-          std::printf("| %d | %s | pp%d | %d | %.1f | %.2f | — | — | — | — |\n", pool.size(), mode.c_str(), o.n_prompt,
+          std::printf("| %d | %s | pp%d | %d | %.1f | %.2f | — | — | — | — | — |\n", pool.size(), mode.c_str(), o.n_prompt,
                       depth, o.n_prompt / best, 1e3 * best / o.n_prompt);
           std::fflush(stdout);
         }
@@ -129,9 +131,9 @@ int cmd_bench(const BenchOptions& o) {
           const double step_bytes = static_cast<double>(w.weight_bytes()) + mid_kv;
           const double per_tok = best / o.n_gen;
           const double gbs = step_bytes / per_tok / 1e9;
-          std::printf("| %d | %s | tg%d | %d | %.2f | %.1f | %.2f | %s | %.1f | %s |\n", pool.size(), mode.c_str(),
-                      o.n_gen, depth, 1.0 / per_tok, 1e3 * per_tok, 1e3 * best_attn / o.n_gen,
-                      human_bytes(step_bytes).c_str(), gbs, membw > 0 ? strprintf("%.0f%%", 100 * gbs / membw).c_str() : "—");
+          std::printf("| %d | %s | tg%d | %d | %.2f | %.1f | %.2f | %s | %s | %.1f | %s |\n", pool.size(),
+                      mode.c_str(), o.n_gen, depth, 1.0 / per_tok, 1e3 * per_tok, 1e3 * best_attn / o.n_gen,
+                      human_bytes(mid_kv).c_str(), human_bytes(step_bytes).c_str(), gbs, membw > 0 ? strprintf("%.0f%%", 100 * gbs / membw).c_str() : "—");
           std::fflush(stdout);
         }
       }

@@ -20,6 +20,8 @@
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "formats/logprob_file.h"
+#include "kv/kv_mode.h"
+#include <nlohmann/json.hpp>
 #include "model/llama_model.h"
 #include "runtime/sampler.h"
 
@@ -32,6 +34,7 @@ struct PplOptions {
   std::vector<std::string> kv_modes;
   int ctx = 512, chunks = 0, batch = 512;
   std::string save_logits, kl_base;
+  std::string csv, json;
 };
 
 struct ModeRun {
@@ -66,7 +69,12 @@ int cmd_perplexity(const PplOptions& o) {
   if (o.chunks > 0 && o.chunks < n_windows) n_windows = o.chunks;
   if (o.ctx > cfg.ctx_len) log_warn("--ctx %d exceeds the model's trained context of %d", o.ctx, cfg.ctx_len);
 
-  std::vector<std::string> modes = o.kv_modes.empty() ? std::vector<std::string>{"f16"} : o.kv_modes;
+  std::vector<std::string> modes;
+  for (const auto& m : o.kv_modes.empty() ? std::vector<std::string>{"f16"} : o.kv_modes) {
+    const KvMode km = parse_kv_mode(m);
+    if (!km.warning().empty()) log_warn("%s", km.warning().c_str());
+    modes.push_back(km.to_string());
+  }
   int base = -1;
   for (size_t i = 0; i < modes.size(); ++i)
     if (modes[i] == "f16") {
@@ -172,23 +180,75 @@ int cmd_perplexity(const PplOptions& o) {
   progress.finish();
 
   const double base_ppl = base >= 0 ? std::exp(runs[base].nll_sum / runs[base].scored) : 0.0;
-  std::printf("\n## Perplexity\n\n");
-  std::printf("model: %s  \ntext: %s (%zu tokens), ctx %d, %d windows, batch %d, threads %d\n\n",
-              describe_model(rt.model.weights).c_str(), o.text_file.c_str(), tokens.size(), o.ctx, n_windows, batch,
-              pool.size());
-  std::printf("| KV mode | K bits/elem | V bits/elem | KV MiB at ctx | ppl | ± | ppl ÷ f16 | mean KLD | top-1 agree | tokens scored | tok/s |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  struct Row {
+    std::string mode;
+    double k_bits, v_bits, kv_mib, ppl, err, ratio, kld, top1, tok_s;
+    int64_t scored;
+    bool has_ratio, has_kl;
+  };
+  std::vector<Row> rows;
   for (const auto& r : runs) {
     const double mean = r.nll_sum / r.scored;
     const double var = std::max(0.0, r.nll_sq / r.scored - mean * mean);
-    const double ppl = std::exp(mean);
-    const double err = ppl * std::sqrt(var / r.scored);
-    const std::string ratio = base_ppl > 0 ? strprintf("%.4f", ppl / base_ppl) : "—";
-    const std::string kld = r.kl_n ? strprintf("%.6f", r.kl_sum / r.kl_n) : "—";
-    const std::string top1 = r.kl_n ? strprintf("%.2f%%", 100.0 * r.top1_same / r.kl_n) : "—";
-    std::printf("| %s | %.2f | %.2f | %.2f | %.4f | %.4f | %s | %s | %s | %lld | %.1f |\n", r.mode.c_str(),
-                r.fp.k_bits, r.fp.v_bits, r.fp.bytes() / 1048576.0, ppl, err, ratio.c_str(), kld.c_str(),
-                top1.c_str(), static_cast<long long>(r.scored), r.scored / r.seconds);
+    Row row{r.mode, r.fp.k_bits, r.fp.v_bits, r.fp.bytes() / 1048576.0, std::exp(mean), 0, 0, 0, 0,
+            r.scored / r.seconds, r.scored, base_ppl > 0, r.kl_n > 0};
+    row.err = row.ppl * std::sqrt(var / r.scored);
+    row.ratio = base_ppl > 0 ? row.ppl / base_ppl : 0;
+    row.kld = r.kl_n ? r.kl_sum / r.kl_n : 0;
+    row.top1 = r.kl_n ? 100.0 * r.top1_same / r.kl_n : 0;
+    rows.push_back(row);
+  }
+
+  std::printf("\n## Perplexity\n\n");
+  std::printf("model: %s  \ntext: %s (%zu tokens), ctx %d, %d windows, batch %d, threads %d%s\n\n",
+              describe_model(rt.model.weights).c_str(), o.text_file.c_str(), tokens.size(), o.ctx, n_windows, batch,
+              pool.size(), o.kl_base.empty() ? "" : (", KL base " + o.kl_base).c_str());
+  std::printf("| KV mode | K bits/elem | V bits/elem | KV MiB at ctx | ppl | ± | ppl ÷ f16 | mean KLD | top-1 agree | tokens scored | tok/s |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& r : rows) {
+    const std::string ratio = r.has_ratio ? strprintf("%.4f", r.ratio) : "—";
+    const std::string kld = r.has_kl ? strprintf("%.6f", r.kld) : "—";
+    const std::string top1 = r.has_kl ? strprintf("%.2f%%", r.top1) : "—";
+    std::printf("| %s | %.2f | %.2f | %.2f | %.4f | %.4f | %s | %s | %s | %lld | %.1f |\n", r.mode.c_str(), r.k_bits,
+                r.v_bits, r.kv_mib, r.ppl, r.err, ratio.c_str(), kld.c_str(), top1.c_str(),
+                static_cast<long long>(r.scored), r.tok_s);
+  }
+  if (!o.csv.empty()) {
+    FILE* f = std::fopen(o.csv.c_str(), "w");
+    LONGKV_CHECK(f, "%s: cannot create", o.csv.c_str());
+    std::fprintf(f, "mode,k_bits,v_bits,kv_mib,ppl,ppl_stderr,ppl_ratio,mean_kld,top1_agree,tokens_scored,tok_s\n");
+    for (const auto& r : rows)
+      std::fprintf(f, "%s,%.4f,%.4f,%.4f,%.6f,%.6f,%s,%s,%s,%lld,%.2f\n", r.mode.c_str(), r.k_bits, r.v_bits, r.kv_mib,
+                   r.ppl, r.err, r.has_ratio ? strprintf("%.6f", r.ratio).c_str() : "",
+                   r.has_kl ? strprintf("%.8f", r.kld).c_str() : "", r.has_kl ? strprintf("%.4f", r.top1).c_str() : "",
+                   static_cast<long long>(r.scored), r.tok_s);
+    std::fclose(f);
+  }
+  if (!o.json.empty()) {
+    nlohmann::json j;
+    j["model"] = describe_model(rt.model.weights);
+    j["text"] = o.text_file;
+    j["ctx"] = o.ctx;
+    j["windows"] = n_windows;
+    j["batch"] = batch;
+    j["threads"] = pool.size();
+    for (const auto& r : rows) {
+      nlohmann::json m = {{"mode", r.mode},       {"k_bits", r.k_bits}, {"v_bits", r.v_bits},
+                          {"kv_mib", r.kv_mib},   {"ppl", r.ppl},       {"ppl_stderr", r.err},
+                          {"tokens_scored", r.scored}, {"tok_s", r.tok_s}};
+      if (r.has_ratio) m["ppl_ratio"] = r.ratio;
+      if (r.has_kl) {
+        m["mean_kld"] = r.kld;
+        m["top1_agree"] = r.top1 / 100.0;
+      }
+      j["modes"].push_back(m);
+    }
+    FILE* f = std::fopen(o.json.c_str(), "w");
+    LONGKV_CHECK(f, "%s: cannot create", o.json.c_str());
+    const std::string text = j.dump(2);
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fputc('\n', f);
+    std::fclose(f);
   }
   return 0;
 }
@@ -204,9 +264,11 @@ void register_perplexity(CLI::App& app) {
   sub->add_option("--chunks", o->chunks, "Score only the first K windows (0: all)")->capture_default_str();
   sub->add_option("-b,--batch", o->batch, "Tokens streamed per forward call")->capture_default_str()->check(
       CLI::PositiveNumber);
-  sub->add_option("--kv", o->kv_modes, "KV cache mode(s); repeat to compare side by side (default f16)");
+  sub->add_option("--kv", o->kv_modes, "KV cache mode(s), repeated or comma-separated, compared side by side (default f16)")->delimiter(',');
   sub->add_option("--save-logits", o->save_logits, "Save the first mode's log-probabilities to FILE");
   sub->add_option("--kl-base", o->kl_base, "Compare against log-probabilities saved by --save-logits");
+  sub->add_option("--csv", o->csv, "Also write the table as CSV to FILE");
+  sub->add_option("--json", o->json, "Also write the results as JSON to FILE");
   sub->callback([o] { g_exit_code = cmd_perplexity(*o); });
 }
 

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/thread_pool.h"
 #include "core/timer.h"
+#include "kv/kv_mode.h"
 #include "runtime/sampler.h"
 #include "runtime/session.h"
 
@@ -32,6 +33,8 @@ std::string read_text_file(const std::string& path) {
 }
 
 int cmd_run(const RunOptions& o) {
+  const KvMode kv = parse_kv_mode(o.kv);  // validate before loading anything
+  if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;
   ThreadPool pool(o.model.threads);
@@ -55,7 +58,7 @@ int cmd_run(const RunOptions& o) {
   const int max_tokens = static_cast<int>(tokens.size()) + n_predict;
 
   log_info("model: %s", describe_model(rt.model.weights).c_str());
-  log_info("kv: %s, threads %d, prompt %zu tokens, generating %d, sampling %s", o.kv.c_str(), pool.size(),
+  log_info("kv: %s, threads %d, prompt %zu tokens, generating %d, sampling %s", kv.to_string().c_str(), pool.size(),
            tokens.size(), n_predict, o.sampling.describe().c_str());
 
   Session session(model, o.kv, max_tokens);
@@ -92,7 +95,7 @@ int cmd_run(const RunOptions& o) {
   log_info("decode: %d tokens in %.3f s (%.1f tok/s)", generated, t_gen,
            generated > 1 ? (generated - 1) / t_gen : 0.0);
   log_info("kv cache: %s, %lld tokens, %s (K %.2f bits/elem, V %.2f bits/elem); f16 would be %s (%.1f%% saved)",
-           o.kv.c_str(), static_cast<long long>(fp.tokens), human_bytes(static_cast<double>(fp.bytes())).c_str(),
+           kv.to_string().c_str(), static_cast<long long>(fp.tokens), human_bytes(static_cast<double>(fp.bytes())).c_str(),
            fp.k_bits, fp.v_bits, human_bytes(f16_bytes).c_str(),
            f16_bytes > 0 ? 100.0 * (1.0 - fp.bytes() / f16_bytes) : 0.0);
   return 0;
@@ -110,7 +113,7 @@ void register_run(CLI::App& app) {
       CLI::NonNegativeNumber);
   sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(CLI::NonNegativeNumber);
   sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--kv", o->kv, "KV cache mode (f32, f16)")->capture_default_str();
+  sub->add_option("--kv", o->kv, "KV cache mode: f32, f16, or k<bits>v<bits>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym]")->capture_default_str();
   sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
   sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();
   sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str();
