@@ -55,5 +55,6 @@ void register_perplexity(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_needle(CLI::App& app);
 
 }  // namespace longkv::cli

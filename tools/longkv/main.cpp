@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   register_inspect(app);
   register_convert(app);
   register_bench(app);
+  register_needle(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace longkv::cli {
+namespace longkv {
 
 struct NeedleHeatmap {
   std::string task;  // "passkey" | "niah"
@@ -38,4 +38,4 @@ std::string needle_report_html(const NeedleReport& r);
 // Writes the page to `path`; throws Error naming the path on failure.
 void write_needle_report(const std::string& path, const NeedleReport& r);
 
-}  // namespace longkv::cli
+}  // namespace longkv
