@@ -2,6 +2,7 @@
 #include "kv/dense_cache.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_mode.h"
+#include "kv/quant_cache.h"
 
 namespace longkv {
 
@@ -10,7 +11,7 @@ std::unique_ptr<KvCache> make_kv_cache(const std::string& mode, const KvShape& s
   switch (m.kind) {
     case KvKind::f32: return std::make_unique<DenseKvCacheF32>(shape, pool);
     case KvKind::f16: return std::make_unique<DenseKvCacheF16>(shape, pool);
-    case KvKind::quant: break;
+    case KvKind::quant: return std::make_unique<QuantKvCache>(m, shape, pool);
   }
   fail("KV mode '%s' is not implemented yet", m.to_string().c_str());
 }
@@ -20,7 +21,9 @@ double kv_mode_bytes_per_token(const std::string& mode, const KvShape& shape) {
   switch (m.kind) {
     case KvKind::f32: return 8.0 * shape.kv_dim();
     case KvKind::f16: return 4.0 * shape.kv_dim();
-    case KvKind::quant: break;
+    // Steady state: codes + fp16 scales and zeros; the fp16 sinks and window
+    // are a fixed overhead that footprint() counts on a real cache.
+    case KvKind::quant: return QuantKvCache::steady_bytes_per_token(m, shape);
   }
   fail("KV mode '%s' is not implemented yet", m.to_string().c_str());
 }

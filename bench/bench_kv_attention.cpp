@@ -1,0 +1,112 @@
+// Decode attention time per layer for dense and scalar-quantized KV caches.
+//
+// One decode step = one query row of 32 heads (Llama-3-8B: 8 KV heads,
+// head_dim 128, GQA 4) attending over a cache of 8K or 32K tokens. A real
+// model reads a different layer's cache each step, so the benchmark cycles
+// through enough cache copies ("layers", >= 192 MiB) that every step streams
+// its KV bytes from DRAM instead of the 32 MiB L3.
+//
+// Counters: kv_bytes = footprint().cpu_bytes of one cache (the bytes one
+// step reads), bytes_per_second = kv_bytes / step time, k_bits / v_bits as
+// footprint() reports them.
+//
+//   ./bench_kv_attention [--benchmark_filter=k4v4] [google-benchmark flags]
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kv/kv_cache.h"
+
+namespace longkv {
+namespace {
+
+constexpr size_t kColdBytes = size_t{192} << 20;
+
+KvShape llama3_shape(int max_tokens) {
+  KvShape s;
+  s.n_heads = 32;
+  s.n_kv_heads = 8;
+  s.head_dim = 128;
+  s.max_tokens = max_tokens;
+  return s;
+}
+
+struct Layers {
+  std::string key;
+  std::unique_ptr<ThreadPool> pool;
+  std::vector<std::unique_ptr<KvCache>> caches;
+};
+
+// The caches of the running benchmark (rebuilt when the config changes, so
+// only one config's memory is held at a time).
+Layers& layers_for(const std::string& mode, int tokens, int threads) {
+  static Layers cur;
+  const std::string key = mode + "/" + std::to_string(tokens) + "/" + std::to_string(threads);
+  if (cur.key == key) return cur;
+  cur.caches.clear();
+  cur.pool = std::make_unique<ThreadPool>(threads);
+  cur.key = key;
+  const KvShape s = llama3_shape(tokens);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  constexpr int kChunk = 512;
+  std::vector<float> k(static_cast<size_t>(kChunk) * s.kv_dim()), v(k.size());
+  for (auto& x : k) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  const double bytes_per_cache = kv_mode_bytes_per_token(mode, s) * tokens;
+  const int copies = std::max(1, static_cast<int>(kColdBytes / bytes_per_cache + 0.999));
+  for (int c = 0; c < copies; ++c) {
+    auto cache = make_kv_cache(mode, s, *cur.pool);
+    for (int t = 0; t < tokens; t += kChunk) cache->append(k.data(), v.data(), std::min(kChunk, tokens - t));
+    cur.caches.push_back(std::move(cache));
+  }
+  return cur;
+}
+
+void BM_decode_attention(benchmark::State& state, const std::string& mode) {
+  const int tokens = static_cast<int>(state.range(0)), threads = static_cast<int>(state.range(1));
+  Layers& L = layers_for(mode, tokens, threads);
+  const KvShape s = llama3_shape(tokens);
+  std::vector<float> q(s.q_dim()), out(s.q_dim());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& x : q) x = nd(rng);
+  size_t layer = 0;
+  for (auto _ : state) {
+    L.caches[layer]->attend(q.data(), 1, out.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+    layer = (layer + 1) % L.caches.size();
+  }
+  const KvFootprint f = L.caches[0]->footprint();
+  state.counters["kv_bytes"] = static_cast<double>(f.cpu_bytes);
+  state.counters["k_bits"] = f.k_bits;
+  state.counters["v_bits"] = f.v_bits;
+  state.counters["layers"] = static_cast<double>(L.caches.size());
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(f.cpu_bytes));
+  state.SetLabel(L.caches[0]->mode());
+}
+
+void register_all() {
+  for (const char* mode : {"f16", "k8v8", "k4v4", "k2v2"})
+    benchmark::RegisterBenchmark((std::string("decode_attention/") + mode).c_str(),
+                                 [m = std::string(mode)](benchmark::State& st) { BM_decode_attention(st, m); })
+        ->ArgNames({"tokens", "threads"})
+        ->ArgsProduct({{8192, 32768}, {1, 2}})
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+}
+
+}  // namespace
+}  // namespace longkv
+
+int main(int argc, char** argv) {
+  longkv::register_all();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,268 @@
+// Reference scalar KV codec: the oracle for the fast kernels and for CUDA.
+// Plain loops, no intrinsics; layouts are described in kv_codec.h.
+#include "kv/kv_codec.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+
+namespace longkv {
+
+bool kv_bits_supported(int bits) { return bits == 8 || bits == 4 || bits == 3 || bits == 2 || bits == 1; }
+
+// Smallest fp16 >= the f16 rounding of s that satisfies covers(f16); the
+// bump keeps the top of the range representable after rounding the scale.
+template <typename Covers>
+static f16_t f16_scale_up(float s, Covers covers) {
+  f16_t h = f32_to_f16(s);
+  for (int i = 0; i < 4 && !covers(f16_to_f32(h)) && h < 0x7bffu; ++i) ++h;
+  return h;
+}
+
+void kv_fit_range(const float* x, int n, int stride, int bits, bool symmetric, f16_t* scale, f16_t* zero) {
+  LONGKV_ASSERT(n > 0 && kv_bits_supported(bits));
+  float mn = x[0], mx = x[0];
+  for (int i = 1; i < n; ++i) {
+    const float v = x[static_cast<size_t>(i) * stride];
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  if (symmetric) {
+    LONGKV_ASSERT(bits > 1);
+    const float amax = std::fmax(std::fabs(mn), std::fabs(mx));
+    const int top = (1 << (bits - 1)) - 1;
+    const f16_t s = amax > 0 ? f16_scale_up(amax / top, [&](float f) { return f * top >= amax; }) : 0;
+    *scale = s;
+    *zero = f32_to_f16(-static_cast<float>(1 << (bits - 1)) * f16_to_f32(s));
+    return;
+  }
+  const int levels = (1 << bits) - 1;
+  *zero = f32_to_f16(mn);
+  const float z = f16_to_f32(*zero);
+  const float span = mx - z;
+  *scale = span > 0 ? f16_scale_up(span / levels, [&](float f) { return z + f * levels >= mx; }) : 0;
+}
+
+uint8_t kv_encode(float x, float scale, float zero, int bits) {
+  if (!(scale > 0)) return 0;
+  const float v = std::floor((x - zero) / scale + 0.5f);  // round half up
+  const float top = static_cast<float>((1 << bits) - 1);
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > top ? top : v));
+}
+
+void kv_pack_block(const uint8_t codes[kKvCodeBlock], int bits, uint8_t* dst) {
+  std::memset(dst, 0, kv_code_block_bytes(bits));
+  switch (bits) {
+    case 8: std::memcpy(dst, codes, kKvCodeBlock); break;
+    case 4:
+      for (int i = 0; i < 16; ++i) dst[i] = static_cast<uint8_t>((codes[i] & 15) | (codes[i + 16] & 15) << 4);
+      break;
+    case 2:
+      for (int i = 0; i < 8; ++i)
+        for (int k = 0; k < 4; ++k) dst[i] |= static_cast<uint8_t>((codes[i + 8 * k] & 3) << (2 * k));
+      break;
+    case 1:
+      for (int i = 0; i < 32; ++i) dst[i / 8] |= static_cast<uint8_t>((codes[i] & 1) << (i % 8));
+      break;
+    case 3: {
+      uint8_t lo[kKvCodeBlock], hi[kKvCodeBlock];
+      for (int i = 0; i < 32; ++i) {
+        lo[i] = codes[i] & 3;
+        hi[i] = (codes[i] >> 2) & 1;
+      }
+      kv_pack_block(lo, 2, dst);
+      kv_pack_block(hi, 1, dst + 8);
+      break;
+    }
+    default: LONGKV_ASSERT(false);
+  }
+}
+
+void kv_unpack_block(const uint8_t* src, int bits, uint8_t codes[kKvCodeBlock]) {
+  switch (bits) {
+    case 8: std::memcpy(codes, src, kKvCodeBlock); break;
+    case 4:
+      for (int i = 0; i < 16; ++i) {
+        codes[i] = src[i] & 15;
+        codes[i + 16] = src[i] >> 4;
+      }
+      break;
+    case 2:
+      for (int i = 0; i < 8; ++i)
+        for (int k = 0; k < 4; ++k) codes[i + 8 * k] = (src[i] >> (2 * k)) & 3;
+      break;
+    case 1:
+      for (int i = 0; i < 32; ++i) codes[i] = (src[i / 8] >> (i % 8)) & 1;
+      break;
+    case 3: {
+      uint8_t hi[kKvCodeBlock];
+      kv_unpack_block(src, 2, codes);
+      kv_unpack_block(src + 8, 1, hi);
+      for (int i = 0; i < 32; ++i) codes[i] |= static_cast<uint8_t>(hi[i] << 2);
+      break;
+    }
+    default: LONGKV_ASSERT(false);
+  }
+}
+
+static f16_t* rec_scale(uint8_t* rec, const KvGroupLayout& l) { return reinterpret_cast<f16_t*>(rec + l.scale_offset); }
+static f16_t* rec_zero(uint8_t* rec, const KvGroupLayout& l) { return reinterpret_cast<f16_t*>(rec + l.zero_offset); }
+static const f16_t* rec_scale(const uint8_t* rec, const KvGroupLayout& l) {
+  return reinterpret_cast<const f16_t*>(rec + l.scale_offset);
+}
+static const f16_t* rec_zero(const uint8_t* rec, const KvGroupLayout& l) {
+  return reinterpret_cast<const f16_t*>(rec + l.zero_offset);
+}
+
+void kv_quantize_keys(const float* k, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits);
+  const int bb = kv_code_block_bytes(bits);
+  std::vector<uint8_t> codes(group);
+  for (int c = 0; c < d; ++c) {
+    f16_t s, z;
+    kv_fit_range(k + c, group, ld, bits, symmetric, &s, &z);
+    rec_scale(rec, l)[c] = s;
+    rec_zero(rec, l)[c] = z;
+    for (int t = 0; t < group; ++t)
+      codes[t] = kv_encode(k[static_cast<size_t>(t) * ld + c], f16_to_f32(s), f16_to_f32(z), bits);
+    for (int j = 0; j < group / kKvCodeBlock; ++j)
+      kv_pack_block(&codes[j * kKvCodeBlock], bits, rec + (static_cast<size_t>(j) * d + c) * bb);
+  }
+}
+
+void kv_dequantize_keys(const uint8_t* rec, int group, int d, int bits, float* k, int ld) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits);
+  const int bb = kv_code_block_bytes(bits);
+  uint8_t codes[kKvCodeBlock];
+  for (int c = 0; c < d; ++c) {
+    const float s = f16_to_f32(rec_scale(rec, l)[c]), z = f16_to_f32(rec_zero(rec, l)[c]);
+    for (int j = 0; j < group / kKvCodeBlock; ++j) {
+      kv_unpack_block(rec + (static_cast<size_t>(j) * d + c) * bb, bits, codes);
+      for (int i = 0; i < kKvCodeBlock; ++i) k[static_cast<size_t>(j * kKvCodeBlock + i) * ld + c] = s * codes[i] + z;
+    }
+  }
+}
+
+void kv_quantize_values(const float* v, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits);
+  const int bb = kv_code_block_bytes(bits), ng = d / group, nb = d / kKvCodeBlock;
+  std::vector<uint8_t> codes(d);
+  for (int t = 0; t < group; ++t) {
+    const float* x = v + static_cast<size_t>(t) * ld;
+    for (int gi = 0; gi < ng; ++gi) {
+      f16_t s, z;
+      kv_fit_range(x + gi * group, group, 1, bits, symmetric, &s, &z);
+      rec_scale(rec, l)[t * ng + gi] = s;
+      rec_zero(rec, l)[t * ng + gi] = z;
+      for (int i = 0; i < group; ++i)
+        codes[gi * group + i] = kv_encode(x[gi * group + i], f16_to_f32(s), f16_to_f32(z), bits);
+    }
+    for (int j = 0; j < nb; ++j)
+      kv_pack_block(&codes[j * kKvCodeBlock], bits, rec + (static_cast<size_t>(t) * nb + j) * bb);
+  }
+}
+
+void kv_dequantize_values(const uint8_t* rec, int group, int d, int bits, float* v, int ld) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits);
+  const int bb = kv_code_block_bytes(bits), ng = d / group, nb = d / kKvCodeBlock;
+  uint8_t codes[kKvCodeBlock];
+  for (int t = 0; t < group; ++t)
+    for (int j = 0; j < nb; ++j) {
+      kv_unpack_block(rec + (static_cast<size_t>(t) * nb + j) * bb, bits, codes);
+      for (int i = 0; i < kKvCodeBlock; ++i) {
+        const int c = j * kKvCodeBlock + i, gi = c / group;
+        v[static_cast<size_t>(t) * ld + c] =
+            f16_to_f32(rec_scale(rec, l)[t * ng + gi]) * codes[i] + f16_to_f32(rec_zero(rec, l)[t * ng + gi]);
+      }
+    }
+}
+
+void kv_key_scores_ref(const uint8_t* rec, int group, int d, int bits, const float* q, int nv, float* scores) {
+  std::vector<float> k(static_cast<size_t>(group) * d);
+  kv_dequantize_keys(rec, group, d, bits, k.data(), d);
+  for (int v = 0; v < nv; ++v)
+    for (int t = 0; t < group; ++t) {
+      double acc = 0;
+      for (int c = 0; c < d; ++c) acc += static_cast<double>(q[static_cast<size_t>(v) * d + c]) * k[static_cast<size_t>(t) * d + c];
+      scores[static_cast<size_t>(v) * group + t] = static_cast<float>(acc);
+    }
+}
+
+void kv_value_accum_ref(const uint8_t* rec, int group, int d, int bits, const float* p, int nv, float* out) {
+  std::vector<float> x(static_cast<size_t>(group) * d);
+  kv_dequantize_values(rec, group, d, bits, x.data(), d);
+  for (int v = 0; v < nv; ++v)
+    for (int c = 0; c < d; ++c) {
+      double acc = 0;
+      for (int t = 0; t < group; ++t) acc += static_cast<double>(p[static_cast<size_t>(v) * group + t]) * x[static_cast<size_t>(t) * d + c];
+      out[static_cast<size_t>(v) * d + c] += static_cast<float>(acc);
+    }
+}
+
+void kv_key_scores_rope_ref(const uint8_t* rec, int group, int d, int bits, const RopeTable& rope, int64_t pos0,
+                            const float* q, int nv, float* scores) {
+  std::vector<float> k(static_cast<size_t>(group) * d);
+  kv_dequantize_keys(rec, group, d, bits, k.data(), d);
+  for (int t = 0; t < group; ++t) rope_apply(rope, &k[static_cast<size_t>(t) * d], 1, pos0 + t);
+  for (int v = 0; v < nv; ++v)
+    for (int t = 0; t < group; ++t) {
+      double acc = 0;
+      for (int c = 0; c < d; ++c) acc += static_cast<double>(q[static_cast<size_t>(v) * d + c]) * k[static_cast<size_t>(t) * d + c];
+      scores[static_cast<size_t>(v) * group + t] = static_cast<float>(acc);
+    }
+}
+
+// ---- RoPE angles ----------------------------------------------------------
+
+void KvRopeAngles::init(const RopeTable& r) {
+  rope = &r;
+  half = r.rope_dim / 2;
+  off_cos.resize(static_cast<size_t>(half) * kKvCodeBlock);
+  off_sin.resize(off_cos.size());
+  for (int i = 0; i < half; ++i)
+    for (int j = 0; j < kKvCodeBlock; ++j) {
+      const double a = static_cast<double>(j) * r.inv_freq[i];
+      off_cos[i * kKvCodeBlock + j] = static_cast<float>(std::cos(a));
+      off_sin[i * kKvCodeBlock + j] = static_cast<float>(std::sin(a));
+    }
+}
+
+void KvRopeWalker::start(const RopeTable& rope, int64_t pos0, int step) {
+  const int half = rope.rope_dim / 2;
+  c_.resize(half);
+  s_.resize(half);
+  step_c_.resize(half);
+  step_s_.resize(half);
+  for (int i = 0; i < half; ++i) {
+    const double w = rope.inv_freq[i];
+    c_[i] = std::cos(static_cast<double>(pos0) * w);
+    s_[i] = std::sin(static_cast<double>(pos0) * w);
+    step_c_[i] = std::cos(static_cast<double>(step) * w);
+    step_s_[i] = std::sin(static_cast<double>(step) * w);
+  }
+}
+
+void KvRopeWalker::next() {
+  for (size_t i = 0; i < c_.size(); ++i) {
+    const double c = c_[i] * step_c_[i] - s_[i] * step_s_[i];
+    const double s = s_[i] * step_c_[i] + c_[i] * step_s_[i];
+    c_[i] = c;
+    s_[i] = s;
+  }
+}
+
+void kv_rope_rotate(const RopeTable& rope, const double* cs, const double* sn, float* x) {
+  const int half = rope.rope_dim / 2;
+  for (int i = 0; i < half; ++i) {
+    const int ia = rope.style == RopeStyle::interleaved ? 2 * i : i;
+    const int ib = rope.style == RopeStyle::interleaved ? 2 * i + 1 : i + half;
+    const float c = static_cast<float>(cs[i]), s = static_cast<float>(sn[i]);
+    const float a = x[ia], b = x[ib];
+    x[ia] = a * c - b * s;
+    x[ib] = a * s + b * c;
+  }
+}
+
+}  // namespace longkv

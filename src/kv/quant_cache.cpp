@@ -1,0 +1,348 @@
+#include "kv/quant_cache.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kv/dense_attention.h"
+
+namespace longkv {
+
+// Query rows per prefill work item: rows x g query vectors share each pass
+// over the codes (the kernels take them four at a time from L1).
+constexpr int kTileRows = 8;
+// Fewest groups a decode key split gets (splitting finer costs more merges
+// than it gains).
+constexpr int kMinGroupsPerSplit = 8;
+// How many groups ahead attend_quant prefetches.
+constexpr int kPrefetchGroups = 2;
+
+QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool& pool)
+    : KvCache(shape), mode_(mode), pool_(pool) {
+  const std::string name = mode.to_string();
+  LONGKV_CHECK(mode.kind == KvKind::quant && kv_bits_supported(mode.k_bits) && kv_bits_supported(mode.v_bits),
+               "KV mode '%s' is not a quantized mode", name.c_str());
+  LONGKV_CHECK(shape.n_kv_heads > 0 && shape.head_dim > 0 && shape.n_heads % shape.n_kv_heads == 0 &&
+                   shape.max_tokens >= 0,
+               "KV mode '%s': bad cache shape (%d heads, %d KV heads, head dim %d, %d tokens)", name.c_str(),
+               shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.max_tokens);
+  const int G = mode.group, d = shape.head_dim;
+  LONGKV_CHECK(G % kKvCodeBlock == 0, "KV mode '%s': group size %d must be a multiple of %d for quantized caches",
+               name.c_str(), G, kKvCodeBlock);
+  LONGKV_CHECK(d % G == 0 && d / G <= 32,
+               "KV mode '%s': group size %d must divide the head dimension %d (values are grouped per token over G "
+               "channels)",
+               name.c_str(), G, d);
+  if (mode.pre_rope) {
+    LONGKV_CHECK(shape.rope != nullptr,
+                 "KV mode '%s' stores keys before RoPE (rope=pre) but the model gave the cache no RoPE table "
+                 "(KvShape::rope is null); use rope=post",
+                 name.c_str());
+    LONGKV_CHECK(shape.rope->head_dim == d, "KV mode '%s': RoPE table head dimension %d != cache head dimension %d",
+                 name.c_str(), shape.rope->head_dim, d);
+    angles_.init(*shape.rope);
+  }
+  klay_ = kv_group_layout(G, d, mode.k_bits);
+  vlay_ = kv_group_layout(G, d, mode.v_bits);
+  sink_cap_ = std::min(mode.sinks, shape.max_tokens);
+  win_cap_ = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(mode.residual) + G, shape.max_tokens));
+  exact_cap_ = sink_cap_ + win_cap_;
+  // A group is cut when the window reaches R + G tokens, so at most
+  // floor((max_tokens - S - R) / G) groups ever exist.
+  max_groups_ = std::max<int64_t>(0, (static_cast<int64_t>(shape.max_tokens) - mode.sinks - mode.residual) / G);
+  const size_t n_kv = shape.n_kv_heads;
+  // Default-initialized: pages are committed only as data is written.
+  k_codes_.reset(new uint8_t[n_kv * max_groups_ * klay_.bytes]);
+  v_codes_.reset(new uint8_t[n_kv * max_groups_ * vlay_.bytes]);
+  exact_k_.reset(new f16_t[n_kv * exact_cap_ * d]);
+  exact_v_.reset(new f16_t[n_kv * exact_cap_ * d]);
+}
+
+void QuantKvCache::clear() { n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0; }
+
+double QuantKvCache::steady_bytes_per_token(const KvMode& mode, const KvShape& shape) {
+  const KvGroupLayout k = kv_group_layout(mode.group, shape.head_dim, mode.k_bits);
+  const KvGroupLayout v = kv_group_layout(mode.group, shape.head_dim, mode.v_bits);
+  return static_cast<double>(shape.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;
+}
+
+void QuantKvCache::append(const float* k, const float* v, int n) {
+  LONGKV_CHECK(n >= 0 && static_cast<int64_t>(n_tokens_) + n <= shape_.max_tokens,
+               "KV cache full: %d + %d tokens exceed the capacity of %d", n_tokens_, n, shape_.max_tokens);
+  const int d = shape_.head_dim, kvd = shape_.kv_dim();
+  for (int t = 0; t < n; ++t) {
+    int s;
+    if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) {
+      s = n_sinks_++;
+    } else {
+      s = sink_cap_ + n_window_++;
+    }
+    for (int h = 0; h < shape_.n_kv_heads; ++h) {
+      f32_to_f16_n(k + static_cast<size_t>(t) * kvd + h * d, &exact_k_[slot(h, s)], d);
+      f32_to_f16_n(v + static_cast<size_t>(t) * kvd + h * d, &exact_v_[slot(h, s)], d);
+    }
+    ++n_tokens_;
+    if (n_window_ == mode_.residual + mode_.group) quantize_oldest_group();
+  }
+}
+
+void QuantKvCache::quantize_oldest_group() {
+  LONGKV_ASSERT(n_groups_ < max_groups_);
+  const int G = mode_.group, d = shape_.head_dim, keep = n_window_ - G;
+  std::vector<float> buf(static_cast<size_t>(G) * d);
+  for (int h = 0; h < shape_.n_kv_heads; ++h) {
+    const size_t rec = rec_index(h, n_groups_);
+    f16_to_f32_n(&exact_k_[slot(h, sink_cap_)], buf.data(), static_cast<int64_t>(G) * d);
+    kv_quantize_keys(buf.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes]);
+    f16_to_f32_n(&exact_v_[slot(h, sink_cap_)], buf.data(), static_cast<int64_t>(G) * d);
+    kv_quantize_values(buf.data(), d, G, d, mode_.v_bits, mode_.symmetric, &v_codes_[rec * vlay_.bytes]);
+    // Slide the window: R tokens x 2 x d halves per G tokens appended.
+    std::memmove(&exact_k_[slot(h, sink_cap_)], &exact_k_[slot(h, sink_cap_ + G)], sizeof(f16_t) * keep * d);
+    std::memmove(&exact_v_[slot(h, sink_cap_)], &exact_v_[slot(h, sink_cap_ + G)], sizeof(f16_t) * keep * d);
+  }
+  n_window_ = keep;
+  ++n_groups_;
+}
+
+void QuantKvCache::get_k(int kvh, int token, float* dst) const {
+  LONGKV_ASSERT(token >= 0 && token < n_tokens_ && kvh >= 0 && kvh < shape_.n_kv_heads);
+  const int d = shape_.head_dim, G = mode_.group;
+  if (token < n_sinks_) return f16_to_f32_n(&exact_k_[slot(kvh, token)], dst, d);
+  if (token >= window_start()) return f16_to_f32_n(&exact_k_[slot(kvh, sink_cap_ + token - window_start())], dst, d);
+  const int grp = (token - n_sinks_) / G, t = (token - n_sinks_) % G;
+  std::vector<float> all(static_cast<size_t>(G) * d);
+  kv_dequantize_keys(krec(kvh, grp), G, d, mode_.k_bits, all.data(), d);
+  std::copy_n(&all[static_cast<size_t>(t) * d], d, dst);
+}
+
+void QuantKvCache::get_v(int kvh, int token, float* dst) const {
+  LONGKV_ASSERT(token >= 0 && token < n_tokens_ && kvh >= 0 && kvh < shape_.n_kv_heads);
+  const int d = shape_.head_dim, G = mode_.group;
+  if (token < n_sinks_) return f16_to_f32_n(&exact_v_[slot(kvh, token)], dst, d);
+  if (token >= window_start()) return f16_to_f32_n(&exact_v_[slot(kvh, sink_cap_ + token - window_start())], dst, d);
+  const int grp = (token - n_sinks_) / G, t = (token - n_sinks_) % G;
+  std::vector<float> all(static_cast<size_t>(G) * d);
+  kv_dequantize_values(vrec(kvh, grp), G, d, mode_.v_bits, all.data(), d);
+  std::copy_n(&all[static_cast<size_t>(t) * d], d, dst);
+}
+
+KvFootprint QuantKvCache::footprint() const {
+  KvFootprint f;
+  const size_t n_kv = shape_.n_kv_heads, kvd = shape_.kv_dim();
+  const size_t exact_tok = static_cast<size_t>(n_sinks_) + n_window_;
+  const size_t kbytes = n_kv * n_groups_ * klay_.bytes + exact_tok * kvd * sizeof(f16_t);
+  const size_t vbytes = n_kv * n_groups_ * vlay_.bytes + exact_tok * kvd * sizeof(f16_t);
+  f.tokens = n_tokens_;
+  f.cpu_bytes = kbytes + vbytes;
+  f.capacity_bytes = n_kv * max_groups_ * (klay_.bytes + vlay_.bytes) + 2 * n_kv * exact_cap_ * shape_.head_dim * sizeof(f16_t);
+  if (n_tokens_ > 0) {
+    f.k_bits = 8.0 * kbytes / (static_cast<double>(n_tokens_) * kvd);
+    f.v_bits = 8.0 * vbytes / (static_cast<double>(n_tokens_) * kvd);
+  } else {  // empty: what a long cache costs (codes + scales + zeros)
+    f.k_bits = 8.0 * klay_.bytes / (static_cast<double>(mode_.group) * shape_.head_dim);
+    f.v_bits = 8.0 * vlay_.bytes / (static_cast<double>(mode_.group) * shape_.head_dim);
+  }
+  return f;
+}
+
+// Pre-RoPE: the exact slots rotated to their positions, as f32 [n_kv][n][d]
+// (keys) and the values converted alongside so attend_block<float> reads both.
+void QuantKvCache::rotate_exact(std::vector<float>& kr, std::vector<float>& vr) const {
+  const int d = shape_.head_dim, n = n_sinks_ + n_window_;
+  kr.resize(static_cast<size_t>(shape_.n_kv_heads) * n * d);
+  vr.resize(kr.size());
+  KvRopeWalker walk;
+  for (int s = 0; s < n; ++s) {
+    const int slot_index = s < n_sinks_ ? s : sink_cap_ + s - n_sinks_;
+    if (s == 0 || s == n_sinks_) walk.start(*shape_.rope, s < n_sinks_ ? 0 : window_start(), 1);
+    for (int h = 0; h < shape_.n_kv_heads; ++h) {
+      float* kd = &kr[(static_cast<size_t>(h) * n + s) * d];
+      f16_to_f32_n(&exact_k_[slot(h, slot_index)], kd, d);
+      kv_rope_rotate(*shape_.rope, walk.cos(), walk.sin(), kd);
+      f16_to_f32_n(&exact_v_[slot(h, slot_index)], &vr[(static_cast<size_t>(h) * n + s) * d], d);
+    }
+    walk.next();
+  }
+}
+
+// Running softmax of nv query vectors (already scaled by 1/sqrt(d)) over
+// quantized groups [grp0, grp1) of one KV head; vector v sees positions
+// <= limit[v]. acc [nv][d] ends normalized, st [nv] holds (m, l).
+void QuantKvCache::attend_quant(const float* qv, int nv, int g, const int* limit, int kvh, int grp0, int grp1,
+                                float* acc, AttnState* st) const {
+  const int d = shape_.head_dim, G = mode_.group;
+  thread_local std::vector<float> scores;
+  thread_local std::vector<double> bc, bs;
+  scores.resize(static_cast<size_t>(nv) * G);
+  std::fill(acc, acc + static_cast<size_t>(nv) * d, 0.0f);
+  for (int v = 0; v < nv; ++v) st[v] = AttnState{};
+  const int max_lim = *std::max_element(limit, limit + nv), min_lim = *std::min_element(limit, limit + nv);
+  const int blocks = G / kKvCodeBlock;
+  KvRopeWalker walk;
+  if (mode_.pre_rope) {
+    walk.start(*shape_.rope, n_sinks_ + static_cast<int64_t>(grp0) * G, kKvCodeBlock);
+    bc.resize(static_cast<size_t>(blocks) * angles_.half);
+    bs.resize(bc.size());
+  }
+  for (int grp = grp0; grp < grp1; ++grp) {
+    const int tok0 = n_sinks_ + grp * G;
+    if (tok0 > max_lim) break;
+    // Pull a later group's records toward L2 while this one computes: the
+    // K and V streams interleave per group, which the hardware prefetcher
+    // follows late.
+    if (grp + kPrefetchGroups < grp1) {
+      const char* kp = reinterpret_cast<const char*>(krec(kvh, grp + kPrefetchGroups));
+      const char* vp = reinterpret_cast<const char*>(vrec(kvh, grp + kPrefetchGroups));
+      for (size_t off = 0; off < klay_.bytes; off += 64) __builtin_prefetch(kp + off, 0, 1);
+      for (size_t off = 0; off < vlay_.bytes; off += 64) __builtin_prefetch(vp + off, 0, 1);
+    }
+    if (mode_.pre_rope) {
+      for (int j = 0; j < blocks; ++j, walk.next()) {
+        std::copy_n(walk.cos(), angles_.half, &bc[static_cast<size_t>(j) * angles_.half]);
+        std::copy_n(walk.sin(), angles_.half, &bs[static_cast<size_t>(j) * angles_.half]);
+      }
+      kv_key_scores_rope(krec(kvh, grp), G, d, mode_.k_bits, angles_, bc.data(), bs.data(), qv, nv, scores.data());
+    } else {
+      kv_key_scores(krec(kvh, grp), G, d, mode_.k_bits, qv, nv, scores.data());
+    }
+    const bool masked = tok0 + G - 1 > min_lim;
+    for (int v = 0; v < nv; ++v) {
+      float* s = &scores[static_cast<size_t>(v) * G];
+      const int vis = masked ? std::clamp(limit[v] - tok0 + 1, 0, G) : G;
+      if (vis > 0) {
+        const float mg = kv_max(s, vis);
+        if (mg > st[v].m) {
+          if (st[v].l > 0) {
+            const float f = std::exp(st[v].m - mg);
+            float* a = acc + static_cast<size_t>(v) * d;
+            for (int c = 0; c < d; ++c) a[c] *= f;
+            st[v].l *= f;
+          }
+          st[v].m = mg;
+        }
+        st[v].l += kv_exp_sum(s, vis, st[v].m);
+      }
+      std::fill(s + vis, s + G, 0.0f);
+    }
+    kv_value_accum(vrec(kvh, grp), G, d, mode_.v_bits, scores.data(), nv, acc);
+  }
+  (void)g;
+  for (int v = 0; v < nv; ++v)
+    if (st[v].l > 0) {
+      const float inv = 1.0f / st[v].l;
+      for (int c = 0; c < d; ++c) acc[static_cast<size_t>(v) * d + c] *= inv;
+    }
+}
+
+void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stats) {
+  LONGKV_ASSERT(n_q > 0 && n_q <= n_tokens_);
+  const int d = shape_.head_dim, g = shape_.group(), n_kv = shape_.n_kv_heads, qd = shape_.q_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int first_pos = n_tokens_ - n_q;
+  const int rows_per_tile = n_q == 1 ? 1 : kTileRows;
+  const int n_tiles = (n_q + rows_per_tile - 1) / rows_per_tile;
+  const int64_t base = static_cast<int64_t>(n_kv) * n_tiles;
+  int qsplits = n_groups_ > 0 ? 1 : 0;
+  if (n_groups_ > 0 && base < 4 * pool_.size()) {
+    const int want = static_cast<int>((4 * pool_.size() + base - 1) / base);
+    qsplits = std::max(1, std::min(want, n_groups_ / kMinGroupsPerSplit));
+  }
+  const int parts = qsplits + 1;  // + the exact fp16 part
+  const int64_t n_items = base * parts;
+  const size_t nv_max = static_cast<size_t>(rows_per_tile) * g;
+  std::vector<float> part_out(static_cast<size_t>(n_items) * nv_max * d);
+  std::vector<AttnState> part_state(static_cast<size_t>(n_items) * nv_max);
+
+  std::vector<float> kr, vr;  // pre-RoPE: rotated exact slots
+  const int n_exact = n_sinks_ + n_window_;
+  if (mode_.pre_rope) rotate_exact(kr, vr);
+
+  pool_.parallel_for(n_items, [&](int64_t b, int64_t e, int) {
+    thread_local std::vector<float> qv, sc;
+    thread_local std::vector<int> lim;
+    for (int64_t it = b; it < e; ++it) {
+      const int part = static_cast<int>(it % parts);
+      const int64_t rest = it / parts;
+      const int kvh = static_cast<int>(rest % n_kv), tile = static_cast<int>(rest / n_kv);
+      const int r0 = tile * rows_per_tile, rows = std::min(rows_per_tile, n_q - r0), nv = rows * g;
+      float* acc = &part_out[static_cast<size_t>(it) * nv_max * d];
+      AttnState* st = &part_state[static_cast<size_t>(it) * nv_max];
+      if (part < qsplits) {
+        qv.resize(static_cast<size_t>(nv) * d);
+        lim.resize(nv);
+        for (int r = 0; r < rows; ++r) {
+          const float* src = q + static_cast<size_t>(r0 + r) * qd + static_cast<size_t>(kvh) * g * d;
+          for (int i = 0; i < g * d; ++i) qv[static_cast<size_t>(r) * g * d + i] = src[i] * scale;
+          for (int h = 0; h < g; ++h) lim[r * g + h] = first_pos + r0 + r;
+        }
+        const int grp0 = static_cast<int>(static_cast<int64_t>(n_groups_) * part / qsplits);
+        const int grp1 = static_cast<int>(static_cast<int64_t>(n_groups_) * (part + 1) / qsplits);
+        attend_quant(qv.data(), nv, g, lim.data(), kvh, grp0, grp1, acc, st);
+        continue;
+      }
+      // Exact part: sinks then window, a contiguous prefix of the slots.
+      for (int r = 0; r < rows; ++r) {
+        const int pos = first_pos + r0 + r;
+        const int n_vis = std::min(n_sinks_, pos + 1) + std::clamp(pos + 1 - window_start(), 0, n_window_);
+        const float* qrow = q + static_cast<size_t>(r0 + r) * qd + static_cast<size_t>(kvh) * g * d;
+        sc.resize(static_cast<size_t>(g) * std::max(n_vis, 1));
+        float* o = acc + static_cast<size_t>(r) * g * d;
+        if (mode_.pre_rope)
+          attend_block(qrow, g, d, &kr[static_cast<size_t>(kvh) * n_exact * d], &vr[static_cast<size_t>(kvh) * n_exact * d],
+                       n_vis, scale, o, st + r * g, sc.data());
+        else
+          attend_block(qrow, g, d, &exact_k_[slot(kvh, 0)], &exact_v_[slot(kvh, 0)], n_vis, scale, o, st + r * g,
+                       sc.data());
+      }
+    }
+  });
+
+  // Merge the parts of each (row, head) in order.
+  std::vector<AttnState> final_state(static_cast<size_t>(n_q) * shape_.n_heads);
+  for (int tile = 0; tile < n_tiles; ++tile)
+    for (int kvh = 0; kvh < n_kv; ++kvh) {
+      const int r0 = tile * rows_per_tile, rows = std::min(rows_per_tile, n_q - r0);
+      const int64_t item0 = (static_cast<int64_t>(tile) * n_kv + kvh) * parts;
+      for (int r = 0; r < rows; ++r)
+        for (int h = 0; h < g; ++h) {
+          const size_t vi = static_cast<size_t>(r) * g + h;
+          float* dst = out + static_cast<size_t>(r0 + r) * qd + (static_cast<size_t>(kvh) * g + h) * d;
+          AttnState acc{};
+          for (int p = 0; p < parts; ++p) {
+            const size_t base_i = static_cast<size_t>(item0 + p) * nv_max;
+            attn_state_merge(dst, acc, &part_out[(base_i + vi) * d], part_state[base_i + vi], d);
+          }
+          if (acc.l <= 0) std::fill(dst, dst + d, 0.0f);
+          final_state[static_cast<size_t>(r0 + r) * shape_.n_heads + kvh * g + h] = acc;
+        }
+    }
+
+  if (!stats) return;
+  if (stats->lse)
+    for (size_t i = 0; i < final_state.size(); ++i) stats->lse[i] = final_state[i].lse();
+  if (stats->token_mass) {
+    // Slow path: every stored key read back (dequantized, rotated in
+    // pre-RoPE mode) and scored against the final log-sum-exp.
+    pool_.parallel_for(n_kv, [&](int64_t b, int64_t e, int) {
+      std::vector<float> key(d);
+      for (int64_t kvh = b; kvh < e; ++kvh) {
+        float* mass = stats->token_mass + static_cast<size_t>(kvh) * n_tokens_;
+        for (int j = 0; j < n_tokens_; ++j) {
+          get_k(static_cast<int>(kvh), j, key.data());
+          if (mode_.pre_rope) rope_apply(*shape_.rope, key.data(), 1, j);
+          for (int row = std::max(0, j - first_pos); row < n_q; ++row)
+            for (int h = 0; h < g; ++h) {
+              const size_t hi = static_cast<size_t>(row) * shape_.n_heads + kvh * g + h;
+              const float* qh = q + hi * d;
+              double s = 0;
+              for (int c = 0; c < d; ++c) s += static_cast<double>(qh[c]) * key[c];
+              mass[j] += static_cast<float>(std::exp(s * scale - final_state[hi].lse()));
+            }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace longkv

@@ -1,0 +1,96 @@
+// Scalar-quantized KV cache (KIVI / KVQuant style) over the codes of
+// kv_codec.h, built by make_kv_cache for modes "k<B>v<B>[:g][:r][:s][:rope][:sym]".
+//
+// Token lifecycle (positions are token indices):
+//   [0, S)              attention sinks: fp16 forever
+//   [S, S + nq)         quantized groups of G tokens: one key group record
+//                       (per-channel scale/zero over the G tokens) and one
+//                       value group record (per-token, G channels per
+//                       scale/zero) per KV head
+//   [S + nq, size())    fp16 residual window; when it holds R + G tokens the
+//                       oldest G become the next quantized group, so it keeps
+//                       R .. R+G-1 tokens (R = 0: fewer than G)
+// Quantization reads the fp16 window copy (the f32 input is gone by then),
+// exactly as a streaming cache would.
+//
+// Pre-RoPE mode (rope=pre): append() takes keys before RoPE; sinks, window
+// and codes hold them unrotated; attend() rotates with shape().rope at each
+// token's position: quantized tiles are dequantized and rotated 32 tokens at
+// a time in L1 (kv_key_scores_rope), fp16 parts are rotated per call.
+//
+// attend() works from the codes (no dequantized copy): work items are (KV
+// head, tile of query rows, part), where parts are contiguous ranges of
+// quantized groups (several only when (head, tile) pairs are too few to feed
+// the threads, i.e. decode) plus one exact fp16 part (sinks + window); each
+// part keeps a running softmax per query vector and the parts are combined
+// through the (o, m, l) merge.
+//
+// Memory: codes for every group max_tokens can need are reserved up front
+// (new[] without initialization: pages are committed as groups are written).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/fp16.h"
+#include "kv/attn_state.h"
+#include "kv/kv_cache.h"
+#include "kv/kv_codec.h"
+#include "kv/kv_mode.h"
+
+namespace longkv {
+
+class QuantKvCache final : public KvCache {
+ public:
+  // Throws Error on unsupported parameters (group not a multiple of 32 or not
+  // dividing head_dim; rope=pre without shape.rope).
+  QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool& pool);
+
+  void append(const float* k, const float* v, int n) override;
+  bool wants_pre_rope_keys() const override { return mode_.pre_rope; }
+  void attend(const float* q, int n_q, float* out, AttendStats* stats) override;
+  KvFootprint footprint() const override;
+  int size() const override { return n_tokens_; }
+  void clear() override;
+  std::string mode() const override { return mode_.to_string(); }
+
+  // Bytes per token once the cache is long (codes + scales + zeros only).
+  static double steady_bytes_per_token(const KvMode& mode, const KvShape& shape);
+
+  // Introspection (tests, tools).
+  int n_sinks() const { return n_sinks_; }
+  int n_quantized() const { return n_groups_ * mode_.group; }
+  int n_window() const { return n_window_; }
+  bool is_exact(int token) const { return token < n_sinks_ || token >= n_sinks_ + n_quantized(); }
+  // Stored key/value of a token as f32 (keys as appended: pre-RoPE in
+  // pre-RoPE mode); quantized tokens are dequantized with the reference.
+  void get_k(int kv_head, int token, float* dst) const;
+  void get_v(int kv_head, int token, float* dst) const;
+
+ private:
+  void quantize_oldest_group();
+  void attend_quant(const float* qv, int nv, int g, const int* limit, int kvh, int grp0, int grp1, float* acc,
+                    AttnState* st) const;
+  void rotate_exact(std::vector<float>& kr, std::vector<float>& vr) const;
+  size_t rec_index(int kvh, int grp) const { return static_cast<size_t>(kvh) * max_groups_ + grp; }
+  const uint8_t* krec(int kvh, int grp) const { return &k_codes_[rec_index(kvh, grp) * klay_.bytes]; }
+  const uint8_t* vrec(int kvh, int grp) const { return &v_codes_[rec_index(kvh, grp) * vlay_.bytes]; }
+  // Exact (fp16) slots of a KV head: sinks at [0, sink_cap_), the window at
+  // [sink_cap_, sink_cap_ + win_cap_), so the tokens a query row can see
+  // form one contiguous prefix of the slots.
+  size_t slot(int kvh, int s) const { return (static_cast<size_t>(kvh) * exact_cap_ + s) * shape_.head_dim; }
+  int window_start() const { return n_sinks_ + n_quantized(); }  // position of window slot 0
+
+  KvMode mode_;
+  ThreadPool& pool_;
+  KvGroupLayout klay_, vlay_;
+  int max_groups_ = 0;  // per KV head
+  int win_cap_ = 0;     // min(R + G, max_tokens)
+  std::unique_ptr<uint8_t[]> k_codes_, v_codes_;       // [n_kv][max_groups][record]
+  std::unique_ptr<f16_t[]> exact_k_, exact_v_;         // [n_kv][exact_cap][d]
+  int sink_cap_ = 0, exact_cap_ = 0;
+  KvRopeAngles angles_;  // pre-RoPE only
+  int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
+};
+
+}  // namespace longkv
