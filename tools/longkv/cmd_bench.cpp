@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common.h"
+#include "device.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -26,6 +27,7 @@ struct BenchOptions {
   std::vector<std::string> kv_modes{"f16"};
   int n_prompt = 512, n_gen = 16, reps = 1;
   bool no_membw = false;
+  std::string device = "cpu", cuda_gemm = "f16";
 };
 
 // Fills every layer's cache with `n` random keys/values (synthetic context).
@@ -59,6 +61,17 @@ int cmd_bench(const BenchOptions& o) {
   const ModelWeights& w = lm.weights;
   const bool random_fill = o.fill == "random" || (o.fill == "auto" && !o.synthetic.empty());
   LONGKV_CHECK(o.fill == "auto" || o.fill == "random" || o.fill == "prefill", "--fill must be auto, random or prefill");
+  if (use_cuda_device(o.device)) {
+    CudaBenchOptions co;
+    co.kv_mode = o.kv_modes.empty() ? "f16" : o.kv_modes[0];
+    co.gemm = o.cuda_gemm;
+    co.depths = o.depths;
+    co.n_prompt = o.n_prompt;
+    co.n_gen = o.n_gen;
+    co.reps = o.reps;
+    co.synthetic = random_fill;
+    return bench_cuda(w, co);
+  }
 
   const double membw = o.no_membw ? 0.0 : measure_read_bandwidth(build_pool);
   std::printf("\n## longkv bench\n\nmodel: %s  \nmeasured memory read bandwidth: %.1f GB/s (all %d threads)  \n"
@@ -164,6 +177,10 @@ void register_bench(CLI::App& app) {
   sub->add_option("--fill", o->fill, "How to reach a depth: auto, random (synthetic KV), prefill")
       ->capture_default_str();
   sub->add_flag("--no-membw", o->no_membw, "Skip the memory bandwidth measurement");
+  sub->add_option("--device", o->device, "cpu or cuda (falls back to the CPU, with the reason, without a GPU)")
+      ->capture_default_str();
+  sub->add_option("--cuda-gemm", o->cuda_gemm, "CUDA prefill GEMM precision: f16 (tensor cores) or f32")
+      ->capture_default_str();
   sub->callback([o] {
     if (o->threads.empty() && o->model.threads > 0) o->threads = {o->model.threads};
     g_exit_code = cmd_bench(*o);

@@ -1,0 +1,363 @@
+// Dense f16 attention on the GPU: split-K flash-decoding for one query row,
+// cuBLAS-based causal attention for chunks of query rows (prefill).
+#include <cfloat>
+
+#include "backend/cuda/gpu_kv_cache.cuh"
+
+namespace longkv::cuda {
+namespace {
+
+constexpr int kMaxG = 8;        // query heads per KV head handled by one block
+constexpr int kDecodeWarps = 4;
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block (kv head, split): 4 warps walk the split's tokens 32 at a time. In
+// the score phase lane i owns token c0 + i (its whole key row, 16-byte
+// loads), so scores need no reductions; in the value phase lanes own D/32
+// dimensions and every token's weight comes by shuffle. Each warp keeps an
+// online-softmax state per query head; warps merge through shared memory and
+// the block writes (o normalized, m, l) for the split.
+template <int D>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int max_tokens, int n_tok,
+                        int g, int tps, const float* __restrict__ q, float scale, float* __restrict__ part_o,
+                        float* __restrict__ part_ml, int n_splits) {
+  constexpr int kDpl = D / 32;  // dims per lane in the value phase
+  __shared__ float qs[kMaxG][D];
+  __shared__ float ow[kDecodeWarps][kMaxG][D];
+  __shared__ float mlw[kDecodeWarps][kMaxG][2];
+  const int hk = blockIdx.x, split = blockIdx.y;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int i = threadIdx.x; i < g * D; i += blockDim.x) qs[i / D][i % D] = q[(hk * g) * D + i] * scale;
+  __syncthreads();
+
+  const __half* kh = kc + static_cast<size_t>(hk) * max_tokens * D;
+  const __half* vh = vc + static_cast<size_t>(hk) * max_tokens * D;
+  const int t_begin = split * tps, t_end = min(n_tok, t_begin + tps);
+  float m[kMaxG], l[kMaxG], acc[kMaxG][kDpl];
+#pragma unroll
+  for (int h = 0; h < kMaxG; ++h) {
+    m[h] = -FLT_MAX;
+    l[h] = 0;
+#pragma unroll
+    for (int i = 0; i < kDpl; ++i) acc[h][i] = 0;
+  }
+
+  for (int c0 = t_begin + warp * 32; c0 < t_end; c0 += kDecodeWarps * 32) {
+    const int t = c0 + lane;
+    const bool valid = t < t_end;
+    float s[kMaxG];
+#pragma unroll
+    for (int h = 0; h < kMaxG; ++h) s[h] = 0;
+    if (valid) {
+      const uint4* kr = reinterpret_cast<const uint4*>(kh + static_cast<size_t>(t) * D);
+#pragma unroll 4
+      for (int c = 0; c < D / 8; ++c) {
+        const uint4 raw = __ldg(kr + c);
+        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
+        float kf[8];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 f = __half22float2(h2[e]);
+          kf[2 * e] = f.x;
+          kf[2 * e + 1] = f.y;
+        }
+#pragma unroll
+        for (int h = 0; h < kMaxG; ++h) {
+          if (h < g) {
+            const float* qq = &qs[h][8 * c];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s[h] += qq[e] * kf[e];
+          }
+        }
+      }
+    }
+    float p[kMaxG];
+#pragma unroll
+    for (int h = 0; h < kMaxG; ++h) {
+      if (h >= g) continue;
+      const float mx = warp_max(valid ? s[h] : -FLT_MAX);
+      const float mn = fmaxf(m[h], mx);
+      p[h] = valid ? __expf(s[h] - mn) : 0.0f;
+      const float corr = __expf(m[h] - mn);
+      l[h] = l[h] * corr + warp_sum(p[h]);
+#pragma unroll
+      for (int i = 0; i < kDpl; ++i) acc[h][i] *= corr;
+      m[h] = mn;
+    }
+    const int nv = min(32, t_end - c0);
+#pragma unroll 4
+    for (int j = 0; j < nv; ++j) {
+      const __half* vr = vh + static_cast<size_t>(c0 + j) * D + lane * kDpl;
+      float vf[kDpl];
+#pragma unroll
+      for (int i = 0; i < kDpl; i += 2) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(vr + i));
+        vf[i] = f.x;
+        vf[i + 1] = f.y;
+      }
+#pragma unroll
+      for (int h = 0; h < kMaxG; ++h) {
+        if (h >= g) continue;
+        const float pj = __shfl_sync(0xffffffffu, p[h], j);
+#pragma unroll
+        for (int i = 0; i < kDpl; ++i) acc[h][i] += pj * vf[i];
+      }
+    }
+  }
+
+#pragma unroll
+  for (int h = 0; h < kMaxG; ++h) {
+    if (h >= g) continue;
+#pragma unroll
+    for (int i = 0; i < kDpl; ++i) ow[warp][h][lane * kDpl + i] = acc[h][i];
+    if (lane == 0) {
+      mlw[warp][h][0] = m[h];
+      mlw[warp][h][1] = l[h];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < g * D; i += blockDim.x) {
+    const int h = i / D, d = i % D;
+    float mm = -FLT_MAX;
+    for (int w = 0; w < kDecodeWarps; ++w)
+      if (mlw[w][h][1] > 0) mm = fmaxf(mm, mlw[w][h][0]);
+    float ll = 0, o = 0;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (mlw[w][h][1] <= 0) continue;
+      const float e = __expf(mlw[w][h][0] - mm);
+      ll += mlw[w][h][1] * e;
+      o += ow[w][h][d] * e;
+    }
+    const size_t hq = static_cast<size_t>(hk) * g + h;
+    part_o[(hq * n_splits + split) * D + d] = ll > 0 ? o / ll : 0.0f;
+    if (d == 0) {
+      part_ml[(hq * n_splits + split) * 2] = mm;
+      part_ml[(hq * n_splits + split) * 2 + 1] = ll;
+    }
+  }
+}
+
+// One block per query head: merges the splits' (o, m, l) states.
+__global__ void merge_splits_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
+                                    int n_splits, int D, float* __restrict__ out) {
+  const int hq = blockIdx.x;
+  const float* ml = part_ml + static_cast<size_t>(hq) * n_splits * 2;
+  float mm = -FLT_MAX;
+  for (int s = 0; s < n_splits; ++s)
+    if (ml[2 * s + 1] > 0) mm = fmaxf(mm, ml[2 * s]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float ll = 0, o = 0;
+    for (int s = 0; s < n_splits; ++s) {
+      if (ml[2 * s + 1] <= 0) continue;
+      const float w = ml[2 * s + 1] * __expf(ml[2 * s] - mm);
+      ll += w;
+      o += part_o[(static_cast<size_t>(hq) * n_splits + s) * D + d] * w;
+    }
+    out[static_cast<size_t>(hq) * D + d] = ll > 0 ? o / ll : 0.0f;
+  }
+}
+
+__global__ void append_kernel(__half* __restrict__ kc, __half* __restrict__ vc, int n_kv, int D, int max_tokens,
+                              int pos, const float* __restrict__ k, const float* __restrict__ v, int n) {
+  const size_t total = static_cast<size_t>(n) * n_kv * D;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int d = static_cast<int>(i % D);
+    const int h = static_cast<int>((i / D) % n_kv);
+    const int t = static_cast<int>(i / (static_cast<size_t>(D) * n_kv));
+    const size_t dst = (static_cast<size_t>(h) * max_tokens + pos + t) * D + d;
+    kc[dst] = __float2half(k[i]);
+    vc[dst] = __float2half(v[i]);
+  }
+}
+
+// q [n][n_kv * g][D] -> qp [n_kv][n * g][D] (f16 or f32), rows (r, j) of one
+// KV head contiguous for the batched GEMMs.
+template <typename T>
+__global__ void permute_q_kernel(const float* __restrict__ q, T* __restrict__ qp, int n, int n_kv, int g, int D) {
+  const size_t total = static_cast<size_t>(n) * n_kv * g * D;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int d = static_cast<int>(i % D);
+    const size_t rh = i / D;  // r * n_heads + hq
+    const int hq = static_cast<int>(rh % (n_kv * g)), r = static_cast<int>(rh / (n_kv * g));
+    const int hk = hq / g, j = hq % g;
+    const size_t dst = ((static_cast<size_t>(hk) * n + r) * g + j) * D + d;
+    if constexpr (sizeof(T) == 2) qp[dst] = __float2half(q[i]);
+    else qp[dst] = q[i];
+  }
+}
+
+__global__ void unpermute_o_kernel(const float* __restrict__ op, float* __restrict__ out, int n, int n_kv, int g,
+                                   int D) {
+  const size_t total = static_cast<size_t>(n) * n_kv * g * D;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const int d = static_cast<int>(i % D);
+    const size_t rh = i / D;
+    const int hq = static_cast<int>(rh % (n_kv * g)), r = static_cast<int>(rh / (n_kv * g));
+    const int hk = hq / g, j = hq % g;
+    out[i] = op[((static_cast<size_t>(hk) * n + r) * g + j) * D + d];
+  }
+}
+
+// Row (head, r, j) of S [rows][N]: scale, causal mask (keys <= p0 + r),
+// softmax; writes P as f16 (p16) or in place as f32.
+__global__ void causal_softmax_kernel(float* __restrict__ s, __half* __restrict__ p16, int N, int g, int n, int p0,
+                                      float scale) {
+  const size_t row = blockIdx.x;
+  const int r = static_cast<int>((row / g) % n);
+  const int valid = min(N, p0 + r + 1);
+  float* sr = s + row * N;
+  __shared__ float red[32];
+  float mx = -FLT_MAX;
+  for (int i = threadIdx.x; i < valid; i += blockDim.x) mx = fmaxf(mx, sr[i] * scale);
+  mx = warp_max(mx);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = mx;
+  __syncthreads();
+  mx = -FLT_MAX;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) mx = fmaxf(mx, red[w]);
+  __syncthreads();
+  float sum = 0;
+  for (int i = threadIdx.x; i < valid; i += blockDim.x) sum += __expf(sr[i] * scale - mx);
+  sum = warp_sum(sum);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = sum;
+  __syncthreads();
+  sum = 0;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) sum += red[w];
+  const float inv = 1.0f / sum;
+  for (int i = threadIdx.x; i < N; i += blockDim.x) {
+    const float pv = i < valid ? __expf(sr[i] * scale - mx) * inv : 0.0f;
+    if (p16) p16[row * N + i] = __float2half(pv);
+    else sr[i] = pv;
+  }
+}
+
+// kc (f16, head stride max_tokens * D) -> dst f32 [n_kv][N][D].
+__global__ void kv_to_f32_kernel(const __half* __restrict__ src, float* __restrict__ dst, int n_kv, int N, int D,
+                                 int max_tokens) {
+  const size_t total = static_cast<size_t>(n_kv) * N * D;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t per_head = static_cast<size_t>(N) * D;
+    const size_t h = i / per_head, rest = i % per_head;
+    dst[i] = __half2float(src[h * max_tokens * D + rest]);
+  }
+}
+
+int grid_for(size_t n) { return static_cast<int>(std::min<size_t>((n + 255) / 256, 132 * 32)); }
+
+}  // namespace
+
+void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim, int max_tokens, int pos,
+                  const float* k, const float* v, int n, cudaStream_t s) {
+  const size_t total = static_cast<size_t>(n) * n_kv_heads * head_dim;
+  if (total == 0) return;
+  append_kernel<<<grid_for(total), 256, 0, s>>>(k_cache, v_cache, n_kv_heads, head_dim, max_tokens, pos, k, v, n);
+  LONGKV_CUDA_LAUNCHED();
+}
+
+void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
+  const int D = kv.head_dim, g = kv.group, n_heads = kv.n_kv_heads * g;
+  LONGKV_CHECK(g <= kMaxG, "CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG,
+               g);
+  // Enough blocks for ~4 per SM, each split a multiple of the 128 tokens one
+  // pass of the block covers.
+  int splits = std::max(1, (4 * 132 + kv.n_kv_heads - 1) / kv.n_kv_heads);
+  int tps = (kv.n_tokens + splits - 1) / splits;
+  tps = (tps + 127) / 128 * 128;
+  splits = (kv.n_tokens + tps - 1) / tps;
+  ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
+  ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
+  const float scale = 1.0f / sqrtf(static_cast<float>(D));
+  const dim3 grid(kv.n_kv_heads, splits);
+  switch (D) {
+    case 64:
+      decode_split_kernel<64><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.max_tokens, kv.n_tokens, g, tps, q,
+                                                                  scale, ws.a.as<float>(), ws.b.as<float>(), splits);
+      break;
+    case 128:
+      decode_split_kernel<128><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.max_tokens, kv.n_tokens, g, tps, q,
+                                                                   scale, ws.a.as<float>(), ws.b.as<float>(), splits);
+      break;
+    default:
+      fail("CUDA decode attention supports head_dim 64 and 128 (model has %d)", D);
+  }
+  LONGKV_CUDA_LAUNCHED();
+  merge_splits_kernel<<<n_heads, D, 0, s>>>(ws.a.as<float>(), ws.b.as<float>(), splits, D, out);
+  LONGKV_CUDA_LAUNCHED();
+}
+
+void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,
+                          cudaStream_t s) {
+  const int D = kv.head_dim, g = kv.group, n_kv = kv.n_kv_heads, N = kv.n_tokens, p0 = N - n_q;
+  const int M = n_q * g;  // query rows per KV head
+  const bool f16 = ws.gemm == CudaGemm::f16;
+  const size_t qe = f16 ? 2 : 4;
+  const float scale = 1.0f / sqrtf(static_cast<float>(D));
+  // Heads per batch: keep the score matrix under ~2 GiB.
+  const size_t s_head = static_cast<size_t>(M) * N * sizeof(float);
+  const int hb = static_cast<int>(std::max<size_t>(1, std::min<size_t>(n_kv, (size_t(2) << 30) / s_head)));
+  ws.a.reserve(static_cast<size_t>(n_kv) * M * D * qe);                    // Qp
+  ws.b.reserve(static_cast<size_t>(hb) * s_head);                          // S (f32)
+  if (f16) ws.c.reserve(static_cast<size_t>(hb) * M * N * 2);              // P (f16)
+  ws.d.reserve(static_cast<size_t>(n_kv) * M * D * sizeof(float));         // Op
+  const size_t qtotal = static_cast<size_t>(n_q) * n_kv * g * D;
+  if (f16) permute_q_kernel<__half><<<grid_for(qtotal), 256, 0, s>>>(q, ws.a.as<__half>(), n_q, n_kv, g, D);
+  else permute_q_kernel<float><<<grid_for(qtotal), 256, 0, s>>>(q, ws.a.as<float>(), n_q, n_kv, g, D);
+  LONGKV_CUDA_LAUNCHED();
+
+  const void* kp = kv.k;
+  const void* vp = kv.v;
+  long long kv_stride = static_cast<long long>(kv.max_tokens) * D;
+  if (!f16) {  // the f32 path multiplies f32 copies of the keys and values
+    const size_t per = static_cast<size_t>(n_kv) * N * D;
+    ws.e.reserve(2 * per * sizeof(float));
+    kv_to_f32_kernel<<<grid_for(per), 256, 0, s>>>(kv.k, ws.e.as<float>(), n_kv, N, D, kv.max_tokens);
+    kv_to_f32_kernel<<<grid_for(per), 256, 0, s>>>(kv.v, ws.e.as<float>() + per, n_kv, N, D, kv.max_tokens);
+    LONGKV_CUDA_LAUNCHED();
+    kp = ws.e.as<float>();
+    vp = ws.e.as<float>() + per;
+    kv_stride = static_cast<long long>(N) * D;
+  }
+  const cudaDataType_t dt = f16 ? CUDA_R_16F : CUDA_R_32F;
+  const size_t ke = f16 ? 2 : 4;
+  LONGKV_CUBLAS_CHECK(cublasSetStream(ws.cublas, s));
+  const float one = 1.0f, zero = 0.0f;
+  for (int h0 = 0; h0 < n_kv; h0 += hb) {
+    const int nb = std::min(hb, n_kv - h0);
+    const auto* kb = static_cast<const uint8_t*>(kp) + static_cast<size_t>(h0) * kv_stride * ke;
+    const auto* vb = static_cast<const uint8_t*>(vp) + static_cast<size_t>(h0) * kv_stride * ke;
+    const auto* qb = ws.a.as<uint8_t>() + static_cast<size_t>(h0) * M * D * qe;
+    // Column-major S^T [N x M] = K (read transposed) x Qp^T.
+    LONGKV_CUBLAS_CHECK(cublasGemmStridedBatchedEx(ws.cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, M, D, &one, kb, dt, D,
+                                                   kv_stride, qb, dt, D, static_cast<long long>(M) * D, &zero,
+                                                   ws.b.as(), CUDA_R_32F, N, static_cast<long long>(M) * N, nb,
+                                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    causal_softmax_kernel<<<nb * M, 256, 0, s>>>(ws.b.as<float>(), f16 ? ws.c.as<__half>() : nullptr, N, g, n_q,
+                                                 p0, scale);
+    LONGKV_CUDA_LAUNCHED();
+    // Column-major Op^T [D x M] = V^T x P^T.
+    const void* pb = f16 ? ws.c.as() : ws.b.as();
+    auto* ob = ws.d.as<float>() + static_cast<size_t>(h0) * M * D;
+    LONGKV_CUBLAS_CHECK(cublasGemmStridedBatchedEx(ws.cublas, CUBLAS_OP_N, CUBLAS_OP_N, D, M, N, &one, vb, dt, D,
+                                                   kv_stride, pb, dt, N, static_cast<long long>(M) * N, &zero, ob,
+                                                   CUDA_R_32F, D, static_cast<long long>(M) * D, nb,
+                                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  unpermute_o_kernel<<<grid_for(qtotal), 256, 0, s>>>(ws.d.as<float>(), out, n_q, n_kv, g, D);
+  LONGKV_CUDA_LAUNCHED();
+}
+
+}  // namespace longkv::cuda

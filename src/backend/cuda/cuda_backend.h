@@ -1,0 +1,111 @@
+// The CUDA backend's seam: what CPU code (tools, tests) may call without
+// CUDA headers. Built from src/backend/cuda/*.cu with -DLONGKV_CUDA=ON; with
+// the option OFF, cuda_stub.cpp provides the same entry points and they
+// report "longkv was built without CUDA (-DLONGKV_CUDA=ON)".
+//
+// Threading: one CudaModel is used from one host thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/rope.h"
+#include "kv/kv_cache.h"
+#include "model/llama_model.h"
+#include "model/model_weights.h"
+
+namespace longkv {
+
+// True if a CUDA device can be used; otherwise false and *why (if non-null)
+// says why in one line ("no CUDA device: ..." or the build-without-CUDA text).
+bool cuda_available(std::string* why);
+
+// "NVIDIA H100 80GB HBM3, 132 SMs, 79.1 GiB" (throws if unavailable).
+std::string cuda_device_description();
+
+// Device-to-device copy bandwidth in GB/s (1e9 B/s), counting bytes read plus
+// bytes written, best of several cudaMemcpy of `bytes` (the decode roofline).
+double cuda_copy_bandwidth_gbs(size_t bytes = size_t(1) << 30);
+
+// How matrix products of more than one token (prefill) are computed.
+//   f16: weights dequantized to f16, activations rounded to f16, tensor-core
+//        GEMM with f32 accumulation (fast; ~1e-3 relative error per product);
+//   f32: weights dequantized to f32, f32 SGEMM (the CPU engine's arithmetic).
+// Single-token products (decode) always use the f32 GEMV kernels.
+enum class CudaGemm { f16, f32 };
+inline const char* cuda_gemm_name(CudaGemm g) { return g == CudaGemm::f16 ? "f16" : "f32"; }
+inline bool parse_cuda_gemm(const std::string& s, CudaGemm* out) {
+  if (s != "f16" && s != "f32") return false;
+  *out = s == "f16" ? CudaGemm::f16 : CudaGemm::f32;
+  return true;
+}
+
+struct CudaModelOptions {
+  std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense) for now
+  int max_tokens = 0;           // KV capacity per sequence
+  CudaGemm gemm = CudaGemm::f16;
+};
+
+// A Llama-family model resident on the GPU: weights uploaded once in their
+// stored formats (row stride padded to 16 bytes), one KV cache per layer in
+// device memory, f32 activations.
+class CudaModel {
+ public:
+  // Uploads `w` (which may be freed afterwards). Throws Error when CUDA is
+  // unavailable, the KV mode is not supported on the GPU, or memory is short.
+  static std::unique_ptr<CudaModel> create(const ModelWeights& w, const CudaModelOptions& o);
+  virtual ~CudaModel() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual std::string kv_mode() const = 0;
+  virtual CudaGemm gemm() const = 0;
+
+  // Same contract as LlamaModel::forward with the model's own caches:
+  // positions pos..pos+n-1, every cache holds exactly `pos` tokens. logits
+  // (host memory) as in LlamaModel; may be null. Returns after the logits
+  // are on the host (or, with null logits, after the work is queued).
+  virtual void forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits) = 0;
+
+  virtual int kv_size() const = 0;
+  virtual void clear() = 0;
+  // Appends n random keys/values (normal, unit variance) to every layer's
+  // cache without running the model: synthetic long contexts for bench.
+  virtual void fill_random_kv(int n, uint64_t seed) = 0;
+  // All layers together.
+  virtual KvFootprint kv_footprint() const = 0;
+  virtual size_t weight_bytes() const = 0;  // device bytes of the weight matrices
+  virtual void synchronize() = 0;
+  // attention_s is measured with device events around the attention kernels.
+  virtual ForwardTimings& timings() = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Kernel checks for the tests: host buffers in, host buffers out; each runs
+// one GPU kernel path so tests can compare it with the CPU reference.
+
+// Y[i][r] = dot(W.row(r), X[i]) for i < n_tok (X [n_tok][cols], Y
+// [n_tok][rows]); n_tok == 1 uses the GEMV kernel, else dequantize + GEMM.
+void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y, CudaGemm gemm);
+// y = rmsnorm(x) * weight, n_rows rows of dim.
+void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y);
+// Rotates x [n_tok][n_heads][head_dim] in place, token t at position pos0 + t.
+void cuda_check_rope(const RopeTable& t, float* x, int n_tok, int n_heads, int64_t pos0);
+// Appends n_ctx keys/values (k, v: [n_ctx][n_kv_heads][head_dim]) to a GPU
+// cache of `kv_mode`, in chunks of `append_chunk`, then attends with the
+// queries of the last n_q tokens (q [n_q][n_heads][head_dim]) -> out.
+void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
+                          int append_chunk, const float* q, int n_q, float* out, CudaGemm gemm);
+
+// Decode GEMV speed: GB/s of weight bytes streamed by gemv over `rows` x
+// `cols` matrices of type t (enough copies to defeat the L2 cache, random
+// bytes), and the host-to-GPU cost of one small launch in microseconds.
+struct CudaGemvSpeed {
+  double gbs = 0;
+  double us_per_call = 0;
+  double launch_us = 0;
+};
+CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols);
+
+}  // namespace longkv

@@ -1,0 +1,126 @@
+// Host-buffer wrappers around single kernel paths, for the tests that compare
+// them with the CPU reference (tests/test_cuda.cpp).
+#include <chrono>
+#include <vector>
+
+#include "backend/cuda/gpu_kv_cache.cuh"
+
+namespace longkv {
+using namespace cuda;
+
+namespace {
+
+DeviceBuffer to_device(const void* p, size_t bytes) {
+  DeviceBuffer b(bytes);
+  LONGKV_CUDA_CHECK(cudaMemcpy(b.as(), p, bytes, cudaMemcpyHostToDevice));
+  return b;
+}
+
+// Poisons outputs so an unwritten element cannot pass as a result.
+DeviceBuffer poisoned(size_t bytes) {
+  DeviceBuffer b(bytes);
+  LONGKV_CUDA_CHECK(cudaMemset(b.as(), 0xFF, bytes));  // NaN for f32
+  return b;
+}
+
+void sync_check() {
+  LONGKV_CUDA_CHECK(cudaGetLastError());
+  LONGKV_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace
+
+void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y, CudaGemm g) {
+  DeviceBuffer wb;
+  const GpuWeight gw = upload_weight(w, wb, nullptr);
+  DeviceBuffer xb = to_device(x, sizeof(float) * n_tok * w.cols);
+  DeviceBuffer yb = poisoned(sizeof(float) * n_tok * w.rows);
+  if (n_tok == 1) {
+    gemv(gw, xb.as<float>(), yb.as<float>(), false, nullptr);
+  } else {
+    cublasHandle_t h;
+    LONGKV_CUBLAS_CHECK(cublasCreate(&h));
+    DeviceBuffer scratch;
+    gemm(h, gw, xb.as<float>(), n_tok, yb.as<float>(), false, g, scratch, nullptr);
+    sync_check();
+    cublasDestroy(h);
+  }
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
+}
+
+void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y) {
+  DeviceBuffer xb = to_device(x, sizeof(float) * n_rows * dim), wb = to_device(weight, sizeof(float) * dim);
+  DeviceBuffer yb = poisoned(sizeof(float) * n_rows * dim);
+  rmsnorm(xb.as<float>(), wb.as<float>(), n_rows, dim, eps, yb.as<float>(), nullptr);
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
+}
+
+void cuda_check_rope(const RopeTable& t, float* x, int n_tok, int n_heads, int64_t pos0) {
+  const size_t bytes = sizeof(float) * n_tok * n_heads * t.head_dim;
+  DeviceBuffer xb = to_device(x, bytes), fb = to_device(t.inv_freq, sizeof(float) * (t.rope_dim / 2));
+  rope(fb.as<float>(), t.head_dim, t.rope_dim, t.style == RopeStyle::neox, xb.as<float>(), n_tok, n_heads, pos0,
+       nullptr);
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(x, xb.as(), bytes, cudaMemcpyDeviceToHost));
+}
+
+void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
+                          int append_chunk, const float* q, int n_q, float* out, CudaGemm g) {
+  auto cache = make_gpu_kv_cache(kv_mode, s);
+  const size_t row = static_cast<size_t>(s.kv_dim());
+  DeviceBuffer kb = to_device(k, sizeof(float) * n_ctx * row), vb = to_device(v, sizeof(float) * n_ctx * row);
+  for (int p = 0; p < n_ctx; p += append_chunk) {
+    const int n = std::min(append_chunk, n_ctx - p);
+    cache->append(kb.as<float>() + p * row, vb.as<float>() + p * row, n, nullptr);
+  }
+  GpuAttnWorkspace ws;
+  ws.gemm = g;
+  LONGKV_CUBLAS_CHECK(cublasCreate(&ws.cublas));
+  const size_t qbytes = sizeof(float) * n_q * s.q_dim();
+  DeviceBuffer qb = to_device(q, qbytes), ob = poisoned(qbytes);
+  cache->attend(qb.as<float>(), n_q, ob.as<float>(), ws, nullptr);
+  sync_check();
+  cublasDestroy(ws.cublas);
+  LONGKV_CUDA_CHECK(cudaMemcpy(out, ob.as(), qbytes, cudaMemcpyDeviceToHost));
+}
+
+CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols) {
+  const size_t ld = gpu_row_stride(t, cols), one = ld * rows;
+  const int copies = static_cast<int>(std::max<size_t>(2, (size_t(512) << 20) / one));
+  DeviceBuffer w(one * copies + kWeightPadBytes), x(sizeof(float) * cols), y(sizeof(float) * rows);
+  // Random bytes everywhere (also in the f16 scales: their values do not
+  // change the work); never time on zeros.
+  fill_random_f16(w.as<__half>(), w.bytes() / 2, 99, nullptr);
+  fill_random_f16(reinterpret_cast<__half*>(x.as<float>()), cols * 2, 98, nullptr);
+  std::vector<GpuWeight> ws(copies);
+  for (int i = 0; i < copies; ++i) ws[i] = GpuWeight{t, rows, cols, ld, w.as<uint8_t>() + one * i};
+  cudaEvent_t e0, e1;
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e0));
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e1));
+  for (int i = 0; i < copies; ++i) gemv(ws[i], x.as<float>(), y.as<float>(), false, nullptr);
+  const int reps = 4 * copies;
+  LONGKV_CUDA_CHECK(cudaEventRecord(e0));
+  for (int i = 0; i < reps; ++i) gemv(ws[i % copies], x.as<float>(), y.as<float>(), false, nullptr);
+  LONGKV_CUDA_CHECK(cudaEventRecord(e1));
+  LONGKV_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  LONGKV_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  CudaGemvSpeed r;
+  r.us_per_call = 1e3 * ms / reps;
+  r.gbs = static_cast<double>(row_bytes(t, cols)) * rows / (r.us_per_call * 1e-6) / 1e9;
+  // Host cost of a launch: many tiny GEMVs back to back, host clock.
+  GpuWeight tiny = ws[0];
+  tiny.rows = 2;
+  sync_check();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 2000; ++i) gemv(tiny, x.as<float>(), y.as<float>(), false, nullptr);
+  sync_check();
+  r.launch_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 2000;
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return r;
+}
+
+}  // namespace longkv

@@ -1,0 +1,117 @@
+// Internal to the CUDA backend: error checks, device buffers, and the
+// launchers every .cu file shares. Not included by CPU code.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
+#include "formats/weight_types.h"
+
+namespace longkv::cuda {
+
+#define LONGKV_CUDA_CHECK(expr)                                                                  \
+  do {                                                                                          \
+    const cudaError_t err_ = (expr);                                                            \
+    if (err_ != cudaSuccess) ::longkv::fail("CUDA: %s: %s", #expr, cudaGetErrorString(err_));   \
+  } while (0)
+
+#define LONGKV_CUBLAS_CHECK(expr)                                                 \
+  do {                                                                           \
+    const cublasStatus_t st_ = (expr);                                           \
+    if (st_ != CUBLAS_STATUS_SUCCESS) ::longkv::fail("cuBLAS: %s: status %d", #expr, static_cast<int>(st_)); \
+  } while (0)
+
+// After every launch: a bad configuration surfaces here, not three kernels later.
+#define LONGKV_CUDA_LAUNCHED() LONGKV_CUDA_CHECK(cudaGetLastError())
+
+// Owning device allocation (cudaMalloc; never managed memory).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes) { resize(bytes); }
+  ~DeviceBuffer() { release(); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) { release(); p_ = o.p_; n_ = o.n_; o.p_ = nullptr; o.n_ = 0; }
+    return *this;
+  }
+  // Grows (contents are not kept); never shrinks.
+  void reserve(size_t bytes) {
+    if (bytes > n_) resize(bytes);
+  }
+  void resize(size_t bytes) {
+    release();
+    if (bytes == 0) return;
+    const cudaError_t e = cudaMalloc(&p_, bytes);
+    if (e != cudaSuccess) {
+      p_ = nullptr;
+      fail("CUDA: cannot allocate %.2f GiB of device memory: %s", bytes / 1073741824.0, cudaGetErrorString(e));
+    }
+    n_ = bytes;
+  }
+  void release() {
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  template <typename T = void>
+  T* as() const { return static_cast<T*>(p_); }
+  size_t bytes() const { return n_; }
+
+ private:
+  void* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// A weight matrix on the device in its stored format. Rows are `ld` bytes
+// apart: row_bytes(type, cols) rounded up to 16 so every row starts 16-byte
+// aligned for vector loads; the allocation has 64 spare bytes at the end so
+// a tile copy may read a little past the last row.
+struct GpuWeight {
+  WeightType type = WeightType::F32;
+  int64_t rows = 0, cols = 0;
+  size_t ld = 0;
+  const uint8_t* data = nullptr;
+
+  size_t nbytes() const { return ld * static_cast<size_t>(rows); }
+};
+
+constexpr size_t kWeightPadBytes = 64;
+inline size_t gpu_row_stride(WeightType t, int64_t cols) { return (row_bytes(t, cols) + 15) / 16 * 16; }
+
+// Copies a host weight into `buf` with the GPU row stride and returns its view.
+GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s);
+
+// --- weight kernels (gemv.cu) -------------------------------------------
+// y[r] (+)= dot(W.row(r), x) for one token (f32 x, f32 y).
+void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s);
+// Decodes rows into a dense matrix [rows][cols] of f16 (half) or f32.
+void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);
+// dst[t][cols] = W.row(ids[t]) as f32 (embedding lookup; ids on the device).
+void get_rows(const GpuWeight& w, const int32_t* ids, int n, float* dst, cudaStream_t s);
+
+// --- elementwise ops (ops.cu) -----------------------------------------------
+void rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y, cudaStream_t s);
+// x [n_tok][n_heads][head_dim], token t at position pos0 + t.
+void rope(const float* inv_freq, int head_dim, int rope_dim, bool neox, float* x, int n_tok, int n_heads,
+          int64_t pos0, cudaStream_t s);
+void swiglu(float* gate, const float* up, size_t n, cudaStream_t s);
+void add_bias(float* y, const float* bias, int n_rows, int width, cudaStream_t s);
+void f32_to_f16(const float* x, __half* y, size_t n, cudaStream_t s);
+// Fills x[n] with normal(0, 1) values from a counter-based hash (as f16).
+void fill_random_f16(__half* x, size_t n, uint64_t seed, cudaStream_t s);
+
+// Y[n][rows] = X[n][cols] * W^T (+ Y if accumulate) through dequantized
+// weights and cuBLAS; `scratch` grows to hold the dequantized matrix and X.
+void gemm(cublasHandle_t h, const GpuWeight& w, const float* x, int n, float* y, bool accumulate, CudaGemm g,
+          DeviceBuffer& scratch, cudaStream_t s);
+
+}  // namespace longkv::cuda

@@ -1,0 +1,287 @@
+// The Llama forward pass on one GPU (the twin of model/llama_model.cpp):
+// weights resident in their stored formats, f32 activations, one GpuKvCache
+// per layer. Single tokens go through the GEMV kernels; chunks through
+// dequantized weights and cuBLAS.
+#include <cstdio>
+
+#include "backend/cuda/gpu_kv_cache.cuh"
+#include "core/timer.h"
+
+namespace longkv {
+namespace cuda {
+namespace {
+
+struct GpuLayer {
+  DeviceBuffer attn_norm, ffn_norm, bq, bk, bv;
+  DeviceBuffer wq_buf, wk_buf, wv_buf, wo_buf, wg_buf, wu_buf, wd_buf;
+  GpuWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+DeviceBuffer upload_floats(const std::vector<float>& v, cudaStream_t s) {
+  DeviceBuffer b;
+  if (v.empty()) return b;
+  b.resize(v.size() * sizeof(float));
+  LONGKV_CUDA_CHECK(cudaMemcpyAsync(b.as(), v.data(), b.bytes(), cudaMemcpyHostToDevice, s));
+  return b;
+}
+
+class CudaModelImpl final : public CudaModel {
+ public:
+  CudaModelImpl(const ModelWeights& w, const CudaModelOptions& o) : cfg_(w.cfg), opt_(o) {
+    std::string why;
+    LONGKV_CHECK(cuda_available(&why), "%s", why.c_str());
+    LONGKV_CHECK(o.max_tokens > 0, "CUDA model needs a positive KV capacity (max_tokens)");
+    LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+    LONGKV_CUBLAS_CHECK(cublasCreate(&ws_.cublas));
+    ws_.gemm = o.gemm;
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_a_));
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_b_));
+
+    tok_embd_ = upload_weight(w.tok_embd, tok_buf_, s_);
+    if (w.tied_output || w.output.data == w.tok_embd.data) {
+      output_ = tok_embd_;
+    } else {
+      output_ = upload_weight(w.output, out_buf_, s_);
+    }
+    output_norm_ = upload_floats(w.output_norm, s_);
+    layers_.resize(cfg_.n_layers);
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      const LayerWeights& L = w.layers[l];
+      GpuLayer& G = layers_[l];
+      G.attn_norm = upload_floats(L.attn_norm, s_);
+      G.ffn_norm = upload_floats(L.ffn_norm, s_);
+      G.bq = upload_floats(L.bq, s_);
+      G.bk = upload_floats(L.bk, s_);
+      G.bv = upload_floats(L.bv, s_);
+      G.wq = upload_weight(L.wq, G.wq_buf, s_);
+      G.wk = upload_weight(L.wk, G.wk_buf, s_);
+      G.wv = upload_weight(L.wv, G.wv_buf, s_);
+      G.wo = upload_weight(L.wo, G.wo_buf, s_);
+      G.w_gate = upload_weight(L.w_gate, G.wg_buf, s_);
+      G.w_up = upload_weight(L.w_up, G.wu_buf, s_);
+      G.w_down = upload_weight(L.w_down, G.wd_buf, s_);
+      // Host copies may be freed once the uploads have finished.
+      LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    }
+    RopeTable rt(cfg_.head_dim, cfg_.rope_dim > 0 ? cfg_.rope_dim : cfg_.head_dim, cfg_.rope_base, cfg_.rope);
+    rope_dim_ = rt.rope_dim;
+    inv_freq_.resize(sizeof(float) * (rope_dim_ / 2));
+    LONGKV_CUDA_CHECK(cudaMemcpy(inv_freq_.as(), rt.inv_freq, inv_freq_.bytes(), cudaMemcpyHostToDevice));
+
+    KvShape ks;
+    ks.n_heads = cfg_.n_heads;
+    ks.n_kv_heads = cfg_.n_kv_heads;
+    ks.head_dim = cfg_.head_dim;
+    ks.max_tokens = o.max_tokens;
+    for (int l = 0; l < cfg_.n_layers; ++l) caches_.push_back(make_gpu_kv_cache(o.kv_mode, ks));
+  }
+
+  ~CudaModelImpl() override {
+    cudaStreamSynchronize(s_);
+    caches_.clear();
+    cublasDestroy(ws_.cublas);
+    cudaEventDestroy(ev_a_);
+    cudaEventDestroy(ev_b_);
+    cudaStreamDestroy(s_);
+  }
+
+  const ModelConfig& config() const override { return cfg_; }
+  std::string kv_mode() const override { return caches_[0]->mode(); }
+  CudaGemm gemm() const override { return opt_.gemm; }
+  int kv_size() const override { return caches_[0]->size(); }
+  void clear() override {
+    for (auto& c : caches_) c->clear();
+  }
+  void fill_random_kv(int n, uint64_t seed) override {
+    for (size_t l = 0; l < caches_.size(); ++l) caches_[l]->fill_random(n, seed * 1000 + l, s_);
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+  KvFootprint kv_footprint() const override {
+    KvFootprint f;
+    for (const auto& c : caches_) {
+      const KvFootprint x = c->footprint();
+      f.gpu_bytes += x.gpu_bytes;
+      f.cpu_bytes += x.cpu_bytes;
+      f.capacity_bytes += x.capacity_bytes;
+      f.tokens = x.tokens;
+      f.k_bits = x.k_bits;
+      f.v_bits = x.v_bits;
+    }
+    return f;
+  }
+  size_t weight_bytes() const override {
+    size_t b = tok_embd_.nbytes() + (output_.data == tok_embd_.data ? 0 : output_.nbytes());
+    for (const auto& L : layers_)
+      b += L.wq.nbytes() + L.wk.nbytes() + L.wv.nbytes() + L.wo.nbytes() + L.w_gate.nbytes() + L.w_up.nbytes() +
+           L.w_down.nbytes();
+    return b;
+  }
+  void synchronize() override { LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+  ForwardTimings& timings() override { return timings_; }
+
+  void forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits) override {
+    const ModelConfig& c = cfg_;
+    LONGKV_CHECK(n >= 1, "forward needs at least one token");
+    LONGKV_CHECK(pos == kv_size(), "forward at position %d but the caches hold %d tokens", pos, kv_size());
+    for (int t = 0; t < n; ++t)
+      LONGKV_CHECK(tokens[t] >= 0 && tokens[t] < c.n_vocab, "token id %d out of range [0, %d)", tokens[t], c.n_vocab);
+    const double t0 = now_seconds();
+    ensure_scratch(n);
+    const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
+    float* x = x_.as<float>();
+    float* xb = xb_.as<float>();
+    float* q = q_.as<float>();
+    float* k = k_.as<float>();
+    float* v = v_.as<float>();
+    float* att = att_.as<float>();
+    float* gate = gate_.as<float>();
+    float* up = up_.as<float>();
+    get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
+    const bool neox = c.rope == RopeStyle::neox;
+    bool timed = false;
+
+    for (int l = 0; l < c.n_layers; ++l) {
+      GpuLayer& L = layers_[l];
+      rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+      matmul(L.wq, xb, n, q, false);
+      matmul(L.wk, xb, n, k, false);
+      matmul(L.wv, xb, n, v, false);
+      if (L.bq.bytes()) add_bias(q, L.bq.as<float>(), n, qd, s_);
+      if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
+      if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
+      rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_);
+      rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_);
+      // Attention time is sampled on one layer per call (events around every
+      // layer would serialize the queue) and scaled by the layer count.
+      if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
+      caches_[l]->append(k, v, n, s_);
+      caches_[l]->attend(q, n, att, ws_, s_);
+      if (l == c.n_layers / 2) {
+        LONGKV_CUDA_CHECK(cudaEventRecord(ev_b_, s_));
+        timed = true;
+      }
+      matmul(L.wo, att, n, x, true);
+      rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+      matmul(L.w_gate, xb, n, gate, false);
+      matmul(L.w_up, xb, n, up, false);
+      swiglu(gate, up, static_cast<size_t>(n) * ffn, s_);
+      matmul(L.w_down, gate, n, x, true);
+    }
+
+    if (logits) {
+      const int first = all_logits ? 0 : n - 1;
+      const int rows = n - first;
+      float* xr = x + static_cast<size_t>(first) * dim;
+      rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
+      matmul(output_, xb, rows, logits_.as<float>(), false);
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab,
+                                        cudaMemcpyDeviceToHost, s_));
+    }
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    if (timed) {
+      float ms = 0;
+      LONGKV_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_a_, ev_b_));
+      timings_.attention_s += 1e-3 * ms * c.n_layers;
+    }
+    timings_.total_s += now_seconds() - t0;
+  }
+
+ private:
+  void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
+    if (n == 1) gemv(w, xin, y, accumulate, s_);
+    else cuda::gemm(ws_.cublas, w, xin, n, y, accumulate, opt_.gemm, gemm_scratch_, s_);
+  }
+
+  void ensure_scratch(int n) {
+    if (n <= scratch_n_) return;
+    // In-flight kernels may still use the old buffers.
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    const ModelConfig& c = cfg_;
+    const size_t sn = static_cast<size_t>(n), f = sizeof(float);
+    ids_.resize(sn * sizeof(int32_t));
+    x_.resize(sn * c.dim * f);
+    xb_.resize(sn * c.dim * f);
+    q_.resize(sn * c.q_dim() * f);
+    k_.resize(sn * c.kv_dim() * f);
+    v_.resize(sn * c.kv_dim() * f);
+    att_.resize(sn * c.q_dim() * f);
+    gate_.resize(sn * c.ffn_dim * f);
+    up_.resize(sn * c.ffn_dim * f);
+    logits_.resize(sn * c.n_vocab * f);
+    scratch_n_ = n;
+  }
+
+  ModelConfig cfg_;
+  CudaModelOptions opt_;
+  cudaStream_t s_ = nullptr;
+  cudaEvent_t ev_a_ = nullptr, ev_b_ = nullptr;
+  GpuAttnWorkspace ws_;
+  DeviceBuffer tok_buf_, out_buf_, output_norm_, inv_freq_;
+  GpuWeight tok_embd_, output_;
+  std::vector<GpuLayer> layers_;
+  int rope_dim_ = 0;
+  std::vector<std::unique_ptr<GpuKvCache>> caches_;
+  ForwardTimings timings_;
+  int scratch_n_ = 0;
+  DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
+};
+
+}  // namespace
+}  // namespace cuda
+
+bool cuda_available(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why) *why = std::string("no CUDA device: ") + (e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return false;
+  }
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, 0) == cudaSuccess && p.major < 9) {
+    if (why)
+      *why = "CUDA device " + std::string(p.name) + " has compute capability " + std::to_string(p.major) + "." +
+             std::to_string(p.minor) + "; longkv is built for sm_90";
+    return false;
+  }
+  return true;
+}
+
+std::string cuda_device_description() {
+  std::string why;
+  LONGKV_CHECK(cuda_available(&why), "%s", why.c_str());
+  cudaDeviceProp p;
+  LONGKV_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", p.totalGlobalMem / 1073741824.0);
+  return std::string(p.name) + ", " + std::to_string(p.multiProcessorCount) + " SMs, " + mem;
+}
+
+double cuda_copy_bandwidth_gbs(size_t bytes) {
+  using namespace cuda;
+  DeviceBuffer a(bytes), b(bytes);
+  LONGKV_CUDA_CHECK(cudaMemset(a.as(), 1, bytes));
+  LONGKV_CUDA_CHECK(cudaMemset(b.as(), 2, bytes));
+  cudaEvent_t e0, e1;
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e0));
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e1));
+  float best = 1e30f;
+  for (int i = 0; i < 8; ++i) {
+    LONGKV_CUDA_CHECK(cudaEventRecord(e0));
+    LONGKV_CUDA_CHECK(cudaMemcpy(b.as(), a.as(), bytes, cudaMemcpyDeviceToDevice));
+    LONGKV_CUDA_CHECK(cudaEventRecord(e1));
+    LONGKV_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    LONGKV_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i > 0) best = std::min(best, ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 2.0 * bytes / (best * 1e-3) / 1e9;
+}
+
+std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights& w, const CudaModelOptions& o) {
+  return std::make_unique<cuda::CudaModelImpl>(w, o);
+}
+
+}  // namespace longkv

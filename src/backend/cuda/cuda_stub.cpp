@@ -1,0 +1,31 @@
+// The CUDA seam in a build without CUDA (-DLONGKV_CUDA=OFF): every entry
+// point says so, so tools can fall back to the CPU with the reason.
+#include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
+
+namespace longkv {
+
+namespace {
+constexpr const char* kNoCuda = "longkv was built without CUDA (-DLONGKV_CUDA=ON)";
+}
+
+bool cuda_available(std::string* why) {
+  if (why) *why = kNoCuda;
+  return false;
+}
+std::string cuda_device_description() { fail("%s", kNoCuda); }
+double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
+
+std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights&, const CudaModelOptions&) { fail("%s", kNoCuda); }
+
+void cuda_check_matmul(const WeightView&, const float*, int, float*, CudaGemm) { fail("%s", kNoCuda); }
+void cuda_check_rmsnorm(const float*, const float*, int, int, float, float*) { fail("%s", kNoCuda); }
+void cuda_check_rope(const RopeTable&, float*, int, int, int64_t) { fail("%s", kNoCuda); }
+void cuda_check_attention(const KvShape&, const std::string&, const float*, const float*, int, int, const float*, int,
+                          float*, CudaGemm) {
+  fail("%s", kNoCuda);
+}
+
+CudaGemvSpeed cuda_bench_gemv(WeightType, int, int) { fail("%s", kNoCuda); }
+
+}  // namespace longkv

@@ -1,0 +1,76 @@
+// Dense f16 KV cache in device memory (layout in gpu_kv_cache.cuh): the GPU
+// twin of kv/dense_cache, and the baseline the quantized GPU caches of
+// milestone 2 are measured against.
+#include "backend/cuda/gpu_kv_cache.cuh"
+
+namespace longkv::cuda {
+namespace {
+
+class DenseF16GpuCache final : public GpuKvCache {
+ public:
+  explicit DenseF16GpuCache(const KvShape& s) : GpuKvCache(s) {
+    LONGKV_CHECK(s.max_tokens > 0, "GPU KV cache needs a positive capacity");
+    const size_t elems = static_cast<size_t>(s.n_kv_heads) * s.max_tokens * s.head_dim;
+    k_.resize(elems * sizeof(__half));
+    v_.resize(elems * sizeof(__half));
+  }
+
+  void append(const float* k, const float* v, int n, cudaStream_t s) override {
+    LONGKV_CHECK(n_ + n <= shape_.max_tokens, "KV cache full: %d + %d tokens exceed the capacity of %d", n_, n,
+                 shape_.max_tokens);
+    append_dense(k_.as<__half>(), v_.as<__half>(), shape_.n_kv_heads, shape_.head_dim, shape_.max_tokens, n_, k, v,
+                 n, s);
+    n_ += n;
+  }
+
+  void attend(const float* q, int n_q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) override {
+    LONGKV_CHECK(n_q >= 1 && n_q <= n_, "attend: %d query rows but %d tokens held", n_q, n_);
+    DenseKvView kv;
+    kv.k = k_.as<__half>();
+    kv.v = v_.as<__half>();
+    kv.n_kv_heads = shape_.n_kv_heads;
+    kv.group = shape_.group();
+    kv.head_dim = shape_.head_dim;
+    kv.max_tokens = shape_.max_tokens;
+    kv.n_tokens = n_;
+    if (n_q == 1) attend_decode_dense(kv, q, out, ws, s);
+    else attend_prefill_dense(kv, q, n_q, out, ws, s);
+  }
+
+  void fill_random(int n, uint64_t seed, cudaStream_t s) override {
+    LONGKV_CHECK(n_ + n <= shape_.max_tokens, "KV cache full: %d + %d tokens exceed the capacity of %d", n_, n,
+                 shape_.max_tokens);
+    const size_t row = static_cast<size_t>(n) * shape_.head_dim;
+    for (int h = 0; h < shape_.n_kv_heads; ++h) {
+      const size_t off = (static_cast<size_t>(h) * shape_.max_tokens + n_) * shape_.head_dim;
+      fill_random_f16(k_.as<__half>() + off, row, seed * 2 * 131 + h, s);
+      fill_random_f16(v_.as<__half>() + off, row, seed * 2 * 131 + 65 + h, s);
+    }
+    n_ += n;
+  }
+
+  KvFootprint footprint() const override {
+    KvFootprint f;
+    f.tokens = n_;
+    f.gpu_bytes = static_cast<size_t>(n_) * shape_.kv_dim() * 2 * sizeof(__half);
+    f.capacity_bytes = k_.bytes() + v_.bytes();
+    f.k_bits = f.v_bits = 16;
+    return f;
+  }
+  int size() const override { return n_; }
+  void clear() override { n_ = 0; }
+  std::string mode() const override { return "f16"; }
+
+ private:
+  DeviceBuffer k_, v_;
+  int n_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s) {
+  if (mode == "f16") return std::make_unique<DenseF16GpuCache>(s);
+  fail("KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16)", mode.c_str());
+}
+
+}  // namespace longkv::cuda
