@@ -66,3 +66,15 @@ TEST(KvMode, BadModesFailWithReason) {
 
 }  // namespace
 }  // namespace longkv
+
+namespace longkv {
+namespace {
+
+TEST(KvMode, RotationFieldAndItsConstraints) {
+  EXPECT_EQ(parse_kv_mode("k2v2:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot");
+  expect_error("k2v2:rot:rope=pre", "':rot' needs keys after RoPE");
+  expect_error("k2v2:rot:rot", "given twice");
+}
+
+}  // namespace
+}  // namespace longkv

@@ -3,6 +3,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_mode.h"
 #include "kv/quant_cache.h"
+#include "kv/rotated_cache.h"
 
 namespace longkv {
 
@@ -11,7 +12,12 @@ std::unique_ptr<KvCache> make_kv_cache(const std::string& mode, const KvShape& s
   switch (m.kind) {
     case KvKind::f32: return std::make_unique<DenseKvCacheF32>(shape, pool);
     case KvKind::f16: return std::make_unique<DenseKvCacheF16>(shape, pool);
-    case KvKind::quant: return std::make_unique<QuantKvCache>(m, shape, pool);
+    case KvKind::quant: {
+      if (!m.rotate) return std::make_unique<QuantKvCache>(m, shape, pool);
+      KvMode inner = m;
+      inner.rotate = false;
+      return std::make_unique<RotatedKvCache>(std::make_unique<QuantKvCache>(inner, shape, pool));
+    }
   }
   fail("KV mode '%s' is not implemented yet", m.to_string().c_str());
 }

@@ -9,7 +9,7 @@
 namespace longkv {
 
 static constexpr const char* kGrammar =
-    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym] with bits in "
+    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot] with bits in "
     "{8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
 
 std::string KvMode::to_string() const {
@@ -18,6 +18,7 @@ std::string KvMode::to_string() const {
   std::string s = strprintf("k%dv%d:g%d:r%d:s%d:rope=%s", k_bits, v_bits, group, residual, sinks,
                             pre_rope ? "pre" : "post");
   if (symmetric) s += ":sym";
+  if (rotate) s += ":rot";
   return s;
 }
 
@@ -64,7 +65,7 @@ KvMode parse_kv_mode(const std::string& text) {
   m.kind = KvKind::quant;
   m.k_bits = kb;
   m.v_bits = vb;
-  bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false;
+  bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false, seen_rot = false;
   for (size_t i = 1; i < fields.size(); ++i) {
     const std::string& f = fields[i];
     auto once = [&](bool& seen) {
@@ -91,10 +92,15 @@ KvMode parse_kv_mode(const std::string& text) {
     } else if (f == "sym") {
       once(seen_sym);
       m.symmetric = true;
+    } else if (f == "rot") {
+      once(seen_rot);
+      m.rotate = true;
     } else {
       fail("KV mode '%s': unknown field '%s' (%s)", text.c_str(), f.c_str(), kGrammar);
     }
   }
+  LONGKV_CHECK(!(m.rotate && m.pre_rope), "KV mode '%s': ':rot' needs keys after RoPE; drop 'rope=pre' or ':rot'",
+               text.c_str());
   LONGKV_CHECK(!(m.symmetric && (m.k_bits == 1 || m.v_bits == 1)),
                "KV mode '%s': symmetric 1-bit codes cannot represent zero; drop ':sym' or use 2+ bits", text.c_str());
   return m;

@@ -12,7 +12,8 @@
 //     rope=pre  quantize keys before RoPE, rotate at attention time
 //               (KVQuant); default post (KIVI)
 //     sym   symmetric codes (scale only, zero fixed at the mid code)
-// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0".
+//     rot   store Hadamard-rotated keys and values (see rotated_cache.h)
+// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0", "k2v2:rot".
 #pragma once
 
 #include <string>
@@ -29,6 +30,7 @@ struct KvMode {
   int sinks = 4;
   bool pre_rope = false;
   bool symmetric = false;
+  bool rotate = false;
 
   // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post").
   std::string to_string() const;
