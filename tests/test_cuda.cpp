@@ -66,6 +66,10 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
       {WeightType::F32, 17, 96},   {WeightType::F16, 97, 264},  {WeightType::BF16, 33, 136},
       {WeightType::Q8_0, 97, 1056}, {WeightType::Q4_0, 101, 544}, {WeightType::Q4_K, 37, 1280},
       {WeightType::Q6_K, 19, 768}, {WeightType::Q8_0, 5, 32},   {WeightType::Q4_K, 3, 256},
+      // Rows past one GEMV slice (512 units: 8192 Q8_0 columns, 16384 Q4_0)
+      // take two accumulating passes; odd block counts leave lanes idle.
+      {WeightType::Q8_0, 13, 8224}, {WeightType::Q4_0, 9, 16416}, {WeightType::Q6_K, 7, 4352},
+      {WeightType::Q4_K, 11, 4352},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string(weight_traits(c.type).name) + " " + std::to_string(c.rows) + "x" +
@@ -128,7 +132,9 @@ TEST(Cuda, AttentionMatchesReference) {
     int n_heads, n_kv, d, n_ctx, n_q, chunk;
   };
   const Case cases[] = {{8, 2, 64, 1, 1, 1},     {8, 2, 64, 97, 1, 13},     {32, 8, 128, 4099, 1, 1000},
-                        {28, 4, 128, 777, 1, 777}, {8, 2, 64, 300, 37, 100}, {32, 8, 128, 1100, 129, 550}};
+                        {28, 4, 128, 777, 1, 777}, {8, 2, 64, 300, 37, 100}, {32, 8, 128, 1100, 129, 550},
+                        // many splits (a partial last tile in each), d64 tiles of 16 tokens
+                        {32, 8, 128, 20011, 1, 5000}, {8, 2, 64, 4099, 1, 4099}};
   for (const auto& c : cases) {
     SCOPED_TRACE("heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " d " + std::to_string(c.d) +
                  " ctx " + std::to_string(c.n_ctx) + " n_q " + std::to_string(c.n_q));
@@ -283,7 +289,8 @@ TEST(Cuda, GemvSpeedReport) {
   LONGKV_REQUIRE_CUDA();
   for (WeightType t : {WeightType::Q4_0, WeightType::Q8_0, WeightType::Q4_K, WeightType::Q6_K, WeightType::F16,
                        WeightType::BF16}) {
-    for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{1024, 4096}, std::pair{14336, 4096}, std::pair{4096, 14336}}) {
+    for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{1024, 4096}, std::pair{14336, 4096}, std::pair{4096, 14336},
+                             std::pair{128256, 4096}}) {
       const CudaGemvSpeed sp = cuda_bench_gemv(t, rows, cols);
       EXPECT_GT(sp.gbs, 0);
       std::printf("gemv %-5s %5dx%-5d: %7.1f us %7.0f GB/s  (launch %.1f us)\n", weight_traits(t).name, rows, cols,

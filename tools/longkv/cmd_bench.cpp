@@ -28,6 +28,7 @@ struct BenchOptions {
   int n_prompt = 512, n_gen = 16, reps = 1;
   bool no_membw = false;
   std::string device = "cpu", cuda_gemm = "f16";
+  bool max_ctx = false;
 };
 
 // Fills every layer's cache with `n` random keys/values (synthetic context).
@@ -70,6 +71,8 @@ int cmd_bench(const BenchOptions& o) {
     co.n_gen = o.n_gen;
     co.reps = o.reps;
     co.synthetic = random_fill;
+    co.max_ctx = o.max_ctx;
+    co.kv_modes = o.kv_modes;
     return bench_cuda(w, co);
   }
 
@@ -181,6 +184,7 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--cuda-gemm", o->cuda_gemm, "CUDA prefill GEMM precision: f16 (tensor cores) or f32")
       ->capture_default_str();
+  sub->add_flag("--max-ctx", o->max_ctx, "With --device cuda: the longest context that fits the GPU, per KV mode");
   sub->callback([o] {
     if (o->threads.empty() && o->model.threads > 0) o->threads = {o->model.threads};
     g_exit_code = cmd_bench(*o);

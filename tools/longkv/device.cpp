@@ -1,6 +1,8 @@
 #include "device.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 
@@ -21,6 +23,62 @@ bool use_cuda_device(const std::string& device) {
   log_warn("--device cuda: %s; running on the CPU", why.c_str());
   return false;
 }
+
+namespace {
+
+// Longest context whose KV cache fits next to the weights: the f16 cache's
+// bytes per token (all layers, K and V) into the free memory left once the
+// model is resident, less a reserve for the decode workspace and the CUDA
+// context's own growth. Then proven by allocating it: a model with that
+// capacity, filled with random keys/values to the last slots, decodes
+// n_gen tokens (timed). Other KV modes say they are not on the GPU yet.
+void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGemm gemm, double bw) {
+  const ModelConfig& c = w.cfg;
+  std::printf("\n### Longest context on the GPU\n\n| KV mode | bytes/token | free after weights | max context | "
+              "decode at max: tok/s | ms/tok | GB/s | %% of copy bw |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& arg : o.kv_modes) {
+    const std::string mode = parse_kv_mode(arg).to_string();
+    if (mode != "f16") {
+      std::printf("| %s | — | — | KV mode %s is not available on CUDA yet | — | — | — | — |\n", mode.c_str(),
+                  mode.c_str());
+      continue;
+    }
+    const double per_token = static_cast<double>(c.n_layers) * c.kv_dim() * 2 * sizeof(uint16_t);
+    // Probe: the model with a tiny cache, to see what the weights leave.
+    CudaModelOptions mo;
+    mo.kv_mode = mode;
+    mo.max_tokens = 16;
+    mo.gemm = gemm;
+    size_t free_b = 0, total_b = 0;
+    {
+      auto probe = CudaModel::create(w, mo);
+      cuda_memory_info(&free_b, &total_b);
+    }
+    const double reserve = 768.0 * (1 << 20);  // decode partials, logits, cuBLAS, allocator slack
+    const int64_t n = static_cast<int64_t>((static_cast<double>(free_b) - reserve) / per_token);
+    LONGKV_CHECK(n > o.n_gen + 1, "no room for a KV cache: %.2f GiB free after the weights", free_b / 1073741824.0);
+    mo.max_tokens = static_cast<int>(std::min<int64_t>(n, INT32_MAX / 2));
+    auto model = CudaModel::create(w, mo);
+    const int depth = mo.max_tokens - o.n_gen - 1;
+    model->fill_random_kv(depth, 11);
+    std::vector<float> logits(c.n_vocab);
+    const int32_t tok = 1;
+    model->forward(&tok, 1, depth, logits.data(), false);  // warm-up (workspace growth)
+    model->clear();
+    model->fill_random_kv(depth, 11);
+    const double ts = now_seconds();
+    for (int i = 0; i < o.n_gen; ++i) model->forward(&tok, 1, depth + i, logits.data(), false);
+    const double per_tok = (now_seconds() - ts) / std::max(1, o.n_gen);
+    const KvFootprint fp = model->kv_footprint();
+    const double step = static_cast<double>(model->weight_bytes()) + static_cast<double>(fp.gpu_bytes);
+    std::printf("| %s | %s | %s | %d | %.2f | %.2f | %.0f | %.0f%% |\n", mode.c_str(), human_bytes(per_token).c_str(),
+                human_bytes(static_cast<double>(free_b)).c_str(), mo.max_tokens, 1.0 / per_tok, 1e3 * per_tok,
+                step / per_tok / 1e9, 100 * step / per_tok / 1e9 / bw);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
 
 int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
   CudaGemm gemm;
@@ -96,6 +154,10 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
                   human_bytes(step).c_str(), gbs, 100 * gbs / bw);
       std::fflush(stdout);
     }
+  }
+  if (o.max_ctx) {
+    model.reset();
+    max_context_search(w, o, gemm, bw);
   }
   return 0;
 }

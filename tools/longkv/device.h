@@ -20,6 +20,8 @@ struct CudaBenchOptions {
   std::vector<int> depths{0};
   int n_prompt = 512, n_gen = 16, reps = 1;
   bool synthetic = false;  // depths filled with random keys/values
+  bool max_ctx = false;    // also search the longest context that fits, per KV mode
+  std::vector<std::string> kv_modes{"f16"};  // for the max-context search
 };
 
 // Prefill and decode speed on the GPU (Markdown table on stdout).

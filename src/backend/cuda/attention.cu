@@ -21,129 +21,123 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Block (kv head, split): 4 warps walk the split's tokens 32 at a time. In
-// the score phase lane i owns token c0 + i (its whole key row, 16-byte
-// loads), so scores need no reductions; in the value phase lanes own D/32
-// dimensions and every token's weight comes by shuffle. Each warp keeps an
-// online-softmax state per query head; warps merge through shared memory and
-// the block writes (o normalized, m, l) for the split.
-template <int D>
+// One warp per (KV head, split), all g query heads of the group at once, so
+// each K/V byte is read once. Lanes split head_dim into 16-byte pieces (8
+// dims; kLpt = D/8 lanes per token) and the warp covers 32/kLpt tokens per
+// step, kSteps steps per tile: every lane issues 2*kSteps 16-byte loads (K and
+// V) before using any. Scores are reduced over the kLpt lanes of a token by
+// xor-shuffles; the tile's max is shared by the whole warp, so the online
+// softmax state (m) is the same in every lane and the token groups' partial
+// (l, acc) simply add at the end. Writes (o / l, m, l) per split.
+template <int D, int G>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
-    decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int max_tokens, int n_tok,
-                        int g, int tps, const float* __restrict__ q, float scale, float* __restrict__ part_o,
+    decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int n_kv, int max_tokens,
+                        int n_tok, int tps, const float* __restrict__ q, float scale, float* __restrict__ part_o,
                         float* __restrict__ part_ml, int n_splits) {
-  constexpr int kDpl = D / 32;  // dims per lane in the value phase
-  __shared__ float qs[kMaxG][D];
-  __shared__ float ow[kDecodeWarps][kMaxG][D];
-  __shared__ float mlw[kDecodeWarps][kMaxG][2];
-  const int hk = blockIdx.x, split = blockIdx.y;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int i = threadIdx.x; i < g * D; i += blockDim.x) qs[i / D][i % D] = q[(hk * g) * D + i] * scale;
-  __syncthreads();
-
-  const __half* kh = kc + static_cast<size_t>(hk) * max_tokens * D;
-  const __half* vh = vc + static_cast<size_t>(hk) * max_tokens * D;
-  const int t_begin = split * tps, t_end = min(n_tok, t_begin + tps);
-  float m[kMaxG], l[kMaxG], acc[kMaxG][kDpl];
+  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kSteps = 4;
+  const int lane = threadIdx.x % 32;
+  const int gw = blockIdx.x * kDecodeWarps + threadIdx.x / 32;
+  const int hk = gw / n_splits, split = gw % n_splits;
+  if (hk >= n_kv) return;
+  const int sub = lane % kLpt, grp = lane / kLpt;
+  float qr[G][8];
 #pragma unroll
-  for (int h = 0; h < kMaxG; ++h) {
+  for (int h = 0; h < G; ++h) {
+    const float* qh = q + static_cast<size_t>(hk * G + h) * D + 8 * sub;
+    const float4 a = __ldg(reinterpret_cast<const float4*>(qh)), b = __ldg(reinterpret_cast<const float4*>(qh + 4));
+    qr[h][0] = a.x * scale; qr[h][1] = a.y * scale; qr[h][2] = a.z * scale; qr[h][3] = a.w * scale;
+    qr[h][4] = b.x * scale; qr[h][5] = b.y * scale; qr[h][6] = b.z * scale; qr[h][7] = b.w * scale;
+  }
+  const __half* kh = kc + static_cast<size_t>(hk) * max_tokens * D + 8 * sub;
+  const __half* vh = vc + static_cast<size_t>(hk) * max_tokens * D + 8 * sub;
+  const int t_begin = split * tps, t_end = min(n_tok, t_begin + tps);
+  float m[G], l[G], acc[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
     m[h] = -FLT_MAX;
     l[h] = 0;
 #pragma unroll
-    for (int i = 0; i < kDpl; ++i) acc[h][i] = 0;
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0;
   }
-
-  for (int c0 = t_begin + warp * 32; c0 < t_end; c0 += kDecodeWarps * 32) {
-    const int t = c0 + lane;
-    const bool valid = t < t_end;
-    float s[kMaxG];
+  for (int t0 = t_begin; t0 < t_end; t0 += kTps * kSteps) {
+    uint4 kr[kSteps], vr[kSteps];
+    bool ok[kSteps];
 #pragma unroll
-    for (int h = 0; h < kMaxG; ++h) s[h] = 0;
-    if (valid) {
-      const uint4* kr = reinterpret_cast<const uint4*>(kh + static_cast<size_t>(t) * D);
-#pragma unroll 4
-      for (int c = 0; c < D / 8; ++c) {
-        const uint4 raw = __ldg(kr + c);
-        const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
-        float kf[8];
+    for (int st = 0; st < kSteps; ++st) {
+      const int t = t0 + st * kTps + grp;
+      ok[st] = t < t_end;
+      const size_t off = static_cast<size_t>(ok[st] ? t : t_begin) * D;
+      kr[st] = __ldg(reinterpret_cast<const uint4*>(kh + off));
+      vr[st] = __ldg(reinterpret_cast<const uint4*>(vh + off));
+    }
+    float sc[kSteps][G];
+#pragma unroll
+    for (int st = 0; st < kSteps; ++st) {
+      const __half2* k2 = reinterpret_cast<const __half2*>(&kr[st]);
+      float kf[8];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 f = __half22float2(k2[e]);
+        kf[2 * e] = f.x;
+        kf[2 * e + 1] = f.y;
+      }
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float d = 0;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d = fmaf(qr[h][e], kf[e], d);
+#pragma unroll
+        for (int o = kLpt / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        sc[st][h] = ok[st] ? d : -FLT_MAX;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float mx = sc[0][h];
+#pragma unroll
+      for (int st = 1; st < kSteps; ++st) mx = fmaxf(mx, sc[st][h]);
+#pragma unroll
+      for (int o = 16; o >= kLpt; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      const float mn = fmaxf(m[h], mx);
+      const float corr = __expf(m[h] - mn);
+      m[h] = mn;
+      l[h] *= corr;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[h][e] *= corr;
+#pragma unroll
+      for (int st = 0; st < kSteps; ++st) {
+        const float p = ok[st] ? __expf(sc[st][h] - mn) : 0.0f;
+        l[h] += p;
+        const __half2* v2 = reinterpret_cast<const __half2*>(&vr[st]);
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float2 f = __half22float2(h2[e]);
-          kf[2 * e] = f.x;
-          kf[2 * e + 1] = f.y;
-        }
-#pragma unroll
-        for (int h = 0; h < kMaxG; ++h) {
-          if (h < g) {
-            const float* qq = &qs[h][8 * c];
-#pragma unroll
-            for (int e = 0; e < 8; ++e) s[h] += qq[e] * kf[e];
-          }
+          const float2 f = __half22float2(v2[e]);
+          acc[h][2 * e] = fmaf(p, f.x, acc[h][2 * e]);
+          acc[h][2 * e + 1] = fmaf(p, f.y, acc[h][2 * e + 1]);
         }
       }
     }
-    float p[kMaxG];
+  }
 #pragma unroll
-    for (int h = 0; h < kMaxG; ++h) {
-      if (h >= g) continue;
-      const float mx = warp_max(valid ? s[h] : -FLT_MAX);
-      const float mn = fmaxf(m[h], mx);
-      p[h] = valid ? __expf(s[h] - mn) : 0.0f;
-      const float corr = __expf(m[h] - mn);
-      l[h] = l[h] * corr + warp_sum(p[h]);
+  for (int h = 0; h < G; ++h) {
 #pragma unroll
-      for (int i = 0; i < kDpl; ++i) acc[h][i] *= corr;
-      m[h] = mn;
-    }
-    const int nv = min(32, t_end - c0);
-#pragma unroll 4
-    for (int j = 0; j < nv; ++j) {
-      const __half* vr = vh + static_cast<size_t>(c0 + j) * D + lane * kDpl;
-      float vf[kDpl];
+    for (int o = 16; o >= kLpt; o >>= 1) {
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], o);
 #pragma unroll
-      for (int i = 0; i < kDpl; i += 2) {
-        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(vr + i));
-        vf[i] = f.x;
-        vf[i + 1] = f.y;
-      }
-#pragma unroll
-      for (int h = 0; h < kMaxG; ++h) {
-        if (h >= g) continue;
-        const float pj = __shfl_sync(0xffffffffu, p[h], j);
-#pragma unroll
-        for (int i = 0; i < kDpl; ++i) acc[h][i] += pj * vf[i];
-      }
+      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], o);
     }
   }
-
+  if (grp != 0) return;
 #pragma unroll
-  for (int h = 0; h < kMaxG; ++h) {
-    if (h >= g) continue;
-#pragma unroll
-    for (int i = 0; i < kDpl; ++i) ow[warp][h][lane * kDpl + i] = acc[h][i];
-    if (lane == 0) {
-      mlw[warp][h][0] = m[h];
-      mlw[warp][h][1] = l[h];
-    }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < g * D; i += blockDim.x) {
-    const int h = i / D, d = i % D;
-    float mm = -FLT_MAX;
-    for (int w = 0; w < kDecodeWarps; ++w)
-      if (mlw[w][h][1] > 0) mm = fmaxf(mm, mlw[w][h][0]);
-    float ll = 0, o = 0;
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      if (mlw[w][h][1] <= 0) continue;
-      const float e = __expf(mlw[w][h][0] - mm);
-      ll += mlw[w][h][1] * e;
-      o += ow[w][h][d] * e;
-    }
-    const size_t hq = static_cast<size_t>(hk) * g + h;
-    part_o[(hq * n_splits + split) * D + d] = ll > 0 ? o / ll : 0.0f;
-    if (d == 0) {
-      part_ml[(hq * n_splits + split) * 2] = mm;
-      part_ml[(hq * n_splits + split) * 2 + 1] = ll;
+  for (int h = 0; h < G; ++h) {
+    const size_t hq = static_cast<size_t>(hk) * G + h;
+    float* dst = part_o + (hq * n_splits + split) * D + 8 * sub;
+    const float inv = l[h] > 0 ? 1.0f / l[h] : 0.0f;
+    reinterpret_cast<float4*>(dst)[0] = make_float4(acc[h][0] * inv, acc[h][1] * inv, acc[h][2] * inv, acc[h][3] * inv);
+    reinterpret_cast<float4*>(dst)[1] = make_float4(acc[h][4] * inv, acc[h][5] * inv, acc[h][6] * inv, acc[h][7] * inv);
+    if (sub == 0) {
+      part_ml[(hq * n_splits + split) * 2] = m[h];
+      part_ml[(hq * n_splits + split) * 2 + 1] = l[h];
     }
   }
 }
@@ -268,31 +262,52 @@ void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim
   LONGKV_CUDA_LAUNCHED();
 }
 
+namespace {
+
+template <int D>
+void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, int splits, GpuAttnWorkspace& ws,
+                   cudaStream_t s) {
+  const int warps = kv.n_kv_heads * splits, grid = (warps + kDecodeWarps - 1) / kDecodeWarps;
+  float* po = ws.a.as<float>();
+  float* pml = ws.b.as<float>();
+#define LONGKV_DECODE_G(G_)                                                                                    \
+  case G_:                                                                                                     \
+    decode_split_kernel<D, G_><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.n_kv_heads, kv.max_tokens,    \
+                                                                  kv.n_tokens, tps, q, scale, po, pml, splits); \
+    break;
+  switch (kv.group) {
+    LONGKV_DECODE_G(1) LONGKV_DECODE_G(2) LONGKV_DECODE_G(3) LONGKV_DECODE_G(4)
+    LONGKV_DECODE_G(5) LONGKV_DECODE_G(6) LONGKV_DECODE_G(7) LONGKV_DECODE_G(8)
+    default: fail("CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG, kv.group);
+  }
+#undef LONGKV_DECODE_G
+}
+
+}  // namespace
+
+int decode_splits_for(int n_kv_heads, int n_tokens, int* tps_out) {
+  // ~16 warps per SM of 132 (one warp per split and KV head); splits of a
+  // multiple of 16 tokens, whole tiles for D = 128 (8) and D = 64 (16).
+  const int target = std::max(1, (132 * 16) / std::max(1, n_kv_heads));
+  int tps = (n_tokens + target - 1) / target;
+  tps = std::max(16, (tps + 15) / 16 * 16);
+  if (tps_out) *tps_out = tps;
+  return (n_tokens + tps - 1) / tps;
+}
+
 void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
   const int D = kv.head_dim, g = kv.group, n_heads = kv.n_kv_heads * g;
   LONGKV_CHECK(g <= kMaxG, "CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG,
                g);
-  // Enough blocks for ~4 per SM, each split a multiple of the 128 tokens one
-  // pass of the block covers.
-  int splits = std::max(1, (4 * 132 + kv.n_kv_heads - 1) / kv.n_kv_heads);
-  int tps = (kv.n_tokens + splits - 1) / splits;
-  tps = (tps + 127) / 128 * 128;
-  splits = (kv.n_tokens + tps - 1) / tps;
+  int tps = 0;
+  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, &tps);
   ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
   ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
-  const dim3 grid(kv.n_kv_heads, splits);
   switch (D) {
-    case 64:
-      decode_split_kernel<64><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.max_tokens, kv.n_tokens, g, tps, q,
-                                                                  scale, ws.a.as<float>(), ws.b.as<float>(), splits);
-      break;
-    case 128:
-      decode_split_kernel<128><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.max_tokens, kv.n_tokens, g, tps, q,
-                                                                   scale, ws.a.as<float>(), ws.b.as<float>(), splits);
-      break;
-    default:
-      fail("CUDA decode attention supports head_dim 64 and 128 (model has %d)", D);
+    case 64: launch_decode<64>(kv, q, scale, tps, splits, ws, s); break;
+    case 128: launch_decode<128>(kv, q, scale, tps, splits, ws, s); break;
+    default: fail("CUDA decode attention supports head_dim 64 and 128 (model has %d)", D);
   }
   LONGKV_CUDA_LAUNCHED();
   merge_splits_kernel<<<n_heads, D, 0, s>>>(ws.a.as<float>(), ws.b.as<float>(), splits, D, out);

@@ -29,6 +29,9 @@ std::string cuda_device_description();
 // bytes written, best of several cudaMemcpy of `bytes` (the decode roofline).
 double cuda_copy_bandwidth_gbs(size_t bytes = size_t(1) << 30);
 
+// Free and total device memory in bytes (cudaMemGetInfo).
+void cuda_memory_info(size_t* free_bytes, size_t* total_bytes);
+
 // How matrix products of more than one token (prefill) are computed.
 //   f16: weights dequantized to f16, activations rounded to f16, tensor-core
 //        GEMM with f32 accumulation (fast; ~1e-3 relative error per product);

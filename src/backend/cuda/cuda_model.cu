@@ -257,6 +257,13 @@ std::string cuda_device_description() {
   return std::string(p.name) + ", " + std::to_string(p.multiProcessorCount) + " SMs, " + mem;
 }
 
+void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) {
+  size_t f = 0, t = 0;
+  LONGKV_CUDA_CHECK(cudaMemGetInfo(&f, &t));
+  if (free_bytes) *free_bytes = f;
+  if (total_bytes) *total_bytes = t;
+}
+
 double cuda_copy_bandwidth_gbs(size_t bytes) {
   using namespace cuda;
   DeviceBuffer a(bytes), b(bytes);

@@ -15,6 +15,7 @@ bool cuda_available(std::string* why) {
 }
 std::string cuda_device_description() { fail("%s", kNoCuda); }
 double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
+void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }
 
 std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights&, const CudaModelOptions&) { fail("%s", kNoCuda); }
 

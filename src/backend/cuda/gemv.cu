@@ -1,22 +1,27 @@
-// Weight kernels: single-token GEMV per stored format, dequantization to
-// dense f16/f32 (the GEMM path), embedding rows, and weight upload.
+// Weight kernels: single-token GEMV per format, dequantization to dense
+// f16/f32 (the GEMM path), embedding rows, and weight upload (which splits
+// Q4_0/Q8_0/Q6_K rows into aligned bodies + scales, weight_decode.cuh).
 //
-// GEMV: a block of 8 warps owns kRows consecutive rows; the warps split the
-// row's tiles between them (so a 1024-row matrix still fills every SM) and
-// reduce through shared memory. Every x value a lane loads serves kRows rows
-// (x reads from L1 would otherwise rival the weight stream: 4 bytes of x per
-// 0.56 bytes of Q4_0). Block formats are
-// staged through shared memory by 16-byte loads (rows are padded to 16-byte
-// strides on upload), because their 18/34/210-byte blocks are not aligned for
-// vector loads in place.
+// Block-format GEMV ("slab"): a block has one warp per 32 units of the row
+// (a unit = 32 elements, Q8_0 16); each lane loads its unit's activations into
+// registers once and keeps them while the block walks over batches of kRB
+// rows, loading kRB units of 16 bytes at once (many loads in flight, no
+// shared-memory staging, no re-reads of x), decoding in registers. Per batch
+// the warps' partial sums meet in shared memory. The grid is what fits on the
+// GPU at once, so x is read about once per resident block. Rows with more
+// than 512 units are done in column slices, accumulating.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/weight_decode.cuh"
+
+#include <cstring>
+#include <vector>
 
 namespace longkv::cuda {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 8;  // dense kernels
 constexpr int kRows = 2;
+constexpr int kMaxSlabWarps = 16;  // 512 threads: up to 128 registers a lane
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -44,54 +49,43 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
   }
 }
 
+// Units [u_begin, u_begin + nu) of every row; x is the whole row's input.
 template <WeightType T>
-__global__ void __launch_bounds__(kWarps * 32) gemv_block_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
-                                                                  int n_blocks, const float* __restrict__ x,
-                                                                  float* __restrict__ y, bool accumulate) {
-  using F = GemvFormat<T>;
-  constexpr int kTileBytes = F::kTile * F::kBytes;
-  static_assert(kTileBytes % 16 == 0, "tiles must be whole 16-byte vectors");
-  constexpr int kTileVec = kTileBytes / 16;
-  constexpr int kVecPerLane = (kRows * kTileVec + 31) / 32;
-  __shared__ __align__(16) uint8_t smem[kWarps][kRows][kTileBytes];
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row0 = blockIdx.x * kRows;
-  const uint8_t* rp[kRows];
+__global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                      int rows, int nb, int u_begin, int nu,
+                                                                      const float* __restrict__ x,
+                                                                      float* __restrict__ y, bool accumulate) {
+  using S = Slab<T>;
+  constexpr int RB = S::kRB;
+  __shared__ float red[RB][kMaxSlabWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  const int ui = warp * 32 + lane;
+  const bool valid = ui < nu;
+  const int u = u_begin + (valid ? ui : 0);
+  typename S::X xr;
+  S::load_x(x, u, xr);
+  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += gridDim.x * RB) {
+    typename S::Unit wu[RB];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) rp[r] = w + ld * static_cast<size_t>(min(row0 + r, rows - 1));
-
-  float acc[kRows] = {};
-  for (int b0 = warp * F::kTile; b0 < n_blocks; b0 += kWarps * F::kTile) {
-    const int nb = min(F::kTile, n_blocks - b0);
-    const int nvec = (nb * F::kBytes + 15) / 16;  // may read into the row padding
-    uint4 tmp[kVecPerLane];
+    for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
+    float acc[RB];
 #pragma unroll
-    for (int k = 0; k < kVecPerLane; ++k) {
-      const int idx = lane + 32 * k, r = idx / kTileVec, v = idx % kTileVec;
-      if (r < kRows && v < nvec)
-        tmp[k] = __ldg(reinterpret_cast<const uint4*>(rp[r] + static_cast<size_t>(b0) * F::kBytes) + v);
+    for (int r = 0; r < RB; ++r) acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
+#pragma unroll
+    for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < RB; ++r) red[r][warp] = acc[r];
     }
-#pragma unroll
-    for (int k = 0; k < kVecPerLane; ++k) {
-      const int idx = lane + 32 * k, r = idx / kTileVec, v = idx % kTileVec;
-      if (r < kRows && v < nvec) reinterpret_cast<uint4*>(smem[warp][r])[v] = tmp[k];
+    __syncthreads();
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
+      float s = 0;
+      for (int k = 0; k < n_warps; ++k) s += red[threadIdx.x][k];
+      float* dst = y + r0 + threadIdx.x;
+      *dst = accumulate ? *dst + s : s;
     }
-    __syncwarp();
-    constexpr int kPerPass = 32 / F::kLanes;
-    const int part = lane % F::kLanes;
-#pragma unroll
-    for (int p = 0; p < F::kTile / kPerPass; ++p) {
-      const int b = p * kPerPass + lane / F::kLanes;
-      if (b < nb) {
-        const float* xb = x + static_cast<size_t>(b0 + b) * F::kElems;
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[r] += F::dot(smem[warp][r] + b * F::kBytes, part, xb);
-      }
-    }
-    __syncwarp();
+    __syncthreads();
   }
-  block_reduce_store(acc, row0, rows, y, accumulate);
 }
 
 // F32/F16/BF16: 16-byte loads straight from global memory, 8 elements (F16,
@@ -139,18 +133,19 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_dense_kernel(const uint8_t* 
   for (int i = nvec * kPer + static_cast<int>(threadIdx.x); i < cols; i += kWarps * 32)
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
-      acc[r] += decode_elem<T>(w + ld * static_cast<size_t>(min(row0 + r, rows - 1)), i) * x[i];
+      acc[r] += decode_elem<T>(w + ld * static_cast<size_t>(min(row0 + r, rows - 1)), i, 0) * x[i];
   block_reduce_store(acc, row0, rows, y, accumulate);
 }
 
 template <WeightType T, typename Out>
 __global__ void dequantize_kernel(const uint8_t* __restrict__ w, size_t ld, int64_t rows, int64_t cols,
                                   Out* __restrict__ dst) {
+  const int64_t nb = cols / weight_traits_block(T);
   const int64_t total = rows * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
-    const float v = decode_elem<T>(w + ld * r, c);
+    const float v = decode_elem<T>(w + ld * r, c, nb);
     if constexpr (sizeof(Out) == 2) dst[i] = __float2half(v);
     else dst[i] = v;
   }
@@ -159,11 +154,12 @@ __global__ void dequantize_kernel(const uint8_t* __restrict__ w, size_t ld, int6
 template <WeightType T>
 __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_t cols, const int32_t* ids,
                                 float* __restrict__ dst) {
+  const int64_t nb = cols / weight_traits_block(T);
   const int t = blockIdx.y;
   const uint8_t* row = w + ld * static_cast<size_t>(ids[t]);
   for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < cols;
        c += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dst[t * cols + c] = decode_elem<T>(row, c);
+    dst[t * cols + c] = decode_elem<T>(row, c, nb);
 }
 
 // Expands BODY with the compile-time type T for the runtime type `t`.
@@ -180,15 +176,37 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
   }
 
 template <WeightType T>
-void launch_gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
+void launch_slab(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
+  using S = Slab<T>;
   const int rows = static_cast<int>(w.rows);
-  const int grid = (rows + kRows - 1) / kRows;
+  const int nb = static_cast<int>(w.cols / (T == WeightType::Q4_K || T == WeightType::Q6_K ? kQKK : kQK));
+  const int units = nb * S::kUnitsPerBlock;
+  const int slice = kMaxSlabWarps * 32;
+  // Resident blocks per SM for each warp count, asked once.
+  static int occ[kMaxSlabWarps + 1] = {};
+  static int sms = 0;
+  if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  for (int u0 = 0; u0 < units; u0 += slice) {
+    const int nu = std::min(slice, units - u0);
+    const int warps = (nu + 31) / 32;
+    if (occ[warps] == 0)
+      LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[warps], gemv_slab_kernel<T>, warps * 32, 0));
+    const int batches = (rows + S::kRB - 1) / S::kRB;
+    const int grid = std::max(1, std::min(batches, std::max(1, occ[warps]) * sms));
+    gemv_slab_kernel<T><<<grid, warps * 32, 0, s>>>(w.data, w.ld, rows, nb, u0, nu, x, y, accumulate || u0 > 0);
+    LONGKV_CUDA_LAUNCHED();
+  }
+}
+
+template <WeightType T>
+void launch_gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
   if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) {
+    const int rows = static_cast<int>(w.rows);
+    const int grid = (rows + kRows - 1) / kRows;
     gemv_dense_kernel<T><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, static_cast<int>(w.cols), x, y,
                                                         accumulate);
   } else {
-    const int nb = static_cast<int>(w.cols / GemvFormat<T>::kElems);
-    gemv_block_kernel<T><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, nb, x, y, accumulate);
+    launch_slab<T>(w, x, y, accumulate, s);
   }
 }
 
@@ -206,9 +224,36 @@ GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s) 
   g.ld = gpu_row_stride(w.type, w.cols);
   buf.resize(g.nbytes() + kWeightPadBytes);
   LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
-  LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(buf.as(), g.ld, w.data, w.row_stride(), w.row_stride(),
-                                      static_cast<size_t>(w.rows), cudaMemcpyHostToDevice, s));
   g.data = buf.as<uint8_t>();
+  const int body = split_body_bytes(w.type);
+  if (body == 0) {
+    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(buf.as(), g.ld, w.data, w.row_stride(), w.row_stride(),
+                                        static_cast<size_t>(w.rows), cudaMemcpyHostToDevice, s));
+    return g;
+  }
+  // Split rows: bodies first, then the f16 scales (d is at the start of a
+  // Q4_0/Q8_0 block and at the end of a Q6_K block). Rows go through a host
+  // buffer in ~32 MiB slices.
+  const size_t bb = w.type == WeightType::Q6_K ? sizeof(BlockQ6_K) : w.type == WeightType::Q8_0 ? sizeof(BlockQ8_0)
+                                                                                                  : sizeof(BlockQ4_0);
+  const size_t d_off = w.type == WeightType::Q6_K ? 208 : 0, q_off = w.type == WeightType::Q6_K ? 0 : 2;
+  const int64_t nb = static_cast<int64_t>(w.row_stride() / bb);
+  const int64_t slice = std::max<int64_t>(1, (int64_t(32) << 20) / static_cast<int64_t>(g.ld));
+  std::vector<uint8_t> tmp(static_cast<size_t>(std::min(slice, w.rows)) * g.ld, 0);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+    const int64_t n = std::min(slice, w.rows - r0);
+    for (int64_t r = 0; r < n; ++r) {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + r) * w.row_stride();
+      uint8_t* dst = tmp.data() + static_cast<size_t>(r) * g.ld;
+      for (int64_t b = 0; b < nb; ++b) {
+        std::memcpy(dst + b * body, src + b * bb + q_off, body);
+        std::memcpy(dst + nb * body + 2 * b, src + b * bb + d_off, 2);
+      }
+    }
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(buf.as<uint8_t>() + static_cast<size_t>(r0) * g.ld, tmp.data(), static_cast<size_t>(n) * g.ld,
+                                      cudaMemcpyHostToDevice, s));
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // tmp is reused
+  }
   return g;
 }
 

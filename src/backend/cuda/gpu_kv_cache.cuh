@@ -57,6 +57,8 @@ struct DenseKvView {
 
 // One query row (n_q == 1): split-K flash-decoding with a merge of splits.
 void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s);
+// Splits the decode kernel uses for n_tokens (and tokens per split).
+int decode_splits_for(int n_kv_heads, int n_tokens, int* tps);
 // n_q rows at positions n_tokens - n_q ..: S = Q K^T and O = P V through
 // cuBLAS with a causal softmax in between.
 void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,

@@ -1,6 +1,12 @@
-// Device-side decoding of the weight block formats of formats/weight_types.h
-// (the same structs the CPU uses): per element (dequantize, embedding rows)
-// and per "lane part" of a block (the GEMV kernels).
+// Device-side decoding of the weight formats as they lie on the GPU, per
+// element (dequantize, embedding rows) and per 16-byte "unit" (the GEMV).
+//
+// GPU row layout (upload_weight): F32/F16/BF16 and Q4_K (144-byte blocks)
+// as stored; Q4_0, Q8_0 and Q6_K, whose 18/34/210-byte blocks cannot be read
+// with aligned 16-byte loads in place, are split per row into the blocks'
+// 16-byte-aligned bodies (Q4_0: qs[16], Q8_0: qs[32], Q6_K: ql|qh|scales,
+// 208 bytes) followed by the blocks' f16 scales d, 2 bytes each. Same bits,
+// same row size; only the order within a row changes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -17,6 +23,16 @@ __device__ __forceinline__ float ld_f16(const uint8_t* p) {
 }
 __device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
 
+// Body bytes per block of the split layouts (0: stored as is).
+__host__ __device__ constexpr int split_body_bytes(WeightType t) {
+  return t == WeightType::Q4_0 ? 16 : t == WeightType::Q8_0 ? 32 : t == WeightType::Q6_K ? 208 : 0;
+}
+
+// Elements per block (1 for the plain float formats).
+__host__ __device__ constexpr int weight_traits_block(WeightType t) {
+  return t == WeightType::Q4_K || t == WeightType::Q6_K ? kQKK : t == WeightType::Q4_0 || t == WeightType::Q8_0 ? kQK : 1;
+}
+
 // Sub-block j (0..7) scale and min of a Q4_K block (same bit layout as
 // q4_k_scale_min in formats/weight_types.cpp).
 __device__ __forceinline__ void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
@@ -29,9 +45,9 @@ __device__ __forceinline__ void q4k_scale_min(const uint8_t* s, int j, int* sc, 
   }
 }
 
-// Element i of a stored row.
+// Element i of a GPU row of `nb` blocks.
 template <WeightType T>
-__device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i) {
+__device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int64_t nb) {
   if constexpr (T == WeightType::F32) {
     return reinterpret_cast<const float*>(row)[i];
   } else if constexpr (T == WeightType::F16) {
@@ -39,13 +55,14 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i) {
   } else if constexpr (T == WeightType::BF16) {
     return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
   } else if constexpr (T == WeightType::Q8_0) {
-    const uint8_t* b = row + (i / kQK) * sizeof(BlockQ8_0);
-    return ld_f16(b) * static_cast<float>(static_cast<int8_t>(b[2 + i % kQK]));
+    const int64_t b = i / kQK;
+    return ld_f16(row + 32 * nb + 2 * b) * static_cast<float>(static_cast<int8_t>(row[32 * b + i % kQK]));
   } else if constexpr (T == WeightType::Q4_0) {
-    const uint8_t* b = row + (i / kQK) * sizeof(BlockQ4_0);
+    const int64_t b = i / kQK;
+    const uint8_t* qs = row + 16 * b;
     const int j = static_cast<int>(i % kQK);
-    const int q = j < 16 ? (b[2 + j] & 0xF) : (b[2 + j - 16] >> 4);
-    return ld_f16(b) * static_cast<float>(q - 8);
+    const int q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+    return ld_f16(row + 16 * nb + 2 * b) * static_cast<float>(q - 8);
   } else if constexpr (T == WeightType::Q4_K) {
     const uint8_t* b = row + (i / kQKK) * sizeof(BlockQ4_K);
     const int e = static_cast<int>(i % kQKK), c = e / 64, w = e % 64;
@@ -55,98 +72,171 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i) {
     const int q = w < 32 ? (qs[w] & 0xF) : (qs[w - 32] >> 4);
     return ld_f16(b) * sc * q - ld_f16(b + 2) * m;
   } else {  // Q6_K
-    const uint8_t* b = row + (i / kQKK) * sizeof(BlockQ6_K);
+    const int64_t blk = i / kQKK;
+    const uint8_t* b = row + 208 * blk;
     const int e = static_cast<int>(i % kQKK), h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
     const uint8_t* ql = b + 64 * h;
     const uint8_t* qh = b + 128 + 32 * h;
     const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * h;
     const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
     const int q = ((quarter >= 2 ? lo >> 4 : lo & 0xF) | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
-    return ld_f16(b + 208) * sc[l / 16 + 2 * quarter] * static_cast<float>(q);
+    return ld_f16(row + 208 * nb + 2 * blk) * sc[l / 16 + 2 * quarter] * static_cast<float>(q);
   }
 }
 
-// GEMV geometry of the block formats: a warp copies a tile of kTile blocks
-// per row into shared memory with 16-byte loads, then kLanes lanes share each
-// block (32 / kLanes blocks per pass), each lane decoding its part and
-// multiplying by x (read as float4 from global memory, cached in L1).
+// 8388608 + byte k of w, exactly, as a float (a PRMT instead of a slow
+// integer-to-float conversion); subtracting 8388608 + offset is exact too.
+template <int K>
+__device__ __forceinline__ float biased_byte(uint32_t w) {
+  return __int_as_float(static_cast<int>(__byte_perm(w, 0x4B000000u, 0x7440 + K)));
+}
+__device__ __forceinline__ uint4 ldg16(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ void ldx(const float* x, float* dst, int n) {
+#pragma unroll
+  for (int i = 0; i < n; i += 4) {
+    const float4 t = __ldg(reinterpret_cast<const float4*>(x + i));
+    dst[i] = t.x; dst[i + 1] = t.y; dst[i + 2] = t.z; dst[i + 3] = t.w;
+  }
+}
+// s += sum_k (byte k of w - off) * x[k], k < 4, for 4 consecutive x.
+template <int Off>
+__device__ __forceinline__ float dot4(uint32_t w, const float* x, float s) {
+  constexpr float kBias = 8388608.0f + Off;
+  s = fmaf(biased_byte<0>(w) - kBias, x[0], s);
+  s = fmaf(biased_byte<1>(w) - kBias, x[1], s);
+  s = fmaf(biased_byte<2>(w) - kBias, x[2], s);
+  s = fmaf(biased_byte<3>(w) - kBias, x[3], s);
+  return s;
+}
+
+// GEMV units: a lane owns one unit of a row (32 elements; Q8_0: 16), holds
+// that unit's activations in registers for every row it visits, and per row
+// loads the unit's 16 bytes of quants (Q6_K: 32) plus its scales.
+//   kUnitsPerBlock, kXElems (activations per unit), load_x(), Unit, load(), dot().
 template <WeightType T>
-struct GemvFormat;
+struct Slab;
 
 template <>
-struct GemvFormat<WeightType::Q8_0> {
-  static constexpr int kTile = 32, kLanes = 4, kBytes = sizeof(BlockQ8_0), kElems = kQK;
-  // Elements 8s..8s+7.
-  __device__ static float dot(const uint8_t* b, int s, const float* x) {
-    const float4 x0 = __ldg(reinterpret_cast<const float4*>(x + 8 * s));
-    const float4 x1 = __ldg(reinterpret_cast<const float4*>(x + 8 * s + 4));
-    const int8_t* q = reinterpret_cast<const int8_t*>(b + 2 + 8 * s);
-    const float acc = q[0] * x0.x + q[1] * x0.y + q[2] * x0.z + q[3] * x0.w + q[4] * x1.x + q[5] * x1.y +
-                      q[6] * x1.z + q[7] * x1.w;
-    return ld_f16(b) * acc;
+struct Slab<WeightType::Q4_0> {  // unit = block
+  static constexpr int kUnitsPerBlock = 1, kXElems = 32, kRB = 8;
+  struct Unit { uint4 q; float d; };
+  struct X { float v[32]; };
+  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 32 * u, xr.v, 32); }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    return {ldg16(row + 16 * u), ld_f16(row + 16 * nb + 2 * u)};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    float s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s = dot4<8>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, s);
+      s = dot4<8>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, s);
+    }
+    return w.d * s;
   }
 };
 
 template <>
-struct GemvFormat<WeightType::Q4_0> {
-  static constexpr int kTile = 32, kLanes = 4, kBytes = sizeof(BlockQ4_0), kElems = kQK;
-  // Bytes 4s..4s+3: elements 4s.. (low nibbles) and 16+4s.. (high nibbles).
-  __device__ static float dot(const uint8_t* b, int s, const float* x) {
-    const float4 xl = __ldg(reinterpret_cast<const float4*>(x + 4 * s));
-    const float4 xh = __ldg(reinterpret_cast<const float4*>(x + 16 + 4 * s));
-    const uint8_t* q = b + 2 + 4 * s;
-    const float acc = ((q[0] & 0xF) - 8) * xl.x + ((q[1] & 0xF) - 8) * xl.y + ((q[2] & 0xF) - 8) * xl.z +
-                      ((q[3] & 0xF) - 8) * xl.w + ((q[0] >> 4) - 8) * xh.x + ((q[1] >> 4) - 8) * xh.y +
-                      ((q[2] >> 4) - 8) * xh.z + ((q[3] >> 4) - 8) * xh.w;
-    return ld_f16(b) * acc;
+struct Slab<WeightType::Q8_0> {  // unit = half block
+  static constexpr int kUnitsPerBlock = 2, kXElems = 16, kRB = 8;
+  struct Unit { uint4 q; float d; };
+  struct X { float v[16]; };
+  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 16 * u, xr.v, 16); }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    return {ldg16(row + 16 * u), ld_f16(row + 32 * nb + 2 * (u / 2))};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    float s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s = dot4<128>(q[j] ^ 0x80808080u, xr.v + 4 * j, s);  // int8 -> +128 unsigned
+    return w.d * s;
   }
 };
 
 template <>
-struct GemvFormat<WeightType::Q4_K> {
-  static constexpr int kTile = 8, kLanes = 32, kBytes = sizeof(BlockQ4_K), kElems = kQKK;
-  // Lane l: chunk c = l / 8, bytes 4s..4s+3 of the chunk (s = l % 8).
-  __device__ static float dot(const uint8_t* b, int l, const float* x) {
-    const int c = l / 8, s = l % 8;
-    int sc0, m0, sc1, m1;
-    q4k_scale_min(b + 4, 2 * c, &sc0, &m0);
-    q4k_scale_min(b + 4, 2 * c + 1, &sc1, &m1);
-    const float4 xl = __ldg(reinterpret_cast<const float4*>(x + 64 * c + 4 * s));
-    const float4 xh = __ldg(reinterpret_cast<const float4*>(x + 64 * c + 32 + 4 * s));
-    const uint8_t* q = b + 16 + 32 * c + 4 * s;
-    const float dl = (q[0] & 0xF) * xl.x + (q[1] & 0xF) * xl.y + (q[2] & 0xF) * xl.z + (q[3] & 0xF) * xl.w;
-    const float dh = (q[0] >> 4) * xh.x + (q[1] >> 4) * xh.y + (q[2] >> 4) * xh.z + (q[3] >> 4) * xh.w;
-    const float sl = xl.x + xl.y + xl.z + xl.w, sh = xh.x + xh.y + xh.z + xh.w;
-    const float d = ld_f16(b), dmin = ld_f16(b + 2);
-    return d * (sc0 * dl + sc1 * dh) - dmin * (m0 * sl + m1 * sh);
+struct Slab<WeightType::Q4_K> {  // unit = 16 quant bytes: 16 low + 16 high nibbles
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
+  struct Unit { uint4 q; uint4 h; };
+  struct X { float v[32]; float sum_lo, sum_hi; };
+  __device__ static int first_elem(int u) { return 256 * (u / 8) + 64 * ((u % 8) / 2) + 16 * (u % 2); }
+  __device__ static void load_x(const float* x, int u, X& xr) {
+    const int e = first_elem(u);
+    ldx(x + e, xr.v, 16);
+    ldx(x + e + 32, xr.v + 16, 16);
+    xr.sum_lo = xr.sum_hi = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      xr.sum_lo += xr.v[i];
+      xr.sum_hi += xr.v[16 + i];
+    }
   }
-};
-
-template <>
-struct GemvFormat<WeightType::Q6_K> {
-  static constexpr int kTile = 8, kLanes = 32, kBytes = sizeof(BlockQ6_K), kElems = kQKK;
-  // Lane l: half h = l / 16, positions i = 2(l%16), 2(l%16)+1 of the 32, each
-  // giving elements 128h + i + {0, 32, 64, 96}.
-  __device__ static float dot(const uint8_t* b, int l, const float* x) {
-    const int h = l / 16, i0 = 2 * (l % 16);
-    const uint8_t* ql = b + 64 * h;
-    const uint8_t* qh = b + 128 + 32 * h;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * h + i0 / 16;
-    const float* xb = x + 128 * h + i0;
-    float acc[4] = {0, 0, 0, 0};
+  __device__ static Unit load(const uint8_t* row, int u, int) {
+    const uint8_t* b = row + 144 * (u / 8);
+    return {ldg16(b + 16 + 16 * (u % 8)), ldg16(b)};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    const int c = (u % 8) / 2, jj = (2 * c) & 3;
+    int sc[2], m[2];
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
-      const int i = i0 + k;
-      const int q0 = ((ql[i] & 0xF) | (((qh[i] >> 0) & 3) << 4)) - 32;
-      const int q1 = ((ql[i + 32] & 0xF) | (((qh[i] >> 2) & 3) << 4)) - 32;
-      const int q2 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) - 32;
-      const int q3 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) - 32;
-      acc[0] += q0 * __ldg(xb + k);
-      acc[1] += q1 * __ldg(xb + k + 32);
-      acc[2] += q2 * __ldg(xb + k + 64);
-      acc[3] += q3 * __ldg(xb + k + 96);
+      const int sh = 8 * (jj + k);
+      const uint32_t a = (w.h.y >> sh) & 0xFF, b = (w.h.z >> sh) & 0xFF, cc = (w.h.w >> sh) & 0xFF;
+      if (c < 2) {
+        sc[k] = a & 63;
+        m[k] = b & 63;
+      } else {
+        sc[k] = (cc & 0xF) | ((a >> 6) << 4);
+        m[k] = (cc >> 4) | ((b >> 6) << 4);
+      }
     }
-    return ld_f16(b + 208) * (sc[0] * acc[0] + sc[2] * acc[1] + sc[4] * acc[2] + sc[6] * acc[3]);
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    float lo = 0, hi = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      lo = dot4<0>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, lo);
+      hi = dot4<0>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, hi);
+    }
+    const float d = __half2float(__ushort_as_half(static_cast<uint16_t>(w.h.x & 0xFFFF)));
+    const float dmin = __half2float(__ushort_as_half(static_cast<uint16_t>(w.h.x >> 16)));
+    return d * (sc[0] * lo + sc[1] * hi) - dmin * (m[0] * xr.sum_lo + m[1] * xr.sum_hi);
+  }
+};
+
+template <>
+struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2)
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
+  struct Unit { uint4 ql, qh; float da, db; };
+  struct X { float v[32]; };
+  __device__ static int first_elem(int u) {
+    const int r = u % 8;
+    return 256 * (u / 8) + 128 * (r / 4) + 32 * (r % 2) + 16 * ((r / 2) % 2);
+  }
+  __device__ static void load_x(const float* x, int u, X& xr) {
+    const int e = first_elem(u);
+    ldx(x + e, xr.v, 16);
+    ldx(x + e + 64, xr.v + 16, 16);
+  }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    const int b = u / 8, r = u % 8, h = r / 4, lh = (r / 2) % 2, qa = r % 2;
+    const uint8_t* body = row + 208 * b;
+    const float d = ld_f16(row + 208 * nb + 2 * b);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(body + 192 + 8 * h + lh + 2 * qa);
+    return {ldg16(body + 64 * h + 32 * qa + 16 * lh), ldg16(body + 128 + 32 * h + 16 * lh), d * __ldg(sc),
+            d * __ldg(sc + 4)};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    const int qa = u % 2;
+    const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+    float a = 0, b = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t ha = ((qh[j] >> (2 * qa)) & 0x03030303u) << 4, hb = ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
+      a = dot4<32>((ql[j] & 0x0F0F0F0Fu) | ha, xr.v + 4 * j, a);
+      b = dot4<32>(((ql[j] >> 4) & 0x0F0F0F0Fu) | hb, xr.v + 16 + 4 * j, b);
+    }
+    return w.da * a + w.db * b;
   }
 };
 
