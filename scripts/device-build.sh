@@ -29,7 +29,7 @@ export PKG_CONFIG_PATH=$multi/pkgconfig:$multi/openblas-pthread/pkgconfig${PKG_C
 export LD_LIBRARY_PATH=$multi:$multi/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "export LD_LIBRARY_PATH=$LD_LIBRARY_PATH" > /tmp/longkv-deps/env.sh
 shared=${LONGKV_SHARED:-$PWD/../shared}
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGKV_CUDA=ON -DLONGKV_NATIVE=OFF \
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGKV_CUDA="${LONGKV_CUDA:-ON}" -DLONGKV_NATIVE=OFF \
   -DCMAKE_PREFIX_PATH="$prefix/usr" -DLONGKV_SHARED_DIR="$shared" >/dev/null
 mkdir -p "$build" && cp /tmp/longkv-deps/env.sh "$build/env.sh"
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}"
