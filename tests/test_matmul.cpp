@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "backend/cpu/matmul.h"
@@ -21,12 +22,14 @@ constexpr WeightType kAllTypes[] = {WeightType::F32,  WeightType::F16,  WeightTy
                                     WeightType::Q6_K};
 
 // Odd sizes per block size: partial SIMD tails for the float types, odd
-// block counts (and a single block) for the quantized ones.
+// block counts (and a single block) for the quantized ones. 4352 and 8960
+// (17 and 35 super-blocks) cross the runs of 16 super-blocks whose scales
+// the K-quant kernels decode ahead.
 std::vector<int64_t> sizes_for(WeightType t) {
   switch (weight_traits(t).block_size) {
     case 1: return {1, 17, 97, 1001, 4103};
-    case 32: return {32, 96, 992};
-    default: return {256, 768, 2816};
+    case 32: return {32, 96, 992, 4192};
+    default: return {256, 768, 2816, 4352, 8960};
   }
 }
 
@@ -117,6 +120,45 @@ TEST(MatmulDot, DetectsCorruptedBlock) {
     EXPECT_NEAR(dot_row_ref(t, w.data(), x.data(), n), after, 1e-5 * std::fabs(after))
         << weight_traits(t).name;
     EXPECT_GT(std::fabs(after - before), 0.05f * std::fabs(before)) << weight_traits(t).name;
+  }
+}
+
+// Our quantizers emit a narrow set of codes and scales (Q6_K scales are
+// positive, Q4_K scales never 0); GGUF files from other tools use every bit
+// pattern. Random bytes with finite fp16 factors reach the rest: negative
+// and -128 Q6_K scales, 6-bit Q4_K scales and mins of 63, all codes.
+TEST(MatmulDot, MatchesReferenceOnRandomBlockBits) {
+  std::mt19937 rng(1234);
+  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q6_K}) {
+    const WeightTypeTraits& tr = weight_traits(t);
+    for (int64_t n : sizes_for(t)) {
+      const int64_t nb = n / tr.block_size;
+      std::vector<uint8_t> buf(1 + static_cast<size_t>(nb * tr.block_bytes));
+      uint8_t* row = buf.data() + 1;  // odd address, as blocks in a GGUF row are
+      for (auto& b : buf) b = static_cast<uint8_t>(rng());
+      std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+      for (int64_t i = 0; i < nb; ++i) {
+        uint8_t* blk = row + i * tr.block_bytes;
+        const f16_t d = f32_to_f16(scale(rng)), dmin = f32_to_f16(scale(rng));
+        if (t == WeightType::Q6_K) {
+          std::memcpy(blk + 208, &d, 2);
+        } else {
+          std::memcpy(blk, &d, 2);
+          if (t == WeightType::Q4_K) std::memcpy(blk + 2, &dmin, 2);
+        }
+      }
+      std::vector<float> deq(static_cast<size_t>(n));
+      tr.to_float_ref(row, deq.data(), n);
+      const std::vector<float> x = test::random_floats(static_cast<size_t>(n), static_cast<uint32_t>(n));
+      double exact, abs_sum;
+      exact_dot(deq.data(), x.data(), n, &exact, &abs_sum);
+      EXPECT_LE(std::fabs(dot_row(t, row, x.data(), n) - exact), 1e-5 * abs_sum + 1e-30)
+          << tr.name << " n=" << n;
+      std::vector<float> fast(static_cast<size_t>(n));
+      dequantize_row(t, row, fast.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_LE(std::fabs(fast[i] - deq[i]), 4e-7f * (std::fabs(deq[i]) + 1.0f)) << tr.name << " i=" << i;
+    }
   }
 }
 

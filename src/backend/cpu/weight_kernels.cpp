@@ -1,6 +1,7 @@
 #include "backend/cpu/weight_kernels.h"
 
 #include <cstddef>
+#include <algorithm>
 #include <cstring>
 #include <iterator>
 
@@ -42,23 +43,6 @@ inline float load_bf16(const uint8_t* p) {
   bf16_t h;
   std::memcpy(&h, p, 2);
   return bf16_to_f32(h);
-}
-
-// Q4_K: per-sub-block multipliers d*sc[j] and offsets dmin*m[j] (bit layout
-// in FORMATS.md; the reference decoder in weight_types.cpp is the twin).
-inline void q4_k_factors(const uint8_t* s, float d, float dmin, float dsc[8], float dm[8]) {
-  for (int j = 0; j < 8; ++j) {
-    int sc, m;
-    if (j < 4) {
-      sc = s[j] & 63;
-      m = s[j + 4] & 63;
-    } else {
-      sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-      m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-    dsc[j] = d * static_cast<float>(sc);
-    dm[j] = dmin * static_cast<float>(m);
-  }
 }
 
 // Byte offsets inside the blocks (the structs in weight_types.h).
@@ -139,6 +123,53 @@ constexpr const char* kIsa = "avx2";
 #endif
 
 inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// Software prefetch this many bytes ahead of the weights being decoded. The
+// quantized kernels spend several cycles per cache line, so on their own
+// they keep too few misses in flight for one core to stream DRAM at full
+// rate; a fixed distance of a few KiB (the L1 holds 48) covers the latency
+// at the rates we decode. Rows are contiguous in a matrix, so running past
+// the end of a row warms the next one; a prefetch never faults.
+constexpr int kPrefetchBytes = 2048;
+inline void prefetch(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+}
+
+// Q4_K: per-sub-block multipliers d*sc[j] and offsets dmin*m[j] (bit layout
+// in FORMATS.md; q4_k_scale_min in weight_types.cpp is the scalar twin). The
+// 12 packed bytes are three little-endian words, and every field of the
+// upper four sub-blocks sits at the same bit position in each byte of its
+// word, so four sub-blocks decode at once with word masks and shifts.
+inline void q4_k_factors(const uint8_t* s, float d, float dmin, float dsc[8], float dm[8]) {
+  uint32_t a, b, c;
+  std::memcpy(&a, s, 4);
+  std::memcpy(&b, s + 4, 4);
+  std::memcpy(&c, s + 8, 4);
+  const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
+  const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+  const uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+  const auto widen = [](uint32_t lo, uint32_t hi) {  // 8 bytes -> 8 floats
+    const __m128i v = _mm_set_epi32(0, 0, static_cast<int>(hi), static_cast<int>(lo));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  };
+  const __m256 scf = widen(sc_lo, sc_hi), mf = widen(m_lo, m_hi);
+  _mm256_storeu_ps(dsc, _mm256_mul_ps(scf, _mm256_set1_ps(d)));
+  _mm256_storeu_ps(dm, _mm256_mul_ps(mf, _mm256_set1_ps(dmin)));
+}
+
+// The dot kernels decode the factors of a run of super-blocks into a small
+// stack array before using them: broadcasting a factor right after its
+// vector store stalls on store-to-load forwarding, which cost more than the
+// nibble work.
+constexpr int kQ4KRun = 16;  // super-blocks per factor pass: 1 KiB of factors
+inline int q4_k_factor_run(const uint8_t* p, int64_t i0, int64_t nb, float dsc[][8], float dm[][8]) {
+  const int run = static_cast<int>(std::min<int64_t>(kQ4KRun, nb - i0));
+  for (int r = 0; r < run; ++r) {
+    const uint8_t* b = p + (i0 + r) * kQ4KBytes;
+    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc[r], dm[r]);
+  }
+  return run;
+}
 
 // Q4_0 codes of one block as two vectors of signed int8 (low nibbles are
 // elements 0..15, high nibbles 16..31), already offset by -8.
@@ -223,6 +254,8 @@ float dot_q8_0(const void* row, const float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
     const uint8_t* b = p + i * kQ8Bytes;
+    prefetch(b);
+    prefetch(b + 64);
     acc0 = vfma(vset1(load_f16(b)), q8_0_block_dot(b, x + i * kQK), acc0);
     acc1 = vfma(vset1(load_f16(b + kQ8Bytes)), q8_0_block_dot(b + kQ8Bytes, x + (i + 1) * kQK), acc1);
   }
@@ -247,6 +280,7 @@ float dot_q4_0(const void* row, const float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
     const uint8_t* b = p + i * kQ4Bytes;
+    prefetch(b);
     acc0 = vfma(vset1(load_f16(b)), q4_0_block_dot(b, x + i * kQK), acc0);
     acc1 = vfma(vset1(load_f16(b + kQ4Bytes)), q4_0_block_dot(b + kQ4Bytes, x + (i + 1) * kQK), acc1);
   }
@@ -263,23 +297,27 @@ float dot_q4_k(const void* row, const float* x, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
   const __m128i m4 = _mm_set1_epi8(0x0F);
   vf acc0 = vzero(), acc1 = vzero(), accm0 = vzero(), accm1 = vzero();
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * kQ4KBytes;
-    float dsc[8], dm[8];
-    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
-    const uint8_t* qs = b + 16;
-    const float* xb = x + i * kQKK;
-    for (int c = 0; c < 4; ++c) {
-      const __m128i qa = load16(qs + 32 * c), qb = load16(qs + 32 * c + 16);
-      const float* x0 = xb + 64 * c;
-      const float* x1 = x0 + 32;
-      const vf t0 = fma_i8x16(_mm_and_si128(qb, m4), x0 + 16, fma_i8x16(_mm_and_si128(qa, m4), x0, vzero()));
-      const vf t1 = fma_i8x16(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), x1 + 16,
-                              fma_i8x16(_mm_and_si128(_mm_srli_epi16(qa, 4), m4), x1, vzero()));
-      acc0 = vfma(vset1(dsc[2 * c]), t0, acc0);
-      acc1 = vfma(vset1(dsc[2 * c + 1]), t1, acc1);
-      accm0 = vfma(vset1(dm[2 * c]), vadd(load_sum16(x0), load_sum16(x0 + 16)), accm0);
-      accm1 = vfma(vset1(dm[2 * c + 1]), vadd(load_sum16(x1), load_sum16(x1 + 16)), accm1);
+  const int64_t nb = n / kQKK;
+  alignas(64) float dsc[kQ4KRun][8], dm[kQ4KRun][8];
+  for (int64_t i0 = 0; i0 < nb; i0 += kQ4KRun) {
+    const int run = q4_k_factor_run(p, i0, nb, dsc, dm);
+    for (int r = 0; r < run; ++r) {
+      const uint8_t* qs = p + (i0 + r) * kQ4KBytes + 16;
+      const float* xb = x + (i0 + r) * kQKK;
+      for (int c = 0; c < 4; ++c) {
+        prefetch(qs + 32 * c);
+        const __m128i qa = load16(qs + 32 * c), qb = load16(qs + 32 * c + 16);
+        const float* x0 = xb + 64 * c;
+        const float* x1 = x0 + 32;
+        const vf t0 =
+            fma_i8x16(_mm_and_si128(qb, m4), x0 + 16, fma_i8x16(_mm_and_si128(qa, m4), x0, vzero()));
+        const vf t1 = fma_i8x16(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), x1 + 16,
+                                fma_i8x16(_mm_and_si128(_mm_srli_epi16(qa, 4), m4), x1, vzero()));
+        acc0 = vfma(vset1(dsc[r][2 * c]), t0, acc0);
+        acc1 = vfma(vset1(dsc[r][2 * c + 1]), t1, acc1);
+        accm0 = vfma(vset1(dm[r][2 * c]), vadd(load_sum16(x0), load_sum16(x0 + 16)), accm0);
+        accm1 = vfma(vset1(dm[r][2 * c + 1]), vadd(load_sum16(x1), load_sum16(x1 + 16)), accm1);
+      }
     }
   }
   return vsum(vsub(vadd(acc0, acc1), vadd(accm0, accm1)));
@@ -287,6 +325,7 @@ float dot_q4_k(const void* row, const float* x, int64_t n) {
 
 #endif  // !LONGKV_KERNELS_AVX512
 
+#if !defined(LONGKV_KERNELS_AVX512)
 // Each vector of 16 codes from q6_k_codes() is exactly one sub-block, so its
 // partial dot is scaled by that sub-block's d*scale.
 float dot_q6_k(const void* row, const float* x, int64_t n) {
@@ -298,6 +337,7 @@ float dot_q6_k(const void* row, const float* x, int64_t n) {
     q6_k_factors(b, dsc);
     for (int h = 0; h < 2; ++h) {
       for (int l0 = 0; l0 < 32; l0 += 16) {
+        prefetch(b + 64 * h + 2 * l0);
         __m128i q[4];
         q6_k_codes(b + 64 * h + l0, b + 128 + 32 * h + l0, q);
         const int s = 8 * h + l0 / 16;
@@ -309,6 +349,7 @@ float dot_q6_k(const void* row, const float* x, int64_t n) {
   }
   return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
 }
+#endif  // !LONGKV_KERNELS_AVX512
 
 // ---------------------------------------------------------------------------
 // Row decoding.
@@ -393,6 +434,75 @@ void dequant_q6_k(const void* row, float* dst, int64_t n) {
 }
 
 #if defined(LONGKV_KERNELS_AVX512)
+
+// Q6_K codes for AVX-512: 32 bytes of ql, 32 of ql + 32 and 32 of qh give
+// 128 codes as four vectors of 32 int8, vector k covering elements
+// 32k..32k+31 of the half block (sub-blocks 2k and 2k + 1), centred to
+// -32..31. Same bit moves as q6_k_codes(), on twice the lanes per op.
+inline void q6_k_codes32(const uint8_t* ql, const uint8_t* qh, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), c32 = _mm256_set1_epi8(32);
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+  q[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+  q[1] = _mm256_or_si256(_mm256_and_si256(b, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(h, m30));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4),
+                         _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+  for (int k = 0; k < 4; ++k) q[k] = _mm256_sub_epi8(q[k], c32);
+}
+
+// The sub-block scale is applied in integers: vpmaddwd multiplies the low
+// 16 bits of each code (its sign-extended value) by the scale and the high
+// 16 bits by 0, giving the exact product sc*q as int32. So each element
+// costs one conversion and one FMA with x, and d multiplies each
+// super-block's sum once: d*(sc*q)*x is the reference's (d*sc)*q*x with the
+// products associated differently.
+// sc*q for 16 codes as floats; `sc` holds the scale in its low int16 only.
+inline __m512 q6_k_scaled(__m128i q, int32_t sc) {
+  return _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_cvtepi8_epi32(q), _mm512_set1_epi32(sc)));
+}
+
+constexpr int kQ6KRun = 16;  // super-blocks per scale pass: 1 KiB of scales
+float dot_q6_k(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  vf acc0 = vzero(), acc1 = vzero();
+  const int64_t nb = n / kQKK;
+  // Scales of a run of super-blocks are widened ahead of their use, as in
+  // dot_q4_k: a broadcast right after the store would stall on forwarding.
+  // Each lane holds the scale in its low int16 and 0 in its high one.
+  alignas(64) int32_t sc[kQ6KRun][16];
+  for (int64_t i0 = 0; i0 < nb; i0 += kQ6KRun) {
+    const int run = static_cast<int>(std::min<int64_t>(kQ6KRun, nb - i0));
+    for (int r = 0; r < run; ++r) {
+      const __m512i w = _mm512_cvtepi8_epi32(load16(p + (i0 + r) * kQ6KBytes + 192));
+      _mm512_store_si512(sc[r], _mm512_and_si512(w, _mm512_set1_epi32(0xFFFF)));
+    }
+    for (int r = 0; r < run; ++r) {
+      const uint8_t* b = p + (i0 + r) * kQ6KBytes;
+      vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+      for (int h = 0; h < 2; ++h) {
+        __m256i q[4];
+        q6_k_codes32(b + 64 * h, b + 128 + 32 * h, q);
+        const float* xb = x + (i0 + r) * kQKK + 128 * h;
+        const int32_t* sh = sc[r] + 8 * h;
+        for (int k = 0; k < 4; k += 2) {
+          prefetch(b + 64 * h + 32 * k);
+          const float* xk = xb + 32 * k;
+          s0 = vfma(q6_k_scaled(_mm256_castsi256_si128(q[k]), sh[2 * k]), vload(xk), s0);
+          s1 = vfma(q6_k_scaled(_mm256_extracti128_si256(q[k], 1), sh[2 * k + 1]), vload(xk + 16), s1);
+          s2 = vfma(q6_k_scaled(_mm256_castsi256_si128(q[k + 1]), sh[2 * k + 2]), vload(xk + 32), s2);
+          s3 = vfma(q6_k_scaled(_mm256_extracti128_si256(q[k + 1], 1), sh[2 * k + 3]), vload(xk + 48), s3);
+        }
+      }
+      const vf d = vset1(load_f16(b + 208));
+      acc0 = vfma(d, vadd(s0, s1), acc0);
+      acc1 = vfma(d, vadd(s2, s3), acc1);
+    }
+  }
+  return vsum(vadd(acc0, acc1));
+}
+
 // 4-bit codes on AVX-512: a 16-entry table of the block's (or sub-block's)
 // 16 possible weight values sits in one register, and vpermps looks each
 // code up directly. It uses only the low 4 bits of each 32-bit index, so the
@@ -411,6 +521,7 @@ float dot_q4_0(const void* row, const float* x, int64_t n) {
   vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
+    prefetch(p + i * kQ4Bytes);
     for (int k = 0; k < 2; ++k) {
       const uint8_t* b = p + (i + k) * kQ4Bytes;
       const float* xb = x + (i + k) * kQK;
@@ -435,21 +546,24 @@ float dot_q4_k(const void* row, const float* x, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
   const __m512 ramp = code_ramp();
   vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * kQ4KBytes;
-    float dsc[8], dm[8];
-    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
-    const uint8_t* qs = b + 16;
-    const float* xb = x + i * kQKK;
-    for (int c = 0; c < 4; ++c) {
-      const __m512 t0 = vfma(ramp, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
-      const __m512 t1 = vfma(ramp, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
-      const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
-      const float* x0 = xb + 64 * c;
-      acc[0] = vfma(lookup(va, t0), vload(x0), acc[0]);
-      acc[1] = vfma(lookup(vb, t0), vload(x0 + 16), acc[1]);
-      acc[2] = vfma(lookup(_mm512_srli_epi32(va, 4), t1), vload(x0 + 32), acc[2]);
-      acc[3] = vfma(lookup(_mm512_srli_epi32(vb, 4), t1), vload(x0 + 48), acc[3]);
+  const int64_t nb = n / kQKK;
+  alignas(64) float dsc[kQ4KRun][8], dm[kQ4KRun][8];
+  for (int64_t i0 = 0; i0 < nb; i0 += kQ4KRun) {
+    const int run = q4_k_factor_run(p, i0, nb, dsc, dm);
+    for (int r = 0; r < run; ++r) {
+      const uint8_t* qs = p + (i0 + r) * kQ4KBytes + 16;
+      const float* xb = x + (i0 + r) * kQKK;
+      for (int c = 0; c < 4; ++c) {
+        prefetch(qs + 32 * c);
+        const __m512 t0 = vfma(ramp, vset1(dsc[r][2 * c]), vset1(-dm[r][2 * c]));
+        const __m512 t1 = vfma(ramp, vset1(dsc[r][2 * c + 1]), vset1(-dm[r][2 * c + 1]));
+        const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
+        const float* x0 = xb + 64 * c;
+        acc[0] = vfma(lookup(va, t0), vload(x0), acc[0]);
+        acc[1] = vfma(lookup(vb, t0), vload(x0 + 16), acc[1]);
+        acc[2] = vfma(lookup(_mm512_srli_epi32(va, 4), t1), vload(x0 + 32), acc[2]);
+        acc[3] = vfma(lookup(_mm512_srli_epi32(vb, 4), t1), vload(x0 + 48), acc[3]);
+      }
     }
   }
   return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
