@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "core/rope.h"
@@ -31,24 +32,51 @@ std::vector<float> kv_like(int n, int d, uint32_t seed) {
   return x;
 }
 
-TEST(KvCodec, BlockLayoutIsPinned) {
-  uint8_t c[32];
-  for (int i = 0; i < 32; ++i) c[i] = static_cast<uint8_t>((i * 7 + 3) & 255);
-  uint8_t b[32], back[32];
+// The documented word layout, checked on the raw words of a record.
+uint32_t word_at(const std::vector<uint8_t>& rec, size_t byte_offset, size_t index) {
+  uint32_t w;
+  std::memcpy(&w, &rec[byte_offset + 4 * index], 4);
+  return w;
+}
+
+TEST(KvCodec, WordLayoutIsPinned) {
+  const int G = 64, d = 96;
   for (int bits : kAllBits) {
-    uint8_t cb[32];
-    for (int i = 0; i < 32; ++i) cb[i] = c[i] & ((1 << bits) - 1);
-    kv_pack_block(cb, bits, b);
-    kv_unpack_block(b, bits, back);
-    for (int i = 0; i < 32; ++i) ASSERT_EQ(back[i], cb[i]) << bits << " bits, code " << i;
-    // Spot checks of the documented layout.
-    if (bits == 4) EXPECT_EQ(b[5], (cb[5] | cb[21] << 4));
-    if (bits == 2) EXPECT_EQ(b[3], (cb[3] | cb[11] << 2 | cb[19] << 4 | cb[27] << 6));
-    if (bits == 1) EXPECT_EQ((b[2] >> 5) & 1, cb[21]);
+    const int top = (1 << bits) - 1;
+    auto code = [&](int t, int c) { return (t * 7 + c * 13 + 3) % (top + 1); };
+    const KvGroupLayout l = kv_group_layout(G, d, bits);
+    std::vector<uint8_t> krec(l.bytes, 0xa5), vrec(l.bytes, 0x5a);
+    std::memset(krec.data(), 0, l.codes_bytes);
+    std::memset(vrec.data(), 0, l.codes_bytes);
+    for (int t = 0; t < G; ++t)
+      for (int c = 0; c < d; ++c) {
+        kv_set_key_code(krec.data(), G, d, bits, t, c, code(t, c));
+        kv_set_value_code(vrec.data(), G, d, bits, t, c, code(t, c));
+      }
+    for (int t = 0; t < G; ++t)
+      for (int c = 0; c < d; ++c) {
+        ASSERT_EQ(kv_key_code(krec.data(), G, d, bits, t, c), code(t, c)) << bits << " bits t " << t << " c " << c;
+        ASSERT_EQ(kv_value_code(vrec.data(), G, d, bits, t, c), code(t, c)) << bits << " bits t " << t << " c " << c;
+      }
+    // Keys: plane words [d/n][G], field k = channel n*j + k; values: words
+    // [G/n][d], field k = token n*j + k. b = 3: 2-bit plane, then 1-bit.
+    const int pb = bits == 3 ? 2 : bits, n = 32 / pb, pm = (1 << pb) - 1;
+    const int t = 37, c = 70;
+    EXPECT_EQ((word_at(krec, 0, static_cast<size_t>(c / n) * G + t) >> (pb * (c % n))) & pm, code(t, c) & pm) << bits;
+    EXPECT_EQ((word_at(vrec, 0, static_cast<size_t>(t / n) * d + c) >> (pb * (t % n))) & pm, code(t, c) & pm) << bits;
     if (bits == 3) {
-      EXPECT_EQ(b[1] & 3, cb[1] & 3);
-      EXPECT_EQ((b[8 + 30 / 8] >> (30 % 8)) & 1, cb[30] >> 2);
+      const size_t hi = static_cast<size_t>(G) * d / 4;
+      EXPECT_EQ((word_at(krec, hi, static_cast<size_t>(c / 32) * G + t) >> (c % 32)) & 1, code(t, c) >> 2);
+      EXPECT_EQ((word_at(vrec, hi, static_cast<size_t>(t / 32) * d + c) >> (t % 32)) & 1, code(t, c) >> 2);
     }
+    if (bits == 4) {
+      uint32_t w = 0;
+      for (int k = 0; k < 8; ++k) w |= static_cast<uint32_t>(code(5, 16 + k)) << (4 * k);
+      EXPECT_EQ(word_at(krec, 0, 2 * G + 5), w);
+    }
+    // The setters touch the codes only.
+    EXPECT_EQ(krec[l.codes_bytes], 0xa5);
+    EXPECT_EQ(vrec[l.bytes - 1], 0x5a);
   }
 }
 
@@ -120,7 +148,7 @@ TEST(KvCodec, ValuesRoundTripWithinHalfStep) {
               for (int i = 0; i < G; ++i) r.add(v[t * d + gi * G + i]);
               for (int i = 0; i < G; ++i) {
                 const int c = gi * G + i;
-                check_element(v[t * d + c], back[t * d + c], f16_to_f32(s[t * ng + gi]), f16_to_f32(z[t * ng + gi]), r,
+                check_element(v[t * d + c], back[t * d + c], f16_to_f32(s[gi * G + t]), f16_to_f32(z[gi * G + t]), r,
                               bits, sym, "value");
               }
             }
@@ -219,6 +247,64 @@ TEST(KvCodec, FastRopeKeyScoresMatchReference) {
           kv_key_scores_rope_ref(rec.data(), G, d, bits, rope, pos0, q.data(), nv, want.data());
           EXPECT_LT(test::nmse(got.data(), want.data(), got.size()), 1e-11)
               << rope_style_name(style) << " d " << d << " rope_dim " << rope_dim << " pos " << pos0;
+        }
+}
+
+// The fused decode loop against softmax attention in double over the
+// dequantized records, on odd group counts and every head count it takes.
+TEST(KvCodec, FusedAttendGroupsMatchesDequantized) {
+  for (int d : {64, 96, 128})
+    for (int G : {32, 64, 128})
+      for (int bits : kAllBits)
+        for (int n_groups : {1, 3, 17}) {
+          if (d % G) continue;
+          const int nv = 1 + (bits + n_groups + G / 32) % 4, vbits = bits == 1 ? 3 : (bits == 8 ? 2 : bits);
+          const KvGroupLayout kl = kv_group_layout(G, d, bits), vl = kv_group_layout(G, d, vbits);
+          const size_t kstride = kl.bytes + 64, vstride = vl.bytes + 128;  // records need not be adjacent
+          std::vector<uint8_t> kr(kstride * n_groups), vr(vstride * n_groups);
+          std::vector<float> kd(static_cast<size_t>(n_groups) * G * d), vd(kd.size());
+          for (int g = 0; g < n_groups; ++g) {
+            const auto k = kv_like(G, d, 100 + g), v = kv_like(G, d, 200 + g);
+            kv_quantize_keys(k.data(), d, G, d, bits, false, &kr[g * kstride]);
+            kv_quantize_values(v.data(), d, G, d, vbits, g % 2 == 1 && vbits > 1, &vr[g * vstride]);
+            kv_dequantize_keys(&kr[g * kstride], G, d, bits, &kd[static_cast<size_t>(g) * G * d], d);
+            kv_dequantize_values(&vr[g * vstride], G, d, vbits, &vd[static_cast<size_t>(g) * G * d], d);
+          }
+          const auto q = test::random_floats(static_cast<size_t>(nv) * d, 5 + nv, -0.3f, 0.3f);
+          std::vector<float> out(static_cast<size_t>(nv) * d), m(nv), l(nv);
+          kv_attend_groups(kr.data(), kstride, vr.data(), vstride, n_groups, G, d, bits, vbits, q.data(), nv, out.data(),
+                           m.data(), l.data());
+          const int n = n_groups * G;
+          std::vector<float> want(out.size());
+          for (int v = 0; v < nv; ++v) {
+            std::vector<double> s(n);
+            double mx = -INFINITY;
+            for (int t = 0; t < n; ++t) {
+              double acc = 0;
+              for (int c = 0; c < d; ++c) acc += static_cast<double>(q[v * d + c]) * kd[static_cast<size_t>(t) * d + c];
+              s[t] = acc;
+              mx = std::fmax(mx, acc);
+            }
+            double sum = 0;
+            std::vector<double> o(d, 0.0);
+            for (int t = 0; t < n; ++t) {
+              const double e = std::exp(s[t] - mx);
+              sum += e;
+              for (int c = 0; c < d; ++c) o[c] += e * vd[static_cast<size_t>(t) * d + c];
+            }
+            for (int c = 0; c < d; ++c) want[v * d + c] = static_cast<float>(o[c] / sum);
+            EXPECT_NEAR(m[v] + std::log(l[v]), mx + std::log(sum), 1e-5 * (1 + std::fabs(mx)))
+                << "d " << d << " G " << G << " bits " << bits << " groups " << n_groups;
+          }
+          // The output is a weighted mean of values much larger than itself,
+          // so its error is measured against the values' scale: float sums of
+          // n terms (scores over d channels, outputs over n tokens) give a few
+          // units of 2^-24 * sqrt(n) relative to max |v|.
+          double vmax = 0, worst = 0;
+          for (float x : vd) vmax = std::fmax(vmax, std::fabs(x));
+          for (size_t i = 0; i < out.size(); ++i) worst = std::fmax(worst, std::fabs(out[i] - want[i]));
+          EXPECT_LT(worst / vmax, 8 * 6e-8 * std::sqrt(static_cast<double>(n)))
+              << "d " << d << " G " << G << " bits " << bits << "/" << vbits << " groups " << n_groups << " nv " << nv;
         }
 }
 

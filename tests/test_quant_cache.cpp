@@ -124,9 +124,15 @@ void check_attention(const AttnCase& ac) {
       double want_lse;
       attend_reference(&q[(static_cast<size_t>(r) * ac.n_heads + h) * d], d, kk.data(), vv.data(), pos + 1,
                        1.0f / std::sqrt(static_cast<float>(d)), want.data(), &want_lse);
-      const double e = test::nmse(&out[(static_cast<size_t>(r) * ac.n_heads + h) * d], want.data(), d);
+      // The output is a weighted mean of values much larger than itself, so
+      // its error is measured against the values' scale: float sums over
+      // d channels and pos + 1 tokens give a few units of 2^-24 * sqrt(n).
+      double vmax = 0, e = 0;
+      for (float x : vv) vmax = std::fmax(vmax, std::fabs(x));
+      const float* got = &out[(static_cast<size_t>(r) * ac.n_heads + h) * d];
+      for (int c = 0; c < d; ++c) e = std::fmax(e, std::fabs(got[c] - want[c]) / vmax);
       worst = std::fmax(worst, e);
-      ASSERT_LT(e, 1e-10) << "row " << r << " head " << h;
+      ASSERT_LT(e, 8 * 6e-8 * std::sqrt(pos + 1.0)) << "row " << r << " head " << h;
       ASSERT_NEAR(lse[static_cast<size_t>(r) * ac.n_heads + h], want_lse, 1e-4 + 1e-5 * std::fabs(want_lse));
     }
 }
@@ -188,7 +194,9 @@ void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
     ASSERT_EQ(cache.n_quantized(), groups * G) << "after " << n;
     ASSERT_EQ(cache.n_window(), n - std::min(S, n) - groups * G) << "after " << n;
     ASSERT_LT(cache.n_window(), R + G);
-    if (n > S + R + G) ASSERT_GE(cache.n_window(), R);
+    if (n > S + R + G) {
+      ASSERT_GE(cache.n_window(), R);
+    }
     // Full read-back where the state changes: sinks filling, a group being
     // cut (and the steps around it), and the end.
     const int phase = (n - S - R) % G;
@@ -203,7 +211,9 @@ void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
         for (int c = 0; c < d; ++c) ASSERT_EQ(got[c], ko[off + c]) << "key token " << j << " after " << n;
         cache.get_v(h, j, got.data());
         for (int c = 0; c < d; ++c) ASSERT_EQ(got[c], vo[off + c]) << "value token " << j << " after " << n;
-        if (exact) ASSERT_EQ(got[3], f16r(v[off + 3]));
+        if (exact) {
+          ASSERT_EQ(got[3], f16r(v[off + 3]));
+        }
       }
     }
   }
@@ -272,7 +282,9 @@ TEST(QuantCache, CloseToDenseAttention) {
     c->attend(q.data(), 1, got.data(), nullptr);
     const double e = test::nmse(got.data(), want.data(), got.size());
     EXPECT_GT(e, prev) << mode;
-    if (prev == 0) EXPECT_LT(e, 1e-4) << mode;
+    if (prev == 0) {
+      EXPECT_LT(e, 1e-4) << mode;
+    }
     prev = e;
   }
   EXPECT_LT(prev, 0.5);

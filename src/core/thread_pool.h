@@ -5,6 +5,7 @@
 // nest and must come from one thread at a time (the session's thread).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -37,12 +38,16 @@ class ThreadPool {
 
   int n_threads_ = 1;
   std::vector<std::thread> workers_;
+  // Decode issues ~100 short parallel loops per token, so waking sleeping
+  // threads through the kernel on each would dominate small models: workers
+  // and the caller spin briefly on these atomics before blocking on the
+  // condition variables.
   std::mutex mu_;
   std::condition_variable cv_start_, cv_done_;
   const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace longkv

@@ -52,59 +52,46 @@ uint8_t kv_encode(float x, float scale, float zero, int bits) {
   return static_cast<uint8_t>(v < 0 ? 0 : (v > top ? top : v));
 }
 
-void kv_pack_block(const uint8_t codes[kKvCodeBlock], int bits, uint8_t* dst) {
-  std::memset(dst, 0, kv_code_block_bytes(bits));
-  switch (bits) {
-    case 8: std::memcpy(dst, codes, kKvCodeBlock); break;
-    case 4:
-      for (int i = 0; i < 16; ++i) dst[i] = static_cast<uint8_t>((codes[i] & 15) | (codes[i + 16] & 15) << 4);
-      break;
-    case 2:
-      for (int i = 0; i < 8; ++i)
-        for (int k = 0; k < 4; ++k) dst[i] |= static_cast<uint8_t>((codes[i + 8 * k] & 3) << (2 * k));
-      break;
-    case 1:
-      for (int i = 0; i < 32; ++i) dst[i / 8] |= static_cast<uint8_t>((codes[i] & 1) << (i % 8));
-      break;
-    case 3: {
-      uint8_t lo[kKvCodeBlock], hi[kKvCodeBlock];
-      for (int i = 0; i < 32; ++i) {
-        lo[i] = codes[i] & 3;
-        hi[i] = (codes[i] >> 2) & 1;
-      }
-      kv_pack_block(lo, 2, dst);
-      kv_pack_block(hi, 1, dst + 8);
-      break;
-    }
-    default: LONGKV_ASSERT(false);
-  }
+// One b-bit field of a plane of words [rows][cols]: `packed` is the index
+// that runs along a word's fields, `col` the word's column.
+static uint32_t* plane_word(uint8_t* plane, int pb, int cols, int packed, int col) {
+  return reinterpret_cast<uint32_t*>(plane) + static_cast<size_t>(packed / kv_codes_per_word(pb)) * cols + col;
+}
+static int plane_get(const uint8_t* plane, int pb, int cols, int packed, int col) {
+  uint32_t w;
+  std::memcpy(&w, plane_word(const_cast<uint8_t*>(plane), pb, cols, packed, col), 4);
+  return static_cast<int>((w >> (pb * (packed % kv_codes_per_word(pb)))) & ((1u << pb) - 1));
+}
+static void plane_set(uint8_t* plane, int pb, int cols, int packed, int col, int code) {
+  uint32_t w;
+  uint8_t* at = reinterpret_cast<uint8_t*>(plane_word(plane, pb, cols, packed, col));
+  std::memcpy(&w, at, 4);
+  const int sh = pb * (packed % kv_codes_per_word(pb));
+  w = (w & ~(((1u << pb) - 1) << sh)) | (static_cast<uint32_t>(code) & ((1u << pb) - 1)) << sh;
+  std::memcpy(at, &w, 4);
+}
+// b = 3 splits into the 2-bit plane (rows x cols x 2 bits) then the 1-bit one.
+static int rec_get(const uint8_t* rec, int bits, int elems, int cols, int packed, int col) {
+  if (bits != 3) return plane_get(rec, bits, cols, packed, col);
+  return plane_get(rec, 2, cols, packed, col) | plane_get(rec + elems / 4, 1, cols, packed, col) << 2;
+}
+static void rec_set(uint8_t* rec, int bits, int elems, int cols, int packed, int col, int code) {
+  if (bits != 3) return plane_set(rec, bits, cols, packed, col, code);
+  plane_set(rec, 2, cols, packed, col, code & 3);
+  plane_set(rec + elems / 4, 1, cols, packed, col, code >> 2);
 }
 
-void kv_unpack_block(const uint8_t* src, int bits, uint8_t codes[kKvCodeBlock]) {
-  switch (bits) {
-    case 8: std::memcpy(codes, src, kKvCodeBlock); break;
-    case 4:
-      for (int i = 0; i < 16; ++i) {
-        codes[i] = src[i] & 15;
-        codes[i + 16] = src[i] >> 4;
-      }
-      break;
-    case 2:
-      for (int i = 0; i < 8; ++i)
-        for (int k = 0; k < 4; ++k) codes[i + 8 * k] = (src[i] >> (2 * k)) & 3;
-      break;
-    case 1:
-      for (int i = 0; i < 32; ++i) codes[i] = (src[i / 8] >> (i % 8)) & 1;
-      break;
-    case 3: {
-      uint8_t hi[kKvCodeBlock];
-      kv_unpack_block(src, 2, codes);
-      kv_unpack_block(src + 8, 1, hi);
-      for (int i = 0; i < 32; ++i) codes[i] |= static_cast<uint8_t>(hi[i] << 2);
-      break;
-    }
-    default: LONGKV_ASSERT(false);
-  }
+int kv_key_code(const uint8_t* rec, int group, int d, int bits, int t, int c) {
+  return rec_get(rec, bits, group * d, group, c, t);
+}
+int kv_value_code(const uint8_t* rec, int group, int d, int bits, int t, int c) {
+  return rec_get(rec, bits, group * d, d, t, c);
+}
+void kv_set_key_code(uint8_t* rec, int group, int d, int bits, int t, int c, int code) {
+  rec_set(rec, bits, group * d, group, c, t, code);
+}
+void kv_set_value_code(uint8_t* rec, int group, int d, int bits, int t, int c, int code) {
+  rec_set(rec, bits, group * d, d, t, c, code);
 }
 
 static f16_t* rec_scale(uint8_t* rec, const KvGroupLayout& l) { return reinterpret_cast<f16_t*>(rec + l.scale_offset); }
@@ -118,64 +105,53 @@ static const f16_t* rec_zero(const uint8_t* rec, const KvGroupLayout& l) {
 
 void kv_quantize_keys(const float* k, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec) {
   const KvGroupLayout l = kv_group_layout(group, d, bits);
-  const int bb = kv_code_block_bytes(bits);
-  std::vector<uint8_t> codes(group);
+  std::memset(rec, 0, l.codes_bytes);
   for (int c = 0; c < d; ++c) {
     f16_t s, z;
     kv_fit_range(k + c, group, ld, bits, symmetric, &s, &z);
     rec_scale(rec, l)[c] = s;
     rec_zero(rec, l)[c] = z;
     for (int t = 0; t < group; ++t)
-      codes[t] = kv_encode(k[static_cast<size_t>(t) * ld + c], f16_to_f32(s), f16_to_f32(z), bits);
-    for (int j = 0; j < group / kKvCodeBlock; ++j)
-      kv_pack_block(&codes[j * kKvCodeBlock], bits, rec + (static_cast<size_t>(j) * d + c) * bb);
+      kv_set_key_code(rec, group, d, bits, t, c,
+                      kv_encode(k[static_cast<size_t>(t) * ld + c], f16_to_f32(s), f16_to_f32(z), bits));
   }
 }
 
 void kv_dequantize_keys(const uint8_t* rec, int group, int d, int bits, float* k, int ld) {
   const KvGroupLayout l = kv_group_layout(group, d, bits);
-  const int bb = kv_code_block_bytes(bits);
-  uint8_t codes[kKvCodeBlock];
   for (int c = 0; c < d; ++c) {
     const float s = f16_to_f32(rec_scale(rec, l)[c]), z = f16_to_f32(rec_zero(rec, l)[c]);
-    for (int j = 0; j < group / kKvCodeBlock; ++j) {
-      kv_unpack_block(rec + (static_cast<size_t>(j) * d + c) * bb, bits, codes);
-      for (int i = 0; i < kKvCodeBlock; ++i) k[static_cast<size_t>(j * kKvCodeBlock + i) * ld + c] = s * codes[i] + z;
-    }
+    for (int t = 0; t < group; ++t)
+      k[static_cast<size_t>(t) * ld + c] = s * static_cast<float>(kv_key_code(rec, group, d, bits, t, c)) + z;
   }
 }
 
 void kv_quantize_values(const float* v, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec) {
   const KvGroupLayout l = kv_group_layout(group, d, bits);
-  const int bb = kv_code_block_bytes(bits), ng = d / group, nb = d / kKvCodeBlock;
-  std::vector<uint8_t> codes(d);
+  const int ng = d / group;
+  std::memset(rec, 0, l.codes_bytes);
   for (int t = 0; t < group; ++t) {
     const float* x = v + static_cast<size_t>(t) * ld;
     for (int gi = 0; gi < ng; ++gi) {
       f16_t s, z;
       kv_fit_range(x + gi * group, group, 1, bits, symmetric, &s, &z);
-      rec_scale(rec, l)[t * ng + gi] = s;
-      rec_zero(rec, l)[t * ng + gi] = z;
+      rec_scale(rec, l)[gi * group + t] = s;
+      rec_zero(rec, l)[gi * group + t] = z;
       for (int i = 0; i < group; ++i)
-        codes[gi * group + i] = kv_encode(x[gi * group + i], f16_to_f32(s), f16_to_f32(z), bits);
+        kv_set_value_code(rec, group, d, bits, t, gi * group + i,
+                          kv_encode(x[gi * group + i], f16_to_f32(s), f16_to_f32(z), bits));
     }
-    for (int j = 0; j < nb; ++j)
-      kv_pack_block(&codes[j * kKvCodeBlock], bits, rec + (static_cast<size_t>(t) * nb + j) * bb);
   }
 }
 
 void kv_dequantize_values(const uint8_t* rec, int group, int d, int bits, float* v, int ld) {
   const KvGroupLayout l = kv_group_layout(group, d, bits);
-  const int bb = kv_code_block_bytes(bits), ng = d / group, nb = d / kKvCodeBlock;
-  uint8_t codes[kKvCodeBlock];
   for (int t = 0; t < group; ++t)
-    for (int j = 0; j < nb; ++j) {
-      kv_unpack_block(rec + (static_cast<size_t>(t) * nb + j) * bb, bits, codes);
-      for (int i = 0; i < kKvCodeBlock; ++i) {
-        const int c = j * kKvCodeBlock + i, gi = c / group;
-        v[static_cast<size_t>(t) * ld + c] =
-            f16_to_f32(rec_scale(rec, l)[t * ng + gi]) * codes[i] + f16_to_f32(rec_zero(rec, l)[t * ng + gi]);
-      }
+    for (int c = 0; c < d; ++c) {
+      const int gi = c / group;
+      v[static_cast<size_t>(t) * ld + c] =
+          f16_to_f32(rec_scale(rec, l)[gi * group + t]) * static_cast<float>(kv_value_code(rec, group, d, bits, t, c)) +
+          f16_to_f32(rec_zero(rec, l)[gi * group + t]);
     }
 }
 

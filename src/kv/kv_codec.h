@@ -22,41 +22,43 @@
 // max == min (or amax == 0) gives s = 0 and every x^ = z.
 //
 // ---------------------------------------------------------------------------
-// The 32-code block: the unit every layout is built from (4*b bytes)
+// The code word: the unit every layout is built from
 // ---------------------------------------------------------------------------
-// Codes c[0..31] of one block are packed so a SIMD unpack yields them in
-// order with a shift, a mask and a widening convert, no shuffles:
-//   b = 8: byte i = c[i]
-//   b = 4: byte i (0..15): bits 0-3 = c[i], bits 4-7 = c[i + 16]
-//   b = 2: byte i (0..7):  bits 2k..2k+1 = c[i + 8k], k = 0..3
-//   b = 1: bit i of the little-endian uint32 (byte i/8, bit i%8) = c[i]
-//   b = 3: bytes 0..7 = the b=2 block of (c & 3); bytes 8..11 = the b=1
-//          block of (c >> 2)  (12 bytes: 32 codes in 96 bits)
-// (AVX-512: b=4 -> and/shift + 2x vpmovzxbd; b=2 -> 2 shifts combined into
-// 16 bytes; b=1 -> the uint32 is two 16-bit masks for masked moves.)
+// A little-endian uint32 word holds n = 32/b codes of b bits (b in 8, 4, 2,
+// 1): field k (k = 0..n-1) at bits [b*k, b*k + b). A "plane" of b-bit codes
+// is a row-major array of words [rows][cols]. b = 3 is two planes, the b=2
+// plane of (q & 3) followed by the b=1 plane of (q >> 2) (96 bits per 32
+// codes).
+// Why words: a SIMD lane holds one word, so field k of 16 words is one AND
+// (or, for the top field, one shift) and one exact int->float convert; the
+// field's 2^(b*k) weight is folded into the broadcast multiplier instead
+// (an exact power-of-two scaling, at most 2^-30: it leaves float rounding
+// unchanged unless query * scale is below ~2^-96), so no shuffles or
+// widening are needed.
 //
 // ---------------------------------------------------------------------------
 // Key group record (one KV head, G consecutive tokens; per-CHANNEL groups)
 // ---------------------------------------------------------------------------
-//   codes : [G/32 blocks][d channels] 32-code blocks (block j of channel c
-//           holds tokens 32j .. 32j+31 of that channel)        d*G*b/8 bytes
+//   codes : plane words [d/n][G]: word (j, t) holds channels n*j .. n*j+n-1
+//           of token t (field k = channel n*j + k)         d*G*b/8 bytes
 //   scale : f16 [d]     one per channel                        2d bytes
 //   zero  : f16 [d]                                            2d bytes
-// Channel-planar blocks make the decode kernel a pure FMA stream: for each
-// channel, unpack 32 tokens' codes once into 2 vectors and FMA them with the
-// broadcast (query * scale) of every query head of the KV group; scores of
-// 32 tokens live in registers, no horizontal sums (KIVI packs along tokens
-// for the same reason). The zero folds into one dot(q, z) per group.
+// Lanes are tokens: for each channel, one field extract gives 16 tokens'
+// codes, FMA'd with the broadcast (query * scale) of every query head of the
+// KV group; scores live in registers, no horizontal sums (KIVI packs along
+// tokens for the same reason). The zero folds into one dot(q, z) per group.
 //
 // ---------------------------------------------------------------------------
 // Value group record (one KV head, the same G tokens; per-TOKEN groups)
 // ---------------------------------------------------------------------------
-//   codes : [G tokens][d/32 blocks] 32-code blocks (block j of token t holds
-//           channels 32j .. 32j+31)                            G*d*b/8 bytes
-//   scale : f16 [G tokens][d/G channel groups]                 2d bytes
-//   zero  : f16 [G tokens][d/G]                                2d bytes
-// A token's codes are contiguous: out[c] += (p_t s_tg) q_tc, one FMA per
-// code per query head; sum_t p_t z_tg is added once per channel group.
+//   codes : plane words [G/n][d]: word (j, c) holds tokens n*j .. n*j+n-1 of
+//           channel c (field k = token n*j + k)            G*d*b/8 bytes
+//   scale : f16 [d/G channel groups][G tokens]                 2d bytes
+//   zero  : f16 [d/G][G tokens]                                2d bytes
+// Lanes are channels: out[c] += (p_t s_gt) q_tc, one field extract per 16
+// channels and token, one FMA per query head; sum_t p_t z_gt is added once
+// per channel group. Scales run along tokens so p_t s_gt and p_t z_gt are
+// plain vector products.
 //
 // Constraints: G % 32 == 0 and d % G == 0 (so d % 32 == 0).
 // Bits per element, codes + scales + zeros: b + 32/G for keys and values.
@@ -71,11 +73,15 @@
 
 namespace longkv {
 
-constexpr int kKvCodeBlock = 32;  // codes per block
+constexpr int kKvCodeBlock = 32;  // G, d and kernel tiles are multiples of this
 
-constexpr int kv_code_block_bytes(int bits) { return 4 * bits; }
-static_assert(kv_code_block_bytes(1) * 8 == kKvCodeBlock * 1 && kv_code_block_bytes(3) * 8 == kKvCodeBlock * 3 &&
-              kv_code_block_bytes(8) == kKvCodeBlock);
+// Codes per 32-bit word of a plane of b-bit codes (b in 8, 4, 2, 1).
+constexpr int kv_codes_per_word(int plane_bits) { return 32 / plane_bits; }
+// Bytes of the codes of G x d elements at b bits (b = 3: both planes).
+constexpr size_t kv_codes_bytes(int group, int head_dim, int bits) {
+  return static_cast<size_t>(head_dim) * group * bits / 8;
+}
+static_assert(kv_codes_per_word(2) == 16 && kv_codes_bytes(32, 128, 3) == 32 * 128 * 2 / 8 + 32 * 128 / 8);
 
 // Byte offsets of one group record (keys or values: same sizes).
 struct KvGroupLayout {
@@ -110,8 +116,12 @@ void kv_fit_range(const float* x, int n, int stride, int bits, bool symmetric, f
 // Code of x for (scale, zero): clamp(round((x - z)/s), 0, 2^b - 1).
 uint8_t kv_encode(float x, float scale, float zero, int bits);
 
-void kv_pack_block(const uint8_t codes[kKvCodeBlock], int bits, uint8_t* dst);
-void kv_unpack_block(const uint8_t* src, int bits, uint8_t codes[kKvCodeBlock]);
+// Code of (token t, channel c) in the codes of a key / value record, and
+// its setter (the record's codes must start zeroed before the first set).
+int kv_key_code(const uint8_t* rec, int group, int head_dim, int bits, int t, int c);
+int kv_value_code(const uint8_t* rec, int group, int head_dim, int bits, int t, int c);
+void kv_set_key_code(uint8_t* rec, int group, int head_dim, int bits, int t, int c, int code);
+void kv_set_value_code(uint8_t* rec, int group, int head_dim, int bits, int t, int c, int code);
 
 // Keys of one head: k is [G][ld] (token t, channel c at k[t*ld + c]).
 void kv_quantize_keys(const float* k, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec);
@@ -134,6 +144,16 @@ void kv_key_scores_ref(const uint8_t* rec, int group, int head_dim, int bits, co
                        float* scores);
 void kv_value_accum(const uint8_t* rec, int group, int head_dim, int bits, const float* p, int nv, float* out);
 void kv_value_accum_ref(const uint8_t* rec, int group, int head_dim, int bits, const float* p, int nv, float* out);
+
+// Fused decode over n_groups consecutive post-RoPE groups of one KV head
+// (key record g at krec + g*kstride, value record at vrec + g*vstride), every
+// token visible: the running softmax of nv <= 4 query vectors q [nv][d]
+// (already scaled by 1/sqrt(d)) over their scores. out [nv][d] ends
+// normalized; m_out/l_out [nv] get the merge state (max, sum of exp).
+// Equal, to float rounding, to attention over the dequantized records.
+void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, size_t vstride, int n_groups,
+                      int group, int head_dim, int kbits, int vbits, const float* q, int nv, float* out, float* m_out,
+                      float* l_out);
 
 // Pre-RoPE keys: token t of the group sits at position pos0 + t and is
 // rotated before the dot product: scores[v][t] = q[v] . rope(k^[t], pos0+t).

@@ -1,6 +1,8 @@
 // Fast kernels over scalar KV codes (layouts in kv_codec.h): key scores and
-// value accumulation straight from the packed 32-code blocks, for up to four
-// query vectors per pass so each block is unpacked once per KV group's heads.
+// value accumulation straight from the code words, for up to four query
+// vectors per pass so each word is read once per KV group's heads, plus the
+// fused decode loop (kv_attend_groups) that keeps the running softmax and
+// every per-group constant out of memory round trips.
 // AVX-512 (16 lanes), AVX2 (8 lanes) or scalar, chosen at compile time; the
 // kernels are written once against the small vector layer below.
 // GCC 12 flags the _mm512_undefined_* inside its own intrinsic headers.
@@ -23,6 +25,7 @@ namespace {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 constexpr int W = 16;
 using vf = __m512;
+using vi = __m512i;
 inline vf vzero() { return _mm512_setzero_ps(); }
 inline vf vset1(float x) { return _mm512_set1_ps(x); }
 inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
@@ -33,50 +36,14 @@ inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
-
-inline vf cvt16(__m128i bytes) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)); }
-inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
-inline __m128i load8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
-inline uint32_t load32u(const uint8_t* p) {
-  uint32_t m;
-  std::memcpy(&m, p, 4);
-  return m;
-}
-
-template <int B>
-inline void unpack32(const uint8_t* p, vf* x);
-template <>
-inline void unpack32<8>(const uint8_t* p, vf* x) {
-  x[0] = cvt16(load16(p));
-  x[1] = cvt16(load16(p + 16));
-}
-template <>
-inline void unpack32<4>(const uint8_t* p, vf* x) {
-  const __m128i v = load16(p), m = _mm_set1_epi8(15);
-  x[0] = cvt16(_mm_and_si128(v, m));
-  x[1] = cvt16(_mm_and_si128(_mm_srli_epi16(v, 4), m));
-}
-template <>
-inline void unpack32<2>(const uint8_t* p, vf* x) {
-  const __m128i v = load8(p), m = _mm_set1_epi8(3);
-  x[0] = cvt16(_mm_and_si128(_mm_unpacklo_epi64(v, _mm_srli_epi16(v, 2)), m));
-  x[1] = cvt16(_mm_and_si128(_mm_unpacklo_epi64(_mm_srli_epi16(v, 4), _mm_srli_epi16(v, 6)), m));
-}
-template <>
-inline void unpack32<1>(const uint8_t* p, vf* x) {
-  const uint32_t m = load32u(p);
-  const vf one = _mm512_set1_ps(1.0f);
-  x[0] = _mm512_maskz_mov_ps(static_cast<__mmask16>(m & 0xffffu), one);
-  x[1] = _mm512_maskz_mov_ps(static_cast<__mmask16>(m >> 16), one);
-}
-template <>
-inline void unpack32<3>(const uint8_t* p, vf* x) {
-  unpack32<2>(p, x);
-  const uint32_t m = load32u(p + 8);
-  const vf four = _mm512_set1_ps(4.0f);
-  x[0] = _mm512_mask_add_ps(x[0], static_cast<__mmask16>(m & 0xffffu), x[0], four);
-  x[1] = _mm512_mask_add_ps(x[1], static_cast<__mmask16>(m >> 16), x[1], four);
-}
+inline float vhmax(vf a) { return _mm512_reduce_max_ps(a); }
+inline bool vany_gt(vf a, float m) { return _mm512_cmp_ps_mask(a, _mm512_set1_ps(m), _CMP_GT_OQ) != 0; }
+inline vi viload(const uint32_t* p) { return _mm512_loadu_si512(p); }
+inline vi viand(vi a, uint32_t m) { return _mm512_and_si512(a, _mm512_set1_epi32(static_cast<int>(m))); }
+template <int S>
+inline vi visrl(vi a) { return _mm512_srli_epi32(a, S); }
+inline vf vcvt(vi a) { return _mm512_cvtepi32_ps(a); }
+inline vf vload_f16(const f16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 
 inline vf vexp(vf x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
@@ -91,6 +58,7 @@ inline vf vexp(vf x) {
 #elif defined(__AVX2__) && defined(__FMA__)
 constexpr int W = 8;
 using vf = __m256;
+using vi = __m256i;
 inline vf vzero() { return _mm256_setzero_ps(); }
 inline vf vset1(float x) { return _mm256_set1_ps(x); }
 inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
@@ -106,57 +74,20 @@ inline float vsum(vf a) {
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
 }
-
-inline vf cvt8(__m128i bytes) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)); }
-inline __m128i load8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
-inline uint32_t load32u(const uint8_t* p) {
-  uint32_t m;
-  std::memcpy(&m, p, 4);
+inline float vhmax(vf a) {
+  float l[8];
+  _mm256_storeu_ps(l, a);
+  float m = l[0];
+  for (float x : l) m = x > m ? x : m;
   return m;
 }
-// 8 bits of m -> 8 lanes of 0.0 / `val`.
-inline vf bits8(uint32_t m, vf val) {
-  const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  const __m256i t = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m & 0xffu)), sel), sel);
-  return _mm256_and_ps(_mm256_castsi256_ps(t), val);
-}
-
-template <int B>
-inline void unpack32(const uint8_t* p, vf* x);
-template <>
-inline void unpack32<8>(const uint8_t* p, vf* x) {
-  for (int i = 0; i < 4; ++i) x[i] = cvt8(load8(p + 8 * i));
-}
-template <>
-inline void unpack32<4>(const uint8_t* p, vf* x) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), m = _mm_set1_epi8(15);
-  const __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-  x[0] = cvt8(lo);
-  x[1] = cvt8(_mm_srli_si128(lo, 8));
-  x[2] = cvt8(hi);
-  x[3] = cvt8(_mm_srli_si128(hi, 8));
-}
-template <>
-inline void unpack32<2>(const uint8_t* p, vf* x) {
-  const __m128i v = load8(p), m = _mm_set1_epi8(3);
-  x[0] = cvt8(_mm_and_si128(v, m));
-  x[1] = cvt8(_mm_and_si128(_mm_srli_epi16(v, 2), m));
-  x[2] = cvt8(_mm_and_si128(_mm_srli_epi16(v, 4), m));
-  x[3] = cvt8(_mm_and_si128(_mm_srli_epi16(v, 6), m));
-}
-template <>
-inline void unpack32<1>(const uint8_t* p, vf* x) {
-  const uint32_t m = load32u(p);
-  const vf one = _mm256_set1_ps(1.0f);
-  for (int i = 0; i < 4; ++i) x[i] = bits8(m >> (8 * i), one);
-}
-template <>
-inline void unpack32<3>(const uint8_t* p, vf* x) {
-  unpack32<2>(p, x);
-  const uint32_t m = load32u(p + 8);
-  const vf four = _mm256_set1_ps(4.0f);
-  for (int i = 0; i < 4; ++i) x[i] = _mm256_add_ps(x[i], bits8(m >> (8 * i), four));
-}
+inline bool vany_gt(vf a, float m) { return _mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(m), _CMP_GT_OQ)) != 0; }
+inline vi viload(const uint32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline vi viand(vi a, uint32_t m) { return _mm256_and_si256(a, _mm256_set1_epi32(static_cast<int>(m))); }
+template <int S>
+inline vi visrl(vi a) { return _mm256_srli_epi32(a, S); }
+inline vf vcvt(vi a) { return _mm256_cvtepi32_ps(a); }
+inline vf vload_f16(const f16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
 inline vf vexp(vf x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
@@ -172,6 +103,7 @@ inline vf vexp(vf x) {
 #else
 constexpr int W = 1;
 using vf = float;
+using vi = uint32_t;
 inline vf vzero() { return 0.0f; }
 inline vf vset1(float x) { return x; }
 inline vf vload(const float* p) { return *p; }
@@ -182,156 +114,366 @@ inline vf vmul(vf a, vf b) { return a * b; }
 inline vf vsub(vf a, vf b) { return a - b; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline float vsum(vf a) { return a; }
-template <int B>
-inline void unpack32(const uint8_t* p, vf* x) {
-  uint8_t c[kKvCodeBlock];
-  kv_unpack_block(p, B, c);
-  for (int i = 0; i < kKvCodeBlock; ++i) x[i] = c[i];
-}
+inline float vhmax(vf a) { return a; }
+inline bool vany_gt(vf a, float m) { return a > m; }
+inline vi viload(const uint32_t* p) { return *p; }
+inline vi viand(vi a, uint32_t m) { return a & m; }
+template <int S>
+inline vi visrl(vi a) { return a >> S; }
+inline vf vcvt(vi a) { return static_cast<float>(static_cast<int32_t>(a)); }
+inline vf vload_f16(const f16_t* p) { return f16_to_f32(*p); }
 inline vf vexp(vf x) { return std::exp(x); }
 #endif
 
-constexpr int NV = kKvCodeBlock / W;  // vectors per 32-code block
-constexpr int kMaxH = 4;              // query vectors per pass over the codes
-// Channel blocks per value pass: 2 blocks x 4 heads x 2 = 16 accumulators
-// fit AVX-512's 32 registers; AVX2 (16 registers) does one block at a time.
-constexpr int kValueCB = W == 16 ? 2 : 1;
+constexpr int kMaxH = 4;        // query vectors per pass over the codes
+// Groups ahead that kv_attend_groups prefetches (into L2: a group's records
+// are 3-5 KiB, and L1 also holds the per-group scratch).
+constexpr int kPrefetchGroups = 4;
+constexpr int kTokTile = 2 * W;  // key tokens per pass (2 vectors x 4 heads accumulators)
+static_assert(kKvCodeBlock % kTokTile == 0);
+// Channel vectors per value pass: 4 x 4 heads = 16 accumulators of AVX-512's
+// 32 registers; AVX2 (16 registers) takes 2.
+constexpr int kValueCV = W == 16 ? 4 : 2;
 
-// ---- key scores -------------------------------------------------------------
+// ---- code words -------------------------------------------------------------
 
-// Sources of a channel's 32 token values for the score loop.
-template <int B>
-struct CodeSrc {
-  const uint8_t* p;  // block j of the group: [d][4B]
-  void load(int c, vf* x) const { unpack32<B>(p + static_cast<size_t>(c) * (4 * B), x); }
-};
-struct TileSrc {
-  const float* t;  // [d][32] floats
-  void load(int c, vf* x) const {
-    for (int i = 0; i < NV; ++i) x[i] = vload(t + c * kKvCodeBlock + i * W);
+// Field K of words of PB-bit codes as floats, times 2^(PB*K) for K below the
+// top field (an AND keeps the field in place; the caller's multiplier holds
+// the exact 2^-(PB*K)); the top field is shifted down (no AND, and it keeps
+// the value below 2^31 for the signed convert).
+template <int PB, int K>
+inline vf field(vi w) {
+  constexpr int n = 32 / PB;
+  if constexpr (K == n - 1) {
+    return vcvt(visrl<PB * K>(w));
+  } else {
+    return vcvt(viand(w, ((1u << PB) - 1) << (PB * K)));
   }
-};
+}
+// The multiplier that undoes field()'s in-place weight.
+inline float field_weight(int pb, int k) {
+  return k == 32 / pb - 1 ? 1.0f : std::ldexp(1.0f, -pb * k);
+}
 
-// scores[h][0..31] = sum_c qs[h][c] x[c][.] + qz[h]
-template <int H, typename Src>
-void scores_block(const Src& src, int d, const float* qs, int ldq, const float* qz, float* scores, int lds) {
-  vf acc[H][NV];
-  for (int h = 0; h < H; ++h)
-    for (int i = 0; i < NV; ++i) acc[h][i] = vzero();
-  for (int c = 0; c < d; ++c) {
-    vf x[NV];
-    src.load(c, x);
+// The planes of a b-bit record: (plane bits, code multiplier, byte offset).
+struct Plane {
+  int pb;
+  float mult;
+  size_t offset;
+};
+inline int planes_of(int bits, int elems, Plane* p) {
+  if (bits == 3) {
+    p[0] = {2, 1.0f, 0};
+    p[1] = {1, 4.0f, static_cast<size_t>(elems) / 4};
+    return 2;
+  }
+  p[0] = {bits, 1.0f, 0};
+  return 1;
+}
+
+// Compile-time loop over K = 0 .. N-1.
+template <int K, int N, typename F>
+inline void static_for(F&& f) {
+  if constexpr (K < N) {
+    f(std::integral_constant<int, K>{});
+    static_for<K + 1, N>(f);
+  }
+}
+
+// ---- key scores ---------------------------------------------------------------
+
+// acc[h][i] += sum over the plane's channels of qk[h][c] * code[c][t0 + i*W + lane];
+// words: the plane [d/n][G]; qk[h]: [d] multipliers (q * scale * weight).
+template <int PB, int H>
+inline void key_plane(const uint32_t* words, int group, int d, int t0, const float* qk, int ldq, vf (&acc)[H][2]) {
+  constexpr int n = 32 / PB;
+  for (int j = 0; j < d / n; ++j) {
+    const vi w0 = viload(words + static_cast<size_t>(j) * group + t0);
+    const vi w1 = viload(words + static_cast<size_t>(j) * group + t0 + W);
+    // One pointer per head keeps every broadcast a register + immediate.
+    const float* qc[H];
+    for (int h = 0; h < H; ++h) qc[h] = qk + static_cast<size_t>(h) * ldq + j * n;
+    static_for<0, n>([&](auto kc) {
+      constexpr int k = decltype(kc)::value;
+      const vf x0 = field<PB, k>(w0), x1 = field<PB, k>(w1);
+      for (int h = 0; h < H; ++h) {
+        const vf qb = vset1(qc[h][k]);
+        acc[h][0] = vfma(qb, x0, acc[h][0]);
+        acc[h][1] = vfma(qb, x1, acc[h][1]);
+      }
+    });
+  }
+}
+
+template <int H>
+inline void key_plane_any(const Plane& pl, const uint8_t* codes, int group, int d, int t0, const float* qk, int ldq,
+                          vf (&acc)[H][2]) {
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(codes + pl.offset);
+  switch (pl.pb) {
+    case 8: key_plane<8, H>(words, group, d, t0, qk, ldq, acc); break;
+    case 4: key_plane<4, H>(words, group, d, t0, qk, ldq, acc); break;
+    case 2: key_plane<2, H>(words, group, d, t0, qk, ldq, acc); break;
+    default: key_plane<1, H>(words, group, d, t0, qk, ldq, acc); break;
+  }
+}
+
+// scores[h][t] = sum_c qk . code + qz[h] for all t < G; qk: [planes][H][d].
+template <int H>
+void key_scores_h(const uint8_t* codes, const Plane* pl, int np, int group, int d, const float* qk, int ldq,
+                  size_t plane_stride, const float* qz, float* scores, int lds) {
+  for (int t0 = 0; t0 < group; t0 += kTokTile) {
+    vf acc[H][2];
+    for (int h = 0; h < H; ++h) acc[h][0] = acc[h][1] = vset1(qz[h]);
+    for (int p = 0; p < np; ++p) key_plane_any<H>(pl[p], codes, group, d, t0, qk + p * plane_stride, ldq, acc);
     for (int h = 0; h < H; ++h) {
-      const vf qb = vset1(qs[static_cast<size_t>(h) * ldq + c]);
-      for (int i = 0; i < NV; ++i) acc[h][i] = vfma(qb, x[i], acc[h][i]);
+      vstore(scores + static_cast<size_t>(h) * lds + t0, acc[h][0]);
+      vstore(scores + static_cast<size_t>(h) * lds + t0 + W, acc[h][1]);
     }
   }
-  for (int h = 0; h < H; ++h)
-    for (int i = 0; i < NV; ++i) vstore(scores + static_cast<size_t>(h) * lds + i * W, vadd(acc[h][i], vset1(qz[h])));
 }
 
-template <typename Src>
-void scores_block_any(int h, const Src& src, int d, const float* qs, int ldq, const float* qz, float* scores, int lds) {
+void key_scores_any(int h, const uint8_t* codes, const Plane* pl, int np, int group, int d, const float* qk, int ldq,
+                    size_t plane_stride, const float* qz, float* scores, int lds) {
   switch (h) {
-    case 1: scores_block<1>(src, d, qs, ldq, qz, scores, lds); break;
-    case 2: scores_block<2>(src, d, qs, ldq, qz, scores, lds); break;
-    case 3: scores_block<3>(src, d, qs, ldq, qz, scores, lds); break;
-    default: scores_block<4>(src, d, qs, ldq, qz, scores, lds); break;
+    case 1: key_scores_h<1>(codes, pl, np, group, d, qk, ldq, plane_stride, qz, scores, lds); break;
+    case 2: key_scores_h<2>(codes, pl, np, group, d, qk, ldq, plane_stride, qz, scores, lds); break;
+    case 3: key_scores_h<3>(codes, pl, np, group, d, qk, ldq, plane_stride, qz, scores, lds); break;
+    default: key_scores_h<4>(codes, pl, np, group, d, qk, ldq, plane_stride, qz, scores, lds); break;
   }
 }
 
-template <int B>
-void key_scores_codes(const uint8_t* rec, int group, int d, const float* qs, int nv, const float* qz, float* scores) {
-  for (int j = 0; j < group / kKvCodeBlock; ++j) {
-    const CodeSrc<B> src{rec + static_cast<size_t>(j) * d * (4 * B)};
-    for (int v0 = 0; v0 < nv; v0 += kMaxH)
-      scores_block_any(std::min(kMaxH, nv - v0), src, d, qs + static_cast<size_t>(v0) * d, d, qz + v0,
-                       scores + static_cast<size_t>(v0) * group + j * kKvCodeBlock, group);
-  }
+// Per-channel weights of a plane of key codes: wgt[c] = mult * field_weight(c % n).
+void plane_weights(const Plane& pl, int len, float* wgt) {
+  const int n = 32 / pl.pb;
+  for (int i = 0; i < len; ++i) wgt[i] = pl.mult * field_weight(pl.pb, i % n);
 }
 
-// Dequantizes block j of a key group into tile [d][32].
-template <int B>
-void dequant_key_tile(const uint8_t* codes_j, int d, const float* s, const float* z, float* tile) {
-  for (int c = 0; c < d; ++c) {
-    vf x[NV];
-    unpack32<B>(codes_j + static_cast<size_t>(c) * (4 * B), x);
-    const vf sc = vset1(s[c]), zc = vset1(z[c]);
-    for (int i = 0; i < NV; ++i) vstore(tile + c * kKvCodeBlock + i * W, vfma(sc, x[i], zc));
-  }
+// qw[p][v][c] = q[v][c] * kw[p][c]: the group-invariant part of qk (kw is a
+// power of two times 1 or 4, so qw * s rounds exactly like q * s * kw).
+void key_query_weights(const float* q, int nv, int d, int np, const float* kw, float* qw) {
+  for (int p = 0; p < np; ++p)
+    for (int v = 0; v < nv; ++v)
+      for (int c = 0; c < d; c += W)
+        vstore(qw + (static_cast<size_t>(p) * nv + v) * d + c,
+               vmul(vload(q + static_cast<size_t>(v) * d + c), vload(kw + static_cast<size_t>(p) * d + c)));
 }
 
-void dequant_key_tile_any(int bits, const uint8_t* codes_j, int d, const float* s, const float* z, float* tile) {
-  switch (bits) {
-    case 8: dequant_key_tile<8>(codes_j, d, s, z, tile); break;
-    case 4: dequant_key_tile<4>(codes_j, d, s, z, tile); break;
-    case 3: dequant_key_tile<3>(codes_j, d, s, z, tile); break;
-    case 2: dequant_key_tile<2>(codes_j, d, s, z, tile); break;
-    case 1: dequant_key_tile<1>(codes_j, d, s, z, tile); break;
-    default: LONGKV_ASSERT(false);
-  }
-}
-
-// ---- value accumulation -----------------------------------------------------
-
-// out[h][32*cb0 .. 32*(cb0+CB)) += sum_t w[h][t][gi] x[t][c] for the H
-// vectors; w = p * scale, gi = the channel group of each block.
-template <int B, int H, int CB>
-void value_chunk(const uint8_t* codes, int group, int nb, int cb0, const float* w, int ng, float* out, int d) {
-  vf acc[H][CB * NV];
-  for (int h = 0; h < H; ++h)
-    for (int i = 0; i < CB * NV; ++i) acc[h][i] = vload(out + static_cast<size_t>(h) * d + cb0 * kKvCodeBlock + i * W);
-  const int bb = 4 * B;
-  for (int t = 0; t < group; ++t) {
-    const uint8_t* p = codes + (static_cast<size_t>(t) * nb + cb0) * bb;
-    for (int cb = 0; cb < CB; ++cb) {
-      vf x[NV];
-      unpack32<B>(p + cb * bb, x);
-      const int gi = (cb0 + cb) * kKvCodeBlock / group;
-      for (int h = 0; h < H; ++h) {
-        const vf wb = vset1(w[(static_cast<size_t>(h) * group + t) * ng + gi]);
-        for (int i = 0; i < NV; ++i) acc[h][cb * NV + i] = vfma(wb, x[i], acc[h][cb * NV + i]);
+// qk[p][v][c] = qw[p][v][c] * s[c], qz[v] = q[v] . z; the group's scales and
+// zeros are converted once per four vectors.
+void key_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* qw, const float* q, int nv, float* qk,
+              float* qz) {
+  const int d = l.head_dim;
+  const f16_t* sh = reinterpret_cast<const f16_t*>(rec + l.scale_offset);
+  const f16_t* zh = reinterpret_cast<const f16_t*>(rec + l.zero_offset);
+  for (int v0 = 0; v0 < nv; v0 += kMaxH) {
+    const int n = std::min(kMaxH, nv - v0);
+    vf zacc[kMaxH];
+    for (int v = 0; v < n; ++v) zacc[v] = vzero();
+    for (int c = 0; c < d; c += W) {
+      const vf sc = vload_f16(sh + c), zc = vload_f16(zh + c);
+      for (int v = v0; v < v0 + n; ++v) {
+        zacc[v - v0] = vfma(vload(q + static_cast<size_t>(v) * d + c), zc, zacc[v - v0]);
+        for (int p = 0; p < np; ++p) {
+          const size_t i = (static_cast<size_t>(p) * nv + v) * d + c;
+          vstore(qk + i, vmul(vload(qw + i), sc));
+        }
       }
     }
+    for (int v = 0; v < n; ++v) qz[v0 + v] = vsum(zacc[v]);
+  }
+}
+
+// tile[c][.] += code[c][t0 + .] * m[c] over one plane's channels (32 tokens),
+// m = scale * mult * field weight.
+template <int PB>
+void tile_plane(const uint32_t* words, int group, int d, int t0, const float* m, float* tile) {
+  constexpr int n = 32 / PB, NT = kKvCodeBlock / W;
+  for (int j = 0; j < d / n; ++j) {
+    vi w[NT];
+    for (int i = 0; i < NT; ++i) w[i] = viload(words + static_cast<size_t>(j) * group + t0 + i * W);
+    static_for<0, n>([&](auto kc) {
+      constexpr int k = decltype(kc)::value;
+      const int c = j * n + k;
+      const vf mb = vset1(m[c]);
+      float* tc = tile + c * kKvCodeBlock;
+      for (int i = 0; i < NT; ++i) vstore(tc + i * W, vfma(mb, field<PB, k>(w[i]), vload(tc + i * W)));
+    });
+  }
+}
+
+// Dequantizes tokens t0 .. t0+31 of a key group into tile [d][32]; kw: the
+// per-plane field weights (key_weights), m: [d] scratch.
+void dequant_key_tile(const uint8_t* rec, const KvGroupLayout& l, int t0, const float* kw, float* m, float* tile) {
+  const int d = l.head_dim, G = l.group;
+  const f16_t* sh = reinterpret_cast<const f16_t*>(rec + l.scale_offset);
+  const f16_t* zh = reinterpret_cast<const f16_t*>(rec + l.zero_offset);
+  Plane pl[2];
+  const int np = planes_of(l.bits, G * d, pl);
+  for (int c = 0; c < d; ++c) {
+    const vf z = vset1(f16_to_f32(zh[c]));
+    for (int i = 0; i < kKvCodeBlock; i += W) vstore(tile + c * kKvCodeBlock + i, z);
+  }
+  for (int p = 0; p < np; ++p) {
+    for (int c = 0; c < d; c += W) vstore(m + c, vmul(vload_f16(sh + c), vload(kw + static_cast<size_t>(p) * d + c)));
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(rec + pl[p].offset);
+    switch (pl[p].pb) {
+      case 8: tile_plane<8>(words, G, d, t0, m, tile); break;
+      case 4: tile_plane<4>(words, G, d, t0, m, tile); break;
+      case 2: tile_plane<2>(words, G, d, t0, m, tile); break;
+      default: tile_plane<1>(words, G, d, t0, m, tile); break;
+    }
+  }
+}
+
+// ---- value accumulation ---------------------------------------------------------
+
+// acc[h][i] += sum over the plane's tokens of wk[h][t] * code[t][c0 + i*W + lane]
+// for channels c0 .. c0 + CV*W - 1, all in one channel group; words: the
+// plane [G/n][d]; wk[h]: the group's [G] multipliers (p * scale * weight).
+template <int PB, int H, int CV>
+inline void value_plane(const uint32_t* words, int group, int d, int c0, const float* wk, int ldw, vf (&acc)[H][CV]) {
+  constexpr int n = 32 / PB;
+  for (int j = 0; j < group / n; ++j) {
+    vi w[CV];
+    for (int i = 0; i < CV; ++i) w[i] = viload(words + static_cast<size_t>(j) * d + c0 + i * W);
+    const float* wt[H];
+    for (int h = 0; h < H; ++h) wt[h] = wk + static_cast<size_t>(h) * ldw + j * n;
+    static_for<0, n>([&](auto kc) {
+      constexpr int k = decltype(kc)::value;
+      vf x[CV];
+      for (int i = 0; i < CV; ++i) x[i] = field<PB, k>(w[i]);
+      for (int h = 0; h < H; ++h) {
+        const vf wb = vset1(wt[h][k]);
+        for (int i = 0; i < CV; ++i) acc[h][i] = vfma(wb, x[i], acc[h][i]);
+      }
+    });
+  }
+}
+
+template <int H, int CV>
+void value_chunk(const uint8_t* codes, const Plane* pl, int np, int group, int d, int c0, const float* wk, int ldw,
+                 size_t plane_stride, float* out) {
+  vf acc[H][CV];
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < CV; ++i) acc[h][i] = vload(out + static_cast<size_t>(h) * d + c0 + i * W);
+  const int goff = c0 / group * group;  // the chunk's channel group, times G
+  for (int p = 0; p < np; ++p) {
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(codes + pl[p].offset);
+    const float* wp = wk + p * plane_stride + goff;
+    switch (pl[p].pb) {
+      case 8: value_plane<8, H, CV>(words, group, d, c0, wp, ldw, acc); break;
+      case 4: value_plane<4, H, CV>(words, group, d, c0, wp, ldw, acc); break;
+      case 2: value_plane<2, H, CV>(words, group, d, c0, wp, ldw, acc); break;
+      default: value_plane<1, H, CV>(words, group, d, c0, wp, ldw, acc); break;
+    }
   }
   for (int h = 0; h < H; ++h)
-    for (int i = 0; i < CB * NV; ++i) vstore(out + static_cast<size_t>(h) * d + cb0 * kKvCodeBlock + i * W, acc[h][i]);
+    for (int i = 0; i < CV; ++i) vstore(out + static_cast<size_t>(h) * d + c0 + i * W, acc[h][i]);
 }
 
-template <int B, int H>
-void value_accum_h(const uint8_t* codes, int group, int d, const float* w, int ng, float* out) {
-  const int nb = d / kKvCodeBlock;
-  int cb0 = 0;
-  for (; cb0 + kValueCB <= nb; cb0 += kValueCB) value_chunk<B, H, kValueCB>(codes, group, nb, cb0, w, ng, out, d);
-  for (; cb0 < nb; ++cb0) value_chunk<B, H, 1>(codes, group, nb, cb0, w, ng, out, d);
+// Chunks of min(G, kValueCV * W) channels never straddle a channel group.
+template <int H>
+void value_accum_h(const uint8_t* codes, const Plane* pl, int np, int group, int d, const float* wk, int ldw,
+                   size_t plane_stride, float* out) {
+  if (group >= kValueCV * W) {
+    for (int c0 = 0; c0 < d; c0 += kValueCV * W)
+      value_chunk<H, kValueCV>(codes, pl, np, group, d, c0, wk, ldw, plane_stride, out);
+  } else {
+    static_assert(kKvCodeBlock % (2 * W) == 0);
+    for (int c0 = 0; c0 < d; c0 += 2 * W) value_chunk<H, 2>(codes, pl, np, group, d, c0, wk, ldw, plane_stride, out);
+  }
 }
 
-template <int B>
-void value_accum_codes(const uint8_t* codes, int group, int d, const float* w, int nv, int ng, float* out) {
-  for (int v0 = 0; v0 < nv; v0 += kMaxH) {
-    const float* wv = w + static_cast<size_t>(v0) * group * ng;
-    float* o = out + static_cast<size_t>(v0) * d;
-    switch (std::min(kMaxH, nv - v0)) {
-      case 1: value_accum_h<B, 1>(codes, group, d, wv, ng, o); break;
-      case 2: value_accum_h<B, 2>(codes, group, d, wv, ng, o); break;
-      case 3: value_accum_h<B, 3>(codes, group, d, wv, ng, o); break;
-      default: value_accum_h<B, 4>(codes, group, d, wv, ng, o); break;
+void value_accum_any(int h, const uint8_t* codes, const Plane* pl, int np, int group, int d, const float* wk, int ldw,
+                     size_t plane_stride, float* out) {
+  switch (h) {
+    case 1: value_accum_h<1>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
+    case 2: value_accum_h<2>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
+    case 3: value_accum_h<3>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
+    default: value_accum_h<4>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
+  }
+}
+
+// Per-(channel group, token) weights of a plane of value codes, [d/G][G]:
+// mult * field_weight(t % n).
+void value_plane_weights(const Plane& pl, int group, int ng, float* wgt) {
+  const int n = 32 / pl.pb;
+  for (int gi = 0; gi < ng; ++gi)
+    for (int t = 0; t < group; ++t) wgt[gi * group + t] = pl.mult * field_weight(pl.pb, t % n);
+}
+
+// Value multipliers and zero terms of one group for nv probability rows
+// p [nv][G]: wk[pl][v][gi*G + t] = p[v][t] * s[gi][t] * vw[pl][gi*G + t],
+// zacc[v][gi*G + t] += p[v][t] * z[gi][t] (reduced per channel group by
+// add_zero_terms). sw: [planes][d] scratch.
+void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* vw, const float* p, int nv,
+                float* wk, float* zacc, float* sw) {
+  const int G = l.group, d = l.head_dim;
+  const f16_t* sh = reinterpret_cast<const f16_t*>(rec + l.scale_offset);
+  const f16_t* zh = reinterpret_cast<const f16_t*>(rec + l.zero_offset);
+  for (int pl = 0; pl < np; ++pl)
+    for (int i = 0; i < d; i += W)
+      vstore(sw + static_cast<size_t>(pl) * d + i, vmul(vload_f16(sh + i), vload(vw + static_cast<size_t>(pl) * d + i)));
+  for (int v = 0; v < nv; ++v) {
+    const float* pv = p + static_cast<size_t>(v) * G;
+    float* za = zacc + static_cast<size_t>(v) * d;
+    for (int i = 0; i < d; i += W) {
+      const vf x = vload(pv + i % G);
+      vstore(za + i, vfma(x, vload_f16(zh + i), vload(za + i)));
+      for (int pl = 0; pl < np; ++pl)
+        vstore(wk + (static_cast<size_t>(pl) * nv + v) * d + i, vmul(x, vload(sw + static_cast<size_t>(pl) * d + i)));
     }
   }
 }
 
 // Per-thread scratch (kernels are called from pool threads).
 struct Scratch {
-  std::vector<float> a, b, c, e, tile;
+  std::vector<float> kw, vw, qw, qk, qz, wk, zacc, sw, tile, sc, lv;
+  int kw_key = -1, vw_key = -1;
 };
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
 }
+// Weight tables depend only on (bits, G, d): rebuilt when those change.
+const float* key_weights(Scratch& sc, int bits, int group, int d) {
+  const int key = (bits * 4096 + group) * 4096 + d;
+  if (sc.kw_key != key) {
+    Plane pl[2];
+    const int np = planes_of(bits, group * d, pl);
+    sc.kw.resize(static_cast<size_t>(np) * d);
+    for (int p = 0; p < np; ++p) plane_weights(pl[p], d, &sc.kw[static_cast<size_t>(p) * d]);
+    sc.kw_key = key;
+  }
+  return sc.kw.data();
+}
+const float* value_weights(Scratch& sc, int bits, int group, int d) {
+  const int key = (bits * 4096 + group) * 4096 + d;
+  if (sc.vw_key != key) {
+    Plane pl[2];
+    const int np = planes_of(bits, group * d, pl);
+    const int n = d;  // G * (d / G)
+    sc.vw.resize(static_cast<size_t>(np) * n);
+    for (int p = 0; p < np; ++p) value_plane_weights(pl[p], group, d / group, &sc.vw[static_cast<size_t>(p) * n]);
+    sc.vw_key = key;
+  }
+  return sc.vw.data();
+}
 
-void f16_span(const uint8_t* p, size_t n, std::vector<float>& dst) {
-  dst.resize(n);
-  f16_to_f32_n(reinterpret_cast<const f16_t*>(p), dst.data(), static_cast<int64_t>(n));
+// Adds the lane-wise zero accumulators zacc[v][d] to out[v][d] (slot
+// gi*G + t feeds channel group gi).
+void add_zero_terms(const float* zacc, int nv, int group, int d, float* out) {
+  const int ng = d / group, n = group * ng;
+  for (int v = 0; v < nv; ++v) {
+    float zs[32] = {};
+    const float* za = zacc + static_cast<size_t>(v) * n;
+    for (int i = 0; i < n; ++i) zs[i / group] += za[i];
+    float* o = out + static_cast<size_t>(v) * d;
+    for (int gi = 0; gi < ng; ++gi) {
+      const vf zb = vset1(zs[gi]);
+      for (int c = gi * group; c < (gi + 1) * group; c += W) vstore(o + c, vadd(vload(o + c), zb));
+    }
+  }
 }
 
 }  // namespace
@@ -339,32 +481,40 @@ void f16_span(const uint8_t* p, size_t n, std::vector<float>& dst) {
 void kv_key_scores(const uint8_t* rec, int group, int d, int bits, const float* q, int nv, float* scores) {
   const KvGroupLayout l = kv_group_layout(group, d, bits);
   Scratch& sc = scratch();
-  f16_span(rec + l.scale_offset, d, sc.a);
-  f16_span(rec + l.zero_offset, d, sc.b);
-  // Fold the per-channel scale into the query and the zero into one dot
-  // product per vector: score_t = (q*s) . code_t + q . z.
-  sc.c.resize(static_cast<size_t>(nv) * d);
-  sc.e.resize(nv);
-  for (int v = 0; v < nv; ++v) {
-    const float* qv = q + static_cast<size_t>(v) * d;
-    float* qs = &sc.c[static_cast<size_t>(v) * d];
-    vf zacc = vzero();
-    for (int c = 0; c < d; c += W) {
-      const vf x = vload(qv + c);
-      vstore(qs + c, vmul(x, vload(&sc.a[c])));
-      zacc = vfma(x, vload(&sc.b[c]), zacc);
-    }
-    sc.e[v] = vsum(zacc);
-  }
-  switch (bits) {
-    case 8: key_scores_codes<8>(rec, group, d, sc.c.data(), nv, sc.e.data(), scores); break;
-    case 4: key_scores_codes<4>(rec, group, d, sc.c.data(), nv, sc.e.data(), scores); break;
-    case 3: key_scores_codes<3>(rec, group, d, sc.c.data(), nv, sc.e.data(), scores); break;
-    case 2: key_scores_codes<2>(rec, group, d, sc.c.data(), nv, sc.e.data(), scores); break;
-    case 1: key_scores_codes<1>(rec, group, d, sc.c.data(), nv, sc.e.data(), scores); break;
-    default: LONGKV_ASSERT(false);
-  }
+  Plane pl[2];
+  const int np = planes_of(bits, group * d, pl);
+  const float* kw = key_weights(sc, bits, group, d);
+  sc.qk.resize(static_cast<size_t>(np) * nv * d);
+  sc.qw.resize(sc.qk.size());
+  sc.qz.resize(nv);
+  key_query_weights(q, nv, d, np, kw, sc.qw.data());
+  key_prep(rec, l, np, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
+  for (int v0 = 0; v0 < nv; v0 += kMaxH)
+    key_scores_any(std::min(kMaxH, nv - v0), rec, pl, np, group, d, sc.qk.data() + static_cast<size_t>(v0) * d, d,
+                   static_cast<size_t>(nv) * d, sc.qz.data() + v0, scores + static_cast<size_t>(v0) * group, group);
 }
+
+namespace {
+// scores[h][0..31] = q[h] . tile[.][token] for a float tile [d][32]: 32 tokens
+// x H heads of accumulators, each tile row loaded once for all heads.
+template <int H>
+void tile_scores(const float* tile, int d, const float* q, float* scores, int lds) {
+  constexpr int NT = kKvCodeBlock / W;
+  vf acc[H][NT];
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < NT; ++i) acc[h][i] = vzero();
+  for (int c = 0; c < d; ++c) {
+    vf x[NT];
+    for (int i = 0; i < NT; ++i) x[i] = vload(tile + c * kKvCodeBlock + i * W);
+    for (int h = 0; h < H; ++h) {
+      const vf qb = vset1(q[static_cast<size_t>(h) * d + c]);
+      for (int i = 0; i < NT; ++i) acc[h][i] = vfma(qb, x[i], acc[h][i]);
+    }
+  }
+  for (int h = 0; h < H; ++h)
+    for (int i = 0; i < NT; ++i) vstore(scores + static_cast<size_t>(h) * lds + i * W, acc[h][i]);
+}
+}  // namespace
 
 void kv_key_scores_rope(const uint8_t* rec, int group, int d, int bits, const KvRopeAngles& rot, const double* blk_cos,
                         const double* blk_sin, const float* q, int nv, float* scores) {
@@ -372,14 +522,12 @@ void kv_key_scores_rope(const uint8_t* rec, int group, int d, int bits, const Kv
   const RopeTable& rope = *rot.rope;
   const int half = rot.half;
   Scratch& sc = scratch();
-  f16_span(rec + l.scale_offset, d, sc.a);
-  f16_span(rec + l.zero_offset, d, sc.b);
   sc.tile.resize(static_cast<size_t>(d) * kKvCodeBlock);
-  sc.e.assign(nv, 0.0f);
+  sc.sw.resize(d);
+  const float* kw = key_weights(sc, bits, group, d);
   float* tile = sc.tile.data();
   for (int j = 0; j < group / kKvCodeBlock; ++j) {
-    dequant_key_tile_any(bits, rec + static_cast<size_t>(j) * d * kv_code_block_bytes(bits), d, sc.a.data(),
-                         sc.b.data(), tile);
+    dequant_key_tile(rec, l, j * kKvCodeBlock, kw, sc.sw.data(), tile);
     // Rotate the tile: angles of the 32 tokens from the block start (double,
     // rounded once) and the fixed in-block offsets.
     const double* c0 = blk_cos + static_cast<size_t>(j) * half;
@@ -390,76 +538,121 @@ void kv_key_scores_rope(const uint8_t* rec, int group, int d, int bits, const Kv
       const vf bc = vset1(static_cast<float>(c0[i])), bs = vset1(static_cast<float>(s0[i]));
       float* ta = tile + ia * kKvCodeBlock;
       float* tb = tile + ib * kKvCodeBlock;
-      for (int k = 0; k < NV; ++k) {
-        const vf oc = vload(&rot.off_cos[i * kKvCodeBlock + k * W]), os = vload(&rot.off_sin[i * kKvCodeBlock + k * W]);
+      for (int k = 0; k < kKvCodeBlock; k += W) {
+        const vf oc = vload(&rot.off_cos[i * kKvCodeBlock + k]), os = vload(&rot.off_sin[i * kKvCodeBlock + k]);
         const vf cs = vsub(vmul(bc, oc), vmul(bs, os)), sn = vfma(bs, oc, vmul(bc, os));
-        const vf a = vload(ta + k * W), b = vload(tb + k * W);
-        vstore(ta + k * W, vsub(vmul(a, cs), vmul(b, sn)));
-        vstore(tb + k * W, vfma(a, sn, vmul(b, cs)));
+        const vf a = vload(ta + k), b = vload(tb + k);
+        vstore(ta + k, vsub(vmul(a, cs), vmul(b, sn)));
+        vstore(tb + k, vfma(a, sn, vmul(b, cs)));
       }
     }
-    const TileSrc src{tile};
-    for (int v0 = 0; v0 < nv; v0 += kMaxH)
-      scores_block_any(std::min(kMaxH, nv - v0), src, d, q + static_cast<size_t>(v0) * d, d, sc.e.data() + v0,
-                       scores + static_cast<size_t>(v0) * group + j * kKvCodeBlock, group);
+    for (int v0 = 0; v0 < nv; v0 += kMaxH) {
+      const float* qv = q + static_cast<size_t>(v0) * d;
+      float* sv = scores + static_cast<size_t>(v0) * group + j * kKvCodeBlock;
+      switch (std::min(kMaxH, nv - v0)) {
+        case 1: tile_scores<1>(tile, d, qv, sv, group); break;
+        case 2: tile_scores<2>(tile, d, qv, sv, group); break;
+        case 3: tile_scores<3>(tile, d, qv, sv, group); break;
+        default: tile_scores<4>(tile, d, qv, sv, group); break;
+      }
+    }
   }
 }
 
 void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float* p, int nv, float* out) {
   const KvGroupLayout l = kv_group_layout(group, d, bits);
-  const int ng = d / group;
   Scratch& sc = scratch();
-  f16_span(rec + l.scale_offset, static_cast<size_t>(group) * ng, sc.a);
-  f16_span(rec + l.zero_offset, static_cast<size_t>(group) * ng, sc.b);
-  // w[v][t][gi] = p[v][t] * scale[t][gi]; the zeros add sum_t p_t z_tg per
-  // channel group. p is expanded to the [t][gi] layout of the scales so
-  // both are plain vector loops (a per-group serial sum costs more than the
-  // codes themselves).
-  const int n = group * ng;
-  sc.c.resize(static_cast<size_t>(nv) * n);
-  sc.e.resize(n);
-  const float* __restrict sa = sc.a.data();
-  const float* __restrict sb = sc.b.data();
-  float* __restrict pe = sc.e.data();
-  for (int v = 0; v < nv; ++v) {
-    const float* pv = p + static_cast<size_t>(v) * group;
-    float* __restrict wv = sc.c.data() + static_cast<size_t>(v) * n;
-    if (ng == 1) {
-      std::copy_n(pv, group, pe);
-    } else {
-      for (int t = 0; t < group; ++t)
-        for (int gi = 0; gi < ng; ++gi) pe[t * ng + gi] = pv[t];
+  Plane pl[2];
+  const int np = planes_of(bits, group * d, pl);
+  const float* vw = value_weights(sc, bits, group, d);
+  sc.wk.resize(static_cast<size_t>(np) * nv * d);
+  sc.zacc.assign(static_cast<size_t>(nv) * d, 0.0f);
+  sc.sw.resize(static_cast<size_t>(np) * d);
+  value_prep(rec, l, np, vw, p, nv, sc.wk.data(), sc.zacc.data(), sc.sw.data());
+  add_zero_terms(sc.zacc.data(), nv, group, d, out);
+  for (int v0 = 0; v0 < nv; v0 += kMaxH)
+    value_accum_any(std::min(kMaxH, nv - v0), rec, pl, np, group, d, sc.wk.data() + static_cast<size_t>(v0) * d, d,
+                    static_cast<size_t>(nv) * d, out + static_cast<size_t>(v0) * d);
+}
+
+void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, size_t vstride, int n_groups,
+                      int group, int d, int kbits, int vbits, const float* q, int nv, float* out, float* m_out,
+                      float* l_out) {
+  LONGKV_ASSERT(nv >= 1 && nv <= kMaxH);
+  const KvGroupLayout kl = kv_group_layout(group, d, kbits), vl = kv_group_layout(group, d, vbits);
+  Scratch& sc = scratch();
+  Plane kp[2], vp[2];
+  const int knp = planes_of(kbits, group * d, kp), vnp = planes_of(vbits, group * d, vp);
+  const float* kw = key_weights(sc, kbits, group, d);
+  const float* vw = value_weights(sc, vbits, group, d);
+  sc.qk.resize(static_cast<size_t>(knp) * nv * d);
+  sc.qw.resize(sc.qk.size());
+  key_query_weights(q, nv, d, knp, kw, sc.qw.data());
+  sc.qz.resize(nv);
+  sc.sc.resize(static_cast<size_t>(nv) * group);
+  sc.wk.resize(static_cast<size_t>(vnp) * nv * d);
+  sc.zacc.assign(static_cast<size_t>(nv) * d, 0.0f);
+  sc.sw.resize(static_cast<size_t>(vnp) * d);
+  sc.lv.assign(static_cast<size_t>(nv) * W, 0.0f);
+  std::fill(out, out + static_cast<size_t>(nv) * d, 0.0f);
+  float m[kMaxH];
+  for (int v = 0; v < nv; ++v) m[v] = -INFINITY;
+  float* s = sc.sc.data();
+  for (int grp = 0; grp < n_groups; ++grp) {
+    const uint8_t* kr = krec + grp * kstride;
+    const uint8_t* vr = vrec + grp * vstride;
+    // Pull a later group's records in while this one computes: K and V
+    // streams interleave, which the hardware prefetcher follows late.
+    if (grp + kPrefetchGroups < n_groups) {
+      const char* kn = reinterpret_cast<const char*>(kr + kPrefetchGroups * kstride);
+      const char* vn = reinterpret_cast<const char*>(vr + kPrefetchGroups * vstride);
+      for (size_t off = 0; off < kl.bytes; off += 64) __builtin_prefetch(kn + off, 0, 2);
+      for (size_t off = 0; off < vl.bytes; off += 64) __builtin_prefetch(vn + off, 0, 2);
     }
-    float zsum[32] = {};  // ng = d / group <= 32 (checked by the cache)
-    if (W % ng == 0) {
-      vf zacc = vzero();
-      for (int i = 0; i < n; i += W) {
-        const vf pw = vload(pe + i);
-        vstore(wv + i, vmul(pw, vload(sa + i)));
-        zacc = vfma(pw, vload(sb + i), zacc);
+    key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
+    key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(), s, group);
+    for (int v = 0; v < nv; ++v) {
+      float* sv = s + static_cast<size_t>(v) * group;
+      vf mx = vload(sv);
+      for (int t = W; t < group; t += W) mx = vmax(mx, vload(sv + t));
+      // The horizontal max only when some score beats the running max
+      // (rare once the span has seen its largest scores).
+      if (vany_gt(mx, m[v])) {
+        const float mg = vhmax(mx);
+        // Rescale everything accumulated under the old maximum.
+        const vf f = vset1(std::exp(m[v] - mg));
+        float* o = out + static_cast<size_t>(v) * d;
+        float* za = sc.zacc.data() + static_cast<size_t>(v) * d;
+        for (int c = 0; c < d; c += W) {
+          vstore(o + c, vmul(vload(o + c), f));
+          vstore(za + c, vmul(vload(za + c), f));
+        }
+        float* lv = sc.lv.data() + static_cast<size_t>(v) * W;
+        vstore(lv, vmul(vload(lv), f));
+        m[v] = mg;
       }
-      float lanes[W];
-      vstore(lanes, zacc);
-      for (int i = 0; i < W; ++i) zsum[i % ng] += lanes[i];
-    } else {
-      for (int i = 0; i < n; ++i) {
-        wv[i] = pe[i] * sa[i];
-        zsum[i % ng] += pe[i] * sb[i];
+      const vf mv = vset1(m[v]);
+      vf lsum = vload(sc.lv.data() + static_cast<size_t>(v) * W);
+      for (int t = 0; t < group; t += W) {
+        const vf e = vexp(vsub(vload(sv + t), mv));
+        vstore(sv + t, e);
+        lsum = vadd(lsum, e);
       }
+      vstore(sc.lv.data() + static_cast<size_t>(v) * W, lsum);
     }
-    float* o = out + static_cast<size_t>(v) * d;
-    for (int gi = 0; gi < ng; ++gi) {
-      const vf zb = vset1(zsum[gi]);
-      for (int c = gi * group; c < (gi + 1) * group; c += W) vstore(o + c, vadd(vload(o + c), zb));
-    }
+    value_prep(vr, vl, vnp, vw, s, nv, sc.wk.data(), sc.zacc.data(), sc.sw.data());
+    value_accum_any(nv, vr, vp, vnp, group, d, sc.wk.data(), d, static_cast<size_t>(nv) * d, out);
   }
-  switch (bits) {
-    case 8: value_accum_codes<8>(rec, group, d, sc.c.data(), nv, ng, out); break;
-    case 4: value_accum_codes<4>(rec, group, d, sc.c.data(), nv, ng, out); break;
-    case 3: value_accum_codes<3>(rec, group, d, sc.c.data(), nv, ng, out); break;
-    case 2: value_accum_codes<2>(rec, group, d, sc.c.data(), nv, ng, out); break;
-    case 1: value_accum_codes<1>(rec, group, d, sc.c.data(), nv, ng, out); break;
-    default: LONGKV_ASSERT(false);
+  add_zero_terms(sc.zacc.data(), nv, group, d, out);
+  for (int v = 0; v < nv; ++v) {
+    const float l = vsum(vload(sc.lv.data() + static_cast<size_t>(v) * W));
+    m_out[v] = m[v];
+    l_out[v] = l;
+    if (l > 0) {
+      const vf inv = vset1(1.0f / l);
+      float* o = out + static_cast<size_t>(v) * d;
+      for (int c = 0; c < d; c += W) vstore(o + c, vmul(vload(o + c), inv));
+    }
   }
 }
 
@@ -469,9 +662,7 @@ float kv_max(const float* s, int n) {
   if (n >= W) {
     vf acc = vload(s);
     for (i = W; i + W <= n; i += W) acc = vmax(acc, vload(s + i));
-    float lanes[W];
-    vstore(lanes, acc);
-    for (float x : lanes) m = x > m ? x : m;
+    m = vhmax(acc);
   }
   for (; i < n; ++i) m = s[i] > m ? s[i] : m;
   return m;

@@ -178,6 +178,19 @@ void QuantKvCache::attend_quant(const float* qv, int nv, int g, const int* limit
   std::fill(acc, acc + static_cast<size_t>(nv) * d, 0.0f);
   for (int v = 0; v < nv; ++v) st[v] = AttnState{};
   const int max_lim = *std::max_element(limit, limit + nv), min_lim = *std::min_element(limit, limit + nv);
+  // Decode (every token of the range visible to every vector, keys after
+  // RoPE): the fused kernel, four query vectors per pass over the codes.
+  if (!mode_.pre_rope && grp1 > grp0 && n_sinks_ + grp1 * G - 1 <= min_lim) {
+    for (int v0 = 0; v0 < nv; v0 += 4) {
+      const int n = std::min(4, nv - v0);
+      float m[4], l[4];
+      kv_attend_groups(krec(kvh, grp0), klay_.bytes, vrec(kvh, grp0), vlay_.bytes, grp1 - grp0, G, d, mode_.k_bits,
+                       mode_.v_bits, qv + static_cast<size_t>(v0) * d, n, acc + static_cast<size_t>(v0) * d, m, l);
+      for (int v = 0; v < n; ++v) st[v0 + v] = AttnState{m[v], l[v]};
+    }
+    (void)g;
+    return;
+  }
   const int blocks = G / kKvCodeBlock;
   KvRopeWalker walk;
   if (mode_.pre_rope) {

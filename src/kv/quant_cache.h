@@ -23,7 +23,10 @@
 // quantized groups (several only when (head, tile) pairs are too few to feed
 // the threads, i.e. decode) plus one exact fp16 part (sinks + window); each
 // part keeps a running softmax per query vector and the parts are combined
-// through the (o, m, l) merge.
+// through the (o, m, l) merge. A part whose tokens every query row sees
+// (decode, post-RoPE keys) runs the fused kv_attend_groups, which is bound
+// by its float FMAs (8 per 32 codes and 4 query heads, keys and values
+// alike), not by DRAM: at 2 bits it reads ~1/5 of the f16 bytes.
 //
 // Memory: codes for every group max_tokens can need are reserved up front
 // (new[] without initialization: pages are committed as groups are written).
