@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/rope.h"
 #include "core/thread_pool.h"
@@ -81,6 +82,10 @@ class KvCache {
   explicit KvCache(const KvShape& shape) : shape_(shape) {}
   KvShape shape_;
 };
+
+// Footprint of a model's caches (one per layer) added up; bits per element
+// are those of the first cache (every layer uses the same mode).
+KvFootprint total_footprint(const std::vector<std::unique_ptr<KvCache>>& caches);
 
 // Parses a mode string ("f32", "f16") and builds a cache; throws Error with
 // the accepted grammar on an unknown mode.

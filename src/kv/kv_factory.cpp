@@ -34,4 +34,21 @@ double kv_mode_bytes_per_token(const std::string& mode, const KvShape& shape) {
   fail("KV mode '%s' is not implemented yet", m.to_string().c_str());
 }
 
+KvFootprint total_footprint(const std::vector<std::unique_ptr<KvCache>>& caches) {
+  KvFootprint total;
+  for (const auto& c : caches) {
+    const KvFootprint f = c->footprint();
+    total.cpu_bytes += f.cpu_bytes;
+    total.gpu_bytes += f.gpu_bytes;
+    total.capacity_bytes += f.capacity_bytes;
+  }
+  if (!caches.empty()) {
+    const KvFootprint f0 = caches.front()->footprint();
+    total.tokens = f0.tokens;
+    total.k_bits = f0.k_bits;
+    total.v_bits = f0.v_bits;
+  }
+  return total;
+}
+
 }  // namespace longkv

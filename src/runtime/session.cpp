@@ -36,18 +36,6 @@ const std::vector<float>& Session::decode(int32_t token) {
   return logits_;
 }
 
-KvFootprint Session::footprint() const {
-  KvFootprint total;
-  for (const auto& c : caches_) {
-    const KvFootprint f = c->footprint();
-    total.cpu_bytes += f.cpu_bytes;
-    total.gpu_bytes += f.gpu_bytes;
-    total.capacity_bytes += f.capacity_bytes;
-    total.tokens = f.tokens;
-    total.k_bits = f.k_bits;
-    total.v_bits = f.v_bits;
-  }
-  return total;
-}
+KvFootprint Session::footprint() const { return total_footprint(caches_); }
 
 }  // namespace longkv

@@ -164,18 +164,7 @@ int cmd_perplexity(const PplOptions& o) {
       progress.update(static_cast<int64_t>(w) * o.ctx + p + n,
                       strprintf("ppl(%s) %.4f", r0.mode.c_str(), std::exp(r0.nll_sum / std::max<int64_t>(1, r0.scored))));
     }
-    for (auto& r : runs) r.fp = [&] {
-      KvFootprint t;
-      for (auto& c : r.caches) {
-        const KvFootprint f1 = c->footprint();
-        t.cpu_bytes += f1.cpu_bytes;
-        t.gpu_bytes += f1.gpu_bytes;
-        t.tokens = f1.tokens;
-        t.k_bits = f1.k_bits;
-        t.v_bits = f1.v_bits;
-      }
-      return t;
-    }();
+    for (auto& r : runs) r.fp = total_footprint(r.caches);
   }
   progress.finish();
 
