@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/matmul.h"
@@ -11,7 +12,11 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "core/fp16.h"
+#include "core/thread_pool.h"
 #include "kv/dense_attention.h"
+#include "kv/kv_codec.h"
+#include "kv/kv_mode.h"
+#include "kv/quant_cache.h"
 #include "model/llama_model.h"
 #include "model/model_loader.h"
 #include "runtime/sampler.h"
@@ -190,11 +195,128 @@ TEST(Cuda, UnsupportedKvModeIsOneClearError) {
   s.head_dim = 64;
   s.max_tokens = 4;
   std::vector<float> k(s.kv_dim()), q(s.q_dim()), out(s.q_dim());
-  try {
-    cuda_check_attention(s, "k4v2", k.data(), k.data(), 1, 1, q.data(), 1, out.data(), CudaGemm::f32);
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not available on the CUDA backend"), std::string::npos) << e.what();
+  for (const char* mode : {"k4v2:rope=pre", "k3v3", "f32", "k4v4:g64"}) {
+    SCOPED_TRACE(mode);
+    try {
+      cuda_check_attention(s, mode, k.data(), k.data(), 1, 1, q.data(), 1, out.data(), CudaGemm::f32);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not available on the CUDA backend"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// The quantized GPU cache against the CPU QuantKvCache fed the same tokens
+// in the same append chunks: (1) every stored key/value group record equal,
+// byte for byte, to kv_quantize_keys/values of the f16-rounded tokens (the
+// reference codec: the CPU cache quantizes its f16 window the same way), and
+// the sink/group/window counts equal; (2) decode attention from the codes
+// within float rounding of the CPU attend (both read the same codes; exp and
+// summation order differ: ~1e-7 relative, so nmse 1e-9); (3) for some cases
+// prefill rows (dequantized to f16 scratch on the GPU: one more f16 rounding
+// of each element, ~2^-12 relative, so nmse 1e-6).
+TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    const char* mode;
+    int n_heads, n_kv, d, n_ctx, chunk, n_q_prefill;
+  };
+  const Case cases[] = {
+      {"k8v8", 32, 8, 128, 1000, 1000, 0},     {"k4v4", 32, 8, 128, 4099, 1000, 7},
+      {"k2v2", 32, 8, 128, 4099, 4099, 0},     {"k2v2", 32, 8, 128, 1000, 1, 0},
+      {"k4v2", 28, 4, 128, 777, 100, 5},       {"k8v4:sym", 8, 2, 64, 1001, 13, 3},
+      {"k2v8", 8, 2, 64, 4099, 512, 0},        {"k4v4:r0:s0", 32, 8, 128, 1024, 512, 0},
+      {"k4v4:r40:s3", 32, 8, 128, 1001, 37, 9}, {"k2v2", 32, 8, 128, 150, 150, 0},
+      {"k4v4", 32, 8, 128, 3, 1, 0},
+  };
+  ThreadPool pool(2);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.mode) + " heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " d " +
+                 std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) + " chunk " + std::to_string(c.chunk));
+    KvShape s;
+    s.n_heads = c.n_heads;
+    s.n_kv_heads = c.n_kv;
+    s.head_dim = c.d;
+    s.max_tokens = c.n_ctx + 5;
+    const KvMode mode = parse_kv_mode(c.mode);
+    const int kvd = s.kv_dim(), d = c.d, G = mode.group;
+    const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;
+    auto k = test::random_floats(kv, 31, -2, 2), v = test::random_floats(kv, 32);
+    // Channel-dependent ranges, as real keys have.
+    for (size_t i = 0; i < kv; ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+    for (int n_q : {1, c.n_q_prefill}) {
+      if (n_q == 0) continue;
+      const auto q = test::random_floats(static_cast<size_t>(n_q) * s.q_dim(), 33 + n_q, -1, 1);
+      std::vector<float> out(q.size()), ref(q.size());
+      CudaKvDump dump;
+      cuda_check_attention(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, q.data(), n_q, out.data(), CudaGemm::f32,
+                           &dump);
+      QuantKvCache cpu(mode, s, pool);
+      for (int p = 0; p < c.n_ctx; p += c.chunk)
+        cpu.append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], std::min(c.chunk, c.n_ctx - p));
+      cpu.attend(q.data(), n_q, ref.data(), nullptr);
+      const double err = test::nmse(out.data(), ref.data(), ref.size());
+      EXPECT_LT(err, n_q == 1 ? 1e-9 : 1e-6) << "n_q " << n_q;
+      ASSERT_EQ(dump.n_groups * G, cpu.n_quantized());
+      ASSERT_EQ(dump.n_sinks, cpu.n_sinks());
+      ASSERT_EQ(dump.n_window, cpu.n_window());
+      int bad_k = 0, bad_v = 0, first_bad = -1;
+      if (n_q == 1) {
+        std::vector<float> tile(static_cast<size_t>(G) * d);
+        std::vector<uint8_t> rk(dump.k_rec), rv(dump.v_rec);
+        for (int h = 0; h < c.n_kv; ++h)
+          for (int grp = 0; grp < dump.n_groups; ++grp) {
+            const int tok0 = dump.n_sinks + grp * G;
+            for (int which = 0; which < 2; ++which) {
+              const auto& src = which == 0 ? k : v;
+              for (int t = 0; t < G; ++t)
+                for (int ch = 0; ch < d; ++ch)
+                  tile[static_cast<size_t>(t) * d + ch] =
+                      f16_to_f32(f32_to_f16(src[static_cast<size_t>(tok0 + t) * kvd + h * d + ch]));
+              const size_t rec = static_cast<size_t>(h) * dump.max_groups + grp;
+              if (which == 0) {
+                kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rk.data());
+                if (std::memcmp(rk.data(), &dump.k_codes[rec * dump.k_rec], dump.k_rec) != 0) {
+                  ++bad_k;
+                  if (first_bad < 0) first_bad = static_cast<int>(rec);
+                }
+              } else {
+                kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rv.data());
+                if (std::memcmp(rv.data(), &dump.v_codes[rec * dump.v_rec], dump.v_rec) != 0) {
+                  ++bad_v;
+                  if (first_bad < 0) first_bad = static_cast<int>(rec);
+                }
+              }
+            }
+          }
+        EXPECT_EQ(bad_k, 0) << "first differing record " << first_bad;
+        EXPECT_EQ(bad_v, 0) << "first differing record " << first_bad;
+      }
+      std::printf("quant %-12s h%d/%d d%d ctx %5d chunk %4d n_q %d: %d groups x %d heads, records differing K %d V %d, "
+                  "nmse vs CPU %.3g\n",
+                  c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, c.n_kv, bad_k, bad_v, err);
+    }
+  }
+}
+
+// Not a pass/fail speed test: one layer's decode attention (llama3-8b head
+// shape) for f16 and the quantized caches, for docs/cuda-notes.md.
+TEST(CudaQuant, DecodeAttentionSpeedReport) {
+  LONGKV_REQUIRE_CUDA();
+  KvShape s;
+  s.n_heads = 32;
+  s.n_kv_heads = 8;
+  s.head_dim = 128;
+  for (int ctx : {4096, 32768, 131072}) {
+    double f16_us = 0;
+    for (const char* mode : {"f16", "k8v8", "k4v4", "k2v2"}) {
+      const CudaAttnSpeed sp = cuda_bench_decode_attention(s, mode, ctx);
+      EXPECT_GT(sp.us, 0);
+      if (std::string(mode) == "f16") f16_us = sp.us;
+      std::printf("decode attention ctx %6d %-5s: %8.1f us/layer  KV %7.1f MB  %6.0f GB/s  (%.2fx f16 speed, %d caches "
+                  "rotated)\n",
+                  ctx, mode, sp.us, sp.kv_bytes / 1e6, sp.kv_bytes / (sp.us * 1e3), f16_us / sp.us, sp.caches);
+    }
   }
 }
 

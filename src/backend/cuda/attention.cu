@@ -33,7 +33,7 @@ template <int D, int G>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int n_kv, int max_tokens,
                         int n_tok, int tps, const float* __restrict__ q, float scale, float* __restrict__ part_o,
-                        float* __restrict__ part_ml, int n_splits) {
+                        float* __restrict__ part_ml, int n_splits, int split_base, int stride) {
   constexpr int kLpt = D / 8, kTps = 32 / kLpt, kSteps = 4;
   const int lane = threadIdx.x % 32;
   const int gw = blockIdx.x * kDecodeWarps + threadIdx.x / 32;
@@ -131,34 +131,58 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 #pragma unroll
   for (int h = 0; h < G; ++h) {
     const size_t hq = static_cast<size_t>(hk) * G + h;
-    float* dst = part_o + (hq * n_splits + split) * D + 8 * sub;
+    const size_t pi = hq * stride + split_base + split;
+    float* dst = part_o + pi * D + 8 * sub;
     const float inv = l[h] > 0 ? 1.0f / l[h] : 0.0f;
     reinterpret_cast<float4*>(dst)[0] = make_float4(acc[h][0] * inv, acc[h][1] * inv, acc[h][2] * inv, acc[h][3] * inv);
     reinterpret_cast<float4*>(dst)[1] = make_float4(acc[h][4] * inv, acc[h][5] * inv, acc[h][6] * inv, acc[h][7] * inv);
     if (sub == 0) {
-      part_ml[(hq * n_splits + split) * 2] = m[h];
-      part_ml[(hq * n_splits + split) * 2 + 1] = l[h];
+      part_ml[pi * 2] = m[h];
+      part_ml[pi * 2 + 1] = l[h];
     }
   }
 }
 
-// One block per query head: merges the splits' (o, m, l) states.
+// One block per query head (blockDim = D): the splits' weights l * exp(m - M)
+// go to shared memory first, so the per-dimension pass over the splits has
+// independent loads only (milestone 2's merge walked them with a dependent
+// max/exp chain per thread and dominated decode attention at short depth).
 __global__ void merge_splits_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                     int n_splits, int D, float* __restrict__ out) {
-  const int hq = blockIdx.x;
+  extern __shared__ float wsh[];  // [n_splits]
+  __shared__ float red[32];
+  const int hq = blockIdx.x, tid = threadIdx.x, nw = blockDim.x / 32;
   const float* ml = part_ml + static_cast<size_t>(hq) * n_splits * 2;
   float mm = -FLT_MAX;
-  for (int s = 0; s < n_splits; ++s)
+  for (int s = tid; s < n_splits; s += blockDim.x)
     if (ml[2 * s + 1] > 0) mm = fmaxf(mm, ml[2 * s]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float ll = 0, o = 0;
-    for (int s = 0; s < n_splits; ++s) {
-      if (ml[2 * s + 1] <= 0) continue;
-      const float w = ml[2 * s + 1] * __expf(ml[2 * s] - mm);
-      ll += w;
-      o += part_o[(static_cast<size_t>(hq) * n_splits + s) * D + d] * w;
+  mm = warp_max(mm);
+  if (tid % 32 == 0) red[tid / 32] = mm;
+  __syncthreads();
+  mm = -FLT_MAX;
+  for (int w = 0; w < nw; ++w) mm = fmaxf(mm, red[w]);
+  __syncthreads();
+  float ll = 0;
+  for (int s = tid; s < n_splits; s += blockDim.x) {
+    const float w = ml[2 * s + 1] > 0 ? ml[2 * s + 1] * __expf(ml[2 * s] - mm) : 0.0f;
+    wsh[s] = w;
+    ll += w;
+  }
+  ll = warp_sum(ll);
+  if (tid % 32 == 0) red[tid / 32] = ll;
+  __syncthreads();
+  ll = 0;
+  for (int w = 0; w < nw; ++w) ll += red[w];
+  const float* po = part_o + static_cast<size_t>(hq) * n_splits * D;
+  for (int d = tid; d < D; d += blockDim.x) {
+    float o0 = 0, o1 = 0;
+    int s = 0;
+    for (; s + 1 < n_splits; s += 2) {
+      o0 = fmaf(po[static_cast<size_t>(s) * D + d], wsh[s], o0);
+      o1 = fmaf(po[static_cast<size_t>(s + 1) * D + d], wsh[s + 1], o1);
     }
-    out[static_cast<size_t>(hq) * D + d] = ll > 0 ? o / ll : 0.0f;
+    if (s < n_splits) o0 = fmaf(po[static_cast<size_t>(s) * D + d], wsh[s], o0);
+    out[static_cast<size_t>(hq) * D + d] = ll > 0 ? (o0 + o1) / ll : 0.0f;
   }
 }
 
@@ -265,15 +289,14 @@ void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim
 namespace {
 
 template <int D>
-void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, int splits, GpuAttnWorkspace& ws,
-                   cudaStream_t s) {
+void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, int splits, float* po, float* pml,
+                   int split_base, int stride, cudaStream_t s) {
   const int warps = kv.n_kv_heads * splits, grid = (warps + kDecodeWarps - 1) / kDecodeWarps;
-  float* po = ws.a.as<float>();
-  float* pml = ws.b.as<float>();
 #define LONGKV_DECODE_G(G_)                                                                                    \
   case G_:                                                                                                     \
     decode_split_kernel<D, G_><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.n_kv_heads, kv.max_tokens,    \
-                                                                  kv.n_tokens, tps, q, scale, po, pml, splits); \
+                                                                  kv.n_tokens, tps, q, scale, po, pml, splits,  \
+                                                                  split_base, stride);                        \
     break;
   switch (kv.group) {
     LONGKV_DECODE_G(1) LONGKV_DECODE_G(2) LONGKV_DECODE_G(3) LONGKV_DECODE_G(4)
@@ -295,23 +318,40 @@ int decode_splits_for(int n_kv_heads, int n_tokens, int* tps_out) {
   return (n_tokens + tps - 1) / tps;
 }
 
-void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
-  const int D = kv.head_dim, g = kv.group, n_heads = kv.n_kv_heads * g;
+void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* part_o, float* part_ml, int split_base,
+                               int stride, cudaStream_t s) {
+  const int D = kv.head_dim, g = kv.group;
   LONGKV_CHECK(g <= kMaxG, "CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG,
                g);
   int tps = 0;
   const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, &tps);
-  ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
-  ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
+  if (splits == 0) return;
+  LONGKV_ASSERT(split_base + splits <= stride);
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
   switch (D) {
-    case 64: launch_decode<64>(kv, q, scale, tps, splits, ws, s); break;
-    case 128: launch_decode<128>(kv, q, scale, tps, splits, ws, s); break;
+    case 64: launch_decode<64>(kv, q, scale, tps, splits, part_o, part_ml, split_base, stride, s); break;
+    case 128: launch_decode<128>(kv, q, scale, tps, splits, part_o, part_ml, split_base, stride, s); break;
     default: fail("CUDA decode attention supports head_dim 64 and 128 (model has %d)", D);
   }
   LONGKV_CUDA_LAUNCHED();
-  merge_splits_kernel<<<n_heads, D, 0, s>>>(ws.a.as<float>(), ws.b.as<float>(), splits, D, out);
+}
+
+void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, int n_parts, int D, float* out,
+                        cudaStream_t s) {
+  const size_t smem = sizeof(float) * n_parts;
+  LONGKV_CHECK(smem <= 48 * 1024, "CUDA decode attention: %d splits exceed the merge kernel's shared memory",
+               n_parts);
+  merge_splits_kernel<<<n_heads, D, smem, s>>>(part_o, part_ml, n_parts, D, out);
   LONGKV_CUDA_LAUNCHED();
+}
+
+void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
+  const int D = kv.head_dim, n_heads = kv.n_kv_heads * kv.group;
+  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, nullptr);
+  ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
+  ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
+  attend_decode_dense_parts(kv, q, ws.a.as<float>(), ws.b.as<float>(), 0, splits, s);
+  merge_decode_parts(ws.a.as<float>(), ws.b.as<float>(), n_heads, splits, D, out, s);
 }
 
 void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,

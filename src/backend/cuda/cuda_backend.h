@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/rope.h"
 #include "kv/kv_cache.h"
@@ -46,7 +47,7 @@ inline bool parse_cuda_gemm(const std::string& s, CudaGemm* out) {
 }
 
 struct CudaModelOptions {
-  std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense) for now
+  std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense), k<B>v<B> (B = 8, 4, 2; post-RoPE, g32)
   int max_tokens = 0;           // KV capacity per sequence
   CudaGemm gemm = CudaGemm::f16;
 };
@@ -98,8 +99,31 @@ void cuda_check_rope(const RopeTable& t, float* x, int n_tok, int n_heads, int64
 // Appends n_ctx keys/values (k, v: [n_ctx][n_kv_heads][head_dim]) to a GPU
 // cache of `kv_mode`, in chunks of `append_chunk`, then attends with the
 // queries of the last n_q tokens (q [n_q][n_heads][head_dim]) -> out.
+// With `dump`, the cache's code records come back too (quantized modes).
+struct CudaKvDump {
+  std::vector<uint8_t> k_codes, v_codes;  // [n_kv_heads][max_groups][record bytes]
+  size_t k_rec = 0, v_rec = 0;            // record bytes (kv_group_layout(...).bytes)
+  int n_groups = 0, max_groups = 0;       // groups written / per-head capacity
+  int n_sinks = 0, n_window = 0;
+};
 void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
-                          int append_chunk, const float* q, int n_q, float* out, CudaGemm gemm);
+                          int append_chunk, const float* q, int n_q, float* out, CudaGemm gemm,
+                          CudaKvDump* dump = nullptr);
+
+// Decode attention of one layer (one query row, after the append of that
+// row's key/value) at n_ctx tokens of random keys/values: microseconds per
+// call and the cache's device bytes. Enough caches are rotated to defeat the
+// 50 MB L2.
+struct CudaAttnSpeed {
+  double us = 0;
+  double kv_bytes = 0;
+  int caches = 0;
+};
+CudaAttnSpeed cuda_bench_decode_attention(const KvShape& s, const std::string& kv_mode, int n_ctx);
+
+// Device bytes per token of one layer's KV cache in `mode` once long (codes,
+// scales and zeros for quantized modes); throws for modes the GPU lacks.
+double cuda_kv_bytes_per_token(const std::string& kv_mode, const KvShape& s);
 
 // Decode GEMV speed: GB/s of weight bytes streamed by gemv over `rows` x
 // `cols` matrices of type t (enough copies to defeat the L2 cache, random

@@ -1,6 +1,9 @@
 // Host-buffer wrappers around single kernel paths, for the tests that compare
 // them with the CPU reference (tests/test_cuda.cpp).
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <memory>
 #include <vector>
 
 #include "backend/cuda/gpu_kv_cache.cuh"
@@ -67,7 +70,7 @@ void cuda_check_rope(const RopeTable& t, float* x, int n_tok, int n_heads, int64
 }
 
 void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
-                          int append_chunk, const float* q, int n_q, float* out, CudaGemm g) {
+                          int append_chunk, const float* q, int n_q, float* out, CudaGemm g, CudaKvDump* dump) {
   auto cache = make_gpu_kv_cache(kv_mode, s);
   const size_t row = static_cast<size_t>(s.kv_dim());
   DeviceBuffer kb = to_device(k, sizeof(float) * n_ctx * row), vb = to_device(v, sizeof(float) * n_ctx * row);
@@ -84,7 +87,54 @@ void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const fl
   sync_check();
   cublasDestroy(ws.cublas);
   LONGKV_CUDA_CHECK(cudaMemcpy(out, ob.as(), qbytes, cudaMemcpyDeviceToHost));
+  if (dump) cache->dump_codes(dump);
 }
+
+CudaAttnSpeed cuda_bench_decode_attention(const KvShape& s, const std::string& kv_mode, int n_ctx) {
+  KvShape sh = s;
+  sh.max_tokens = n_ctx + 1;
+  std::vector<std::unique_ptr<GpuKvCache>> caches;
+  caches.push_back(make_gpu_kv_cache(kv_mode, sh));
+  caches[0]->fill_random(n_ctx, 1, nullptr);
+  const double bytes = static_cast<double>(caches[0]->footprint().gpu_bytes);
+  // Rotate over >= 512 MiB of caches so the 50 MB L2 holds none of them.
+  const int n_caches = static_cast<int>(std::clamp(std::ceil(536870912.0 / bytes), 1.0, 24.0));
+  for (int i = 1; i < n_caches; ++i) {
+    caches.push_back(make_gpu_kv_cache(kv_mode, sh));
+    caches.back()->fill_random(n_ctx, 1 + i, nullptr);
+  }
+  const size_t qbytes = sizeof(float) * s.q_dim(), kvbytes = sizeof(float) * s.kv_dim();
+  std::vector<float> qh(s.q_dim()), kvh(s.kv_dim());
+  for (size_t i = 0; i < qh.size(); ++i) qh[i] = std::sin(0.37f * i);
+  for (size_t i = 0; i < kvh.size(); ++i) kvh[i] = std::cos(0.11f * i);
+  DeviceBuffer qb = to_device(qh.data(), qbytes), kvb = to_device(kvh.data(), kvbytes), ob(qbytes);
+  for (auto& c : caches) c->append(kvb.as<float>(), kvb.as<float>(), 1, nullptr);
+  GpuAttnWorkspace ws;
+  LONGKV_CUBLAS_CHECK(cublasCreate(&ws.cublas));
+  for (auto& c : caches) c->attend(qb.as<float>(), 1, ob.as<float>(), ws, nullptr);  // warm-up, workspace growth
+  sync_check();
+  cudaEvent_t e0, e1;
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e0));
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e1));
+  const int reps = std::max(20, 2 * n_caches);
+  LONGKV_CUDA_CHECK(cudaEventRecord(e0));
+  for (int r = 0; r < reps; ++r) caches[r % n_caches]->attend(qb.as<float>(), 1, ob.as<float>(), ws, nullptr);
+  LONGKV_CUDA_CHECK(cudaEventRecord(e1));
+  LONGKV_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  LONGKV_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cublasDestroy(ws.cublas);
+  sync_check();
+  CudaAttnSpeed r;
+  r.us = 1e3 * ms / reps;
+  r.kv_bytes = bytes;
+  r.caches = n_caches;
+  return r;
+}
+
+double cuda_kv_bytes_per_token(const std::string& kv_mode, const KvShape& s) { return gpu_kv_bytes_per_token(kv_mode, s); }
 
 CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols) {
   const size_t ld = gpu_row_stride(t, cols), one = ld * rows;

@@ -23,9 +23,11 @@ void cuda_check_matmul(const WeightView&, const float*, int, float*, CudaGemm) {
 void cuda_check_rmsnorm(const float*, const float*, int, int, float, float*) { fail("%s", kNoCuda); }
 void cuda_check_rope(const RopeTable&, float*, int, int, int64_t) { fail("%s", kNoCuda); }
 void cuda_check_attention(const KvShape&, const std::string&, const float*, const float*, int, int, const float*, int,
-                          float*, CudaGemm) {
+                          float*, CudaGemm, CudaKvDump*) {
   fail("%s", kNoCuda);
 }
+CudaAttnSpeed cuda_bench_decode_attention(const KvShape&, const std::string&, int) { fail("%s", kNoCuda); }
+double cuda_kv_bytes_per_token(const std::string&, const KvShape&) { fail("%s", kNoCuda); }
 
 CudaGemvSpeed cuda_bench_gemv(WeightType, int, int) { fail("%s", kNoCuda); }
 

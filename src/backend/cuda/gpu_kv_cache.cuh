@@ -10,6 +10,7 @@
 
 #include "backend/cuda/cuda_common.cuh"
 #include "kv/kv_cache.h"
+#include "kv/kv_mode.h"
 
 namespace longkv::cuda {
 
@@ -18,6 +19,7 @@ struct GpuAttnWorkspace {
   cublasHandle_t cublas = nullptr;
   CudaGemm gemm = CudaGemm::f16;
   DeviceBuffer a, b, c, d, e;
+  DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized to f16
 };
 
 class GpuKvCache {
@@ -34,6 +36,8 @@ class GpuKvCache {
   virtual int size() const = 0;
   virtual void clear() = 0;
   virtual std::string mode() const = 0;
+  // Copies the stored code records to the host (quantized caches; tests).
+  virtual void dump_codes(CudaKvDump* d) const { fail("KV mode '%s' has no code records", mode().c_str()); }
   const KvShape& shape() const { return shape_; }
 
  protected:
@@ -41,8 +45,14 @@ class GpuKvCache {
   KvShape shape_;
 };
 
-// GPU KV modes: "f16" (dense). Throws Error naming the supported modes.
+// GPU KV modes: "f16" (dense) and the post-RoPE scalar modes k<B>v<B> with
+// B in {8, 4, 2}, G = 32 (kv_quant_gpu.cu). Throws Error naming the supported modes.
 std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s);
+// The quantized cache (mode already parsed to kind quant); throws for what it
+// cannot hold (pre-RoPE, rotated, 3- or 1-bit codes, G != 32, head_dim not 64/128).
+std::unique_ptr<GpuKvCache> make_quant_gpu_kv_cache(const KvMode& mode, const KvShape& s);
+// Steady-state device bytes per token of one layer's cache in `mode`.
+double gpu_kv_bytes_per_token(const std::string& mode, const KvShape& s);
 
 // --- dense f16 attention kernels (attention.cu) ------------------------------
 // Dense layout: K and V each [n_kv_heads][max_tokens][head_dim] f16, so one KV
@@ -59,6 +69,16 @@ struct DenseKvView {
 void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s);
 // Splits the decode kernel uses for n_tokens (and tokens per split).
 int decode_splits_for(int n_kv_heads, int n_tokens, int* tps);
+// The split kernel alone: decode_splits_for(n_kv_heads, n_tokens) partial
+// states (o normalized, m, l) per query head, written at split indices
+// split_base.. of part_o [n_heads][stride][D] and part_ml [n_heads][stride][2]
+// (quantized caches put their own splits beside them).
+void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* part_o, float* part_ml, int split_base,
+                               int stride, cudaStream_t s);
+// out [n_heads][D] = merge of the n_parts states of each query head (parts
+// with l = 0 are empty).
+void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, int n_parts, int D, float* out,
+                        cudaStream_t s);
 // n_q rows at positions n_tokens - n_q ..: S = Q K^T and O = P V through
 // cuBLAS with a causal softmax in between.
 void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,

@@ -1,6 +1,6 @@
 // Dense f16 KV cache in device memory (layout in gpu_kv_cache.cuh): the GPU
 // twin of kv/dense_cache, and the baseline the quantized GPU caches of
-// milestone 2 are measured against.
+// milestone 3 (kv_quant_gpu.cu) are measured against.
 #include "backend/cuda/gpu_kv_cache.cuh"
 
 namespace longkv::cuda {
@@ -69,8 +69,11 @@ class DenseF16GpuCache final : public GpuKvCache {
 }  // namespace
 
 std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s) {
-  if (mode == "f16") return std::make_unique<DenseF16GpuCache>(s);
-  fail("KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16)", mode.c_str());
+  const KvMode m = parse_kv_mode(mode);
+  if (m.kind == KvKind::f16) return std::make_unique<DenseF16GpuCache>(s);
+  if (m.kind == KvKind::quant) return make_quant_gpu_kv_cache(m, s);
+  fail("KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16, k<B>v<B> with B in 8, 4, 2)",
+       mode.c_str());
 }
 
 }  // namespace longkv::cuda
