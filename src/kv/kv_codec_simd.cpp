@@ -128,12 +128,23 @@ inline vf vexp(vf x) { return std::exp(x); }
 constexpr int kMaxH = 4;        // query vectors per pass over the codes
 // Groups ahead that kv_attend_groups prefetches (into L2: a group's records
 // are 3-5 KiB, and L1 also holds the per-group scratch).
-constexpr int kPrefetchGroups = 4;
+constexpr int kPrefetchGroups = 8;
 constexpr int kTokTile = 2 * W;  // key tokens per pass (2 vectors x 4 heads accumulators)
 static_assert(kKvCodeBlock % kTokTile == 0);
 // Channel vectors per value pass: 4 x 4 heads = 16 accumulators of AVX-512's
 // 32 registers; AVX2 (16 registers) takes 2.
 constexpr int kValueCV = W == 16 ? 4 : 2;
+
+// acc + (*m broadcast) * x. AVX-512: the FMA's embedded broadcast, one
+// macro-op, where the compiler would hoist a separate broadcast per use.
+inline vf vfma_bcast(const float* m, vf x, vf acc) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  __asm__("vfmadd231ps %[m]%{1to16%}, %[x], %[acc]" : [acc] "+v"(acc) : [x] "v"(x), [m] "m"(*m));
+  return acc;
+#else
+  return vfma(vset1(*m), x, acc);
+#endif
+}
 
 // ---- code words -------------------------------------------------------------
 
@@ -197,9 +208,8 @@ inline void key_plane(const uint32_t* words, int group, int d, int t0, const flo
       constexpr int k = decltype(kc)::value;
       const vf x0 = field<PB, k>(w0), x1 = field<PB, k>(w1);
       for (int h = 0; h < H; ++h) {
-        const vf qb = vset1(qc[h][k]);
-        acc[h][0] = vfma(qb, x0, acc[h][0]);
-        acc[h][1] = vfma(qb, x1, acc[h][1]);
+        acc[h][0] = vfma_bcast(&qc[h][k], x0, acc[h][0]);
+        acc[h][1] = vfma_bcast(&qc[h][k], x1, acc[h][1]);
       }
     });
   }
@@ -328,69 +338,89 @@ void dequant_key_tile(const uint8_t* rec, const KvGroupLayout& l, int t0, const 
 // ---- value accumulation ---------------------------------------------------------
 
 // acc[h][i] += sum over the plane's tokens of wk[h][t] * code[t][c0 + i*W + lane]
-// for channels c0 .. c0 + CV*W - 1, all in one channel group; words: the
-// plane [G/n][d]; wk[h]: the group's [G] multipliers (p * scale * weight).
-template <int PB, int H, int CV>
-inline void value_plane(const uint32_t* words, int group, int d, int c0, const float* wk, int ldw, vf (&acc)[H][CV]) {
-  constexpr int n = 32 / PB;
+// for channels c0 .. c0 + CV*W - 1; every VPG consecutive vectors share a
+// channel group (chunk vector i takes the multipliers of channel group
+// i / VPG, G floats further per group). words: the plane [G/n][d]; wk[h]:
+// the chunk's first channel group's [G] multipliers (p * scale * weight).
+// 64-channel chunks over two G = 32 channel groups keep 16 accumulators.
+// Always inlined: out of line, acc would live in memory behind the reference.
+template <int PB, int H, int CV, int VPG>
+[[gnu::always_inline]] inline void value_plane(const uint32_t* words, int group, int d, int c0, const float* wk, int ldw, vf (&acc)[H][CV]) {
+  constexpr int n = 32 / PB, NG = CV / VPG;
+  static_assert(CV % VPG == 0);
   for (int j = 0; j < group / n; ++j) {
     vi w[CV];
     for (int i = 0; i < CV; ++i) w[i] = viload(words + static_cast<size_t>(j) * d + c0 + i * W);
-    const float* wt[H];
-    for (int h = 0; h < H; ++h) wt[h] = wk + static_cast<size_t>(h) * ldw + j * n;
+    const float* wt[H][NG];
+    for (int h = 0; h < H; ++h)
+      for (int g = 0; g < NG; ++g) wt[h][g] = wk + static_cast<size_t>(h) * ldw + g * group + j * n;
     static_for<0, n>([&](auto kc) {
       constexpr int k = decltype(kc)::value;
       vf x[CV];
       for (int i = 0; i < CV; ++i) x[i] = field<PB, k>(w[i]);
-      for (int h = 0; h < H; ++h) {
-        const vf wb = vset1(wt[h][k]);
-        for (int i = 0; i < CV; ++i) acc[h][i] = vfma(wb, x[i], acc[h][i]);
-      }
+      for (int h = 0; h < H; ++h)
+        for (int g = 0; g < NG; ++g)
+          for (int i = g * VPG; i < (g + 1) * VPG; ++i) acc[h][i] = vfma_bcast(&wt[h][g][k], x[i], acc[h][i]);
     });
   }
 }
 
-template <int H, int CV>
-void value_chunk(const uint8_t* codes, const Plane* pl, int np, int group, int d, int c0, const float* wk, int ldw,
+// One value group record of a multi-record pass: its codes and multipliers.
+struct ValueRec {
+  const uint8_t* codes;
+  const float* wk;  // [planes][nv][d]
+};
+
+// out[h][c0 .. c0 + CV*W) += the records' value sums; the accumulators stay
+// in registers across all nrec records (one load/store of out per pass).
+template <int H, int CV, int VPG>
+void value_chunk(const ValueRec* recs, int nrec, const Plane* pl, int np, int group, int d, int c0, int ldw,
                  size_t plane_stride, float* out) {
   vf acc[H][CV];
   for (int h = 0; h < H; ++h)
     for (int i = 0; i < CV; ++i) acc[h][i] = vload(out + static_cast<size_t>(h) * d + c0 + i * W);
-  const int goff = c0 / group * group;  // the chunk's channel group, times G
-  for (int p = 0; p < np; ++p) {
-    const uint32_t* words = reinterpret_cast<const uint32_t*>(codes + pl[p].offset);
-    const float* wp = wk + p * plane_stride + goff;
-    switch (pl[p].pb) {
-      case 8: value_plane<8, H, CV>(words, group, d, c0, wp, ldw, acc); break;
-      case 4: value_plane<4, H, CV>(words, group, d, c0, wp, ldw, acc); break;
-      case 2: value_plane<2, H, CV>(words, group, d, c0, wp, ldw, acc); break;
-      default: value_plane<1, H, CV>(words, group, d, c0, wp, ldw, acc); break;
+  const int goff = c0 / group * group;  // the chunk's first channel group, times G
+  for (int r = 0; r < nrec; ++r)
+    for (int p = 0; p < np; ++p) {
+      const uint32_t* words = reinterpret_cast<const uint32_t*>(recs[r].codes + pl[p].offset);
+      const float* wp = recs[r].wk + p * plane_stride + goff;
+      switch (pl[p].pb) {
+        case 8: value_plane<8, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
+        case 4: value_plane<4, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
+        case 2: value_plane<2, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
+        default: value_plane<1, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
+      }
     }
-  }
   for (int h = 0; h < H; ++h)
     for (int i = 0; i < CV; ++i) vstore(out + static_cast<size_t>(h) * d + c0 + i * W, acc[h][i]);
 }
 
-// Chunks of min(G, kValueCV * W) channels never straddle a channel group.
+// Chunks of kValueCV * W channels: inside one channel group when G allows,
+// else (AVX-512, G = 32) across two whole channel groups; 2 * W otherwise.
 template <int H>
-void value_accum_h(const uint8_t* codes, const Plane* pl, int np, int group, int d, const float* wk, int ldw,
+void value_accum_h(const ValueRec* recs, int nrec, const Plane* pl, int np, int group, int d, int ldw,
                    size_t plane_stride, float* out) {
-  if (group >= kValueCV * W) {
-    for (int c0 = 0; c0 < d; c0 += kValueCV * W)
-      value_chunk<H, kValueCV>(codes, pl, np, group, d, c0, wk, ldw, plane_stride, out);
+  constexpr int CW = kValueCV * W;
+  if (group >= CW) {
+    for (int c0 = 0; c0 < d; c0 += CW)
+      value_chunk<H, kValueCV, kValueCV>(recs, nrec, pl, np, group, d, c0, ldw, plane_stride, out);
+  } else if (group * 2 == CW && d % CW == 0) {
+    for (int c0 = 0; c0 < d; c0 += CW)
+      value_chunk<H, kValueCV, kValueCV / 2>(recs, nrec, pl, np, group, d, c0, ldw, plane_stride, out);
   } else {
     static_assert(kKvCodeBlock % (2 * W) == 0);
-    for (int c0 = 0; c0 < d; c0 += 2 * W) value_chunk<H, 2>(codes, pl, np, group, d, c0, wk, ldw, plane_stride, out);
+    for (int c0 = 0; c0 < d; c0 += 2 * W)
+      value_chunk<H, 2, 2>(recs, nrec, pl, np, group, d, c0, ldw, plane_stride, out);
   }
 }
 
-void value_accum_any(int h, const uint8_t* codes, const Plane* pl, int np, int group, int d, const float* wk, int ldw,
+void value_accum_any(int h, const ValueRec* recs, int nrec, const Plane* pl, int np, int group, int d, int ldw,
                      size_t plane_stride, float* out) {
   switch (h) {
-    case 1: value_accum_h<1>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
-    case 2: value_accum_h<2>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
-    case 3: value_accum_h<3>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
-    default: value_accum_h<4>(codes, pl, np, group, d, wk, ldw, plane_stride, out); break;
+    case 1: value_accum_h<1>(recs, nrec, pl, np, group, d, ldw, plane_stride, out); break;
+    case 2: value_accum_h<2>(recs, nrec, pl, np, group, d, ldw, plane_stride, out); break;
+    case 3: value_accum_h<3>(recs, nrec, pl, np, group, d, ldw, plane_stride, out); break;
+    default: value_accum_h<4>(recs, nrec, pl, np, group, d, ldw, plane_stride, out); break;
   }
 }
 
@@ -403,25 +433,23 @@ void value_plane_weights(const Plane& pl, int group, int ng, float* wgt) {
 }
 
 // Value multipliers and zero terms of one group for nv probability rows
-// p [nv][G]: wk[pl][v][gi*G + t] = p[v][t] * s[gi][t] * vw[pl][gi*G + t],
+// p [nv][ldp]: wk[pl][v][gi*G + t] = p[v][t] * s[gi][t] * vw[pl][gi*G + t],
 // zacc[v][gi*G + t] += p[v][t] * z[gi][t] (reduced per channel group by
-// add_zero_terms). sw: [planes][d] scratch.
-void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* vw, const float* p, int nv,
-                float* wk, float* zacc, float* sw) {
+// add_zero_terms). Each scale/zero vector is converted once for all rows.
+void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* vw, const float* p, int ldp,
+                int nv, float* wk, float* zacc) {
   const int G = l.group, d = l.head_dim;
   const f16_t* sh = reinterpret_cast<const f16_t*>(rec + l.scale_offset);
   const f16_t* zh = reinterpret_cast<const f16_t*>(rec + l.zero_offset);
-  for (int pl = 0; pl < np; ++pl)
-    for (int i = 0; i < d; i += W)
-      vstore(sw + static_cast<size_t>(pl) * d + i, vmul(vload_f16(sh + i), vload(vw + static_cast<size_t>(pl) * d + i)));
-  for (int v = 0; v < nv; ++v) {
-    const float* pv = p + static_cast<size_t>(v) * G;
-    float* za = zacc + static_cast<size_t>(v) * d;
-    for (int i = 0; i < d; i += W) {
-      const vf x = vload(pv + i % G);
-      vstore(za + i, vfma(x, vload_f16(zh + i), vload(za + i)));
-      for (int pl = 0; pl < np; ++pl)
-        vstore(wk + (static_cast<size_t>(pl) * nv + v) * d + i, vmul(x, vload(sw + static_cast<size_t>(pl) * d + i)));
+  for (int i = 0; i < d; i += W) {
+    const vf z = vload_f16(zh + i), s = vload_f16(sh + i);
+    vf sw[2];
+    for (int pl = 0; pl < np; ++pl) sw[pl] = vmul(s, vload(vw + static_cast<size_t>(pl) * d + i));
+    for (int v = 0; v < nv; ++v) {
+      const vf x = vload(p + static_cast<size_t>(v) * ldp + i % G);
+      float* za = zacc + static_cast<size_t>(v) * d + i;
+      vstore(za, vfma(x, z, vload(za)));
+      for (int pl = 0; pl < np; ++pl) vstore(wk + (static_cast<size_t>(pl) * nv + v) * d + i, vmul(x, sw[pl]));
     }
   }
 }
@@ -567,54 +595,66 @@ void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float*
   const float* vw = value_weights(sc, bits, group, d);
   sc.wk.resize(static_cast<size_t>(np) * nv * d);
   sc.zacc.assign(static_cast<size_t>(nv) * d, 0.0f);
-  sc.sw.resize(static_cast<size_t>(np) * d);
-  value_prep(rec, l, np, vw, p, nv, sc.wk.data(), sc.zacc.data(), sc.sw.data());
+  value_prep(rec, l, np, vw, p, group, nv, sc.wk.data(), sc.zacc.data());
   add_zero_terms(sc.zacc.data(), nv, group, d, out);
   for (int v0 = 0; v0 < nv; v0 += kMaxH)
-    value_accum_any(std::min(kMaxH, nv - v0), rec, pl, np, group, d, sc.wk.data() + static_cast<size_t>(v0) * d, d,
-                    static_cast<size_t>(nv) * d, out + static_cast<size_t>(v0) * d);
+  {
+    const ValueRec r{rec, sc.wk.data() + static_cast<size_t>(v0) * d};
+    value_accum_any(std::min(kMaxH, nv - v0), &r, 1, pl, np, group, d, d, static_cast<size_t>(nv) * d,
+                    out + static_cast<size_t>(v0) * d);
+  }
 }
 
 void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, size_t vstride, int n_groups,
                       int group, int d, int kbits, int vbits, const float* q, int nv, float* out, float* m_out,
                       float* l_out) {
   LONGKV_ASSERT(nv >= 1 && nv <= kMaxH);
+  // Groups per pass: the softmax bookkeeping and the value accumulators'
+  // load/store are paid once per span of up to kSpan groups (64 tokens).
+  constexpr int kSpan = 2;
   const KvGroupLayout kl = kv_group_layout(group, d, kbits), vl = kv_group_layout(group, d, vbits);
   Scratch& sc = scratch();
   Plane kp[2], vp[2];
   const int knp = planes_of(kbits, group * d, kp), vnp = planes_of(vbits, group * d, vp);
   const float* kw = key_weights(sc, kbits, group, d);
   const float* vw = value_weights(sc, vbits, group, d);
-  sc.qk.resize(static_cast<size_t>(knp) * nv * d);
-  sc.qw.resize(sc.qk.size());
+  const size_t qk_n = static_cast<size_t>(knp) * nv * d, wk_n = static_cast<size_t>(vnp) * nv * d;
+  sc.qk.resize(qk_n);
+  sc.qw.resize(qk_n);
   key_query_weights(q, nv, d, knp, kw, sc.qw.data());
   sc.qz.resize(nv);
-  sc.sc.resize(static_cast<size_t>(nv) * group);
-  sc.wk.resize(static_cast<size_t>(vnp) * nv * d);
+  const int lds = kSpan * group;  // score row stride: one span
+  sc.sc.resize(static_cast<size_t>(nv) * lds);
+  sc.wk.resize(kSpan * wk_n);
   sc.zacc.assign(static_cast<size_t>(nv) * d, 0.0f);
-  sc.sw.resize(static_cast<size_t>(vnp) * d);
   sc.lv.assign(static_cast<size_t>(nv) * W, 0.0f);
   std::fill(out, out + static_cast<size_t>(nv) * d, 0.0f);
   float m[kMaxH];
   for (int v = 0; v < nv; ++v) m[v] = -INFINITY;
   float* s = sc.sc.data();
-  for (int grp = 0; grp < n_groups; ++grp) {
-    const uint8_t* kr = krec + grp * kstride;
-    const uint8_t* vr = vrec + grp * vstride;
-    // Pull a later group's records in while this one computes: K and V
-    // streams interleave, which the hardware prefetcher follows late.
-    if (grp + kPrefetchGroups < n_groups) {
-      const char* kn = reinterpret_cast<const char*>(kr + kPrefetchGroups * kstride);
-      const char* vn = reinterpret_cast<const char*>(vr + kPrefetchGroups * vstride);
-      for (size_t off = 0; off < kl.bytes; off += 64) __builtin_prefetch(kn + off, 0, 2);
-      for (size_t off = 0; off < vl.bytes; off += 64) __builtin_prefetch(vn + off, 0, 2);
+  for (int grp0 = 0; grp0 < n_groups; grp0 += kSpan) {
+    const int span = std::min(kSpan, n_groups - grp0), ns = span * group;
+    ValueRec recs[kSpan];
+    for (int r = 0; r < span; ++r) {
+      const int grp = grp0 + r;
+      const uint8_t* kr = krec + grp * kstride;
+      // Pull a later group's records in while this one computes: K and V
+      // streams interleave, which the hardware prefetcher follows late.
+      if (grp + kPrefetchGroups < n_groups) {
+        const char* kn = reinterpret_cast<const char*>(kr + kPrefetchGroups * kstride);
+        const char* vn = reinterpret_cast<const char*>(vrec + (grp + kPrefetchGroups) * vstride);
+        for (size_t off = 0; off < kl.bytes; off += 64) __builtin_prefetch(kn + off, 0, 2);
+        for (size_t off = 0; off < vl.bytes; off += 64) __builtin_prefetch(vn + off, 0, 2);
+      }
+      key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
+      key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(),
+                     s + r * group, lds);
+      recs[r] = {vrec + grp * vstride, sc.wk.data() + r * wk_n};
     }
-    key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
-    key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(), s, group);
     for (int v = 0; v < nv; ++v) {
-      float* sv = s + static_cast<size_t>(v) * group;
+      float* sv = s + static_cast<size_t>(v) * lds;
       vf mx = vload(sv);
-      for (int t = W; t < group; t += W) mx = vmax(mx, vload(sv + t));
+      for (int t = W; t < ns; t += W) mx = vmax(mx, vload(sv + t));
       // The horizontal max only when some score beats the running max
       // (rare once the span has seen its largest scores).
       if (vany_gt(mx, m[v])) {
@@ -633,15 +673,16 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       }
       const vf mv = vset1(m[v]);
       vf lsum = vload(sc.lv.data() + static_cast<size_t>(v) * W);
-      for (int t = 0; t < group; t += W) {
+      for (int t = 0; t < ns; t += W) {
         const vf e = vexp(vsub(vload(sv + t), mv));
         vstore(sv + t, e);
         lsum = vadd(lsum, e);
       }
       vstore(sc.lv.data() + static_cast<size_t>(v) * W, lsum);
     }
-    value_prep(vr, vl, vnp, vw, s, nv, sc.wk.data(), sc.zacc.data(), sc.sw.data());
-    value_accum_any(nv, vr, vp, vnp, group, d, sc.wk.data(), d, static_cast<size_t>(nv) * d, out);
+    for (int r = 0; r < span; ++r)
+      value_prep(recs[r].codes, vl, vnp, vw, s + r * group, lds, nv, sc.wk.data() + r * wk_n, sc.zacc.data());
+    value_accum_any(nv, recs, span, vp, vnp, group, d, d, static_cast<size_t>(nv) * d, out);
   }
   add_zero_terms(sc.zacc.data(), nv, group, d, out);
   for (int v = 0; v < nv; ++v) {
