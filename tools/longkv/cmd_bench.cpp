@@ -51,7 +51,8 @@ int cmd_bench(const BenchOptions& o) {
   LoadedModel lm;
   if (!o.synthetic.empty()) {
     WeightType wt;
-    LONGKV_CHECK(parse_weight_type(o.wtype, &wt), "unknown weight type '%s'", o.wtype.c_str());
+    LONGKV_CHECK(parse_weight_type(o.wtype, &wt), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
+                 o.wtype.c_str());
     const double t0 = now_seconds();
     lm.weights = make_synthetic_model(synthetic_config(o.synthetic), wt, 1234, build_pool);
     log_info("built %s with random %s weights (%s) in %.1f s", o.synthetic.c_str(), weight_traits(wt).name,
