@@ -20,6 +20,8 @@
 #include "core/thread_pool.h"
 #include "core/timer.h"
 #include "formats/logprob_file.h"
+#include "backend/cuda/cuda_backend.h"
+#include "device.h"
 #include "kv/kv_mode.h"
 #include <nlohmann/json.hpp>
 #include "model/llama_model.h"
@@ -35,11 +37,13 @@ struct PplOptions {
   int ctx = 512, chunks = 0, batch = 512;
   std::string save_logits, kl_base;
   std::string csv, json;
+  std::string device = "cpu", cuda_gemm = "f32";
 };
 
 struct ModeRun {
   std::string mode;
-  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<std::unique_ptr<KvCache>> caches;  // CPU
+  std::unique_ptr<CudaModel> gpu;                // --device cuda: weights + this mode's caches on the GPU
   double nll_sum = 0, nll_sq = 0;
   int64_t scored = 0;
   double kl_sum = 0;
@@ -85,10 +89,21 @@ int cmd_perplexity(const PplOptions& o) {
     modes.insert(modes.begin(), "f16");
     base = 0;
   }
+  const bool on_gpu = use_cuda_device(o.device);
+  CudaGemm gemm = CudaGemm::f32;
+  LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &gemm), "--cuda-gemm must be f16 or f32");
   std::vector<ModeRun> runs(modes.size());
   for (size_t i = 0; i < modes.size(); ++i) {
     runs[i].mode = modes[i];
-    runs[i].caches = model.make_caches(modes[i], o.ctx);
+    if (on_gpu) {
+      CudaModelOptions co;
+      co.kv_mode = modes[i];
+      co.max_tokens = o.ctx;
+      co.gemm = gemm;
+      runs[i].gpu = CudaModel::create(rt.model.weights, co);
+    } else {
+      runs[i].caches = model.make_caches(modes[i], o.ctx);
+    }
   }
 
   std::unique_ptr<LogProbReader> base_file;
@@ -119,11 +134,14 @@ int cmd_perplexity(const PplOptions& o) {
     win[0] = rt.tokenizer->bos();
     for (auto& r : runs)
       for (auto& c : r.caches) c->clear();
+    for (auto& r : runs)
+      if (r.gpu) r.gpu->clear();
     for (int p = 0; p < o.ctx; p += batch) {
       const int n = std::min(batch, o.ctx - p);
       for (size_t m = 0; m < runs.size(); ++m) {
         const double t0 = now_seconds();
-        model.forward(win.data() + p, n, p, runs[m].caches, logits[m].data(), true);
+        if (runs[m].gpu) runs[m].gpu->forward(win.data() + p, n, p, logits[m].data(), true);
+        else model.forward(win.data() + p, n, p, runs[m].caches, logits[m].data(), true);
         runs[m].seconds += now_seconds() - t0;
       }
       // Row i of the chunk predicts token p + i + 1.
@@ -164,7 +182,7 @@ int cmd_perplexity(const PplOptions& o) {
       progress.update(static_cast<int64_t>(w) * o.ctx + p + n,
                       strprintf("ppl(%s) %.4f", r0.mode.c_str(), std::exp(r0.nll_sum / std::max<int64_t>(1, r0.scored))));
     }
-    for (auto& r : runs) r.fp = total_footprint(r.caches);
+    for (auto& r : runs) r.fp = r.gpu ? r.gpu->kv_footprint() : total_footprint(r.caches);
   }
   progress.finish();
 
@@ -189,9 +207,11 @@ int cmd_perplexity(const PplOptions& o) {
   }
 
   std::printf("\n## Perplexity\n\n");
-  std::printf("model: %s  \ntext: %s (%zu tokens), ctx %d, %d windows, batch %d, threads %d%s\n\n",
+  const std::string where =
+      on_gpu ? strprintf("device cuda (%s GEMM for prefill)", cuda_gemm_name(gemm)) : strprintf("threads %d", pool.size());
+  std::printf("model: %s  \ntext: %s (%zu tokens), ctx %d, %d windows, batch %d, %s%s\n\n",
               describe_model(rt.model.weights).c_str(), o.text_file.c_str(), tokens.size(), o.ctx, n_windows, batch,
-              pool.size(), o.kl_base.empty() ? "" : (", KL base " + o.kl_base).c_str());
+              where.c_str(), o.kl_base.empty() ? "" : (", KL base " + o.kl_base).c_str());
   std::printf("| KV mode | K bits/elem | V bits/elem | KV MiB at ctx | ppl | ± | ppl ÷ f16 | mean KLD | top-1 agree | tokens scored | tok/s |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : rows) {
@@ -257,6 +277,10 @@ void register_perplexity(CLI::App& app) {
   sub->add_option("--save-logits", o->save_logits, "Save the first mode's log-probabilities to FILE");
   sub->add_option("--kl-base", o->kl_base, "Compare against log-probabilities saved by --save-logits");
   sub->add_option("--csv", o->csv, "Also write the table as CSV to FILE");
+  sub->add_option("--device", o->device, "cpu or cuda (falls back to the CPU, saying why, without a GPU)")
+      ->capture_default_str();
+  sub->add_option("--cuda-gemm", o->cuda_gemm, "Prefill products on the GPU: f32 (CPU arithmetic) or f16 (tensor cores)")
+      ->capture_default_str();
   sub->add_option("--json", o->json, "Also write the results as JSON to FILE");
   sub->callback([o] { g_exit_code = cmd_perplexity(*o); });
 }
