@@ -6,22 +6,7 @@
 # Each step has its own time limit so a slow one cannot eat the next.
 set -o pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; date -u; nvcc --version | tail -1; } 2>&1 | tee $OUT/env.txt
-mkdir -p /tmp/shared/models/evalmodel
-ln -sf $PWD/.devdeps/evalmodel-llama37m-q8_0.gguf /tmp/shared/models/evalmodel/
-ln -sf $PWD/.devdeps/reference.json /tmp/shared/models/evalmodel/
-export LONGKV_SHARED=/tmp/shared
-t0=$(date +%s)
-if ! scripts/device-build.sh .devdeps build-device longkv-cli longkv_tests > $OUT/build.log 2>&1; then
-  # Files other engineers are changing right now (device copy only).
-  echo "build failed; retrying without in-flux files"; grep -E "error" $OUT/build.log | head -5
-  rm -f tests/test_kv_codec.cpp tests/test_quant_cache*.cpp
-  sed -i '/register_needle(app);/d' tools/longkv/main.cpp; rm -f tools/longkv/cmd_needle.cpp
-  scripts/device-build.sh .devdeps build-device longkv-cli longkv_tests >> $OUT/build.log 2>&1 || { grep error $OUT/build.log | head; tail -15 $OUT/build.log; exit 1; }
-fi
-echo "build: $(( $(date +%s) - t0 )) s"
-source build-device/env.sh
+source scripts/device-setup.sh
 T=./build-device/tests/longkv_tests
 timeout 150 $T --gtest_filter='Cuda*:CudaQuant*:-Cuda.GemvSpeedReport:CudaQuant.DecodeAttentionSpeedReport' > $OUT/tests.log 2>&1
 echo "tests rc $? at $(( $(date +%s) - t0 )) s"

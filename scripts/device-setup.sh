@@ -1,0 +1,16 @@
+# Sourced by the scripts/device-*.sh runs (run tool, carry [".devdeps"]):
+# records the machine, lays out the eval model where the tests look for it
+# (LONGKV_SHARED=/tmp/shared), builds longkv with CUDA from the carried .debs
+# (scripts/device-build.sh) and sets LD_LIBRARY_PATH. Sets OUT and t0.
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; date -u; nvcc --version | tail -1; } 2>&1 | tee "$OUT/env.txt"
+mkdir -p /tmp/shared/models/evalmodel /tmp/shared/data/wikitext-2-raw
+ln -sf "$PWD/.devdeps/evalmodel-llama37m-q8_0.gguf" /tmp/shared/models/evalmodel/
+ln -sf "$PWD/.devdeps/reference.json" /tmp/shared/models/evalmodel/
+[[ -f .devdeps/data/wiki.test.raw ]] && ln -sf "$PWD/.devdeps/data/wiki.test.raw" /tmp/shared/data/wikitext-2-raw/
+export LONGKV_SHARED=/tmp/shared
+t0=$(date +%s)
+scripts/device-build.sh .devdeps build-device longkv-cli longkv_tests > "$OUT/build.log" 2>&1 ||
+  { grep -E "error" "$OUT/build.log" | head; tail -15 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+source build-device/env.sh
