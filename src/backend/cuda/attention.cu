@@ -10,16 +10,6 @@ namespace {
 constexpr int kMaxG = 8;        // query heads per KV head handled by one block
 constexpr int kDecodeWarps = 4;
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // One warp per (KV head, split), all g query heads of the group at once, so
 // each K/V byte is read once. Lanes split head_dim into 16-byte pieces (8

@@ -15,6 +15,18 @@
 
 namespace longkv::cuda {
 
+// Butterfly reductions over the 32 lanes of a warp (every lane gets the result).
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 #define LONGKV_CUDA_CHECK(expr)                                                                  \
   do {                                                                                          \
     const cudaError_t err_ = (expr);                                                            \

@@ -23,11 +23,6 @@ constexpr int kWarps = 8;  // dense kernels
 constexpr int kRows = 2;
 constexpr int kMaxSlabWarps = 16;  // 512 threads: up to 128 registers a lane
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // Sums each row's partial dot products over the block and writes y.
 __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], int row0, int rows, float* y,

@@ -41,16 +41,6 @@ namespace {
 constexpr int kG = kKvCodeBlock;  // group size the GPU cache supports (32 = lanes of a warp)
 constexpr int kQuantWarps = 4;
 
-__device__ __forceinline__ float warp_max_q(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum_q(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 __device__ __forceinline__ unsigned short f2h_bits(float x) { return __half_as_ushort(__float2half_rn(x)); }
 __device__ __forceinline__ float h2f_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
@@ -273,7 +263,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
       }
     }
 #pragma unroll
-    for (int h = 0; h < GP; ++h) qz[h] = warp_sum_q(qz[h]);
+    for (int h = 0; h < GP; ++h) qz[h] = warp_sum(qz[h]);
     __syncwarp();
     // Scores of token `lane`.
     float sc[GP];
@@ -298,7 +288,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     // Online softmax; m is warp-uniform, l and the accumulators per lane.
 #pragma unroll
     for (int h = 0; h < GP; ++h) {
-      const float mn = fmaxf(m[h], warp_max_q(sc[h]));
+      const float mn = fmaxf(m[h], warp_max(sc[h]));
       const float corr = __expf(m[h] - mn);
       m[h] = mn;
       const float p = __expf(sc[h] - mn);
@@ -335,12 +325,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
   for (int h = 0; h < GP; ++h) {
     if (h >= group_q) break;
-    const float lsum = warp_sum_q(l[h]);
+    const float lsum = warp_sum(l[h]);
     const float inv = lsum > 0 ? 1.0f / lsum : 0.0f;
     const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
 #pragma unroll
     for (int i = 0; i < kCh; ++i) {
-      const float z = warp_sum_q(pz[h][i]);  // sum_t p_t z_t of channel group i
+      const float z = warp_sum(pz[h][i]);  // sum_t p_t z_t of channel group i
       part_o[pi * D + i * 32 + lane] = (acc[h][i] + z) * inv;
     }
     if (lane == 0) {
