@@ -142,7 +142,7 @@ void register_all() {
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
       ->ComputeStatistics("min", min_of);
-  for (const char* mode : {"f16", "k8v8", "k4v4", "k2v2", "k2v2:g64"})
+  for (const char* mode : {"f16", "k8v8", "k4v4", "k2v2", "k2v2:g64", "k2v2:rot:o2"})
     benchmark::RegisterBenchmark((std::string("decode_attention/") + mode).c_str(),
                                  [m = std::string(mode)](benchmark::State& st) { BM_decode_attention(st, m); })
         ->ArgNames({"tokens", "threads"})

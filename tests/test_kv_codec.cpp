@@ -3,6 +3,7 @@
 // twins on odd shapes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -173,8 +174,75 @@ TEST(KvCodec, ConstantGroupAndSymmetricZero) {
   for (int c = 0; c < 32; c += 5) EXPECT_EQ(back[c], 0.0f);
 }
 
+// Dense-and-sparse outliers: planted spikes are all listed and read back
+// to the f16 rounding of their delta; every other element is within half a
+// step of a range fitted without the outliers; the entries are sorted,
+// distinct, and unused ones are zero; the error drops against no outliers.
+TEST(KvCodec, OutliersCarryTheSpikes) {
+  for (bool keys : {true, false})
+    for (int bits : {2, 4})
+      for (int d : {64, 128}) {
+        const int G = 32, n_out = kv_outlier_count(2.0, G, d);
+        ASSERT_EQ(n_out, static_cast<int>(std::lround(0.02 * G * d)));
+        auto x = kv_like(G, d, 77 + d + bits);
+        std::vector<int> spikes;
+        for (int i = 0; i < n_out / 2; ++i) {
+          const int idx = (i * 7919 + 13) % (G * d);
+          if (std::find(spikes.begin(), spikes.end(), idx) != spikes.end()) continue;
+          spikes.push_back(idx);
+          x[idx] = (i % 2 ? -40.0f : 40.0f) + 0.1f * i;
+        }
+        const KvGroupLayout l = kv_group_layout(G, d, bits, n_out), l0 = kv_group_layout(G, d, bits);
+        ASSERT_EQ(l.bytes, l0.bytes + 4u * n_out);
+        std::vector<uint8_t> rec(l.bytes), rec0(l0.bytes);
+        std::vector<float> back(x.size()), back0(x.size());
+        if (keys) {
+          kv_quantize_keys(x.data(), d, G, d, bits, false, rec.data(), n_out);
+          kv_dequantize_keys(rec.data(), G, d, bits, back.data(), d, n_out);
+          kv_quantize_keys(x.data(), d, G, d, bits, false, rec0.data());
+          kv_dequantize_keys(rec0.data(), G, d, bits, back0.data(), d);
+        } else {
+          kv_quantize_values(x.data(), d, G, d, bits, false, rec.data(), n_out);
+          kv_dequantize_values(rec.data(), G, d, bits, back.data(), d, n_out);
+          kv_quantize_values(x.data(), d, G, d, bits, false, rec0.data());
+          kv_dequantize_values(rec0.data(), G, d, bits, back0.data(), d);
+        }
+        const std::string what = std::string(keys ? "keys" : "values") + " bits " + std::to_string(bits) +
+                                 " d " + std::to_string(d);
+        std::vector<int> listed;
+        const uint32_t* e = kv_outliers(rec.data(), l);
+        for (int i = 0; i < n_out; ++i) {
+          if (e[i] == 0 && i > 0) continue;  // unused
+          const KvOutlier o = kv_outlier_entry(e[i]);
+          listed.push_back(o.t * d + o.c);
+        }
+        ASSERT_TRUE(std::is_sorted(listed.begin(), listed.end())) << what;
+        ASSERT_TRUE(std::adjacent_find(listed.begin(), listed.end()) == listed.end()) << what;
+        for (int idx : spikes) {
+          ASSERT_TRUE(std::binary_search(listed.begin(), listed.end(), idx)) << what << " spike " << idx;
+          EXPECT_LE(std::fabs(back[idx] - x[idx]), 0.05f) << what << " spike " << idx;
+        }
+        // Non-outliers: within half a step (+ the zero's f16 rounding).
+        const f16_t* sc = reinterpret_cast<const f16_t*>(&rec[l.scale_offset]);
+        const f16_t* zr = reinterpret_cast<const f16_t*>(&rec[l.zero_offset]);
+        double err = 0, err0 = 0;
+        for (int t = 0; t < G; ++t)
+          for (int c = 0; c < d; ++c) {
+            const int idx = t * d + c;
+            err += std::pow(back[idx] - x[idx], 2);
+            err0 += std::pow(back0[idx] - x[idx], 2);
+            if (std::binary_search(listed.begin(), listed.end(), idx)) continue;
+            const int si = keys ? c : (c / G) * G + t;
+            const float s = f16_to_f32(sc[si]), z = f16_to_f32(zr[si]);
+            ASSERT_LE(std::fabs(back[idx] - x[idx]), 0.5f * s + 1e-3f * std::fabs(z) + 1e-6f) << what << " t " << t << " c " << c;
+          }
+        EXPECT_LT(err, 0.2 * err0) << what;  // measured 0.05 .. 0.14
+      }
+}
+
 struct KernelCase {
   int d, G, bits, nv;
+  int outliers = 0;
 };
 
 std::vector<KernelCase> kernel_cases() {
@@ -185,6 +253,7 @@ std::vector<KernelCase> kernel_cases() {
         for (int nv : {1, 3, 4, 9}) {
           if (d % G) continue;
           cs.push_back({d, G, bits, nv});
+          if (nv != 9 && G != 128) cs.push_back({d, G, bits, nv, 1 + (d * G) / 97});
         }
   return cs;
 }
@@ -192,33 +261,33 @@ std::vector<KernelCase> kernel_cases() {
 TEST(KvCodec, FastKeyScoresMatchReference) {
   for (const auto& kc : kernel_cases()) {
     const auto k = kv_like(kc.G, kc.d, 5 + kc.bits);
-    const KvGroupLayout l = kv_group_layout(kc.G, kc.d, kc.bits);
+    const KvGroupLayout l = kv_group_layout(kc.G, kc.d, kc.bits, kc.outliers);
     std::vector<uint8_t> rec(l.bytes);
-    kv_quantize_keys(k.data(), kc.d, kc.G, kc.d, kc.bits, kc.bits != 1 && kc.nv == 3, rec.data());
+    kv_quantize_keys(k.data(), kc.d, kc.G, kc.d, kc.bits, kc.bits != 1 && kc.nv == 3, rec.data(), kc.outliers);
     const auto q = test::random_floats(static_cast<size_t>(kc.nv) * kc.d, 7 + kc.nv);
     std::vector<float> got(static_cast<size_t>(kc.nv) * kc.G), want(got.size());
-    kv_key_scores(rec.data(), kc.G, kc.d, kc.bits, q.data(), kc.nv, got.data());
-    kv_key_scores_ref(rec.data(), kc.G, kc.d, kc.bits, q.data(), kc.nv, want.data());
+    kv_key_scores(rec.data(), kc.G, kc.d, kc.bits, q.data(), kc.nv, got.data(), kc.outliers);
+    kv_key_scores_ref(rec.data(), kc.G, kc.d, kc.bits, q.data(), kc.nv, want.data(), kc.outliers);
     EXPECT_LT(test::nmse(got.data(), want.data(), got.size()), 1e-11)
-        << "d " << kc.d << " G " << kc.G << " bits " << kc.bits << " nv " << kc.nv;
+        << "d " << kc.d << " G " << kc.G << " bits " << kc.bits << " nv " << kc.nv << " outliers " << kc.outliers;
   }
 }
 
 TEST(KvCodec, FastValueAccumMatchesReference) {
   for (const auto& kc : kernel_cases()) {
     const auto v = kv_like(kc.G, kc.d, 9 + kc.bits);
-    const KvGroupLayout l = kv_group_layout(kc.G, kc.d, kc.bits);
+    const KvGroupLayout l = kv_group_layout(kc.G, kc.d, kc.bits, kc.outliers);
     std::vector<uint8_t> rec(l.bytes);
-    kv_quantize_values(v.data(), kc.d, kc.G, kc.d, kc.bits, false, rec.data());
+    kv_quantize_values(v.data(), kc.d, kc.G, kc.d, kc.bits, false, rec.data(), kc.outliers);
     const auto p = test::random_floats(static_cast<size_t>(kc.nv) * kc.G, 13, 0.0f, 1.0f);
     // Accumulates onto existing contents.
     auto got = test::random_floats(static_cast<size_t>(kc.nv) * kc.d, 17);
     auto want = got;
-    kv_value_accum(rec.data(), kc.G, kc.d, kc.bits, p.data(), kc.nv, got.data());
-    kv_value_accum_ref(rec.data(), kc.G, kc.d, kc.bits, p.data(), kc.nv, want.data());
+    kv_value_accum(rec.data(), kc.G, kc.d, kc.bits, p.data(), kc.nv, got.data(), kc.outliers);
+    kv_value_accum_ref(rec.data(), kc.G, kc.d, kc.bits, p.data(), kc.nv, want.data(), kc.outliers);
     // Float sums of G terms against double: ~G * 2^-48 relative.
     EXPECT_LT(test::nmse(got.data(), want.data(), got.size()), 1e-10)
-        << "d " << kc.d << " G " << kc.G << " bits " << kc.bits << " nv " << kc.nv;
+        << "d " << kc.d << " G " << kc.G << " bits " << kc.bits << " nv " << kc.nv << " outliers " << kc.outliers;
   }
 }
 
@@ -232,8 +301,9 @@ TEST(KvCodec, FastRopeKeyScoresMatchReference) {
           KvRopeAngles ang;
           ang.init(rope);
           const auto k = kv_like(G, d, 31);
-          std::vector<uint8_t> rec(kv_group_layout(G, d, bits).bytes);
-          kv_quantize_keys(k.data(), d, G, d, bits, false, rec.data());
+          const int n_out = rope_dim == 32 ? 0 : G * d / 50;
+          std::vector<uint8_t> rec(kv_group_layout(G, d, bits, n_out).bytes);
+          kv_quantize_keys(k.data(), d, G, d, bits, false, rec.data(), n_out);
           std::vector<double> bc, bs;
           KvRopeWalker w;
           w.start(rope, pos0, kKvCodeBlock);
@@ -243,8 +313,8 @@ TEST(KvCodec, FastRopeKeyScoresMatchReference) {
           }
           const auto q = test::random_floats(static_cast<size_t>(nv) * d, 37);
           std::vector<float> got(static_cast<size_t>(nv) * G), want(got.size());
-          kv_key_scores_rope(rec.data(), G, d, bits, ang, bc.data(), bs.data(), q.data(), nv, got.data());
-          kv_key_scores_rope_ref(rec.data(), G, d, bits, rope, pos0, q.data(), nv, want.data());
+          kv_key_scores_rope(rec.data(), G, d, bits, ang, bc.data(), bs.data(), q.data(), nv, got.data(), n_out);
+          kv_key_scores_rope_ref(rec.data(), G, d, bits, rope, pos0, q.data(), nv, want.data(), n_out);
           EXPECT_LT(test::nmse(got.data(), want.data(), got.size()), 1e-11)
               << rope_style_name(style) << " d " << d << " rope_dim " << rope_dim << " pos " << pos0;
         }
@@ -259,21 +329,23 @@ TEST(KvCodec, FusedAttendGroupsMatchesDequantized) {
         for (int n_groups : {1, 3, 17}) {
           if (d % G) continue;
           const int nv = 1 + (bits + n_groups + G / 32) % 4, vbits = bits == 1 ? 3 : (bits == 8 ? 2 : bits);
-          const KvGroupLayout kl = kv_group_layout(G, d, bits), vl = kv_group_layout(G, d, vbits);
+          // Outliers on some cases (different counts for K and V).
+          const int ko = n_groups == 3 ? G * d / 60 : 0, vo = n_groups == 3 ? G * d / 45 : 0;
+          const KvGroupLayout kl = kv_group_layout(G, d, bits, ko), vl = kv_group_layout(G, d, vbits, vo);
           const size_t kstride = kl.bytes + 64, vstride = vl.bytes + 128;  // records need not be adjacent
           std::vector<uint8_t> kr(kstride * n_groups), vr(vstride * n_groups);
           std::vector<float> kd(static_cast<size_t>(n_groups) * G * d), vd(kd.size());
           for (int g = 0; g < n_groups; ++g) {
             const auto k = kv_like(G, d, 100 + g), v = kv_like(G, d, 200 + g);
-            kv_quantize_keys(k.data(), d, G, d, bits, false, &kr[g * kstride]);
-            kv_quantize_values(v.data(), d, G, d, vbits, g % 2 == 1 && vbits > 1, &vr[g * vstride]);
-            kv_dequantize_keys(&kr[g * kstride], G, d, bits, &kd[static_cast<size_t>(g) * G * d], d);
-            kv_dequantize_values(&vr[g * vstride], G, d, vbits, &vd[static_cast<size_t>(g) * G * d], d);
+            kv_quantize_keys(k.data(), d, G, d, bits, false, &kr[g * kstride], ko);
+            kv_quantize_values(v.data(), d, G, d, vbits, g % 2 == 1 && vbits > 1, &vr[g * vstride], vo);
+            kv_dequantize_keys(&kr[g * kstride], G, d, bits, &kd[static_cast<size_t>(g) * G * d], d, ko);
+            kv_dequantize_values(&vr[g * vstride], G, d, vbits, &vd[static_cast<size_t>(g) * G * d], d, vo);
           }
           const auto q = test::random_floats(static_cast<size_t>(nv) * d, 5 + nv, -0.3f, 0.3f);
           std::vector<float> out(static_cast<size_t>(nv) * d), m(nv), l(nv);
           kv_attend_groups(kr.data(), kstride, vr.data(), vstride, n_groups, G, d, bits, vbits, q.data(), nv, out.data(),
-                           m.data(), l.data());
+                           m.data(), l.data(), ko, vo);
           const int n = n_groups * G;
           std::vector<float> want(out.size());
           for (int v = 0; v < nv; ++v) {

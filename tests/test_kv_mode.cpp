@@ -76,5 +76,18 @@ TEST(KvMode, RotationFieldAndItsConstraints) {
   expect_error("k2v2:rot:rot", "given twice");
 }
 
+TEST(KvMode, OutlierShare) {
+  EXPECT_EQ(parse_kv_mode("k2v2:o2:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:o2");
+  EXPECT_EQ(parse_kv_mode("k4v2:o0.5").to_string(), "k4v2:g32:r128:s4:rope=post:o0.5");
+  EXPECT_DOUBLE_EQ(parse_kv_mode("k2v2:o1.25").outlier_pct, 1.25);
+  EXPECT_EQ(parse_kv_mode("k2v2").outlier_pct, 0.0);
+  expect_error("k2v2:o0", "outlier share 0% must be in (0, 10]");
+  expect_error("k2v2:o12", "outlier share 12% must be in (0, 10]");
+  expect_error("k2v2:o-1", "unknown field 'o-1'");
+  expect_error("k2v2:o1.2.3", "unknown field 'o1.2.3'");
+  expect_error("k2v2:o.5", "unknown field 'o.5'");
+  expect_error("k2v2:o1:o2", "field 'o2' given twice");
+}
+
 }  // namespace
 }  // namespace longkv

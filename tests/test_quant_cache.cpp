@@ -45,7 +45,8 @@ void oracle_kv(const std::vector<float>& k, const std::vector<float>& v, int n, 
   }
   const int groups = expected_groups(n, m.sinks, m.residual, G);
   std::vector<float> kin(static_cast<size_t>(G) * d), vin(kin.size()), kq(kin.size()), vq(kin.size());
-  std::vector<uint8_t> krec(kv_group_layout(G, d, m.k_bits).bytes), vrec(kv_group_layout(G, d, m.v_bits).bytes);
+  const int no = kv_outlier_count(m.outlier_pct, G, d);
+  std::vector<uint8_t> krec(kv_group_layout(G, d, m.k_bits, no).bytes), vrec(kv_group_layout(G, d, m.v_bits, no).bytes);
   for (int gi = 0; gi < groups; ++gi)
     for (int h = 0; h < s.n_kv_heads; ++h) {
       for (int t = 0; t < G; ++t)
@@ -54,10 +55,10 @@ void oracle_kv(const std::vector<float>& k, const std::vector<float>& v, int n, 
           kin[t * d + c] = ko[src];
           vin[t * d + c] = vo[src];
         }
-      kv_quantize_keys(kin.data(), d, G, d, m.k_bits, m.symmetric, krec.data());
-      kv_dequantize_keys(krec.data(), G, d, m.k_bits, kq.data(), d);
-      kv_quantize_values(vin.data(), d, G, d, m.v_bits, m.symmetric, vrec.data());
-      kv_dequantize_values(vrec.data(), G, d, m.v_bits, vq.data(), d);
+      kv_quantize_keys(kin.data(), d, G, d, m.k_bits, m.symmetric, krec.data(), no);
+      kv_dequantize_keys(krec.data(), G, d, m.k_bits, kq.data(), d, no);
+      kv_quantize_values(vin.data(), d, G, d, m.v_bits, m.symmetric, vrec.data(), no);
+      kv_dequantize_values(vrec.data(), G, d, m.v_bits, vq.data(), d, no);
       for (int t = 0; t < G; ++t)
         for (int c = 0; c < d; ++c) {
           const size_t dst = (static_cast<size_t>(S + gi * G + t) * s.n_kv_heads + h) * d + c;
@@ -137,7 +138,7 @@ void check_attention(const AttnCase& ac) {
     }
 }
 
-const char* const kBitModes[] = {"k8v8", "k4v4", "k3v3", "k2v2", "k1v1", "k4v2", "k3v2:sym"};
+const char* const kBitModes[] = {"k8v8", "k4v4", "k3v3", "k2v2", "k1v1", "k4v2", "k3v2:sym", "k2v2:o2", "k4v2:sym:o0.5"};
 
 TEST(QuantCache, PrefillMatchesDequantizedReference) {
   for (const char* bits : kBitModes)
@@ -261,6 +262,8 @@ TEST(QuantCache, FootprintEqualsBytesHeld) {
   EXPECT_DOUBLE_EQ(cache->footprint().k_bits, (928 * 5.0 + 72 * 16.0) / 1000);
   EXPECT_DOUBLE_EQ(kv_mode_bytes_per_token("k4v2:g32", s), n_kv * (krec + vrec) / 32.0);
   EXPECT_DOUBLE_EQ(kv_mode_bytes_per_token("k2v2:g64", s), n_kv * 2 * (d * 64 * 2 / 8 + 4.0 * d) / 64.0);
+  // Outliers: 2% of the 32 x 128 elements of a record, 4 bytes each.
+  EXPECT_DOUBLE_EQ(kv_mode_bytes_per_token("k2v2:o2", s), n_kv * 2 * (d * 32 * 2 / 8 + 4.0 * d + 4.0 * 82) / 32.0);
 }
 
 TEST(QuantCache, CloseToDenseAttention) {

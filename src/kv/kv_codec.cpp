@@ -2,6 +2,7 @@
 // Plain loops, no intrinsics; layouts are described in kv_codec.h.
 #include "kv/kv_codec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -103,38 +104,148 @@ static const f16_t* rec_zero(const uint8_t* rec, const KvGroupLayout& l) {
   return reinterpret_cast<const f16_t*>(rec + l.zero_offset);
 }
 
-void kv_quantize_keys(const float* k, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+int kv_outlier_count(double pct, int group, int d) {
+  if (!(pct > 0)) return 0;
+  const long n = std::lround(pct / 100.0 * group * d);
+  return static_cast<int>(std::max(1L, std::min(n, static_cast<long>(group) * d)));
+}
+
+namespace {
+
+// The elements of one record seen as `runs` range groups of n elements:
+// element i of run r is x[r*run_stride + i*elem_stride] and has the entry
+// index index(r, i). Marks up to `count` outliers in mask (see Outliers in
+// kv_codec.h) and returns their indices, sorted.
+template <typename Index>
+std::vector<int> select_outliers(const float* x, int runs, size_t run_stride, int n, size_t elem_stride, int count,
+                                 Index index, std::vector<uint8_t>& mask) {
+  std::vector<int> picked;
+  if (count <= 0) return picked;
+  std::vector<int> order(static_cast<size_t>(runs) * n), lo(runs, 0), hi(runs, n - 1);
+  auto at = [&](int r, int i) { return x[r * run_stride + i * elem_stride]; };
+  for (int r = 0; r < runs; ++r) {
+    int* o = &order[static_cast<size_t>(r) * n];
+    for (int i = 0; i < n; ++i) o[i] = i;
+    std::stable_sort(o, o + n, [&](int a, int b) { return at(r, a) < at(r, b); });
+  }
+  auto val = [&](int r, int k) { return static_cast<double>(at(r, order[static_cast<size_t>(r) * n + k])); };
+  for (int it = 0; it < count; ++it) {
+    int best_r = -1, best_side = 0;
+    double best_gain = 0;
+    for (int r = 0; r < runs; ++r) {
+      if (hi[r] - lo[r] < 4) continue;  // keep >= 4 elements to fit a range to
+      const double a = val(r, lo[r]), b = val(r, hi[r]);
+      const double cur = (b - a) * (b - a);
+      const double g_lo = cur - (b - val(r, lo[r] + 1)) * (b - val(r, lo[r] + 1));
+      const double g_hi = cur - (val(r, hi[r] - 1) - a) * (val(r, hi[r] - 1) - a);
+      if (g_lo > best_gain) best_gain = g_lo, best_r = r, best_side = 0;
+      if (g_hi > best_gain) best_gain = g_hi, best_r = r, best_side = 1;
+    }
+    if (best_r < 0) break;
+    const int k = best_side == 0 ? lo[best_r]++ : hi[best_r]--;
+    const int i = order[static_cast<size_t>(best_r) * n + k];
+    mask[best_r * static_cast<size_t>(n) + i] = 1;
+    picked.push_back(index(best_r, i));
+  }
+  std::sort(picked.begin(), picked.end());
+  return picked;
+}
+
+// Range of the unmasked elements of one group (all of them when none is).
+void fit_unmasked(const float* x, int n, size_t stride, const uint8_t* mask, int bits, bool symmetric, f16_t* s,
+                  f16_t* z) {
+  float buf[2048];
+  LONGKV_ASSERT(n <= 2048);
+  int m = 0;
+  for (int i = 0; i < n; ++i)
+    if (!mask[i]) buf[m++] = x[i * stride];
+  kv_fit_range(buf, m, 1, bits, symmetric, s, z);
+}
+
+void write_outliers(uint8_t* rec, const KvGroupLayout& l, const std::vector<int>& picked, const float* exact) {
+  uint32_t* e = reinterpret_cast<uint32_t*>(rec + l.outlier_offset);
+  for (int i = 0; i < l.outliers; ++i) {
+    uint32_t w = 0;
+    if (i < static_cast<int>(picked.size()))
+      w = static_cast<uint32_t>(picked[i]) | static_cast<uint32_t>(f32_to_f16(exact[i])) << 16;
+    std::memcpy(e + i, &w, 4);
+  }
+}
+
+// Adds the outlier deltas of a record to a dequantized [G][ld] tile.
+void add_outliers(const uint8_t* rec, const KvGroupLayout& l, float* x, int ld) {
+  const uint32_t* e = kv_outliers(rec, l);
+  for (int i = 0; i < l.outliers; ++i) {
+    uint32_t w;
+    std::memcpy(&w, e + i, 4);
+    const KvOutlier o = kv_outlier_entry(w);
+    x[static_cast<size_t>(o.t) * ld + o.c] += o.delta;
+  }
+}
+
+}  // namespace
+
+void kv_quantize_keys(const float* k, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec,
+                      int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
+  LONGKV_ASSERT(outliers == 0 || (group <= 256 && d <= 256));
   std::memset(rec, 0, l.codes_bytes);
+  // Runs are channels (G tokens each): mask index c*G + t.
+  std::vector<uint8_t> mask(static_cast<size_t>(group) * d, 0);
+  const std::vector<int> picked = select_outliers(k, d, 1, group, static_cast<size_t>(ld), outliers,
+                                                  [&](int c, int t) { return t << 8 | c; }, mask);
   for (int c = 0; c < d; ++c) {
     f16_t s, z;
-    kv_fit_range(k + c, group, ld, bits, symmetric, &s, &z);
+    fit_unmasked(k + c, group, ld, &mask[static_cast<size_t>(c) * group], bits, symmetric, &s, &z);
     rec_scale(rec, l)[c] = s;
     rec_zero(rec, l)[c] = z;
     for (int t = 0; t < group; ++t)
       kv_set_key_code(rec, group, d, bits, t, c,
                       kv_encode(k[static_cast<size_t>(t) * ld + c], f16_to_f32(s), f16_to_f32(z), bits));
   }
+  if (outliers == 0) return;
+  std::vector<float> delta(picked.size());
+  for (size_t i = 0; i < picked.size(); ++i) {
+    const int t = picked[i] >> 8, c = picked[i] & 0xff;
+    const float x = k[static_cast<size_t>(t) * ld + c];
+    const float xq = f16_to_f32(rec_scale(rec, l)[c]) * static_cast<float>(kv_key_code(rec, group, d, bits, t, c)) +
+                     f16_to_f32(rec_zero(rec, l)[c]);
+    delta[i] = x - xq;
+  }
+  write_outliers(rec, l, picked, delta.data());
 }
 
-void kv_dequantize_keys(const uint8_t* rec, int group, int d, int bits, float* k, int ld) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+void kv_dequantize_keys(const uint8_t* rec, int group, int d, int bits, float* k, int ld, int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
   for (int c = 0; c < d; ++c) {
     const float s = f16_to_f32(rec_scale(rec, l)[c]), z = f16_to_f32(rec_zero(rec, l)[c]);
     for (int t = 0; t < group; ++t)
       k[static_cast<size_t>(t) * ld + c] = s * static_cast<float>(kv_key_code(rec, group, d, bits, t, c)) + z;
   }
+  add_outliers(rec, l, k, ld);
 }
 
-void kv_quantize_values(const float* v, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+void kv_quantize_values(const float* v, int ld, int group, int d, int bits, bool symmetric, uint8_t* rec,
+                        int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
+  LONGKV_ASSERT(outliers == 0 || (group <= 256 && d <= 256));
   const int ng = d / group;
   std::memset(rec, 0, l.codes_bytes);
+  // Runs are (token, channel group) pairs r = t*ng + gi of G channels: the
+  // run's elements are contiguous in v, runs of a token G apart.
+  std::vector<uint8_t> mask(static_cast<size_t>(group) * d, 0);
+  std::vector<float> flat(static_cast<size_t>(group) * d);
+  for (int t = 0; t < group; ++t)
+    std::memcpy(&flat[static_cast<size_t>(t) * d], v + static_cast<size_t>(t) * ld, sizeof(float) * d);
+  const std::vector<int> picked = select_outliers(flat.data(), group * ng, group, group, 1, outliers,
+                                                  [&](int r, int i) { return (r / ng) << 8 | ((r % ng) * group + i); },
+                                                  mask);
   for (int t = 0; t < group; ++t) {
     const float* x = v + static_cast<size_t>(t) * ld;
     for (int gi = 0; gi < ng; ++gi) {
       f16_t s, z;
-      kv_fit_range(x + gi * group, group, 1, bits, symmetric, &s, &z);
+      fit_unmasked(x + gi * group, group, 1, &mask[static_cast<size_t>(t) * d + gi * group], bits, symmetric, &s,
+                   &z);
       rec_scale(rec, l)[gi * group + t] = s;
       rec_zero(rec, l)[gi * group + t] = z;
       for (int i = 0; i < group; ++i)
@@ -142,10 +253,21 @@ void kv_quantize_values(const float* v, int ld, int group, int d, int bits, bool
                           kv_encode(x[gi * group + i], f16_to_f32(s), f16_to_f32(z), bits));
     }
   }
+  if (outliers == 0) return;
+  std::vector<float> delta(picked.size());
+  for (size_t i = 0; i < picked.size(); ++i) {
+    const int t = picked[i] >> 8, c = picked[i] & 0xff, gi = c / group;
+    const float x = v[static_cast<size_t>(t) * ld + c];
+    const float xq = f16_to_f32(rec_scale(rec, l)[gi * group + t]) *
+                         static_cast<float>(kv_value_code(rec, group, d, bits, t, c)) +
+                     f16_to_f32(rec_zero(rec, l)[gi * group + t]);
+    delta[i] = x - xq;
+  }
+  write_outliers(rec, l, picked, delta.data());
 }
 
-void kv_dequantize_values(const uint8_t* rec, int group, int d, int bits, float* v, int ld) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+void kv_dequantize_values(const uint8_t* rec, int group, int d, int bits, float* v, int ld, int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
   for (int t = 0; t < group; ++t)
     for (int c = 0; c < d; ++c) {
       const int gi = c / group;
@@ -153,11 +275,13 @@ void kv_dequantize_values(const uint8_t* rec, int group, int d, int bits, float*
           f16_to_f32(rec_scale(rec, l)[gi * group + t]) * static_cast<float>(kv_value_code(rec, group, d, bits, t, c)) +
           f16_to_f32(rec_zero(rec, l)[gi * group + t]);
     }
+  add_outliers(rec, l, v, ld);
 }
 
-void kv_key_scores_ref(const uint8_t* rec, int group, int d, int bits, const float* q, int nv, float* scores) {
+void kv_key_scores_ref(const uint8_t* rec, int group, int d, int bits, const float* q, int nv, float* scores,
+                       int outliers) {
   std::vector<float> k(static_cast<size_t>(group) * d);
-  kv_dequantize_keys(rec, group, d, bits, k.data(), d);
+  kv_dequantize_keys(rec, group, d, bits, k.data(), d, outliers);
   for (int v = 0; v < nv; ++v)
     for (int t = 0; t < group; ++t) {
       double acc = 0;
@@ -166,9 +290,10 @@ void kv_key_scores_ref(const uint8_t* rec, int group, int d, int bits, const flo
     }
 }
 
-void kv_value_accum_ref(const uint8_t* rec, int group, int d, int bits, const float* p, int nv, float* out) {
+void kv_value_accum_ref(const uint8_t* rec, int group, int d, int bits, const float* p, int nv, float* out,
+                        int outliers) {
   std::vector<float> x(static_cast<size_t>(group) * d);
-  kv_dequantize_values(rec, group, d, bits, x.data(), d);
+  kv_dequantize_values(rec, group, d, bits, x.data(), d, outliers);
   for (int v = 0; v < nv; ++v)
     for (int c = 0; c < d; ++c) {
       double acc = 0;
@@ -178,9 +303,9 @@ void kv_value_accum_ref(const uint8_t* rec, int group, int d, int bits, const fl
 }
 
 void kv_key_scores_rope_ref(const uint8_t* rec, int group, int d, int bits, const RopeTable& rope, int64_t pos0,
-                            const float* q, int nv, float* scores) {
+                            const float* q, int nv, float* scores, int outliers) {
   std::vector<float> k(static_cast<size_t>(group) * d);
-  kv_dequantize_keys(rec, group, d, bits, k.data(), d);
+  kv_dequantize_keys(rec, group, d, bits, k.data(), d, outliers);
   for (int t = 0; t < group; ++t) rope_apply(rope, &k[static_cast<size_t>(t) * d], 1, pos0 + t);
   for (int v = 0; v < nv; ++v)
     for (int t = 0; t < group; ++t) {

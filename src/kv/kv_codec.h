@@ -60,8 +60,27 @@
 // per channel group. Scales run along tokens so p_t s_gt and p_t z_gt are
 // plain vector products.
 //
-// Constraints: G % 32 == 0 and d % G == 0 (so d % 32 == 0).
-// Bits per element, codes + scales + zeros: b + 32/G for keys and values.
+// ---------------------------------------------------------------------------
+// Outliers (":o<pct>", KVQuant's dense-and-sparse split), keys and values
+// ---------------------------------------------------------------------------
+// A record may end with a fixed number n_o = kv_outlier_count(pct, G, d) of
+// 32-bit entries (the same n_o for every record of a cache):
+//   outliers : uint32 [n_o]   c | t << 8 | f16(delta) << 16
+// and element (t, c) of a listed entry reads back as s*q + z + delta. They are
+// chosen before the ranges are fitted, greedily: repeatedly take the smallest
+// or the largest remaining element of one range group (a key channel over the
+// G tokens; a value token's G channels) whose removal shrinks that group's
+// squared range the most (ties: the first group, the low end first; a group
+// keeps at least 4 elements). The ranges are then fitted to what is left, the
+// listed elements get their clamped codes as usual and delta = f16(x - x^)
+// carries the rest. Entries are sorted by (t, c); unused ones are 0 (t = c =
+// 0, delta +0: adding them changes nothing). Byte fields, not t*d + c: no
+// division in the kernels. Kernels add q[c]*delta to score t
+// (keys) or p[t]*delta to output channel c (values) after the dense pass.
+//
+// Constraints: G % 32 == 0 and d % G == 0 (so d % 32 == 0); with outliers
+// G <= 256 and d <= 256 (byte fields).
+// Bits per element, codes + scales + zeros + outliers: b + 32/G + 32 n_o/(G d).
 #pragma once
 
 #include <cstddef>
@@ -86,26 +105,45 @@ static_assert(kv_codes_per_word(2) == 16 && kv_codes_bytes(32, 128, 3) == 32 * 1
 // Byte offsets of one group record (keys or values: same sizes).
 struct KvGroupLayout {
   int group = 0, head_dim = 0, bits = 0;
-  size_t codes_bytes = 0;   // d*G*b/8
-  size_t scale_offset = 0;  // = codes_bytes
-  size_t zero_offset = 0;   // = codes_bytes + 2d
-  size_t bytes = 0;         // codes_bytes + 4d
+  int outliers = 0;           // n_o entries at the end
+  size_t codes_bytes = 0;     // d*G*b/8
+  size_t scale_offset = 0;    // = codes_bytes
+  size_t zero_offset = 0;     // = codes_bytes + 2d
+  size_t outlier_offset = 0;  // = codes_bytes + 4d
+  size_t bytes = 0;           // codes_bytes + 4d + 4 n_o
 };
-constexpr KvGroupLayout kv_group_layout(int group, int head_dim, int bits) {
+constexpr KvGroupLayout kv_group_layout(int group, int head_dim, int bits, int outliers = 0) {
   KvGroupLayout l;
   l.group = group;
   l.head_dim = head_dim;
   l.bits = bits;
+  l.outliers = outliers;
   l.codes_bytes = static_cast<size_t>(head_dim) * group * bits / 8;
   l.scale_offset = l.codes_bytes;
   l.zero_offset = l.codes_bytes + 2 * static_cast<size_t>(head_dim);
-  l.bytes = l.codes_bytes + 4 * static_cast<size_t>(head_dim);
+  l.outlier_offset = l.codes_bytes + 4 * static_cast<size_t>(head_dim);
+  l.bytes = l.outlier_offset + 4 * static_cast<size_t>(outliers);
   return l;
+}
+// Entries per record for an outlier share of pct percent (at least 1 when
+// pct > 0).
+int kv_outlier_count(double pct, int group, int head_dim);
+// Unpacks an outlier entry (see Outliers).
+struct KvOutlier {
+  int t, c;
+  float delta;
+};
+inline KvOutlier kv_outlier_entry(uint32_t e) {
+  return {static_cast<int>((e >> 8) & 0xffu), static_cast<int>(e & 0xffu), f16_to_f32(static_cast<f16_t>(e >> 16))};
+}
+inline const uint32_t* kv_outliers(const uint8_t* rec, const KvGroupLayout& l) {
+  return reinterpret_cast<const uint32_t*>(rec + l.outlier_offset);
 }
 // llama3-8b head, G = 32, 4 bits: 2 KiB of codes + 512 B of scales/zeros.
 static_assert(kv_group_layout(32, 128, 4).bytes == 2048 + 512);
 static_assert(kv_group_layout(32, 128, 3).codes_bytes == 1536);
 static_assert(kv_group_layout(64, 128, 2).zero_offset == 2048 + 256);
+static_assert(kv_group_layout(32, 64, 2, 41).bytes == 512 + 256 + 164);
 
 bool kv_bits_supported(int bits);  // 8, 4, 3, 2, 1
 
@@ -124,11 +162,14 @@ void kv_set_key_code(uint8_t* rec, int group, int head_dim, int bits, int t, int
 void kv_set_value_code(uint8_t* rec, int group, int head_dim, int bits, int t, int c, int code);
 
 // Keys of one head: k is [G][ld] (token t, channel c at k[t*ld + c]).
-void kv_quantize_keys(const float* k, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec);
-void kv_dequantize_keys(const uint8_t* rec, int group, int head_dim, int bits, float* k, int ld);
+// `outliers`: n_o of the record (0: none).
+void kv_quantize_keys(const float* k, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec,
+                      int outliers = 0);
+void kv_dequantize_keys(const uint8_t* rec, int group, int head_dim, int bits, float* k, int ld, int outliers = 0);
 // Values of one head: v is [G][ld].
-void kv_quantize_values(const float* v, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec);
-void kv_dequantize_values(const uint8_t* rec, int group, int head_dim, int bits, float* v, int ld);
+void kv_quantize_values(const float* v, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec,
+                        int outliers = 0);
+void kv_dequantize_values(const uint8_t* rec, int group, int head_dim, int bits, float* v, int ld, int outliers = 0);
 
 // ---- attention kernels over a group record --------------------------------
 // nv query vectors of length d (e.g. the g heads of a KV group, times rows).
@@ -139,11 +180,15 @@ void kv_dequantize_values(const uint8_t* rec, int group, int head_dim, int bits,
 //   out[v][c] += sum_t p[v][t] * v^[t][c]
 // Fast kernels (kv_codec_simd.cpp, AVX-512 / AVX2 / scalar) work from the
 // codes; *_ref twins dequantize with the reference and use plain loops.
-void kv_key_scores(const uint8_t* rec, int group, int head_dim, int bits, const float* q, int nv, float* scores);
+// `outliers` is the record's n_o everywhere below.
+void kv_key_scores(const uint8_t* rec, int group, int head_dim, int bits, const float* q, int nv, float* scores,
+                   int outliers = 0);
 void kv_key_scores_ref(const uint8_t* rec, int group, int head_dim, int bits, const float* q, int nv,
-                       float* scores);
-void kv_value_accum(const uint8_t* rec, int group, int head_dim, int bits, const float* p, int nv, float* out);
-void kv_value_accum_ref(const uint8_t* rec, int group, int head_dim, int bits, const float* p, int nv, float* out);
+                       float* scores, int outliers = 0);
+void kv_value_accum(const uint8_t* rec, int group, int head_dim, int bits, const float* p, int nv, float* out,
+                    int outliers = 0);
+void kv_value_accum_ref(const uint8_t* rec, int group, int head_dim, int bits, const float* p, int nv, float* out,
+                        int outliers = 0);
 
 // Fused decode over n_groups consecutive post-RoPE groups of one KV head
 // (key record g at krec + g*kstride, value record at vrec + g*vstride), every
@@ -153,7 +198,7 @@ void kv_value_accum_ref(const uint8_t* rec, int group, int head_dim, int bits, c
 // Equal, to float rounding, to attention over the dequantized records.
 void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, size_t vstride, int n_groups,
                       int group, int head_dim, int kbits, int vbits, const float* q, int nv, float* out, float* m_out,
-                      float* l_out);
+                      float* l_out, int k_outliers = 0, int v_outliers = 0);
 
 // Pre-RoPE keys: token t of the group sits at position pos0 + t and is
 // rotated before the dot product: scores[v][t] = q[v] . rope(k^[t], pos0+t).
@@ -170,9 +215,10 @@ struct KvRopeAngles {
   void init(const RopeTable& r);
 };
 void kv_key_scores_rope(const uint8_t* rec, int group, int head_dim, int bits, const KvRopeAngles& rot,
-                        const double* blk_cos, const double* blk_sin, const float* q, int nv, float* scores);
+                        const double* blk_cos, const double* blk_sin, const float* q, int nv, float* scores,
+                        int outliers = 0);
 void kv_key_scores_rope_ref(const uint8_t* rec, int group, int head_dim, int bits, const RopeTable& rope,
-                            int64_t pos0, const float* q, int nv, float* scores);
+                            int64_t pos0, const float* q, int nv, float* scores, int outliers = 0);
 
 // cos/sin(pos * w_i) along positions pos0, pos0 + step, ... without one
 // sincos per (position, frequency): exact (double sincos) at pos0, then the

@@ -504,10 +504,31 @@ void add_zero_terms(const float* zacc, int nv, int group, int d, float* out) {
   }
 }
 
+// Outlier corrections (kv_codec.h, Outliers): a few scalar FMAs per entry
+// after the dense pass. Keys: s[v][t] += q[v][c] * delta (s rows lds apart).
+void key_outliers(const uint8_t* rec, const KvGroupLayout& l, const float* q, int nv, float* s, int lds) {
+  const uint32_t* e = kv_outliers(rec, l);
+  const int d = l.head_dim;
+  for (int i = 0; i < l.outliers; ++i) {
+    const KvOutlier o = kv_outlier_entry(e[i]);
+    for (int v = 0; v < nv; ++v) s[static_cast<size_t>(v) * lds + o.t] += q[static_cast<size_t>(v) * d + o.c] * o.delta;
+  }
+}
+// Values: out[v][c] += p[v][t] * delta (p rows ldp apart).
+void value_outliers(const uint8_t* rec, const KvGroupLayout& l, const float* p, int ldp, int nv, float* out) {
+  const uint32_t* e = kv_outliers(rec, l);
+  const int d = l.head_dim;
+  for (int i = 0; i < l.outliers; ++i) {
+    const KvOutlier o = kv_outlier_entry(e[i]);
+    for (int v = 0; v < nv; ++v) out[static_cast<size_t>(v) * d + o.c] += p[static_cast<size_t>(v) * ldp + o.t] * o.delta;
+  }
+}
+
 }  // namespace
 
-void kv_key_scores(const uint8_t* rec, int group, int d, int bits, const float* q, int nv, float* scores) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+void kv_key_scores(const uint8_t* rec, int group, int d, int bits, const float* q, int nv, float* scores,
+                   int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
   Scratch& sc = scratch();
   Plane pl[2];
   const int np = planes_of(bits, group * d, pl);
@@ -520,6 +541,7 @@ void kv_key_scores(const uint8_t* rec, int group, int d, int bits, const float* 
   for (int v0 = 0; v0 < nv; v0 += kMaxH)
     key_scores_any(std::min(kMaxH, nv - v0), rec, pl, np, group, d, sc.qk.data() + static_cast<size_t>(v0) * d, d,
                    static_cast<size_t>(nv) * d, sc.qz.data() + v0, scores + static_cast<size_t>(v0) * group, group);
+  key_outliers(rec, l, q, nv, scores, group);
 }
 
 namespace {
@@ -545,8 +567,8 @@ void tile_scores(const float* tile, int d, const float* q, float* scores, int ld
 }  // namespace
 
 void kv_key_scores_rope(const uint8_t* rec, int group, int d, int bits, const KvRopeAngles& rot, const double* blk_cos,
-                        const double* blk_sin, const float* q, int nv, float* scores) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+                        const double* blk_sin, const float* q, int nv, float* scores, int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
   const RopeTable& rope = *rot.rope;
   const int half = rot.half;
   Scratch& sc = scratch();
@@ -556,6 +578,13 @@ void kv_key_scores_rope(const uint8_t* rec, int group, int d, int bits, const Kv
   float* tile = sc.tile.data();
   for (int j = 0; j < group / kKvCodeBlock; ++j) {
     dequant_key_tile(rec, l, j * kKvCodeBlock, kw, sc.sw.data(), tile);
+    // Outliers of these 32 tokens, before the rotation (they are pre-RoPE).
+    const uint32_t* oe = kv_outliers(rec, l);
+    for (int i = 0; i < l.outliers; ++i) {
+      const KvOutlier o = kv_outlier_entry(oe[i]);
+      const int tt = o.t - j * kKvCodeBlock;
+      if (tt >= 0 && tt < kKvCodeBlock) tile[o.c * kKvCodeBlock + tt] += o.delta;
+    }
     // Rotate the tile: angles of the 32 tokens from the block start (double,
     // rounded once) and the fixed in-block offsets.
     const double* c0 = blk_cos + static_cast<size_t>(j) * half;
@@ -587,8 +616,9 @@ void kv_key_scores_rope(const uint8_t* rec, int group, int d, int bits, const Kv
   }
 }
 
-void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float* p, int nv, float* out) {
-  const KvGroupLayout l = kv_group_layout(group, d, bits);
+void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float* p, int nv, float* out,
+                    int outliers) {
+  const KvGroupLayout l = kv_group_layout(group, d, bits, outliers);
   Scratch& sc = scratch();
   Plane pl[2];
   const int np = planes_of(bits, group * d, pl);
@@ -597,6 +627,7 @@ void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float*
   sc.zacc.assign(static_cast<size_t>(nv) * d, 0.0f);
   value_prep(rec, l, np, vw, p, group, nv, sc.wk.data(), sc.zacc.data());
   add_zero_terms(sc.zacc.data(), nv, group, d, out);
+  value_outliers(rec, l, p, group, nv, out);
   for (int v0 = 0; v0 < nv; v0 += kMaxH)
   {
     const ValueRec r{rec, sc.wk.data() + static_cast<size_t>(v0) * d};
@@ -607,12 +638,12 @@ void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float*
 
 void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, size_t vstride, int n_groups,
                       int group, int d, int kbits, int vbits, const float* q, int nv, float* out, float* m_out,
-                      float* l_out) {
+                      float* l_out, int k_outliers, int v_outliers) {
   LONGKV_ASSERT(nv >= 1 && nv <= kMaxH);
   // Groups per pass: the softmax bookkeeping and the value accumulators'
   // load/store are paid once per span of up to kSpan groups (64 tokens).
   constexpr int kSpan = 2;
-  const KvGroupLayout kl = kv_group_layout(group, d, kbits), vl = kv_group_layout(group, d, vbits);
+  const KvGroupLayout kl = kv_group_layout(group, d, kbits, k_outliers), vl = kv_group_layout(group, d, vbits, v_outliers);
   Scratch& sc = scratch();
   Plane kp[2], vp[2];
   const int knp = planes_of(kbits, group * d, kp), vnp = planes_of(vbits, group * d, vp);
@@ -649,6 +680,7 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
       key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(),
                      s + r * group, lds);
+      key_outliers(kr, kl, q, nv, s + r * group, lds);
       recs[r] = {vrec + grp * vstride, sc.wk.data() + r * wk_n};
     }
     for (int v = 0; v < nv; ++v) {
@@ -680,8 +712,10 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       }
       vstore(sc.lv.data() + static_cast<size_t>(v) * W, lsum);
     }
-    for (int r = 0; r < span; ++r)
+    for (int r = 0; r < span; ++r) {
       value_prep(recs[r].codes, vl, vnp, vw, s + r * group, lds, nv, sc.wk.data() + r * wk_n, sc.zacc.data());
+      value_outliers(recs[r].codes, vl, s + r * group, lds, nv, out);
+    }
     value_accum_any(nv, recs, span, vp, vnp, group, d, d, static_cast<size_t>(nv) * d, out);
   }
   add_zero_terms(sc.zacc.data(), nv, group, d, out);

@@ -9,7 +9,7 @@
 namespace longkv {
 
 static constexpr const char* kGrammar =
-    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot] with bits in "
+    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>] with bits in "
     "{8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
 
 std::string KvMode::to_string() const {
@@ -19,6 +19,7 @@ std::string KvMode::to_string() const {
                             pre_rope ? "pre" : "post");
   if (symmetric) s += ":sym";
   if (rotate) s += ":rot";
+  if (outlier_pct > 0) s += strprintf(":o%g", outlier_pct);
   return s;
 }
 
@@ -35,6 +36,19 @@ static bool parse_uint(const std::string& s, int* out) {
   for (char c : s)
     if (c < '0' || c > '9') return false;
   *out = std::atoi(s.c_str());
+  return true;
+}
+
+// A decimal like "2", "0.5" or "1.25" (no sign, no exponent).
+static bool parse_decimal(const std::string& s, double* out) {
+  if (s.empty() || s.size() > 8 || s.front() == '.' || s.back() == '.') return false;
+  int dots = 0;
+  for (char c : s) {
+    if (c == '.') ++dots;
+    else if (c < '0' || c > '9') return false;
+  }
+  if (dots > 1) return false;
+  *out = std::atof(s.c_str());
   return true;
 }
 
@@ -65,7 +79,8 @@ KvMode parse_kv_mode(const std::string& text) {
   m.kind = KvKind::quant;
   m.k_bits = kb;
   m.v_bits = vb;
-  bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false, seen_rot = false;
+  bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false, seen_rot = false,
+       seen_o = false;
   for (size_t i = 1; i < fields.size(); ++i) {
     const std::string& f = fields[i];
     auto once = [&](bool& seen) {
@@ -95,6 +110,11 @@ KvMode parse_kv_mode(const std::string& text) {
     } else if (f == "rot") {
       once(seen_rot);
       m.rotate = true;
+    } else if (double pct = 0; f.size() > 1 && f[0] == 'o' && parse_decimal(f.substr(1), &pct)) {
+      once(seen_o);
+      LONGKV_CHECK(pct > 0 && pct <= 10, "KV mode '%s': outlier share %s%% must be in (0, 10]", text.c_str(),
+                   f.substr(1).c_str());
+      m.outlier_pct = pct;
     } else {
       fail("KV mode '%s': unknown field '%s' (%s)", text.c_str(), f.c_str(), kGrammar);
     }

@@ -3,7 +3,7 @@
 //
 // Grammar (fields separated by ':'; order free after the first):
 //   f32 | f16                         dense caches
-//   k<B>v<B>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym]
+//   k<B>v<B>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym][:rot][:o<P>]
 //     B in {8, 4, 3, 2, 1}: key / value bits (asymmetric integer codes)
 //     g<G>  group size (default 32): keys per channel over G tokens, values
 //           per token over G channels (G divides head_dim; multiple of 8)
@@ -13,7 +13,10 @@
 //               (KVQuant); default post (KIVI)
 //     sym   symmetric codes (scale only, zero fixed at the mid code)
 //     rot   store Hadamard-rotated keys and values (see rotated_cache.h)
-// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0", "k2v2:rot".
+//     o<P>  keep P percent of each group record's elements (0 < P <= 10,
+//           decimals allowed) as fp16 outliers outside the fitted ranges,
+//           keys and values (KVQuant's dense-and-sparse; kv_codec.h)
+// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0", "k2v2:rot:o2".
 #pragma once
 
 #include <string>
@@ -31,6 +34,7 @@ struct KvMode {
   bool pre_rope = false;
   bool symmetric = false;
   bool rotate = false;
+  double outlier_pct = 0;  // o<P>: percent of elements kept as outliers
 
   // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post").
   std::string to_string() const;

@@ -43,8 +43,12 @@ QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool&
                  name.c_str(), shape.rope->head_dim, d);
     angles_.init(*shape.rope);
   }
-  klay_ = kv_group_layout(G, d, mode.k_bits);
-  vlay_ = kv_group_layout(G, d, mode.v_bits);
+  const int n_out = kv_outlier_count(mode.outlier_pct, G, d);
+  LONGKV_CHECK(n_out == 0 || (G <= 256 && d <= 256),
+               "KV mode '%s': outliers need group size and head dimension <= 256 (byte indices), got %d and %d",
+               name.c_str(), G, d);
+  klay_ = kv_group_layout(G, d, mode.k_bits, n_out);
+  vlay_ = kv_group_layout(G, d, mode.v_bits, n_out);
   sink_cap_ = std::min(mode.sinks, shape.max_tokens);
   win_cap_ = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(mode.residual) + G, shape.max_tokens));
   exact_cap_ = sink_cap_ + win_cap_;
@@ -62,8 +66,9 @@ QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool&
 void QuantKvCache::clear() { n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0; }
 
 double QuantKvCache::steady_bytes_per_token(const KvMode& mode, const KvShape& shape) {
-  const KvGroupLayout k = kv_group_layout(mode.group, shape.head_dim, mode.k_bits);
-  const KvGroupLayout v = kv_group_layout(mode.group, shape.head_dim, mode.v_bits);
+  const int n_out = kv_outlier_count(mode.outlier_pct, mode.group, shape.head_dim);
+  const KvGroupLayout k = kv_group_layout(mode.group, shape.head_dim, mode.k_bits, n_out);
+  const KvGroupLayout v = kv_group_layout(mode.group, shape.head_dim, mode.v_bits, n_out);
   return static_cast<double>(shape.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;
 }
 
@@ -94,9 +99,10 @@ void QuantKvCache::quantize_oldest_group() {
   for (int h = 0; h < shape_.n_kv_heads; ++h) {
     const size_t rec = rec_index(h, n_groups_);
     f16_to_f32_n(&exact_k_[slot(h, sink_cap_)], buf.data(), static_cast<int64_t>(G) * d);
-    kv_quantize_keys(buf.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes]);
+    kv_quantize_keys(buf.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes], klay_.outliers);
     f16_to_f32_n(&exact_v_[slot(h, sink_cap_)], buf.data(), static_cast<int64_t>(G) * d);
-    kv_quantize_values(buf.data(), d, G, d, mode_.v_bits, mode_.symmetric, &v_codes_[rec * vlay_.bytes]);
+    kv_quantize_values(buf.data(), d, G, d, mode_.v_bits, mode_.symmetric, &v_codes_[rec * vlay_.bytes],
+                       vlay_.outliers);
     // Slide the window: R tokens x 2 x d halves per G tokens appended.
     std::memmove(&exact_k_[slot(h, sink_cap_)], &exact_k_[slot(h, sink_cap_ + G)], sizeof(f16_t) * keep * d);
     std::memmove(&exact_v_[slot(h, sink_cap_)], &exact_v_[slot(h, sink_cap_ + G)], sizeof(f16_t) * keep * d);
@@ -112,7 +118,7 @@ void QuantKvCache::get_k(int kvh, int token, float* dst) const {
   if (token >= window_start()) return f16_to_f32_n(&exact_k_[slot(kvh, sink_cap_ + token - window_start())], dst, d);
   const int grp = (token - n_sinks_) / G, t = (token - n_sinks_) % G;
   std::vector<float> all(static_cast<size_t>(G) * d);
-  kv_dequantize_keys(krec(kvh, grp), G, d, mode_.k_bits, all.data(), d);
+  kv_dequantize_keys(krec(kvh, grp), G, d, mode_.k_bits, all.data(), d, klay_.outliers);
   std::copy_n(&all[static_cast<size_t>(t) * d], d, dst);
 }
 
@@ -123,7 +129,7 @@ void QuantKvCache::get_v(int kvh, int token, float* dst) const {
   if (token >= window_start()) return f16_to_f32_n(&exact_v_[slot(kvh, sink_cap_ + token - window_start())], dst, d);
   const int grp = (token - n_sinks_) / G, t = (token - n_sinks_) % G;
   std::vector<float> all(static_cast<size_t>(G) * d);
-  kv_dequantize_values(vrec(kvh, grp), G, d, mode_.v_bits, all.data(), d);
+  kv_dequantize_values(vrec(kvh, grp), G, d, mode_.v_bits, all.data(), d, vlay_.outliers);
   std::copy_n(&all[static_cast<size_t>(t) * d], d, dst);
 }
 
@@ -185,7 +191,8 @@ void QuantKvCache::attend_quant(const float* qv, int nv, int g, const int* limit
       const int n = std::min(4, nv - v0);
       float m[4], l[4];
       kv_attend_groups(krec(kvh, grp0), klay_.bytes, vrec(kvh, grp0), vlay_.bytes, grp1 - grp0, G, d, mode_.k_bits,
-                       mode_.v_bits, qv + static_cast<size_t>(v0) * d, n, acc + static_cast<size_t>(v0) * d, m, l);
+                       mode_.v_bits, qv + static_cast<size_t>(v0) * d, n, acc + static_cast<size_t>(v0) * d, m, l,
+                       klay_.outliers, vlay_.outliers);
       for (int v = 0; v < n; ++v) st[v0 + v] = AttnState{m[v], l[v]};
     }
     (void)g;
@@ -215,9 +222,10 @@ void QuantKvCache::attend_quant(const float* qv, int nv, int g, const int* limit
         std::copy_n(walk.cos(), angles_.half, &bc[static_cast<size_t>(j) * angles_.half]);
         std::copy_n(walk.sin(), angles_.half, &bs[static_cast<size_t>(j) * angles_.half]);
       }
-      kv_key_scores_rope(krec(kvh, grp), G, d, mode_.k_bits, angles_, bc.data(), bs.data(), qv, nv, scores.data());
+      kv_key_scores_rope(krec(kvh, grp), G, d, mode_.k_bits, angles_, bc.data(), bs.data(), qv, nv, scores.data(),
+                         klay_.outliers);
     } else {
-      kv_key_scores(krec(kvh, grp), G, d, mode_.k_bits, qv, nv, scores.data());
+      kv_key_scores(krec(kvh, grp), G, d, mode_.k_bits, qv, nv, scores.data(), klay_.outliers);
     }
     const bool masked = tok0 + G - 1 > min_lim;
     for (int v = 0; v < nv; ++v) {
@@ -238,7 +246,7 @@ void QuantKvCache::attend_quant(const float* qv, int nv, int g, const int* limit
       }
       std::fill(s + vis, s + G, 0.0f);
     }
-    kv_value_accum(vrec(kvh, grp), G, d, mode_.v_bits, scores.data(), nv, acc);
+    kv_value_accum(vrec(kvh, grp), G, d, mode_.v_bits, scores.data(), nv, acc, vlay_.outliers);
   }
   (void)g;
   for (int v = 0; v < nv; ++v)
