@@ -176,13 +176,19 @@ TEST(Cuda, AttentionMatchesReference) {
     }
     for (CudaGemm g : {CudaGemm::f32, CudaGemm::f16}) {
       if (c.n_q == 1 && g == CudaGemm::f16) continue;
-      std::vector<float> out(q.size());
-      cuda_check_attention(s, "f16", k.data(), v.data(), c.n_ctx, c.chunk, q.data(), c.n_q, out.data(), g);
-      const double err = test::nmse(out.data(), ref.data(), ref.size());
-      // f16 path: queries and probabilities rounded to f16.
-      EXPECT_LT(err, g == CudaGemm::f16 && c.n_q > 1 ? 1e-5 : 1e-10) << cuda_gemm_name(g);
-      std::printf("attention h%d/%d d%d ctx %d n_q %d %s: nmse %.3g\n", c.n_heads, c.n_kv, c.d, c.n_ctx, c.n_q,
-                  cuda_gemm_name(g), err);
+      // Decode: both split-kernel depths (token steps per tile).
+      for (int steps : {8, 4}) {
+        if (c.n_q > 1 && steps == 4) continue;
+        cuda_tuning().dense_decode_steps = steps;
+        std::vector<float> out(q.size());
+        cuda_check_attention(s, "f16", k.data(), v.data(), c.n_ctx, c.chunk, q.data(), c.n_q, out.data(), g);
+        cuda_tuning() = CudaTuning{};
+        const double err = test::nmse(out.data(), ref.data(), ref.size());
+        // f16 path: queries and probabilities rounded to f16.
+        EXPECT_LT(err, g == CudaGemm::f16 && c.n_q > 1 ? 1e-5 : 1e-10) << cuda_gemm_name(g) << " steps " << steps;
+        std::printf("attention h%d/%d d%d ctx %d n_q %d %s steps %d: nmse %.3g\n", c.n_heads, c.n_kv, c.d, c.n_ctx,
+                    c.n_q, cuda_gemm_name(g), steps, err);
+      }
     }
   }
 }
@@ -195,7 +201,7 @@ TEST(Cuda, UnsupportedKvModeIsOneClearError) {
   s.head_dim = 64;
   s.max_tokens = 4;
   std::vector<float> k(s.kv_dim()), q(s.q_dim()), out(s.q_dim());
-  for (const char* mode : {"k4v2:rope=pre", "k3v3", "f32", "k4v4:g64"}) {
+  for (const char* mode : {"k4v2:rope=pre", "k3v3", "f32", "k4v4:g64", "k2v2:o2"}) {
     SCOPED_TRACE(mode);
     try {
       cuda_check_attention(s, mode, k.data(), k.data(), 1, 1, q.data(), 1, out.data(), CudaGemm::f32);
@@ -228,6 +234,10 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
       {"k2v8", 8, 2, 64, 4099, 512, 0},        {"k4v4:r0:s0", 32, 8, 128, 1024, 512, 0},
       {"k4v4:r40:s3", 32, 8, 128, 1001, 37, 9}, {"k2v2", 32, 8, 128, 150, 150, 0},
       {"k4v4", 32, 8, 128, 3, 1, 0},
+      // 8 query heads per KV head (two n8 tiles on the tensor-core path),
+      // d64 and d128; many splits of several groups each.
+      {"k2v4", 16, 2, 64, 2000, 700, 0},       {"k4v8", 64, 8, 128, 3000, 3000, 0},
+      {"k2v2", 32, 8, 128, 20011, 5000, 0},
   };
   ThreadPool pool(2);
   for (const auto& c : cases) {
@@ -248,15 +258,27 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
       if (n_q == 0) continue;
       const auto q = test::random_floats(static_cast<size_t>(n_q) * s.q_dim(), 33 + n_q, -1, 1);
       std::vector<float> out(q.size()), ref(q.size());
-      CudaKvDump dump;
-      cuda_check_attention(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, q.data(), n_q, out.data(), CudaGemm::f32,
-                           &dump);
       QuantKvCache cpu(mode, s, pool);
       for (int p = 0; p < c.n_ctx; p += c.chunk)
         cpu.append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], std::min(c.chunk, c.n_ctx - p));
       cpu.attend(q.data(), n_q, ref.data(), nullptr);
-      const double err = test::nmse(out.data(), ref.data(), ref.size());
-      EXPECT_LT(err, n_q == 1 ? 1e-9 : 1e-6) << "n_q " << n_q;
+      CudaKvDump dump;
+      double err = 0, err_fma = -1;
+      // Decode: the tensor-core kernel (default) and milestone 3's FMA kernel;
+      // both read the same codes, so both stay within float rounding.
+      for (bool mma : {true, false}) {
+        if (n_q > 1 && !mma) continue;
+        cuda_tuning().quant_decode_mma = mma;
+        cuda_check_attention(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, q.data(), n_q, out.data(),
+                             CudaGemm::f32, mma ? &dump : nullptr);
+        cuda_tuning() = CudaTuning{};
+        const double e = test::nmse(out.data(), ref.data(), ref.size());
+        // Float summation error grows with the context (both kernels measured
+        // 6-8e-9 at 20011 tokens): 1e-9 up to 4096 tokens, quadratic beyond.
+        const double tol1 = 1e-9 * std::max(1.0, std::pow(c.n_ctx / 4096.0, 2));
+        EXPECT_LT(e, n_q == 1 ? tol1 : 1e-6) << "n_q " << n_q << (mma ? " tensor-core kernel" : " FMA kernel");
+        (mma ? err : err_fma) = e;
+      }
       ASSERT_EQ(dump.n_groups * G, cpu.n_quantized());
       ASSERT_EQ(dump.n_sinks, cpu.n_sinks());
       ASSERT_EQ(dump.n_window, cpu.n_window());
@@ -293,8 +315,9 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
         EXPECT_EQ(bad_v, 0) << "first differing record " << first_bad;
       }
       std::printf("quant %-12s h%d/%d d%d ctx %5d chunk %4d n_q %d: %d groups x %d heads, records differing K %d V %d, "
-                  "nmse vs CPU %.3g\n",
-                  c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, c.n_kv, bad_k, bad_v, err);
+                  "nmse vs CPU %.3g (FMA kernel %.3g)\n",
+                  c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, c.n_kv, bad_k, bad_v, err,
+                  err_fma);
     }
   }
 }
@@ -307,15 +330,31 @@ TEST(CudaQuant, DecodeAttentionSpeedReport) {
   s.n_heads = 32;
   s.n_kv_heads = 8;
   s.head_dim = 128;
+  struct Variant {
+    const char* mode;
+    bool mma;
+    int steps;
+    bool long_only;  // the previous kernels, for comparison, at the longest context only
+  };
+  const Variant variants[] = {{"f16", true, 8, false}, {"f16", true, 4, true},   {"k8v8", true, 8, false},
+                              {"k4v4", true, 8, false}, {"k2v2", true, 8, false}, {"k4v4", false, 8, true},
+                              {"k2v2", false, 8, true}};
   for (int ctx : {4096, 32768, 131072}) {
     double f16_us = 0;
-    for (const char* mode : {"f16", "k8v8", "k4v4", "k2v2"}) {
-      const CudaAttnSpeed sp = cuda_bench_decode_attention(s, mode, ctx);
+    for (const Variant& vr : variants) {
+      if (vr.long_only && ctx != 131072) continue;
+      cuda_tuning().quant_decode_mma = vr.mma;
+      cuda_tuning().dense_decode_steps = vr.steps;
+      const CudaAttnSpeed sp = cuda_bench_decode_attention(s, vr.mode, ctx);
+      cuda_tuning() = CudaTuning{};
       EXPECT_GT(sp.us, 0);
-      if (std::string(mode) == "f16") f16_us = sp.us;
-      std::printf("decode attention ctx %6d %-5s: %8.1f us/layer  KV %7.1f MB  %6.0f GB/s  (%.2fx f16 speed, %d caches "
-                  "rotated)\n",
-                  ctx, mode, sp.us, sp.kv_bytes / 1e6, sp.kv_bytes / (sp.us * 1e3), f16_us / sp.us, sp.caches);
+      if (std::string(vr.mode) == "f16" && vr.steps == 8) f16_us = sp.us;
+      const std::string kernel = std::string(vr.mode) == "f16" ? "steps " + std::to_string(vr.steps)
+                                                                : (vr.mma ? "tensor cores" : "FMA (m3)");
+      std::printf("decode attention ctx %6d %-5s %-12s: %8.1f us/layer  KV %7.1f MB  %6.0f GB/s  (%.2fx f16 speed, "
+                  "%d caches rotated)\n",
+                  ctx, vr.mode, kernel.c_str(), sp.us, sp.kv_bytes / 1e6, sp.kv_bytes / (sp.us * 1e3), f16_us / sp.us,
+                  sp.caches);
     }
   }
 }
@@ -403,6 +442,45 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
   // carry into the logits; the CPU's own f16-vs-f32 check allows 1e-5.
   EXPECT_LT(worst, 1e-5);
   std::printf("evalmodel decode 40 steps GPU vs CPU (f16 KV): worst nmse %.3g\n", worst);
+}
+
+// A decode step replayed as a CUDA graph gives the logits of the same step
+// launched kernel by kernel: same kernels and arguments, so equal up to
+// nothing (tolerance 1e-12 for safety), over 60 steps after a 20-token
+// prefill, with an f16 cache and a quantized one whose groups complete at
+// tokens 33 and 65 (a launch topology change inside the run).
+TEST(Cuda, GraphReplayMatchesDirectDecode) {
+  LONGKV_REQUIRE_CUDA();
+  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+  LONGKV_REQUIRE_SHARED(kModel);
+  LoadedModel lm = load_model(test::shared_path(kModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  for (const char* mode : {"f16", "k4v4:r0:s1"}) {
+    SCOPED_TRACE(mode);
+    CudaModelOptions o;
+    o.max_tokens = 96;
+    o.kv_mode = mode;
+    o.gemm = CudaGemm::f32;
+    o.graphs = false;
+    auto direct = CudaModel::create(lm.weights, o);
+    o.graphs = true;
+    auto graphed = CudaModel::create(lm.weights, o);
+    if (!graphed->graphs()) GTEST_SKIP() << "LONGKV_CUDA_GRAPHS=0 in the environment";
+    std::vector<int32_t> prompt(20);
+    for (int i = 0; i < 20; ++i) prompt[i] = static_cast<int32_t>((i * 131 + 7) % nv);
+    std::vector<float> a(nv), b(nv);
+    direct->forward(prompt.data(), 20, 0, a.data(), false);
+    graphed->forward(prompt.data(), 20, 0, b.data(), false);
+    double worst = 0;
+    for (int i = 0; i < 60; ++i) {
+      const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+      direct->forward(&t, 1, 20 + i, a.data(), false);
+      graphed->forward(&t, 1, 20 + i, b.data(), false);
+      worst = std::max(worst, test::nmse(b.data(), a.data(), a.size()));
+    }
+    EXPECT_LT(worst, 1e-12);
+    std::printf("graph replay vs direct decode, %s, 60 steps: worst nmse %.3g\n", mode, worst);
+  }
 }
 
 // Not a pass/fail speed test: prints what one GEMV streams (8B shapes) and

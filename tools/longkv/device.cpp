@@ -96,11 +96,15 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
     modes.push_back(parse_kv_mode(m).to_string());
   const int max_depth = *std::max_element(o.depths.begin(), o.depths.end());
   const double bw = cuda_copy_bandwidth_gbs();
+  const bool graphs = cuda_graphs_default();
   std::printf("\n## longkv bench (CUDA)\n\nmodel: %s  \ndevice: %s  \nmeasured copy bandwidth: %.1f GB/s "
-              "(device-to-device cudaMemcpy of 1 GiB, read + write)  \nprefill GEMM: %s  \ncontext fill: %s\n\n",
+              "(device-to-device cudaMemcpy of 1 GiB, read + write)  \nprefill GEMM: %s  \ncontext fill: %s  \n"
+              "decode steps: %s\n\n",
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
-                          : "real prefill of random tokens");
+                          : "real prefill of random tokens",
+              graphs ? "CUDA graphs (LONGKV_CUDA_GRAPHS=1: each step captured, cudaGraphExecUpdate, replayed)"
+                     : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=1 runs them as CUDA graphs)");
   std::printf("| device | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | KV read/step | bytes/step | GB/s | %% of copy bw |\n");
   std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   const ModelConfig& c = w.cfg;

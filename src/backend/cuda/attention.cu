@@ -19,12 +19,12 @@ constexpr int kDecodeWarps = 4;
 // xor-shuffles; the tile's max is shared by the whole warp, so the online
 // softmax state (m) is the same in every lane and the token groups' partial
 // (l, acc) simply add at the end. Writes (o / l, m, l) per split.
-template <int D, int G>
+template <int D, int G, int kSteps>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int n_kv, int max_tokens,
                         int n_tok, int tps, const float* __restrict__ q, float scale, float* __restrict__ part_o,
                         float* __restrict__ part_ml, int n_splits, int split_base, int stride) {
-  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kSteps = 4;
+  constexpr int kLpt = D / 8, kTps = 32 / kLpt;
   const int lane = threadIdx.x % 32;
   const int gw = blockIdx.x * kDecodeWarps + threadIdx.x / 32;
   const int hk = gw / n_splits, split = gw % n_splits;
@@ -133,46 +133,58 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
-// One block per query head (blockDim = D): the splits' weights l * exp(m - M)
-// go to shared memory first, so the per-dimension pass over the splits has
-// independent loads only (milestone 2's merge walked them with a dependent
-// max/exp chain per thread and dominated decode attention at short depth).
-__global__ void merge_splits_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                    int n_splits, int D, float* __restrict__ out) {
+// Blocks of (query head, 32 dimensions), 8 warps: the splits' weights
+// l * exp(m - M) go to shared memory first, then warp w sums splits w, w+8,
+// ... for its lane's dimension (independent loads, 4 in flight), and the 8
+// partial sums meet in shared memory. (Milestone 3's one block per head with
+// a serial pass over the splits cost ~30 us at 4K tokens.)
+constexpr int kMergeWarps = 8;
+__global__ void __launch_bounds__(kMergeWarps * 32)
+    merge_splits_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml, int n_splits, int D,
+                        float* __restrict__ out) {
   extern __shared__ float wsh[];  // [n_splits]
-  __shared__ float red[32];
-  const int hq = blockIdx.x, tid = threadIdx.x, nw = blockDim.x / 32;
+  __shared__ float red[kMergeWarps][33];
+  const int hq = blockIdx.x, tid = threadIdx.x, lane = tid % 32, w = tid / 32;
+  const int d = blockIdx.y * 32 + lane;
   const float* ml = part_ml + static_cast<size_t>(hq) * n_splits * 2;
   float mm = -FLT_MAX;
   for (int s = tid; s < n_splits; s += blockDim.x)
     if (ml[2 * s + 1] > 0) mm = fmaxf(mm, ml[2 * s]);
   mm = warp_max(mm);
-  if (tid % 32 == 0) red[tid / 32] = mm;
+  if (lane == 0) red[w][32] = mm;
   __syncthreads();
   mm = -FLT_MAX;
-  for (int w = 0; w < nw; ++w) mm = fmaxf(mm, red[w]);
+  for (int k = 0; k < kMergeWarps; ++k) mm = fmaxf(mm, red[k][32]);
   __syncthreads();
   float ll = 0;
   for (int s = tid; s < n_splits; s += blockDim.x) {
-    const float w = ml[2 * s + 1] > 0 ? ml[2 * s + 1] * __expf(ml[2 * s] - mm) : 0.0f;
-    wsh[s] = w;
-    ll += w;
+    const float wt = ml[2 * s + 1] > 0 ? ml[2 * s + 1] * __expf(ml[2 * s] - mm) : 0.0f;
+    wsh[s] = wt;
+    ll += wt;
   }
   ll = warp_sum(ll);
-  if (tid % 32 == 0) red[tid / 32] = ll;
+  if (lane == 0) red[w][32] = ll;
   __syncthreads();
   ll = 0;
-  for (int w = 0; w < nw; ++w) ll += red[w];
-  const float* po = part_o + static_cast<size_t>(hq) * n_splits * D;
-  for (int d = tid; d < D; d += blockDim.x) {
-    float o0 = 0, o1 = 0;
-    int s = 0;
-    for (; s + 1 < n_splits; s += 2) {
-      o0 = fmaf(po[static_cast<size_t>(s) * D + d], wsh[s], o0);
-      o1 = fmaf(po[static_cast<size_t>(s + 1) * D + d], wsh[s + 1], o1);
+  for (int k = 0; k < kMergeWarps; ++k) ll += red[k][32];
+  const float* po = part_o + static_cast<size_t>(hq) * n_splits * D + d;
+  float o[4] = {0, 0, 0, 0};
+  int s = w;
+  for (; s + 3 * kMergeWarps < n_splits; s += 4 * kMergeWarps) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int su = s + u * kMergeWarps;
+      o[u] = fmaf(po[static_cast<size_t>(su) * D], wsh[su], o[u]);
     }
-    if (s < n_splits) o0 = fmaf(po[static_cast<size_t>(s) * D + d], wsh[s], o0);
-    out[static_cast<size_t>(hq) * D + d] = ll > 0 ? (o0 + o1) / ll : 0.0f;
+  }
+  for (; s < n_splits; s += kMergeWarps) o[0] = fmaf(po[static_cast<size_t>(s) * D], wsh[s], o[0]);
+  __syncthreads();  // red[.][32] reads are done before red is reused
+  red[w][lane] = (o[0] + o[1]) + (o[2] + o[3]);
+  __syncthreads();
+  if (w == 0) {
+    float acc = 0;
+    for (int k = 0; k < kMergeWarps; ++k) acc += red[k][lane];
+    out[static_cast<size_t>(hq) * D + d] = ll > 0 ? acc / ll : 0.0f;
   }
 }
 
@@ -278,15 +290,28 @@ void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim
 
 namespace {
 
+// Launches the split kernel, or with `warps` set only reports how many of
+// its warps the GPU holds at once (cached per instance).
 template <int D>
 void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, int splits, float* po, float* pml,
-                   int split_base, int stride, cudaStream_t s) {
-  const int warps = kv.n_kv_heads * splits, grid = (warps + kDecodeWarps - 1) / kDecodeWarps;
-#define LONGKV_DECODE_G(G_)                                                                                    \
-  case G_:                                                                                                     \
-    decode_split_kernel<D, G_><<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.n_kv_heads, kv.max_tokens,    \
-                                                                  kv.n_tokens, tps, q, scale, po, pml, splits,  \
-                                                                  split_base, stride);                        \
+                   int split_base, int stride, cudaStream_t s, int* warps = nullptr) {
+  const int nw = kv.n_kv_heads * splits, grid = (nw + kDecodeWarps - 1) / kDecodeWarps;
+  const bool deep = cuda_tuning().dense_decode_steps >= 8;
+#define LONGKV_DECODE_RUN(G_, S_)                                                                              \
+  {                                                                                                            \
+    auto* kern = decode_split_kernel<D, G_, S_>;                                                               \
+    if (warps) {                                                                                               \
+      static const int cached = resident_warps(kern, kDecodeWarps * 32);                                      \
+      *warps = cached;                                                                                         \
+    } else {                                                                                                   \
+      kern<<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.n_kv_heads, kv.max_tokens, kv.n_tokens, tps, q, scale, \
+                                             po, pml, splits, split_base, stride);                            \
+    }                                                                                                          \
+  }
+#define LONGKV_DECODE_G(G_)                      \
+  case G_:                                       \
+    if (deep) LONGKV_DECODE_RUN(G_, 8)           \
+    else LONGKV_DECODE_RUN(G_, 4)                \
     break;
   switch (kv.group) {
     LONGKV_DECODE_G(1) LONGKV_DECODE_G(2) LONGKV_DECODE_G(3) LONGKV_DECODE_G(4)
@@ -294,14 +319,21 @@ void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, 
     default: fail("CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG, kv.group);
   }
 #undef LONGKV_DECODE_G
+#undef LONGKV_DECODE_RUN
 }
 
 }  // namespace
 
-int decode_splits_for(int n_kv_heads, int n_tokens, int* tps_out) {
-  // ~16 warps per SM of 132 (one warp per split and KV head); splits of a
-  // multiple of 16 tokens, whole tiles for D = 128 (8) and D = 64 (16).
-  const int target = std::max(1, (132 * 16) / std::max(1, n_kv_heads));
+int decode_splits_for(int n_kv_heads, int n_tokens, int* tps_out, int head_dim, int group) {
+  // One wave of resident warps (one warp per split and KV head); splits of a
+  // multiple of 16 tokens (whole tiles for D = 128 at 4 steps).
+  DenseKvView kv;
+  kv.n_kv_heads = n_kv_heads;
+  kv.group = std::min(std::max(group, 1), kMaxG);
+  int warps = 132 * 16;
+  if (head_dim == 64) launch_decode<64>(kv, nullptr, 0, 0, 0, nullptr, nullptr, 0, 0, nullptr, &warps);
+  else launch_decode<128>(kv, nullptr, 0, 0, 0, nullptr, nullptr, 0, 0, nullptr, &warps);
+  const int target = std::max(1, warps / std::max(1, n_kv_heads));
   int tps = (n_tokens + target - 1) / target;
   tps = std::max(16, (tps + 15) / 16 * 16);
   if (tps_out) *tps_out = tps;
@@ -314,7 +346,7 @@ void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* par
   LONGKV_CHECK(g <= kMaxG, "CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG,
                g);
   int tps = 0;
-  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, &tps);
+  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, &tps, D, g);
   if (splits == 0) return;
   LONGKV_ASSERT(split_base + splits <= stride);
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
@@ -331,13 +363,13 @@ void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, 
   const size_t smem = sizeof(float) * n_parts;
   LONGKV_CHECK(smem <= 48 * 1024, "CUDA decode attention: %d splits exceed the merge kernel's shared memory",
                n_parts);
-  merge_splits_kernel<<<n_heads, D, smem, s>>>(part_o, part_ml, n_parts, D, out);
+  merge_splits_kernel<<<dim3(n_heads, D / 32), kMergeWarps * 32, smem, s>>>(part_o, part_ml, n_parts, D, out);
   LONGKV_CUDA_LAUNCHED();
 }
 
 void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
   const int D = kv.head_dim, n_heads = kv.n_kv_heads * kv.group;
-  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, nullptr);
+  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, nullptr, D, kv.group);
   ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
   ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
   attend_decode_dense_parts(kv, q, ws.a.as<float>(), ws.b.as<float>(), 0, splits, s);

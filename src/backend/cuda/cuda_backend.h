@@ -50,7 +50,26 @@ struct CudaModelOptions {
   std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense), k<B>v<B> (B = 8, 4, 2; post-RoPE, g32)
   int max_tokens = 0;           // KV capacity per sequence
   CudaGemm gemm = CudaGemm::f16;
+  // Single-token steps run as a CUDA graph: each step is captured and
+  // cudaGraphExecUpdate'd into the executable of its launch shape. Same
+  // kernels, same results either way. Off by default: the per-step capture
+  // and update cost more host time than the launches they replace (measured
+  // in docs/cuda-notes.md, milestone 4). LONGKV_CUDA_GRAPHS=1 / =0 in the
+  // environment overrides this field (for speed comparisons).
+  bool graphs = false;
 };
+
+// Whether decode steps will run as CUDA graphs for a model created with
+// default options: LONGKV_CUDA_GRAPHS=1 yes, =0 or unset no. Tools print it.
+bool cuda_graphs_default();
+
+// Kernel variants, process-wide, for tests and speed comparisons; the
+// defaults are the fast paths. Set before creating models/caches.
+struct CudaTuning {
+  bool quant_decode_mma = true;  // quantized-KV decode on tensor cores (false: milestone 3's FMA kernel)
+  int dense_decode_steps = 8;    // f16 split kernel: token steps per tile, K+V loads in flight per lane (4 or 8)
+};
+CudaTuning& cuda_tuning();
 
 // A Llama-family model resident on the GPU: weights uploaded once in their
 // stored formats (row stride padded to 16 bytes), one KV cache per layer in
@@ -65,6 +84,7 @@ class CudaModel {
   virtual const ModelConfig& config() const = 0;
   virtual std::string kv_mode() const = 0;
   virtual CudaGemm gemm() const = 0;
+  virtual bool graphs() const = 0;  // decode steps replayed as CUDA graphs
 
   // Same contract as LlamaModel::forward with the model's own caches:
   // positions pos..pos+n-1, every cache holds exactly `pos` tokens. logits

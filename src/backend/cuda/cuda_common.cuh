@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
@@ -25,6 +26,17 @@ __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+// Warps of `kernel` resident on the whole GPU at once with blocks of
+// block_threads (occupancy API); callers cache it per kernel.
+template <typename K>
+int resident_warps(K kernel, int block_threads) {
+  int blocks = 0, sms = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, block_threads, 0) != cudaSuccess) blocks = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) sms = 132;
+  cudaGetLastError();
+  return (blocks > 0 ? blocks : 1) * (block_threads / 32) * sms;
 }
 
 #define LONGKV_CUDA_CHECK(expr)                                                                  \
@@ -101,6 +113,14 @@ inline size_t gpu_row_stride(WeightType t, int64_t cols) { return (row_bytes(t, 
 
 // Copies a host weight into `buf` with the GPU row stride and returns its view.
 GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s);
+// The same into caller-owned device memory (zeroed, gpu_row_stride rows).
+GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst, cudaStream_t s);
+// Matrices of one type and width with their rows concatenated in one buffer
+// (wq|wk|wv, w_gate|w_up): one GEMV covers them all for a single token;
+// parts[i] are views of each (for the GEMM path). Throws unless stackable().
+bool stackable(const std::vector<const WeightView*>& ws);
+GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer& buf, GpuWeight* parts,
+                         cudaStream_t s);
 
 // --- weight kernels (gemv.cu) -------------------------------------------
 // y[r] (+)= dot(W.row(r), x) for one token (f32 x, f32 y).

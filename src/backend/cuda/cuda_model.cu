@@ -2,7 +2,17 @@
 // weights resident in their stored formats, f32 activations, one GpuKvCache
 // per layer. Single tokens go through the GEMV kernels; chunks through
 // dequantized weights and cuBLAS.
+//
+// wq|wk|wv and w_gate|w_up are uploaded with their rows stacked in one
+// buffer when they share a type and width: one GEMV each for a token (q, k, v
+// land contiguous, so one RoPE launch turns q and k), views of the parts for
+// the GEMM path. A single-token step can run as a CUDA graph: the step is
+// captured (nothing in it synchronizes; the token id comes from pinned
+// memory), cudaGraphExecUpdate'd into the last executable and replayed; a
+// changed launch topology (a KV group completing, say) re-instantiates.
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend/cuda/gpu_kv_cache.cuh"
 #include "core/timer.h"
@@ -15,6 +25,7 @@ struct GpuLayer {
   DeviceBuffer attn_norm, ffn_norm, bq, bk, bv;
   DeviceBuffer wq_buf, wk_buf, wv_buf, wo_buf, wg_buf, wu_buf, wd_buf;
   GpuWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+  GpuWeight wqkv, wgu;  // stacked (rows == 0: not stacked, separate GEMVs)
 };
 
 DeviceBuffer upload_floats(const std::vector<float>& v, cudaStream_t s) {
@@ -53,12 +64,28 @@ class CudaModelImpl final : public CudaModel {
       G.bq = upload_floats(L.bq, s_);
       G.bk = upload_floats(L.bk, s_);
       G.bv = upload_floats(L.bv, s_);
-      G.wq = upload_weight(L.wq, G.wq_buf, s_);
-      G.wk = upload_weight(L.wk, G.wk_buf, s_);
-      G.wv = upload_weight(L.wv, G.wv_buf, s_);
+      const std::vector<const WeightView*> qkv{&L.wq, &L.wk, &L.wv}, gu{&L.w_gate, &L.w_up};
+      if (stackable(qkv)) {
+        GpuWeight parts[3];
+        G.wqkv = upload_stacked(qkv, G.wq_buf, parts, s_);
+        G.wq = parts[0];
+        G.wk = parts[1];
+        G.wv = parts[2];
+      } else {
+        G.wq = upload_weight(L.wq, G.wq_buf, s_);
+        G.wk = upload_weight(L.wk, G.wk_buf, s_);
+        G.wv = upload_weight(L.wv, G.wv_buf, s_);
+      }
+      if (stackable(gu)) {
+        GpuWeight parts[2];
+        G.wgu = upload_stacked(gu, G.wg_buf, parts, s_);
+        G.w_gate = parts[0];
+        G.w_up = parts[1];
+      } else {
+        G.w_gate = upload_weight(L.w_gate, G.wg_buf, s_);
+        G.w_up = upload_weight(L.w_up, G.wu_buf, s_);
+      }
       G.wo = upload_weight(L.wo, G.wo_buf, s_);
-      G.w_gate = upload_weight(L.w_gate, G.wg_buf, s_);
-      G.w_up = upload_weight(L.w_up, G.wu_buf, s_);
       G.w_down = upload_weight(L.w_down, G.wd_buf, s_);
       // Host copies may be freed once the uploads have finished.
       LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
@@ -74,10 +101,22 @@ class CudaModelImpl final : public CudaModel {
     ks.head_dim = cfg_.head_dim;
     ks.max_tokens = o.max_tokens;
     for (int l = 0; l < cfg_.n_layers; ++l) caches_.push_back(make_gpu_kv_cache(o.kv_mode, ks));
+    // Decode partial states, sized once for the most splits any cache uses
+    // (dense and quantized parts each <= one wave of <= 64 warps/SM over the KV heads, plus
+    // the fp16 window's), so no allocation happens inside a captured step.
+    int sms = 132;
+    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const size_t parts = 2 * (static_cast<size_t>(sms) * 64 / std::max(1, cfg_.n_kv_heads) + 2) + 256;
+    ws_.a.reserve(static_cast<size_t>(cfg_.n_heads) * parts * cfg_.head_dim * sizeof(float));
+    ws_.b.reserve(static_cast<size_t>(cfg_.n_heads) * parts * 2 * sizeof(float));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
   }
 
   ~CudaModelImpl() override {
     cudaStreamSynchronize(s_);
+    for (auto& e : execs_)
+      if (e.second) cudaGraphExecDestroy(e.second);
+    if (ids_host_) cudaFreeHost(ids_host_);
     caches_.clear();
     cublasDestroy(ws_.cublas);
     cudaEventDestroy(ev_a_);
@@ -88,6 +127,7 @@ class CudaModelImpl final : public CudaModel {
   const ModelConfig& config() const override { return cfg_; }
   std::string kv_mode() const override { return caches_[0]->mode(); }
   CudaGemm gemm() const override { return opt_.gemm; }
+  bool graphs() const override { return opt_.graphs; }
   int kv_size() const override { return caches_[0]->size(); }
   void clear() override {
     for (auto& c : caches_) c->clear();
@@ -111,7 +151,7 @@ class CudaModelImpl final : public CudaModel {
   }
   size_t weight_bytes() const override {
     size_t b = tok_embd_.nbytes() + (output_.data == tok_embd_.data ? 0 : output_.nbytes());
-    for (const auto& L : layers_)
+    for (const auto& L : layers_)  // the parts of stacked matrices, counted once
       b += L.wq.nbytes() + L.wk.nbytes() + L.wv.nbytes() + L.wo.nbytes() + L.w_gate.nbytes() + L.w_up.nbytes() +
            L.w_down.nbytes();
     return b;
@@ -127,16 +167,56 @@ class CudaModelImpl final : public CudaModel {
       LONGKV_CHECK(tokens[t] >= 0 && tokens[t] < c.n_vocab, "token id %d out of range [0, %d)", tokens[t], c.n_vocab);
     const double t0 = now_seconds();
     ensure_scratch(n);
+    bool timed = false;
+    const int first = all_logits ? 0 : n - 1, rows = n - first;
+    // The first single-token step runs directly: lazy one-time queries
+    // (occupancy, attributes) then happen outside any capture.
+    if (n == 1 && opt_.graphs && direct_steps_ > 0) {
+      *ids_host_ = tokens[0];
+      cudaGraph_t graph = nullptr;
+      LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
+      try {
+        timed = enqueue(ids_host_, 1, pos, logits != nullptr, false);
+      } catch (...) {
+        cudaStreamEndCapture(s_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+        throw;
+      }
+      LONGKV_CUDA_CHECK(cudaStreamEndCapture(s_, &graph));
+      replay(graph);
+    } else {
+      timed = enqueue(tokens, n, pos, logits != nullptr, all_logits);
+      if (n == 1) ++direct_steps_;
+    }
+    if (logits)
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
+                                        s_));
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    if (timed) {
+      float ms = 0;
+      // Events recorded by graph nodes time like stream events; should a
+      // driver refuse, the step is simply not sampled.
+      if (cudaEventElapsedTime(&ms, ev_a_, ev_b_) == cudaSuccess) timings_.attention_s += 1e-3 * ms * c.n_layers;
+      else cudaGetLastError();
+    }
+    timings_.total_s += now_seconds() - t0;
+  }
+
+  // Graph statistics of the single-token steps so far (tests, bench).
+  int graph_instantiations() const { return instantiations_; }
+
+ private:
+  // Queues one forward pass on s_ (no synchronization, no host memory but
+  // the token ids, which must stay valid until the work ran). Returns
+  // whether the attention events were recorded.
+  bool enqueue(const int32_t* tokens, int n, int pos, bool want_logits, bool all_logits) {
+    const ModelConfig& c = cfg_;
     const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
     LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
     float* x = x_.as<float>();
     float* xb = xb_.as<float>();
-    float* q = q_.as<float>();
-    float* k = k_.as<float>();
-    float* v = v_.as<float>();
     float* att = att_.as<float>();
-    float* gate = gate_.as<float>();
-    float* up = up_.as<float>();
     get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
     const bool neox = c.rope == RopeStyle::neox;
     bool timed = false;
@@ -144,14 +224,27 @@ class CudaModelImpl final : public CudaModel {
     for (int l = 0; l < c.n_layers; ++l) {
       GpuLayer& L = layers_[l];
       rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
-      matmul(L.wq, xb, n, q, false);
-      matmul(L.wk, xb, n, k, false);
-      matmul(L.wv, xb, n, v, false);
+      float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
+      const bool stacked_qkv = n == 1 && L.wqkv.rows > 0;
+      if (stacked_qkv) {  // one GEMV; q, k, v contiguous in qkv_
+        q = qkv_.as<float>();
+        k = q + qd;
+        v = k + kvd;
+        gemv(L.wqkv, xb, q, false, s_);
+      } else {
+        matmul(L.wq, xb, n, q, false);
+        matmul(L.wk, xb, n, k, false);
+        matmul(L.wv, xb, n, v, false);
+      }
       if (L.bq.bytes()) add_bias(q, L.bq.as<float>(), n, qd, s_);
       if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
       if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
-      rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_);
-      rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_);
+      if (stacked_qkv) {
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_);
+      } else {
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_);
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_);
+      }
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
       if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
@@ -163,31 +256,69 @@ class CudaModelImpl final : public CudaModel {
       }
       matmul(L.wo, att, n, x, true);
       rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
-      matmul(L.w_gate, xb, n, gate, false);
-      matmul(L.w_up, xb, n, up, false);
+      float *gate = gate_.as<float>(), *up = up_.as<float>();
+      if (n == 1 && L.wgu.rows > 0) {
+        gate = qkv_.as<float>();  // [gate | up] of one token
+        up = gate + ffn;
+        gemv(L.wgu, xb, gate, false, s_);
+      } else {
+        matmul(L.w_gate, xb, n, gate, false);
+        matmul(L.w_up, xb, n, up, false);
+      }
       swiglu(gate, up, static_cast<size_t>(n) * ffn, s_);
       matmul(L.w_down, gate, n, x, true);
     }
 
-    if (logits) {
+    if (want_logits) {
       const int first = all_logits ? 0 : n - 1;
       const int rows = n - first;
       float* xr = x + static_cast<size_t>(first) * dim;
       rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
       matmul(output_, xb, rows, logits_.as<float>(), false);
-      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab,
-                                        cudaMemcpyDeviceToHost, s_));
     }
-    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
-    if (timed) {
-      float ms = 0;
-      LONGKV_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_a_, ev_b_));
-      timings_.attention_s += 1e-3 * ms * c.n_layers;
-    }
-    timings_.total_s += now_seconds() - t0;
+    return timed;
   }
 
- private:
+  // Launches a captured step. Executables are kept per launch topology
+  // (told apart by node count: a completing KV group adds kernels, the first
+  // window token drops the sink copy), so a step updates the one of its own
+  // shape in place (cudaGraphExecUpdate: only kernel parameters changed) and
+  // instantiates only for a shape not seen before or an update refused.
+  void replay(cudaGraph_t graph) {
+    size_t nodes = 0;
+    LONGKV_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
+    cudaGraphExec_t* slot = nullptr;
+    for (auto& e : execs_)
+      if (e.first == nodes) slot = &e.second;
+    if (!slot) {
+      if (execs_.size() >= 4) {  // shapes come and go with the context; keep a few
+        cudaGraphExecDestroy(execs_.front().second);
+        execs_.erase(execs_.begin());
+      }
+      execs_.push_back({nodes, nullptr});
+      slot = &execs_.back().second;
+    }
+    bool ok = false;
+    if (*slot) {
+      cudaGraphExecUpdateResultInfo info;
+      ok = cudaGraphExecUpdate(*slot, graph, &info) == cudaSuccess;
+      if (!ok) {
+        cudaGetLastError();  // the refused update is not an error of the step
+        cudaGraphExecDestroy(*slot);
+        *slot = nullptr;
+      }
+    }
+    if (!ok) {
+      const cudaError_t e = cudaGraphInstantiate(slot, graph, 0);
+      cudaGraphDestroy(graph);
+      LONGKV_CUDA_CHECK(e);
+      ++instantiations_;
+    } else {
+      cudaGraphDestroy(graph);
+    }
+    LONGKV_CUDA_CHECK(cudaGraphLaunch(*slot, s_));
+  }
+
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
     if (n == 1) gemv(w, xin, y, accumulate, s_);
     else cuda::gemm(ws_.cublas, w, xin, n, y, accumulate, opt_.gemm, gemm_scratch_, s_);
@@ -208,6 +339,7 @@ class CudaModelImpl final : public CudaModel {
     att_.resize(sn * c.q_dim() * f);
     gate_.resize(sn * c.ffn_dim * f);
     up_.resize(sn * c.ffn_dim * f);
+    qkv_.resize(std::max<size_t>(c.q_dim() + 2 * c.kv_dim(), 2 * c.ffn_dim) * f);
     logits_.resize(sn * c.n_vocab * f);
     scratch_n_ = n;
   }
@@ -225,10 +357,31 @@ class CudaModelImpl final : public CudaModel {
   ForwardTimings timings_;
   int scratch_n_ = 0;
   DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
+  DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
+  int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
+  std::vector<std::pair<size_t, cudaGraphExec_t>> execs_;  // (node count, executable)
+  int instantiations_ = 0;
+  int direct_steps_ = 0;
 };
 
 }  // namespace
 }  // namespace cuda
+
+namespace {
+// LONGKV_CUDA_GRAPHS: 1 on, 0 off, -1 unset (the options decide).
+int graphs_env() {
+  const char* e = std::getenv("LONGKV_CUDA_GRAPHS");
+  if (!e || !*e) return -1;
+  return std::strcmp(e, "0") == 0 ? 0 : 1;
+}
+}  // namespace
+
+bool cuda_graphs_default() { return graphs_env() == 1; }
+
+CudaTuning& cuda_tuning() {
+  static CudaTuning t;
+  return t;
+}
 
 bool cuda_available(std::string* why) {
   int n = 0;
@@ -288,7 +441,9 @@ double cuda_copy_bandwidth_gbs(size_t bytes) {
 }
 
 std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights& w, const CudaModelOptions& o) {
-  return std::make_unique<cuda::CudaModelImpl>(w, o);
+  CudaModelOptions opt = o;
+  if (graphs_env() >= 0) opt.graphs = graphs_env() == 1;
+  return std::make_unique<cuda::CudaModelImpl>(w, opt);
 }
 
 }  // namespace longkv

@@ -13,6 +13,11 @@ bool cuda_available(std::string* why) {
   if (why) *why = kNoCuda;
   return false;
 }
+bool cuda_graphs_default() { return false; }
+CudaTuning& cuda_tuning() {
+  static CudaTuning t;
+  return t;
+}
 std::string cuda_device_description() { fail("%s", kNoCuda); }
 double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
 void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }

@@ -211,18 +211,17 @@ int grid_for(int64_t n, int threads) {
 
 }  // namespace
 
-GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s) {
+GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s) {
   GpuWeight g;
   g.type = w.type;
   g.rows = w.rows;
   g.cols = w.cols;
   g.ld = gpu_row_stride(w.type, w.cols);
-  buf.resize(g.nbytes() + kWeightPadBytes);
-  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
-  g.data = buf.as<uint8_t>();
+  g.data = dst0;
+  if (w.rows == 0) return g;
   const int body = split_body_bytes(w.type);
   if (body == 0) {
-    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(buf.as(), g.ld, w.data, w.row_stride(), w.row_stride(),
+    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0, g.ld, w.data, w.row_stride(), w.row_stride(),
                                         static_cast<size_t>(w.rows), cudaMemcpyHostToDevice, s));
     return g;
   }
@@ -245,11 +244,41 @@ GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s) 
         std::memcpy(dst + nb * body + 2 * b, src + b * bb + d_off, 2);
       }
     }
-    LONGKV_CUDA_CHECK(cudaMemcpyAsync(buf.as<uint8_t>() + static_cast<size_t>(r0) * g.ld, tmp.data(), static_cast<size_t>(n) * g.ld,
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(dst0 + static_cast<size_t>(r0) * g.ld, tmp.data(), static_cast<size_t>(n) * g.ld,
                                       cudaMemcpyHostToDevice, s));
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // tmp is reused
   }
   return g;
+}
+
+GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s) {
+  buf.resize(gpu_row_stride(w.type, w.cols) * static_cast<size_t>(w.rows) + kWeightPadBytes);
+  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
+  return upload_weight_to(w, buf.as<uint8_t>(), s);
+}
+
+bool stackable(const std::vector<const WeightView*>& ws) {
+  for (const WeightView* w : ws)
+    if (w->type != ws[0]->type || w->cols != ws[0]->cols) return false;
+  return !ws.empty();
+}
+
+GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer& buf, GpuWeight* parts,
+                         cudaStream_t s) {
+  LONGKV_CHECK(stackable(ws), "stacked weights need one type and one width");
+  const size_t ld = gpu_row_stride(ws[0]->type, ws[0]->cols);
+  int64_t rows = 0;
+  for (const WeightView* w : ws) rows += w->rows;
+  buf.resize(ld * static_cast<size_t>(rows) + kWeightPadBytes);
+  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
+  int64_t r0 = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    parts[i] = upload_weight_to(*ws[i], buf.as<uint8_t>() + ld * static_cast<size_t>(r0), s);
+    r0 += ws[i]->rows;
+  }
+  GpuWeight all = parts[0];
+  all.rows = rows;
+  return all;
 }
 
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {

@@ -67,8 +67,9 @@ struct DenseKvView {
 
 // One query row (n_q == 1): split-K flash-decoding with a merge of splits.
 void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s);
-// Splits the decode kernel uses for n_tokens (and tokens per split).
-int decode_splits_for(int n_kv_heads, int n_tokens, int* tps);
+// Splits the decode kernel uses for n_tokens (and tokens per split): one
+// wave of the warps the kernel for (head_dim, group) keeps resident.
+int decode_splits_for(int n_kv_heads, int n_tokens, int* tps, int head_dim, int group);
 // The split kernel alone: decode_splits_for(n_kv_heads, n_tokens) partial
 // states (o normalized, m, l) per query head, written at split indices
 // split_base.. of part_o [n_heads][stride][D] and part_ml [n_heads][stride][2]
