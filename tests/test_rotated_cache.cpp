@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kv/dense_cache.h"
 #include "kv/rotated_cache.h"
+#include "kv/kv_mode.h"
 #include "test_util.h"
 
 namespace longkv {
@@ -70,6 +71,8 @@ TEST(RotatedCache, QuantizedModeBuildsThroughTheFactory) {
   s.max_tokens = 64;
   auto c = make_kv_cache("k2v2:rot", s, pool);
   EXPECT_EQ(c->mode(), "k2v2:g32:r128:s4:rope=post:rot");
+  // With outliers the cache spells the mode as the parser does.
+  EXPECT_EQ(make_kv_cache("k2v2:o2:rot", s, pool)->mode(), parse_kv_mode("k2v2:rot:o2").to_string());
   s.head_dim = 96;
   try {
     make_kv_cache("k2v2:g32:rot", s, pool);

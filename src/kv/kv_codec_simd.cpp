@@ -456,7 +456,7 @@ void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float*
 
 // Per-thread scratch (kernels are called from pool threads).
 struct Scratch {
-  std::vector<float> kw, vw, qw, qk, qz, wk, zacc, sw, tile, sc, lv;
+  std::vector<float> kw, vw, qw, qk, qz, wk, zacc, sw, tile, sc, lv, qT, ck, pT, cv;
   int kw_key = -1, vw_key = -1;
 };
 Scratch& scratch() {
@@ -504,14 +504,22 @@ void add_zero_terms(const float* zacc, int nv, int group, int d, float* out) {
   }
 }
 
-// Outlier corrections (kv_codec.h, Outliers): a few scalar FMAs per entry
-// after the dense pass. Keys: s[v][t] += q[v][c] * delta (s rows lds apart).
+// Outlier corrections (kv_codec.h, Outliers) after the dense pass: a few
+// scalar FMAs per entry. Keys: s[v][t] += q[v][c] * delta (s rows lds apart).
+inline float outlier_delta(uint32_t e) {
+#if defined(__F16C__)
+  return _cvtsh_ss(static_cast<unsigned short>(e >> 16));
+#else
+  return f16_to_f32(static_cast<f16_t>(e >> 16));
+#endif
+}
 void key_outliers(const uint8_t* rec, const KvGroupLayout& l, const float* q, int nv, float* s, int lds) {
   const uint32_t* e = kv_outliers(rec, l);
   const int d = l.head_dim;
   for (int i = 0; i < l.outliers; ++i) {
-    const KvOutlier o = kv_outlier_entry(e[i]);
-    for (int v = 0; v < nv; ++v) s[static_cast<size_t>(v) * lds + o.t] += q[static_cast<size_t>(v) * d + o.c] * o.delta;
+    const int t = (e[i] >> 8) & 0xff, c = e[i] & 0xff;
+    const float delta = outlier_delta(e[i]);
+    for (int v = 0; v < nv; ++v) s[static_cast<size_t>(v) * lds + t] += q[static_cast<size_t>(v) * d + c] * delta;
   }
 }
 // Values: out[v][c] += p[v][t] * delta (p rows ldp apart).
@@ -519,8 +527,23 @@ void value_outliers(const uint8_t* rec, const KvGroupLayout& l, const float* p, 
   const uint32_t* e = kv_outliers(rec, l);
   const int d = l.head_dim;
   for (int i = 0; i < l.outliers; ++i) {
-    const KvOutlier o = kv_outlier_entry(e[i]);
-    for (int v = 0; v < nv; ++v) out[static_cast<size_t>(v) * d + o.c] += p[static_cast<size_t>(v) * ldp + o.t] * o.delta;
+    const int t = (e[i] >> 8) & 0xff, c = e[i] & 0xff;
+    const float delta = outlier_delta(e[i]);
+    for (int v = 0; v < nv; ++v) out[static_cast<size_t>(v) * d + c] += p[static_cast<size_t>(v) * ldp + t] * delta;
+  }
+}
+// The fused loop's form: all (up to 4) query vectors of an entry in one SSE
+// operation on head-interleaved copies. qT: [d][4] queries; acc: [n][4]
+// (acc[t] for keys, acc[c] for values), src: [n][4] (qT for keys, pT for
+// values), i.e. acc[a(e)] += src[b(e)] * delta.
+template <bool Keys>
+void outliers_x4(const uint8_t* rec, const KvGroupLayout& l, int t_off, const float* src, float* acc) {
+  const uint32_t* e = kv_outliers(rec, l);
+  for (int i = 0; i < l.outliers; ++i) {
+    const int t = static_cast<int>((e[i] >> 8) & 0xff) + t_off, c = static_cast<int>(e[i] & 0xff);
+    const int a = Keys ? t : c, b = Keys ? c : t;
+    const __m128 x = _mm_mul_ps(_mm_loadu_ps(src + 4 * b), _mm_set1_ps(outlier_delta(e[i])));
+    _mm_storeu_ps(acc + 4 * a, _mm_add_ps(_mm_loadu_ps(acc + 4 * a), x));
   }
 }
 
@@ -663,6 +686,20 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
   float m[kMaxH];
   for (int v = 0; v < nv; ++v) m[v] = -INFINITY;
   float* s = sc.sc.data();
+  // Outliers: head-interleaved copies (outliers_x4); ck: a span's key score
+  // corrections [t][4]; pT: its probabilities [t][4]; cv: value corrections
+  // [c][4] (rescaled with out).
+  const bool ko = kl.outliers > 0, vo = vl.outliers > 0;
+  if (ko) {
+    sc.qT.assign(static_cast<size_t>(d) * 4, 0.0f);
+    for (int v = 0; v < nv; ++v)
+      for (int c = 0; c < d; ++c) sc.qT[static_cast<size_t>(c) * 4 + v] = q[static_cast<size_t>(v) * d + c];
+    sc.ck.resize(static_cast<size_t>(lds) * 4);
+  }
+  if (vo) {
+    sc.cv.assign(static_cast<size_t>(d) * 4, 0.0f);
+    sc.pT.assign(static_cast<size_t>(lds) * 4, 0.0f);
+  }
   for (int grp0 = 0; grp0 < n_groups; grp0 += kSpan) {
     const int span = std::min(kSpan, n_groups - grp0), ns = span * group;
     ValueRec recs[kSpan];
@@ -680,9 +717,15 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
       key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(),
                      s + r * group, lds);
-      key_outliers(kr, kl, q, nv, s + r * group, lds);
+      if (ko) {
+        if (r == 0) std::fill(sc.ck.begin(), sc.ck.begin() + static_cast<size_t>(ns) * 4, 0.0f);
+        outliers_x4<true>(kr, kl, r * group, sc.qT.data(), sc.ck.data());
+      }
       recs[r] = {vrec + grp * vstride, sc.wk.data() + r * wk_n};
     }
+    if (ko)
+      for (int v = 0; v < nv; ++v)
+        for (int t = 0; t < ns; ++t) s[static_cast<size_t>(v) * lds + t] += sc.ck[static_cast<size_t>(t) * 4 + v];
     for (int v = 0; v < nv; ++v) {
       float* sv = s + static_cast<size_t>(v) * lds;
       vf mx = vload(sv);
@@ -701,6 +744,10 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
         }
         float* lv = sc.lv.data() + static_cast<size_t>(v) * W;
         vstore(lv, vmul(vload(lv), f));
+        if (vo) {
+          const float fs = std::exp(m[v] - mg);
+          for (int c = 0; c < d; ++c) sc.cv[static_cast<size_t>(c) * 4 + v] *= fs;
+        }
         m[v] = mg;
       }
       const vf mv = vset1(m[v]);
@@ -712,13 +759,19 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       }
       vstore(sc.lv.data() + static_cast<size_t>(v) * W, lsum);
     }
-    for (int r = 0; r < span; ++r) {
+    for (int r = 0; r < span; ++r)
       value_prep(recs[r].codes, vl, vnp, vw, s + r * group, lds, nv, sc.wk.data() + r * wk_n, sc.zacc.data());
-      value_outliers(recs[r].codes, vl, s + r * group, lds, nv, out);
+    if (vo) {
+      for (int v = 0; v < nv; ++v)
+        for (int t = 0; t < ns; ++t) sc.pT[static_cast<size_t>(t) * 4 + v] = s[static_cast<size_t>(v) * lds + t];
+      for (int r = 0; r < span; ++r) outliers_x4<false>(recs[r].codes, vl, r * group, sc.pT.data(), sc.cv.data());
     }
     value_accum_any(nv, recs, span, vp, vnp, group, d, d, static_cast<size_t>(nv) * d, out);
   }
   add_zero_terms(sc.zacc.data(), nv, group, d, out);
+  if (vo)
+    for (int v = 0; v < nv; ++v)
+      for (int c = 0; c < d; ++c) out[static_cast<size_t>(v) * d + c] += sc.cv[static_cast<size_t>(c) * 4 + v];
   for (int v = 0; v < nv; ++v) {
     const float l = vsum(vload(sc.lv.data() + static_cast<size_t>(v) * W));
     m_out[v] = m[v];

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "kv/kv_mode.h"
 
 namespace longkv {
 
@@ -29,7 +30,12 @@ RotatedKvCache::RotatedKvCache(std::unique_ptr<KvCache> inner) : KvCache(inner->
                "KV mode ':rot' cannot be combined with rope=pre (the rotation does not commute with RoPE)");
 }
 
-std::string RotatedKvCache::mode() const { return inner_->mode() + ":rot"; }
+std::string RotatedKvCache::mode() const {
+  // Spelled as the grammar's canonical string (":rot" before ":o<P>").
+  KvMode m = parse_kv_mode(inner_->mode());
+  m.rotate = true;
+  return m.to_string();
+}
 
 void RotatedKvCache::append(const float* k, const float* v, int n) {
   const size_t count = static_cast<size_t>(n) * shape_.kv_dim();
