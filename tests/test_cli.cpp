@@ -6,6 +6,7 @@
 #include <cmath>
 #include <regex>
 
+#include "backend/cuda/cuda_backend.h"
 #include "test_util.h"
 
 namespace longkv {
@@ -42,6 +43,21 @@ TEST(Cli, Stories260KGreedyExact) {
   EXPECT_EQ(r.out, expected_greedy());
   EXPECT_NE(r.err.find("decode:"), std::string::npos);
   EXPECT_NE(r.err.find("kv cache:"), std::string::npos);
+}
+
+// Without a GPU, --device cuda says why once and runs on the CPU: same text.
+TEST(Cli, RunDeviceCudaFallsBackToCpuSayingWhy) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  if (cuda_available(nullptr)) GTEST_SKIP() << "a CUDA device is present";
+  auto r = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) +
+                   " -n 100 --temp 0 --device cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, expected_greedy());
+  EXPECT_NE(r.err.find("--device cuda: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("running on the CPU"), std::string::npos) << r.err;
+  auto bad = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) + " -n 1 --device tpu");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("tpu"), std::string::npos) << bad.err;
 }
 
 TEST(Cli, Stories260KGreedyExactFromHuggingFaceCopy) {

@@ -1,10 +1,14 @@
 // longkv run: generate text from a prompt, streaming to stdout; statistics
 // (prompt and decode speed, KV-cache memory) go to stderr.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
+#include "backend/cuda/cuda_backend.h"
 #include "common.h"
+#include "device.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -18,7 +22,7 @@ namespace {
 
 struct RunOptions {
   ModelOptions model;
-  std::string prompt, prompt_file, kv = "f16";
+  std::string prompt, prompt_file, kv = "f16", device = "cpu", cuda_gemm = "f16";
   int n_predict = 128, ctx = 0, batch = 512;
   bool ignore_eos = false;
   SamplerParams sampling;
@@ -35,6 +39,7 @@ std::string read_text_file(const std::string& path) {
 int cmd_run(const RunOptions& o) {
   const KvMode kv = parse_kv_mode(o.kv);  // validate before loading anything
   if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
+  const bool on_gpu = use_cuda_device(o.device);  // says why when it falls back to the CPU
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;
   ThreadPool pool(o.model.threads);
@@ -61,12 +66,42 @@ int cmd_run(const RunOptions& o) {
   log_info("kv: %s, threads %d, prompt %zu tokens, generating %d, sampling %s", kv.to_string().c_str(), pool.size(),
            tokens.size(), n_predict, o.sampling.describe().c_str());
 
-  Session session(model, o.kv, max_tokens);
+  // One of the two engines behind prefill/decode/footprint below.
+  std::unique_ptr<Session> session;
+  std::unique_ptr<CudaModel> gpu;
+  if (on_gpu) {
+    CudaModelOptions co;
+    co.kv_mode = kv.to_string();
+    co.max_tokens = max_tokens;
+    LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &co.gemm), "--cuda-gemm must be f16 or f32");
+    gpu = CudaModel::create(rt.model.weights, co);
+    log_info("device: %s (weights %s on the GPU)", cuda_device_description().c_str(),
+             human_bytes(static_cast<double>(gpu->weight_bytes())).c_str());
+  } else {
+    session = std::make_unique<Session>(model, o.kv, max_tokens);
+  }
+  std::vector<float> logits(cfg.n_vocab);
+  int pos = 0;
+  auto prefill = [&](const std::vector<int32_t>& toks) {
+    if (!gpu) return session->prefill(toks, o.batch);
+    for (size_t p = 0; p < toks.size(); p += o.batch) {
+      const int n = static_cast<int>(std::min<size_t>(o.batch, toks.size() - p));
+      gpu->forward(toks.data() + p, n, pos, logits.data(), false);
+      pos += n;
+    }
+    return logits;
+  };
+  auto decode = [&](int32_t tok) {
+    if (!gpu) return session->decode(tok);
+    gpu->forward(&tok, 1, pos++, logits.data(), false);
+    return logits;
+  };
+
   Sampler sampler(o.sampling);
   std::vector<int32_t> history = tokens;
 
   const double t0 = now_seconds();
-  std::vector<float> logits = session.prefill(tokens, o.batch);
+  logits = prefill(tokens);
   const double t_prompt = now_seconds() - t0;
 
   int32_t prev = tokens.back();
@@ -81,7 +116,7 @@ int cmd_run(const RunOptions& o) {
     history.push_back(next);
     prev = next;
     ++generated;
-    if (i + 1 < n_predict) logits = session.decode(next);
+    if (i + 1 < n_predict) logits = decode(next);
   }
   const double t_gen = now_seconds() - t1;
   // The generated text ends with a newline on stdout so a redirect gives a
@@ -89,7 +124,7 @@ int cmd_run(const RunOptions& o) {
   std::fputc('\n', stdout);
   std::fflush(stdout);
 
-  const KvFootprint fp = session.footprint();
+  const KvFootprint fp = gpu ? gpu->kv_footprint() : session->footprint();
   const double f16_bytes = 4.0 * cfg.kv_dim() * cfg.n_layers * fp.tokens;
   log_info("prompt: %zu tokens in %.3f s (%.1f tok/s)", tokens.size(), t_prompt, tokens.size() / t_prompt);
   log_info("decode: %d tokens in %.3f s (%.1f tok/s)", generated, t_gen,
@@ -113,7 +148,7 @@ void register_run(CLI::App& app) {
       CLI::NonNegativeNumber);
   sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(CLI::NonNegativeNumber);
   sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--kv", o->kv, "KV cache mode: f32, f16, or k<bits>v<bits>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym]")->capture_default_str();
+  sub->add_option("--kv", o->kv, "KV cache mode: f32, f16, or k<bits>v<bits>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym][:rot][:o<P>]")->capture_default_str();
   sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
   sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();
   sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str();
@@ -124,6 +159,10 @@ void register_run(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after end-of-sequence");
+  sub->add_option("--device", o->device, "cpu or cuda (falls back to the CPU, saying why, without a GPU)")
+      ->capture_default_str();
+  sub->add_option("--cuda-gemm", o->cuda_gemm, "Prefill products on the GPU: f16 (tensor cores) or f32")
+      ->capture_default_str();
   sub->callback([o] { g_exit_code = cmd_run(*o); });
 }
 
