@@ -99,14 +99,16 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
   const bool graphs = cuda_graphs_default();
   std::printf("\n## longkv bench (CUDA)\n\nmodel: %s  \ndevice: %s  \nmeasured copy bandwidth: %.1f GB/s "
               "(device-to-device cudaMemcpy of 1 GiB, read + write)  \nprefill GEMM: %s  \ncontext fill: %s  \n"
-              "decode steps: %s\n\n",
+              "decode steps: %s  \nkernels: %s\n\n",
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
                           : "real prefill of random tokens",
-              graphs ? "CUDA graphs (LONGKV_CUDA_GRAPHS=1: each step captured, cudaGraphExecUpdate, replayed)"
-                     : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=1 runs them as CUDA graphs)");
-  std::printf("| device | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | KV read/step | bytes/step | GB/s | %% of copy bw |\n");
-  std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+              graphs ? "CUDA graphs (captured once per replay key, replayed; steps of caches without keys launched)"
+                     : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=1 runs them as CUDA graphs)",
+              cuda_tuning_description().c_str());
+  std::printf("| device | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | KV read/step | bytes/step | GB/s | %% of copy bw "
+              "| attn TFLOP/s |\n");
+  std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   const ModelConfig& c = w.cfg;
   std::vector<float> logits(c.n_vocab);
   for (const std::string& mode : modes) {
@@ -142,15 +144,25 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
         model->synchronize();
       };
       if (o.n_prompt > 0) {
-        double best = 1e30;
+        double best = 1e30, best_attn = 0;
         for (int r = 0; r < o.reps + 1; ++r) {  // the first run warms up (cuBLAS, allocations)
           fill();
+          model->timings() = {};
           const double ts = now_seconds();
           model->forward(toks.data(), o.n_prompt, depth, logits.data(), false);
-          if (r > 0 || o.reps == 0) best = std::min(best, now_seconds() - ts);
+          const double dt = now_seconds() - ts;
+          if ((r > 0 || o.reps == 0) && dt < best) {
+            best = dt;
+            best_attn = model->timings().attention_s;
+          }
         }
-        std::printf("| cuda | %s | pp%d | %d | %.1f | %.3f | — | — | — | — | — |\n", mode.c_str(), o.n_prompt, depth,
-                    o.n_prompt / best, 1e3 * best / o.n_prompt);
+        // Attention FLOPs of the chunk, causal: row i sees depth + i + 1 keys;
+        // QK^T and PV are 2 * head_dim FLOPs per (head, row, key) each.
+        const double rows = o.n_prompt, keys = rows * depth + rows * (rows + 1) / 2;
+        const double flops = 4.0 * keys * c.head_dim * c.n_heads * c.n_layers;
+        std::printf("| cuda | %s | pp%d | %d | %.1f | %.3f | %.3f | — | — | — | — | %.1f |\n", mode.c_str(), o.n_prompt,
+                    depth, o.n_prompt / best, 1e3 * best / o.n_prompt, 1e3 * best_attn / o.n_prompt,
+                    best_attn > 0 ? flops / best_attn / 1e12 : 0.0);
         std::fflush(stdout);
       }
       if (o.n_gen > 0) {
@@ -166,11 +178,14 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
             best_attn = model->timings().attention_s;
           }
         }
+        if (model->graphs())
+          log_info("%s depth %d: %d graph captures, %d replays so far", mode.c_str(), depth, model->graph_captures(),
+                   model->graph_replays());
         const KvFootprint fp = model->kv_footprint();
         // KV read per step at the middle of the run (it grows a token a step).
         const double mid_kv = fp.tokens > 0 ? static_cast<double>(fp.gpu_bytes) * (depth + o.n_gen / 2.0) / fp.tokens : 0;
         const double step = weights + mid_kv, per_tok = best / o.n_gen, gbs = step / per_tok / 1e9;
-        std::printf("| cuda | %s | tg%d | %d | %.1f | %.3f | %.3f | %s | %s | %.0f | %.0f%% |\n", mode.c_str(), o.n_gen,
+        std::printf("| cuda | %s | tg%d | %d | %.1f | %.3f | %.3f | %s | %s | %.0f | %.0f%% | — |\n", mode.c_str(), o.n_gen,
                     depth, 1.0 / per_tok, 1e3 * per_tok, 1e3 * best_attn / o.n_gen, human_bytes(mid_kv).c_str(),
                     human_bytes(step).c_str(), gbs, 100 * gbs / bw);
         std::fflush(stdout);

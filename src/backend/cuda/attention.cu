@@ -23,8 +23,13 @@ template <int D, int G, int kSteps>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int n_kv, int max_tokens,
                         int n_tok, int tps, const float* __restrict__ q, float scale, float* __restrict__ part_o,
-                        float* __restrict__ part_ml, int n_splits, int split_base, int stride) {
+                        float* __restrict__ part_ml, int n_splits, int split_base, int stride, const int* dev_n,
+                        int dev_add) {
   constexpr int kLpt = D / 8, kTps = 32 / kLpt;
+  if (dev_n) {  // graph replay: the count of this run, the splits of the launch
+    n_tok = *dev_n + dev_add;
+    tps = max(16, ((n_tok + n_splits - 1) / n_splits + 15) / 16 * 16);
+  }
   const int lane = threadIdx.x % 32;
   const int gw = blockIdx.x * kDecodeWarps + threadIdx.x / 32;
   const int hk = gw / n_splits, split = gw % n_splits;
@@ -189,7 +194,9 @@ __global__ void __launch_bounds__(kMergeWarps * 32)
 }
 
 __global__ void append_kernel(__half* __restrict__ kc, __half* __restrict__ vc, int n_kv, int D, int max_tokens,
-                              int pos, const float* __restrict__ k, const float* __restrict__ v, int n) {
+                              int pos, const float* __restrict__ k, const float* __restrict__ v, int n,
+                              const int* dpos) {
+  if (dpos) pos = *dpos;
   const size_t total = static_cast<size_t>(n) * n_kv * D;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -281,10 +288,11 @@ int grid_for(size_t n) { return static_cast<int>(std::min<size_t>((n + 255) / 25
 }  // namespace
 
 void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim, int max_tokens, int pos,
-                  const float* k, const float* v, int n, cudaStream_t s) {
+                  const float* k, const float* v, int n, cudaStream_t s, const int* dpos) {
   const size_t total = static_cast<size_t>(n) * n_kv_heads * head_dim;
   if (total == 0) return;
-  append_kernel<<<grid_for(total), 256, 0, s>>>(k_cache, v_cache, n_kv_heads, head_dim, max_tokens, pos, k, v, n);
+  append_kernel<<<grid_for(total), 256, 0, s>>>(k_cache, v_cache, n_kv_heads, head_dim, max_tokens, pos, k, v, n,
+                                                dpos);
   LONGKV_CUDA_LAUNCHED();
 }
 
@@ -305,7 +313,7 @@ void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, 
       *warps = cached;                                                                                         \
     } else {                                                                                                   \
       kern<<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.n_kv_heads, kv.max_tokens, kv.n_tokens, tps, q, scale, \
-                                             po, pml, splits, split_base, stride);                            \
+                                             po, pml, splits, split_base, stride, kv.dev_n, kv.dev_add);     \
     }                                                                                                          \
   }
 #define LONGKV_DECODE_G(G_)                      \
@@ -323,6 +331,13 @@ void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, 
 }
 
 }  // namespace
+
+int decode_split_bucket(int n) {
+  int p = 1;
+  while (p <= n / 2) p *= 2;
+  const int q = std::max(256, p / 8);
+  return (n + q - 1) / q * q;
+}
 
 int decode_splits_for(int n_kv_heads, int n_tokens, int* tps_out, int head_dim, int group) {
   // One wave of resident warps (one warp per split and KV head); splits of a
@@ -346,7 +361,7 @@ void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* par
   LONGKV_CHECK(g <= kMaxG, "CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG,
                g);
   int tps = 0;
-  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, &tps, D, g);
+  const int splits = decode_splits_for(kv.n_kv_heads, kv.dev_n ? kv.split_n : kv.n_tokens, &tps, D, g);
   if (splits == 0) return;
   LONGKV_ASSERT(split_base + splits <= stride);
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
@@ -369,7 +384,7 @@ void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, 
 
 void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
   const int D = kv.head_dim, n_heads = kv.n_kv_heads * kv.group;
-  const int splits = decode_splits_for(kv.n_kv_heads, kv.n_tokens, nullptr, D, kv.group);
+  const int splits = decode_splits_for(kv.n_kv_heads, kv.dev_n ? kv.split_n : kv.n_tokens, nullptr, D, kv.group);
   ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
   ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
   attend_decode_dense_parts(kv, q, ws.a.as<float>(), ws.b.as<float>(), 0, splits, s);

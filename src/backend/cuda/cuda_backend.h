@@ -68,8 +68,13 @@ bool cuda_graphs_default();
 struct CudaTuning {
   bool quant_decode_mma = true;  // quantized-KV decode on tensor cores (false: milestone 3's FMA kernel)
   int dense_decode_steps = 8;    // f16 split kernel: token steps per tile, K+V loads in flight per lane (4 or 8)
+  // Off by default: measured slower on H100 (docs/cuda-notes.md, milestone 5).
+  bool gemv_rows = false;        // block-format GEMV: warp-per-rows kernel (false: milestone 2's slab kernel)
+  bool fuse_activation = false;  // RMSNorm / SwiGLU inside the rows GEMV's activation load (false: own kernels)
 };
 CudaTuning& cuda_tuning();
+// One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
+std::string cuda_tuning_description();
 
 // A Llama-family model resident on the GPU: weights uploaded once in their
 // stored formats (row stride padded to 16 bytes), one KV cache per layer in
@@ -85,6 +90,10 @@ class CudaModel {
   virtual std::string kv_mode() const = 0;
   virtual CudaGemm gemm() const = 0;
   virtual bool graphs() const = 0;  // decode steps replayed as CUDA graphs
+  // Single-token steps captured (and instantiated or updated) / replayed
+  // without capture so far.
+  virtual int graph_captures() const = 0;
+  virtual int graph_replays() const = 0;
 
   // Same contract as LlamaModel::forward with the model's own caches:
   // positions pos..pos+n-1, every cache holds exactly `pos` tokens. logits
@@ -112,6 +121,11 @@ class CudaModel {
 // Y[i][r] = dot(W.row(r), X[i]) for i < n_tok (X [n_tok][cols], Y
 // [n_tok][rows]); n_tok == 1 uses the GEMV kernel, else dequantize + GEMM.
 void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y, CudaGemm gemm);
+// y = W . act(x) for one token through the decode step's GEMV with the
+// activation made inside it: act 0: x; 1: rmsnorm(x) * norm (eps); 2:
+// silu(x) * up (x = the gate). Which kernel runs follows cuda_tuning().
+void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
+                         float* y);
 // y = rmsnorm(x) * weight, n_rows rows of dim.
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y);
 // Rotates x [n_tok][n_heads][head_dim] in place, token t at position pos0 + t.

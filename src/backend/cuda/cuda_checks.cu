@@ -52,6 +52,32 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
 }
 
+void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
+                         float* y) {
+  LONGKV_CHECK(act >= 0 && act <= 2, "cuda_check_gemv_act: act must be 0, 1 or 2 (got %d)", act);
+  DeviceBuffer wb;
+  const GpuWeight gw = upload_weight(w, wb, nullptr);
+  const size_t xbytes = sizeof(float) * w.cols;
+  DeviceBuffer xb = to_device(x, xbytes), scratch(xbytes), nb, ub;
+  GemvAct a;
+  a.kind = static_cast<GemvAct::Kind>(act);
+  a.x = xb.as<float>();
+  a.eps = eps;
+  a.scratch = scratch.as<float>();
+  if (act == 1) {
+    nb = to_device(norm, xbytes);
+    a.norm = nb.as<float>();
+  } else if (act == 2) {
+    ub = to_device(up, xbytes);
+    a.up = ub.as<float>();
+    a.scratch = xb.as<float>();
+  }
+  DeviceBuffer yb = poisoned(sizeof(float) * w.rows);
+  gemv_act(gw, a, yb.as<float>(), false, nullptr);
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
+}
+
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y) {
   DeviceBuffer xb = to_device(x, sizeof(float) * n_rows * dim), wb = to_device(weight, sizeof(float) * dim);
   DeviceBuffer yb = poisoned(sizeof(float) * n_rows * dim);

@@ -125,6 +125,20 @@ GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer&
 // --- weight kernels (gemv.cu) -------------------------------------------
 // y[r] (+)= dot(W.row(r), x) for one token (f32 x, f32 y).
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s);
+// The activation a single-token GEMV reads, made as it is loaded: x itself,
+// rmsnorm(x) * norm (x: w.cols floats), or silu(x) * up (x = the gate).
+// Where the fused kernel does not apply (float weight types, rows too wide
+// for shared memory, CudaTuning::fuse_activation off) the separate kernel
+// writes it to `scratch` first (for swiglu scratch must be x: in place).
+struct GemvAct {
+  enum Kind { plain, rmsnorm, swiglu } kind = plain;
+  const float* x = nullptr;
+  const float* norm = nullptr;
+  float eps = 0;
+  const float* up = nullptr;
+  float* scratch = nullptr;
+};
+void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Decodes rows into a dense matrix [rows][cols] of f16 (half) or f32.
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);
 // dst[t][cols] = W.row(ids[t]) as f32 (embedding lookup; ids on the device).
@@ -132,9 +146,10 @@ void get_rows(const GpuWeight& w, const int32_t* ids, int n, float* dst, cudaStr
 
 // --- elementwise ops (ops.cu) -----------------------------------------------
 void rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y, cudaStream_t s);
-// x [n_tok][n_heads][head_dim], token t at position pos0 + t.
+// x [n_tok][n_heads][head_dim], token t at position pos0 + t; with dpos
+// (device memory) pos0 = *dpos when the kernel runs (graph replay).
 void rope(const float* inv_freq, int head_dim, int rope_dim, bool neox, float* x, int n_tok, int n_heads,
-          int64_t pos0, cudaStream_t s);
+          int64_t pos0, cudaStream_t s, const int* dpos = nullptr);
 void swiglu(float* gate, const float* up, size_t n, cudaStream_t s);
 void add_bias(float* y, const float* bias, int n_rows, int width, cudaStream_t s);
 void f32_to_f16(const float* x, __half* y, size_t n, cudaStream_t s);

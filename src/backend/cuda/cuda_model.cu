@@ -8,11 +8,13 @@
 // land contiguous, so one RoPE launch turns q and k), views of the parts for
 // the GEMM path. A single-token step can run as a CUDA graph: the step is
 // captured (nothing in it synchronizes; the token id comes from pinned
-// memory), cudaGraphExecUpdate'd into the last executable and replayed; a
-// changed launch topology (a KV group completing, say) re-instantiates.
+// memory), and replayed as is while the caches' replay keys stay the same:
+// RoPE, the append and the split kernels read the position from device
+// memory, and split counts come from buckets of the token count.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "backend/cuda/gpu_kv_cache.cuh"
 #include "core/timer.h"
@@ -110,13 +112,16 @@ class CudaModelImpl final : public CudaModel {
     ws_.a.reserve(static_cast<size_t>(cfg_.n_heads) * parts * cfg_.head_dim * sizeof(float));
     ws_.b.reserve(static_cast<size_t>(cfg_.n_heads) * parts * 2 * sizeof(float));
     LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
+    dpos_.resize(sizeof(int));
+    for (auto& cache : caches_) cache->set_step_position(dpos_.as<int>());
   }
 
   ~CudaModelImpl() override {
     cudaStreamSynchronize(s_);
-    for (auto& e : execs_)
-      if (e.second) cudaGraphExecDestroy(e.second);
+    if (exec_) cudaGraphExecDestroy(exec_);
     if (ids_host_) cudaFreeHost(ids_host_);
+    if (pos_host_) cudaFreeHost(pos_host_);
     caches_.clear();
     cublasDestroy(ws_.cublas);
     cudaEventDestroy(ev_a_);
@@ -170,22 +175,39 @@ class CudaModelImpl final : public CudaModel {
     bool timed = false;
     const int first = all_logits ? 0 : n - 1, rows = n - first;
     // The first single-token step runs directly: lazy one-time queries
-    // (occupancy, attributes) then happen outside any capture.
-    if (n == 1 && opt_.graphs && direct_steps_ > 0) {
+    // (occupancy, attributes) then happen outside any capture. A step whose
+    // launches read nothing per-step from the host (replay keys of every
+    // cache) replays the executable captured for its key; a new key is
+    // captured once and cudaGraphExecUpdate'd into it (re-instantiated if the
+    // update is refused). Steps of caches without keys run directly.
+    std::vector<uint64_t> key;
+    if (n == 1 && opt_.graphs && direct_steps_ > 0 && step_key(logits != nullptr, &key)) {
       *ids_host_ = tokens[0];
-      cudaGraph_t graph = nullptr;
-      LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
-      try {
-        timed = enqueue(ids_host_, 1, pos, logits != nullptr, false);
-      } catch (...) {
-        cudaStreamEndCapture(s_, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        cudaGetLastError();
-        throw;
+      *pos_host_ = pos;
+      if (exec_ && key == exec_key_) {
+        for (auto& cache : caches_) cache->advance(1);
+        LONGKV_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
+        timed = exec_timed_;
+        ++replays_;
+      } else {
+        cudaGraph_t graph = nullptr;
+        LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
+        try {
+          timed = enqueue(ids_host_, 1, pos, logits != nullptr, false);
+        } catch (...) {
+          cudaStreamEndCapture(s_, &graph);
+          if (graph) cudaGraphDestroy(graph);
+          cudaGetLastError();
+          throw;
+        }
+        LONGKV_CUDA_CHECK(cudaStreamEndCapture(s_, &graph));
+        install(graph);
+        exec_key_ = key;
+        exec_timed_ = timed;
+        LONGKV_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
       }
-      LONGKV_CUDA_CHECK(cudaStreamEndCapture(s_, &graph));
-      replay(graph);
     } else {
+      if (n == 1) *pos_host_ = pos;
       timed = enqueue(tokens, n, pos, logits != nullptr, all_logits);
       if (n == 1) ++direct_steps_;
     }
@@ -203,8 +225,8 @@ class CudaModelImpl final : public CudaModel {
     timings_.total_s += now_seconds() - t0;
   }
 
-  // Graph statistics of the single-token steps so far (tests, bench).
-  int graph_instantiations() const { return instantiations_; }
+  int graph_captures() const override { return captures_; }
+  int graph_replays() const override { return replays_; }
 
  private:
   // Queues one forward pass on s_ (no synchronization, no host memory but
@@ -214,6 +236,9 @@ class CudaModelImpl final : public CudaModel {
     const ModelConfig& c = cfg_;
     const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
     LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
+    // Single-token steps: RoPE and the caches read the position from dpos_.
+    const int* dpos = n == 1 ? dpos_.as<int>() : nullptr;
+    if (dpos) LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
     float* x = x_.as<float>();
     float* xb = xb_.as<float>();
     float* att = att_.as<float>();
@@ -223,15 +248,15 @@ class CudaModelImpl final : public CudaModel {
 
     for (int l = 0; l < c.n_layers; ++l) {
       GpuLayer& L = layers_[l];
-      rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       const bool stacked_qkv = n == 1 && L.wqkv.rows > 0;
-      if (stacked_qkv) {  // one GEMV; q, k, v contiguous in qkv_
+      if (stacked_qkv) {  // one GEMV, RMSNorm inside it; q, k, v contiguous in qkv_
         q = qkv_.as<float>();
         k = q + qd;
         v = k + kvd;
-        gemv(L.wqkv, xb, q, false, s_);
+        gemv_act(L.wqkv, norm_act(x, L.attn_norm, xb), q, false, s_);
       } else {
+        rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
         matmul(L.wq, xb, n, q, false);
         matmul(L.wk, xb, n, k, false);
         matmul(L.wv, xb, n, v, false);
@@ -240,10 +265,10 @@ class CudaModelImpl final : public CudaModel {
       if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
       if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
       if (stacked_qkv) {
-        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_);
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_, dpos);
       } else {
-        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_);
-        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_);
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_, dpos);
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_, dpos);
       }
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
@@ -255,16 +280,21 @@ class CudaModelImpl final : public CudaModel {
         timed = true;
       }
       matmul(L.wo, att, n, x, true);
-      rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
       float *gate = gate_.as<float>(), *up = up_.as<float>();
-      if (n == 1 && L.wgu.rows > 0) {
+      if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU inside w_down's
         gate = qkv_.as<float>();  // [gate | up] of one token
         up = gate + ffn;
-        gemv(L.wgu, xb, gate, false, s_);
-      } else {
-        matmul(L.w_gate, xb, n, gate, false);
-        matmul(L.w_up, xb, n, up, false);
+        gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
+        GemvAct sw;
+        sw.kind = GemvAct::swiglu;
+        sw.x = sw.scratch = gate;
+        sw.up = up;
+        gemv_act(L.w_down, sw, x, true, s_);
+        continue;
       }
+      rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+      matmul(L.w_gate, xb, n, gate, false);
+      matmul(L.w_up, xb, n, up, false);
       swiglu(gate, up, static_cast<size_t>(n) * ffn, s_);
       matmul(L.w_down, gate, n, x, true);
     }
@@ -273,50 +303,57 @@ class CudaModelImpl final : public CudaModel {
       const int first = all_logits ? 0 : n - 1;
       const int rows = n - first;
       float* xr = x + static_cast<size_t>(first) * dim;
-      rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
-      matmul(output_, xb, rows, logits_.as<float>(), false);
+      if (rows == 1) {
+        gemv_act(output_, norm_act(xr, output_norm_, xb), logits_.as<float>(), false, s_);
+      } else {
+        rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
+        matmul(output_, xb, rows, logits_.as<float>(), false);
+      }
     }
     return timed;
   }
 
-  // Launches a captured step. Executables are kept per launch topology
-  // (told apart by node count: a completing KV group adds kernels, the first
-  // window token drops the sink copy), so a step updates the one of its own
-  // shape in place (cudaGraphExecUpdate: only kernel parameters changed) and
-  // instantiates only for a shape not seen before or an update refused.
-  void replay(cudaGraph_t graph) {
-    size_t nodes = 0;
-    LONGKV_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
-    cudaGraphExec_t* slot = nullptr;
-    for (auto& e : execs_)
-      if (e.first == nodes) slot = &e.second;
-    if (!slot) {
-      if (execs_.size() >= 4) {  // shapes come and go with the context; keep a few
-        cudaGraphExecDestroy(execs_.front().second);
-        execs_.erase(execs_.begin());
-      }
-      execs_.push_back({nodes, nullptr});
-      slot = &execs_.back().second;
+  // The replay key of the next single-token step: every cache's, and whether
+  // logits are copied; false if some cache has none.
+  bool step_key(bool want_logits, std::vector<uint64_t>* key) const {
+    key->assign(1, want_logits ? 1 : 2);
+    for (const auto& cache : caches_) {
+      const uint64_t k = cache->replay_key();
+      if (k == 0) return false;
+      key->push_back(k);
     }
+    return true;
+  }
+
+  // Makes exec_ run `graph` (consumed): an in-place update when only kernel
+  // parameters changed, else a new instantiation.
+  void install(cudaGraph_t graph) {
     bool ok = false;
-    if (*slot) {
+    if (exec_) {
       cudaGraphExecUpdateResultInfo info;
-      ok = cudaGraphExecUpdate(*slot, graph, &info) == cudaSuccess;
+      ok = cudaGraphExecUpdate(exec_, graph, &info) == cudaSuccess;
       if (!ok) {
         cudaGetLastError();  // the refused update is not an error of the step
-        cudaGraphExecDestroy(*slot);
-        *slot = nullptr;
+        cudaGraphExecDestroy(exec_);
+        exec_ = nullptr;
       }
     }
-    if (!ok) {
-      const cudaError_t e = cudaGraphInstantiate(slot, graph, 0);
-      cudaGraphDestroy(graph);
-      LONGKV_CUDA_CHECK(e);
-      ++instantiations_;
-    } else {
-      cudaGraphDestroy(graph);
-    }
-    LONGKV_CUDA_CHECK(cudaGraphLaunch(*slot, s_));
+    cudaError_t e = cudaSuccess;
+    if (!ok) e = cudaGraphInstantiate(&exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    LONGKV_CUDA_CHECK(e);
+    ++captures_;
+  }
+
+  // rmsnorm(x) * norm as a GEMV's activation (xb: scratch of the unfused path).
+  GemvAct norm_act(const float* x, const DeviceBuffer& norm, float* xb) const {
+    GemvAct a;
+    a.kind = GemvAct::rmsnorm;
+    a.x = x;
+    a.norm = norm.as<float>();
+    a.eps = cfg_.rms_eps;
+    a.scratch = xb;
+    return a;
   }
 
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
@@ -359,8 +396,12 @@ class CudaModelImpl final : public CudaModel {
   DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
   DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
   int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
-  std::vector<std::pair<size_t, cudaGraphExec_t>> execs_;  // (node count, executable)
-  int instantiations_ = 0;
+  int* pos_host_ = nullptr;           // pinned: the position, copied to dpos_ by every single-token step
+  DeviceBuffer dpos_;
+  cudaGraphExec_t exec_ = nullptr;
+  std::vector<uint64_t> exec_key_;
+  bool exec_timed_ = false;
+  int captures_ = 0, replays_ = 0;
   int direct_steps_ = 0;
 };
 
@@ -378,9 +419,37 @@ int graphs_env() {
 
 bool cuda_graphs_default() { return graphs_env() == 1; }
 
+// LONGKV_CUDA_TUNING="gemv_rows=1,fuse=1,mma=0" starts from other kernel
+// variants (speed comparisons of whole decode steps); tools print the result
+// (cuda_tuning_description), so no setting is hidden.
 CudaTuning& cuda_tuning() {
-  static CudaTuning t;
+  static CudaTuning t = [] {
+    CudaTuning d;
+    const char* e = std::getenv("LONGKV_CUDA_TUNING");
+    std::string s = e ? e : "";
+    size_t i = 0;
+    while (i < s.size()) {
+      const size_t j = std::min(s.find(',', i), s.size());
+      const std::string item = s.substr(i, j - i);
+      const size_t eq = item.find('=');
+      const std::string k = item.substr(0, eq);
+      const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
+      if (k == "gemv_rows") d.gemv_rows = on;
+      else if (k == "fuse") d.fuse_activation = on;
+      else if (k == "mma") d.quant_decode_mma = on;
+      else fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma)", k.c_str());
+      i = j + 1;
+    }
+    return d;
+  }();
   return t;
+}
+
+std::string cuda_tuning_description() {
+  const CudaTuning& t = cuda_tuning();
+  return std::string("GEMV ") + (t.gemv_rows ? "rows" : "slab") + ", RMSNorm/SwiGLU " +
+         (t.fuse_activation ? "fused into the GEMV" : "own kernels") + ", quantized decode " +
+         (t.quant_decode_mma ? "tensor cores" : "FMA");
 }
 
 bool cuda_available(std::string* why) {

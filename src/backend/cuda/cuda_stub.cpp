@@ -18,6 +18,7 @@ CudaTuning& cuda_tuning() {
   static CudaTuning t;
   return t;
 }
+std::string cuda_tuning_description() { return "none (no CUDA)"; }
 std::string cuda_device_description() { fail("%s", kNoCuda); }
 double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
 void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }
@@ -25,6 +26,9 @@ void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }
 std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights&, const CudaModelOptions&) { fail("%s", kNoCuda); }
 
 void cuda_check_matmul(const WeightView&, const float*, int, float*, CudaGemm) { fail("%s", kNoCuda); }
+void cuda_check_gemv_act(const WeightView&, int, const float*, const float*, float, const float*, float*) {
+  fail("%s", kNoCuda);
+}
 void cuda_check_rmsnorm(const float*, const float*, int, int, float, float*) { fail("%s", kNoCuda); }
 void cuda_check_rope(const RopeTable&, float*, int, int, int64_t) { fail("%s", kNoCuda); }
 void cuda_check_attention(const KvShape&, const std::string&, const float*, const float*, int, int, const float*, int,

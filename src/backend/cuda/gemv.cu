@@ -10,6 +10,15 @@
 // the warps' partial sums meet in shared memory. The grid is what fits on the
 // GPU at once, so x is read about once per resident block. Rows with more
 // than 512 units are done in column slices, accumulating.
+//
+// Block-format GEMV ("rows", milestone 5; off by default, CudaTuning: it
+// measured 35-45% slower than the slab kernel on H100): each warp owns R
+// whole rows and walks their units lane by lane, so the only reduction is the
+// warp's own (no block barrier per batch). The activation is staged once per
+// block in shared memory, and staging is where the op before the GEMV runs:
+// RMSNorm (x * rsqrt(mean x^2 + eps) * norm) or SwiGLU (silu(gate) * up), so
+// those kernels disappear from a decode step. The first weight loads are
+// issued before the staging, hiding its latency behind theirs.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
@@ -80,6 +89,94 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
       *dst = accumulate ? *dst + s : s;
     }
     __syncthreads();
+  }
+}
+
+constexpr int kRowsWarps = 8;
+
+// Stages the (transformed) activation in xs[cols]; every thread of the block
+// takes part. Same arithmetic per element as rmsnorm_kernel / swiglu_kernel,
+// the sum of squares in another order.
+__device__ __forceinline__ void stage_activation(const GemvAct& a, int cols, float* xs) {
+  const int tid = threadIdx.x, nt = blockDim.x;
+  if (a.kind == GemvAct::swiglu) {
+    for (int i = tid; i < cols; i += nt) {
+      const float g = a.x[i];
+      xs[i] = g / (1.0f + expf(-g)) * a.up[i];
+    }
+    return;
+  }
+  float ss = 0;
+  for (int i = 4 * tid; i < cols; i += 4 * nt) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(a.x + i));
+    *reinterpret_cast<float4*>(xs + i) = v;
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  if (a.kind != GemvAct::rmsnorm) return;
+  __shared__ float red[kRowsWarps];
+  ss = warp_sum(ss);
+  if (tid % 32 == 0) red[tid / 32] = ss;
+  __syncthreads();
+  float tot = 0;
+  for (int k = 0; k < kRowsWarps; ++k) tot += red[k];
+  const float scale = rsqrtf(tot / cols + a.eps);
+  for (int i = 4 * tid; i < cols; i += 4 * nt)  // the elements this thread wrote
+#pragma unroll
+    for (int e = 0; e < 4; ++e) xs[i + e] = xs[i + e] * scale * a.norm[i + e];
+}
+
+// R rows per warp, kRowsWarps warps per block, U units per lane in flight per
+// row (U * R loads before the first use); xs = cols floats of shared memory.
+template <WeightType T, int R>
+__global__ void __launch_bounds__(kRowsWarps * 32) gemv_rows_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                     int rows, int nb, GemvAct a,
+                                                                     float* __restrict__ y, bool accumulate) {
+  using S = Slab<T>;
+  constexpr int U = S::kRB / R > 0 ? S::kRB / R : 1;
+  extern __shared__ float4 xs4[];
+  float* xs = reinterpret_cast<float*>(xs4);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int r0 = (blockIdx.x * kRowsWarps + warp) * R;
+  const int units = nb * S::kUnitsPerBlock;
+  const int cols = nb * weight_traits_block(T);
+  const uint8_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + ld * static_cast<size_t>(min(r0 + r, rows - 1));
+  typename S::Unit wu[U][R];
+  auto load_batch = [&](int u0) {
+#pragma unroll
+    for (int j = 0; j < U; ++j)
+#pragma unroll
+      for (int r = 0; r < R; ++r) wu[j][r] = S::load(wr[r], min(u0 + 32 * j, units - 1), nb);
+  };
+  load_batch(lane);
+  stage_activation(a, cols, xs);
+  __syncthreads();
+  if (r0 >= rows) return;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0;
+  for (int u0 = lane;;) {
+#pragma unroll
+    for (int j = 0; j < U; ++j) {
+      const int u = u0 + 32 * j;
+      if (u < units) {
+        typename S::X xr;
+        S::load_x(xs, u, xr);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] += S::dot(wu[j][r], xr, u);
+      }
+    }
+    u0 += 32 * U;
+    if (u0 >= units) break;
+    load_batch(u0);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (r0 + r < rows) y[r0 + r] = accumulate ? y[r0 + r] + acc[r] : acc[r];
   }
 }
 
@@ -193,8 +290,43 @@ void launch_slab(const GpuWeight& w, const float* x, float* y, bool accumulate, 
   }
 }
 
+// The rows kernel, if it takes this weight (block formats whose activation
+// fits in shared memory); false otherwise.
+template <WeightType T>
+bool launch_rows(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+  if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) {
+    return false;
+  } else {
+    static int smem_max = 0;
+    if (smem_max == 0) {
+      LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
+      smem_max -= 1024;  // the opt-in limit counts the kernel's static shared memory (the reduction) too
+      LONGKV_CUDA_CHECK(cudaFuncSetAttribute(gemv_rows_kernel<T, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max));
+      LONGKV_CUDA_CHECK(cudaFuncSetAttribute(gemv_rows_kernel<T, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max));
+    }
+    const size_t smem = sizeof(float) * static_cast<size_t>(w.cols);
+    if (!cuda_tuning().gemv_rows || smem > static_cast<size_t>(smem_max)) return false;
+    const int rows = static_cast<int>(w.rows);
+    const int nb = static_cast<int>(w.cols / weight_traits_block(T));
+    // Wide matrices (the output projection, gate|up) take 4 rows per warp:
+    // fewer blocks staging x; small ones 2, for more warps in flight.
+    if (rows > 8192) {
+      const int grid = (rows + 4 * kRowsWarps - 1) / (4 * kRowsWarps);
+      gemv_rows_kernel<T, 4><<<grid, kRowsWarps * 32, smem, s>>>(w.data, w.ld, rows, nb, a, y, accumulate);
+    } else {
+      const int grid = (rows + 2 * kRowsWarps - 1) / (2 * kRowsWarps);
+      gemv_rows_kernel<T, 2><<<grid, kRowsWarps * 32, smem, s>>>(w.data, w.ld, rows, nb, a, y, accumulate);
+    }
+    LONGKV_CUDA_LAUNCHED();
+    return true;
+  }
+}
+
 template <WeightType T>
 void launch_gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
+  GemvAct a;
+  a.x = x;
+  if (launch_rows<T>(w, a, y, accumulate, s)) return;
   if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) {
     const int rows = static_cast<int>(w.rows);
     const int grid = (rows + kRows - 1) / kRows;
@@ -284,6 +416,23 @@ GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer&
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
   LONGKV_DISPATCH_WEIGHT(w.type, launch_gemv<T>(w, x, y, accumulate, s));
   LONGKV_CUDA_LAUNCHED();
+}
+
+void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+  if (a.kind == GemvAct::plain) return gemv(w, a.x, y, accumulate, s);
+  if (cuda_tuning().fuse_activation) {
+    bool done = false;
+    LONGKV_DISPATCH_WEIGHT(w.type, done = launch_rows<T>(w, a, y, accumulate, s));
+    if (done) return;
+  }
+  LONGKV_CHECK(a.scratch != nullptr, "CUDA GEMV: unfused activation needs a scratch buffer");
+  if (a.kind == GemvAct::rmsnorm) {
+    rmsnorm(a.x, a.norm, 1, static_cast<int>(w.cols), a.eps, a.scratch, s);
+  } else {
+    LONGKV_CHECK(a.scratch == a.x, "CUDA GEMV: SwiGLU runs in place on the gate");
+    swiglu(a.scratch, a.up, static_cast<size_t>(w.cols), s);
+  }
+  gemv(w, a.scratch, y, accumulate, s);
 }
 
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s) {

@@ -36,6 +36,16 @@ class GpuKvCache {
   virtual int size() const = 0;
   virtual void clear() = 0;
   virtual std::string mode() const = 0;
+  // Graph replay of single-token steps. set_step_position: from now on
+  // single-token append/attend read the position (tokens held before the
+  // append) from *dpos in device memory when they run. replay_key: 0 if the
+  // next single-token step's launches depend on host values that change per
+  // step (it must be captured or run directly); else a value that is equal
+  // for two steps exactly when one captured step can replay as the other.
+  // advance(1): the host state of a replayed append.
+  virtual void set_step_position(const int* dpos) { dpos_ = dpos; }
+  virtual uint64_t replay_key() const { return 0; }
+  virtual void advance(int n) { fail("KV mode '%s' cannot replay a step", mode().c_str()); }
   // Copies the stored code records to the host (quantized caches; tests).
   virtual void dump_codes(CudaKvDump* d) const { fail("KV mode '%s' has no code records", mode().c_str()); }
   const KvShape& shape() const { return shape_; }
@@ -43,6 +53,7 @@ class GpuKvCache {
  protected:
   explicit GpuKvCache(const KvShape& s) : shape_(s) {}
   KvShape shape_;
+  const int* dpos_ = nullptr;
 };
 
 // GPU KV modes: "f16" (dense) and the post-RoPE scalar modes k<B>v<B> with
@@ -63,6 +74,12 @@ struct DenseKvView {
   int n_kv_heads = 0, group = 0, head_dim = 0;
   int max_tokens = 0;  // head stride in tokens
   int n_tokens = 0;    // tokens held (including the queries' own)
+  // Decode only. With dev_n (device memory) the kernel reads the token count
+  // as *dev_n + dev_add when it runs, so a captured graph replays at later
+  // positions; the split count then comes from split_n (>= every count the
+  // launch will see) and each split's length from the count on the device.
+  const int* dev_n = nullptr;
+  int dev_add = 0, split_n = 0;
 };
 
 // One query row (n_q == 1): split-K flash-decoding with a merge of splits.
@@ -84,8 +101,12 @@ void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, 
 // cuBLAS with a causal softmax in between.
 void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,
                           cudaStream_t s);
-// Writes n tokens of f32 k/v [n][n_kv_heads][head_dim] at token `pos`.
+// Writes n tokens of f32 k/v [n][n_kv_heads][head_dim] at token `pos`
+// (*dpos when the kernel runs, if dpos is given).
 void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim, int max_tokens, int pos,
-                  const float* k, const float* v, int n, cudaStream_t s);
+                  const float* k, const float* v, int n, cudaStream_t s, const int* dpos = nullptr);
+// Split count for a decode launch that may replay at later token counts:
+// n rounded up to a bucket (multiples of max(256, 2^floor(log2 n) / 8)).
+int decode_split_bucket(int n);
 
 }  // namespace longkv::cuda

@@ -19,7 +19,7 @@ class DenseF16GpuCache final : public GpuKvCache {
     LONGKV_CHECK(n_ + n <= shape_.max_tokens, "KV cache full: %d + %d tokens exceed the capacity of %d", n_, n,
                  shape_.max_tokens);
     append_dense(k_.as<__half>(), v_.as<__half>(), shape_.n_kv_heads, shape_.head_dim, shape_.max_tokens, n_, k, v,
-                 n, s);
+                 n, s, n == 1 ? dpos_ : nullptr);
     n_ += n;
   }
 
@@ -33,6 +33,11 @@ class DenseF16GpuCache final : public GpuKvCache {
     kv.head_dim = shape_.head_dim;
     kv.max_tokens = shape_.max_tokens;
     kv.n_tokens = n_;
+    if (n_q == 1 && dpos_) {  // the count after this step's append: *dpos + 1
+      kv.dev_n = dpos_;
+      kv.dev_add = 1;
+      kv.split_n = decode_split_bucket(n_);
+    }
     if (n_q == 1) attend_decode_dense(kv, q, out, ws, s);
     else attend_prefill_dense(kv, q, n_q, out, ws, s);
   }
@@ -58,6 +63,14 @@ class DenseF16GpuCache final : public GpuKvCache {
     return f;
   }
   int size() const override { return n_; }
+  uint64_t replay_key() const override {  // the split bucket of the next step's count
+    return n_ + 1 > shape_.max_tokens ? 0 : static_cast<uint64_t>(decode_split_bucket(n_ + 1));
+  }
+  void advance(int n) override {
+    LONGKV_CHECK(n_ + n <= shape_.max_tokens, "KV cache full: %d + %d tokens exceed the capacity of %d", n_, n,
+                 shape_.max_tokens);
+    n_ += n;
+  }
   void clear() override { n_ = 0; }
   std::string mode() const override { return "f16"; }
 

@@ -17,7 +17,7 @@
 // have held), then the surviving window is rebuilt (through a scratch copy
 // when it shifts) and new sinks written.
 //
-// Decode (one query row) works from the codes: one warp per (KV head, run of
+// Decode (one query row; kernels in kv_quant_decode.cu) works from the codes: one warp per (KV head, run of
 // groups), lanes = tokens for keys (word (j, t) of a key record is lane t's,
 // so a warp load is 128 contiguous bytes), lanes = channels for values; the
 // per-channel key scale is folded into the query (qs = q * s, one dot(q, z)
@@ -32,15 +32,12 @@
 // does not do.
 #include <cfloat>
 
-#include "backend/cuda/gpu_kv_cache.cuh"
-#include "kv/kv_codec.h"
+#include "backend/cuda/kv_quant_gpu.cuh"
 
 namespace longkv::cuda {
 namespace {
 
-constexpr int kG = kKvCodeBlock;  // group size the GPU cache supports (32 = lanes of a warp)
-constexpr int kQuantWarps = 4;
-
+constexpr int kG = kQuantGroup;
 
 __device__ __forceinline__ unsigned short f2h_bits(float x) { return __half_as_ushort(__float2half_rn(x)); }
 __device__ __forceinline__ float h2f_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
@@ -82,13 +79,6 @@ __device__ __forceinline__ uint32_t encode(float x, float s, float z, int bits) 
   const float top = static_cast<float>((1 << bits) - 1);
   return static_cast<uint32_t>(v < 0 ? 0.0f : (v > top ? top : v));
 }
-
-struct QuantGeom {
-  int n_kv = 0, D = 0, kbits = 0, vbits = 0;
-  int max_groups = 0, sink_cap = 0, exact_cap = 0;
-  size_t krec = 0, vrec = 0, kscale = 0, kzero = 0, vscale = 0, vzero = 0;
-  bool sym = false;
-};
 
 // Source of position p while appending: the old window's f16 slot (p <
 // old_total; slot sink_cap + p - old_ws) or the input row p - old_total
@@ -190,515 +180,6 @@ __global__ void place_tokens_kernel(__half* dk, __half* dv, int dst_cap, int slo
   }
 }
 
-// Decode from the codes. One warp per (KV head, split of groups); GP >= g
-// query heads (padded with zero queries), D = head_dim, KB/VB code bits.
-template <int D, int GP, int KB, int VB>
-__global__ void __launch_bounds__(kQuantWarps * 32)
-    quant_decode_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
-                        int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q, float scale,
-                        float* __restrict__ part_o, float* __restrict__ part_ml, int stride) {
-  constexpr int kNK = 32 / KB, kNV = 32 / VB;  // codes per word
-  constexpr int kKW = D / kNK;                 // key words per lane (token)
-  constexpr int kCh = D / 32;                  // channels per lane = value channel groups
-  static_assert(GP % 4 == 0, "query heads are read as float4");
-  __shared__ __align__(16) float qsh_all[kQuantWarps][D][GP];      // q * scale
-  __shared__ __align__(16) float qs_all[kQuantWarps][D][GP];       // q * scale * key scale
-  __shared__ __align__(16) float ps_all[kQuantWarps][kCh][32][GP]; // p * value scale
-  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
-  const int gw = blockIdx.x * kQuantWarps + wi;
-  const int hk = gw / n_splits, split = gw % n_splits;
-  if (hk >= geo.n_kv) return;
-  float(*qsh)[GP] = qsh_all[wi];
-  float(*qs)[GP] = qs_all[wi];
-  float(*ps)[32][GP] = ps_all[wi];
-  for (int c = lane; c < D; c += 32)
-#pragma unroll
-    for (int h = 0; h < GP; ++h)
-      qsh[c][h] = h < group_q ? q[static_cast<size_t>(hk * group_q + h) * D + c] * scale : 0.0f;
-  float m[GP], l[GP], acc[GP][kCh], pz[GP][kCh];
-#pragma unroll
-  for (int h = 0; h < GP; ++h) {
-    m[h] = -FLT_MAX;
-    l[h] = 0;
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) acc[h][i] = pz[h][i] = 0;
-  }
-  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
-  for (int grp = g0; grp < g1; ++grp) {
-    const size_t rid = static_cast<size_t>(hk) * geo.max_groups + grp;
-    const uint8_t* kr = kcodes + rid * geo.krec;
-    const uint8_t* vr = vcodes + rid * geo.vrec;
-    // Every load of the group first: key words of token `lane`, value words
-    // of channels lane + 32 i, the scales/zeros this lane needs.
-    uint32_t kw[kKW], vw[kCh][VB];
-#pragma unroll
-    for (int j = 0; j < kKW; ++j) kw[j] = __ldg(reinterpret_cast<const uint32_t*>(kr) + j * 32 + lane);
-#pragma unroll
-    for (int i = 0; i < kCh; ++i)
-#pragma unroll
-      for (int j = 0; j < VB; ++j) vw[i][j] = __ldg(reinterpret_cast<const uint32_t*>(vr) + j * D + i * 32 + lane);
-    const __half* ksc = reinterpret_cast<const __half*>(kr + geo.kscale);
-    const __half* kzr = reinterpret_cast<const __half*>(kr + geo.kzero);
-    const __half* vsc = reinterpret_cast<const __half*>(vr + geo.vscale);
-    const __half* vzr = reinterpret_cast<const __half*>(vr + geo.vzero);
-    float ks[kCh], kz[kCh], vs[kCh], vz[kCh];
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-      ks[i] = __half2float(ksc[i * 32 + lane]);
-      kz[i] = __half2float(kzr[i * 32 + lane]);
-      vs[i] = __half2float(vsc[i * 32 + lane]);  // channel group i, token lane
-      vz[i] = __half2float(vzr[i * 32 + lane]);
-    }
-    __syncwarp();  // the previous group's readers of qs/ps are done
-    float qz[GP];
-#pragma unroll
-    for (int h = 0; h < GP; ++h) qz[h] = 0;
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-      const int c = i * 32 + lane;
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        qs[c][h] = qsh[c][h] * ks[i];
-        qz[h] = fmaf(qsh[c][h], kz[i], qz[h]);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < GP; ++h) qz[h] = warp_sum(qz[h]);
-    __syncwarp();
-    // Scores of token `lane`.
-    float sc[GP];
-#pragma unroll
-    for (int h = 0; h < GP; ++h) sc[h] = qz[h];
-#pragma unroll
-    for (int j = 0; j < kKW; ++j) {
-#pragma unroll
-      for (int k = 0; k < kNK; ++k) {
-        const float code = static_cast<float>((kw[j] >> (KB * k)) & ((1u << KB) - 1));
-        const float4* qv = reinterpret_cast<const float4*>(qs[j * kNK + k]);
-#pragma unroll
-        for (int h4 = 0; h4 < GP / 4; ++h4) {
-          const float4 a = qv[h4];
-          sc[4 * h4] = fmaf(a.x, code, sc[4 * h4]);
-          sc[4 * h4 + 1] = fmaf(a.y, code, sc[4 * h4 + 1]);
-          sc[4 * h4 + 2] = fmaf(a.z, code, sc[4 * h4 + 2]);
-          sc[4 * h4 + 3] = fmaf(a.w, code, sc[4 * h4 + 3]);
-        }
-      }
-    }
-    // Online softmax; m is warp-uniform, l and the accumulators per lane.
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-      const float mn = fmaxf(m[h], warp_max(sc[h]));
-      const float corr = __expf(m[h] - mn);
-      m[h] = mn;
-      const float p = __expf(sc[h] - mn);
-      l[h] = fmaf(l[h], corr, p);
-#pragma unroll
-      for (int i = 0; i < kCh; ++i) {
-        acc[h][i] *= corr;
-        pz[h][i] = fmaf(p, vz[i], pz[h][i] * corr);
-        ps[i][lane][h] = p * vs[i];
-      }
-    }
-    __syncwarp();
-    // Values: channel lane + 32 i (channel group i), tokens from the words.
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-#pragma unroll
-      for (int j = 0; j < VB; ++j) {
-#pragma unroll
-        for (int k = 0; k < kNV; ++k) {
-          const float code = static_cast<float>((vw[i][j] >> (VB * k)) & ((1u << VB) - 1));
-          const float4* pv = reinterpret_cast<const float4*>(ps[i][j * kNV + k]);
-#pragma unroll
-          for (int h4 = 0; h4 < GP / 4; ++h4) {
-            const float4 a = pv[h4];
-            acc[4 * h4][i] = fmaf(a.x, code, acc[4 * h4][i]);
-            acc[4 * h4 + 1][i] = fmaf(a.y, code, acc[4 * h4 + 1][i]);
-            acc[4 * h4 + 2][i] = fmaf(a.z, code, acc[4 * h4 + 2][i]);
-            acc[4 * h4 + 3][i] = fmaf(a.w, code, acc[4 * h4 + 3][i]);
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int h = 0; h < GP; ++h) {
-    if (h >= group_q) break;
-    const float lsum = warp_sum(l[h]);
-    const float inv = lsum > 0 ? 1.0f / lsum : 0.0f;
-    const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-      const float z = warp_sum(pz[h][i]);  // sum_t p_t z_t of channel group i
-      part_o[pi * D + i * 32 + lane] = (acc[h][i] + z) * inv;
-    }
-    if (lane == 0) {
-      part_ml[pi * 2] = m[h];
-      part_ml[pi * 2 + 1] = lsum;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Decode from the codes on tensor cores (mma.sync m16n8k16, f16 in, f32
-// accumulate). One warp per (KV head, split of groups), as above.
-//
-// Exactness: a b-bit code goes into an f16 mantissa as 1 + q / 2^b (exact,
-// two codes per 32-bit register from one shift and one LOP3); the other
-// operand carries 2^b * (q * s) split into hi + lo f16 halves (hi = f16(w),
-// lo = f16(w - hi): ~22 significant bits), so the tensor core's products are
-// exact and it sums in f32. The "1 +" part adds sum_c 2^b w_c, which is
-// subtracted in f32 with the zero term. Columns of a n8 tile: heads 0-3 hi,
-// heads 0-3 lo (GP = 8 uses two tiles).
-//
-// Keys:   S[t][h]  = sum_c A[t][c] B[c][h],  A = codes (rows = 32 tokens,
-//         two m16 tiles), B = 2^KB q s_c (k = channels, D/16 k-steps).
-// Values: O[c][h] += sum_t A[c][t] B[t][h], A = codes (rows = channels,
-//         D/16 tiles), B = 2^VB p_t s_gt (k = 32 tokens, two k-steps), one B
-//         per channel group g (its scales).
-// The contraction index may be permuted freely as long as A and B agree:
-// thread (gid, tig) supplies k-slots {2tig, 2tig+1, 2tig+8, 2tig+9} of each
-// k-step in both fragments, so each thread takes whole code words (no
-// shuffles) and the B fragments are built for exactly those channels/tokens.
-// B is built cooperatively (lanes = channel pairs for keys, tokens for
-// values) into shared memory in fragment order and read back with one
-// 8-byte load per k-step.
-
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint2 b) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
-}
-
-// f16x2 (1 + field f / 2^B, 1 + field f + 16/B / 2^B) of a word of B-bit
-// fields: the two fields are 16 bits apart, so one shift puts both at the top
-// of their halves' mantissas (f is a compile-time constant after unrolling).
-template <int B>
-__device__ __forceinline__ uint32_t code_pair(uint32_t x, int f) {
-  constexpr uint32_t kM = ((1u << B) - 1) << (10 - B);
-  const int sh = (10 - B) - B * f;
-  const uint32_t y = sh >= 0 ? x << sh : x >> (-sh);
-  return (y & (kM | (kM << 16))) | 0x3C003C00u;
-}
-
-__device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
-
-// hi = f16(a), f16(b); lo = f16 of what hi missed.
-__device__ __forceinline__ void split_hi_lo(float a, float b, uint32_t* hi, uint32_t* lo) {
-  const __half2 h = __floats2half2_rn(a, b);
-  const float2 f = __half22float2(h);
-  *hi = h2_bits(h);
-  *lo = h2_bits(__floats2half2_rn(a - f.x, b - f.y));
-}
-
-template <int D, int GP>
-struct MmaSmem {
-  static constexpr int kNT = GP / 4;
-  uint2 bk[kNT][D / 16][32];      // key B fragments per lane: (b0, b1) of each k-step
-  uint2 bv[D / 32][kNT][2][32];   // value B fragments per channel group, k-step
-  float sc[32][GP];               // scores [token][head]
-};
-
-template <int D, int GP, int KB, int VB>
-__global__ void __launch_bounds__(kQuantWarps * 32)
-    quant_decode_mma_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
-                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q, float scale,
-                            float* __restrict__ part_o, float* __restrict__ part_ml, int stride) {
-  constexpr int kNT = GP / 4;
-  constexpr int kKS = D / 16;                // key k-steps
-  constexpr int kPK = 16 / KB;               // pairs per key word
-  constexpr int kWK = D * KB / 128;          // key words per thread and token row
-  constexpr int kNPL = D / 64;               // key channel pairs per lane in the B build
-  constexpr int kPV = 16 / VB;               // pairs per value word
-  constexpr int kWV = VB == 8 ? 2 : 1;       // value words per thread and channel row
-  constexpr int kMT = D / 16;                // value m-tiles
-  constexpr int kCG = D / 32;                // value channel groups
-  constexpr float kKMul = static_cast<float>(1 << KB), kVMul = static_cast<float>(1 << VB);
-  static_assert(kWK >= 1 && kWK * kPK == D / 8, "a thread's key words hold its D/8 channel pairs");
-  __shared__ MmaSmem<D, GP> sm_all[kQuantWarps];
-  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
-  const int gw = blockIdx.x * kQuantWarps + wi;
-  const int hk = gw / n_splits, split = gw % n_splits;
-  if (hk >= geo.n_kv) return;
-  MmaSmem<D, GP>& sm = sm_all[wi];
-
-  // Key B build: this lane's channel pairs (pair index i = lane + 32 n over
-  // the D/2 pairs = (owner thread tig', its pair pi)), their queries.
-  int kc_lo[kNPL], kdst[kNPL];
-  float qk[kNPL][2][GP];  // 2^KB * q * scale
-#pragma unroll
-  for (int n = 0; n < kNPL; ++n) {
-    const int idx = lane + 32 * n, owner = idx / (D / 8), pi = idx % (D / 8);
-    const int jw = owner * kWK + pi / kPK;
-    kc_lo[n] = (32 / KB) * jw + pi % kPK;
-    kdst[n] = ((pi / 2) * 32 + owner) * 2 + (pi & 1);  // u32 index in bk[nt] (+ column * 8 below)
-#pragma unroll
-    for (int h = 0; h < GP; ++h)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int c = kc_lo[n] + e * (16 / KB);
-        qk[n][e][h] = h < group_q ? q[static_cast<size_t>(hk * group_q + h) * D + c] * scale * kKMul : 0.0f;
-      }
-  }
-  // Value B build: lane = token; where its two halves (hi, lo columns) go.
-  int vdst;
-  {
-    const int per_word = 32 / VB, j = lane / per_word, k = lane % per_word;
-    const int f = k % kPV, half = k / kPV, g = j * kPV + f, owner = g / 4, pi = g % 4;
-    vdst = (((pi / 2) * 32 + owner) * 2 + (pi & 1)) * 2 + half;  // __half index in bv[cg][nt] (+ column * 16)
-  }
-  // This thread's value words: word j0 (+1 for 8 bits) of each channel row;
-  // 2-bit rows share a word between tig pairs, pre-shifted to fields 0..7.
-  const int vj0 = (4 * tig) / kPV;
-  const int vshift = VB == 2 ? 8 * (tig & 1) : 0;
-
-  float m[GP], l[GP], pz[kCG][GP], acc[kMT][kNT][4];
-#pragma unroll
-  for (int h = 0; h < GP; ++h) {
-    m[h] = -FLT_MAX;
-    l[h] = 0;
-#pragma unroll
-    for (int g = 0; g < kCG; ++g) pz[g][h] = 0;
-  }
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0;
-
-  // Everything a group needs from memory; with small codes the next group's
-  // loads are issued before this group's arithmetic (software pipelining:
-  // each warp walks its groups one after the other, so otherwise every group
-  // would wait a full memory latency).
-  constexpr bool kPrefetch = KB + VB <= 8;
-  struct GroupLoads {
-    uint32_t kwd[4][kWK], vwd[kMT][2][kWV];
-    float ks[kNPL][2], kz[kNPL][2], vs[kCG], vz[kCG];
-  };
-  auto load_group = [&](int grp, GroupLoads& L) {
-    const size_t rid = static_cast<size_t>(hk) * geo.max_groups + grp;
-    const uint8_t* kr = kcodes + rid * geo.krec;
-    const uint8_t* vr = vcodes + rid * geo.vrec;
-    const uint32_t* kw32 = reinterpret_cast<const uint32_t*>(kr);
-    const uint32_t* vw32 = reinterpret_cast<const uint32_t*>(vr);
-#pragma unroll
-    for (int r = 0; r < 4; ++r)
-#pragma unroll
-      for (int w = 0; w < kWK; ++w) L.kwd[r][w] = __ldg(kw32 + (tig * kWK + w) * 32 + gid + 8 * r);
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int rh = 0; rh < 2; ++rh)
-#pragma unroll
-        for (int w = 0; w < kWV; ++w) L.vwd[mt][rh][w] = __ldg(vw32 + (vj0 + w) * D + 16 * mt + gid + 8 * rh);
-    const __half* ksc = reinterpret_cast<const __half*>(kr + geo.kscale);
-    const __half* kzr = reinterpret_cast<const __half*>(kr + geo.kzero);
-#pragma unroll
-    for (int n = 0; n < kNPL; ++n)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        L.ks[n][e] = __half2float(ksc[kc_lo[n] + e * (16 / KB)]);
-        L.kz[n][e] = __half2float(kzr[kc_lo[n] + e * (16 / KB)]) * (1.0f / kKMul);
-      }
-#pragma unroll
-    for (int g = 0; g < kCG; ++g) {
-      L.vs[g] = __half2float(reinterpret_cast<const __half*>(vr + geo.vscale)[g * 32 + lane]) * kVMul;
-      L.vz[g] = __half2float(reinterpret_cast<const __half*>(vr + geo.vzero)[g * 32 + lane]);
-    }
-  };
-
-  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
-  GroupLoads cur;
-  load_group(g0, cur);
-  for (int grp = g0; grp < g1; ++grp) {
-    GroupLoads nxt;
-    if constexpr (kPrefetch) load_group(min(grp + 1, g1 - 1), nxt);
-    auto& kwd = cur.kwd;
-    auto& vwd = cur.vwd;
-    auto& ks = cur.ks;
-    auto& kz = cur.kz;
-    auto& vs = cur.vs;
-    auto& vz = cur.vz;
-
-    // Key B fragments and the per-head constant: sum_c q s z_c - sum_c w_c.
-    float corr[GP];
-#pragma unroll
-    for (int h = 0; h < GP; ++h) corr[h] = 0;
-    __syncwarp();  // the previous group's fragment readers are done
-#pragma unroll
-    for (int n = 0; n < kNPL; ++n)
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        const float w0 = qk[n][0][h] * ks[n][0], w1 = qk[n][1][h] * ks[n][1];
-        corr[h] = fmaf(qk[n][0][h], kz[n][0], corr[h] - w0);
-        corr[h] = fmaf(qk[n][1][h], kz[n][1], corr[h] - w1);
-        uint32_t hi, lo;
-        split_hi_lo(w0, w1, &hi, &lo);
-        uint32_t* bk = reinterpret_cast<uint32_t*>(sm.bk[h / 4]);
-        bk[kdst[n] + (h % 4) * 8] = hi;
-        bk[kdst[n] + (h % 4 + 4) * 8] = lo;
-      }
-#pragma unroll
-    for (int h = 0; h < GP; ++h) corr[h] = warp_sum(corr[h]);
-    __syncwarp();
-
-    // Scores: two m16 tiles of tokens.
-    float s[2][kNT][4];
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0;
-#pragma unroll
-    for (int kk = 0; kk < kKS; ++kk) {
-      const int p0 = 2 * kk, p1 = 2 * kk + 1;
-      uint2 b[kNT];
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) b[nt] = sm.bk[nt][kk][lane];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        uint32_t a[4];
-        a[0] = code_pair<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK);
-        a[1] = code_pair<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK);
-        a[2] = code_pair<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK);
-        a[3] = code_pair<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK);
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
-      }
-    }
-    // hi + lo columns (tig ^ 2), then scores to [token][head].
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float v = s[mt][nt][e] + __shfl_xor_sync(0xffffffffu, s[mt][nt][e], 2);
-          if (tig < 2) sm.sc[16 * mt + gid + 8 * (e >> 1)][4 * nt + 2 * tig + (e & 1)] = v;
-        }
-    __syncwarp();
-
-    // Online softmax with lane = token; m is warp-uniform.
-    float p[GP], mx[GP];
-    bool grow = false;
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-      p[h] = sm.sc[lane][h] + corr[h];
-      mx[h] = warp_max(p[h]);
-      grow |= mx[h] > m[h];
-    }
-    if (grow) {
-      float cr[GP];
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        const float mn = fmaxf(m[h], mx[h]);
-        cr[h] = __expf(m[h] - mn);
-        m[h] = mn;
-        l[h] *= cr[h];
-#pragma unroll
-        for (int g = 0; g < kCG; ++g) pz[g][h] *= cr[h];
-      }
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-        // columns 2tig, 2tig+1 of tile nt: heads 4nt + 2(tig&1) + {0, 1}
-        const float c0 = (tig & 1) ? cr[4 * nt + 2] : cr[4 * nt];
-        const float c1 = (tig & 1) ? cr[4 * nt + 3] : cr[4 * nt + 1];
-#pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          acc[mt][nt][0] *= c0;
-          acc[mt][nt][1] *= c1;
-          acc[mt][nt][2] *= c0;
-          acc[mt][nt][3] *= c1;
-        }
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-      p[h] = __expf(p[h] - m[h]);
-      l[h] += p[h];
-    }
-    // Value B fragments: 2^VB p s_gt (hi, lo) for this lane's token.
-#pragma unroll
-    for (int g = 0; g < kCG; ++g)
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        const float w = p[h] * vs[g];
-        pz[g][h] = fmaf(p[h], vz[g], pz[g][h] - w);
-        const __half hi = __float2half_rn(w);
-        const __half lo = __float2half_rn(w - __half2float(hi));
-        __half* bv = reinterpret_cast<__half*>(sm.bv[g][h / 4]);
-        bv[vdst + (h % 4) * 16] = hi;
-        bv[vdst + (h % 4 + 4) * 16] = lo;
-      }
-    __syncwarp();
-    if constexpr (VB == 2) {
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int rh = 0; rh < 2; ++rh) vwd[mt][rh][0] >>= vshift;
-    }
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) {
-      const int g = mt / 2;
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {
-        // pairs 2kk, 2kk+1 of this thread: word, field (8 bits: two words)
-        constexpr int kF = VB == 8 ? 2 : 4;
-        const int p0 = 2 * kk, p1 = 2 * kk + 1;
-        const int w0 = VB == 8 ? p0 / 2 : 0, f0 = p0 % kF;
-        const int w1 = VB == 8 ? p1 / 2 : 0, f1 = p1 % kF;
-        uint32_t a[4];
-        a[0] = code_pair<VB>(vwd[mt][0][w0], f0);
-        a[1] = code_pair<VB>(vwd[mt][1][w0], f0);
-        a[2] = code_pair<VB>(vwd[mt][0][w1], f1);
-        a[3] = code_pair<VB>(vwd[mt][1][w1], f1);
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) mma_16816(acc[mt][nt], a, sm.bv[g][nt][kk][lane]);
-      }
-    }
-    if constexpr (kPrefetch) cur = nxt;
-    else if (grp + 1 < g1) load_group(grp + 1, cur);
-  }
-
-  // Partials: l and the zero/offset terms over lanes, hi + lo columns.
-  float L[GP];
-#pragma unroll
-  for (int h = 0; h < GP; ++h) {
-    L[h] = warp_sum(l[h]);
-#pragma unroll
-    for (int g = 0; g < kCG; ++g) pz[g][h] = warp_sum(pz[g][h]);
-  }
-#pragma unroll
-  for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float v = acc[mt][nt][e] + __shfl_xor_sync(0xffffffffu, acc[mt][nt][e], 2);
-        if (tig >= 2) continue;
-        const int hh = 4 * nt + 2 * tig + (e & 1);
-        if (hh >= group_q) continue;
-        const int hs = 4 * nt + (e & 1);  // compile-time head for tig 0; +2 for tig 1
-        const float lsum = tig ? L[hs + 2] : L[hs];
-        const float z = tig ? pz[mt / 2][hs + 2] : pz[mt / 2][hs];
-        const int c = 16 * mt + gid + 8 * (e >> 1);
-        const size_t pi = static_cast<size_t>(hk * group_q + hh) * stride + split;
-        part_o[pi * D + c] = lsum > 0 ? (v + z) / lsum : 0.0f;
-      }
-  if (lane == 0) {
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-      if (h >= group_q) break;
-      const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
-      part_ml[pi * 2] = m[h];
-      part_ml[pi * 2 + 1] = L[h];
-    }
-  }
-}
 
 // Dequantizes group records into dst f16 [n_kv][N][D] at token tok0 + grp * G.
 __global__ void dequantize_groups_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes,
@@ -760,45 +241,6 @@ __global__ void random_normal_kernel(float* __restrict__ x, size_t n, uint64_t s
 
 int grid_1d(size_t n) { return static_cast<int>(std::min<size_t>((n + 255) / 256, 132 * 32)); }
 
-template <int D, int GP, int KB, int VB>
-void launch_decode(bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g, int ng,
-                   int gps, int ns, const float* q, float scale, float* po, float* pml, int stride, cudaStream_t s,
-                   int* warps) {
-  if (warps) {  // only how many warps stay resident (cached per kernel)
-    static const int w_mma = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB>, kQuantWarps * 32);
-    static const int w_fma = resident_warps(quant_decode_kernel<D, GP, KB, VB>, kQuantWarps * 32);
-    *warps = mma ? w_mma : w_fma;
-    return;
-  }
-  if (mma)
-    quant_decode_mma_kernel<D, GP, KB, VB><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale, po,
-                                                                             pml, stride);
-  else
-    quant_decode_kernel<D, GP, KB, VB><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale, po, pml,
-                                                                         stride);
-}
-template <int D, int GP, int KB>
-void launch_decode_vb(int vb, bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g,
-                      int ng, int gps, int ns, const float* q, float scale, float* po, float* pml, int stride,
-                      cudaStream_t s, int* warps) {
-  switch (vb) {
-    case 8: launch_decode<D, GP, KB, 8>(mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 4: launch_decode<D, GP, KB, 4>(mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 2: launch_decode<D, GP, KB, 2>(mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    default: fail("CUDA quantized KV: %d-bit values are not supported", vb);
-  }
-}
-template <int D, int GP>
-void launch_decode_kb(int kb, int vb, bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo,
-                      int g, int ng, int gps, int ns, const float* q, float scale, float* po, float* pml, int stride,
-                      cudaStream_t s, int* warps) {
-  switch (kb) {
-    case 8: launch_decode_vb<D, GP, 8>(vb, mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 4: launch_decode_vb<D, GP, 4>(vb, mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 2: launch_decode_vb<D, GP, 2>(vb, mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    default: fail("CUDA quantized KV: %d-bit keys are not supported", kb);
-  }
-}
 
 class QuantGpuCache final : public GpuKvCache {
  public:
@@ -982,23 +424,22 @@ class QuantGpuCache final : public GpuKvCache {
   // `warps` set only asked how many warps stay resident.
   void launch_quant(dim3 grid, int gps, int qsplits, const float* q, float* po, float* pml, int stride, cudaStream_t s,
                     int* warps) {
-    const int D = geo_.D, g = shape_.group(), kb = geo_.kbits, vb = geo_.vbits;
-    const float scale = 1.0f / sqrtf(static_cast<float>(D));
-    const uint8_t* kc = k_codes_.as<uint8_t>();
-    const uint8_t* vc = v_codes_.as<uint8_t>();
-    const bool mma = cuda_tuning().quant_decode_mma;
-    if (D == 128 && g <= 4)
-      launch_decode_kb<128, 4>(kb, vb, mma, grid, kc, vc, geo_, g, n_groups_, gps, qsplits, q, scale, po, pml, stride, s,
-                               warps);
-    else if (D == 128)
-      launch_decode_kb<128, 8>(kb, vb, mma, grid, kc, vc, geo_, g, n_groups_, gps, qsplits, q, scale, po, pml, stride, s,
-                               warps);
-    else if (g <= 4)
-      launch_decode_kb<64, 4>(kb, vb, mma, grid, kc, vc, geo_, g, n_groups_, gps, qsplits, q, scale, po, pml, stride, s,
-                              warps);
-    else
-      launch_decode_kb<64, 8>(kb, vb, mma, grid, kc, vc, geo_, g, n_groups_, gps, qsplits, q, scale, po, pml, stride, s,
-                              warps);
+    QuantDecodeArgs a;
+    a.mma = cuda_tuning().quant_decode_mma;
+    a.grid = grid;
+    a.kc = k_codes_.as<uint8_t>();
+    a.vc = v_codes_.as<uint8_t>();
+    a.geo = geo_;
+    a.group_q = shape_.group();
+    a.n_groups = n_groups_;
+    a.gps = gps;
+    a.n_splits = qsplits;
+    a.q = q;
+    a.scale = 1.0f / sqrtf(static_cast<float>(geo_.D));
+    a.part_o = po;
+    a.part_ml = pml;
+    a.stride = stride;
+    launch_quant_decode(a, s, warps);
   }
 
   void decode(const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {

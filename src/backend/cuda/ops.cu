@@ -30,7 +30,8 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
 // One thread per (token, head, pair). The angle is formed in double like the
 // CPU's rope_apply: at a million positions a float product is ~0.1 rad off.
 __global__ void rope_kernel(const float* __restrict__ inv_freq, int head_dim, int rope_dim, bool neox,
-                            float* __restrict__ x, int n_tok, int n_heads, int64_t pos0) {
+                            float* __restrict__ x, int n_tok, int n_heads, int64_t pos0, const int* dpos) {
+  if (dpos) pos0 = *dpos;
   const int half = rope_dim / 2;
   const int64_t total = static_cast<int64_t>(n_tok) * n_heads * half;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -101,10 +102,10 @@ void rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps
 }
 
 void rope(const float* inv_freq, int head_dim, int rope_dim, bool neox, float* x, int n_tok, int n_heads,
-          int64_t pos0, cudaStream_t s) {
+          int64_t pos0, cudaStream_t s, const int* dpos) {
   const size_t total = static_cast<size_t>(n_tok) * n_heads * (rope_dim / 2);
   if (total == 0) return;
-  rope_kernel<<<grid_for(total, 256), 256, 0, s>>>(inv_freq, head_dim, rope_dim, neox, x, n_tok, n_heads, pos0);
+  rope_kernel<<<grid_for(total, 256), 256, 0, s>>>(inv_freq, head_dim, rope_dim, neox, x, n_tok, n_heads, pos0, dpos);
   LONGKV_CUDA_LAUNCHED();
 }
 

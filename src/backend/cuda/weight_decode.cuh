@@ -91,10 +91,11 @@ __device__ __forceinline__ float biased_byte(uint32_t w) {
   return __int_as_float(static_cast<int>(__byte_perm(w, 0x4B000000u, 0x7440 + K)));
 }
 __device__ __forceinline__ uint4 ldg16(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+// Plain (generic) loads: x may lie in global or shared memory.
 __device__ __forceinline__ void ldx(const float* x, float* dst, int n) {
 #pragma unroll
   for (int i = 0; i < n; i += 4) {
-    const float4 t = __ldg(reinterpret_cast<const float4*>(x + i));
+    const float4 t = *reinterpret_cast<const float4*>(x + i);
     dst[i] = t.x; dst[i + 1] = t.y; dst[i + 2] = t.z; dst[i + 3] = t.w;
   }
 }
