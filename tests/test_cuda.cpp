@@ -114,6 +114,7 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
       {WeightType::Q4_0, 97, 4096}, {WeightType::Q4_0, 17, 14336}, {WeightType::Q8_0, 1000, 544},
       {WeightType::Q4_K, 37, 1280}, {WeightType::Q6_K, 19, 768},   {WeightType::F16, 33, 264},
       {WeightType::Q4_0, 9001, 96},  // > 8192 rows: 4 rows per warp
+      {WeightType::Q8_0, 23, 9216},  // 576 units: the slab kernel runs two column slices
   };
   struct Variant {
     bool rows, fuse;
@@ -133,7 +134,7 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
       }
       std::vector<float> ref(c.rows), y(c.rows);
       for (int r = 0; r < c.rows; ++r) ref[r] = dot_row_ref(c.type, w.row(r), xa.data(), c.cols);
-      for (Variant vr : {Variant{true, true}, Variant{false, false}, Variant{true, false}}) {
+      for (Variant vr : {Variant{true, true}, Variant{false, true}, Variant{false, false}, Variant{true, false}}) {
         cuda_tuning().gemv_rows = vr.rows;
         cuda_tuning().fuse_activation = vr.fuse;
         cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
@@ -500,12 +501,16 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
   LoadedModel lm = load_model(test::shared_path(kModel));
   const int nv = lm.weights.cfg.n_vocab;
   // f16 replays one executable and crosses the split bucket at 256 tokens
-  // (one more capture, the same executable updated); the quantized mode has
-  // no replay key and runs its steps directly.
-  for (const char* mode : {"f16", "k4v4:r0:s1"}) {
+  // (one more capture, the same executable updated). The quantized modes
+  // replay their steady steps: k4v4:r0:s1 (1 sink, window 19 after the
+  // prompt) completes a group at steps 12, 44 and 76, which run directly, and
+  // each following step is captured once for the new group count; k2v2 with
+  // the default window (r128:s4, window 16 after the prompt) completes its
+  // first group at step 143.
+  for (const char* mode : {"f16", "k4v4:r0:s1", "k2v2"}) {
     SCOPED_TRACE(mode);
-    const bool dense = std::strcmp(mode, "f16") == 0;
-    const int steps = dense ? 300 : 60;
+    const bool dense = std::strcmp(mode, "f16") == 0, small = std::strcmp(mode, "k4v4:r0:s1") == 0;
+    const int steps = dense ? 300 : small ? 100 : 150;
     CudaModelOptions o;
     o.max_tokens = 20 + steps + 1;
     o.kv_mode = mode;
@@ -531,8 +536,12 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
     if (dense) {
       EXPECT_EQ(graphed->graph_captures(), 2);
       EXPECT_EQ(graphed->graph_replays(), steps - 1 - 2);  // the first step runs directly
+    } else if (small) {
+      EXPECT_EQ(graphed->graph_captures(), 4);
+      EXPECT_EQ(graphed->graph_replays(), steps - 1 - 3 - 4);
     } else {
-      EXPECT_EQ(graphed->graph_replays(), 0);
+      EXPECT_EQ(graphed->graph_captures(), 2);
+      EXPECT_EQ(graphed->graph_replays(), steps - 1 - 1 - 2);
     }
     std::printf("graph replay vs direct decode, %s, %d steps: worst nmse %.3g, %d captures, %d replays\n", mode, steps,
                 worst, graphed->graph_captures(), graphed->graph_replays());

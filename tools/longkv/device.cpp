@@ -103,8 +103,8 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
                           : "real prefill of random tokens",
-              graphs ? "CUDA graphs (captured once per replay key, replayed; steps of caches without keys launched)"
-                     : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=1 runs them as CUDA graphs)",
+              graphs ? "CUDA graphs (captured once per replay key, replayed; steps that complete a KV group launched)"
+                     : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=0)",
               cuda_tuning_description().c_str());
   std::printf("| device | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | KV read/step | bytes/step | GB/s | %% of copy bw "
               "| attn TFLOP/s |\n");

@@ -50,17 +50,18 @@ struct CudaModelOptions {
   std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense), k<B>v<B> (B = 8, 4, 2; post-RoPE, g32)
   int max_tokens = 0;           // KV capacity per sequence
   CudaGemm gemm = CudaGemm::f16;
-  // Single-token steps run as a CUDA graph: each step is captured and
-  // cudaGraphExecUpdate'd into the executable of its launch shape. Same
-  // kernels, same results either way. Off by default: the per-step capture
-  // and update cost more host time than the launches they replace (measured
-  // in docs/cuda-notes.md, milestone 4). LONGKV_CUDA_GRAPHS=1 / =0 in the
-  // environment overrides this field (for speed comparisons).
-  bool graphs = false;
+  // Single-token steps run as CUDA graphs: a step is captured once per
+  // replay key of the caches (f16: the split bucket; quantized: the group
+  // count, steps that complete a group run directly) and replayed as is at
+  // later positions. Same kernels, same results either way; on by default
+  // since milestone 6 (faster with the default kernels, docs/cuda-notes.md).
+  // LONGKV_CUDA_GRAPHS=1 / =0 in the environment overrides this field (for
+  // speed comparisons).
+  bool graphs = true;
 };
 
 // Whether decode steps will run as CUDA graphs for a model created with
-// default options: LONGKV_CUDA_GRAPHS=1 yes, =0 or unset no. Tools print it.
+// default options: LONGKV_CUDA_GRAPHS=0 no, =1 or unset yes. Tools print it.
 bool cuda_graphs_default();
 
 // Kernel variants, process-wide, for tests and speed comparisons; the
@@ -70,7 +71,9 @@ struct CudaTuning {
   int dense_decode_steps = 8;    // f16 split kernel: token steps per tile, K+V loads in flight per lane (4 or 8)
   // Off by default: measured slower on H100 (docs/cuda-notes.md, milestone 5).
   bool gemv_rows = false;        // block-format GEMV: warp-per-rows kernel (false: milestone 2's slab kernel)
-  bool fuse_activation = false;  // RMSNorm / SwiGLU inside the rows GEMV's activation load (false: own kernels)
+  // RMSNorm / SwiGLU made in the block-format GEMV's activation load (rows
+  // or slab kernel; false: their own kernels before the GEMV).
+  bool fuse_activation = true;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

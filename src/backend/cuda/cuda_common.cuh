@@ -127,8 +127,8 @@ GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer&
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s);
 // The activation a single-token GEMV reads, made as it is loaded: x itself,
 // rmsnorm(x) * norm (x: w.cols floats), or silu(x) * up (x = the gate).
-// Where the fused kernel does not apply (float weight types, rows too wide
-// for shared memory, CudaTuning::fuse_activation off) the separate kernel
+// Where the fused kernels do not apply (float weight types,
+// CudaTuning::fuse_activation off) the separate kernel
 // writes it to `scratch` first (for swiglu scratch must be x: in place).
 struct GemvAct {
   enum Kind { plain, rmsnorm, swiglu } kind = plain;

@@ -10,7 +10,8 @@
 // captured (nothing in it synchronizes; the token id comes from pinned
 // memory), and replayed as is while the caches' replay keys stay the same:
 // RoPE, the append and the split kernels read the position from device
-// memory, and split counts come from buckets of the token count.
+// memory, and split counts come from buckets of the token count (quantized
+// caches: fixed while their group count stays).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -313,10 +314,15 @@ class CudaModelImpl final : public CudaModel {
     return timed;
   }
 
-  // The replay key of the next single-token step: every cache's, and whether
-  // logits are copied; false if some cache has none.
+  // The replay key of the next single-token step: every cache's, whether
+  // logits are copied, and the scratch buffers' identity (a longer prompt
+  // reallocates the activations and the attention partials, and a captured
+  // step must not replay into freed memory); false if some cache has none.
   bool step_key(bool want_logits, std::vector<uint64_t>* key) const {
     key->assign(1, want_logits ? 1 : 2);
+    key->push_back(scratch_gen_);
+    key->push_back(reinterpret_cast<uint64_t>(ws_.a.as()));
+    key->push_back(reinterpret_cast<uint64_t>(ws_.b.as()));
     for (const auto& cache : caches_) {
       const uint64_t k = cache->replay_key();
       if (k == 0) return false;
@@ -379,6 +385,7 @@ class CudaModelImpl final : public CudaModel {
     qkv_.resize(std::max<size_t>(c.q_dim() + 2 * c.kv_dim(), 2 * c.ffn_dim) * f);
     logits_.resize(sn * c.n_vocab * f);
     scratch_n_ = n;
+    ++scratch_gen_;
   }
 
   ModelConfig cfg_;
@@ -393,6 +400,7 @@ class CudaModelImpl final : public CudaModel {
   std::vector<std::unique_ptr<GpuKvCache>> caches_;
   ForwardTimings timings_;
   int scratch_n_ = 0;
+  uint64_t scratch_gen_ = 0;  // bumped whenever ensure_scratch reallocates
   DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
   DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
   int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
@@ -417,7 +425,7 @@ int graphs_env() {
 }
 }  // namespace
 
-bool cuda_graphs_default() { return graphs_env() == 1; }
+bool cuda_graphs_default() { return graphs_env() != 0; }
 
 // LONGKV_CUDA_TUNING="gemv_rows=1,fuse=1,mma=0" starts from other kernel
 // variants (speed comparisons of whole decode steps); tools print the result
@@ -448,7 +456,7 @@ CudaTuning& cuda_tuning() {
 std::string cuda_tuning_description() {
   const CudaTuning& t = cuda_tuning();
   return std::string("GEMV ") + (t.gemv_rows ? "rows" : "slab") + ", RMSNorm/SwiGLU " +
-         (t.fuse_activation ? "fused into the GEMV" : "own kernels") + ", quantized decode " +
+         (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
          (t.quant_decode_mma ? "tensor cores" : "FMA");
 }
 

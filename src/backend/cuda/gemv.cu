@@ -9,7 +9,10 @@
 // shared-memory staging, no re-reads of x), decoding in registers. Per batch
 // the warps' partial sums meet in shared memory. The grid is what fits on the
 // GPU at once, so x is read about once per resident block. Rows with more
-// than 512 units are done in column slices, accumulating.
+// than 512 units are done in column slices, accumulating. The op before the
+// GEMV (RMSNorm, SwiGLU) is made in the lane's load of x (milestone 6): a
+// block first sums x^2 over the whole row for RMSNorm (x is in L2), so the
+// separate rmsnorm/swiglu kernels and their round trip through memory go.
 //
 // Block-format GEMV ("rows", milestone 5; off by default, CudaTuning: it
 // measured 35-45% slower than the slab kernel on H100): each warp owns R
@@ -53,12 +56,58 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
   }
 }
 
-// Units [u_begin, u_begin + nu) of every row; x is the whole row's input.
+// inv_rms = rsqrt(mean(x^2) + eps) over the whole row of `cols`, every
+// thread of the block taking part (x comes from L2: each block reads it once).
+__device__ __forceinline__ float block_inv_rms(const float* __restrict__ x, int cols, float eps) {
+  __shared__ float red[kMaxSlabWarps];
+  float ss = 0;
+  for (int i = 4 * threadIdx.x; i < cols; i += 4 * blockDim.x) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(x + i));
+    ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  ss = warp_sum(ss);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = ss;
+  __syncthreads();
+  float tot = 0;
+  for (int k = 0; k < static_cast<int>(blockDim.x / 32); ++k) tot += red[k];
+  return rsqrtf(tot / cols + eps);
+}
+
+// The unit's activations with the op before the GEMV applied as they are
+// loaded: RMSNorm scales by inv_rms * norm (norm read at the same offsets as
+// x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
+// rmsnorm_kernel / swiglu_kernel. Q4_K's per-unit sums follow the new values.
+template <WeightType T>
+__device__ __forceinline__ void load_x_act(const GemvAct& a, int u, float inv_rms, typename Slab<T>::X& xr) {
+  using S = Slab<T>;
+  S::load_x(a.x, u, xr);
+  if (a.kind == GemvAct::plain) return;
+  typename S::X o;
+  S::load_x(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, o);
+  if (a.kind == GemvAct::rmsnorm) {
+#pragma unroll
+    for (int i = 0; i < S::kXElems; ++i) xr.v[i] = xr.v[i] * inv_rms * o.v[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < S::kXElems; ++i) xr.v[i] = xr.v[i] / (1.0f + expf(-xr.v[i])) * o.v[i];
+  }
+  if constexpr (T == WeightType::Q4_K) {
+    xr.sum_lo = xr.sum_hi = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      xr.sum_lo += xr.v[i];
+      xr.sum_hi += xr.v[16 + i];
+    }
+  }
+}
+
+// Units [u_begin, u_begin + nu) of every row; a.x is the whole row's input
+// (a.kind: the op made in the load, see load_x_act).
 template <WeightType T>
 __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
-                                                                      const float* __restrict__ x,
-                                                                      float* __restrict__ y, bool accumulate) {
+                                                                      GemvAct a, float* __restrict__ y,
+                                                                      bool accumulate) {
   using S = Slab<T>;
   constexpr int RB = S::kRB;
   __shared__ float red[RB][kMaxSlabWarps];
@@ -66,8 +115,9 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
   const int ui = warp * 32 + lane;
   const bool valid = ui < nu;
   const int u = u_begin + (valid ? ui : 0);
+  const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, nb * weight_traits_block(T), a.eps) : 1.0f;
   typename S::X xr;
-  S::load_x(x, u, xr);
+  load_x_act<T>(a, u, inv_rms, xr);
   for (int r0 = blockIdx.x * RB; r0 < rows; r0 += gridDim.x * RB) {
     typename S::Unit wu[RB];
 #pragma unroll
@@ -268,7 +318,7 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
   }
 
 template <WeightType T>
-void launch_slab(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
+void launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   using S = Slab<T>;
   const int rows = static_cast<int>(w.rows);
   const int nb = static_cast<int>(w.cols / (T == WeightType::Q4_K || T == WeightType::Q6_K ? kQKK : kQK));
@@ -285,7 +335,7 @@ void launch_slab(const GpuWeight& w, const float* x, float* y, bool accumulate, 
       LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[warps], gemv_slab_kernel<T>, warps * 32, 0));
     const int batches = (rows + S::kRB - 1) / S::kRB;
     const int grid = std::max(1, std::min(batches, std::max(1, occ[warps]) * sms));
-    gemv_slab_kernel<T><<<grid, warps * 32, 0, s>>>(w.data, w.ld, rows, nb, u0, nu, x, y, accumulate || u0 > 0);
+    gemv_slab_kernel<T><<<grid, warps * 32, 0, s>>>(w.data, w.ld, rows, nb, u0, nu, a, y, accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }
 }
@@ -333,7 +383,19 @@ void launch_gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, 
     gemv_dense_kernel<T><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, static_cast<int>(w.cols), x, y,
                                                         accumulate);
   } else {
-    launch_slab<T>(w, x, y, accumulate, s);
+    launch_slab<T>(w, a, y, accumulate, s);
+  }
+}
+
+// The activation made inside the GEMV (rows kernel if on, else slab): false
+// for the dense formats, which take the separate kernels.
+template <WeightType T>
+bool launch_fused(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+  if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) {
+    return false;
+  } else {
+    if (!launch_rows<T>(w, a, y, accumulate, s)) launch_slab<T>(w, a, y, accumulate, s);
+    return true;
   }
 }
 
@@ -422,7 +484,7 @@ void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, c
   if (a.kind == GemvAct::plain) return gemv(w, a.x, y, accumulate, s);
   if (cuda_tuning().fuse_activation) {
     bool done = false;
-    LONGKV_DISPATCH_WEIGHT(w.type, done = launch_rows<T>(w, a, y, accumulate, s));
+    LONGKV_DISPATCH_WEIGHT(w.type, done = launch_fused<T>(w, a, y, accumulate, s));
     if (done) return;
   }
   LONGKV_CHECK(a.scratch != nullptr, "CUDA GEMV: unfused activation needs a scratch buffer");

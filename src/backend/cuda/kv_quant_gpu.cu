@@ -165,9 +165,15 @@ __global__ void __launch_bounds__(128)
 // Writes positions p0 .. p0 + count - 1 (from src_value) to slots slot0 ..
 // of dst (head stride dst_cap slots), keys and values.
 // dst may be the exact buffer itself (then only input rows are read).
+// With dpos (a steady single-token step, replayable): the position p0 =
+// old_total is *dpos when the kernel runs and slot0 moves with it.
 __global__ void place_tokens_kernel(__half* dk, __half* dv, int dst_cap, int slot0, const __half* ek, const __half* ev,
                                     const float* __restrict__ kin, const float* __restrict__ vin, QuantGeom g, int p0,
-                                    int count, int old_total, int old_ws) {
+                                    int count, int old_total, int old_ws, const int* dpos) {
+  if (dpos) {
+    slot0 += *dpos - p0;
+    p0 = old_total = *dpos;
+  }
   const size_t total = static_cast<size_t>(count) * g.n_kv * g.D;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -305,6 +311,9 @@ class QuantGpuCache final : public GpuKvCache {
     const int e = (m > 0 && w >= R + kG) ? (w - (R + kG)) / kG + 1 : 0;
     const int old_total = n_tokens_, sinks = n_sinks_ + ns_add;
     const int old_ws = sinks + n_groups_ * kG;  // position of old window slot 0
+    // A steady step (replay_key != 0) reads its position from the device.
+    const bool steady = n == 1 && steady_next();
+    decode_dev_ = steady;
     LONGKV_ASSERT(n_groups_ + e <= geo_.max_groups);
     __half* ek = exact_k_.as<__half>();
     __half* ev = exact_v_.as<__half>();
@@ -316,19 +325,19 @@ class QuantGpuCache final : public GpuKvCache {
     const int nw = w - e * kG, new_ws = old_ws + e * kG, new_total = old_total + n;
     if (ns_add > 0) {
       place_tokens_kernel<<<grid_1d(static_cast<size_t>(ns_add) * n_kv * D), 256, 0, s>>>(
-          ek, ev, geo_.exact_cap, old_total, ek, ev, k, v, geo_, old_total, ns_add, old_total, old_ws);
+          ek, ev, geo_.exact_cap, old_total, ek, ev, k, v, geo_, old_total, ns_add, old_total, old_ws, nullptr);
       LONGKV_CUDA_LAUNCHED();
     }
     if (e == 0 && m > 0) {  // the window only grows: new tokens to their slots
       place_tokens_kernel<<<grid_1d(static_cast<size_t>(m) * n_kv * D), 256, 0, s>>>(
           ek, ev, geo_.exact_cap, sink_cap_ + (old_total + ns_add - old_ws), ek, ev, k, v, geo_, old_total + ns_add,
-          m, old_total, old_ws);
+          m, old_total, old_ws, steady ? dpos_ : nullptr);
       LONGKV_CUDA_LAUNCHED();
     } else if (e > 0 && nw > 0) {  // the window shifts: rebuild it in scratch, copy back
       __half* tk = tmp_.as<__half>();
       __half* tv = tk + static_cast<size_t>(n_kv) * win_cap_ * D;
       place_tokens_kernel<<<grid_1d(static_cast<size_t>(nw) * n_kv * D), 256, 0, s>>>(
-          tk, tv, win_cap_, 0, ek, ev, k, v, geo_, new_ws, nw, old_total, old_ws);
+          tk, tv, win_cap_, 0, ek, ev, k, v, geo_, new_ws, nw, old_total, old_ws, nullptr);
       LONGKV_CUDA_LAUNCHED();
       const size_t dpitch = static_cast<size_t>(geo_.exact_cap) * D * sizeof(__half);
       const size_t spitch = static_cast<size_t>(win_cap_) * D * sizeof(__half);
@@ -387,7 +396,24 @@ class QuantGpuCache final : public GpuKvCache {
     return f;
   }
   int size() const override { return n_tokens_; }
-  void clear() override { n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0; }
+  // Steady steps (the window grows by one, no sink and no group completes)
+  // launch the same kernels with the same parameters while the group and
+  // sink counts stay: the position comes from the device. One step in G
+  // completes a group and runs directly; the next is captured once.
+  uint64_t replay_key() const override {
+    if (!steady_next()) return 0;
+    return (static_cast<uint64_t>(n_groups_ + 1) << 24) | static_cast<uint64_t>(n_sinks_);
+  }
+  void advance(int n) override {
+    LONGKV_CHECK(n == 1 && steady_next(), "quantized KV cache: only a steady single-token step can replay");
+    ++n_window_;
+    ++n_tokens_;
+    decode_dev_ = true;
+  }
+  void clear() override {
+    n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0;
+    decode_dev_ = false;
+  }
   std::string mode() const override { return mode_.to_string(); }
 
   void dump_codes(CudaKvDump* d) const override {
@@ -417,7 +443,19 @@ class QuantGpuCache final : public GpuKvCache {
     kv.head_dim = geo_.D;
     kv.max_tokens = geo_.exact_cap;
     kv.n_tokens = n_sinks_ + n_window_;
+    if (decode_dev_) {  // fp16 tokens after the append: *dpos + 1 - (groups' tokens)
+      kv.dev_n = dpos_;
+      kv.dev_add = 1 - n_groups_ * kG;
+      kv.split_n = geo_.exact_cap;
+    }
     return kv;
+  }
+
+  // Whether the next single-token append is steady (see replay_key).
+  bool steady_next() const {
+    if (!dpos_ || n_tokens_ + 1 > shape_.max_tokens) return false;
+    if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) return false;
+    return n_window_ + 1 < mode_.residual + kG && sink_cap_ + n_window_ + 1 <= geo_.exact_cap;
   }
 
   // The quantized split kernel for this cache's shape: launched, or with
@@ -445,7 +483,7 @@ class QuantGpuCache final : public GpuKvCache {
   void decode(const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
     const int D = geo_.D, n_heads = shape_.n_heads, n_kv = geo_.n_kv;
     const DenseKvView ex = exact_view();
-    const int dense_splits = decode_splits_for(n_kv, ex.n_tokens, nullptr, D, shape_.group());
+    const int dense_splits = decode_splits_for(n_kv, ex.dev_n ? ex.split_n : ex.n_tokens, nullptr, D, shape_.group());
     // Quantized splits: one wave of the kernel's resident warps over all KV
     // heads, at least 4 groups (128 tokens) each so the merge stays small.
     int gps = 0, qsplits = 0;
@@ -508,6 +546,7 @@ class QuantGpuCache final : public GpuKvCache {
   int sink_cap_ = 0, win_cap_ = 0;
   DeviceBuffer k_codes_, v_codes_, exact_k_, exact_v_, tmp_;
   int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
+  bool decode_dev_ = false;  // the last append was steady: decode reads the fp16 count from the device
 };
 
 }  // namespace
