@@ -68,6 +68,12 @@ bool cuda_graphs_default();
 // defaults are the fast paths. Set before creating models/caches.
 struct CudaTuning {
   bool quant_decode_mma = true;  // quantized-KV decode on tensor cores (false: milestone 3's FMA kernel)
+  // With quant_decode_mma: 0 = milestone 4's tensor-core kernel (default);
+  // 3 / 4 = milestone 7's variant (16-byte code loads, registers capped for
+  // 3 / 4 blocks per SM; 4 only with <= 4 query heads per KV head, else 3).
+  // Same results; measured 3% / 21% slower on H100 at 131K
+  // (docs/cuda-notes.md, milestone 7), kept for comparison.
+  int quant_decode_v2 = 0;
   int dense_decode_steps = 8;    // f16 split kernel: token steps per tile, K+V loads in flight per lane (4 or 8)
   // Off by default: measured slower on H100 (docs/cuda-notes.md, milestone 5).
   bool gemv_rows = false;        // block-format GEMV: warp-per-rows kernel (false: milestone 2's slab kernel)

@@ -4,6 +4,7 @@
 // dispatch over (head_dim, padded heads, key bits, value bits).
 #include <cfloat>
 
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kv_quant_gpu.cuh"
 
 namespace longkv::cuda {
@@ -220,8 +221,24 @@ struct MmaSmem {
   float sc[32][GP];               // scores [token][head]
 };
 
-template <int D, int GP, int KB, int VB>
-__global__ void __launch_bounds__(kQuantWarps * 32)
+// kV2 (milestone 7) changes only where rows of the A fragments come from
+// and how many warps stay resident; the arithmetic is the same, so results
+// are identical. Rows of the key A tiles are tokens and rows of the value A
+// tiles are channels in any order we like, provided the score / output
+// writes use the same map: with thread gid taking tokens 4gid..4gid+3 (keys)
+// and channels 32i + 4gid..+3 of channel group i (values), each thread's
+// code words are 4 consecutive words of the record, one 16-byte load instead
+// of four 4-byte ones (a quarter of the load instructions and their address
+// arithmetic). The old kernel needs 210-235 registers, i.e. 2 blocks = 8
+// warps per SM (2 per scheduler), which looked too few to hide the
+// per-group chains of shuffles and shared-memory round trips; kV2 caps
+// registers for kMinB blocks per SM (3: 168 registers, 40-96 bytes of
+// spills at D = 128, g = 4; 4: 128 registers, 324-560 bytes). Measured on
+// H100 (milestone 7) both are slower than kMinB = 1 (milestone 4's kernel,
+// the default): 3% with 3 blocks, 21% with 4 at k2v2 131K, so more resident
+// warps alone do not pay for the spills; kept selectable for comparison.
+template <int D, int GP, int KB, int VB, int kMinB>
+__global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
     quant_decode_mma_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                             int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q, float scale,
                             float* __restrict__ part_o, float* __restrict__ part_ml, int stride) {
@@ -235,6 +252,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   constexpr int kMT = D / 16;                // value m-tiles
   constexpr int kCG = D / 32;                // value channel groups
   constexpr float kKMul = static_cast<float>(1 << KB), kVMul = static_cast<float>(1 << VB);
+  constexpr bool kV2 = kMinB > 1;
   static_assert(kWK >= 1 && kWK * kPK == D / 8, "a thread's key words hold its D/8 channel pairs");
   __shared__ MmaSmem<D, GP> sm_all[kQuantWarps];
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
@@ -303,16 +321,40 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     const uint8_t* vr = vcodes + rid * geo.vrec;
     const uint32_t* kw32 = reinterpret_cast<const uint32_t*>(kr);
     const uint32_t* vw32 = reinterpret_cast<const uint32_t*>(vr);
+    if constexpr (kV2) {
+      // token 4gid + r of key row index r; channel 32i + 4gid + 2mh + rh of
+      // value tile 2i + mh, row half rh (records are 16-byte aligned:
+      // launch_quant_decode checks).
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
+      for (int w = 0; w < kWK; ++w) {
+        const uint4 u = __ldg(reinterpret_cast<const uint4*>(kw32 + (tig * kWK + w) * 32 + 4 * gid));
+        L.kwd[0][w] = u.x;
+        L.kwd[1][w] = u.y;
+        L.kwd[2][w] = u.z;
+        L.kwd[3][w] = u.w;
+      }
 #pragma unroll
-      for (int w = 0; w < kWK; ++w) L.kwd[r][w] = __ldg(kw32 + (tig * kWK + w) * 32 + gid + 8 * r);
+      for (int i = 0; i < kMT / 2; ++i)
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+        for (int w = 0; w < kWV; ++w) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(vw32 + (vj0 + w) * D + 32 * i + 4 * gid));
+          L.vwd[2 * i][0][w] = u.x;
+          L.vwd[2 * i][1][w] = u.y;
+          L.vwd[2 * i + 1][0][w] = u.z;
+          L.vwd[2 * i + 1][1][w] = u.w;
+        }
+    } else {
 #pragma unroll
-      for (int rh = 0; rh < 2; ++rh)
+      for (int r = 0; r < 4; ++r)
 #pragma unroll
-        for (int w = 0; w < kWV; ++w) L.vwd[mt][rh][w] = __ldg(vw32 + (vj0 + w) * D + 16 * mt + gid + 8 * rh);
+        for (int w = 0; w < kWK; ++w) L.kwd[r][w] = __ldg(kw32 + (tig * kWK + w) * 32 + gid + 8 * r);
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int rh = 0; rh < 2; ++rh)
+#pragma unroll
+          for (int w = 0; w < kWV; ++w) L.vwd[mt][rh][w] = __ldg(vw32 + (vj0 + w) * D + 16 * mt + gid + 8 * rh);
+    }
     const __half* ksc = reinterpret_cast<const __half*>(kr + geo.kscale);
     const __half* kzr = reinterpret_cast<const __half*>(kr + geo.kzero);
 #pragma unroll
@@ -397,7 +439,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float v = s[mt][nt][e] + __shfl_xor_sync(0xffffffffu, s[mt][nt][e], 2);
-          if (tig < 2) sm.sc[16 * mt + gid + 8 * (e >> 1)][4 * nt + 2 * tig + (e & 1)] = v;
+          const int tok = kV2 ? 4 * gid + 2 * mt + (e >> 1) : 16 * mt + gid + 8 * (e >> 1);
+          if (tig < 2) sm.sc[tok][4 * nt + 2 * tig + (e & 1)] = v;
         }
     __syncwarp();
 
@@ -504,7 +547,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
         const int hs = 4 * nt + (e & 1);  // compile-time head for tig 0; +2 for tig 1
         const float lsum = tig ? L[hs + 2] : L[hs];
         const float z = tig ? pz[mt / 2][hs + 2] : pz[mt / 2][hs];
-        const int c = 16 * mt + gid + 8 * (e >> 1);
+        const int c = kV2 ? 32 * (mt / 2) + 4 * gid + 2 * (mt % 2) + (e >> 1) : 16 * mt + gid + 8 * (e >> 1);
         const size_t pi = static_cast<size_t>(hk * group_q + hh) * stride + split;
         part_o[pi * D + c] = lsum > 0 ? (v + z) / lsum : 0.0f;
       }
@@ -523,15 +566,32 @@ template <int D, int GP, int KB, int VB>
 void launch_decode(bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g, int ng,
                    int gps, int ns, const float* q, float scale, float* po, float* pml, int stride, cudaStream_t s,
                    int* warps) {
+  // Records are whole 16-byte units (kv_group_layout: 4 d b + 4 d bytes,
+  // d % 32 == 0), checked anyway since the v2 kernel's loads rely on it.
+  const int want = cuda_tuning().quant_decode_v2;
+  const bool v2 = mma && want > 0 && geo.krec % 16 == 0 && geo.vrec % 16 == 0;
+  // 8 heads at D = 128 hold twice the accumulators: capped below 255
+  // registers they spill ~1 KB, so they keep 2 blocks.
+  constexpr int kMid = GP == 8 && D == 128 ? 2 : 3;
+  const bool four = v2 && want >= 4 && GP == 4;
   if (warps) {  // only how many warps stay resident (cached per kernel)
-    static const int w_mma = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB>, kQuantWarps * 32);
+    static const int w_mma = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, 1>, kQuantWarps * 32);
+    static const int w_v2 = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, kMid>, kQuantWarps * 32);
+    static const int w_v4 =
+        GP == 4 ? resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, GP == 4 ? 4 : kMid>, kQuantWarps * 32) : 0;
     static const int w_fma = resident_warps(quant_decode_kernel<D, GP, KB, VB>, kQuantWarps * 32);
-    *warps = mma ? w_mma : w_fma;
+    *warps = four ? w_v4 : v2 ? w_v2 : mma ? w_mma : w_fma;
     return;
   }
-  if (mma)
-    quant_decode_mma_kernel<D, GP, KB, VB><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale, po,
-                                                                             pml, stride);
+  if (four)
+    quant_decode_mma_kernel<D, GP, KB, VB, GP == 4 ? 4 : kMid><<<grid, kQuantWarps * 32, 0, s>>>(
+        kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride);
+  else if (v2)
+    quant_decode_mma_kernel<D, GP, KB, VB, kMid><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q,
+                                                                                   scale, po, pml, stride);
+  else if (mma)
+    quant_decode_mma_kernel<D, GP, KB, VB, 1><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale,
+                                                                                po, pml, stride);
   else
     quant_decode_kernel<D, GP, KB, VB><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale, po, pml,
                                                                          stride);
