@@ -10,7 +10,7 @@ ln -sf "$PWD/.devdeps/reference.json" /tmp/shared/models/evalmodel/
 [[ -f .devdeps/data/wiki.test.raw ]] && ln -sf "$PWD/.devdeps/data/wiki.test.raw" /tmp/shared/data/wikitext-2-raw/
 export LONGKV_SHARED=/tmp/shared
 t0=$(date +%s)
-scripts/device-build.sh .devdeps build-device longkv-cli longkv_tests > "$OUT/build.log" 2>&1 ||
+scripts/device-build.sh .devdeps build-device ${TARGETS:-longkv-cli longkv_tests} > "$OUT/build.log" 2>&1 ||
   { grep -E "error" "$OUT/build.log" | head; tail -15 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 source build-device/env.sh
