@@ -71,7 +71,7 @@ TEST(Cli, Stories260KGreedyExactFromHuggingFaceCopy) {
 TEST(Cli, Stories260KGreedyExactThroughConvertedGguf) {
   LONGKV_REQUIRE_SHARED(kStories);
   const std::string dir = test::temp_dir();
-  for (const std::string src : {shared_path(kStories), shared_path("models/stories260K/hf")}) {
+  for (const std::string& src : {shared_path(kStories), shared_path("models/stories260K/hf")}) {
     SCOPED_TRACE(src);
     const std::string out = dir + "/stories.gguf";
     auto c = run_cli("convert -m " + src + " --tokenizer " + shared_path(kTok512) + " -o " + out);

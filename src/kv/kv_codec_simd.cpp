@@ -505,7 +505,7 @@ void add_zero_terms(const float* zacc, int nv, int group, int d, float* out) {
 }
 
 // Outlier corrections (kv_codec.h, Outliers) after the dense pass: a few
-// scalar FMAs per entry. Keys: s[v][t] += q[v][c] * delta (s rows lds apart).
+// scalar FMAs per entry.
 inline float outlier_delta(uint32_t e) {
 #if defined(__F16C__)
   return _cvtsh_ss(static_cast<unsigned short>(e >> 16));
@@ -513,23 +513,19 @@ inline float outlier_delta(uint32_t e) {
   return f16_to_f32(static_cast<f16_t>(e >> 16));
 #endif
 }
-void key_outliers(const uint8_t* rec, const KvGroupLayout& l, const float* q, int nv, float* s, int lds) {
+// Keys: s[v][t] += q[v][c] * delta (Keys; acc = scores rows ld_acc apart,
+// src = queries rows d apart); values: out[v][c] += p[v][t] * delta (acc =
+// out rows d apart, src = probabilities rows ld_src apart).
+template <bool Keys>
+void outliers_rows(const uint8_t* rec, const KvGroupLayout& l, const float* src, int ld_src, int nv, float* acc,
+                   int ld_acc) {
   const uint32_t* e = kv_outliers(rec, l);
-  const int d = l.head_dim;
   for (int i = 0; i < l.outliers; ++i) {
     const int t = (e[i] >> 8) & 0xff, c = e[i] & 0xff;
+    const int a = Keys ? t : c, b = Keys ? c : t;
     const float delta = outlier_delta(e[i]);
-    for (int v = 0; v < nv; ++v) s[static_cast<size_t>(v) * lds + t] += q[static_cast<size_t>(v) * d + c] * delta;
-  }
-}
-// Values: out[v][c] += p[v][t] * delta (p rows ldp apart).
-void value_outliers(const uint8_t* rec, const KvGroupLayout& l, const float* p, int ldp, int nv, float* out) {
-  const uint32_t* e = kv_outliers(rec, l);
-  const int d = l.head_dim;
-  for (int i = 0; i < l.outliers; ++i) {
-    const int t = (e[i] >> 8) & 0xff, c = e[i] & 0xff;
-    const float delta = outlier_delta(e[i]);
-    for (int v = 0; v < nv; ++v) out[static_cast<size_t>(v) * d + c] += p[static_cast<size_t>(v) * ldp + t] * delta;
+    for (int v = 0; v < nv; ++v)
+      acc[static_cast<size_t>(v) * ld_acc + a] += src[static_cast<size_t>(v) * ld_src + b] * delta;
   }
 }
 // The fused loop's form: all (up to 4) query vectors of an entry in one SSE
@@ -564,7 +560,7 @@ void kv_key_scores(const uint8_t* rec, int group, int d, int bits, const float* 
   for (int v0 = 0; v0 < nv; v0 += kMaxH)
     key_scores_any(std::min(kMaxH, nv - v0), rec, pl, np, group, d, sc.qk.data() + static_cast<size_t>(v0) * d, d,
                    static_cast<size_t>(nv) * d, sc.qz.data() + v0, scores + static_cast<size_t>(v0) * group, group);
-  key_outliers(rec, l, q, nv, scores, group);
+  outliers_rows<true>(rec, l, q, d, nv, scores, group);
 }
 
 namespace {
@@ -650,7 +646,7 @@ void kv_value_accum(const uint8_t* rec, int group, int d, int bits, const float*
   sc.zacc.assign(static_cast<size_t>(nv) * d, 0.0f);
   value_prep(rec, l, np, vw, p, group, nv, sc.wk.data(), sc.zacc.data());
   add_zero_terms(sc.zacc.data(), nv, group, d, out);
-  value_outliers(rec, l, p, group, nv, out);
+  outliers_rows<false>(rec, l, p, group, nv, out, d);
   for (int v0 = 0; v0 < nv; v0 += kMaxH)
   {
     const ValueRec r{rec, sc.wk.data() + static_cast<size_t>(v0) * d};
