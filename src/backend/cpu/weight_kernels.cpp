@@ -16,7 +16,9 @@
 #if defined(LONGKV_KERNELS_AVX512) || defined(LONGKV_KERNELS_AVX2)
 // GCC 12 reports the deliberately undefined pass-through operand inside the
 // AVX-512 intrinsics as (maybe) uninitialized: a false positive.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #endif
@@ -66,7 +68,7 @@ inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
 inline vf vset1(float f) { return _mm512_set1_ps(f); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
-inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+[[maybe_unused]] inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
 inline float vsum(vf v) { return _mm512_reduce_add_ps(v); }
 inline vf vload_f16(const uint8_t* p) {
@@ -84,7 +86,7 @@ inline void store_i8x16(__m128i q, vf scale, vf bias, float* dst) {
   vstore(dst, vfma(i8x16_to_f(q), scale, bias));
 }
 // A vector whose lanes sum to x[0] + ... + x[15].
-inline vf load_sum16(const float* x) { return vload(x); }
+[[maybe_unused]] inline vf load_sum16(const float* x) { return vload(x); }
 constexpr const char* kIsa = "avx512";
 #else
 constexpr int kW = 8;
@@ -94,7 +96,7 @@ inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
 inline vf vset1(float f) { return _mm256_set1_ps(f); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
-inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+[[maybe_unused]] inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline float vsum(vf v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -118,7 +120,7 @@ inline void store_i8x16(__m128i q, vf scale, vf bias, float* dst) {
   vstore(dst, vfma(i8x8_to_f(q), scale, bias));
   vstore(dst + 8, vfma(i8x8_to_f(_mm_unpackhi_epi64(q, q)), scale, bias));
 }
-inline vf load_sum16(const float* x) { return vadd(vload(x), vload(x + 8)); }
+[[maybe_unused]] inline vf load_sum16(const float* x) { return vadd(vload(x), vload(x + 8)); }
 constexpr const char* kIsa = "avx2";
 #endif
 
@@ -173,7 +175,7 @@ inline int q4_k_factor_run(const uint8_t* p, int64_t i0, int64_t nb, float dsc[]
 
 // Q4_0 codes of one block as two vectors of signed int8 (low nibbles are
 // elements 0..15, high nibbles 16..31), already offset by -8.
-inline void q4_0_codes(const uint8_t* qs, __m128i* lo, __m128i* hi) {
+[[maybe_unused]] inline void q4_0_codes(const uint8_t* qs, __m128i* lo, __m128i* hi) {
   const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
   const __m128i q = load16(qs);
   *lo = _mm_sub_epi8(_mm_and_si128(q, m4), eight);
