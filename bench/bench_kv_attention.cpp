@@ -17,7 +17,9 @@
 //
 //   ./bench_kv_attention [--benchmark_filter=k4v4] [google-benchmark flags]
 // GCC 12 flags the _mm512_undefined_* inside its own intrinsic headers.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <benchmark/benchmark.h>
 #include <immintrin.h>
 

@@ -6,7 +6,9 @@
 // AVX-512 (16 lanes), AVX2 (8 lanes) or scalar, chosen at compile time; the
 // kernels are written once against the small vector layer below.
 // GCC 12 flags the _mm512_undefined_* inside its own intrinsic headers.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
