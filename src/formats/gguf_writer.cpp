@@ -24,9 +24,11 @@ class ByteSink {
 
   template <typename T>
   void put(T v) {
-    uint8_t b[sizeof(T)];
-    std::memcpy(b, &v, sizeof(T));  // host is little-endian, as is GGUF
-    out_.insert(out_.end(), b, b + sizeof(T));
+    // resize + memcpy rather than insert(b, b + n): GCC 12 flags the small
+    // insert with a false -Wstringop-overflow.
+    const size_t at = out_.size();
+    out_.resize(at + sizeof(T));
+    std::memcpy(out_.data() + at, &v, sizeof(T));  // host is little-endian, as is GGUF
   }
   void put_string(std::string_view s) {
     put<uint64_t>(s.size());
