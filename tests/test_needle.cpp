@@ -140,8 +140,12 @@ TEST(NeedlePrompt, NeedleSitsAtTheRequestedDepth) {
           // Sentence boundaries of the essays are a few dozen tokens apart.
           const double tol = c.filler == NeedleFiller::repeat ? 0.01 : 0.04;
           EXPECT_NEAR(m.depth, d, tol);
-          if (d == 0.0) EXPECT_EQ(m.needle_begin, 1);  // right after BOS
-          if (d == 1.0) EXPECT_EQ(m.needle_end, m.context_end);  // right before the question
+          if (d == 0.0) {
+            EXPECT_EQ(m.needle_begin, 1);  // right after BOS
+          }
+          if (d == 1.0) {
+            EXPECT_EQ(m.needle_end, m.context_end);  // right before the question
+          }
           EXPECT_NEAR(p.needle_begin, m.needle_begin, 1);
           EXPECT_NEAR(p.needle_end, m.needle_end, 1);
           EXPECT_NEAR(p.context_end, m.context_end, 1);

@@ -135,9 +135,13 @@ TEST(Sampler, TopKTopPMinPRestrictCandidates) {
     for (int i = 0; i < 500; ++i) {
       auto l = base;
       const int t = s.sample(l.data(), 5, {});
-      if (mode == 0) EXPECT_TRUE(t == 0 || t == 4);  // the two largest
-      if (mode == 1) EXPECT_EQ(t, 0);                     // p(0) = 0.505 alone reaches 0.5
-      if (mode == 2) EXPECT_TRUE(t == 0 || t == 4);  // p >= p_max/2: e^-0.5 kept, e^-1 not
+      if (mode == 0) {
+        EXPECT_TRUE(t == 0 || t == 4);  // the two largest
+      } else if (mode == 1) {
+        EXPECT_EQ(t, 0);  // p(0) = 0.505 alone reaches 0.5
+      } else {
+        EXPECT_TRUE(t == 0 || t == 4);  // p >= p_max/2: e^-0.5 kept, e^-1 not
+      }
     }
   }
 }
