@@ -145,6 +145,27 @@ static_assert(kv_group_layout(32, 128, 3).codes_bytes == 1536);
 static_assert(kv_group_layout(64, 128, 2).zero_offset == 2048 + 256);
 static_assert(kv_group_layout(32, 64, 2, 41).bytes == 512 + 256 + 164);
 
+// Bytes a scalar-quantized cache holds (the CPU QuantKvCache and its GPU
+// twin count alike): n_groups key and value records of krec / vrec bytes per
+// KV head plus exact_tokens fp16 tokens (sinks + window); bits per element
+// over the n_tokens held, or, for an empty cache, what a long one costs per
+// element (records only).
+struct KvQuantBytes {
+  size_t k = 0, v = 0;
+  double k_bits = 0, v_bits = 0;
+};
+inline KvQuantBytes kv_quant_bytes(size_t n_kv, int head_dim, int group, size_t n_groups, size_t krec, size_t vrec,
+                                   size_t exact_tokens, int64_t n_tokens) {
+  KvQuantBytes b;
+  const size_t kvd = n_kv * static_cast<size_t>(head_dim), exact = exact_tokens * kvd * 2;
+  b.k = n_kv * n_groups * krec + exact;
+  b.v = n_kv * n_groups * vrec + exact;
+  const double per_elem = n_tokens > 0 ? static_cast<double>(n_tokens) * kvd : static_cast<double>(group) * head_dim;
+  b.k_bits = 8.0 * (n_tokens > 0 ? b.k : krec) / per_elem;
+  b.v_bits = 8.0 * (n_tokens > 0 ? b.v : vrec) / per_elem;
+  return b;
+}
+
 bool kv_bits_supported(int bits);  // 8, 4, 3, 2, 1
 
 // ---- reference codec (kv_codec.cpp) --------------------------------------

@@ -134,21 +134,15 @@ void QuantKvCache::get_v(int kvh, int token, float* dst) const {
 }
 
 KvFootprint QuantKvCache::footprint() const {
+  const size_t n_kv = shape_.n_kv_heads;
+  const KvQuantBytes b = kv_quant_bytes(shape_.n_kv_heads, shape_.head_dim, mode_.group, n_groups_, klay_.bytes,
+                                        vlay_.bytes, static_cast<size_t>(n_sinks_) + n_window_, n_tokens_);
   KvFootprint f;
-  const size_t n_kv = shape_.n_kv_heads, kvd = shape_.kv_dim();
-  const size_t exact_tok = static_cast<size_t>(n_sinks_) + n_window_;
-  const size_t kbytes = n_kv * n_groups_ * klay_.bytes + exact_tok * kvd * sizeof(f16_t);
-  const size_t vbytes = n_kv * n_groups_ * vlay_.bytes + exact_tok * kvd * sizeof(f16_t);
   f.tokens = n_tokens_;
-  f.cpu_bytes = kbytes + vbytes;
+  f.cpu_bytes = b.k + b.v;
   f.capacity_bytes = n_kv * max_groups_ * (klay_.bytes + vlay_.bytes) + 2 * n_kv * exact_cap_ * shape_.head_dim * sizeof(f16_t);
-  if (n_tokens_ > 0) {
-    f.k_bits = 8.0 * kbytes / (static_cast<double>(n_tokens_) * kvd);
-    f.v_bits = 8.0 * vbytes / (static_cast<double>(n_tokens_) * kvd);
-  } else {  // empty: what a long cache costs (codes + scales + zeros)
-    f.k_bits = 8.0 * klay_.bytes / (static_cast<double>(mode_.group) * shape_.head_dim);
-    f.v_bits = 8.0 * vlay_.bytes / (static_cast<double>(mode_.group) * shape_.head_dim);
-  }
+  f.k_bits = b.k_bits;
+  f.v_bits = b.v_bits;
   return f;
 }
 

@@ -80,6 +80,20 @@ struct DenseKvView {
   // launch will see) and each split's length from the count on the device.
   const int* dev_n = nullptr;
   int dev_add = 0, split_n = 0;
+
+  // Host-count view of n_tokens tokens in slots of max_tokens per KV head.
+  static DenseKvView of(const __half* k, const __half* v, int n_kv_heads, int group, int head_dim, int max_tokens,
+                        int n_tokens) {
+    DenseKvView kv;
+    kv.k = k;
+    kv.v = v;
+    kv.n_kv_heads = n_kv_heads;
+    kv.group = group;
+    kv.head_dim = head_dim;
+    kv.max_tokens = max_tokens;
+    kv.n_tokens = n_tokens;
+    return kv;
+  }
 };
 
 // One query row (n_q == 1): split-K flash-decoding with a merge of splits.

@@ -25,14 +25,8 @@ class DenseF16GpuCache final : public GpuKvCache {
 
   void attend(const float* q, int n_q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(n_q >= 1 && n_q <= n_, "attend: %d query rows but %d tokens held", n_q, n_);
-    DenseKvView kv;
-    kv.k = k_.as<__half>();
-    kv.v = v_.as<__half>();
-    kv.n_kv_heads = shape_.n_kv_heads;
-    kv.group = shape_.group();
-    kv.head_dim = shape_.head_dim;
-    kv.max_tokens = shape_.max_tokens;
-    kv.n_tokens = n_;
+    DenseKvView kv = DenseKvView::of(k_.as<__half>(), v_.as<__half>(), shape_.n_kv_heads, shape_.group(),
+                                     shape_.head_dim, shape_.max_tokens, n_);
     if (n_q == 1 && dpos_) {  // the count after this step's append: *dpos + 1
       kv.dev_n = dpos_;
       kv.dev_add = 1;

@@ -378,21 +378,14 @@ class QuantGpuCache final : public GpuKvCache {
   }
 
   KvFootprint footprint() const override {
+    const KvQuantBytes b = kv_quant_bytes(shape_.n_kv_heads, shape_.head_dim, kG, n_groups_, geo_.krec, geo_.vrec,
+                                          static_cast<size_t>(n_sinks_) + n_window_, n_tokens_);
     KvFootprint f;
-    const size_t n_kv = shape_.n_kv_heads, kvd = shape_.kv_dim();
-    const size_t exact_tok = static_cast<size_t>(n_sinks_) + n_window_;
-    const size_t kb = n_kv * n_groups_ * geo_.krec + exact_tok * kvd * sizeof(__half);
-    const size_t vb = n_kv * n_groups_ * geo_.vrec + exact_tok * kvd * sizeof(__half);
     f.tokens = n_tokens_;
-    f.gpu_bytes = kb + vb;
+    f.gpu_bytes = b.k + b.v;
     f.capacity_bytes = k_codes_.bytes() + v_codes_.bytes() + exact_k_.bytes() + exact_v_.bytes() + tmp_.bytes();
-    if (n_tokens_ > 0) {
-      f.k_bits = 8.0 * kb / (static_cast<double>(n_tokens_) * kvd);
-      f.v_bits = 8.0 * vb / (static_cast<double>(n_tokens_) * kvd);
-    } else {
-      f.k_bits = 8.0 * geo_.krec / (static_cast<double>(kG) * geo_.D);
-      f.v_bits = 8.0 * geo_.vrec / (static_cast<double>(kG) * geo_.D);
-    }
+    f.k_bits = b.k_bits;
+    f.v_bits = b.v_bits;
     return f;
   }
   int size() const override { return n_tokens_; }
@@ -435,14 +428,8 @@ class QuantGpuCache final : public GpuKvCache {
  private:
   // fp16 part (sinks + window) as a dense view: a contiguous slot prefix.
   DenseKvView exact_view() const {
-    DenseKvView kv;
-    kv.k = exact_k_.as<__half>();
-    kv.v = exact_v_.as<__half>();
-    kv.n_kv_heads = geo_.n_kv;
-    kv.group = shape_.group();
-    kv.head_dim = geo_.D;
-    kv.max_tokens = geo_.exact_cap;
-    kv.n_tokens = n_sinks_ + n_window_;
+    DenseKvView kv = DenseKvView::of(exact_k_.as<__half>(), exact_v_.as<__half>(), geo_.n_kv, shape_.group(), geo_.D,
+                                     geo_.exact_cap, n_sinks_ + n_window_);
     if (decode_dev_) {  // fp16 tokens after the append: *dpos + 1 - (groups' tokens)
       kv.dev_n = dpos_;
       kv.dev_add = 1 - n_groups_ * kG;
@@ -530,15 +517,7 @@ class QuantGpuCache final : public GpuKvCache {
           n_sinks_ + n_groups_ * kG, dk, dv);
       LONGKV_CUDA_LAUNCHED();
     }
-    DenseKvView kv;
-    kv.k = dk;
-    kv.v = dv;
-    kv.n_kv_heads = n_kv;
-    kv.group = shape_.group();
-    kv.head_dim = D;
-    kv.max_tokens = N;
-    kv.n_tokens = N;
-    attend_prefill_dense(kv, q, n_q, out, ws, s);
+    attend_prefill_dense(DenseKvView::of(dk, dv, n_kv, shape_.group(), D, N, N), q, n_q, out, ws, s);
   }
 
   KvMode mode_;
