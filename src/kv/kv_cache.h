@@ -42,6 +42,17 @@ struct KvFootprint {
   double v_bits = 0;         // bits per value element, everything counted
 
   size_t bytes() const { return gpu_bytes + cpu_bytes; }
+
+  // Adds one layer's footprint: bytes add up; tokens and bits per element
+  // are the layer's (every layer of a model uses the same mode).
+  void add_layer(const KvFootprint& layer) {
+    gpu_bytes += layer.gpu_bytes;
+    cpu_bytes += layer.cpu_bytes;
+    capacity_bytes += layer.capacity_bytes;
+    tokens = layer.tokens;
+    k_bits = layer.k_bits;
+    v_bits = layer.v_bits;
+  }
 };
 
 // Optional per-call outputs of attend().
@@ -83,8 +94,7 @@ class KvCache {
   KvShape shape_;
 };
 
-// Footprint of a model's caches (one per layer) added up; bits per element
-// are those of the first cache (every layer uses the same mode).
+// Footprint of a model's caches (one per layer) added up (KvFootprint::add_layer).
 KvFootprint total_footprint(const std::vector<std::unique_ptr<KvCache>>& caches);
 
 // Parses a mode string ("f32", "f16") and builds a cache; throws Error with

@@ -36,18 +36,7 @@ double kv_mode_bytes_per_token(const std::string& mode, const KvShape& shape) {
 
 KvFootprint total_footprint(const std::vector<std::unique_ptr<KvCache>>& caches) {
   KvFootprint total;
-  for (const auto& c : caches) {
-    const KvFootprint f = c->footprint();
-    total.cpu_bytes += f.cpu_bytes;
-    total.gpu_bytes += f.gpu_bytes;
-    total.capacity_bytes += f.capacity_bytes;
-  }
-  if (!caches.empty()) {
-    const KvFootprint f0 = caches.front()->footprint();
-    total.tokens = f0.tokens;
-    total.k_bits = f0.k_bits;
-    total.v_bits = f0.v_bits;
-  }
+  for (const auto& c : caches) total.add_layer(c->footprint());
   return total;
 }
 

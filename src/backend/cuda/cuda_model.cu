@@ -144,15 +144,7 @@ class CudaModelImpl final : public CudaModel {
   }
   KvFootprint kv_footprint() const override {
     KvFootprint f;
-    for (const auto& c : caches_) {
-      const KvFootprint x = c->footprint();
-      f.gpu_bytes += x.gpu_bytes;
-      f.cpu_bytes += x.cpu_bytes;
-      f.capacity_bytes += x.capacity_bytes;
-      f.tokens = x.tokens;
-      f.k_bits = x.k_bits;
-      f.v_bits = x.v_bits;
-    }
+    for (const auto& c : caches_) f.add_layer(c->footprint());
     return f;
   }
   size_t weight_bytes() const override {
