@@ -21,8 +21,8 @@ DenseKvCache<T>::DenseKvCache(const KvShape& shape, ThreadPool& pool) : KvCache(
   blas_use_single_thread();
   const size_t n = static_cast<size_t>(shape.n_kv_heads) * shape.max_tokens * shape.head_dim;
   // Default-initialized: pages are committed only as tokens are written.
-  k_.reset(new T[n]);
-  v_.reset(new T[n]);
+  k_ = make_huge_array<T>(n);
+  v_ = make_huge_array<T>(n);
 }
 
 template <typename T>

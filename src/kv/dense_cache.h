@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "core/fp16.h"
+#include "core/huge_array.h"
 #include "kv/kv_cache.h"
 
 namespace longkv {
@@ -34,7 +35,7 @@ class DenseKvCache final : public KvCache {
     return (static_cast<size_t>(kv_head) * shape_.max_tokens + token) * shape_.head_dim;
   }
   ThreadPool& pool_;
-  std::unique_ptr<T[]> k_, v_;
+  HugeArray<T> k_, v_;
   int n_tokens_ = 0;
 };
 

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/error.h"
@@ -131,6 +132,34 @@ constexpr int kMaxH = 4;        // query vectors per pass over the codes
 // Groups ahead that kv_attend_groups prefetches (into L2: a group's records
 // are 3-5 KiB, and L1 also holds the per-group scratch).
 constexpr int kPrefetchGroups = 8;
+
+// Software prefetch of later groups' records, issued a few lines at a time
+// between the compute steps of a span: a burst of ~100 prefetches fills the
+// core's miss buffers and stalls the core on the prefetch instructions
+// themselves (perf showed most of kv_attend_groups' own samples there).
+class SpreadPrefetch {
+ public:
+  void add(const uint8_t* p, size_t bytes) {
+    if (n_ < kMaxRanges) r_[n_++] = {reinterpret_cast<const char*>(p), bytes};
+  }
+  // Issues up to `lines` more 64-byte lines (into L2: L1 holds the scratch).
+  void step(int lines) {
+    for (; lines > 0 && i_ < n_; ++i_, off_ = 0) {
+      for (; lines > 0 && off_ < r_[i_].bytes; off_ += 64, --lines) __builtin_prefetch(r_[i_].p + off_, 0, 2);
+      if (off_ < r_[i_].bytes) return;
+    }
+  }
+  void rest() { step(1 << 30); }
+
+ private:
+  static constexpr int kMaxRanges = 8;  // K and V records of up to 4 groups
+  struct Range {
+    const char* p;
+    size_t bytes;
+  } r_[kMaxRanges];
+  int n_ = 0, i_ = 0;
+  size_t off_ = 0;
+};
 constexpr int kTokTile = 2 * W;  // key tokens per pass (2 vectors x 4 heads accumulators)
 static_assert(kKvCodeBlock % kTokTile == 0);
 // Channel vectors per value pass: 4 x 4 heads = 16 accumulators of AVX-512's
@@ -270,10 +299,31 @@ void key_query_weights(const float* q, int nv, int d, int np, const float* kw, f
                vmul(vload(q + static_cast<size_t>(v) * d + c), vload(kw + static_cast<size_t>(p) * d + c)));
 }
 
+// Calls f with the plane count and vector count as compile-time constants
+// (0 = not specialized: f reads the run-time values) for the fused decode
+// loop's shapes (1 or 2 planes, 1..4 vectors): the per-group set-up
+// functions then keep their pointers and accumulators in registers.
+template <typename F>
+inline void with_fixed_shape(int np, int nv, F&& f) {
+  const auto pick = [&](auto npc) {
+    switch (nv) {
+      case 1: f(npc, std::integral_constant<int, 1>{}); break;
+      case 2: f(npc, std::integral_constant<int, 2>{}); break;
+      case 3: f(npc, std::integral_constant<int, 3>{}); break;
+      case 4: f(npc, std::integral_constant<int, 4>{}); break;
+      default: f(npc, std::integral_constant<int, 0>{}); break;
+    }
+  };
+  if (np == 1) pick(std::integral_constant<int, 1>{});
+  else pick(std::integral_constant<int, 2>{});
+}
+
 // qk[p][v][c] = qw[p][v][c] * s[c], qz[v] = q[v] . z; the group's scales and
 // zeros are converted once per four vectors.
-void key_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* qw, const float* q, int nv, float* qk,
-              float* qz) {
+template <int NP, int NV>
+void key_prep_n(const uint8_t* rec, const KvGroupLayout& l, int np_rt, const float* qw, const float* q, int nv_rt,
+                float* qk, float* qz) {
+  const int np = NP ? NP : np_rt, nv = NV ? NV : nv_rt;
   const int d = l.head_dim;
   const f16_t* sh = reinterpret_cast<const f16_t*>(rec + l.scale_offset);
   const f16_t* zh = reinterpret_cast<const f16_t*>(rec + l.zero_offset);
@@ -293,6 +343,12 @@ void key_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* q
     }
     for (int v = 0; v < n; ++v) qz[v0 + v] = vsum(zacc[v]);
   }
+}
+void key_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* qw, const float* q, int nv, float* qk,
+              float* qz) {
+  with_fixed_shape(np, nv, [&](auto npc, auto nvc) {
+    key_prep_n<decltype(npc)::value, decltype(nvc)::value>(rec, l, np, qw, q, nv, qk, qz);
+  });
 }
 
 // tile[c][.] += code[c][t0 + .] * m[c] over one plane's channels (32 tokens),
@@ -438,8 +494,10 @@ void value_plane_weights(const Plane& pl, int group, int ng, float* wgt) {
 // p [nv][ldp]: wk[pl][v][gi*G + t] = p[v][t] * s[gi][t] * vw[pl][gi*G + t],
 // zacc[v][gi*G + t] += p[v][t] * z[gi][t] (reduced per channel group by
 // add_zero_terms). Each scale/zero vector is converted once for all rows.
-void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* vw, const float* p, int ldp,
-                int nv, float* wk, float* zacc) {
+template <int NP, int NV>
+void value_prep_n(const uint8_t* rec, const KvGroupLayout& l, int np_rt, const float* vw, const float* p, int ldp,
+                  int nv_rt, float* wk, float* zacc) {
+  const int np = NP ? NP : np_rt, nv = NV ? NV : nv_rt;
   const int G = l.group, d = l.head_dim;
   const f16_t* sh = reinterpret_cast<const f16_t*>(rec + l.scale_offset);
   const f16_t* zh = reinterpret_cast<const f16_t*>(rec + l.zero_offset);
@@ -454,6 +512,12 @@ void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float*
       for (int pl = 0; pl < np; ++pl) vstore(wk + (static_cast<size_t>(pl) * nv + v) * d + i, vmul(x, sw[pl]));
     }
   }
+}
+void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float* vw, const float* p, int ldp,
+                int nv, float* wk, float* zacc) {
+  with_fixed_shape(np, nv, [&](auto npc, auto nvc) {
+    value_prep_n<decltype(npc)::value, decltype(nvc)::value>(rec, l, np, vw, p, ldp, nv, wk, zacc);
+  });
 }
 
 // Per-thread scratch (kernels are called from pool threads).
@@ -684,6 +748,8 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
   float m[kMaxH];
   for (int v = 0; v < nv; ++v) m[v] = -INFINITY;
   float* s = sc.sc.data();
+  // Prefetch slices: a span's later records over its 3 * kSpan + 1 steps.
+  const int pf_lines = static_cast<int>((kl.bytes + vl.bytes + 63) / 64 * kSpan / (3 * kSpan + 1)) + 1;
   // Outliers: head-interleaved copies (outliers_x4); ck: a span's key score
   // corrections [t][4]; pT: its probabilities [t][4]; cv: value corrections
   // [c][4] (rescaled with out).
@@ -701,18 +767,19 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
   for (int grp0 = 0; grp0 < n_groups; grp0 += kSpan) {
     const int span = std::min(kSpan, n_groups - grp0), ns = span * group;
     ValueRec recs[kSpan];
+    // Pull later groups' records in while this span computes: K and V
+    // streams interleave, which the hardware prefetcher follows late.
+    SpreadPrefetch pf;
+    for (int grp = grp0 + kPrefetchGroups; grp < std::min(n_groups, grp0 + span + kPrefetchGroups); ++grp) {
+      pf.add(krec + grp * kstride, kl.bytes);
+      pf.add(vrec + grp * vstride, vl.bytes);
+    }
     for (int r = 0; r < span; ++r) {
       const int grp = grp0 + r;
       const uint8_t* kr = krec + grp * kstride;
-      // Pull a later group's records in while this one computes: K and V
-      // streams interleave, which the hardware prefetcher follows late.
-      if (grp + kPrefetchGroups < n_groups) {
-        const char* kn = reinterpret_cast<const char*>(kr + kPrefetchGroups * kstride);
-        const char* vn = reinterpret_cast<const char*>(vrec + (grp + kPrefetchGroups) * vstride);
-        for (size_t off = 0; off < kl.bytes; off += 64) __builtin_prefetch(kn + off, 0, 2);
-        for (size_t off = 0; off < vl.bytes; off += 64) __builtin_prefetch(vn + off, 0, 2);
-      }
+      pf.step(pf_lines);
       key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
+      pf.step(pf_lines);
       key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(),
                      s + r * group, lds);
       if (ko) {
@@ -721,6 +788,7 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       }
       recs[r] = {vrec + grp * vstride, sc.wk.data() + r * wk_n};
     }
+    pf.step(pf_lines);
     if (ko)
       for (int v = 0; v < nv; ++v)
         for (int t = 0; t < ns; ++t) s[static_cast<size_t>(v) * lds + t] += sc.ck[static_cast<size_t>(t) * 4 + v];
@@ -757,8 +825,11 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       }
       vstore(sc.lv.data() + static_cast<size_t>(v) * W, lsum);
     }
-    for (int r = 0; r < span; ++r)
+    for (int r = 0; r < span; ++r) {
+      pf.step(pf_lines);
       value_prep(recs[r].codes, vl, vnp, vw, s + r * group, lds, nv, sc.wk.data() + r * wk_n, sc.zacc.data());
+    }
+    pf.rest();
     if (vo) {
       for (int v = 0; v < nv; ++v)
         for (int t = 0; t < ns; ++t) sc.pT[static_cast<size_t>(t) * 4 + v] = s[static_cast<size_t>(v) * lds + t];

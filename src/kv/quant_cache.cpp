@@ -56,11 +56,11 @@ QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool&
   // floor((max_tokens - S - R) / G) groups ever exist.
   max_groups_ = std::max<int64_t>(0, (static_cast<int64_t>(shape.max_tokens) - mode.sinks - mode.residual) / G);
   const size_t n_kv = shape.n_kv_heads;
-  // Default-initialized: pages are committed only as data is written.
-  k_codes_.reset(new uint8_t[n_kv * max_groups_ * klay_.bytes]);
-  v_codes_.reset(new uint8_t[n_kv * max_groups_ * vlay_.bytes]);
-  exact_k_.reset(new f16_t[n_kv * exact_cap_ * d]);
-  exact_v_.reset(new f16_t[n_kv * exact_cap_ * d]);
+  // Uninitialized: pages are committed only as data is written.
+  k_codes_ = make_huge_array<uint8_t>(n_kv * max_groups_ * klay_.bytes);
+  v_codes_ = make_huge_array<uint8_t>(n_kv * max_groups_ * vlay_.bytes);
+  exact_k_ = make_huge_array<f16_t>(n_kv * exact_cap_ * d);
+  exact_v_ = make_huge_array<f16_t>(n_kv * exact_cap_ * d);
 }
 
 void QuantKvCache::clear() { n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0; }

@@ -29,13 +29,14 @@
 // alike), not by DRAM: at 2 bits it reads ~1/5 of the f16 bytes.
 //
 // Memory: codes for every group max_tokens can need are reserved up front
-// (new[] without initialization: pages are committed as groups are written).
+// (make_huge_array: pages are committed as groups are written).
 #pragma once
 
 #include <memory>
 #include <vector>
 
 #include "core/fp16.h"
+#include "core/huge_array.h"
 #include "kv/attn_state.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_codec.h"
@@ -89,8 +90,8 @@ class QuantKvCache final : public KvCache {
   KvGroupLayout klay_, vlay_;
   int max_groups_ = 0;  // per KV head
   int win_cap_ = 0;     // min(R + G, max_tokens)
-  std::unique_ptr<uint8_t[]> k_codes_, v_codes_;       // [n_kv][max_groups][record]
-  std::unique_ptr<f16_t[]> exact_k_, exact_v_;         // [n_kv][exact_cap][d]
+  HugeArray<uint8_t> k_codes_, v_codes_;  // [n_kv][max_groups][record]
+  HugeArray<f16_t> exact_k_, exact_v_;    // [n_kv][exact_cap][d]
   int sink_cap_ = 0, exact_cap_ = 0;
   KvRopeAngles angles_;  // pre-RoPE only
   int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
