@@ -89,5 +89,19 @@ TEST(KvMode, OutlierShare) {
   expect_error("k2v2:o1:o2", "field 'o2' given twice");
 }
 
+TEST(KvMode, AnchorShare) {
+  EXPECT_EQ(parse_kv_mode("k2v2:a1").to_string(), "k2v2:g32:r128:s4:rope=post:a1");
+  EXPECT_EQ(parse_kv_mode("k2v2:a2:o2:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:o2:a2");
+  EXPECT_DOUBLE_EQ(parse_kv_mode("k2v2:a0.5").anchor_pct, 0.5);
+  EXPECT_EQ(parse_kv_mode("k2v2").anchor_pct, 0.0);
+  EXPECT_EQ(parse_kv_mode(parse_kv_mode("k4v2:a1.25:r64").to_string()).to_string(), "k4v2:g32:r64:s4:rope=post:a1.25");
+  expect_error("k2v2:a0", "anchor share 0% must be in (0, 10]");
+  expect_error("k2v2:a11", "anchor share 11% must be in (0, 10]");
+  expect_error("k2v2:a-1", "unknown field 'a-1'");
+  expect_error("k2v2:a", "unknown field 'a'");
+  expect_error("k2v2:a1:a2", "field 'a2' given twice");
+  expect_error("k2v2:a1:rope=pre", "anchor tokens ':a' need keys after RoPE");
+}
+
 }  // namespace
 }  // namespace longkv

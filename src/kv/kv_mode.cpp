@@ -9,7 +9,7 @@
 namespace longkv {
 
 static constexpr const char* kGrammar =
-    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>] with bits in "
+    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>][:a<pct>] with bits in "
     "{8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
 
 std::string KvMode::to_string() const {
@@ -20,6 +20,7 @@ std::string KvMode::to_string() const {
   if (symmetric) s += ":sym";
   if (rotate) s += ":rot";
   if (outlier_pct > 0) s += strprintf(":o%g", outlier_pct);
+  if (anchor_pct > 0) s += strprintf(":a%g", anchor_pct);
   return s;
 }
 
@@ -80,7 +81,7 @@ KvMode parse_kv_mode(const std::string& text) {
   m.k_bits = kb;
   m.v_bits = vb;
   bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false, seen_rot = false,
-       seen_o = false;
+       seen_o = false, seen_a = false;
   for (size_t i = 1; i < fields.size(); ++i) {
     const std::string& f = fields[i];
     auto once = [&](bool& seen) {
@@ -115,11 +116,20 @@ KvMode parse_kv_mode(const std::string& text) {
       LONGKV_CHECK(pct > 0 && pct <= 10, "KV mode '%s': outlier share %s%% must be in (0, 10]", text.c_str(),
                    f.substr(1).c_str());
       m.outlier_pct = pct;
+    } else if (double pct = 0; f.size() > 1 && f[0] == 'a' && parse_decimal(f.substr(1), &pct)) {
+      once(seen_a);
+      LONGKV_CHECK(pct > 0 && pct <= 10, "KV mode '%s': anchor share %s%% must be in (0, 10]", text.c_str(),
+                   f.substr(1).c_str());
+      m.anchor_pct = pct;
     } else {
       fail("KV mode '%s': unknown field '%s' (%s)", text.c_str(), f.c_str(), kGrammar);
     }
   }
   LONGKV_CHECK(!(m.rotate && m.pre_rope), "KV mode '%s': ':rot' needs keys after RoPE; drop 'rope=pre' or ':rot'",
+               text.c_str());
+  LONGKV_CHECK(!(m.anchor_pct > 0 && m.pre_rope),
+               "KV mode '%s': anchor tokens ':a' need keys after RoPE (anchored groups are not position-contiguous, "
+               "so pre-RoPE groups could not be rotated as runs); drop 'rope=pre' or ':a'",
                text.c_str());
   LONGKV_CHECK(!(m.symmetric && (m.k_bits == 1 || m.v_bits == 1)),
                "KV mode '%s': symmetric 1-bit codes cannot represent zero; drop ':sym' or use 2+ bits", text.c_str());

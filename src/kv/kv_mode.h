@@ -3,7 +3,7 @@
 //
 // Grammar (fields separated by ':'; order free after the first):
 //   f32 | f16                         dense caches
-//   k<B>v<B>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym][:rot][:o<P>]
+//   k<B>v<B>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym][:rot][:o<P>][:a<P>]
 //     B in {8, 4, 3, 2, 1}: key / value bits (asymmetric integer codes)
 //     g<G>  group size (default 32): keys per channel over G tokens, values
 //           per token over G channels (G divides head_dim; multiple of 8)
@@ -16,7 +16,13 @@
 //     o<P>  keep P percent of each group record's elements (0 < P <= 10,
 //           decimals allowed) as fp16 outliers outside the fitted ranges,
 //           keys and values (KVQuant's dense-and-sparse; kv_codec.h)
-// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0", "k2v2:rot:o2".
+//     a<P>  let up to P percent of the capacity (0 < P <= 10, decimals
+//           allowed) become fp16 anchor tokens: the tokens leaving the
+//           window that received the most attention keep their whole key
+//           and value exact (AnTKV; quant_cache.h). Needs rope=post (an
+//           anchored group is not a run of consecutive positions).
+// Examples: "k4v4", "k2v2:g32:r128:s4", "k4v2:rope=pre", "k2v4:r0", "k2v2:rot:o2",
+//           "k2v2:a1".
 #pragma once
 
 #include <string>
@@ -35,8 +41,10 @@ struct KvMode {
   bool symmetric = false;
   bool rotate = false;
   double outlier_pct = 0;  // o<P>: percent of elements kept as outliers
+  double anchor_pct = 0;   // a<P>: percent of the capacity that may become anchors
 
-  // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post").
+  // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post";
+  // then ":sym", ":rot", ":o<P>", ":a<P>" when set, in that order).
   std::string to_string() const;
   // Warnings worth printing (e.g. K bits < V bits); empty if none.
   std::string warning() const;

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
+#include "backend/cpu/vec.h"
 #include "core/error.h"
 #include "kv/dense_attention.h"
 
@@ -17,6 +19,12 @@ constexpr int kTileRows = 8;
 constexpr int kMinGroupsPerSplit = 8;
 // How many groups ahead attend_quant prefetches.
 constexpr int kPrefetchGroups = 2;
+// Tokens cut before the anchor threshold comes from their histogram rather
+// than from the current window alone.
+constexpr int64_t kAnchorWarmup = 256;
+// Bucket b of the score histogram holds scores in [2^((b - kScoreBias) / 4),
+// 2^((b - kScoreBias + 1) / 4)): 2^-48 .. 2^16 (a score is at most n_heads).
+constexpr int kScoreBias = 192;
 
 QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool& pool)
     : KvCache(shape), mode_(mode), pool_(pool) {
@@ -61,21 +69,45 @@ QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool&
   v_codes_ = make_huge_array<uint8_t>(n_kv * max_groups_ * vlay_.bytes);
   exact_k_ = make_huge_array<f16_t>(n_kv * exact_cap_ * d);
   exact_v_ = make_huge_array<f16_t>(n_kv * exact_cap_ * d);
+  if (anchored()) {
+    LONGKV_CHECK(!mode.pre_rope, "KV mode '%s': anchor tokens need keys after RoPE", name.c_str());
+    anchor_cap_ = static_cast<int>(std::ceil(mode.anchor_pct / 100.0 * shape.max_tokens - 1e-9));
+    anchor_k_ = make_huge_array<f16_t>(n_kv * anchor_cap_ * d);
+    anchor_v_ = make_huge_array<f16_t>(n_kv * anchor_cap_ * d);
+    score_hist_.assign(kScoreBuckets, 0);
+  }
 }
 
-void QuantKvCache::clear() { n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0; }
+void QuantKvCache::clear() {
+  n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0;
+  anchor_pos_.clear();
+  win_mass_.clear();
+  win_obs_.clear();
+  std::fill(score_hist_.begin(), score_hist_.end(), 0);
+  n_scored_ = 0;
+}
+
+bool QuantKvCache::is_exact(int token) const {
+  if (token < n_sinks_ || token >= window_start()) return true;
+  return std::binary_search(anchor_pos_.begin(), anchor_pos_.end(), token);
+}
 
 double QuantKvCache::steady_bytes_per_token(const KvMode& mode, const KvShape& shape) {
   const int n_out = kv_outlier_count(mode.outlier_pct, mode.group, shape.head_dim);
   const KvGroupLayout k = kv_group_layout(mode.group, shape.head_dim, mode.k_bits, n_out);
   const KvGroupLayout v = kv_group_layout(mode.group, shape.head_dim, mode.v_bits, n_out);
-  return static_cast<double>(shape.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;
+  const double codes = static_cast<double>(shape.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;
+  if (!(mode.anchor_pct > 0)) return codes;
+  // A share p of the tokens stays fp16 (key and value) instead of coded.
+  const double p = mode.anchor_pct / 100.0;
+  return (1.0 - p) * codes + p * 2.0 * shape.n_kv_heads * shape.head_dim * sizeof(f16_t);
 }
 
 void QuantKvCache::append(const float* k, const float* v, int n) {
   LONGKV_CHECK(n >= 0 && static_cast<int64_t>(n_tokens_) + n <= shape_.max_tokens,
                "KV cache full: %d + %d tokens exceed the capacity of %d", n_tokens_, n, shape_.max_tokens);
   const int d = shape_.head_dim, kvd = shape_.kv_dim();
+  if (anchored()) reserve_window(n_window_ + n);
   for (int t = 0; t < n; ++t) {
     int s;
     if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) {
@@ -88,8 +120,170 @@ void QuantKvCache::append(const float* k, const float* v, int n) {
       f32_to_f16_n(v + static_cast<size_t>(t) * kvd + h * d, &exact_v_[slot(h, s)], d);
     }
     ++n_tokens_;
-    if (n_window_ == mode_.residual + mode_.group) quantize_oldest_group();
+    if (!anchored() && n_window_ == mode_.residual + mode_.group) quantize_oldest_group();
   }
+  if (anchored()) {
+    win_mass_.resize(n_window_, 0.0f);
+    win_obs_.resize(n_window_, 0.0f);
+  }
+}
+
+void QuantKvCache::reserve_window(int n) {
+  if (n <= win_cap_) return;
+  // Amortized doubling, never beyond what max_tokens can need.
+  const int cap = static_cast<int>(std::min<int64_t>(std::max<int64_t>(n, 2 * static_cast<int64_t>(win_cap_)),
+                                                     shape_.max_tokens));
+  LONGKV_ASSERT(cap >= n);
+  const int d = shape_.head_dim, new_exact = sink_cap_ + cap, used = sink_cap_ + n_window_;
+  const size_t n_kv = shape_.n_kv_heads;
+  HugeArray<f16_t> k = make_huge_array<f16_t>(n_kv * new_exact * d), v = make_huge_array<f16_t>(n_kv * new_exact * d);
+  for (size_t h = 0; h < n_kv; ++h) {
+    std::memcpy(&k[h * new_exact * d], &exact_k_[slot(static_cast<int>(h), 0)], sizeof(f16_t) * used * d);
+    std::memcpy(&v[h * new_exact * d], &exact_v_[slot(static_cast<int>(h), 0)], sizeof(f16_t) * used * d);
+  }
+  exact_k_ = std::move(k);
+  exact_v_ = std::move(v);
+  win_cap_ = cap;
+  exact_cap_ = new_exact;
+}
+
+// Scores of the window's tokens from the last attend(): row i (position
+// first_pos + i) gave token j exp(s_ij - lse_i), lse_i over everything the
+// row saw (the merged state), summed over the query heads of every KV head.
+// Only the rows within observe_span() of a token count: a token leaves the
+// window at least R positions old, so with R > 0 every token is scored by
+// the same R rows whether it arrived at the start of a prefill chunk, at
+// its end, or in decode (the rows far away attend diffusely and would bias
+// the score by position in the chunk).
+// Recomputes the window's scores rather than keeping attend_block's: a
+// per-call score buffer would be n_q x n_heads x n_window floats, quadratic
+// in the size of a prefill append; this costs one more q.k pass over the
+// window (the exact part's, not the quantized groups').
+void QuantKvCache::observe_window(const float* q, int n_q, const AttnState* final_state) {
+  const int d = shape_.head_dim, g = shape_.group(), n_kv = shape_.n_kv_heads, qd = shape_.q_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int first_pos = n_tokens_ - n_q, w0 = window_start(), nw = n_window_, span = observe_span();
+  if (nw == 0) return;
+  std::vector<float> mass(static_cast<size_t>(pool_.size()) * nw, 0.0f);
+  pool_.parallel_for(static_cast<int64_t>(n_q) * n_kv, [&](int64_t b, int64_t e, int thread) {
+    float* acc = &mass[static_cast<size_t>(thread) * nw];
+    for (int64_t it = b; it < e; ++it) {
+      const int row = static_cast<int>(it / n_kv), kvh = static_cast<int>(it % n_kv);
+      const int pos = first_pos + row, n_vis = std::min(nw, pos + 1 - w0), j0 = std::max(0, pos - w0 - span + 1);
+      for (int h = 0; h < g; ++h) {
+        const size_t hi = static_cast<size_t>(row) * shape_.n_heads + static_cast<size_t>(kvh) * g + h;
+        const float lse = final_state[hi].lse();
+        const float* qh = q + static_cast<size_t>(row) * qd + (static_cast<size_t>(kvh) * g + h) * d;
+        for (int j = j0; j < n_vis; ++j)
+          acc[j] += std::exp(vec_dot_f16(qh, &exact_k_[slot(kvh, sink_cap_ + j)], d) * scale - lse);
+      }
+    }
+  });
+  for (int j = 0; j < nw; ++j) {
+    float m = 0;
+    for (int t = 0; t < pool_.size(); ++t) m += mass[static_cast<size_t>(t) * nw + j];
+    win_mass_[j] += m;
+    const int p = w0 + j;  // rows p .. p + span - 1 observe it
+    win_obs_[j] += static_cast<float>(std::max(0, std::min(n_tokens_, p + span) - std::max(p, first_pos)));
+  }
+}
+
+// The (1 - P%) quantile of the anchor scores: of every token cut so far
+// (bucket lower edge, so slightly more than P% pass; the rate cap of
+// cut_anchored_groups limits them), or while few were cut, of the oldest n
+// window tokens (the candidates).
+float QuantKvCache::anchor_threshold(int n) const {
+  const double p = mode_.anchor_pct / 100.0;
+  if (n_scored_ >= kAnchorWarmup) {
+    const double want = p * static_cast<double>(n_scored_);
+    int64_t above = 0;
+    for (int b = kScoreBuckets - 1; b > 0; --b) {
+      above += score_hist_[b];
+      if (static_cast<double>(above) >= want) return std::exp2(static_cast<float>(b - kScoreBias) / 4.0f);
+    }
+    return 0.0f;
+  }
+  std::vector<float> sc;
+  for (int w = 0; w < n; ++w)
+    if (win_obs_[w] > 0) sc.push_back(window_score(w));
+  if (sc.empty()) return std::numeric_limits<float>::infinity();
+  const size_t k = std::min(sc.size() - 1, static_cast<size_t>(std::floor((1.0 - p) * static_cast<double>(sc.size()))));
+  std::nth_element(sc.begin(), sc.begin() + k, sc.end());
+  return sc[k];
+}
+
+int QuantKvCache::observe_span() const { return mode_.residual > 0 ? mode_.residual : mode_.group; }
+
+void QuantKvCache::cut_anchored_groups() {
+  const int G = mode_.group, R = mode_.residual, d = shape_.head_dim, n_kv = shape_.n_kv_heads;
+  const int limit = n_window_ - R;  // the walk stays within the oldest n_window - R tokens
+  if (limit < G) return;
+  // Which of those may become anchors: at or above tau, the best first, and
+  // no more than P% of the tokens cut so far (rounded up) allow. The rate
+  // cap keeps the capacity (P% of max_tokens) from being spent early: in
+  // the first prefill chunk of a real model a threshold alone picked 5% of
+  // the tokens and left none for the rest of the context.
+  const float tau = anchor_threshold(limit);
+  const int64_t allowed = std::min<int64_t>(
+      anchor_cap_, static_cast<int64_t>(std::ceil(mode_.anchor_pct / 100.0 * static_cast<double>(n_scored_ + limit) - 1e-9)));
+  std::vector<char> picked(limit, 0);
+  if (allowed > n_anchors()) {
+    std::vector<int> cand;
+    for (int w = 0; w < limit; ++w)
+      if (window_score(w) >= tau) cand.push_back(w);
+    const size_t take = std::min(cand.size(), static_cast<size_t>(allowed - n_anchors()));
+    std::partial_sort(cand.begin(), cand.begin() + take, cand.end(),
+                      [&](int x, int y) { return window_score(x) > window_score(y); });
+    for (size_t i = 0; i < take; ++i) picked[cand[i]] = 1;
+  }
+  std::vector<float> kb(static_cast<size_t>(G) * d), vb(kb.size());
+  std::vector<int> members, new_anchors;
+  int start = 0;                  // window slots [0, start) are cut
+  const int w0 = window_start();  // position of slot 0 until the window is compacted below
+  while (limit - start >= G) {
+    members.clear();
+    new_anchors.clear();
+    int w = start;
+    for (; w < limit && static_cast<int>(members.size()) < G; ++w) (picked[w] ? new_anchors : members).push_back(w);
+    if (static_cast<int>(members.size()) < G) break;  // picked anchors left over stay in the window
+    LONGKV_ASSERT(n_groups_ < max_groups_);
+    const int anchors_before = n_anchors();
+    for (int h = 0; h < n_kv; ++h) {
+      for (size_t a = 0; a < new_anchors.size(); ++a) {
+        const int dst = anchors_before + static_cast<int>(a);
+        std::memcpy(&anchor_k_[anchor_slot(h, dst)], &exact_k_[slot(h, sink_cap_ + new_anchors[a])], sizeof(f16_t) * d);
+        std::memcpy(&anchor_v_[anchor_slot(h, dst)], &exact_v_[slot(h, sink_cap_ + new_anchors[a])], sizeof(f16_t) * d);
+      }
+      for (int t = 0; t < G; ++t) {
+        f16_to_f32_n(&exact_k_[slot(h, sink_cap_ + members[t])], &kb[static_cast<size_t>(t) * d], d);
+        f16_to_f32_n(&exact_v_[slot(h, sink_cap_ + members[t])], &vb[static_cast<size_t>(t) * d], d);
+      }
+      const size_t rec = rec_index(h, n_groups_);
+      kv_quantize_keys(kb.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes], klay_.outliers);
+      kv_quantize_values(vb.data(), d, G, d, mode_.v_bits, mode_.symmetric, &v_codes_[rec * vlay_.bytes],
+                         vlay_.outliers);
+    }
+    for (int a : new_anchors) anchor_pos_.push_back(w0 + a);
+    for (int x = start; x < w; ++x) {
+      const float sc = window_score(x);
+      const int b = sc > 0 ? std::clamp(static_cast<int>(std::floor(4.0f * std::log2(sc))) + kScoreBias, 0,
+                                        kScoreBuckets - 1)
+                           : 0;
+      ++score_hist_[b];
+      ++n_scored_;
+    }
+    ++n_groups_;
+    start = w;
+  }
+  if (start == 0) return;
+  const int keep = n_window_ - start;
+  for (int h = 0; h < n_kv; ++h) {
+    std::memmove(&exact_k_[slot(h, sink_cap_)], &exact_k_[slot(h, sink_cap_ + start)], sizeof(f16_t) * keep * d);
+    std::memmove(&exact_v_[slot(h, sink_cap_)], &exact_v_[slot(h, sink_cap_ + start)], sizeof(f16_t) * keep * d);
+  }
+  win_mass_.erase(win_mass_.begin(), win_mass_.begin() + start);
+  win_obs_.erase(win_obs_.begin(), win_obs_.begin() + start);
+  n_window_ = keep;
 }
 
 void QuantKvCache::quantize_oldest_group() {
@@ -116,7 +310,11 @@ void QuantKvCache::get_k(int kvh, int token, float* dst) const {
   const int d = shape_.head_dim, G = mode_.group;
   if (token < n_sinks_) return f16_to_f32_n(&exact_k_[slot(kvh, token)], dst, d);
   if (token >= window_start()) return f16_to_f32_n(&exact_k_[slot(kvh, sink_cap_ + token - window_start())], dst, d);
-  const int grp = (token - n_sinks_) / G, t = (token - n_sinks_) % G;
+  const auto it = std::lower_bound(anchor_pos_.begin(), anchor_pos_.end(), token);
+  const int a = static_cast<int>(it - anchor_pos_.begin());
+  if (it != anchor_pos_.end() && *it == token) return f16_to_f32_n(&anchor_k_[anchor_slot(kvh, a)], dst, d);
+  // Groups hold the non-anchor tokens in order: skip the a anchors before.
+  const int grp = (token - n_sinks_ - a) / G, t = (token - n_sinks_ - a) % G;
   std::vector<float> all(static_cast<size_t>(G) * d);
   kv_dequantize_keys(krec(kvh, grp), G, d, mode_.k_bits, all.data(), d, klay_.outliers);
   std::copy_n(&all[static_cast<size_t>(t) * d], d, dst);
@@ -127,7 +325,11 @@ void QuantKvCache::get_v(int kvh, int token, float* dst) const {
   const int d = shape_.head_dim, G = mode_.group;
   if (token < n_sinks_) return f16_to_f32_n(&exact_v_[slot(kvh, token)], dst, d);
   if (token >= window_start()) return f16_to_f32_n(&exact_v_[slot(kvh, sink_cap_ + token - window_start())], dst, d);
-  const int grp = (token - n_sinks_) / G, t = (token - n_sinks_) % G;
+  const auto it = std::lower_bound(anchor_pos_.begin(), anchor_pos_.end(), token);
+  const int a = static_cast<int>(it - anchor_pos_.begin());
+  if (it != anchor_pos_.end() && *it == token) return f16_to_f32_n(&anchor_v_[anchor_slot(kvh, a)], dst, d);
+  // Groups hold the non-anchor tokens in order: skip the a anchors before.
+  const int grp = (token - n_sinks_ - a) / G, t = (token - n_sinks_ - a) % G;
   std::vector<float> all(static_cast<size_t>(G) * d);
   kv_dequantize_values(vrec(kvh, grp), G, d, mode_.v_bits, all.data(), d, vlay_.outliers);
   std::copy_n(&all[static_cast<size_t>(t) * d], d, dst);
@@ -136,11 +338,12 @@ void QuantKvCache::get_v(int kvh, int token, float* dst) const {
 KvFootprint QuantKvCache::footprint() const {
   const size_t n_kv = shape_.n_kv_heads;
   const KvQuantBytes b = kv_quant_bytes(shape_.n_kv_heads, shape_.head_dim, mode_.group, n_groups_, klay_.bytes,
-                                        vlay_.bytes, static_cast<size_t>(n_sinks_) + n_window_, n_tokens_);
+                                        vlay_.bytes, static_cast<size_t>(n_sinks_) + n_window_ + n_anchors(), n_tokens_);
   KvFootprint f;
   f.tokens = n_tokens_;
   f.cpu_bytes = b.k + b.v;
-  f.capacity_bytes = n_kv * max_groups_ * (klay_.bytes + vlay_.bytes) + 2 * n_kv * exact_cap_ * shape_.head_dim * sizeof(f16_t);
+  f.capacity_bytes = n_kv * max_groups_ * (klay_.bytes + vlay_.bytes) +
+                     2 * n_kv * (static_cast<size_t>(exact_cap_) + anchor_cap_) * shape_.head_dim * sizeof(f16_t);
   f.k_bits = b.k_bits;
   f.v_bits = b.v_bits;
   return f;
@@ -263,7 +466,9 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
     const int want = static_cast<int>((4 * pool_.size() + base - 1) / base);
     qsplits = std::max(1, std::min(want, n_groups_ / kMinGroupsPerSplit));
   }
-  const int parts = qsplits + 1;  // + the exact fp16 part
+  // Anchors (older than every query row: fully visible) are one more exact part.
+  const int anchor_parts = n_anchors() > 0 ? 1 : 0;
+  const int parts = qsplits + anchor_parts + 1;  // + the exact fp16 part
   const int64_t n_items = base * parts;
   const size_t nv_max = static_cast<size_t>(rows_per_tile) * g;
   std::vector<float> part_out(static_cast<size_t>(n_items) * nv_max * d);
@@ -294,6 +499,15 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
         const int grp0 = static_cast<int>(static_cast<int64_t>(n_groups_) * part / qsplits);
         const int grp1 = static_cast<int>(static_cast<int64_t>(n_groups_) * (part + 1) / qsplits);
         attend_quant(qv.data(), nv, g, lim.data(), kvh, grp0, grp1, acc, st);
+        continue;
+      }
+      if (part < qsplits + anchor_parts) {
+        const int na = n_anchors();
+        sc.resize(static_cast<size_t>(g) * na);
+        for (int r = 0; r < rows; ++r)
+          attend_block(q + static_cast<size_t>(r0 + r) * qd + static_cast<size_t>(kvh) * g * d, g, d,
+                       &anchor_k_[anchor_slot(kvh, 0)], &anchor_v_[anchor_slot(kvh, 0)], na, scale,
+                       acc + static_cast<size_t>(r) * g * d, st + r * g, sc.data());
         continue;
       }
       // Exact part: sinks then window, a contiguous prefix of the slots.
@@ -333,10 +547,9 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
         }
     }
 
-  if (!stats) return;
-  if (stats->lse)
+  if (stats && stats->lse)
     for (size_t i = 0; i < final_state.size(); ++i) stats->lse[i] = final_state[i].lse();
-  if (stats->token_mass) {
+  if (stats && stats->token_mass) {
     // Slow path: every stored key read back (dequantized, rotated in
     // pre-RoPE mode) and scored against the final log-sum-exp.
     pool_.parallel_for(n_kv, [&](int64_t b, int64_t e, int) {
@@ -357,6 +570,10 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
         }
       }
     });
+  }
+  if (anchored()) {
+    observe_window(q, n_q, final_state.data());
+    cut_anchored_groups();
   }
 }
 

@@ -1,5 +1,5 @@
 // Scalar-quantized KV cache (KIVI / KVQuant style) over the codes of
-// kv_codec.h, built by make_kv_cache for modes "k<B>v<B>[:g][:r][:s][:rope][:sym]".
+// kv_codec.h, built by make_kv_cache for modes "k<B>v<B>[:g][:r][:s][:rope][:sym][:o][:a]".
 //
 // Token lifecycle (positions are token indices):
 //   [0, S)              attention sinks: fp16 forever
@@ -27,6 +27,37 @@
 // (decode, post-RoPE keys) runs the fused kv_attend_groups, which is bound
 // by its float FMAs (8 per 32 codes and 4 query heads, keys and values
 // alike), not by DRAM: at 2 bits it reads ~1/5 of the f16 bytes.
+//
+// Anchor tokens (mode field ":a<P>", AnTKV): retrieving one far token needs
+// that token's key exact, and 2-bit keys blur it. So the tokens that
+// received the most attention while they sat in the window leave it as
+// fp16 "anchors" (whole key and value, every KV head) instead of going into
+// a group; up to ceil(P% of max_tokens) of them.
+//   - Deferred cutting: append() only adds to the window; groups are cut at
+//     the end of attend(), after the attention of the queries that just
+//     arrived has been observed. The window may therefore hold R + G + (the
+//     last append) tokens; its storage grows on demand. Groups and anchors
+//     are then always older than every later query row (fully visible).
+//   - Anchor score of a window token: the attention it received (exp(s -
+//     lse) with lse the final, merged log-sum-exp of the row), summed over
+//     all query heads, averaged over the query rows that saw it among the
+//     R rows from its own position on (G when R = 0). Fixed rows, not all
+//     of them: with chunked prefill a token at the start of a chunk is seen
+//     by up to chunk + R rows and one at its end by R, and the far rows
+//     attend diffusely, so the score would depend on the position in the
+//     chunk rather than on the token.
+//   - Selection at a cut: among the oldest n_window - R tokens, those with
+//     score >= tau, best first, up to ceil(P% of the tokens cut so far,
+//     these included) anchors in all (a rate cap, so the capacity is not
+//     spent early), are picked; then walking from the oldest token, picked
+//     ones become anchors and the others fill groups of G. tau = the (1 -
+//     P%) quantile of the scores of all tokens cut so far (log-bucket
+//     histogram), or of the candidates' while fewer than kAnchorWarmup
+//     tokens have been cut.
+//   - Groups hold the G non-anchor tokens in position order: a quantized
+//     token's record index is its index among the non-anchor tokens.
+//   - Attention: one more exact part (the anchors) merged like the others.
+// Without ":a" none of this runs: append() cuts groups as before.
 //
 // Memory: codes for every group max_tokens can need are reserved up front
 // (make_huge_array: pages are committed as groups are written).
@@ -65,14 +96,27 @@ class QuantKvCache final : public KvCache {
   int n_sinks() const { return n_sinks_; }
   int n_quantized() const { return n_groups_ * mode_.group; }
   int n_window() const { return n_window_; }
-  bool is_exact(int token) const { return token < n_sinks_ || token >= n_sinks_ + n_quantized(); }
+  int n_anchors() const { return static_cast<int>(anchor_pos_.size()); }
+  int anchor_capacity() const { return anchor_cap_; }
+  // Sinks, anchors and window tokens are held in fp16.
+  bool is_exact(int token) const;
   // Stored key/value of a token as f32 (keys as appended: pre-RoPE in
   // pre-RoPE mode); quantized tokens are dequantized with the reference.
   void get_k(int kv_head, int token, float* dst) const;
   void get_v(int kv_head, int token, float* dst) const;
 
  private:
+  bool anchored() const { return mode_.anchor_pct > 0; }
   void quantize_oldest_group();
+  // Anchor modes: room for n window tokens; the attention the last n_q rows
+  // gave the window; groups and anchors cut from the window.
+  void reserve_window(int n);
+  void observe_window(const float* q, int n_q, const AttnState* final_state);
+  void cut_anchored_groups();
+  float anchor_threshold(int n) const;
+  int observe_span() const;  // query rows after a token that score it
+  float window_score(int w) const { return win_obs_[w] > 0 ? win_mass_[w] / win_obs_[w] : 0.0f; }
+  size_t anchor_slot(int kvh, int a) const { return (static_cast<size_t>(kvh) * anchor_cap_ + a) * shape_.head_dim; }
   void attend_quant(const float* qv, int nv, int g, const int* limit, int kvh, int grp0, int grp1, float* acc,
                     AttnState* st) const;
   void rotate_exact(std::vector<float>& kr, std::vector<float>& vr) const;
@@ -83,18 +127,27 @@ class QuantKvCache final : public KvCache {
   // [sink_cap_, sink_cap_ + win_cap_), so the tokens a query row can see
   // form one contiguous prefix of the slots.
   size_t slot(int kvh, int s) const { return (static_cast<size_t>(kvh) * exact_cap_ + s) * shape_.head_dim; }
-  int window_start() const { return n_sinks_ + n_quantized(); }  // position of window slot 0
+  int window_start() const { return n_sinks_ + n_quantized() + n_anchors(); }  // position of window slot 0
 
   KvMode mode_;
   ThreadPool& pool_;
   KvGroupLayout klay_, vlay_;
   int max_groups_ = 0;  // per KV head
-  int win_cap_ = 0;     // min(R + G, max_tokens)
+  int win_cap_ = 0;     // min(R + G, max_tokens); grows in anchor modes
   HugeArray<uint8_t> k_codes_, v_codes_;  // [n_kv][max_groups][record]
   HugeArray<f16_t> exact_k_, exact_v_;    // [n_kv][exact_cap][d]
   int sink_cap_ = 0, exact_cap_ = 0;
   KvRopeAngles angles_;  // pre-RoPE only
   int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
+
+  // Anchor modes only.
+  static constexpr int kScoreBuckets = 256;  // quarter-octave buckets of log2(score)
+  int anchor_cap_ = 0;
+  HugeArray<f16_t> anchor_k_, anchor_v_;  // [n_kv][anchor_cap][d]
+  std::vector<int> anchor_pos_;           // positions, ascending (= slot order)
+  std::vector<float> win_mass_, win_obs_;  // per window slot: attention summed, query rows that saw it
+  std::vector<int64_t> score_hist_;       // scores of the tokens cut so far
+  int64_t n_scored_ = 0;
 };
 
 }  // namespace longkv

@@ -3,6 +3,7 @@
 #include <cfloat>
 
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace longkv::cuda {
 namespace {
@@ -26,6 +27,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
                         float* __restrict__ part_ml, int n_splits, int split_base, int stride, const int* dev_n,
                         int dev_add) {
   constexpr int kLpt = D / 8, kTps = 32 / kLpt;
+  // A merge launched with PDL behind this kernel may start now; when this
+  // kernel itself runs beside the quantized split kernel (PDL), every thread
+  // waits for that one before it exits, so the merge's wait covers both.
+  pdl_trigger();
   if (dev_n) {  // graph replay: the count of this run, the splits of the launch
     n_tok = *dev_n + dev_add;
     tps = max(16, ((n_tok + n_splits - 1) / n_splits + 15) / 16 * 16);
@@ -33,7 +38,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int lane = threadIdx.x % 32;
   const int gw = blockIdx.x * kDecodeWarps + threadIdx.x / 32;
   const int hk = gw / n_splits, split = gw % n_splits;
-  if (hk >= n_kv) return;
+  if (hk >= n_kv) {
+    pdl_wait();
+    return;
+  }
   const int sub = lane % kLpt, grp = lane / kLpt;
   float qr[G][8];
 #pragma unroll
@@ -122,6 +130,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], o);
     }
   }
+  pdl_wait();
   if (grp != 0) return;
 #pragma unroll
   for (int h = 0; h < G; ++h) {
@@ -149,6 +158,8 @@ __global__ void __launch_bounds__(kMergeWarps * 32)
                         float* __restrict__ out) {
   extern __shared__ float wsh[];  // [n_splits]
   __shared__ float red[kMergeWarps][33];
+  pdl_wait();  // launched with PDL: the split kernels' states are complete from here on
+  pdl_trigger();  // a PDL kernel behind (the next GEMV, the next decode) may launch and wait
   const int hq = blockIdx.x, tid = threadIdx.x, lane = tid % 32, w = tid / 32;
   const int d = blockIdx.y * 32 + lane;
   const float* ml = part_ml + static_cast<size_t>(hq) * n_splits * 2;
@@ -302,7 +313,7 @@ namespace {
 // its warps the GPU holds at once (cached per instance).
 template <int D>
 void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, int splits, float* po, float* pml,
-                   int split_base, int stride, cudaStream_t s, int* warps = nullptr) {
+                   int split_base, int stride, cudaStream_t s, int* warps = nullptr, bool pdl = false) {
   const int nw = kv.n_kv_heads * splits, grid = (nw + kDecodeWarps - 1) / kDecodeWarps;
   const bool deep = cuda_tuning().dense_decode_steps >= 8;
 #define LONGKV_DECODE_RUN(G_, S_)                                                                              \
@@ -312,8 +323,9 @@ void launch_decode(const DenseKvView& kv, const float* q, float scale, int tps, 
       static const int cached = resident_warps(kern, kDecodeWarps * 32);                                      \
       *warps = cached;                                                                                         \
     } else {                                                                                                   \
-      kern<<<grid, kDecodeWarps * 32, 0, s>>>(kv.k, kv.v, kv.n_kv_heads, kv.max_tokens, kv.n_tokens, tps, q, scale, \
-                                             po, pml, splits, split_base, stride, kv.dev_n, kv.dev_add);     \
+      launch_maybe_pdl(pdl, kern, dim3(grid), dim3(kDecodeWarps * 32), 0, s, kv.k, kv.v, kv.n_kv_heads,         \
+                       kv.max_tokens, kv.n_tokens, tps, q, scale, po, pml, splits, split_base, stride, kv.dev_n,  \
+                       kv.dev_add);                                                                           \
     }                                                                                                          \
   }
 #define LONGKV_DECODE_G(G_)                      \
@@ -356,7 +368,7 @@ int decode_splits_for(int n_kv_heads, int n_tokens, int* tps_out, int head_dim, 
 }
 
 void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* part_o, float* part_ml, int split_base,
-                               int stride, cudaStream_t s) {
+                               int stride, cudaStream_t s, bool pdl) {
   const int D = kv.head_dim, g = kv.group;
   LONGKV_CHECK(g <= kMaxG, "CUDA decode attention supports up to %d query heads per KV head (model has %d)", kMaxG,
                g);
@@ -366,19 +378,20 @@ void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* par
   LONGKV_ASSERT(split_base + splits <= stride);
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
   switch (D) {
-    case 64: launch_decode<64>(kv, q, scale, tps, splits, part_o, part_ml, split_base, stride, s); break;
-    case 128: launch_decode<128>(kv, q, scale, tps, splits, part_o, part_ml, split_base, stride, s); break;
+    case 64: launch_decode<64>(kv, q, scale, tps, splits, part_o, part_ml, split_base, stride, s, nullptr, pdl); break;
+    case 128: launch_decode<128>(kv, q, scale, tps, splits, part_o, part_ml, split_base, stride, s, nullptr, pdl); break;
     default: fail("CUDA decode attention supports head_dim 64 and 128 (model has %d)", D);
   }
   LONGKV_CUDA_LAUNCHED();
 }
 
 void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, int n_parts, int D, float* out,
-                        cudaStream_t s) {
+                        cudaStream_t s, bool pdl) {
   const size_t smem = sizeof(float) * n_parts;
   LONGKV_CHECK(smem <= 48 * 1024, "CUDA decode attention: %d splits exceed the merge kernel's shared memory",
                n_parts);
-  merge_splits_kernel<<<dim3(n_heads, D / 32), kMergeWarps * 32, smem, s>>>(part_o, part_ml, n_parts, D, out);
+  launch_maybe_pdl(pdl, merge_splits_kernel, dim3(n_heads, D / 32), dim3(kMergeWarps * 32), smem, s, part_o, part_ml,
+                   n_parts, D, out);
   LONGKV_CUDA_LAUNCHED();
 }
 
@@ -387,12 +400,17 @@ void attend_decode_dense(const DenseKvView& kv, const float* q, float* out, GpuA
   const int splits = decode_splits_for(kv.n_kv_heads, kv.dev_n ? kv.split_n : kv.n_tokens, nullptr, D, kv.group);
   ws.a.reserve(static_cast<size_t>(n_heads) * splits * D * sizeof(float));
   ws.b.reserve(static_cast<size_t>(n_heads) * splits * 2 * sizeof(float));
+  const bool pdl = cuda_tuning().decode_pdl;
   attend_decode_dense_parts(kv, q, ws.a.as<float>(), ws.b.as<float>(), 0, splits, s);
-  merge_decode_parts(ws.a.as<float>(), ws.b.as<float>(), n_heads, splits, D, out, s);
+  merge_decode_parts(ws.a.as<float>(), ws.b.as<float>(), n_heads, splits, D, out, s, pdl);
 }
 
 void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,
                           cudaStream_t s) {
+  if (ws.gemm == CudaGemm::f16 && cuda_tuning().flash_prefill && (kv.head_dim == 64 || kv.head_dim == 128)) {
+    attend_prefill_flash(kv, q, n_q, out, s);  // tiled, S never in memory (flash_prefill.cu)
+    return;
+  }
   const int D = kv.head_dim, g = kv.group, n_kv = kv.n_kv_heads, N = kv.n_tokens, p0 = N - n_q;
   const int M = n_q * g;  // query rows per KV head
   const bool f16 = ws.gemm == CudaGemm::f16;

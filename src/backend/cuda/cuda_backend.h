@@ -68,18 +68,50 @@ bool cuda_graphs_default();
 // defaults are the fast paths. Set before creating models/caches.
 struct CudaTuning {
   bool quant_decode_mma = true;  // quantized-KV decode on tensor cores (false: milestone 3's FMA kernel)
-  // With quant_decode_mma: 0 = milestone 4's tensor-core kernel (default);
+  // With quant_decode_mma and quant_decode_v3 = false: 0 = milestone 4's tensor-core kernel;
   // 3 / 4 = milestone 7's variant (16-byte code loads, registers capped for
   // 3 / 4 blocks per SM; 4 only with <= 4 query heads per KV head, else 3).
   // Same results; measured 3% / 21% slower on H100 at 131K
   // (docs/cuda-notes.md, milestone 7), kept for comparison.
   int quant_decode_v2 = 0;
+  // With quant_decode_mma: milestone 9's kernel (kv_quant_decode_v3.cu:
+  // records staged by cp.async, scores kept in registers, value weights
+  // rounded once to f16); the default since it measured faster on H100
+  // (docs/cuda-notes.md, milestone 9). false: milestone 4's / quant_decode_v2.
+  bool quant_decode_v3 = true;
+  int quant_decode_stages = 0;  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2)
+  // Decode attention's fp16-part split kernel and merge launched with
+  // programmatic dependent launch (they start while the kernel before them
+  // drains and wait on the device). LONGKV_CUDA_TUNING "qdec=0/1" sets this
+  // and quant_decode_v3 together (milestone 9's decode attention; both on
+  // by default).
+  bool decode_pdl = true;
   int dense_decode_steps = 8;    // f16 split kernel: token steps per tile, K+V loads in flight per lane (4 or 8)
   // Off by default: measured slower on H100 (docs/cuda-notes.md, milestone 5).
   bool gemv_rows = false;        // block-format GEMV: warp-per-rows kernel (false: milestone 2's slab kernel)
   // RMSNorm / SwiGLU made in the block-format GEMV's activation load (rows
   // or slab kernel; false: their own kernels before the GEMV).
   bool fuse_activation = true;
+  // Milestone 8, the decode step's fixed part (docs/cuda-notes.md):
+  // slab GEMV with the first row batch's weights loaded before anything
+  // else and the next batch's loads in flight during each batch's reduction
+  // (false: milestone 2's order, load -> use -> reduce).
+  bool gemv_pipe = true;
+  // Programmatic dependent launch for the slab GEMV and RoPE: a kernel starts
+  // while its predecessor drains, loading weights until the data it needs is
+  // complete (false: plain stream order).
+  bool pdl = true;
+  // Milestone 8b: interleaved RoPE of q and k made in the q|k|v GEMV's store
+  // (false: rope_kernel after the GEMV). Off: not measured faster on H100
+  // (within run-to-run spread, docs/cuda-notes.md milestone 8b).
+  bool gemv_rope = false;
+  // Slab GEMV: most units (a row's 16/32-element pieces) one launch covers;
+  // longer rows run as accumulating column slices (<= 512; fewer warps a
+  // block, more blocks per SM).
+  int slab_slice = 512;
+  // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
+  // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
+  bool flash_prefill = true;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
@@ -133,8 +165,11 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 // y = W . act(x) for one token through the decode step's GEMV with the
 // activation made inside it: act 0: x; 1: rmsnorm(x) * norm (eps); 2:
 // silu(x) * up (x = the gate). Which kernel runs follows cuda_tuning().
+// With `rope`, the first rope_heads heads of y are then rotated to position
+// pos (read from device memory, as in a decode step) by the GEMV
+// (CudaTuning::gemv_rope) or rope_kernel.
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
-                         float* y);
+                         float* y, const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
 // y = rmsnorm(x) * weight, n_rows rows of dim.
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y);
 // Rotates x [n_tok][n_heads][head_dim] in place, token t at position pos0 + t.

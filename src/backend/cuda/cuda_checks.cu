@@ -53,7 +53,7 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 }
 
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
-                         float* y) {
+                         float* y, const RopeTable* rope, int rope_heads, int64_t pos) {
   LONGKV_CHECK(act >= 0 && act <= 2, "cuda_check_gemv_act: act must be 0, 1 or 2 (got %d)", act);
   DeviceBuffer wb;
   const GpuWeight gw = upload_weight(w, wb, nullptr);
@@ -71,6 +71,14 @@ void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const flo
     ub = to_device(up, xbytes);
     a.up = ub.as<float>();
     a.scratch = xb.as<float>();
+  }
+  DeviceBuffer fb, pb;
+  if (rope) {
+    const int p32 = static_cast<int>(pos);
+    fb = to_device(rope->inv_freq, sizeof(float) * (rope->rope_dim / 2));
+    pb = to_device(&p32, sizeof p32);
+    a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope->head_dim, rope->rope_dim,
+              rope->style == RopeStyle::neox};
   }
   DeviceBuffer yb = poisoned(sizeof(float) * w.rows);
   gemv_act(gw, a, yb.as<float>(), false, nullptr);

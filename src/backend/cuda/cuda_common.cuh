@@ -137,6 +137,18 @@ struct GemvAct {
   float eps = 0;
   const float* up = nullptr;
   float* scratch = nullptr;
+  // RoPE on the output: rows [0, heads * head_dim) of y are `heads` heads,
+  // rotated to position *dpos (device memory, read when the kernel runs:
+  // graph replay) or pos0. Interleaved pairs are rotated in the GEMV's store
+  // (CudaTuning::gemv_rope, milestone 8b); NeoX, accumulating GEMVs and
+  // kernels without the epilogue get rope() after the GEMV.
+  struct Rope {
+    const float* inv_freq = nullptr;  // rope_dim / 2 entries; null: no RoPE
+    const int* dpos = nullptr;
+    int64_t pos0 = 0;
+    int heads = 0, head_dim = 0, rope_dim = 0;
+    bool neox = false;
+  } rope;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Decodes rows into a dense matrix [rows][cols] of f16 (half) or f32.

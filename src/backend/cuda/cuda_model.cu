@@ -243,11 +243,17 @@ class CudaModelImpl final : public CudaModel {
       GpuLayer& L = layers_[l];
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       const bool stacked_qkv = n == 1 && L.wqkv.rows > 0;
+      // RoPE of q and k by the q|k|v GEMV (in its store where it can, else
+      // rope() right after it) unless biases come between.
+      const bool gemv_roped = stacked_qkv && !L.bq.bytes() && !L.bk.bytes();
       if (stacked_qkv) {  // one GEMV, RMSNorm inside it; q, k, v contiguous in qkv_
         q = qkv_.as<float>();
         k = q + qd;
         v = k + kvd;
-        gemv_act(L.wqkv, norm_act(x, L.attn_norm, xb), q, false, s_);
+        GemvAct a = norm_act(x, L.attn_norm, xb);
+        if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
+                                  neox};
+        gemv_act(L.wqkv, a, q, false, s_);
       } else {
         rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
         matmul(L.wq, xb, n, q, false);
@@ -257,9 +263,9 @@ class CudaModelImpl final : public CudaModel {
       if (L.bq.bytes()) add_bias(q, L.bq.as<float>(), n, qd, s_);
       if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
       if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
-      if (stacked_qkv) {
+      if (stacked_qkv && !gemv_roped) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_, dpos);
-      } else {
+      } else if (!stacked_qkv) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_, dpos);
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_, dpos);
       }
@@ -435,9 +441,17 @@ CudaTuning& cuda_tuning() {
       const std::string k = item.substr(0, eq);
       const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
       if (k == "gemv_rows") d.gemv_rows = on;
+      else if (k == "pipe") d.gemv_pipe = on;
+      else if (k == "pdl") d.pdl = on;
+      else if (k == "rope") d.gemv_rope = on;
+      else if (k == "slice") d.slab_slice = eq == std::string::npos ? 512 : std::atoi(item.c_str() + eq + 1);
       else if (k == "fuse") d.fuse_activation = on;
       else if (k == "mma") d.quant_decode_mma = on;
-      else fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma)", k.c_str());
+      else if (k == "flash") d.flash_prefill = on;
+      else if (k == "qdec") d.quant_decode_v3 = d.decode_pdl = on;
+      else
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, pipe, pdl, rope, slice=N)",
+             k.c_str());
       i = j + 1;
     }
     return d;
@@ -447,9 +461,14 @@ CudaTuning& cuda_tuning() {
 
 std::string cuda_tuning_description() {
   const CudaTuning& t = cuda_tuning();
-  return std::string("GEMV ") + (t.gemv_rows ? "rows" : "slab") + ", RMSNorm/SwiGLU " +
+  return std::string("GEMV ") + (t.gemv_rows ? "rows" : t.gemv_pipe ? "slab (pipelined)" : "slab (m2 order)") +
+         ", RMSNorm/SwiGLU " +
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
-         (t.quant_decode_mma ? "tensor cores" : "FMA");
+         (!t.quant_decode_mma ? "FMA (m3)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
+         ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", prefill attention " +
+         (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
+         ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
+         (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }
 
 bool cuda_available(std::string* why) {

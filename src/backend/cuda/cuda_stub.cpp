@@ -26,7 +26,8 @@ void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }
 std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights&, const CudaModelOptions&) { fail("%s", kNoCuda); }
 
 void cuda_check_matmul(const WeightView&, const float*, int, float*, CudaGemm) { fail("%s", kNoCuda); }
-void cuda_check_gemv_act(const WeightView&, int, const float*, const float*, float, const float*, float*) {
+void cuda_check_gemv_act(const WeightView&, int, const float*, const float*, float, const float*, float*,
+                         const RopeTable*, int, int64_t) {
   fail("%s", kNoCuda);
 }
 void cuda_check_rmsnorm(const float*, const float*, int, int, float, float*) { fail("%s", kNoCuda); }

@@ -1,6 +1,6 @@
 // Weight kernels: single-token GEMV per format, dequantization to dense
-// f16/f32 (the GEMM path), embedding rows, and weight upload (which splits
-// Q4_0/Q8_0/Q6_K rows into aligned bodies + scales, weight_decode.cuh).
+// f16/f32 (the GEMM path), embedding rows. Upload (the split row layout they
+// read) is weight_upload.cu.
 //
 // Block-format GEMV ("slab"): a block has one warp per 32 units of the row
 // (a unit = 32 elements, Q8_0 16); each lane loads its unit's activations into
@@ -22,11 +22,27 @@
 // RMSNorm (x * rsqrt(mean x^2 + eps) * norm) or SwiGLU (silu(gate) * up), so
 // those kernels disappear from a decode step. The first weight loads are
 // issued before the staging, hiding its latency behind theirs.
+//
+// Milestone 8: the slab kernel (Q4_0, Q8_0) requests its first row batch
+// before anything else and keeps the next batch's loads in flight during each
+// reduction ("pipelined", CudaTuning::gemv_pipe), and is launched with
+// programmatic dependent launch (pdl.cuh, CudaTuning::pdl): it starts while
+// the kernel before it drains, its weight loads overlapping that tail.
+//
+// Milestone 8b: interleaved RoPE in the store (GemvAct::rope,
+// CudaTuning::gemv_rope). Rows 2i and 2i+1 of a head are in the same row
+// batch (batches start at multiples of an even row count), so the thread that
+// stores row r sums its partner's partials too (same order as the partner
+// does) and writes its half of the rotated pair; the angle is computed at
+// the top of the batch, while its weight loads are in flight (and only when
+// the batch's offset in a head changes). Removes the RoPE kernel after the
+// q|k|v GEMV of every layer.
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope_rotate.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
-#include <cstring>
-#include <vector>
+#include <algorithm>
 
 namespace longkv::cuda {
 namespace {
@@ -36,9 +52,11 @@ constexpr int kRows = 2;
 constexpr int kMaxSlabWarps = 16;  // 512 threads: up to 128 registers a lane
 
 
-// Sums each row's partial dot products over the block and writes y.
+// Sums each row's partial dot products over the block and writes y (RoPE'd
+// if rp says so: row0 is even, so a pair is in one block).
 __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], int row0, int rows, float* y,
-                                                   bool accumulate) {
+                                                   bool accumulate, const GemvRope& rp) {
+  static_assert(kRows % 2 == 0, "RoPE pairs must share a block");
   __shared__ float red[kRows][kWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
@@ -51,7 +69,15 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
     float s = 0;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) s += red[threadIdx.x][w];
-    float* dst = y + row0 + threadIdx.x;
+    const int row = row0 + threadIdx.x;
+    float cs, sn;
+    if (rope_row_angle(rp, row, cs, sn)) {
+      float p = 0;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) p += red[threadIdx.x ^ 1][w];
+      s = rope_own_half(row, s, p, cs, sn);
+    }
+    float* dst = y + row;
     *dst = accumulate ? *dst + s : s;
   }
 }
@@ -73,6 +99,19 @@ __device__ __forceinline__ float block_inv_rms(const float* __restrict__ x, int 
   return rsqrtf(tot / cols + eps);
 }
 
+// Q4_K's per-unit sums of the (transformed) activations.
+template <WeightType T>
+__device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
+  if constexpr (T == WeightType::Q4_K) {
+    xr.sum_lo = xr.sum_hi = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      xr.sum_lo += xr.v[i];
+      xr.sum_hi += xr.v[16 + i];
+    }
+  }
+}
+
 // The unit's activations with the op before the GEMV applied as they are
 // loaded: RMSNorm scales by inv_rms * norm (norm read at the same offsets as
 // x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
@@ -91,54 +130,131 @@ __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, float inv_rm
 #pragma unroll
     for (int i = 0; i < S::kXElems; ++i) xr.v[i] = xr.v[i] / (1.0f + expf(-xr.v[i])) * o.v[i];
   }
-  if constexpr (T == WeightType::Q4_K) {
-    xr.sum_lo = xr.sum_hi = 0;
+  unit_sums<T>(xr);
+}
+
+// RMSNorm made from the lanes' own units when the block covers the whole
+// row (no column slices; milestone 8): x and norm are loaded together, the
+// sum of squares is the block's sum over its valid lanes (no second pass
+// over x through L2 before the loads can start), and the unit becomes
+// (x * norm) * inv_rms (rmsnorm_kernel: (x * inv_rms) * norm; the products
+// round differently, well inside the checks' tolerance).
+template <WeightType T>
+__device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u, bool valid, int cols,
+                                                         typename Slab<T>::X& xr) {
+  using S = Slab<T>;
+  __shared__ float red[kMaxSlabWarps];
+  typename S::X o;
+  S::load_x(a.x, u, xr);
+  S::load_x(a.norm, u, o);
+  float ss = 0;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      xr.sum_lo += xr.v[i];
-      xr.sum_hi += xr.v[16 + i];
-    }
-  }
+  for (int i = 0; i < S::kXElems; ++i) ss += xr.v[i] * xr.v[i];
+  ss = warp_sum(valid ? ss : 0.0f);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = ss;
+#pragma unroll
+  for (int i = 0; i < S::kXElems; ++i) xr.v[i] *= o.v[i];
+  __syncthreads();
+  float tot = 0;
+  for (int k = 0; k < static_cast<int>(blockDim.x / 32); ++k) tot += red[k];
+  const float inv_rms = rsqrtf(tot / cols + a.eps);
+#pragma unroll
+  for (int i = 0; i < S::kXElems; ++i) xr.v[i] *= inv_rms;
+  unit_sums<T>(xr);
 }
 
 // Units [u_begin, u_begin + nu) of every row; a.x is the whole row's input
 // (a.kind: the op made in the load, see load_x_act).
-template <WeightType T>
+// Pipe = false: milestone 2's order per batch of RB rows: load, use, reduce
+// (two barriers). Pipe = true (milestone 8): the first batch's weights are
+// requested before anything else (before the PDL wait: weights are not
+// written by earlier kernels; x is), and each next batch's loads are issued
+// right after the current batch's dot products, so they are in flight during
+// its shuffles, barrier and store; the partial sums alternate between two
+// shared arrays, so one barrier per batch suffices (a buffer is rewritten
+// only after the next barrier, which its readers have passed).
+// Rope: a.rope applied in the store (one slice, not accumulating; RB even).
+template <WeightType T, bool Pipe, bool Rope>
 __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
                                                                       bool accumulate) {
   using S = Slab<T>;
   constexpr int RB = S::kRB;
-  __shared__ float red[RB][kMaxSlabWarps];
+  __shared__ float red[Pipe ? 2 : 1][RB][kMaxSlabWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
   const int ui = warp * 32 + lane;
   const bool valid = ui < nu;
   const int u = u_begin + (valid ? ui : 0);
-  const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, nb * weight_traits_block(T), a.eps) : 1.0f;
-  typename S::X xr;
-  load_x_act<T>(a, u, inv_rms, xr);
-  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += gridDim.x * RB) {
-    typename S::Unit wu[RB];
+  const int stride = gridDim.x * RB;
+  typename S::Unit wu[RB];
+  auto load_batch = [&](int r0) {
 #pragma unroll
     for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
+  };
+  if (Pipe && blockIdx.x * RB < rows) load_batch(blockIdx.x * RB);
+  pdl_trigger();
+  pdl_wait();
+  // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,
+  // recomputed only when a batch's offset changes (never when the stride is
+  // a multiple of head_dim: llama3-8b's q|k|v, 528 blocks x 8 rows = 33
+  // heads). The first one is made here, under the loads of x.
+  float cs = 0, sn = 0;
+  int rope_j = -1;
+  int64_t rope_pos = 0;
+  if constexpr (Rope) {
+    rope_pos = a.rope.dpos ? static_cast<int64_t>(*a.rope.dpos) : a.rope.pos0;
+    const int j = (blockIdx.x * RB + threadIdx.x) % a.rope.head_dim;
+    if (threadIdx.x < RB && j < a.rope.rope_dim) {
+      rope_cos_sin(rope_pos, a.rope.inv_freq[j / 2], cs, sn);
+      rope_j = j;
+    }
+  }
+  const int cols = nb * weight_traits_block(T);
+  typename S::X xr;
+  if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
+    load_x_rmsnorm_whole_row<T>(a, u, valid, cols, xr);
+  } else {
+    const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
+    load_x_act<T>(a, u, inv_rms, xr);
+  }
+  int buf = 0;
+  static_assert(!Rope || RB % 2 == 0, "RoPE pairs must share a row batch");
+  bool rot = false;
+  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += stride) {
+    if (!Pipe) load_batch(r0);
+    if constexpr (Rope) {  // while this batch's weights are on their way
+      const int row = r0 + threadIdx.x, j = row % a.rope.head_dim;
+      rot = threadIdx.x < RB && row < a.rope.heads * a.rope.head_dim && j < a.rope.rope_dim;
+      if (rot && j != rope_j) {
+        rope_cos_sin(rope_pos, a.rope.inv_freq[j / 2], cs, sn);
+        rope_j = j;
+      }
+    }
     float acc[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
+    if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
     if (lane == 0) {
 #pragma unroll
-      for (int r = 0; r < RB; ++r) red[r][warp] = acc[r];
+      for (int r = 0; r < RB; ++r) red[buf][r][warp] = acc[r];
     }
     __syncthreads();
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
       float s = 0;
-      for (int k = 0; k < n_warps; ++k) s += red[threadIdx.x][k];
+      for (int k = 0; k < n_warps; ++k) s += red[buf][threadIdx.x][k];
+      if (Rope && rot) {
+        float p = 0;
+        for (int k = 0; k < n_warps; ++k) p += red[buf][threadIdx.x ^ 1][k];
+        s = rope_own_half(r0 + threadIdx.x, s, p, cs, sn);
+      }
       float* dst = y + r0 + threadIdx.x;
       *dst = accumulate ? *dst + s : s;
     }
-    __syncthreads();
+    if constexpr (Pipe) buf ^= 1;
+    else __syncthreads();
   }
 }
 
@@ -235,7 +351,8 @@ __global__ void __launch_bounds__(kRowsWarps * 32) gemv_rows_kernel(const uint8_
 template <WeightType T>
 __global__ void __launch_bounds__(kWarps * 32) gemv_dense_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
                                                                   int cols, const float* __restrict__ x,
-                                                                  float* __restrict__ y, bool accumulate) {
+                                                                  float* __restrict__ y, bool accumulate,
+                                                                  GemvRope rp) {
   constexpr int kPer = T == WeightType::F32 ? 4 : 8;
   const int row0 = blockIdx.x * kRows;
   float acc[kRows] = {};
@@ -276,7 +393,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_dense_kernel(const uint8_t* 
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
       acc[r] += decode_elem<T>(w + ld * static_cast<size_t>(min(row0 + r, rows - 1)), i, 0) * x[i];
-  block_reduce_store(acc, row0, rows, y, accumulate);
+  block_reduce_store(acc, row0, rows, y, accumulate, rp);
 }
 
 template <WeightType T, typename Out>
@@ -317,27 +434,43 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
     default: fail("CUDA backend: unsupported weight type %s", ggml_type_name(static_cast<uint32_t>(t))); \
   }
 
-template <WeightType T>
-void launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+// Returns whether a.rope was applied (in the store of a single slice).
+template <WeightType T, bool Pipe>
+bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   using S = Slab<T>;
   const int rows = static_cast<int>(w.rows);
   const int nb = static_cast<int>(w.cols / (T == WeightType::Q4_K || T == WeightType::Q6_K ? kQKK : kQK));
   const int units = nb * S::kUnitsPerBlock;
-  const int slice = kMaxSlabWarps * 32;
-  // Resident blocks per SM for each warp count, asked once.
-  static int occ[kMaxSlabWarps + 1] = {};
+  const int slice = std::clamp(cuda_tuning().slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);
+  const bool rope = a.rope.inv_freq != nullptr && units <= slice && !accumulate;
+  // Resident blocks per SM for each warp count and kernel, asked once.
+  static int occ[2][kMaxSlabWarps + 1] = {};
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const bool pdl = cuda_tuning().pdl;
+  auto* kernel = rope ? gemv_slab_kernel<T, Pipe, true> : gemv_slab_kernel<T, Pipe, false>;
   for (int u0 = 0; u0 < units; u0 += slice) {
     const int nu = std::min(slice, units - u0);
     const int warps = (nu + 31) / 32;
-    if (occ[warps] == 0)
-      LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[warps], gemv_slab_kernel<T>, warps * 32, 0));
+    int& o = occ[rope][warps];
+    if (o == 0) LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernel, warps * 32, 0));
     const int batches = (rows + S::kRB - 1) / S::kRB;
-    const int grid = std::max(1, std::min(batches, std::max(1, occ[warps]) * sms));
-    gemv_slab_kernel<T><<<grid, warps * 32, 0, s>>>(w.data, w.ld, rows, nb, u0, nu, a, y, accumulate || u0 > 0);
+    const int grid = std::max(1, std::min(batches, std::max(1, o) * sms));
+    launch_maybe_pdl(pdl, kernel, dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
+                     accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }
+  return rope;
+}
+
+// The K-quants keep milestone 2's order: with a second batch in flight their
+// 32-byte units exceed the 128 registers a lane may use here (ptxas spills).
+template <WeightType T>
+bool launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+  if constexpr (T == WeightType::Q4_0 || T == WeightType::Q8_0) {
+    if (cuda_tuning().gemv_pipe) return launch_slab_as<T, true>(w, a, y, accumulate, s);
+  }
+  return launch_slab_as<T, false>(w, a, y, accumulate, s);
 }
 
 // The rows kernel, if it takes this weight (block formats whose activation
@@ -372,29 +505,32 @@ bool launch_rows(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate
   }
 }
 
+// y = W . x (a.kind == plain); returns whether a.rope was applied (the rows
+// kernel has no RoPE epilogue).
 template <WeightType T>
-void launch_gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
-  GemvAct a;
-  a.x = x;
-  if (launch_rows<T>(w, a, y, accumulate, s)) return;
+bool launch_gemv(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+  if (launch_rows<T>(w, a, y, accumulate, s)) return false;
   if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) {
     const int rows = static_cast<int>(w.rows);
     const int grid = (rows + kRows - 1) / kRows;
-    gemv_dense_kernel<T><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, static_cast<int>(w.cols), x, y,
-                                                        accumulate);
+    const GemvRope rp = accumulate ? GemvRope{} : a.rope;
+    gemv_dense_kernel<T><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, static_cast<int>(w.cols), a.x, y,
+                                                        accumulate, rp);
+    return rp.inv_freq != nullptr;
   } else {
-    launch_slab<T>(w, a, y, accumulate, s);
+    return launch_slab<T>(w, a, y, accumulate, s);
   }
 }
 
 // The activation made inside the GEMV (rows kernel if on, else slab): false
-// for the dense formats, which take the separate kernels.
+// for the dense formats, which take the separate kernels. *roped: whether
+// a.rope was applied too.
 template <WeightType T>
-bool launch_fused(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
+bool launch_fused(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s, bool* roped) {
   if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) {
     return false;
   } else {
-    if (!launch_rows<T>(w, a, y, accumulate, s)) launch_slab<T>(w, a, y, accumulate, s);
+    *roped = !launch_rows<T>(w, a, y, accumulate, s) && launch_slab<T>(w, a, y, accumulate, s);
     return true;
   }
 }
@@ -405,96 +541,44 @@ int grid_for(int64_t n, int threads) {
 
 }  // namespace
 
-GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s) {
-  GpuWeight g;
-  g.type = w.type;
-  g.rows = w.rows;
-  g.cols = w.cols;
-  g.ld = gpu_row_stride(w.type, w.cols);
-  g.data = dst0;
-  if (w.rows == 0) return g;
-  const int body = split_body_bytes(w.type);
-  if (body == 0) {
-    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0, g.ld, w.data, w.row_stride(), w.row_stride(),
-                                        static_cast<size_t>(w.rows), cudaMemcpyHostToDevice, s));
-    return g;
-  }
-  // Split rows: bodies first, then the f16 scales (d is at the start of a
-  // Q4_0/Q8_0 block and at the end of a Q6_K block). Rows go through a host
-  // buffer in ~32 MiB slices.
-  const size_t bb = w.type == WeightType::Q6_K ? sizeof(BlockQ6_K) : w.type == WeightType::Q8_0 ? sizeof(BlockQ8_0)
-                                                                                                  : sizeof(BlockQ4_0);
-  const size_t d_off = w.type == WeightType::Q6_K ? 208 : 0, q_off = w.type == WeightType::Q6_K ? 0 : 2;
-  const int64_t nb = static_cast<int64_t>(w.row_stride() / bb);
-  const int64_t slice = std::max<int64_t>(1, (int64_t(32) << 20) / static_cast<int64_t>(g.ld));
-  std::vector<uint8_t> tmp(static_cast<size_t>(std::min(slice, w.rows)) * g.ld, 0);
-  for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
-    const int64_t n = std::min(slice, w.rows - r0);
-    for (int64_t r = 0; r < n; ++r) {
-      const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + r) * w.row_stride();
-      uint8_t* dst = tmp.data() + static_cast<size_t>(r) * g.ld;
-      for (int64_t b = 0; b < nb; ++b) {
-        std::memcpy(dst + b * body, src + b * bb + q_off, body);
-        std::memcpy(dst + nb * body + 2 * b, src + b * bb + d_off, 2);
-      }
-    }
-    LONGKV_CUDA_CHECK(cudaMemcpyAsync(dst0 + static_cast<size_t>(r0) * g.ld, tmp.data(), static_cast<size_t>(n) * g.ld,
-                                      cudaMemcpyHostToDevice, s));
-    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // tmp is reused
-  }
-  return g;
-}
-
-GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s) {
-  buf.resize(gpu_row_stride(w.type, w.cols) * static_cast<size_t>(w.rows) + kWeightPadBytes);
-  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
-  return upload_weight_to(w, buf.as<uint8_t>(), s);
-}
-
-bool stackable(const std::vector<const WeightView*>& ws) {
-  for (const WeightView* w : ws)
-    if (w->type != ws[0]->type || w->cols != ws[0]->cols) return false;
-  return !ws.empty();
-}
-
-GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer& buf, GpuWeight* parts,
-                         cudaStream_t s) {
-  LONGKV_CHECK(stackable(ws), "stacked weights need one type and one width");
-  const size_t ld = gpu_row_stride(ws[0]->type, ws[0]->cols);
-  int64_t rows = 0;
-  for (const WeightView* w : ws) rows += w->rows;
-  buf.resize(ld * static_cast<size_t>(rows) + kWeightPadBytes);
-  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
-  int64_t r0 = 0;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    parts[i] = upload_weight_to(*ws[i], buf.as<uint8_t>() + ld * static_cast<size_t>(r0), s);
-    r0 += ws[i]->rows;
-  }
-  GpuWeight all = parts[0];
-  all.rows = rows;
-  return all;
-}
-
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
-  LONGKV_DISPATCH_WEIGHT(w.type, launch_gemv<T>(w, x, y, accumulate, s));
+  GemvAct a;
+  a.x = x;
+  LONGKV_DISPATCH_WEIGHT(w.type, launch_gemv<T>(w, a, y, accumulate, s));
   LONGKV_CUDA_LAUNCHED();
 }
 
-void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
-  if (a.kind == GemvAct::plain) return gemv(w, a.x, y, accumulate, s);
-  if (cuda_tuning().fuse_activation) {
-    bool done = false;
-    LONGKV_DISPATCH_WEIGHT(w.type, done = launch_fused<T>(w, a, y, accumulate, s));
-    if (done) return;
+void gemv_act(const GpuWeight& w, const GemvAct& a_in, float* y, bool accumulate, cudaStream_t s) {
+  const GemvRope rp = a_in.rope;
+  const bool want_rope = rp.inv_freq != nullptr && rp.heads > 0;
+  GemvAct a = a_in;
+  // The store rotates interleaved pairs only, and only rows it has whole.
+  const bool fusable = want_rope && cuda_tuning().gemv_rope && !rp.neox && !accumulate && rp.head_dim > 0 &&
+                       rp.head_dim % 2 == 0 && rp.rope_dim % 2 == 0 && rp.rope_dim <= rp.head_dim &&
+                       static_cast<int64_t>(rp.heads) * rp.head_dim <= w.rows;
+  if (!fusable) a.rope = GemvRope{};
+  bool roped = false, done = false;
+  if (a.kind == GemvAct::plain) {
+    LONGKV_DISPATCH_WEIGHT(w.type, roped = launch_gemv<T>(w, a, y, accumulate, s));
+    done = true;
+  } else if (cuda_tuning().fuse_activation) {
+    LONGKV_DISPATCH_WEIGHT(w.type, done = launch_fused<T>(w, a, y, accumulate, s, &roped));
   }
-  LONGKV_CHECK(a.scratch != nullptr, "CUDA GEMV: unfused activation needs a scratch buffer");
-  if (a.kind == GemvAct::rmsnorm) {
-    rmsnorm(a.x, a.norm, 1, static_cast<int>(w.cols), a.eps, a.scratch, s);
-  } else {
-    LONGKV_CHECK(a.scratch == a.x, "CUDA GEMV: SwiGLU runs in place on the gate");
-    swiglu(a.scratch, a.up, static_cast<size_t>(w.cols), s);
+  if (!done) {
+    LONGKV_CHECK(a.scratch != nullptr, "CUDA GEMV: unfused activation needs a scratch buffer");
+    if (a.kind == GemvAct::rmsnorm) {
+      rmsnorm(a.x, a.norm, 1, static_cast<int>(w.cols), a.eps, a.scratch, s);
+    } else {
+      LONGKV_CHECK(a.scratch == a.x, "CUDA GEMV: SwiGLU runs in place on the gate");
+      swiglu(a.scratch, a.up, static_cast<size_t>(w.cols), s);
+    }
+    GemvAct p;
+    p.x = a.scratch;
+    p.rope = a.rope;
+    LONGKV_DISPATCH_WEIGHT(w.type, roped = launch_gemv<T>(w, p, y, accumulate, s));
   }
-  gemv(w, a.scratch, y, accumulate, s);
+  LONGKV_CUDA_LAUNCHED();
+  if (want_rope && !roped) rope(rp.inv_freq, rp.head_dim, rp.rope_dim, rp.neox, y, 1, rp.heads, rp.pos0, s, rp.dpos);
 }
 
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s) {

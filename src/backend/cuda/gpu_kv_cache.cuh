@@ -105,16 +105,23 @@ int decode_splits_for(int n_kv_heads, int n_tokens, int* tps, int head_dim, int 
 // states (o normalized, m, l) per query head, written at split indices
 // split_base.. of part_o [n_heads][stride][D] and part_ml [n_heads][stride][2]
 // (quantized caches put their own splits beside them).
+// With pdl, launched with programmatic dependent launch: it may run beside
+// the kernel before it (which must not write what it reads) and finishes only
+// after that one (CudaTuning::decode_pdl).
 void attend_decode_dense_parts(const DenseKvView& kv, const float* q, float* part_o, float* part_ml, int split_base,
-                               int stride, cudaStream_t s);
+                               int stride, cudaStream_t s, bool pdl = false);
 // out [n_heads][D] = merge of the n_parts states of each query head (parts
 // with l = 0 are empty).
+// (pdl: launched early, it waits for the split kernels on the device.)
 void merge_decode_parts(const float* part_o, const float* part_ml, int n_heads, int n_parts, int D, float* out,
-                        cudaStream_t s);
-// n_q rows at positions n_tokens - n_q ..: S = Q K^T and O = P V through
-// cuBLAS with a causal softmax in between.
+                        cudaStream_t s, bool pdl = false);
+// n_q rows at positions n_tokens - n_q ..: with the f16 GEMM (and
+// CudaTuning::flash_prefill) through attend_prefill_flash, else S = Q K^T and
+// O = P V through cuBLAS with a causal softmax in between (the f32 path).
 void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float* out, GpuAttnWorkspace& ws,
                           cudaStream_t s);
+// flash_prefill.cu: the same without S in memory, on tensor cores; head_dim 64 / 128.
+void attend_prefill_flash(const DenseKvView& kv, const float* q, int n_q, float* out, cudaStream_t s);
 // Writes n tokens of f32 k/v [n][n_kv_heads][head_dim] at token `pos`
 // (*dpos when the kernel runs, if dpos is given).
 void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim, int max_tokens, int pos,

@@ -1,11 +1,14 @@
 // Quantized-KV decode kernels (one query row straight from the code
 // records; layout and split scheme in kv_quant_gpu.cu): the FMA kernel of
 // milestone 3 and the tensor-core kernel of milestone 4, and their
-// dispatch over (head_dim, padded heads, key bits, value bits).
+// dispatch over (head_dim, padded heads, key bits, value bits), which hands
+// over to milestone 9's kernel (kv_quant_decode_v3.cu) when selected.
 #include <cfloat>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/kv_quant_gpu.cuh"
+#include "backend/cuda/kv_quant_mma.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace longkv::cuda {
 namespace {
@@ -24,6 +27,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   __shared__ __align__(16) float qsh_all[kQuantWarps][D][GP];      // q * scale
   __shared__ __align__(16) float qs_all[kQuantWarps][D][GP];       // q * scale * key scale
   __shared__ __align__(16) float ps_all[kQuantWarps][kCh][32][GP]; // p * value scale
+  pdl_trigger();  // the fp16 part's split kernel may run beside this one (CudaTuning::decode_pdl)
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
   const int gw = blockIdx.x * kQuantWarps + wi;
   const int hk = gw / n_splits, split = gw % n_splits;
@@ -185,34 +189,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 // values) into shared memory in fragment order and read back with one
 // 8-byte load per k-step.
 
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint2 b) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b.x), "r"(b.y));
-}
-
-// f16x2 (1 + field f / 2^B, 1 + field f + 16/B / 2^B) of a word of B-bit
-// fields: the two fields are 16 bits apart, so one shift puts both at the top
-// of their halves' mantissas (f is a compile-time constant after unrolling).
-template <int B>
-__device__ __forceinline__ uint32_t code_pair(uint32_t x, int f) {
-  constexpr uint32_t kM = ((1u << B) - 1) << (10 - B);
-  const int sh = (10 - B) - B * f;
-  const uint32_t y = sh >= 0 ? x << sh : x >> (-sh);
-  return (y & (kM | (kM << 16))) | 0x3C003C00u;
-}
-
-__device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
-
-// hi = f16(a), f16(b); lo = f16 of what hi missed.
-__device__ __forceinline__ void split_hi_lo(float a, float b, uint32_t* hi, uint32_t* lo) {
-  const __half2 h = __floats2half2_rn(a, b);
-  const float2 f = __half22float2(h);
-  *hi = h2_bits(h);
-  *lo = h2_bits(__floats2half2_rn(a - f.x, b - f.y));
-}
-
 template <int D, int GP>
 struct MmaSmem {
   static constexpr int kNT = GP / 4;
@@ -255,6 +231,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
   constexpr bool kV2 = kMinB > 1;
   static_assert(kWK >= 1 && kWK * kPK == D / 8, "a thread's key words hold its D/8 channel pairs");
   __shared__ MmaSmem<D, GP> sm_all[kQuantWarps];
+  pdl_trigger();  // the fp16 part's split kernel may run beside this one (CudaTuning::decode_pdl)
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
   const int gw = blockIdx.x * kQuantWarps + wi;
   const int hk = gw / n_splits, split = gw % n_splits;
@@ -621,6 +598,7 @@ void launch_decode_kb(int kb, int vb, bool mma, dim3 grid, const uint8_t* kc, co
 }  // namespace
 
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  if (a.mma && cuda_tuning().quant_decode_v3) return launch_quant_decode_v3(a, s, warps);
   const int D = a.geo.D, g = a.group_q, kb = a.geo.kbits, vb = a.geo.vbits;
 #define LONGKV_QD(D_, GP_)                                                                                         \
   launch_decode_kb<D_, GP_>(kb, vb, a.mma, a.grid, a.kc, a.vc, a.geo, g, a.n_groups, a.gps, a.n_splits, a.q, a.scale, \

@@ -17,7 +17,8 @@
 // have held), then the surviving window is rebuilt (through a scratch copy
 // when it shifts) and new sinks written.
 //
-// Decode (one query row; kernels in kv_quant_decode.cu) works from the codes: one warp per (KV head, run of
+// Decode (one query row; kernels in kv_quant_decode.cu, and milestone 9's
+// default in kv_quant_decode_v3.cu) works from the codes: one warp per (KV head, run of
 // groups), lanes = tokens for keys (word (j, t) of a key record is lane t's,
 // so a warp load is 128 contiguous bytes), lanes = channels for values; the
 // per-channel key scale is folded into the query (qs = q * s, one dot(q, z)
@@ -33,6 +34,7 @@
 #include <cfloat>
 
 #include "backend/cuda/kv_quant_gpu.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace longkv::cuda {
 namespace {
@@ -170,6 +172,7 @@ __global__ void __launch_bounds__(128)
 __global__ void place_tokens_kernel(__half* dk, __half* dv, int dst_cap, int slot0, const __half* ek, const __half* ev,
                                     const float* __restrict__ kin, const float* __restrict__ vin, QuantGeom g, int p0,
                                     int count, int old_total, int old_ws, const int* dpos) {
+  pdl_trigger();  // the decode kernel behind it (PDL) may launch; it waits for this one
   if (dpos) {
     slot0 += *dpos - p0;
     p0 = old_total = *dpos;
@@ -255,6 +258,8 @@ class QuantGpuCache final : public GpuKvCache {
     LONGKV_CHECK(s.max_tokens > 0, "GPU KV cache needs a positive capacity");
     LONGKV_CHECK(!(mode.outlier_pct > 0),
                  "KV mode '%s' is not available on the CUDA backend yet (outliers ':o' are CPU-only)", name.c_str());
+    LONGKV_CHECK(!(mode.anchor_pct > 0),
+                 "KV mode '%s' is not available on the CUDA backend yet (anchor tokens ':a' are CPU-only)", name.c_str());
     LONGKV_CHECK(!mode.pre_rope && !mode.rotate,
                  "KV mode '%s' is not available on the CUDA backend yet (GPU quantized modes store post-RoPE, "
                  "unrotated keys)",
@@ -451,6 +456,7 @@ class QuantGpuCache final : public GpuKvCache {
                     int* warps) {
     QuantDecodeArgs a;
     a.mma = cuda_tuning().quant_decode_mma;
+    a.pdl = cuda_tuning().decode_pdl;
     a.grid = grid;
     a.kc = k_codes_.as<uint8_t>();
     a.vc = v_codes_.as<uint8_t>();
@@ -491,8 +497,11 @@ class QuantGpuCache final : public GpuKvCache {
       launch_quant(grid, gps, qsplits, q, po, pml, stride, s, nullptr);
       LONGKV_CUDA_LAUNCHED();
     }
-    if (dense_splits > 0) attend_decode_dense_parts(ex, q, po, pml, qsplits, stride, s);
-    merge_decode_parts(po, pml, n_heads, stride, D, out, s);
+    // With decode_pdl the fp16 part runs beside the quantized kernel's tail
+    // and the merge is queued behind both (they write disjoint split slots).
+    const bool pdl = cuda_tuning().decode_pdl;
+    if (dense_splits > 0) attend_decode_dense_parts(ex, q, po, pml, qsplits, stride, s, pdl && qsplits > 0);
+    merge_decode_parts(po, pml, n_heads, stride, D, out, s, pdl);
   }
 
   void prefill(const float* q, int n_q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {

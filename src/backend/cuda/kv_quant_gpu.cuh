@@ -23,6 +23,7 @@ struct QuantGeom {
 // indices 0.. of part_o [n_heads][stride][D] / part_ml [n_heads][stride][2].
 struct QuantDecodeArgs {
   bool mma = true;  // tensor-core kernel (false: the FMA kernel)
+  bool pdl = false;  // v3 only: launched with PDL (waits for the kernel before it on the device)
   dim3 grid;
   const uint8_t* kc = nullptr;
   const uint8_t* vc = nullptr;
@@ -37,5 +38,7 @@ struct QuantDecodeArgs {
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+// The same with milestone 9's kernel (kv_quant_decode_v3.cu; tensor cores).
+void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 
 }  // namespace longkv::cuda

@@ -1,6 +1,8 @@
 // Elementwise and row kernels of the forward pass: RMSNorm, RoPE, SwiGLU,
 // bias, conversions, and the random fill used for synthetic contexts.
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope_rotate.cuh"
 
 namespace longkv::cuda {
 namespace {
@@ -27,10 +29,12 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
   for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
 }
 
-// One thread per (token, head, pair). The angle is formed in double like the
-// CPU's rope_apply: at a million positions a float product is ~0.1 rad off.
+// One thread per (token, head, pair); the rotation is rope_rotate.cuh's (the
+// q|k GEMV's store makes the same one, CudaTuning::gemv_rope).
 __global__ void rope_kernel(const float* __restrict__ inv_freq, int head_dim, int rope_dim, bool neox,
                             float* __restrict__ x, int n_tok, int n_heads, int64_t pos0, const int* dpos) {
+  pdl_trigger();  // launched with PDL (CudaTuning::pdl) right behind the q|k GEMV
+  pdl_wait();
   if (dpos) pos0 = *dpos;
   const int half = rope_dim / 2;
   const int64_t total = static_cast<int64_t>(n_tok) * n_heads * half;
@@ -39,14 +43,13 @@ __global__ void rope_kernel(const float* __restrict__ inv_freq, int head_dim, in
     const int i = static_cast<int>(idx % half);
     const int64_t th = idx / half;  // token * n_heads + head
     const int t = static_cast<int>(th / n_heads);
-    double s, c;
-    sincos(static_cast<double>(pos0 + t) * inv_freq[i], &s, &c);
-    const float cs = static_cast<float>(c), sn = static_cast<float>(s);
+    float cs, sn;
+    rope_cos_sin(pos0 + t, inv_freq[i], cs, sn);
     float* v = x + th * head_dim;
     const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
-    const float a = v[ia], b = v[ib];
-    v[ia] = a * cs - b * sn;
-    v[ib] = a * sn + b * cs;
+    const float2 o = rope_rotate(v[ia], v[ib], cs, sn);
+    v[ia] = o.x;
+    v[ib] = o.y;
   }
 }
 
@@ -105,7 +108,8 @@ void rope(const float* inv_freq, int head_dim, int rope_dim, bool neox, float* x
           int64_t pos0, cudaStream_t s, const int* dpos) {
   const size_t total = static_cast<size_t>(n_tok) * n_heads * (rope_dim / 2);
   if (total == 0) return;
-  rope_kernel<<<grid_for(total, 256), 256, 0, s>>>(inv_freq, head_dim, rope_dim, neox, x, n_tok, n_heads, pos0, dpos);
+  launch_maybe_pdl(cuda_tuning().pdl, rope_kernel, dim3(grid_for(total, 256)), dim3(256), 0, s, inv_freq, head_dim,
+                   rope_dim, neox, x, n_tok, n_heads, pos0, dpos);
   LONGKV_CUDA_LAUNCHED();
 }
 

@@ -1,0 +1,511 @@
+// Quantized-KV decode on tensor cores, milestone 9 ("v3"): the milestone-4
+// kernel (kv_quant_decode.cu) restructured so that a group costs fewer
+// instructions (680 SASS per group and warp at k2v2 d128 g4, 930 before the
+// layout and LOP3 fixes below) and fewer dependent round trips. Same split
+// scheme and partial states (o, m, l) as the other quantized kernels, so the
+// fp16 part and the merge are unchanged; CudaTuning::quant_decode_v3.
+//
+// What differs from milestone 4 (whose fragment maps it keeps: key A rows =
+// tokens 16mt + gid (+8), value A rows = channels 16mt + gid (+8), thread
+// tig's k-slots = whole code words):
+// - Records are staged by cp.async into a per-warp ring of kStages groups in
+//   shared memory (kStages - 1 in flight ahead, no registers held). The four
+//   tig threads read the same columns of different code rows, so each run
+//   of rows a tig reads starts 8 words (banks) after the previous run (24
+//   words of padding per record): conflict-free, and every fragment read is
+//   a per-thread base plus a compile-time offset (XOR swizzles cost ~3
+//   integer ops per load).
+// - Codes enter the f16 mantissa at code_pos (code_pair_pos: 2-3 shifts per
+//   word instead of one per pair, and the 1.0 exponent in a register so
+//   mask-and-or is one LOP3); the B operands carry 2^(10 - pos).
+// - Key B columns interleave hi/lo (column 2j = hi of head 4nt + j, 2j + 1 =
+//   its lo), so thread (gid, tig) ends with the two halves of head 4nt + tig
+//   in its own c0/c1 (c2/c3): scores stay in registers (4 tokens x 1 head per
+//   thread); the max is a 4-element max and 3 shuffles (over gid), not the
+//   shared-memory score round trip and 4 x 5 shuffles. The per-head key
+//   constant is one FMA per (channel, head) and a halving reduction (7
+//   shuffles for 4 heads instead of 20).
+// - Value B = f16(2^(10 - pos) p s) in one column per head (GP <= 8: one n8
+//   tile; no hi/lo, the FlashAttention trade: the weights are rounded once to
+//   f16, and the zero/offset term subtracts exactly those rounded values, so
+//   the error is relative 2^-11 on each p s code term). Written by the thread
+//   that holds p (its 4 tokens x 1 head; one f16x2 store per token pair for
+//   2-bit codes) from (2^(10 - pos) s, z) that lane = token prepared in
+//   shared memory.
+// - The accumulator columns of thread tig are heads 2tig, 2tig + 1; their
+//   softmax corrections come by shuffle, and only when some head's maximum
+//   grew (a warp vote).
+// - With CudaTuning::decode_pdl it is launched with PDL behind the append
+//   kernels (waiting for them on the device) and lets the fp16 part's split
+//   kernel start beside it.
+// Exactness of the keys is unchanged (hi/lo B, exact code operands).
+#include <algorithm>
+#include <cfloat>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kv_quant_gpu.cuh"
+#include "backend/cuda/kv_quant_mma.cuh"
+#include "backend/cuda/pdl.cuh"
+
+namespace longkv::cuda {
+namespace {
+
+template <int D, int GP, int KB, int VB, int kStages_>
+struct V3Shape {
+  static constexpr int kNT = GP / 4;            // key n8 tiles (4 heads hi/lo each)
+  static constexpr int kKS = D / 16;            // key k-steps
+  static constexpr int kPK = 16 / KB;           // code pairs per key word
+  static constexpr int kWK = D * KB / 128;      // key words per thread and token row
+  static constexpr int kNPL = D / 64;           // key channel pairs per lane in the B build
+  static constexpr int kPV = 16 / VB;           // code pairs per value word
+  static constexpr int kWV = VB == 8 ? 2 : 1;   // value words per thread and channel row
+  static constexpr int kMT = D / 16;            // value m-tiles
+  static constexpr int kCG = D / 32;            // value channel groups
+  static constexpr int kStages = kStages_;     // groups staged per warp (kStages - 1 in flight ahead)
+  // One staged group, u32 words: key codes | key scale, zero | value codes |
+  // value scale, zero (the record layout of kv_codec.h, code rows padded):
+  // key row j (32 words) starts at 32 j + 8 (j / kWK), value row j (D words)
+  // at D j + 8 (j / kWV).
+  static constexpr int kKWords = D * KB, kVWords = D * VB;
+  static constexpr int kKSc = kKWords + 24;                       // key scale, zero
+  static constexpr int kVOff = kKSc + D;                          // value codes
+  static constexpr int kVSc = kVOff + kVWords + 8 * (VB / kWV - 1);  // value scale, zero
+  static constexpr int kStageW = kVSc + D;
+  static constexpr int kChunks = (kKWords + kVWords + 2 * D) / 4, kKChunks = (kKWords + D) / 4;
+  static constexpr int kBkRow = 64 + 512 / D;   // key B row (32 uint2) + padding: writes hit 32 banks
+  static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
+  static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
+  static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
+  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
+  static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
+};
+
+template <int D, int GP, int KB, int VB, int kStages_>
+__global__ void __launch_bounds__(kQuantWarps * 32)
+    quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
+                           int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
+                           float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride) {
+  using S = V3Shape<D, GP, KB, VB, kStages_>;
+  constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
+  constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
+  extern __shared__ __align__(16) uint32_t v3_smem[];
+  // Launched with PDL (CudaTuning::decode_pdl) the grid is resident before
+  // the append kernels finish; it waits for them here, and only then lets the
+  // fp16 part's split kernel (which reads the window they write) start.
+  pdl_wait();
+  pdl_trigger();
+  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
+  const int gw = blockIdx.x * kQuantWarps + wi;
+  const int hk = gw / n_splits, split = gw % n_splits;
+  if (hk >= geo.n_kv) return;
+  uint32_t* ring = v3_smem + wi * S::kWarpW;
+  uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
+  uint2* bv = bk + S::kBkW / 2;
+  float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
+
+  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
+  const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
+  // Group grp's key and value records -> stage st (16-byte chunks; the
+  // destination word of each chunk of this lane is fixed per kernel).
+  int cdst[S::kChunks / 32];
+#pragma unroll
+  for (int r = 0; r < S::kChunks / 32; ++r) {
+    const int i = lane + 32 * r, iv = i - S::kKChunks;
+    cdst[r] = i < S::kKWords / 4   ? 4 * i + 8 * ((i / 8) / kWK)
+              : i < S::kKChunks    ? 4 * i + 24
+              : iv < S::kVWords / 4 ? S::kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
+                                    : S::kVOff + 4 * iv + 8 * (VB / kWV - 1);
+  }
+  auto stage_group = [&](int grp, int st) {
+    uint32_t* dst = ring + st * kStageW;
+    const uint8_t* kr = kcodes + (rid0 + grp) * geo.krec;
+    const uint8_t* vr = vcodes + (rid0 + grp) * geo.vrec;
+#pragma unroll
+    for (int r = 0; r < S::kChunks / 32; ++r) {
+      const int i = lane + 32 * r;
+      cp_async16(dst + cdst[r], i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
+    }
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (g0 + i < g1) stage_group(g0 + i, i);
+    cp_async_commit();
+  }
+
+  // Key B build (as milestone 4): lane's channel pairs idx = lane + 32 n of
+  // the D/2 = (owner thread, its pair pi); u32 slot of column col is
+  // kk kBkRow + 2 (4 col + owner) + (pi & 1), kk = pi / 2.
+  int kc_lo[kNPL], kbase[kNPL];
+  float qk[kNPL][2][GP], kzf[kNPL];  // 2^(10 - pos) q scale; 2^(pos - 10) (code_pair_pos)
+#pragma unroll
+  for (int n = 0; n < kNPL; ++n) {
+    const int idx = lane + 32 * n, owner = idx / (D / 8), pi = idx % (D / 8);
+    kc_lo[n] = (32 / KB) * (owner * kWK + pi / kPK) + pi % kPK;
+    kbase[n] = (pi / 2) * S::kBkRow + 2 * owner + (pi & 1);
+    const int pos = code_pos<KB>(pi % kPK);
+    kzf[n] = ldexpf(1.0f, pos - 10);
+#pragma unroll
+    for (int h = 0; h < GP; ++h)
+#pragma unroll
+      for (int e = 0; e < 2; ++e)
+        qk[n][e][h] = h < group_q ? ldexpf(q[static_cast<size_t>(hk * group_q + h) * D + kc_lo[n] + e * (16 / KB)] *
+                                               scale,
+                                           10 - pos)
+                                  : 0.0f;
+  }
+  // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
+  // __half index in bv[cg] for column 0 (+ 16 per column).
+  int vdst[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int t = 16 * (i / 2) + gid + 8 * (i % 2), per_word = 32 / VB, j = t / per_word, k = t % per_word;
+    const int f = k % kPV, half = k / kPV, g = j * kPV + f, owner = g / 4, pi = g % 4;
+    vdst[i] = (((pi / 2) * 32 + owner) * 2 + (pi & 1)) * 2 + half;
+  }
+  // Token `lane`'s value factor 2^(10 - pos) (its field in the owner's word;
+  // 2-bit owners read their word pre-shifted to fields 0-3), and where its
+  // (2^.. s, z) goes in vsz: float4 (token t, token t + 8) per t with bit 3 clear.
+  float vfac;
+  {
+    const int k = lane % (32 / VB), f = k % kPV;
+    vfac = ldexpf(1.0f, 10 - code_pos<VB>(VB == 2 ? f % 4 : f));
+  }
+  const int vsz_mine = 2 * ((lane >> 4) * 8 + (lane & 7)) + ((lane >> 3) & 1);
+  for (int i = lane; i < S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
+  const int vj0 = (4 * tig) / kPV;                      // this thread's value word row(s)
+  const int vshift = VB == 2 ? 8 * (tig & 1) : 0;       // 2-bit rows: tig pairs share a word
+  // Code words of this thread: key row tig kWK + w, token gid + 8 r at
+  // kwb + 32 w + 8 r; value row vj0 + w, channel 16 mt + gid + 8 rh at
+  // vwb + D w + 16 mt + 8 rh.
+  const int kwb = (32 * kWK + 8) * tig + gid;
+  const int vwb = S::kVOff + D * vj0 + 8 * (vj0 / kWV) + gid;
+  // 0x3C003C00 (the f16 exponent of code_pair_pos) in a register the
+  // compiler cannot fold, so mask-and-or stays one LOP3.
+  const uint32_t magic = 0x3C003C00u | (static_cast<uint32_t>(geo.n_kv) >> 30);
+
+  float m[kNT], l[kNT], pz[kCG][kNT], acc[kMT][4];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    m[nt] = -FLT_MAX;
+    l[nt] = 0;
+#pragma unroll
+    for (int g = 0; g < kCG; ++g) pz[g][nt] = 0;
+  }
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
+
+  for (int grp = g0, it = 0; grp < g1; ++grp, ++it) {
+    if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const uint32_t* st = ring + (it % kStages) * kStageW;
+
+    // (2^(10 - pos) s, z) of token `lane` per channel group, for the value B writers.
+    {
+      const __half* vsc = reinterpret_cast<const __half*>(st + S::kVSc);
+#pragma unroll
+      for (int g = 0; g < kCG; ++g)
+        vsz[g * 32 + vsz_mine] = make_float2(__half2float(vsc[g * 32 + lane]) * vfac, __half2float(vsc[D + g * 32 + lane]));
+    }
+    // Key B fragments and the per-head constant sum_c q s z_c - sum_c w_c.
+    float corr[GP];
+#pragma unroll
+    for (int h = 0; h < GP; ++h) corr[h] = 0;
+    {
+      const __half* ksc = reinterpret_cast<const __half*>(st + S::kKSc);
+#pragma unroll
+      for (int n = 0; n < kNPL; ++n) {
+        const float s0 = __half2float(ksc[kc_lo[n]]), s1 = __half2float(ksc[kc_lo[n] + 16 / KB]);
+        // qk (z 2^(pos-10) - s) = q scale z - w: the zero term and the "1 +" part at once.
+        const float d0 = fmaf(__half2float(ksc[D + kc_lo[n]]), kzf[n], -s0);
+        const float d1 = fmaf(__half2float(ksc[D + kc_lo[n] + 16 / KB]), kzf[n], -s1);
+#pragma unroll
+        for (int h = 0; h < GP; ++h) {
+          const float w0 = qk[n][0][h] * s0, w1 = qk[n][1][h] * s1;
+          corr[h] = fmaf(qk[n][0][h], d0, corr[h]);
+          corr[h] = fmaf(qk[n][1][h], d1, corr[h]);
+          uint32_t hi, lo;
+          split_hi_lo(w0, w1, &hi, &lo);
+          uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase[n];
+          const int col = 2 * (h % 4);
+          b32[8 * col] = hi;
+          b32[8 * (col + 1)] = lo;
+        }
+      }
+    }
+    // This thread's key code words: row tig * kWK + w, tokens gid + 8 r.
+    uint32_t kwd[4][kWK];
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int w = 0; w < kWK; ++w) kwd[r][w] = st[kwb + 32 * w + 8 * r];
+    // Sum over lanes of GP values at once: each halving step keeps half of
+    // the heads and adds the partner's (lane bit o decides which half), so
+    // lane ends with the total of head lane / (32 / GP); GP - 1 + 5 - log2(GP)
+    // shuffles instead of 5 GP.
+#pragma unroll
+    for (int o = 16, n = GP; n > 1; o >>= 1, n >>= 1) {
+      const bool up = lane & o;
+#pragma unroll
+      for (int i = 0; i < n / 2; ++i) {
+        const float keep = up ? corr[n / 2 + i] : corr[i], send = up ? corr[i] : corr[n / 2 + i];
+        corr[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+      }
+    }
+#pragma unroll
+    for (int o = 16 / GP; o > 0; o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
+    float cown[kNT];  // the constant of this thread's head 4 nt + tig
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) cown[nt] = __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
+    __syncwarp();
+
+    // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
+    float s[2][kNT][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0;
+#pragma unroll
+    for (int kk = 0; kk < kKS; ++kk) {
+      const int p0 = 2 * kk, p1 = 2 * kk + 1;
+      uint2 b[kNT];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+        b[nt] = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(bk) + (nt * kKS + kk) * S::kBkRow +
+                                                2 * lane);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        uint32_t a[4];
+        a[0] = code_pair_pos<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK, magic);
+        a[1] = code_pair_pos<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK, magic);
+        a[2] = code_pair_pos<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
+        a[3] = code_pair_pos<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
+      }
+    }
+
+    // Online softmax, head 4 nt + tig, tokens 16 (i / 2) + gid + 8 (i % 2).
+    float p[kNT][4], mnew[kNT];
+    bool grow = false;
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) p[nt][i] = s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1] + cown[nt];
+      float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+      mnew[nt] = fmaxf(m[nt], mx);
+      grow |= mnew[nt] > m[nt];
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+      float cr[kNT];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        cr[nt] = __expf(m[nt] - mnew[nt]);
+        m[nt] = mnew[nt];
+        l[nt] *= cr[nt];
+#pragma unroll
+        for (int g = 0; g < kCG; ++g) pz[g][nt] *= cr[nt];
+      }
+      // Accumulator columns 2tig, 2tig + 1 are heads 2tig + e: their
+      // corrections live in lane (gid, (2tig + e) % 4), tile (2tig + e) / 4.
+      float ce[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int h = 2 * tig + e, src = (lane & ~3) | (h & 3);
+        ce[e] = __shfl_sync(0xffffffffu, cr[0], src);
+        if constexpr (kNT > 1) {
+          const float c1 = __shfl_sync(0xffffffffu, cr[1], src);
+          if (h >= 4) ce[e] = c1;
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        acc[mt][0] *= ce[0];
+        acc[mt][1] *= ce[1];
+        acc[mt][2] *= ce[0];
+        acc[mt][3] *= ce[1];
+      }
+    }
+    __syncwarp();  // vsz visible
+    // Value B: f16(2^(10 - pos) p s) of tokens 16 mt + gid and + 8 (one f16x2
+    // store when they share a B register: 2-bit codes), pz -= what was stored.
+    __half* bvh = reinterpret_cast<__half*>(bv);
+    const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const int col = 4 * nt + tig;
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const float pe0 = __expf(p[nt][2 * mt] - m[nt]), pe1 = __expf(p[nt][2 * mt + 1] - m[nt]);
+        l[nt] += pe0 + pe1;
+#pragma unroll
+        for (int g = 0; g < kCG; ++g) {
+          const float4 sz = vsz4[g * 16 + mt * 8 + gid];
+          const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
+          const float2 wb = __half22float2(wh);
+          pz[g][nt] = fmaf(pe0, sz.y, pz[g][nt] - wb.x);
+          pz[g][nt] = fmaf(pe1, sz.w, pz[g][nt] - wb.y);
+          if constexpr (VB == 2) {
+            reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst[2 * mt] + col * 16) / 2] = wh;
+          } else {
+            bvh[g * 256 + vdst[2 * mt] + col * 16] = __low2half(wh);
+            bvh[g * 256 + vdst[2 * mt + 1] + col * 16] = __high2half(wh);
+          }
+        }
+      }
+    }
+    __syncwarp();
+
+    // Values: O[c][h] += sum_t (1 + code / 2^VB) f16(2^VB p s).
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+      uint32_t vw[2][kWV];
+#pragma unroll
+      for (int rh = 0; rh < 2; ++rh)
+#pragma unroll
+        for (int w = 0; w < kWV; ++w) vw[rh][w] = st[vwb + D * w + 16 * mt + 8 * rh] >> vshift;
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        constexpr int kF = VB == 8 ? 2 : 4;
+        const int q0 = 2 * kk, q1 = 2 * kk + 1;
+        const int w0 = VB == 8 ? q0 / 2 : 0, f0 = q0 % kF;
+        const int w1 = VB == 8 ? q1 / 2 : 0, f1 = q1 % kF;
+        uint32_t a[4];
+        a[0] = code_pair_pos<VB>(vw[0][w0], f0, magic);
+        a[1] = code_pair_pos<VB>(vw[1][w0], f0, magic);
+        a[2] = code_pair_pos<VB>(vw[0][w1], f1, magic);
+        a[3] = code_pair_pos<VB>(vw[1][w1], f1, magic);
+        mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * 32 + lane]);
+      }
+    }
+    __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
+  }
+
+  // l and the zero terms over the 8 gid lanes of each head; then each
+  // accumulator column fetches its head's from lane (gid, h % 4).
+  float L[kNT], Z[kCG][kNT];
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt) {
+    L[nt] = l[nt];
+#pragma unroll
+    for (int g = 0; g < kCG; ++g) Z[g][nt] = pz[g][nt];
+#pragma unroll
+    for (int o = 4; o < 32; o <<= 1) {
+      L[nt] += __shfl_xor_sync(0xffffffffu, L[nt], o);
+#pragma unroll
+      for (int g = 0; g < kCG; ++g) Z[g][nt] += __shfl_xor_sync(0xffffffffu, Z[g][nt], o);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int h = 2 * tig + e, src = (lane & ~3) | (h & 3);
+    float lh = __shfl_sync(0xffffffffu, L[0], src), zh[kCG];
+#pragma unroll
+    for (int g = 0; g < kCG; ++g) zh[g] = __shfl_sync(0xffffffffu, Z[g][0], src);
+    if constexpr (kNT > 1) {
+      const float l1 = __shfl_sync(0xffffffffu, L[1], src);
+      if (h >= 4) lh = l1;
+#pragma unroll
+      for (int g = 0; g < kCG; ++g) {
+        const float z1 = __shfl_sync(0xffffffffu, Z[g][1], src);
+        if (h >= 4) zh[g] = z1;
+      }
+    }
+    if (h >= group_q) continue;
+    const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int rh = 0; rh < 2; ++rh) {
+        const int c = 16 * mt + gid + 8 * rh;
+        part_o[pi * D + c] = lh > 0 ? (acc[mt][2 * rh + e] + zh[mt / 2]) / lh : 0.0f;
+      }
+  }
+  if (gid == 0) {
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const int h = 4 * nt + tig;
+      if (h >= group_q) continue;
+      const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
+      part_ml[pi * 2] = m[nt];
+      part_ml[pi * 2 + 1] = L[nt];
+    }
+  }
+}
+
+template <int D, int GP, int KB, int VB, int kStages>
+void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  using S = V3Shape<D, GP, KB, VB, kStages>;
+  constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages>;
+  // Once per instantiation: the dynamic shared-memory limit, then how many
+  // warps stay resident with it (the split sizing asks first).
+  static const int resident = [&] {
+    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+    int blocks = 0, sms = 0;
+    LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kern, kQuantWarps * 32, kSmem));
+    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    return std::max(1, blocks) * kQuantWarps * sms;
+  }();
+  if (warps) {
+    *warps = resident;
+    return;
+  }
+  launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
+                   a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride);
+}
+
+// Stages: CudaTuning::quant_decode_stages (0: 3 when k + v <= 8 bits, else
+// 2; with more bits the shared memory of 3 stages would cost resident warps).
+template <int D, int GP, int KB, int VB>
+void launch_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  const int want = cuda_tuning().quant_decode_stages;
+  if constexpr (KB + VB <= 8) {
+    if (want != 2) return launch_v3_stages<D, GP, KB, VB, 3>(a, s, warps);
+  }
+  launch_v3_stages<D, GP, KB, VB, 2>(a, s, warps);
+}
+
+template <int D, int GP, int KB>
+void launch_v3_vb(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  switch (a.geo.vbits) {
+    case 8: launch_v3<D, GP, KB, 8>(a, s, warps); break;
+    case 4: launch_v3<D, GP, KB, 4>(a, s, warps); break;
+    case 2: launch_v3<D, GP, KB, 2>(a, s, warps); break;
+    default: fail("CUDA quantized KV: %d-bit values are not supported", a.geo.vbits);
+  }
+}
+template <int D, int GP>
+void launch_v3_kb(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  switch (a.geo.kbits) {
+    case 8: launch_v3_vb<D, GP, 8>(a, s, warps); break;
+    case 4: launch_v3_vb<D, GP, 4>(a, s, warps); break;
+    case 2: launch_v3_vb<D, GP, 2>(a, s, warps); break;
+    default: fail("CUDA quantized KV: %d-bit keys are not supported", a.geo.kbits);
+  }
+}
+
+}  // namespace
+
+void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  const int D = a.geo.D, g = a.group_q;
+  // The staging copies whole records as 16-byte chunks in the kv_codec.h
+  // layout without outliers.
+  LONGKV_CHECK(a.geo.krec == static_cast<size_t>(4 * D * a.geo.kbits + 4 * D) &&
+                   a.geo.vrec == static_cast<size_t>(4 * D * a.geo.vbits + 4 * D),
+               "quantized decode v3: unexpected record sizes");
+  if (D == 128 && g <= 4) launch_v3_kb<128, 4>(a, s, warps);
+  else if (D == 128) launch_v3_kb<128, 8>(a, s, warps);
+  else if (g <= 4) launch_v3_kb<64, 4>(a, s, warps);
+  else launch_v3_kb<64, 8>(a, s, warps);
+}
+
+}  // namespace longkv::cuda
