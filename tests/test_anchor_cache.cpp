@@ -16,15 +16,6 @@
 namespace longkv {
 namespace {
 
-KvShape shape(int n_heads, int n_kv, int d, int max_tokens) {
-  KvShape s;
-  s.n_heads = n_heads;
-  s.n_kv_heads = n_kv;
-  s.head_dim = d;
-  s.max_tokens = max_tokens;
-  return s;
-}
-
 float f16r(float x) { return f16_to_f32(f32_to_f16(x)); }
 
 // Attention of the last n_q rows over the tokens as the cache stores them
@@ -127,7 +118,7 @@ void run_stream(const std::string& mode, const std::vector<int>& pieces, int thr
   ThreadPool pool(threads);
   int total = 0;
   for (int p : pieces) total += p;
-  const KvShape s = shape(8, 2, 64, total);
+  const KvShape s = test::kv_shape(8, 2, 64, total);
   const KvMode m = parse_kv_mode(mode);
   QuantKvCache cache(m, s, pool);
   const int kvd = s.kv_dim();
@@ -184,7 +175,7 @@ TEST(AnchorCache, AttentionEqualsStoredTokensR128) {
 TEST(AnchorCache, RetrievedTokenBecomesAnAnchor) {
   ThreadPool pool(2);
   const int d = 64, total = 700, planted = 150, kvd = 2 * d;
-  const KvShape s = shape(4, 2, d, total);
+  const KvShape s = test::kv_shape(4, 2, d, total);
   QuantKvCache anchored(parse_kv_mode("k2v2:g32:r32:s4:a2"), s, pool);
   QuantKvCache plain(parse_kv_mode("k2v2:g32:r32:s4"), s, pool);
   auto f16 = make_kv_cache("f16", s, pool);
@@ -232,7 +223,7 @@ TEST(AnchorCache, RetrievedTokenBecomesAnAnchor) {
 
 TEST(AnchorCache, BadModesAreClearErrors) {
   ThreadPool pool(1);
-  const KvShape s = shape(4, 2, 64, 64);
+  const KvShape s = test::kv_shape(4, 2, 64, 64);
   for (const auto& [mode, fragment] : std::vector<std::pair<std::string, std::string>>{
            {"k2v2:a0", "anchor share 0% must be in (0, 10]"},
            {"k2v2:a11", "anchor share 11% must be in (0, 10]"},

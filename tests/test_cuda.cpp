@@ -20,17 +20,12 @@
 #include "model/llama_model.h"
 #include "model/model_loader.h"
 #include "runtime/sampler.h"
+#include "test_cuda_util.h"
 #include "test_util.h"
 #include "tokenizer/spm_tokenizer.h"
 
 namespace longkv {
 namespace {
-
-#define LONGKV_REQUIRE_CUDA()                             \
-  do {                                                    \
-    std::string why_;                                     \
-    if (!cuda_available(&why_)) GTEST_SKIP() << why_;     \
-  } while (0)
 
 TEST(Cuda, UnavailableReasonIsOneClearLine) {
   std::string why;
@@ -104,6 +99,20 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
   }
 }
 
+// The GEMV's activation on the host: 0 = x, 1 = RMSNorm(x) * norm,
+// 2 = SwiGLU (silu(x) * up), as the fused kernels make it in their load.
+std::vector<float> host_act(int act, const std::vector<float>& x, const std::vector<float>& norm,
+                            const std::vector<float>& up, float eps) {
+  const int n = static_cast<int>(x.size());
+  std::vector<float> xa(n);
+  if (act == 1) {
+    rmsnorm(xa.data(), x.data(), norm.data(), n, eps);
+  } else {
+    for (int i = 0; i < n; ++i) xa[i] = act == 2 ? x[i] / (1.0f + std::exp(-x[i])) * up[i] : x[i];
+  }
+  return xa;
+}
+
 // The decode step's GEMV with RMSNorm / SwiGLU made inside its activation
 // load (milestone 5), and the same through the separate kernels and the
 // milestone-2 slab GEMV, against act() on the host + dot_row_ref. Only the
@@ -126,12 +135,7 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
                up = test::random_floats(c.cols, 23);
     const float eps = 1e-5f;
     for (int act = 0; act < 3; ++act) {
-      std::vector<float> xa(c.cols);
-      if (act == 1) {
-        rmsnorm(xa.data(), x.data(), norm.data(), c.cols, eps);
-      } else {
-        for (int i = 0; i < c.cols; ++i) xa[i] = act == 2 ? x[i] / (1.0f + std::exp(-x[i])) * up[i] : x[i];
-      }
+      const std::vector<float> xa = host_act(act, x, norm, up, eps);
       std::vector<float> ref(c.rows), y(c.rows);
       for (int r = 0; r < c.rows; ++r) ref[r] = dot_row_ref(c.type, w.row(r), xa.data(), c.cols);
       for (Variant vr : {Variant{true, true}, Variant{false, true}, Variant{false, false}, Variant{true, false}}) {
@@ -643,12 +647,7 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
                up = test::random_floats(c.cols, 33);
     const float eps = 1e-5f;
     for (int act = 0; act < 3; ++act) {
-      std::vector<float> xa(c.cols);
-      if (act == 1) {
-        rmsnorm(xa.data(), x.data(), norm.data(), c.cols, eps);
-      } else {
-        for (int i = 0; i < c.cols; ++i) xa[i] = act == 2 ? x[i] / (1.0f + std::exp(-x[i])) * up[i] : x[i];
-      }
+      const std::vector<float> xa = host_act(act, x, norm, up, eps);
       std::vector<float> ref(c.rows);
       for (int r = 0; r < c.rows; ++r) ref[r] = dot_row_ref(c.type, w.row(r), xa.data(), c.cols);
       for (int v = 0; v < 4; ++v) {
@@ -693,8 +692,7 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
     const auto x = test::random_floats(c.cols, 51, -2, 2), norm = test::random_floats(c.cols, 52);
     const float eps = 1e-5f;
     for (int act : {0, 1}) {
-      std::vector<float> xa(x);
-      if (act == 1) rmsnorm(xa.data(), x.data(), norm.data(), c.cols, eps);
+      const std::vector<float> xa = host_act(act, x, norm, {}, eps);
       std::vector<float> y0(c.rows);
       for (int r = 0; r < c.rows; ++r) y0[r] = dot_row_ref(c.type, w.row(r), xa.data(), c.cols);
       for (RopeStyle st : {RopeStyle::interleaved, RopeStyle::neox}) {

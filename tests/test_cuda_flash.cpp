@@ -10,6 +10,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/fp16.h"
 #include "kv/dense_attention.h"
+#include "test_cuda_util.h"
 #include "test_util.h"
 #ifdef LONGKV_HAVE_CUDA
 #include "backend/cuda/flash_prefill.h"
@@ -17,12 +18,6 @@
 
 namespace longkv {
 namespace {
-
-#define LONGKV_REQUIRE_CUDA()                         \
-  do {                                                \
-    std::string why_;                                 \
-    if (!cuda_available(&why_)) GTEST_SKIP() << why_; \
-  } while (0)
 
 // Sizes chosen against the kernel's tiles (128 packed query rows per block,
 // 64 keys per tile): query rows and contexts that are not multiples of

@@ -14,15 +14,6 @@
 namespace longkv {
 namespace {
 
-KvShape shape(int n_heads, int n_kv, int d, int max_tokens) {
-  KvShape s;
-  s.n_heads = n_heads;
-  s.n_kv_heads = n_kv;
-  s.head_dim = d;
-  s.max_tokens = max_tokens;
-  return s;
-}
-
 // Reference: attention of query row r (absolute position pos) and head h
 // over tokens 0..pos of the given K/V arrays [t][n_kv][d].
 void reference_row(const std::vector<float>& k, const std::vector<float>& v, const float* q, const KvShape& s, int pos,
@@ -40,7 +31,7 @@ void reference_row(const std::vector<float>& k, const std::vector<float>& v, con
 template <typename Cache>
 void check_against_reference(int n_heads, int n_kv, int d, int n_prefix, int n_q, int threads, double tol) {
   ThreadPool pool(threads);
-  const KvShape s = shape(n_heads, n_kv, d, n_prefix + n_q);
+  const KvShape s = test::kv_shape(n_heads, n_kv, d, n_prefix + n_q);
   Cache cache(s, pool);
   const int total = n_prefix + n_q;
   auto k = test::random_floats(static_cast<size_t>(total) * s.kv_dim(), 1, -2, 2);
@@ -107,7 +98,7 @@ TEST(KvDense, MergeOfPartsEqualsWhole) {
 
 TEST(KvDense, TokenMassSumsToQueryRowsTimesHeads) {
   ThreadPool pool(2);
-  const KvShape s = shape(4, 2, 16, 50);
+  const KvShape s = test::kv_shape(4, 2, 16, 50);
   DenseKvCacheF32 cache(s, pool);
   auto k = test::random_floats(50 * static_cast<size_t>(s.kv_dim()), 8);
   auto v = test::random_floats(k.size(), 9);
@@ -126,7 +117,7 @@ TEST(KvDense, TokenMassSumsToQueryRowsTimesHeads) {
 
 TEST(KvDense, FootprintEqualsBytesHeld) {
   ThreadPool pool(1);
-  const KvShape s = shape(8, 2, 64, 100);
+  const KvShape s = test::kv_shape(8, 2, 64, 100);
   DenseKvCacheF16 c16(s, pool);
   DenseKvCacheF32 c32(s, pool);
   auto k = test::random_floats(30 * static_cast<size_t>(s.kv_dim()), 1);
@@ -147,7 +138,7 @@ TEST(KvDense, FootprintEqualsBytesHeld) {
 
 TEST(KvDense, AppendBeyondCapacityIsAnError) {
   ThreadPool pool(1);
-  DenseKvCacheF32 c(shape(2, 1, 8, 4), pool);
+  DenseKvCacheF32 c(test::kv_shape(2, 1, 8, 4), pool);
   std::vector<float> k(5 * 8, 0.5f);
   c.append(k.data(), k.data(), 4);
   try {
@@ -161,7 +152,7 @@ TEST(KvDense, AppendBeyondCapacityIsAnError) {
 TEST(KvDense, UnknownModeListsAcceptedModes) {
   ThreadPool pool(1);
   try {
-    make_kv_cache("q8", shape(2, 1, 8, 4), pool);
+    make_kv_cache("q8", test::kv_shape(2, 1, 8, 4), pool);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("unknown KV cache mode 'q8': expected f32, f16 or k<bits>v<bits>"),

@@ -15,16 +15,6 @@
 namespace longkv {
 namespace {
 
-KvShape shape(int n_heads, int n_kv, int d, int max_tokens, const RopeTable* rope = nullptr) {
-  KvShape s;
-  s.n_heads = n_heads;
-  s.n_kv_heads = n_kv;
-  s.head_dim = d;
-  s.max_tokens = max_tokens;
-  s.rope = rope;
-  return s;
-}
-
 float f16r(float x) { return f16_to_f32(f32_to_f16(x)); }
 
 // Groups quantized after n tokens: the window is cut when it reaches R + G.
@@ -84,7 +74,7 @@ void check_attention(const AttnCase& ac) {
   ThreadPool pool(ac.threads);
   RopeTable rope(ac.d, ac.d, 10000.0f, RopeStyle::neox);
   const int total = ac.n_prefix + ac.n_q;
-  const KvShape s = shape(ac.n_heads, ac.n_kv, ac.d, total + 5, &rope);
+  const KvShape s = test::kv_shape(ac.n_heads, ac.n_kv, ac.d, total + 5, &rope);
   auto cache = make_kv_cache(ac.mode, s, pool);
   const KvMode m = parse_kv_mode(ac.mode);
   ASSERT_EQ(cache->wants_pre_rope_keys(), m.pre_rope);
@@ -177,7 +167,7 @@ void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
   SCOPED_TRACE("S " + std::to_string(S) + " R " + std::to_string(R) + " G " + std::to_string(G));
   ThreadPool pool(1);
   const int d = 64, total = S + R + 3 * G + 7;
-  const KvShape s = shape(2, 2, d, total);
+  const KvShape s = test::kv_shape(2, 2, d, total);
   const std::string mode = "k3v2:g" + std::to_string(G) + ":r" + std::to_string(R) + ":s" + std::to_string(S);
   QuantKvCache cache(parse_kv_mode(mode), s, pool);
   const KvMode m = parse_kv_mode(mode);
@@ -235,7 +225,7 @@ TEST(QuantCache, WindowAndSinkBoundariesInChunks) {
 TEST(QuantCache, FootprintEqualsBytesHeld) {
   ThreadPool pool(1);
   const int n_kv = 2, d = 128, G = 32, R = 64, S = 4, max_tokens = 1000;
-  const KvShape s = shape(8, n_kv, d, max_tokens);
+  const KvShape s = test::kv_shape(8, n_kv, d, max_tokens);
   auto cache = make_kv_cache("k4v2:g32:r64:s4", s, pool);
   // Independent byte model: codes d*G*b/8, fp16 scale + zero per channel
   // (keys) or per G-channel group of each token (values).
@@ -270,7 +260,7 @@ TEST(QuantCache, CloseToDenseAttention) {
   // Not an oracle for the codes, a sanity bound: quantized attention stays
   // near dense attention, closer with more bits.
   ThreadPool pool(2);
-  const KvShape s = shape(8, 2, 64, 600);
+  const KvShape s = test::kv_shape(8, 2, 64, 600);
   auto k = test::random_floats(600 * static_cast<size_t>(s.kv_dim()), 1, -2, 2);
   auto v = test::random_floats(k.size(), 2);
   auto q = test::random_floats(static_cast<size_t>(s.q_dim()), 3, -2, 2);
@@ -297,7 +287,7 @@ TEST(QuantCache, TokenMassSumsToRowsTimesHeads) {
   ThreadPool pool(2);
   RopeTable rope(32, 32, 10000.0f, RopeStyle::interleaved);
   for (const char* mode : {"k4v4:g32:r16:s2", "k2v2:g32:r0:s0:rope=pre"}) {
-    const KvShape s = shape(4, 2, 32, 200, &rope);
+    const KvShape s = test::kv_shape(4, 2, 32, 200, &rope);
     auto c = make_kv_cache(mode, s, pool);
     auto k = test::random_floats(200 * static_cast<size_t>(s.kv_dim()), 8);
     auto q = test::random_floats(10 * static_cast<size_t>(s.q_dim()), 10);
@@ -325,12 +315,12 @@ void expect_error(const std::string& mode, const KvShape& s, const std::string& 
 }
 
 TEST(QuantCache, BadParametersAreClearErrors) {
-  expect_error("k4v2:rope=pre", shape(8, 2, 64, 100), "(rope=pre) but the model gave the cache no RoPE table");
-  expect_error("k4v4:g16", shape(8, 2, 64, 100), "group size 16 must be a multiple of 32");
-  expect_error("k4v4:g64", shape(8, 2, 96, 100), "group size 64 must divide the head dimension 96");
+  expect_error("k4v2:rope=pre", test::kv_shape(8, 2, 64, 100), "(rope=pre) but the model gave the cache no RoPE table");
+  expect_error("k4v4:g16", test::kv_shape(8, 2, 64, 100), "group size 16 must be a multiple of 32");
+  expect_error("k4v4:g64", test::kv_shape(8, 2, 96, 100), "group size 64 must divide the head dimension 96");
   RopeTable rope(64, 64, 10000.0f, RopeStyle::neox);
   ThreadPool pool(1);
-  auto c = make_kv_cache("k4v2:rope=pre", shape(8, 2, 64, 100, &rope), pool);
+  auto c = make_kv_cache("k4v2:rope=pre", test::kv_shape(8, 2, 64, 100, &rope), pool);
   EXPECT_TRUE(c->wants_pre_rope_keys());
   EXPECT_EQ(c->mode(), "k4v2:g32:r128:s4:rope=pre");
   std::vector<float> k(101 * 128, 0.5f);

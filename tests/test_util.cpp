@@ -21,6 +21,16 @@ bool shared_exists(const std::string& rel) {
   return ::stat(shared_path(rel).c_str(), &st) == 0;
 }
 
+KvShape kv_shape(int n_heads, int n_kv, int d, int max_tokens, const RopeTable* rope) {
+  KvShape s;
+  s.n_heads = n_heads;
+  s.n_kv_heads = n_kv;
+  s.head_dim = d;
+  s.max_tokens = max_tokens;
+  s.rope = rope;
+  return s;
+}
+
 std::vector<float> random_floats(size_t n, uint32_t seed, float lo, float hi) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);

@@ -7,11 +7,16 @@
 #include <string>
 #include <vector>
 
+#include "kv/kv_cache.h"
+
 namespace longkv::test {
 
 // Path under ../shared (LONGKV_SHARED env var overrides the build default).
 std::string shared_path(const std::string& rel);
 bool shared_exists(const std::string& rel);
+
+// A KV cache shape (rope: pre-RoPE caches only).
+KvShape kv_shape(int n_heads, int n_kv, int d, int max_tokens, const RopeTable* rope = nullptr);
 
 // Uniform random floats in [lo, hi).
 std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f);
