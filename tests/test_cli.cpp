@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "backend/cuda/cuda_backend.h"
+#include "kv/kv_mode.h"
 #include "test_util.h"
 
 namespace longkv {
@@ -196,6 +197,16 @@ TEST(Cli, HelpListsSubcommands) {
   EXPECT_EQ(r.exit_code, 0);
   for (const char* cmd : {"run", "perplexity", "inspect", "convert", "bench"})
     EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd;
+}
+
+// Every command that takes --kv spells the whole mode grammar (kKvModeGrammar),
+// so a new field such as :a<pct> shows up in each --help.
+TEST(Cli, KvHelpSpellsTheModeGrammar) {
+  for (const char* cmd : {"run", "perplexity", "inspect", "bench", "needle"}) {
+    auto r = run_cli(std::string(cmd) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find(kKvModeGrammar), std::string::npos) << cmd << " --help:\n" << r.out;
+  }
 }
 
 }  // namespace

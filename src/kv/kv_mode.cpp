@@ -8,9 +8,9 @@
 
 namespace longkv {
 
-static constexpr const char* kGrammar =
-    "expected f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>][:a<pct>] with bits in "
-    "{8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
+const char* const kKvModeGrammar =
+    "f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>][:a<pct>] "
+    "with bits in {8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
 
 std::string KvMode::to_string() const {
   if (kind == KvKind::f32) return "f32";
@@ -60,7 +60,7 @@ KvMode parse_kv_mode(const std::string& text) {
   std::stringstream ss(text);
   for (std::string f; std::getline(ss, f, ':');) fields.push_back(f);
   if (!text.empty() && text.back() == ':') fields.push_back("");
-  LONGKV_CHECK(!fields.empty() && !fields[0].empty(), "empty KV mode: %s", kGrammar);
+  LONGKV_CHECK(!fields.empty() && !fields[0].empty(), "empty KV mode: expected %s", kKvModeGrammar);
 
   KvMode m;
   const std::string& head = fields[0];
@@ -74,7 +74,7 @@ KvMode parse_kv_mode(const std::string& text) {
   int kb = 0, vb = 0;
   if (head.size() < 4 || head[0] != 'k' || vpos == std::string::npos || !parse_uint(head.substr(1, vpos - 1), &kb) ||
       !parse_uint(head.substr(vpos + 1), &vb))
-    fail("unknown KV cache mode '%s': %s", text.c_str(), kGrammar);
+    fail("unknown KV cache mode '%s': expected %s", text.c_str(), kKvModeGrammar);
   LONGKV_CHECK(valid_bits(kb) && valid_bits(vb), "KV mode '%s': bits must be 8, 4, 3, 2 or 1 (got k%d v%d)",
                text.c_str(), kb, vb);
   m.kind = KvKind::quant;
@@ -122,7 +122,7 @@ KvMode parse_kv_mode(const std::string& text) {
                    f.substr(1).c_str());
       m.anchor_pct = pct;
     } else {
-      fail("KV mode '%s': unknown field '%s' (%s)", text.c_str(), f.c_str(), kGrammar);
+      fail("KV mode '%s': unknown field '%s' (expected %s)", text.c_str(), f.c_str(), kKvModeGrammar);
     }
   }
   LONGKV_CHECK(!(m.rotate && m.pre_rope), "KV mode '%s': ':rot' needs keys after RoPE; drop 'rope=pre' or ':rot'",

@@ -53,4 +53,7 @@ struct KvMode {
 // Parses a mode string; throws Error with the reason and the grammar.
 KvMode parse_kv_mode(const std::string& s);
 
+// The grammar in one line, for --help texts and error messages.
+extern const char* const kKvModeGrammar;
+
 }  // namespace longkv

@@ -173,7 +173,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--threads-list", o->threads, "Thread counts to measure, e.g. 1,2 (default: -t or all)")
       ->delimiter(',');
   sub->add_option("-d,--depth", o->depths, "Context depths, e.g. 0,4096,32768")->delimiter(',')->capture_default_str();
-  sub->add_option("--kv", o->kv_modes, "KV cache modes, e.g. f16,f32")->delimiter(',')->capture_default_str();
+  sub->add_option("--kv", o->kv_modes, std::string("KV cache modes, comma-separated, each ") + kKvModeGrammar)->delimiter(',')->capture_default_str();
   sub->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens per prefill test (0: skip)")->capture_default_str();
   sub->add_option("-n,--n-gen", o->n_gen, "Tokens per decode test (0: skip)")->capture_default_str();
   sub->add_option("-r,--reps", o->reps, "Repetitions (best is reported)")->capture_default_str()->check(

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_mode.h"
 
 namespace longkv::cli {
 namespace {
@@ -94,7 +95,7 @@ void register_inspect(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("inspect", "Show a model's metadata, tensors and KV-cache cost");
   add_model_options(sub, o->model);
   sub->add_option("-c,--ctx", o->ctx, "Context for the KV cost (default: the model's)");
-  sub->add_option("--kv", o->kv_modes, "KV modes to cost")->delimiter(',')->capture_default_str();
+  sub->add_option("--kv", o->kv_modes, std::string("KV modes to cost, comma-separated, each ") + kKvModeGrammar)->delimiter(',')->capture_default_str();
   sub->add_flag("--no-metadata", o->no_metadata, "Do not list metadata");
   sub->add_flag("--no-tensors", o->no_tensors, "Do not list tensors");
   sub->callback([o] { g_exit_code = cmd_inspect(*o); });

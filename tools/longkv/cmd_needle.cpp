@@ -374,7 +374,7 @@ void register_needle(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--trials", o->trials, "Prompts per (length, depth) cell")->capture_default_str();
   sub->add_option("--seed", o->seed, "Seed of keys, cities, templates and essay choice")->capture_default_str();
-  sub->add_option("--kv", o->kv_modes, "KV cache mode(s), repeated or comma-separated, compared side by side (default f16)")
+  sub->add_option("--kv", o->kv_modes, std::string("KV cache mode(s), repeated or comma-separated, compared side by side (default f16); each ") + kKvModeGrammar)
       ->delimiter(',');
   sub->add_option("--filler", o->filler, "Pass-key filler: repeat (grass/sky/sun lines) or essays")
       ->capture_default_str()

@@ -273,7 +273,7 @@ void register_perplexity(CLI::App& app) {
   sub->add_option("--chunks", o->chunks, "Score only the first K windows (0: all)")->capture_default_str();
   sub->add_option("-b,--batch", o->batch, "Tokens streamed per forward call")->capture_default_str()->check(
       CLI::PositiveNumber);
-  sub->add_option("--kv", o->kv_modes, "KV cache mode(s), repeated or comma-separated, compared side by side (default f16)")->delimiter(',');
+  sub->add_option("--kv", o->kv_modes, std::string("KV cache mode(s), repeated or comma-separated, compared side by side (default f16); each ") + kKvModeGrammar)->delimiter(',');
   sub->add_option("--save-logits", o->save_logits, "Save the first mode's log-probabilities to FILE");
   sub->add_option("--kl-base", o->kl_base, "Compare against log-probabilities saved by --save-logits");
   sub->add_option("--csv", o->csv, "Also write the table as CSV to FILE");

@@ -148,7 +148,7 @@ void register_run(CLI::App& app) {
       CLI::NonNegativeNumber);
   sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(CLI::NonNegativeNumber);
   sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--kv", o->kv, "KV cache mode: f32, f16, or k<bits>v<bits>[:g<G>][:r<R>][:s<S>][:rope=pre|post][:sym][:rot][:o<P>]")->capture_default_str();
+  sub->add_option("--kv", o->kv, std::string("KV cache mode: ") + kKvModeGrammar)->capture_default_str();
   sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
   sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();
   sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str();

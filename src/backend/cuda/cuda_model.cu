@@ -444,7 +444,15 @@ CudaTuning& cuda_tuning() {
       else if (k == "pipe") d.gemv_pipe = on;
       else if (k == "pdl") d.pdl = on;
       else if (k == "rope") d.gemv_rope = on;
-      else if (k == "slice") d.slab_slice = eq == std::string::npos ? 512 : std::atoi(item.c_str() + eq + 1);
+      else if (k == "slice") {
+        // Units per slab launch; the kernel rounds down to whole warps (32).
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 32 || n > 1 << 20)
+          fail("LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '%s')", v.c_str());
+        d.slab_slice = static_cast<int>(n);
+      }
       else if (k == "fuse") d.fuse_activation = on;
       else if (k == "mma") d.quant_decode_mma = on;
       else if (k == "flash") d.flash_prefill = on;
