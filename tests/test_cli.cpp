@@ -141,6 +141,19 @@ TEST(Cli, BenchSyntheticPrintsTable) {
   EXPECT_NE(r.out.find("| 1 | f16 | tg4 | 64 |"), std::string::npos) << r.out;
 }
 
+// --gpu-mem only sizes the --max-ctx search; alone it is a usage error, and
+// --max-ctx on the CPU says it did not run rather than printing nothing.
+TEST(Cli, BenchGpuMemNeedsMaxCtx) {
+  auto u = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 --gpu-mem 81559");  // a usage error (CLI11's)
+  EXPECT_NE(u.exit_code, 0);
+  EXPECT_EQ(u.out, "");
+  EXPECT_NE(u.err.find("--gpu-mem requires --max-ctx"), std::string::npos) << u.err;
+  auto r = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 -d 0 --threads-list 1 --no-membw --max-ctx "
+                   "--gpu-mem 81559 --device cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("--max-ctx searches GPU memory; not run on the CPU"), std::string::npos) << r.err;
+}
+
 TEST(Cli, MissingModelFile) {
   expect_one_error_line(run_cli("run -m /nonexistent/model.gguf -p hi -n 1"), "/nonexistent/model.gguf: cannot open");
 }

@@ -29,6 +29,7 @@ struct BenchOptions {
   bool no_membw = false;
   std::string device = "cpu", cuda_gemm = "f16";
   bool max_ctx = false;
+  double gpu_mem_mib = 0;  // --gpu-mem: size the --max-ctx search for a card of this many MiB
 };
 
 // Fills every layer's cache with `n` random keys/values (synthetic context).
@@ -73,10 +74,12 @@ int cmd_bench(const BenchOptions& o) {
     co.reps = o.reps;
     co.synthetic = random_fill;
     co.max_ctx = o.max_ctx;
+    co.gpu_mem_mib = o.gpu_mem_mib;
     co.kv_modes = o.kv_modes;
     return bench_cuda(w, co);
   }
 
+  if (o.max_ctx) std::fprintf(stderr, "warning: --max-ctx searches GPU memory; not run on the CPU\n");
   const double membw = o.no_membw ? 0.0 : measure_read_bandwidth(build_pool);
   std::printf("\n## longkv bench\n\nmodel: %s  \nmeasured memory read bandwidth: %.1f GB/s (all %d threads)  \n"
               "context fill: %s\n\n",
@@ -185,7 +188,14 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--cuda-gemm", o->cuda_gemm, "CUDA prefill GEMM precision: f16 (tensor cores) or f32")
       ->capture_default_str();
-  sub->add_flag("--max-ctx", o->max_ctx, "With --device cuda: the longest context that fits the GPU, per KV mode");
+  auto* max_ctx = sub->add_flag("--max-ctx", o->max_ctx,
+                                 "With --device cuda: the longest context that fits the GPU, per KV mode");
+  sub->add_option("--gpu-mem", o->gpu_mem_mib,
+                  "With --max-ctx: search as on a card whose total memory is this many MiB (e.g. 81559, what an "
+                  "H100 80GB reports), by leaving the rest of a larger card unused; 0 = the whole card")
+      ->check(CLI::NonNegativeNumber)
+      ->needs(max_ctx)
+      ->capture_default_str();
   sub->callback([o] {
     if (o->threads.empty() && o->model.threads > 0) o->threads = {o->model.threads};
     g_exit_code = cmd_bench(*o);

@@ -36,7 +36,19 @@ namespace {
 // slots, decodes n_gen tokens (timed). Modes the GPU lacks say so.
 void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGemm gemm, double bw) {
   const ModelConfig& c = w.cfg;
-  std::printf("\n### Longest context on the GPU\n\n| KV mode | bytes/token | free after weights | max context | "
+  std::printf("\n### Longest context on the GPU\n\n");
+  if (o.gpu_mem_mib > 0) {
+    size_t free_b = 0, total_b = 0;
+    cuda_memory_info(&free_b, &total_b);
+    const double total_mib = static_cast<double>(total_b) / (1 << 20);
+    if (o.gpu_mem_mib < total_mib)
+      std::printf("sized for a card of %.0f MiB (--gpu-mem): %.0f of this card's %.0f MiB are left unused  \n",
+                  o.gpu_mem_mib, total_mib - o.gpu_mem_mib, total_mib);
+    else
+      std::printf("--gpu-mem %.0f MiB is not below this card's %.0f MiB: the whole card is used  \n", o.gpu_mem_mib,
+                  total_mib);
+  }
+  std::printf("\n| KV mode | bytes/token | free after weights | max context | "
               "decode at max: tok/s | ms/tok | GB/s | %% of copy bw |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& arg : o.kv_modes) {
     const std::string mode = parse_kv_mode(arg).to_string();
@@ -60,6 +72,15 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     {
       auto probe = CudaModel::create(w, mo);
       cuda_memory_info(&free_b, &total_b);
+    }
+    // A smaller card: what it would have free is what this one has, less the
+    // part of this one's memory it does not have.
+    const double cap_b = o.gpu_mem_mib * (1 << 20);
+    if (cap_b > 0 && cap_b < static_cast<double>(total_b)) {
+      const double missing = static_cast<double>(total_b) - cap_b;
+      LONGKV_CHECK(static_cast<double>(free_b) > missing, "--gpu-mem %.0f MiB: the weights alone do not fit",
+                   o.gpu_mem_mib);
+      free_b -= static_cast<size_t>(missing);
     }
     const double reserve = 768.0 * (1 << 20);  // decode partials, logits, cuBLAS, allocator slack
     const int64_t n = static_cast<int64_t>((static_cast<double>(free_b) - reserve) / per_token);
