@@ -2,6 +2,7 @@
 // cuBLAS-based causal attention for chunks of query rows (prefill).
 #include <cfloat>
 
+#include "backend/cuda/decode_tile.cuh"
 #include "backend/cuda/gpu_kv_cache.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -19,7 +20,9 @@ constexpr int kDecodeWarps = 4;
 // V) before using any. Scores are reduced over the kLpt lanes of a token by
 // xor-shuffles; the tile's max is shared by the whole warp, so the online
 // softmax state (m) is the same in every lane and the token groups' partial
-// (l, acc) simply add at the end. Writes (o / l, m, l) per split.
+// (l, acc) simply add at the end (the per-tile step: decode_tile.cuh, shared
+// with the one-kernel decode step of attention_block.cu). Writes (o / l, m,
+// l) per split.
 template <int D, int G, int kSteps>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_split_kernel(const __half* __restrict__ kc, const __half* __restrict__ vc, int n_kv, int max_tokens,
@@ -73,63 +76,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       kr[st] = __ldg(reinterpret_cast<const uint4*>(kh + off));
       vr[st] = __ldg(reinterpret_cast<const uint4*>(vh + off));
     }
-    float sc[kSteps][G];
-#pragma unroll
-    for (int st = 0; st < kSteps; ++st) {
-      const __half2* k2 = reinterpret_cast<const __half2*>(&kr[st]);
-      float kf[8];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 f = __half22float2(k2[e]);
-        kf[2 * e] = f.x;
-        kf[2 * e + 1] = f.y;
-      }
-#pragma unroll
-      for (int h = 0; h < G; ++h) {
-        float d = 0;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) d = fmaf(qr[h][e], kf[e], d);
-#pragma unroll
-        for (int o = kLpt / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        sc[st][h] = ok[st] ? d : -FLT_MAX;
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < G; ++h) {
-      float mx = sc[0][h];
-#pragma unroll
-      for (int st = 1; st < kSteps; ++st) mx = fmaxf(mx, sc[st][h]);
-#pragma unroll
-      for (int o = 16; o >= kLpt; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      const float mn = fmaxf(m[h], mx);
-      const float corr = __expf(m[h] - mn);
-      m[h] = mn;
-      l[h] *= corr;
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[h][e] *= corr;
-#pragma unroll
-      for (int st = 0; st < kSteps; ++st) {
-        const float p = ok[st] ? __expf(sc[st][h] - mn) : 0.0f;
-        l[h] += p;
-        const __half2* v2 = reinterpret_cast<const __half2*>(&vr[st]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 f = __half22float2(v2[e]);
-          acc[h][2 * e] = fmaf(p, f.x, acc[h][2 * e]);
-          acc[h][2 * e + 1] = fmaf(p, f.y, acc[h][2 * e + 1]);
-        }
-      }
-    }
+    decode_tile<D, G, kSteps>(qr, kr, vr, ok, m, l, acc);
   }
-#pragma unroll
-  for (int h = 0; h < G; ++h) {
-#pragma unroll
-    for (int o = 16; o >= kLpt; o >>= 1) {
-      l[h] += __shfl_xor_sync(0xffffffffu, l[h], o);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) acc[h][e] += __shfl_xor_sync(0xffffffffu, acc[h][e], o);
-    }
-  }
+  decode_sum_groups<D, G>(l, acc);
   pdl_wait();
   if (grp != 0) return;
 #pragma unroll

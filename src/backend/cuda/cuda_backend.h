@@ -112,6 +112,20 @@ struct CudaTuning {
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
+  // Milestone 11: a single-token step's attention on the f16 cache as one
+  // kernel (RoPE of q and k, the append, split-K decode and the merge;
+  // attention_block.cu). false: rope_kernel (or the GEMV's RoPE), the append,
+  // split and merge kernels.
+  bool attn_block = true;
+  // Milestone 11: a quantized cache's steady single-token append (the fp16
+  // window's new slot) launched with PDL, so it starts while RoPE drains.
+  // Off: no measurable gain on H200 (k2v2 within run-to-run spread,
+  // docs/cuda-notes.md milestone 11).
+  bool append_pdl = false;
+  // Milestone 11, not yet run on a GPU, hence off: a quantized cache's
+  // steady steps before its first group (all tokens in the fp16 part) take
+  // the f16 cache's one-kernel step on that part (needs attn_block too).
+  bool quant_block = false;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
@@ -187,6 +201,21 @@ struct CudaKvDump {
 void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
                           int append_chunk, const float* q, int n_q, float* out, CudaGemm gemm,
                           CudaKvDump* dump = nullptr);
+
+// Single-token decode steps of a cache of kv_mode (f16, or a quantized mode
+// while all tokens are in its fp16 part) with the position in device
+// memory, as a model step runs them: the first n_ctx - steps keys/values (k,
+// v: [n_ctx][n_kv_heads][head_dim]) appended in chunks of append_chunk, then
+// for each of the last `steps` tokens its raw q (q: [steps][n_heads][head_dim])
+// and k, v rotated by `rope` (null: none) to their position, appended and
+// attended -> out [steps][n_heads][head_dim]. fused: the one-kernel step
+// (GpuKvCache::decode_block, milestone 11); else rope_kernel, the append, the
+// split and merge kernels. Afterwards q2 (one row) attends over all n_ctx
+// tokens through the split kernel with host counts -> out2, reading the slots
+// the steps wrote.
+void cuda_check_decode_steps(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
+                             int append_chunk, int steps, const float* q, const RopeTable* rope, bool fused,
+                             float* out, const float* q2, float* out2);
 
 // Decode attention of one layer (one query row, after the append of that
 // row's key/value) at n_ctx tokens of random keys/values: microseconds per

@@ -124,6 +124,58 @@ void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const fl
   if (dump) cache->dump_codes(dump);
 }
 
+void cuda_check_decode_steps(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
+                             int append_chunk, int steps, const float* q, const RopeTable* rope, bool fused,
+                             float* out, const float* q2, float* out2) {
+  LONGKV_CHECK(steps >= 1 && steps <= n_ctx, "cuda_check_decode_steps: 1 <= steps <= n_ctx");
+  auto cache = make_gpu_kv_cache(kv_mode, s);
+  const size_t row = static_cast<size_t>(s.kv_dim()), qrow = static_cast<size_t>(s.q_dim());
+  DeviceBuffer kb = to_device(k, sizeof(float) * n_ctx * row), vb = to_device(v, sizeof(float) * n_ctx * row);
+  const int n0 = n_ctx - steps;
+  for (int p = 0; p < n0; p += append_chunk) {
+    const int n = std::min(append_chunk, n0 - p);
+    cache->append(kb.as<float>() + p * row, vb.as<float>() + p * row, n, nullptr);
+  }
+  GpuAttnWorkspace ws;
+  LONGKV_CUBLAS_CHECK(cublasCreate(&ws.cublas));
+  decode_block_reserve(ws, s.n_kv_heads);
+  DeviceBuffer qb = to_device(q, sizeof(float) * steps * qrow), ob = poisoned(sizeof(float) * steps * qrow);
+  DeviceBuffer fb, posb(sizeof(int));
+  DecodeRope dr;
+  if (rope) {
+    fb = to_device(rope->inv_freq, sizeof(float) * (rope->rope_dim / 2));
+    dr = {fb.as<float>(), rope->rope_dim, rope->style == RopeStyle::neox};
+  }
+  cache->set_step_position(posb.as<int>());
+  for (int i = 0; i < steps; ++i) {
+    const int pos = n0 + i;
+    LONGKV_CUDA_CHECK(cudaMemcpy(posb.as(), &pos, sizeof pos, cudaMemcpyHostToDevice));
+    float* qi = qb.as<float>() + i * qrow;
+    float* ki = kb.as<float>() + pos * row;
+    float* vi = vb.as<float>() + pos * row;
+    float* oi = ob.as<float>() + i * qrow;
+    if (fused) {
+      LONGKV_CHECK(cache->decode_block_ok(dr), "cuda_check_decode_steps: the fused step does not apply");
+      cache->decode_block(qi, ki, vi, dr, oi, ws, nullptr);
+    } else {
+      if (rope) {
+        cuda::rope(dr.inv_freq, s.head_dim, dr.rope_dim, dr.neox, qi, 1, s.n_heads, pos, nullptr, posb.as<int>());
+        cuda::rope(dr.inv_freq, s.head_dim, dr.rope_dim, dr.neox, ki, 1, s.n_kv_heads, pos, nullptr, posb.as<int>());
+      }
+      cache->append(ki, vi, 1, nullptr);
+      cache->attend(qi, 1, oi, ws, nullptr);
+    }
+    sync_check();
+  }
+  LONGKV_CUDA_CHECK(cudaMemcpy(out, ob.as(), ob.bytes(), cudaMemcpyDeviceToHost));
+  cache->set_step_position(nullptr);
+  DeviceBuffer q2b = to_device(q2, sizeof(float) * qrow), o2b = poisoned(sizeof(float) * qrow);
+  cache->attend(q2b.as<float>(), 1, o2b.as<float>(), ws, nullptr);
+  sync_check();
+  cublasDestroy(ws.cublas);
+  LONGKV_CUDA_CHECK(cudaMemcpy(out2, o2b.as(), o2b.bytes(), cudaMemcpyDeviceToHost));
+}
+
 CudaAttnSpeed cuda_bench_decode_attention(const KvShape& s, const std::string& kv_mode, int n_ctx) {
   KvShape sh = s;
   sh.max_tokens = n_ctx + 1;

@@ -11,7 +11,9 @@
 // memory), and replayed as is while the caches' replay keys stay the same:
 // RoPE, the append and the split kernels read the position from device
 // memory, and split counts come from buckets of the token count (quantized
-// caches: fixed while their group count stays).
+// caches: fixed while their group count stays). Since milestone 11 a cache
+// may take a single-token step whole (GpuKvCache::decode_block: the f16
+// cache rotates, appends and attends in one kernel), fed the raw q, k, v.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -115,6 +117,7 @@ class CudaModelImpl final : public CudaModel {
     LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
     LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
     dpos_.resize(sizeof(int));
+    decode_block_reserve(ws_, cfg_.n_kv_heads);
     for (auto& cache : caches_) cache->set_step_position(dpos_.as<int>());
   }
 
@@ -243,9 +246,13 @@ class CudaModelImpl final : public CudaModel {
       GpuLayer& L = layers_[l];
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       const bool stacked_qkv = n == 1 && L.wqkv.rows > 0;
-      // RoPE of q and k by the q|k|v GEMV (in its store where it can, else
-      // rope() right after it) unless biases come between.
-      const bool gemv_roped = stacked_qkv && !L.bq.bytes() && !L.bk.bytes();
+      // A single-token step on a cache that takes it whole (milestone 11):
+      // RoPE, append and attention in one kernel, fed the raw q, k, v.
+      const DecodeRope drope{inv_freq_.as<float>(), rope_dim_, neox};
+      const bool block = n == 1 && caches_[l]->decode_block_ok(drope);
+      // Else RoPE of q and k by the q|k|v GEMV (in its store where it can,
+      // else rope() right after it) unless biases come between.
+      const bool gemv_roped = stacked_qkv && !block && !L.bq.bytes() && !L.bk.bytes();
       if (stacked_qkv) {  // one GEMV, RMSNorm inside it; q, k, v contiguous in qkv_
         q = qkv_.as<float>();
         k = q + qd;
@@ -263,7 +270,9 @@ class CudaModelImpl final : public CudaModel {
       if (L.bq.bytes()) add_bias(q, L.bq.as<float>(), n, qd, s_);
       if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
       if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
-      if (stacked_qkv && !gemv_roped) {
+      if (block) {
+        // the attention kernel rotates q and k itself
+      } else if (stacked_qkv && !gemv_roped) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_, dpos);
       } else if (!stacked_qkv) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_, dpos);
@@ -272,8 +281,12 @@ class CudaModelImpl final : public CudaModel {
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
       if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
-      caches_[l]->append(k, v, n, s_);
-      caches_[l]->attend(q, n, att, ws_, s_);
+      if (block) {
+        caches_[l]->decode_block(q, k, v, drope, att, ws_, s_);
+      } else {
+        caches_[l]->append(k, v, n, s_);
+        caches_[l]->attend(q, n, att, ws_, s_);
+      }
       if (l == c.n_layers / 2) {
         LONGKV_CUDA_CHECK(cudaEventRecord(ev_b_, s_));
         timed = true;
@@ -457,8 +470,12 @@ CudaTuning& cuda_tuning() {
       else if (k == "mma") d.quant_decode_mma = on;
       else if (k == "flash") d.flash_prefill = on;
       else if (k == "qdec") d.quant_decode_v3 = d.decode_pdl = on;
+      else if (k == "ablk") d.attn_block = on;
+      else if (k == "apdl") d.append_pdl = on;
+      else if (k == "qblk") d.quant_block = on;
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, pipe, pdl, rope, slice=N)",
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, pipe, "
+             "pdl, rope, slice=N)",
              k.c_str());
       i = j + 1;
     }
@@ -473,7 +490,11 @@ std::string cuda_tuning_description() {
          ", RMSNorm/SwiGLU " +
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
          (!t.quant_decode_mma ? "FMA (m3)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
-         ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", prefill attention " +
+         ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +
+         (t.attn_block ? "one block kernel (RoPE, append, split, merge)" : "RoPE, append, split, merge kernels") +
+         ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
+         (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
+         ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");

@@ -36,6 +36,10 @@ void cuda_check_attention(const KvShape&, const std::string&, const float*, cons
                           float*, CudaGemm, CudaKvDump*) {
   fail("%s", kNoCuda);
 }
+void cuda_check_decode_steps(const KvShape&, const std::string&, const float*, const float*, int, int, int,
+                             const float*, const RopeTable*, bool, float*, const float*, float*) {
+  fail("%s", kNoCuda);
+}
 CudaAttnSpeed cuda_bench_decode_attention(const KvShape&, const std::string&, int) { fail("%s", kNoCuda); }
 double cuda_kv_bytes_per_token(const std::string&, const KvShape&) { fail("%s", kNoCuda); }
 

@@ -20,6 +20,14 @@ struct GpuAttnWorkspace {
   CudaGemm gemm = CudaGemm::f16;
   DeviceBuffer a, b, c, d, e;
   DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized to f16
+  DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
+};
+
+// RoPE that a fused decode step applies to its raw q and k (device data).
+struct DecodeRope {
+  const float* inv_freq = nullptr;  // rope_dim / 2 entries; null: q and k are used as given
+  int rope_dim = 0;
+  bool neox = false;
 };
 
 class GpuKvCache {
@@ -46,6 +54,16 @@ class GpuKvCache {
   virtual void set_step_position(const int* dpos) { dpos_ = dpos; }
   virtual uint64_t replay_key() const { return 0; }
   virtual void advance(int n) { fail("KV mode '%s' cannot replay a step", mode().c_str()); }
+  // One single-token step in one go (milestone 11, CudaTuning::attn_block):
+  // q [n_heads][head_dim], k, v [n_kv_heads][head_dim] as the q|k|v GEMV
+  // left them (before RoPE); rotates q and k to the step's position (*dpos),
+  // appends k and v and attends -> out. decode_block_ok: whether this cache
+  // can (else the caller rotates, then append() and attend()).
+  virtual bool decode_block_ok(const DecodeRope& rope) const { return false; }
+  virtual void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
+                            GpuAttnWorkspace& ws, cudaStream_t s) {
+    fail("KV mode '%s' has no fused decode step", mode().c_str());
+  }
   // Copies the stored code records to the host (quantized caches; tests).
   virtual void dump_codes(CudaKvDump* d) const { fail("KV mode '%s' has no code records", mode().c_str()); }
   const KvShape& shape() const { return shape_; }
@@ -126,6 +144,21 @@ void attend_prefill_flash(const DenseKvView& kv, const float* q, int n_q, float*
 // (*dpos when the kernel runs, if dpos is given).
 void append_dense(__half* k_cache, __half* v_cache, int n_kv_heads, int head_dim, int max_tokens, int pos,
                   const float* k, const float* v, int n, cudaStream_t s, const int* dpos = nullptr);
+// --- fused decode step (attention_block.cu, milestone 11) --------------------
+// Whether decode_block_dense takes this shape and RoPE: <= 8 query heads per
+// KV head, head_dim 64 / 128, interleaved RoPE (any even rope_dim) or NeoX
+// over the whole head, or none.
+bool decode_block_supported(int group, int head_dim, const DecodeRope& rope);
+// The kernel's per-KV-head counters, zeroed; allocates (synchronously) only
+// when short, so call it once outside graph capture (model construction).
+void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads);
+// One launch: q, k rotated to position p = *kv.dev_n (device memory, read
+// when the kernel runs), k and v rounded to f16 into slot p of k_cache /
+// v_cache (the view's storage), and attention of q over the p + 1 tokens ->
+// out [n_heads][head_dim]. Splits sized from kv.split_n (>= p + 1 for every
+// replay); kv.dev_add must be 1. q, k, v as in GpuKvCache::decode_block.
+void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
+                        const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s);
 // Split count for a decode launch that may replay at later token counts:
 // n rounded up to a bucket (multiples of max(256, 2^floor(log2 n) / 8)).
 int decode_split_bucket(int n);

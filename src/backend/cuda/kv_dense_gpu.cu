@@ -36,6 +36,24 @@ class DenseF16GpuCache final : public GpuKvCache {
     else attend_prefill_dense(kv, q, n_q, out, ws, s);
   }
 
+  bool decode_block_ok(const DecodeRope& rope) const override {
+    return cuda_tuning().attn_block && dpos_ && n_ + 1 <= shape_.max_tokens &&
+           decode_block_supported(shape_.group(), shape_.head_dim, rope);
+  }
+
+  void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
+                    GpuAttnWorkspace& ws, cudaStream_t s) override {
+    LONGKV_CHECK(decode_block_ok(rope), "f16 KV cache: the fused decode step does not apply (full, no device "
+                 "position, or an unsupported shape)");
+    n_ += 1;  // as append(.., 1, ..): the count the split bucket (replay key) is taken from
+    DenseKvView kv = DenseKvView::of(k_.as<__half>(), v_.as<__half>(), shape_.n_kv_heads, shape_.group(),
+                                     shape_.head_dim, shape_.max_tokens, n_);
+    kv.dev_n = dpos_;
+    kv.dev_add = 1;
+    kv.split_n = decode_split_bucket(n_);
+    decode_block_dense(k_.as<__half>(), v_.as<__half>(), kv, q, k, v, rope, out, ws, s);
+  }
+
   void fill_random(int n, uint64_t seed, cudaStream_t s) override {
     LONGKV_CHECK(n_ + n <= shape_.max_tokens, "KV cache full: %d + %d tokens exceed the capacity of %d", n_, n,
                  shape_.max_tokens);

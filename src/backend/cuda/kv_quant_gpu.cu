@@ -173,6 +173,9 @@ __global__ void place_tokens_kernel(__half* dk, __half* dv, int dst_cap, int slo
                                     const float* __restrict__ kin, const float* __restrict__ vin, QuantGeom g, int p0,
                                     int count, int old_total, int old_ws, const int* dpos) {
   pdl_trigger();  // the decode kernel behind it (PDL) may launch; it waits for this one
+  // Launched with PDL itself (steady steps, CudaTuning::append_pdl): k, v
+  // and the window it writes are safe to touch only from here on.
+  pdl_wait();
   if (dpos) {
     slot0 += *dpos - p0;
     p0 = old_total = *dpos;
@@ -334,9 +337,11 @@ class QuantGpuCache final : public GpuKvCache {
       LONGKV_CUDA_LAUNCHED();
     }
     if (e == 0 && m > 0) {  // the window only grows: new tokens to their slots
-      place_tokens_kernel<<<grid_1d(static_cast<size_t>(m) * n_kv * D), 256, 0, s>>>(
-          ek, ev, geo_.exact_cap, sink_cap_ + (old_total + ns_add - old_ws), ek, ev, k, v, geo_, old_total + ns_add,
-          m, old_total, old_ws, steady ? dpos_ : nullptr);
+      // A steady step's append starts while RoPE drains (milestone 11).
+      launch_maybe_pdl(steady && cuda_tuning().append_pdl, place_tokens_kernel,
+                       dim3(grid_1d(static_cast<size_t>(m) * n_kv * D)), dim3(256), 0, s, ek, ev, geo_.exact_cap,
+                       sink_cap_ + (old_total + ns_add - old_ws), ek, ev, k, v, geo_, old_total + ns_add, m,
+                       old_total, old_ws, steady ? dpos_ : nullptr);
       LONGKV_CUDA_LAUNCHED();
     } else if (e > 0 && nw > 0) {  // the window shifts: rebuild it in scratch, copy back
       __half* tk = tmp_.as<__half>();
@@ -363,6 +368,27 @@ class QuantGpuCache final : public GpuKvCache {
     LONGKV_CHECK(n_q >= 1 && n_q <= n_tokens_, "attend: %d query rows but %d tokens held", n_q, n_tokens_);
     if (n_q == 1) return decode(q, out, ws, s);
     prefill(q, n_q, out, ws, s);
+  }
+
+  // While no group exists (the first sinks + R + G - 1 tokens) every token
+  // is in the fp16 part, slot = position once the sinks are full, so a
+  // steady step is the dense cache's one-kernel step on the exact buffer
+  // (milestone 11): the slot it writes holds the same bits place_tokens
+  // would (one f16 rounding of the input). CudaTuning::quant_block (off:
+  // not yet run on a GPU).
+  bool decode_block_ok(const DecodeRope& rope) const override {
+    return cuda_tuning().attn_block && cuda_tuning().quant_block && n_groups_ == 0 && n_sinks_ == sink_cap_ &&
+           steady_next() && decode_block_supported(shape_.group(), geo_.D, rope);
+  }
+  void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
+                    GpuAttnWorkspace& ws, cudaStream_t s) override {
+    LONGKV_CHECK(decode_block_ok(rope), "quantized KV cache: the fused decode step applies only to steady steps "
+                 "before the first group");
+    ++n_window_;  // the host state of a steady append (advance)
+    ++n_tokens_;
+    decode_dev_ = true;
+    DenseKvView kv = exact_view();  // slots [0, n_tokens_), count *dpos + 1, splits from exact_cap
+    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s);
   }
 
   void fill_random(int n, uint64_t seed, cudaStream_t s) override {

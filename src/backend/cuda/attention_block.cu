@@ -1,0 +1,388 @@
+// Milestone 11: one decode step's attention for the dense f16 cache in one
+// launch (CudaTuning::attn_block). The old path is four kernels per layer --
+// RoPE of q and k, the append of k and v, the split kernel, the merge -- each
+// a few microseconds of launch ramp and drain for almost no work at short
+// contexts, and each waiting for the one before it. Here:
+//
+// - Every warp of the split kernel's layout (decode_tile.cuh: one warp per
+//   (KV head, split), all query heads of the group) rotates its own copy of
+//   q in registers (the angles in double, as rope_kernel, rope_rotate.cuh:
+//   same bits), and the one warp whose split holds the new token rotates k,
+//   rounds k and v to f16, stores them in the cache slot and uses the same
+//   register values for that token, so no warp reads the slot this launch
+//   writes.
+// - A block is kBlkWarps consecutive splits of one KV head; its warps'
+//   states (m, l, unnormalized o) meet in shared memory into one block
+//   partial. With one block per KV head (short contexts) that is already the
+//   output. Otherwise each block writes its partial, then takes a ticket
+//   (__threadfence + atomicAdd on a per-KV-head counter); the block that
+//   draws the last ticket merges the head's partials, writes the output and
+//   puts the counter back to 0 for the next launch (graph replay included).
+// - Launched with PDL (CudaTuning::decode_pdl) behind the q|k|v GEMV: before
+//   griddepcontrol.wait it reads only what no kernel of this step writes --
+//   the position (*dpos, copied before the step's first kernel) and the RoPE
+//   frequencies, and it asks L2 for its first tile of cache slots (before the
+//   new one: written by earlier steps); it lets the wo GEMV launch once its
+//   main loop is done.
+#include <algorithm>
+#include <cfloat>
+
+#include "backend/cuda/decode_tile.cuh"
+#include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope_rotate.cuh"
+
+namespace longkv::cuda {
+namespace {
+
+constexpr int kBlkWarps = 4;
+constexpr int kMaxBlocksPerHead = 256;  // block partials one merge takes (shared-memory weights)
+constexpr int kBlkSteps = 8;            // token steps per tile (CudaTuning::dense_decode_steps' default)
+// Fewest tokens a split gets from the host's sizing: up to 4 x 64 = 256
+// tokens (every replay bucket below 512) are one block per KV head, so short
+// contexts skip the ticket merge (measured at depth 0 on H200: 16 splits of
+// <= 16 tokens, i.e. 4 blocks per head and the ticket merge, took 11.4 us
+// per launch in ncu, more than the split kernel and merge together; one
+// block per head: 7.6 us).
+constexpr int kMinSplitTokens = 64;
+
+struct DecodeBlockArgs {
+  __half* kc = nullptr;
+  __half* vc = nullptr;
+  int n_kv = 0, max_tokens = 0;
+  const int* dpos = nullptr;  // the new token's position (= tokens before it)
+  int n_splits = 0;           // per KV head, a multiple of kBlkWarps
+  const float* q = nullptr;   // [n_kv * G][D], before RoPE
+  const float* k = nullptr;   // [n_kv][D], before RoPE
+  const float* v = nullptr;   // [n_kv][D]
+  DecodeRope rope;
+  float scale = 1;
+  float* part_o = nullptr;    // [n_heads][n_splits / kBlkWarps][D], unnormalized
+  float* part_ml = nullptr;   // [n_heads][n_splits / kBlkWarps][2]
+  int* tickets = nullptr;     // [n_kv], 0 between launches
+  float* out = nullptr;       // [n_heads][D]
+};
+
+template <int D, int G>
+__global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
+  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kBlkSteps, kD4 = D / 4;
+  constexpr int kSm = kBlkWarps * D > 2 * kMaxBlocksPerHead ? kBlkWarps * G * D : 2 * G * kMaxBlocksPerHead;
+  __shared__ __align__(16) float sm[kSm];  // warps' o, then the merge's (m, l) / weights
+  __shared__ float sm_ml[kBlkWarps][G][2];
+  __shared__ float sm_l[G];
+  __shared__ int sm_last;
+  const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
+  const int nb = a.n_splits / kBlkWarps;
+  const int hk = blockIdx.x / nb, blk = blockIdx.x % nb, split = blk * kBlkWarps + w;
+  const int sub = lane % kLpt, grp = lane / kLpt;
+  const int pos = *a.dpos, n_tok = pos + 1;
+  const int tps = max(16, ((n_tok + a.n_splits - 1) / a.n_splits + 15) / 16 * 16);
+  const int t_begin = split * tps, t_end = min(n_tok, t_begin + tps);
+  const bool mine = t_begin <= pos && pos < t_end;  // this warp's split holds the new token
+
+  // Angles of this lane's 8 dims (interleaved: 4 pairs inside the lane;
+  // NeoX, rope_dim == D: dim d pairs with d + D/2, kLpt/2 lanes away).
+  float cs[8], sn[8];
+  bool rot[8];
+  const bool neox = a.rope.neox, low = sub < kLpt / 2;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const int d = 8 * sub + e;
+    const int fi = neox ? d % (D / 2) : d / 2;
+    rot[e] = a.rope.inv_freq != nullptr && (neox || (e % 2 == 0 && d < a.rope.rope_dim));
+    cs[e] = 1;
+    sn[e] = 0;
+    if (rot[e]) rope_cos_sin(pos, a.rope.inv_freq[fi], cs[e], sn[e]);
+  }
+  auto rotate = [&](float (&x)[8]) {
+    if (neox) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float p = __shfl_xor_sync(0xffffffffu, x[e], kLpt / 2);
+        if (rot[e]) x[e] = low ? rope_rotate(x[e], p, cs[e], sn[e]).x : rope_rotate(p, x[e], cs[e], sn[e]).y;
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; e += 2)
+        if (rot[e]) {
+          const float2 o = rope_rotate(x[e], x[e + 1], cs[e], sn[e]);
+          x[e] = o.x;
+          x[e + 1] = o.y;
+        }
+    }
+  };
+
+  const __half* kh = a.kc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub;
+  const __half* vh = a.vc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub;
+  uint4 kr[kBlkSteps], vr[kBlkSteps];
+  bool ok[kBlkSteps];
+  auto load_tile = [&](int t0) {
+#pragma unroll
+    for (int st = 0; st < kBlkSteps; ++st) {
+      const int t = t0 + st * kTps + grp;
+      ok[st] = t < t_end;
+      const size_t off = static_cast<size_t>(ok[st] ? t : t_begin) * D;
+      kr[st] = __ldg(reinterpret_cast<const uint4*>(kh + off));
+      vr[st] = __ldg(reinterpret_cast<const uint4*>(vh + off));
+    }
+  };
+  // The first tile's lines, fetched into L2 while the q|k|v GEMV drains: slots
+  // written by earlier steps only. (Loading them into registers here instead
+  // kept them live across the RoPE code: ptxas 255 registers + 144 B spilled
+  // at G 4, D 128, against no spills this way.)
+#pragma unroll
+  for (int st = 0; st < kBlkSteps; ++st) {
+    const int t = t_begin + st * kTps + grp;
+    if (t < t_end) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(kh + static_cast<size_t>(t) * D));
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(vh + static_cast<size_t>(t) * D));
+    }
+  }
+
+  pdl_wait();  // q, k, v of this step are complete from here on
+
+  float qr[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    const float* qh = a.q + static_cast<size_t>(hk * G + h) * D + 8 * sub;
+    const float4 x0 = reinterpret_cast<const float4*>(qh)[0], x1 = reinterpret_cast<const float4*>(qh)[1];
+    float x[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    rotate(x);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) qr[h][e] = x[e] * a.scale;
+  }
+  uint4 knew = {}, vnew = {};
+  if (mine) {  // the new token: rotated, rounded to f16 as append_kernel does, stored by token group 0
+    const float* kp = a.k + static_cast<size_t>(hk) * D + 8 * sub;
+    const float* vp = a.v + static_cast<size_t>(hk) * D + 8 * sub;
+    const float4 k0 = reinterpret_cast<const float4*>(kp)[0], k1 = reinterpret_cast<const float4*>(kp)[1];
+    const float4 v0 = reinterpret_cast<const float4*>(vp)[0], v1 = reinterpret_cast<const float4*>(vp)[1];
+    float x[8] = {k0.x, k0.y, k0.z, k0.w, k1.x, k1.y, k1.z, k1.w};
+    rotate(x);
+    __half2* kn = reinterpret_cast<__half2*>(&knew);
+    __half2* vn = reinterpret_cast<__half2*>(&vnew);
+    const float y[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      kn[e] = __floats2half2_rn(x[2 * e], x[2 * e + 1]);
+      vn[e] = __floats2half2_rn(y[2 * e], y[2 * e + 1]);
+    }
+    if (grp == 0) {
+      const size_t slot = static_cast<size_t>(pos) * D;
+      *reinterpret_cast<uint4*>(a.kc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub + slot) = knew;
+      *reinterpret_cast<uint4*>(a.vc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub + slot) = vnew;
+    }
+  }
+
+  float m[G], l[G], acc[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = -FLT_MAX;
+    l[h] = 0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0;
+  }
+  for (int t0 = t_begin; t0 < t_end; t0 += kTile) {
+    load_tile(t0);
+    // The split's last tile holds the new token (pos = t_end - 1). Lanes
+    // past the split loaded slot t_begin, which is pos when the split is one
+    // token long: they get the register copy too, since the slot's old bits
+    // (uninitialized memory, possibly NaN) times their zero weight could
+    // still poison acc.
+    if (mine && t0 + kTile >= t_end) {
+#pragma unroll
+      for (int st = 0; st < kBlkSteps; ++st)
+        if ((ok[st] ? t0 + st * kTps + grp : t_begin) == pos) {
+          kr[st] = knew;
+          vr[st] = vnew;
+        }
+    }
+    decode_tile<D, G, kBlkSteps>(qr, kr, vr, ok, m, l, acc);
+  }
+  decode_sum_groups<D, G>(l, acc);
+  pdl_trigger();  // the wo GEMV may launch and load weights while the partials merge
+
+  // The block's warps meet: (m, l) and unnormalized o per warp and head.
+  if (grp == 0) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float4* dst = reinterpret_cast<float4*>(sm + (w * G + h) * D + 8 * sub);
+      dst[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+      dst[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
+      if (sub == 0) {
+        sm_ml[w][h][0] = m[h];
+        sm_ml[w][h][1] = l[h];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
+    const int h = i / kD4, d4 = i % kD4;
+    float mm = -FLT_MAX;
+#pragma unroll
+    for (int j = 0; j < kBlkWarps; ++j)
+      if (sm_ml[j][h][1] > 0) mm = fmaxf(mm, sm_ml[j][h][0]);
+    float ll = 0;
+    float4 o = make_float4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < kBlkWarps; ++j) {
+      const float wt = sm_ml[j][h][1] > 0 ? __expf(sm_ml[j][h][0] - mm) : 0.0f;
+      const float4 x = reinterpret_cast<const float4*>(sm + (j * G + h) * D)[d4];
+      ll = fmaf(sm_ml[j][h][1], wt, ll);
+      o.x = fmaf(x.x, wt, o.x);
+      o.y = fmaf(x.y, wt, o.y);
+      o.z = fmaf(x.z, wt, o.z);
+      o.w = fmaf(x.w, wt, o.w);
+    }
+    const size_t hq = static_cast<size_t>(hk) * G + h;
+    if (nb == 1) {  // the only block of this KV head: o is the output
+      const float inv = ll > 0 ? 1.0f / ll : 0.0f;
+      reinterpret_cast<float4*>(a.out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+    } else {
+      const size_t pi = hq * nb + blk;
+      reinterpret_cast<float4*>(a.part_o + pi * D)[d4] = o;
+      if (d4 == 0) reinterpret_cast<float2*>(a.part_ml)[pi] = make_float2(mm, ll);
+    }
+  }
+  if (nb == 1) return;
+
+  // Last block of this KV head done: it merges the head's block partials.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) sm_last = atomicAdd(a.tickets + hk, 1) == nb - 1;
+  __syncthreads();
+  if (!sm_last) return;
+  __threadfence();
+  if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
+  float* smm = sm;                           // [G][kMaxBlocksPerHead] m, then the weights
+  float* sml = sm + G * kMaxBlocksPerHead;   // [G][kMaxBlocksPerHead] l
+  for (int i = tid; i < G * nb; i += kBlkWarps * 32) {
+    const int h = i / nb, b = i % nb;
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.part_ml) + (static_cast<size_t>(hk) * G + h) * nb + b);
+    smm[h * kMaxBlocksPerHead + b] = ml.x;
+    sml[h * kMaxBlocksPerHead + b] = ml.y;
+  }
+  __syncthreads();
+  for (int h = w; h < G; h += kBlkWarps) {
+    float mm = -FLT_MAX;
+    for (int b = lane; b < nb; b += 32)
+      if (sml[h * kMaxBlocksPerHead + b] > 0) mm = fmaxf(mm, smm[h * kMaxBlocksPerHead + b]);
+    mm = warp_max(mm);
+    float ll = 0;
+    for (int b = lane; b < nb; b += 32) {
+      const float lb = sml[h * kMaxBlocksPerHead + b];
+      const float wt = lb > 0 ? __expf(smm[h * kMaxBlocksPerHead + b] - mm) : 0.0f;
+      smm[h * kMaxBlocksPerHead + b] = wt;
+      ll = fmaf(lb, wt, ll);
+    }
+    ll = warp_sum(ll);
+    if (lane == 0) sm_l[h] = ll;
+  }
+  __syncthreads();
+  constexpr int kU = 8;  // partials in flight per thread
+  for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
+    const int h = i / kD4, d4 = i % kD4;
+    const size_t hq = static_cast<size_t>(hk) * G + h;
+    const float4* po = reinterpret_cast<const float4*>(a.part_o) + hq * nb * kD4 + d4;
+    const float* wt = smm + h * kMaxBlocksPerHead;
+    float4 o = make_float4(0, 0, 0, 0);
+    for (int b0 = 0; b0 < nb; b0 += kU) {
+      float4 x[kU];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) x[u] = b0 + u < nb ? __ldcg(po + static_cast<size_t>(b0 + u) * kD4) : float4{};
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const float f = b0 + u < nb ? wt[b0 + u] : 0.0f;
+        o.x = fmaf(x[u].x, f, o.x);
+        o.y = fmaf(x[u].y, f, o.y);
+        o.z = fmaf(x[u].z, f, o.z);
+        o.w = fmaf(x[u].w, f, o.w);
+      }
+    }
+    const float inv = sm_l[h] > 0 ? 1.0f / sm_l[h] : 0.0f;
+    reinterpret_cast<float4*>(a.out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+  }
+}
+
+// Launches the instance for (D, group), or with `warps` set only reports how
+// many of its warps the GPU holds at once (cached per instance).
+template <int D>
+void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
+#define LONGKV_BLOCK_G(G_)                                                                                     \
+  case G_: {                                                                                                  \
+    auto* kern = decode_block_kernel<D, G_>;                                                                  \
+    if (warps) {                                                                                              \
+      static const int cached = resident_warps(kern, kBlkWarps * 32);                                        \
+      *warps = cached;                                                                                        \
+    } else {                                                                                                  \
+      launch_maybe_pdl(cuda_tuning().decode_pdl, kern, dim3(a.n_kv * (a.n_splits / kBlkWarps)),             \
+                       dim3(kBlkWarps * 32), 0, s, a);                                                       \
+    }                                                                                                         \
+    break;                                                                                                    \
+  }
+  switch (group) {
+    LONGKV_BLOCK_G(1) LONGKV_BLOCK_G(2) LONGKV_BLOCK_G(3) LONGKV_BLOCK_G(4)
+    LONGKV_BLOCK_G(5) LONGKV_BLOCK_G(6) LONGKV_BLOCK_G(7) LONGKV_BLOCK_G(8)
+    default: fail("CUDA decode block: up to 8 query heads per KV head (model has %d)", group);
+  }
+#undef LONGKV_BLOCK_G
+}
+
+}  // namespace
+
+bool decode_block_supported(int group, int head_dim, const DecodeRope& r) {
+  if (group < 1 || group > 8 || (head_dim != 64 && head_dim != 128)) return false;
+  if (!r.inv_freq) return true;
+  return r.neox ? r.rope_dim == head_dim : r.rope_dim % 2 == 0 && r.rope_dim > 0 && r.rope_dim <= head_dim;
+}
+
+void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads) {
+  const size_t bytes = sizeof(int) * std::max(1, n_kv_heads);
+  if (ws.tickets.bytes() >= bytes) return;
+  ws.tickets.resize(bytes);
+  LONGKV_CUDA_CHECK(cudaMemset(ws.tickets.as(), 0, bytes));
+}
+
+void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
+                        const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
+  const int D = kv.head_dim, g = kv.group, n_kv = kv.n_kv_heads;
+  LONGKV_CHECK(kv.dev_n && kv.dev_add == 1 && decode_block_supported(g, D, rope),
+               "CUDA decode block: needs the position in device memory, <= 8 query heads per KV head, head_dim "
+               "64/128 and interleaved RoPE (or NeoX over the whole head)");
+  // Splits as the split kernel sizes them (one wave of this kernel's warps
+  // over the KV heads, >= 16 tokens each), rounded up to whole blocks.
+  DecodeBlockArgs a;
+  int warps = 132 * 16;
+  if (D == 64) launch_block<64>(a, g, s, &warps);
+  else launch_block<128>(a, g, s, &warps);
+  const int n = std::max(1, kv.split_n);
+  const int target = std::max(1, warps / std::max(1, n_kv));
+  int tps = (n + target - 1) / target;
+  tps = std::max(kMinSplitTokens, (tps + 15) / 16 * 16);
+  const int splits = (n + tps - 1) / tps;
+  const int nb = std::min(kMaxBlocksPerHead, (splits + kBlkWarps - 1) / kBlkWarps);
+  const size_t n_heads = static_cast<size_t>(n_kv) * g;
+  ws.a.reserve(n_heads * nb * D * sizeof(float));
+  ws.b.reserve(n_heads * nb * 2 * sizeof(float));
+  decode_block_reserve(ws, n_kv);
+  a.kc = k_cache;
+  a.vc = v_cache;
+  a.n_kv = n_kv;
+  a.max_tokens = kv.max_tokens;
+  a.dpos = kv.dev_n;
+  a.n_splits = nb * kBlkWarps;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.rope = rope;
+  a.scale = 1.0f / sqrtf(static_cast<float>(D));
+  a.part_o = ws.a.as<float>();
+  a.part_ml = ws.b.as<float>();
+  a.tickets = ws.tickets.as<int>();
+  a.out = out;
+  if (D == 64) launch_block<64>(a, g, s, nullptr);
+  else launch_block<128>(a, g, s, nullptr);
+  LONGKV_CUDA_LAUNCHED();
+}
+
+}  // namespace longkv::cuda

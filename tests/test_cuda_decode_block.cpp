@@ -1,0 +1,139 @@
+// The one-kernel decode step of the f16 cache (milestone 11,
+// src/backend/cuda/attention_block.cu: RoPE of q and k, append, split-K
+// decode and merge in one launch) against the double-precision reference and
+// against the four-kernel path it replaces. Without a GPU (or in a build
+// without CUDA) each test reports SKIPPED.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/fp16.h"
+#include "core/rope.h"
+#include "kv/dense_attention.h"
+#include "test_cuda_util.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+// Several steps in a row per case (the per-KV-head tickets of the merge must
+// be back to 0 after each launch, and positions move), at shapes that hit
+// every path: one block per KV head (short contexts: the block's warps merge
+// in shared memory), many blocks (ticket merge), the 256-block cap (GQA 8/2
+// d64 at 40K: 2 KV heads share the whole GPU), group sizes 1, 4, 7 (not a
+// power of two) and 8, head_dim 64 and 128, interleaved RoPE over the whole
+// head and over half of it, NeoX, no RoPE, odd contexts, the very first token.
+//
+// Tolerances: the fused step and the old path rotate with the same code
+// (rope_rotate.cuh) and round k, v to f16 the same way, so the slots they
+// write are the same bits (q2 over the whole cache afterwards: 0 elements
+// differ); the outputs differ only in the order splits are merged, nmse ~1e-14
+// (limit 1e-10). Against the CPU's rope_apply + attend_reference (double) on
+// f16-rounded keys: a last-bit difference of a rotated key in the CPU build
+// (contraction) can flip its f16 rounding, so 1e-7 (the split path alone is
+// ~1e-13 on unrotated data, Cuda.AttentionMatchesReference).
+TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    int n_heads, n_kv, d, n_ctx, steps, chunk, rope_dim;  // rope_dim 0: no RoPE
+    RopeStyle style;
+    const char* mode = "f16";
+  };
+  const Case cases[] = {
+      {8, 2, 64, 1, 1, 1, 64, RopeStyle::interleaved},        // the first token: nothing appended before
+      {8, 2, 64, 97, 3, 13, 64, RopeStyle::neox},
+      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved},  // llama3-8b heads
+      {28, 4, 128, 777, 2, 777, 64, RopeStyle::interleaved},     // g 7, partial rotary
+      {32, 8, 128, 20011, 3, 5000, 128, RopeStyle::neox},        // many blocks per KV head
+      {8, 2, 64, 40000, 2, 8192, 64, RopeStyle::interleaved},     // block cap
+      {4, 4, 128, 300, 2, 100, 0, RopeStyle::interleaved},       // g 1, no RoPE
+      {16, 2, 128, 5001, 2, 2500, 128, RopeStyle::interleaved},  // g 8
+      {8, 2, 64, 33, 17, 16, 64, RopeStyle::interleaved},        // steps across a 16-token split boundary
+      // Quantized caches before their first group (every token in the fp16
+      // part: sinks full, window short of R + G): the same kernel on the
+      // exact buffer (CudaTuning::quant_block, switched on for these cases).
+      // k2v2 = r128:s4 (up to 163 tokens), k4v4:r0:s1 (32).
+      {32, 8, 128, 160, 6, 50, 128, RopeStyle::interleaved, "k2v2"},
+      {8, 2, 64, 31, 3, 7, 64, RopeStyle::neox, "k4v4:r0:s1"},
+  };
+  for (const auto& c : cases) {
+    const std::string name = std::string(c.mode) + " h" + std::to_string(c.n_heads) + "/" +
+                             std::to_string(c.n_kv) + " d" + std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) +
+                             " steps " + std::to_string(c.steps) + " rope " + std::to_string(c.rope_dim) + " " +
+                             rope_style_name(c.style);
+    SCOPED_TRACE(name);
+    KvShape s;
+    s.n_heads = c.n_heads;
+    s.n_kv_heads = c.n_kv;
+    s.head_dim = c.d;
+    s.max_tokens = c.n_ctx + 3;
+    const size_t row = s.kv_dim(), qrow = s.q_dim(), kv = static_cast<size_t>(c.n_ctx) * row;
+    const auto k = test::random_floats(kv, 31, -2, 2), v = test::random_floats(kv, 32);
+    const auto q = test::random_floats(static_cast<size_t>(c.steps) * qrow, 33, -2, 2);
+    const auto q2 = test::random_floats(qrow, 34, -2, 2);
+    RopeTable rt;
+    if (c.rope_dim > 0) rt = RopeTable(c.d, c.rope_dim, 500000.0f, c.style);
+    const RopeTable* rp = c.rope_dim > 0 ? &rt : nullptr;
+
+    std::vector<float> out_new(q.size()), out_old(q.size()), o2_new(qrow), o2_old(qrow);
+    cuda_tuning().quant_block = std::strcmp(c.mode, "f16") != 0;
+    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
+                            out_new.data(), q2.data(), o2_new.data());
+    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, false,
+                            out_old.data(), q2.data(), o2_old.data());
+    cuda_tuning() = CudaTuning{};
+
+    // Host reference: the steps' keys and queries rotated at their positions.
+    const int n0 = c.n_ctx - c.steps;
+    std::vector<float> kr = k, qr = q;
+    for (int i = 0; i < c.steps && rp; ++i) {
+      rope_apply(rt, &kr[static_cast<size_t>(n0 + i) * row], c.n_kv, n0 + i);
+      rope_apply(rt, &qr[static_cast<size_t>(i) * qrow], c.n_heads, n0 + i);
+    }
+    std::vector<f16_t> kh(kv), vh(kv);
+    for (size_t i = 0; i < kv; ++i) {
+      kh[i] = f32_to_f16(kr[i]);
+      vh[i] = f32_to_f16(v[i]);
+    }
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    auto reference = [&](const float* qrow_p, int n_keys, float* dst) {
+      for (int h = 0; h < c.n_heads; ++h) {
+        const int hk = h / s.group();
+        std::vector<f16_t> kk(static_cast<size_t>(n_keys) * c.d), vv(kk.size());
+        for (int t = 0; t < n_keys; ++t)
+          for (int i = 0; i < c.d; ++i) {
+            kk[static_cast<size_t>(t) * c.d + i] = kh[(static_cast<size_t>(t) * c.n_kv + hk) * c.d + i];
+            vv[static_cast<size_t>(t) * c.d + i] = vh[(static_cast<size_t>(t) * c.n_kv + hk) * c.d + i];
+          }
+        double lse;
+        attend_reference<f16_t>(qrow_p + static_cast<size_t>(h) * c.d, c.d, kk.data(), vv.data(), n_keys, scale,
+                                dst + static_cast<size_t>(h) * c.d, &lse);
+      }
+    };
+    std::vector<float> ref(q.size()), ref2(qrow);
+    for (int i = 0; i < c.steps; ++i) reference(&qr[static_cast<size_t>(i) * qrow], n0 + i + 1, &ref[i * qrow]);
+    reference(q2.data(), c.n_ctx, ref2.data());
+
+    const double e_new = test::nmse(out_new.data(), ref.data(), ref.size());
+    const double e_old = test::nmse(out_old.data(), ref.data(), ref.size());
+    const double e_pair = test::nmse(out_new.data(), out_old.data(), ref.size());
+    const double e2 = test::nmse(o2_new.data(), ref2.data(), qrow);
+    int slots_differ = 0;
+    for (size_t i = 0; i < qrow; ++i) slots_differ += std::memcmp(&o2_new[i], &o2_old[i], sizeof(float)) != 0;
+    EXPECT_LT(e_new, 1e-7);
+    EXPECT_LT(e_old, 1e-7);
+    EXPECT_LT(e_pair, 1e-10);
+    EXPECT_LT(e2, 1e-7);
+    EXPECT_EQ(slots_differ, 0) << "the fused step wrote other cache bits than rope + append";
+    std::printf("decode block %-56s: nmse vs CPU %.3g (old path %.3g), vs old path %.3g; whole cache after: %.3g, "
+                "%d of %zu outputs differ from the old path's\n",
+                name.c_str(), e_new, e_old, e_pair, e2, slots_differ, qrow);
+  }
+}
+
+}  // namespace
+}  // namespace longkv
