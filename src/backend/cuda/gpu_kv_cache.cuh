@@ -57,11 +57,16 @@ class GpuKvCache {
 };
 
 // GPU KV modes: "f16" (dense) and the post-RoPE scalar modes k<B>v<B> with
-// B in {8, 4, 2}, G = 32 (kv_quant_gpu.cu). Throws Error naming the supported modes.
+// B in {8, 4, 3, 2, 1}, any G of kv_codec.h (kv_quant_gpu.cu); outliers,
+// anchors, pre-RoPE keys and rotation are CPU-only. Throws Error naming the
+// supported modes.
 std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s);
 // The quantized cache (mode already parsed to kind quant); throws for what it
-// cannot hold (pre-RoPE, rotated, 3- or 1-bit codes, G != 32, head_dim not 64/128).
+// cannot hold (pre-RoPE, rotated, outliers, anchors, head_dim not 64/128).
 std::unique_ptr<GpuKvCache> make_quant_gpu_kv_cache(const KvMode& mode, const KvShape& s);
+// ":rot": the quantized cache of `mode` without the rotation, behind a
+// Hadamard rotation of keys, values, queries and outputs (kv_rotated_gpu.cu).
+std::unique_ptr<GpuKvCache> make_rotated_gpu_kv_cache(const KvMode& mode, const KvShape& s);
 // Steady-state device bytes per token of one layer's cache in `mode`.
 double gpu_kv_bytes_per_token(const std::string& mode, const KvShape& s);
 
