@@ -19,7 +19,7 @@ struct GpuAttnWorkspace {
   cublasHandle_t cublas = nullptr;
   CudaGemm gemm = CudaGemm::f16;
   DeviceBuffer a, b, c, d, e;
-  DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized to f16
+  DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
 };
 
 class GpuKvCache {
@@ -85,6 +85,11 @@ struct DenseKvView {
   // launch will see) and each split's length from the count on the device.
   const int* dev_n = nullptr;
   int dev_add = 0, split_n = 0;
+  // Prefill with the f32 GEMM only: f32 copies [n_kv][n_tokens][head_dim]
+  // used instead of converting k and v (a quantized cache dequantizes into
+  // them, so no f16 rounding comes between its codes and the products).
+  const float* k32 = nullptr;
+  const float* v32 = nullptr;
 
   // Host-count view of n_tokens tokens in slots of max_tokens per KV head.
   static DenseKvView of(const __half* k, const __half* v, int n_kv_heads, int group, int head_dim, int max_tokens,

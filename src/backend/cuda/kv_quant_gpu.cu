@@ -30,10 +30,11 @@
 // (o, m, l) beside the dense split kernel's states of the fp16 part; one
 // merge kernel combines them. No dequantized copy of the cache exists.
 //
-// Prefill (n_q > 1) dequantizes the layer's keys/values into a scratch f16
-// buffer (GpuAttnWorkspace::kv) and runs the dense prefill path: quantized
-// values are rounded to f16 once more there (relative 2^-11), which decode
-// does not do.
+// Prefill (n_q > 1) dequantizes the layer's keys/values into a scratch
+// buffer (GpuAttnWorkspace::kv) and runs the dense prefill path: f32 for the
+// f32 GEMM (perplexity; the same values the CPU attends to, one f32 rounding
+// of s*q + z), f16 for the f16 GEMM, which rounds quantized values once more
+// (relative 2^-11; decode does not).
 #include <cfloat>
 
 #include "backend/cuda/kv_quant_gpu.cuh"
@@ -210,10 +211,14 @@ __global__ void place_tokens_kernel(__half* dk, __half* dv, int dst_cap, int slo
 }
 
 
-// Dequantizes group records into dst f16 [n_kv][N][D] at token tok0 + grp * G.
+__device__ __forceinline__ void store_as(__half* p, float x) { *p = __float2half_rn(x); }
+__device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
+
+// Dequantizes group records into dst [n_kv][N][D] (f16, or f32 for the f32
+// prefill GEMM) at token tok0 + grp * G.
+template <typename T>
 __global__ void dequantize_groups_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes,
-                                         QuantGeom g, int tok0, int N, __half* __restrict__ dk,
-                                         __half* __restrict__ dv) {
+                                         QuantGeom g, int tok0, int N, T* __restrict__ dk, T* __restrict__ dv) {
   const int grp = blockIdx.x, h = blockIdx.y, D = g.D, G = g.G;
   const size_t rid = static_cast<size_t>(h) * g.max_groups + grp;
   const uint8_t* kr = kcodes + rid * g.krec;
@@ -228,16 +233,16 @@ __global__ void dequantize_groups_kernel(const uint8_t* __restrict__ kcodes, con
     const float vs = __half2float(reinterpret_cast<const __half*>(vr + g.vscale)[si]);
     const float vz = __half2float(reinterpret_cast<const __half*>(vr + g.vzero)[si]);
     const size_t dst = (static_cast<size_t>(h) * N + tok0 + grp * G + t) * D + c;
-    dk[dst] = __float2half_rn(fmaf(ks, kq, kz));
-    dv[dst] = __float2half_rn(fmaf(vs, vq, vz));
+    store_as(dk + dst, fmaf(ks, kq, kz));
+    store_as(dv + dst, fmaf(vs, vq, vz));
   }
 }
 
 // Copies `count` slots (from slot s0 of src, head stride src_cap) to tokens
 // t0.. of dst [n_kv][N][D].
+template <typename T>
 __global__ void copy_slots_kernel(const __half* __restrict__ sk, const __half* __restrict__ sv, int src_cap, int s0,
-                                  int count, int n_kv, int D, int N, int t0, __half* __restrict__ dk,
-                                  __half* __restrict__ dv) {
+                                  int count, int n_kv, int D, int N, int t0, T* __restrict__ dk, T* __restrict__ dv) {
   const size_t total = static_cast<size_t>(count) * n_kv * D;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -246,8 +251,8 @@ __global__ void copy_slots_kernel(const __half* __restrict__ sk, const __half* _
     const int h = static_cast<int>(i / (static_cast<size_t>(D) * count));
     const size_t src = (static_cast<size_t>(h) * src_cap + s0 + t) * D + c;
     const size_t dst = (static_cast<size_t>(h) * N + t0 + t) * D + c;
-    dk[dst] = sk[src];
-    dv[dst] = sv[src];
+    store_as(dk + dst, __half2float(sk[src]));
+    store_as(dv + dst, __half2float(sv[src]));
   }
 }
 
@@ -533,9 +538,28 @@ class QuantGpuCache final : public GpuKvCache {
   void prefill(const float* q, int n_q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
     const int D = geo_.D, n_kv = geo_.n_kv, N = n_tokens_;
     const size_t per = static_cast<size_t>(n_kv) * N * D;
-    ws.kv.reserve(2 * per * sizeof(__half));
-    __half* dk = ws.kv.as<__half>();
-    __half* dv = dk + per;
+    DenseKvView view = DenseKvView::of(nullptr, nullptr, n_kv, shape_.group(), D, N, N);
+    if (ws.gemm == CudaGemm::f32) {  // f32 GEMMs: dequantize to f32, no f16 rounding of the codes' values
+      ws.kv.reserve(2 * per * sizeof(float));
+      float* dk = ws.kv.as<float>();
+      stage_layer(dk, dk + per, s);
+      view.k32 = dk;
+      view.v32 = dk + per;
+    } else {
+      ws.kv.reserve(2 * per * sizeof(__half));
+      __half* dk = ws.kv.as<__half>();
+      stage_layer(dk, dk + per, s);
+      view.k = dk;
+      view.v = dk + per;
+    }
+    attend_prefill_dense(view, q, n_q, out, ws, s);
+  }
+
+  // Writes the layer's sinks, dequantized groups and window in token order
+  // to dk/dv [n_kv][n_tokens][D].
+  template <typename T>
+  void stage_layer(T* dk, T* dv, cudaStream_t s) {
+    const int D = geo_.D, n_kv = geo_.n_kv, N = n_tokens_;
     if (n_sinks_ > 0) {
       copy_slots_kernel<<<grid_1d(static_cast<size_t>(n_sinks_) * n_kv * D), 256, 0, s>>>(
           exact_k_.as<__half>(), exact_v_.as<__half>(), geo_.exact_cap, 0, n_sinks_, n_kv, D, N, 0, dk, dv);
@@ -552,7 +576,6 @@ class QuantGpuCache final : public GpuKvCache {
           n_sinks_ + n_groups_ * G_, dk, dv);
       LONGKV_CUDA_LAUNCHED();
     }
-    attend_prefill_dense(DenseKvView::of(dk, dv, n_kv, shape_.group(), D, N, N), q, n_q, out, ws, s);
   }
 
   KvMode mode_;
