@@ -36,6 +36,7 @@
 // of s*q + z), f16 for the f16 GEMM, which rounds quantized values once more
 // (relative 2^-11; decode does not).
 #include <cfloat>
+#include <cstdio>
 
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -311,6 +312,13 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.kzero = kl.zero_offset;
     geo_.vscale = vl.scale_offset;
     geo_.vzero = vl.zero_offset;
+    if (!quant_decode_fast(geo_)) {  // once per process: every layer builds one cache
+      static bool told = false;
+      if (!told)
+        std::fprintf(stderr, "note: KV mode '%s' decodes on the GPU through the format-generic kernel (exact, but "
+                             "slower than the tensor-core kernels of the g32 8/4/2-bit modes)\n", name.c_str());
+      told = true;
+    }
     // Same capacities as QuantKvCache.
     sink_cap_ = std::min(mode.sinks, s.max_tokens);
     win_cap_ = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(mode.residual) + G_, s.max_tokens));
