@@ -17,6 +17,7 @@
 #include "kv/kv_codec.h"
 #include "kv/kv_mode.h"
 #include "kv/quant_cache.h"
+#include "kv/rotated_cache.h"
 #include "model/llama_model.h"
 #include "model/model_loader.h"
 #include "runtime/sampler.h"
@@ -250,7 +251,7 @@ TEST(Cuda, UnsupportedKvModeIsOneClearError) {
   s.head_dim = 64;
   s.max_tokens = 4;
   std::vector<float> k(s.kv_dim()), q(s.q_dim()), out(s.q_dim());
-  for (const char* mode : {"k4v2:rope=pre", "k3v3", "f32", "k4v4:g64", "k2v2:o2"}) {
+  for (const char* mode : {"k4v2:rope=pre", "f32", "k2v2:o2", "k2v2:rot:o2", "k4v4:a1"}) {
     SCOPED_TRACE(mode);
     try {
       cuda_check_attention(s, mode, k.data(), k.data(), 1, 1, q.data(), 1, out.data(), CudaGemm::f32);
@@ -287,6 +288,14 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
       // d64 and d128; many splits of several groups each.
       {"k2v4", 16, 2, 64, 2000, 700, 0},       {"k4v8", 64, 8, 128, 3000, 3000, 0},
       {"k2v2", 32, 8, 128, 20011, 5000, 0},
+      // The formats only the generic kernel (kv_quant_decode_any.cu) reads:
+      // 3- and 1-bit codes (two planes / 32 codes a word), G = 64 and 128
+      // (several 32-token blocks per group, value scales per channel group),
+      // mixed widths, symmetric, token-by-token appends.
+      {"k3v3", 32, 8, 128, 4099, 1000, 5},     {"k1v1", 8, 2, 64, 1001, 13, 0},
+      {"k4v3:g64", 32, 8, 128, 3001, 512, 3},  {"k2v1:g128", 32, 8, 128, 2000, 2000, 0},
+      {"k3v2:g64:sym", 8, 2, 64, 777, 100, 0}, {"k8v3:g128:r0:s0", 28, 4, 128, 1500, 1, 0},
+      {"k1v2:g64", 16, 2, 64, 2000, 700, 0},   {"k2v2:g64", 32, 8, 128, 20011, 5000, 0},
   };
   ThreadPool pool(2);
   for (const auto& c : cases) {
@@ -402,6 +411,78 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
                   "nmse vs CPU %.3g (v2/4 %.3g, m4 %.3g, FMA kernel %.3g, v3 %.3g, v3+PDL %.3g, v3 2 stages %.3g)\n",
                   c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, c.n_kv, bad_k, bad_v, err,
                   errs[1], errs[2], errs[3], errs[4], errs[5], errs[6]);
+    }
+  }
+}
+
+// ":rot" on the GPU against the CPU's RotatedKvCache: the stored records
+// byte-equal to kv_quantize of the CPU-rotated (hadamard_rotate) f16 tiles —
+// the GPU butterfly must round exactly like the CPU's, or 2-bit codes flip —
+// and decode / prefill outputs (rotated back) within float rounding.
+TEST(CudaQuant, RotatedMatchesCpuCache) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    const char* mode;
+    int n_heads, n_kv, d, n_ctx, chunk, n_q_prefill;
+  };
+  const Case cases[] = {{"k2v2:rot", 32, 8, 128, 3001, 1000, 4},
+                        {"k4v2:rot:g64", 8, 2, 64, 1001, 1, 0},
+                        {"k3v3:rot:r0:s0", 28, 4, 128, 700, 64, 3}};
+  ThreadPool pool(2);
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.mode);
+    KvShape s;
+    s.n_heads = c.n_heads;
+    s.n_kv_heads = c.n_kv;
+    s.head_dim = c.d;
+    s.max_tokens = c.n_ctx + 5;
+    const KvMode mode = parse_kv_mode(c.mode);
+    const int kvd = s.kv_dim(), d = c.d, G = mode.group;
+    const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;
+    auto k = test::random_floats(kv, 41, -2, 2), v = test::random_floats(kv, 42);
+    for (size_t i = 0; i < kv; ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+    for (int n_q : {1, c.n_q_prefill}) {
+      if (n_q == 0) continue;
+      const auto q = test::random_floats(static_cast<size_t>(n_q) * s.q_dim(), 43 + n_q, -1, 1);
+      std::vector<float> out(q.size()), ref(q.size());
+      auto cpu = make_kv_cache(c.mode, s, pool);
+      for (int p = 0; p < c.n_ctx; p += c.chunk)
+        cpu->append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], std::min(c.chunk, c.n_ctx - p));
+      cpu->attend(q.data(), n_q, ref.data(), nullptr);
+      CudaKvDump dump;
+      cuda_check_attention(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, q.data(), n_q, out.data(), CudaGemm::f32,
+                           n_q == 1 ? &dump : nullptr);
+      const double err = test::nmse(out.data(), ref.data(), ref.size());
+      EXPECT_LT(err, n_q == 1 ? 1e-7 : 1e-6) << "n_q " << n_q;
+      int bad = 0;
+      if (n_q == 1) {
+        ASSERT_GT(dump.n_groups, 0);
+        std::vector<float> tile(static_cast<size_t>(G) * d);
+        std::vector<uint8_t> rec(std::max(dump.k_rec, dump.v_rec));
+        for (int h = 0; h < c.n_kv; ++h)
+          for (int grp = 0; grp < dump.n_groups; ++grp)
+            for (int which = 0; which < 2; ++which) {
+              const auto& src = which == 0 ? k : v;
+              const int tok0 = dump.n_sinks + grp * G;
+              for (int t = 0; t < G; ++t) {
+                float* row = &tile[static_cast<size_t>(t) * d];
+                for (int ch = 0; ch < d; ++ch) row[ch] = src[static_cast<size_t>(tok0 + t) * kvd + h * d + ch];
+                hadamard_rotate(row, d);  // what the CPU stores: rotated, then rounded to f16 by the window
+                for (int ch = 0; ch < d; ++ch) row[ch] = f16_to_f32(f32_to_f16(row[ch]));
+              }
+              const size_t at = static_cast<size_t>(h) * dump.max_groups + grp;
+              if (which == 0) {
+                kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rec.data());
+                bad += std::memcmp(rec.data(), &dump.k_codes[at * dump.k_rec], dump.k_rec) != 0;
+              } else {
+                kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rec.data());
+                bad += std::memcmp(rec.data(), &dump.v_codes[at * dump.v_rec], dump.v_rec) != 0;
+              }
+            }
+        EXPECT_EQ(bad, 0) << "records differing from the CPU-rotated codec";
+      }
+      std::printf("rot %-16s h%d/%d d%d ctx %d chunk %d n_q %d: %d groups, records differing %d, nmse vs CPU %.3g\n",
+                  c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, bad, err);
     }
   }
 }

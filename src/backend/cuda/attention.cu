@@ -380,7 +380,11 @@ void attend_prefill_dense(const DenseKvView& kv, const float* q, int n_q, float*
   const void* kp = kv.k;
   const void* vp = kv.v;
   long long kv_stride = static_cast<long long>(kv.max_tokens) * D;
-  if (!f16) {  // the f32 path multiplies f32 copies of the keys and values
+  if (!f16 && kv.k32) {  // f32 copies given
+    kp = kv.k32;
+    vp = kv.v32;
+    kv_stride = static_cast<long long>(N) * D;
+  } else if (!f16) {  // the f32 path multiplies f32 copies of the keys and values
     const size_t per = static_cast<size_t>(n_kv) * N * D;
     ws.e.reserve(2 * per * sizeof(float));
     kv_to_f32_kernel<<<grid_for(per), 256, 0, s>>>(kv.k, ws.e.as<float>(), n_kv, N, D, kv.max_tokens);

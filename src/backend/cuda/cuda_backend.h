@@ -47,7 +47,7 @@ inline bool parse_cuda_gemm(const std::string& s, CudaGemm* out) {
 }
 
 struct CudaModelOptions {
-  std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense), k<B>v<B> (B = 8, 4, 2; post-RoPE, g32)
+  std::string kv_mode = "f16";  // GPU KV modes: "f16" (dense), k<B>v<B> (B = 8, 4, 3, 2, 1; G = 32/64/128; post-RoPE)
   int max_tokens = 0;           // KV capacity per sequence
   CudaGemm gemm = CudaGemm::f16;
   // Single-token steps run as CUDA graphs: a step is captured once per

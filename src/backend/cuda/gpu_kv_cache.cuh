@@ -19,7 +19,7 @@ struct GpuAttnWorkspace {
   cublasHandle_t cublas = nullptr;
   CudaGemm gemm = CudaGemm::f16;
   DeviceBuffer a, b, c, d, e;
-  DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized to f16
+  DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
   DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
 };
 
@@ -75,11 +75,16 @@ class GpuKvCache {
 };
 
 // GPU KV modes: "f16" (dense) and the post-RoPE scalar modes k<B>v<B> with
-// B in {8, 4, 2}, G = 32 (kv_quant_gpu.cu). Throws Error naming the supported modes.
+// B in {8, 4, 3, 2, 1}, any G of kv_codec.h (kv_quant_gpu.cu); outliers,
+// anchors, pre-RoPE keys and rotation are CPU-only. Throws Error naming the
+// supported modes.
 std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s);
 // The quantized cache (mode already parsed to kind quant); throws for what it
-// cannot hold (pre-RoPE, rotated, 3- or 1-bit codes, G != 32, head_dim not 64/128).
+// cannot hold (pre-RoPE, rotated, outliers, anchors, head_dim not 64/128).
 std::unique_ptr<GpuKvCache> make_quant_gpu_kv_cache(const KvMode& mode, const KvShape& s);
+// ":rot": the quantized cache of `mode` without the rotation, behind a
+// Hadamard rotation of keys, values, queries and outputs (kv_rotated_gpu.cu).
+std::unique_ptr<GpuKvCache> make_rotated_gpu_kv_cache(const KvMode& mode, const KvShape& s);
 // Steady-state device bytes per token of one layer's cache in `mode`.
 double gpu_kv_bytes_per_token(const std::string& mode, const KvShape& s);
 
@@ -98,6 +103,11 @@ struct DenseKvView {
   // launch will see) and each split's length from the count on the device.
   const int* dev_n = nullptr;
   int dev_add = 0, split_n = 0;
+  // Prefill with the f32 GEMM only: f32 copies [n_kv][n_tokens][head_dim]
+  // used instead of converting k and v (a quantized cache dequantizes into
+  // them, so no f16 rounding comes between its codes and the products).
+  const float* k32 = nullptr;
+  const float* v32 = nullptr;
 
   // Host-count view of n_tokens tokens in slots of max_tokens per KV head.
   static DenseKvView of(const __half* k, const __half* v, int n_kv_heads, int group, int head_dim, int max_tokens,

@@ -96,8 +96,8 @@ class DenseF16GpuCache final : public GpuKvCache {
 std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s) {
   const KvMode m = parse_kv_mode(mode);
   if (m.kind == KvKind::f16) return std::make_unique<DenseF16GpuCache>(s);
-  if (m.kind == KvKind::quant) return make_quant_gpu_kv_cache(m, s);
-  fail("KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16, k<B>v<B> with B in 8, 4, 2)",
+  if (m.kind == KvKind::quant) return m.rotate ? make_rotated_gpu_kv_cache(m, s) : make_quant_gpu_kv_cache(m, s);
+  fail("KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16 and the scalar codes k<B>v<B>)",
        mode.c_str());
 }
 

@@ -3,13 +3,16 @@
 // description of the layout; kernels here read and write exactly it).
 //
 // Storage per layer, device memory:
-//   k/v codes  [n_kv][max_groups][record]  kv_group_layout(32, d, bits)
+//   k/v codes  [n_kv][max_groups][record]  kv_group_layout(G, d, bits)
 //   exact k/v  [n_kv][sink_cap + win_cap][d] f16: sinks at slots [0, sink_cap),
 //              the residual window at [sink_cap, ...), oldest token first, so
 //              the fp16 tokens every decode row sees are one contiguous prefix
 //              of the slots (the dense split kernel reads them as they are).
 // Token lifecycle as on the CPU (quant_cache.h): S sinks, then a window that
-// is cut into a group of G = 32 tokens whenever it reaches R + G tokens.
+// is cut into a group of G tokens whenever it reaches R + G tokens. Every
+// code width of kv_codec.h (8, 4, 3, 2, 1 bits) and G = 32, 64, 128 (a
+// multiple of 32 dividing d) is stored; the fast decode kernels take G = 32
+// with 8/4/2 bits, kv_quant_decode_any.cu every other format.
 //
 // append(n) is O(1) kernels for any n: the groups the n tokens complete are
 // quantized in one launch straight from their sources (the old window's f16
@@ -27,19 +30,19 @@
 // (o, m, l) beside the dense split kernel's states of the fp16 part; one
 // merge kernel combines them. No dequantized copy of the cache exists.
 //
-// Prefill (n_q > 1) dequantizes the layer's keys/values into a scratch f16
-// buffer (GpuAttnWorkspace::kv) and runs the dense prefill path: quantized
-// values are rounded to f16 once more there (relative 2^-11), which decode
-// does not do.
+// Prefill (n_q > 1) dequantizes the layer's keys/values into a scratch
+// buffer (GpuAttnWorkspace::kv) and runs the dense prefill path: f32 for the
+// f32 GEMM (perplexity; the same values the CPU attends to, one f32 rounding
+// of s*q + z), f16 for the f16 GEMM, which rounds quantized values once more
+// (relative 2^-11; decode does not).
 #include <cfloat>
+#include <cstdio>
 
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace longkv::cuda {
 namespace {
-
-constexpr int kG = kQuantGroup;
 
 __device__ __forceinline__ unsigned short f2h_bits(float x) { return __half_as_ushort(__float2half_rn(x)); }
 __device__ __forceinline__ float h2f_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
@@ -92,41 +95,51 @@ __device__ __forceinline__ float src_value(const __half* exact, const float* __r
   return __half2float(__float2half_rn(in[static_cast<size_t>(p - old_total) * g.n_kv * g.D + h * g.D + c]));
 }
 
+// Sets field `packed` of word (packed / n, col) of a plane (no other field
+// of that word is written by another thread: each thread builds whole words).
+__device__ __forceinline__ uint32_t plane_bits_of(uint32_t code, int bits, int plane) {
+  return bits != 3 ? code : (plane == 0 ? code & 3u : code >> 2);
+}
+
 // One block (128 threads) per (new group, KV head): keys then values of the
-// group quantized from the 32 x D tile in shared memory.
+// group quantized from the G x D tile in dynamic shared memory
+// (quantize_smem_bytes: x[G][D + 1] floats, then scale and zero [D] u16).
 __global__ void __launch_bounds__(128)
     quantize_groups_kernel(uint8_t* __restrict__ kcodes, uint8_t* __restrict__ vcodes,
                            const __half* __restrict__ ek, const __half* __restrict__ ev, const float* __restrict__ kin,
                            const float* __restrict__ vin, QuantGeom g, int grp0, int pos0, int old_total, int old_ws) {
-  __shared__ float x[kG][128 + 1];
-  __shared__ unsigned short sc[128], zr[128];
-  const int grp = grp0 + blockIdx.x, h = blockIdx.y, D = g.D, tid = threadIdx.x;
-  const int p0 = pos0 + blockIdx.x * kG;  // position of token 0 of the group
+  extern __shared__ float x_sh[];
+  const int G = g.G, D = g.D, ld = D + 1, tid = threadIdx.x;
+  auto x = [&](int t, int c) -> float& { return x_sh[t * ld + c]; };
+  unsigned short* sc = reinterpret_cast<unsigned short*>(x_sh + G * ld);
+  unsigned short* zr = sc + D;
+  const int grp = grp0 + blockIdx.x, h = blockIdx.y;
+  const int p0 = pos0 + blockIdx.x * G;  // position of token 0 of the group
   for (int which = 0; which < 2; ++which) {
     const bool keys = which == 0;
-    const int bits = keys ? g.kbits : g.vbits, n = 32 / bits;
+    const int bits = keys ? g.kbits : g.vbits;
     uint8_t* rec = (keys ? kcodes : vcodes) + (static_cast<size_t>(h) * g.max_groups + grp) * (keys ? g.krec : g.vrec);
-    for (int i = tid; i < kG * D; i += blockDim.x) {
+    for (int i = tid; i < G * D; i += blockDim.x) {
       const int t = i / D, c = i % D;
-      x[t][c] = src_value(keys ? ek : ev, keys ? kin : vin, g, h, c, p0 + t, old_total, old_ws);
+      x(t, c) = src_value(keys ? ek : ev, keys ? kin : vin, g, h, c, p0 + t, old_total, old_ws);
     }
     __syncthreads();
     if (keys) {
       for (int c = tid; c < D; c += blockDim.x) {  // per channel over the G tokens
-        float mn = x[0][c], mx = x[0][c];
-        for (int t = 1; t < kG; ++t) {
-          mn = x[t][c] < mn ? x[t][c] : mn;
-          mx = x[t][c] > mx ? x[t][c] : mx;
+        float mn = x(0, c), mx = x(0, c);
+        for (int t = 1; t < G; ++t) {
+          mn = x(t, c) < mn ? x(t, c) : mn;
+          mx = x(t, c) > mx ? x(t, c) : mx;
         }
         fit_range(mn, mx, bits, g.sym, &sc[c], &zr[c]);
       }
     } else {
-      for (int i = tid; i < D; i += blockDim.x) {  // per token over G channels: i = group * G + token
-        const int t = i % kG, c0 = (i / kG) * kG;
-        float mn = x[t][c0], mx = x[t][c0];
-        for (int c = c0 + 1; c < c0 + kG; ++c) {
-          mn = x[t][c] < mn ? x[t][c] : mn;
-          mx = x[t][c] > mx ? x[t][c] : mx;
+      for (int i = tid; i < D; i += blockDim.x) {  // per token over G channels: i = channel group * G + token
+        const int t = i % G, c0 = (i / G) * G;
+        float mn = x(t, c0), mx = x(t, c0);
+        for (int c = c0 + 1; c < c0 + G; ++c) {
+          mn = x(t, c) < mn ? x(t, c) : mn;
+          mx = x(t, c) > mx ? x(t, c) : mx;
         }
         fit_range(mn, mx, bits, g.sym, &sc[i], &zr[i]);
       }
@@ -138,30 +151,39 @@ __global__ void __launch_bounds__(128)
       rs[i] = sc[i];
       rz[i] = zr[i];
     }
-    uint32_t* words = reinterpret_cast<uint32_t*>(rec);
-    if (keys) {  // word (j, t): channels n*j .. n*j+n-1 of token t
-      for (int i = tid; i < (D / n) * kG; i += blockDim.x) {
-        const int j = i / kG, t = i % kG;
-        uint32_t w = 0;
-        for (int k = 0; k < n; ++k) {
-          const int c = n * j + k;
-          w |= encode(x[t][c], h2f_bits(sc[c]), h2f_bits(zr[c]), bits) << (bits * k);
+    // Code planes (kv_codec.h): one for 8/4/2/1 bits; for 3 bits the 2-bit
+    // plane of (q & 3), then the 1-bit plane of (q >> 2) G*D/4 bytes in.
+    for (int plane = 0; plane < (bits == 3 ? 2 : 1); ++plane) {
+      const int pb = bits != 3 ? bits : 2 - plane, n = 32 / pb;
+      uint32_t* words = reinterpret_cast<uint32_t*>(rec + (plane ? G * D / 4 : 0));
+      if (keys) {  // word (j, t): channels n*j .. n*j+n-1 of token t
+        for (int i = tid; i < (D / n) * G; i += blockDim.x) {
+          const int j = i / G, t = i % G;
+          uint32_t w = 0;
+          for (int k = 0; k < n; ++k) {
+            const int c = n * j + k;
+            w |= plane_bits_of(encode(x(t, c), h2f_bits(sc[c]), h2f_bits(zr[c]), bits), bits, plane) << (pb * k);
+          }
+          words[i] = w;
         }
-        words[i] = w;
-      }
-    } else {  // word (j, c): tokens n*j .. n*j+n-1 of channel c
-      for (int i = tid; i < (kG / n) * D; i += blockDim.x) {
-        const int j = i / D, c = i % D;
-        uint32_t w = 0;
-        for (int k = 0; k < n; ++k) {
-          const int t = n * j + k, si = (c / kG) * kG + t;
-          w |= encode(x[t][c], h2f_bits(sc[si]), h2f_bits(zr[si]), bits) << (bits * k);
+      } else {  // word (j, c): tokens n*j .. n*j+n-1 of channel c
+        for (int i = tid; i < (G / n) * D; i += blockDim.x) {
+          const int j = i / D, c = i % D;
+          uint32_t w = 0;
+          for (int k = 0; k < n; ++k) {
+            const int t = n * j + k, si = (c / G) * G + t;
+            w |= plane_bits_of(encode(x(t, c), h2f_bits(sc[si]), h2f_bits(zr[si]), bits), bits, plane) << (pb * k);
+          }
+          words[i] = w;
         }
-        words[i] = w;
       }
     }
     __syncthreads();
   }
+}
+
+size_t quantize_smem_bytes(const QuantGeom& g) {
+  return sizeof(float) * g.G * (g.D + 1) + 2 * sizeof(unsigned short) * g.D;
 }
 
 // Writes positions p0 .. p0 + count - 1 (from src_value) to slots slot0 ..
@@ -193,37 +215,38 @@ __global__ void place_tokens_kernel(__half* dk, __half* dv, int dst_cap, int slo
 }
 
 
-// Dequantizes group records into dst f16 [n_kv][N][D] at token tok0 + grp * G.
+__device__ __forceinline__ void store_as(__half* p, float x) { *p = __float2half_rn(x); }
+__device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
+
+// Dequantizes group records into dst [n_kv][N][D] (f16, or f32 for the f32
+// prefill GEMM) at token tok0 + grp * G.
+template <typename T>
 __global__ void dequantize_groups_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes,
-                                         QuantGeom g, int tok0, int N, __half* __restrict__ dk,
-                                         __half* __restrict__ dv) {
-  const int grp = blockIdx.x, h = blockIdx.y, D = g.D;
+                                         QuantGeom g, int tok0, int N, T* __restrict__ dk, T* __restrict__ dv) {
+  const int grp = blockIdx.x, h = blockIdx.y, D = g.D, G = g.G;
   const size_t rid = static_cast<size_t>(h) * g.max_groups + grp;
   const uint8_t* kr = kcodes + rid * g.krec;
   const uint8_t* vr = vcodes + rid * g.vrec;
-  const int nk = 32 / g.kbits, nv = 32 / g.vbits;
-  for (int i = threadIdx.x; i < kG * D; i += blockDim.x) {
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
     const int t = i / D, c = i % D;
-    const uint32_t kw = reinterpret_cast<const uint32_t*>(kr)[(c / nk) * kG + t];
-    const uint32_t vw = reinterpret_cast<const uint32_t*>(vr)[(t / nv) * D + c];
-    const float kq = static_cast<float>((kw >> (g.kbits * (c % nk))) & ((1u << g.kbits) - 1));
-    const float vq = static_cast<float>((vw >> (g.vbits * (t % nv))) & ((1u << g.vbits) - 1));
+    const float kq = static_cast<float>(quant_rec_code(kr, g.kbits, G * D, G, c, t));
+    const float vq = static_cast<float>(quant_rec_code(vr, g.vbits, G * D, D, t, c));
     const float ks = __half2float(reinterpret_cast<const __half*>(kr + g.kscale)[c]);
     const float kz = __half2float(reinterpret_cast<const __half*>(kr + g.kzero)[c]);
-    const int si = (c / kG) * kG + t;
+    const int si = (c / G) * G + t;
     const float vs = __half2float(reinterpret_cast<const __half*>(vr + g.vscale)[si]);
     const float vz = __half2float(reinterpret_cast<const __half*>(vr + g.vzero)[si]);
-    const size_t dst = (static_cast<size_t>(h) * N + tok0 + grp * kG + t) * D + c;
-    dk[dst] = __float2half_rn(fmaf(ks, kq, kz));
-    dv[dst] = __float2half_rn(fmaf(vs, vq, vz));
+    const size_t dst = (static_cast<size_t>(h) * N + tok0 + grp * G + t) * D + c;
+    store_as(dk + dst, fmaf(ks, kq, kz));
+    store_as(dv + dst, fmaf(vs, vq, vz));
   }
 }
 
 // Copies `count` slots (from slot s0 of src, head stride src_cap) to tokens
 // t0.. of dst [n_kv][N][D].
+template <typename T>
 __global__ void copy_slots_kernel(const __half* __restrict__ sk, const __half* __restrict__ sv, int src_cap, int s0,
-                                  int count, int n_kv, int D, int N, int t0, __half* __restrict__ dk,
-                                  __half* __restrict__ dv) {
+                                  int count, int n_kv, int D, int N, int t0, T* __restrict__ dk, T* __restrict__ dv) {
   const size_t total = static_cast<size_t>(count) * n_kv * D;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
@@ -232,8 +255,8 @@ __global__ void copy_slots_kernel(const __half* __restrict__ sk, const __half* _
     const int h = static_cast<int>(i / (static_cast<size_t>(D) * count));
     const size_t src = (static_cast<size_t>(h) * src_cap + s0 + t) * D + c;
     const size_t dst = (static_cast<size_t>(h) * N + t0 + t) * D + c;
-    dk[dst] = sk[src];
-    dv[dst] = sv[src];
+    store_as(dk + dst, __half2float(sk[src]));
+    store_as(dv + dst, __half2float(sv[src]));
   }
 }
 
@@ -263,23 +286,24 @@ class QuantGpuCache final : public GpuKvCache {
                  "KV mode '%s' is not available on the CUDA backend yet (outliers ':o' are CPU-only)", name.c_str());
     LONGKV_CHECK(!(mode.anchor_pct > 0),
                  "KV mode '%s' is not available on the CUDA backend yet (anchor tokens ':a' are CPU-only)", name.c_str());
-    LONGKV_CHECK(!mode.pre_rope && !mode.rotate,
-                 "KV mode '%s' is not available on the CUDA backend yet (GPU quantized modes store post-RoPE, "
-                 "unrotated keys)",
+    LONGKV_CHECK(!mode.pre_rope,
+                 "KV mode '%s' is not available on the CUDA backend yet (GPU quantized modes store post-RoPE keys)",
                  name.c_str());
-    LONGKV_CHECK((mode.k_bits == 8 || mode.k_bits == 4 || mode.k_bits == 2) &&
-                     (mode.v_bits == 8 || mode.v_bits == 4 || mode.v_bits == 2),
-                 "KV mode '%s' is not available on the CUDA backend yet (GPU code widths: 8, 4, 2 bits)",
-                 name.c_str());
-    LONGKV_CHECK(mode.group == kG, "KV mode '%s' is not available on the CUDA backend yet (GPU group size: g32)",
-                 name.c_str());
+    LONGKV_CHECK(!mode.rotate, "KV mode '%s': ':rot' is make_rotated_gpu_kv_cache's, around this cache", name.c_str());
+    // Code widths 8, 4, 3, 2, 1 and G a multiple of 32 dividing head_dim are
+    // what kv_codec.h allows (the mode parser and the layout checked them).
+    LONGKV_CHECK(mode.group % kQuantGroup == 0 && s.head_dim % mode.group == 0,
+                 "KV mode '%s' on the CUDA backend needs a group size that is a multiple of 32 and divides head_dim %d",
+                 name.c_str(), s.head_dim);
     LONGKV_CHECK(s.head_dim == 64 || s.head_dim == 128,
                  "KV mode '%s' on the CUDA backend needs head_dim 64 or 128 (model has %d)", name.c_str(), s.head_dim);
     LONGKV_CHECK(s.n_kv_heads > 0 && s.n_heads % s.n_kv_heads == 0 && s.group() <= 8,
                  "KV mode '%s' on the CUDA backend supports up to 8 query heads per KV head (model has %d/%d)",
                  name.c_str(), s.n_heads, s.n_kv_heads);
     const int D = s.head_dim;
-    const KvGroupLayout kl = kv_group_layout(kG, D, mode.k_bits), vl = kv_group_layout(kG, D, mode.v_bits);
+    G_ = mode.group;
+    const KvGroupLayout kl = kv_group_layout(G_, D, mode.k_bits), vl = kv_group_layout(G_, D, mode.v_bits);
+    geo_.G = G_;
     geo_.n_kv = s.n_kv_heads;
     geo_.D = D;
     geo_.kbits = mode.k_bits;
@@ -291,13 +315,20 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.kzero = kl.zero_offset;
     geo_.vscale = vl.scale_offset;
     geo_.vzero = vl.zero_offset;
+    if (!quant_decode_fast(geo_)) {  // once per process: every layer builds one cache
+      static bool told = false;
+      if (!told)
+        std::fprintf(stderr, "note: KV mode '%s' decodes on the GPU through the format-generic kernel (exact, but "
+                             "slower than the tensor-core kernels of the g32 8/4/2-bit modes)\n", name.c_str());
+      told = true;
+    }
     // Same capacities as QuantKvCache.
     sink_cap_ = std::min(mode.sinks, s.max_tokens);
-    win_cap_ = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(mode.residual) + kG, s.max_tokens));
+    win_cap_ = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(mode.residual) + G_, s.max_tokens));
     geo_.sink_cap = sink_cap_;
     geo_.exact_cap = sink_cap_ + win_cap_;
     geo_.max_groups = static_cast<int>(
-        std::max<int64_t>(0, (static_cast<int64_t>(s.max_tokens) - mode.sinks - mode.residual) / kG));
+        std::max<int64_t>(0, (static_cast<int64_t>(s.max_tokens) - mode.sinks - mode.residual) / G_));
     const size_t n_kv = s.n_kv_heads;
     k_codes_.resize(std::max<size_t>(1, n_kv * geo_.max_groups * kl.bytes));
     v_codes_.resize(std::max<size_t>(1, n_kv * geo_.max_groups * vl.bytes));
@@ -316,9 +347,10 @@ class QuantGpuCache final : public GpuKvCache {
     const int ns_add = (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) ? std::min(sink_cap_ - n_sinks_, n) : 0;
     const int m = n - ns_add;
     const int w = n_window_ + m;
-    const int e = (m > 0 && w >= R + kG) ? (w - (R + kG)) / kG + 1 : 0;
+    const int G = G_;
+    const int e = (m > 0 && w >= R + G) ? (w - (R + G)) / G + 1 : 0;
     const int old_total = n_tokens_, sinks = n_sinks_ + ns_add;
-    const int old_ws = sinks + n_groups_ * kG;  // position of old window slot 0
+    const int old_ws = sinks + n_groups_ * G;  // position of old window slot 0
     // A steady step (replay_key != 0) reads its position from the device.
     const bool steady = n == 1 && steady_next();
     decode_dev_ = steady;
@@ -326,11 +358,17 @@ class QuantGpuCache final : public GpuKvCache {
     __half* ek = exact_k_.as<__half>();
     __half* ev = exact_v_.as<__half>();
     if (e > 0) {
-      quantize_groups_kernel<<<dim3(e, n_kv), 128, 0, s>>>(k_codes_.as<uint8_t>(), v_codes_.as<uint8_t>(), ek, ev, k,
-                                                           v, geo_, n_groups_, old_ws, old_total, old_ws);
+      const size_t smem = quantize_smem_bytes(geo_);
+      if (smem > 48 * 1024 && !smem_raised_) {  // G >= 96 at D = 128: past the default 48 KiB
+        LONGKV_CUDA_CHECK(cudaFuncSetAttribute(quantize_groups_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem)));
+        smem_raised_ = true;
+      }
+      quantize_groups_kernel<<<dim3(e, n_kv), 128, smem, s>>>(k_codes_.as<uint8_t>(), v_codes_.as<uint8_t>(), ek, ev,
+                                                              k, v, geo_, n_groups_, old_ws, old_total, old_ws);
       LONGKV_CUDA_LAUNCHED();
     }
-    const int nw = w - e * kG, new_ws = old_ws + e * kG, new_total = old_total + n;
+    const int nw = w - e * G, new_ws = old_ws + e * G, new_total = old_total + n;
     if (ns_add > 0) {
       place_tokens_kernel<<<grid_1d(static_cast<size_t>(ns_add) * n_kv * D), 256, 0, s>>>(
           ek, ev, geo_.exact_cap, old_total, ek, ev, k, v, geo_, old_total, ns_add, old_total, old_ws, nullptr);
@@ -409,7 +447,7 @@ class QuantGpuCache final : public GpuKvCache {
   }
 
   KvFootprint footprint() const override {
-    const KvQuantBytes b = kv_quant_bytes(shape_.n_kv_heads, shape_.head_dim, kG, n_groups_, geo_.krec, geo_.vrec,
+    const KvQuantBytes b = kv_quant_bytes(shape_.n_kv_heads, shape_.head_dim, G_, n_groups_, geo_.krec, geo_.vrec,
                                           static_cast<size_t>(n_sinks_) + n_window_, n_tokens_);
     KvFootprint f;
     f.tokens = n_tokens_;
@@ -463,7 +501,7 @@ class QuantGpuCache final : public GpuKvCache {
                                      geo_.exact_cap, n_sinks_ + n_window_);
     if (decode_dev_) {  // fp16 tokens after the append: *dpos + 1 - (groups' tokens)
       kv.dev_n = dpos_;
-      kv.dev_add = 1 - n_groups_ * kG;
+      kv.dev_add = 1 - n_groups_ * G_;
       kv.split_n = geo_.exact_cap;
     }
     return kv;
@@ -473,7 +511,7 @@ class QuantGpuCache final : public GpuKvCache {
   bool steady_next() const {
     if (!dpos_ || n_tokens_ + 1 > shape_.max_tokens) return false;
     if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) return false;
-    return n_window_ + 1 < mode_.residual + kG && sink_cap_ + n_window_ + 1 <= geo_.exact_cap;
+    return n_window_ + 1 < mode_.residual + G_ && sink_cap_ + n_window_ + 1 <= geo_.exact_cap;
   }
 
   // The quantized split kernel for this cache's shape: launched, or with
@@ -496,7 +534,8 @@ class QuantGpuCache final : public GpuKvCache {
     a.part_o = po;
     a.part_ml = pml;
     a.stride = stride;
-    launch_quant_decode(a, s, warps);
+    if (quant_decode_fast(geo_)) launch_quant_decode(a, s, warps);
+    else launch_quant_decode_any(a, s, warps);
   }
 
   void decode(const float* q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
@@ -533,9 +572,28 @@ class QuantGpuCache final : public GpuKvCache {
   void prefill(const float* q, int n_q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
     const int D = geo_.D, n_kv = geo_.n_kv, N = n_tokens_;
     const size_t per = static_cast<size_t>(n_kv) * N * D;
-    ws.kv.reserve(2 * per * sizeof(__half));
-    __half* dk = ws.kv.as<__half>();
-    __half* dv = dk + per;
+    DenseKvView view = DenseKvView::of(nullptr, nullptr, n_kv, shape_.group(), D, N, N);
+    if (ws.gemm == CudaGemm::f32) {  // f32 GEMMs: dequantize to f32, no f16 rounding of the codes' values
+      ws.kv.reserve(2 * per * sizeof(float));
+      float* dk = ws.kv.as<float>();
+      stage_layer(dk, dk + per, s);
+      view.k32 = dk;
+      view.v32 = dk + per;
+    } else {
+      ws.kv.reserve(2 * per * sizeof(__half));
+      __half* dk = ws.kv.as<__half>();
+      stage_layer(dk, dk + per, s);
+      view.k = dk;
+      view.v = dk + per;
+    }
+    attend_prefill_dense(view, q, n_q, out, ws, s);
+  }
+
+  // Writes the layer's sinks, dequantized groups and window in token order
+  // to dk/dv [n_kv][n_tokens][D].
+  template <typename T>
+  void stage_layer(T* dk, T* dv, cudaStream_t s) {
+    const int D = geo_.D, n_kv = geo_.n_kv, N = n_tokens_;
     if (n_sinks_ > 0) {
       copy_slots_kernel<<<grid_1d(static_cast<size_t>(n_sinks_) * n_kv * D), 256, 0, s>>>(
           exact_k_.as<__half>(), exact_v_.as<__half>(), geo_.exact_cap, 0, n_sinks_, n_kv, D, N, 0, dk, dv);
@@ -549,17 +607,18 @@ class QuantGpuCache final : public GpuKvCache {
     if (n_window_ > 0) {
       copy_slots_kernel<<<grid_1d(static_cast<size_t>(n_window_) * n_kv * D), 256, 0, s>>>(
           exact_k_.as<__half>(), exact_v_.as<__half>(), geo_.exact_cap, sink_cap_, n_window_, n_kv, D, N,
-          n_sinks_ + n_groups_ * kG, dk, dv);
+          n_sinks_ + n_groups_ * G_, dk, dv);
       LONGKV_CUDA_LAUNCHED();
     }
-    attend_prefill_dense(DenseKvView::of(dk, dv, n_kv, shape_.group(), D, N, N), q, n_q, out, ws, s);
   }
 
   KvMode mode_;
   QuantGeom geo_;
+  int G_ = kQuantGroup;  // tokens per group
   int sink_cap_ = 0, win_cap_ = 0;
   DeviceBuffer k_codes_, v_codes_, exact_k_, exact_v_, tmp_;
   int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
+  bool smem_raised_ = false;  // quantize_groups_kernel's shared-memory limit raised for this G
   bool decode_dev_ = false;  // the last append was steady: decode reads the fp16 count from the device
 };
 
@@ -572,8 +631,8 @@ std::unique_ptr<GpuKvCache> make_quant_gpu_kv_cache(const KvMode& mode, const Kv
 double gpu_kv_bytes_per_token(const std::string& mode_str, const KvShape& s) {
   const KvMode mode = parse_kv_mode(mode_str);
   if (mode.kind == KvKind::f16) return static_cast<double>(s.kv_dim()) * 2 * sizeof(__half);
-  LONGKV_CHECK(mode.kind == KvKind::quant, "KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16, "
-               "k<B>v<B> with B in 8, 4, 2)", mode_str.c_str());
+  LONGKV_CHECK(mode.kind == KvKind::quant, "KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16 "
+               "and the scalar codes k<B>v<B>)", mode_str.c_str());
   const KvGroupLayout k = kv_group_layout(mode.group, s.head_dim, mode.k_bits);
   const KvGroupLayout v = kv_group_layout(mode.group, s.head_dim, mode.v_bits);
   return static_cast<double>(s.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;

@@ -7,12 +7,13 @@
 
 namespace longkv::cuda {
 
-constexpr int kQuantGroup = kKvCodeBlock;  // group size the GPU cache supports (32 = lanes of a warp)
+constexpr int kQuantGroup = kKvCodeBlock;  // group size of the fast kernels (32 = lanes of a warp)
 constexpr int kQuantWarps = 4;             // warps per block of the decode kernels
 
 // One layer's code records and fp16 part, sizes in bytes (kv_group_layout).
 struct QuantGeom {
   int n_kv = 0, D = 0, kbits = 0, vbits = 0;
+  int G = kQuantGroup;  // tokens per group (a multiple of 32 dividing D)
   int max_groups = 0, sink_cap = 0, exact_cap = 0;
   size_t krec = 0, vrec = 0, kscale = 0, kzero = 0, vscale = 0, vzero = 0;
   bool sym = false;
@@ -40,5 +41,29 @@ struct QuantDecodeArgs {
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 // The same with milestone 9's kernel (kv_quant_decode_v3.cu; tensor cores).
 void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+// Whether the kernels above take this geometry (G = 32; 8-, 4- or 2-bit
+// keys and values). Every other format of kv_codec.h (3 and 1 bits, G = 64
+// or 128) goes to the format-generic FMA kernel (kv_quant_decode_any.cu).
+inline bool quant_decode_fast(const QuantGeom& g) {
+  auto ok = [](int b) { return b == 8 || b == 4 || b == 2; };
+  return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits);
+}
+void launch_quant_decode_any(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+
+// Code of element (packed, col) of a record's codes as kv_codec.cpp's
+// rec_get reads it: plane words [rows][cols] of pb-bit fields, b = 3 as the
+// 2-bit plane then the 1-bit plane (elems / 4 bytes in). Keys: packed =
+// channel, col = token, cols = G; values: packed = token, col = channel,
+// cols = D. For the generic (not the fast) paths.
+__device__ __forceinline__ uint32_t quant_plane_field(const uint8_t* plane, int pb, int cols, int packed, int col) {
+  const int n = 32 / pb;
+  const uint32_t w = reinterpret_cast<const uint32_t*>(plane)[static_cast<size_t>(packed / n) * cols + col];
+  return (w >> (pb * (packed % n))) & ((1u << pb) - 1);
+}
+__device__ __forceinline__ uint32_t quant_rec_code(const uint8_t* rec, int bits, int elems, int cols, int packed,
+                                                   int col) {
+  if (bits != 3) return quant_plane_field(rec, bits, cols, packed, col);
+  return quant_plane_field(rec, 2, cols, packed, col) | quant_plane_field(rec + elems / 4, 1, cols, packed, col) << 2;
+}
 
 }  // namespace longkv::cuda
