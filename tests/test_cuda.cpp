@@ -208,21 +208,9 @@ TEST(Cuda, AttentionMatchesReference) {
       vh[i] = f32_to_f16(v[i]);
     }
     std::vector<float> ref(q.size());
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     for (int r = 0; r < c.n_q; ++r) {
-      const int n_keys = c.n_ctx - c.n_q + r + 1;
-      for (int h = 0; h < c.n_heads; ++h) {
-        const int hk = h / s.group();
-        std::vector<f16_t> kk(static_cast<size_t>(n_keys) * c.d), vv(kk.size());
-        for (int t = 0; t < n_keys; ++t)
-          for (int i = 0; i < c.d; ++i) {
-            kk[static_cast<size_t>(t) * c.d + i] = kh[(static_cast<size_t>(t) * c.n_kv + hk) * c.d + i];
-            vv[static_cast<size_t>(t) * c.d + i] = vh[(static_cast<size_t>(t) * c.n_kv + hk) * c.d + i];
-          }
-        double lse;
-        const size_t off = (static_cast<size_t>(r) * c.n_heads + h) * c.d;
-        attend_reference<f16_t>(&q[off], c.d, kk.data(), vv.data(), n_keys, scale, &ref[off], &lse);
-      }
+      const size_t off = static_cast<size_t>(r) * s.q_dim();
+      test::attend_heads_reference(s, &q[off], kh.data(), vh.data(), c.n_ctx - c.n_q + r + 1, &ref[off]);
     }
     for (CudaGemm g : {CudaGemm::f32, CudaGemm::f16}) {
       if (c.n_q == 1 && g == CudaGemm::f16) continue;
@@ -260,6 +248,46 @@ TEST(Cuda, UnsupportedKvModeIsOneClearError) {
       EXPECT_NE(std::string(e.what()).find("not available on the CUDA backend"), std::string::npos) << e.what();
     }
   }
+}
+
+// Records of a GPU cache dump that differ from the reference codec
+// (kv_quantize_keys / kv_quantize_values) applied to the same tokens of k / v
+// ([token][n_kv][d]) rounded to f16 as the window holds them — rotated by
+// hadamard_rotate first for ":rot", as RotatedKvCache stores them.
+struct RecordDiff {
+  int keys = 0, values = 0, first = -1;  // first: index of the first differing record
+};
+static RecordDiff diff_records(const CudaKvDump& dump, const std::vector<float>& k, const std::vector<float>& v,
+                               const KvShape& s, const KvMode& mode) {
+  const int d = s.head_dim, kvd = s.kv_dim(), G = mode.group;
+  RecordDiff r;
+  std::vector<float> tile(static_cast<size_t>(G) * d);
+  std::vector<uint8_t> rec(std::max(dump.k_rec, dump.v_rec));
+  for (int h = 0; h < s.n_kv_heads; ++h)
+    for (int grp = 0; grp < dump.n_groups; ++grp)
+      for (int which = 0; which < 2; ++which) {
+        const auto& src = which == 0 ? k : v;
+        const int tok0 = dump.n_sinks + grp * G;
+        for (int t = 0; t < G; ++t) {
+          float* row = &tile[static_cast<size_t>(t) * d];
+          for (int ch = 0; ch < d; ++ch) row[ch] = src[static_cast<size_t>(tok0 + t) * kvd + h * d + ch];
+          if (mode.rotate) hadamard_rotate(row, d);
+          for (int ch = 0; ch < d; ++ch) row[ch] = f16_to_f32(f32_to_f16(row[ch]));
+        }
+        const size_t at = static_cast<size_t>(h) * dump.max_groups + grp;
+        bool differs;
+        if (which == 0) {
+          kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rec.data());
+          differs = std::memcmp(rec.data(), &dump.k_codes[at * dump.k_rec], dump.k_rec) != 0;
+          r.keys += differs;
+        } else {
+          kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rec.data());
+          differs = std::memcmp(rec.data(), &dump.v_codes[at * dump.v_rec], dump.v_rec) != 0;
+          r.values += differs;
+        }
+        if (differs && r.first < 0) r.first = static_cast<int>(at);
+      }
+  return r;
 }
 
 // The quantized GPU cache against the CPU QuantKvCache fed the same tokens
@@ -322,7 +350,8 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
       cpu.attend(q.data(), n_q, ref.data(), nullptr);
       CudaKvDump dump;
       // Decode: the tensor-core kernels (milestone 7's v2 capped for 3 and 4
-      // blocks per SM; milestone 4's, the default) and milestone 3's FMA kernel.
+      // blocks per SM; milestone 4's, the default) and the format-generic FMA kernel
+      // (kv_quant_decode_any.cu, milestone 3's loop; the only one for 3/1 bits and G != 32).
       // All read the same codes, so all stay within float rounding; the
       // tensor-core variants differ only in load layout and must agree
       // exactly with each other.
@@ -375,41 +404,15 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
       ASSERT_EQ(dump.n_groups * G, cpu.n_quantized());
       ASSERT_EQ(dump.n_sinks, cpu.n_sinks());
       ASSERT_EQ(dump.n_window, cpu.n_window());
-      int bad_k = 0, bad_v = 0, first_bad = -1;
+      RecordDiff bad;
       if (n_q == 1) {
-        std::vector<float> tile(static_cast<size_t>(G) * d);
-        std::vector<uint8_t> rk(dump.k_rec), rv(dump.v_rec);
-        for (int h = 0; h < c.n_kv; ++h)
-          for (int grp = 0; grp < dump.n_groups; ++grp) {
-            const int tok0 = dump.n_sinks + grp * G;
-            for (int which = 0; which < 2; ++which) {
-              const auto& src = which == 0 ? k : v;
-              for (int t = 0; t < G; ++t)
-                for (int ch = 0; ch < d; ++ch)
-                  tile[static_cast<size_t>(t) * d + ch] =
-                      f16_to_f32(f32_to_f16(src[static_cast<size_t>(tok0 + t) * kvd + h * d + ch]));
-              const size_t rec = static_cast<size_t>(h) * dump.max_groups + grp;
-              if (which == 0) {
-                kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rk.data());
-                if (std::memcmp(rk.data(), &dump.k_codes[rec * dump.k_rec], dump.k_rec) != 0) {
-                  ++bad_k;
-                  if (first_bad < 0) first_bad = static_cast<int>(rec);
-                }
-              } else {
-                kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rv.data());
-                if (std::memcmp(rv.data(), &dump.v_codes[rec * dump.v_rec], dump.v_rec) != 0) {
-                  ++bad_v;
-                  if (first_bad < 0) first_bad = static_cast<int>(rec);
-                }
-              }
-            }
-          }
-        EXPECT_EQ(bad_k, 0) << "first differing record " << first_bad;
-        EXPECT_EQ(bad_v, 0) << "first differing record " << first_bad;
+        bad = diff_records(dump, k, v, s, mode);
+        EXPECT_EQ(bad.keys, 0) << "first differing record " << bad.first;
+        EXPECT_EQ(bad.values, 0) << "first differing record " << bad.first;
       }
       std::printf("quant %-12s h%d/%d d%d ctx %5d chunk %4d n_q %d: %d groups x %d heads, records differing K %d V %d, "
-                  "nmse vs CPU %.3g (v2/4 %.3g, m4 %.3g, FMA kernel %.3g, v3 %.3g, v3+PDL %.3g, v3 2 stages %.3g)\n",
-                  c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, c.n_kv, bad_k, bad_v, err,
+                  "nmse vs CPU %.3g (v2/4 %.3g, m4 %.3g, generic FMA %.3g, v3 %.3g, v3+PDL %.3g, v3 2 stages %.3g)\n",
+                  c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, c.n_kv, bad.keys, bad.values, err,
                   errs[1], errs[2], errs[3], errs[4], errs[5], errs[6]);
     }
   }
@@ -437,7 +440,7 @@ TEST(CudaQuant, RotatedMatchesCpuCache) {
     s.head_dim = c.d;
     s.max_tokens = c.n_ctx + 5;
     const KvMode mode = parse_kv_mode(c.mode);
-    const int kvd = s.kv_dim(), d = c.d, G = mode.group;
+    const int kvd = s.kv_dim(), d = c.d;
     const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;
     auto k = test::random_floats(kv, 41, -2, 2), v = test::random_floats(kv, 42);
     for (size_t i = 0; i < kv; ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
@@ -457,29 +460,9 @@ TEST(CudaQuant, RotatedMatchesCpuCache) {
       int bad = 0;
       if (n_q == 1) {
         ASSERT_GT(dump.n_groups, 0);
-        std::vector<float> tile(static_cast<size_t>(G) * d);
-        std::vector<uint8_t> rec(std::max(dump.k_rec, dump.v_rec));
-        for (int h = 0; h < c.n_kv; ++h)
-          for (int grp = 0; grp < dump.n_groups; ++grp)
-            for (int which = 0; which < 2; ++which) {
-              const auto& src = which == 0 ? k : v;
-              const int tok0 = dump.n_sinks + grp * G;
-              for (int t = 0; t < G; ++t) {
-                float* row = &tile[static_cast<size_t>(t) * d];
-                for (int ch = 0; ch < d; ++ch) row[ch] = src[static_cast<size_t>(tok0 + t) * kvd + h * d + ch];
-                hadamard_rotate(row, d);  // what the CPU stores: rotated, then rounded to f16 by the window
-                for (int ch = 0; ch < d; ++ch) row[ch] = f16_to_f32(f32_to_f16(row[ch]));
-              }
-              const size_t at = static_cast<size_t>(h) * dump.max_groups + grp;
-              if (which == 0) {
-                kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rec.data());
-                bad += std::memcmp(rec.data(), &dump.k_codes[at * dump.k_rec], dump.k_rec) != 0;
-              } else {
-                kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rec.data());
-                bad += std::memcmp(rec.data(), &dump.v_codes[at * dump.v_rec], dump.v_rec) != 0;
-              }
-            }
-        EXPECT_EQ(bad, 0) << "records differing from the CPU-rotated codec";
+        const RecordDiff r = diff_records(dump, k, v, s, mode);  // against the CPU-rotated codec
+        bad = r.keys + r.values;
+        EXPECT_EQ(bad, 0) << "first differing record " << r.first;
       }
       std::printf("rot %-16s h%d/%d d%d ctx %d chunk %d n_q %d: %d groups, records differing %d, nmse vs CPU %.3g\n",
                   c.mode, c.n_heads, c.n_kv, c.d, c.n_ctx, c.chunk, n_q, dump.n_groups, bad, err);

@@ -99,20 +99,8 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
       kh[i] = f32_to_f16(kr[i]);
       vh[i] = f32_to_f16(v[i]);
     }
-    const float scale = 1.0f / std::sqrt(static_cast<float>(c.d));
     auto reference = [&](const float* qrow_p, int n_keys, float* dst) {
-      for (int h = 0; h < c.n_heads; ++h) {
-        const int hk = h / s.group();
-        std::vector<f16_t> kk(static_cast<size_t>(n_keys) * c.d), vv(kk.size());
-        for (int t = 0; t < n_keys; ++t)
-          for (int i = 0; i < c.d; ++i) {
-            kk[static_cast<size_t>(t) * c.d + i] = kh[(static_cast<size_t>(t) * c.n_kv + hk) * c.d + i];
-            vv[static_cast<size_t>(t) * c.d + i] = vh[(static_cast<size_t>(t) * c.n_kv + hk) * c.d + i];
-          }
-        double lse;
-        attend_reference<f16_t>(qrow_p + static_cast<size_t>(h) * c.d, c.d, kk.data(), vv.data(), n_keys, scale,
-                                dst + static_cast<size_t>(h) * c.d, &lse);
-      }
+      test::attend_heads_reference(s, qrow_p, kh.data(), vh.data(), n_keys, dst);
     };
     std::vector<float> ref(q.size()), ref2(qrow);
     for (int i = 0; i < c.steps; ++i) reference(&qr[static_cast<size_t>(i) * qrow], n0 + i + 1, &ref[i * qrow]);

@@ -67,7 +67,7 @@ bool cuda_graphs_default();
 // Kernel variants, process-wide, for tests and speed comparisons; the
 // defaults are the fast paths. Set before creating models/caches.
 struct CudaTuning {
-  bool quant_decode_mma = true;  // quantized-KV decode on tensor cores (false: milestone 3's FMA kernel)
+  bool quant_decode_mma = true;  // quantized-KV decode on tensor cores (false: the format-generic FMA kernel)
   // With quant_decode_mma and quant_decode_v3 = false: 0 = milestone 4's tensor-core kernel;
   // 3 / 4 = milestone 7's variant (16-byte code loads, registers capped for
   // 3 / 4 blocks per SM; 4 only with <= 4 query heads per KV head, else 3).

@@ -489,7 +489,7 @@ std::string cuda_tuning_description() {
   return std::string("GEMV ") + (t.gemv_rows ? "rows" : t.gemv_pipe ? "slab (pipelined)" : "slab (m2 order)") +
          ", RMSNorm/SwiGLU " +
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
-         (!t.quant_decode_mma ? "FMA (m3)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
+         (!t.quant_decode_mma ? "FMA (generic)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
          ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +
          (t.attn_block ? "one block kernel (RoPE, append, split, merge)" : "RoPE, append, split, merge kernels") +
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +

@@ -1,8 +1,9 @@
 // Quantized-KV decode kernels (one query row straight from the code
-// records; layout and split scheme in kv_quant_gpu.cu): the FMA kernel of
-// milestone 3 and the tensor-core kernel of milestone 4, and their
-// dispatch over (head_dim, padded heads, key bits, value bits), which hands
-// over to milestone 9's kernel (kv_quant_decode_v3.cu) when selected.
+// records; layout and split scheme in kv_quant_gpu.cu): the tensor-core
+// kernel of milestone 4 and its dispatch over (head_dim, padded heads, key
+// bits, value bits), which hands over to milestone 9's kernel
+// (kv_quant_decode_v3.cu) when selected and to the format-generic FMA kernel
+// (kv_quant_decode_any.cu; milestone 3's loop) when tensor cores are off.
 #include <cfloat>
 
 #include "backend/cuda/cuda_backend.h"
@@ -12,157 +13,6 @@
 
 namespace longkv::cuda {
 namespace {
-
-// Decode from the codes. One warp per (KV head, split of groups); GP >= g
-// query heads (padded with zero queries), D = head_dim, KB/VB code bits.
-template <int D, int GP, int KB, int VB>
-__global__ void __launch_bounds__(kQuantWarps * 32)
-    quant_decode_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
-                        int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q, float scale,
-                        float* __restrict__ part_o, float* __restrict__ part_ml, int stride) {
-  constexpr int kNK = 32 / KB, kNV = 32 / VB;  // codes per word
-  constexpr int kKW = D / kNK;                 // key words per lane (token)
-  constexpr int kCh = D / 32;                  // channels per lane = value channel groups
-  static_assert(GP % 4 == 0, "query heads are read as float4");
-  __shared__ __align__(16) float qsh_all[kQuantWarps][D][GP];      // q * scale
-  __shared__ __align__(16) float qs_all[kQuantWarps][D][GP];       // q * scale * key scale
-  __shared__ __align__(16) float ps_all[kQuantWarps][kCh][32][GP]; // p * value scale
-  pdl_trigger();  // the fp16 part's split kernel may run beside this one (CudaTuning::decode_pdl)
-  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
-  const int gw = blockIdx.x * kQuantWarps + wi;
-  const int hk = gw / n_splits, split = gw % n_splits;
-  if (hk >= geo.n_kv) return;
-  float(*qsh)[GP] = qsh_all[wi];
-  float(*qs)[GP] = qs_all[wi];
-  float(*ps)[32][GP] = ps_all[wi];
-  for (int c = lane; c < D; c += 32)
-#pragma unroll
-    for (int h = 0; h < GP; ++h)
-      qsh[c][h] = h < group_q ? q[static_cast<size_t>(hk * group_q + h) * D + c] * scale : 0.0f;
-  float m[GP], l[GP], acc[GP][kCh], pz[GP][kCh];
-#pragma unroll
-  for (int h = 0; h < GP; ++h) {
-    m[h] = -FLT_MAX;
-    l[h] = 0;
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) acc[h][i] = pz[h][i] = 0;
-  }
-  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
-  for (int grp = g0; grp < g1; ++grp) {
-    const size_t rid = static_cast<size_t>(hk) * geo.max_groups + grp;
-    const uint8_t* kr = kcodes + rid * geo.krec;
-    const uint8_t* vr = vcodes + rid * geo.vrec;
-    // Every load of the group first: key words of token `lane`, value words
-    // of channels lane + 32 i, the scales/zeros this lane needs.
-    uint32_t kw[kKW], vw[kCh][VB];
-#pragma unroll
-    for (int j = 0; j < kKW; ++j) kw[j] = __ldg(reinterpret_cast<const uint32_t*>(kr) + j * 32 + lane);
-#pragma unroll
-    for (int i = 0; i < kCh; ++i)
-#pragma unroll
-      for (int j = 0; j < VB; ++j) vw[i][j] = __ldg(reinterpret_cast<const uint32_t*>(vr) + j * D + i * 32 + lane);
-    const __half* ksc = reinterpret_cast<const __half*>(kr + geo.kscale);
-    const __half* kzr = reinterpret_cast<const __half*>(kr + geo.kzero);
-    const __half* vsc = reinterpret_cast<const __half*>(vr + geo.vscale);
-    const __half* vzr = reinterpret_cast<const __half*>(vr + geo.vzero);
-    float ks[kCh], kz[kCh], vs[kCh], vz[kCh];
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-      ks[i] = __half2float(ksc[i * 32 + lane]);
-      kz[i] = __half2float(kzr[i * 32 + lane]);
-      vs[i] = __half2float(vsc[i * 32 + lane]);  // channel group i, token lane
-      vz[i] = __half2float(vzr[i * 32 + lane]);
-    }
-    __syncwarp();  // the previous group's readers of qs/ps are done
-    float qz[GP];
-#pragma unroll
-    for (int h = 0; h < GP; ++h) qz[h] = 0;
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-      const int c = i * 32 + lane;
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        qs[c][h] = qsh[c][h] * ks[i];
-        qz[h] = fmaf(qsh[c][h], kz[i], qz[h]);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < GP; ++h) qz[h] = warp_sum(qz[h]);
-    __syncwarp();
-    // Scores of token `lane`.
-    float sc[GP];
-#pragma unroll
-    for (int h = 0; h < GP; ++h) sc[h] = qz[h];
-#pragma unroll
-    for (int j = 0; j < kKW; ++j) {
-#pragma unroll
-      for (int k = 0; k < kNK; ++k) {
-        const float code = static_cast<float>((kw[j] >> (KB * k)) & ((1u << KB) - 1));
-        const float4* qv = reinterpret_cast<const float4*>(qs[j * kNK + k]);
-#pragma unroll
-        for (int h4 = 0; h4 < GP / 4; ++h4) {
-          const float4 a = qv[h4];
-          sc[4 * h4] = fmaf(a.x, code, sc[4 * h4]);
-          sc[4 * h4 + 1] = fmaf(a.y, code, sc[4 * h4 + 1]);
-          sc[4 * h4 + 2] = fmaf(a.z, code, sc[4 * h4 + 2]);
-          sc[4 * h4 + 3] = fmaf(a.w, code, sc[4 * h4 + 3]);
-        }
-      }
-    }
-    // Online softmax; m is warp-uniform, l and the accumulators per lane.
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-      const float mn = fmaxf(m[h], warp_max(sc[h]));
-      const float corr = __expf(m[h] - mn);
-      m[h] = mn;
-      const float p = __expf(sc[h] - mn);
-      l[h] = fmaf(l[h], corr, p);
-#pragma unroll
-      for (int i = 0; i < kCh; ++i) {
-        acc[h][i] *= corr;
-        pz[h][i] = fmaf(p, vz[i], pz[h][i] * corr);
-        ps[i][lane][h] = p * vs[i];
-      }
-    }
-    __syncwarp();
-    // Values: channel lane + 32 i (channel group i), tokens from the words.
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-#pragma unroll
-      for (int j = 0; j < VB; ++j) {
-#pragma unroll
-        for (int k = 0; k < kNV; ++k) {
-          const float code = static_cast<float>((vw[i][j] >> (VB * k)) & ((1u << VB) - 1));
-          const float4* pv = reinterpret_cast<const float4*>(ps[i][j * kNV + k]);
-#pragma unroll
-          for (int h4 = 0; h4 < GP / 4; ++h4) {
-            const float4 a = pv[h4];
-            acc[4 * h4][i] = fmaf(a.x, code, acc[4 * h4][i]);
-            acc[4 * h4 + 1][i] = fmaf(a.y, code, acc[4 * h4 + 1][i]);
-            acc[4 * h4 + 2][i] = fmaf(a.z, code, acc[4 * h4 + 2][i]);
-            acc[4 * h4 + 3][i] = fmaf(a.w, code, acc[4 * h4 + 3][i]);
-          }
-        }
-      }
-    }
-  }
-#pragma unroll
-  for (int h = 0; h < GP; ++h) {
-    if (h >= group_q) break;
-    const float lsum = warp_sum(l[h]);
-    const float inv = lsum > 0 ? 1.0f / lsum : 0.0f;
-    const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
-#pragma unroll
-    for (int i = 0; i < kCh; ++i) {
-      const float z = warp_sum(pz[h][i]);  // sum_t p_t z_t of channel group i
-      part_o[pi * D + i * 32 + lane] = (acc[h][i] + z) * inv;
-    }
-    if (lane == 0) {
-      part_ml[pi * 2] = m[h];
-      part_ml[pi * 2 + 1] = lsum;
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------
 // Decode from the codes on tensor cores (mma.sync m16n8k16, f16 in, f32
@@ -540,13 +390,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
 }
 
 template <int D, int GP, int KB, int VB>
-void launch_decode(bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g, int ng,
+void launch_decode(dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g, int ng,
                    int gps, int ns, const float* q, float scale, float* po, float* pml, int stride, cudaStream_t s,
                    int* warps) {
   // Records are whole 16-byte units (kv_group_layout: 4 d b + 4 d bytes,
   // d % 32 == 0), checked anyway since the v2 kernel's loads rely on it.
   const int want = cuda_tuning().quant_decode_v2;
-  const bool v2 = mma && want > 0 && geo.krec % 16 == 0 && geo.vrec % 16 == 0;
+  const bool v2 = want > 0 && geo.krec % 16 == 0 && geo.vrec % 16 == 0;
   // 8 heads at D = 128 hold twice the accumulators: capped below 255
   // registers they spill ~1 KB, so they keep 2 blocks.
   constexpr int kMid = GP == 8 && D == 128 ? 2 : 3;
@@ -556,8 +406,7 @@ void launch_decode(bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, co
     static const int w_v2 = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, kMid>, kQuantWarps * 32);
     static const int w_v4 =
         GP == 4 ? resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, GP == 4 ? 4 : kMid>, kQuantWarps * 32) : 0;
-    static const int w_fma = resident_warps(quant_decode_kernel<D, GP, KB, VB>, kQuantWarps * 32);
-    *warps = four ? w_v4 : v2 ? w_v2 : mma ? w_mma : w_fma;
+    *warps = four ? w_v4 : v2 ? w_v2 : w_mma;
     return;
   }
   if (four)
@@ -566,42 +415,42 @@ void launch_decode(bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, co
   else if (v2)
     quant_decode_mma_kernel<D, GP, KB, VB, kMid><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q,
                                                                                    scale, po, pml, stride);
-  else if (mma)
+  else
     quant_decode_mma_kernel<D, GP, KB, VB, 1><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale,
                                                                                 po, pml, stride);
-  else
-    quant_decode_kernel<D, GP, KB, VB><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q, scale, po, pml,
-                                                                         stride);
 }
 template <int D, int GP, int KB>
-void launch_decode_vb(int vb, bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g,
+void launch_decode_vb(int vb, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo, int g,
                       int ng, int gps, int ns, const float* q, float scale, float* po, float* pml, int stride,
                       cudaStream_t s, int* warps) {
   switch (vb) {
-    case 8: launch_decode<D, GP, KB, 8>(mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 4: launch_decode<D, GP, KB, 4>(mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 2: launch_decode<D, GP, KB, 2>(mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
+    case 8: launch_decode<D, GP, KB, 8>(grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
+    case 4: launch_decode<D, GP, KB, 4>(grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
+    case 2: launch_decode<D, GP, KB, 2>(grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
     default: fail("CUDA quantized KV: %d-bit values are not supported", vb);
   }
 }
 template <int D, int GP>
-void launch_decode_kb(int kb, int vb, bool mma, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo,
+void launch_decode_kb(int kb, int vb, dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantGeom& geo,
                       int g, int ng, int gps, int ns, const float* q, float scale, float* po, float* pml, int stride,
                       cudaStream_t s, int* warps) {
   switch (kb) {
-    case 8: launch_decode_vb<D, GP, 8>(vb, mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 4: launch_decode_vb<D, GP, 4>(vb, mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
-    case 2: launch_decode_vb<D, GP, 2>(vb, mma, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
+    case 8: launch_decode_vb<D, GP, 8>(vb, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
+    case 4: launch_decode_vb<D, GP, 4>(vb, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
+    case 2: launch_decode_vb<D, GP, 2>(vb, grid, kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride, s, warps); break;
     default: fail("CUDA quantized KV: %d-bit keys are not supported", kb);
   }
 }
 }  // namespace
 
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  if (a.mma && cuda_tuning().quant_decode_v3) return launch_quant_decode_v3(a, s, warps);
+  // CudaTuning::quant_decode_mma off: milestone 3's FMA kernel, whose loop the
+  // format-generic kernel (kv_quant_decode_any.cu) now is for every format.
+  if (!a.mma) return launch_quant_decode_any(a, s, warps);
+  if (cuda_tuning().quant_decode_v3) return launch_quant_decode_v3(a, s, warps);
   const int D = a.geo.D, g = a.group_q, kb = a.geo.kbits, vb = a.geo.vbits;
 #define LONGKV_QD(D_, GP_)                                                                                         \
-  launch_decode_kb<D_, GP_>(kb, vb, a.mma, a.grid, a.kc, a.vc, a.geo, g, a.n_groups, a.gps, a.n_splits, a.q, a.scale, \
+  launch_decode_kb<D_, GP_>(kb, vb, a.grid, a.kc, a.vc, a.geo, g, a.n_groups, a.gps, a.n_splits, a.q, a.scale, \
                             a.part_o, a.part_ml, a.stride, s, warps)
   if (D == 128 && g <= 4) LONGKV_QD(128, 4);
   else if (D == 128) LONGKV_QD(128, 8);
