@@ -1,10 +1,13 @@
-// Anchor tokens of the quantized cache (mode field ":a<P>", quant_cache.h):
-// a token that attention singles out while it is in the window stays fp16;
+// Anchor tokens of the quantized cache (mode field ":a<P>", quant_cache.h),
+// both scores (default kdev, anchor=attn; test_anchor_select.cpp has the
+// kdev-specific ones): a token that attention singles out while it is in
+// the window stays fp16 (anchor=attn);
 // attention equals attention over what the cache stores; the stored layout
 // (sinks, anchors, groups of the remaining tokens in order, window) matches
 // an independent oracle; footprint counts anchors as fp16 tokens.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -144,7 +147,9 @@ void run_stream(const std::string& mode, const std::vector<int>& pieces, int thr
   EXPECT_GT(cache.n_quantized(), 0);
   EXPECT_GT(cache.n_anchors(), 0);
   EXPECT_LE(cache.n_anchors(), cache.anchor_capacity());
-  EXPECT_EQ(cache.anchor_capacity(), static_cast<int>(std::ceil(m.anchor_pct / 100.0 * total - 1e-9)));
+  // anchor=kdev adds a burst reserve of one group to the P% budget.
+  const int burst = m.anchor_score == KvAnchorScore::kdev ? m.group : 0;
+  EXPECT_EQ(cache.anchor_capacity(), std::min(total, static_cast<int>(std::ceil(m.anchor_pct / 100.0 * total - 1e-9)) + burst));
   cache.clear();
   EXPECT_EQ(cache.size(), 0);
   EXPECT_EQ(cache.n_anchors(), 0);
@@ -157,7 +162,9 @@ TEST(AnchorCache, AttentionEqualsStoredTokensR0) {
   for (int i = 0; i < 40; ++i) pieces.push_back(1);
   pieces.push_back(17);
   run_stream("k2v2:g32:r0:s4:a3", pieces, 2);
+  run_stream("k2v2:g32:r0:s4:a3:anchor=attn", pieces, 2);
   run_stream("k4v2:g32:r0:s0:a10", {1, 64, 33, 1, 1, 200, 1}, 3);
+  run_stream("k4v2:g32:r0:s0:a10:anchor=attn", {1, 64, 33, 1, 1, 200, 1}, 3);
 }
 
 TEST(AnchorCache, AttentionEqualsStoredTokensR128) {
@@ -165,18 +172,20 @@ TEST(AnchorCache, AttentionEqualsStoredTokensR128) {
   for (int i = 0; i < 70; ++i) pieces.push_back(1);
   pieces.push_back(129);
   run_stream("k2v2:g32:r128:s4:a5", pieces, 2);
+  run_stream("k2v2:g32:r128:s4:a5:anchor=attn", pieces, 2);
   run_stream("k3v2:g64:r128:s4:a2.5", {700, 1, 1, 90}, 1);
+  run_stream("k3v2:g64:r128:s4:a2.5:anchor=attn", {700, 1, 1, 90}, 1);
 }
 
-// One token's key matches later queries strongly. While it is in the window
-// a few queries retrieve it, so it must leave the window as an anchor
-// (exact), and a much later query that retrieves it must then get nearly
-// the f16 cache's output, while plain k2v2 returns its 2-bit value.
+// Score anchor=attn: one token's key matches later queries strongly. While
+// it is in the window a few queries retrieve it, so it must leave the window
+// as an anchor (exact), and a much later query that retrieves it must then
+// get nearly the f16 cache's output, while plain k2v2 returns its 2-bit value.
 TEST(AnchorCache, RetrievedTokenBecomesAnAnchor) {
   ThreadPool pool(2);
   const int d = 64, total = 700, planted = 150, kvd = 2 * d;
   const KvShape s = test::kv_shape(4, 2, d, total);
-  QuantKvCache anchored(parse_kv_mode("k2v2:g32:r32:s4:a2"), s, pool);
+  QuantKvCache anchored(parse_kv_mode("k2v2:g32:r32:s4:a2:anchor=attn"), s, pool);
   QuantKvCache plain(parse_kv_mode("k2v2:g32:r32:s4"), s, pool);
   auto f16 = make_kv_cache("f16", s, pool);
   auto k = test::random_floats(static_cast<size_t>(total) * kvd, 21, -1, 1);

@@ -9,7 +9,7 @@
 namespace longkv {
 
 const char* const kKvModeGrammar =
-    "f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>][:a<pct>] "
+    "f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:o<pct>][:a<pct>[:anchor=kdev|attn]] "
     "with bits in {8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
 
 std::string KvMode::to_string() const {
@@ -21,6 +21,7 @@ std::string KvMode::to_string() const {
   if (rotate) s += ":rot";
   if (outlier_pct > 0) s += strprintf(":o%g", outlier_pct);
   if (anchor_pct > 0) s += strprintf(":a%g", anchor_pct);
+  if (anchor_pct > 0 && anchor_score == KvAnchorScore::attn) s += ":anchor=attn";
   return s;
 }
 
@@ -81,7 +82,7 @@ KvMode parse_kv_mode(const std::string& text) {
   m.k_bits = kb;
   m.v_bits = vb;
   bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false, seen_rot = false,
-       seen_o = false, seen_a = false;
+       seen_o = false, seen_a = false, seen_as = false;
   for (size_t i = 1; i < fields.size(); ++i) {
     const std::string& f = fields[i];
     auto once = [&](bool& seen) {
@@ -121,6 +122,9 @@ KvMode parse_kv_mode(const std::string& text) {
       LONGKV_CHECK(pct > 0 && pct <= 10, "KV mode '%s': anchor share %s%% must be in (0, 10]", text.c_str(),
                    f.substr(1).c_str());
       m.anchor_pct = pct;
+    } else if (f == "anchor=kdev" || f == "anchor=attn") {
+      once(seen_as);
+      m.anchor_score = f == "anchor=attn" ? KvAnchorScore::attn : KvAnchorScore::kdev;
     } else {
       fail("KV mode '%s': unknown field '%s' (expected %s)", text.c_str(), f.c_str(), kKvModeGrammar);
     }
@@ -130,6 +134,8 @@ KvMode parse_kv_mode(const std::string& text) {
   LONGKV_CHECK(!(m.anchor_pct > 0 && m.pre_rope),
                "KV mode '%s': anchor tokens ':a' need keys after RoPE (anchored groups are not position-contiguous, "
                "so pre-RoPE groups could not be rotated as runs); drop 'rope=pre' or ':a'",
+               text.c_str());
+  LONGKV_CHECK(!seen_as || seen_a, "KV mode '%s': ':anchor=' chooses how anchor tokens are picked and needs ':a<P>'",
                text.c_str());
   LONGKV_CHECK(!(m.symmetric && (m.k_bits == 1 || m.v_bits == 1)),
                "KV mode '%s': symmetric 1-bit codes cannot represent zero; drop ':sym' or use 2+ bits", text.c_str());

@@ -72,6 +72,11 @@ QuantKvCache::QuantKvCache(const KvMode& mode, const KvShape& shape, ThreadPool&
   if (anchored()) {
     LONGKV_CHECK(!mode.pre_rope, "KV mode '%s': anchor tokens need keys after RoPE", name.c_str());
     anchor_cap_ = static_cast<int>(std::ceil(mode.anchor_pct / 100.0 * shape.max_tokens - 1e-9));
+    if (mode.anchor_score == KvAnchorScore::kdev) {
+      // The burst reserve of one group (cut_anchored_groups) on top of P%.
+      anchor_cap_ = std::min(anchor_cap_ + G, shape.max_tokens);
+      kdev_ = std::make_unique<KeyDeviationScore>(shape.n_kv_heads, d, mode.anchor_pct / 100.0);
+    }
     anchor_k_ = make_huge_array<f16_t>(n_kv * anchor_cap_ * d);
     anchor_v_ = make_huge_array<f16_t>(n_kv * anchor_cap_ * d);
     score_hist_.assign(kScoreBuckets, 0);
@@ -84,6 +89,7 @@ void QuantKvCache::clear() {
   win_mass_.clear();
   win_obs_.clear();
   std::fill(score_hist_.begin(), score_hist_.end(), 0);
+  if (kdev_) kdev_->clear();
   n_scored_ = 0;
 }
 
@@ -120,6 +126,9 @@ void QuantKvCache::append(const float* k, const float* v, int n) {
       f32_to_f16_n(v + static_cast<size_t>(t) * kvd + h * d, &exact_v_[slot(h, s)], d);
     }
     ++n_tokens_;
+    // The mean key the deviation is measured from leaves the sinks out:
+    // they stay exact anyway, and the first one's key is far off.
+    if (kdev_ && s >= sink_cap_) kdev_->add_keys(k + static_cast<size_t>(t) * kvd, 1);
     if (!anchored() && n_window_ == mode_.residual + mode_.group) quantize_oldest_group();
   }
   if (anchored()) {
@@ -223,17 +232,38 @@ void QuantKvCache::cut_anchored_groups() {
   // cap keeps the capacity (P% of max_tokens) from being spent early: in
   // the first prefill chunk of a real model a threshold alone picked 5% of
   // the tokens and left none for the rest of the context.
-  const float tau = anchor_threshold(limit);
+  // kdev: a burst reserve of one group (G tokens) on top of the rate cap,
+  // so that a sentence of distinctive tokens can be kept whole wherever it
+  // sits (with the cap alone, a needle at depth 25% of 4K could only get
+  // P% of the ~1,000 tokens before it, minus what the steady state spent).
+  const int64_t burst = kdev_ ? G : 0;
   const int64_t allowed = std::min<int64_t>(
-      anchor_cap_, static_cast<int64_t>(std::ceil(mode_.anchor_pct / 100.0 * static_cast<double>(n_scored_ + limit) - 1e-9)));
+      anchor_cap_,
+      static_cast<int64_t>(std::ceil(mode_.anchor_pct / 100.0 * static_cast<double>(n_scored_ + limit) - 1e-9)) + burst);
   std::vector<char> picked(limit, 0);
+  // Candidates are the tokens whose score cs reaches cut_at (kdev: scores
+  // relative to each head's threshold, so cut_at = 1).
+  std::vector<float> cs(limit, 0.0f);
+  float cut_at = 1.0f;
+  std::vector<float> dev;  // kdev: [n_kv][limit] scores, recorded below once cut
+  if (kdev_) {
+    dev.resize(static_cast<size_t>(n_kv) * limit);
+    for (int h = 0; h < n_kv; ++h) {
+      float* dh = &dev[static_cast<size_t>(h) * limit];
+      kdev_->score(h, &exact_k_[slot(h, sink_cap_)], limit, dh);
+      const float th = kdev_->threshold(h, dh, limit);
+      for (int w = 0; w < limit; ++w) cs[w] = std::max(cs[w], dh[w] / th);
+    }
+  } else {
+    cut_at = anchor_threshold(limit);
+    for (int w = 0; w < limit; ++w) cs[w] = window_score(w);
+  }
   if (allowed > n_anchors()) {
     std::vector<int> cand;
     for (int w = 0; w < limit; ++w)
-      if (window_score(w) >= tau) cand.push_back(w);
+      if (cs[w] >= cut_at) cand.push_back(w);
     const size_t take = std::min(cand.size(), static_cast<size_t>(allowed - n_anchors()));
-    std::partial_sort(cand.begin(), cand.begin() + take, cand.end(),
-                      [&](int x, int y) { return window_score(x) > window_score(y); });
+    std::partial_sort(cand.begin(), cand.begin() + take, cand.end(), [&](int x, int y) { return cs[x] > cs[y]; });
     for (size_t i = 0; i < take; ++i) picked[cand[i]] = 1;
   }
   std::vector<float> kb(static_cast<size_t>(G) * d), vb(kb.size());
@@ -265,6 +295,11 @@ void QuantKvCache::cut_anchored_groups() {
     }
     for (int a : new_anchors) anchor_pos_.push_back(w0 + a);
     for (int x = start; x < w; ++x) {
+      if (kdev_) {
+        for (int h = 0; h < n_kv; ++h) kdev_->record(h, dev[static_cast<size_t>(h) * limit + x]);
+        ++n_scored_;
+        continue;
+      }
       const float sc = window_score(x);
       const int b = sc > 0 ? std::clamp(static_cast<int>(std::floor(4.0f * std::log2(sc))) + kScoreBias, 0,
                                         kScoreBuckets - 1)
@@ -572,7 +607,7 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
     });
   }
   if (anchored()) {
-    observe_window(q, n_q, final_state.data());
+    if (!kdev_) observe_window(q, n_q, final_state.data());
     cut_anchored_groups();
   }
 }

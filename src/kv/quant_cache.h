@@ -29,31 +29,43 @@
 // alike), not by DRAM: at 2 bits it reads ~1/5 of the f16 bytes.
 //
 // Anchor tokens (mode field ":a<P>", AnTKV): retrieving one far token needs
-// that token's key exact, and 2-bit keys blur it. So the tokens that
-// received the most attention while they sat in the window leave it as
-// fp16 "anchors" (whole key and value, every KV head) instead of going into
-// a group; up to ceil(P% of max_tokens) of them.
+// that token's key exact, and 2-bit keys blur it. So some tokens leave the
+// window as fp16 "anchors" (whole key and value, every KV head) instead of
+// going into a group.
 //   - Deferred cutting: append() only adds to the window; groups are cut at
 //     the end of attend(), after the attention of the queries that just
-//     arrived has been observed. The window may therefore hold R + G + (the
-//     last append) tokens; its storage grows on demand. Groups and anchors
-//     are then always older than every later query row (fully visible).
-//   - Anchor score of a window token: the attention it received (exp(s -
-//     lse) with lse the final, merged log-sum-exp of the row), summed over
-//     all query heads, averaged over the query rows that saw it among the
-//     R rows from its own position on (G when R = 0). Fixed rows, not all
-//     of them: with chunked prefill a token at the start of a chunk is seen
-//     by up to chunk + R rows and one at its end by R, and the far rows
-//     attend diffusely, so the score would depend on the position in the
-//     chunk rather than on the token.
-//   - Selection at a cut: among the oldest n_window - R tokens, those with
-//     score >= tau, best first, up to ceil(P% of the tokens cut so far,
-//     these included) anchors in all (a rate cap, so the capacity is not
-//     spent early), are picked; then walking from the oldest token, picked
-//     ones become anchors and the others fill groups of G. tau = the (1 -
-//     P%) quantile of the scores of all tokens cut so far (log-bucket
+//     arrived (anchor=attn needs it). The window may therefore hold R + G +
+//     (the last append) tokens; its storage grows on demand. Groups and
+//     anchors are then always older than every later query row (fully
+//     visible).
+//   - Score "kdev" (default; anchor_score.h says why): a token's distance
+//     ||k - mu_h|| from the mean key of KV head h, in units of the head's
+//     spread sqrt(E||k - mu_h||^2) (running sums over every non-sink key
+//     appended so far), per head. Each head has its own
+//     threshold, the (1 - P%/4) quantile of its scores of the tokens cut so
+//     far (1/64-octave histogram; the candidates' own quantile while fewer
+//     than 256 were cut); a candidate's score is max over heads of score /
+//     threshold, and it may be picked at >= 1. Budget: ceil(P% of the tokens
+//     cut so far) + G (a burst reserve of one group), capacity ceil(P% of
+//     max_tokens) + G. Steady state spends well under P%; a sentence of
+//     distinctive tokens (a pass key) can be kept whole wherever it sits.
+//   - Score "attn" (anchor=attn): the attention a window token received
+//     (exp(s - lse) with lse the final, merged log-sum-exp of the row),
+//     summed over all query heads, averaged over the query rows that saw it
+//     among the R rows from its own position on (G when R = 0). Fixed rows,
+//     not all of them: with chunked prefill a token at the start of a chunk
+//     is seen by up to chunk + R rows and one at its end by R, and the far
+//     rows attend diffusely, so the score would depend on the position in
+//     the chunk rather than on the token. Threshold tau = the (1 - P%)
+//     quantile of the scores of all tokens cut so far (log-bucket
 //     histogram), or of the candidates' while fewer than kAnchorWarmup
-//     tokens have been cut.
+//     tokens have been cut; budget ceil(P% of the tokens cut so far),
+//     capacity ceil(P% of max_tokens). On the evaluation model it picks
+//     framing words and filler, not the digits a later question needs.
+//   - Selection at a cut: among the oldest n_window - R tokens, those at or
+//     above the threshold, best first, up to the budget, are picked; then
+//     walking from the oldest token, picked ones become anchors and the
+//     others fill groups of G.
 //   - Groups hold the G non-anchor tokens in position order: a quantized
 //     token's record index is its index among the non-anchor tokens.
 //   - Attention: one more exact part (the anchors) merged like the others.
@@ -68,6 +80,7 @@
 
 #include "core/fp16.h"
 #include "core/huge_array.h"
+#include "kv/anchor_score.h"
 #include "kv/attn_state.h"
 #include "kv/kv_cache.h"
 #include "kv/kv_codec.h"
@@ -98,6 +111,7 @@ class QuantKvCache final : public KvCache {
   int n_window() const { return n_window_; }
   int n_anchors() const { return static_cast<int>(anchor_pos_.size()); }
   int anchor_capacity() const { return anchor_cap_; }
+  const std::vector<int>& anchor_positions() const { return anchor_pos_; }
   // Sinks, anchors and window tokens are held in fp16.
   bool is_exact(int token) const;
   // Stored key/value of a token as f32 (keys as appended: pre-RoPE in
@@ -147,6 +161,7 @@ class QuantKvCache final : public KvCache {
   std::vector<int> anchor_pos_;           // positions, ascending (= slot order)
   std::vector<float> win_mass_, win_obs_;  // per window slot: attention summed, query rows that saw it
   std::vector<int64_t> score_hist_;       // scores of the tokens cut so far
+  std::unique_ptr<KeyDeviationScore> kdev_;  // score "kdev" only
   int64_t n_scored_ = 0;
 };
 
