@@ -193,11 +193,7 @@ TEST(Cuda, AttentionMatchesReference) {
   for (const auto& c : cases) {
     SCOPED_TRACE("heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " d " + std::to_string(c.d) +
                  " ctx " + std::to_string(c.n_ctx) + " n_q " + std::to_string(c.n_q));
-    KvShape s;
-    s.n_heads = c.n_heads;
-    s.n_kv_heads = c.n_kv;
-    s.head_dim = c.d;
-    s.max_tokens = c.n_ctx + 3;
+    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 3);
     const size_t kv = static_cast<size_t>(c.n_ctx) * s.kv_dim();
     const auto k = test::random_floats(kv, 21, -2, 2), v = test::random_floats(kv, 22);
     const auto q = test::random_floats(static_cast<size_t>(c.n_q) * s.q_dim(), 23, -2, 2);
@@ -233,11 +229,7 @@ TEST(Cuda, AttentionMatchesReference) {
 
 TEST(Cuda, UnsupportedKvModeIsOneClearError) {
   LONGKV_REQUIRE_CUDA();
-  KvShape s;
-  s.n_heads = 8;
-  s.n_kv_heads = 2;
-  s.head_dim = 64;
-  s.max_tokens = 4;
+  const KvShape s = test::kv_shape(8, 2, 64, 4);
   std::vector<float> k(s.kv_dim()), q(s.q_dim()), out(s.q_dim());
   for (const char* mode : {"k4v2:rope=pre", "f32", "k2v2:o2", "k2v2:rot:o2", "k4v4:a1"}) {
     SCOPED_TRACE(mode);
@@ -329,11 +321,7 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string(c.mode) + " heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " d " +
                  std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) + " chunk " + std::to_string(c.chunk));
-    KvShape s;
-    s.n_heads = c.n_heads;
-    s.n_kv_heads = c.n_kv;
-    s.head_dim = c.d;
-    s.max_tokens = c.n_ctx + 5;
+    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 5);
     const KvMode mode = parse_kv_mode(c.mode);
     const int kvd = s.kv_dim(), d = c.d, G = mode.group;
     const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;
@@ -434,11 +422,7 @@ TEST(CudaQuant, RotatedMatchesCpuCache) {
   ThreadPool pool(2);
   for (const auto& c : cases) {
     SCOPED_TRACE(c.mode);
-    KvShape s;
-    s.n_heads = c.n_heads;
-    s.n_kv_heads = c.n_kv;
-    s.head_dim = c.d;
-    s.max_tokens = c.n_ctx + 5;
+    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 5);
     const KvMode mode = parse_kv_mode(c.mode);
     const int kvd = s.kv_dim(), d = c.d;
     const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;

@@ -66,11 +66,7 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
                              " steps " + std::to_string(c.steps) + " rope " + std::to_string(c.rope_dim) + " " +
                              rope_style_name(c.style);
     SCOPED_TRACE(name);
-    KvShape s;
-    s.n_heads = c.n_heads;
-    s.n_kv_heads = c.n_kv;
-    s.head_dim = c.d;
-    s.max_tokens = c.n_ctx + 3;
+    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 3);
     const size_t row = s.kv_dim(), qrow = s.q_dim(), kv = static_cast<size_t>(c.n_ctx) * row;
     const auto k = test::random_floats(kv, 31, -2, 2), v = test::random_floats(kv, 32);
     const auto q = test::random_floats(static_cast<size_t>(c.steps) * qrow, 33, -2, 2);

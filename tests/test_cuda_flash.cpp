@@ -50,11 +50,7 @@ TEST(CudaFlash, PrefillMatchesReference) {
                              std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) + " n_q " +
                              std::to_string(c.n_q);
     SCOPED_TRACE(name);
-    KvShape s;
-    s.n_heads = c.n_heads;
-    s.n_kv_heads = c.n_kv;
-    s.head_dim = c.d;
-    s.max_tokens = c.n_ctx + 5;
+    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 5);
     const size_t kv = static_cast<size_t>(c.n_ctx) * s.kv_dim();
     const uint32_t seed = static_cast<uint32_t>(c.n_ctx * 131 + c.n_q * 7 + c.d + c.n_kv);
     const auto k = test::random_floats(kv, seed, -2, 2), v = test::random_floats(kv, seed + 1);

@@ -37,11 +37,7 @@ TEST(RotatedCache, HadamardIsOrthonormalAndSelfInverse) {
 
 TEST(RotatedCache, DenseThroughRotationEqualsDense) {
   ThreadPool pool(2);
-  KvShape s;
-  s.n_heads = 8;
-  s.n_kv_heads = 2;
-  s.head_dim = 64;
-  s.max_tokens = 300;
+  const KvShape s = test::kv_shape(8, 2, 64, 300);
   DenseKvCacheF32 plain(s, pool);
   RotatedKvCache rot(std::make_unique<DenseKvCacheF32>(s, pool));
   auto k = test::random_floats(300 * static_cast<size_t>(s.kv_dim()), 1);
@@ -64,11 +60,7 @@ TEST(RotatedCache, DenseThroughRotationEqualsDense) {
 
 TEST(RotatedCache, QuantizedModeBuildsThroughTheFactory) {
   ThreadPool pool(1);
-  KvShape s;
-  s.n_heads = 4;
-  s.n_kv_heads = 1;
-  s.head_dim = 64;
-  s.max_tokens = 64;
+  KvShape s = test::kv_shape(4, 1, 64, 64);  // head_dim changed below
   auto c = make_kv_cache("k2v2:rot", s, pool);
   EXPECT_EQ(c->mode(), "k2v2:g32:r128:s4:rope=post:rot");
   // With outliers the cache spells the mode as the parser does.

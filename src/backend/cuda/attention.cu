@@ -68,14 +68,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   for (int t0 = t_begin; t0 < t_end; t0 += kTps * kSteps) {
     uint4 kr[kSteps], vr[kSteps];
     bool ok[kSteps];
-#pragma unroll
-    for (int st = 0; st < kSteps; ++st) {
-      const int t = t0 + st * kTps + grp;
-      ok[st] = t < t_end;
-      const size_t off = static_cast<size_t>(ok[st] ? t : t_begin) * D;
-      kr[st] = __ldg(reinterpret_cast<const uint4*>(kh + off));
-      vr[st] = __ldg(reinterpret_cast<const uint4*>(vh + off));
-    }
+    decode_load_tile<D, kSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
     decode_tile<D, G, kSteps>(qr, kr, vr, ok, m, l, acc);
   }
   decode_sum_groups<D, G>(l, acc);

@@ -117,14 +117,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   uint4 kr[kBlkSteps], vr[kBlkSteps];
   bool ok[kBlkSteps];
   auto load_tile = [&](int t0) {
-#pragma unroll
-    for (int st = 0; st < kBlkSteps; ++st) {
-      const int t = t0 + st * kTps + grp;
-      ok[st] = t < t_end;
-      const size_t off = static_cast<size_t>(ok[st] ? t : t_begin) * D;
-      kr[st] = __ldg(reinterpret_cast<const uint4*>(kh + off));
-      vr[st] = __ldg(reinterpret_cast<const uint4*>(vh + off));
-    }
+    decode_load_tile<D, kBlkSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
   };
   // The first tile's lines, fetched into L2 while the q|k|v GEMV drains: slots
   // written by earlier steps only. (Loading them into registers here instead

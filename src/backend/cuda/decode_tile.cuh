@@ -16,6 +16,23 @@
 
 namespace longkv::cuda {
 
+// Loads one tile: this lane's 8 dims (kh, vh already offset to them) of
+// token t0 + st * tps + grp for each step st, ok[st] whether that token is
+// before t_end (else token t_begin is read as a harmless dummy).
+template <int D, int kSteps>
+__device__ __forceinline__ void decode_load_tile(const __half* kh, const __half* vh, int t0, int tps, int grp,
+                                                 int t_begin, int t_end, uint4 (&kr)[kSteps], uint4 (&vr)[kSteps],
+                                                 bool (&ok)[kSteps]) {
+#pragma unroll
+  for (int st = 0; st < kSteps; ++st) {
+    const int t = t0 + st * tps + grp;
+    ok[st] = t < t_end;
+    const size_t off = static_cast<size_t>(ok[st] ? t : t_begin) * D;
+    kr[st] = __ldg(reinterpret_cast<const uint4*>(kh + off));
+    vr[st] = __ldg(reinterpret_cast<const uint4*>(vh + off));
+  }
+}
+
 // Folds one tile (kr, vr: this lane's 8 dims of token step st; ok[st] false
 // for tokens past the split) into (m, l, acc) of the G query heads; qr is the
 // lane's 8 dims of each query, already scaled.
