@@ -97,6 +97,11 @@ struct CudaTuning {
   // else and the next batch's loads in flight during each batch's reduction
   // (false: milestone 2's order, load -> use -> reduce).
   bool gemv_pipe = true;
+  // Milestone 13: the Q4_0 slab GEMV with int8 activations (one scale per
+  // 32, __dp4a; ~0.5% error per output on top of the 4-bit weights', the
+  // same order as llama.cpp's MMVQ; weight_decode.cuh, quantize_x_i8).
+  // false: exact f32 products of the dequantized weights (the CPU's).
+  bool gemv_i8x = true;
   // Programmatic dependent launch for the slab GEMV and RoPE: a kernel starts
   // while its predecessor drains, loading weights until the data it needs is
   // complete (false: plain stream order).

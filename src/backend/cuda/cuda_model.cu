@@ -455,6 +455,7 @@ CudaTuning& cuda_tuning() {
       const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
       if (k == "gemv_rows") d.gemv_rows = on;
       else if (k == "pipe") d.gemv_pipe = on;
+      else if (k == "i8x") d.gemv_i8x = on;
       else if (k == "pdl") d.pdl = on;
       else if (k == "rope") d.gemv_rope = on;
       else if (k == "slice") {
@@ -475,7 +476,7 @@ CudaTuning& cuda_tuning() {
       else if (k == "qblk") d.quant_block = on;
       else
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, pipe, "
-             "pdl, rope, slice=N)",
+             "i8x, pdl, rope, slice=N)",
              k.c_str());
       i = j + 1;
     }
@@ -487,7 +488,7 @@ CudaTuning& cuda_tuning() {
 std::string cuda_tuning_description() {
   const CudaTuning& t = cuda_tuning();
   return std::string("GEMV ") + (t.gemv_rows ? "rows" : t.gemv_pipe ? "slab (pipelined)" : "slab (m2 order)") +
-         ", RMSNorm/SwiGLU " +
+         (t.gemv_i8x && !t.gemv_rows ? ", Q4_0 GEMV with int8 activations" : "") + ", RMSNorm/SwiGLU " +
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
          (!t.quant_decode_mma ? "FMA (generic)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
          ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +

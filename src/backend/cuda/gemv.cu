@@ -29,6 +29,12 @@
 // programmatic dependent launch (pdl.cuh, CudaTuning::pdl): it starts while
 // the kernel before it drains, its weight loads overlapping that tail.
 //
+// Milestone 13: Q4_0 with int8 activations (CudaTuning::gemv_i8x, weight_decode.cuh: quantize_x_i8 / dot_q4_0_i8): a
+// lane quantizes its unit's activations once, after the op made in its load,
+// and each row's unit is 8 __dp4a instead of ~100 f32 instructions; the
+// kernel was issue-bound. 16 rows a batch when 8-row batches would not all
+// be resident at once (fewer, fuller passes; measured per shape).
+//
 // Milestone 8b: interleaved RoPE in the store (GemvAct::rope,
 // CudaTuning::gemv_rope). Rows 2i and 2i+1 of a head are in the same row
 // batch (batches start at multiples of an even row count), so the thread that
@@ -174,13 +180,14 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // shared arrays, so one barrier per batch suffices (a buffer is rewritten
 // only after the next barrier, which its readers have passed).
 // Rope: a.rope applied in the store (one slice, not accumulating; RB even).
-template <WeightType T, bool Pipe, bool Rope>
+// I8 (Q4_0 only): int8 activations, dot_q4_0_i8. RB: rows per batch.
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB>
 __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
                                                                       bool accumulate) {
   using S = Slab<T>;
-  constexpr int RB = S::kRB;
+  static_assert(!I8 || T == WeightType::Q4_0, "int8 activations: Q4_0 only");
   __shared__ float red[Pipe ? 2 : 1][RB][kMaxSlabWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
   const int ui = warp * 32 + lane;
@@ -188,11 +195,17 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
   const int u = u_begin + (valid ? ui : 0);
   const int stride = gridDim.x * RB;
   typename S::Unit wu[RB];
-  auto load_batch = [&](int r0) {
+  auto load_rows = [&](int r0, int lo, int hi) {
 #pragma unroll
-    for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
+    for (int r = lo; r < hi; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
   };
-  if (Pipe && blockIdx.x * RB < rows) load_batch(blockIdx.x * RB);
+  auto load_batch = [&](int r0) { load_rows(r0, 0, RB); };
+  // Rows loaded before the activation: all, except that 16-row batches
+  // request their second half after it, since x and the norm (64 registers)
+  // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
+  constexpr int kEarly = RB > 8 ? 8 : RB;
+  const bool first = Pipe && blockIdx.x * RB < rows;
+  if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   pdl_trigger();
   pdl_wait();
   // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,
@@ -218,6 +231,9 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
     const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
     load_x_act<T>(a, u, inv_rms, xr);
   }
+  [[maybe_unused]] XI8 xq;
+  if constexpr (I8) quantize_x_i8(xr.v, xq);
+  if (first) load_rows(blockIdx.x * RB, kEarly, RB);
   int buf = 0;
   static_assert(!Rope || RB % 2 == 0, "RoPE pairs must share a row batch");
   bool rot = false;
@@ -233,7 +249,10 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
     }
     float acc[RB];
 #pragma unroll
-    for (int r = 0; r < RB; ++r) acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
+    for (int r = 0; r < RB; ++r) {
+      if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+      else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
+    }
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
@@ -443,20 +462,35 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const int units = nb * S::kUnitsPerBlock;
   const int slice = std::clamp(cuda_tuning().slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);
   const bool rope = a.rope.inv_freq != nullptr && units <= slice && !accumulate;
-  // Resident blocks per SM for each warp count and kernel, asked once.
-  static int occ[2][kMaxSlabWarps + 1] = {};
+  // Resident blocks per SM for each kernel variant and warp count, asked once.
+  // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows.
+  static int occ[2][3][kMaxSlabWarps + 1] = {};
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
+  Kernel kernels[3] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
+                            : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
+                       nullptr, nullptr};
+  int rbs[3] = {S::kRB, 8, 16};
+  if constexpr (T == WeightType::Q4_0) {
+    kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8> : gemv_slab_kernel<T, Pipe, false, true, 8>;
+    kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16> : gemv_slab_kernel<T, Pipe, false, true, 16>;
+  }
+  auto resident = [&](int v, int warps) {
+    int& o = occ[rope][v][warps];
+    if (o == 0) LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, 0));
+    return std::max(1, o) * sms;
+  };
   const bool pdl = cuda_tuning().pdl;
-  auto* kernel = rope ? gemv_slab_kernel<T, Pipe, true> : gemv_slab_kernel<T, Pipe, false>;
+  const bool i8 = kernels[1] != nullptr && cuda_tuning().gemv_i8x;
   for (int u0 = 0; u0 < units; u0 += slice) {
     const int nu = std::min(slice, units - u0);
     const int warps = (nu + 31) / 32;
-    int& o = occ[rope][warps];
-    if (o == 0) LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernel, warps * 32, 0));
-    const int batches = (rows + S::kRB - 1) / S::kRB;
-    const int grid = std::max(1, std::min(batches, std::max(1, o) * sms));
-    launch_maybe_pdl(pdl, kernel, dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
+    int v = 0;
+    if (i8) v = (rows + 7) / 8 > resident(1, warps) ? 2 : 1;  // 8-row batches unless they take 2+ passes
+    const int batches = (rows + rbs[v] - 1) / rbs[v];
+    const int grid = std::max(1, std::min(batches, resident(v, warps)));
+    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
                      accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }

@@ -138,6 +138,56 @@ struct Slab<WeightType::Q4_0> {  // unit = block
   }
 };
 
+// Int8 activations for the Q4_0 slab GEMV (CudaTuning::gemv_i8x). The f32
+// dot above costs ~3 instructions per weight (PRMT, FADD, FFMA), which keeps
+// the kernel issue-bound near 2.4 TB/s on an H200 (docs/cuda-notes.md,
+// milestone 13); with int8 activations a unit is 8 __dp4a. A lane's 32
+// activations v (after the op made in its load) become
+//   amax = max |v|, dx = amax / 127, q_i = rn(v_i * (127 / amax))  (q = 0 if amax = 0)
+// (IEEE division and one rounded product: the tests' host reference makes the
+// same bits), and the unit's product is d * dx * sum_i (n_i - 8) q_i with the
+// integer sum exact. Error: about half a step of 127 per activation, ~0.5% of
+// a row's value, the same order as the int8 activations of llama.cpp's MMVQ.
+struct XI8 {
+  int q[8];  // packed int8: q[j] = elements 4j..4j+3 (j < 4), 16 + 4(j-4).. (j >= 4)
+  float dx;  // scale of the unit's activations
+  int off;   // 8 * sum of q (Q4_0's offset of 8, folded once)
+};
+
+__device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
+  float amax = 0;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  r.dx = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
+    uint32_t w = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int q = __float2int_rn(__fmul_rn(v[e0 + k], inv));
+      s += q;
+      w |= (static_cast<uint32_t>(q) & 0xFFu) << (8 * k);
+    }
+    r.q[j] = static_cast<int>(w);
+  }
+  r.off = 8 * s;
+}
+
+// Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
+__device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
+  const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
+    s = __dp4a(static_cast<int>((q[j] >> 4) & 0x0F0F0F0Fu), x.q[4 + j], s);
+  }
+  return d * x.dx * static_cast<float>(s - x.off);
+}
+
 template <>
 struct Slab<WeightType::Q8_0> {  // unit = half block
   static constexpr int kUnitsPerBlock = 2, kXElems = 16, kRB = 8;

@@ -1,0 +1,304 @@
+// Q4_0 GEMV probe: where the slab kernel's time goes at batch 1.
+//
+// One kernel skeleton (gemv.cu's pipelined slab kernel: a lane owns one
+// 32-element unit of every row it visits, 8 or 16 rows per batch, the next
+// batch's loads issued before the current batch's reduction, PDL) with three
+// inner products, so the differences between them are the arithmetic's cost:
+//   f32   the shipped dot (Slab<Q4_0>::dot: exact dequantized weight x f32 x)
+//   dp4a  x quantized once per lane to int8 with one scale per unit (as the
+//         activations of llama.cpp's MMVQ), nibbles x int8 by __dp4a
+//   none  the same loads folded into the sum with one integer op per word
+//         (wrong results; the memory ceiling of this load structure)
+// Times back-to-back launches over rotating copies (>= 512 MiB, several
+// times L2) with CUDA events; prints a Markdown table of us and GB/s of
+// weight bytes, plus a device-to-device copy's bandwidth for reference. The
+// dp4a result is compared with the f32 one (relative RMS), so its error is
+// printed beside its speed.
+//
+// Build and run (standalone; CMake builds it as gemv_probe with LONGKV_CUDA):
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu && ./gemv_probe
+// (./gemv_probe ROWS COLS: that shape only)
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/weight_decode.cuh"
+
+namespace {
+
+using longkv::WeightType;
+using longkv::cuda::Slab;
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+enum Dot { kF32, kDp4a, kNone };
+constexpr int kMaxWarps = 16;
+
+__device__ __forceinline__ float wsum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// A lane's activations in the form its inner product wants.
+template <Dot D>
+struct Xr;
+template <>
+struct Xr<kF32> {
+  Slab<WeightType::Q4_0>::X x;
+};
+template <>
+struct Xr<kNone> {
+  Slab<WeightType::Q4_0>::X x;
+};
+template <>
+struct Xr<kDp4a> {
+  int q[8];     // int8 x: q[j] = elements 4j..4j+3 (j < 4) and 16+4(j-4).. (j >= 4)
+  float dx;     // scale: x ~ dx * q
+  int sum8;     // 8 * sum of the int8 values (the Q4_0 offset)
+};
+
+template <Dot D>
+__device__ __forceinline__ void make_x(const float* x, int u, Xr<D>& xr) {
+  Slab<WeightType::Q4_0>::X f;
+  Slab<WeightType::Q4_0>::load_x(x, u, f);
+  if constexpr (D == kDp4a) {
+    float amax = 0;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(f.v[i]));
+    xr.dx = amax / 127.0f;
+    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int s = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int base = j < 4 ? 4 * j : 16 + 4 * (j - 4);
+      uint32_t w = 0;
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int v = __float2int_rn(f.v[base + k] * inv);
+        s += v;
+        w |= (static_cast<uint32_t>(v) & 0xFFu) << (8 * k);
+      }
+      xr.q[j] = static_cast<int>(w);
+    }
+    xr.sum8 = 8 * s;
+  } else {
+    xr.x = f;
+  }
+}
+
+template <Dot D>
+__device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, const Xr<D>& xr) {
+  if constexpr (D == kF32) {
+    return Slab<WeightType::Q4_0>::dot(w, xr.x, 0);
+  } else if constexpr (D == kDp4a) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    int s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), xr.q[j], s);
+      s = __dp4a(static_cast<int>((q[j] >> 4) & 0x0F0F0F0Fu), xr.q[4 + j], s);
+    }
+    return w.d * xr.dx * static_cast<float>(s - xr.sum8);
+  } else {
+    return w.d + __int_as_float(static_cast<int>((w.q.x ^ w.q.y ^ w.q.z ^ w.q.w) & 0x3FFFFFFFu)) * xr.x.v[0];
+  }
+}
+
+template <Dot D, int RB>
+__global__ void __launch_bounds__(kMaxWarps * 32) probe_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
+                                                                int nb, const float* __restrict__ x,
+                                                                float* __restrict__ y) {
+  using S = Slab<WeightType::Q4_0>;
+  __shared__ float red[2][RB][kMaxWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  const int ui = warp * 32 + lane;
+  const bool valid = ui < nb;
+  const int u = valid ? ui : 0;
+  const int stride = gridDim.x * RB;
+  S::Unit wu[RB];
+  auto load_batch = [&](int r0) {
+#pragma unroll
+    for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
+  };
+  if (blockIdx.x * RB < rows) load_batch(blockIdx.x * RB);
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  Xr<D> xr;
+  make_x<D>(x, u, xr);
+  int buf = 0;
+  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += stride) {
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
+    if (r0 + stride < rows) load_batch(r0 + stride);
+#pragma unroll
+    for (int r = 0; r < RB; ++r) acc[r] = wsum(acc[r]);
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < RB; ++r) red[buf][r][warp] = acc[r];
+    }
+    __syncthreads();
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
+      float s = 0;
+      for (int k = 0; k < n_warps; ++k) s += red[buf][threadIdx.x][k];
+      y[r0 + threadIdx.x] = s;
+    }
+    buf ^= 1;
+  }
+}
+
+struct Shape {
+  const char* name;
+  int rows, cols;
+};
+
+template <Dot D, int RB>
+float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
+                  int iters, cudaStream_t s) {
+  auto* k = probe_kernel<D, RB>;
+  const int nb = sh.cols / 32;
+  const int warps = (nb + 31) / 32;
+  int occ = 0, sms = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, warps * 32, 0));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int batches = (sh.rows + RB - 1) / RB;
+  const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
+  auto launch = [&](int i) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(warps * 32);
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    const uint8_t* wp = copies[i % copies.size()];
+    CK(cudaLaunchKernelEx(&cfg, k, wp, ld, sh.rows, nb, x, y));
+  };
+  for (int i = 0; i < 20; ++i) launch(i);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a, s));
+  for (int i = 0; i < iters; ++i) launch(i);
+  CK(cudaEventRecord(b, s));
+  CK(cudaEventSynchronize(b));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return 1000.0f * ms / iters;
+}
+
+double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    e += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
+    n += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(e / n);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Optional: ROWS COLS times that one shape only (e.g. under a profiler).
+  const int only_rows = argc > 2 ? std::atoi(argv[1]) : 0, only_cols = argc > 2 ? std::atoi(argv[2]) : 0;
+  cudaDeviceProp p;
+  CK(cudaGetDeviceProperties(&p, 0));
+  std::printf("device: %s, %d SMs\n\n", p.name, p.multiProcessorCount);
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  // Copy bandwidth (read + write bytes), the bound the engine's tables use.
+  {
+    const size_t n = size_t(2) << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemsetAsync(a, 1, n, s));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
+    CK(cudaEventRecord(e0, s));
+    for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
+    CK(cudaEventRecord(e1, s));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    std::printf("copy bandwidth: %.1f GB/s (2 x bytes / time)\n\n", 2.0 * n * 10 / (ms * 1e-3) / 1e9);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+  }
+  const Shape shapes[] = {{"wo", 4096, 4096},      {"q|k|v", 6144, 4096},      {"gate|up", 28672, 4096},
+                          {"down", 4096, 14336},   {"output", 128256, 4096}};
+  std::printf("| shape | f32 RB8 | f32 RB16 | dp4a RB8 | dp4a RB16 | none RB8 | dp4a rel. RMS vs f32 |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  std::mt19937 rng(1);
+  for (const Shape& sh : shapes) {
+    if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
+    const int nb = sh.cols / 32;
+    const size_t ld = size_t(nb) * 18;
+    const size_t bytes = ld * sh.rows;
+    // Random Q4_0 rows in the split layout: quants, then f16 scales.
+    std::vector<uint8_t> h(bytes);
+    for (int r = 0; r < sh.rows; ++r) {
+      uint8_t* row = h.data() + r * ld;
+      for (int i = 0; i < 16 * nb; ++i) row[i] = static_cast<uint8_t>(rng());
+      for (int b = 0; b < nb; ++b) {
+        const __half d = __float2half(0.002f + 0.002f * (rng() % 1000) / 1000.0f);
+        std::memcpy(row + 16 * nb + 2 * b, &d, 2);
+      }
+    }
+    const int n_copies = static_cast<int>(std::max<size_t>(2, ((size_t(512) << 20) + bytes - 1) / bytes));
+    std::vector<uint8_t*> copies(n_copies);
+    for (auto& c : copies) {
+      CK(cudaMalloc(&c, bytes + 64));
+      CK(cudaMemcpy(c, h.data(), bytes, cudaMemcpyHostToDevice));
+    }
+    std::vector<float> hx(sh.cols);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (float& v : hx) v = nd(rng);
+    float *x, *y;
+    CK(cudaMalloc(&x, sh.cols * sizeof(float)));
+    CK(cudaMalloc(&y, sh.rows * sizeof(float)));
+    CK(cudaMemcpy(x, hx.data(), sh.cols * sizeof(float), cudaMemcpyHostToDevice));
+    // Accuracy: one launch of each on copy 0.
+    std::vector<float> y_f32(sh.rows), y_dp(sh.rows);
+    const std::vector<uint8_t*> one = {copies[0]};
+    time_kernel<kF32, 8>(one, ld, sh, x, y, 1, s);
+    CK(cudaMemcpy(y_f32.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
+    time_kernel<kDp4a, 8>(one, ld, sh, x, y, 1, s);
+    CK(cudaMemcpy(y_dp.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
+    const int iters = 400;
+    const float t[5] = {time_kernel<kF32, 8>(copies, ld, sh, x, y, iters, s),
+                        time_kernel<kF32, 16>(copies, ld, sh, x, y, iters, s),
+                        time_kernel<kDp4a, 8>(copies, ld, sh, x, y, iters, s),
+                        time_kernel<kDp4a, 16>(copies, ld, sh, x, y, iters, s),
+                        time_kernel<kNone, 8>(copies, ld, sh, x, y, iters, s)};
+    std::printf("| %s %dx%d |", sh.name, sh.rows, sh.cols);
+    for (float us : t) std::printf(" %.1f (%.0f) |", us, bytes / (us * 1e-6) / 1e9);
+    std::printf(" %.2e |\n", rel_rms(y_dp, y_f32));
+    for (auto* c : copies) CK(cudaFree(c));
+    CK(cudaFree(x));
+    CK(cudaFree(y));
+  }
+  std::printf("\nus per launch (GB/s of weight bytes); back-to-back PDL launches over rotating copies\n");
+  return 0;
+}
