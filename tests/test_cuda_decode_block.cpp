@@ -35,7 +35,8 @@ namespace {
 // (limit 1e-10). Against the CPU's rope_apply + attend_reference (double) on
 // f16-rounded keys: a last-bit difference of a rotated key in the CPU build
 // (contraction) can flip its f16 rounding, so 1e-7 (the split path alone is
-// ~1e-13 on unrotated data, Cuda.AttentionMatchesReference).
+// ~1e-13 on unrotated data, Cuda.AttentionMatchesReference). The fused step
+// with its tiles staged through shared memory and through registers: same bits.
 TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
   LONGKV_REQUIRE_CUDA();
   struct Case {
@@ -81,7 +82,18 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
                             out_new.data(), q2.data(), o2_new.data());
     cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, false,
                             out_old.data(), q2.data(), o2_old.data());
+    // The tiles through registers instead of cp.async stages (milestone 13):
+    // the same arithmetic on the same values, so the same bits.
+    std::vector<float> out_reg(q.size()), o2_reg(qrow);
+    const int stages = cuda_tuning().attn_block_stages;
+    cuda_tuning().attn_block_stages = stages == 0 ? 3 : 0;
+    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
+                            out_reg.data(), q2.data(), o2_reg.data());
     cuda_tuning() = CudaTuning{};
+    int stage_differ = 0;
+    for (size_t i = 0; i < q.size(); ++i) stage_differ += std::memcmp(&out_new[i], &out_reg[i], sizeof(float)) != 0;
+    for (size_t i = 0; i < qrow; ++i) stage_differ += std::memcmp(&o2_new[i], &o2_reg[i], sizeof(float)) != 0;
+    EXPECT_EQ(stage_differ, 0) << "attn_block_stages " << stages << " and " << (stages == 0 ? 3 : 0) << " differ";
 
     // Host reference: the steps' keys and queries rotated at their positions.
     const int n0 = c.n_ctx - c.steps;
@@ -114,8 +126,8 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
     EXPECT_LT(e2, 1e-7);
     EXPECT_EQ(slots_differ, 0) << "the fused step wrote other cache bits than rope + append";
     std::printf("decode block %-56s: nmse vs CPU %.3g (old path %.3g), vs old path %.3g; whole cache after: %.3g, "
-                "%d of %zu outputs differ from the old path's\n",
-                name.c_str(), e_new, e_old, e_pair, e2, slots_differ, qrow);
+                "%d of %zu outputs differ from the old path's; staged vs registers: %d differ\n",
+                name.c_str(), e_new, e_old, e_pair, e2, slots_differ, qrow, stage_differ);
   }
 }
 

@@ -18,6 +18,15 @@
 //   (__threadfence + atomicAdd on a per-KV-head counter); the block that
 //   draws the last ticket merges the head's partials, writes the output and
 //   puts the counter back to 0 for the next launch (graph replay included).
+// - Milestone 13 (CudaTuning::attn_block_stages, S >= 2): the tiles come
+//   through shared memory, S - 1 of them in flight behind the one being
+//   folded. With every tile in registers (S = 0, milestone 11) a warp's loads
+//   and its arithmetic alternate, and with 216 registers only 8 warps fit on
+//   an SM, so at 131K tokens ncu saw 58% of DRAM bandwidth on H200. cp.async
+//   needs no registers for the tiles in flight; each lane copies and later
+//   reads back only its own 16-byte pieces, so cp.async.wait_group alone
+//   orders them (no barrier), and a stage is refilled only after the tile read
+//   from it was folded.
 // - Launched with PDL (CudaTuning::decode_pdl) behind the q|k|v GEMV: before
 //   griddepcontrol.wait it reads only what no kernel of this step writes --
 //   the position (*dpos, copied before the step's first kernel) and the RoPE
@@ -29,6 +38,7 @@
 
 #include "backend/cuda/decode_tile.cuh"
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 
@@ -63,7 +73,12 @@ struct DecodeBlockArgs {
   float* out = nullptr;       // [n_heads][D]
 };
 
-template <int D, int G>
+// Dynamic shared memory of the staged variant: per warp, stage and token
+// step, each lane's 16 bytes of k and of v.
+constexpr size_t stage_bytes(int stages) { return static_cast<size_t>(stages) * kBlkWarps * kBlkSteps * 32 * 32; }
+
+// kStages: 0 = tiles loaded into registers; >= 2 = through shared memory.
+template <int D, int G, int kStages>
 __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
   constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kBlkSteps, kD4 = D / 4;
   constexpr int kSm = kBlkWarps * D > 2 * kMaxBlocksPerHead ? kBlkWarps * G * D : 2 * G * kMaxBlocksPerHead;
@@ -119,10 +134,30 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   auto load_tile = [&](int t0) {
     decode_load_tile<D, kBlkSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
   };
-  // The first tile's lines, fetched into L2 while the q|k|v GEMV drains: slots
-  // written by earlier steps only. (Loading them into registers here instead
-  // kept them live across the RoPE code: ptxas 255 registers + 144 B spilled
-  // at G 4, D 128, against no spills this way.)
+  // Staged: per warp [stage][step][k | v][lane] 16-byte pieces: a warp's
+  // copies and reads of one step's k (or v) are 512 contiguous bytes, 4
+  // shared-memory wavefronts, no bank conflicts.
+  extern __shared__ uint4 stg[];
+  uint4* my_stg = stg + static_cast<size_t>(w) * (kStages > 0 ? kStages : 1) * kBlkSteps * 64 + lane;
+  auto issue_tile = [&](int t0, int stage) {  // one commit group per call, empty past the split
+    if (t0 < t_end) {
+#pragma unroll
+      for (int st = 0; st < kBlkSteps; ++st) {
+        const int t = t0 + st * kTps + grp;
+        const size_t off = static_cast<size_t>(t < t_end ? t : t_begin) * D;
+        uint4* dst = my_stg + (stage * kBlkSteps + st) * 64;
+        cp_async16(dst, kh + off);
+        cp_async16(dst + 32, vh + off);
+      }
+    }
+    cp_async_commit();
+  };
+  // The first tile's lines, fetched into L2 while the q|k|v GEMV drains:
+  // slots written by earlier steps only. (Loading them into registers here
+  // instead kept them live across the RoPE code: ptxas 255 registers + 144
+  // B spilled at G 4, D 128, against no spills this way. A prefetch is only
+  // a hint; the copies into shared memory wait for pdl_wait, after which the
+  // previous step's slot is certainly complete, with a one-layer model too.)
 #pragma unroll
   for (int st = 0; st < kBlkSteps; ++st) {
     const int t = t_begin + st * kTps + grp;
@@ -133,6 +168,12 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   }
 
   pdl_wait();  // q, k, v of this step are complete from here on
+  if constexpr (kStages > 0) {
+    // The first S - 1 tiles, in flight under q's RoPE. The new token's slot
+    // is read stale and replaced from registers below.
+#pragma unroll
+    for (int sg = 0; sg < kStages - 1; ++sg) issue_tile(t_begin + sg * kTile, sg);
+  }
 
   float qr[G][8];
 #pragma unroll
@@ -175,8 +216,20 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[h][e] = 0;
   }
-  for (int t0 = t_begin; t0 < t_end; t0 += kTile) {
-    load_tile(t0);
+  for (int t0 = t_begin, it = 0; t0 < t_end; t0 += kTile, ++it) {
+    if constexpr (kStages > 0) {
+      issue_tile(t0 + (kStages - 1) * kTile, (it + kStages - 1) % kStages);
+      cp_async_wait<kStages - 1>();  // this lane's pieces of tile `it` have landed
+      const uint4* src = my_stg + (it % kStages) * kBlkSteps * 64;
+#pragma unroll
+      for (int st = 0; st < kBlkSteps; ++st) {
+        kr[st] = src[st * 64];
+        vr[st] = src[st * 64 + 32];
+        ok[st] = t0 + st * kTps + grp < t_end;
+      }
+    } else {
+      load_tile(t0);
+    }
     // The split's last tile holds the new token (pos = t_end - 1). Lanes
     // past the split loaded slot t_begin, which is pos when the split is one
     // token long: they get the register copy too, since the slot's old bits
@@ -299,19 +352,32 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
 
 // Launches the instance for (D, group), or with `warps` set only reports how
 // many of its warps the GPU holds at once (cached per instance).
-template <int D>
-void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
-#define LONGKV_BLOCK_G(G_)                                                                                     \
-  case G_: {                                                                                                  \
-    auto* kern = decode_block_kernel<D, G_>;                                                                  \
-    if (warps) {                                                                                              \
-      static const int cached = resident_warps(kern, kBlkWarps * 32);                                        \
-      *warps = cached;                                                                                        \
-    } else {                                                                                                  \
-      launch_maybe_pdl(cuda_tuning().decode_pdl, kern, dim3(a.n_kv * (a.n_splits / kBlkWarps)),             \
-                       dim3(kBlkWarps * 32), 0, s, a);                                                       \
-    }                                                                                                         \
-    break;                                                                                                    \
+// Warps of `kern` resident on the GPU at once with `smem` bytes of dynamic
+// shared memory a block (which it is allowed first).
+template <typename K>
+int resident_block_warps(K kern, size_t smem) {
+  if (smem > 48 * 1024)
+    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int blocks = 0, sms = 0;
+  LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kern, kBlkWarps * 32, smem));
+  LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  LONGKV_CHECK(blocks > 0, "CUDA decode block: the kernel does not fit on an SM with %zu bytes of shared memory", smem);
+  return blocks * kBlkWarps * sms;
+}
+
+// Launches the instance for (D, group, stages), or with `warps` set only
+// reports how many of its warps the GPU holds at once (cached per instance).
+template <int D, int S>
+void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
+  constexpr size_t smem = S > 0 ? stage_bytes(S) : 0;
+#define LONGKV_BLOCK_G(G_)                                                                              \
+  case G_: {                                                                                           \
+    auto* kern = decode_block_kernel<D, G_, S>;                                                        \
+    static const int cached = resident_block_warps(kern, smem);                                        \
+    if (warps) *warps = cached;                                                                        \
+    else launch_maybe_pdl(cuda_tuning().decode_pdl, kern, dim3(a.n_kv * (a.n_splits / kBlkWarps)),    \
+                          dim3(kBlkWarps * 32), smem, s, a);                                           \
+    break;                                                                                             \
   }
   switch (group) {
     LONGKV_BLOCK_G(1) LONGKV_BLOCK_G(2) LONGKV_BLOCK_G(3) LONGKV_BLOCK_G(4)
@@ -319,6 +385,16 @@ void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warp
     default: fail("CUDA decode block: up to 8 query heads per KV head (model has %d)", group);
   }
 #undef LONGKV_BLOCK_G
+}
+
+template <int D>
+void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
+  switch (cuda_tuning().attn_block_stages) {
+    case 0: launch_block_staged<D, 0>(a, group, s, warps); break;
+    case 2: launch_block_staged<D, 2>(a, group, s, warps); break;
+    case 3: launch_block_staged<D, 3>(a, group, s, warps); break;
+    default: fail("CUDA decode block: stages must be 0, 2 or 3 (got %d)", cuda_tuning().attn_block_stages);
+  }
 }
 
 }  // namespace

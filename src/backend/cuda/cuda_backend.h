@@ -122,6 +122,10 @@ struct CudaTuning {
   // attention_block.cu). false: rope_kernel (or the GEMV's RoPE), the append,
   // split and merge kernels.
   bool attn_block = true;
+  // Milestone 13: that kernel's tiles of k and v through shared memory by
+  // cp.async, this many stages (S - 1 tiles in flight behind the one being
+  // folded; 2 or 3). 0: each tile loaded into registers (milestone 11).
+  int attn_block_stages = 2;
   // Milestone 11: a quantized cache's steady single-token append (the fp16
   // window's new slot) launched with PDL, so it starts while RoPE drains.
   // Off: no measurable gain on H200 (k2v2 within run-to-run spread,

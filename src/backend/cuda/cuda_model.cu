@@ -472,11 +472,16 @@ CudaTuning& cuda_tuning() {
       else if (k == "flash") d.flash_prefill = on;
       else if (k == "qdec") d.quant_decode_v3 = d.decode_pdl = on;
       else if (k == "ablk") d.attn_block = on;
+      else if (k == "astg") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        if (v != "0" && v != "2" && v != "3") fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2 or 3 (got '%s')", v.c_str());
+        d.attn_block_stages = v[0] - '0';
+      }
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
       else
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, pipe, "
-             "i8x, pdl, rope, slice=N)",
+             "i8x, pdl, rope, slice=N, astg=N)",
              k.c_str());
       i = j + 1;
     }
@@ -492,7 +497,10 @@ std::string cuda_tuning_description() {
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
          (!t.quant_decode_mma ? "FMA (generic)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
          ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +
-         (t.attn_block ? "one block kernel (RoPE, append, split, merge)" : "RoPE, append, split, merge kernels") +
+         (t.attn_block ? "one block kernel (RoPE, append, split, merge" +
+                             (t.attn_block_stages ? ", " + std::to_string(t.attn_block_stages) + " cp.async stages)"
+                                                  : ", tiles in registers)")
+                       : std::string("RoPE, append, split, merge kernels")) +
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
          ", prefill attention " +
