@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
     CK(cudaFree(a));
     CK(cudaFree(b));
   }
-  const Shape shapes[] = {{"wo", 4096, 4096},      {"q|k|v", 6144, 4096},      {"gate|up", 28672, 4096},
+  const Shape shapes[] = {{"wo", 4096, 4096},      {"qkv", 6144, 4096},      {"gate+up", 28672, 4096},
                           {"down", 4096, 14336},   {"output", 128256, 4096}};
   std::printf("| shape | f32 RB8 | f32 RB16 | dp4a RB8 | dp4a RB16 | none RB8 | dp4a rel. RMS vs f32 |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
