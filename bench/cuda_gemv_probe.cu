@@ -6,7 +6,8 @@
 // inner products, so the differences between them are the arithmetic's cost:
 //   f32   the shipped dot (Slab<Q4_0>::dot: exact dequantized weight x f32 x)
 //   dp4a  x quantized once per lane to int8 with one scale per unit (as the
-//         activations of llama.cpp's MMVQ), nibbles x int8 by __dp4a
+//         activations of llama.cpp's MMVQ), nibbles x int8 by __dp4a: the
+//         shipped quantize_x_i8 / dot_q4_0_i8 (weight_decode.cuh)
 //   none  the same loads folded into the sum with one integer op per word
 //         (wrong results; the memory ceiling of this load structure)
 // Times back-to-back launches over rotating copies (>= 512 MiB, several
@@ -67,9 +68,7 @@ struct Xr<kNone> {
 };
 template <>
 struct Xr<kDp4a> {
-  int q[8];     // int8 x: q[j] = elements 4j..4j+3 (j < 4) and 16+4(j-4).. (j >= 4)
-  float dx;     // scale: x ~ dx * q
-  int sum8;     // 8 * sum of the int8 values (the Q4_0 offset)
+  longkv::cuda::XI8 q;  // the shipped int8 form (weight_decode.cuh)
 };
 
 template <Dot D>
@@ -77,25 +76,7 @@ __device__ __forceinline__ void make_x(const float* x, int u, Xr<D>& xr) {
   Slab<WeightType::Q4_0>::X f;
   Slab<WeightType::Q4_0>::load_x(x, u, f);
   if constexpr (D == kDp4a) {
-    float amax = 0;
-#pragma unroll
-    for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(f.v[i]));
-    xr.dx = amax / 127.0f;
-    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-    int s = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int base = j < 4 ? 4 * j : 16 + 4 * (j - 4);
-      uint32_t w = 0;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int v = __float2int_rn(f.v[base + k] * inv);
-        s += v;
-        w |= (static_cast<uint32_t>(v) & 0xFFu) << (8 * k);
-      }
-      xr.q[j] = static_cast<int>(w);
-    }
-    xr.sum8 = 8 * s;
+    longkv::cuda::quantize_x_i8(f.v, xr.q);
   } else {
     xr.x = f;
   }
@@ -106,14 +87,7 @@ __device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, cons
   if constexpr (D == kF32) {
     return Slab<WeightType::Q4_0>::dot(w, xr.x, 0);
   } else if constexpr (D == kDp4a) {
-    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
-    int s = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), xr.q[j], s);
-      s = __dp4a(static_cast<int>((q[j] >> 4) & 0x0F0F0F0Fu), xr.q[4 + j], s);
-    }
-    return w.d * xr.dx * static_cast<float>(s - xr.sum8);
+    return longkv::cuda::dot_q4_0_i8(w.q, w.d, xr.q);
   } else {
     return w.d + __int_as_float(static_cast<int>((w.q.x ^ w.q.y ^ w.q.z ^ w.q.w) & 0x3FFFFFFFu)) * xr.x.v[0];
   }

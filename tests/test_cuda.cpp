@@ -618,27 +618,37 @@ TEST(Cuda, EvalModelMatchesReferenceLogits) {
 }
 
 // Decode steps on the GPU track the CPU engine's logits step by step.
+// Decodes `steps` fixed tokens one by one on the CPU engine and a GPU model
+// of the same weights (f16 KV, f32 prefill GEMM, current tuning); returns
+// the worst logits nmse and how many steps agree on the argmax.
+std::pair<double, int> decode_vs_cpu(const ModelWeights& w, int steps) {
+  const int nv = w.cfg.n_vocab;
+  ThreadPool pool(2);
+  LlamaModel cpu(w, pool);
+  auto caches = cpu.make_caches("f16", 64);
+  CudaModelOptions o;
+  o.max_tokens = 64;
+  o.gemm = CudaGemm::f32;
+  auto gpu = CudaModel::create(w, o);
+  std::vector<float> a(nv), b(nv);
+  double worst = 0;
+  int top1 = 0;
+  for (int i = 0; i < steps; ++i) {
+    const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+    cpu.forward(&t, 1, i, caches, a.data(), false);
+    gpu->forward(&t, 1, i, b.data(), false);
+    worst = std::max(worst, test::nmse(b.data(), a.data(), a.size()));
+    top1 += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+  }
+  return {worst, top1};
+}
+
 TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
   LONGKV_REQUIRE_CUDA();
   constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
   LONGKV_REQUIRE_SHARED(kModel);
   LoadedModel lm = load_model(test::shared_path(kModel));
-  const int nv = lm.weights.cfg.n_vocab;
-  ThreadPool pool(2);
-  LlamaModel cpu(lm.weights, pool);
-  auto caches = cpu.make_caches("f16", 64);
-  CudaModelOptions o;
-  o.max_tokens = 64;
-  o.gemm = CudaGemm::f32;
-  auto gpu = CudaModel::create(lm.weights, o);
-  std::vector<float> a(nv), b(nv);
-  double worst = 0;
-  for (int i = 0; i < 40; ++i) {
-    const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
-    cpu.forward(&t, 1, i, caches, a.data(), false);
-    gpu->forward(&t, 1, i, b.data(), false);
-    worst = std::max(worst, test::nmse(b.data(), a.data(), a.size()));
-  }
+  const double worst = decode_vs_cpu(lm.weights, 40).first;
   // Same f16 rounding of K/V on both sides, but a 1e-7 difference before
   // rounding flips some f16 values by one ulp (~5e-4), which eight layers
   // carry into the logits; the CPU's own f16-vs-f32 check allows 1e-5.
@@ -646,11 +656,6 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
   std::printf("evalmodel decode 40 steps GPU vs CPU (f16 KV): worst nmse %.3g\n", worst);
 }
 
-// A decode step replayed as a CUDA graph gives the logits of the same step
-// launched kernel by kernel: same kernels and arguments, so equal up to
-// nothing (tolerance 1e-12 for safety), over 60 steps after a 20-token
-// prefill, with an f16 cache and a quantized one whose groups complete at
-// tokens 33 and 65 (a launch topology change inside the run).
 // The evaluation model quantized to Q4_0 (its Q8_0 weights requantized),
 // decoded on the GPU against the CPU engine: with exact f32 products
 // (gemv_i8x off) as close as the Q8_0 model above; with the Q4_0 GEMV's int8
@@ -673,27 +678,10 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
   }
   LoadedModel lm = load_model(q4);
   ASSERT_EQ(lm.weights.layers[0].wq.type, WeightType::Q4_0);
-  const int nv = lm.weights.cfg.n_vocab;
-  ThreadPool pool(2);
-  LlamaModel cpu(lm.weights, pool);
+  const int steps = 40;
   for (bool i8x : {false, true}) {
-    auto caches = cpu.make_caches("f16", 64);
     cuda_tuning().gemv_i8x = i8x;
-    CudaModelOptions o;
-    o.max_tokens = 64;
-    o.gemm = CudaGemm::f32;
-    auto gpu = CudaModel::create(lm.weights, o);
-    std::vector<float> a(nv), b(nv);
-    double worst = 0;
-    int top1 = 0;
-    const int steps = 40;
-    for (int i = 0; i < steps; ++i) {
-      const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
-      cpu.forward(&t, 1, i, caches, a.data(), false);
-      gpu->forward(&t, 1, i, b.data(), false);
-      worst = std::max(worst, test::nmse(b.data(), a.data(), a.size()));
-      top1 += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
-    }
+    const auto [worst, top1] = decode_vs_cpu(lm.weights, steps);
     cuda_tuning() = CudaTuning{};
     EXPECT_LT(worst, i8x ? 2e-2 : 1e-5) << "i8x " << i8x;
     if (i8x) {
@@ -706,6 +694,11 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
   }
 }
 
+// A decode step replayed as a CUDA graph gives the logits of the same step
+// launched kernel by kernel: same kernels and arguments, so equal up to
+// nothing (tolerance 1e-12 for safety), over 60 steps after a 20-token
+// prefill, with an f16 cache and a quantized one whose groups complete at
+// tokens 33 and 65 (a launch topology change inside the run).
 TEST(Cuda, GraphReplayMatchesDirectDecode) {
   LONGKV_REQUIRE_CUDA();
   constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
