@@ -350,8 +350,6 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   }
 }
 
-// Launches the instance for (D, group), or with `warps` set only reports how
-// many of its warps the GPU holds at once (cached per instance).
 // Warps of `kern` resident on the GPU at once with `smem` bytes of dynamic
 // shared memory a block (which it is allowed first).
 template <typename K>

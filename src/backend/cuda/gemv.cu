@@ -29,11 +29,12 @@
 // programmatic dependent launch (pdl.cuh, CudaTuning::pdl): it starts while
 // the kernel before it drains, its weight loads overlapping that tail.
 //
-// Milestone 13: Q4_0 with int8 activations (CudaTuning::gemv_i8x, weight_decode.cuh: quantize_x_i8 / dot_q4_0_i8): a
-// lane quantizes its unit's activations once, after the op made in its load,
-// and each row's unit is 8 __dp4a instead of ~100 f32 instructions; the
-// kernel was issue-bound. 16 rows a batch when 8-row batches would not all
-// be resident at once (fewer, fuller passes; measured per shape).
+// Milestone 13: Q4_0 with int8 activations (CudaTuning::gemv_i8x;
+// weight_decode.cuh: quantize_x_i8, dot_q4_0_i8): a lane quantizes its
+// unit's activations once, after the op made in its load, and each row's
+// unit is 8 __dp4a instead of ~100 f32 instructions; the kernel was
+// issue-bound (bench/cuda_gemv_probe.cu). 16 rows a batch when 8-row batches
+// would not all be resident at once (fewer, fuller passes; measured per shape).
 //
 // Milestone 8b: interleaved RoPE in the store (GemvAct::rope,
 // CudaTuning::gemv_rope). Rows 2i and 2i+1 of a head are in the same row
