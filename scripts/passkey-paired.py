@@ -3,8 +3,8 @@
 
 Usage: scripts/passkey-paired.py BASE_MODE RUN.json [RUN.json ...]
 
-Every run must hold BASE_MODE and the other modes on the same prompts (one
-`needle` call with several --kv). For each other mode prints a Markdown row:
+Prompts are matched by (seed, task, length, depth, trial), so a mode run
+later with the same seed and grid pairs with an earlier run of BASE_MODE. For each other mode prints a Markdown row:
 correct / prompts for the base and the mode, the discordant pairs (base right
 and mode wrong; mode right and base wrong) and the two-sided exact sign-test
 (McNemar) p-value of the discordant counts: how often a symmetric scatter
@@ -36,8 +36,9 @@ def main(argv):
         for m in run["settings"]["kv_modes"]:
             if m not in modes:
                 modes.append(m)
+        seed = run["settings"]["seed"]
         for t in run["trials"]:
-            key = (f, t["task"], t["length"], t["depth"], t["trial"])
+            key = (seed, t["task"], t["length"], t["depth"], t["trial"])
             cells.setdefault(key, {})[t["mode"]] = bool(t["correct"])
     base_full = next((m for m in modes if m == base or m.startswith(base + ":")), None)
     if base_full is None:
