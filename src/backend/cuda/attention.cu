@@ -58,13 +58,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const __half* vh = vc + static_cast<size_t>(hk) * max_tokens * D + 8 * sub;
   const int t_begin = split * tps, t_end = min(n_tok, t_begin + tps);
   float m[G], l[G], acc[G][8];
-#pragma unroll
-  for (int h = 0; h < G; ++h) {
-    m[h] = -FLT_MAX;
-    l[h] = 0;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0;
-  }
+  decode_init_state<G>(m, l, acc);
   for (int t0 = t_begin; t0 < t_end; t0 += kTps * kSteps) {
     uint4 kr[kSteps], vr[kSteps];
     bool ok[kSteps];

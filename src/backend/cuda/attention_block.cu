@@ -209,13 +209,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   }
 
   float m[G], l[G], acc[G][8];
-#pragma unroll
-  for (int h = 0; h < G; ++h) {
-    m[h] = -FLT_MAX;
-    l[h] = 0;
-#pragma unroll
-    for (int e = 0; e < 8; ++e) acc[h][e] = 0;
-  }
+  decode_init_state<G>(m, l, acc);
   for (int t0 = t_begin, it = 0; t0 < t_end; t0 += kTile, ++it) {
     if constexpr (kStages > 0) {
       issue_tile(t0 + (kStages - 1) * kTile, (it + kStages - 1) % kStages);

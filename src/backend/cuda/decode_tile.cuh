@@ -16,6 +16,18 @@
 
 namespace longkv::cuda {
 
+// The empty online-softmax state of G query heads (this lane's 8 dims).
+template <int G>
+__device__ __forceinline__ void decode_init_state(float (&m)[G], float (&l)[G], float (&acc)[G][8]) {
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = -FLT_MAX;
+    l[h] = 0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[h][e] = 0;
+  }
+}
+
 // Loads one tile: this lane's 8 dims (kh, vh already offset to them) of
 // token t0 + st * tps + grp for each step st, ok[st] whether that token is
 // before t_end (else token t_begin is read as a harmless dummy).
