@@ -19,6 +19,7 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 TARGETS="${TARGETS:-longkv-cli longkv_tests}" source scripts/device-setup.sh || exit 1
+source scripts/device-bench-pairs.sh
 T=./build-device/tests/longkv_tests
 B=./build-device/longkv
 OLD="ablk=0,apdl=0"
@@ -39,17 +40,7 @@ if [[ "${GEMV:-1}" != 0 ]]; then
   echo "gemv report rc $? at $(( $(date +%s) - t0 )) s"
   grep -E "^gemv|us|GB/s" $OUT/gemv.log | head -12
 fi
-BENCH="bench --device cuda --synthetic llama3-8b --wtype q4_0 -n ${NTOK:-32} -p 0 -d ${DEPTHS:-0,131072} --kv ${MODES:-f16,k2v2}"
-: > $OUT/bench.md
-for ((i = 0; i < ${PAIRS:-2}; ++i)); do
-  for tn in "$OLD" "${NEW:-ablk=1,apdl=0}"; do
-    echo "=== LONGKV_CUDA_TUNING=$tn (pair $i)" >> $OUT/bench.md
-    LONGKV_CUDA_TUNING=$tn timeout 120 $B $BENCH >> $OUT/bench.md 2>&1
-    echo "bench '$tn' rc $? at $(( $(date +%s) - t0 )) s"
-  done
-done
-grep -E "^===|^\|" $OUT/bench.md | grep -vE "^\|[- |]*\|$" | head -60
-grep -E "kernels|membw|bandwidth" $OUT/bench.md | sort -u | head -6
+bench_pairs "$OLD" "${NEW:-ablk=1,apdl=0}"
 # 4. NCU=1: each kernel of depth-0 f16 decode steps timed alone by ncu
 #    (launched one by one, LONGKV_CUDA_GRAPHS=0; no overlap, so this is each
 #    kernel's own duration, ramp and drain included), old paths and new.

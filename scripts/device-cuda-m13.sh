@@ -17,6 +17,7 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 TARGETS="${TARGETS:-longkv-cli longkv_tests}" source scripts/device-setup.sh || exit 1
+source scripts/device-bench-pairs.sh
 T=./build-device/tests/longkv_tests
 B=./build-device/longkv
 OLD="${OLD:-i8x=0}"
@@ -31,17 +32,7 @@ if [[ "${GEMV:-1}" != 0 ]]; then
   echo "gemv report rc $? at $(( $(date +%s) - t0 )) s"
   grep -E "pipe\+pdl|i8x" $OUT/gemv.log | head -16
 fi
-BENCH="bench --device cuda --synthetic llama3-8b --wtype q4_0 -n ${NTOK:-32} -p 0 -d ${DEPTHS:-0,131072} --kv ${MODES:-f16,k2v2}"
-: > $OUT/bench.md
-for ((i = 0; i < ${PAIRS:-2}; ++i)); do
-  for tn in "$OLD" "${NEW:-}" ${MORE:-}; do
-    echo "=== LONGKV_CUDA_TUNING=$tn (pair $i)" >> $OUT/bench.md
-    LONGKV_CUDA_TUNING=$tn timeout 120 $B $BENCH >> $OUT/bench.md 2>&1
-    echo "bench '$tn' rc $? at $(( $(date +%s) - t0 )) s"
-  done
-done
-grep -E "^===|^\|" $OUT/bench.md | grep -vE "^\|[- |]*\|$" | head -40
-grep -E "kernels|membw|bandwidth" $OUT/bench.md | sort -u | head -6
+bench_pairs "$OLD" "${NEW:-}" ${MORE:-}
 if [[ "${NCU:-1}" != 0 ]] && command -v ncu > /dev/null; then
   S="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats"
   for k in ${NCU_KERNELS:-f16:decode_block_kernel k2v2:quant_decode_v3_kernel}; do
