@@ -36,7 +36,11 @@ namespace {
 // f16-rounded keys: a last-bit difference of a rotated key in the CPU build
 // (contraction) can flip its f16 rounding, so 1e-7 (the split path alone is
 // ~1e-13 on unrotated data, Cuda.AttentionMatchesReference). The fused step
-// with its tiles staged through shared memory and through registers: same bits.
+// with its tiles staged through shared memory and through registers (both
+// FMA): same bits. The tensor-core step (milestone 14, the default) against
+// the FMA one: q and p as hi/lo f16 pairs, the sums in another order, so not
+// the same bits; nmse limit 1e-10 (the old path's merge order alone is
+// ~1e-14), and the same 1e-7 against the CPU.
 TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
   LONGKV_REQUIRE_CUDA();
   struct Case {
@@ -56,7 +60,7 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
       {8, 2, 64, 33, 17, 16, 64, RopeStyle::interleaved},        // steps across a 16-token split boundary
       // Quantized caches before their first group (every token in the fp16
       // part: sinks full, window short of R + G): the same kernel on the
-      // exact buffer (CudaTuning::quant_block, switched on for these cases).
+      // exact buffer (CudaTuning::quant_block, on by default).
       // k2v2 = r128:s4 (up to 163 tokens), k4v4:r0:s1 (32).
       {32, 8, 128, 160, 6, 50, 128, RopeStyle::interleaved, "k2v2"},
       {8, 2, 64, 31, 3, 7, 64, RopeStyle::neox, "k4v4:r0:s1"},
@@ -77,23 +81,32 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
     const RopeTable* rp = c.rope_dim > 0 ? &rt : nullptr;
 
     std::vector<float> out_new(q.size()), out_old(q.size()), o2_new(qrow), o2_old(qrow);
-    cuda_tuning().quant_block = std::strcmp(c.mode, "f16") != 0;
     cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
                             out_new.data(), q2.data(), o2_new.data());
     cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, false,
                             out_old.data(), q2.data(), o2_old.data());
-    // The tiles through registers instead of cp.async stages (milestone 13):
-    // the same arithmetic on the same values, so the same bits.
-    std::vector<float> out_reg(q.size()), o2_reg(qrow);
-    const int stages = cuda_tuning().attn_block_stages;
-    cuda_tuning().attn_block_stages = stages == 0 ? 3 : 0;
+    // The FMA step with its tiles through cp.async stages (milestone 13) and
+    // through registers: the same arithmetic on the same values, so the same
+    // bits. The tensor-core step is compared with the staged FMA one.
+    EXPECT_TRUE(cuda_tuning().attn_block_mma && cuda_tuning().attn_block_stages > 0 && cuda_tuning().quant_block)
+        << "defaults changed";
+    std::vector<float> out_fma(q.size()), o2_fma(qrow), out_reg(q.size()), o2_reg(qrow);
+    cuda_tuning().attn_block_mma = false;
+    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
+                            out_fma.data(), q2.data(), o2_fma.data());
+    cuda_tuning().attn_block_stages = 0;
     cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
                             out_reg.data(), q2.data(), o2_reg.data());
     cuda_tuning() = CudaTuning{};
     int stage_differ = 0;
-    for (size_t i = 0; i < q.size(); ++i) stage_differ += std::memcmp(&out_new[i], &out_reg[i], sizeof(float)) != 0;
-    for (size_t i = 0; i < qrow; ++i) stage_differ += std::memcmp(&o2_new[i], &o2_reg[i], sizeof(float)) != 0;
-    EXPECT_EQ(stage_differ, 0) << "attn_block_stages " << stages << " and " << (stages == 0 ? 3 : 0) << " differ";
+    for (size_t i = 0; i < q.size(); ++i) stage_differ += std::memcmp(&out_fma[i], &out_reg[i], sizeof(float)) != 0;
+    for (size_t i = 0; i < qrow; ++i) stage_differ += std::memcmp(&o2_fma[i], &o2_reg[i], sizeof(float)) != 0;
+    EXPECT_EQ(stage_differ, 0) << "the FMA step staged and in registers differ";
+    const double e_mma = test::nmse(out_new.data(), out_fma.data(), q.size());
+    EXPECT_LT(e_mma, 1e-10) << "tensor-core step against the FMA step";
+    int slots_mma = 0;  // what the tensor-core step wrote to the cache: the same bits
+    for (size_t i = 0; i < qrow; ++i) slots_mma += std::memcmp(&o2_new[i], &o2_fma[i], sizeof(float)) != 0;
+    EXPECT_EQ(slots_mma, 0);
 
     // Host reference: the steps' keys and queries rotated at their positions.
     const int n0 = c.n_ctx - c.steps;
@@ -125,9 +138,10 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
     EXPECT_LT(e_pair, 1e-10);
     EXPECT_LT(e2, 1e-7);
     EXPECT_EQ(slots_differ, 0) << "the fused step wrote other cache bits than rope + append";
-    std::printf("decode block %-56s: nmse vs CPU %.3g (old path %.3g), vs old path %.3g; whole cache after: %.3g, "
-                "%d of %zu outputs differ from the old path's; staged vs registers: %d differ\n",
-                name.c_str(), e_new, e_old, e_pair, e2, slots_differ, qrow, stage_differ);
+    std::printf("decode block %-56s: nmse vs CPU %.3g (old path %.3g), vs old path %.3g, tensor cores vs FMA %.3g; "
+                "whole cache after: %.3g, %d of %zu outputs differ from the old path's; FMA staged vs registers: %d "
+                "differ\n",
+                name.c_str(), e_new, e_old, e_pair, e_mma, e2, slots_differ, qrow, stage_differ);
   }
 }
 

@@ -27,6 +27,12 @@
 //   reads back only its own 16-byte pieces, so cp.async.wait_group alone
 //   orders them (no barrier), and a stage is refilled only after the tile read
 //   from it was folded.
+// - Milestone 14 (CudaTuning::attn_block_mma, with S >= 2 stages): the tile
+//   step on tensor cores (decode_tile_mma.cuh): tiles of 16 tokens copied
+//   into swizzled rows (zero-filled past the split), read by ldmatrix; the
+//   warp's rotated queries go through its slice of `sm` into hi/lo f16
+//   fragments; the new token's k and v are written into the stage over the
+//   stale slot's copy before the tile is folded.
 // - Launched with PDL (CudaTuning::decode_pdl) behind the q|k|v GEMV: before
 //   griddepcontrol.wait it reads only what no kernel of this step writes --
 //   the position (*dpos, copied before the step's first kernel) and the RoPE
@@ -37,6 +43,7 @@
 #include <cfloat>
 
 #include "backend/cuda/decode_tile.cuh"
+#include "backend/cuda/decode_tile_mma.cuh"
 #include "backend/cuda/gpu_kv_cache.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -73,13 +80,19 @@ struct DecodeBlockArgs {
   float* out = nullptr;       // [n_heads][D]
 };
 
-// Dynamic shared memory of the staged variant: per warp, stage and token
-// step, each lane's 16 bytes of k and of v.
-constexpr size_t stage_bytes(int stages) { return static_cast<size_t>(stages) * kBlkWarps * kBlkSteps * 32 * 32; }
+// Dynamic shared memory of the staged variants: per warp and stage, each
+// lane's 16 bytes of k and of v per token step (FMA), or a K and a V tile
+// of kMmaTok swizzled rows (tensor cores).
+template <int D>
+constexpr size_t stage_bytes(int stages, bool mma) {
+  return static_cast<size_t>(stages) * kBlkWarps * (mma ? mma_stage_bytes<D>() : kBlkSteps * 32 * 32);
+}
 
 // kStages: 0 = tiles loaded into registers; >= 2 = through shared memory.
-template <int D, int G, int kStages>
+// kMma (kStages >= 2 only): the tile step on tensor cores.
+template <int D, int G, int kStages, bool kMma>
 __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
+  static_assert(!kMma || kStages >= 2, "the tensor-core step reads its tiles from shared memory");
   constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kBlkSteps, kD4 = D / 4;
   constexpr int kSm = kBlkWarps * D > 2 * kMaxBlocksPerHead ? kBlkWarps * G * D : 2 * G * kMaxBlocksPerHead;
   __shared__ __align__(16) float sm[kSm];  // warps' o, then the merge's (m, l) / weights
@@ -167,8 +180,22 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
     }
   }
 
+  // Tensor-core variant: this warp's stages, and its K/V rows from token 0.
+  constexpr int kMmaStage = mma_stage_bytes<D>();
+  unsigned char* const mst = reinterpret_cast<unsigned char*>(stg) + static_cast<size_t>(w) * kStages * kMmaStage;
+  const uint32_t mst_s = smem_u32(mst);
+  const __half* kh0 = kh - 8 * sub;
+  const __half* vh0 = vh - 8 * sub;
+  auto issue_mma_tile = [&](int t0, int stage) {  // one commit group per call, empty past the split
+    if (t0 < t_end) mma_issue_tile<D>(mst_s + stage * kMmaStage, kh0, vh0, t0, t_end, lane);
+    cp_async_commit();
+  };
+
   pdl_wait();  // q, k, v of this step are complete from here on
-  if constexpr (kStages > 0) {
+  if constexpr (kMma) {
+#pragma unroll
+    for (int sg = 0; sg < kStages - 1; ++sg) issue_mma_tile(t_begin + sg * kMmaTok, sg);
+  } else if constexpr (kStages > 0) {
     // The first S - 1 tiles, in flight under q's RoPE. The new token's slot
     // is read stale and replaced from registers below.
 #pragma unroll
@@ -208,6 +235,67 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
     }
   }
 
+  if constexpr (kMma) {
+    // The queries as hi/lo fragments, through this warp's slice of sm (free
+    // until the warps meet below).
+    float* sq = sm + w * G * D;
+    if (grp == 0) {
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float4* dst = reinterpret_cast<float4*>(sq + h * D + 8 * sub);
+        dst[0] = make_float4(qr[h][0], qr[h][1], qr[h][2], qr[h][3]);
+        dst[1] = make_float4(qr[h][4], qr[h][5], qr[h][6], qr[h][7]);
+      }
+    }
+    __syncwarp();
+    uint32_t qh[D / 16][4], ql[D / 16][4];
+    mma_q_fragments<D, G>(sq, lane, qh, ql);
+    const MmaTileOffsets off = mma_tile_offsets<D>(lane);
+    float mm = -FLT_MAX, ll = 0, o[D / 16][4];
+#pragma unroll
+    for (int i = 0; i < D / 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0;
+    for (int t0 = t_begin, it = 0; t0 < t_end; t0 += kMmaTok, ++it) {
+      __syncwarp();  // every lane's ldmatrix reads of the stage refilled now are done
+      issue_mma_tile(t0 + (kStages - 1) * kMmaTok, (it + kStages - 1) % kStages);
+      cp_async_wait<kStages - 1>();  // this lane's copies of tile `it` have landed ...
+      __syncwarp();                  // ... and every lane's are visible to the warp
+      const int stage = it % kStages;
+      // The split's last tile holds the new token (pos = t_end - 1): its
+      // registers replace the slot's stale copy (lane sub has chunk sub).
+      if (mine && t0 + kMmaTok >= t_end) {
+        if (grp == 0) {
+          const int r = pos - t0;
+          unsigned char* row = mst + stage * kMmaStage + 2 * swz<D>(r, sub);
+          *reinterpret_cast<uint4*>(row) = knew;
+          *reinterpret_cast<uint4*>(row + 2 * kMmaTok * D) = vnew;
+        }
+        __syncwarp();
+      }
+      mma_decode_tile<D>(mst_s + stage * kMmaStage, off, qh, ql, t0, t_end, lane, mm, ll, o);
+    }
+    ll += __shfl_xor_sync(0xffffffffu, ll, 1);
+    ll += __shfl_xor_sync(0xffffffffu, ll, 2);
+    pdl_trigger();  // the wo GEMV may launch and load weights while the partials merge
+    // The warp's state into its slice of sm (as the FMA path leaves it):
+    // lane holds heads 2 tig, 2 tig + 1 at dims 16 mt + gid and + 8.
+    const int gid = lane / 4, tig = lane % 4;
+    __syncwarp();  // every lane has read its q fragments from the slice
+#pragma unroll
+    for (int mt = 0; mt < D / 16; ++mt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int h = 2 * tig + j;
+        if (h < G) {
+          sq[h * D + 16 * mt + gid] = o[mt][j];
+          sq[h * D + 16 * mt + gid + 8] = o[mt][j + 2];
+        }
+      }
+    }
+    if (tig == 0 && gid < G) {
+      sm_ml[w][gid][0] = mm;
+      sm_ml[w][gid][1] = ll;
+    }
+  } else {
   float m[G], l[G], acc[G][8];
   decode_init_state<G>(m, l, acc);
   for (int t0 = t_begin, it = 0; t0 < t_end; t0 += kTile, ++it) {
@@ -254,6 +342,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
         sm_ml[w][h][1] = l[h];
       }
     }
+  }
   }
   __syncthreads();
   for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
@@ -344,28 +433,16 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   }
 }
 
-// Warps of `kern` resident on the GPU at once with `smem` bytes of dynamic
-// shared memory a block (which it is allowed first).
-template <typename K>
-int resident_block_warps(K kern, size_t smem) {
-  if (smem > 48 * 1024)
-    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  int blocks = 0, sms = 0;
-  LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kern, kBlkWarps * 32, smem));
-  LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  LONGKV_CHECK(blocks > 0, "CUDA decode block: the kernel does not fit on an SM with %zu bytes of shared memory", smem);
-  return blocks * kBlkWarps * sms;
-}
-
 // Launches the instance for (D, group, stages), or with `warps` set only
 // reports how many of its warps the GPU holds at once (cached per instance).
-template <int D, int S>
+template <int D, int S, bool M>
 void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
-  constexpr size_t smem = S > 0 ? stage_bytes(S) : 0;
+  constexpr size_t smem = S > 0 ? stage_bytes<D>(S, M) : 0;
 #define LONGKV_BLOCK_G(G_)                                                                              \
   case G_: {                                                                                           \
-    auto* kern = decode_block_kernel<D, G_, S>;                                                        \
-    static const int cached = resident_block_warps(kern, smem);                                        \
+    auto* kern = decode_block_kernel<D, G_, S, M>;                                                     \
+    static const int cached =                                                                          \
+        resident_warps_smem(kern, kBlkWarps * 32, smem, cuda_tuning().attn_block_carveout);           \
     if (warps) *warps = cached;                                                                        \
     else launch_maybe_pdl(cuda_tuning().decode_pdl, kern, dim3(a.n_kv * (a.n_splits / kBlkWarps)),    \
                           dim3(kBlkWarps * 32), smem, s, a);                                           \
@@ -381,11 +458,22 @@ void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, in
 
 template <int D>
 void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
+  const bool mma = cuda_tuning().attn_block_mma;  // with stages only (0: the register path)
   switch (cuda_tuning().attn_block_stages) {
-    case 0: launch_block_staged<D, 0>(a, group, s, warps); break;
-    case 2: launch_block_staged<D, 2>(a, group, s, warps); break;
-    case 3: launch_block_staged<D, 3>(a, group, s, warps); break;
-    default: fail("CUDA decode block: stages must be 0, 2 or 3 (got %d)", cuda_tuning().attn_block_stages);
+    case 0: launch_block_staged<D, 0, false>(a, group, s, warps); break;
+    case 2:
+      if (mma) launch_block_staged<D, 2, true>(a, group, s, warps);
+      else launch_block_staged<D, 2, false>(a, group, s, warps);
+      break;
+    case 3:
+      if (mma) launch_block_staged<D, 3, true>(a, group, s, warps);
+      else launch_block_staged<D, 3, false>(a, group, s, warps);
+      break;
+    case 4:  // tensor cores only (the FMA step's 4 stages would leave one block of 4 warps an SM)
+      LONGKV_CHECK(mma, "CUDA decode block: 4 stages need the tensor-core step (attn_block_mma)");
+      launch_block_staged<D, 4, true>(a, group, s, warps);
+      break;
+    default: fail("CUDA decode block: stages must be 0, 2, 3 or 4 (got %d)", cuda_tuning().attn_block_stages);
   }
 }
 

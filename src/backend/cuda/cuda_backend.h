@@ -80,6 +80,9 @@ struct CudaTuning {
   // (docs/cuda-notes.md, milestone 9). false: milestone 4's / quant_decode_v2.
   bool quant_decode_v3 = true;
   int quant_decode_stages = 0;  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2)
+  // v3: preferred shared-memory carveout in percent (-1: the driver's
+  // choice; see attn_block_carveout).
+  int quant_decode_carveout = -1;
   // Decode attention's fp16-part split kernel and merge launched with
   // programmatic dependent launch (they start while the kernel before them
   // drains and wait on the device). LONGKV_CUDA_TUNING "qdec=0/1" sets this
@@ -126,15 +129,27 @@ struct CudaTuning {
   // cp.async, this many stages (S - 1 tiles in flight behind the one being
   // folded; 2 or 3). 0: each tile loaded into registers (milestone 11).
   int attn_block_stages = 2;
+  // Milestone 14: with stages, that kernel's tile step on tensor cores
+  // (decode_tile_mma.cuh: q.k and p.v as m16n8k16 MMAs, q and p as hi/lo f16
+  // pairs). false: per-lane FMAs (decode_tile.cuh).
+  bool attn_block_mma = true;
+  // That kernel's preferred shared-memory carveout, percent of the SM's
+  // unified L1/shared memory, and the blocks per SM it allows
+  // (resident_warps_smem; -1: the driver's choice). 70% = 2 blocks of the
+  // 2-stage tensor-core kernel: left to the driver, 3 blocks made every SM
+  // switch to its largest shared-memory split and back each layer, ~9 us a
+  // layer at any depth (H200, docs/cuda-notes.md milestone 14).
+  int attn_block_carveout = 70;
   // Milestone 11: a quantized cache's steady single-token append (the fp16
   // window's new slot) launched with PDL, so it starts while RoPE drains.
   // Off: no measurable gain on H200 (k2v2 within run-to-run spread,
   // docs/cuda-notes.md milestone 11).
   bool append_pdl = false;
-  // Milestone 11, not yet run on a GPU, hence off: a quantized cache's
-  // steady steps before its first group (all tokens in the fp16 part) take
-  // the f16 cache's one-kernel step on that part (needs attn_block too).
-  bool quant_block = false;
+  // Milestone 11 (on since milestone 14, when it was first run and checked
+  // on a GPU): a quantized cache's steady steps before its first group (all
+  // tokens in the fp16 part) take the f16 cache's one-kernel step on that
+  // part (needs attn_block too). k2v2 at depth 0 on H200: 2.27 -> 2.07 ms.
+  bool quant_block = true;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -44,6 +45,39 @@ int resident_warps(K kernel, int block_threads) {
     const cudaError_t err_ = (expr);                                                            \
     if (err_ != cudaSuccess) ::longkv::fail("CUDA: %s: %s", #expr, cudaGetErrorString(err_));   \
   } while (0)
+
+// Warps of `kernel` resident on the whole GPU at once for a kernel with
+// `smem` bytes of dynamic shared memory a block (allowed first when above the
+// 48 KiB default). carveout >= 0: the kernel asks for that percentage of the
+// SM's unified L1/shared memory as shared memory
+// (cudaFuncAttributePreferredSharedMemoryCarveout), and the count is capped
+// to the blocks that fit in it -- why: an SM runs every kernel under one
+// split of that memory, and a kernel whose blocks need a larger share than
+// the one the SM has makes it drain and switch; between each layer's GEMVs
+// and an attention kernel that wants 3 blocks of 72 KiB that cost ~9 us a
+// layer on H200 (docs/cuda-notes.md, milestone 14).
+template <typename K>
+int resident_warps_smem(K kernel, int block_threads, size_t smem, int carveout) {
+  if (smem > 48 * 1024)
+    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  if (carveout >= 0)
+    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+  int blocks = 0, sms = 0;
+  LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, block_threads, smem));
+  LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  if (carveout >= 0) {
+    int per_sm = 0, reserved = 0;
+    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0));
+    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, 0));
+    cudaFuncAttributes fa;
+    LONGKV_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+    const double per_block = static_cast<double>(smem + fa.sharedSizeBytes + reserved);
+    blocks = std::min(blocks, static_cast<int>(per_sm * (carveout / 100.0) / per_block));
+  }
+  LONGKV_CHECK(blocks > 0, "CUDA: a kernel with %zu bytes of shared memory a block fits on no SM (carveout %d%%)", smem,
+               carveout);
+  return blocks * (block_threads / 32) * sms;
+}
 
 #define LONGKV_CUBLAS_CHECK(expr)                                                 \
   do {                                                                           \

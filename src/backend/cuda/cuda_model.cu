@@ -474,14 +474,25 @@ CudaTuning& cuda_tuning() {
       else if (k == "ablk") d.attn_block = on;
       else if (k == "astg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        if (v != "0" && v != "2" && v != "3") fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2 or 3 (got '%s')", v.c_str());
+        if (v != "0" && v != "2" && v != "3" && v != "4")
+          fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2, 3 or 4 (got '%s')", v.c_str());
         d.attn_block_stages = v[0] - '0';
       }
+      else if (k == "acarve" || k == "qcarve") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < -1 || n > 100)
+          fail("LONGKV_CUDA_TUNING: %s=P needs a percentage 0..100, or -1 for the driver's choice (got '%s')",
+               k.c_str(), v.c_str());
+        (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
+      }
+      else if (k == "amma") d.attn_block_mma = on;
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
       else
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, pipe, "
-             "i8x, pdl, rope, slice=N, astg=N)",
+             "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
     }
@@ -496,9 +507,14 @@ std::string cuda_tuning_description() {
          (t.gemv_i8x && !t.gemv_rows ? ", Q4_0 GEMV with int8 activations" : "") + ", RMSNorm/SwiGLU " +
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
          (!t.quant_decode_mma ? "FMA (generic)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
+         (t.quant_decode_carveout >= 0 ? " (carveout " + std::to_string(t.quant_decode_carveout) + "%)" : "") +
          ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +
          (t.attn_block ? "one block kernel (RoPE, append, split, merge" +
-                             (t.attn_block_stages ? ", " + std::to_string(t.attn_block_stages) + " cp.async stages)"
+                             (t.attn_block_stages ? ", " + std::to_string(t.attn_block_stages) + " cp.async stages, " +
+                                                        (t.attn_block_mma ? "tensor cores" : "FMA") +
+                                                        (t.attn_block_carveout >= 0
+                                                             ? ", carveout " + std::to_string(t.attn_block_carveout) + "%)"
+                                                             : ")")
                                                   : ", tiles in registers)")
                        : std::string("RoPE, append, split, merge kernels")) +
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +

@@ -21,6 +21,7 @@
 
 #include "backend/cuda/flash_prefill.h"
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/kv_quant_mma.cuh"
 
 namespace longkv::cuda {
 namespace {
@@ -28,41 +29,6 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kBM = 16 * kWarps;  // packed query rows per block (16 per warp: one mma M tile)
 constexpr int kBN = 64;           // keys per tile
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; with ok false the 16 bytes are
-// zero-filled and nothing is read (tokens past the end may be uninitialized).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool ok) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// d += a (16x16, row) * b (16x8, col), f16 in, f32 accumulate.
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // 2^x with the SFU (ex2.approx(-inf) = +0, which the masking relies on).
 __device__ __forceinline__ float exp2_fast(float x) {
@@ -74,14 +40,6 @@ __device__ __forceinline__ float exp2_fast(float x) {
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-// Halves from the start of a tile to chunk c (8 halves) of row `row`: the
-// chunk index is xor-ed with row % 8, so the 8 rows one ldmatrix phase reads
-// (same logical chunk, consecutive rows) sit in 8 different bank groups.
-template <int D>
-__device__ __forceinline__ int swz(int row, int c) {
-  return row * D + ((c ^ (row & 7)) << 3);
 }
 
 // Fragment layouts (PTX ISA, mma.m16n8k16 f16): gid = lane / 4, tig = lane % 4.
@@ -128,15 +86,15 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     if ((t + 1) * kBN <= N) {
 #pragma unroll
       for (int i = 0; i < kLoads; ++i) {
-        cp_async16(ks + 2 * i * kRowStep * D, kh + src + i * kRowStep * D, true);
-        cp_async16(vs + 2 * i * kRowStep * D, vh + src + i * kRowStep * D, true);
+        cp_async16_zfill(ks + 2 * i * kRowStep * D, kh + src + i * kRowStep * D, true);
+        cp_async16_zfill(vs + 2 * i * kRowStep * D, vh + src + i * kRowStep * D, true);
       }
     } else {  // the last tile: rows past N are zero-filled, not read
 #pragma unroll
       for (int i = 0; i < kLoads; ++i) {
         const bool ok = t * kBN + ld_row + i * kRowStep < N;
-        cp_async16(ks + 2 * i * kRowStep * D, ok ? kh + src + i * kRowStep * D : kh, ok);
-        cp_async16(vs + 2 * i * kRowStep * D, ok ? vh + src + i * kRowStep * D : vh, ok);
+        cp_async16_zfill(ks + 2 * i * kRowStep * D, ok ? kh + src + i * kRowStep * D : kh, ok);
+        cp_async16_zfill(vs + 2 * i * kRowStep * D, ok ? vh + src + i * kRowStep * D : vh, ok);
       }
     }
   };
@@ -206,8 +164,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int kp = 0; kp < D / 32; ++kp) {
         uint32_t b[4];
         ldsm_x4(ks + k_off[kp % 2] + 2 * (nt * 8 * D + (kp / 2) * 64), b);
-        mma_16816(s[nt], qf[2 * kp], b[0], b[1]);
-        mma_16816(s[nt], qf[2 * kp + 1], b[2], b[3]);
+        mma_16816(s[nt], qf[2 * kp], make_uint2(b[0], b[1]));
+        mma_16816(s[nt], qf[2 * kp + 1], make_uint2(b[2], b[3]));
       }
     }
     if (t >= diag_from) {
@@ -271,8 +229,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t b[4];
         ldsm_x4_trans(vs + v_off[dp % 4] + 2 * (kk * 16 * D + (dp / 4) * 64), b);
-        mma_16816(o[2 * dp], p[kk], b[0], b[1]);
-        mma_16816(o[2 * dp + 1], p[kk], b[2], b[3]);
+        mma_16816(o[2 * dp], p[kk], make_uint2(b[0], b[1]));
+        mma_16816(o[2 * dp + 1], p[kk], make_uint2(b[2], b[3]));
       }
     }
     __syncthreads();  // the next iteration's load overwrites this stage

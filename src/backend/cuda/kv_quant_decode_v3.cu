@@ -448,13 +448,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
-  static const int resident = [&] {
-    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
-    int blocks = 0, sms = 0;
-    LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kern, kQuantWarps * 32, kSmem));
-    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    return std::max(1, blocks) * kQuantWarps * sms;
-  }();
+  static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
   if (warps) {
     *warps = resident;
     return;

@@ -412,8 +412,7 @@ class QuantGpuCache final : public GpuKvCache {
   // is in the fp16 part, slot = position once the sinks are full, so a
   // steady step is the dense cache's one-kernel step on the exact buffer
   // (milestone 11): the slot it writes holds the same bits place_tokens
-  // would (one f16 rounding of the input). CudaTuning::quant_block (off:
-  // not yet run on a GPU).
+  // would (one f16 rounding of the input). CudaTuning::quant_block.
   bool decode_block_ok(const DecodeRope& rope) const override {
     return cuda_tuning().attn_block && cuda_tuning().quant_block && n_groups_ == 0 && n_sinks_ == sink_cap_ &&
            steady_next() && decode_block_supported(shape_.group(), geo_.D, rope);

@@ -1,6 +1,8 @@
 // Tensor-core pieces shared by the quantized decode kernels
-// (kv_quant_decode.cu, kv_quant_decode_v3.cu): one m16n8k16 MMA, b-bit codes
-// as exact f16 operands, hi/lo f16 splits of f32 operands, cp.async.
+// (kv_quant_decode.cu, kv_quant_decode_v3.cu), the f16 decode block
+// (attention_block.cu, decode_tile_mma.cuh) and the flash prefill kernel: one
+// m16n8k16 MMA, b-bit codes as exact f16 operands, hi/lo f16 splits of f32
+// operands, cp.async, ldmatrix and the swizzled tile rows it reads.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -77,6 +79,40 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared (a shared-window address), bypassing L1; with ok
+// false the 16 bytes are zero-filled and nothing is read (tokens past the end
+// may be uninitialized memory, and zeros times a zero weight stay zero).
+__device__ __forceinline__ void cp_async16_zfill(uint32_t dst, const void* src, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+
+// Four 8x8 b16 matrices from shared memory: lanes 8i..8i+7 give the row
+// addresses of matrix i; afterwards lane l holds row l / 4, elements
+// 2 (l % 4) and +1 of each (with .trans: of each matrix's transpose).
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Halves from the start of a tile of D-half rows to chunk c (8 halves) of
+// row `row`: the chunk index is xor-ed with row % 8, so the 8 rows one
+// ldmatrix phase reads (same logical chunk, consecutive rows) sit in 8
+// different bank groups.
+template <int D>
+__device__ __forceinline__ int swz(int row, int c) {
+  return row * D + ((c ^ (row & 7)) << 3);
 }
 
 }  // namespace longkv::cuda
