@@ -7,9 +7,10 @@
 #  2. the llama3-8b Q4_0 decode bench once per LONGKV_CUDA_TUNING setting in
 #     SETTINGS (space-separated; "-" = the shipped defaults), interleaved
 #     PAIRS times (default 2), depths DEPTHS (0,131072), modes MODES (f16);
-#  3. TIMELINE="setting ...": ncu's duration of each kernel of about two
-#     decode layers at depth TL_DEPTH (0), graphs off, one setting after the
-#     other -- which kernels a setting makes slower or faster;
+#  3. TIMELINE="setting ...": ncu's duration of each kernel of a few decode
+#     layers (TL_COUNT launches after TL_SKIP) at depth TL_DEPTH (0), KV mode
+#     TL_KV (f16), graphs off, one setting after the other -- which kernels a
+#     setting makes slower or faster;
 #  4. NCU="setting ...": ncu's speed-of-light, memory, scheduler and
 #     occupancy sections for one decode-block launch at 131072 tokens.
 # Small files under $OUT; a summary last.
@@ -33,7 +34,8 @@ for s in ${TIMELINE:-}; do
   [[ $s == - ]] && s=""
   LONGKV_CUDA_TUNING=$s LONGKV_CUDA_GRAPHS=0 timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
     --launch-skip ${TL_SKIP:-400} --launch-count ${TL_COUNT:-24} \
-    $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 4 -p 0 -d ${TL_DEPTH:-0} --kv f16 > $OUT/timeline-$tl.txt 2>&1
+    $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 4 -p 0 -d ${TL_DEPTH:-0} --kv ${TL_KV:-f16} \
+    > $OUT/timeline-$tl.txt 2>&1
   echo "timeline '$s' rc $? at $(( $(date +%s) - t0 )) s"
   awk '/^  [a-zA-Z_].*\(/ {n=$0; sub(/^ +(void )?/, "", n); sub(/[<(].*/, "", n); sub(/.*::/, "", n)}
        /gpu__time_duration.sum/ {printf "%-28s %s %s\n", n, $(NF-1), $NF}' \

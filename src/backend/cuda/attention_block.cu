@@ -499,13 +499,15 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
                "CUDA decode block: needs the position in device memory, <= 8 query heads per KV head, head_dim "
                "64/128 and interleaved RoPE (or NeoX over the whole head)");
   // Splits as the split kernel sizes them (one wave of this kernel's warps
-  // over the KV heads, >= 16 tokens each), rounded up to whole blocks.
+  // over the KV heads, >= 16 tokens each), in whole blocks: the target per
+  // KV head is rounded down to whole blocks, so the grid never passes one
+  // wave (3 blocks an SM had made 400 blocks for 396 slots, milestone 14).
   DecodeBlockArgs a;
   int warps = 132 * 16;
   if (D == 64) launch_block<64>(a, g, s, &warps);
   else launch_block<128>(a, g, s, &warps);
   const int n = std::max(1, kv.split_n);
-  const int target = std::max(1, warps / std::max(1, n_kv));
+  const int target = std::max(kBlkWarps, warps / std::max(1, n_kv) / kBlkWarps * kBlkWarps);
   int tps = (n + target - 1) / target;
   tps = std::max(kMinSplitTokens, (tps + 15) / 16 * 16);
   const int splits = (n + tps - 1) / tps;
