@@ -296,53 +296,53 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
       sm_ml[w][gid][1] = ll;
     }
   } else {
-  float m[G], l[G], acc[G][8];
-  decode_init_state<G>(m, l, acc);
-  for (int t0 = t_begin, it = 0; t0 < t_end; t0 += kTile, ++it) {
-    if constexpr (kStages > 0) {
-      issue_tile(t0 + (kStages - 1) * kTile, (it + kStages - 1) % kStages);
-      cp_async_wait<kStages - 1>();  // this lane's pieces of tile `it` have landed
-      const uint4* src = my_stg + (it % kStages) * kBlkSteps * 64;
+    float m[G], l[G], acc[G][8];
+    decode_init_state<G>(m, l, acc);
+    for (int t0 = t_begin, it = 0; t0 < t_end; t0 += kTile, ++it) {
+      if constexpr (kStages > 0) {
+        issue_tile(t0 + (kStages - 1) * kTile, (it + kStages - 1) % kStages);
+        cp_async_wait<kStages - 1>();  // this lane's pieces of tile `it` have landed
+        const uint4* src = my_stg + (it % kStages) * kBlkSteps * 64;
 #pragma unroll
-      for (int st = 0; st < kBlkSteps; ++st) {
-        kr[st] = src[st * 64];
-        vr[st] = src[st * 64 + 32];
-        ok[st] = t0 + st * kTps + grp < t_end;
-      }
-    } else {
-      load_tile(t0);
-    }
-    // The split's last tile holds the new token (pos = t_end - 1). Lanes
-    // past the split loaded slot t_begin, which is pos when the split is one
-    // token long: they get the register copy too, since the slot's old bits
-    // (uninitialized memory, possibly NaN) times their zero weight could
-    // still poison acc.
-    if (mine && t0 + kTile >= t_end) {
-#pragma unroll
-      for (int st = 0; st < kBlkSteps; ++st)
-        if ((ok[st] ? t0 + st * kTps + grp : t_begin) == pos) {
-          kr[st] = knew;
-          vr[st] = vnew;
+        for (int st = 0; st < kBlkSteps; ++st) {
+          kr[st] = src[st * 64];
+          vr[st] = src[st * 64 + 32];
+          ok[st] = t0 + st * kTps + grp < t_end;
         }
-    }
-    decode_tile<D, G, kBlkSteps>(qr, kr, vr, ok, m, l, acc);
-  }
-  decode_sum_groups<D, G>(l, acc);
-  pdl_trigger();  // the wo GEMV may launch and load weights while the partials merge
-
-  // The block's warps meet: (m, l) and unnormalized o per warp and head.
-  if (grp == 0) {
+      } else {
+        load_tile(t0);
+      }
+      // The split's last tile holds the new token (pos = t_end - 1). Lanes
+      // past the split loaded slot t_begin, which is pos when the split is one
+      // token long: they get the register copy too, since the slot's old bits
+      // (uninitialized memory, possibly NaN) times their zero weight could
+      // still poison acc.
+      if (mine && t0 + kTile >= t_end) {
 #pragma unroll
-    for (int h = 0; h < G; ++h) {
-      float4* dst = reinterpret_cast<float4*>(sm + (w * G + h) * D + 8 * sub);
-      dst[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
-      dst[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
-      if (sub == 0) {
-        sm_ml[w][h][0] = m[h];
-        sm_ml[w][h][1] = l[h];
+        for (int st = 0; st < kBlkSteps; ++st)
+          if ((ok[st] ? t0 + st * kTps + grp : t_begin) == pos) {
+            kr[st] = knew;
+            vr[st] = vnew;
+          }
+      }
+      decode_tile<D, G, kBlkSteps>(qr, kr, vr, ok, m, l, acc);
+    }
+    decode_sum_groups<D, G>(l, acc);
+    pdl_trigger();  // the wo GEMV may launch and load weights while the partials merge
+
+    // The block's warps meet: (m, l) and unnormalized o per warp and head.
+    if (grp == 0) {
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float4* dst = reinterpret_cast<float4*>(sm + (w * G + h) * D + 8 * sub);
+        dst[0] = make_float4(acc[h][0], acc[h][1], acc[h][2], acc[h][3]);
+        dst[1] = make_float4(acc[h][4], acc[h][5], acc[h][6], acc[h][7]);
+        if (sub == 0) {
+          sm_ml[w][h][0] = m[h];
+          sm_ml[w][h][1] = l[h];
+        }
       }
     }
-  }
   }
   __syncthreads();
   for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
