@@ -10,8 +10,6 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 export TARGETS="longkv_tests longkv-cli"
 source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 timeout 60 stdbuf -oL $T \
   --gtest_filter='CudaFlash.PrefillMatchesReference:Cuda.AttentionMatchesReference:Cuda.EvalModelMatchesReferenceLogits' \
   > $OUT/tests.log 2>&1

@@ -12,8 +12,6 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 TARGETS="${TARGETS:-longkv-cli longkv_tests}" source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 CHECKS='Cuda.MatmulMatchesReferenceEveryFormat:Cuda.FusedActivationGemvMatchesReference:Cuda.SlabGemvVariantsMatchReference'
 MODEL='Cuda.EvalModelMatchesReferenceLogits:Cuda.EvalModelDecodeMatchesCpuEngine:Cuda.GraphReplayMatchesDirectDecode'
 timeout 150 stdbuf -oL $T --gtest_filter="$CHECKS:$MODEL" > $OUT/checks.log 2>&1

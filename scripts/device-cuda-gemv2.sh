@@ -14,8 +14,6 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 TARGETS="${TARGETS:-longkv-cli longkv_tests}" source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 CHECKS='Cuda.MatmulMatchesReferenceEveryFormat:Cuda.FusedActivationGemvMatchesReference:Cuda.SlabGemvVariantsMatchReference:Cuda.GemvRopeMatchesSeparateKernel:Cuda.RopeMatchesCpuBothStylesFarPositions'
 MODEL='Cuda.EvalModelMatchesReferenceLogits:Cuda.EvalModelDecodeMatchesCpuEngine:Cuda.GraphReplayMatchesDirectDecode'
 left() { echo $(( ${BUDGET:-170} - ($(date +%s) - t0) )); }

@@ -20,8 +20,6 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 TARGETS="${TARGETS:-longkv-cli longkv_tests}" source scripts/device-setup.sh || exit 1
 source scripts/device-bench-pairs.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 OLD="ablk=0,apdl=0"
 MODEL='Cuda.EvalModelMatchesReferenceLogits:Cuda.EvalModelDecodeMatchesCpuEngine:Cuda.GraphReplayMatchesDirectDecode'
 if [[ "${CHECKS:-1}" != 0 ]]; then

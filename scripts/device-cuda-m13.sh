@@ -18,8 +18,6 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 TARGETS="${TARGETS:-longkv-cli longkv_tests}" source scripts/device-setup.sh || exit 1
 source scripts/device-bench-pairs.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 OLD="${OLD:-i8x=0}"
 if [[ "${CHECKS:-1}" != 0 ]]; then
   timeout 240 stdbuf -oL $T --gtest_filter="${CHECK_FILTER:-Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*}" > $OUT/checks.log 2>&1

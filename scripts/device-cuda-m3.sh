@@ -7,14 +7,12 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
 timeout 150 $T --gtest_filter='Cuda*:CudaQuant*:-Cuda.GemvSpeedReport:CudaQuant.DecodeAttentionSpeedReport' > $OUT/tests.log 2>&1
 echo "tests rc $? at $(( $(date +%s) - t0 )) s"
 grep -E "^quant |attention h|worst|FAILED|PASSED|Failure|Expected|Which is|error|differing record" $OUT/tests.log | head -60
 timeout 90 $T --gtest_filter='CudaQuant.DecodeAttentionSpeedReport' > $OUT/attn_speed.log 2>&1
 echo "attn speed rc $? at $(( $(date +%s) - t0 )) s"
 grep -E "decode attention|FAILED|error" $OUT/attn_speed.log
-B=./build-device/longkv
 timeout 100 $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -d 32768,131072 --kv f16,k4v4,k2v2 -n 16 -p 0 > $OUT/bench.md 2>&1
 echo "bench rc $? at $(( $(date +%s) - t0 )) s"
 timeout 100 $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -d 0 --kv f16,k4v4,k2v2 -n 16 -p 0 --max-ctx > $OUT/maxctx.md 2>&1

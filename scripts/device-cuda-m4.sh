@@ -8,8 +8,6 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 timeout 150 $T --gtest_filter='Cuda*:CudaQuant*:-Cuda.GemvSpeedReport:CudaQuant.DecodeAttentionSpeedReport' > $OUT/tests.log 2>&1
 echo "tests rc $? at $(( $(date +%s) - t0 )) s"
 grep -E "^quant |attention h|worst|graph replay|FAILED|PASSED|Failure|Expected|Which is|error|differing record" $OUT/tests.log | head -70

@@ -10,8 +10,6 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 F='Cuda*:CudaQuant*:-Cuda.GemvSpeedReport:CudaQuant.DecodeAttentionSpeedReport'
 timeout 150 stdbuf -oL $T --gtest_filter="$F" > $OUT/tests.log 2>&1
 rc=$?

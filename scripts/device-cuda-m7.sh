@@ -9,8 +9,6 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup.sh
-T=./build-device/tests/longkv_tests
-B=./build-device/longkv
 timeout 120 stdbuf -oL $T --gtest_filter='CudaQuant.DecodeFromCodesMatchesCpuCache:Cuda.GraphReplayMatchesDirectDecode' \
   > $OUT/tests.log 2>&1
 echo "tests rc $? at $(( $(date +%s) - t0 )) s"

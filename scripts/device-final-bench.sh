@@ -16,7 +16,6 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup.sh
-B=./build-device/longkv
 if [[ "${CHECKS:-1}" != 0 ]]; then
   timeout 240 stdbuf -oL ./build-device/tests/longkv_tests --gtest_filter='Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*' \
     > $OUT/tests.log 2>&1

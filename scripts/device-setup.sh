@@ -1,7 +1,8 @@
 # Sourced by the scripts/device-*.sh runs (run tool, carry [".devdeps"]):
 # records the machine, lays out the eval model where the tests look for it
 # (LONGKV_SHARED=/tmp/shared), builds longkv with CUDA from the carried .debs
-# (scripts/device-build.sh) and sets LD_LIBRARY_PATH. Sets OUT and t0.
+# (scripts/device-build.sh) and sets LD_LIBRARY_PATH. Sets OUT, t0 and the
+# binaries the scripts run: B (longkv) and T (longkv_tests).
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; date -u; nvcc --version | tail -1; } 2>&1 | tee "$OUT/env.txt"
 mkdir -p /tmp/shared/models/evalmodel /tmp/shared/data/wikitext-2-raw
@@ -14,3 +15,5 @@ scripts/device-build.sh .devdeps build-device ${TARGETS:-longkv-cli longkv_tests
   { grep -E "error" "$OUT/build.log" | head; tail -15 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 source build-device/env.sh
+B=./build-device/longkv
+T=./build-device/tests/longkv_tests
