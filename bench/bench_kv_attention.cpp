@@ -28,12 +28,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kv/kv_cache.h"
+#include "kv/kv_mode.h"
 
 namespace longkv {
 namespace {
@@ -191,6 +193,14 @@ int main(int argc, char** argv) {
     }
   }
   argc = kept;
+  for (const std::string& m : modes) {  // a bad mode is one error line here, not an abort mid-run
+    try {
+      longkv::parse_kv_mode(m);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_kv_attention: %s\n", e.what());
+      return 2;
+    }
+  }
   longkv::register_all(modes);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
