@@ -10,7 +10,9 @@
 #  3. TIMELINE="setting ...": ncu's duration of each kernel of a few decode
 #     layers (TL_COUNT launches after TL_SKIP) at depth TL_DEPTH (0), KV mode
 #     TL_KV (f16), graphs off, one setting after the other -- which kernels a
-#     setting makes slower or faster;
+#     setting makes slower or faster; the cache-filling kernels of a deep
+#     synthetic context but the window rebuilds are not counted (ncu -k
+#     regex; set TL_SKIP past those);
 #  4. NCU="setting ...": ncu's speed-of-light, memory, scheduler and
 #     occupancy sections for one decode-block launch at 131072 tokens.
 # Small files under $OUT; a summary last.
@@ -31,6 +33,7 @@ tl=0
 for s in ${TIMELINE:-}; do
   [[ $s == - ]] && s=""
   LONGKV_CUDA_TUNING=$s LONGKV_CUDA_GRAPHS=0 timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
+    -k 'regex:^(?!.*(random_normal|quantize_groups))' \
     --launch-skip ${TL_SKIP:-400} --launch-count ${TL_COUNT:-24} \
     $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 4 -p 0 -d ${TL_DEPTH:-0} --kv ${TL_KV:-f16} \
     > $OUT/timeline-$tl.txt 2>&1

@@ -39,9 +39,16 @@
 //   frequencies, and it asks L2 for its first tile of cache slots (before the
 //   new one: written by earlier steps); it lets the wo GEMV launch once its
 //   main loop is done.
+// - Milestone 15 (DecodeBlockArgs::ext): the same kernel does the fp16 part
+//   (sinks + window) of a quantized cache's steady step, first of two
+//   launches: slot = position - the tokens held as codes, one block per KV
+//   head; it writes its block partial behind the v3 kernel's and lets that
+//   kernel launch right after its own wait; the v3 kernel's last block per
+//   KV head merges (decode_merge.cuh, the same merge as the ticket's here).
 #include <algorithm>
 #include <cfloat>
 
+#include "backend/cuda/decode_merge.cuh"
 #include "backend/cuda/decode_tile.cuh"
 #include "backend/cuda/decode_tile_mma.cuh"
 #include "backend/cuda/gpu_kv_cache.cuh"
@@ -53,7 +60,7 @@ namespace longkv::cuda {
 namespace {
 
 constexpr int kBlkWarps = 4;
-constexpr int kMaxBlocksPerHead = 256;  // block partials one merge takes (shared-memory weights)
+constexpr int kMaxBlocksPerHead = kMaxMergeParts;  // block partials one merge takes (shared-memory weights)
 constexpr int kBlkSteps = 8;            // token steps per tile (CudaTuning::dense_decode_steps' default)
 // Fewest tokens a split gets from the host's sizing: up to 4 x 64 = 256
 // tokens (every replay bucket below 512) are one block per KV head, so short
@@ -68,6 +75,15 @@ struct DecodeBlockArgs {
   __half* vc = nullptr;
   int n_kv = 0, max_tokens = 0;
   const int* dpos = nullptr;  // the new token's position (= tokens before it)
+  // Slot of the new token = *dpos + tok_add (its RoPE angle stays *dpos):
+  // 0 for the f16 cache; minus the tokens held as codes for a quantized
+  // cache's fp16 part (milestone 15).
+  int tok_add = 0;
+  // Milestone 15: ext > 0 = the fp16 part of a quantized cache, launched
+  // just before the quantized kernel (PDL), which writes its block partials
+  // at indices [0, ext) of each head's ext + 1 and merges them with this
+  // launch's own (one block per KV head) at index ext. 0: the f16 step.
+  int ext = 0;
   int n_splits = 0;           // per KV head, a multiple of kBlkWarps
   const float* q = nullptr;   // [n_kv * G][D], before RoPE
   const float* k = nullptr;   // [n_kv][D], before RoPE
@@ -89,24 +105,29 @@ constexpr size_t stage_bytes(int stages, bool mma) {
 }
 
 // kStages: 0 = tiles loaded into registers; >= 2 = through shared memory.
-// kMma (kStages >= 2 only): the tile step on tensor cores.
-template <int D, int G, int kStages, bool kMma>
-__global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
+// kMma (kStages >= 2 only): the tile step on tensor cores. kSteps: token
+// steps per tile; fewer than kBlkSteps (registers only) = the lean variant
+// for a quantized cache's fp16 part (milestone 15): <= 128 registers, so one
+// block fits on an SM beside three blocks of the v3 kernel (128 registers
+// each) and the v3 grid keeps its whole wave.
+template <int D, int G, int kStages, bool kMma, int kSteps = kBlkSteps>
+__global__ void __launch_bounds__(kBlkWarps * 32, kSteps < kBlkSteps ? 4 : 1)
+    decode_block_kernel(const DecodeBlockArgs a) {
   static_assert(!kMma || kStages >= 2, "the tensor-core step reads its tiles from shared memory");
-  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kBlkSteps, kD4 = D / 4;
-  constexpr int kSm = kBlkWarps * D > 2 * kMaxBlocksPerHead ? kBlkWarps * G * D : 2 * G * kMaxBlocksPerHead;
+  static_assert(kSteps == kBlkSteps || kStages == 0, "staged tiles have kBlkSteps steps");
+  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kSteps, kD4 = D / 4;
+  constexpr int kSm = kBlkWarps * G * D > 2 * G * kMaxMergeParts + G ? kBlkWarps * G * D : 2 * G * kMaxMergeParts + G;
   __shared__ __align__(16) float sm[kSm];  // warps' o, then the merge's (m, l) / weights
   __shared__ float sm_ml[kBlkWarps][G][2];
-  __shared__ float sm_l[G];
   __shared__ int sm_last;
   const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
   const int nb = a.n_splits / kBlkWarps;
   const int hk = blockIdx.x / nb, blk = blockIdx.x % nb, split = blk * kBlkWarps + w;
   const int sub = lane % kLpt, grp = lane / kLpt;
-  const int pos = *a.dpos, n_tok = pos + 1;
+  const int pos = *a.dpos, slot_new = pos + a.tok_add, n_tok = slot_new + 1;
   const int tps = max(16, ((n_tok + a.n_splits - 1) / a.n_splits + 15) / 16 * 16);
   const int t_begin = split * tps, t_end = min(n_tok, t_begin + tps);
-  const bool mine = t_begin <= pos && pos < t_end;  // this warp's split holds the new token
+  const bool mine = t_begin <= slot_new && slot_new < t_end;  // this warp's split holds the new token
 
   // Angles of this lane's 8 dims (interleaved: 4 pairs inside the lane;
   // NeoX, rope_dim == D: dim d pairs with d + D/2, kLpt/2 lanes away).
@@ -142,10 +163,10 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
 
   const __half* kh = a.kc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub;
   const __half* vh = a.vc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub;
-  uint4 kr[kBlkSteps], vr[kBlkSteps];
-  bool ok[kBlkSteps];
+  uint4 kr[kSteps], vr[kSteps];
+  bool ok[kSteps];
   auto load_tile = [&](int t0) {
-    decode_load_tile<D, kBlkSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
+    decode_load_tile<D, kSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
   };
   // Staged: per warp [stage][step][k | v][lane] 16-byte pieces: a warp's
   // copies and reads of one step's k (or v) are 512 contiguous bytes, 4
@@ -192,6 +213,10 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   };
 
   pdl_wait();  // q, k, v of this step are complete from here on
+  // The quantized kernel behind this one (a.ext > 0) may launch now: it
+  // needs only q (complete, as this launch's wait says) until it merges,
+  // and waits for this launch first.
+  if (a.ext > 0) pdl_trigger();
   if constexpr (kMma) {
 #pragma unroll
     for (int sg = 0; sg < kStages - 1; ++sg) issue_mma_tile(t_begin + sg * kMmaTok, sg);
@@ -229,7 +254,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
       vn[e] = __floats2half2_rn(y[2 * e], y[2 * e + 1]);
     }
     if (grp == 0) {
-      const size_t slot = static_cast<size_t>(pos) * D;
+      const size_t slot = static_cast<size_t>(slot_new) * D;
       *reinterpret_cast<uint4*>(a.kc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub + slot) = knew;
       *reinterpret_cast<uint4*>(a.vc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub + slot) = vnew;
     }
@@ -260,11 +285,11 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
       cp_async_wait<kStages - 1>();  // this lane's copies of tile `it` have landed ...
       __syncwarp();                  // ... and every lane's are visible to the warp
       const int stage = it % kStages;
-      // The split's last tile holds the new token (pos = t_end - 1): its
+      // The split's last tile holds the new token (slot t_end - 1): its
       // registers replace the slot's stale copy (lane sub has chunk sub).
       if (mine && t0 + kMmaTok >= t_end) {
         if (grp == 0) {
-          const int r = pos - t0;
+          const int r = slot_new - t0;
           unsigned char* row = mst + stage * kMmaStage + 2 * swz<D>(r, sub);
           *reinterpret_cast<uint4*>(row) = knew;
           *reinterpret_cast<uint4*>(row + 2 * kMmaTok * D) = vnew;
@@ -304,7 +329,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
         cp_async_wait<kStages - 1>();  // this lane's pieces of tile `it` have landed
         const uint4* src = my_stg + (it % kStages) * kBlkSteps * 64;
 #pragma unroll
-        for (int st = 0; st < kBlkSteps; ++st) {
+        for (int st = 0; st < kSteps; ++st) {
           kr[st] = src[st * 64];
           vr[st] = src[st * 64 + 32];
           ok[st] = t0 + st * kTps + grp < t_end;
@@ -312,20 +337,20 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
       } else {
         load_tile(t0);
       }
-      // The split's last tile holds the new token (pos = t_end - 1). Lanes
-      // past the split loaded slot t_begin, which is pos when the split is one
+      // The split's last tile holds the new token (slot t_end - 1). Lanes
+      // past the split loaded slot t_begin, which is the new one when the split is one
       // token long: they get the register copy too, since the slot's old bits
       // (uninitialized memory, possibly NaN) times their zero weight could
       // still poison acc.
       if (mine && t0 + kTile >= t_end) {
 #pragma unroll
-        for (int st = 0; st < kBlkSteps; ++st)
-          if ((ok[st] ? t0 + st * kTps + grp : t_begin) == pos) {
+        for (int st = 0; st < kSteps; ++st)
+          if ((ok[st] ? t0 + st * kTps + grp : t_begin) == slot_new) {
             kr[st] = knew;
             vr[st] = vnew;
           }
       }
-      decode_tile<D, G, kBlkSteps>(qr, kr, vr, ok, m, l, acc);
+      decode_tile<D, G, kSteps>(qr, kr, vr, ok, m, l, acc);
     }
     decode_sum_groups<D, G>(l, acc);
     pdl_trigger();  // the wo GEMV may launch and load weights while the partials merge
@@ -345,35 +370,22 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
     }
   }
   __syncthreads();
+  const int nbt = a.ext + nb;  // partials per query head (the quantized kernel's first)
   for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
     const int h = i / kD4, d4 = i % kD4;
-    float mm = -FLT_MAX;
-#pragma unroll
-    for (int j = 0; j < kBlkWarps; ++j)
-      if (sm_ml[j][h][1] > 0) mm = fmaxf(mm, sm_ml[j][h][0]);
-    float ll = 0;
-    float4 o = make_float4(0, 0, 0, 0);
-#pragma unroll
-    for (int j = 0; j < kBlkWarps; ++j) {
-      const float wt = sm_ml[j][h][1] > 0 ? __expf(sm_ml[j][h][0] - mm) : 0.0f;
-      const float4 x = reinterpret_cast<const float4*>(sm + (j * G + h) * D)[d4];
-      ll = fmaf(sm_ml[j][h][1], wt, ll);
-      o.x = fmaf(x.x, wt, o.x);
-      o.y = fmaf(x.y, wt, o.y);
-      o.z = fmaf(x.z, wt, o.z);
-      o.w = fmaf(x.w, wt, o.w);
-    }
+    float mm, ll;
+    const float4 o = combine_warp_states<kBlkWarps>(sm + h * D, G * D, &sm_ml[0][h][0], 2 * G, d4, mm, ll);
     const size_t hq = static_cast<size_t>(hk) * G + h;
-    if (nb == 1) {  // the only block of this KV head: o is the output
+    if (nbt == 1) {  // the only block of this KV head: o is the output
       const float inv = ll > 0 ? 1.0f / ll : 0.0f;
       reinterpret_cast<float4*>(a.out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
     } else {
-      const size_t pi = hq * nb + blk;
+      const size_t pi = hq * nbt + a.ext + blk;
       reinterpret_cast<float4*>(a.part_o + pi * D)[d4] = o;
       if (d4 == 0) reinterpret_cast<float2*>(a.part_ml)[pi] = make_float2(mm, ll);
     }
   }
-  if (nb == 1) return;
+  if (nbt == 1 || a.ext > 0) return;  // done, or the quantized kernel merges
 
   // Last block of this KV head done: it merges the head's block partials.
   __threadfence();
@@ -383,66 +395,20 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   if (!sm_last) return;
   __threadfence();
   if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-  float* smm = sm;                           // [G][kMaxBlocksPerHead] m, then the weights
-  float* sml = sm + G * kMaxBlocksPerHead;   // [G][kMaxBlocksPerHead] l
-  for (int i = tid; i < G * nb; i += kBlkWarps * 32) {
-    const int h = i / nb, b = i % nb;
-    const float2 ml = __ldcg(reinterpret_cast<const float2*>(a.part_ml) + (static_cast<size_t>(hk) * G + h) * nb + b);
-    smm[h * kMaxBlocksPerHead + b] = ml.x;
-    sml[h * kMaxBlocksPerHead + b] = ml.y;
-  }
-  __syncthreads();
-  for (int h = w; h < G; h += kBlkWarps) {
-    float mm = -FLT_MAX;
-    for (int b = lane; b < nb; b += 32)
-      if (sml[h * kMaxBlocksPerHead + b] > 0) mm = fmaxf(mm, smm[h * kMaxBlocksPerHead + b]);
-    mm = warp_max(mm);
-    float ll = 0;
-    for (int b = lane; b < nb; b += 32) {
-      const float lb = sml[h * kMaxBlocksPerHead + b];
-      const float wt = lb > 0 ? __expf(smm[h * kMaxBlocksPerHead + b] - mm) : 0.0f;
-      smm[h * kMaxBlocksPerHead + b] = wt;
-      ll = fmaf(lb, wt, ll);
-    }
-    ll = warp_sum(ll);
-    if (lane == 0) sm_l[h] = ll;
-  }
-  __syncthreads();
-  constexpr int kU = 8;  // partials in flight per thread
-  for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
-    const int h = i / kD4, d4 = i % kD4;
-    const size_t hq = static_cast<size_t>(hk) * G + h;
-    const float4* po = reinterpret_cast<const float4*>(a.part_o) + hq * nb * kD4 + d4;
-    const float* wt = smm + h * kMaxBlocksPerHead;
-    float4 o = make_float4(0, 0, 0, 0);
-    for (int b0 = 0; b0 < nb; b0 += kU) {
-      float4 x[kU];
-#pragma unroll
-      for (int u = 0; u < kU; ++u) x[u] = b0 + u < nb ? __ldcg(po + static_cast<size_t>(b0 + u) * kD4) : float4{};
-#pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const float f = b0 + u < nb ? wt[b0 + u] : 0.0f;
-        o.x = fmaf(x[u].x, f, o.x);
-        o.y = fmaf(x[u].y, f, o.y);
-        o.z = fmaf(x[u].z, f, o.z);
-        o.w = fmaf(x[u].w, f, o.w);
-      }
-    }
-    const float inv = sm_l[h] > 0 ? 1.0f / sm_l[h] : 0.0f;
-    reinterpret_cast<float4*>(a.out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
-  }
+  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32);
 }
 
 // Launches the instance for (D, group, stages), or with `warps` set only
 // reports how many of its warps the GPU holds at once (cached per instance).
-template <int D, int S, bool M>
-void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
+template <int D, int S, bool M, int kSteps = kBlkSteps>
+void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps,
+                         int carveout = cuda_tuning().attn_block_carveout) {
   constexpr size_t smem = S > 0 ? stage_bytes<D>(S, M) : 0;
 #define LONGKV_BLOCK_G(G_)                                                                              \
   case G_: {                                                                                           \
-    auto* kern = decode_block_kernel<D, G_, S, M>;                                                     \
+    auto* kern = decode_block_kernel<D, G_, S, M, kSteps>;                                             \
     static const int cached =                                                                          \
-        resident_warps_smem(kern, kBlkWarps * 32, smem, cuda_tuning().attn_block_carveout);           \
+        resident_warps_smem(kern, kBlkWarps * 32, smem, carveout);                                     \
     if (warps) *warps = cached;                                                                        \
     else launch_maybe_pdl(cuda_tuning().decode_pdl, kern, dim3(a.n_kv * (a.n_splits / kBlkWarps)),    \
                           dim3(kBlkWarps * 32), smem, s, a);                                           \
@@ -493,11 +459,50 @@ void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads) {
 }
 
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
-                        const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s) {
+                        const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
+                        int ext_parts) {
   const int D = kv.head_dim, g = kv.group, n_kv = kv.n_kv_heads;
-  LONGKV_CHECK(kv.dev_n && kv.dev_add == 1 && decode_block_supported(g, D, rope),
+  LONGKV_CHECK(kv.dev_n && kv.dev_add <= 1 && decode_block_supported(g, D, rope) && ext_parts >= 0 &&
+                   ext_parts < kMaxBlocksPerHead,
                "CUDA decode block: needs the position in device memory, <= 8 query heads per KV head, head_dim "
                "64/128 and interleaved RoPE (or NeoX over the whole head)");
+  if (ext_parts > 0) {
+    // The fp16 part of a quantized cache (milestone 15) is short (sinks +
+    // window, <= 163 tokens at r128:s4): one block per KV head, tiles in
+    // registers (no dynamic shared memory). CudaTuning::quant_fused_lean:
+    // tiles of 2 steps, <= 128 registers and the largest shared-memory
+    // split, so a block fits on an SM beside three of the v3 kernel's.
+    DecodeBlockArgs a;
+    a.kc = k_cache;
+    a.vc = v_cache;
+    a.n_kv = n_kv;
+    a.max_tokens = kv.max_tokens;
+    a.dpos = kv.dev_n;
+    a.tok_add = kv.dev_add - 1;
+    a.ext = ext_parts;
+    a.n_splits = kBlkWarps;
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.rope = rope;
+    a.scale = 1.0f / sqrtf(static_cast<float>(D));
+    a.part_o = ws.a.as<float>();
+    a.part_ml = ws.b.as<float>();
+    a.tickets = ws.tickets.as<int>();
+    a.out = out;
+    LONGKV_CHECK(ws.a.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * D &&
+                     ws.b.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * 2,
+                 "CUDA decode block: the quantized kernel's partials are not in the workspace");
+    if (cuda_tuning().quant_fused_lean) {  // SM split at its largest: three v3 blocks beside it
+      if (D == 64) launch_block_staged<64, 0, false, 2>(a, g, s, nullptr, 100);
+      else launch_block_staged<128, 0, false, 2>(a, g, s, nullptr, 100);
+    } else {
+      if (D == 64) launch_block_staged<64, 0, false>(a, g, s, nullptr);
+      else launch_block_staged<128, 0, false>(a, g, s, nullptr);
+    }
+    LONGKV_CUDA_LAUNCHED();
+    return;
+  }
   // Splits as the split kernel sizes them (one wave of this kernel's warps
   // over the KV heads, >= 16 tokens each), in whole blocks: the target per
   // KV head is rounded down to whole blocks, so the grid never passes one
@@ -521,6 +526,7 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
   a.n_kv = n_kv;
   a.max_tokens = kv.max_tokens;
   a.dpos = kv.dev_n;
+  a.tok_add = kv.dev_add - 1;
   a.n_splits = nb * kBlkWarps;
   a.q = q;
   a.k = k;

@@ -150,6 +150,19 @@ struct CudaTuning {
   // tokens in the fp16 part) take the f16 cache's one-kernel step on that
   // part (needs attn_block too). k2v2 at depth 0 on H200: 2.27 -> 2.07 ms.
   bool quant_block = true;
+  // Milestone 15: a quantized cache's other steady steps (groups exist) in
+  // two launches -- the v3 kernel rotating q itself and combining each
+  // block's warps, then the decode block over the fp16 part, which rotates
+  // and appends the new token and merges everything -- instead of RoPE,
+  // append, v3, the fp16 part's split kernel and the merge (needs
+  // attn_block, quant_block and the v3 kernel).
+  bool quant_fused = true;
+  // With quant_fused: the fp16 part's decode block as a lean kernel (tiles
+  // of 2 token steps, <= 128 registers, the largest shared-memory split) that
+  // fits beside three v3 blocks, and the v3 grid a whole wave; false: the
+  // register-path decode block (8 steps) and the v3 grid one block a KV head
+  // short of a wave.
+  bool quant_fused_lean = false;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -490,8 +490,10 @@ CudaTuning& cuda_tuning() {
       else if (k == "amma") d.attn_block_mma = on;
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
+      else if (k == "qfuse") d.quant_fused = on;
+      else if (k == "qlean") d.quant_fused_lean = on;
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qlean, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -519,6 +521,8 @@ std::string cuda_tuning_description() {
                        : std::string("RoPE, append, split, merge kernels")) +
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
+         (t.quant_block && t.quant_fused ? std::string(", after it: block kernel + v3") + (t.quant_fused_lean ? " (lean)" : "")
+                                         : std::string()) +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -163,12 +163,20 @@ bool decode_block_supported(int group, int head_dim, const DecodeRope& rope);
 // when short, so call it once outside graph capture (model construction).
 void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads);
 // One launch: q, k rotated to position p = *kv.dev_n (device memory, read
-// when the kernel runs), k and v rounded to f16 into slot p of k_cache /
-// v_cache (the view's storage), and attention of q over the p + 1 tokens ->
-// out [n_heads][head_dim]. Splits sized from kv.split_n (>= p + 1 for every
-// replay); kv.dev_add must be 1. q, k, v as in GpuKvCache::decode_block.
+// when the kernel runs), k and v rounded to f16 into slot p + kv.dev_add - 1
+// of k_cache / v_cache (the view's storage; dev_add <= 1: a quantized cache's
+// fp16 part holds the tokens after its groups), and attention of q over
+// slots [0, p + dev_add) -> out [n_heads][head_dim]. Splits sized from
+// kv.split_n (>= p + dev_add for every replay). q, k, v as in
+// GpuKvCache::decode_block.
+// ext_parts > 0 (milestone 15): the first of the quantized cache's two
+// launches; the v3 kernel behind it (QuantDecodeArgs::fuse) writes ext_parts
+// block partials per query head at the start of ws.a / ws.b ([n_heads]
+// [ext_parts + 1][D], [..][2]) and merges them with the one this launch
+// writes last (one block per KV head; out is then written by that kernel).
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
-                        const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s);
+                        const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
+                        int ext_parts = 0);
 // Split count for a decode launch that may replay at later token counts:
 // n rounded up to a bucket (multiples of max(256, 2^floor(log2 n) / 8)).
 int decode_split_bucket(int n);

@@ -39,13 +39,27 @@
 //   kernels (waiting for them on the device) and lets the fp16 part's split
 //   kernel start beside it.
 // Exactness of the keys is unchanged (hi/lo B, exact code operands).
+//
+// Milestone 15 (QuantDecodeArgs::fuse, CudaTuning::quant_fused): a steady
+// step's attention in two launches instead of five (RoPE, the append, this
+// kernel, the fp16 part's split kernel, the merge). The decode block
+// (attention_block.cu, ext_parts) goes first: it rotates and appends the new
+// token and attends over the fp16 part (one block per KV head) and lets this
+// kernel launch right away. This kernel rotates its copy of q itself
+// (rope_rotate.cuh: the bits rope_kernel makes), its 4 warps -- consecutive
+// splits of one KV head -- combine their states in shared memory
+// (decode_merge.cuh) into one partial per block, and the block that finishes
+// a KV head last (a ticket, as in the decode block) waits for the decode
+// block's partial and merges them all.
 #include <algorithm>
 #include <cfloat>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/decode_merge.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
+#include "backend/cuda/rope_rotate.cuh"
 
 namespace longkv::cuda {
 namespace {
@@ -78,26 +92,44 @@ struct V3Shape {
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
   static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
+  // fuse: the rotated q [GP][D] f32 passes through the key B area before
+  // the first group, the warp's o [GP][D] through its ring after the last.
+  static_assert(kBkW >= GP * D && kStages * kStageW >= GP * D && kWarpW % 4 == 0, "fuse: room for q and o");
+  static_assert(kQuantWarps * kWarpW >= 2 * GP * kMaxMergeParts + GP, "fuse: room for the merge's weights");
+};
+
+// The two-launch step's extras of a launch (QuantDecodeArgs::fuse).
+struct V3Fuse {
+  bool on = false;
+  const int* dpos = nullptr;
+  DecodeRope rope;
+  int* tickets = nullptr;  // [n_kv], 0 between launches
+  float* out = nullptr;    // [n_heads][D]
 };
 
 template <int D, int GP, int KB, int VB, int kStages_>
 __global__ void __launch_bounds__(kQuantWarps * 32)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
-                           float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride) {
+                           float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
+                           const V3Fuse fz) {
   using S = V3Shape<D, GP, KB, VB, kStages_>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   extern __shared__ __align__(16) uint32_t v3_smem[];
+  __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
   // Launched with PDL (CudaTuning::decode_pdl) the grid is resident before
   // the append kernels finish; it waits for them here, and only then lets the
   // fp16 part's split kernel (which reads the window they write) start.
-  pdl_wait();
+  // With fuse this kernel runs behind the decode block, which let it launch
+  // after its own wait for the q|k|v GEMV: q is complete, and the one wait
+  // (for the decode block's partial) comes before the merge.
+  if (!fz.on) pdl_wait();
   pdl_trigger();
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
   const int gw = blockIdx.x * kQuantWarps + wi;
   const int hk = gw / n_splits, split = gw % n_splits;
-  if (hk >= geo.n_kv) return;
+  if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
   uint32_t* ring = v3_smem + wi * S::kWarpW;
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
   uint2* bv = bk + S::kBkW / 2;
@@ -132,6 +164,40 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     cp_async_commit();
   }
 
+  // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
+  // rotated by this warp into the key B area, which the first group's B
+  // build overwrites only after every lane has read its values below.
+  const float* qsrc = q + static_cast<size_t>(hk) * group_q * D;
+  if (fz.on) {
+    float* sq = reinterpret_cast<float*>(bk);
+    const int pos = *fz.dpos;
+    // Pair j: channels (2j, 2j + 1) interleaved, (j, j + D/2) NeoX (over the
+    // whole head: decode_block_supported); frequency j either way.
+    for (int j = lane; j < D / 2; j += 32) {
+      const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
+      const bool rot = fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
+      float cs = 1, sn = 0;
+      if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
+#pragma unroll
+      for (int h = 0; h < GP; ++h) {
+        float x0 = 0, x1 = 0;
+        if (h < group_q) {
+          x0 = qsrc[h * D + c0];
+          x1 = qsrc[h * D + c1];
+        }
+        if (rot) {
+          const float2 r = rope_rotate(x0, x1, cs, sn);
+          x0 = r.x;
+          x1 = r.y;
+        }
+        sq[h * D + c0] = x0;
+        sq[h * D + c1] = x1;
+      }
+    }
+    __syncwarp();
+    qsrc = sq;
+  }
+
   // Key B build (as milestone 4): lane's channel pairs idx = lane + 32 n of
   // the D/2 = (owner thread, its pair pi); u32 slot of column col is
   // kk kBkRow + 2 (4 col + owner) + (pi & 1), kk = pi / 2.
@@ -148,11 +214,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     for (int h = 0; h < GP; ++h)
 #pragma unroll
       for (int e = 0; e < 2; ++e)
-        qk[n][e][h] = h < group_q ? ldexpf(q[static_cast<size_t>(hk * group_q + h) * D + kc_lo[n] + e * (16 / KB)] *
-                                               scale,
-                                           10 - pos)
-                                  : 0.0f;
+        qk[n][e][h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo[n] + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
   }
+  __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
   // __half index in bv[cg] for column 0 (+ 16 per column).
   int vdst[4];
@@ -419,6 +483,15 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
         if (h >= 4) zh[g] = z1;
       }
     }
+    if (fz.on) {  // unnormalized o into this warp's ring: no copy is in flight any more
+      if (h >= GP) continue;
+      float* so = reinterpret_cast<float*>(ring) + h * D;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int rh = 0; rh < 2; ++rh) so[16 * mt + gid + 8 * rh] = acc[mt][2 * rh + e] + zh[mt / 2];
+      continue;
+    }
     if (h >= group_q) continue;
     const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
 #pragma unroll
@@ -433,12 +506,44 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       const int h = 4 * nt + tig;
+      if (fz.on) {
+        v3_ml[wi][h][0] = m[nt];
+        v3_ml[wi][h][1] = L[nt];
+        continue;
+      }
       if (h >= group_q) continue;
       const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
       part_ml[pi * 2] = m[nt];
       part_ml[pi * 2 + 1] = L[nt];
     }
   }
+  if (!fz.on) return;
+  // fuse: the block's warps (splits 4b .. 4b + 3 of head hk) meet; one
+  // partial per query head at index b.
+  __syncthreads();
+  const int blk = split / kQuantWarps;
+  for (int i = threadIdx.x; i < group_q * (D / 4); i += kQuantWarps * 32) {
+    const int h = i / (D / 4), d4 = i % (D / 4);
+    float mm, ll;
+    const float4 o = combine_warp_states<kQuantWarps>(reinterpret_cast<const float*>(v3_smem) + h * D, S::kWarpW,
+                                                      &v3_ml[0][h][0], 2 * GP, d4, mm, ll);
+    const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + blk;
+    reinterpret_cast<float4*>(part_o)[pi * (D / 4) + d4] = o;
+    if (d4 == 0) reinterpret_cast<float2*>(part_ml)[pi] = make_float2(mm, ll);
+  }
+  // The last block of KV head hk merges its stride partials: this kernel's
+  // n_splits / 4 and the decode block's at the end.
+  __shared__ int v3_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == n_splits / kQuantWarps - 1;
+  __syncthreads();
+  if (!v3_last) return;
+  __threadfence();
+  if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
+  pdl_wait();  // the decode block (the grid before this one) and its partial are complete
+  merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
+                         kQuantWarps * 32);
 }
 
 template <int D, int GP, int KB, int VB, int kStages>
@@ -453,8 +558,19 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     *warps = resident;
     return;
   }
+  LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
+                            a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
+                            a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
+                            a.stride <= kMaxMergeParts),
+               "quantized decode v3: the one-launch step needs whole blocks per KV head and the device position");
+  V3Fuse fz;
+  fz.on = a.fuse;
+  fz.dpos = a.dpos;
+  fz.rope = a.rope;
+  fz.tickets = a.tickets;
+  fz.out = a.out;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
-                   a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride);
+                   a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }
 
 // Stages: CudaTuning::quant_decode_stages (0: 3 when k + v <= 8 bits, else
@@ -489,13 +605,17 @@ void launch_v3_kb(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
 
 }  // namespace
 
-void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  const int D = a.geo.D, g = a.group_q;
+bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
   // The staging copies whole records as 16-byte chunks in the kv_codec.h
   // layout without outliers.
-  LONGKV_CHECK(a.geo.krec == static_cast<size_t>(4 * D * a.geo.kbits + 4 * D) &&
-                   a.geo.vrec == static_cast<size_t>(4 * D * a.geo.vbits + 4 * D),
-               "quantized decode v3: unexpected record sizes");
+  return quant_decode_fast(g) && (g.D == 64 || g.D == 128) && group_q >= 1 && group_q <= 8 &&
+         g.krec == static_cast<size_t>(4 * g.D * g.kbits + 4 * g.D) &&
+         g.vrec == static_cast<size_t>(4 * g.D * g.vbits + 4 * g.D);
+}
+
+void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  const int D = a.geo.D, g = a.group_q;
+  LONGKV_CHECK(quant_decode_v3_takes(a.geo, g), "quantized decode v3: unexpected record sizes");
   if (D == 128 && g <= 4) launch_v3_kb<128, 4>(a, s, warps);
   else if (D == 128) launch_v3_kb<128, 8>(a, s, warps);
   else if (g <= 4) launch_v3_kb<64, 4>(a, s, warps);

@@ -413,19 +413,57 @@ class QuantGpuCache final : public GpuKvCache {
   // steady step is the dense cache's one-kernel step on the exact buffer
   // (milestone 11): the slot it writes holds the same bits place_tokens
   // would (one f16 rounding of the input). CudaTuning::quant_block.
+  // Once groups exist (milestone 15, CudaTuning::quant_fused), a steady step
+  // is two launches: the same decode block over the fp16 part (slot =
+  // position - the groups' tokens; one partial per KV head), then beside it
+  // the v3 kernel over the groups (q rotated inside, one partial per block),
+  // whose last block per KV head merges them all. Steps that complete a
+  // group keep the append + attend path.
   bool decode_block_ok(const DecodeRope& rope) const override {
-    return cuda_tuning().attn_block && cuda_tuning().quant_block && n_groups_ == 0 && n_sinks_ == sink_cap_ &&
-           steady_next() && decode_block_supported(shape_.group(), geo_.D, rope);
+    const CudaTuning& t = cuda_tuning();
+    if (!(t.attn_block && t.quant_block && n_sinks_ == sink_cap_ && steady_next() &&
+          decode_block_supported(shape_.group(), geo_.D, rope)))
+      return false;
+    return n_groups_ == 0 || (t.quant_fused && t.quant_decode_mma && t.quant_decode_v3 &&
+                              quant_decode_v3_takes(geo_, shape_.group()));
   }
   void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
                     GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(decode_block_ok(rope), "quantized KV cache: the fused decode step applies only to steady steps "
-                 "before the first group");
+                 "(window growing, sinks full) of a cache the v3 kernel takes");
     ++n_window_;  // the host state of a steady append (advance)
     ++n_tokens_;
     decode_dev_ = true;
-    DenseKvView kv = exact_view();  // slots [0, n_tokens_), count *dpos + 1, splits from exact_cap
-    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s);
+    // fp16 part: slots [0, sinks + window), count *dpos + 1 - groups' tokens, splits from exact_cap.
+    DenseKvView kv = exact_view();
+    if (n_groups_ == 0) return decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope,
+                                                  out, ws, s);
+    // v3 over the groups in whole blocks per KV head: one wave of its
+    // resident warps, less one block per KV head unless the decode block's
+    // blocks are the lean ones that fit beside three v3 blocks
+    // (CudaTuning::quant_fused_lean), >= 4 groups a warp, <= 255 blocks a
+    // head (the merge takes up to 256 partials).
+    const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
+    int warps = 132 * 16;
+    launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
+    const int room = warps / n_kv - (cuda_tuning().quant_fused_lean ? 0 : kQuantWarps);
+    const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
+    int gps = std::max(4, (n_groups_ + target - 1) / target);
+    gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
+    const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
+    const int stride = nbv + 1;
+    ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
+    ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
+    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, nbv);
+    QuantDecodeArgs a = quant_args(gps, nbv * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
+    a.grid = dim3(n_kv * nbv);
+    a.fuse = true;
+    a.dpos = dpos_;
+    a.rope = rope;
+    a.tickets = ws.tickets.as<int>();
+    a.out = out;
+    launch_quant_decode_v3(a, s, nullptr);
+    LONGKV_CUDA_LAUNCHED();
   }
 
   void fill_random(int n, uint64_t seed, cudaStream_t s) override {
@@ -515,12 +553,10 @@ class QuantGpuCache final : public GpuKvCache {
 
   // The quantized split kernel for this cache's shape: launched, or with
   // `warps` set only asked how many warps stay resident.
-  void launch_quant(dim3 grid, int gps, int qsplits, const float* q, float* po, float* pml, int stride, cudaStream_t s,
-                    int* warps) {
+  QuantDecodeArgs quant_args(int gps, int qsplits, const float* q, float* po, float* pml, int stride) const {
     QuantDecodeArgs a;
     a.mma = cuda_tuning().quant_decode_mma;
     a.pdl = cuda_tuning().decode_pdl;
-    a.grid = grid;
     a.kc = k_codes_.as<uint8_t>();
     a.vc = v_codes_.as<uint8_t>();
     a.geo = geo_;
@@ -533,6 +569,12 @@ class QuantGpuCache final : public GpuKvCache {
     a.part_o = po;
     a.part_ml = pml;
     a.stride = stride;
+    return a;
+  }
+  void launch_quant(dim3 grid, int gps, int qsplits, const float* q, float* po, float* pml, int stride, cudaStream_t s,
+                    int* warps) {
+    QuantDecodeArgs a = quant_args(gps, qsplits, q, po, pml, stride);
+    a.grid = grid;
     if (quant_decode_fast(geo_)) launch_quant_decode(a, s, warps);
     else launch_quant_decode_any(a, s, warps);
   }

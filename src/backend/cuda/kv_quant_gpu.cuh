@@ -35,12 +35,29 @@ struct QuantDecodeArgs {
   float* part_o = nullptr;
   float* part_ml = nullptr;
   int stride = 0;
+  // Milestone 15, v3 only: the quantized step's attention in two launches
+  // (decode_block_dense with ext_parts, then this kernel behind it). q is
+  // read before RoPE and rotated here to *dpos (rope.inv_freq null: as
+  // given); the 4 warps of a block -- consecutive splits of one KV head:
+  // n_splits is a multiple of 4 and the grid exactly n_kv * n_splits / 4
+  // blocks -- meet in shared memory: one partial (m, l, unnormalized o) per
+  // block and query head at index split / 4 of [n_heads][stride][D], stride
+  // = n_splits / 4 + 1 (the decode block's partial last); the block that
+  // finishes a KV head last (tickets) merges them into out.
+  bool fuse = false;
+  const int* dpos = nullptr;
+  DecodeRope rope;
+  int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
+  float* out = nullptr;
 };
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 // The same with milestone 9's kernel (kv_quant_decode_v3.cu; tensor cores).
 void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+// Whether the v3 kernel takes this cache (fast geometry, records without
+// outliers, <= 8 query heads per KV head, head_dim 64 / 128).
+bool quant_decode_v3_takes(const QuantGeom& g, int group_q);
 // Whether the kernels above take this geometry (G = 32; 8-, 4- or 2-bit
 // keys and values). Every other format of kv_codec.h (3 and 1 bits, G = 64
 // or 128) goes to the format-generic FMA kernel (kv_quant_decode_any.cu).
