@@ -20,6 +20,56 @@
 namespace longkv {
 namespace {
 
+struct StepCase {
+  int n_heads, n_kv, d, n_ctx, steps, chunk, rope_dim;  // rope_dim 0: no RoPE
+  RopeStyle style;
+  const char* mode = "f16";
+  double tol = 1e-10;  // fused against the old path (nmse)
+};
+
+// A case's random inputs (seeds seed .. seed + 3): keys and values of n_ctx
+// tokens, the queries of the last `steps` (one step each), one more query
+// over the whole cache afterwards.
+struct StepData {
+  std::string name;
+  KvShape s;
+  size_t row = 0, qrow = 0;
+  std::vector<float> k, v, q, q2;
+  RopeTable rt;
+  bool rotary = false;
+
+  StepData(const StepCase& c, uint64_t seed) {
+    name = std::string(c.mode) + " h" + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " d" +
+           std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) + " steps " + std::to_string(c.steps) + " rope " +
+           std::to_string(c.rope_dim) + " " + rope_style_name(c.style);
+    s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 3);
+    row = s.kv_dim();
+    qrow = s.q_dim();
+    const size_t kv = static_cast<size_t>(c.n_ctx) * row;
+    k = test::random_floats(kv, seed, -2, 2);
+    v = test::random_floats(kv, seed + 1);
+    q = test::random_floats(static_cast<size_t>(c.steps) * qrow, seed + 2, -2, 2);
+    q2 = test::random_floats(qrow, seed + 3, -2, 2);
+    rotary = c.rope_dim > 0;
+    if (rotary) rt = RopeTable(c.d, c.rope_dim, 500000.0f, c.style);
+  }
+  const RopeTable* rope() const { return rotary ? &rt : nullptr; }
+  // Every step through the fused launch(es) or through rope + append +
+  // attend, then q2 over the whole cache (by attend in both) -> out, o2.
+  void run(const StepCase& c, bool fused, std::vector<float>& out, std::vector<float>& o2) const {
+    out.assign(q.size(), 0.0f);
+    o2.assign(qrow, 0.0f);
+    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rope(), fused,
+                            out.data(), q2.data(), o2.data());
+  }
+};
+
+int bits_differ(const std::vector<float>& a, const std::vector<float>& b) {
+  int n = 0;
+  for (size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  return n;
+}
+
 // Several steps in a row per case (the per-KV-head tickets of the merge must
 // be back to 0 after each launch, and positions move), at shapes that hit
 // every path: one block per KV head (short contexts: the block's warps merge
@@ -43,12 +93,7 @@ namespace {
 // ~1e-14), and the same 1e-7 against the CPU.
 TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
   LONGKV_REQUIRE_CUDA();
-  struct Case {
-    int n_heads, n_kv, d, n_ctx, steps, chunk, rope_dim;  // rope_dim 0: no RoPE
-    RopeStyle style;
-    const char* mode = "f16";
-  };
-  const Case cases[] = {
+  const StepCase cases[] = {
       {8, 2, 64, 1, 1, 1, 64, RopeStyle::interleaved},        // the first token: nothing appended before
       {8, 2, 64, 97, 3, 13, 64, RopeStyle::neox},
       {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved},  // llama3-8b heads
@@ -66,47 +111,34 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
       {8, 2, 64, 31, 3, 7, 64, RopeStyle::neox, "k4v4:r0:s1"},
   };
   for (const auto& c : cases) {
-    const std::string name = std::string(c.mode) + " h" + std::to_string(c.n_heads) + "/" +
-                             std::to_string(c.n_kv) + " d" + std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) +
-                             " steps " + std::to_string(c.steps) + " rope " + std::to_string(c.rope_dim) + " " +
-                             rope_style_name(c.style);
+    const StepData in(c, 31);
+    const std::string& name = in.name;
     SCOPED_TRACE(name);
-    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 3);
-    const size_t row = s.kv_dim(), qrow = s.q_dim(), kv = static_cast<size_t>(c.n_ctx) * row;
-    const auto k = test::random_floats(kv, 31, -2, 2), v = test::random_floats(kv, 32);
-    const auto q = test::random_floats(static_cast<size_t>(c.steps) * qrow, 33, -2, 2);
-    const auto q2 = test::random_floats(qrow, 34, -2, 2);
-    RopeTable rt;
-    if (c.rope_dim > 0) rt = RopeTable(c.d, c.rope_dim, 500000.0f, c.style);
-    const RopeTable* rp = c.rope_dim > 0 ? &rt : nullptr;
+    const KvShape& s = in.s;
+    const size_t row = in.row, qrow = in.qrow, kv = static_cast<size_t>(c.n_ctx) * row;
+    const std::vector<float>&k = in.k, &v = in.v, &q = in.q, &q2 = in.q2;
+    const RopeTable* rp = in.rope();
+    const RopeTable& rt = in.rt;
 
-    std::vector<float> out_new(q.size()), out_old(q.size()), o2_new(qrow), o2_old(qrow);
-    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
-                            out_new.data(), q2.data(), o2_new.data());
-    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, false,
-                            out_old.data(), q2.data(), o2_old.data());
+    std::vector<float> out_new, out_old, o2_new, o2_old;
+    in.run(c, true, out_new, o2_new);
+    in.run(c, false, out_old, o2_old);
     // The FMA step with its tiles through cp.async stages (milestone 13) and
     // through registers: the same arithmetic on the same values, so the same
     // bits. The tensor-core step is compared with the staged FMA one.
     EXPECT_TRUE(cuda_tuning().attn_block_mma && cuda_tuning().attn_block_stages > 0 && cuda_tuning().quant_block)
         << "defaults changed";
-    std::vector<float> out_fma(q.size()), o2_fma(qrow), out_reg(q.size()), o2_reg(qrow);
+    std::vector<float> out_fma, o2_fma, out_reg, o2_reg;
     cuda_tuning().attn_block_mma = false;
-    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
-                            out_fma.data(), q2.data(), o2_fma.data());
+    in.run(c, true, out_fma, o2_fma);
     cuda_tuning().attn_block_stages = 0;
-    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
-                            out_reg.data(), q2.data(), o2_reg.data());
+    in.run(c, true, out_reg, o2_reg);
     cuda_tuning() = CudaTuning{};
-    int stage_differ = 0;
-    for (size_t i = 0; i < q.size(); ++i) stage_differ += std::memcmp(&out_fma[i], &out_reg[i], sizeof(float)) != 0;
-    for (size_t i = 0; i < qrow; ++i) stage_differ += std::memcmp(&o2_fma[i], &o2_reg[i], sizeof(float)) != 0;
+    const int stage_differ = bits_differ(out_fma, out_reg) + bits_differ(o2_fma, o2_reg);
     EXPECT_EQ(stage_differ, 0) << "the FMA step staged and in registers differ";
     const double e_mma = test::nmse(out_new.data(), out_fma.data(), q.size());
     EXPECT_LT(e_mma, 1e-10) << "tensor-core step against the FMA step";
-    int slots_mma = 0;  // what the tensor-core step wrote to the cache: the same bits
-    for (size_t i = 0; i < qrow; ++i) slots_mma += std::memcmp(&o2_new[i], &o2_fma[i], sizeof(float)) != 0;
-    EXPECT_EQ(slots_mma, 0);
+    EXPECT_EQ(bits_differ(o2_new, o2_fma), 0) << "the tensor-core step wrote other cache bits";
 
     // Host reference: the steps' keys and queries rotated at their positions.
     const int n0 = c.n_ctx - c.steps;
@@ -131,8 +163,7 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
     const double e_old = test::nmse(out_old.data(), ref.data(), ref.size());
     const double e_pair = test::nmse(out_new.data(), out_old.data(), ref.size());
     const double e2 = test::nmse(o2_new.data(), ref2.data(), qrow);
-    int slots_differ = 0;
-    for (size_t i = 0; i < qrow; ++i) slots_differ += std::memcmp(&o2_new[i], &o2_old[i], sizeof(float)) != 0;
+    const int slots_differ = bits_differ(o2_new, o2_old);
     EXPECT_LT(e_new, 1e-7);
     EXPECT_LT(e_old, 1e-7);
     EXPECT_LT(e_pair, 1e-10);
@@ -164,13 +195,7 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
 // 128, NeoX, 2-, 4- and 8-bit codes, no sinks, many steps.
 TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   LONGKV_REQUIRE_CUDA();
-  struct Case {
-    int n_heads, n_kv, d, n_ctx, steps, chunk, rope_dim;
-    RopeStyle style;
-    const char* mode;
-    double tol = 1e-10;
-  };
-  const Case cases[] = {
+  const StepCase cases[] = {
       {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k2v2"},  // llama3-8b heads, 123 groups
       {32, 8, 128, 20011, 3, 5000, 128, RopeStyle::neox, "k4v4"},
       {28, 4, 128, 777, 2, 777, 64, RopeStyle::interleaved, "k8v4"},  // g 7, partial rotary
@@ -182,33 +207,20 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block) << "defaults changed";
   for (const auto& c : cases) {
-    const std::string name = std::string(c.mode) + " h" + std::to_string(c.n_heads) + "/" +
-                             std::to_string(c.n_kv) + " d" + std::to_string(c.d) + " ctx " + std::to_string(c.n_ctx) +
-                             " steps " + std::to_string(c.steps) + " rope " + std::to_string(c.rope_dim) + " " +
-                             rope_style_name(c.style);
-    SCOPED_TRACE(name);
-    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 3);
-    const size_t row = s.kv_dim(), qrow = s.q_dim(), kv = static_cast<size_t>(c.n_ctx) * row;
-    const auto k = test::random_floats(kv, 41, -2, 2), v = test::random_floats(kv, 42);
-    const auto q = test::random_floats(static_cast<size_t>(c.steps) * qrow, 43, -2, 2);
-    const auto q2 = test::random_floats(qrow, 44, -2, 2);
-    RopeTable rt;
-    if (c.rope_dim > 0) rt = RopeTable(c.d, c.rope_dim, 500000.0f, c.style);
-    const RopeTable* rp = c.rope_dim > 0 ? &rt : nullptr;
-    std::vector<float> out_new(q.size()), out_old(q.size()), o2_new(qrow), o2_old(qrow);
-    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, true,
-                            out_new.data(), q2.data(), o2_new.data());
-    cuda_check_decode_steps(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, c.steps, q.data(), rp, false,
-                            out_old.data(), q2.data(), o2_old.data());
-    const double e_pair = test::nmse(out_new.data(), out_old.data(), q.size());
-    int slots_differ = 0, nonfinite = 0;
-    for (size_t i = 0; i < qrow; ++i) slots_differ += std::memcmp(&o2_new[i], &o2_old[i], sizeof(float)) != 0;
+    const StepData in(c, 41);
+    SCOPED_TRACE(in.name);
+    std::vector<float> out_new, out_old, o2_new, o2_old;
+    in.run(c, true, out_new, o2_new);
+    in.run(c, false, out_old, o2_old);
+    const double e_pair = test::nmse(out_new.data(), out_old.data(), out_new.size());
+    const int slots_differ = bits_differ(o2_new, o2_old);
+    int nonfinite = 0;
     for (float x : out_new) nonfinite += !std::isfinite(x);
     EXPECT_EQ(nonfinite, 0);
     EXPECT_LT(e_pair, c.tol);
     EXPECT_EQ(slots_differ, 0) << "the two-launch step wrote other cache bits than rope + append";
     std::printf("quantized decode block %-48s: nmse vs old path %.3g; whole cache after: %d of %zu outputs differ\n",
-                name.c_str(), e_pair, slots_differ, qrow);
+                in.name.c_str(), e_pair, slots_differ, in.qrow);
   }
 }
 

@@ -458,6 +458,32 @@ void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads) {
   LONGKV_CUDA_CHECK(cudaMemset(ws.tickets.as(), 0, bytes));
 }
 
+namespace {
+
+// The launch arguments both uses share; n_splits and ext are the caller's.
+DecodeBlockArgs block_args(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
+                           const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws) {
+  DecodeBlockArgs a;
+  a.kc = k_cache;
+  a.vc = v_cache;
+  a.n_kv = kv.n_kv_heads;
+  a.max_tokens = kv.max_tokens;
+  a.dpos = kv.dev_n;
+  a.tok_add = kv.dev_add - 1;
+  a.q = q;
+  a.k = k;
+  a.v = v;
+  a.rope = rope;
+  a.scale = 1.0f / sqrtf(static_cast<float>(kv.head_dim));
+  a.part_o = ws.a.as<float>();
+  a.part_ml = ws.b.as<float>();
+  a.tickets = ws.tickets.as<int>();
+  a.out = out;
+  return a;
+}
+
+}  // namespace
+
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
                         const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
                         int ext_parts) {
@@ -472,27 +498,12 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
     // registers (no dynamic shared memory). CudaTuning::quant_fused_lean:
     // tiles of 2 steps, <= 128 registers and the largest shared-memory
     // split, so a block fits on an SM beside three of the v3 kernel's.
-    DecodeBlockArgs a;
-    a.kc = k_cache;
-    a.vc = v_cache;
-    a.n_kv = n_kv;
-    a.max_tokens = kv.max_tokens;
-    a.dpos = kv.dev_n;
-    a.tok_add = kv.dev_add - 1;
-    a.ext = ext_parts;
-    a.n_splits = kBlkWarps;
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.rope = rope;
-    a.scale = 1.0f / sqrtf(static_cast<float>(D));
-    a.part_o = ws.a.as<float>();
-    a.part_ml = ws.b.as<float>();
-    a.tickets = ws.tickets.as<int>();
-    a.out = out;
     LONGKV_CHECK(ws.a.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * D &&
                      ws.b.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * 2,
                  "CUDA decode block: the quantized kernel's partials are not in the workspace");
+    DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);
+    a.ext = ext_parts;
+    a.n_splits = kBlkWarps;
     if (cuda_tuning().quant_fused_lean) {  // SM split at its largest: three v3 blocks beside it
       if (D == 64) launch_block_staged<64, 0, false, 2>(a, g, s, nullptr, 100);
       else launch_block_staged<128, 0, false, 2>(a, g, s, nullptr, 100);
@@ -507,10 +518,9 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
   // over the KV heads, >= 16 tokens each), in whole blocks: the target per
   // KV head is rounded down to whole blocks, so the grid never passes one
   // wave (3 blocks an SM had made 400 blocks for 396 slots, milestone 14).
-  DecodeBlockArgs a;
   int warps = 132 * 16;
-  if (D == 64) launch_block<64>(a, g, s, &warps);
-  else launch_block<128>(a, g, s, &warps);
+  if (D == 64) launch_block<64>(DecodeBlockArgs{}, g, s, &warps);
+  else launch_block<128>(DecodeBlockArgs{}, g, s, &warps);
   const int n = std::max(1, kv.split_n);
   const int target = std::max(kBlkWarps, warps / std::max(1, n_kv) / kBlkWarps * kBlkWarps);
   int tps = (n + target - 1) / target;
@@ -521,22 +531,8 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
   ws.a.reserve(n_heads * nb * D * sizeof(float));
   ws.b.reserve(n_heads * nb * 2 * sizeof(float));
   decode_block_reserve(ws, n_kv);
-  a.kc = k_cache;
-  a.vc = v_cache;
-  a.n_kv = n_kv;
-  a.max_tokens = kv.max_tokens;
-  a.dpos = kv.dev_n;
-  a.tok_add = kv.dev_add - 1;
+  DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);  // after the reservations
   a.n_splits = nb * kBlkWarps;
-  a.q = q;
-  a.k = k;
-  a.v = v;
-  a.rope = rope;
-  a.scale = 1.0f / sqrtf(static_cast<float>(D));
-  a.part_o = ws.a.as<float>();
-  a.part_ml = ws.b.as<float>();
-  a.tickets = ws.tickets.as<int>();
-  a.out = out;
   if (D == 64) launch_block<64>(a, g, s, nullptr);
   else launch_block<128>(a, g, s, nullptr);
   LONGKV_CUDA_LAUNCHED();
