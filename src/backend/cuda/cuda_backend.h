@@ -151,11 +151,12 @@ struct CudaTuning {
   // part (needs attn_block too). k2v2 at depth 0 on H200: 2.27 -> 2.07 ms.
   bool quant_block = true;
   // Milestone 15: a quantized cache's other steady steps (groups exist) in
-  // two launches -- the v3 kernel rotating q itself and combining each
-  // block's warps, then the decode block over the fp16 part, which rotates
-  // and appends the new token and merges everything -- instead of RoPE,
-  // append, v3, the fp16 part's split kernel and the merge (needs
-  // attn_block, quant_block and the v3 kernel).
+  // two launches -- the decode block over the fp16 part (it rotates and
+  // appends the new token), then the v3 kernel rotating q itself, combining
+  // each block's warps and merging in its last block per KV head -- instead
+  // of RoPE, append, v3, the fp16 part's split kernel and the merge (needs
+  // attn_block, quant_block and the v3 kernel). H200, k2v2: 32K -4%, 131K
+  // unchanged (docs/cuda-notes.md, milestone 15).
   bool quant_fused = true;
   // With quant_fused: the fp16 part's decode block as a lean kernel (tiles
   // of 2 token steps, <= 128 registers, the largest shared-memory split) that

@@ -615,7 +615,9 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
 
 void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   const int D = a.geo.D, g = a.group_q;
-  LONGKV_CHECK(quant_decode_v3_takes(a.geo, g), "quantized decode v3: unexpected record sizes");
+  LONGKV_CHECK(quant_decode_v3_takes(a.geo, g), "quantized decode v3: needs G = 32, 8/4/2-bit records without "
+               "outliers, <= 8 query heads per KV head and head_dim 64/128 (head_dim %d, %d heads, %d/%d bits)",
+               D, g, a.geo.kbits, a.geo.vbits);
   if (D == 128 && g <= 4) launch_v3_kb<128, 4>(a, s, warps);
   else if (D == 128) launch_v3_kb<128, 8>(a, s, warps);
   else if (g <= 4) launch_v3_kb<64, 4>(a, s, warps);
