@@ -95,9 +95,9 @@ void check_layout(const QuantKvCache& cache, const KvMode& m, const std::vector<
           kin[static_cast<size_t>(t) * d + c] = f16r(k[static_cast<size_t>(coded[g0 + t]) * kvd + h * d + c]);
           vin[static_cast<size_t>(t) * d + c] = f16r(v[static_cast<size_t>(coded[g0 + t]) * kvd + h * d + c]);
         }
-      kv_quantize_keys(kin.data(), d, G, d, m.k_bits, m.symmetric, krec.data(), 0);
+      kv_quantize_keys(kin.data(), d, G, d, m.k_bits, m.symmetric, krec.data(), 0, m.fit_mse);
       kv_dequantize_keys(krec.data(), G, d, m.k_bits, kq.data(), d, 0);
-      kv_quantize_values(vin.data(), d, G, d, m.v_bits, m.symmetric, vrec.data(), 0);
+      kv_quantize_values(vin.data(), d, G, d, m.v_bits, m.symmetric, vrec.data(), 0, m.fit_mse);
       kv_dequantize_values(vrec.data(), G, d, m.v_bits, vq.data(), d, 0);
       for (int t = 0; t < G; ++t) {
         cache.get_k(h, coded[g0 + t], got.data());

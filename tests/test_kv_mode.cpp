@@ -76,6 +76,18 @@ TEST(KvMode, RotationFieldAndItsConstraints) {
   expect_error("k2v2:rot:rot", "given twice");
 }
 
+TEST(KvMode, RangeFit) {
+  EXPECT_EQ(parse_kv_mode("k2v2:fit=mse").to_string(), "k2v2:g32:r128:s4:rope=post:fit=mse");
+  EXPECT_EQ(parse_kv_mode("k2v2:a3:fit=mse:rot:o2").to_string(), "k2v2:g32:r128:s4:rope=post:rot:fit=mse:o2:a3");
+  EXPECT_EQ(parse_kv_mode("k4v4:fit=minmax").to_string(), "k4v4:g32:r128:s4:rope=post");
+  EXPECT_TRUE(parse_kv_mode("k2v2:fit=mse").fit_mse);
+  EXPECT_FALSE(parse_kv_mode("k2v2").fit_mse);
+  expect_error("k2v2:fit=best", "unknown field 'fit=best'");
+  expect_error("k2v2:fit=mse:fit=minmax", "given twice");
+  expect_error("k2v2:sym:fit=mse", "'fit=mse' refits asymmetric ranges; drop ':sym' or 'fit=mse'");
+  expect_error("f16:fit=mse", "dense mode f16 takes no options");
+}
+
 TEST(KvMode, OutlierShare) {
   EXPECT_EQ(parse_kv_mode("k2v2:o2:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:o2");
   EXPECT_EQ(parse_kv_mode("k4v2:o0.5").to_string(), "k4v2:g32:r128:s4:rope=post:o0.5");

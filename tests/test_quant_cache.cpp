@@ -45,9 +45,9 @@ void oracle_kv(const std::vector<float>& k, const std::vector<float>& v, int n, 
           kin[t * d + c] = ko[src];
           vin[t * d + c] = vo[src];
         }
-      kv_quantize_keys(kin.data(), d, G, d, m.k_bits, m.symmetric, krec.data(), no);
+      kv_quantize_keys(kin.data(), d, G, d, m.k_bits, m.symmetric, krec.data(), no, m.fit_mse);
       kv_dequantize_keys(krec.data(), G, d, m.k_bits, kq.data(), d, no);
-      kv_quantize_values(vin.data(), d, G, d, m.v_bits, m.symmetric, vrec.data(), no);
+      kv_quantize_values(vin.data(), d, G, d, m.v_bits, m.symmetric, vrec.data(), no, m.fit_mse);
       kv_dequantize_values(vrec.data(), G, d, m.v_bits, vq.data(), d, no);
       for (int t = 0; t < G; ++t)
         for (int c = 0; c < d; ++c) {
@@ -128,7 +128,9 @@ void check_attention(const AttnCase& ac) {
     }
 }
 
-const char* const kBitModes[] = {"k8v8", "k4v4", "k3v3", "k2v2", "k1v1", "k4v2", "k3v2:sym", "k2v2:o2", "k4v2:sym:o0.5"};
+const char* const kBitModes[] = {"k8v8",    "k4v4",          "k3v3",          "k2v2",           "k1v1",
+                                 "k4v2",    "k3v2:sym",      "k2v2:o2",       "k4v2:sym:o0.5", "k2v2:fit=mse",
+                                 "k1v1:fit=mse", "k4v2:o1:fit=mse"};
 
 TEST(QuantCache, PrefillMatchesDequantizedReference) {
   for (const char* bits : kBitModes)

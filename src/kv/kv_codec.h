@@ -19,6 +19,11 @@
 //   |x - x^| <= s/2. The zero is stored anyway so both modes share every
 //   kernel; the bit accounting counts it. 1-bit symmetric is rejected by the
 //   mode parser (it cannot represent 0).
+// Asymmetric with fit=mse: (s, z) start as above, then are refitted by least
+//   squares to the codes they give (x ~ z + s q, both rounded to fp16) while
+//   the group's squared error falls; elements beyond the final range
+//   saturate at code 0 or 2^b - 1, the others keep |x - x^| <= s/2. Same
+//   record, same kernels: only the two fp16 numbers differ.
 // max == min (or amax == 0) gives s = 0 and every x^ = z.
 //
 // ---------------------------------------------------------------------------
@@ -171,7 +176,10 @@ bool kv_bits_supported(int bits);  // 8, 4, 3, 2, 1
 // ---- reference codec (kv_codec.cpp) --------------------------------------
 
 // Fits (scale, zero) to x[0], x[stride], ... x[(n-1)*stride] (see Numbers).
-void kv_fit_range(const float* x, int n, int stride, int bits, bool symmetric, f16_t* scale, f16_t* zero);
+// mse (asymmetric codes; KvMode fit=mse): then refined to lower the squared
+// error of the group, letting a few extreme elements saturate.
+void kv_fit_range(const float* x, int n, int stride, int bits, bool symmetric, f16_t* scale, f16_t* zero,
+                  bool mse = false);
 // Code of x for (scale, zero): clamp(round((x - z)/s), 0, 2^b - 1).
 uint8_t kv_encode(float x, float scale, float zero, int bits);
 
@@ -183,13 +191,13 @@ void kv_set_key_code(uint8_t* rec, int group, int head_dim, int bits, int t, int
 void kv_set_value_code(uint8_t* rec, int group, int head_dim, int bits, int t, int c, int code);
 
 // Keys of one head: k is [G][ld] (token t, channel c at k[t*ld + c]).
-// `outliers`: n_o of the record (0: none).
+// `outliers`: n_o of the record (0: none); mse_fit: kv_fit_range's mse.
 void kv_quantize_keys(const float* k, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec,
-                      int outliers = 0);
+                      int outliers = 0, bool mse_fit = false);
 void kv_dequantize_keys(const uint8_t* rec, int group, int head_dim, int bits, float* k, int ld, int outliers = 0);
 // Values of one head: v is [G][ld].
 void kv_quantize_values(const float* v, int ld, int group, int head_dim, int bits, bool symmetric, uint8_t* rec,
-                        int outliers = 0);
+                        int outliers = 0, bool mse_fit = false);
 void kv_dequantize_values(const uint8_t* rec, int group, int head_dim, int bits, float* v, int ld, int outliers = 0);
 
 // ---- attention kernels over a group record --------------------------------

@@ -54,10 +54,13 @@ struct KvMode {
   double outlier_pct = 0;  // o<P>: percent of elements kept as outliers
   double anchor_pct = 0;   // a<P>: percent of the capacity that may become anchors
   KvAnchorScore anchor_score = KvAnchorScore::kdev;  // anchor=kdev|attn
+  // fit=minmax|mse: each group's range from its min and max, or refined to
+  // the least squared error (kv_codec.h, Numbers). Asymmetric codes only.
+  bool fit_mse = false;
 
   // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post";
-  // then ":sym", ":rot", ":o<P>", ":a<P>" when set, in that order, and
-  // ":anchor=attn" after ":a<P>" when that score is chosen).
+  // then ":sym", ":rot", ":fit=mse", ":o<P>", ":a<P>" when set, in that
+  // order, and ":anchor=attn" after ":a<P>" when that score is chosen).
   std::string to_string() const;
   // Warnings worth printing (e.g. K bits < V bits); empty if none.
   std::string warning() const;

@@ -289,9 +289,10 @@ void QuantKvCache::cut_anchored_groups() {
         f16_to_f32_n(&exact_v_[slot(h, sink_cap_ + members[t])], &vb[static_cast<size_t>(t) * d], d);
       }
       const size_t rec = rec_index(h, n_groups_);
-      kv_quantize_keys(kb.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes], klay_.outliers);
+      kv_quantize_keys(kb.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes], klay_.outliers,
+                       mode_.fit_mse);
       kv_quantize_values(vb.data(), d, G, d, mode_.v_bits, mode_.symmetric, &v_codes_[rec * vlay_.bytes],
-                         vlay_.outliers);
+                         vlay_.outliers, mode_.fit_mse);
     }
     for (int a : new_anchors) anchor_pos_.push_back(w0 + a);
     for (int x = start; x < w; ++x) {
@@ -328,10 +329,11 @@ void QuantKvCache::quantize_oldest_group() {
   for (int h = 0; h < shape_.n_kv_heads; ++h) {
     const size_t rec = rec_index(h, n_groups_);
     f16_to_f32_n(&exact_k_[slot(h, sink_cap_)], buf.data(), static_cast<int64_t>(G) * d);
-    kv_quantize_keys(buf.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes], klay_.outliers);
+    kv_quantize_keys(buf.data(), d, G, d, mode_.k_bits, mode_.symmetric, &k_codes_[rec * klay_.bytes], klay_.outliers,
+                     mode_.fit_mse);
     f16_to_f32_n(&exact_v_[slot(h, sink_cap_)], buf.data(), static_cast<int64_t>(G) * d);
     kv_quantize_values(buf.data(), d, G, d, mode_.v_bits, mode_.symmetric, &v_codes_[rec * vlay_.bytes],
-                       vlay_.outliers);
+                       vlay_.outliers, mode_.fit_mse);
     // Slide the window: R tokens x 2 x d halves per G tokens appended.
     std::memmove(&exact_k_[slot(h, sink_cap_)], &exact_k_[slot(h, sink_cap_ + G)], sizeof(f16_t) * keep * d);
     std::memmove(&exact_v_[slot(h, sink_cap_)], &exact_v_[slot(h, sink_cap_ + G)], sizeof(f16_t) * keep * d);
