@@ -105,17 +105,11 @@ constexpr size_t stage_bytes(int stages, bool mma) {
 }
 
 // kStages: 0 = tiles loaded into registers; >= 2 = through shared memory.
-// kMma (kStages >= 2 only): the tile step on tensor cores. kSteps: token
-// steps per tile; fewer than kBlkSteps (registers only) = the lean variant
-// for a quantized cache's fp16 part (milestone 15): <= 128 registers, so one
-// block fits on an SM beside three blocks of the v3 kernel (128 registers
-// each) and the v3 grid keeps its whole wave.
-template <int D, int G, int kStages, bool kMma, int kSteps = kBlkSteps>
-__global__ void __launch_bounds__(kBlkWarps * 32, kSteps < kBlkSteps ? 4 : 1)
-    decode_block_kernel(const DecodeBlockArgs a) {
+// kMma (kStages >= 2 only): the tile step on tensor cores.
+template <int D, int G, int kStages, bool kMma>
+__global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
   static_assert(!kMma || kStages >= 2, "the tensor-core step reads its tiles from shared memory");
-  static_assert(kSteps == kBlkSteps || kStages == 0, "staged tiles have kBlkSteps steps");
-  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kSteps, kD4 = D / 4;
+  constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kBlkSteps, kD4 = D / 4;
   constexpr int kSm = kBlkWarps * G * D > 2 * G * kMaxMergeParts + G ? kBlkWarps * G * D : 2 * G * kMaxMergeParts + G;
   __shared__ __align__(16) float sm[kSm];  // warps' o, then the merge's (m, l) / weights
   __shared__ float sm_ml[kBlkWarps][G][2];
@@ -163,10 +157,10 @@ __global__ void __launch_bounds__(kBlkWarps * 32, kSteps < kBlkSteps ? 4 : 1)
 
   const __half* kh = a.kc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub;
   const __half* vh = a.vc + static_cast<size_t>(hk) * a.max_tokens * D + 8 * sub;
-  uint4 kr[kSteps], vr[kSteps];
-  bool ok[kSteps];
+  uint4 kr[kBlkSteps], vr[kBlkSteps];
+  bool ok[kBlkSteps];
   auto load_tile = [&](int t0) {
-    decode_load_tile<D, kSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
+    decode_load_tile<D, kBlkSteps>(kh, vh, t0, kTps, grp, t_begin, t_end, kr, vr, ok);
   };
   // Staged: per warp [stage][step][k | v][lane] 16-byte pieces: a warp's
   // copies and reads of one step's k (or v) are 512 contiguous bytes, 4
@@ -329,7 +323,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32, kSteps < kBlkSteps ? 4 : 1)
         cp_async_wait<kStages - 1>();  // this lane's pieces of tile `it` have landed
         const uint4* src = my_stg + (it % kStages) * kBlkSteps * 64;
 #pragma unroll
-        for (int st = 0; st < kSteps; ++st) {
+        for (int st = 0; st < kBlkSteps; ++st) {
           kr[st] = src[st * 64];
           vr[st] = src[st * 64 + 32];
           ok[st] = t0 + st * kTps + grp < t_end;
@@ -344,13 +338,13 @@ __global__ void __launch_bounds__(kBlkWarps * 32, kSteps < kBlkSteps ? 4 : 1)
       // still poison acc.
       if (mine && t0 + kTile >= t_end) {
 #pragma unroll
-        for (int st = 0; st < kSteps; ++st)
+        for (int st = 0; st < kBlkSteps; ++st)
           if ((ok[st] ? t0 + st * kTps + grp : t_begin) == slot_new) {
             kr[st] = knew;
             vr[st] = vnew;
           }
       }
-      decode_tile<D, G, kSteps>(qr, kr, vr, ok, m, l, acc);
+      decode_tile<D, G, kBlkSteps>(qr, kr, vr, ok, m, l, acc);
     }
     decode_sum_groups<D, G>(l, acc);
     pdl_trigger();  // the wo GEMV may launch and load weights while the partials merge
@@ -400,15 +394,14 @@ __global__ void __launch_bounds__(kBlkWarps * 32, kSteps < kBlkSteps ? 4 : 1)
 
 // Launches the instance for (D, group, stages), or with `warps` set only
 // reports how many of its warps the GPU holds at once (cached per instance).
-template <int D, int S, bool M, int kSteps = kBlkSteps>
-void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps,
-                         int carveout = cuda_tuning().attn_block_carveout) {
+template <int D, int S, bool M>
+void launch_block_staged(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
   constexpr size_t smem = S > 0 ? stage_bytes<D>(S, M) : 0;
 #define LONGKV_BLOCK_G(G_)                                                                              \
   case G_: {                                                                                           \
-    auto* kern = decode_block_kernel<D, G_, S, M, kSteps>;                                             \
+    auto* kern = decode_block_kernel<D, G_, S, M>;                                                     \
     static const int cached =                                                                          \
-        resident_warps_smem(kern, kBlkWarps * 32, smem, carveout);                                     \
+        resident_warps_smem(kern, kBlkWarps * 32, smem, cuda_tuning().attn_block_carveout);           \
     if (warps) *warps = cached;                                                                        \
     else launch_maybe_pdl(cuda_tuning().decode_pdl, kern, dim3(a.n_kv * (a.n_splits / kBlkWarps)),    \
                           dim3(kBlkWarps * 32), smem, s, a);                                           \
@@ -495,22 +488,16 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
   if (ext_parts > 0) {
     // The fp16 part of a quantized cache (milestone 15) is short (sinks +
     // window, <= 163 tokens at r128:s4): one block per KV head, tiles in
-    // registers (no dynamic shared memory). CudaTuning::quant_fused_lean:
-    // tiles of 2 steps, <= 128 registers and the largest shared-memory
-    // split, so a block fits on an SM beside three of the v3 kernel's.
+    // registers (no dynamic shared memory, so no shared-memory split of its
+    // own to ask the SMs for beside the v3 kernel's).
     LONGKV_CHECK(ws.a.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * D &&
                      ws.b.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * 2,
                  "CUDA decode block: the quantized kernel's partials are not in the workspace");
     DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);
     a.ext = ext_parts;
     a.n_splits = kBlkWarps;
-    if (cuda_tuning().quant_fused_lean) {  // SM split at its largest: three v3 blocks beside it
-      if (D == 64) launch_block_staged<64, 0, false, 2>(a, g, s, nullptr, 100);
-      else launch_block_staged<128, 0, false, 2>(a, g, s, nullptr, 100);
-    } else {
-      if (D == 64) launch_block_staged<64, 0, false>(a, g, s, nullptr);
-      else launch_block_staged<128, 0, false>(a, g, s, nullptr);
-    }
+    if (D == 64) launch_block_staged<64, 0, false>(a, g, s, nullptr);
+    else launch_block_staged<128, 0, false>(a, g, s, nullptr);
     LONGKV_CUDA_LAUNCHED();
     return;
   }

@@ -158,12 +158,6 @@ struct CudaTuning {
   // attn_block, quant_block and the v3 kernel). H200, k2v2: 32K -4%, 131K
   // unchanged (docs/cuda-notes.md, milestone 15).
   bool quant_fused = true;
-  // With quant_fused: the fp16 part's decode block as a lean kernel (tiles
-  // of 2 token steps, <= 128 registers, the largest shared-memory split) that
-  // fits beside three v3 blocks, and the v3 grid a whole wave; false: the
-  // register-path decode block (8 steps) and the v3 grid one block a KV head
-  // short of a wave.
-  bool quant_fused_lean = false;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -491,9 +491,8 @@ CudaTuning& cuda_tuning() {
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
       else if (k == "qfuse") d.quant_fused = on;
-      else if (k == "qlean") d.quant_fused_lean = on;
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qlean, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -521,8 +520,7 @@ std::string cuda_tuning_description() {
                        : std::string("RoPE, append, split, merge kernels")) +
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
-         (t.quant_block && t.quant_fused ? std::string(", after it: block kernel + v3") + (t.quant_fused_lean ? " (lean)" : "")
-                                         : std::string()) +
+         (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

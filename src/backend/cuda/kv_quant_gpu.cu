@@ -441,14 +441,15 @@ class QuantGpuCache final : public GpuKvCache {
     if (n_groups_ == 0) return decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope,
                                                   out, ws, s);
     // v3 over the groups in whole blocks per KV head: one wave of its
-    // resident warps, less one block per KV head unless the decode block's
-    // blocks are the lean ones that fit beside three v3 blocks
-    // (CudaTuning::quant_fused_lean), >= 4 groups a warp, <= 255 blocks a
-    // head (the merge takes up to 256 partials).
+    // resident warps less one block per KV head (the decode block's blocks,
+    // ~229 registers each, take about one v3 block's room on their SMs;
+    // a leaner decode block beside three v3 blocks and a whole wave measured
+    // slower, docs/cuda-notes.md milestone 15), >= 4 groups a warp, <= 255
+    // blocks a head (the merge takes up to 256 partials).
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
     int warps = 132 * 16;
     launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
-    const int room = warps / n_kv - (cuda_tuning().quant_fused_lean ? 0 : kQuantWarps);
+    const int room = warps / n_kv - kQuantWarps;
     const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
     int gps = std::max(4, (n_groups_ + target - 1) / target);
     gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
