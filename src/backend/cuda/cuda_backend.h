@@ -158,6 +158,11 @@ struct CudaTuning {
   // attn_block, quant_block and the v3 kernel). H200, k2v2: 32K -4%, 131K
   // unchanged (docs/cuda-notes.md, milestone 15).
   bool quant_fused = true;
+  // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
+  // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
+  // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole
+  // wave (no block per KV head left to the decode block).
+  int quant_fused_probe = 0;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

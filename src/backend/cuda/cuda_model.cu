@@ -491,8 +491,17 @@ CudaTuning& cuda_tuning() {
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
       else if (k == "qfuse") d.quant_fused = on;
+      else if (k == "qfx" || k == "qstg") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 0 || n > 15 || (k == "qstg" && n != 0 && n != 2 && n != 3))
+          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
+               k == "qfx" ? "a bit set 0..15" : "0, 2 or 3", v.c_str());
+        (k == "qfx" ? d.quant_fused_probe : d.quant_decode_stages) = static_cast<int>(n);
+      }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -521,6 +530,8 @@ std::string cuda_tuning_description() {
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
          (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
+         (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
+         (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

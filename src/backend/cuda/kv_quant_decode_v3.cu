@@ -105,6 +105,7 @@ struct V3Fuse {
   DecodeRope rope;
   int* tickets = nullptr;  // [n_kv], 0 between launches
   float* out = nullptr;    // [n_heads][D]
+  int probe = 0;           // CudaTuning::quant_fused_probe
 };
 
 template <int D, int GP, int KB, int VB, int kStages_>
@@ -175,7 +176,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     // whole head: decode_block_supported); frequency j either way.
     for (int j = lane; j < D / 2; j += 32) {
       const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
-      const bool rot = fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
+      const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
       float cs = 1, sn = 0;
       if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
 #pragma unroll
@@ -517,7 +518,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
       part_ml[pi * 2 + 1] = L[nt];
     }
   }
-  if (!fz.on) return;
+  if (!fz.on || (fz.probe & 4)) return;
   // fuse: the block's warps (splits 4b .. 4b + 3 of head hk) meet; one
   // partial per query head at index b.
   __syncthreads();
@@ -541,6 +542,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   if (!v3_last) return;
   __threadfence();
   if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
+  if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
   merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
                          kQuantWarps * 32);
@@ -569,6 +571,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.rope = a.rope;
   fz.tickets = a.tickets;
   fz.out = a.out;
+  fz.probe = cuda_tuning().quant_fused_probe;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }
