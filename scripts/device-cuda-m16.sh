@@ -14,7 +14,11 @@
 #     other ("-" = defaults; qfx=N switches parts off, wrong results);
 #  4. DETAIL="setting ...": ncu's speed-of-light, scheduler, warp-state,
 #     instruction and source-counter sections for one v3 launch there;
-#  5. the llama3-8b Q4_0 decode bench once per setting in SETTINGS,
+#  5. SOURCE=1: one v3 launch there profiled into $OUT/v3.ncu-rep, printed
+#     as the warp-state details ($OUT/v3-details.txt) and per SASS
+#     instruction ($OUT/v3-source.csv: executed instructions, stall samples,
+#     excess shared wavefronts);
+#  6. the llama3-8b Q4_0 decode bench once per setting in SETTINGS,
 #     interleaved PAIRS times (scripts/device-bench-pairs.sh).
 # Small files under $OUT; a summary last.
 set -o pipefail
@@ -51,6 +55,17 @@ for s in ${DETAIL:-}; do
   echo "ncu detail '$s' rc $? at $(( $(date +%s) - t0 )) s"
   grep -E "Duration|DRAM Throughput|Issue Slots|Executed Ipc|Registers Per|Achieved Occ|No Eligible|Eligible Warps|Waves|Stall" "$OUT/ncu-detail-$s.txt" | head -24
 done
+if [[ ${SOURCE:-0} == 1 ]]; then
+  LONGKV_CUDA_GRAPHS=0 timeout 200 ncu --clock-control none --section WarpStateStats --section SourceCounters \
+    --section SchedulerStats --import-source no -k regex:quant_decode_v3 --launch-skip 64 --launch-count 1 \
+    -o $OUT/v3 -f $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 4 -p 0 -d ${NCU_DEPTH:-131072} \
+    --kv ${NCU_KV:-k2v2} > $OUT/v3-profile.log 2>&1
+  echo "ncu source rc $? at $(( $(date +%s) - t0 )) s"
+  ncu -i $OUT/v3.ncu-rep --page details --print-details all > $OUT/v3-details.txt 2>&1
+  ncu -i $OUT/v3.ncu-rep --page source --print-source sass --csv > $OUT/v3-source.csv 2>&1
+  echo "source view: $(wc -l < $OUT/v3-source.csv) lines"
+  grep -iE "stall|Warp Cycles" $OUT/v3-details.txt | head -30
+fi
 settings=()
 for s in ${SETTINGS:-}; do [[ $s == - ]] && settings+=("") || settings+=("$s"); done
 [[ ${#settings[@]} -gt 0 ]] && DEPTHS=${DEPTHS:-32768,131072} bench_pairs "${settings[@]}"
