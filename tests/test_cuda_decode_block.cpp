@@ -178,14 +178,13 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
 
 // Milestone 15: a quantized cache's steady steps once groups exist, as two
 // launches (the decode block over the fp16 part, then the v3 kernel rotating
-// q, combining each block's warps and merging in two levels: the last block
-// of each chunk of 8 blocks, then the last chunk's of each KV head; one level
-// up to 8 blocks) against the five-kernel path (RoPE, append, v3, the fp16 part's split
+// q, combining each block's warps and merging in the last block of each KV
+// head) against the five-kernel path (RoPE, append, v3, the fp16 part's split
 // kernel, the merge), which CudaQuant.DecodeFromCodesMatchesCpuCache checks
 // against the CPU cache. Same codes, same rotation code, so the same slots
 // (the whole-cache attention afterwards: 0 outputs differ) and, where both
 // paths give the v3 warps the same groups, outputs that differ only in the
-// order partials are added (limit 1e-10). Where the 224-block cap of the
+// order partials are added (limit 1e-10). Where the 255-block cap of the
 // merge gives the warps more groups (one KV head over 4,091 groups: 5 a warp
 // against 4), the value weights p s are rounded to f16 against other running
 // maxima (v3's documented trade, nmse 1e-7 against the CPU), so that case is

@@ -389,7 +389,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   if (!sm_last) return;
   __threadfence();
   if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, 0, nb, a.out, -1, sm, kBlkWarps * 32);
+  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32);
 }
 
 // Launches the instance for (D, group, stages), or with `warps` set only
@@ -445,8 +445,7 @@ bool decode_block_supported(int group, int head_dim, const DecodeRope& r) {
 }
 
 void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads) {
-  // One counter per KV head, then the quantized kernel's chunk counters.
-  const size_t bytes = sizeof(int) * std::max(1, n_kv_heads) * (1 + kMaxMergeChunks);
+  const size_t bytes = sizeof(int) * std::max(1, n_kv_heads);
   if (ws.tickets.bytes() >= bytes) return;
   ws.tickets.resize(bytes);
   LONGKV_CUDA_CHECK(cudaMemset(ws.tickets.as(), 0, bytes));

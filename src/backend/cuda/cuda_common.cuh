@@ -28,27 +28,6 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-// N sums over the warp at once (N a power of two <= 32): afterwards v[0] of
-// lane L is the total of v[L / (32 / N)]. Each halving step keeps half of the
-// values and adds the partner's copies of them (lane bit o picks the half),
-// so N - 1 + 5 - log2 N shuffles instead of 5 N; the pairs added are those of
-// warp_sum's butterfly in the same order, so every total has warp_sum's bits.
-template <int N>
-__device__ __forceinline__ void warp_sum_rows(float (&v)[N]) {
-  static_assert(N >= 1 && N <= 32 && (N & (N - 1)) == 0, "a power of two <= 32");
-  const int lane = threadIdx.x % 32;
-#pragma unroll
-  for (int o = 16, n = N; n > 1; o >>= 1, n >>= 1) {
-    const bool up = lane & o;
-#pragma unroll
-    for (int i = 0; i < n / 2; ++i) {
-      const float keep = up ? v[n / 2 + i] : v[i], send = up ? v[i] : v[n / 2 + i];
-      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-    }
-  }
-#pragma unroll
-  for (int o = 16 / N; o > 0; o >>= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
-}
 
 // Warps of `kernel` resident on the whole GPU at once with blocks of
 // block_threads (occupancy API); callers cache it per kernel.

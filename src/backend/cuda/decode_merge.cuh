@@ -43,106 +43,41 @@ __device__ __forceinline__ float4 combine_warp_states(const float* o0, int ostri
 // Most partials per query head one merge takes (the weights sit in shared
 // memory).
 constexpr int kMaxMergeParts = 256;
-// The quantized kernel's two-level merge (milestone 16): its blocks of one KV
-// head in chunks of kMergeChunk, the last block of a chunk merging the
-// chunk's partials while other chunks still run, the last chunk's merger
-// merging the chunk partials (a few) with the decode block's. Chunk counters
-// follow the per-KV-head ones in GpuAttnWorkspace::tickets.
-constexpr int kMergeChunk = 8;
-constexpr int kMaxMergeChunks = (kMaxMergeParts + kMergeChunk - 1) / kMergeChunk;
-// Chunks of nbv blocks (0 when one chunk: the last block merges directly),
-// and the partials per query head of the two-launch step: the nbv blocks',
-// the chunks', the decode block's last.
-__host__ __device__ constexpr int v3_merge_chunks(int nbv) {
-  return nbv > kMergeChunk ? (nbv + kMergeChunk - 1) / kMergeChunk : 0;
-}
-__host__ __device__ constexpr int v3_fused_stride(int nbv) { return nbv + v3_merge_chunks(nbv) + 1; }
-// Most v3 blocks per KV head: their stride must stay within kMaxMergeParts.
-constexpr int kMaxFusedBlocks = 224;
-static_assert(v3_fused_stride(kMaxFusedBlocks) <= kMaxMergeParts, "merge limit");
 
-// One block (nthreads threads, a multiple of 32) merges partials [first,
-// first + n) of each of the g query heads of KV head hk -- unnormalized o at
-// part_o [n_heads][stride][D], (m, l) at part_ml [n_heads][stride][2] --
-// into out [n_heads][D], normalized; or, with dst >= 0, into partial dst of
-// the same rows (unnormalized, with its (m, l)). Reads the partials from L2
-// (__ldcg: other blocks wrote them). Shared scratch: 2 g kMaxMergeParts + g
-// floats at sm; n <= kMaxMergeParts.
+// One block (nthreads threads, a multiple of 32) merges the nbt partials of
+// each of the g query heads of KV head hk -- unnormalized o at part_o
+// [n_heads][nbt][D], (m, l) at part_ml [n_heads][nbt][2] -- into out
+// [n_heads][D], normalized. Reads the partials from L2 (__ldcg: other blocks
+// wrote them). Shared scratch: 2 g kMaxMergeParts + g floats at sm.
 template <int D>
-__device__ void merge_head_partials(float* part_o, float* part_ml, int hk, int g, int stride, int first, int n,
-                                    float* out, int dst, float* sm, int nthreads) {
+__device__ void merge_head_partials(const float* part_o, const float* part_ml, int hk, int g, int nbt, float* out,
+                                    float* sm, int nthreads) {
   constexpr int kD4 = D / 4;
-  constexpr int kFew = 16;  // partials a thread loads at once (the loop below keeps 16 in flight too)
-  if (n <= kFew) {
-    // Few partials (the two-level merge's): every thread loads the (m, l)
-    // and o of all of them for its (head, float4) at once and works out the
-    // weights itself -- one round trip to L2, no barrier. o is summed in
-    // the order below; l in partial order (below: across lanes).
-    for (int i = threadIdx.x; i < g * kD4; i += nthreads) {
-      const int h = i / kD4, d4 = i % kD4;
-      const size_t hq = static_cast<size_t>(hk) * g + h;
-      float4* row = reinterpret_cast<float4*>(part_o) + hq * stride * kD4 + d4;
-      const float2* mlr = reinterpret_cast<const float2*>(part_ml) + hq * stride + first;
-      float2 ml[kFew];
-      float4 x[kFew];
-#pragma unroll
-      for (int b = 0; b < kFew; ++b) {
-        ml[b] = b < n ? __ldcg(mlr + b) : make_float2(-FLT_MAX, 0.0f);
-        x[b] = b < n ? __ldcg(row + static_cast<size_t>(first + b) * kD4) : float4{};
-      }
-      float mm = -FLT_MAX;
-#pragma unroll
-      for (int b = 0; b < kFew; ++b)
-        if (ml[b].y > 0) mm = fmaxf(mm, ml[b].x);
-      float ll = 0;
-      float4 o = make_float4(0, 0, 0, 0);
-#pragma unroll
-      for (int b = 0; b < kFew; ++b) {
-        const float wt = ml[b].y > 0 ? __expf(ml[b].x - mm) : 0.0f;
-        ll = fmaf(ml[b].y, wt, ll);
-        o.x = fmaf(x[b].x, wt, o.x);
-        o.y = fmaf(x[b].y, wt, o.y);
-        o.z = fmaf(x[b].z, wt, o.z);
-        o.w = fmaf(x[b].w, wt, o.w);
-      }
-      if (dst >= 0) {
-        row[static_cast<size_t>(dst) * kD4] = o;
-        if (d4 == 0) reinterpret_cast<float2*>(part_ml)[hq * stride + dst] = make_float2(mm, ll);
-        continue;
-      }
-      const float inv = ll > 0 ? 1.0f / ll : 0.0f;
-      reinterpret_cast<float4*>(out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
-    }
-    return;
-  }
   const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
   float* smm = sm;                          // [g][kMaxMergeParts] m, then the weights
   float* sml = sm + g * kMaxMergeParts;     // [g][kMaxMergeParts] l
-  float* sl = sm + 2 * g * kMaxMergeParts;  // [g] the heads' sums of weights, then (dst) their maxima
-  for (int i = tid; i < g * n; i += nthreads) {
-    const int h = i / n, b = i % n;
-    const float2 ml =
-        __ldcg(reinterpret_cast<const float2*>(part_ml) + (static_cast<size_t>(hk) * g + h) * stride + first + b);
+  float* sl = sm + 2 * g * kMaxMergeParts;  // [g] the heads' sums of weights
+  for (int i = tid; i < g * nbt; i += nthreads) {
+    const int h = i / nbt, b = i % nbt;
+    const float2 ml = __ldcg(reinterpret_cast<const float2*>(part_ml) + (static_cast<size_t>(hk) * g + h) * nbt + b);
     smm[h * kMaxMergeParts + b] = ml.x;
     sml[h * kMaxMergeParts + b] = ml.y;
   }
   __syncthreads();
   for (int h = w; h < g; h += nthreads / 32) {
     float mm = -FLT_MAX;
-    for (int b = lane; b < n; b += 32)
+    for (int b = lane; b < nbt; b += 32)
       if (sml[h * kMaxMergeParts + b] > 0) mm = fmaxf(mm, smm[h * kMaxMergeParts + b]);
     mm = warp_max(mm);
     float ll = 0;
-    for (int b = lane; b < n; b += 32) {
+    for (int b = lane; b < nbt; b += 32) {
       const float lb = sml[h * kMaxMergeParts + b];
       const float wt = lb > 0 ? __expf(smm[h * kMaxMergeParts + b] - mm) : 0.0f;
       smm[h * kMaxMergeParts + b] = wt;
       ll = fmaf(lb, wt, ll);
     }
     ll = warp_sum(ll);
-    if (lane == 0 && dst < 0) sl[h] = ll;
-    if (lane == 0 && dst >= 0)
-      reinterpret_cast<float2*>(part_ml)[(static_cast<size_t>(hk) * g + h) * stride + dst] = make_float2(mm, ll);
+    if (lane == 0) sl[h] = ll;
   }
   __syncthreads();
   // Partials in flight per thread: the merge is the tail of a decode step
@@ -152,26 +87,21 @@ __device__ void merge_head_partials(float* part_o, float* part_ml, int hk, int g
   for (int i = tid; i < g * kD4; i += nthreads) {
     const int h = i / kD4, d4 = i % kD4;
     const size_t hq = static_cast<size_t>(hk) * g + h;
-    float4* row = reinterpret_cast<float4*>(part_o) + hq * stride * kD4 + d4;
-    const float4* po = row + static_cast<size_t>(first) * kD4;
+    const float4* po = reinterpret_cast<const float4*>(part_o) + hq * nbt * kD4 + d4;
     const float* wt = smm + h * kMaxMergeParts;
     float4 o = make_float4(0, 0, 0, 0);
-    for (int b0 = 0; b0 < n; b0 += kU) {
+    for (int b0 = 0; b0 < nbt; b0 += kU) {
       float4 x[kU];
 #pragma unroll
-      for (int u = 0; u < kU; ++u) x[u] = b0 + u < n ? __ldcg(po + static_cast<size_t>(b0 + u) * kD4) : float4{};
+      for (int u = 0; u < kU; ++u) x[u] = b0 + u < nbt ? __ldcg(po + static_cast<size_t>(b0 + u) * kD4) : float4{};
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
-        const float f = b0 + u < n ? wt[b0 + u] : 0.0f;
+        const float f = b0 + u < nbt ? wt[b0 + u] : 0.0f;
         o.x = fmaf(x[u].x, f, o.x);
         o.y = fmaf(x[u].y, f, o.y);
         o.z = fmaf(x[u].z, f, o.z);
         o.w = fmaf(x[u].w, f, o.w);
       }
-    }
-    if (dst >= 0) {
-      row[static_cast<size_t>(dst) * kD4] = o;
-      continue;
     }
     const float inv = sl[h] > 0 ? 1.0f / sl[h] : 0.0f;
     reinterpret_cast<float4*>(out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);

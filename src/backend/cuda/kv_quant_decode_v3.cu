@@ -92,7 +92,7 @@ struct V3Shape {
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
   static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
-  // fuse: the rotated q [GP][D] f32 passes through warp 0's key B area before
+  // fuse: the rotated q [GP][D] f32 passes through the key B area before
   // the first group, the warp's o [GP][D] through its ring after the last.
   static_assert(kBkW >= GP * D && kStages * kStageW >= GP * D && kWarpW % 4 == 0, "fuse: room for q and o");
   static_assert(kQuantWarps * kWarpW >= 2 * GP * kMaxMergeParts + GP, "fuse: room for the merge's weights");
@@ -166,16 +166,15 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   }
 
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
-  // rotated once per block (the block's threads share the pairs) into warp
-  // 0's key B area, which its first group's B build overwrites only after
-  // the block's barrier below (every lane's values are in registers then).
+  // rotated by this warp into the key B area, which the first group's B
+  // build overwrites only after every lane has read its values below.
   const float* qsrc = q + static_cast<size_t>(hk) * group_q * D;
   if (fz.on) {
-    float* sq = reinterpret_cast<float*>(v3_smem + kStages * kStageW);
+    float* sq = reinterpret_cast<float*>(bk);
     const int pos = *fz.dpos;
     // Pair j: channels (2j, 2j + 1) interleaved, (j, j + D/2) NeoX (over the
     // whole head: decode_block_supported); frequency j either way.
-    for (int j = threadIdx.x; j < D / 2; j += kQuantWarps * 32) {
+    for (int j = lane; j < D / 2; j += 32) {
       const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
       const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
       float cs = 1, sn = 0;
@@ -196,7 +195,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
         sq[h * D + c1] = x1;
       }
     }
-    __syncthreads();
+    __syncwarp();
     qsrc = sq;
   }
 
@@ -218,9 +217,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
       for (int e = 0; e < 2; ++e)
         qk[n][e][h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo[n] + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
   }
-  // (fuse) every lane of the block has its q in registers before warp 0's
-  // bk is rewritten.
-  if (fz.on) __syncthreads();
+  __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
   // __half index in bv[cg] for column 0 (+ 16 per column).
   int vdst[4];
@@ -310,8 +307,21 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     for (int r = 0; r < 4; ++r)
 #pragma unroll
       for (int w = 0; w < kWK; ++w) kwd[r][w] = st[kwb + 32 * w + 8 * r];
-    // Lane ends with the total of head lane / (32 / GP).
-    warp_sum_rows<GP>(corr);
+    // Sum over lanes of GP values at once: each halving step keeps half of
+    // the heads and adds the partner's (lane bit o decides which half), so
+    // lane ends with the total of head lane / (32 / GP); GP - 1 + 5 - log2(GP)
+    // shuffles instead of 5 GP.
+#pragma unroll
+    for (int o = 16, n = GP; n > 1; o >>= 1, n >>= 1) {
+      const bool up = lane & o;
+#pragma unroll
+      for (int i = 0; i < n / 2; ++i) {
+        const float keep = up ? corr[n / 2 + i] : corr[i], send = up ? corr[i] : corr[n / 2 + i];
+        corr[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+      }
+    }
+#pragma unroll
+    for (int o = 16 / GP; o > 0; o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
     float cown[kNT];  // the constant of this thread's head 4 nt + tig
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) cown[nt] = __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
@@ -522,39 +532,19 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     reinterpret_cast<float4*>(part_o)[pi * (D / 4) + d4] = o;
     if (d4 == 0) reinterpret_cast<float2*>(part_ml)[pi] = make_float2(mm, ll);
   }
-  // Two-level merge (milestone 16): the last block of each chunk of
-  // kMergeChunk blocks merges the chunk's partials into the chunk's slot
-  // after the blocks' (while other chunks still run); the last chunk merger
-  // of KV head hk merges those few and the decode block's partial (last in
-  // the row) into the output. With one chunk the chunk level is skipped.
-  const int nbv = n_splits / kQuantWarps, n_chunks = v3_merge_chunks(nbv);
+  // The last block of KV head hk merges its stride partials: this kernel's
+  // n_splits / 4 and the decode block's at the end.
   __shared__ int v3_last;
-  float* msm = reinterpret_cast<float*>(v3_smem);
-  if (n_chunks > 0) {
-    const int chunk = blk / kMergeChunk, c0 = chunk * kMergeChunk, cn = min(kMergeChunk, nbv - c0);
-    int* ct = fz.tickets + geo.n_kv + hk * kMaxMergeChunks + chunk;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) v3_last = atomicAdd(ct, 1) == cn - 1;
-    __syncthreads();
-    if (!v3_last) return;
-    __threadfence();
-    if (threadIdx.x == 0) *ct = 0;  // the next launch is stream-ordered behind this one
-    if (!(fz.probe & 2))
-      merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, c0, cn, nullptr, nbv + chunk, msm,
-                             kQuantWarps * 32);
-  }
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == (n_chunks > 0 ? n_chunks : nbv) - 1;
+  if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == n_splits / kQuantWarps - 1;
   __syncthreads();
   if (!v3_last) return;
   __threadfence();
-  if (threadIdx.x == 0) fz.tickets[hk] = 0;
+  if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
   if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
-  const int first = n_chunks > 0 ? nbv : 0;
-  merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, first, stride - first, fz.out, -1, msm,
+  merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
                          kQuantWarps * 32);
 }
 
@@ -570,10 +560,10 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     *warps = resident;
     return;
   }
-  const int nbv = a.n_splits / kQuantWarps;
-  LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 && a.grid.x == static_cast<unsigned>(a.geo.n_kv * nbv) &&
-                           a.dpos && a.tickets && a.out && a.stride == v3_fused_stride(nbv) &&
-                           a.stride <= kMaxMergeParts),
+  LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
+                            a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
+                            a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
+                            a.stride <= kMaxMergeParts),
                "quantized decode v3: the one-launch step needs whole blocks per KV head and the device position");
   V3Fuse fz;
   fz.on = a.fuse;

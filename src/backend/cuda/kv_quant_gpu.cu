@@ -38,7 +38,6 @@
 #include <cfloat>
 #include <cstdio>
 
-#include "backend/cuda/decode_merge.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -445,21 +444,20 @@ class QuantGpuCache final : public GpuKvCache {
     // resident warps less one block per KV head (the decode block's blocks,
     // ~229 registers each, take about one v3 block's room on their SMs;
     // a leaner decode block beside three v3 blocks and a whole wave measured
-    // slower, docs/cuda-notes.md milestone 15), >= 4 groups a warp, <= 224
-    // blocks a head (with their chunk partials and the decode block's within
-    // the 256 partials a merge takes).
+    // slower, docs/cuda-notes.md milestone 15), >= 4 groups a warp, <= 255
+    // blocks a head (the merge takes up to 256 partials).
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
     int warps = 132 * 16;
     launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
     const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
     const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
     int gps = std::max(4, (n_groups_ + target - 1) / target);
-    gps = std::max(gps, (n_groups_ + kMaxFusedBlocks * kQuantWarps - 1) / (kMaxFusedBlocks * kQuantWarps));
+    gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
     const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
-    const int stride = v3_fused_stride(nbv);  // the decode block's partial last
+    const int stride = nbv + 1;
     ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
     ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
-    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, stride - 1);
+    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, nbv);
     QuantDecodeArgs a = quant_args(gps, nbv * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
     a.grid = dim3(n_kv * nbv);
     a.fuse = true;
