@@ -80,9 +80,6 @@ struct CudaTuning {
   // (docs/cuda-notes.md, milestone 9). false: milestone 4's / quant_decode_v2.
   bool quant_decode_v3 = true;
   int quant_decode_stages = 0;  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2)
-  // v3: a group's records staged by bulk (TMA) copies on an mbarrier per
-  // stage instead of cp.async (milestone 16; LONGKV_CUDA_TUNING "qtma").
-  bool quant_decode_tma = false;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;

@@ -491,7 +491,6 @@ CudaTuning& cuda_tuning() {
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
       else if (k == "qfuse") d.quant_fused = on;
-      else if (k == "qtma") d.quant_decode_tma = on;
       else if (k == "qfx" || k == "qstg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -502,7 +501,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, qtma, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -533,7 +532,6 @@ std::string cuda_tuning_description() {
          (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
-         (t.quant_decode_tma ? ", v3 staged by bulk copies" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

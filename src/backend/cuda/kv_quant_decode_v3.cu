@@ -113,13 +113,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
-                           const V3Fuse fz, bool tma) {
+                           const V3Fuse fz) {
   using S = V3Shape<D, GP, KB, VB, kStages_>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
-  __shared__ uint64_t v3_bar[kQuantWarps][kStages];  // tma: one mbarrier per stage and warp
   // Launched with PDL (CudaTuning::decode_pdl) the grid is resident before
   // the append kernels finish; it waits for them here, and only then lets the
   // fp16 part's split kernel (which reads the window they write) start.
@@ -150,36 +149,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
               : iv < S::kVWords / 4 ? S::kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
                                     : S::kVOff + 4 * iv + 8 * (VB / kWV - 1);
   }
-  // tma (CudaTuning::quant_decode_tma): lane 0 copies a group as 8-10 bulk
-  // pieces -- the code rows between two paddings, the scales -- completing
-  // on the stage's mbarrier, instead of 6 cp.async of 16 bytes per lane.
-  uint64_t* bars = v3_bar[wi];
-  if (tma) {
-    if (lane == 0) {
-      for (int i = 0; i < kStages; ++i) mbar_init(&bars[i], 1);
-      fence_mbar_init();
-    }
-    __syncwarp();
-  }
   auto stage_group = [&](int grp, int st) {
     uint32_t* dst = ring + st * kStageW;
     const uint8_t* kr = kcodes + (rid0 + grp) * geo.krec;
     const uint8_t* vr = vcodes + (rid0 + grp) * geo.vrec;
-    if (tma) {
-      if (lane == 0) {
-        constexpr int kKP = 32 * kWK, kVP = D * kWV;  // words per piece between paddings
-        fence_proxy_async();  // the warp's reads of this stage (ordered by __syncwarp) come first
-        mbar_arrive_expect(&bars[st], 4 * (S::kKWords + S::kVWords + 2 * D));
-#pragma unroll
-        for (int j = 0; j < S::kKWords / kKP; ++j) bulk_copy(dst + j * (kKP + 8), kr + 4 * j * kKP, 4 * kKP, &bars[st]);
-        bulk_copy(dst + S::kKSc, kr + 4 * S::kKWords, 4 * D, &bars[st]);
-#pragma unroll
-        for (int j = 0; j < S::kVWords / kVP; ++j)
-          bulk_copy(dst + S::kVOff + j * (kVP + 8), vr + 4 * j * kVP, 4 * kVP, &bars[st]);
-        bulk_copy(dst + S::kVSc, vr + 4 * S::kVWords, 4 * D, &bars[st]);
-      }
-      return;
-    }
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
@@ -189,7 +162,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
     if (g0 + i < g1) stage_group(g0 + i, i);
-    if (!tma) cp_async_commit();
+    cp_async_commit();
   }
 
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
@@ -290,12 +263,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 
   for (int grp = g0, it = 0; grp < g1; ++grp, ++it) {
     if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
-    if (tma) {
-      mbar_wait(&bars[it % kStages], (it / kStages) & 1);
-    } else {
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-    }
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
     __syncwarp();
     const uint32_t* st = ring + (it % kStages) * kStageW;
 
@@ -604,8 +573,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
-                   a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz,
-                   cuda_tuning().quant_decode_tma);
+                   a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }
 
 // Stages: CudaTuning::quant_decode_stages (0: 3 when k + v <= 8 bits, else
