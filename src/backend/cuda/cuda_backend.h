@@ -163,6 +163,11 @@ struct CudaTuning {
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole
   // wave (no block per KV head left to the decode block).
   int quant_fused_probe = 0;
+  // Diagnostics of a single-token step (LONGKV_CUDA_TUNING "sfx=N"; wrong
+  // results, timing only): each layer's launches left out -- bit 1 the q|k|v
+  // GEMV, 2 the attention, 4 the wo GEMV, 8 the gate|up GEMV, 16 the down
+  // GEMV -- so the step's time without them is what they cost in the pipeline.
+  int step_probe = 0;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -241,6 +241,7 @@ class CudaModelImpl final : public CudaModel {
     get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
     const bool neox = c.rope == RopeStyle::neox;
     bool timed = false;
+    const int skip = n == 1 ? cuda_tuning().step_probe : 0;  // diagnostics only (CudaTuning::step_probe)
 
     for (int l = 0; l < c.n_layers; ++l) {
       GpuLayer& L = layers_[l];
@@ -260,7 +261,7 @@ class CudaModelImpl final : public CudaModel {
         GemvAct a = norm_act(x, L.attn_norm, xb);
         if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
                                   neox};
-        gemv_act(L.wqkv, a, q, false, s_);
+        if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
       } else {
         rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
         matmul(L.wq, xb, n, q, false);
@@ -281,7 +282,8 @@ class CudaModelImpl final : public CudaModel {
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
       if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
-      if (block) {
+      if (skip & 2) {
+      } else if (block) {
         caches_[l]->decode_block(q, k, v, drope, att, ws_, s_);
       } else {
         caches_[l]->append(k, v, n, s_);
@@ -291,17 +293,17 @@ class CudaModelImpl final : public CudaModel {
         LONGKV_CUDA_CHECK(cudaEventRecord(ev_b_, s_));
         timed = true;
       }
-      matmul(L.wo, att, n, x, true);
+      if (!(skip & 4)) matmul(L.wo, att, n, x, true);
       float *gate = gate_.as<float>(), *up = up_.as<float>();
       if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU inside w_down's
         gate = qkv_.as<float>();  // [gate | up] of one token
         up = gate + ffn;
-        gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
+        if (!(skip & 8)) gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
         GemvAct sw;
         sw.kind = GemvAct::swiglu;
         sw.x = sw.scratch = gate;
         sw.up = up;
-        gemv_act(L.w_down, sw, x, true, s_);
+        if (!(skip & 16)) gemv_act(L.w_down, sw, x, true, s_);
         continue;
       }
       rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
@@ -491,17 +493,18 @@ CudaTuning& cuda_tuning() {
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
       else if (k == "qfuse") d.quant_fused = on;
-      else if (k == "qfx" || k == "qstg") {
+      else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 15 || (k == "qstg" && n != 0 && n != 2 && n != 3))
+        const long top = k == "qfx" ? 511 : 31;
+        if (v.empty() || *end != '\0' || n < 0 || n > top || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
-               k == "qfx" ? "a bit set 0..15" : "0, 2 or 3", v.c_str());
-        (k == "qfx" ? d.quant_fused_probe : d.quant_decode_stages) = static_cast<int>(n);
+               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..31", v.c_str());
+        (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, sfx=N, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -531,6 +534,7 @@ std::string cuda_tuning_description() {
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
          (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
+         (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +

@@ -108,7 +108,13 @@ struct V3Fuse {
   int probe = 0;           // CudaTuning::quant_fused_probe
 };
 
-template <int D, int GP, int KB, int VB, int kStages_>
+// kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
+// qfx >= 16; wrong results, timing only): main-loop parts switched off by
+// fz.probe bits -- 16 the records' copies (no DRAM traffic), 32 the key B
+// build, 64 the key code conversions and MMAs, 128 the value B build (with
+// the exponentials), 256 the value code conversions and MMAs. Without it the
+// probe tests below are compile-time false, so the shipped kernel is as before.
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false>
 __global__ void __launch_bounds__(kQuantWarps * 32)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -128,6 +134,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   if (!fz.on) pdl_wait();
   pdl_trigger();
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
+  const int pb = kProbe ? fz.probe : 0;
   const int gw = blockIdx.x * kQuantWarps + wi;
   const int hk = gw / n_splits, split = gw % n_splits;
   if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
@@ -156,7 +163,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
-      cp_async16(dst + cdst[r], i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
+      if (!(pb & 16)) cp_async16(dst + cdst[r], i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
     }
   };
 #pragma unroll
@@ -279,7 +286,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     float corr[GP];
 #pragma unroll
     for (int h = 0; h < GP; ++h) corr[h] = 0;
-    {
+    if (!(pb & 32)) {
       const __half* ksc = reinterpret_cast<const __half*>(st + S::kKSc);
 #pragma unroll
       for (int n = 0; n < kNPL; ++n) {
@@ -337,6 +344,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
         for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0;
 #pragma unroll
     for (int kk = 0; kk < kKS; ++kk) {
+      if (pb & 64) break;
       const int p0 = 2 * kk, p1 = 2 * kk + 1;
       uint2 b[kNT];
 #pragma unroll
@@ -406,6 +414,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
+      if (pb & 128) break;
       const int col = 4 * nt + tig;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
@@ -432,6 +441,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     // Values: O[c][h] += sum_t (1 + code / 2^VB) f16(2^VB p s).
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
+      if (pb & 256) break;
       uint32_t vw[2][kWV];
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh)
@@ -548,11 +558,14 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
                          kQuantWarps * 32);
 }
 
-template <int D, int GP, int KB, int VB, int kStages>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  if constexpr (!kProbe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
+    if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
+  }
   using S = V3Shape<D, GP, KB, VB, kStages>;
   constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
