@@ -117,6 +117,14 @@ struct CudaTuning {
   // longer rows run as accumulating column slices (<= 512; fewer warps a
   // block, more blocks per SM).
   int slab_slice = 512;
+  // Milestone 17 (experiment): a slab GEMV's grid as a percentage of the
+  // blocks that fit at once (LONGKV_CUDA_TUNING "gocc=P"), so that the next
+  // kernel's blocks can be resident and load their first weights (PDL)
+  // while this one runs.
+  int gemv_occupancy = 100;
+  // Milestone 17 (experiment, "atrig"): the f16 decode block lets the wo GEMV
+  // launch right after its own wait instead of after its main loop.
+  bool attn_block_early_trigger = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

@@ -490,7 +490,11 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     int v = 0;
     if (i8) v = (rows + 7) / 8 > resident(1, warps) ? 2 : 1;  // 8-row batches unless they take 2+ passes
     const int batches = (rows + rbs[v] - 1) / rbs[v];
-    const int grid = std::max(1, std::min(batches, resident(v, warps)));
+    // CudaTuning::gemv_occupancy: that share of each SM's resident blocks,
+    // rounded up (at least one block an SM).
+    const int per_sm = resident(v, warps) / sms;
+    const int cap = sms * std::max(1, (per_sm * cuda_tuning().gemv_occupancy + 99) / 100);
+    const int grid = std::max(1, std::min(batches, cap));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
                      accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
