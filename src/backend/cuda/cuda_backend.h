@@ -125,6 +125,10 @@ struct CudaTuning {
   // Milestone 17 (experiment, "atrig"): the f16 decode block lets the wo GEMV
   // launch right after its own wait instead of after its main loop.
   bool attn_block_early_trigger = false;
+  // Milestone 17 (experiment, "grb=8|16"): rows per batch of the Q4_0 int8
+  // slab GEMV for every matrix (0: 8 rows unless 8-row batches would take
+  // more than one pass of resident blocks, then 16).
+  int gemv_rows_per_batch = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

@@ -489,6 +489,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     const int warps = (nu + 31) / 32;
     int v = 0;
     if (i8) v = (rows + 7) / 8 > resident(1, warps) ? 2 : 1;  // 8-row batches unless they take 2+ passes
+    if (i8 && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     // CudaTuning::gemv_occupancy: that share of each SM's resident blocks,
     // rounded up (at least one block an SM).
