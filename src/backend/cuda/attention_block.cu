@@ -84,9 +84,6 @@ struct DecodeBlockArgs {
   // at indices [0, ext) of each head's ext + 1 and merges them with this
   // launch's own (one block per KV head) at index ext. 0: the f16 step.
   int ext = 0;
-  // CudaTuning::attn_block_early_trigger: the kernel behind (wo GEMV) may
-  // launch right after this one's wait (its weights load beside it).
-  bool early_trigger = false;
   int n_splits = 0;           // per KV head, a multiple of kBlkWarps
   const float* q = nullptr;   // [n_kv * G][D], before RoPE
   const float* k = nullptr;   // [n_kv][D], before RoPE
@@ -213,7 +210,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   // The quantized kernel behind this one (a.ext > 0) may launch now: it
   // needs only q (complete, as this launch's wait says) until it merges,
   // and waits for this launch first.
-  if (a.ext > 0 || a.early_trigger) pdl_trigger();
+  if (a.ext > 0) pdl_trigger();
   if constexpr (kMma) {
 #pragma unroll
     for (int sg = 0; sg < kStages - 1; ++sg) issue_mma_tile(t_begin + sg * kMmaTok, sg);
@@ -475,7 +472,6 @@ DecodeBlockArgs block_args(__half* k_cache, __half* v_cache, const DenseKvView& 
   a.part_ml = ws.b.as<float>();
   a.tickets = ws.tickets.as<int>();
   a.out = out;
-  a.early_trigger = cuda_tuning().attn_block_early_trigger;
   return a;
 }
 

@@ -117,17 +117,10 @@ struct CudaTuning {
   // longer rows run as accumulating column slices (<= 512; fewer warps a
   // block, more blocks per SM).
   int slab_slice = 512;
-  // Milestone 17 (experiment): a slab GEMV's grid as a percentage of the
-  // blocks that fit at once (LONGKV_CUDA_TUNING "gocc=P"), so that the next
-  // kernel's blocks can be resident and load their first weights (PDL)
-  // while this one runs.
-  int gemv_occupancy = 100;
-  // Milestone 17 (experiment, "atrig"): the f16 decode block lets the wo GEMV
-  // launch right after its own wait instead of after its main loop.
-  bool attn_block_early_trigger = false;
-  // Milestone 17 (experiment, "grb=8|16"): rows per batch of the Q4_0 int8
-  // slab GEMV for every matrix (0: 8 rows unless 8-row batches would take
-  // more than one pass of resident blocks, then 16).
+  // Rows per batch of the Q4_0 int8 slab GEMV (LONGKV_CUDA_TUNING "grb=8|16"
+  // for every matrix). 0: 16 whenever that still gives every SM a block,
+  // else 8 (milestone 17: llama3-8b's wo at 16 rows, H200, depth 0 -3.5%;
+  // until then 8 rows unless 8-row batches took more than one pass).
   int gemv_rows_per_batch = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.

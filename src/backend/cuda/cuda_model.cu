@@ -491,19 +491,10 @@ CudaTuning& cuda_tuning() {
         (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
       }
       else if (k == "amma") d.attn_block_mma = on;
-      else if (k == "atrig") d.attn_block_early_trigger = on;
       else if (k == "grb") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
-      }
-      else if (k == "gocc") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 1 || n > 100)
-          fail("LONGKV_CUDA_TUNING: gocc=P needs a percentage 1..100 (got '%s')", v.c_str());
-        d.gemv_occupancy = static_cast<int>(n);
       }
       else if (k == "apdl") d.append_pdl = on;
       else if (k == "qblk") d.quant_block = on;
@@ -519,7 +510,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, sfx=N, gocc=P, atrig, grb=N, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, sfx=N, grb=N, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -554,9 +545,7 @@ std::string cuda_tuning_description() {
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
-         (t.gemv_occupancy != 100 ? ", slab GEMV grid " + std::to_string(t.gemv_occupancy) + "% of resident blocks" : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
-         (t.attn_block_early_trigger ? ", decode block triggers the wo GEMV after its wait" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }
 

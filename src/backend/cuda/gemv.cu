@@ -34,7 +34,9 @@
 // unit's activations once, after the op made in its load, and each row's
 // unit is 8 __dp4a instead of ~100 f32 instructions; the kernel was
 // issue-bound (bench/cuda_gemv_probe.cu). 16 rows a batch when 8-row batches
-// would not all be resident at once (fewer, fuller passes; measured per shape).
+// would not all be resident at once (fewer, fuller passes; measured per shape);
+// since milestone 17 whenever 16-row batches still give every SM a block
+// (llama3-8b's wo GEMV: 256 blocks instead of 512, the step 3.5% faster).
 //
 // Milestone 8b: interleaved RoPE in the store (GemvAct::rope,
 // CudaTuning::gemv_rope). Rows 2i and 2i+1 of a head are in the same row
@@ -488,14 +490,12 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     const int nu = std::min(slice, units - u0);
     const int warps = (nu + 31) / 32;
     int v = 0;
-    if (i8) v = (rows + 7) / 8 > resident(1, warps) ? 2 : 1;  // 8-row batches unless they take 2+ passes
+    // 16-row batches (fewer blocks, each loading and quantizing x once for
+    // more rows) while every SM still gets a block, else 8 (CudaTuning::gemv_rows_per_batch).
+    if (i8) v = (rows + 15) / 16 >= sms ? 2 : 1;
     if (i8 && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
-    // CudaTuning::gemv_occupancy: that share of each SM's resident blocks,
-    // rounded up (at least one block an SM).
-    const int per_sm = resident(v, warps) / sms;
-    const int cap = sms * std::max(1, (per_sm * cuda_tuning().gemv_occupancy + 99) / 100);
-    const int grid = std::max(1, std::min(batches, cap));
+    const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
                      accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
