@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -37,6 +38,53 @@ TEST(Cuda, UnavailableReasonIsOneClearLine) {
 #else
   EXPECT_EQ(why, "longkv was built without CUDA (-DLONGKV_CUDA=ON)");
 #endif
+}
+
+// LONGKV_CUDA_TUNING is parsed once per process, so each setting runs the
+// CLI: a bad one is one error line naming the key and what it takes (the
+// probes' and the batch-size key's ranges included); a good one is named in
+// the bench's kernels line.
+TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+  LONGKV_REQUIRE_SHARED(kModel);
+  const std::string bench = "bench -m " + test::shared_path(kModel) + " -p 0 -n 1 -d 0 --device cuda";
+  auto with = [&](const char* setting) {
+    ::setenv("LONGKV_CUDA_TUNING", setting, 1);
+    auto r = test::run_cli(bench);
+    ::unsetenv("LONGKV_CUDA_TUNING");
+    return r;
+  };
+  const struct {
+    const char* setting;
+    const char* message;
+  } bad[] = {
+      {"bogus", "LONGKV_CUDA_TUNING: unknown setting 'bogus' ("},
+      {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
+      {"sfx=32", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..31 (got '32')"},
+      {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
+      {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
+      {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
+  };
+  for (const auto& b : bad) {
+    const auto r = with(b.setting);
+    EXPECT_NE(r.exit_code, 0) << b.setting;
+    EXPECT_NE(r.err.find(b.message), std::string::npos) << b.setting << ": " << r.err;
+    const size_t at = r.err.find("error: ");
+    EXPECT_TRUE(at != std::string::npos && r.err.find("error: ", at + 1) == std::string::npos &&
+                r.err.find('\n', at) == r.err.size() - 1)
+        << b.setting << ": " << r.err;  // one error line, the last
+  }
+  const auto unknown = with("bogus");
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  const auto ok = with("grb=16,sfx=0,qfx=0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
+  EXPECT_EQ(ok.out.find("PROBE"), std::string::npos) << ok.out;
+  const auto probe = with("sfx=4");
+  EXPECT_EQ(probe.exit_code, 0) << probe.err;
+  EXPECT_NE(probe.out.find("PROBE sfx=4 (launches left out, wrong results)"), std::string::npos) << probe.out;
 }
 
 // Random stored rows of type t (through the reference quantizer).
@@ -783,7 +831,7 @@ TEST(Cuda, GemvSpeedReport) {
 TEST(Cuda, SlabGemvVariantsMatchReference) {
   LONGKV_REQUIRE_CUDA();
   const MatmulCase cases[] = {
-      {WeightType::Q4_0, 6000, 4096},  // 4 warps a block, ~528 resident blocks: 1-2 batches each
+      {WeightType::Q4_0, 6000, 4096},  // 4 warps a block: one pass of 16-row batches (gemv_prefetch: the narrow kernel)
       {WeightType::Q4_0, 1500, 14336},  // 14 warps, 1 block per SM: ~1.4 batches each
       {WeightType::Q4_0, 40000, 64},   // 1 warp, 2 of 3 lanes idle
       {WeightType::Q8_0, 6000, 2048},  {WeightType::Q4_K, 6000, 4096}, {WeightType::Q6_K, 999, 1024},
@@ -797,23 +845,25 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
     for (int act = 0; act < 3; ++act) {
       const std::vector<float> xa = host_act(act, x, norm, up, eps);
       std::vector<float> ref(c.rows);
-      for (int v = 0; v < 8; ++v) {
-        const bool pipe = v & 1, pdl = v & 2, i8x = !(v & 4);
+      for (int v = 0; v < 16; ++v) {
+        const bool pipe = v & 1, pdl = v & 2, i8x = !(v & 4), pre = v & 8;
         if (!i8x && c.type != WeightType::Q4_0) continue;  // the setting only changes Q4_0
+        if (pre && !(i8x && c.type == WeightType::Q4_0)) continue;  // likewise (int8 Q4_0 only)
         for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
         std::vector<float> y(c.rows, std::nanf(""));
         cuda_tuning().gemv_rows = false;
         cuda_tuning().gemv_pipe = pipe;
         cuda_tuning().pdl = pdl;
         cuda_tuning().gemv_i8x = i8x;
+        cuda_tuning().gemv_prefetch = pre;
         cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
         cuda_tuning() = CudaTuning{};
         const double err = test::nmse(y.data(), ref.data(), ref.size());
         EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols
                                                    << " act " << act << " pipe " << pipe << " pdl " << pdl
-                                                   << " i8x " << i8x;
-        std::printf("slab gemv act %d %-5s %5dx%-5d pipe %d pdl %d i8x %d: nmse %.3g\n", act,
-                    weight_traits(c.type).name, c.rows, c.cols, pipe, pdl, i8x, err);
+                                                   << " i8x " << i8x << " prefetch " << pre;
+        std::printf("slab gemv act %d %-5s %5dx%-5d pipe %d pdl %d i8x %d prefetch %d: nmse %.3g\n", act,
+                    weight_traits(c.type).name, c.rows, c.cols, pipe, pdl, i8x, pre, err);
       }
     }
   }

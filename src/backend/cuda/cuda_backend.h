@@ -122,6 +122,16 @@ struct CudaTuning {
   // else 8 (milestone 17: llama3-8b's wo at 16 rows, H200, depth 0 -3.5%;
   // until then 8 rows unless 8-row batches took more than one pass).
   int gemv_rows_per_batch = 0;
+  // Milestone 17 (key "glu"): w_gate / w_up uploaded with their rows
+  // interleaved, and the gate|up GEMV of a single-token step writes
+  // h = silu(gate) up in its store (the same values), so w_down's GEMV reads
+  // h plainly instead of both halves with an exp per element.
+  bool gemv_glu = true;
+  // Milestone 17 (key "gpre"): a Q4_0 int8 GEMV over rows of 128 units
+  // (4096 columns) that takes one pass of 16-row batches runs as a kernel of
+  // 3 blocks an SM with more registers, requesting all 16 rows of its batch
+  // before the PDL wait (else 8 before, 8 after making the activation).
+  bool gemv_prefetch = true;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

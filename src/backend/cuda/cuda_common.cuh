@@ -147,14 +147,20 @@ inline size_t gpu_row_stride(WeightType t, int64_t cols) { return (row_bytes(t, 
 
 // Copies a host weight into `buf` with the GPU row stride and returns its view.
 GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s);
-// The same into caller-owned device memory (zeroed, gpu_row_stride rows).
-GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst, cudaStream_t s);
+// The same into caller-owned device memory (zeroed), rows dst_ld bytes apart
+// (0: gpu_row_stride); the view's ld is that stride.
+GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst, cudaStream_t s, size_t dst_ld = 0);
 // Matrices of one type and width with their rows concatenated in one buffer
 // (wq|wk|wv, w_gate|w_up): one GEMV covers them all for a single token;
 // parts[i] are views of each (for the GEMM path). Throws unless stackable().
 bool stackable(const std::vector<const WeightView*>& ws);
 GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer& buf, GpuWeight* parts,
                          cudaStream_t s);
+// Two matrices of one shape with their rows interleaved (row 2i = a's row i,
+// 2i + 1 = b's): w_gate / w_up for the GEMV that applies SwiGLU in its store
+// (GemvAct::glu). parts[0], parts[1] view a and b (ld twice the row).
+GpuWeight upload_interleaved(const WeightView& a, const WeightView& b, DeviceBuffer& buf, GpuWeight* parts,
+                             cudaStream_t s);
 
 // --- weight kernels (gemv.cu) -------------------------------------------
 // y[r] (+)= dot(W.row(r), x) for one token (f32 x, f32 y).
@@ -183,8 +189,16 @@ struct GemvAct {
     int heads = 0, head_dim = 0, rope_dim = 0;
     bool neox = false;
   } rope;
+  // SwiGLU in the store (milestone 17, CudaTuning::gemv_glu): w's rows come
+  // in (gate_i, up_i) pairs (upload_interleaved) and y[i] = silu(gate_i)
+  // up_i, rows / 2 outputs -- the values w_down's SwiGLU load would make.
+  // Slab GEMV of a block format in one slice only, not accumulating.
+  bool glu = false;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
+// Whether the slab GEMV takes GemvAct::glu for rows of t, cols wide (block
+// formats, one column slice).
+bool gemv_glu_supported(WeightType t, int64_t cols);
 // Decodes rows into a dense matrix [rows][cols] of f16 (half) or f32.
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);
 // dst[t][cols] = W.row(ids[t]) as f32 (embedding lookup; ids on the device).

@@ -31,6 +31,7 @@ struct GpuLayer {
   DeviceBuffer wq_buf, wk_buf, wv_buf, wo_buf, wg_buf, wu_buf, wd_buf;
   GpuWeight wq, wk, wv, wo, w_gate, w_up, w_down;
   GpuWeight wqkv, wgu;  // stacked (rows == 0: not stacked, separate GEMVs)
+  bool glu = false;      // wgu's rows interleaved (gate_i, up_i): SwiGLU in its GEMV's store
 };
 
 DeviceBuffer upload_floats(const std::vector<float>& v, cudaStream_t s) {
@@ -81,7 +82,17 @@ class CudaModelImpl final : public CudaModel {
         G.wk = upload_weight(L.wk, G.wk_buf, s_);
         G.wv = upload_weight(L.wv, G.wv_buf, s_);
       }
-      if (stackable(gu)) {
+      // SwiGLU in the gate|up GEMV's store (CudaTuning::gemv_glu): the slab
+      // kernel of a block format in one slice, as gemv_act requires.
+      const CudaTuning& t = cuda_tuning();
+      G.glu = t.gemv_glu && stackable(gu) && L.w_gate.rows == L.w_up.rows && t.fuse_activation && !t.gemv_rows &&
+              gemv_glu_supported(L.w_gate.type, L.w_gate.cols);
+      if (G.glu) {
+        GpuWeight parts[2];
+        G.wgu = upload_interleaved(L.w_gate, L.w_up, G.wg_buf, parts, s_);
+        G.w_gate = parts[0];
+        G.w_up = parts[1];
+      } else if (stackable(gu)) {
         GpuWeight parts[2];
         G.wgu = upload_stacked(gu, G.wg_buf, parts, s_);
         G.w_gate = parts[0];
@@ -299,6 +310,13 @@ class CudaModelImpl final : public CudaModel {
       if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU inside w_down's
         gate = qkv_.as<float>();  // [gate | up] of one token
         up = gate + ffn;
+        if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
+          GemvAct a = norm_act(x, L.ffn_norm, xb);
+          a.glu = true;
+          if (!(skip & 8)) gemv_act(L.wgu, a, gate, false, s_);
+          if (!(skip & 16)) gemv(L.w_down, gate, x, true, s_);
+          continue;
+        }
         if (!(skip & 8)) gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
         GemvAct sw;
         sw.kind = GemvAct::swiglu;
@@ -491,6 +509,8 @@ CudaTuning& cuda_tuning() {
         (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
       }
       else if (k == "amma") d.attn_block_mma = on;
+      else if (k == "glu") d.gemv_glu = on;
+      else if (k == "gpre") d.gemv_prefetch = on;
       else if (k == "grb") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
@@ -510,7 +530,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, sfx=N, grb=N, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -545,6 +565,8 @@ std::string cuda_tuning_description() {
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
+         (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
+         (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }

@@ -184,8 +184,12 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // only after the next barrier, which its readers have passed).
 // Rope: a.rope applied in the store (one slice, not accumulating; RB even).
 // I8 (Q4_0 only): int8 activations, dot_q4_0_i8. RB: rows per batch.
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB>
-__global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
+// Narrow (milestone 17, CudaTuning::gemv_prefetch): blocks of 4 warps (rows
+// of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
+// first batch's RB rows are all requested before the PDL wait, none after
+// the activation is made.
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false>
+__global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
                                                                       bool accumulate) {
@@ -206,7 +210,7 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
   // Rows loaded before the activation: all, except that 16-row batches
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
-  constexpr int kEarly = RB > 8 ? 8 : RB;
+  constexpr int kEarly = RB > 8 && !Narrow ? 8 : RB;
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   pdl_trigger();
@@ -272,8 +276,16 @@ __global__ void __launch_bounds__(kMaxSlabWarps * 32) gemv_slab_kernel(const uin
         for (int k = 0; k < n_warps; ++k) p += red[buf][threadIdx.x ^ 1][k];
         s = rope_own_half(r0 + threadIdx.x, s, p, cs, sn);
       }
-      float* dst = y + r0 + threadIdx.x;
-      *dst = accumulate ? *dst + s : s;
+      if (a.glu) {  // the gate row's thread: silu(gate) up, as load_x_act's SwiGLU makes it
+        if (!(threadIdx.x & 1)) {
+          float p = 0;
+          for (int k = 0; k < n_warps; ++k) p += red[buf][threadIdx.x + 1][k];
+          y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * p;
+        }
+      } else {
+        float* dst = y + r0 + threadIdx.x;
+        *dst = accumulate ? *dst + s : s;
+      }
     }
     if constexpr (Pipe) buf ^= 1;
     else __syncthreads();
@@ -465,19 +477,24 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const int units = nb * S::kUnitsPerBlock;
   const int slice = std::clamp(cuda_tuning().slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);
   const bool rope = a.rope.inv_freq != nullptr && units <= slice && !accumulate;
+  LONGKV_CHECK(!a.glu || (units <= slice && !accumulate && S::kRB % 2 == 0 && w.rows % 2 == 0),
+               "CUDA GEMV: SwiGLU in the store needs one slice, even rows and no accumulation");
   // Resident blocks per SM for each kernel variant and warp count, asked once.
-  // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows.
-  static int occ[2][3][kMaxSlabWarps + 1] = {};
+  // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
+  // narrow int8 16-row kernel (4 warps only).
+  static int occ[2][4][kMaxSlabWarps + 1] = {};
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
-  Kernel kernels[3] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
+  Kernel kernels[4] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
                             : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
-                       nullptr, nullptr};
-  int rbs[3] = {S::kRB, 8, 16};
+                       nullptr, nullptr, nullptr};
+  int rbs[4] = {S::kRB, 8, 16, 16};
   if constexpr (T == WeightType::Q4_0) {
     kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8> : gemv_slab_kernel<T, Pipe, false, true, 8>;
     kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16> : gemv_slab_kernel<T, Pipe, false, true, 16>;
+    kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true>
+                      : gemv_slab_kernel<T, Pipe, false, true, 16, true>;
   }
   auto resident = [&](int v, int warps) {
     int& o = occ[rope][v][warps];
@@ -494,6 +511,9 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     // more rows) while every SM still gets a block, else 8 (CudaTuning::gemv_rows_per_batch).
     if (i8) v = (rows + 15) / 16 >= sms ? 2 : 1;
     if (i8 && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
+    // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
+    // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
+    if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
@@ -575,11 +595,25 @@ bool launch_fused(const GpuWeight& w, const GemvAct& a, float* y, bool accumulat
   }
 }
 
+// Slab units of a row of `cols` (block formats).
+template <WeightType T>
+int slab_units(int64_t cols) {
+  if constexpr (T == WeightType::F32 || T == WeightType::F16 || T == WeightType::BF16) return 0;
+  else return static_cast<int>(cols / weight_traits_block(T)) * Slab<T>::kUnitsPerBlock;
+}
+
 int grid_for(int64_t n, int threads) {
   return static_cast<int>(std::min<int64_t>((n + threads - 1) / threads, 132 * 16));
 }
 
 }  // namespace
+
+bool gemv_glu_supported(WeightType t, int64_t cols) {
+  if (t == WeightType::F32 || t == WeightType::F16 || t == WeightType::BF16) return false;
+  int units = 0;
+  LONGKV_DISPATCH_WEIGHT(t, units = slab_units<T>(cols));
+  return units <= std::clamp(cuda_tuning().slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);  // one slice
+}
 
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
   GemvAct a;
@@ -598,6 +632,9 @@ void gemv_act(const GpuWeight& w, const GemvAct& a_in, float* y, bool accumulate
                        static_cast<int64_t>(rp.heads) * rp.head_dim <= w.rows;
   if (!fusable) a.rope = GemvRope{};
   bool roped = false, done = false;
+  LONGKV_CHECK(!a.glu || (a.kind != GemvAct::swiglu && !want_rope && cuda_tuning().fuse_activation &&
+                          !cuda_tuning().gemv_rows && gemv_glu_supported(w.type, w.cols)),
+               "CUDA GEMV: SwiGLU in the store needs the slab kernel of a block format");
   if (a.kind == GemvAct::plain) {
     LONGKV_DISPATCH_WEIGHT(w.type, roped = launch_gemv<T>(w, a, y, accumulate, s));
     done = true;

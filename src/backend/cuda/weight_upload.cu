@@ -10,18 +10,23 @@
 
 namespace longkv::cuda {
 
-GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s) {
+GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, size_t dst_ld) {
   GpuWeight g;
   g.type = w.type;
   g.rows = w.rows;
   g.cols = w.cols;
-  g.ld = gpu_row_stride(w.type, w.cols);
+  g.ld = gpu_row_stride(w.type, w.cols);  // the packed row; rows land dst_ld apart
+  if (dst_ld == 0) dst_ld = g.ld;
   g.data = dst0;
-  if (w.rows == 0) return g;
+  if (w.rows == 0) {
+    g.ld = dst_ld;
+    return g;
+  }
   const int body = split_body_bytes(w.type);
   if (body == 0) {
-    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0, g.ld, w.data, w.row_stride(), w.row_stride(),
+    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0, dst_ld, w.data, w.row_stride(), w.row_stride(),
                                         static_cast<size_t>(w.rows), cudaMemcpyHostToDevice, s));
+    g.ld = dst_ld;
     return g;
   }
   // Split rows: bodies first, then the f16 scales (d is at the start of a
@@ -43,10 +48,11 @@ GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s) {
         std::memcpy(dst + nb * body + 2 * b, src + b * bb + d_off, 2);
       }
     }
-    LONGKV_CUDA_CHECK(cudaMemcpyAsync(dst0 + static_cast<size_t>(r0) * g.ld, tmp.data(), static_cast<size_t>(n) * g.ld,
-                                      cudaMemcpyHostToDevice, s));
+    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0 + static_cast<size_t>(r0) * dst_ld, dst_ld, tmp.data(), g.ld, g.ld,
+                                        static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // tmp is reused
   }
+  g.ld = dst_ld;
   return g;
 }
 
@@ -77,6 +83,20 @@ GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer&
   }
   GpuWeight all = parts[0];
   all.rows = rows;
+  return all;
+}
+
+GpuWeight upload_interleaved(const WeightView& a, const WeightView& b, DeviceBuffer& buf, GpuWeight* parts,
+                             cudaStream_t s) {
+  LONGKV_CHECK(stackable({&a, &b}) && a.rows == b.rows, "interleaved weights need one type, width and height");
+  const size_t ld = gpu_row_stride(a.type, a.cols);
+  buf.resize(2 * ld * static_cast<size_t>(a.rows) + kWeightPadBytes);
+  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
+  parts[0] = upload_weight_to(a, buf.as<uint8_t>(), s, 2 * ld);
+  parts[1] = upload_weight_to(b, buf.as<uint8_t>() + ld, s, 2 * ld);
+  GpuWeight all = parts[0];
+  all.rows = 2 * a.rows;
+  all.ld = ld;
   return all;
 }
 
