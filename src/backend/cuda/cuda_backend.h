@@ -125,13 +125,15 @@ struct CudaTuning {
   // Milestone 17 (key "glu"): w_gate / w_up uploaded with their rows
   // interleaved, and the gate|up GEMV of a single-token step writes
   // h = silu(gate) up in its store (the same values), so w_down's GEMV reads
-  // h plainly instead of both halves with an exp per element.
+  // h plainly instead of both halves with an exp per element. H200,
+  // llama3-8b Q4_0: depth 0 -6%, k2v2 at 131K -2.7%.
   bool gemv_glu = true;
-  // Milestone 17 (key "gpre"): a Q4_0 int8 GEMV over rows of 128 units
+  // Milestone 17 (key "gpre", off): a Q4_0 int8 GEMV over rows of 128 units
   // (4096 columns) that takes one pass of 16-row batches runs as a kernel of
   // 3 blocks an SM with more registers, requesting all 16 rows of its batch
   // before the PDL wait (else 8 before, 8 after making the activation).
-  bool gemv_prefetch = true;
+  // Measured mixed: depth 0 -2%, k2v2 at 131K +2% (docs/cuda-notes.md).
+  bool gemv_prefetch = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

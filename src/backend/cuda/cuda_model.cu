@@ -164,7 +164,8 @@ class CudaModelImpl final : public CudaModel {
   size_t weight_bytes() const override {
     size_t b = tok_embd_.nbytes() + (output_.data == tok_embd_.data ? 0 : output_.nbytes());
     for (const auto& L : layers_)  // the parts of stacked matrices, counted once
-      b += L.wq.nbytes() + L.wk.nbytes() + L.wv.nbytes() + L.wo.nbytes() + L.w_gate.nbytes() + L.w_up.nbytes() +
+      b += L.wq.nbytes() + L.wk.nbytes() + L.wv.nbytes() + L.wo.nbytes() +
+           (L.glu ? L.wgu.nbytes() : L.w_gate.nbytes() + L.w_up.nbytes()) +  // glu: parts are rows 2 ld apart
            L.w_down.nbytes();
     return b;
   }
