@@ -308,7 +308,7 @@ class CudaModelImpl final : public CudaModel {
       }
       if (!(skip & 4)) matmul(L.wo, att, n, x, true);
       float *gate = gate_.as<float>(), *up = up_.as<float>();
-      if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU inside w_down's
+      if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU in its store (glu) or w_down's load
         gate = qkv_.as<float>();  // [gate | up] of one token
         up = gate + ffn;
         if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate

@@ -46,6 +46,13 @@
 // the top of the batch, while its weight loads are in flight (and only when
 // the batch's offset in a head changes). Removes the RoPE kernel after the
 // q|k|v GEMV of every layer.
+//
+// Milestone 17: SwiGLU in the store (GemvAct::glu, CudaTuning::gemv_glu):
+// w_gate / w_up uploaded with interleaved rows (upload_interleaved), so a
+// batch holds (gate_i, up_i) pairs and the gate row's thread writes
+// silu(gate) up -- w_down's GEMV then loads h plainly. And a narrow variant
+// (CudaTuning::gemv_prefetch, off): 4-warp blocks with more registers that
+// request a one-pass batch's 16 rows all before the PDL wait.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
