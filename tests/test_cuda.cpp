@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -38,53 +37,6 @@ TEST(Cuda, UnavailableReasonIsOneClearLine) {
 #else
   EXPECT_EQ(why, "longkv was built without CUDA (-DLONGKV_CUDA=ON)");
 #endif
-}
-
-// LONGKV_CUDA_TUNING is parsed once per process, so each setting runs the
-// CLI: a bad one is one error line naming the key and what it takes (the
-// probes' and the batch-size key's ranges included); a good one is named in
-// the bench's kernels line.
-TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << why;
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
-  const std::string bench = "bench -m " + test::shared_path(kModel) + " -p 0 -n 1 -d 0 --device cuda";
-  auto with = [&](const char* setting) {
-    ::setenv("LONGKV_CUDA_TUNING", setting, 1);
-    auto r = test::run_cli(bench);
-    ::unsetenv("LONGKV_CUDA_TUNING");
-    return r;
-  };
-  const struct {
-    const char* setting;
-    const char* message;
-  } bad[] = {
-      {"bogus", "LONGKV_CUDA_TUNING: unknown setting 'bogus' ("},
-      {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
-      {"sfx=32", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..31 (got '32')"},
-      {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
-      {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
-      {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
-  };
-  for (const auto& b : bad) {
-    const auto r = with(b.setting);
-    EXPECT_NE(r.exit_code, 0) << b.setting;
-    EXPECT_NE(r.err.find(b.message), std::string::npos) << b.setting << ": " << r.err;
-    const size_t at = r.err.find("error: ");
-    EXPECT_TRUE(at != std::string::npos && r.err.find("error: ", at + 1) == std::string::npos &&
-                r.err.find('\n', at) == r.err.size() - 1)
-        << b.setting << ": " << r.err;  // one error line, the last
-  }
-  const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
-  const auto ok = with("grb=16,sfx=0,qfx=0");
-  EXPECT_EQ(ok.exit_code, 0) << ok.err;
-  EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
-  EXPECT_EQ(ok.out.find("PROBE"), std::string::npos) << ok.out;
-  const auto probe = with("sfx=4");
-  EXPECT_EQ(probe.exit_code, 0) << probe.err;
-  EXPECT_NE(probe.out.find("PROBE sfx=4 (launches left out, wrong results)"), std::string::npos) << probe.out;
 }
 
 // Random stored rows of type t (through the reference quantizer).
@@ -866,6 +818,56 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
                     weight_traits(c.type).name, c.rows, c.cols, pipe, pdl, i8x, pre, err);
       }
     }
+  }
+}
+
+// Milestone 17: SwiGLU in the gate|up GEMV's store (GemvAct::glu, over rows
+// uploaded interleaved) gives a feed-forward block the same bits as the
+// stacked GEMV with SwiGLU in w_down's load, and both match the host model
+// (act() + gemv_ref, silu in double); the interleaved upload's views feed the
+// prefill GEMM the same bits as plain uploads.
+TEST(Cuda, GluStoreMatchesSwigluLoad) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    WeightType type;
+    int ffn, dim;
+  };
+  const Case cases[] = {
+      {WeightType::Q4_0, 1408, 4096},  // int8 activations, 16-row batches (176 blocks)
+      {WeightType::Q4_0, 96, 1024},    // 8-row batches (24 blocks)
+      {WeightType::Q8_0, 1280, 512},   // the evaluation model's shape
+      {WeightType::Q4_K, 512, 2048},   // 4-row batches, milestone 2's order
+      {WeightType::Q6_K, 256, 768},
+  };
+  for (const auto& c : cases) {
+    const auto gd = random_weight(c.type, c.ffn, c.dim, 61 + c.ffn), ud = random_weight(c.type, c.ffn, c.dim, 62),
+               dd = random_weight(c.type, c.dim, c.ffn, 63);
+    const WeightView gate{c.type, c.ffn, c.dim, gd.data()}, up{c.type, c.ffn, c.dim, ud.data()},
+        down{c.type, c.dim, c.ffn, dd.data()};
+    const auto x = test::random_floats(c.dim, 64, -2, 2), norm = test::random_floats(c.dim, 65);
+    const float eps = 1e-5f;
+    std::vector<float> y_glu(c.dim), y_plain(c.dim);
+    cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), eps, y_glu.data(), y_plain.data());
+    EXPECT_EQ(std::memcmp(y_glu.data(), y_plain.data(), sizeof(float) * c.dim), 0) << weight_traits(c.type).name;
+    // Host model: h = silu(g) u over the GPU's activation rule, then down . h.
+    const bool i8x = c.type == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
+    const std::vector<float> xa = host_act(1, x, norm, x, eps);
+    std::vector<float> h(c.ffn), ref(c.dim);
+    for (int i = 0; i < c.ffn; ++i) {
+      const double g = gemv_ref(gate, i, xa.data(), i8x), u = gemv_ref(up, i, xa.data(), i8x);
+      h[i] = static_cast<float>(g / (1 + std::exp(-g)) * u);
+    }
+    for (int r = 0; r < c.dim; ++r) ref[r] = gemv_ref(down, r, h.data(), i8x);
+    const double err = test::nmse(y_glu.data(), ref.data(), ref.size());
+    EXPECT_LT(err, i8x ? 1e-4 : 1e-9) << weight_traits(c.type).name << " " << c.ffn << "x" << c.dim;
+    std::printf("glu store %-5s ffn %5d dim %5d: bits as the SwiGLU load %s, nmse vs host %.3g\n",
+                weight_traits(c.type).name, c.ffn, c.dim,
+                std::memcmp(y_glu.data(), y_plain.data(), sizeof(float) * c.dim) == 0 ? "yes" : "NO", err);
+    const int n_tok = 3;
+    const auto x3 = test::random_floats(static_cast<size_t>(n_tok) * c.dim, 66);
+    std::vector<float> yp(2 * n_tok * c.ffn), yq(2 * n_tok * c.ffn);
+    cuda_check_interleaved_gemm(gate, up, x3.data(), n_tok, yp.data(), yq.data());
+    EXPECT_EQ(std::memcmp(yp.data(), yq.data(), sizeof(float) * yp.size()), 0) << weight_traits(c.type).name;
   }
 }
 

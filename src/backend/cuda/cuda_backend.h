@@ -243,6 +243,17 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 // (CudaTuning::gemv_rope) or rope_kernel.
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
+// A feed-forward block for one token both ways: y_glu = down . h with h made
+// in the store of the gate|up GEMV over interleaved rows (GemvAct::glu), and
+// y_plain = the same through the stacked gate|up GEMV and w_down's SwiGLU
+// load (gate, up: [ffn][dim], down: [dim][ffn]; act = rmsnorm(x) * norm).
+void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
+                        const float* norm, float eps, float* y_glu, float* y_plain);
+// The f16 GEMM of n_tok tokens through the views of an interleaved gate/up
+// upload (rows twice the stride apart) and through plain uploads: y_parts and
+// y_plain [2][n_tok][rows] (gate, then up).
+void cuda_check_interleaved_gemm(const WeightView& gate, const WeightView& up, const float* x, int n_tok,
+                                 float* y_parts, float* y_plain);
 // y = rmsnorm(x) * weight, n_rows rows of dim.
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y);
 // Rotates x [n_tok][n_heads][head_dim] in place, token t at position pos0 + t.

@@ -52,6 +52,65 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
 }
 
+void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
+                        const float* norm, float eps, float* y_glu, float* y_plain) {
+  LONGKV_CHECK(gemv_glu_supported(gate.type, gate.cols), "cuda_check_ffn_glu: %s rows of %lld take no SwiGLU store",
+               weight_traits(gate.type).name, static_cast<long long>(gate.cols));
+  const int64_t ffn = gate.rows;
+  DeviceBuffer ib, sb, db;
+  GpuWeight parts[2];
+  const GpuWeight inter = upload_interleaved(gate, up, ib, parts, nullptr);
+  const GpuWeight stacked = upload_stacked({&gate, &up}, sb, parts, nullptr);
+  const GpuWeight wd = upload_weight(down, db, nullptr);
+  DeviceBuffer xb = to_device(x, sizeof(float) * gate.cols), nb = to_device(norm, sizeof(float) * gate.cols);
+  DeviceBuffer scratch(sizeof(float) * gate.cols), h = poisoned(sizeof(float) * 2 * ffn);
+  GemvAct a;
+  a.kind = GemvAct::rmsnorm;
+  a.x = xb.as<float>();
+  a.norm = nb.as<float>();
+  a.eps = eps;
+  a.scratch = scratch.as<float>();
+  for (int glu = 0; glu < 2; ++glu) {
+    DeviceBuffer y(sizeof(float) * down.rows);
+    LONGKV_CUDA_CHECK(cudaMemset(y.as(), 0, y.bytes()));  // w_down accumulates, as into the residual
+    a.glu = glu;
+    gemv_act(glu ? inter : stacked, a, h.as<float>(), false, nullptr);
+    if (glu) {
+      gemv(wd, h.as<float>(), y.as<float>(), true, nullptr);
+    } else {
+      GemvAct sw;
+      sw.kind = GemvAct::swiglu;
+      sw.x = sw.scratch = h.as<float>();
+      sw.up = h.as<float>() + ffn;
+      gemv_act(wd, sw, y.as<float>(), true, nullptr);
+    }
+    sync_check();
+    LONGKV_CUDA_CHECK(cudaMemcpy(glu ? y_glu : y_plain, y.as(), y.bytes(), cudaMemcpyDeviceToHost));
+  }
+}
+
+void cuda_check_interleaved_gemm(const WeightView& gate, const WeightView& up, const float* x, int n_tok,
+                                 float* y_parts, float* y_plain) {
+  DeviceBuffer ib, gb, ub;
+  GpuWeight parts[2];
+  upload_interleaved(gate, up, ib, parts, nullptr);
+  const GpuWeight plain[2] = {upload_weight(gate, gb, nullptr), upload_weight(up, ub, nullptr)};
+  DeviceBuffer xb = to_device(x, sizeof(float) * n_tok * gate.cols);
+  cublasHandle_t h;
+  LONGKV_CUBLAS_CHECK(cublasCreate(&h));
+  DeviceBuffer scratch;
+  const size_t n = static_cast<size_t>(n_tok) * gate.rows;
+  for (int i = 0; i < 2; ++i) {
+    DeviceBuffer y1 = poisoned(sizeof(float) * n), y2 = poisoned(sizeof(float) * n);
+    gemm(h, parts[i], xb.as<float>(), n_tok, y1.as<float>(), false, CudaGemm::f16, scratch, nullptr);
+    gemm(h, plain[i], xb.as<float>(), n_tok, y2.as<float>(), false, CudaGemm::f16, scratch, nullptr);
+    sync_check();
+    LONGKV_CUDA_CHECK(cudaMemcpy(y_parts + i * n, y1.as(), y1.bytes(), cudaMemcpyDeviceToHost));
+    LONGKV_CUDA_CHECK(cudaMemcpy(y_plain + i * n, y2.as(), y2.bytes(), cudaMemcpyDeviceToHost));
+  }
+  cublasDestroy(h);
+}
+
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope, int rope_heads, int64_t pos) {
   LONGKV_CHECK(act >= 0 && act <= 2, "cuda_check_gemv_act: act must be 0, 1 or 2 (got %d)", act);

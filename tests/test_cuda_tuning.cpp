@@ -1,0 +1,63 @@
+// LONGKV_CUDA_TUNING through the CLI (tools print the variants in use, so no
+// setting is hidden; a bad one is one error line). Needs a GPU: without one
+// `--device cuda` runs on the CPU and never reads the variable.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/cuda_backend.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+// LONGKV_CUDA_TUNING is parsed once per process, so each setting runs the
+// CLI: a bad one is one error line naming the key and what it takes (the
+// probes' and the batch-size key's ranges included); a good one is named in
+// the bench's kernels line.
+TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+  LONGKV_REQUIRE_SHARED(kModel);
+  const std::string bench = "bench -m " + test::shared_path(kModel) + " -p 0 -n 1 -d 0 --device cuda";
+  auto with = [&](const char* setting) {
+    ::setenv("LONGKV_CUDA_TUNING", setting, 1);
+    auto r = test::run_cli(bench);
+    ::unsetenv("LONGKV_CUDA_TUNING");
+    return r;
+  };
+  const struct {
+    const char* setting;
+    const char* message;
+  } bad[] = {
+      {"bogus", "LONGKV_CUDA_TUNING: unknown setting 'bogus' ("},
+      {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
+      {"sfx=32", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..31 (got '32')"},
+      {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
+      {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
+      {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
+  };
+  for (const auto& b : bad) {
+    const auto r = with(b.setting);
+    EXPECT_NE(r.exit_code, 0) << b.setting;
+    EXPECT_NE(r.err.find(b.message), std::string::npos) << b.setting << ": " << r.err;
+    const size_t at = r.err.find("error: ");
+    EXPECT_TRUE(at != std::string::npos && r.err.find("error: ", at + 1) == std::string::npos &&
+                r.err.find('\n', at) == r.err.size() - 1)
+        << b.setting << ": " << r.err;  // one error line, the last
+  }
+  const auto unknown = with("bogus");
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  const auto ok = with("grb=16,sfx=0,qfx=0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
+  EXPECT_EQ(ok.out.find("PROBE"), std::string::npos) << ok.out;
+  const auto probe = with("sfx=4");
+  EXPECT_EQ(probe.exit_code, 0) << probe.err;
+  EXPECT_NE(probe.out.find("PROBE sfx=4 (launches left out, wrong results)"), std::string::npos) << probe.out;
+}
+
+}  // namespace
+}  // namespace longkv
