@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <regex>
+#include <sstream>
 
 #include "backend/cuda/cuda_backend.h"
 #include "kv/kv_mode.h"
@@ -132,6 +133,40 @@ TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
   auto c = run_cli("perplexity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
                    " --ctx 128 --chunks 1 --kl-base " + base);
   expect_one_error_line(c, "ctx 256");
+}
+
+// --save-nll: one CSV row per scored token and a column per mode (NLL, then
+// KL to the f16 base); the rows give back the table's perplexity and KLD.
+TEST(Cli, PerplexitySavedNllGivesTheTable) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string path = test::temp_dir() + "/nll.csv";
+  auto r = run_cli("perplexity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                   " --ctx 256 --chunks 2 --kv f16,k2v2 --save-nll " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream in(test::read_file(path));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "window,pos,token,nll:f16,nll:k2v2:g32:r128:s4:rope=post,kl:f16,kl:k2v2:g32:r128:s4:rope=post");
+  double nll[2] = {0, 0}, kl = 0;
+  int rows = 0;
+  while (std::getline(in, line)) {
+    std::vector<double> v;
+    std::istringstream fields(line);
+    for (std::string f; std::getline(fields, f, ',');) v.push_back(std::stod(f));
+    ASSERT_EQ(v.size(), 7u) << line;
+    EXPECT_EQ(v[1], rows % 255 + 1) << line;  // positions 1..255 in each window
+    nll[0] += v[3];
+    nll[1] += v[4];
+    EXPECT_EQ(v[5], 0) << line;
+    kl += v[6];
+    ++rows;
+  }
+  EXPECT_EQ(rows, 510);
+  const double ppl[2] = {parse_ppl(r.out, "f16"), parse_ppl(r.out, "k2v2:g32:r128:s4:rope=post")};
+  for (int i = 0; i < 2; ++i) EXPECT_NEAR(std::exp(nll[i] / rows), ppl[i], 1e-5 * ppl[i]);  // 6-digit NLLs
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| k2v2[^|]* \\|(?:[^|]*\\|){6} ([0-9.]+) \\|"))) << r.out;
+  EXPECT_NEAR(kl / rows, std::stod(m[1].str()), 1e-5);
 }
 
 TEST(Cli, BenchSyntheticPrintsTable) {

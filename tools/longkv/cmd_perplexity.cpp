@@ -35,7 +35,7 @@ struct PplOptions {
   std::string text_file;
   std::vector<std::string> kv_modes;
   int ctx = 512, chunks = 0, batch = 512;
-  std::string save_logits, kl_base;
+  std::string save_logits, kl_base, save_nll;
   std::string csv, json;
   std::string device = "cpu", cuda_gemm = "f32";
 };
@@ -116,6 +116,19 @@ int cmd_perplexity(const PplOptions& o) {
   }
   std::unique_ptr<LogProbWriter> save;
   if (!o.save_logits.empty()) save = std::make_unique<LogProbWriter>(o.save_logits, nv, o.ctx);
+  // --save-nll: one CSV row per scored token, each mode's NLL (and KL to
+  // the base where there is one), for per-token comparisons of modes.
+  std::unique_ptr<FILE, int (*)(FILE*)> nll_out(nullptr, std::fclose);
+  if (!o.save_nll.empty()) {
+    nll_out.reset(std::fopen(o.save_nll.c_str(), "w"));
+    LONGKV_CHECK(nll_out != nullptr, "%s: cannot create", o.save_nll.c_str());
+    std::fprintf(nll_out.get(), "window,pos,token");
+    for (const auto& m : modes) std::fprintf(nll_out.get(), ",nll:%s", m.c_str());
+    if (base >= 0 || !o.kl_base.empty())
+      for (const auto& m : modes) std::fprintf(nll_out.get(), ",kl:%s", m.c_str());
+    std::fputc('\n', nll_out.get());
+  }
+  std::vector<double> row_nll(modes.size()), row_kl(modes.size());
 
   log_info("model: %s", describe_model(rt.model.weights).c_str());
   std::string mode_list;
@@ -165,6 +178,7 @@ int cmd_perplexity(const PplOptions& o) {
           const float* lg = &logits[m][static_cast<size_t>(i) * nv];
           log_softmax(lg, nv, lp.data());
           const double nll = -lp[target];
+          row_nll[m] = nll;
           runs[m].nll_sum += nll;
           runs[m].nll_sq += nll * nll;
           ++runs[m].scored;
@@ -173,9 +187,17 @@ int cmd_perplexity(const PplOptions& o) {
             double kl = 0;
             for (int v = 0; v < nv; ++v) kl += std::exp(static_cast<double>(lp_base[v])) * (lp_base[v] - lp[v]);
             runs[m].kl_sum += kl;
+            row_kl[m] = kl;
             ++runs[m].kl_n;
             runs[m].top1_same += argmax(lp_base.data(), nv) == argmax(lp.data(), nv);
           }
+        }
+        if (nll_out) {
+          std::fprintf(nll_out.get(), "%d,%d,%d", w, target_pos, target);
+          for (double v : row_nll) std::fprintf(nll_out.get(), ",%.6g", v);
+          if (have_base)
+            for (double v : row_kl) std::fprintf(nll_out.get(), ",%.6g", v);
+          std::fputc('\n', nll_out.get());
         }
       }
       const ModeRun& r0 = runs[0];
@@ -276,6 +298,8 @@ void register_perplexity(CLI::App& app) {
   sub->add_option("--kv", o->kv_modes, std::string("KV cache mode(s), repeated or comma-separated, compared side by side (default f16); each ") + kKvModeGrammar)->delimiter(',');
   sub->add_option("--save-logits", o->save_logits, "Save the first mode's log-probabilities to FILE");
   sub->add_option("--kl-base", o->kl_base, "Compare against log-probabilities saved by --save-logits");
+  sub->add_option("--save-nll", o->save_nll,
+                  "Write every scored token's NLL per mode (and KL to the base) to FILE as CSV");
   sub->add_option("--csv", o->csv, "Also write the table as CSV to FILE");
   sub->add_option("--device", o->device, "cpu or cuda (falls back to the CPU, saying why, without a GPU)")
       ->capture_default_str();
