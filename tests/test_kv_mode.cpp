@@ -88,6 +88,16 @@ TEST(KvMode, RangeFit) {
   expect_error("f16:fit=mse", "dense mode f16 takes no options");
 }
 
+TEST(KvMode, DeferredCut) {
+  EXPECT_EQ(parse_kv_mode("k2v2:defer").to_string(), "k2v2:g32:r128:s4:rope=post:defer");
+  EXPECT_EQ(parse_kv_mode("k2v2:o2:defer:fit=mse:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:fit=mse:defer:o2");
+  EXPECT_TRUE(parse_kv_mode("k4v4:defer").defer);
+  EXPECT_FALSE(parse_kv_mode("k4v4").defer);
+  expect_error("k2v2:defer:defer", "given twice");
+  expect_error("k2v2:a3:defer", "anchored modes (':a<P>') always cut groups after attention; drop ':defer'");
+  expect_error("f16:defer", "dense mode f16 takes no options");
+}
+
 TEST(KvMode, OutlierShare) {
   EXPECT_EQ(parse_kv_mode("k2v2:o2:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:o2");
   EXPECT_EQ(parse_kv_mode("k4v2:o0.5").to_string(), "k4v2:g32:r128:s4:rope=post:o0.5");

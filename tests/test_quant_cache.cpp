@@ -153,6 +153,76 @@ TEST(QuantCache, DecodeMatchesDequantizedReference) {
     }
 }
 
+// ":defer": the rows of a chunk read the chunk's own tokens exactly (older
+// tokens as the cache held them before the chunk), and after attend() the
+// cache holds the groups immediate cutting makes, bit for bit.
+TEST(QuantCache, DeferredCutReadsTheChunkExactlyThenHoldsTheSameCodes) {
+  for (const char* base : {"k2v2:g32:r32:s4", "k3v3:g32:r0:s0", "k4v2:g64:r16:s1:sym"}) {
+    SCOPED_TRACE(base);
+    ThreadPool pool(2);
+    const int d = 64, n_heads = 8, n_kv = 2;
+    const std::vector<int> chunks = {100, 37, 64, 1, 1, 50};
+    int total = 0;
+    for (int c : chunks) total += c;
+    const KvShape s = test::kv_shape(n_heads, n_kv, d, total);
+    QuantKvCache now(parse_kv_mode(base), s, pool), later(parse_kv_mode(std::string(base) + ":defer"), s, pool);
+    ASSERT_EQ(later.mode(), now.mode() + ":defer");
+    const KvMode m = parse_kv_mode(base);
+    const int kvd = s.kv_dim(), qd = s.q_dim(), g = s.group();
+    const auto k = test::random_floats(static_cast<size_t>(total) * kvd, 11, -2, 2),
+               v = test::random_floats(k.size(), 12), q = test::random_floats(static_cast<size_t>(total) * qd, 13, -2, 2);
+    int done = 0;
+    for (int n : chunks) {
+      std::vector<float> ko, vo;
+      oracle_kv(k, v, done, s, m, ko, vo);  // before the chunk, as immediate cutting left it
+      for (size_t i = static_cast<size_t>(done) * kvd; i < static_cast<size_t>(done + n) * kvd; ++i) {
+        ko.push_back(f16r(k[i]));
+        vo.push_back(f16r(v[i]));
+      }
+      const size_t at = static_cast<size_t>(done) * kvd;
+      now.append(&k[at], &v[at], n);
+      later.append(&k[at], &v[at], n);
+      std::vector<float> out_now(static_cast<size_t>(n) * qd), out(out_now.size());
+      now.attend(&q[static_cast<size_t>(done) * qd], n, out_now.data(), nullptr);
+      later.attend(&q[static_cast<size_t>(done) * qd], n, out.data(), nullptr);
+      std::vector<float> kk, vv, want(d);
+      for (int r = 0; r < n; ++r)
+        for (int h = 0; h < n_heads; ++h) {
+          const int pos = done + r, kvh = h / g;
+          kk.resize(static_cast<size_t>(pos + 1) * d);
+          vv.resize(kk.size());
+          double vmax = 0;
+          for (int j = 0; j <= pos; ++j)
+            for (int c = 0; c < d; ++c) {
+              kk[static_cast<size_t>(j) * d + c] = ko[(static_cast<size_t>(j) * n_kv + kvh) * d + c];
+              vv[static_cast<size_t>(j) * d + c] = vo[(static_cast<size_t>(j) * n_kv + kvh) * d + c];
+              vmax = std::fmax(vmax, std::fabs(vv[static_cast<size_t>(j) * d + c]));
+            }
+          attend_reference(&q[(static_cast<size_t>(pos) * n_heads + h) * d], d, kk.data(), vv.data(), pos + 1,
+                           1.0f / std::sqrt(static_cast<float>(d)), want.data(), nullptr);
+          const float* got = &out[(static_cast<size_t>(r) * n_heads + h) * d];
+          double e = 0;
+          for (int c = 0; c < d; ++c) e = std::fmax(e, std::fabs(got[c] - want[c]) / vmax);
+          ASSERT_LT(e, 8 * 6e-8 * std::sqrt(pos + 1.0)) << "chunk at " << done << " row " << r << " head " << h;
+        }
+      done += n;
+      // After the cut: the same tokens exact, the same codes.
+      std::vector<float> a(d), b(d);
+      for (int kvh = 0; kvh < n_kv; ++kvh)
+        for (int j = 0; j < done; ++j) {
+          ASSERT_EQ(now.is_exact(j), later.is_exact(j)) << "token " << j;
+          now.get_k(kvh, j, a.data());
+          later.get_k(kvh, j, b.data());
+          ASSERT_EQ(a, b) << "key of token " << j;
+          now.get_v(kvh, j, a.data());
+          later.get_v(kvh, j, b.data());
+          ASSERT_EQ(a, b) << "value of token " << j;
+        }
+      EXPECT_EQ(later.footprint().bytes(), now.footprint().bytes());
+    }
+  }
+}
+
 TEST(QuantCache, TokenCountsOneToThousand) {
   for (int n : {1, 17, 97, 1000})
     for (const char* mode : {"k4v2:g32:r16:s4", "k2v2:g32:r0:s0:rope=pre"}) {

@@ -113,7 +113,7 @@ void QuantKvCache::append(const float* k, const float* v, int n) {
   LONGKV_CHECK(n >= 0 && static_cast<int64_t>(n_tokens_) + n <= shape_.max_tokens,
                "KV cache full: %d + %d tokens exceed the capacity of %d", n_tokens_, n, shape_.max_tokens);
   const int d = shape_.head_dim, kvd = shape_.kv_dim();
-  if (anchored()) reserve_window(n_window_ + n);
+  if (deferred()) reserve_window(n_window_ + n);
   for (int t = 0; t < n; ++t) {
     int s;
     if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) {
@@ -129,7 +129,7 @@ void QuantKvCache::append(const float* k, const float* v, int n) {
     // The mean key the deviation is measured from leaves the sinks out:
     // they stay exact anyway, and the first one's key is far off.
     if (kdev_ && s >= sink_cap_) kdev_->add_keys(k + static_cast<size_t>(t) * kvd, 1);
-    if (!anchored() && n_window_ == mode_.residual + mode_.group) quantize_oldest_group();
+    if (!deferred() && n_window_ == mode_.residual + mode_.group) quantize_oldest_group();
   }
   if (anchored()) {
     win_mass_.resize(n_window_, 0.0f);
@@ -611,6 +611,10 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
   if (anchored()) {
     if (!kdev_) observe_window(q, n_q, final_state.data());
     cut_anchored_groups();
+  } else if (mode_.defer) {
+    // The same groups immediate cutting makes, now that the rows which
+    // arrived with these tokens have read them exactly.
+    while (n_window_ >= mode_.residual + mode_.group) quantize_oldest_group();
   }
 }
 

@@ -69,7 +69,11 @@
 //   - Groups hold the G non-anchor tokens in position order: a quantized
 //     token's record index is its index among the non-anchor tokens.
 //   - Attention: one more exact part (the anchors) merged like the others.
-// Without ":a" none of this runs: append() cuts groups as before.
+// Without ":a" none of this runs: append() cuts groups as before, unless
+// ":defer" asks for the deferred cut alone (no anchors): the groups are then
+// the ones append() would have cut, made at the end of attend(), so the rows
+// of a prefill chunk read the chunk's own tokens exactly, as a decode step
+// reads its window (docs/quality.md, "Streamed token by token").
 //
 // Memory: codes for every group max_tokens can need are reserved up front
 // (make_huge_array: pages are committed as groups are written).
@@ -121,6 +125,9 @@ class QuantKvCache final : public KvCache {
 
  private:
   bool anchored() const { return mode_.anchor_pct > 0; }
+  // Groups cut at the end of attend() instead of in append() (":defer",
+  // and always with anchors).
+  bool deferred() const { return anchored() || mode_.defer; }
   void quantize_oldest_group();
   // Anchor modes: room for n window tokens; the attention the last n_q rows
   // gave the window; groups and anchors cut from the window.

@@ -291,6 +291,8 @@ class QuantGpuCache final : public GpuKvCache {
                  name.c_str());
     LONGKV_CHECK(!mode.fit_mse,
                  "KV mode '%s' is not available on the CUDA backend yet (fit=mse ranges are CPU-only)", name.c_str());
+    LONGKV_CHECK(!mode.defer,
+                 "KV mode '%s' is not available on the CUDA backend yet (':defer' is CPU-only)", name.c_str());
     LONGKV_CHECK(!mode.rotate, "KV mode '%s': ':rot' is make_rotated_gpu_kv_cache's, around this cache", name.c_str());
     // Code widths 8, 4, 3, 2, 1 and G a multiple of 32 dividing head_dim are
     // what kv_codec.h allows (the mode parser and the layout checked them).
