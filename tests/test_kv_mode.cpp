@@ -2,6 +2,8 @@
 // message per kind of bad input.
 #include <gtest/gtest.h>
 
+#include <utility>
+
 #include "core/error.h"
 #include "kv/kv_mode.h"
 
@@ -91,11 +93,13 @@ TEST(KvMode, RangeFit) {
 TEST(KvMode, DeferredCut) {
   EXPECT_EQ(parse_kv_mode("k2v2:defer").to_string(), "k2v2:g32:r128:s4:rope=post:defer");
   EXPECT_EQ(parse_kv_mode("k2v2:o2:defer:fit=mse:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:fit=mse:defer:o2");
-  EXPECT_TRUE(parse_kv_mode("k4v4:defer").defer);
-  EXPECT_FALSE(parse_kv_mode("k4v4").defer);
-  expect_error("k2v2:defer:defer", "given twice");
-  expect_error("k2v2:a3:defer", "anchored modes (':a<P>') always cut groups after attention; drop ':defer'");
-  expect_error("f16:defer", "dense mode f16 takes no options");
+  EXPECT_TRUE(parse_kv_mode("k4v4:defer").defer && !parse_kv_mode("k4v4").defer);
+  const std::pair<const char*, const char*> bad[] = {
+      {"k2v2:defer:defer", "given twice"},
+      {"k2v2:a3:defer", "anchored modes (':a<P>') always cut groups after attention; drop ':defer'"},
+      {"f16:defer", "dense mode f16 takes no options"},
+  };
+  for (const auto& [mode, message] : bad) expect_error(mode, message);
 }
 
 TEST(KvMode, OutlierShare) {
