@@ -563,6 +563,9 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
+  LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
+               "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
+               "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages>;
   constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
   auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe>;
