@@ -506,6 +506,65 @@ TEST(CudaQuant, RotatedMatchesCpuCache) {
   }
 }
 
+// cut=attend (the default) on the GPU against the CPU cache, streamed as a
+// model streams a prompt: every chunk appended, then its own rows attended.
+// Prefill chunks and single decode steps across group boundaries (one
+// append that no attend follows is in cuda_check_attention's cases). The
+// rows of each chunk read its tokens exactly on both sides, so outputs
+// within the prefill's f16 staging (nmse 1e-6, as DecodeFromCodesMatchesCpuCache)
+// and every record equal to the reference codec, with the same counts. The
+// same run with cut=append must differ from cut=attend (the test could
+// not tell them apart otherwise) and match the CPU's cut=append.
+TEST(CudaQuant, CutAfterAttentionMatchesCpuCache) {
+  LONGKV_REQUIRE_CUDA();
+  std::vector<int> chunks = {100, 37, 300, 64};
+  chunks.insert(chunks.end(), 70, 1);
+  chunks.push_back(50);
+  int total = 0;
+  for (int c : chunks) total += c;
+  ThreadPool pool(2);
+  const KvShape s = test::kv_shape(32, 8, 128, total + 5);
+  const int kvd = s.kv_dim(), d = s.head_dim;
+  auto k = test::random_floats(static_cast<size_t>(total) * kvd, 51, -2, 2), v = test::random_floats(k.size(), 52);
+  for (size_t i = 0; i < k.size(); ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+  const auto q = test::random_floats(static_cast<size_t>(total) * s.q_dim(), 53, -1, 1);
+  for (const char* base : {"k2v2:r32", "k4v2:g64:r16:s1", "k2v2:rot:r32"}) {
+    std::vector<float> attend_out;
+    for (const char* cut : {"", ":cut=append"}) {
+      const std::string mode = std::string(base) + cut;
+      SCOPED_TRACE(mode);
+      auto cpu = make_kv_cache(mode, s, pool);
+      std::vector<float> ref(q.size()), out(q.size());
+      int p = 0;
+      for (int n : chunks) {
+        cpu->append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], n);
+        cpu->attend(&q[static_cast<size_t>(p) * s.q_dim()], n, &ref[static_cast<size_t>(p) * s.q_dim()], nullptr);
+        p += n;
+      }
+      CudaKvDump dump;
+      cuda_check_chunked_attention(s, mode, k.data(), v.data(), q.data(), chunks, out.data(), &dump);
+      const double err = test::nmse(out.data(), ref.data(), ref.size());
+      EXPECT_LT(err, 1e-6);
+      const KvMode m = parse_kv_mode(mode);
+      ASSERT_GT(dump.n_groups, 0);
+      EXPECT_EQ(dump.n_groups * m.group, total - dump.n_sinks - dump.n_window);
+      EXPECT_LT(dump.n_window, m.residual + m.group);
+      const RecordDiff r = diff_records(dump, k, v, s, m);
+      EXPECT_EQ(r.keys + r.values, 0) << "first differing record " << r.first;
+      double vs = -1;
+      if (*cut == 0) {
+        attend_out = out;
+      } else {
+        vs = test::nmse(out.data(), attend_out.data(), out.size());
+        EXPECT_GT(vs, 1e-4) << "cut=append and cut=attend gave the same outputs";
+      }
+      std::printf("chunked %-22s %d tokens in %zu appends: %d groups, window %d, records differing %d, nmse vs CPU "
+                  "%.3g, vs cut=attend %.3g\n",
+                  mode.c_str(), total, chunks.size(), dump.n_groups, dump.n_window, r.keys + r.values, err, vs);
+    }
+  }
+}
+
 // Not a pass/fail speed test: one layer's decode attention (llama3-8b head
 // shape) for f16 and the quantized caches, for docs/cuda-notes.md.
 TEST(CudaQuant, DecodeAttentionSpeedReport) {

@@ -90,14 +90,23 @@ TEST(KvMode, RangeFit) {
   expect_error("f16:fit=mse", "dense mode f16 takes no options");
 }
 
-TEST(KvMode, DeferredCut) {
-  EXPECT_EQ(parse_kv_mode("k2v2:defer").to_string(), "k2v2:g32:r128:s4:rope=post:defer");
-  EXPECT_EQ(parse_kv_mode("k2v2:o2:defer:fit=mse:rot").to_string(), "k2v2:g32:r128:s4:rope=post:rot:fit=mse:defer:o2");
-  EXPECT_TRUE(parse_kv_mode("k4v4:defer").defer && !parse_kv_mode("k4v4").defer);
+TEST(KvMode, CutAfterAttentionByDefault) {
+  EXPECT_TRUE(parse_kv_mode("k4v4").defer);
+  EXPECT_FALSE(parse_kv_mode("k4v4:cut=append").defer);
+  // The default is not spelled out; "defer" is the older spelling of it.
+  EXPECT_EQ(parse_kv_mode("k2v2:cut=attend").to_string(), "k2v2:g32:r128:s4:rope=post");
+  EXPECT_EQ(parse_kv_mode("k2v2:defer").to_string(), "k2v2:g32:r128:s4:rope=post");
+  EXPECT_EQ(parse_kv_mode("k2v2:o2:cut=append:fit=mse:rot").to_string(),
+            "k2v2:g32:r128:s4:rope=post:rot:fit=mse:cut=append:o2");
+  EXPECT_EQ(parse_kv_mode(parse_kv_mode("k2v2:cut=append").to_string()).to_string(),
+            "k2v2:g32:r128:s4:rope=post:cut=append");
+  EXPECT_TRUE(parse_kv_mode("k2v2:a3:cut=attend").defer);
   const std::pair<const char*, const char*> bad[] = {
-      {"k2v2:defer:defer", "given twice"},
-      {"k2v2:a3:defer", "anchored modes (':a<P>') always cut groups after attention; drop ':defer'"},
-      {"f16:defer", "dense mode f16 takes no options"},
+      {"k2v2:cut=attend:cut=append", "given twice"},
+      {"k2v2:defer:cut=attend", "given twice"},
+      {"k2v2:cut=later", "unknown field 'cut=later'"},
+      {"k2v2:a3:cut=append", "anchored modes (':a<P>') always cut groups after attention; drop ':cut=append'"},
+      {"f16:cut=append", "dense mode f16 takes no options"},
   };
   for (const auto& [mode, message] : bad) expect_error(mode, message);
 }

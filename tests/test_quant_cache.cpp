@@ -22,9 +22,11 @@ int expected_groups(int n, int S, int R, int G) { return n - S - R >= G ? (n - S
 
 // The oracle: keys/values [n][n_kv][d] as the cache should hold them after n
 // appends (fp16 for sinks and window; quantize(f16 input) for groups),
-// rotated to their positions if pre-RoPE.
+// rotated to their positions if pre-RoPE. cut_n >= 0: groups only as cut
+// after cut_n tokens, the later ones fp16 (cut=attend before the rows of the
+// last append have attended).
 void oracle_kv(const std::vector<float>& k, const std::vector<float>& v, int n, const KvShape& s, const KvMode& m,
-               std::vector<float>& ko, std::vector<float>& vo) {
+               std::vector<float>& ko, std::vector<float>& vo, int cut_n = -1) {
   const int d = s.head_dim, kvd = s.kv_dim(), G = m.group;
   const int S = std::min(m.sinks, n);
   ko.resize(static_cast<size_t>(n) * kvd);
@@ -33,7 +35,7 @@ void oracle_kv(const std::vector<float>& k, const std::vector<float>& v, int n, 
     ko[i] = f16r(k[i]);
     vo[i] = f16r(v[i]);
   }
-  const int groups = expected_groups(n, m.sinks, m.residual, G);
+  const int groups = expected_groups(cut_n >= 0 ? cut_n : n, m.sinks, m.residual, G);
   std::vector<float> kin(static_cast<size_t>(G) * d), vin(kin.size()), kq(kin.size()), vq(kin.size());
   const int no = kv_outlier_count(m.outlier_pct, G, d);
   std::vector<uint8_t> krec(kv_group_layout(G, d, m.k_bits, no).bytes), vrec(kv_group_layout(G, d, m.v_bits, no).bytes);
@@ -92,8 +94,10 @@ void check_attention(const AttnCase& ac) {
   cache->append(&k[static_cast<size_t>(ac.n_prefix) * kvd], &v[static_cast<size_t>(ac.n_prefix) * kvd], ac.n_q);
   ASSERT_EQ(cache->size(), total);
 
+  // The query rows' own append: cut=append has cut it, cut=attend not yet
+  // (anchored modes are not modelled here).
   std::vector<float> ko, vo;
-  oracle_kv(k, v, total, s, m, ko, vo);
+  oracle_kv(k, v, total, s, m, ko, vo, m.defer ? ac.n_prefix : total);
   std::vector<float> out(q.size()), lse(static_cast<size_t>(ac.n_q) * ac.n_heads);
   AttendStats st;
   st.lse = lse.data();
@@ -153,20 +157,22 @@ TEST(QuantCache, DecodeMatchesDequantizedReference) {
     }
 }
 
-// ":defer": the rows of a chunk read the chunk's own tokens exactly (older
-// tokens as the cache held them before the chunk), and after attend() the
-// cache holds the groups immediate cutting makes, bit for bit.
+// cut=attend (the default): the rows of a chunk read the chunk's own tokens
+// exactly (older tokens as the cache held them before the chunk), and after
+// attend() the cache holds the groups cut=append makes, bit for bit.
 TEST(QuantCache, DeferredCutReadsTheChunkExactlyThenHoldsTheSameCodes) {
   for (const char* base : {"k2v2:g32:r32:s4", "k3v3:g32:r0:s0", "k4v2:g64:r16:s1:sym"}) {
     SCOPED_TRACE(base);
     ThreadPool pool(2);
     const int d = 64, n_heads = 8, n_kv = 2;
-    const std::vector<int> chunks = {100, 37, 64, 1, 1, 50};
+    std::vector<int> chunks = {100, 37, 64};
+    chunks.insert(chunks.end(), 70, 1);  // decode steps across a group boundary
+    chunks.push_back(50);
     int total = 0;
     for (int c : chunks) total += c;
     const KvShape s = test::kv_shape(n_heads, n_kv, d, total);
-    QuantKvCache now(parse_kv_mode(base), s, pool), later(parse_kv_mode(std::string(base) + ":defer"), s, pool);
-    ASSERT_EQ(later.mode(), now.mode() + ":defer");
+    QuantKvCache now(parse_kv_mode(std::string(base) + ":cut=append"), s, pool), later(parse_kv_mode(base), s, pool);
+    ASSERT_EQ(now.mode(), later.mode() + ":cut=append");
     const KvMode m = parse_kv_mode(base);
     const int kvd = s.kv_dim(), qd = s.q_dim(), g = s.group();
     const auto k = test::random_floats(static_cast<size_t>(total) * kvd, 11, -2, 2),
@@ -174,7 +180,7 @@ TEST(QuantCache, DeferredCutReadsTheChunkExactlyThenHoldsTheSameCodes) {
     int done = 0;
     for (int n : chunks) {
       std::vector<float> ko, vo;
-      oracle_kv(k, v, done, s, m, ko, vo);  // before the chunk, as immediate cutting left it
+      oracle_kv(k, v, done, s, m, ko, vo);  // before the chunk, as cut=append left it
       for (size_t i = static_cast<size_t>(done) * kvd; i < static_cast<size_t>(done + n) * kvd; ++i) {
         ko.push_back(f16r(k[i]));
         vo.push_back(f16r(v[i]));
@@ -235,12 +241,16 @@ TEST(QuantCache, TokenCountsOneToThousand) {
 // Streams tokens one at a time and in chunks; after each append checks,
 // for every token, whether it is fp16 (read back == f16 of the input) or
 // quantized (== the reference codec applied to the f16 inputs).
-void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
-  SCOPED_TRACE("S " + std::to_string(S) + " R " + std::to_string(R) + " G " + std::to_string(G));
+// cut=attend with no attend() between the appends: each append first cuts
+// what the previous one left, so the newest append is fp16 until then.
+void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces, bool cut_on_attend) {
+  SCOPED_TRACE("S " + std::to_string(S) + " R " + std::to_string(R) + " G " + std::to_string(G) +
+               (cut_on_attend ? " cut=attend" : " cut=append"));
   ThreadPool pool(1);
   const int d = 64, total = S + R + 3 * G + 7;
   const KvShape s = test::kv_shape(2, 2, d, total);
-  const std::string mode = "k3v2:g" + std::to_string(G) + ":r" + std::to_string(R) + ":s" + std::to_string(S);
+  const std::string mode = "k3v2:g" + std::to_string(G) + ":r" + std::to_string(R) + ":s" + std::to_string(S) +
+                           (cut_on_attend ? "" : ":cut=append");
   QuantKvCache cache(parse_kv_mode(mode), s, pool);
   const KvMode m = parse_kv_mode(mode);
   auto k = test::random_floats(static_cast<size_t>(total) * s.kv_dim(), 5, -3, 3);
@@ -252,11 +262,12 @@ void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
     const int step = pieces.empty() ? 1 : std::min(pieces[piece_i++ % pieces.size()], total - n);
     cache.append(&k[static_cast<size_t>(n) * s.kv_dim()], &v[static_cast<size_t>(n) * s.kv_dim()], step);
     n += step;
-    const int groups = expected_groups(n, S, R, G);
+    const int cut_n = cut_on_attend ? n - step : n;
+    const int groups = expected_groups(cut_n, S, R, G);
     ASSERT_EQ(cache.n_sinks(), std::min(S, n)) << "after " << n;
     ASSERT_EQ(cache.n_quantized(), groups * G) << "after " << n;
     ASSERT_EQ(cache.n_window(), n - std::min(S, n) - groups * G) << "after " << n;
-    ASSERT_LT(cache.n_window(), R + G);
+    ASSERT_LT(cache.n_window(), R + G + (cut_on_attend ? step : 0));
     if (n > S + R + G) {
       ASSERT_GE(cache.n_window(), R);
     }
@@ -264,7 +275,7 @@ void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
     // cut (and the steps around it), and the end.
     const int phase = (n - S - R) % G;
     if (!(n <= S + 1 || phase == 0 || phase == 1 || phase == G - 1 || !pieces.empty() || n == total)) continue;
-    oracle_kv(k, v, n, s, m, ko, vo);
+    oracle_kv(k, v, n, s, m, ko, vo, cut_n);
     for (int j = 0; j < n; ++j) {
       const bool exact = j < S || j >= S + groups * G;
       ASSERT_EQ(cache.is_exact(j), exact) << "token " << j << " after " << n;
@@ -285,20 +296,25 @@ void check_lifecycle(int S, int R, int G, const std::vector<int>& pieces) {
 TEST(QuantCache, WindowAndSinkBoundariesOneByOne) {
   for (int S : {0, 4})
     for (int R : {0, 128})
-      for (int G : {32, 64}) check_lifecycle(S, R, G, {});
+      for (int G : {32, 64})
+        for (bool cut_on_attend : {false, true}) check_lifecycle(S, R, G, {}, cut_on_attend);
 }
 
 TEST(QuantCache, WindowAndSinkBoundariesInChunks) {
   for (int S : {0, 4})
     for (int R : {0, 128})
-      for (int G : {32, 64}) check_lifecycle(S, R, G, {3, 37, 1, 64});
+      for (int G : {32, 64})
+        for (bool cut_on_attend : {false, true}) check_lifecycle(S, R, G, {3, 37, 1, 64}, cut_on_attend);
 }
 
 TEST(QuantCache, FootprintEqualsBytesHeld) {
   ThreadPool pool(1);
   const int n_kv = 2, d = 128, G = 32, R = 64, S = 4, max_tokens = 1000;
   const KvShape s = test::kv_shape(8, n_kv, d, max_tokens);
-  auto cache = make_kv_cache("k4v2:g32:r64:s4", s, pool);
+  // cut=append: every append leaves the window below R + G, so capacity is
+  // fixed (cut=attend's window grows with the largest append; the deferred
+  // test checks its bytes against these).
+  auto cache = make_kv_cache("k4v2:g32:r64:s4:cut=append", s, pool);
   // Independent byte model: codes d*G*b/8, fp16 scale + zero per channel
   // (keys) or per G-channel group of each token (values).
   const size_t krec = d * G * 4 / 8 + 2 * d * 2, vrec = d * G * 2 / 8 + 2 * (G * (d / G)) * 2;
@@ -343,7 +359,8 @@ TEST(QuantCache, CloseToDenseAttention) {
   double prev = 0;
   for (const char* mode : {"k8v8:r0:s0", "k4v4:r0:s0", "k2v2:r0:s0"}) {
     auto c = make_kv_cache(mode, s, pool);
-    c->append(k.data(), v.data(), 600);
+    c->append(k.data(), v.data(), 599);  // cut when the query's token arrives
+    c->append(k.data() + 599 * static_cast<size_t>(s.kv_dim()), v.data() + 599 * static_cast<size_t>(s.kv_dim()), 1);
     c->attend(q.data(), 1, got.data(), nullptr);
     const double e = test::nmse(got.data(), want.data(), got.size());
     EXPECT_GT(e, prev) << mode;

@@ -9,7 +9,7 @@
 namespace longkv {
 
 const char* const kKvModeGrammar =
-    "f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:fit=minmax|mse][:defer][:o<pct>][:a<pct>[:anchor=kdev|attn]] "
+    "f32, f16 or k<bits>v<bits>[:g<group>][:r<window>][:s<sinks>][:rope=pre|post][:sym][:rot][:fit=minmax|mse][:cut=attend|append][:o<pct>][:a<pct>[:anchor=kdev|attn]] "
     "with bits in {8,4,3,2,1}, e.g. k4v2:g32:r128:s4";
 
 std::string KvMode::to_string() const {
@@ -20,7 +20,7 @@ std::string KvMode::to_string() const {
   if (symmetric) s += ":sym";
   if (rotate) s += ":rot";
   if (fit_mse) s += ":fit=mse";
-  if (defer) s += ":defer";
+  if (!defer) s += ":cut=append";
   if (outlier_pct > 0) s += strprintf(":o%g", outlier_pct);
   if (anchor_pct > 0) s += strprintf(":a%g", anchor_pct);
   if (anchor_pct > 0 && anchor_score == KvAnchorScore::attn) s += ":anchor=attn";
@@ -84,7 +84,7 @@ KvMode parse_kv_mode(const std::string& text) {
   m.k_bits = kb;
   m.v_bits = vb;
   bool seen_g = false, seen_r = false, seen_s = false, seen_rope = false, seen_sym = false, seen_rot = false,
-       seen_o = false, seen_a = false, seen_as = false, seen_fit = false, seen_defer = false;
+       seen_o = false, seen_a = false, seen_as = false, seen_fit = false, seen_cut = false;
   for (size_t i = 1; i < fields.size(); ++i) {
     const std::string& f = fields[i];
     auto once = [&](bool& seen) {
@@ -117,9 +117,11 @@ KvMode parse_kv_mode(const std::string& text) {
     } else if (f == "fit=minmax" || f == "fit=mse") {
       once(seen_fit);
       m.fit_mse = f == "fit=mse";
-    } else if (f == "defer") {
-      once(seen_defer);
-      m.defer = true;
+    } else if (f == "cut=attend" || f == "cut=append" || f == "defer") {
+      // "defer" is the older spelling of cut=attend, the default since it
+      // became one; commands in the docs still use it.
+      once(seen_cut);
+      m.defer = f != "cut=append";
     } else if (double pct = 0; f.size() > 1 && f[0] == 'o' && parse_decimal(f.substr(1), &pct)) {
       once(seen_o);
       LONGKV_CHECK(pct > 0 && pct <= 10, "KV mode '%s': outlier share %s%% must be in (0, 10]", text.c_str(),
@@ -145,8 +147,8 @@ KvMode parse_kv_mode(const std::string& text) {
                text.c_str());
   LONGKV_CHECK(!seen_as || seen_a, "KV mode '%s': ':anchor=' chooses how anchor tokens are picked and needs ':a<P>'",
                text.c_str());
-  LONGKV_CHECK(!(m.defer && m.anchor_pct > 0),
-               "KV mode '%s': anchored modes (':a<P>') always cut groups after attention; drop ':defer'",
+  LONGKV_CHECK(m.defer || !(m.anchor_pct > 0),
+               "KV mode '%s': anchored modes (':a<P>') always cut groups after attention; drop ':cut=append'",
                text.c_str());
   LONGKV_CHECK(!(m.symmetric && m.fit_mse),
                "KV mode '%s': 'fit=mse' refits asymmetric ranges; drop ':sym' or 'fit=mse'", text.c_str());

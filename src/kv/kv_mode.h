@@ -57,13 +57,16 @@ struct KvMode {
   // fit=minmax|mse: each group's range from its min and max, or refined to
   // the least squared error (kv_codec.h, Numbers). Asymmetric codes only.
   bool fit_mse = false;
-  // defer: groups are cut after the attention of the tokens just appended
-  // (a prefill chunk reads its own tokens exactly, as decode reads its
-  // window), not as each token arrives. Anchored modes always defer. CPU.
-  bool defer = false;
+  // cut=attend (default; "defer" is its older spelling): groups are cut at
+  // the end of attend(), after the attention of the tokens just appended, so
+  // a prefill chunk reads its own tokens exactly, as decode reads its window.
+  // cut=append (defer = false): groups are cut as tokens arrive, so a chunk's
+  // rows read the chunk's older tokens as codes. The codes are the same
+  // either way; anchored modes always cut after attention.
+  bool defer = true;
 
   // Canonical, fully spelled-out string ("k4v2:g32:r128:s4:rope=post";
-  // then ":sym", ":rot", ":fit=mse", ":defer", ":o<P>", ":a<P>" when set, in that
+  // then ":sym", ":rot", ":fit=mse", ":cut=append", ":o<P>", ":a<P>" when set, in that
   // order, and ":anchor=attn" after ":a<P>" when that score is chosen).
   std::string to_string() const;
   // Warnings worth printing (e.g. K bits < V bits); empty if none.

@@ -113,6 +113,10 @@ void QuantKvCache::append(const float* k, const float* v, int n) {
   LONGKV_CHECK(n >= 0 && static_cast<int64_t>(n_tokens_) + n <= shape_.max_tokens,
                "KV cache full: %d + %d tokens exceed the capacity of %d", n_tokens_, n, shape_.max_tokens);
   const int d = shape_.head_dim, kvd = shape_.kv_dim();
+  // cut=attend without anchors: an append that no attend() followed (a
+  // synthetic fill, a prompt loaded without scoring) first cuts what the
+  // last one left, so only the newest append's tokens wait for their rows.
+  if (!anchored() && mode_.defer) cut_window();
   if (deferred()) reserve_window(n_window_ + n);
   for (int t = 0; t < n; ++t) {
     int s;
@@ -135,6 +139,12 @@ void QuantKvCache::append(const float* k, const float* v, int n) {
     win_mass_.resize(n_window_, 0.0f);
     win_obs_.resize(n_window_, 0.0f);
   }
+}
+
+void QuantKvCache::cut_window() {
+  // The same groups cutting on append makes, now that the rows which
+  // arrived with these tokens have read them exactly.
+  while (n_window_ >= mode_.residual + mode_.group) quantize_oldest_group();
 }
 
 void QuantKvCache::reserve_window(int n) {
@@ -612,9 +622,7 @@ void QuantKvCache::attend(const float* q, int n_q, float* out, AttendStats* stat
     if (!kdev_) observe_window(q, n_q, final_state.data());
     cut_anchored_groups();
   } else if (mode_.defer) {
-    // The same groups immediate cutting makes, now that the rows which
-    // arrived with these tokens have read them exactly.
-    while (n_window_ >= mode_.residual + mode_.group) quantize_oldest_group();
+    cut_window();
   }
 }
 

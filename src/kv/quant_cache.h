@@ -69,11 +69,12 @@
 //   - Groups hold the G non-anchor tokens in position order: a quantized
 //     token's record index is its index among the non-anchor tokens.
 //   - Attention: one more exact part (the anchors) merged like the others.
-// Without ":a" none of this runs: append() cuts groups as before, unless
-// ":defer" asks for the deferred cut alone (no anchors): the groups are then
-// the ones append() would have cut, made at the end of attend(), so the rows
-// of a prefill chunk read the chunk's own tokens exactly, as a decode step
-// reads its window (docs/quality.md, "Streamed token by token").
+// Without ":a" the anchor part does not run. The groups are the ones cutting
+// on append() would make, cut at the end of attend() (cut=attend, the
+// default), so the rows of a prefill chunk read the chunk's own tokens
+// exactly, as a decode step reads its window (docs/quality.md, "Streamed
+// token by token"); an append() that follows an append() first cuts what the
+// previous one left. cut=append cuts them as tokens arrive.
 //
 // Memory: codes for every group max_tokens can need are reserved up front
 // (make_huge_array: pages are committed as groups are written).
@@ -125,10 +126,12 @@ class QuantKvCache final : public KvCache {
 
  private:
   bool anchored() const { return mode_.anchor_pct > 0; }
-  // Groups cut at the end of attend() instead of in append() (":defer",
-  // and always with anchors).
+  // Groups cut at the end of attend() instead of in append() (cut=attend,
+  // the default, and always with anchors).
   bool deferred() const { return anchored() || mode_.defer; }
   void quantize_oldest_group();
+  // Plain cut=attend: quantizes the window down to fewer than R + G tokens.
+  void cut_window();
   // Anchor modes: room for n window tokens; the attention the last n_q rows
   // gave the window; groups and anchors cut from the window.
   void reserve_window(int n);

@@ -271,6 +271,11 @@ struct CudaKvDump {
 void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
                           int append_chunk, const float* q, int n_q, float* out, CudaGemm gemm,
                           CudaKvDump* dump = nullptr);
+// As the model streams a prompt: for each chunk, its keys/values appended
+// and its own query rows attended (q, out: [sum of chunks][n_heads][head_dim];
+// f32 prefill GEMM), so cut=attend's deferred cuts run as in a model.
+void cuda_check_chunked_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v,
+                                  const float* q, const std::vector<int>& chunks, float* out, CudaKvDump* dump);
 
 // Single-token decode steps of a cache of kv_mode (f16, or a quantized mode
 // while all tokens are in its fp16 part) with the position in device

@@ -183,6 +183,29 @@ void cuda_check_attention(const KvShape& s, const std::string& kv_mode, const fl
   if (dump) cache->dump_codes(dump);
 }
 
+void cuda_check_chunked_attention(const KvShape& s, const std::string& kv_mode, const float* k, const float* v,
+                                  const float* q, const std::vector<int>& chunks, float* out, CudaKvDump* dump) {
+  auto cache = make_gpu_kv_cache(kv_mode, s);
+  int total = 0;
+  for (int c : chunks) total += c;
+  const size_t row = static_cast<size_t>(s.kv_dim()), qrow = static_cast<size_t>(s.q_dim());
+  DeviceBuffer kb = to_device(k, sizeof(float) * total * row), vb = to_device(v, sizeof(float) * total * row);
+  DeviceBuffer qb = to_device(q, sizeof(float) * total * qrow), ob = poisoned(sizeof(float) * total * qrow);
+  GpuAttnWorkspace ws;
+  ws.gemm = CudaGemm::f32;
+  LONGKV_CUBLAS_CHECK(cublasCreate(&ws.cublas));
+  int p = 0;
+  for (int n : chunks) {
+    cache->append(kb.as<float>() + p * row, vb.as<float>() + p * row, n, nullptr);
+    cache->attend(qb.as<float>() + p * qrow, n, ob.as<float>() + p * qrow, ws, nullptr);
+    sync_check();
+    p += n;
+  }
+  cublasDestroy(ws.cublas);
+  LONGKV_CUDA_CHECK(cudaMemcpy(out, ob.as(), ob.bytes(), cudaMemcpyDeviceToHost));
+  if (dump) cache->dump_codes(dump);
+}
+
 void cuda_check_decode_steps(const KvShape& s, const std::string& kv_mode, const float* k, const float* v, int n_ctx,
                              int append_chunk, int steps, const float* q, const RopeTable* rope, bool fused,
                              float* out, const float* q2, float* out2) {

@@ -43,6 +43,10 @@ void cuda_check_attention(const KvShape&, const std::string&, const float*, cons
                           float*, CudaGemm, CudaKvDump*) {
   fail("%s", kNoCuda);
 }
+void cuda_check_chunked_attention(const KvShape&, const std::string&, const float*, const float*, const float*,
+                                  const std::vector<int>&, float*, CudaKvDump*) {
+  fail("%s", kNoCuda);
+}
 void cuda_check_decode_steps(const KvShape&, const std::string&, const float*, const float*, int, int, int,
                              const float*, const RopeTable*, bool, float*, const float*, float*) {
   fail("%s", kNoCuda);

@@ -291,8 +291,6 @@ class QuantGpuCache final : public GpuKvCache {
                  name.c_str());
     LONGKV_CHECK(!mode.fit_mse,
                  "KV mode '%s' is not available on the CUDA backend yet (fit=mse ranges are CPU-only)", name.c_str());
-    LONGKV_CHECK(!mode.defer,
-                 "KV mode '%s' is not available on the CUDA backend yet (':defer' is CPU-only)", name.c_str());
     LONGKV_CHECK(!mode.rotate, "KV mode '%s': ':rot' is make_rotated_gpu_kv_cache's, around this cache", name.c_str());
     // Code widths 8, 4, 3, 2, 1 and G a multiple of 32 dividing head_dim are
     // what kv_codec.h allows (the mode parser and the layout checked them).
@@ -330,7 +328,7 @@ class QuantGpuCache final : public GpuKvCache {
     sink_cap_ = std::min(mode.sinks, s.max_tokens);
     win_cap_ = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(mode.residual) + G_, s.max_tokens));
     geo_.sink_cap = sink_cap_;
-    geo_.exact_cap = sink_cap_ + win_cap_;
+    geo_.exact_cap = sink_cap_ + win_cap_;  // grows with cut=attend's largest append (reserve_exact)
     geo_.max_groups = static_cast<int>(
         std::max<int64_t>(0, (static_cast<int64_t>(s.max_tokens) - mode.sinks - mode.residual) / G_));
     const size_t n_kv = s.n_kv_heads;
@@ -342,17 +340,31 @@ class QuantGpuCache final : public GpuKvCache {
     tmp_.resize(2 * n_kv * win_cap_ * D * sizeof(__half));
   }
 
+  // cut=attend (the CPU cache's rules): the new tokens join the window, which
+  // attend() cuts after their rows have read them; an append no attend()
+  // followed is cut first. cut=append: groups are cut here.
   void append(const float* k, const float* v, int n, cudaStream_t s) override {
     LONGKV_CHECK(n >= 0 && static_cast<int64_t>(n_tokens_) + n <= shape_.max_tokens,
                  "KV cache full: %d + %d tokens exceed the capacity of %d", n_tokens_, n, shape_.max_tokens);
     if (n == 0) return;
+    if (mode_.defer) {
+      cut_window(s);
+      reserve_exact(static_cast<int64_t>(sink_cap_) + n_window_ + n, s);
+    }
+    update(k, v, n, !mode_.defer, s);
+  }
+
+ private:
+  // Adds n tokens (n = 0: none) and, with `cut`, cuts every group the window
+  // then completes (from the window's slots and the new rows k, v).
+  void update(const float* k, const float* v, int n, bool cut, cudaStream_t s) {
     const int R = mode_.residual, D = geo_.D, n_kv = geo_.n_kv;
     // The CPU cache's per-token rules, summed over the n tokens.
     const int ns_add = (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) ? std::min(sink_cap_ - n_sinks_, n) : 0;
     const int m = n - ns_add;
     const int w = n_window_ + m;
     const int G = G_;
-    const int e = (m > 0 && w >= R + G) ? (w - (R + G)) / G + 1 : 0;
+    const int e = (cut && w >= R + G) ? (w - (R + G)) / G + 1 : 0;
     const int old_total = n_tokens_, sinks = n_sinks_ + ns_add;
     const int old_ws = sinks + n_groups_ * G;  // position of old window slot 0
     // A steady step (replay_key != 0) reads its position from the device.
@@ -406,10 +418,42 @@ class QuantGpuCache final : public GpuKvCache {
     n_tokens_ = new_total;
   }
 
+  // cut=attend: the groups the window holds, cut from its fp16 slots (the
+  // same records cutting on append makes: those read the same f16 values).
+  void cut_window(cudaStream_t s) {
+    if (n_window_ >= mode_.residual + G_) update(nullptr, nullptr, 0, true, s);
+  }
+
+  // Room for `slots` fp16 slots per KV head (sinks + window). Only appends
+  // larger than a decode step grow it: a steady step's slot is below the
+  // initial sink_cap + R + G. Growing moves the buffers, so gen_ changes
+  // the replay key (a captured step must not replay with the old ones).
+  void reserve_exact(int64_t slots, cudaStream_t s) {
+    if (slots <= geo_.exact_cap) return;
+    const int D = geo_.D, n_kv = geo_.n_kv, old = geo_.exact_cap;
+    const int cap = static_cast<int>(std::min<int64_t>(std::max<int64_t>(slots, old + old / 2),
+                                                       static_cast<int64_t>(sink_cap_) + shape_.max_tokens));
+    const size_t bytes = static_cast<size_t>(n_kv) * cap * D * sizeof(__half);
+    DeviceBuffer nk(bytes), nv(bytes);
+    const size_t used = static_cast<size_t>(sink_cap_ + n_window_) * D * sizeof(__half);
+    if (used > 0) {
+      const size_t sp = static_cast<size_t>(old) * D * sizeof(__half), dp = static_cast<size_t>(cap) * D * sizeof(__half);
+      LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(nk.as(), dp, exact_k_.as(), sp, used, n_kv, cudaMemcpyDeviceToDevice, s));
+      LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(nv.as(), dp, exact_v_.as(), sp, used, n_kv, cudaMemcpyDeviceToDevice, s));
+    }
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // the old buffers are freed below
+    exact_k_ = std::move(nk);
+    exact_v_ = std::move(nv);
+    geo_.exact_cap = cap;
+    ++gen_;
+  }
+
+ public:
   void attend(const float* q, int n_q, float* out, GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(n_q >= 1 && n_q <= n_tokens_, "attend: %d query rows but %d tokens held", n_q, n_tokens_);
-    if (n_q == 1) return decode(q, out, ws, s);
-    prefill(q, n_q, out, ws, s);
+    if (n_q == 1) decode(q, out, ws, s);
+    else prefill(q, n_q, out, ws, s);
+    if (mode_.defer) cut_window(s);
   }
 
   // While no group exists (the first sinks + R + G - 1 tokens) every token
@@ -428,13 +472,14 @@ class QuantGpuCache final : public GpuKvCache {
     if (!(t.attn_block && t.quant_block && n_sinks_ == sink_cap_ && steady_next() &&
           decode_block_supported(shape_.group(), geo_.D, rope)))
       return false;
-    return n_groups_ == 0 || (t.quant_fused && t.quant_decode_mma && t.quant_decode_v3 &&
+    return n_groups_ + uncut_groups() == 0 || (t.quant_fused && t.quant_decode_mma && t.quant_decode_v3 &&
                               quant_decode_v3_takes(geo_, shape_.group()));
   }
   void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
                     GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(decode_block_ok(rope), "quantized KV cache: the fused decode step applies only to steady steps "
                  "(window growing, sinks full) of a cache the v3 kernel takes");
+    cut_window(s);  // an append no attend() followed (cut=attend)
     ++n_window_;  // the host state of a steady append (advance)
     ++n_tokens_;
     decode_dev_ = true;
@@ -483,7 +528,9 @@ class QuantGpuCache final : public GpuKvCache {
       float* vb = kb + static_cast<size_t>(c) * row;
       random_normal_kernel<<<grid_1d(2 * c * row), 256, 0, s>>>(kb, 2 * c * row, seed * 1000003 + p);
       LONGKV_CUDA_LAUNCHED();
-      append(kb, vb, c, s);
+      // No rows read these tokens: cut as they arrive (what cut=attend's next
+      // append would do anyway), so the window stays within its first size.
+      update(kb, vb, c, true, s);
     }
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // buf is freed on return
   }
@@ -505,11 +552,13 @@ class QuantGpuCache final : public GpuKvCache {
   // sink counts stay: the position comes from the device. One step in G
   // completes a group and runs directly; the next is captured once.
   uint64_t replay_key() const override {
-    if (!steady_next()) return 0;
-    return (static_cast<uint64_t>(n_groups_ + 1) << 24) | static_cast<uint64_t>(n_sinks_);
+    if (uncut_groups() > 0 || !steady_next()) return 0;
+    return (static_cast<uint64_t>(gen_) << 48) | (static_cast<uint64_t>(n_groups_ + 1) << 24) |
+           static_cast<uint64_t>(n_sinks_);
   }
   void advance(int n) override {
-    LONGKV_CHECK(n == 1 && steady_next(), "quantized KV cache: only a steady single-token step can replay");
+    LONGKV_CHECK(n == 1 && uncut_groups() == 0 && steady_next(),
+                 "quantized KV cache: only a steady single-token step can replay");
     ++n_window_;
     ++n_tokens_;
     decode_dev_ = true;
@@ -544,16 +593,23 @@ class QuantGpuCache final : public GpuKvCache {
     if (decode_dev_) {  // fp16 tokens after the append: *dpos + 1 - (groups' tokens)
       kv.dev_n = dpos_;
       kv.dev_add = 1 - n_groups_ * G_;
-      kv.split_n = geo_.exact_cap;
+      kv.split_n = sink_cap_ + win_cap_;  // a steady step's count is below it, however far exact_cap grew
     }
     return kv;
+  }
+
+  // Groups cut_window() would cut now: an append no attend() followed
+  // (cut=attend); the next append or fused step cuts them first.
+  int uncut_groups() const {
+    return mode_.defer && n_window_ >= mode_.residual + G_ ? (n_window_ - mode_.residual) / G_ : 0;
   }
 
   // Whether the next single-token append is steady (see replay_key).
   bool steady_next() const {
     if (!dpos_ || n_tokens_ + 1 > shape_.max_tokens) return false;
     if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) return false;
-    return n_window_ + 1 < mode_.residual + G_ && sink_cap_ + n_window_ + 1 <= geo_.exact_cap;
+    const int w = n_window_ - uncut_groups() * G_;
+    return w + 1 < mode_.residual + G_ && sink_cap_ + w + 1 <= geo_.exact_cap;
   }
 
   // The quantized split kernel for this cache's shape: launched, or with
@@ -666,6 +722,7 @@ class QuantGpuCache final : public GpuKvCache {
   int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
   bool smem_raised_ = false;  // quantize_groups_kernel's shared-memory limit raised for this G
   bool decode_dev_ = false;  // the last append was steady: decode reads the fp16 count from the device
+  uint64_t gen_ = 0;         // times reserve_exact moved the fp16 buffers
 };
 
 }  // namespace
