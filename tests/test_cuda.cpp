@@ -770,13 +770,17 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
   // prompt) completes a group at steps 12, 44 and 76, which run directly, and
   // each following step is captured once for the new group count; k2v2 with
   // the default window (r128:s4, window 16 after the prompt) completes its
-  // first group at step 143.
+  // first group at step 143. Then a second prompt of 300 tokens, which moves
+  // a quantized cache's fp16 buffers (cut=attend keeps the chunk fp16 until
+  // its rows have attended; the buffers grow past the decode steps' size),
+  // and 40 more steps: the replays after it must read the new buffers.
   for (const char* mode : {"f16", "k4v4:r0:s1", "k2v2"}) {
     SCOPED_TRACE(mode);
     const bool dense = std::strcmp(mode, "f16") == 0, small = std::strcmp(mode, "k4v4:r0:s1") == 0;
     const int steps = dense ? 300 : small ? 100 : 150;
     CudaModelOptions o;
-    o.max_tokens = 20 + steps + 1;
+    constexpr int kMore = 300, kSteps2 = 40;
+    o.max_tokens = 20 + steps + kMore + kSteps2 + 1;
     o.kv_mode = mode;
     o.gemm = CudaGemm::f32;
     o.graphs = false;
@@ -809,6 +813,24 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
     }
     std::printf("graph replay vs direct decode, %s, %d steps: worst nmse %.3g, %d captures, %d replays\n", mode, steps,
                 worst, graphed->graph_captures(), graphed->graph_replays());
+    std::vector<int32_t> more(kMore);
+    for (int i = 0; i < kMore; ++i) more[i] = static_cast<int32_t>((i * 257 + 3) % nv);
+    int pos = 20 + steps;
+    direct->forward(more.data(), kMore, pos, a.data(), false);
+    graphed->forward(more.data(), kMore, pos, b.data(), false);
+    pos += kMore;
+    const int replays = graphed->graph_replays();
+    double worst2 = test::nmse(b.data(), a.data(), a.size());
+    for (int i = 0; i < kSteps2; ++i, ++pos) {
+      const int32_t t = static_cast<int32_t>((i * 104729 + 5) % nv);
+      direct->forward(&t, 1, pos, a.data(), false);
+      graphed->forward(&t, 1, pos, b.data(), false);
+      worst2 = std::max(worst2, test::nmse(b.data(), a.data(), a.size()));
+    }
+    EXPECT_LT(worst2, 1e-12);
+    EXPECT_GT(graphed->graph_replays(), replays + kSteps2 / 2);
+    std::printf("  then %d prompt tokens and %d steps: worst nmse %.3g, %d replays\n", kMore, kSteps2, worst2,
+                graphed->graph_replays() - replays);
   }
 }
 
