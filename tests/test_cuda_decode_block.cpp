@@ -204,6 +204,12 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       {16, 2, 128, 5001, 2, 2500, 128, RopeStyle::interleaved, "k2v4"},   // g 8
       {8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k2v2:s0"},           // 20 steps, no sinks
       {8, 1, 64, 131075, 2, 32768, 64, RopeStyle::interleaved, "k2v2", 1e-6},  // 4,091 groups on one KV head
+      // ":rot" (milestone 18): RoPE and the rotation in one kernel, then the
+      // inner cache's fused step; the slots must be the rope + append bits.
+      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k4v4:rot"},
+      {28, 4, 128, 777, 2, 777, 64, RopeStyle::interleaved, "k2v2:rot"},   // g 7, partial rotary
+      {8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k2v2:rot:s0"},        // 20 steps across a group
+      {32, 8, 128, 160, 4, 50, 128, RopeStyle::interleaved, "k2v2:rot"},   // before the first group
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block) << "defaults changed";
   for (const auto& c : cases) {

@@ -7,9 +7,27 @@
 // the stored vectors and therefore the codes equal the CPU cache's: at 2
 // bits a last-bit difference would flip codes and move perplexity.
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/rope_rotate.cuh"
 
 namespace longkv::cuda {
 namespace {
+
+// The butterfly of one vector x (shared memory) by thread p of d/2, stage
+// for stage as hadamard_rotate; every thread of the block calls it (it
+// synchronizes), `live` ones change x. The caller scales.
+__device__ __forceinline__ void butterfly(float* x, int p, int d, bool live) {
+  __syncthreads();
+  for (int len = 1; len < d; len <<= 1) {
+    // Butterfly p of this stage: (j, j + len), j = block start + offset.
+    const int j = (p / len) * 2 * len + p % len;
+    if (live) {
+      const float a = x[j], b = x[j + len];
+      x[j] = __fadd_rn(a, b);
+      x[j + len] = __fsub_rn(a, b);
+    }
+    __syncthreads();
+  }
+}
 
 // Rotates `count` vectors of d floats from src into dst (may alias). Block:
 // d/2 threads (one butterfly each per stage) x kVecs vectors.
@@ -24,28 +42,57 @@ __global__ void hadamard_kernel(const float* __restrict__ src, float* dst, size_
     x[2 * p] = src[vec * d + 2 * p];
     x[2 * p + 1] = src[vec * d + 2 * p + 1];
   }
-  __syncthreads();
-  for (int len = 1; len < d; len <<= 1) {
-    // Butterfly p of this stage: (j, j + len), j = block start + offset.
-    const int j = (p / len) * 2 * len + p % len;
-    if (live) {
-      const float a = x[j], b = x[j + len];
-      x[j] = __fadd_rn(a, b);
-      x[j + len] = __fsub_rn(a, b);
-    }
-    __syncthreads();
-  }
+  butterfly(x, p, d, live);
   if (live) {
     dst[vec * d + 2 * p] = __fmul_rn(x[2 * p], scale);
     dst[vec * d + 2 * p + 1] = __fmul_rn(x[2 * p + 1], scale);
   }
 }
 
+// A fused step's inputs (GpuKvCache::decode_block): the n_heads query and
+// n_kv key vectors rotated by RoPE to position *dpos, then those and the n_kv
+// value vectors by the butterfly -> qr, kr, vr. The bits rope_kernel then
+// hadamard_kernel make: rope_rotate (rope_rotate.cuh) on pair j = (2j, 2j + 1)
+// or (j, j + d/2) with frequency j, then the same stages.
+__global__ void rope_hadamard_kernel(const float* __restrict__ q, const float* __restrict__ k,
+                                     const float* __restrict__ v, float* qr, float* kr, float* vr, int n_heads,
+                                     int n_kv, int d, DecodeRope rope, const int* __restrict__ dpos, float scale) {
+  extern __shared__ float x_sh[];
+  const int p = threadIdx.x, vi = threadIdx.y;
+  const int vec = blockIdx.x * kVecs + vi;
+  const bool live = vec < n_heads + 2 * n_kv;
+  const bool is_v = vec >= n_heads + n_kv;
+  const int off = (vec < n_heads ? vec : is_v ? vec - n_heads - n_kv : vec - n_heads) * d;
+  const float* src = (vec < n_heads ? q : is_v ? v : k) + off;
+  float* dst = (vec < n_heads ? qr : is_v ? vr : kr) + off;
+  float* x = x_sh + vi * d;
+  if (live) {
+    const int c0 = rope.neox ? p : 2 * p, c1 = rope.neox ? p + d / 2 : 2 * p + 1;
+    float x0 = src[c0], x1 = src[c1];
+    if (!is_v && rope.inv_freq != nullptr && (rope.neox || c0 < rope.rope_dim)) {
+      float cs, sn;
+      rope_cos_sin(*dpos, rope.inv_freq[p], cs, sn);
+      const float2 r = rope_rotate(x0, x1, cs, sn);
+      x0 = r.x;
+      x1 = r.y;
+    }
+    x[c0] = x0;
+    x[c1] = x1;
+  }
+  butterfly(x, p, d, live);
+  if (live) {
+    dst[2 * p] = __fmul_rn(x[2 * p], scale);
+    dst[2 * p + 1] = __fmul_rn(x[2 * p + 1], scale);
+  }
+}
+
+// 1/sqrt(d) as the CPU computes it: f32 sqrt, then f32 division (both
+// correctly rounded on both sides).
+float rotation_scale(int d) { return 1.0f / std::sqrt(static_cast<float>(d)); }
+
 void rotate(const float* src, float* dst, size_t count, int d, cudaStream_t s) {
   if (count == 0) return;
-  // 1/sqrt(d) as the CPU computes it: f32 sqrt, then f32 division (both
-  // correctly rounded on both sides).
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = rotation_scale(d);
   const dim3 block(d / 2, kVecs);
   const size_t blocks = (count + kVecs - 1) / kVecs;
   hadamard_kernel<<<static_cast<unsigned>(blocks), block, sizeof(float) * d * kVecs, s>>>(src, dst, count, d, scale);
@@ -58,6 +105,31 @@ class RotatedGpuCache final : public GpuKvCache {
     const int d = shape_.head_dim;
     LONGKV_CHECK(d >= 2 && d <= 1024 && (d & (d - 1)) == 0,
                  "KV mode ':rot' needs a power-of-two head dimension (got %d)", d);
+    // One fused step's rotated q | k | v | output, allocated once: a captured
+    // step replays with these addresses.
+    step_.resize(sizeof(float) * d * (2 * static_cast<size_t>(shape_.n_heads) + 2 * shape_.n_kv_heads));
+  }
+
+  // The inner cache's fused step (milestone 18): RoPE and the rotation of q,
+  // k and v in one kernel, the inner step on the rotated vectors without
+  // RoPE, then the output rotated back. Same bits as rope + append + attend.
+  bool decode_block_ok(const DecodeRope& rope) const override {
+    return decode_block_supported(shape_.group(), shape_.head_dim, rope) && inner_->decode_block_ok(DecodeRope{});
+  }
+  void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
+                    GpuAttnWorkspace& ws, cudaStream_t s) override {
+    LONGKV_CHECK(decode_block_ok(rope) && dpos_, "KV mode ':rot': the fused decode step does not apply");
+    const int d = shape_.head_dim, nh = shape_.n_heads, nkv = shape_.n_kv_heads;
+    float* qr = step_.as<float>();
+    float* kr = qr + static_cast<size_t>(nh) * d;
+    float* vr = kr + static_cast<size_t>(nkv) * d;
+    float* outr = vr + static_cast<size_t>(nkv) * d;
+    const int vecs = nh + 2 * nkv;
+    rope_hadamard_kernel<<<(vecs + kVecs - 1) / kVecs, dim3(d / 2, kVecs), sizeof(float) * d * kVecs, s>>>(
+        q, k, v, qr, kr, vr, nh, nkv, d, rope, dpos_, rotation_scale(d));
+    LONGKV_CUDA_LAUNCHED();
+    inner_->decode_block(qr, kr, vr, DecodeRope{}, outr, ws, s);
+    rotate(outr, out, static_cast<size_t>(nh), d, s);
   }
 
   void append(const float* k, const float* v, int n, cudaStream_t s) override {
@@ -96,6 +168,7 @@ class RotatedGpuCache final : public GpuKvCache {
  private:
   std::unique_ptr<GpuKvCache> inner_;
   DeviceBuffer kv_, q_;  // rotated keys|values of one append, rotated queries
+  DeviceBuffer step_;    // decode_block's rotated q | k | v | output
 };
 
 }  // namespace
