@@ -6,9 +6,7 @@
 // operations (adds, subtracts, one multiply by the same f32 1/sqrt(d)), so
 // the stored vectors and therefore the codes equal the CPU cache's: at 2
 // bits a last-bit difference would flip codes and move perplexity.
-#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gpu_kv_cache.cuh"
-#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 
 namespace longkv::cuda {
@@ -36,10 +34,6 @@ __device__ __forceinline__ void butterfly(float* x, int p, int d, bool live) {
 constexpr int kVecs = 4;
 __global__ void hadamard_kernel(const float* __restrict__ src, float* dst, size_t count, int d, float scale) {
   extern __shared__ float x_sh[];
-  // Launched with PDL by the fused step (decode_block): the kernel behind it
-  // may launch now and waits for this one; src is safe to read after the wait.
-  pdl_trigger();
-  pdl_wait();
   const int p = threadIdx.x, vi = threadIdx.y;
   const size_t vec = static_cast<size_t>(blockIdx.x) * kVecs + vi;
   const bool live = vec < count;
@@ -64,8 +58,6 @@ __global__ void rope_hadamard_kernel(const float* __restrict__ q, const float* _
                                      const float* __restrict__ v, float* qr, float* kr, float* vr, int n_heads,
                                      int n_kv, int d, DecodeRope rope, const int* __restrict__ dpos, float scale) {
   extern __shared__ float x_sh[];
-  pdl_trigger();  // the decode block behind it waits for this grid before reading qr, kr, vr
-  pdl_wait();     // q, k, v from the q|k|v GEMV
   const int p = threadIdx.x, vi = threadIdx.y;
   const int vec = blockIdx.x * kVecs + vi;
   const bool live = vec < n_heads + 2 * n_kv;
@@ -133,14 +125,11 @@ class RotatedGpuCache final : public GpuKvCache {
     float* vr = kr + static_cast<size_t>(nkv) * d;
     float* outr = vr + static_cast<size_t>(nkv) * d;
     const int vecs = nh + 2 * nkv;
-    const bool pdl = cuda_tuning().decode_pdl;
-    const dim3 block(d / 2, kVecs);
-    const size_t smem = sizeof(float) * d * kVecs;
-    launch_maybe_pdl(pdl, rope_hadamard_kernel, dim3((vecs + kVecs - 1) / kVecs), block, smem, s, q, k, v, qr, kr,
-                     vr, nh, nkv, d, rope, dpos_, rotation_scale(d));
+    rope_hadamard_kernel<<<(vecs + kVecs - 1) / kVecs, dim3(d / 2, kVecs), sizeof(float) * d * kVecs, s>>>(
+        q, k, v, qr, kr, vr, nh, nkv, d, rope, dpos_, rotation_scale(d));
+    LONGKV_CUDA_LAUNCHED();
     inner_->decode_block(qr, kr, vr, DecodeRope{}, outr, ws, s);
-    launch_maybe_pdl(pdl, hadamard_kernel, dim3((nh + kVecs - 1) / kVecs), block, smem, s, outr, out,
-                     static_cast<size_t>(nh), d, rotation_scale(d));
+    rotate(outr, out, static_cast<size_t>(nh), d, s);
   }
 
   void append(const float* k, const float* v, int n, cudaStream_t s) override {
