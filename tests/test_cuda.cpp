@@ -680,13 +680,14 @@ TEST(Cuda, EvalModelMatchesReferenceLogits) {
 // Decodes `steps` fixed tokens one by one on the CPU engine and a GPU model
 // of the same weights (f16 KV, f32 prefill GEMM, current tuning); returns
 // the worst logits nmse and how many steps agree on the argmax.
-std::pair<double, int> decode_vs_cpu(const ModelWeights& w, int steps) {
+std::pair<double, int> decode_vs_cpu(const ModelWeights& w, int steps, const char* kv_mode = "f16") {
   const int nv = w.cfg.n_vocab;
   ThreadPool pool(2);
   LlamaModel cpu(w, pool);
-  auto caches = cpu.make_caches("f16", 64);
+  auto caches = cpu.make_caches(kv_mode, std::max(64, steps));
   CudaModelOptions o;
-  o.max_tokens = 64;
+  o.max_tokens = std::max(64, steps);
+  o.kv_mode = kv_mode;
   o.gemm = CudaGemm::f32;
   auto gpu = CudaModel::create(w, o);
   std::vector<float> a(nv), b(nv);
@@ -713,6 +714,24 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
   // carry into the logits; the CPU's own f16-vs-f32 check allows 1e-5.
   EXPECT_LT(worst, 1e-5);
   std::printf("evalmodel decode 40 steps GPU vs CPU (f16 KV): worst nmse %.3g\n", worst);
+}
+
+// The rotated cache's fused step (milestone 18) in the model, past its first
+// group (step 164 at r128:s4), against the CPU engine with the same mode.
+// Both store the same codes for the same inputs, but the inputs differ by
+// float rounding, and a 4-bit code near a boundary can flip; a broken
+// rotation (q or an output not rotated) gives nmse ~1.
+TEST(Cuda, EvalModelRotatedDecodeMatchesCpuEngine) {
+  LONGKV_REQUIRE_CUDA();
+  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+  LONGKV_REQUIRE_SHARED(kModel);
+  LoadedModel lm = load_model(test::shared_path(kModel));
+  constexpr int kSteps = 200;
+  const auto [worst, top1] = decode_vs_cpu(lm.weights, kSteps, "k4v4:rot");
+  EXPECT_LT(worst, 1e-3);
+  EXPECT_GE(top1, kSteps - 4);
+  std::printf("evalmodel decode %d steps GPU vs CPU (k4v4:rot KV): worst nmse %.3g, top-1 %d of %d\n", kSteps, worst,
+              top1, kSteps);
 }
 
 // The evaluation model quantized to Q4_0 (its Q8_0 weights requantized),
@@ -770,11 +789,12 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
   // prompt) completes a group at steps 12, 44 and 76, which run directly, and
   // each following step is captured once for the new group count; k2v2 with
   // the default window (r128:s4, window 16 after the prompt) completes its
-  // first group at step 143. Then a second prompt of 300 tokens, which moves
+  // first group at step 143; k4v4:rot the same through the rotated cache's
+  // fused step (its scratch must keep its addresses across replays). Then a second prompt of 300 tokens, which moves
   // a quantized cache's fp16 buffers (cut=attend keeps the chunk fp16 until
   // its rows have attended; the buffers grow past the decode steps' size),
   // and 40 more steps: the replays after it must read the new buffers.
-  for (const char* mode : {"f16", "k4v4:r0:s1", "k2v2"}) {
+  for (const char* mode : {"f16", "k4v4:r0:s1", "k2v2", "k4v4:rot"}) {
     SCOPED_TRACE(mode);
     const bool dense = std::strcmp(mode, "f16") == 0, small = std::strcmp(mode, "k4v4:r0:s1") == 0;
     const int steps = dense ? 300 : small ? 100 : 150;
