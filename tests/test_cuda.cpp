@@ -720,7 +720,8 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
 // group (step 164 at r128:s4), against the CPU engine with the same mode.
 // Both store the same codes for the same inputs, but the inputs differ by
 // float rounding, and a 4-bit code near a boundary can flip; a broken
-// rotation (q or an output not rotated) gives nmse ~1.
+// rotation (q or an output not rotated) gives nmse ~1. Measured on H200
+// (milestone 18): worst nmse 1.3e-4 over the 200 steps, top-1 200 of 200.
 TEST(Cuda, EvalModelRotatedDecodeMatchesCpuEngine) {
   LONGKV_REQUIRE_CUDA();
   constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
