@@ -23,6 +23,24 @@
 namespace longkv {
 namespace {
 
+// Keys and values of n tokens of kvd elements (heads of d channels), from
+// seeds seed and seed + 1; keys with channel-dependent ranges, as real keys
+// have (outlier channels are what per-channel groups are for).
+void random_kv(size_t n, int kvd, int d, uint32_t seed, std::vector<float>& k, std::vector<float>& v) {
+  k = test::random_floats(n * kvd, seed, -2, 2);
+  v = test::random_floats(k.size(), seed + 1);
+  for (size_t i = 0; i < k.size(); ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+}
+
+// The CPU side of a check: n_ctx tokens appended in chunks, then the last
+// n_q rows attended -> ref (what cuda_check_attention does on the GPU).
+void cpu_chunked_attend(KvCache& cache, const std::vector<float>& k, const std::vector<float>& v, int kvd, int n_ctx,
+                        int chunk, const float* q, int n_q, float* ref) {
+  for (int p = 0; p < n_ctx; p += chunk)
+    cache.append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], std::min(chunk, n_ctx - p));
+  cache.attend(q, n_q, ref, nullptr);
+}
+
 // Records of a GPU cache dump that differ from the reference codec
 // (kv_quantize_keys / kv_quantize_values) applied to the same tokens of k / v
 // ([token][n_kv][d]) rounded to f16 as the window holds them — rotated by
@@ -105,18 +123,14 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
     const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 5);
     const KvMode mode = parse_kv_mode(c.mode);
     const int kvd = s.kv_dim(), d = c.d, G = mode.group;
-    const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;
-    auto k = test::random_floats(kv, 31, -2, 2), v = test::random_floats(kv, 32);
-    // Channel-dependent ranges, as real keys have.
-    for (size_t i = 0; i < kv; ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+    std::vector<float> k, v;
+    random_kv(c.n_ctx, kvd, d, 31, k, v);
     for (int n_q : {1, c.n_q_prefill}) {
       if (n_q == 0) continue;
       const auto q = test::random_floats(static_cast<size_t>(n_q) * s.q_dim(), 33 + n_q, -1, 1);
       std::vector<float> out(q.size()), ref(q.size());
       QuantKvCache cpu(mode, s, pool);
-      for (int p = 0; p < c.n_ctx; p += c.chunk)
-        cpu.append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], std::min(c.chunk, c.n_ctx - p));
-      cpu.attend(q.data(), n_q, ref.data(), nullptr);
+      cpu_chunked_attend(cpu, k, v, kvd, c.n_ctx, c.chunk, q.data(), n_q, ref.data());
       CudaKvDump dump;
       // Decode: the tensor-core kernels (milestone 7's v2 capped for 3 and 4
       // blocks per SM; milestone 4's, the default) and the format-generic FMA kernel
@@ -206,17 +220,14 @@ TEST(CudaQuant, RotatedMatchesCpuCache) {
     const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 5);
     const KvMode mode = parse_kv_mode(c.mode);
     const int kvd = s.kv_dim(), d = c.d;
-    const size_t kv = static_cast<size_t>(c.n_ctx) * kvd;
-    auto k = test::random_floats(kv, 41, -2, 2), v = test::random_floats(kv, 42);
-    for (size_t i = 0; i < kv; ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+    std::vector<float> k, v;
+    random_kv(c.n_ctx, kvd, d, 41, k, v);
     for (int n_q : {1, c.n_q_prefill}) {
       if (n_q == 0) continue;
       const auto q = test::random_floats(static_cast<size_t>(n_q) * s.q_dim(), 43 + n_q, -1, 1);
       std::vector<float> out(q.size()), ref(q.size());
       auto cpu = make_kv_cache(c.mode, s, pool);
-      for (int p = 0; p < c.n_ctx; p += c.chunk)
-        cpu->append(&k[static_cast<size_t>(p) * kvd], &v[static_cast<size_t>(p) * kvd], std::min(c.chunk, c.n_ctx - p));
-      cpu->attend(q.data(), n_q, ref.data(), nullptr);
+      cpu_chunked_attend(*cpu, k, v, kvd, c.n_ctx, c.chunk, q.data(), n_q, ref.data());
       CudaKvDump dump;
       cuda_check_attention(s, c.mode, k.data(), v.data(), c.n_ctx, c.chunk, q.data(), n_q, out.data(), CudaGemm::f32,
                            n_q == 1 ? &dump : nullptr);
@@ -254,8 +265,8 @@ TEST(CudaQuant, CutAfterAttentionMatchesCpuCache) {
   ThreadPool pool(2);
   const KvShape s = test::kv_shape(32, 8, 128, total + 5);
   const int kvd = s.kv_dim(), d = s.head_dim;
-  auto k = test::random_floats(static_cast<size_t>(total) * kvd, 51, -2, 2), v = test::random_floats(k.size(), 52);
-  for (size_t i = 0; i < k.size(); ++i) k[i] *= 1.0f + static_cast<float>(i % d) / 16.0f;
+  std::vector<float> k, v;
+  random_kv(total, kvd, d, 51, k, v);
   const auto q = test::random_floats(static_cast<size_t>(total) * s.q_dim(), 53, -1, 1);
   for (const char* base : {"k2v2:r32", "k4v2:g64:r16:s1", "k2v2:rot:r32"}) {
     std::vector<float> attend_out;
