@@ -204,14 +204,16 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       {16, 2, 128, 5001, 2, 2500, 128, RopeStyle::interleaved, "k2v4"},   // g 8
       {8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k2v2:s0"},           // 20 steps, no sinks
       {8, 1, 64, 131075, 2, 32768, 64, RopeStyle::interleaved, "k2v2", 1e-6},  // 4,091 groups on one KV head
-      // ":rot" (milestone 18): RoPE and the rotation in one kernel, then the
-      // inner cache's fused step; the slots must be the rope + append bits.
+      // ":rot": the rotation inside the decode block and v3 (milestone 19),
+      // and milestone 18's kernels around the inner step; the slots must be
+      // the rope + append bits.
       {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k4v4:rot"},
       {28, 4, 128, 777, 2, 777, 64, RopeStyle::interleaved, "k2v2:rot"},   // g 7, partial rotary
       {8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k2v2:rot:s0"},        // 20 steps across a group
       {32, 8, 128, 160, 4, 50, 128, RopeStyle::interleaved, "k2v2:rot"},   // before the first group
   };
-  EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block) << "defaults changed";
+  EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block && cuda_tuning().rot_in_step)
+      << "defaults changed";
   for (const auto& c : cases) {
     const StepData in(c, 41);
     SCOPED_TRACE(in.name);
@@ -227,6 +229,19 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     EXPECT_EQ(slots_differ, 0) << "the two-launch step wrote other cache bits than rope + append";
     std::printf("quantized decode block %-48s: nmse vs old path %.3g; whole cache after: %d of %zu outputs differ\n",
                 in.name.c_str(), e_pair, slots_differ, in.qrow);
+    if (std::strstr(c.mode, ":rot") == nullptr) continue;
+    // Milestone 19 rotates inside the inner cache's kernels; milestone 18's
+    // rotation kernels around the inner step (rotk=0) do the same
+    // operations on the same values: every bit equal, outputs and slots.
+    std::vector<float> out_m18, o2_m18;
+    cuda_tuning().rot_in_step = false;
+    in.run(c, true, out_m18, o2_m18);
+    cuda_tuning().rot_in_step = true;
+    const int steps_differ = bits_differ(out_new, out_m18), after_differ = bits_differ(o2_new, o2_m18);
+    EXPECT_EQ(steps_differ, 0) << "rotation inside the step: other outputs than milestone 18's kernels";
+    EXPECT_EQ(after_differ, 0) << "rotation inside the step: other cache bits than milestone 18's kernels";
+    std::printf("  rotation inside the step vs its own kernels: %d of %zu step outputs, %d of %zu after differ\n",
+                steps_differ, out_new.size(), after_differ, in.qrow);
   }
 }
 

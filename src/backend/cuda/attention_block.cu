@@ -52,6 +52,7 @@
 #include "backend/cuda/decode_tile.cuh"
 #include "backend/cuda/decode_tile_mma.cuh"
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/hadamard.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
@@ -228,6 +229,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
     const float4 x0 = reinterpret_cast<const float4*>(qh)[0], x1 = reinterpret_cast<const float4*>(qh)[1];
     float x[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
     rotate(x);
+    if (a.rope.hadamard != 0) hadamard_lane8<kLpt>(x, sub, a.rope.hadamard);
 #pragma unroll
     for (int e = 0; e < 8; ++e) qr[h][e] = x[e] * a.scale;
   }
@@ -241,7 +243,11 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
     rotate(x);
     __half2* kn = reinterpret_cast<__half2*>(&knew);
     __half2* vn = reinterpret_cast<__half2*>(&vnew);
-    const float y[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+    float y[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+    if (a.rope.hadamard != 0) {  // ":rot": H k after RoPE, H v (`mine` is warp-uniform)
+      hadamard_lane8<kLpt>(x, sub, a.rope.hadamard);
+      hadamard_lane8<kLpt>(y, sub, a.rope.hadamard);
+    }
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       kn[e] = __floats2half2_rn(x[2 * e], x[2 * e + 1]);
@@ -365,15 +371,21 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   }
   __syncthreads();
   const int nbt = a.ext + nb;  // partials per query head (the quantized kernel's first)
-  for (int i = tid; i < G * kD4; i += kBlkWarps * 32) {
-    const int h = i / kD4, d4 = i % kD4;
+  // Whole warps per round (":rot" rotates the output by shuffles); lanes
+  // past G kD4 idle.
+  for (int i0 = tid - lane; i0 < G * kD4; i0 += kBlkWarps * 32) {
+    const int i = i0 + lane;
+    const bool live = i < G * kD4;
+    const int h = live ? i / kD4 : 0, d4 = i % kD4;
     float mm, ll;
     const float4 o = combine_warp_states<kBlkWarps>(sm + h * D, G * D, &sm_ml[0][h][0], 2 * G, d4, mm, ll);
     const size_t hq = static_cast<size_t>(hk) * G + h;
     if (nbt == 1) {  // the only block of this KV head: o is the output
       const float inv = ll > 0 ? 1.0f / ll : 0.0f;
-      reinterpret_cast<float4*>(a.out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
-    } else {
+      float4 r = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+      if (a.rope.hadamard != 0) r = hadamard_float4<kD4>(r, lane, a.rope.hadamard);
+      if (live) reinterpret_cast<float4*>(a.out + hq * D)[d4] = r;
+    } else if (live) {
       const size_t pi = hq * nbt + a.ext + blk;
       reinterpret_cast<float4*>(a.part_o + pi * D)[d4] = o;
       if (d4 == 0) reinterpret_cast<float2*>(a.part_ml)[pi] = make_float2(mm, ll);
@@ -389,7 +401,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   if (!sm_last) return;
   __threadfence();
   if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32);
+  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard);
 }
 
 // Launches the instance for (D, group, stages), or with `warps` set only

@@ -175,6 +175,11 @@ struct CudaTuning {
   // attn_block, quant_block and the v3 kernel). H200, k2v2: 32K -4%, 131K
   // unchanged (docs/cuda-notes.md, milestone 15).
   bool quant_fused = true;
+  // Milestone 19 (key "rotk"): a ":rot" cache's fused step rotates inside
+  // the inner cache's decode block and v3 kernel (DecodeRope::hadamard), no
+  // launch of its own. false: milestone 18's rotation kernels before and
+  // after the inner step.
+  bool rot_in_step = true;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -10,6 +10,7 @@
 #include <cfloat>
 
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/hadamard.cuh"
 
 namespace longkv::cuda {
 
@@ -49,9 +50,12 @@ constexpr int kMaxMergeParts = 256;
 // [n_heads][nbt][D], (m, l) at part_ml [n_heads][nbt][2] -- into out
 // [n_heads][D], normalized. Reads the partials from L2 (__ldcg: other blocks
 // wrote them). Shared scratch: 2 g kMaxMergeParts + g floats at sm.
+// hadamard != 0 (":rot", DecodeRope::hadamard): the outputs are rotated back
+// by the normalized Walsh-Hadamard matrix (this its scale) before they are
+// stored, in registers: each warp's lanes hold whole heads.
 template <int D>
 __device__ void merge_head_partials(const float* part_o, const float* part_ml, int hk, int g, int nbt, float* out,
-                                    float* sm, int nthreads) {
+                                    float* sm, int nthreads, float hadamard = 0) {
   constexpr int kD4 = D / 4;
   const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
   float* smm = sm;                          // [g][kMaxMergeParts] m, then the weights
@@ -84,13 +88,16 @@ __device__ void merge_head_partials(const float* part_o, const float* part_ml, i
   // (one block per KV head while the GPU idles), so latency, not bandwidth.
   // The sum runs over b in order whatever kU, so kU does not change bits.
   constexpr int kU = 16;
-  for (int i = tid; i < g * kD4; i += nthreads) {
-    const int h = i / kD4, d4 = i % kD4;
+  // Whole warps per round (the rotation's shuffles); lanes past g kD4 idle.
+  for (int i0 = tid - lane; i0 < g * kD4; i0 += nthreads) {
+    const int i = i0 + lane;
+    const bool live = i < g * kD4;
+    const int h = live ? i / kD4 : 0, d4 = i % kD4;
     const size_t hq = static_cast<size_t>(hk) * g + h;
     const float4* po = reinterpret_cast<const float4*>(part_o) + hq * nbt * kD4 + d4;
     const float* wt = smm + h * kMaxMergeParts;
     float4 o = make_float4(0, 0, 0, 0);
-    for (int b0 = 0; b0 < nbt; b0 += kU) {
+    for (int b0 = 0; live && b0 < nbt; b0 += kU) {
       float4 x[kU];
 #pragma unroll
       for (int u = 0; u < kU; ++u) x[u] = b0 + u < nbt ? __ldcg(po + static_cast<size_t>(b0 + u) * kD4) : float4{};
@@ -104,7 +111,9 @@ __device__ void merge_head_partials(const float* part_o, const float* part_ml, i
       }
     }
     const float inv = sl[h] > 0 ? 1.0f / sl[h] : 0.0f;
-    reinterpret_cast<float4*>(out + hq * D)[d4] = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+    o = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
+    if (hadamard != 0) o = hadamard_float4<kD4>(o, lane, hadamard);
+    if (live) reinterpret_cast<float4*>(out + hq * D)[d4] = o;
   }
 }
 

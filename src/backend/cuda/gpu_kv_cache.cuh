@@ -28,6 +28,12 @@ struct DecodeRope {
   const float* inv_freq = nullptr;  // rope_dim / 2 entries; null: q and k are used as given
   int rope_dim = 0;
   bool neox = false;
+  // ":rot" inside the step (milestone 19, CudaTuning::rot_in_step): nonzero
+  // = after RoPE, q, k and v are rotated by the normalized Walsh-Hadamard
+  // matrix of one head (this is its factor 1/sqrt(head_dim); hadamard.cuh)
+  // and the output is rotated back, so the inner cache of a rotated one
+  // runs the step on the raw GEMV outputs.
+  float hadamard = 0;
 };
 
 class GpuKvCache {

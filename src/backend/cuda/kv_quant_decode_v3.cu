@@ -56,6 +56,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/decode_merge.cuh"
+#include "backend/cuda/hadamard.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -203,6 +204,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
       }
     }
     __syncwarp();
+    if (fz.rope.hadamard != 0) hadamard_warp<GP, D>(sq, lane, fz.rope.hadamard);  // ":rot": H q after RoPE
     qsrc = sq;
   }
 
@@ -555,7 +557,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
   merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
-                         kQuantWarps * 32);
+                         kQuantWarps * 32, fz.rope.hadamard);
 }
 
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>

@@ -6,28 +6,13 @@
 // operations (adds, subtracts, one multiply by the same f32 1/sqrt(d)), so
 // the stored vectors and therefore the codes equal the CPU cache's: at 2
 // bits a last-bit difference would flip codes and move perplexity.
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/hadamard.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 
 namespace longkv::cuda {
 namespace {
-
-// The butterfly of one vector x (shared memory) by thread p of d/2, stage
-// for stage as hadamard_rotate; every thread of the block calls it (it
-// synchronizes), `live` ones change x. The caller scales.
-__device__ __forceinline__ void butterfly(float* x, int p, int d, bool live) {
-  __syncthreads();
-  for (int len = 1; len < d; len <<= 1) {
-    // Butterfly p of this stage: (j, j + len), j = block start + offset.
-    const int j = (p / len) * 2 * len + p % len;
-    if (live) {
-      const float a = x[j], b = x[j + len];
-      x[j] = __fadd_rn(a, b);
-      x[j + len] = __fsub_rn(a, b);
-    }
-    __syncthreads();
-  }
-}
 
 // Rotates `count` vectors of d floats from src into dst (may alias). Block:
 // d/2 threads (one butterfly each per stage) x kVecs vectors.
@@ -38,11 +23,9 @@ __global__ void hadamard_kernel(const float* __restrict__ src, float* dst, size_
   const size_t vec = static_cast<size_t>(blockIdx.x) * kVecs + vi;
   const bool live = vec < count;
   float* x = x_sh + vi * d;
-  if (live) {
-    x[2 * p] = src[vec * d + 2 * p];
-    x[2 * p + 1] = src[vec * d + 2 * p + 1];
-  }
-  butterfly(x, p, d, live);
+  x[2 * p] = live ? src[vec * d + 2 * p] : 0.0f;
+  x[2 * p + 1] = live ? src[vec * d + 2 * p + 1] : 0.0f;
+  hadamard_stages(x_sh, kVecs, d, vi * (d / 2) + p, kVecs * (d / 2), [] { __syncthreads(); });
   if (live) {
     dst[vec * d + 2 * p] = __fmul_rn(x[2 * p], scale);
     dst[vec * d + 2 * p + 1] = __fmul_rn(x[2 * p + 1], scale);
@@ -78,8 +61,10 @@ __global__ void rope_hadamard_kernel(const float* __restrict__ q, const float* _
     }
     x[c0] = x0;
     x[c1] = x1;
+  } else {
+    x[2 * p] = x[2 * p + 1] = 0.0f;
   }
-  butterfly(x, p, d, live);
+  hadamard_stages(x_sh, kVecs, d, vi * (d / 2) + p, kVecs * (d / 2), [] { __syncthreads(); });
   if (live) {
     dst[2 * p] = __fmul_rn(x[2 * p], scale);
     dst[2 * p + 1] = __fmul_rn(x[2 * p + 1], scale);
@@ -110,15 +95,21 @@ class RotatedGpuCache final : public GpuKvCache {
     step_.resize(sizeof(float) * d * (2 * static_cast<size_t>(shape_.n_heads) + 2 * shape_.n_kv_heads));
   }
 
-  // The inner cache's fused step (milestone 18): RoPE and the rotation of q,
-  // k and v in one kernel, the inner step on the rotated vectors without
-  // RoPE, then the output rotated back. Same bits as rope + append + attend.
+  // The inner cache's fused step on the raw q, k, v. Milestone 19
+  // (CudaTuning::rot_in_step): the inner cache's own kernels rotate -- the
+  // decode block q, k and v after RoPE, the v3 kernel its copy of q, and the
+  // block that writes the merged output rotates it back (DecodeRope::hadamard,
+  // hadamard.cuh) -- so :rot adds no launch. Milestone 18 (off): RoPE and the
+  // rotation of q, k and v in one kernel, the inner step on the rotated
+  // vectors without RoPE, then the output rotated back by a third. Same bits
+  // as rope + append + attend either way.
   bool decode_block_ok(const DecodeRope& rope) const override {
-    return decode_block_supported(shape_.group(), shape_.head_dim, rope) && inner_->decode_block_ok(DecodeRope{});
+    return decode_block_supported(shape_.group(), shape_.head_dim, rope) && inner_->decode_block_ok(inner_rope(rope));
   }
   void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
                     GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(decode_block_ok(rope) && dpos_, "KV mode ':rot': the fused decode step does not apply");
+    if (cuda_tuning().rot_in_step) return inner_->decode_block(q, k, v, inner_rope(rope), out, ws, s);
     const int d = shape_.head_dim, nh = shape_.n_heads, nkv = shape_.n_kv_heads;
     float* qr = step_.as<float>();
     float* kr = qr + static_cast<size_t>(nh) * d;
@@ -168,7 +159,17 @@ class RotatedGpuCache final : public GpuKvCache {
  private:
   std::unique_ptr<GpuKvCache> inner_;
   DeviceBuffer kv_, q_;  // rotated keys|values of one append, rotated queries
-  DeviceBuffer step_;    // decode_block's rotated q | k | v | output
+  DeviceBuffer step_;    // decode_block's rotated q | k | v | output (milestone 18's path)
+
+  // What the inner cache's fused step is given: RoPE as is, plus the
+  // rotation inside its kernels (milestone 19) or none (milestone 18: the
+  // vectors come rotated).
+  DecodeRope inner_rope(const DecodeRope& rope) const {
+    if (!cuda_tuning().rot_in_step) return DecodeRope{};
+    DecodeRope r = rope;
+    r.hadamard = rotation_scale(shape_.head_dim);
+    return r;
+  }
 };
 
 }  // namespace

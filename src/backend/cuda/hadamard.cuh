@@ -1,0 +1,123 @@
+// The ":rot" rotation on the GPU, in the layouts the kernels hold vectors
+// in: hadamard_rotate (kv/rotated_cache.cpp) stage for stage -- pairs
+// (j, j + len) for len = 1, 2, 4, ... become (a + b, a - b) -- then one f32
+// multiply by the same 1/sqrt(d). Every variant below performs the same
+// single IEEE operations on the same operands, so the rotated keys and values,
+// hence the codes, are the CPU cache's bits (at 2 bits a last-bit difference
+// of a key flips a code and moves perplexity). Used by the rotated cache's own
+// kernels (kv_rotated_gpu.cu) and, inside one decode step, by the decode
+// block and the v3 kernel (milestone 19, DecodeRope::hadamard).
+#pragma once
+
+#include "backend/cuda/cuda_common.cuh"
+
+namespace longkv::cuda {
+
+// The butterfly stages of n vectors of d floats at x (shared memory), the
+// n d / 2 pairs of a stage spread over nt threads (this one: t). sync()
+// orders the stages: __syncthreads for a block, __syncwarp for a warp. Every
+// thread of the group calls it; it syncs before the first stage and after
+// the last. The caller scales.
+template <class Sync>
+__device__ __forceinline__ void hadamard_stages(float* x, int n, int d, int t, int nt, Sync sync) {
+  const int half = d / 2;
+  for (int len = 1; len < d; len <<= 1) {
+    sync();
+    for (int i = t; i < n * half; i += nt) {
+      const int p = i % half;
+      const int j = (i / half) * d + (p / len) * 2 * len + p % len;
+      const float a = x[j], b = x[j + len];
+      x[j] = __fadd_rn(a, b);
+      x[j + len] = __fsub_rn(a, b);
+    }
+  }
+  sync();
+}
+
+// N vectors of D floats at x (shared memory) rotated and scaled by one warp
+// (compile-time trip counts: in the v3 kernel, at its register cap, the
+// runtime loops of hadamard_stages cost spills).
+template <int N, int D>
+__device__ __forceinline__ void hadamard_warp(float* x, int lane, float scale) {
+  constexpr int kPairs = N * D / 2;
+  static_assert(kPairs % 32 == 0, "whole pairs a lane");
+#pragma unroll
+  for (int len = 1; len < D; len <<= 1) {
+    __syncwarp();
+#pragma unroll
+    for (int r = 0; r < kPairs / 32; ++r) {
+      const int i = lane + 32 * r, p = i % (D / 2);
+      const int j = (i / (D / 2)) * D + (p / len) * 2 * len + p % len;
+      const float a = x[j], b = x[j + len];
+      x[j] = __fadd_rn(a, b);
+      x[j + len] = __fsub_rn(a, b);
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int r = 0; r < N * D / 32; ++r) x[lane + 32 * r] = __fmul_rn(x[lane + 32 * r], scale);
+  __syncwarp();
+}
+
+// One vector of D floats held 8 consecutive dims a lane (lane `sub` of the
+// kLpt = D / 8 lanes of its copy: dims 8 sub .. 8 sub + 7; the decode tiles'
+// layout, decode_tile.cuh), rotated and scaled in registers. Stages of
+// len < 8 pair dims inside the lane; len = 8 m pairs lane sub with sub ^ m,
+// the lane with bit m clear holding the pair's first element. All 32 lanes
+// of the warp call it (the shuffles stay inside each copy's kLpt lanes).
+template <int kLpt>
+__device__ __forceinline__ void hadamard_lane8(float (&x)[8], int sub, float scale) {
+#pragma unroll
+  for (int len = 1; len < 8; len <<= 1)
+#pragma unroll
+    for (int e = 0; e < 8; ++e)
+      if (!(e & len)) {
+        const float a = x[e], b = x[e + len];
+        x[e] = __fadd_rn(a, b);
+        x[e + len] = __fsub_rn(a, b);
+      }
+#pragma unroll
+  for (int m = 1; m < kLpt; m <<= 1) {
+    const bool second = sub & m;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float p = __shfl_xor_sync(0xffffffffu, x[e], m);
+      x[e] = second ? __fsub_rn(p, x[e]) : __fadd_rn(x[e], p);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 8; ++e) x[e] = __fmul_rn(x[e], scale);
+}
+
+// Float4 d4 = lane % kD4 of one head's output (dims 4 d4 .. 4 d4 + 3; the
+// merges' layout, decode_merge.cuh), rotated and scaled in registers by a
+// warp whose lanes hold whole heads: kD4 = D / 4 consecutive lanes a head,
+// all 32 lanes calling. Stages of len 1 and 2 pair dims inside the lane;
+// len = 4 m pairs lane d4 with d4 ^ m.
+template <int kD4>
+__device__ __forceinline__ float4 hadamard_float4(float4 o, int lane, float scale) {
+  static_assert(kD4 >= 1 && kD4 <= 32 && (kD4 & (kD4 - 1)) == 0, "a head within one warp");
+  float x[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+  for (int len = 1; len < 4; len <<= 1)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      if (!(e & len)) {
+        const float a = x[e], b = x[e + len];
+        x[e] = __fadd_rn(a, b);
+        x[e + len] = __fsub_rn(a, b);
+      }
+#pragma unroll
+  for (int m = 1; m < kD4; m <<= 1) {
+    const bool second = lane & m;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = __shfl_xor_sync(0xffffffffu, x[e], m);
+      x[e] = second ? __fsub_rn(p, x[e]) : __fadd_rn(x[e], p);
+    }
+  }
+  return make_float4(__fmul_rn(x[0], scale), __fmul_rn(x[1], scale), __fmul_rn(x[2], scale),
+                     __fmul_rn(x[3], scale));
+}
+
+}  // namespace longkv::cuda
