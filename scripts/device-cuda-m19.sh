@@ -7,8 +7,9 @@
 #  2. LIST="mode[/setting] ...": LIST_N (16) consecutive launches of a
 #     decode step's kernels (GEMVs, attention, rotation; 600 skipped, ~3
 #     steps), each with its ncu duration, at each depth of LIST_DEPTHS
-#     (0,131072), graphs off ("k4v4:rot/rotk=0": mode k4v4:rot with
-#     LONGKV_CUDA_TUNING=rotk=0);
+#     (0,131072), graphs on (ncu times each kernel node; with graphs off a
+#     step takes the unfused path), e.g. "k4v4:rot/rotk=0": mode k4v4:rot
+#     with LONGKV_CUDA_TUNING=rotk=0;
 #  3. the llama3-8b Q4_0 decode bench once per setting in SETTINGS,
 #     interleaved PAIRS times (scripts/device-bench-pairs.sh; MODES, DEPTHS).
 # Small files under $OUT; a summary last.
@@ -22,13 +23,13 @@ if [[ ${CHECKS:-0} == 1 ]]; then
   echo "checks rc $? at $(( $(date +%s) - t0 )) s"
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|Expected|Which is" $OUT/checks.log | head -30
 fi
-K='gemv_slab|decode_block|quant_decode_v3|hadamard|rope_kernel|append_kernel|quantize_groups|decode_split|merge_splits'
+K='gemv_slab|decode_block|quant_decode_v3|hadamard|rope_kernel|append_kernel|decode_split|merge_splits'
 LIST_DEPTHS=${LIST_DEPTHS:-0,131072}
 for d in ${LIST_DEPTHS//,/ }; do
   for ms in ${LIST:-}; do
     m=${ms%%/*}; s=""; [[ $ms == */* ]] && s=${ms#*/}
     f="$OUT/list-$d-${ms//[:\/=]/_}.txt"
-    LONGKV_CUDA_TUNING=$s LONGKV_CUDA_GRAPHS=0 timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
+    LONGKV_CUDA_TUNING=$s timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
       -k "regex:$K" --launch-skip 600 --launch-count ${LIST_N:-16} $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 8 \
       -p 0 -d $d --kv $m > "$f" 2>&1
     echo "list $ms depth $d rc $?: $(awk '/^  [a-zA-Z_].*\(/ {n=$0; sub(/^ +(void )?/, "", n); sub(/[<(].*/, "", n);

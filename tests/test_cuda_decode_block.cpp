@@ -189,10 +189,12 @@ TEST(Cuda, DecodeBlockMatchesReferenceAndOldPath) {
 // against 4), the value weights p s are rounded to f16 against other running
 // maxima (v3's documented trade, nmse 1e-7 against the CPU), so that case is
 // held to 1e-6 -- a lost or doubled block partial (~0.5% of the weight) would
-// be ~1e-4. Each case's steps are all steady: the window stays short of R + G
-// (asserted by the check's decode_block_ok). Shapes: GQA 4 and 8 (GP 4 / 8
-// instances), group 7 with partial rotary, 1 without RoPE, head_dim 64 and
-// 128, NeoX, 2-, 4- and 8-bit codes, no sinks, many steps.
+// be ~1e-4. Each case's steps are all steady (asserted by the check's
+// decode_block_ok): the window stays within R + G, which under cut=attend
+// includes the step that completes a group (the last two cases). Shapes:
+// GQA 4 and 8 (GP 4 / 8 instances), group 7 with partial rotary, 1 without
+// RoPE, head_dim 64 and 128, NeoX, 2-, 4- and 8-bit codes, no sinks, many
+// steps.
 TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   LONGKV_REQUIRE_CUDA();
   const StepCase cases[] = {
@@ -211,6 +213,11 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       {28, 4, 128, 777, 2, 777, 64, RopeStyle::interleaved, "k2v2:rot"},   // g 7, partial rotary
       {8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k2v2:rot:s0"},        // 20 steps across a group
       {32, 8, 128, 160, 4, 50, 128, RopeStyle::interleaved, "k2v2:rot"},   // before the first group
+      // Milestone 19: under cut=attend the step that completes a group is
+      // fused too (window 150 -> 160 = R + G at step 10); the next step cuts
+      // the group first, then runs fused on the new group count.
+      {8, 2, 64, 814, 20, 300, 64, RopeStyle::interleaved, "k2v2"},
+      {32, 8, 128, 814, 20, 300, 128, RopeStyle::neox, "k4v4:rot"},
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block && cuda_tuning().rot_in_step)
       << "defaults changed";

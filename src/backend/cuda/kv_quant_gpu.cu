@@ -547,10 +547,12 @@ class QuantGpuCache final : public GpuKvCache {
     return f;
   }
   int size() const override { return n_tokens_; }
-  // Steady steps (the window grows by one, no sink and no group completes)
-  // launch the same kernels with the same parameters while the group and
-  // sink counts stay: the position comes from the device. One step in G
-  // completes a group and runs directly; the next is captured once.
+  // Steady steps (the window grows by one, no sink completes and, under
+  // cut=append, no group) launch the same kernels with the same parameters
+  // while the group and sink counts stay: the position comes from the
+  // device. One step in G runs directly (under cut=attend the one after a
+  // group completed, which cuts it first; under cut=append the one that
+  // completes it); the next is captured once.
   uint64_t replay_key() const override {
     if (uncut_groups() > 0 || !steady_next()) return 0;
     return (static_cast<uint64_t>(gen_) << 48) | (static_cast<uint64_t>(n_groups_ + 1) << 24) |
@@ -609,7 +611,12 @@ class QuantGpuCache final : public GpuKvCache {
     if (!dpos_ || n_tokens_ + 1 > shape_.max_tokens) return false;
     if (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) return false;
     const int w = n_window_ - uncut_groups() * G_;
-    return w + 1 < mode_.residual + G_ && sink_cap_ + w + 1 <= geo_.exact_cap;
+    // Under cut=attend the step that completes a group is steady too
+    // (milestone 19): its rows read the whole window in f16 and the group
+    // is cut after them, by the next step, so only the window's room
+    // (R + G slots) decides. Under cut=append its append cuts first.
+    const int room = mode_.defer ? mode_.residual + G_ : mode_.residual + G_ - 1;
+    return w + 1 <= room && sink_cap_ + w + 1 <= geo_.exact_cap;
   }
 
   // The quantized split kernel for this cache's shape: launched, or with
