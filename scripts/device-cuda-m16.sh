@@ -26,11 +26,7 @@ cd "$(dirname "$0")/.."
 targets=longkv-cli; [[ ${CHECKS:-0} == 1 ]] && targets="longkv-cli longkv_tests"
 TARGETS=$targets source scripts/device-setup.sh || exit 1
 source scripts/device-bench-pairs.sh
-if [[ ${CHECKS:-0} == 1 ]]; then
-  timeout 240 stdbuf -oL $T --gtest_filter="${CHECK_FILTER:-Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*}" > $OUT/checks.log 2>&1
-  echo "checks rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|Expected|Which is" $OUT/checks.log | head -30
-fi
+[[ ${CHECKS:-0} == 1 ]] && run_checks
 obj=build-device/CMakeFiles/longkv.dir/src/backend/cuda/kv_quant_decode_v3.cu.o
 cuobjdump -sass "$obj" 2>/dev/null | awk '/Function : /{p = /quant_decode_v3_kernelILi128ELi4ELi2ELi2ELi3E/} p' > $OUT/v3.sass
 echo "v3 SASS: $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' $OUT/v3.sass) instructions"

@@ -18,11 +18,7 @@ cd "$(dirname "$0")/.."
 targets=longkv-cli; [[ ${CHECKS:-0} == 1 ]] && targets="longkv-cli longkv_tests"
 TARGETS=$targets source scripts/device-setup.sh || exit 1
 source scripts/device-bench-pairs.sh
-if [[ ${CHECKS:-0} == 1 ]]; then
-  timeout 240 stdbuf -oL $T --gtest_filter="${CHECK_FILTER:-Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*}" > $OUT/checks.log 2>&1
-  echo "checks rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|Expected|Which is" $OUT/checks.log | head -30
-fi
+[[ ${CHECKS:-0} == 1 ]] && run_checks
 K='gemv_slab|decode_block|quant_decode_v3|hadamard|rope_kernel|append_kernel|decode_split|merge_splits'
 LIST_DEPTHS=${LIST_DEPTHS:-0,131072}
 for d in ${LIST_DEPTHS//,/ }; do

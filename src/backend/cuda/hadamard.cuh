@@ -59,65 +59,52 @@ __device__ __forceinline__ void hadamard_warp(float* x, int lane, float scale) {
   __syncwarp();
 }
 
-// One vector of D floats held 8 consecutive dims a lane (lane `sub` of the
-// kLpt = D / 8 lanes of its copy: dims 8 sub .. 8 sub + 7; the decode tiles'
-// layout, decode_tile.cuh), rotated and scaled in registers. Stages of
-// len < 8 pair dims inside the lane; len = 8 m pairs lane sub with sub ^ m,
-// the lane with bit m clear holding the pair's first element. All 32 lanes
-// of the warp call it (the shuffles stay inside each copy's kLpt lanes).
-template <int kLpt>
-__device__ __forceinline__ void hadamard_lane8(float (&x)[8], int sub, float scale) {
+// One vector of D floats held N consecutive dims a lane by kLanes = D / N
+// lanes (lane index li of its copy: dims N li .. N li + N - 1), rotated and
+// scaled in registers. Stages of len < N pair dims inside the lane; len = N m
+// pairs lane li with li ^ m, the lane with bit m clear holding the pair's
+// first element. All 32 lanes of the warp call it (the shuffles stay inside
+// each copy's kLanes lanes).
+template <int N, int kLanes>
+__device__ __forceinline__ void hadamard_regs(float (&x)[N], int li, float scale) {
+  static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0 && (N & (N - 1)) == 0,
+                "a vector within one warp");
 #pragma unroll
-  for (int len = 1; len < 8; len <<= 1)
+  for (int len = 1; len < N; len <<= 1)
 #pragma unroll
-    for (int e = 0; e < 8; ++e)
+    for (int e = 0; e < N; ++e)
       if (!(e & len)) {
         const float a = x[e], b = x[e + len];
         x[e] = __fadd_rn(a, b);
         x[e + len] = __fsub_rn(a, b);
       }
 #pragma unroll
-  for (int m = 1; m < kLpt; m <<= 1) {
-    const bool second = sub & m;
+  for (int m = 1; m < kLanes; m <<= 1) {
+    const bool second = li & m;
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
+    for (int e = 0; e < N; ++e) {
       const float p = __shfl_xor_sync(0xffffffffu, x[e], m);
       x[e] = second ? __fsub_rn(p, x[e]) : __fadd_rn(x[e], p);
     }
   }
 #pragma unroll
-  for (int e = 0; e < 8; ++e) x[e] = __fmul_rn(x[e], scale);
+  for (int e = 0; e < N; ++e) x[e] = __fmul_rn(x[e], scale);
 }
 
-// Float4 d4 = lane % kD4 of one head's output (dims 4 d4 .. 4 d4 + 3; the
-// merges' layout, decode_merge.cuh), rotated and scaled in registers by a
-// warp whose lanes hold whole heads: kD4 = D / 4 consecutive lanes a head,
-// all 32 lanes calling. Stages of len 1 and 2 pair dims inside the lane;
-// len = 4 m pairs lane d4 with d4 ^ m.
+// The decode tiles' layout (decode_tile.cuh): 8 dims a lane, lane `sub` of
+// the kLpt = D / 8 lanes of a copy.
+template <int kLpt>
+__device__ __forceinline__ void hadamard_lane8(float (&x)[8], int sub, float scale) {
+  hadamard_regs<8, kLpt>(x, sub, scale);
+}
+
+// The merges' layout (decode_merge.cuh): float4 d4 = lane % kD4 of a head's
+// output, kD4 = D / 4 consecutive lanes a head.
 template <int kD4>
 __device__ __forceinline__ float4 hadamard_float4(float4 o, int lane, float scale) {
-  static_assert(kD4 >= 1 && kD4 <= 32 && (kD4 & (kD4 - 1)) == 0, "a head within one warp");
   float x[4] = {o.x, o.y, o.z, o.w};
-#pragma unroll
-  for (int len = 1; len < 4; len <<= 1)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      if (!(e & len)) {
-        const float a = x[e], b = x[e + len];
-        x[e] = __fadd_rn(a, b);
-        x[e + len] = __fsub_rn(a, b);
-      }
-#pragma unroll
-  for (int m = 1; m < kD4; m <<= 1) {
-    const bool second = lane & m;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float p = __shfl_xor_sync(0xffffffffu, x[e], m);
-      x[e] = second ? __fsub_rn(p, x[e]) : __fadd_rn(x[e], p);
-    }
-  }
-  return make_float4(__fmul_rn(x[0], scale), __fmul_rn(x[1], scale), __fmul_rn(x[2], scale),
-                     __fmul_rn(x[3], scale));
+  hadamard_regs<4, kD4>(x, lane, scale);
+  return make_float4(x[0], x[1], x[2], x[3]);
 }
 
 }  // namespace longkv::cuda
