@@ -521,6 +521,7 @@ CudaTuning& cuda_tuning() {
       else if (k == "qblk") d.quant_block = on;
       else if (k == "qfuse") d.quant_fused = on;
       else if (k == "rotk") d.rot_in_step = on;
+      else if (k == "rotq") d.rot_q_regs = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -532,7 +533,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -561,7 +562,8 @@ std::string cuda_tuning_description() {
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
          (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
-         (t.rot_in_step ? ", :rot inside those kernels" : ", :rot in kernels of its own") +
+         (t.rot_in_step ? std::string(", :rot inside those kernels") + (t.rot_q_regs ? " (v3's q in registers)" : "")
+                        : std::string(", :rot in kernels of its own")) +
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +

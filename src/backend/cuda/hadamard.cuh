@@ -107,4 +107,65 @@ __device__ __forceinline__ float4 hadamard_float4(float4 o, int lane, float scal
   return make_float4(x[0], x[1], x[2], x[3]);
 }
 
+// The v3 kernel's queries after RoPE (kv_quant_decode_v3.cu, its q
+// prologue): the lane holds, per head h, the pairs j = lane + 32 r (r < D/64)
+// -- x[r][h][0] at dim c0 = 2j (interleaved) or j (NeoX), x[r][h][1] at
+// c1 = 2j + 1 or j + D/2. Interleaved, a dim's bit 0 is e, bits 1-5 are the
+// lane's and bit 6 is r; NeoX, bits 0-4 are the lane's, then r (D = 128),
+// then e. So every stage, in order of len, is inside the lane or one
+// shuffle, with no shared-memory round (CudaTuning::rot_q_regs).
+template <int D, int GP>
+__device__ __forceinline__ void hadamard_pairs(float (&x)[D / 64][GP][2], int lane, bool neox, float scale) {
+  constexpr int kR = D / 64;
+  auto pair = [](float& a, float& b) {
+    const float u = a, v = b;
+    a = __fadd_rn(u, v);
+    b = __fsub_rn(u, v);
+  };
+  auto in_e = [&] {
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int h = 0; h < GP; ++h) pair(x[r][h][0], x[r][h][1]);
+  };
+  auto in_r = [&] {
+    if constexpr (kR == 2) {
+#pragma unroll
+      for (int h = 0; h < GP; ++h)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) pair(x[0][h][e], x[1][h][e]);
+    }
+  };
+  auto across = [&] {
+#pragma unroll
+    for (int m = 1; m < 32; m <<= 1) {
+      const bool second = lane & m;
+#pragma unroll
+      for (int r = 0; r < kR; ++r)
+#pragma unroll
+        for (int h = 0; h < GP; ++h)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float p = __shfl_xor_sync(0xffffffffu, x[r][h][e], m);
+            x[r][h][e] = second ? __fsub_rn(p, x[r][h][e]) : __fadd_rn(x[r][h][e], p);
+          }
+    }
+  };
+  if (neox) {
+    across();
+    in_r();
+    in_e();
+  } else {
+    in_e();
+    across();
+    in_r();
+  }
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+#pragma unroll
+    for (int h = 0; h < GP; ++h)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) x[r][h][e] = __fmul_rn(x[r][h][e], scale);
+}
+
 }  // namespace longkv::cuda

@@ -107,6 +107,7 @@ struct V3Fuse {
   int* tickets = nullptr;  // [n_kv], 0 between launches
   float* out = nullptr;    // [n_heads][D]
   int probe = 0;           // CudaTuning::quant_fused_probe
+  bool rot_regs = false;   // CudaTuning::rot_q_regs
 };
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
@@ -182,29 +183,68 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     const int pos = *fz.dpos;
     // Pair j: channels (2j, 2j + 1) interleaved, (j, j + D/2) NeoX (over the
     // whole head: decode_block_supported); frequency j either way.
-    for (int j = lane; j < D / 2; j += 32) {
-      const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
-      const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
-      float cs = 1, sn = 0;
-      if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
+    if (fz.rope.hadamard != 0 && fz.rot_regs) {  // ":rot", the rotation in registers (hadamard_pairs)
+      float x[D / 64][GP][2];
 #pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        float x0 = 0, x1 = 0;
-        if (h < group_q) {
-          x0 = qsrc[h * D + c0];
-          x1 = qsrc[h * D + c1];
+      for (int r = 0; r < D / 64; ++r) {
+        const int j = lane + 32 * r;
+        const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
+        const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
+        float cs = 1, sn = 0;
+        if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
+#pragma unroll
+        for (int h = 0; h < GP; ++h) {
+          float x0 = 0, x1 = 0;
+          if (h < group_q) {
+            x0 = qsrc[h * D + c0];
+            x1 = qsrc[h * D + c1];
+          }
+          if (rot) {
+            const float2 rr = rope_rotate(x0, x1, cs, sn);
+            x0 = rr.x;
+            x1 = rr.y;
+          }
+          x[r][h][0] = x0;
+          x[r][h][1] = x1;
         }
-        if (rot) {
-          const float2 r = rope_rotate(x0, x1, cs, sn);
-          x0 = r.x;
-          x1 = r.y;
-        }
-        sq[h * D + c0] = x0;
-        sq[h * D + c1] = x1;
       }
+      hadamard_pairs<D, GP>(x, lane, fz.rope.neox, fz.rope.hadamard);
+#pragma unroll
+      for (int r = 0; r < D / 64; ++r) {
+        const int j = lane + 32 * r;
+        const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
+#pragma unroll
+        for (int h = 0; h < GP; ++h) {
+          sq[h * D + c0] = x[r][h][0];
+          sq[h * D + c1] = x[r][h][1];
+        }
+      }
+      __syncwarp();
+    } else {
+      for (int j = lane; j < D / 2; j += 32) {
+        const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
+        const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
+        float cs = 1, sn = 0;
+        if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
+#pragma unroll
+        for (int h = 0; h < GP; ++h) {
+          float x0 = 0, x1 = 0;
+          if (h < group_q) {
+            x0 = qsrc[h * D + c0];
+            x1 = qsrc[h * D + c1];
+          }
+          if (rot) {
+            const float2 r = rope_rotate(x0, x1, cs, sn);
+            x0 = r.x;
+            x1 = r.y;
+          }
+          sq[h * D + c0] = x0;
+          sq[h * D + c1] = x1;
+        }
+      }
+      __syncwarp();
+      if (fz.rope.hadamard != 0) hadamard_warp<GP, D>(sq, lane, fz.rope.hadamard);  // ":rot": H q after RoPE
     }
-    __syncwarp();
-    if (fz.rope.hadamard != 0) hadamard_warp<GP, D>(sq, lane, fz.rope.hadamard);  // ":rot": H q after RoPE
     qsrc = sq;
   }
 
@@ -590,6 +630,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.tickets = a.tickets;
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
+  fz.rot_regs = cuda_tuning().rot_q_regs;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }
