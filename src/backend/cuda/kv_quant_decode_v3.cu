@@ -182,65 +182,56 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     float* sq = reinterpret_cast<float*>(bk);
     const int pos = *fz.dpos;
     // Pair j: channels (2j, 2j + 1) interleaved, (j, j + D/2) NeoX (over the
-    // whole head: decode_block_supported); frequency j either way.
+    // whole head: decode_block_supported); frequency j either way. Every
+    // head's pair j after RoPE -> xs[h][0], xs[h][1] (heads past group_q: 0).
+    auto channels = [&](int j, int& c0, int& c1) {
+      c0 = fz.rope.neox ? j : 2 * j;
+      c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
+    };
+    auto rope_pair = [&](int j, float (&xs)[GP][2]) {
+      int c0, c1;
+      channels(j, c0, c1);
+      const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
+      float cs = 1, sn = 0;
+      if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
+#pragma unroll
+      for (int h = 0; h < GP; ++h) {
+        float x0 = 0, x1 = 0;
+        if (h < group_q) {
+          x0 = qsrc[h * D + c0];
+          x1 = qsrc[h * D + c1];
+        }
+        if (rot) {
+          const float2 r = rope_rotate(x0, x1, cs, sn);
+          x0 = r.x;
+          x1 = r.y;
+        }
+        xs[h][0] = x0;
+        xs[h][1] = x1;
+      }
+    };
+    auto store_pair = [&](int j, const float (&xs)[GP][2]) {
+      int c0, c1;
+      channels(j, c0, c1);
+#pragma unroll
+      for (int h = 0; h < GP; ++h) {
+        sq[h * D + c0] = xs[h][0];
+        sq[h * D + c1] = xs[h][1];
+      }
+    };
     if (fz.rope.hadamard != 0 && fz.rot_regs) {  // ":rot", the rotation in registers (hadamard_pairs)
       float x[D / 64][GP][2];
 #pragma unroll
-      for (int r = 0; r < D / 64; ++r) {
-        const int j = lane + 32 * r;
-        const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
-        const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
-        float cs = 1, sn = 0;
-        if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
-#pragma unroll
-        for (int h = 0; h < GP; ++h) {
-          float x0 = 0, x1 = 0;
-          if (h < group_q) {
-            x0 = qsrc[h * D + c0];
-            x1 = qsrc[h * D + c1];
-          }
-          if (rot) {
-            const float2 rr = rope_rotate(x0, x1, cs, sn);
-            x0 = rr.x;
-            x1 = rr.y;
-          }
-          x[r][h][0] = x0;
-          x[r][h][1] = x1;
-        }
-      }
+      for (int r = 0; r < D / 64; ++r) rope_pair(lane + 32 * r, x[r]);
       hadamard_pairs<D, GP>(x, lane, fz.rope.neox, fz.rope.hadamard);
 #pragma unroll
-      for (int r = 0; r < D / 64; ++r) {
-        const int j = lane + 32 * r;
-        const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
-#pragma unroll
-        for (int h = 0; h < GP; ++h) {
-          sq[h * D + c0] = x[r][h][0];
-          sq[h * D + c1] = x[r][h][1];
-        }
-      }
+      for (int r = 0; r < D / 64; ++r) store_pair(lane + 32 * r, x[r]);
       __syncwarp();
     } else {
       for (int j = lane; j < D / 2; j += 32) {
-        const int c0 = fz.rope.neox ? j : 2 * j, c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
-        const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
-        float cs = 1, sn = 0;
-        if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
-#pragma unroll
-        for (int h = 0; h < GP; ++h) {
-          float x0 = 0, x1 = 0;
-          if (h < group_q) {
-            x0 = qsrc[h * D + c0];
-            x1 = qsrc[h * D + c1];
-          }
-          if (rot) {
-            const float2 r = rope_rotate(x0, x1, cs, sn);
-            x0 = r.x;
-            x1 = r.y;
-          }
-          sq[h * D + c0] = x0;
-          sq[h * D + c1] = x1;
-        }
+        float xs[GP][2];
+        rope_pair(j, xs);
+        store_pair(j, xs);
       }
       __syncwarp();
       if (fz.rope.hadamard != 0) hadamard_warp<GP, D>(sq, lane, fz.rope.hadamard);  // ":rot": H q after RoPE
