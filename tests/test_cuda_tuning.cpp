@@ -38,7 +38,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
-      {"l2n=64", "LONGKV_CUDA_TUNING: l2n needs a bit set 0..63 (got '64')"},
+      {"l2n=32", "LONGKV_CUDA_TUNING: l2n needs a bit set 0..31 (got '32')"},
       {"l2mb=x", "LONGKV_CUDA_TUNING: l2mb needs MiB 0..1024 (got 'x')"},
   };
   for (const auto& b : bad) {
@@ -51,7 +51,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "l2n=N", "l2mb=N", "l2at", "l2el", "l2v3", "l2blk"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "l2n=N", "l2mb=N", "l2at", "l2el", "l2v3"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
@@ -80,7 +80,7 @@ TEST(Cuda, L2PrefetchLeavesGreedyTokensUnchanged) {
     const std::string run = "run -m " + test::shared_path(kModel) + " --device cuda -n 200 --temp 0 --ignore-eos --kv " +
                             kv + " -p \"" + prompt + "\"";
     std::string base;
-    for (const char* setting : {"", "l2n=63", "l2n=63,l2at,l2el,l2v3", "l2n=63,l2blk,l2el"}) {
+    for (const char* setting : {"", "l2n=31", "l2n=31,l2at,l2el,l2v3"}) {
       ::setenv("LONGKV_CUDA_TUNING", setting, 1);
       const auto r = test::run_cli(run);
       ::unsetenv("LONGKV_CUDA_TUNING");

@@ -201,9 +201,6 @@ struct GemvAct {
   // ignore it.
   L2Range l2;
   bool l2_late = false;
-  // Milestone 20 (CudaTuning::l2_next bit 32): each block requests its own
-  // next l2_own row batches into L2 before its PDL wait (set by the launcher).
-  int l2_own = 0;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Whether the slab GEMV takes GemvAct::glu for rows of t, cols wide (block

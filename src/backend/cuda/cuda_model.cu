@@ -416,7 +416,7 @@ class CudaModelImpl final : public CudaModel {
   // prefetch range, and a GEMV's activation carrying it.
   static L2Range l2_range(const GpuWeight& w) {
     const CudaTuning& t = cuda_tuning();
-    return {w.data, std::min(w.nbytes(), static_cast<size_t>(t.l2_next_mib) << 20), t.l2_evict_last, t.l2_bulk};
+    return {w.data, std::min(w.nbytes(), static_cast<size_t>(t.l2_next_mib) << 20), t.l2_evict_last};
   }
   static void prefetch_in(GemvAct& a, const GpuWeight& next) {
     a.l2 = l2_range(next);
@@ -552,14 +552,13 @@ CudaTuning& cuda_tuning() {
       else if (k == "l2at") d.l2_at_end = on;
       else if (k == "l2el") d.l2_evict_last = on;
       else if (k == "l2v3") d.l2_v3_after = on;
-      else if (k == "l2blk") d.l2_bulk = on;
       else if (k == "l2n" || k == "l2mb") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
-        const long top = k == "l2n" ? 63 : 1024;
+        const long top = k == "l2n" ? 31 : 1024;
         if (v.empty() || *end != '\0' || n < 0 || n > top)
-          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(), k == "l2n" ? "a bit set 0..63" : "MiB 0..1024",
+          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(), k == "l2n" ? "a bit set 0..31" : "MiB 0..1024",
                v.c_str());
         (k == "l2n" ? d.l2_next : d.l2_next_mib) = static_cast<int>(n);
       }
@@ -575,7 +574,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, l2n=N, l2mb=N, l2at, l2el, l2v3, l2blk, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, l2n=N, l2mb=N, l2at, l2el, l2v3, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -618,8 +617,7 @@ std::string cuda_tuning_description() {
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "") +
          (t.l2_next ? ", L2 prefetch of the next weights l2n=" + std::to_string(t.l2_next) + " (<= " +
                           std::to_string(t.l2_next_mib) + " MiB" + (t.l2_at_end ? ", GEMVs at their last batch" : "") +
-                          (t.l2_evict_last ? ", evict_last" : "") + (t.l2_v3_after ? ", v3 after its groups" : "") +
-                          (t.l2_bulk ? ", bulk" : "") + ")"
+                          (t.l2_evict_last ? ", evict_last" : "") + (t.l2_v3_after ? ", v3 after its groups" : "") + ")"
                     : "");
 }
 

@@ -224,13 +224,6 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   if (!a.l2_late) l2_prefetch_part(a.l2, blockIdx.x, gridDim.x, threadIdx.x, blockDim.x);
-  for (int k = 1; k <= a.l2_own; ++k) {  // this block's next batches (whole rows: one slice)
-    const int r0 = blockIdx.x * RB + k * gridDim.x * RB;
-    if (r0 >= rows) break;
-    const L2Range own{w + ld * static_cast<size_t>(r0), ld * static_cast<size_t>(min(RB, rows - r0)),
-                      a.l2.evict_last, a.l2.bulk};
-    l2_prefetch_part(own, 0, 1, threadIdx.x, blockDim.x);
-  }
   pdl_trigger();
   pdl_wait();
   // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,
@@ -537,15 +530,6 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     GemvAct au = a;
     if (u0 > 0) au.l2 = L2Range{};  // the first slice's blocks request it
-    // Bit 32: own later batches, at most l2_next_mib MiB over the grid.
-    const CudaTuning& tn = cuda_tuning();
-    if ((tn.l2_next & 32) && nu == units && pdl) {
-      const size_t per_pass = static_cast<size_t>(grid) * rbs[v] * w.ld;
-      const int passes = (batches + grid - 1) / grid;
-      au.l2_own = static_cast<int>(std::min<size_t>(passes - 1, (static_cast<size_t>(tn.l2_next_mib) << 20) / per_pass));
-      au.l2.evict_last = tn.l2_evict_last;
-      au.l2.bulk = tn.l2_bulk;
-    }
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, au, y,
                      accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();

@@ -22,10 +22,6 @@ struct L2Range {
   const uint8_t* p = nullptr;
   size_t bytes = 0;
   bool evict_last = false;  // L2 eviction priority of the prefetched lines (CudaTuning::l2_evict_last)
-  // One bulk prefetch (cp.async.bulk.prefetch.L2, sm_90: the copy engine
-  // walks the range) per part, issued by thread 0 of the part, instead of
-  // one prefetch instruction per line and thread (CudaTuning::l2_bulk).
-  bool bulk = false;
 };
 
 #if defined(__CUDACC__)
@@ -34,24 +30,6 @@ struct L2Range {
 // `n_threads` threads that call this with their index `tid`.
 __device__ __forceinline__ void l2_prefetch_part(const L2Range& r, int part, int parts, int tid, int n_threads) {
   if (r.bytes == 0 || parts <= 0) return;
-  if (r.bulk) {  // 16-byte granules, p 16-byte aligned (weights are)
-    if (tid != 0) return;
-    const size_t units = (r.bytes + 15) / 16, per = (units + parts - 1) / parts;
-    const size_t u0 = per * part, u1 = u0 + per < units ? u0 + per : units;
-    if (u0 >= u1) return;
-    const uint8_t* p = r.p + 16 * u0;
-    const uint32_t n = static_cast<uint32_t>(16 * (u1 - u0));
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (r.evict_last) {
-      uint64_t pol;
-      asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(p), "r"(n), "l"(pol) : "memory");
-    } else {
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
-    }
-#endif
-    return;
-  }
   const uintptr_t a0 = reinterpret_cast<uintptr_t>(r.p) & ~uintptr_t(127);
   const size_t lines = (reinterpret_cast<uintptr_t>(r.p) + r.bytes - a0 + 127) / 128;
   const size_t per = (lines + parts - 1) / parts;
