@@ -38,8 +38,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
-      {"l2n=32", "LONGKV_CUDA_TUNING: l2n needs a bit set 0..31 (got '32')"},
-      {"l2mb=x", "LONGKV_CUDA_TUNING: l2mb needs MiB 0..1024 (got 'x')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -51,7 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "l2n=N", "l2mb=N", "l2at", "l2el", "l2v3"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
@@ -59,37 +57,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto probe = with("sfx=4");
   EXPECT_EQ(probe.exit_code, 0) << probe.err;
   EXPECT_NE(probe.out.find("PROBE sfx=4 (launches left out, wrong results)"), std::string::npos) << probe.out;
-  const auto l2 = with("l2n=31,l2mb=16,l2el");
-  EXPECT_EQ(l2.exit_code, 0) << l2.err;
-  EXPECT_NE(l2.out.find("L2 prefetch of the next weights l2n=31 (<= 16 MiB, evict_last)"), std::string::npos) << l2.out;
-}
-
-// Milestone 20: the L2 prefetches are hints and change no result. 200 greedy
-// tokens after a prompt of ~190, so the quantized caches cut groups and take
-// the two-launch step (the v3 kernel's prefetch) under graph replay, and the
-// rotated one its inner cache's: the same text with every prefetch on, at
-// both issue points, as with none.
-TEST(Cuda, L2PrefetchLeavesGreedyTokensUnchanged) {
-  std::string why;
-  if (!cuda_available(&why)) GTEST_SKIP() << why;
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
-  std::string prompt;
-  for (int i = 0; i < 12; ++i) prompt += "The river ran past the old mill, and the miller counted the sacks again. ";
-  for (const char* kv : {"f16", "k2v2", "k4v4:rot"}) {
-    const std::string run = "run -m " + test::shared_path(kModel) + " --device cuda -n 200 --temp 0 --ignore-eos --kv " +
-                            kv + " -p \"" + prompt + "\"";
-    std::string base;
-    for (const char* setting : {"", "l2n=31", "l2n=31,l2at,l2el,l2v3"}) {
-      ::setenv("LONGKV_CUDA_TUNING", setting, 1);
-      const auto r = test::run_cli(run);
-      ::unsetenv("LONGKV_CUDA_TUNING");
-      ASSERT_EQ(r.exit_code, 0) << kv << " " << setting << ": " << r.err;
-      ASSERT_GT(r.out.size(), 200u) << kv << " " << setting;
-      if (*setting == 0) base = r.out;
-      else EXPECT_EQ(r.out, base) << kv << " with " << setting;
-    }
-  }
 }
 
 }  // namespace

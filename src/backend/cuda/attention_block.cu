@@ -95,9 +95,6 @@ struct DecodeBlockArgs {
   float* part_ml = nullptr;   // [n_heads][n_splits / kBlkWarps][2]
   int* tickets = nullptr;     // [n_kv], 0 between launches
   float* out = nullptr;       // [n_heads][D]
-  // Milestone 20: the next launch's weights (GpuAttnWorkspace::l2_next),
-  // requested into L2 after the wait; the f16 step's only (ext == 0).
-  L2Range l2;
 };
 
 // Dynamic shared memory of the staged variants: per warp and stage, each
@@ -215,7 +212,6 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   // needs only q (complete, as this launch's wait says) until it merges,
   // and waits for this launch first.
   if (a.ext > 0) pdl_trigger();
-  l2_prefetch_part(a.l2, blockIdx.x, gridDim.x, tid, kBlkWarps * 32);
   if constexpr (kMma) {
 #pragma unroll
     for (int sg = 0; sg < kStages - 1; ++sg) issue_mma_tile(t_begin + sg * kMmaTok, sg);
@@ -488,7 +484,6 @@ DecodeBlockArgs block_args(__half* k_cache, __half* v_cache, const DenseKvView& 
   a.part_ml = ws.b.as<float>();
   a.tickets = ws.tickets.as<int>();
   a.out = out;
-  a.l2 = ws.l2_next;
   return a;
 }
 
@@ -512,7 +507,6 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
                  "CUDA decode block: the quantized kernel's partials are not in the workspace");
     DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);
     a.ext = ext_parts;
-    a.l2 = L2Range{};  // the quantized kernel behind it requests them
     a.n_splits = kBlkWarps;
     if (D == 64) launch_block_staged<64, 0, false>(a, g, s, nullptr);
     else launch_block_staged<128, 0, false>(a, g, s, nullptr);

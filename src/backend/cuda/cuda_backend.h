@@ -185,20 +185,6 @@ struct CudaTuning {
   // its q in registers (hadamard_pairs) instead of through shared memory
   // (hadamard_warp, ~2 us a launch at 131K on H200, cuda-notes milestone 19).
   bool rot_q_regs = false;
-  // Milestone 20 (key "l2n=N", a bit set; 0 = off): in a single-token step,
-  // launches request a later launch's weights into L2 while DRAM has room
-  // (l2_prefetch.cuh): 1 the down GEMV the next layer's q|k|v, 2 the q|k|v
-  // GEMV wo, 4 the attention wo (the decode block after its wait when it is
-  // the whole attention, else the v3 kernel), 8 the wo GEMV the first part of
-  // gate|up, 16 the gate|up GEMV the first part of down. "l2mb=N": at most N
-  // MiB a prefetch. "l2at": GEMVs request at their last row batch (else
-  // before their PDL wait). "l2el": the lines with L2 priority evict_last.
-  // "l2v3=1": v3 requests after its groups (else before them).
-  int l2_next = 0;
-  int l2_next_mib = 24;
-  bool l2_at_end = false;
-  bool l2_evict_last = false;
-  bool l2_v3_after = false;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

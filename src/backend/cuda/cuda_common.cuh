@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
-#include "backend/cuda/l2_prefetch.cuh"
 #include "core/error.h"
 #include "formats/weight_types.h"
 
@@ -195,12 +194,6 @@ struct GemvAct {
   // up_i, rows / 2 outputs -- the values w_down's SwiGLU load would make.
   // Slab GEMV of a block format in one slice only, not accumulating.
   bool glu = false;
-  // Milestone 20 (CudaTuning::l2_next): a later launch's weights, requested
-  // into L2 by the slab kernel's blocks (each its share) before their PDL
-  // wait, or with l2_late at each block's last row batch. Other kernels
-  // ignore it.
-  L2Range l2;
-  bool l2_late = false;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Whether the slab GEMV takes GemvAct::glu for rows of t, cols wide (block

@@ -254,7 +254,6 @@ class CudaModelImpl final : public CudaModel {
     const bool neox = c.rope == RopeStyle::neox;
     bool timed = false;
     const int skip = n == 1 ? cuda_tuning().step_probe : 0;  // diagnostics only (CudaTuning::step_probe)
-    const int l2n = n == 1 ? cuda_tuning().l2_next : 0;       // milestone 20: which launches prefetch into L2
 
     for (int l = 0; l < c.n_layers; ++l) {
       GpuLayer& L = layers_[l];
@@ -274,7 +273,6 @@ class CudaModelImpl final : public CudaModel {
         GemvAct a = norm_act(x, L.attn_norm, xb);
         if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
                                   neox};
-        if (l2n & 2) prefetch_in(a, L.wo);
         if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
       } else {
         rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
@@ -296,7 +294,6 @@ class CudaModelImpl final : public CudaModel {
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
       if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
-      ws_.l2_next = l2n & 4 ? l2_range(L.wo) : L2Range{};
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
@@ -309,17 +306,7 @@ class CudaModelImpl final : public CudaModel {
         LONGKV_CUDA_CHECK(cudaEventRecord(ev_b_, s_));
         timed = true;
       }
-      ws_.l2_next = L2Range{};
-      if (!(skip & 4)) {
-        if (n == 1) {
-          GemvAct a;
-          a.x = att;
-          if (l2n & 8) prefetch_in(a, L.wgu.rows > 0 ? L.wgu : L.w_gate);
-          gemv_act(L.wo, a, x, true, s_);
-        } else {
-          matmul(L.wo, att, n, x, true);
-        }
-      }
+      if (!(skip & 4)) matmul(L.wo, att, n, x, true);
       float *gate = gate_.as<float>(), *up = up_.as<float>();
       if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU in its store (glu) or w_down's load
         gate = qkv_.as<float>();  // [gate | up] of one token
@@ -327,12 +314,8 @@ class CudaModelImpl final : public CudaModel {
         if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
           GemvAct a = norm_act(x, L.ffn_norm, xb);
           a.glu = true;
-          if (l2n & 16) prefetch_in(a, L.w_down);
           if (!(skip & 8)) gemv_act(L.wgu, a, gate, false, s_);
-          GemvAct d;
-          d.x = gate;
-          if ((l2n & 1) && l + 1 < c.n_layers) prefetch_in(d, layers_[l + 1].wqkv);
-          if (!(skip & 16)) gemv_act(L.w_down, d, x, true, s_);
+          if (!(skip & 16)) gemv(L.w_down, gate, x, true, s_);
           continue;
         }
         if (!(skip & 8)) gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
@@ -410,17 +393,6 @@ class CudaModelImpl final : public CudaModel {
     a.eps = cfg_.rms_eps;
     a.scratch = xb;
     return a;
-  }
-
-  // Milestone 20 (CudaTuning::l2_next): the first l2_next_mib MiB of w as a
-  // prefetch range, and a GEMV's activation carrying it.
-  static L2Range l2_range(const GpuWeight& w) {
-    const CudaTuning& t = cuda_tuning();
-    return {w.data, std::min(w.nbytes(), static_cast<size_t>(t.l2_next_mib) << 20), t.l2_evict_last};
-  }
-  static void prefetch_in(GemvAct& a, const GpuWeight& next) {
-    a.l2 = l2_range(next);
-    a.l2_late = cuda_tuning().l2_at_end;
   }
 
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
@@ -549,19 +521,6 @@ CudaTuning& cuda_tuning() {
       else if (k == "qblk") d.quant_block = on;
       else if (k == "qfuse") d.quant_fused = on;
       else if (k == "rotk") d.rot_in_step = on;
-      else if (k == "l2at") d.l2_at_end = on;
-      else if (k == "l2el") d.l2_evict_last = on;
-      else if (k == "l2v3") d.l2_v3_after = on;
-      else if (k == "l2n" || k == "l2mb") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        const long top = k == "l2n" ? 31 : 1024;
-        if (v.empty() || *end != '\0' || n < 0 || n > top)
-          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(), k == "l2n" ? "a bit set 0..31" : "MiB 0..1024",
-               v.c_str());
-        (k == "l2n" ? d.l2_next : d.l2_next_mib) = static_cast<int>(n);
-      }
       else if (k == "rotq") d.rot_q_regs = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
@@ -574,7 +533,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, l2n=N, l2mb=N, l2at, l2el, l2v3, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -614,11 +573,7 @@ std::string cuda_tuning_description() {
          (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
          (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
-         (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "") +
-         (t.l2_next ? ", L2 prefetch of the next weights l2n=" + std::to_string(t.l2_next) + " (<= " +
-                          std::to_string(t.l2_next_mib) + " MiB" + (t.l2_at_end ? ", GEMVs at their last batch" : "") +
-                          (t.l2_evict_last ? ", evict_last" : "") + (t.l2_v3_after ? ", v3 after its groups" : "") + ")"
-                    : "");
+         (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }
 
 bool cuda_available(std::string* why) {

@@ -53,9 +53,6 @@
 // silu(gate) up -- w_down's GEMV then loads h plainly. And a narrow variant
 // (CudaTuning::gemv_prefetch, off): 4-warp blocks with more registers that
 // request a one-pass batch's 16 rows all before the PDL wait.
-//
-// Milestone 20: GemvAct::l2, a later launch's weights requested into L2 by
-// the blocks (l2_prefetch.cuh, CudaTuning::l2_next).
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
@@ -223,7 +220,6 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   constexpr int kEarly = RB > 8 && !Narrow ? 8 : RB;
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
-  if (!a.l2_late) l2_prefetch_part(a.l2, blockIdx.x, gridDim.x, threadIdx.x, blockDim.x);
   pdl_trigger();
   pdl_wait();
   // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,
@@ -257,7 +253,6 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   bool rot = false;
   for (int r0 = blockIdx.x * RB; r0 < rows; r0 += stride) {
     if (!Pipe) load_batch(r0);
-    if (a.l2_late && r0 + stride >= rows) l2_prefetch_part(a.l2, blockIdx.x, gridDim.x, threadIdx.x, blockDim.x);
     if constexpr (Rope) {  // while this batch's weights are on their way
       const int row = r0 + threadIdx.x, j = row % a.rope.head_dim;
       rot = threadIdx.x < RB && row < a.rope.heads * a.rope.head_dim && j < a.rope.rope_dim;
@@ -528,9 +523,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
-    GemvAct au = a;
-    if (u0 > 0) au.l2 = L2Range{};  // the first slice's blocks request it
-    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, au, y,
+    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
                      accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }

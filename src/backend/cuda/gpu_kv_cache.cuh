@@ -21,10 +21,6 @@ struct GpuAttnWorkspace {
   DeviceBuffer a, b, c, d, e;
   DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
   DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
-  // Milestone 20 (CudaTuning::l2_next): weights of the launch after the
-  // attention (wo), which a single-token decode_block requests into L2 while
-  // it runs; set by the model per layer, empty = none.
-  L2Range l2_next;
 };
 
 // RoPE that a fused decode step applies to its raw q and k (device data).

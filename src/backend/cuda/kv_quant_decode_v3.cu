@@ -108,8 +108,6 @@ struct V3Fuse {
   float* out = nullptr;    // [n_heads][D]
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
-  L2Range l2;              // QuantDecodeArgs::l2
-  bool l2_after = false;   // CudaTuning::l2_v3_after
 };
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
@@ -303,9 +301,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  // Milestone 20: the next launch's weights into L2, each warp its share
-  // (outside the group loop: this kernel is at its register cap there).
-  if (!fz.l2_after) l2_prefetch_part(fz.l2, gw, gridDim.x * kQuantWarps, lane, 32);
   for (int grp = g0, it = 0; grp < g1; ++grp, ++it) {
     if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
     cp_async_commit();
@@ -502,7 +497,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
   }
 
-  if (fz.l2_after) l2_prefetch_part(fz.l2, blockIdx.x * kQuantWarps + wi, gridDim.x * kQuantWarps, lane, 32);
   // l and the zero terms over the 8 gid lanes of each head; then each
   // accumulator column fetches its head's from lane (gid, h % 4).
   float L[kNT], Z[kCG][kNT];
@@ -627,8 +621,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.tickets = a.tickets;
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
-  fz.l2 = a.l2;
-  fz.l2_after = cuda_tuning().l2_v3_after;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);

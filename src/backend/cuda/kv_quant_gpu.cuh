@@ -49,10 +49,6 @@ struct QuantDecodeArgs {
   DecodeRope rope;
   int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
   float* out = nullptr;
-  // Milestone 20 (fuse only): the next launch's weights, requested into L2
-  // by every warp, its share, before its first group (CudaTuning::
-  // l2_v3_after: after its last).
-  L2Range l2;
 };
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
