@@ -221,7 +221,7 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       {8, 2, 64, 1500, 3, 500, 64, RopeStyle::interleaved, "k4v4:rot"},  // head_dim 64, interleaved
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block && cuda_tuning().rot_in_step &&
-              !cuda_tuning().rot_q_regs)
+              cuda_tuning().rot_q_regs)
       << "defaults changed";
   for (const auto& c : cases) {
     const StepData in(c, 41);
@@ -251,13 +251,13 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     EXPECT_EQ(after_differ, 0) << "rotation inside the step: other cache bits than milestone 18's kernels";
     std::printf("  rotation inside the step vs its own kernels: %d of %zu step outputs, %d of %zu after differ\n",
                 steps_differ, out_new.size(), after_differ, in.qrow);
-    // v3's q rotated in registers (rotq) instead of through shared memory:
-    // the same operations on the same values.
-    std::vector<float> out_regs, o2_regs;
-    cuda_tuning().rot_q_regs = true;
-    in.run(c, true, out_regs, o2_regs);
+    // v3's q rotated in registers (rotq, the default) against through shared
+    // memory (rotq=0): the same operations on the same values.
+    std::vector<float> out_smem, o2_smem;
     cuda_tuning().rot_q_regs = false;
-    const int regs_differ = bits_differ(out_new, out_regs) + bits_differ(o2_new, o2_regs);
+    in.run(c, true, out_smem, o2_smem);
+    cuda_tuning().rot_q_regs = true;
+    const int regs_differ = bits_differ(out_new, out_smem) + bits_differ(o2_new, o2_smem);
     EXPECT_EQ(regs_differ, 0) << "v3's q rotated in registers: other outputs than through shared memory";
     std::printf("  v3's q rotated in registers vs shared memory: %d outputs differ\n", regs_differ);
   }

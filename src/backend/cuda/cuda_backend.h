@@ -180,11 +180,11 @@ struct CudaTuning {
   // launch of its own. false: milestone 18's rotation kernels before and
   // after the inner step.
   bool rot_in_step = true;
-  // Key "rotq" (off; written after the last device call of the session that
-  // added it, not yet run on a GPU): with rot_in_step, the v3 kernel rotates
-  // its q in registers (hadamard_pairs) instead of through shared memory
-  // (hadamard_warp, ~2 us a launch at 131K on H200, cuda-notes milestone 19).
-  bool rot_q_regs = false;
+  // Milestone 20 (key "rotq"): with rot_in_step, the v3 kernel rotates its q
+  // in registers (hadamard_pairs) instead of through shared memory
+  // (hadamard_warp): the same bits; H200, k4v4:rot at 131K -2.4%
+  // (docs/cuda-notes.md, milestone 20). false: the shared-memory rotation.
+  bool rot_q_regs = true;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -562,7 +562,8 @@ std::string cuda_tuning_description() {
          ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
          (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
          (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
-         (t.rot_in_step ? std::string(", :rot inside those kernels") + (t.rot_q_regs ? " (v3's q in registers)" : "")
+         (t.rot_in_step ? std::string(", :rot inside those kernels") +
+                              (t.rot_q_regs ? " (v3's q in registers)" : " (v3's q through shared memory)")
                         : std::string(", :rot in kernels of its own")) +
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
