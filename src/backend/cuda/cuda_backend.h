@@ -134,11 +134,6 @@ struct CudaTuning {
   // before the PDL wait (else 8 before, 8 after making the activation).
   // Measured mixed: depth 0 -2%, k2v2 at 131K +2% (docs/cuda-notes.md).
   bool gemv_prefetch = false;
-  // Milestone 20 (key "gl2h", off until measured): the 16-row Q4_0 int8 GEMV
-  // requests the 8 rows of its first batch that it loads after making the
-  // activation into L2 before its PDL wait (prefetch instructions, no
-  // registers), so those loads hit L2 on the critical path after the wait.
-  bool gemv_l2_half = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

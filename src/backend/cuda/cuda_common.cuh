@@ -194,10 +194,6 @@ struct GemvAct {
   // up_i, rows / 2 outputs -- the values w_down's SwiGLU load would make.
   // Slab GEMV of a block format in one slice only, not accumulating.
   bool glu = false;
-  // Milestone 20 (CudaTuning::gemv_l2_half; set by the launcher): the Q4_0
-  // slab kernel's 16-row batches request the rows they load only after the
-  // activation into L2 before the PDL wait.
-  bool l2_half = false;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Whether the slab GEMV takes GemvAct::glu for rows of t, cols wide (block

@@ -220,18 +220,6 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   constexpr int kEarly = RB > 8 && !Narrow ? 8 : RB;
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
-  if constexpr (kEarly < RB && T == WeightType::Q4_0) {
-    // Milestone 20: the rows requested after the activation, into L2 now (a
-    // hint: no registers held across the wait).
-    if (first && a.l2_half) {
-#pragma unroll
-      for (int r = kEarly; r < RB; ++r) {
-        const uint8_t* row = w + ld * static_cast<size_t>(min(static_cast<int>(blockIdx.x) * RB + r, rows - 1));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(row + 16 * u));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(row + 16 * nb + 2 * u));
-      }
-    }
-  }
   pdl_trigger();
   pdl_wait();
   // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,
@@ -535,9 +523,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
-    GemvAct av = a;
-    av.l2_half = cuda_tuning().gemv_l2_half;
-    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, av, y,
+    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
                      accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }
