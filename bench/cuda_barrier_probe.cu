@@ -1,0 +1,261 @@
+// Kernel boundary probe: what a chain of dependent decode GEMVs pays at each
+// link (docs/cuda-notes.md, milestones 17 and 20: a depth-0 step's GEMVs cost
+// 2-4x their weight bytes in the pipeline). N square Q4_0 GEMVs in a chain,
+// y_i = W_i y_{i-1}, every W_i a different copy (N x 9.4 MB at 4096 x 4096:
+// several times L2), each link the shipped int8-activation slab structure
+// (bench/cuda_gemv_probe.cu's dp4a kernel: 16-row batches, the next batch's
+// loads in flight during a batch's reduction), run three ways:
+//   plain       N launches in stream order
+//   pdl         N launches with programmatic dependent launch (the engine's
+//               way: a kernel's blocks load their first batch of weights
+//               while the one before drains, then wait for it)
+//   persistent  one cooperative launch, a grid-wide barrier between links;
+//               each block loads its first batch of the next W before the
+//               barrier (what a persistent layer kernel would do)
+// The persistent and PDL chains make the same arithmetic in the same order,
+// so their outputs must be equal bit for bit (checked and printed). Prints µs
+// per link and GB/s of weight bytes, and a device copy's bandwidth.
+//
+// Build and run (standalone; CMake builds it as barrier_probe with LONGKV_CUDA):
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o barrier_probe bench/cuda_barrier_probe.cu && ./barrier_probe
+#include <cooperative_groups.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/weight_decode.cuh"
+
+namespace {
+
+namespace cg = cooperative_groups;
+using longkv::WeightType;
+using longkv::cuda::Slab;
+using S = Slab<WeightType::Q4_0>;
+
+#define CK(x)                                                                                   \
+  do {                                                                                          \
+    cudaError_t e_ = (x);                                                                       \
+    if (e_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+constexpr int kRB = 16;     // rows per batch (the shipped wo GEMV's)
+constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
+
+// One block's part of one link: its batches of rows of w against x -> y, the
+// first batch's weights already in wu. Leaves wu free.
+__device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
+                                     const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
+                                     float (&red)[2][kRB][kWarps], int& buf) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int ui = warp * 32 + lane;
+  const bool valid = ui < nb;
+  const int u = valid ? ui : 0;
+  const int stride = gridDim.x * kRB;
+  S::X f;
+  S::load_x(x, u, f);
+  longkv::cuda::XI8 xq;
+  longkv::cuda::quantize_x_i8(f.v, xq);
+  for (int r0 = blockIdx.x * kRB; r0 < rows; r0 += stride) {
+    float acc[kRB];
+#pragma unroll
+    for (int r = 0; r < kRB; ++r) acc[r] = valid ? longkv::cuda::dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+    if (r0 + stride < rows) {
+#pragma unroll
+      for (int r = 0; r < kRB; ++r) {
+        wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + stride + r, rows - 1)), u, nb);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRB; ++r)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kRB; ++r) red[buf][r][warp] = acc[r];
+    }
+    __syncthreads();
+    if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows) {
+      float s = 0;
+      for (int k = 0; k < kWarps; ++k) s += red[buf][threadIdx.x][k];
+      y[r0 + threadIdx.x] = s;
+    }
+    buf ^= 1;
+  }
+}
+
+__device__ __forceinline__ void load_first(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
+                                           S::Unit (&wu)[kRB]) {
+  const int ui = threadIdx.x;
+  const int u = ui < nb ? ui : 0;
+  if (blockIdx.x * kRB >= rows) return;
+#pragma unroll
+  for (int r = 0; r < kRB; ++r) {
+    wu[r] = S::load(w + ld * static_cast<size_t>(min(static_cast<int>(blockIdx.x) * kRB + r, rows - 1)), u, nb);
+  }
+}
+
+// One link per launch (plain or PDL): xs[i] -> xs[i + 1] through w.
+// (4 blocks an SM: at most 128 registers a lane, as the shipped GEMV.)
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y) {
+  __shared__ float red[2][kRB][kWarps];
+  S::Unit wu[kRB];
+  load_first(w, ld, rows, nb, wu);
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  int buf = 0;
+  link(w, ld, rows, nb, x, y, wu, red, buf);
+}
+
+// Every link in one cooperative launch: xs [n + 1][rows].
+__global__ void __launch_bounds__(kWarps * 32, 4)
+    chain_kernel(const uint8_t* const* __restrict__ ws, size_t ld, int rows, int nb, int n, float* xs) {
+  __shared__ float red[2][kRB][kWarps];
+  cg::grid_group g = cg::this_grid();
+  S::Unit wu[kRB];
+  load_first(ws[0], ld, rows, nb, wu);
+  int buf = 0;
+  for (int i = 0; i < n; ++i) {
+    float* x = xs + static_cast<size_t>(i) * rows;
+    link(ws[i], ld, rows, nb, x, x + rows, wu, red, buf);
+    if (i + 1 < n) load_first(ws[i + 1], ld, rows, nb, wu);  // the next link's weights, before the barrier
+    g.sync();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int n = argc > 1 ? std::atoi(argv[1]) : 32;  // links in a chain
+  const int dim = 4096, nb = dim / 32, reps = 20;
+  cudaDeviceProp p;
+  CK(cudaGetDeviceProperties(&p, 0));
+  std::printf("device: %s, %d SMs; chain of %d Q4_0 GEMVs %dx%d, int8 activations, %d-row batches\n\n", p.name,
+              p.multiProcessorCount, n, dim, dim, kRB);
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  {
+    const size_t bytes = size_t(2) << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    CK(cudaMemsetAsync(a, 1, bytes, s));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+    CK(cudaEventRecord(e0, s));
+    for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
+    CK(cudaEventRecord(e1, s));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    std::printf("copy bandwidth: %.1f GB/s (2 x bytes / time)\n\n", 2.0 * bytes * 10 / (ms * 1e-3) / 1e9);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+  }
+  // Random Q4_0 rows in the split layout (quants, then f16 scales), one copy per link.
+  const size_t ld = size_t(nb) * 18, wbytes = ld * dim;
+  std::mt19937 rng(7);
+  std::vector<uint8_t> h(wbytes);
+  std::vector<uint8_t*> ws(n);
+  for (int i = 0; i < n; ++i) {
+    for (int r = 0; r < dim; ++r) {
+      uint8_t* row = h.data() + r * ld;
+      for (int k = 0; k < 16 * nb; ++k) row[k] = static_cast<uint8_t>(rng());
+      for (int b = 0; b < nb; ++b) {
+        const __half d = __float2half(0.003f + 0.002f * (rng() % 1000) / 1000.0f);
+        std::memcpy(row + 16 * nb + 2 * b, &d, 2);
+      }
+    }
+    CK(cudaMalloc(&ws[i], wbytes + 64));
+    CK(cudaMemcpy(ws[i], h.data(), wbytes, cudaMemcpyHostToDevice));
+  }
+  const uint8_t** dws;
+  CK(cudaMalloc(&dws, n * sizeof(uint8_t*)));
+  CK(cudaMemcpy(dws, ws.data(), n * sizeof(uint8_t*), cudaMemcpyHostToDevice));
+  std::vector<float> hx(dim);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (float& v : hx) v = nd(rng);
+  float *xa, *xb;
+  CK(cudaMalloc(&xa, sizeof(float) * dim * (n + 1)));
+  CK(cudaMalloc(&xb, sizeof(float) * dim * (n + 1)));
+  CK(cudaMemcpy(xa, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(xb, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+
+  int occ = 0, occ_c = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, link_kernel, kWarps * 32, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_c, chain_kernel, kWarps * 32, 0));
+  const int batches = (dim + kRB - 1) / kRB;
+  const int grid = std::min(batches, occ * p.multiProcessorCount);
+  const int grid_c = std::min(batches, occ_c * p.multiProcessorCount);
+  auto chain_launches = [&](bool pdl) {
+    for (int i = 0; i < n; ++i) {
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(grid);
+      cfg.blockDim = dim3(kWarps * 32);
+      cfg.stream = s;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = pdl ? 1 : 0;
+      float* x = xa + static_cast<size_t>(i) * dim;
+      CK(cudaLaunchKernelEx(&cfg, link_kernel, static_cast<const uint8_t*>(ws[i]), ld, dim, nb,
+                            static_cast<const float*>(x), x + dim));
+    }
+  };
+  auto chain_persistent = [&] {
+    int rows = dim, nbv = nb, nn = n;
+    size_t ldv = ld;
+    void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &xb};
+    CK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(chain_kernel), dim3(grid_c), dim3(kWarps * 32), args, 0, s));
+  };
+  auto time_us = [&](auto&& run) {
+    for (int i = 0; i < 3; ++i) run();
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaEventRecord(a, s));
+    for (int i = 0; i < reps; ++i) run();
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    return 1000.0 * ms / (reps * n);
+  };
+  std::printf("| chain | grid | µs per link | GB/s of weight bytes |\n|---|---:|---:|---:|\n");
+  for (int round = 0; round < 2; ++round) {
+    const double t_plain = time_us([&] { chain_launches(false); });
+    const double t_pdl = time_us([&] { chain_launches(true); });
+    const double t_pers = time_us(chain_persistent);
+    std::printf("| plain launches | %d | %.2f | %.0f |\n", grid, t_plain, wbytes / (t_plain * 1e-6) / 1e9);
+    std::printf("| PDL launches | %d | %.2f | %.0f |\n", grid, t_pdl, wbytes / (t_pdl * 1e-6) / 1e9);
+    std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
+  }
+  std::vector<float> ya(dim), yb(dim);
+  CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(yb.data(), xb + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  int differ = 0, nonfinite = 0;
+  for (int i = 0; i < dim; ++i) {
+    differ += std::memcmp(&ya[i], &yb[i], sizeof(float)) != 0;
+    nonfinite += !std::isfinite(ya[i]);
+  }
+  std::printf("\nlast link's output, persistent vs PDL: %d of %d values differ, %d non-finite (|y_0| = %.3g)\n", differ,
+              dim, nonfinite, std::fabs(ya[0]));
+  for (auto* w : ws) CK(cudaFree(w));
+  CK(cudaFree(dws));
+  CK(cudaFree(xa));
+  CK(cudaFree(xb));
+  return differ == 0 && nonfinite == 0 ? 0 : 1;
+}
