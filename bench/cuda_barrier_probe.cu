@@ -12,6 +12,9 @@
 //   persistent  one cooperative launch, a grid-wide barrier between links;
 //               each block loads its first batch of the next W before the
 //               barrier (what a persistent layer kernel would do)
+// and, to split a PDL link's time, PDL chains of empty links (the wait and
+// one store a block) and of links without weights (x, its int8 form, the
+// reduction and the store).
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -54,7 +57,10 @@ constexpr int kRB = 16;     // rows per batch (the shipped wo GEMV's)
 constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
 
 // One block's part of one link: its batches of rows of w against x -> y, the
-// first batch's weights already in wu. Leaves wu free.
+// first batch's weights already in wu. Leaves wu free. Without kWeights
+// (timing only) no weight is loaded and a row's sum is one of x's int8
+// values: the link's x load, int8 form, reduction and store alone.
+template <bool kWeights = true>
 __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
                                      const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
                                      float (&red)[2][kRB][kWarps], int& buf) {
@@ -70,8 +76,11 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
   for (int r0 = blockIdx.x * kRB; r0 < rows; r0 += stride) {
     float acc[kRB];
 #pragma unroll
-    for (int r = 0; r < kRB; ++r) acc[r] = valid ? longkv::cuda::dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
-    if (r0 + stride < rows) {
+    for (int r = 0; r < kRB; ++r) {
+      if constexpr (kWeights) acc[r] = valid ? longkv::cuda::dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+      else acc[r] = valid ? xq.dx * static_cast<float>(xq.q[r % 8] & 0xFF) : 0.0f;
+    }
+    if (kWeights && r0 + stride < rows) {
 #pragma unroll
       for (int r = 0; r < kRB; ++r) {
         wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + stride + r, rows - 1)), u, nb);
@@ -108,15 +117,22 @@ __device__ __forceinline__ void load_first(const uint8_t* __restrict__ w, size_t
 
 // One link per launch (plain or PDL): xs[i] -> xs[i + 1] through w.
 // (4 blocks an SM: at most 128 registers a lane, as the shipped GEMV.)
+// kPart (timing only, PDL): 0 the whole link; 1 without weights (link<false>);
+// 2 an empty link, the wait and one store a block: the dependency alone.
+template <int kPart = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y) {
   __shared__ float red[2][kRB][kWarps];
   S::Unit wu[kRB];
-  load_first(w, ld, rows, nb, wu);
+  if constexpr (kPart == 0) load_first(w, ld, rows, nb, wu);
   longkv::cuda::pdl_trigger();
   longkv::cuda::pdl_wait();
   int buf = 0;
-  link(w, ld, rows, nb, x, y, wu, red, buf);
+  if constexpr (kPart == 2) {
+    if (threadIdx.x == 0) y[blockIdx.x] = x[blockIdx.x] + 1.0f;
+  } else {
+    link<kPart == 0>(w, ld, rows, nb, x, y, wu, red, buf);
+  }
 }
 
 // Every link in one cooperative launch: xs [n + 1][rows].
@@ -196,12 +212,13 @@ int main(int argc, char** argv) {
   CK(cudaMemcpy(xb, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
 
   int occ = 0, occ_c = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, link_kernel, kWarps * 32, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, link_kernel<0>, kWarps * 32, 0));
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_c, chain_kernel, kWarps * 32, 0));
   const int batches = (dim + kRB - 1) / kRB;
   const int grid = std::min(batches, occ * p.multiProcessorCount);
   const int grid_c = std::min(batches, occ_c * p.multiProcessorCount);
-  auto chain_launches = [&](bool pdl) {
+  auto chain_launches = [&](bool pdl, int part = 0) {
+    auto* kern = part == 0 ? link_kernel<0> : part == 1 ? link_kernel<1> : link_kernel<2>;
     for (int i = 0; i < n; ++i) {
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3(grid);
@@ -213,7 +230,7 @@ int main(int argc, char** argv) {
       cfg.attrs = attr;
       cfg.numAttrs = pdl ? 1 : 0;
       float* x = xa + static_cast<size_t>(i) * dim;
-      CK(cudaLaunchKernelEx(&cfg, link_kernel, static_cast<const uint8_t*>(ws[i]), ld, dim, nb,
+      CK(cudaLaunchKernelEx(&cfg, kern, static_cast<const uint8_t*>(ws[i]), ld, dim, nb,
                             static_cast<const float*>(x), x + dim));
     }
   };
@@ -239,9 +256,13 @@ int main(int argc, char** argv) {
   std::printf("| chain | grid | µs per link | GB/s of weight bytes |\n|---|---:|---:|---:|\n");
   for (int round = 0; round < 2; ++round) {
     const double t_plain = time_us([&] { chain_launches(false); });
-    const double t_pdl = time_us([&] { chain_launches(true); });
+    const double t_empty = time_us([&] { chain_launches(true, 2); });
+    const double t_now = time_us([&] { chain_launches(true, 1); });
+    const double t_pdl = time_us([&] { chain_launches(true); });  // last: its output is compared below
     const double t_pers = time_us(chain_persistent);
     std::printf("| plain launches | %d | %.2f | %.0f |\n", grid, t_plain, wbytes / (t_plain * 1e-6) / 1e9);
+    std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
+    std::printf("| PDL launches, no weights (x, int8 form, reduction, store) | %d | %.2f | — |\n", grid, t_now);
     std::printf("| PDL launches | %d | %.2f | %.0f |\n", grid, t_pdl, wbytes / (t_pdl * 1e-6) / 1e9);
     std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
   }
