@@ -12,9 +12,10 @@
 //   persistent  one cooperative launch, a grid-wide barrier between links;
 //               each block loads its first batch of the next W before the
 //               barrier (what a persistent layer kernel would do)
-// and, to split a PDL link's time, PDL chains of empty links (the wait and
-// one store a block) and of links without weights (x, its int8 form, the
-// reduction and the store).
+// and, to split a link's time, PDL chains of empty links (the wait and one
+// store a block) and of links without weights (x, its int8 form, the
+// reduction and the store), and a persistent chain of empty links (one store
+// a block and the barrier).
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -135,11 +136,21 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   }
 }
 
-// Every link in one cooperative launch: xs [n + 1][rows].
+// Every link in one cooperative launch: xs [n + 1][rows]. kEmpty (timing
+// only): each link is one store a block and the barrier.
+template <bool kEmpty = false>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     chain_kernel(const uint8_t* const* __restrict__ ws, size_t ld, int rows, int nb, int n, float* xs) {
   __shared__ float red[2][kRB][kWarps];
   cg::grid_group g = cg::this_grid();
+  if constexpr (kEmpty) {
+    for (int i = 0; i < n; ++i) {
+      float* x = xs + static_cast<size_t>(i) * rows;
+      if (threadIdx.x == 0) x[rows + blockIdx.x] = x[blockIdx.x] + 1.0f;
+      g.sync();
+    }
+    return;
+  }
   S::Unit wu[kRB];
   load_first(ws[0], ld, rows, nb, wu);
   int buf = 0;
@@ -213,7 +224,7 @@ int main(int argc, char** argv) {
 
   int occ = 0, occ_c = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, link_kernel<0>, kWarps * 32, 0));
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_c, chain_kernel, kWarps * 32, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_c, chain_kernel<false>, kWarps * 32, 0));
   const int batches = (dim + kRB - 1) / kRB;
   const int grid = std::min(batches, occ * p.multiProcessorCount);
   const int grid_c = std::min(batches, occ_c * p.multiProcessorCount);
@@ -234,11 +245,13 @@ int main(int argc, char** argv) {
                             static_cast<const float*>(x), x + dim));
     }
   };
-  auto chain_persistent = [&] {
+  auto chain_persistent = [&](bool empty) {
     int rows = dim, nbv = nb, nn = n;
     size_t ldv = ld;
-    void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &xb};
-    CK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(chain_kernel), dim3(grid_c), dim3(kWarps * 32), args, 0, s));
+    float* out = empty ? xa : xb;
+    void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &out};
+    void* kern = empty ? reinterpret_cast<void*>(chain_kernel<true>) : reinterpret_cast<void*>(chain_kernel<false>);
+    CK(cudaLaunchCooperativeKernel(kern, dim3(grid_c), dim3(kWarps * 32), args, 0, s));
   };
   auto time_us = [&](auto&& run) {
     for (int i = 0; i < 3; ++i) run();
@@ -258,13 +271,15 @@ int main(int argc, char** argv) {
     const double t_plain = time_us([&] { chain_launches(false); });
     const double t_empty = time_us([&] { chain_launches(true, 2); });
     const double t_now = time_us([&] { chain_launches(true, 1); });
-    const double t_pdl = time_us([&] { chain_launches(true); });  // last: its output is compared below
-    const double t_pers = time_us(chain_persistent);
+    const double t_bar = time_us([&] { chain_persistent(true); });
+    const double t_pdl = time_us([&] { chain_launches(true); });  // after the empty ones: its output is compared
+    const double t_pers = time_us([&] { chain_persistent(false); });
     std::printf("| plain launches | %d | %.2f | %.0f |\n", grid, t_plain, wbytes / (t_plain * 1e-6) / 1e9);
     std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
     std::printf("| PDL launches, no weights (x, int8 form, reduction, store) | %d | %.2f | — |\n", grid, t_now);
     std::printf("| PDL launches | %d | %.2f | %.0f |\n", grid, t_pdl, wbytes / (t_pdl * 1e-6) / 1e9);
     std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
+    std::printf("| persistent, empty links (one store a block, the barrier) | %d | %.2f | — |\n", grid_c, t_bar);
   }
   std::vector<float> ya(dim), yb(dim);
   CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
