@@ -64,17 +64,17 @@ constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
 template <bool kWeights = true>
 __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
                                      const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
-                                     float (&red)[2][kRB][kWarps], int& buf) {
+                                     float (&red)[2][kRB][kWarps], int& buf, int bid, int n_blocks) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int ui = warp * 32 + lane;
   const bool valid = ui < nb;
   const int u = valid ? ui : 0;
-  const int stride = gridDim.x * kRB;
+  const int stride = n_blocks * kRB;
   S::X f;
   S::load_x(x, u, f);
   longkv::cuda::XI8 xq;
   longkv::cuda::quantize_x_i8(f.v, xq);
-  for (int r0 = blockIdx.x * kRB; r0 < rows; r0 += stride) {
+  for (int r0 = bid * kRB; r0 < rows; r0 += stride) {
     float acc[kRB];
 #pragma unroll
     for (int r = 0; r < kRB; ++r) {
@@ -106,13 +106,13 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
 }
 
 __device__ __forceinline__ void load_first(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
-                                           S::Unit (&wu)[kRB]) {
+                                           S::Unit (&wu)[kRB], int bid) {
   const int ui = threadIdx.x;
   const int u = ui < nb ? ui : 0;
-  if (blockIdx.x * kRB >= rows) return;
+  if (bid * kRB >= rows) return;
 #pragma unroll
   for (int r = 0; r < kRB; ++r) {
-    wu[r] = S::load(w + ld * static_cast<size_t>(min(static_cast<int>(blockIdx.x) * kRB + r, rows - 1)), u, nb);
+    wu[r] = S::load(w + ld * static_cast<size_t>(min(bid * kRB + r, rows - 1)), u, nb);
   }
 }
 
@@ -125,25 +125,46 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y) {
   __shared__ float red[2][kRB][kWarps];
   S::Unit wu[kRB];
-  if constexpr (kPart == 0) load_first(w, ld, rows, nb, wu);
+  const int bid = blockIdx.x, n_blocks = gridDim.x;
+  if constexpr (kPart == 0) load_first(w, ld, rows, nb, wu, bid);
   longkv::cuda::pdl_trigger();
   longkv::cuda::pdl_wait();
   int buf = 0;
   if constexpr (kPart == 2) {
     if (threadIdx.x == 0) y[blockIdx.x] = x[blockIdx.x] + 1.0f;
   } else {
-    link<kPart == 0>(w, ld, rows, nb, x, y, wu, red, buf);
+    link<kPart == 0>(w, ld, rows, nb, x, y, wu, red, buf, bid, n_blocks);
   }
 }
 
-// Every link in one cooperative launch: xs [n + 1][rows]. kEmpty (timing
-// only): each link is one store a block and the barrier.
-template <bool kEmpty = false>
+// Every link in one cooperative launch: xs [n + 1][rows]. kMode 0: every
+// block takes part in every link and loads its first batch of the next
+// link's weights before the barrier. 1 (timing only): each link is one store
+// a block and the barrier. 2, ping-pong: two sets of blocks (the grid twice
+// as large) take the links in turn, so a set loads the weights of its next
+// link while the other set computes, as PDL's next kernel does beside the
+// one before it; every link still ends at a grid-wide barrier.
+template <int kMode = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     chain_kernel(const uint8_t* const* __restrict__ ws, size_t ld, int rows, int nb, int n, float* xs) {
   __shared__ float red[2][kRB][kWarps];
   cg::grid_group g = cg::this_grid();
-  if constexpr (kEmpty) {
+  if constexpr (kMode == 2) {
+    const int half = gridDim.x / 2, set = blockIdx.x / half, bid = blockIdx.x % half;
+    S::Unit wu[kRB];
+    if (set < n) load_first(ws[set], ld, rows, nb, wu, bid);
+    int buf = 0;
+    for (int i = 0; i < n; ++i) {
+      if (i % 2 == set) {
+        float* x = xs + static_cast<size_t>(i) * rows;
+        link(ws[i], ld, rows, nb, x, x + rows, wu, red, buf, bid, half);
+        if (i + 2 < n) load_first(ws[i + 2], ld, rows, nb, wu, bid);
+      }
+      g.sync();
+    }
+    return;
+  }
+  if constexpr (kMode == 1) {
     for (int i = 0; i < n; ++i) {
       float* x = xs + static_cast<size_t>(i) * rows;
       if (threadIdx.x == 0) x[rows + blockIdx.x] = x[blockIdx.x] + 1.0f;
@@ -152,12 +173,12 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     return;
   }
   S::Unit wu[kRB];
-  load_first(ws[0], ld, rows, nb, wu);
+  load_first(ws[0], ld, rows, nb, wu, blockIdx.x);
   int buf = 0;
   for (int i = 0; i < n; ++i) {
     float* x = xs + static_cast<size_t>(i) * rows;
-    link(ws[i], ld, rows, nb, x, x + rows, wu, red, buf);
-    if (i + 1 < n) load_first(ws[i + 1], ld, rows, nb, wu);  // the next link's weights, before the barrier
+    link(ws[i], ld, rows, nb, x, x + rows, wu, red, buf, blockIdx.x, gridDim.x);
+    if (i + 1 < n) load_first(ws[i + 1], ld, rows, nb, wu, blockIdx.x);  // the next link's weights, before the barrier
     g.sync();
   }
 }
@@ -224,7 +245,7 @@ int main(int argc, char** argv) {
 
   int occ = 0, occ_c = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, link_kernel<0>, kWarps * 32, 0));
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_c, chain_kernel<false>, kWarps * 32, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_c, chain_kernel<0>, kWarps * 32, 0));
   const int batches = (dim + kRB - 1) / kRB;
   const int grid = std::min(batches, occ * p.multiProcessorCount);
   const int grid_c = std::min(batches, occ_c * p.multiProcessorCount);
@@ -245,13 +266,20 @@ int main(int argc, char** argv) {
                             static_cast<const float*>(x), x + dim));
     }
   };
-  auto chain_persistent = [&](bool empty) {
+  // Ping-pong needs two sets of grid_c blocks resident at once.
+  const bool pp_fits = 2 * grid_c <= occ_c * p.multiProcessorCount;
+  float* xc;
+  CK(cudaMalloc(&xc, sizeof(float) * dim * (n + 1)));
+  CK(cudaMemcpy(xc, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  auto chain_persistent = [&](int mode) {
     int rows = dim, nbv = nb, nn = n;
     size_t ldv = ld;
-    float* out = empty ? xa : xb;
+    float* out = mode == 0 ? xb : mode == 1 ? xa : xc;
     void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &out};
-    void* kern = empty ? reinterpret_cast<void*>(chain_kernel<true>) : reinterpret_cast<void*>(chain_kernel<false>);
-    CK(cudaLaunchCooperativeKernel(kern, dim3(grid_c), dim3(kWarps * 32), args, 0, s));
+    void* kern = mode == 0   ? reinterpret_cast<void*>(chain_kernel<0>)
+                 : mode == 1 ? reinterpret_cast<void*>(chain_kernel<1>)
+                             : reinterpret_cast<void*>(chain_kernel<2>);
+    CK(cudaLaunchCooperativeKernel(kern, dim3(mode == 2 ? 2 * grid_c : grid_c), dim3(kWarps * 32), args, 0, s));
   };
   auto time_us = [&](auto&& run) {
     for (int i = 0; i < 3; ++i) run();
@@ -271,29 +299,38 @@ int main(int argc, char** argv) {
     const double t_plain = time_us([&] { chain_launches(false); });
     const double t_empty = time_us([&] { chain_launches(true, 2); });
     const double t_now = time_us([&] { chain_launches(true, 1); });
-    const double t_bar = time_us([&] { chain_persistent(true); });
+    const double t_bar = time_us([&] { chain_persistent(1); });
     const double t_pdl = time_us([&] { chain_launches(true); });  // after the empty ones: its output is compared
-    const double t_pers = time_us([&] { chain_persistent(false); });
+    const double t_pers = time_us([&] { chain_persistent(0); });
+    const double t_pp = pp_fits ? time_us([&] { chain_persistent(2); }) : 0.0;
     std::printf("| plain launches | %d | %.2f | %.0f |\n", grid, t_plain, wbytes / (t_plain * 1e-6) / 1e9);
     std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
     std::printf("| PDL launches, no weights (x, int8 form, reduction, store) | %d | %.2f | — |\n", grid, t_now);
     std::printf("| PDL launches | %d | %.2f | %.0f |\n", grid, t_pdl, wbytes / (t_pdl * 1e-6) / 1e9);
     std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
     std::printf("| persistent, empty links (one store a block, the barrier) | %d | %.2f | — |\n", grid_c, t_bar);
+    if (pp_fits)
+      std::printf("| persistent ping-pong, grid barrier | %d | %.2f | %.0f |\n", 2 * grid_c, t_pp,
+                  wbytes / (t_pp * 1e-6) / 1e9);
   }
-  std::vector<float> ya(dim), yb(dim);
+  std::vector<float> ya(dim), yb(dim), yc(dim);
   CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yb.data(), xb + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-  int differ = 0, nonfinite = 0;
+  CK(cudaMemcpy(yc.data(), xc + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  int differ = 0, differ_pp = 0, nonfinite = 0;
   for (int i = 0; i < dim; ++i) {
     differ += std::memcmp(&ya[i], &yb[i], sizeof(float)) != 0;
+    differ_pp += pp_fits && std::memcmp(&ya[i], &yc[i], sizeof(float)) != 0;
     nonfinite += !std::isfinite(ya[i]);
   }
+  differ += differ_pp;
+  if (pp_fits) std::printf("\nping-pong vs PDL: %d of %d values differ", differ_pp, dim);
   std::printf("\nlast link's output, persistent vs PDL: %d of %d values differ, %d non-finite (|y_0| = %.3g)\n", differ,
               dim, nonfinite, std::fabs(ya[0]));
   for (auto* w : ws) CK(cudaFree(w));
   CK(cudaFree(dws));
   CK(cudaFree(xa));
   CK(cudaFree(xb));
+  CK(cudaFree(xc));
   return differ == 0 && nonfinite == 0 ? 0 : 1;
 }
