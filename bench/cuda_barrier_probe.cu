@@ -12,6 +12,10 @@
 //   persistent  one cooperative launch, a grid-wide barrier between links;
 //               each block loads its first batch of the next W before the
 //               barrier (what a persistent layer kernel would do)
+//   ping-pong   persistent, two sets of blocks taking the links in turn: a
+//               set loads its next link's weights while the other computes
+//               (written after the last device call of the session that
+//               added it: not yet run; docs/cuda-notes.md milestone 20)
 // and, to split a link's time, PDL chains of empty links (the wait and one
 // store a block) and of links without weights (x, its int8 form, the
 // reduction and the store), and a persistent chain of empty links (one store
