@@ -27,7 +27,8 @@
 // Prints µs per link and GB/s of weight bytes, and a device copy's bandwidth.
 //
 // Build and run (standalone; CMake builds it as barrier_probe with LONGKV_CUDA):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o barrier_probe bench/cuda_barrier_probe.cu && ./barrier_probe
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o barrier_probe bench/cuda_barrier_probe.cu src/core/error.cpp
+//   ./barrier_probe
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -41,6 +42,7 @@
 
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
+#include "cuda_probe_util.cuh"
 
 namespace {
 
@@ -48,15 +50,6 @@ namespace cg = cooperative_groups;
 using longkv::WeightType;
 using longkv::cuda::Slab;
 using S = Slab<WeightType::Q4_0>;
-
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
 
 constexpr int kRB = 16;     // rows per batch (the shipped wo GEMV's)
 constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
@@ -198,40 +191,14 @@ int main(int argc, char** argv) {
               p.multiProcessorCount, n, dim, dim, kRB);
   cudaStream_t s;
   CK(cudaStreamCreate(&s));
-  {
-    const size_t bytes = size_t(2) << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemsetAsync(a, 1, bytes, s));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e0, s));
-    for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    std::printf("copy bandwidth: %.1f GB/s (2 x bytes / time)\n\n", 2.0 * bytes * 10 / (ms * 1e-3) / 1e9);
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-  }
+  probe_copy_bandwidth(s);
   // Random Q4_0 rows in the split layout (quants, then f16 scales), one copy per link.
   const size_t ld = size_t(nb) * 18, wbytes = ld * dim;
   std::mt19937 rng(7);
   std::vector<uint8_t> h(wbytes);
   std::vector<uint8_t*> ws(n);
   for (int i = 0; i < n; ++i) {
-    for (int r = 0; r < dim; ++r) {
-      uint8_t* row = h.data() + r * ld;
-      for (int k = 0; k < 16 * nb; ++k) row[k] = static_cast<uint8_t>(rng());
-      for (int b = 0; b < nb; ++b) {
-        const __half d = __float2half(0.003f + 0.002f * (rng() % 1000) / 1000.0f);
-        std::memcpy(row + 16 * nb + 2 * b, &d, 2);
-      }
-    }
+    random_q4_0_rows(rng, h.data(), dim, nb, 0.003f);
     CK(cudaMalloc(&ws[i], wbytes + 64));
     CK(cudaMemcpy(ws[i], h.data(), wbytes, cudaMemcpyHostToDevice));
   }
@@ -256,18 +223,10 @@ int main(int argc, char** argv) {
   auto chain_launches = [&](bool pdl, int part = 0) {
     auto* kern = part == 0 ? link_kernel<0> : part == 1 ? link_kernel<1> : link_kernel<2>;
     for (int i = 0; i < n; ++i) {
-      cudaLaunchConfig_t cfg = {};
-      cfg.gridDim = dim3(grid);
-      cfg.blockDim = dim3(kWarps * 32);
-      cfg.stream = s;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-      attr[0].val.programmaticStreamSerializationAllowed = 1;
-      cfg.attrs = attr;
-      cfg.numAttrs = pdl ? 1 : 0;
       float* x = xa + static_cast<size_t>(i) * dim;
-      CK(cudaLaunchKernelEx(&cfg, kern, static_cast<const uint8_t*>(ws[i]), ld, dim, nb,
-                            static_cast<const float*>(x), x + dim));
+      longkv::cuda::launch_maybe_pdl(pdl, kern, dim3(grid), dim3(kWarps * 32), 0, s,
+                                     static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
+                                     x + dim);
     }
   };
   // Ping-pong needs two sets of grid_c blocks resident at once.

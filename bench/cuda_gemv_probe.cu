@@ -17,7 +17,8 @@
 // printed beside its speed.
 //
 // Build and run (standalone; CMake builds it as gemv_probe with LONGKV_CUDA):
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu && ./gemv_probe
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu src/core/error.cpp
+//   ./gemv_probe
 // (./gemv_probe ROWS COLS: that shape only)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -31,20 +32,12 @@
 
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
+#include "cuda_probe_util.cuh"
 
 namespace {
 
 using longkv::WeightType;
 using longkv::cuda::Slab;
-
-#define CK(x)                                                                                   \
-  do {                                                                                          \
-    cudaError_t e_ = (x);                                                                       \
-    if (e_ != cudaSuccess) {                                                                    \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                             \
-    }                                                                                           \
-  } while (0)
 
 enum Dot { kF32, kDp4a, kNone };
 constexpr int kMaxWarps = 16;
@@ -153,17 +146,8 @@ float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& s
   const int batches = (sh.rows + RB - 1) / RB;
   const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
   auto launch = [&](int i) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(warps * 32);
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
     const uint8_t* wp = copies[i % copies.size()];
-    CK(cudaLaunchKernelEx(&cfg, k, wp, ld, sh.rows, nb, x, y));
+    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), 0, s, wp, ld, sh.rows, nb, x, y);
   };
   for (int i = 0; i < 20; ++i) launch(i);
   cudaEvent_t a, b;
@@ -199,27 +183,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs\n\n", p.name, p.multiProcessorCount);
   cudaStream_t s;
   CK(cudaStreamCreate(&s));
-  // Copy bandwidth (read + write bytes), the bound the engine's tables use.
-  {
-    const size_t n = size_t(2) << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, n));
-    CK(cudaMalloc(&b, n));
-    CK(cudaMemsetAsync(a, 1, n, s));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e0, s));
-    for (int i = 0; i < 10; ++i) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s));
-    CK(cudaEventRecord(e1, s));
-    CK(cudaEventSynchronize(e1));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    std::printf("copy bandwidth: %.1f GB/s (2 x bytes / time)\n\n", 2.0 * n * 10 / (ms * 1e-3) / 1e9);
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-  }
+  probe_copy_bandwidth(s);
   const Shape shapes[] = {{"wo", 4096, 4096},      {"qkv", 6144, 4096},      {"gate+up", 28672, 4096},
                           {"down", 4096, 14336},   {"output", 128256, 4096}};
   std::printf("| shape | f32 RB8 | f32 RB16 | dp4a RB8 | dp4a RB16 | none RB8 | dp4a rel. RMS vs f32 |\n");
@@ -230,16 +194,8 @@ int main(int argc, char** argv) {
     const int nb = sh.cols / 32;
     const size_t ld = size_t(nb) * 18;
     const size_t bytes = ld * sh.rows;
-    // Random Q4_0 rows in the split layout: quants, then f16 scales.
     std::vector<uint8_t> h(bytes);
-    for (int r = 0; r < sh.rows; ++r) {
-      uint8_t* row = h.data() + r * ld;
-      for (int i = 0; i < 16 * nb; ++i) row[i] = static_cast<uint8_t>(rng());
-      for (int b = 0; b < nb; ++b) {
-        const __half d = __float2half(0.002f + 0.002f * (rng() % 1000) / 1000.0f);
-        std::memcpy(row + 16 * nb + 2 * b, &d, 2);
-      }
-    }
+    random_q4_0_rows(rng, h.data(), sh.rows, nb, 0.002f);
     const int n_copies = static_cast<int>(std::max<size_t>(2, ((size_t(512) << 20) + bytes - 1) / bytes));
     std::vector<uint8_t*> copies(n_copies);
     for (auto& c : copies) {
