@@ -19,13 +19,7 @@ set -o pipefail
 cd "$(dirname "$0")/.."
 BASE=${BASE:-base}
 [[ -d $BASE/src ]] || { echo "no earlier tree in $BASE/ (see the header)"; exit 1; }
-targets=longkv-cli; [[ ${CHECKS:-0} == 1 ]] && targets="longkv-cli longkv_tests"
-TARGETS=$targets source scripts/device-setup.sh || exit 1
-if [[ ${CHECKS:-0} == 1 ]]; then
-  timeout 240 stdbuf -oL $T --gtest_filter="${CHECK_FILTER:-Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*}" > $OUT/checks.log 2>&1
-  echo "checks rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|Expected|Which is" $OUT/checks.log | head -30
-fi
+source scripts/device-setup-checks.sh || exit 1
 (cd "$BASE" && scripts/device-build.sh ../.devdeps build-base longkv-cli) > "$OUT/base-build.log" 2>&1 ||
   { grep -E "error" "$OUT/base-build.log" | head; exit 1; }
 echo "base build: $(( $(date +%s) - t0 )) s"

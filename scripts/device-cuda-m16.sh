@@ -23,10 +23,8 @@
 # Small files under $OUT; a summary last.
 set -o pipefail
 cd "$(dirname "$0")/.."
-targets=longkv-cli; [[ ${CHECKS:-0} == 1 ]] && targets="longkv-cli longkv_tests"
-TARGETS=$targets source scripts/device-setup.sh || exit 1
+source scripts/device-setup-checks.sh || exit 1
 source scripts/device-bench-pairs.sh
-[[ ${CHECKS:-0} == 1 ]] && run_checks
 obj=build-device/CMakeFiles/longkv.dir/src/backend/cuda/kv_quant_decode_v3.cu.o
 cuobjdump -sass "$obj" 2>/dev/null | awk '/Function : /{p = /quant_decode_v3_kernelILi128ELi4ELi2ELi2ELi3E/} p' > $OUT/v3.sass
 echo "v3 SASS: $(grep -cE '^\s+/\*[0-9a-f]{4}\*/' $OUT/v3.sass) instructions"

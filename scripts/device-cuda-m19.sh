@@ -15,10 +15,8 @@
 # Small files under $OUT; a summary last.
 set -o pipefail
 cd "$(dirname "$0")/.."
-targets=longkv-cli; [[ ${CHECKS:-0} == 1 ]] && targets="longkv-cli longkv_tests"
-TARGETS=$targets source scripts/device-setup.sh || exit 1
+source scripts/device-setup-checks.sh || exit 1
 source scripts/device-bench-pairs.sh
-[[ ${CHECKS:-0} == 1 ]] && run_checks
 K='gemv_slab|decode_block|quant_decode_v3|hadamard|rope_kernel|append_kernel|decode_split|merge_splits'
 LIST_DEPTHS=${LIST_DEPTHS:-0,131072}
 for d in ${LIST_DEPTHS//,/ }; do
