@@ -4,7 +4,7 @@
 // y_i = W_i y_{i-1}, every W_i a different copy (N x 9.4 MB at 4096 x 4096:
 // several times L2), each link the shipped int8-activation slab structure
 // (bench/cuda_gemv_probe.cu's dp4a kernel: 16-row batches, the next batch's
-// loads in flight during a batch's reduction), run three ways:
+// loads in flight during a batch's reduction), run these ways:
 //   plain       N launches in stream order
 //   pdl         N launches with programmatic dependent launch (the engine's
 //               way: a kernel's blocks load their first batch of weights
@@ -14,12 +14,18 @@
 //               barrier (what a persistent layer kernel would do)
 //   ping-pong   persistent, two sets of blocks taking the links in turn: a
 //               set loads its next link's weights while the other computes
-//               (written after the last device call of the session that
-//               added it: not yet run; docs/cuda-notes.md milestone 20)
+//   smem ahead  persistent, one 16-row batch a block and link; a block copies
+//               its rows of the next W into shared memory at the start of a
+//               link (double-buffered): by cp.async from every thread, from
+//               every thread but warp 0 (the barrier's arriving thread), or
+//               by one bulk (TMA) copy on an mbarrier; and, timing only, with
+//               no copies at all (the link's chain with dots from shared
+//               memory, without weight traffic)
 // and, to split a link's time, PDL chains of empty links (the wait and one
 // store a block) and of links without weights (x, its int8 form, the
-// reduction and the store), and a persistent chain of empty links (one store
-// a block and the barrier).
+// reduction and the store), and persistent chains of both kinds (with the
+// barrier instead of the wait). docs/cuda-notes.md milestones 20 and 21 have
+// the results: no persistent form beats the PDL launches.
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -40,6 +46,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
 #include "cuda_probe_util.cuh"
@@ -134,6 +141,48 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   }
 }
 
+// Bulk (TMA) copies into shared memory completing on an mbarrier (sm_90), as
+// the v3 experiment of docs/cuda-notes.md milestone 16 used them: one thread
+// issues a whole contiguous piece with one instruction.
+__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(longkv::cuda::smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// Orders the block's earlier shared-memory reads (after a barrier) before this
+// thread's later bulk copies (the async proxy).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(longkv::cuda::smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   longkv::cuda::smem_u32(smem)),
+               "l"(gmem), "r"(bytes), "r"(longkv::cuda::smem_u32(bar))
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+      "@!p bra WAIT_%=;\n}\n" ::"r"(longkv::cuda::smem_u32(bar)),
+      "r"(parity)
+      : "memory");
+}
+
+// `bytes` (a multiple of 16) from src into shared memory by cp.async, from
+// threads t0 and up (mode 4: warp 0, which holds the thread that arrives at
+// the grid barrier, copies nothing; mode 5, timing only, wrong output: no
+// copies, the link's chain without weight traffic).
+__device__ __forceinline__ void prefetch_rows_smem(const uint8_t* __restrict__ src, unsigned bytes, uint8_t* sw,
+                                                   int t0) {
+  if (t0 >= static_cast<int>(blockDim.x)) return;
+  for (int c = static_cast<int>(threadIdx.x) - t0; c < static_cast<int>(bytes / 16);
+       c += static_cast<int>(blockDim.x) - t0)
+    if (c >= 0) longkv::cuda::cp_async16(sw + 16 * c, src + 16 * c);
+}
+
 // Every link in one cooperative launch: xs [n + 1][rows]. kMode 0: every
 // block takes part in every link and loads its first batch of the next
 // link's weights before the barrier. 1 (timing only): each link is one store
@@ -141,11 +190,93 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 // as large) take the links in turn, so a set loads the weights of its next
 // link while the other set computes, as PDL's next kernel does beside the
 // one before it; every link still ends at a grid-wide barrier.
+// 3-6, weights a link ahead in shared memory: at the start of link i a block
+// copies its rows of W_{i+1} (one 16-row batch: 36 KB, contiguous) into the
+// other of two shared-memory buffers, so they stream during link i and its
+// barrier; link i's dots read its rows from shared memory after its x is
+// loaded and quantized (one batch a block per link: dim / kRB blocks). 3:
+// cp.async by every thread; 4: by every thread but warp 0; 5 (timing only):
+// no copies; 6: one bulk copy. 7 (timing only): links without weights.
 template <int kMode = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     chain_kernel(const uint8_t* const* __restrict__ ws, size_t ld, int rows, int nb, int n, float* xs) {
   __shared__ float red[2][kRB][kWarps];
   cg::grid_group g = cg::this_grid();
+  if constexpr (kMode >= 3 && kMode <= 6) {
+    // Modes 3-5 copy by cp.async (t0 as in prefetch_rows_smem), mode 6 by one
+    // bulk copy a link (thread 0) on an mbarrier per buffer, so no thread
+    // stalls issuing 18 copies of its own.
+    extern __shared__ __align__(16) uint8_t sw[];  // two buffers of ld * kRB bytes
+    __shared__ uint64_t bars[2];
+    const int t0 = kMode == 5 ? kWarps * 32 : kMode == 4 ? 32 : 0;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const bool valid = static_cast<int>(threadIdx.x) < nb;
+    const int u = valid ? threadIdx.x : 0;
+    const unsigned bytes = static_cast<unsigned>(ld * kRB);
+    auto fetch = [&](int i) {  // link i's rows -> buffer i % 2
+      const uint8_t* src = ws[i] + ld * static_cast<size_t>(blockIdx.x) * kRB;
+      if constexpr (kMode == 6) {
+        if (threadIdx.x == 0) {
+          fence_proxy_async();
+          mbar_arrive_expect(&bars[i % 2], bytes);
+          bulk_copy(sw + (i % 2) * bytes, src, bytes, &bars[i % 2]);
+        }
+      } else {
+        prefetch_rows_smem(src, bytes, sw + (i % 2) * bytes, t0);
+        longkv::cuda::cp_async_commit();
+      }
+    };
+    if (kMode == 6 && threadIdx.x == 0) {
+      mbar_init(&bars[0], 1);
+      mbar_init(&bars[1], 1);
+      fence_mbar_init();
+    }
+    __syncthreads();
+    fetch(0);
+    int buf = 0;
+    for (int i = 0; i < n; ++i) {
+      if (i + 1 < n) fetch(i + 1);
+      else if (kMode != 6) longkv::cuda::cp_async_commit();  // an empty group: wait<1> below stays right
+      const float* x = xs + static_cast<size_t>(i) * rows;
+      S::X f;
+      S::load_x(x, u, f);
+      longkv::cuda::XI8 xq;
+      longkv::cuda::quantize_x_i8(f.v, xq);
+      if constexpr (kMode == 6) {
+        mbar_wait(&bars[i % 2], (i / 2) & 1);
+      } else {
+        longkv::cuda::cp_async_wait<1>();  // link i's rows are in
+        __syncthreads();
+      }
+      const uint8_t* cur = sw + (i % 2) * bytes;
+      float acc[kRB];
+#pragma unroll
+      for (int r = 0; r < kRB; ++r) {
+        const uint8_t* row = cur + ld * r;
+        const uint4 q = *reinterpret_cast<const uint4*>(row + 16 * u);
+        const float d = __half2float(*reinterpret_cast<const __half*>(row + 16 * nb + 2 * u));
+        acc[r] = valid ? longkv::cuda::dot_q4_0_i8(q, d, xq) : 0.0f;
+      }
+#pragma unroll
+      for (int r = 0; r < kRB; ++r)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < kRB; ++r) red[buf][r][warp] = acc[r];
+      }
+      __syncthreads();
+      const int r0 = blockIdx.x * kRB;
+      if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows) {
+        float s = 0;
+        for (int k = 0; k < kWarps; ++k) s += red[buf][threadIdx.x][k];
+        xs[static_cast<size_t>(i + 1) * rows + r0 + threadIdx.x] = s;
+      }
+      buf ^= 1;
+      g.sync();
+    }
+    return;
+  }
   if constexpr (kMode == 2) {
     const int half = gridDim.x / 2, set = blockIdx.x / half, bid = blockIdx.x % half;
     S::Unit wu[kRB];
@@ -157,6 +288,16 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
         link(ws[i], ld, rows, nb, x, x + rows, wu, red, buf, bid, half);
         if (i + 2 < n) load_first(ws[i + 2], ld, rows, nb, wu, bid);
       }
+      g.sync();
+    }
+    return;
+  }
+  if constexpr (kMode == 7) {  // timing only: link<false> (x, int8 form, reduction, store) and the barrier
+    S::Unit wu[kRB];
+    int buf = 0;
+    for (int i = 0; i < n; ++i) {
+      float* x = xs + static_cast<size_t>(i) * rows;
+      link<false>(ws[i], ld, rows, nb, x, x + rows, wu, red, buf, blockIdx.x, gridDim.x);
       g.sync();
     }
     return;
@@ -231,18 +372,39 @@ int main(int argc, char** argv) {
   };
   // Ping-pong needs two sets of grid_c blocks resident at once.
   const bool pp_fits = 2 * grid_c <= occ_c * p.multiProcessorCount;
-  float* xc;
+  float *xc, *xd, *xe, *xg;
   CK(cudaMalloc(&xc, sizeof(float) * dim * (n + 1)));
+  CK(cudaMalloc(&xd, sizeof(float) * dim * (n + 1)));
+  CK(cudaMalloc(&xe, sizeof(float) * dim * (n + 1)));
+  CK(cudaMalloc(&xg, sizeof(float) * dim * (n + 1)));
+  CK(cudaMemcpy(xg, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(xe, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(xc, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(xd, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  // Weights a link ahead in shared memory: one batch a block, all resident.
+  const int smem3 = static_cast<int>(2 * ld * kRB);
+  CK(cudaFuncSetAttribute(chain_kernel<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem3));
+  CK(cudaFuncSetAttribute(chain_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem3));
+  CK(cudaFuncSetAttribute(chain_kernel<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem3));
+  CK(cudaFuncSetAttribute(chain_kernel<6>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem3));
+  int occ_3 = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ_3, chain_kernel<3>, kWarps * 32, smem3));
+  const bool sm_fits = batches <= occ_3 * p.multiProcessorCount;
   auto chain_persistent = [&](int mode) {
     int rows = dim, nbv = nb, nn = n;
     size_t ldv = ld;
-    float* out = mode == 0 ? xb : mode == 1 ? xa : xc;
+    float* out = mode == 0 ? xb : mode == 1 || mode == 5 || mode == 7 ? xa : mode == 2 ? xc : mode == 3 ? xd : mode == 4 ? xe : xg;
     void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &out};
     void* kern = mode == 0   ? reinterpret_cast<void*>(chain_kernel<0>)
                  : mode == 1 ? reinterpret_cast<void*>(chain_kernel<1>)
-                             : reinterpret_cast<void*>(chain_kernel<2>);
-    CK(cudaLaunchCooperativeKernel(kern, dim3(mode == 2 ? 2 * grid_c : grid_c), dim3(kWarps * 32), args, 0, s));
+                 : mode == 2 ? reinterpret_cast<void*>(chain_kernel<2>)
+                 : mode == 3 ? reinterpret_cast<void*>(chain_kernel<3>)
+                 : mode == 4 ? reinterpret_cast<void*>(chain_kernel<4>)
+                 : mode == 5 ? reinterpret_cast<void*>(chain_kernel<5>)
+                 : mode == 6 ? reinterpret_cast<void*>(chain_kernel<6>)
+                             : reinterpret_cast<void*>(chain_kernel<7>);
+    const int gx = mode == 2 ? 2 * grid_c : mode >= 3 && mode <= 6 ? batches : grid_c;
+    CK(cudaLaunchCooperativeKernel(kern, dim3(gx), dim3(kWarps * 32), args, mode >= 3 && mode <= 6 ? smem3 : 0, s));
   };
   auto time_us = [&](auto&& run) {
     for (int i = 0; i < 3; ++i) run();
@@ -263,31 +425,56 @@ int main(int argc, char** argv) {
     const double t_empty = time_us([&] { chain_launches(true, 2); });
     const double t_now = time_us([&] { chain_launches(true, 1); });
     const double t_bar = time_us([&] { chain_persistent(1); });
+    const double t_sm5 = sm_fits ? time_us([&] { chain_persistent(5); }) : 0.0;  // into xa, before the PDL chain
+    const double t_pnw = time_us([&] { chain_persistent(7); });                      // into xa too
     const double t_pdl = time_us([&] { chain_launches(true); });  // after the empty ones: its output is compared
     const double t_pers = time_us([&] { chain_persistent(0); });
     const double t_pp = pp_fits ? time_us([&] { chain_persistent(2); }) : 0.0;
+    const double t_sm = sm_fits ? time_us([&] { chain_persistent(3); }) : 0.0;
+    const double t_sm4 = sm_fits ? time_us([&] { chain_persistent(4); }) : 0.0;
+    const double t_sm6 = sm_fits ? time_us([&] { chain_persistent(6); }) : 0.0;
     std::printf("| plain launches | %d | %.2f | %.0f |\n", grid, t_plain, wbytes / (t_plain * 1e-6) / 1e9);
     std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
     std::printf("| PDL launches, no weights (x, int8 form, reduction, store) | %d | %.2f | — |\n", grid, t_now);
     std::printf("| PDL launches | %d | %.2f | %.0f |\n", grid, t_pdl, wbytes / (t_pdl * 1e-6) / 1e9);
     std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
     std::printf("| persistent, empty links (one store a block, the barrier) | %d | %.2f | — |\n", grid_c, t_bar);
+    std::printf("| persistent, no weights (x, int8 form, reduction, store, barrier) | %d | %.2f | — |\n", grid_c, t_pnw);
     if (pp_fits)
       std::printf("| persistent ping-pong, grid barrier | %d | %.2f | %.0f |\n", 2 * grid_c, t_pp,
                   wbytes / (t_pp * 1e-6) / 1e9);
+    if (sm_fits)
+      std::printf("| persistent, weights a link ahead in shared memory | %d | %.2f | %.0f |\n", batches, t_sm,
+                  wbytes / (t_sm * 1e-6) / 1e9);
+    if (sm_fits)
+      std::printf("| the same, warp 0 (the barrier's arriving thread) copying nothing | %d | %.2f | %.0f |\n", batches,
+                  t_sm4, wbytes / (t_sm4 * 1e-6) / 1e9);
+    if (sm_fits)
+      std::printf("| the same without copies (x, int8 form, dots from shared memory, reduction, store, barrier) | %d | "
+                  "%.2f | — |\n", batches, t_sm5);
+    if (sm_fits)
+      std::printf("| the same with one bulk copy a link (thread 0, mbarrier) | %d | %.2f | %.0f |\n", batches, t_sm6,
+                  wbytes / (t_sm6 * 1e-6) / 1e9);
   }
-  std::vector<float> ya(dim), yb(dim), yc(dim);
+  std::vector<float> ya(dim), yb(dim), yc(dim), yd(dim), ye(dim), yg(dim);
   CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yb.data(), xb + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yc.data(), xc + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-  int differ = 0, differ_pp = 0, nonfinite = 0;
+  CK(cudaMemcpy(yd.data(), xd + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(ye.data(), xe + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpy(yg.data(), xg + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  int differ = 0, differ_pp = 0, differ_sm = 0, nonfinite = 0;
   for (int i = 0; i < dim; ++i) {
     differ += std::memcmp(&ya[i], &yb[i], sizeof(float)) != 0;
     differ_pp += pp_fits && std::memcmp(&ya[i], &yc[i], sizeof(float)) != 0;
+    differ_sm += sm_fits && std::memcmp(&ya[i], &yd[i], sizeof(float)) != 0;
+    differ_sm += sm_fits && std::memcmp(&ya[i], &ye[i], sizeof(float)) != 0;
+    differ_sm += sm_fits && std::memcmp(&ya[i], &yg[i], sizeof(float)) != 0;
     nonfinite += !std::isfinite(ya[i]);
   }
-  differ += differ_pp;
+  differ += differ_pp + differ_sm;
   if (pp_fits) std::printf("\nping-pong vs PDL: %d of %d values differ", differ_pp, dim);
+  if (sm_fits) std::printf("\nweights in shared memory vs PDL: %d of %d values differ", differ_sm, dim);
   std::printf("\nlast link's output, persistent vs PDL: %d of %d values differ, %d non-finite (|y_0| = %.3g)\n", differ,
               dim, nonfinite, std::fabs(ya[0]));
   for (auto* w : ws) CK(cudaFree(w));
@@ -295,5 +482,8 @@ int main(int argc, char** argv) {
   CK(cudaFree(xa));
   CK(cudaFree(xb));
   CK(cudaFree(xc));
+  CK(cudaFree(xd));
+  CK(cudaFree(xe));
+  CK(cudaFree(xg));
   return differ == 0 && nonfinite == 0 ? 0 : 1;
 }
