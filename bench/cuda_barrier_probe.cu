@@ -65,7 +65,69 @@ constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
 // first batch's weights already in wu. Leaves wu free. Without kWeights
 // (timing only) no weight is loaded and a row's sum is one of x's int8
 // values: the link's x load, int8 form, reduction and store alone.
-template <bool kWeights = true>
+// Timing only (mode 11): quantize_x_i8 with a tree for the maximum, the
+// rounding by adding 1.5 * 2^23 instead of F2I, PRMT packing and the sum by
+// __dp4a: the same bits for finite inputs (measured slower than the shipped
+// form in a link: docs/cuda-notes.md milestone 21).
+__device__ __forceinline__ void quantize_x_i8_alt(const float (&v)[32], longkv::cuda::XI8& r) {
+  float m[16];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) m[i] = fmaxf(fabsf(v[i]), fabsf(v[i + 16]));
+#pragma unroll
+  for (int w = 8; w > 0; w /= 2)
+#pragma unroll
+    for (int i = 0; i < w; ++i) m[i] = fmaxf(m[i], m[i + w]);
+  const float amax = fmaxf(m[0], 0.0f);
+  r.dx = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
+    uint32_t b[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) b[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[e0 + k], inv), 12582912.0f));
+    const uint32_t w = __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
+    r.q[j] = static_cast<int>(w);
+    s = __dp4a(static_cast<int>(w), 0x01010101, s);
+  }
+  r.off = 8 * s;
+}
+
+// A warp's 32 units of x (4 KB) loaded coalesced -- load i of lane l is
+// float4 32 i + l of the warp's span, 512 contiguous bytes an instruction --
+// and handed to their lanes through shared memory (sx: 256 float4 of this
+// warp; chunk c of unit u at 8 u + (c ^ (u & 7)), so both the stores and the
+// per-lane reads are free of bank conflicts). The plain per-lane load (8
+// float4 of one unit a lane) touches 32 different 128-byte lines with each
+// instruction: 256 L1 wavefronts a warp against 32 here.
+__device__ __forceinline__ void load_x_coalesced(const float* __restrict__ x, float4* sx, float (&v)[32]) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float4* src = reinterpret_cast<const float4*>(x) + 256 * warp;
+  float4 t[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) t[i] = __ldcg(src + 32 * i + lane);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int k = 32 * i + lane, u = k >> 3, c = k & 7;
+    sx[8 * u + (c ^ (u & 7))] = t[i];
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float4 f = sx[8 * lane + (i ^ (lane & 7))];
+    v[4 * i] = f.x;
+    v[4 * i + 1] = f.y;
+    v[4 * i + 2] = f.z;
+    v[4 * i + 3] = f.w;
+  }
+  __syncwarp();
+}
+
+// kX (timing only, with kWeights false): 1 loads x as if its previous link
+// had written it in int8 form (32 bytes and a scale a lane instead of 128
+// bytes, no quantization; the bytes are whatever x holds), 2 uses no x at all.
+template <bool kWeights = true, int kX = 0>
 __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
                                      const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
                                      float (&red)[2][kRB][kWarps], int& buf, int bid, int n_blocks) {
@@ -74,10 +136,41 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
   const bool valid = ui < nb;
   const int u = valid ? ui : 0;
   const int stride = n_blocks * kRB;
-  S::X f;
-  S::load_x(x, u, f);
   longkv::cuda::XI8 xq;
-  longkv::cuda::quantize_x_i8(f.v, xq);
+  if constexpr (kX == 0 || kX == 3 || kX == 4) {
+    S::X f;
+    S::load_x(x, u, f);
+    if constexpr (kX == 0) {
+      longkv::cuda::quantize_x_i8(f.v, xq);
+    } else if constexpr (kX == 4) {
+      quantize_x_i8_alt(f.v, xq);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+        xq.q[j] = __float_as_int(f.v[4 * j]) ^ __float_as_int(f.v[4 * j + 1]) ^ __float_as_int(f.v[4 * j + 2]) ^
+                  __float_as_int(f.v[4 * j + 3]);
+      xq.dx = 1.0f;
+      xq.off = 0;
+    }
+  } else if constexpr (kX == 5) {
+    __shared__ float4 sx[kWarps][256];
+    S::X f;
+    load_x_coalesced(x, sx[warp], f.v);
+    longkv::cuda::quantize_x_i8(f.v, xq);
+  } else if constexpr (kX == 1) {
+    const uint4 a = __ldcg(reinterpret_cast<const uint4*>(x) + 2 * u);
+    const uint4 b = __ldcg(reinterpret_cast<const uint4*>(x) + 2 * u + 1);
+    const int q[8] = {int(a.x), int(a.y), int(a.z), int(a.w), int(b.x), int(b.y), int(b.z), int(b.w)};
+#pragma unroll
+    for (int j = 0; j < 8; ++j) xq.q[j] = q[j];
+    xq.dx = __ldcg(x + 2048 + u);
+    xq.off = 0;
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) xq.q[j] = 0x01010101 * (j + 1);
+    xq.dx = 1.0f;
+    xq.off = 0;
+  }
   for (int r0 = bid * kRB; r0 < rows; r0 += stride) {
     float acc[kRB];
 #pragma unroll
@@ -123,6 +216,7 @@ __device__ __forceinline__ void load_first(const uint8_t* __restrict__ w, size_t
 // One link per launch (plain or PDL): xs[i] -> xs[i + 1] through w.
 // (4 blocks an SM: at most 128 registers a lane, as the shipped GEMV.)
 // kPart (timing only, PDL): 0 the whole link; 1 without weights (link<false>);
+// 3 the whole link with x loaded by load_x_coalesced (same outputs as 0);
 // 2 an empty link, the wait and one store a block: the dependency alone.
 template <int kPart = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
@@ -130,14 +224,14 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   __shared__ float red[2][kRB][kWarps];
   S::Unit wu[kRB];
   const int bid = blockIdx.x, n_blocks = gridDim.x;
-  if constexpr (kPart == 0) load_first(w, ld, rows, nb, wu, bid);
+  if constexpr (kPart == 0 || kPart == 3) load_first(w, ld, rows, nb, wu, bid);
   longkv::cuda::pdl_trigger();
   longkv::cuda::pdl_wait();
   int buf = 0;
   if constexpr (kPart == 2) {
     if (threadIdx.x == 0) y[blockIdx.x] = x[blockIdx.x] + 1.0f;
   } else {
-    link<kPart == 0>(w, ld, rows, nb, x, y, wu, red, buf, bid, n_blocks);
+    link<kPart == 0 || kPart == 3, kPart == 3 ? 5 : 0>(w, ld, rows, nb, x, y, wu, red, buf, bid, n_blocks);
   }
 }
 
@@ -196,7 +290,10 @@ __device__ __forceinline__ void prefetch_rows_smem(const uint8_t* __restrict__ s
 // barrier; link i's dots read its rows from shared memory after its x is
 // loaded and quantized (one batch a block per link: dim / kRB blocks). 3:
 // cp.async by every thread; 4: by every thread but warp 0; 5 (timing only):
-// no copies; 6: one bulk copy. 7 (timing only): links without weights.
+// no copies; 6: one bulk copy. 7-9 (timing only): links without weights,
+// with x as now (7), with x loaded as if already in int8 form (8), without x (9),
+// with x loaded as now but not quantized (10), quantized by quantize_x_i8_alt (11),
+// loaded by load_x_coalesced (12).
 template <int kMode = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     chain_kernel(const uint8_t* const* __restrict__ ws, size_t ld, int rows, int nb, int n, float* xs) {
@@ -292,12 +389,12 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     }
     return;
   }
-  if constexpr (kMode == 7) {  // timing only: link<false> (x, int8 form, reduction, store) and the barrier
+  if constexpr (kMode >= 7) {  // timing only: link<false, kMode - 7> and the barrier
     S::Unit wu[kRB];
     int buf = 0;
     for (int i = 0; i < n; ++i) {
       float* x = xs + static_cast<size_t>(i) * rows;
-      link<false>(ws[i], ld, rows, nb, x, x + rows, wu, red, buf, blockIdx.x, gridDim.x);
+      link<false, kMode - 7>(ws[i], ld, rows, nb, x, x + rows, wu, red, buf, blockIdx.x, gridDim.x);
       g.sync();
     }
     return;
@@ -361,10 +458,13 @@ int main(int argc, char** argv) {
   const int batches = (dim + kRB - 1) / kRB;
   const int grid = std::min(batches, occ * p.multiProcessorCount);
   const int grid_c = std::min(batches, occ_c * p.multiProcessorCount);
+  float* xh;  // the PDL chain with coalesced x loads (part 3)
+  CK(cudaMalloc(&xh, sizeof(float) * dim * (n + 1)));
+  CK(cudaMemcpy(xh, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
   auto chain_launches = [&](bool pdl, int part = 0) {
-    auto* kern = part == 0 ? link_kernel<0> : part == 1 ? link_kernel<1> : link_kernel<2>;
+    auto* kern = part == 0 ? link_kernel<0> : part == 1 ? link_kernel<1> : part == 2 ? link_kernel<2> : link_kernel<3>;
     for (int i = 0; i < n; ++i) {
-      float* x = xa + static_cast<size_t>(i) * dim;
+      float* x = (part == 3 ? xh : xa) + static_cast<size_t>(i) * dim;
       longkv::cuda::launch_maybe_pdl(pdl, kern, dim3(grid), dim3(kWarps * 32), 0, s,
                                      static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
                                      x + dim);
@@ -393,7 +493,7 @@ int main(int argc, char** argv) {
   auto chain_persistent = [&](int mode) {
     int rows = dim, nbv = nb, nn = n;
     size_t ldv = ld;
-    float* out = mode == 0 ? xb : mode == 1 || mode == 5 || mode == 7 ? xa : mode == 2 ? xc : mode == 3 ? xd : mode == 4 ? xe : xg;
+    float* out = mode == 0 ? xb : mode == 1 || mode == 5 || mode >= 7 ? xa : mode == 2 ? xc : mode == 3 ? xd : mode == 4 ? xe : xg;
     void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &out};
     void* kern = mode == 0   ? reinterpret_cast<void*>(chain_kernel<0>)
                  : mode == 1 ? reinterpret_cast<void*>(chain_kernel<1>)
@@ -402,7 +502,12 @@ int main(int argc, char** argv) {
                  : mode == 4 ? reinterpret_cast<void*>(chain_kernel<4>)
                  : mode == 5 ? reinterpret_cast<void*>(chain_kernel<5>)
                  : mode == 6 ? reinterpret_cast<void*>(chain_kernel<6>)
-                             : reinterpret_cast<void*>(chain_kernel<7>);
+                 : mode == 7 ? reinterpret_cast<void*>(chain_kernel<7>)
+                 : mode == 8 ? reinterpret_cast<void*>(chain_kernel<8>)
+                 : mode == 9 ? reinterpret_cast<void*>(chain_kernel<9>)
+                 : mode == 10 ? reinterpret_cast<void*>(chain_kernel<10>)
+                 : mode == 11 ? reinterpret_cast<void*>(chain_kernel<11>)
+                              : reinterpret_cast<void*>(chain_kernel<12>);
     const int gx = mode == 2 ? 2 * grid_c : mode >= 3 && mode <= 6 ? batches : grid_c;
     CK(cudaLaunchCooperativeKernel(kern, dim3(gx), dim3(kWarps * 32), args, mode >= 3 && mode <= 6 ? smem3 : 0, s));
   };
@@ -427,7 +532,13 @@ int main(int argc, char** argv) {
     const double t_bar = time_us([&] { chain_persistent(1); });
     const double t_sm5 = sm_fits ? time_us([&] { chain_persistent(5); }) : 0.0;  // into xa, before the PDL chain
     const double t_pnw = time_us([&] { chain_persistent(7); });                      // into xa too
+    const double t_pnw8 = time_us([&] { chain_persistent(8); });
+    const double t_pnw9 = time_us([&] { chain_persistent(9); });
+    const double t_pnw10 = time_us([&] { chain_persistent(10); });
+    const double t_pnw11 = time_us([&] { chain_persistent(11); });
+    const double t_pnw12 = time_us([&] { chain_persistent(12); });
     const double t_pdl = time_us([&] { chain_launches(true); });  // after the empty ones: its output is compared
+    const double t_pdl3 = time_us([&] { chain_launches(true, 3); });
     const double t_pers = time_us([&] { chain_persistent(0); });
     const double t_pp = pp_fits ? time_us([&] { chain_persistent(2); }) : 0.0;
     const double t_sm = sm_fits ? time_us([&] { chain_persistent(3); }) : 0.0;
@@ -437,9 +548,16 @@ int main(int argc, char** argv) {
     std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
     std::printf("| PDL launches, no weights (x, int8 form, reduction, store) | %d | %.2f | — |\n", grid, t_now);
     std::printf("| PDL launches | %d | %.2f | %.0f |\n", grid, t_pdl, wbytes / (t_pdl * 1e-6) / 1e9);
+    std::printf("| PDL launches, x loaded coalesced through shared memory | %d | %.2f | %.0f |\n", grid, t_pdl3,
+                wbytes / (t_pdl3 * 1e-6) / 1e9);
     std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
     std::printf("| persistent, empty links (one store a block, the barrier) | %d | %.2f | — |\n", grid_c, t_bar);
     std::printf("| persistent, no weights (x, int8 form, reduction, store, barrier) | %d | %.2f | — |\n", grid_c, t_pnw);
+    std::printf("| the same with x loaded as int8 (no int8 form made) | %d | %.2f | — |\n", grid_c, t_pnw8);
+    std::printf("| the same without x (reduction, store, barrier) | %d | %.2f | — |\n", grid_c, t_pnw9);
+    std::printf("| the same with x loaded as now, not quantized | %d | %.2f | — |\n", grid_c, t_pnw10);
+    std::printf("| the same with x quantized by quantize_x_i8_alt | %d | %.2f | — |\n", grid_c, t_pnw11);
+    std::printf("| the same with x loaded coalesced through shared memory | %d | %.2f | — |\n", grid_c, t_pnw12);
     if (pp_fits)
       std::printf("| persistent ping-pong, grid barrier | %d | %.2f | %.0f |\n", 2 * grid_c, t_pp,
                   wbytes / (t_pp * 1e-6) / 1e9);
@@ -456,23 +574,26 @@ int main(int argc, char** argv) {
       std::printf("| the same with one bulk copy a link (thread 0, mbarrier) | %d | %.2f | %.0f |\n", batches, t_sm6,
                   wbytes / (t_sm6 * 1e-6) / 1e9);
   }
-  std::vector<float> ya(dim), yb(dim), yc(dim), yd(dim), ye(dim), yg(dim);
+  std::vector<float> ya(dim), yb(dim), yc(dim), yd(dim), ye(dim), yg(dim), yh(dim);
   CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yb.data(), xb + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yc.data(), xc + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yd.data(), xd + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(ye.data(), xe + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
   CK(cudaMemcpy(yg.data(), xg + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-  int differ = 0, differ_pp = 0, differ_sm = 0, nonfinite = 0;
+  CK(cudaMemcpy(yh.data(), xh + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+  int differ = 0, differ_pp = 0, differ_sm = 0, differ_co = 0, nonfinite = 0;
   for (int i = 0; i < dim; ++i) {
     differ += std::memcmp(&ya[i], &yb[i], sizeof(float)) != 0;
     differ_pp += pp_fits && std::memcmp(&ya[i], &yc[i], sizeof(float)) != 0;
     differ_sm += sm_fits && std::memcmp(&ya[i], &yd[i], sizeof(float)) != 0;
     differ_sm += sm_fits && std::memcmp(&ya[i], &ye[i], sizeof(float)) != 0;
     differ_sm += sm_fits && std::memcmp(&ya[i], &yg[i], sizeof(float)) != 0;
+    differ_co += std::memcmp(&ya[i], &yh[i], sizeof(float)) != 0;
     nonfinite += !std::isfinite(ya[i]);
   }
-  differ += differ_pp + differ_sm;
+  differ += differ_pp + differ_sm + differ_co;
+  std::printf("\ncoalesced x vs PDL: %d of %d values differ", differ_co, dim);
   if (pp_fits) std::printf("\nping-pong vs PDL: %d of %d values differ", differ_pp, dim);
   if (sm_fits) std::printf("\nweights in shared memory vs PDL: %d of %d values differ", differ_sm, dim);
   std::printf("\nlast link's output, persistent vs PDL: %d of %d values differ, %d non-finite (|y_0| = %.3g)\n", differ,
@@ -485,5 +606,6 @@ int main(int argc, char** argv) {
   CK(cudaFree(xd));
   CK(cudaFree(xe));
   CK(cudaFree(xg));
+  CK(cudaFree(xh));
   return differ == 0 && nonfinite == 0 ? 0 : 1;
 }
