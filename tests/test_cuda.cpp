@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/matmul.h"
@@ -146,6 +147,34 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
       }
     }
   }
+}
+
+// The int8 activations' rounding on ties: every unit's largest |x| is 127,
+// so 127 / amax is exactly 1 and the other elements, k + 0.5 for random k,
+// are halfway cases that must round to even as the rule says (quantize_x_i8
+// rounds by adding 1.5 * 2^23, not by a conversion instruction). One tie
+// rounded the other way moves its row by ~1e-3 relative, far past 1e-10.
+TEST(Cuda, Int8ActivationsRoundTiesToEven) {
+  LONGKV_REQUIRE_CUDA();
+  const int rows = 37, cols = 2048;
+  const auto data = random_weight(WeightType::Q4_0, rows, cols, 23);
+  WeightView w{WeightType::Q4_0, rows, cols, data.data()};
+  std::mt19937 rng(5);
+  std::vector<float> x(cols);
+  int ties = 0;
+  for (int i = 0; i < cols; ++i) {
+    const int k = static_cast<int>(rng() % 253) - 126;  // -126 .. 126: k + 0.5 stays within +-127
+    x[i] = i % kQK == (i / kQK) % kQK ? ((i / kQK) % 2 ? -127.0f : 127.0f) : static_cast<float>(k) + 0.5f;
+    ties += std::fabs(x[i]) != 127.0f;
+  }
+  std::vector<float> ref(rows), y(rows);
+  for (int r = 0; r < rows; ++r) ref[r] = gemv_ref(w, r, x.data(), true);
+  cuda_tuning().gemv_i8x = true;
+  cuda_check_matmul(w, x.data(), 1, y.data(), CudaGemm::f32);
+  cuda_tuning() = CudaTuning{};
+  const double err = test::nmse(y.data(), ref.data(), rows);
+  EXPECT_LT(err, 1e-10);
+  std::printf("int8 activations, %d ties: nmse %.3g against round-half-even\n", ties, err);
 }
 
 // The GEMV's activation on the host: 0 = x, 1 = RMSNorm(x) * norm,

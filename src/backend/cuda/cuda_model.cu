@@ -512,6 +512,7 @@ CudaTuning& cuda_tuning() {
       else if (k == "amma") d.attn_block_mma = on;
       else if (k == "glu") d.gemv_glu = on;
       else if (k == "gpre") d.gemv_prefetch = on;
+      else if (k == "gxc") d.gemv_x_coalesced = on;
       else if (k == "grb") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
@@ -533,7 +534,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -573,6 +574,7 @@ std::string cuda_tuning_description() {
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
          (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
          (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
+         (t.gemv_i8x && !t.gemv_x_coalesced ? ", int8 GEMV activations loaded lane by lane" : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }

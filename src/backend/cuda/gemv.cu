@@ -115,6 +115,54 @@ __device__ __forceinline__ float block_inv_rms(const float* __restrict__ x, int 
   return rsqrtf(tot / cols + eps);
 }
 
+// Where a lane's unit of x comes from. Plain: each lane loads its own 32 or
+// 16 floats (Slab::load_x). Coalesced (milestone 21, GemvAct::x_coalesced,
+// Q4_0 only): the warp loads its 32 units (4 KB) as 8 instructions of 512
+// contiguous bytes and hands each lane its unit through shared memory (sx: 256
+// float4 of this warp; chunk c of unit j at 8 j + (c ^ (j & 7)), so the
+// stores and the per-lane reads are free of bank conflicts). A lane's own 128
+// bytes touch 32 lines with every one of its 8 loads, 256 L1 wavefronts a
+// warp: bench/cuda_barrier_probe.cu measured the plain load at ~1.3 µs of a
+// 4096-column link's critical path, the coalesced one ~0.3.
+struct XSrc {
+  float4* sx = nullptr;  // null: plain loads
+  int u0 = 0;            // the warp's first unit
+  int n = 0;             // valid units in the warp (lanes past it get zeros)
+};
+
+template <WeightType T>
+__device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs, typename Slab<T>::X& xr) {
+  if constexpr (T == WeightType::Q4_0) {
+    if (xs.sx != nullptr) {
+      const int lane = threadIdx.x % 32;
+      const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
+      float4 t[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int k = 32 * i + lane;
+        t[i] = (k >> 3) < xs.n ? src[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int k = 32 * i + lane, j = k >> 3;
+        xs.sx[8 * j + ((k & 7) ^ (j & 7))] = t[i];
+      }
+      __syncwarp();
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const float4 f = xs.sx[8 * lane + (i ^ (lane & 7))];
+        xr.v[4 * i] = f.x;
+        xr.v[4 * i + 1] = f.y;
+        xr.v[4 * i + 2] = f.z;
+        xr.v[4 * i + 3] = f.w;
+      }
+      __syncwarp();  // sx is rewritten by the next call
+      return;
+    }
+  }
+  Slab<T>::load_x(p, u, xr);
+}
+
 // Q4_K's per-unit sums of the (transformed) activations.
 template <WeightType T>
 __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
@@ -133,12 +181,13 @@ __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
 // x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
 // rmsnorm_kernel / swiglu_kernel. Q4_K's per-unit sums follow the new values.
 template <WeightType T>
-__device__ __forceinline__ void load_x_act(const GemvAct& a, int u, float inv_rms, typename Slab<T>::X& xr) {
+__device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& xs, float inv_rms,
+                                           typename Slab<T>::X& xr) {
   using S = Slab<T>;
-  S::load_x(a.x, u, xr);
+  load_unit<T>(a.x, u, xs, xr);
   if (a.kind == GemvAct::plain) return;
   typename S::X o;
-  S::load_x(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, o);
+  load_unit<T>(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, xs, o);
   if (a.kind == GemvAct::rmsnorm) {
 #pragma unroll
     for (int i = 0; i < S::kXElems; ++i) xr.v[i] = xr.v[i] * inv_rms * o.v[i];
@@ -156,13 +205,13 @@ __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, float inv_rm
 // (x * norm) * inv_rms (rmsnorm_kernel: (x * inv_rms) * norm; the products
 // round differently, well inside the checks' tolerance).
 template <WeightType T>
-__device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u, bool valid, int cols,
-                                                         typename Slab<T>::X& xr) {
+__device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u, const XSrc& xs, bool valid,
+                                                         int cols, typename Slab<T>::X& xr) {
   using S = Slab<T>;
   __shared__ float red[kMaxSlabWarps];
   typename S::X o;
-  S::load_x(a.x, u, xr);
-  S::load_x(a.norm, u, o);
+  load_unit<T>(a.x, u, xs, xr);
+  load_unit<T>(a.norm, u, xs, o);
   float ss = 0;
 #pragma unroll
   for (int i = 0; i < S::kXElems; ++i) ss += xr.v[i] * xr.v[i];
@@ -238,12 +287,17 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     }
   }
   const int cols = nb * weight_traits_block(T);
+  XSrc xs;
+  if constexpr (I8) {
+    extern __shared__ float4 gemv_sx[];  // 256 float4 a warp when a.x_coalesced
+    if (a.x_coalesced) xs = {gemv_sx + 256 * warp, u_begin + 32 * warp, min(32, nu - 32 * warp)};
+  }
   typename S::X xr;
   if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
-    load_x_rmsnorm_whole_row<T>(a, u, valid, cols, xr);
+    load_x_rmsnorm_whole_row<T>(a, u, xs, valid, cols, xr);
   } else {
     const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
-    load_x_act<T>(a, u, inv_rms, xr);
+    load_x_act<T>(a, u, xs, inv_rms, xr);
   }
   [[maybe_unused]] XI8 xq;
   if constexpr (I8) quantize_x_i8(xr.v, xq);
@@ -489,7 +543,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
   // narrow int8 16-row kernel (4 warps only).
-  static int occ[2][4][kMaxSlabWarps + 1] = {};
+  static int occ[2][2][4][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
@@ -503,13 +557,26 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true>
                       : gemv_slab_kernel<T, Pipe, false, true, 16, true>;
   }
-  auto resident = [&](int v, int warps) {
-    int& o = occ[rope][v][warps];
-    if (o == 0) LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, 0));
-    return std::max(1, o) * sms;
-  };
   const bool pdl = cuda_tuning().pdl;
   const bool i8 = kernels[1] != nullptr && cuda_tuning().gemv_i8x;
+  // Coalesced x (int8 kernels): 4 KB of shared memory a warp, up to 64 KB.
+  GemvAct ax = a;
+  ax.x_coalesced = i8 && cuda_tuning().gemv_x_coalesced;
+  const int xs_warp = ax.x_coalesced ? 4096 : 0;
+  static bool opted[2][4] = {};
+  for (int v = 1; v < 4 && ax.x_coalesced; ++v)
+    if (!opted[rope][v]) {
+      LONGKV_CUDA_CHECK(
+          cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
+      opted[rope][v] = true;
+    }
+  auto resident = [&](int v, int warps) {
+    int& o = occ[rope][ax.x_coalesced][v][warps];
+    if (o == 0)
+      LONGKV_CUDA_CHECK(
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, v > 0 ? warps * xs_warp : 0));
+    return std::max(1, o) * sms;
+  };
   for (int u0 = 0; u0 < units; u0 += slice) {
     const int nu = std::min(slice, units - u0);
     const int warps = (nu + 31) / 32;
@@ -523,8 +590,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
-    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), 0, s, w.data, w.ld, rows, nb, u0, nu, a, y,
-                     accumulate || u0 > 0);
+    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), v > 0 ? warps * xs_warp : 0, s, w.data, w.ld,
+                     rows, nb, u0, nu, ax, y, accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }
   return rope;
