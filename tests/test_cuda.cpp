@@ -136,6 +136,14 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
           const double err_exact = test::nmse(y.data(), exact.data(), exact.size());
           if (i8x) {
             EXPECT_LT(err_exact, 1e-4);
+            // x loaded lane by lane instead of a warp at a time: the same bits.
+            std::vector<float> y_lane(ref.size());
+            cuda_tuning().gemv_i8x = true;
+            cuda_tuning().gemv_x_coalesced = false;
+            cuda_check_matmul(w, x.data(), n_tok, y_lane.data(), g);
+            cuda_tuning() = CudaTuning{};
+            EXPECT_EQ(std::memcmp(y.data(), y_lane.data(), sizeof(float) * y.size()), 0)
+                << "coalesced and per-lane x loads differ";
           }
           RecordProperty(std::string("nmse_") + weight_traits(c.type).name + "_n" + std::to_string(n_tok) + "_" +
                              cuda_gemm_name(g) + (i8x ? "_i8x" : ""),
