@@ -134,12 +134,13 @@ struct CudaTuning {
   // before the PDL wait (else 8 before, 8 after making the activation).
   // Measured mixed: depth 0 -2%, k2v2 at 131K +2% (docs/cuda-notes.md).
   bool gemv_prefetch = false;
-  // Milestone 21 (key "gxc"): the Q4_0 int8 GEMV loads a warp's 32 units of
-  // its activation (and of RMSNorm's weight) coalesced, 512 contiguous bytes
-  // an instruction, and hands each lane its unit through shared memory,
-  // instead of each lane loading its own 128 bytes (every instruction of
-  // which touched 32 lines). Same values. bench/cuda_barrier_probe.cu: a
-  // 4096 x 4096 link of the PDL chain 5.76 -> 5.29 µs.
+  // Milestone 21 (key "gxc"): the pipelined Q4_0 int8 GEMV loads a warp's 32
+  // units of its activation (and of RMSNorm's weight) coalesced, 512
+  // contiguous bytes an instruction, and hands each lane its unit through
+  // shared memory, instead of each lane loading its own 128 bytes (every
+  // instruction of which touched 32 lines). Same values.
+  // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
+  // 5.29 µs.
   bool gemv_x_coalesced = true;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.

@@ -194,10 +194,6 @@ struct GemvAct {
   // up_i, rows / 2 outputs -- the values w_down's SwiGLU load would make.
   // Slab GEMV of a block format in one slice only, not accumulating.
   bool glu = false;
-  // Set by the slab launcher, not by callers: the Q4_0 int8 kernels load x
-  // (and RMSNorm's weight) a warp at a time through dynamic shared memory
-  // (CudaTuning::gemv_x_coalesced, gemv.cu).
-  bool x_coalesced = false;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Whether the slab GEMV takes GemvAct::glu for rows of t, cols wide (block

@@ -116,24 +116,25 @@ __device__ __forceinline__ float block_inv_rms(const float* __restrict__ x, int 
 }
 
 // Where a lane's unit of x comes from. Plain: each lane loads its own 32 or
-// 16 floats (Slab::load_x). Coalesced (milestone 21, GemvAct::x_coalesced,
-// Q4_0 only): the warp loads its 32 units (4 KB) as 8 instructions of 512
-// contiguous bytes and hands each lane its unit through shared memory (sx: 256
-// float4 of this warp; chunk c of unit j at 8 j + (c ^ (j & 7)), so the
-// stores and the per-lane reads are free of bank conflicts). A lane's own 128
-// bytes touch 32 lines with every one of its 8 loads, 256 L1 wavefronts a
-// warp: bench/cuda_barrier_probe.cu measured the plain load at ~1.3 µs of a
-// 4096-column link's critical path, the coalesced one ~0.3.
+// 16 floats (Slab::load_x). Coalesced (milestone 21: XC, the pipelined Q4_0
+// int8 kernels with CudaTuning::gemv_x_coalesced): the warp loads its 32
+// units (4 KB) as 8 instructions of 512 contiguous bytes and hands each lane
+// its unit through shared memory (sx: 256 float4 of this warp; chunk c of
+// unit j at 8 j + (c ^ (j & 7)), so the stores and the per-lane reads are
+// free of bank conflicts). A lane's own 128 bytes touch 32 lines with every
+// one of its 8 loads, 256 L1 wavefronts a warp: bench/cuda_barrier_probe.cu
+// measured the plain load at ~1.3 µs of a 4096-column link's critical path,
+// the coalesced one ~0.3.
 struct XSrc {
-  float4* sx = nullptr;  // null: plain loads
-  int u0 = 0;            // the warp's first unit
-  int n = 0;             // valid units in the warp (lanes past it get zeros)
+  float4* sx = nullptr;
+  int u0 = 0;  // the warp's first unit
+  int n = 0;   // valid units in the warp (lanes past it get zeros)
 };
 
-template <WeightType T>
+template <WeightType T, bool XC>
 __device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs, typename Slab<T>::X& xr) {
-  if constexpr (T == WeightType::Q4_0) {
-    if (xs.sx != nullptr) {
+  if constexpr (T == WeightType::Q4_0 && XC) {
+    {  // (a block: the plain load below stays the fall-through)
       const int lane = threadIdx.x % 32;
       const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
       float4 t[8];
@@ -180,14 +181,14 @@ __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
 // loaded: RMSNorm scales by inv_rms * norm (norm read at the same offsets as
 // x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
 // rmsnorm_kernel / swiglu_kernel. Q4_K's per-unit sums follow the new values.
-template <WeightType T>
+template <WeightType T, bool XC>
 __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& xs, float inv_rms,
                                            typename Slab<T>::X& xr) {
   using S = Slab<T>;
-  load_unit<T>(a.x, u, xs, xr);
+  load_unit<T, XC>(a.x, u, xs, xr);
   if (a.kind == GemvAct::plain) return;
   typename S::X o;
-  load_unit<T>(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, xs, o);
+  load_unit<T, XC>(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, xs, o);
   if (a.kind == GemvAct::rmsnorm) {
 #pragma unroll
     for (int i = 0; i < S::kXElems; ++i) xr.v[i] = xr.v[i] * inv_rms * o.v[i];
@@ -204,14 +205,14 @@ __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& 
 // over x through L2 before the loads can start), and the unit becomes
 // (x * norm) * inv_rms (rmsnorm_kernel: (x * inv_rms) * norm; the products
 // round differently, well inside the checks' tolerance).
-template <WeightType T>
+template <WeightType T, bool XC>
 __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u, const XSrc& xs, bool valid,
                                                          int cols, typename Slab<T>::X& xr) {
   using S = Slab<T>;
   __shared__ float red[kMaxSlabWarps];
   typename S::X o;
-  load_unit<T>(a.x, u, xs, xr);
-  load_unit<T>(a.norm, u, xs, o);
+  load_unit<T, XC>(a.x, u, xs, xr);
+  load_unit<T, XC>(a.norm, u, xs, o);
   float ss = 0;
 #pragma unroll
   for (int i = 0; i < S::kXElems; ++i) ss += xr.v[i] * xr.v[i];
@@ -244,7 +245,7 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
 // first batch's RB rows are all requested before the PDL wait, none after
 // the activation is made.
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false>
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
@@ -287,17 +288,18 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     }
   }
   const int cols = nb * weight_traits_block(T);
+  static_assert(!XC || I8, "coalesced x: the int8 kernels only");
   XSrc xs;
-  if constexpr (I8) {
-    extern __shared__ float4 gemv_sx[];  // 256 float4 a warp when a.x_coalesced
-    if (a.x_coalesced) xs = {gemv_sx + 256 * warp, u_begin + 32 * warp, min(32, nu - 32 * warp)};
+  if constexpr (XC) {
+    extern __shared__ float4 gemv_sx[];  // 256 float4 a warp
+    xs = {gemv_sx + 256 * warp, u_begin + 32 * warp, min(32, nu - 32 * warp)};
   }
   typename S::X xr;
   if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
-    load_x_rmsnorm_whole_row<T>(a, u, xs, valid, cols, xr);
+    load_x_rmsnorm_whole_row<T, XC>(a, u, xs, valid, cols, xr);
   } else {
     const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
-    load_x_act<T>(a, u, xs, inv_rms, xr);
+    load_x_act<T, XC>(a, u, xs, inv_rms, xr);
   }
   [[maybe_unused]] XI8 xq;
   if constexpr (I8) quantize_x_i8(xr.v, xq);
@@ -546,32 +548,42 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   static int occ[2][2][4][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const bool pdl = cuda_tuning().pdl;
+  const bool i8 = T == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
+  // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
+  const bool xc = Pipe && i8 && cuda_tuning().gemv_x_coalesced;
+  const int xs_warp = xc ? 4096 : 0;
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
                             : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
                        nullptr, nullptr, nullptr};
   int rbs[4] = {S::kRB, 8, 16, 16};
   if constexpr (T == WeightType::Q4_0) {
-    kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8> : gemv_slab_kernel<T, Pipe, false, true, 8>;
-    kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16> : gemv_slab_kernel<T, Pipe, false, true, 16>;
-    kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true>
-                      : gemv_slab_kernel<T, Pipe, false, true, 16, true>;
-  }
-  const bool pdl = cuda_tuning().pdl;
-  const bool i8 = kernels[1] != nullptr && cuda_tuning().gemv_i8x;
-  // Coalesced x (int8 kernels): 4 KB of shared memory a warp, up to 64 KB.
-  GemvAct ax = a;
-  ax.x_coalesced = i8 && cuda_tuning().gemv_x_coalesced;
-  const int xs_warp = ax.x_coalesced ? 4096 : 0;
-  static bool opted[2][4] = {};
-  for (int v = 1; v < 4 && ax.x_coalesced; ++v)
-    if (!opted[rope][v]) {
-      LONGKV_CUDA_CHECK(
-          cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
-      opted[rope][v] = true;
+    if (xc) {
+      if constexpr (Pipe) {
+        kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true>
+                          : gemv_slab_kernel<T, Pipe, false, true, 8, false, true>;
+        kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true>
+                          : gemv_slab_kernel<T, Pipe, false, true, 16, false, true>;
+        kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, true>
+                          : gemv_slab_kernel<T, Pipe, false, true, 16, true, true>;
+        static bool opted[2] = {};
+        if (!opted[rope]) {
+          for (int v = 1; v < 4; ++v)
+            LONGKV_CUDA_CHECK(
+                cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
+          opted[rope] = true;
+        }
+      }
+    } else {
+      kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8> : gemv_slab_kernel<T, Pipe, false, true, 8>;
+      kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16> : gemv_slab_kernel<T, Pipe, false, true, 16>;
+      kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true>
+                        : gemv_slab_kernel<T, Pipe, false, true, 16, true>;
     }
+  }
   auto resident = [&](int v, int warps) {
-    int& o = occ[rope][ax.x_coalesced][v][warps];
+    int& o = occ[rope][xc][v][warps];
     if (o == 0)
       LONGKV_CUDA_CHECK(
           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, v > 0 ? warps * xs_warp : 0));
@@ -591,7 +603,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), v > 0 ? warps * xs_warp : 0, s, w.data, w.ld,
-                     rows, nb, u0, nu, ax, y, accumulate || u0 > 0);
+                     rows, nb, u0, nu, a, y, accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }
   return rope;
