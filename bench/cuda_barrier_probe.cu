@@ -61,10 +61,6 @@ using S = Slab<WeightType::Q4_0>;
 constexpr int kRB = 16;     // rows per batch (the shipped wo GEMV's)
 constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
 
-// One block's part of one link: its batches of rows of w against x -> y, the
-// first batch's weights already in wu. Leaves wu free. Without kWeights
-// (timing only) no weight is loaded and a row's sum is one of x's int8
-// values: the link's x load, int8 form, reduction and store alone.
 // Timing only (mode 11): quantize_x_i8 with a tree for the maximum, the
 // rounding by adding 1.5 * 2^23 instead of F2I, PRMT packing and the sum by
 // __dp4a: the same bits for finite inputs (measured slower than the shipped
@@ -124,9 +120,37 @@ __device__ __forceinline__ void load_x_coalesced(const float* __restrict__ x, fl
   __syncwarp();
 }
 
+// A batch's row sums: the warps' partial sums of rows r0 .. r0 + kRB - 1
+// meet in red[buf] (one barrier; buf alternates between batches) and the
+// first kRB threads store them to y.
+__device__ __forceinline__ void reduce_store(float (&acc)[kRB], float (&red)[2][kRB][kWarps], int buf, int r0,
+                                             int rows, float* __restrict__ y) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int r = 0; r < kRB; ++r)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < kRB; ++r) red[buf][r][warp] = acc[r];
+  }
+  __syncthreads();
+  if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows) {
+    float s = 0;
+    for (int k = 0; k < kWarps; ++k) s += red[buf][threadIdx.x][k];
+    y[r0 + threadIdx.x] = s;
+  }
+}
+
+// One block's part of one link: its batches of rows of w against x -> y, the
+// first batch's weights already in wu. Leaves wu free. Without kWeights
+// (timing only) no weight is loaded and a row's sum is one of x's int8
+// values: the link's x load, int8 form, reduction and store alone.
 // kX (timing only, with kWeights false): 1 loads x as if its previous link
 // had written it in int8 form (32 bytes and a scale a lane instead of 128
-// bytes, no quantization; the bytes are whatever x holds), 2 uses no x at all.
+// bytes, no quantization; the bytes are whatever x holds), 2 uses no x at all,
+// 3 loads x as 0 does but packs its bits without quantizing, 4 quantizes with
+// quantize_x_i8_alt. 5 (any kWeights) loads x by load_x_coalesced.
 template <bool kWeights = true, int kX = 0>
 __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
                                      const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
@@ -184,20 +208,7 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
         wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + stride + r, rows - 1)), u, nb);
       }
     }
-#pragma unroll
-    for (int r = 0; r < kRB; ++r)
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < kRB; ++r) red[buf][r][warp] = acc[r];
-    }
-    __syncthreads();
-    if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      float s = 0;
-      for (int k = 0; k < kWarps; ++k) s += red[buf][threadIdx.x][k];
-      y[r0 + threadIdx.x] = s;
-    }
+    reduce_store(acc, red, buf, r0, rows, y);
     buf ^= 1;
   }
 }
@@ -306,7 +317,6 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     extern __shared__ __align__(16) uint8_t sw[];  // two buffers of ld * kRB bytes
     __shared__ uint64_t bars[2];
     const int t0 = kMode == 5 ? kWarps * 32 : kMode == 4 ? 32 : 0;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const bool valid = static_cast<int>(threadIdx.x) < nb;
     const int u = valid ? threadIdx.x : 0;
     const unsigned bytes = static_cast<unsigned>(ld * kRB);
@@ -354,21 +364,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
         const float d = __half2float(*reinterpret_cast<const __half*>(row + 16 * nb + 2 * u));
         acc[r] = valid ? longkv::cuda::dot_q4_0_i8(q, d, xq) : 0.0f;
       }
-#pragma unroll
-      for (int r = 0; r < kRB; ++r)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-      if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < kRB; ++r) red[buf][r][warp] = acc[r];
-      }
-      __syncthreads();
-      const int r0 = blockIdx.x * kRB;
-      if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows) {
-        float s = 0;
-        for (int k = 0; k < kWarps; ++k) s += red[buf][threadIdx.x][k];
-        xs[static_cast<size_t>(i + 1) * rows + r0 + threadIdx.x] = s;
-      }
+      reduce_store(acc, red, buf, blockIdx.x * kRB, rows, xs + static_cast<size_t>(i + 1) * rows);
       buf ^= 1;
       g.sync();
     }
