@@ -252,7 +252,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 __device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(longkv::cuda::smem_u32(bar)), "r"(count) : "memory");
 }
-__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_mbar_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
 // Orders the block's earlier shared-memory reads (after a barrier) before this
 // thread's later bulk copies (the async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -489,7 +491,12 @@ int main(int argc, char** argv) {
   auto chain_persistent = [&](int mode) {
     int rows = dim, nbv = nb, nn = n;
     size_t ldv = ld;
-    float* out = mode == 0 ? xb : mode == 1 || mode == 5 || mode >= 7 ? xa : mode == 2 ? xc : mode == 3 ? xd : mode == 4 ? xe : xg;
+    float* out = mode == 0                            ? xb
+                 : mode == 1 || mode == 5 || mode >= 7 ? xa  // timing only: overwritten by the PDL chain
+                 : mode == 2                           ? xc
+                 : mode == 3                           ? xd
+                 : mode == 4                           ? xe
+                                                       : xg;
     void* args[] = {&dws, &ldv, &rows, &nbv, &nn, &out};
     void* kern = mode == 0   ? reinterpret_cast<void*>(chain_kernel<0>)
                  : mode == 1 ? reinterpret_cast<void*>(chain_kernel<1>)
@@ -548,7 +555,8 @@ int main(int argc, char** argv) {
                 wbytes / (t_pdl3 * 1e-6) / 1e9);
     std::printf("| persistent, grid barrier | %d | %.2f | %.0f |\n", grid_c, t_pers, wbytes / (t_pers * 1e-6) / 1e9);
     std::printf("| persistent, empty links (one store a block, the barrier) | %d | %.2f | — |\n", grid_c, t_bar);
-    std::printf("| persistent, no weights (x, int8 form, reduction, store, barrier) | %d | %.2f | — |\n", grid_c, t_pnw);
+    std::printf("| persistent, no weights (x, int8 form, reduction, store, barrier) | %d | %.2f | — |\n", grid_c,
+                t_pnw);
     std::printf("| the same with x loaded as int8 (no int8 form made) | %d | %.2f | — |\n", grid_c, t_pnw8);
     std::printf("| the same without x (reduction, store, barrier) | %d | %.2f | — |\n", grid_c, t_pnw9);
     std::printf("| the same with x loaded as now, not quantized | %d | %.2f | — |\n", grid_c, t_pnw10);
