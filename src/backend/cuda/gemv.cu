@@ -59,6 +59,7 @@
 #include "backend/cuda/weight_decode.cuh"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace longkv::cuda {
 namespace {
@@ -134,34 +135,32 @@ struct XSrc {
 template <WeightType T, bool XC>
 __device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs, typename Slab<T>::X& xr) {
   if constexpr (T == WeightType::Q4_0 && XC) {
-    {  // (a block: the plain load below stays the fall-through)
-      const int lane = threadIdx.x % 32;
-      const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
-      float4 t[8];
+    const int lane = threadIdx.x % 32;
+    const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
+    float4 t[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int k = 32 * i + lane;
-        t[i] = (k >> 3) < xs.n ? src[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int k = 32 * i + lane, j = k >> 3;
-        xs.sx[8 * j + ((k & 7) ^ (j & 7))] = t[i];
-      }
-      __syncwarp();
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const float4 f = xs.sx[8 * lane + (i ^ (lane & 7))];
-        xr.v[4 * i] = f.x;
-        xr.v[4 * i + 1] = f.y;
-        xr.v[4 * i + 2] = f.z;
-        xr.v[4 * i + 3] = f.w;
-      }
-      __syncwarp();  // sx is rewritten by the next call
-      return;
+    for (int i = 0; i < 8; ++i) {
+      const int k = 32 * i + lane;
+      t[i] = (k >> 3) < xs.n ? src[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int k = 32 * i + lane, j = k >> 3;
+      xs.sx[8 * j + ((k & 7) ^ (j & 7))] = t[i];
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float4 f = xs.sx[8 * lane + (i ^ (lane & 7))];
+      xr.v[4 * i] = f.x;
+      xr.v[4 * i + 1] = f.y;
+      xr.v[4 * i + 2] = f.z;
+      xr.v[4 * i + 3] = f.w;
+    }
+    __syncwarp();  // sx is rewritten by the next call
+  } else {
+    Slab<T>::load_x(p, u, xr);
   }
-  Slab<T>::load_x(p, u, xr);
 }
 
 // Q4_K's per-unit sums of the (transformed) activations.
@@ -552,21 +551,25 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const bool i8 = T == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
   const bool xc = Pipe && i8 && cuda_tuning().gemv_x_coalesced;
-  const int xs_warp = xc ? 4096 : 0;
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
                             : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
                        nullptr, nullptr, nullptr};
   int rbs[4] = {S::kRB, 8, 16, 16};
+  // The int8 kernels with (X) or without coalesced x; X only where Pipe.
+  auto i8_kernels = [&](auto x_c) {
+    constexpr bool X = decltype(x_c)::value;
+    kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, X>
+                      : gemv_slab_kernel<T, Pipe, false, true, 8, false, X>;
+    kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, X>
+                      : gemv_slab_kernel<T, Pipe, false, true, 16, false, X>;
+    kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
+                      : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
+  };
   if constexpr (T == WeightType::Q4_0) {
-    if (xc) {
-      if constexpr (Pipe) {
-        kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true>
-                          : gemv_slab_kernel<T, Pipe, false, true, 8, false, true>;
-        kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true>
-                          : gemv_slab_kernel<T, Pipe, false, true, 16, false, true>;
-        kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, true>
-                          : gemv_slab_kernel<T, Pipe, false, true, 16, true, true>;
+    if constexpr (Pipe) {
+      if (xc) {
+        i8_kernels(std::true_type{});
         static bool opted[2] = {};
         if (!opted[rope]) {
           for (int v = 1; v < 4; ++v)
@@ -575,18 +578,16 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           opted[rope] = true;
         }
       }
-    } else {
-      kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8> : gemv_slab_kernel<T, Pipe, false, true, 8>;
-      kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16> : gemv_slab_kernel<T, Pipe, false, true, 16>;
-      kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true>
-                        : gemv_slab_kernel<T, Pipe, false, true, 16, true>;
     }
+    if (!xc) i8_kernels(std::false_type{});
   }
+  // Dynamic shared memory of variant v over `warps` warps (coalesced x only).
+  auto smem = [&](int v, int warps) { return v > 0 && xc ? warps * 4096 : 0; };
   auto resident = [&](int v, int warps) {
     int& o = occ[rope][xc][v][warps];
     if (o == 0)
       LONGKV_CUDA_CHECK(
-          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, v > 0 ? warps * xs_warp : 0));
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, smem(v, warps)));
     return std::max(1, o) * sms;
   };
   for (int u0 = 0; u0 < units; u0 += slice) {
@@ -602,7 +603,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
-    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), v > 0 ? warps * xs_warp : 0, s, w.data, w.ld,
+    launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
                      rows, nb, u0, nu, a, y, accumulate || u0 > 0);
     LONGKV_CUDA_LAUNCHED();
   }
