@@ -61,65 +61,6 @@ using S = Slab<WeightType::Q4_0>;
 constexpr int kRB = 16;     // rows per batch (the shipped wo GEMV's)
 constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
 
-// Timing only (mode 11): quantize_x_i8 with a tree for the maximum, the
-// rounding by adding 1.5 * 2^23 instead of F2I, PRMT packing and the sum by
-// __dp4a: the same bits for finite inputs (measured slower than the shipped
-// form in a link: docs/cuda-notes.md milestone 21).
-__device__ __forceinline__ void quantize_x_i8_alt(const float (&v)[32], longkv::cuda::XI8& r) {
-  float m[16];
-#pragma unroll
-  for (int i = 0; i < 16; ++i) m[i] = fmaxf(fabsf(v[i]), fabsf(v[i + 16]));
-#pragma unroll
-  for (int w = 8; w > 0; w /= 2)
-#pragma unroll
-    for (int i = 0; i < w; ++i) m[i] = fmaxf(m[i], m[i + w]);
-  const float amax = fmaxf(m[0], 0.0f);
-  r.dx = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  int s = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
-    uint32_t b[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) b[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[e0 + k], inv), 12582912.0f));
-    const uint32_t w = __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
-    r.q[j] = static_cast<int>(w);
-    s = __dp4a(static_cast<int>(w), 0x01010101, s);
-  }
-  r.off = 8 * s;
-}
-
-// A warp's 32 units of x (4 KB) loaded coalesced -- load i of lane l is
-// float4 32 i + l of the warp's span, 512 contiguous bytes an instruction --
-// and handed to their lanes through shared memory (sx: 256 float4 of this
-// warp; chunk c of unit u at 8 u + (c ^ (u & 7)), so both the stores and the
-// per-lane reads are free of bank conflicts). The plain per-lane load (8
-// float4 of one unit a lane) touches 32 different 128-byte lines with each
-// instruction: 256 L1 wavefronts a warp against 32 here.
-__device__ __forceinline__ void load_x_coalesced(const float* __restrict__ x, float4* sx, float (&v)[32]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const float4* src = reinterpret_cast<const float4*>(x) + 256 * warp;
-  float4 t[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) t[i] = __ldcg(src + 32 * i + lane);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int k = 32 * i + lane, u = k >> 3, c = k & 7;
-    sx[8 * u + (c ^ (u & 7))] = t[i];
-  }
-  __syncwarp();
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float4 f = sx[8 * lane + (i ^ (lane & 7))];
-    v[4 * i] = f.x;
-    v[4 * i + 1] = f.y;
-    v[4 * i + 2] = f.z;
-    v[4 * i + 3] = f.w;
-  }
-  __syncwarp();
-}
-
 // A batch's row sums: the warps' partial sums of rows r0 .. r0 + kRB - 1
 // meet in red[buf] (one barrier; buf alternates between batches) and the
 // first kRB threads store them to y.
@@ -149,8 +90,9 @@ __device__ __forceinline__ void reduce_store(float (&acc)[kRB], float (&red)[2][
 // kX (timing only, with kWeights false): 1 loads x as if its previous link
 // had written it in int8 form (32 bytes and a scale a lane instead of 128
 // bytes, no quantization; the bytes are whatever x holds), 2 uses no x at all,
-// 3 loads x as 0 does but packs its bits without quantizing, 4 quantizes with
-// quantize_x_i8_alt. 5 (any kWeights) loads x by load_x_coalesced.
+// 3 loads x as 0 does but packs its bits without quantizing. 5 (any
+// kWeights) loads x by the engine's ldx_warp_units. (4, another quantization form, was
+// measured slower and removed: commit 48e42e7 has it.)
 template <bool kWeights = true, int kX = 0>
 __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
                                      const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
@@ -161,13 +103,11 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
   const int u = valid ? ui : 0;
   const int stride = n_blocks * kRB;
   longkv::cuda::XI8 xq;
-  if constexpr (kX == 0 || kX == 3 || kX == 4) {
+  if constexpr (kX == 0 || kX == 3) {
     S::X f;
     S::load_x(x, u, f);
     if constexpr (kX == 0) {
       longkv::cuda::quantize_x_i8(f.v, xq);
-    } else if constexpr (kX == 4) {
-      quantize_x_i8_alt(f.v, xq);
     } else {
 #pragma unroll
       for (int j = 0; j < 8; ++j)
@@ -179,7 +119,7 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
   } else if constexpr (kX == 5) {
     __shared__ float4 sx[kWarps][256];
     S::X f;
-    load_x_coalesced(x, sx[warp], f.v);
+    longkv::cuda::ldx_warp_units(x, {sx[warp], 32 * warp, 32}, f.v);
     longkv::cuda::quantize_x_i8(f.v, xq);
   } else if constexpr (kX == 1) {
     const uint4 a = __ldcg(reinterpret_cast<const uint4*>(x) + 2 * u);
@@ -227,7 +167,7 @@ __device__ __forceinline__ void load_first(const uint8_t* __restrict__ w, size_t
 // One link per launch (plain or PDL): xs[i] -> xs[i + 1] through w.
 // (4 blocks an SM: at most 128 registers a lane, as the shipped GEMV.)
 // kPart (timing only, PDL): 0 the whole link; 1 without weights (link<false>);
-// 3 the whole link with x loaded by load_x_coalesced (same outputs as 0);
+// 3 the whole link with x loaded by ldx_warp_units (same outputs as 0);
 // 2 an empty link, the wait and one store a block: the dependency alone.
 template <int kPart = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
@@ -305,8 +245,8 @@ __device__ __forceinline__ void prefetch_rows_smem(const uint8_t* __restrict__ s
 // cp.async by every thread; 4: by every thread but warp 0; 5 (timing only):
 // no copies; 6: one bulk copy. 7-9 (timing only): links without weights,
 // with x as now (7), with x loaded as if already in int8 form (8), without x (9),
-// with x loaded as now but not quantized (10), quantized by quantize_x_i8_alt (11),
-// loaded by load_x_coalesced (12).
+// with x loaded as now but not quantized (10), loaded by ldx_warp_units (12).
+// (11 is gone with link's kX 4.)
 template <int kMode = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     chain_kernel(const uint8_t* const* __restrict__ ws, size_t ld, int rows, int nb, int n, float* xs) {
@@ -509,7 +449,6 @@ int main(int argc, char** argv) {
                  : mode == 8 ? reinterpret_cast<void*>(chain_kernel<8>)
                  : mode == 9 ? reinterpret_cast<void*>(chain_kernel<9>)
                  : mode == 10 ? reinterpret_cast<void*>(chain_kernel<10>)
-                 : mode == 11 ? reinterpret_cast<void*>(chain_kernel<11>)
                               : reinterpret_cast<void*>(chain_kernel<12>);
     const int gx = mode == 2 ? 2 * grid_c : mode >= 3 && mode <= 6 ? batches : grid_c;
     CK(cudaLaunchCooperativeKernel(kern, dim3(gx), dim3(kWarps * 32), args, mode >= 3 && mode <= 6 ? smem3 : 0, s));
@@ -538,7 +477,6 @@ int main(int argc, char** argv) {
     const double t_pnw8 = time_us([&] { chain_persistent(8); });
     const double t_pnw9 = time_us([&] { chain_persistent(9); });
     const double t_pnw10 = time_us([&] { chain_persistent(10); });
-    const double t_pnw11 = time_us([&] { chain_persistent(11); });
     const double t_pnw12 = time_us([&] { chain_persistent(12); });
     const double t_pdl = time_us([&] { chain_launches(true); });  // after the empty ones: its output is compared
     const double t_pdl3 = time_us([&] { chain_launches(true, 3); });
@@ -560,7 +498,6 @@ int main(int argc, char** argv) {
     std::printf("| the same with x loaded as int8 (no int8 form made) | %d | %.2f | — |\n", grid_c, t_pnw8);
     std::printf("| the same without x (reduction, store, barrier) | %d | %.2f | — |\n", grid_c, t_pnw9);
     std::printf("| the same with x loaded as now, not quantized | %d | %.2f | — |\n", grid_c, t_pnw10);
-    std::printf("| the same with x quantized by quantize_x_i8_alt | %d | %.2f | — |\n", grid_c, t_pnw11);
     std::printf("| the same with x loaded coalesced through shared memory | %d | %.2f | — |\n", grid_c, t_pnw12);
     if (pp_fits)
       std::printf("| persistent ping-pong, grid barrier | %d | %.2f | %.0f |\n", 2 * grid_c, t_pp,

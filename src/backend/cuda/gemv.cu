@@ -116,48 +116,13 @@ __device__ __forceinline__ float block_inv_rms(const float* __restrict__ x, int 
   return rsqrtf(tot / cols + eps);
 }
 
-// Where a lane's unit of x comes from. Plain: each lane loads its own 32 or
-// 16 floats (Slab::load_x). Coalesced (milestone 21: XC, the pipelined Q4_0
-// int8 kernels with CudaTuning::gemv_x_coalesced): the warp loads its 32
-// units (4 KB) as 8 instructions of 512 contiguous bytes and hands each lane
-// its unit through shared memory (sx: 256 float4 of this warp; chunk c of
-// unit j at 8 j + (c ^ (j & 7)), so the stores and the per-lane reads are
-// free of bank conflicts). A lane's own 128 bytes touch 32 lines with every
-// one of its 8 loads, 256 L1 wavefronts a warp: bench/cuda_barrier_probe.cu
-// measured the plain load at ~1.3 µs of a 4096-column link's critical path,
-// the coalesced one ~0.3.
-struct XSrc {
-  float4* sx = nullptr;
-  int u0 = 0;  // the warp's first unit
-  int n = 0;   // valid units in the warp (lanes past it get zeros)
-};
-
+// A lane's unit of x: its own 32 or 16 floats (Slab::load_x), or with XC
+// (milestone 21: the pipelined Q4_0 int8 kernels, CudaTuning::gemv_x_coalesced)
+// the warp's units loaded coalesced through shared memory (ldx_warp_units).
 template <WeightType T, bool XC>
 __device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs, typename Slab<T>::X& xr) {
   if constexpr (T == WeightType::Q4_0 && XC) {
-    const int lane = threadIdx.x % 32;
-    const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
-    float4 t[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int k = 32 * i + lane;
-      t[i] = (k >> 3) < xs.n ? src[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int k = 32 * i + lane, j = k >> 3;
-      xs.sx[8 * j + ((k & 7) ^ (j & 7))] = t[i];
-    }
-    __syncwarp();
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const float4 f = xs.sx[8 * lane + (i ^ (lane & 7))];
-      xr.v[4 * i] = f.x;
-      xr.v[4 * i + 1] = f.y;
-      xr.v[4 * i + 2] = f.z;
-      xr.v[4 * i + 3] = f.w;
-    }
-    __syncwarp();  // sx is rewritten by the next call
+    ldx_warp_units(p, xs, xr.v);
   } else {
     Slab<T>::load_x(p, u, xr);
   }

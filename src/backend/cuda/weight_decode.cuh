@@ -99,6 +99,45 @@ __device__ __forceinline__ void ldx(const float* x, float* dst, int n) {
     dst[i] = t.x; dst[i + 1] = t.y; dst[i + 2] = t.z; dst[i + 3] = t.w;
   }
 }
+// A warp's 32-float units of x, unit u0 + lane to lane `lane` (milestone 21,
+// the int8 Q4_0 GEMV's coalesced load). The warp loads its 32 units (4 KB) as
+// 8 instructions of 512 contiguous bytes and hands each lane its unit through
+// shared memory (sx: 256 float4 of this warp; chunk c of unit j at
+// 8 j + (c ^ (j & 7)), so the stores and the per-lane reads are free of bank
+// conflicts); lanes at or past n get zeros. ldx of a lane's own 128 bytes
+// touches 32 lines with every one of its 8 loads, 256 L1 wavefronts a warp:
+// bench/cuda_barrier_probe.cu measured it at ~1.3 µs of a 4096-column link's
+// critical path, this load at ~0.3.
+struct XSrc {
+  float4* sx = nullptr;
+  int u0 = 0;  // the warp's first unit
+  int n = 0;   // valid units in the warp
+};
+__device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, float (&v)[32]) {
+  const int lane = threadIdx.x % 32;
+  const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
+  float4 t[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int k = 32 * i + lane;
+    t[i] = (k >> 3) < xs.n ? src[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int k = 32 * i + lane, j = k >> 3;
+    xs.sx[8 * j + ((k & 7) ^ (j & 7))] = t[i];
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float4 f = xs.sx[8 * lane + (i ^ (lane & 7))];
+    v[4 * i] = f.x;
+    v[4 * i + 1] = f.y;
+    v[4 * i + 2] = f.z;
+    v[4 * i + 3] = f.w;
+  }
+  __syncwarp();  // sx is rewritten by the next call
+}
 // s += sum_k (byte k of w - off) * x[k], k < 4, for 4 consecutive x.
 template <int Off>
 __device__ __forceinline__ float dot4(uint32_t w, const float* x, float s) {
