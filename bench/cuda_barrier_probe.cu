@@ -25,7 +25,9 @@
 // store a block) and of links without weights (x, its int8 form, the
 // reduction and the store), and persistent chains of both kinds (with the
 // barrier instead of the wait). docs/cuda-notes.md milestones 20 and 21 have
-// the results: no persistent form beats the PDL launches.
+// the results: no persistent form beats the PDL launches. `barrier_probe N
+// flag` times only PDL chains with a flag handoff (a counter of finished
+// blocks) in place of the wait, against the wait (milestone 22).
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -91,8 +93,9 @@ __device__ __forceinline__ void reduce_store(float (&acc)[kRB], float (&red)[2][
 // had written it in int8 form (32 bytes and a scale a lane instead of 128
 // bytes, no quantization; the bytes are whatever x holds), 2 uses no x at all,
 // 3 loads x as 0 does but packs its bits without quantizing. 5 (any
-// kWeights) loads x by the engine's ldx_warp_units. (4, another quantization form, was
-// measured slower and removed: commit 48e42e7 has it.)
+// kWeights) loads x by the engine's ldx_warp_units, 6 the same through L2 only
+// (the flag handoff's reader). (4, another quantization form, was measured
+// slower and removed: commit 48e42e7 has it.)
 template <bool kWeights = true, int kX = 0>
 __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, int rows, int nb,
                                      const float* __restrict__ x, float* __restrict__ y, S::Unit (&wu)[kRB],
@@ -116,10 +119,10 @@ __device__ __forceinline__ void link(const uint8_t* __restrict__ w, size_t ld, i
       xq.dx = 1.0f;
       xq.off = 0;
     }
-  } else if constexpr (kX == 5) {
+  } else if constexpr (kX == 5 || kX == 6) {
     __shared__ float4 sx[kWarps][256];
     S::X f;
-    longkv::cuda::ldx_warp_units(x, {sx[warp], 32 * warp, 32}, f.v);
+    longkv::cuda::ldx_warp_units<kX == 6>(x, {sx[warp], 32 * warp, 32}, f.v);
     longkv::cuda::quantize_x_i8(f.v, xq);
   } else if constexpr (kX == 1) {
     const uint4 a = __ldcg(reinterpret_cast<const uint4*>(x) + 2 * u);
@@ -164,26 +167,58 @@ __device__ __forceinline__ void load_first(const uint8_t* __restrict__ w, size_t
   }
 }
 
+// The flag handoff (kPart 4, 5): instead of griddepcontrol.wait, which
+// returns once the previous grid has completed and flushed, a block waits
+// until the previous link's blocks have all counted themselves done in
+// *flag_in (>= target; the counters only grow, target = run * grid) and
+// counts itself in *flag_out once its stores are visible. The launches stay
+// PDL launches, so a link's blocks are resident (and have their first weights
+// in flight) while the one before computes; every block of a link has
+// started before the next link launches, so spinning blocks never keep a
+// block they wait for from running.
+__device__ __forceinline__ void flag_wait(const int* flag, int target) {
+  if (threadIdx.x == 0 && target > 0) {
+    int v;
+    do {
+      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(flag) : "memory");
+    } while (v < target);
+  }
+  __syncthreads();
+}
+__device__ __forceinline__ void flag_signal(int* flag) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(flag, 1);
+  }
+}
+
 // One link per launch (plain or PDL): xs[i] -> xs[i + 1] through w.
 // (4 blocks an SM: at most 128 registers a lane, as the shipped GEMV.)
 // kPart (timing only, PDL): 0 the whole link; 1 without weights (link<false>);
 // 3 the whole link with x loaded by ldx_warp_units (same outputs as 0);
-// 2 an empty link, the wait and one store a block: the dependency alone.
+// 2 an empty link, the wait and one store a block: the dependency alone;
+// 4 and 5: 3 and 2 with the flag handoff instead of the wait (4's outputs are 3's).
 template <int kPart = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
-    link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y) {
+    link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y,
+                const int* flag_in, int* flag_out, int target) {
   __shared__ float red[2][kRB][kWarps];
   S::Unit wu[kRB];
   const int bid = blockIdx.x, n_blocks = gridDim.x;
-  if constexpr (kPart == 0 || kPart == 3) load_first(w, ld, rows, nb, wu, bid);
+  constexpr bool kFlag = kPart == 4 || kPart == 5;
+  if constexpr (kPart == 0 || kPart == 3 || kPart == 4) load_first(w, ld, rows, nb, wu, bid);
   longkv::cuda::pdl_trigger();
-  longkv::cuda::pdl_wait();
+  if constexpr (kFlag) flag_wait(flag_in, target);
+  else longkv::cuda::pdl_wait();
   int buf = 0;
-  if constexpr (kPart == 2) {
-    if (threadIdx.x == 0) y[blockIdx.x] = x[blockIdx.x] + 1.0f;
+  if constexpr (kPart == 2 || kPart == 5) {
+    if (threadIdx.x == 0) y[blockIdx.x] = __ldcg(x + blockIdx.x) + 1.0f;
   } else {
-    link<kPart == 0 || kPart == 3, kPart == 3 ? 5 : 0>(w, ld, rows, nb, x, y, wu, red, buf, bid, n_blocks);
+    link<kPart == 0 || kPart >= 3, kPart == 3 ? 5 : kPart == 4 ? 6 : 0>(w, ld, rows, nb, x, y, wu, red, buf, bid,
+                                                                       n_blocks);
   }
+  if constexpr (kFlag) flag_signal(flag_out);
 }
 
 // Bulk (TMA) copies into shared memory completing on an mbarrier (sm_90), as
@@ -360,6 +395,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 32;  // links in a chain
+  const bool flag_only = argc > 2 && std::strcmp(argv[2], "flag") == 0;  // only the flag handoff rows
   const int dim = 4096, nb = dim / 32, reps = 20;
   cudaDeviceProp p;
   CK(cudaGetDeviceProperties(&p, 0));
@@ -399,13 +435,29 @@ int main(int argc, char** argv) {
   float* xh;  // the PDL chain with coalesced x loads (part 3)
   CK(cudaMalloc(&xh, sizeof(float) * dim * (n + 1)));
   CK(cudaMemcpy(xh, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  // Flag handoff counters: flags[i] counts link i's finished blocks over all runs.
+  int* flags;
+  CK(cudaMalloc(&flags, sizeof(int) * (n + 1)));
+  CK(cudaMemset(flags, 0, sizeof(int) * (n + 1)));
+  float* xf;  // the flag chain's activations
+  CK(cudaMalloc(&xf, sizeof(float) * dim * (n + 1)));
+  CK(cudaMemcpy(xf, hx.data(), sizeof(float) * dim, cudaMemcpyHostToDevice));
+  int flag_runs = 0;
   auto chain_launches = [&](bool pdl, int part = 0) {
-    auto* kern = part == 0 ? link_kernel<0> : part == 1 ? link_kernel<1> : part == 2 ? link_kernel<2> : link_kernel<3>;
+    auto* kern = part == 0   ? link_kernel<0>
+                 : part == 1 ? link_kernel<1>
+                 : part == 2 ? link_kernel<2>
+                 : part == 3 ? link_kernel<3>
+                 : part == 4 ? link_kernel<4>
+                             : link_kernel<5>;
+    const bool flag = part >= 4;
+    if (flag) ++flag_runs;
     for (int i = 0; i < n; ++i) {
-      float* x = (part == 3 ? xh : xa) + static_cast<size_t>(i) * dim;
+      float* x = (part == 3 ? xh : part == 4 ? xf : xa) + static_cast<size_t>(i) * dim;
       longkv::cuda::launch_maybe_pdl(pdl, kern, dim3(grid), dim3(kWarps * 32), 0, s,
                                      static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
-                                     x + dim);
+                                     x + dim, static_cast<const int*>(flags + i), flags + i + 1,
+                                     flag && i > 0 ? flag_runs * grid : 0);
     }
   };
   // Ping-pong needs two sets of grid_c blocks resident at once.
@@ -467,6 +519,32 @@ int main(int argc, char** argv) {
     return 1000.0 * ms / (reps * n);
   };
   std::printf("| chain | grid | µs per link | GB/s of weight bytes |\n|---|---:|---:|---:|\n");
+  if (flag_only) {  // the flag handoff against PDL's wait, interleaved
+    for (int round = 0; round < 3; ++round) {
+      const double t_empty = time_us([&] { chain_launches(true, 2); });
+      const double t_empty_f = time_us([&] { chain_launches(true, 5); });
+      const double t_pdl3 = time_us([&] { chain_launches(true, 3); });
+      const double t_flag = time_us([&] { chain_launches(true, 4); });
+      std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
+      std::printf("| PDL launches, empty links, flag handoff | %d | %.2f | — |\n", grid, t_empty_f);
+      std::printf("| PDL launches, x loaded coalesced through shared memory | %d | %.2f | %.0f |\n", grid, t_pdl3,
+                  wbytes / (t_pdl3 * 1e-6) / 1e9);
+      std::printf("| the same with the flag handoff | %d | %.2f | %.0f |\n", grid, t_flag,
+                  wbytes / (t_flag * 1e-6) / 1e9);
+    }
+    // Both chains ran the same links on the same input: equal bits.
+    std::vector<float> yh(dim), yf(dim);
+    CK(cudaMemcpy(yh.data(), xh + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(yf.data(), xf + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+    int differ = 0, nonfinite = 0;
+    for (int i = 0; i < dim; ++i) {
+      differ += std::memcmp(&yh[i], &yf[i], sizeof(float)) != 0;
+      nonfinite += !std::isfinite(yf[i]);
+    }
+    std::printf("\nlast link's output, flag handoff vs PDL: %d of %d values differ, %d non-finite\n", differ, dim,
+                nonfinite);
+    return differ == 0 && nonfinite == 0 ? 0 : 1;
+  }
   for (int round = 0; round < 2; ++round) {
     const double t_plain = time_us([&] { chain_launches(false); });
     const double t_empty = time_us([&] { chain_launches(true, 2); });

@@ -107,12 +107,15 @@ __device__ __forceinline__ void ldx(const float* x, float* dst, int n) {
 // conflicts); lanes at or past n get zeros. ldx of a lane's own 128 bytes
 // touches 32 lines with every one of its 8 loads, 256 L1 wavefronts a warp:
 // bench/cuda_barrier_probe.cu measured it at ~1.3 µs of a 4096-column link's
-// critical path, this load at ~0.3.
+// critical path, this load at ~0.3. kCg: through L2 only (ld.global.cg), for
+// a reader whose producer is still running beside it (a flag handoff instead
+// of a kernel boundary: this SM's L1 may hold older lines of x).
 struct XSrc {
   float4* sx = nullptr;
   int u0 = 0;  // the warp's first unit
   int n = 0;   // valid units in the warp
 };
+template <bool kCg = false>
 __device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, float (&v)[32]) {
   const int lane = threadIdx.x % 32;
   const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
@@ -120,7 +123,7 @@ __device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, f
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int k = 32 * i + lane;
-    t[i] = (k >> 3) < xs.n ? src[k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    t[i] = (k >> 3) < xs.n ? (kCg ? __ldcg(src + k) : src[k]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
