@@ -114,6 +114,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   constexpr int kSm = kBlkWarps * G * D > 2 * G * kMaxMergeParts + G ? kBlkWarps * G * D : 2 * G * kMaxMergeParts + G;
   __shared__ __align__(16) float sm[kSm];  // warps' o, then the merge's (m, l) / weights
   __shared__ float sm_ml[kBlkWarps][G][2];
+  __shared__ int sm_last;
   const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
   const int nb = a.n_splits / kBlkWarps;
   const int hk = blockIdx.x / nb, blk = blockIdx.x % nb, split = blk * kBlkWarps + w;
@@ -392,26 +393,15 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   }
   if (nbt == 1 || a.ext > 0) return;  // done, or the quantized kernel merges
 
-  if constexpr (kSm >= kSplitMergeFloats<kBlkWarps>) {
-    // The last blocks of this KV head to finish merge its block partials,
-    // one query head each (decode_merge.cuh, milestone 22).
-    const int q = min(G, nb);
-    const int r = merge_ticket(a.tickets + hk, nb, q);
-    if (r < 0) return;
-    for (int h = r; h < G; h += q)
-      merge_one_head<D, kBlkWarps>(a.part_o, a.part_ml, static_cast<size_t>(hk) * G + h, nb, a.out, sm,
-                                   a.rope.hadamard);
-  } else {  // one query head a KV head: the last block merges
-    __shared__ int sm_last;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) sm_last = atomicAdd(a.tickets + hk, 1) == nb - 1;
-    __syncthreads();
-    if (!sm_last) return;
-    __threadfence();
-    if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-    merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard);
-  }
+  // Last block of this KV head done: it merges the head's block partials.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) sm_last = atomicAdd(a.tickets + hk, 1) == nb - 1;
+  __syncthreads();
+  if (!sm_last) return;
+  __threadfence();
+  if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
+  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard);
 }
 
 // Launches the instance for (D, group, stages), or with `warps` set only

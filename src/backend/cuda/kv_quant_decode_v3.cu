@@ -575,17 +575,20 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     reinterpret_cast<float4*>(part_o)[pi * (D / 4) + d4] = o;
     if (d4 == 0) reinterpret_cast<float2*>(part_ml)[pi] = make_float2(mm, ll);
   }
-  // The last blocks of KV head hk to finish merge its stride partials (this
-  // kernel's n_splits / 4 and the decode block's at the end), one query
-  // head each (decode_merge.cuh, milestone 22).
-  static_assert(kQuantWarps * S::kWarpW >= kSplitMergeFloats<kQuantWarps>, "merge scratch");
-  const int nblk = n_splits / kQuantWarps, nmerge = min(group_q, nblk);
-  const int r = merge_ticket(fz.tickets + hk, nblk, nmerge);
-  if (r < 0 || (fz.probe & 2)) return;
+  // The last block of KV head hk merges its stride partials: this kernel's
+  // n_splits / 4 and the decode block's at the end.
+  __shared__ int v3_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == n_splits / kQuantWarps - 1;
+  __syncthreads();
+  if (!v3_last) return;
+  __threadfence();
+  if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
+  if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
-  for (int h = r; h < group_q; h += nmerge)
-    merge_one_head<D, kQuantWarps>(part_o, part_ml, static_cast<size_t>(hk) * group_q + h, stride, fz.out,
-                                   reinterpret_cast<float*>(v3_smem), fz.rope.hadamard);
+  merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
+                         kQuantWarps * 32, fz.rope.hadamard);
 }
 
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
