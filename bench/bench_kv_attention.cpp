@@ -16,9 +16,17 @@
 // --benchmark_repetitions=N and read the _min rows (best of N).
 //
 //   ./bench_kv_attention [--kv=MODE,MODE...] [--benchmark_filter=k4v4] [google-benchmark flags]
+//   ./bench_kv_attention --pairs=BASE,MODE[,TOKENS[,THREADS[,N]]]
 //
 // --kv replaces the default modes (f16, k8v8, k4v4, k2v2, k2v2:g64,
 // k2v2:rot:o2) with any mode strings, e.g. --kv=f16,k4v4:rot:a3.
+//
+// --pairs measures one speed ratio on a machine whose speed drifts (a shared
+// VM: f16 moves by +-20% within minutes, more than the ratios the issue asks
+// about). Both modes' caches are built up front and one call of each is
+// timed in turn, N times (default 400; 32768 tokens, 1 thread); a pair's two
+// calls meet the same machine, so the median of the per-pair ratios
+// BASE / MODE is the figure. Prints one Markdown table row.
 // GCC 12 flags the _mm512_undefined_* inside its own intrinsic headers.
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -27,10 +35,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -57,15 +67,12 @@ struct Layers {
   std::vector<std::unique_ptr<KvCache>> caches;
 };
 
-// The caches of the running benchmark (rebuilt when the config changes, so
-// only one config's memory is held at a time).
-Layers& layers_for(const std::string& mode, int tokens, int threads) {
-  static Layers cur;
-  const std::string key = mode + "/" + std::to_string(tokens) + "/" + std::to_string(threads);
-  if (cur.key == key) return cur;
+// Enough copies of a filled cache of `mode` that cycling through them
+// streams from DRAM.
+void build_layers(Layers& cur, const std::string& mode, int tokens, int threads) {
   cur.caches.clear();
   cur.pool = std::make_unique<ThreadPool>(threads);
-  cur.key = key;
+  cur.key = mode + "/" + std::to_string(tokens) + "/" + std::to_string(threads);
   const KvShape s = llama3_shape(tokens);
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -88,6 +95,14 @@ Layers& layers_for(const std::string& mode, int tokens, int threads) {
     cache->attend(q.data(), 1, out.data(), nullptr);
     cur.caches.push_back(std::move(cache));
   }
+}
+
+// The caches of the running benchmark (rebuilt when the config changes, so
+// only one config's memory is held at a time).
+Layers& layers_for(const std::string& mode, int tokens, int threads) {
+  static Layers cur;
+  if (cur.key != mode + "/" + std::to_string(tokens) + "/" + std::to_string(threads))
+    build_layers(cur, mode, tokens, threads);
   return cur;
 }
 
@@ -150,6 +165,44 @@ void BM_stream_read(benchmark::State& state) {
 
 double min_of(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
 
+double median_of(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+// --pairs: BASE and MODE timed call by call in turn (see the header).
+int run_pairs(const std::string& base, const std::string& mode, int tokens, int threads, int n) {
+  Layers a, b;
+  build_layers(a, base, tokens, threads);
+  build_layers(b, mode, tokens, threads);
+  const KvShape s = llama3_shape(tokens);
+  std::vector<float> q(s.q_dim()), out(s.q_dim());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& x : q) x = nd(rng);
+  auto call_ms = [&](Layers& L, size_t i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    L.caches[i % L.caches.size()]->attend(q.data(), 1, out.data(), nullptr);
+    benchmark::DoNotOptimize(out.data());
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::vector<double> ta, tb, ratio;
+  for (int i = -8; i < n; ++i) {  // 8 untimed pairs first
+    const double x = call_ms(a, static_cast<size_t>(i + 8)), y = call_ms(b, static_cast<size_t>(i + 8));
+    if (i < 0) continue;
+    ta.push_back(x);
+    tb.push_back(y);
+    ratio.push_back(x / y);
+  }
+  std::vector<double> sorted = ratio;
+  std::sort(sorted.begin(), sorted.end());
+  const double q1 = sorted[sorted.size() / 4], q3 = sorted[sorted.size() * 3 / 4];
+  std::printf("| %s / %s | %d | %d | %d | %.2f | %.2f | %.2f | %.2f | **%.2f×** | %.2f–%.2f× |\n", base.c_str(),
+              mode.c_str(), tokens, threads, n, median_of(ta), min_of(ta), median_of(tb), min_of(tb),
+              median_of(ratio), q1, q3);
+  return 0;
+}
+
 void register_all(const std::vector<std::string>& modes) {
   benchmark::RegisterBenchmark("stream_read", BM_stream_read)
       ->ArgName("threads")
@@ -177,6 +230,28 @@ int main(int argc, char** argv) {
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a.rfind("--pairs=", 0) == 0) {
+      std::vector<std::string> f;
+      for (size_t b = 8; b <= a.size();) {
+        const size_t e = std::min(a.find(',', b), a.size());
+        f.push_back(a.substr(b, e - b));
+        b = e + 1;
+      }
+      try {
+        if (f.size() < 2 || f.size() > 5) throw std::invalid_argument("--pairs=BASE,MODE[,TOKENS[,THREADS[,N]]]");
+        longkv::parse_kv_mode(f[0]);
+        longkv::parse_kv_mode(f[1]);
+        const int tokens = f.size() > 2 ? std::stoi(f[2]) : 32768, threads = f.size() > 3 ? std::stoi(f[3]) : 1;
+        const int n = f.size() > 4 ? std::stoi(f[4]) : 400;
+        if (tokens < 1024 || threads < 1 || n < 8) throw std::invalid_argument("--pairs: tokens >= 1024, threads >= 1, N >= 8");
+        std::printf("| base / mode | tokens | threads | pairs | base median ms | base min ms | mode median ms | "
+                    "mode min ms | median ratio | middle half |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        return longkv::run_pairs(f[0], f[1], tokens, threads, n);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_kv_attention: %s\n", e.what());
+        return 2;
+      }
+    }
     if (a.rfind("--kv=", 0) != 0) {
       argv[kept++] = argv[i];
       continue;
