@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "kv/key_scores_vnni.h"
 #include "kv/kv_codec.h"
 
 namespace longkv {
@@ -523,8 +522,7 @@ void value_prep(const uint8_t* rec, const KvGroupLayout& l, int np, const float*
 
 // Per-thread scratch (kernels are called from pool threads).
 struct Scratch {
-  std::vector<float> kw, vw, qw, qk, qz, wk, zacc, sw, tile, sc, lv, qT, ck, pT, cv, kunw, kinv;
-  std::vector<uint32_t> klimbs;  // key_scores_vnni.h
+  std::vector<float> kw, vw, qw, qk, qz, wk, zacc, sw, tile, sc, lv, qT, ck, pT, cv;
   int kw_key = -1, vw_key = -1;
 };
 Scratch& scratch() {
@@ -741,18 +739,6 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
   sc.qw.resize(qk_n);
   key_query_weights(q, nv, d, knp, kw, sc.qw.data());
   sc.qz.resize(nv);
-  // 2-bit keys (one plane) by byte dot products where the CPU has VNNI.
-#if defined(LONGKV_KEY_VNNI)
-  const bool key_vnni = kbits == 2 && knp == 1 && d % 16 == 0 && group % 32 == 0;
-  if (key_vnni) {
-    sc.kunw.resize(d);
-    vnni::key_unweights(d, sc.kunw.data());
-    sc.klimbs.resize(static_cast<size_t>(nv) * vnni::kLimbs * d / 4);
-    sc.kinv.resize(nv);
-  }
-#else
-  constexpr bool key_vnni = false;
-#endif
   const int lds = kSpan * group;  // score row stride: one span
   sc.sc.resize(static_cast<size_t>(nv) * lds);
   sc.wk.resize(kSpan * wk_n);
@@ -794,16 +780,8 @@ void kv_attend_groups(const uint8_t* krec, size_t kstride, const uint8_t* vrec, 
       pf.step(pf_lines);
       key_prep(kr, kl, knp, sc.qw.data(), q, nv, sc.qk.data(), sc.qz.data());
       pf.step(pf_lines);
-      if (key_vnni) {
-#if defined(LONGKV_KEY_VNNI)
-        vnni::key_limbs(sc.qk.data(), nv, d, sc.kunw.data(), sc.klimbs.data(), sc.kinv.data());
-        vnni::key_scores_2bit_any(nv, reinterpret_cast<const uint32_t*>(kr + kp[0].offset), group, d,
-                                  sc.klimbs.data(), sc.kinv.data(), sc.qz.data(), s + r * group, lds);
-#endif
-      } else {
-        key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(),
-                       s + r * group, lds);
-      }
+      key_scores_any(nv, kr, kp, knp, group, d, sc.qk.data(), d, static_cast<size_t>(nv) * d, sc.qz.data(),
+                     s + r * group, lds);
       if (ko) {
         if (r == 0) std::fill(sc.ck.begin(), sc.ck.begin() + static_cast<size_t>(ns) * 4, 0.0f);
         outliers_x4<true>(kr, kl, r * group, sc.qT.data(), sc.ck.data());
