@@ -101,7 +101,7 @@ struct DecodeBlockArgs {
 // lane's 16 bytes of k and of v per token step (FMA), or a K and a V tile
 // of kMmaTok swizzled rows (tensor cores).
 template <int D>
-__host__ __device__ constexpr size_t stage_bytes(int stages, bool mma) {
+constexpr size_t stage_bytes(int stages, bool mma) {
   return static_cast<size_t>(stages) * kBlkWarps * (mma ? mma_stage_bytes<D>() : kBlkSteps * 32 * 32);
 }
 
@@ -401,13 +401,7 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   if (!sm_last) return;
   __threadfence();
   if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-  if constexpr (kStages >= 2) {  // the partials arrive through the (now idle) stages
-    constexpr int kSlots = static_cast<int>(stage_bytes<D>(kStages, kMma) / 16 / (kBlkWarps * 32));
-    merge_head_partials<D, true>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard,
-                                 reinterpret_cast<float4*>(stg), kSlots);
-  } else {
-    merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard);
-  }
+  merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard);
 }
 
 // Launches the instance for (D, group, stages), or with `warps` set only

@@ -11,7 +11,6 @@
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/hadamard.cuh"
-#include "backend/cuda/kv_quant_mma.cuh"
 
 namespace longkv::cuda {
 
@@ -54,31 +53,14 @@ constexpr int kMaxMergeParts = 256;
 // hadamard != 0 (":rot", DecodeRope::hadamard): the outputs are rotated back
 // by the normalized Walsh-Hadamard matrix (this its scale) before they are
 // stored, in registers: each warp's lanes hold whole heads.
-// kStaged (milestone 22; false: partials into registers, kU a round): stage
-// is shared memory for `slots` float4 a thread, slot u of thread t at
-// u nthreads + t.
-// A thread's partials then arrive by cp.async, `slots` a round, and its
-// first round is requested before the weights are made: ~2 L2 round trips
-// at ~50 partials where the register rounds took 5.
-template <int D, bool kStaged = false>
+template <int D>
 __device__ void merge_head_partials(const float* part_o, const float* part_ml, int hk, int g, int nbt, float* out,
-                                    float* sm, int nthreads, float hadamard = 0, float4* stage = nullptr,
-                                    int slots = 0) {
+                                    float* sm, int nthreads, float hadamard = 0) {
   constexpr int kD4 = D / 4;
   const int tid = threadIdx.x, lane = tid % 32, w = tid / 32;
   float* smm = sm;                          // [g][kMaxMergeParts] m, then the weights
   float* sml = sm + g * kMaxMergeParts;     // [g][kMaxMergeParts] l
   float* sl = sm + 2 * g * kMaxMergeParts;  // [g] the heads' sums of weights
-  constexpr bool staged = kStaged;
-  // Partials b0 .. b0 + n - 1 of the item (hq, d4) at po -> this thread's slots.
-  auto request = [&](const float4* po, int b0, int n) {
-    for (int u = 0; u < n; ++u) cp_async16(stage + u * nthreads + tid, po + static_cast<size_t>(b0 + u) * kD4);
-    cp_async_commit();
-  };
-  auto item_po = [&](int i) {
-    return reinterpret_cast<const float4*>(part_o) + (static_cast<size_t>(hk) * g + i / kD4) * nbt * kD4 + i % kD4;
-  };
-  if (staged && tid < g * kD4) request(item_po(tid), 0, min(slots, nbt));  // the first round, before the weights
   for (int i = tid; i < g * nbt; i += nthreads) {
     const int h = i / nbt, b = i % nbt;
     const float2 ml = __ldcg(reinterpret_cast<const float2*>(part_ml) + (static_cast<size_t>(hk) * g + h) * nbt + b);
@@ -115,20 +97,7 @@ __device__ void merge_head_partials(const float* part_o, const float* part_ml, i
     const float4* po = reinterpret_cast<const float4*>(part_o) + hq * nbt * kD4 + d4;
     const float* wt = smm + h * kMaxMergeParts;
     float4 o = make_float4(0, 0, 0, 0);
-    for (int b0 = 0; staged && live && b0 < nbt; b0 += slots) {
-      const int n = min(slots, nbt - b0);
-      if (b0 > 0 || i0 != tid - lane) request(po, b0, n);
-      cp_async_wait<0>();
-      for (int u = 0; u < n; ++u) {
-        const float4 x = stage[u * nthreads + tid];
-        const float f = wt[b0 + u];
-        o.x = fmaf(x.x, f, o.x);
-        o.y = fmaf(x.y, f, o.y);
-        o.z = fmaf(x.z, f, o.z);
-        o.w = fmaf(x.w, f, o.w);
-      }
-    }
-    for (int b0 = 0; !staged && live && b0 < nbt; b0 += kU) {
+    for (int b0 = 0; live && b0 < nbt; b0 += kU) {
       float4 x[kU];
 #pragma unroll
       for (int u = 0; u < kU; ++u) x[u] = b0 + u < nbt ? __ldcg(po + static_cast<size_t>(b0 + u) * kD4) : float4{};

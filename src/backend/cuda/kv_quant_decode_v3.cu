@@ -587,13 +587,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
   if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
-  // The partials arrive through the dynamic shared memory past the merge's
-  // weights (the rings are free now).
-  const int scratch = (2 * group_q * kMaxMergeParts + group_q + 3) & ~3;
-  float* msm = reinterpret_cast<float*>(v3_smem);
-  merge_head_partials<D, true>(part_o, part_ml, hk, group_q, stride, fz.out, msm, kQuantWarps * 32, fz.rope.hadamard,
-                         reinterpret_cast<float4*>(msm + scratch),
-                         (kQuantWarps * S::kWarpW - scratch) / 4 / (kQuantWarps * 32));
+  merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
+                         kQuantWarps * 32, fz.rope.hadamard);
 }
 
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
