@@ -68,21 +68,9 @@ constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
 // first kRB threads store them to y.
 __device__ __forceinline__ void reduce_store(float (&acc)[kRB], float (&red)[2][kRB][kWarps], int buf, int r0,
                                              int rows, float* __restrict__ y) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int r = 0; r < kRB; ++r)
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o);
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < kRB; ++r) red[buf][r][warp] = acc[r];
-  }
-  __syncthreads();
-  if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows) {
-    float s = 0;
-    for (int k = 0; k < kWarps; ++k) s += red[buf][threadIdx.x][k];
-    y[r0 + threadIdx.x] = s;
-  }
+  longkv::cuda::publish_row_partials(acc, red[buf], threadIdx.x / 32, threadIdx.x % 32);
+  if (threadIdx.x < kRB && r0 + static_cast<int>(threadIdx.x) < rows)
+    y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], kWarps);
 }
 
 // One block's part of one link: its batches of rows of w against x -> y, the

@@ -42,12 +42,6 @@ using longkv::cuda::Slab;
 enum Dot { kF32, kDp4a, kNone };
 constexpr int kMaxWarps = 16;
 
-__device__ __forceinline__ float wsum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // A lane's activations in the form its inner product wants.
 template <Dot D>
 struct Xr;
@@ -113,18 +107,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32) probe_kernel(const uint8_t* __
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
     if (r0 + stride < rows) load_batch(r0 + stride);
-#pragma unroll
-    for (int r = 0; r < RB; ++r) acc[r] = wsum(acc[r]);
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < RB; ++r) red[buf][r][warp] = acc[r];
-    }
-    __syncthreads();
-    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      float s = 0;
-      for (int k = 0; k < n_warps; ++k) s += red[buf][threadIdx.x][k];
-      y[r0 + threadIdx.x] = s;
-    }
+    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows)
+      y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
     buf ^= 1;
   }
 }

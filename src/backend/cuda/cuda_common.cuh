@@ -29,6 +29,27 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// A row batch's sums over a block (the slab GEMVs of gemv.cu and the probes
+// that time them): each warp's partial sums acc[r] of RB rows, summed over
+// its lanes, go to red[r][warp]; after the barrier, row r's total is
+// row_total(red[r], the block's warps), summed in warp order.
+template <int RB, int NW>
+__device__ __forceinline__ void publish_row_partials(float (&acc)[RB], float (&red)[RB][NW], int warp, int lane) {
+#pragma unroll
+  for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < RB; ++r) red[r][warp] = acc[r];
+  }
+  __syncthreads();
+}
+template <int NW>
+__device__ __forceinline__ float row_total(const float (&part)[NW], int n_warps) {
+  float s = 0;
+  for (int k = 0; k < n_warps; ++k) s += part[k];
+  return s;
+}
+
 // Warps of `kernel` resident on the whole GPU at once with blocks of
 // block_threads (occupancy API); callers cache it per kernel.
 template <typename K>

@@ -288,25 +288,13 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
     }
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
-#pragma unroll
-    for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < RB; ++r) red[buf][r][warp] = acc[r];
-    }
-    __syncthreads();
+    publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      float s = 0;
-      for (int k = 0; k < n_warps; ++k) s += red[buf][threadIdx.x][k];
-      if (Rope && rot) {
-        float p = 0;
-        for (int k = 0; k < n_warps; ++k) p += red[buf][threadIdx.x ^ 1][k];
-        s = rope_own_half(r0 + threadIdx.x, s, p, cs, sn);
-      }
+      float s = row_total(red[buf][threadIdx.x], n_warps);
+      if (Rope && rot) s = rope_own_half(r0 + threadIdx.x, s, row_total(red[buf][threadIdx.x ^ 1], n_warps), cs, sn);
       if (a.glu) {  // the gate row's thread: silu(gate) up, as load_x_act's SwiGLU makes it
         if (!(threadIdx.x & 1)) {
-          float p = 0;
-          for (int k = 0; k < n_warps; ++k) p += red[buf][threadIdx.x + 1][k];
+          const float p = row_total(red[buf][threadIdx.x + 1], n_warps);
           y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * p;
         }
       } else {
