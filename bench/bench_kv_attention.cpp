@@ -230,6 +230,13 @@ int main(int argc, char** argv) {
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    if (a == "--help" || a == "-h")  // ours first; google-benchmark's flags follow
+      std::printf("bench_kv_attention [--kv=MODE,MODE...] [google-benchmark flags]\n"
+                  "  decode attention per KV mode, 8K and 32K tokens, 1 and 2 threads (default modes: f16, k8v8,\n"
+                  "  k4v4, k2v2, k2v2:g64, k2v2:rot:o2)\n"
+                  "bench_kv_attention --pairs=BASE,MODE[,TOKENS[,THREADS[,N]]]\n"
+                  "  one call of each mode in turn, N times (32768 tokens, 1 thread, 400): the median of the\n"
+                  "  per-pair time ratios BASE / MODE, one Markdown row\n\n");
     if (a.rfind("--pairs=", 0) == 0) {
       std::vector<std::string> f;
       for (size_t b = 8; b <= a.size();) {
@@ -241,8 +248,20 @@ int main(int argc, char** argv) {
         if (f.size() < 2 || f.size() > 5) throw std::invalid_argument("--pairs=BASE,MODE[,TOKENS[,THREADS[,N]]]");
         longkv::parse_kv_mode(f[0]);
         longkv::parse_kv_mode(f[1]);
-        const int tokens = f.size() > 2 ? std::stoi(f[2]) : 32768, threads = f.size() > 3 ? std::stoi(f[3]) : 1;
-        const int n = f.size() > 4 ? std::stoi(f[4]) : 400;
+        // A whole decimal field, or the usage line.
+        auto num = [&](size_t i, int dflt) {
+          if (f.size() <= i) return dflt;
+          size_t end = 0;
+          long v = -1;
+          try {
+            v = std::stol(f[i], &end);
+          } catch (const std::exception&) {
+          }
+          if (end != f[i].size() || v < 0 || v > (1L << 30))
+            throw std::invalid_argument("--pairs: '" + f[i] + "' is not a count (--pairs=BASE,MODE[,TOKENS[,THREADS[,N]]])");
+          return static_cast<int>(v);
+        };
+        const int tokens = num(2, 32768), threads = num(3, 1), n = num(4, 400);
         if (tokens < 1024 || threads < 1 || n < 8) throw std::invalid_argument("--pairs: tokens >= 1024, threads >= 1, N >= 8");
         std::printf("| base / mode | tokens | threads | pairs | base median ms | base min ms | mode median ms | "
                     "mode min ms | median ratio | middle half |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

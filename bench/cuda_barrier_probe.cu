@@ -384,6 +384,10 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 32;  // links in a chain
   const bool flag_only = argc > 2 && std::strcmp(argv[2], "flag") == 0;  // only the flag handoff rows
+  if (n < 1 || n > 4096 || (argc > 2 && !flag_only) || argc > 3) {
+    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag]]\n");
+    return 2;
+  }
   const int dim = 4096, nb = dim / 32, reps = 20;
   cudaDeviceProp p;
   CK(cudaGetDeviceProperties(&p, 0));
