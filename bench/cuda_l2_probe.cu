@@ -38,23 +38,37 @@ __device__ __forceinline__ uint64_t policy(int mode) {
   return pol;
 }
 
-// Reads n 16-byte words (grid-stride, no L1 allocation), with L2 policy
-// `mode`; the XOR of everything goes to *sink only if it equals a value the
-// data never makes, so the loads stay.
+// Reads n 16-byte words (grid-stride, kUnroll loads in flight per thread,
+// no L1 allocation), with L2 policy `mode`; the XOR of everything goes to
+// *sink only if it equals a value the data never makes, so the loads stay.
+constexpr int kUnroll = 8;
+__device__ __forceinline__ uint4 ld16(const uint4* p, int mode, uint64_t pol) {
+  uint4 v;
+  if (mode == 0) {
+    asm volatile("ld.global.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+  } else {
+    asm volatile("ld.global.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p), "l"(pol));
+  }
+  return v;
+}
 __global__ void read_kernel(const uint4* __restrict__ p, size_t n, int mode, unsigned* sink) {
   const uint64_t pol = policy(mode);
+  const size_t stride = size_t(gridDim.x) * kThreads;
   unsigned x = 0;
-  for (size_t i = blockIdx.x * size_t(kThreads) + threadIdx.x; i < n; i += size_t(gridDim.x) * kThreads) {
-    uint4 v;
-    if (mode == 0) {
-      asm volatile("ld.global.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                   : "l"(p + i));
-    } else {
-      asm volatile("ld.global.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                   : "l"(p + i), "l"(pol));
-    }
+  size_t i = blockIdx.x * size_t(kThreads) + threadIdx.x;
+  for (; i + (kUnroll - 1) * stride < n; i += kUnroll * stride) {
+    uint4 v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = ld16(p + i + u * stride, mode, pol);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (; i < n; i += stride) {
+    const uint4 v = ld16(p + i, mode, pol);
     x ^= v.x ^ v.y ^ v.z ^ v.w;
   }
   if (x == 0x9e3779b9u) *sink = x;
@@ -91,7 +105,9 @@ struct Probe {
   cudaEvent_t e0, e1;
 
   void read(const uint8_t* p, size_t bytes, int mode) {
-    read_kernel<<<blocks, kThreads, 0, s>>>(reinterpret_cast<const uint4*>(p), bytes / 16, mode, sink);
+    // enough blocks for every thread to keep kUnroll loads in flight at once
+    const int g = static_cast<int>(std::min<size_t>(blocks, std::max<size_t>(1, bytes / 16 / (kThreads * kUnroll))));
+    read_kernel<<<g, kThreads, 0, s>>>(reinterpret_cast<const uint4*>(p), bytes / 16, mode, sink);
     CK(cudaGetLastError());
   }
   // Lines made evict_last may outlive a plain read of the flush buffer, so
