@@ -203,17 +203,6 @@ struct CudaTuning {
   // GEMV, 2 the attention, 4 the wo GEMV, 8 the gate|up GEMV, 16 the down
   // GEMV -- so the step's time without them is what they cost in the pipeline.
   int step_probe = 0;
-  // Milestone 23 (key "l2w=N", MiB, 0 = off): in a single-token step the
-  // k2v2 v3 kernel requests the first N MiB of the weights after it (wo,
-  // then gate|up) into L2 while it runs (l2_prefetch.cuh); "l2el": with L2
-  // priority evict_last. Key "kvef": v3 copies its code records with L2
-  // priority evict_first, so they do not evict what it requested. Both take a
-  // kernel instantiation of their own, built for k2v2 with <= 4 query heads
-  // per KV head only (another quantized shape is an error; f16 steps ignore
-  // them). Same results.
-  int l2_weights_mib = 0;
-  bool l2_evict_last = false;
-  bool kv_evict_first = false;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -294,7 +294,6 @@ class CudaModelImpl final : public CudaModel {
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
       if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
-      ws_.l2_next = n == 1 ? l2_after_attention(L) : L2Ranges{};
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
@@ -303,7 +302,6 @@ class CudaModelImpl final : public CudaModel {
         caches_[l]->append(k, v, n, s_);
         caches_[l]->attend(q, n, att, ws_, s_);
       }
-      ws_.l2_next = L2Ranges{};
       if (l == c.n_layers / 2) {
         LONGKV_CUDA_CHECK(cudaEventRecord(ev_b_, s_));
         timed = true;
@@ -395,25 +393,6 @@ class CudaModelImpl final : public CudaModel {
     a.eps = cfg_.rms_eps;
     a.scratch = xb;
     return a;
-  }
-
-  // Milestone 23 (CudaTuning::l2_weights_mib): the first l2w MiB of the
-  // weights read after layer L's attention -- wo, then gate|up -- for a
-  // quantized cache's v3 kernel to request into L2; empty when off.
-  static L2Ranges l2_after_attention(const GpuLayer& L) {
-    const CudaTuning& t = cuda_tuning();
-    L2Ranges r;
-    size_t left = static_cast<size_t>(t.l2_weights_mib) << 20;
-    const GpuWeight& ffn = L.wgu.rows > 0 ? L.wgu : L.w_gate;
-    const GpuWeight* ws[2] = {&L.wo, &ffn};
-    for (int i = 0; i < 2; ++i) {
-      const size_t b = std::min(ws[i]->nbytes(), left) / 16 * 16;
-      r.p[i] = ws[i]->data;
-      r.n16[i] = static_cast<uint32_t>(b / 16);
-      left -= b;
-    }
-    r.evict_last = t.l2_evict_last;
-    return r;
   }
 
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
@@ -544,16 +523,6 @@ CudaTuning& cuda_tuning() {
       else if (k == "qfuse") d.quant_fused = on;
       else if (k == "rotk") d.rot_in_step = on;
       else if (k == "rotq") d.rot_q_regs = on;
-      else if (k == "kvef") d.kv_evict_first = on;
-      else if (k == "l2el") d.l2_evict_last = on;
-      else if (k == "l2w") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 1024)
-          fail("LONGKV_CUDA_TUNING: l2w=N needs MiB 0..1024 (got '%s')", v.c_str());
-        d.l2_weights_mib = static_cast<int>(n);
-      }
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -565,7 +534,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, kvef, l2w=N, l2el, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -600,10 +569,6 @@ std::string cuda_tuning_description() {
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
-         (t.l2_weights_mib ? ", v3 requests " + std::to_string(t.l2_weights_mib) + " MiB of the next weights into L2" +
-                                 (t.l2_evict_last ? " (evict_last)" : "")
-                           : "") +
-         (t.kv_evict_first ? ", v3 records copied evict_first" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "backend/cuda/cuda_common.cuh"
-#include "backend/cuda/l2_prefetch.cuh"
 #include "kv/kv_cache.h"
 #include "kv/kv_mode.h"
 
@@ -22,11 +21,6 @@ struct GpuAttnWorkspace {
   DeviceBuffer a, b, c, d, e;
   DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
   DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
-  // Milestone 23 (CudaTuning::l2_weights_mib): the weights after a
-  // single-token attention (wo, then gate|up), which a quantized cache's v3
-  // kernel requests into L2 while it runs; set by the model per layer,
-  // empty = none.
-  L2Ranges l2_next;
 };
 
 // RoPE that a fused decode step applies to its raw q and k (device data).

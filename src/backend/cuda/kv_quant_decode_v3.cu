@@ -59,7 +59,6 @@
 #include "backend/cuda/hadamard.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
-#include "backend/cuda/l2_prefetch.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 
@@ -109,8 +108,6 @@ struct V3Fuse {
   float* out = nullptr;    // [n_heads][D]
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
-  L2Ranges l2;             // kL2: QuantDecodeArgs::l2
-  bool kv_first = false;   // kL2: CudaTuning::kv_evict_first
 };
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
@@ -119,11 +116,7 @@ struct V3Fuse {
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
 // the exponentials), 256 the value code conversions and MMAs. Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
-// kL2 (k2v2, <= 4 heads per KV head, 3 stages; CudaTuning::l2_weights_mib or
-// kv_evict_first, l2_prefetch.cuh): the records are copied with an L2 policy
-// (evict_first, or evict_normal as a plain copy) and every warp requests its
-// share of fz.l2 into L2 after its first copies. Same results.
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kL2 = false>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false>
 __global__ void __launch_bounds__(kQuantWarps * 32)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -147,12 +140,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   const int gw = blockIdx.x * kQuantWarps + wi;
   const int hk = gw / n_splits, split = gw % n_splits;
   if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
-  // kL2: the later launches' weights into L2, each warp its share (one or
-  // two bulk requests by lane 0). Here, before anything else is live: after
-  // the first copies the address arithmetic made ptxas spill.
-  if constexpr (kL2) {
-    if (lane == 0 && fz.l2.share > 0) l2_request_share(fz.l2, gw);
-  }
   uint32_t* ring = v3_smem + wi * S::kWarpW;
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
   uint2* bv = bk + S::kBkW / 2;
@@ -175,16 +162,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     uint32_t* dst = ring + st * kStageW;
     const uint8_t* kr = kcodes + (rid0 + grp) * geo.krec;
     const uint8_t* vr = vcodes + (rid0 + grp) * geo.vrec;
-    // kL2: the policy made per stage (one instruction), not held in two
-    // registers across the loop (that made ptxas spill).
-    [[maybe_unused]] uint64_t kv_pol = 0;
-    if constexpr (kL2) kv_pol = l2_stream_policy(fz.kv_first);
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
-      const uint8_t* src = i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks);
-      if constexpr (kL2) cp_async16_policy(dst + cdst[r], src, kv_pol);
-      else if (!(pb & 16)) cp_async16(dst + cdst[r], src);
+      if (!(pb & 16)) cp_async16(dst + cdst[r], i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
     }
   };
 #pragma unroll
@@ -610,25 +591,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kL2 = false>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  const CudaTuning& t = cuda_tuning();
-  const bool l2 = t.kv_evict_first || t.l2_weights_mib > 0;
-  if constexpr (!kProbe && !kL2 && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
-    if (t.quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
+  if constexpr (!kProbe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
+    if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
-  if constexpr (!kProbe && !kL2 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
-    if (l2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
-  }
-  LONGKV_CHECK(kProbe || t.quant_fused_probe < 16,
+  LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  LONGKV_CHECK(kL2 || !l2,
-               "LONGKV_CUDA_TUNING kvef / l2w are built for the k2v2, <= 4 heads per KV head, "
-               "3-stage v3 kernel only (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages>;
   constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kL2>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
@@ -649,9 +622,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
-  fz.l2 = a.l2;
-  fz.l2.split(a.grid.x * kQuantWarps);
-  fz.kv_first = t.kv_evict_first;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

@@ -49,9 +49,6 @@ struct QuantDecodeArgs {
   DecodeRope rope;
   int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
   float* out = nullptr;
-  // Milestone 23 (fuse only, GpuAttnWorkspace::l2_next): the weights after
-  // the attention, requested into L2 while the kernel runs.
-  L2Ranges l2;
 };
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
