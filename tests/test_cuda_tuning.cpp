@@ -49,7 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qalias"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;

@@ -203,12 +203,6 @@ struct CudaTuning {
   // GEMV, 2 the attention, 4 the wo GEMV, 8 the gate|up GEMV, 16 the down
   // GEMV -- so the step's time without them is what they cost in the pipeline.
   int step_probe = 0;
-  // Milestone 23 (key "qalias"): the k2v2 v3 kernel (<= 4 query heads per KV
-  // head, 3 stages) with its value B fragments in its key B area
-  // (V3Shape::kAlias): 2 KB less shared memory a warp, 4 blocks an SM instead
-  // of 3 at head_dim 128. Another quantized shape with it is an error; f16
-  // steps ignore it. Same results.
-  bool quant_decode_alias = false;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -65,14 +65,7 @@
 namespace longkv::cuda {
 namespace {
 
-// kAlias (CudaTuning::quant_decode_alias): the value B fragments share the
-// key B area (their lifetimes within a group do not overlap: the key B is
-// dead after the key MMAs, and the warp passes a __syncwarp before the value
-// B is written), so a warp needs ~2 KB less shared memory -- at k2v2, d128,
-// 3 stages 12.8 instead of 14.8 KB: 4 blocks an SM instead of 3. The unused
-// head columns of the value B then hold stale key B values; they only feed
-// accumulator columns of heads past GP, which are never read.
-template <int D, int GP, int KB, int VB, int kStages_, bool kAlias_ = false>
+template <int D, int GP, int KB, int VB, int kStages_>
 struct V3Shape {
   static constexpr int kNT = GP / 4;            // key n8 tiles (4 heads hi/lo each)
   static constexpr int kKS = D / 16;            // key k-steps
@@ -98,8 +91,7 @@ struct V3Shape {
   static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
   static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
-  static constexpr int kBvOff = kAlias_ ? 0 : kBkW;  // value B fragments, words after the key B area's start
-  static constexpr int kWarpW = kStages * kStageW + (kAlias_ ? (kBkW > kBvW ? kBkW : kBvW) : kBkW + kBvW) + kVszW;
+  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
   // fuse: the rotated q [GP][D] f32 passes through the key B area before
   // the first group, the warp's o [GP][D] through its ring after the last.
@@ -124,13 +116,13 @@ struct V3Fuse {
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
 // the exponentials), 256 the value code conversions and MMAs. Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kAlias = false>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false>
 __global__ void __launch_bounds__(kQuantWarps * 32)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
                            const V3Fuse fz) {
-  using S = V3Shape<D, GP, KB, VB, kStages_, kAlias>;
+  using S = V3Shape<D, GP, KB, VB, kStages_>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   extern __shared__ __align__(16) uint32_t v3_smem[];
@@ -150,8 +142,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
   uint32_t* ring = v3_smem + wi * S::kWarpW;
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
-  uint2* bv = bk + S::kBvOff / 2;
-  float2* vsz = reinterpret_cast<float2*>(bk + (S::kWarpW - S::kVszW - kStages * kStageW) / 2);
+  uint2* bv = bk + S::kBkW / 2;
+  float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
 
   const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
@@ -599,22 +591,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kAlias = false>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  const CudaTuning& t = cuda_tuning();
-  if constexpr (!kProbe && !kAlias && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
-    if (D == 128 && t.quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
-    if (t.quant_decode_alias) return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
+  if constexpr (!kProbe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
+    if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
-  LONGKV_CHECK(kProbe || t.quant_fused_probe < 16,
+  LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  LONGKV_CHECK(kAlias || !t.quant_decode_alias,
-               "LONGKV_CUDA_TUNING qalias is built for the k2v2, <= 4 heads per KV head, 3-stage v3 kernel only "
-               "(this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  using S = V3Shape<D, GP, KB, VB, kStages, kAlias>;
+  using S = V3Shape<D, GP, KB, VB, kStages>;
   constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kAlias>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);

@@ -496,11 +496,7 @@ class QuantGpuCache final : public GpuKvCache {
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
     int warps = 132 * 16;
     launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
-    // With qalias v3 fits 4 blocks an SM by shared memory and its registers
-    // are the limit: beside a decode block (~29K registers) only 2 fit, so
-    // it leaves two blocks per KV head.
-    const int reserve = cuda_tuning().quant_decode_alias ? 2 : 1;
-    const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : reserve * kQuantWarps);
+    const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
     const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
     int gps = std::max(4, (n_groups_ + target - 1) / target);
     gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
