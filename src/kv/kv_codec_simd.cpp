@@ -20,7 +20,7 @@
 
 #include "core/error.h"
 #include "kv/kv_codec.h"
-#include "kv/kv_pair_tables.h"
+#include "kv/kv_code_tables.h"
 
 namespace longkv {
 namespace {
@@ -255,11 +255,12 @@ inline void key_plane_any(const Plane& pl, const uint8_t* codes, int group, int 
     case 8: key_plane<8, H>(words, group, d, t0, qk, ldq, acc); break;
     case 4: key_plane<4, H>(words, group, d, t0, qk, ldq, acc); break;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-    case 2: pair_tables::key_plane<H>(words, group, d, t0, qk, ldq, acc); break;  // kv_pair_tables.h
+    case 2: code_tables::key_plane<2, H>(words, group, d, t0, qk, ldq, acc); break;  // kv_code_tables.h
+    default: code_tables::key_plane<1, H>(words, group, d, t0, qk, ldq, acc); break;
 #else
     case 2: key_plane<2, H>(words, group, d, t0, qk, ldq, acc); break;
-#endif
     default: key_plane<1, H>(words, group, d, t0, qk, ldq, acc); break;
+#endif
   }
 }
 
@@ -451,11 +452,12 @@ void value_chunk(const ValueRec* recs, int nrec, const Plane* pl, int np, int gr
         case 8: value_plane<8, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
         case 4: value_plane<4, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-        case 2: pair_tables::value_plane<H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;  // kv_pair_tables.h
+        case 2: code_tables::value_plane<2, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;  // kv_code_tables.h
+        default: code_tables::value_plane<1, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
 #else
         case 2: value_plane<2, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
-#endif
         default: value_plane<1, H, CV, VPG>(words, group, d, c0, wp, ldw, acc); break;
+#endif
       }
     }
   for (int h = 0; h < H; ++h)
