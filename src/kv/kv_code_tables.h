@@ -10,7 +10,8 @@
 // (or 4) FMAs, and the table (F = 2 or 4 multiply-adds) is shared: by the 2
 // token vectors of a key tile, or by the 2+ channel vectors of a value channel
 // group. On Zen 4, 8 FMAs take as long as 8 FMAs beside 8 (shuffle, add) pairs
-// take 1.27 times that.
+// take 1.27 times that. Not for 4-bit codes: a table would cover one field, and
+// two lookups per multiply lose to two FMAs (k4v4 measured 45% slower).
 //
 // Exactness: the multipliers hold 2^-(PB k) for field k below the top one
 // (kv_codec.h: the field stays in place); the tables' constant factors hold
