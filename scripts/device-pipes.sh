@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Device run (run tool, carry [".devdeps"]): ncu pipe utilization, issue activity and shared-memory
 # wavefronts of one v3 launch (k2v2 at 131,072 tokens) and one slab GEMV launch there, graphs off; full
 # reports in $OUT/pipes-*.txt, the non-zero lines printed. cuda-notes milestone 23.
