@@ -37,7 +37,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"sfx=32", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..31 (got '32')"},
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
-      {"qpipe=3", "LONGKV_CUDA_TUNING: qpipe=N needs 0, 1 or 2 (got '3')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
   };
   for (const auto& b : bad) {
@@ -50,13 +49,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qpipe=N"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
-  const auto pipe = with("qpipe");  // milestone 24's v3, named in the kernels line
-  EXPECT_EQ(pipe.exit_code, 0) << pipe.err;
-  EXPECT_NE(pipe.out.find("v3 pipelined"), std::string::npos) << pipe.out;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;

@@ -80,12 +80,6 @@ struct CudaTuning {
   // (docs/cuda-notes.md, milestone 9). false: milestone 4's / quant_decode_v2.
   bool quant_decode_v3 = true;
   int quant_decode_stages = 0;  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2)
-  // Milestone 24 (key "qpipe=N"): v3 with the next group's keys in the same
-  // iteration as this group's softmax and values (3-stage instantiations
-  // with <= 4 query heads per KV head; the others run as before). 1: its
-  // registers capped at 128 (4 blocks' worth), as the default kernel's; 2:
-  // as many as ptxas chooses. 0: off.
-  int quant_decode_pipe = 0;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;

@@ -523,11 +523,6 @@ CudaTuning& cuda_tuning() {
       else if (k == "qfuse") d.quant_fused = on;
       else if (k == "rotk") d.rot_in_step = on;
       else if (k == "rotq") d.rot_q_regs = on;
-      else if (k == "qpipe") {
-        const std::string v = eq == std::string::npos ? "1" : item.substr(eq + 1);
-        if (v != "0" && v != "1" && v != "2") fail("LONGKV_CUDA_TUNING: qpipe=N needs 0, 1 or 2 (got '%s')", v.c_str());
-        d.quant_decode_pipe = v[0] - '0';
-      }
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -539,7 +534,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qpipe=N, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -574,9 +569,6 @@ std::string cuda_tuning_description() {
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
-         (t.quant_decode_pipe ? std::string(", v3 pipelined (next group's keys beside this group's values, ") +
-                                    (t.quant_decode_pipe == 1 ? "128 registers)" : "registers uncapped)")
-                              : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

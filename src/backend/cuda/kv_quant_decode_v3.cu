@@ -53,7 +53,6 @@
 // block's partial and merges them all.
 #include <algorithm>
 #include <cfloat>
-#include <type_traits>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/decode_merge.cuh"
@@ -117,8 +116,8 @@ struct V3Fuse {
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
 // the exponentials), 256 the value code conversions and MMAs. Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, int kPipe = 0>
-__global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false>
+__global__ void __launch_bounds__(kQuantWarps * 32)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
@@ -150,18 +149,14 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
-  auto chunk_dst = [&](int r) {
-    const int i = lane + 32 * r, iv = i - S::kKChunks;
-    return i < S::kKWords / 4   ? 4 * i + 8 * ((i / 8) / kWK)
-           : i < S::kKChunks    ? 4 * i + 24
-           : iv < S::kVWords / 4 ? S::kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
-                                 : S::kVOff + 4 * iv + 8 * (VB / kWV - 1);
-  };
-  // (kPipe: recomputed per group, the registers go to the second group.)
-  int cdst[kPipe ? 1 : S::kChunks / 32];
-  if constexpr (!kPipe) {
+  int cdst[S::kChunks / 32];
 #pragma unroll
-    for (int r = 0; r < S::kChunks / 32; ++r) cdst[r] = chunk_dst(r);
+  for (int r = 0; r < S::kChunks / 32; ++r) {
+    const int i = lane + 32 * r, iv = i - S::kKChunks;
+    cdst[r] = i < S::kKWords / 4   ? 4 * i + 8 * ((i / 8) / kWK)
+              : i < S::kKChunks    ? 4 * i + 24
+              : iv < S::kVWords / 4 ? S::kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
+                                    : S::kVOff + 4 * iv + 8 * (VB / kWV - 1);
   }
   auto stage_group = [&](int grp, int st) {
     uint32_t* dst = ring + st * kStageW;
@@ -170,8 +165,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
-      const int d = kPipe ? chunk_dst(r) : cdst[r];
-      if (!(pb & 16)) cp_async16(dst + d, i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
+      if (!(pb & 16)) cp_async16(dst + cdst[r], i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
     }
   };
 #pragma unroll
@@ -307,18 +301,21 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  // A group's parts, in the order the loops below run them.
-  // (2^(10 - pos) s, z) of token `lane` per channel group, for the value B writers.
-  auto value_scales = [&](const uint32_t* st) {
-    const __half* vsc = reinterpret_cast<const __half*>(st + S::kVSc);
+  for (int grp = g0, it = 0; grp < g1; ++grp, ++it) {
+    if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const uint32_t* st = ring + (it % kStages) * kStageW;
+
+    // (2^(10 - pos) s, z) of token `lane` per channel group, for the value B writers.
+    {
+      const __half* vsc = reinterpret_cast<const __half*>(st + S::kVSc);
 #pragma unroll
-    for (int g = 0; g < kCG; ++g)
-      vsz[g * 32 + vsz_mine] = make_float2(__half2float(vsc[g * 32 + lane]) * vfac, __half2float(vsc[D + g * 32 + lane]));
-  };
-  // Key B fragments into bk (read after a __syncwarp), this thread's key code
-  // words (row tig * kWK + w, tokens gid + 8 r) and the per-head constant
-  // sum_c q s z_c - sum_c w_c of its head 4 nt + tig.
-  auto key_prep = [&](const uint32_t* st, uint32_t (&kwd)[4][kWK], float (&cown)[kNT]) {
+      for (int g = 0; g < kCG; ++g)
+        vsz[g * 32 + vsz_mine] = make_float2(__half2float(vsc[g * 32 + lane]) * vfac, __half2float(vsc[D + g * 32 + lane]));
+    }
+    // Key B fragments and the per-head constant sum_c q s z_c - sum_c w_c.
     float corr[GP];
 #pragma unroll
     for (int h = 0; h < GP; ++h) corr[h] = 0;
@@ -344,6 +341,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
         }
       }
     }
+    // This thread's key code words: row tig * kWK + w, tokens gid + 8 r.
+    uint32_t kwd[4][kWK];
 #pragma unroll
     for (int r = 0; r < 4; ++r)
 #pragma unroll
@@ -363,11 +362,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
     }
 #pragma unroll
     for (int o = 16 / GP; o > 0; o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
+    float cown[kNT];  // the constant of this thread's head 4 nt + tig
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) cown[nt] = __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
-  };
-  // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
-  auto key_scores = [&](const uint32_t (&kwd)[4][kWK], float (&s)[2][kNT][4]) {
+    __syncwarp();
+
+    // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
+    float s[2][kNT][4];
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -394,12 +395,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
         for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
       }
     }
-  };
-  // Online softmax, head 4 nt + tig, tokens 16 (i / 2) + gid + 8 (i % 2):
-  // the scores plus the head's constant into p, and the state rescaled when
-  // some head's maximum grew.
-  auto softmax = [&](const float (&s)[2][kNT][4], const float (&cown)[kNT], float (&p)[kNT][4]) {
-    float mnew[kNT];
+
+    // Online softmax, head 4 nt + tig, tokens 16 (i / 2) + gid + 8 (i % 2).
+    float p[kNT][4], mnew[kNT];
     bool grow = false;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -442,10 +440,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
         acc[mt][3] *= ce[1];
       }
     }
-  };
-  // Value B: f16(2^(10 - pos) p s) of tokens 16 mt + gid and + 8 (one f16x2
-  // store when they share a B register: 2-bit codes), pz -= what was stored.
-  auto value_weights = [&](const float (&p)[kNT][4]) {
+    __syncwarp();  // vsz visible
+    // Value B: f16(2^(10 - pos) p s) of tokens 16 mt + gid and + 8 (one f16x2
+    // store when they share a B register: 2-bit codes), pz -= what was stored.
     __half* bvh = reinterpret_cast<__half*>(bv);
     const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
 #pragma unroll
@@ -472,9 +469,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
         }
       }
     }
-  };
-  // Values: O[c][h] += sum_t (1 + code / 2^VB) f16(2^VB p s).
-  auto values = [&](const uint32_t* st) {
+    __syncwarp();
+
+    // Values: O[c][h] += sum_t (1 + code / 2^VB) f16(2^VB p s).
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       if (pb & 256) break;
@@ -497,78 +494,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
         mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * 32 + lane]);
       }
     }
-  };
-
-  if constexpr (!kPipe) {
-    for (int grp = g0, it = 0; grp < g1; ++grp, ++it) {
-      if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-      __syncwarp();
-      const uint32_t* st = ring + (it % kStages) * kStageW;
-      value_scales(st);
-      uint32_t kwd[4][kWK];
-      float cown[kNT], s[2][kNT][4], p[kNT][4];
-      key_prep(st, kwd, cown);
-      __syncwarp();
-      key_scores(kwd, s);
-      softmax(s, cown, p);
-      __syncwarp();  // vsz visible
-      value_weights(p);
-      __syncwarp();
-      values(st);
-      __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
-    }
-  } else {
-    // Milestone 24: group grp + 1's keys (B build, conversions, MMAs) in the
-    // same iteration as group grp's softmax and values, so that a warp has
-    // two independent chains to issue from where it had one. Needs the
-    // stage of grp + 1 at the top of grp's iteration: one group in flight
-    // ahead instead of two.
-    static_assert(kStages >= 3, "pipelined v3: the keys of the next group need a stage of their own");
-    float sc[2][kNT][4], cc[kNT];
-    int it = 0;
-    if (g0 < g1) {
-      cp_async_wait<kStages - 2>();
-      __syncwarp();
-      uint32_t kwd[4][kWK];
-      key_prep(ring, kwd, cc);
-      __syncwarp();
-      key_scores(kwd, sc);
-    }
-    auto step = [&](auto next) {
-      constexpr bool kNext = decltype(next)::value;
-      const int grp = g0 + it;
-      if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
-      cp_async_commit();
-      cp_async_wait<kStages - 2>();
-      __syncwarp();
-      const uint32_t* st = ring + (it % kStages) * kStageW;
-      value_scales(st);
-      uint32_t kwd[4][kWK];
-      float cn[kNT], sn[2][kNT][4], p[kNT][4];
-      if constexpr (kNext) key_prep(ring + ((it + 1) % kStages) * kStageW, kwd, cn);
-      __syncwarp();  // bk and vsz visible
-      if constexpr (kNext) key_scores(kwd, sn);
-      softmax(sc, cc, p);
-      value_weights(p);
-      __syncwarp();
-      values(st);
-      __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
-      if constexpr (kNext) {
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) {
-          cc[nt] = cn[nt];
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) sc[mt][nt][e] = sn[mt][nt][e];
-        }
-      }
-      ++it;
-    };
-    while (g0 + it + 1 < g1) step(std::true_type{});
-    if (g0 + it < g1) step(std::false_type{});
+    __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
   }
 
   // l and the zero terms over the 8 gid lanes of each head; then each
@@ -665,21 +591,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kPipe == 1 ? 4 : 0)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, int kPipe = 0>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  if constexpr (!kProbe && !kPipe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
+  if constexpr (!kProbe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
-  }
-  if constexpr (!kProbe && !kPipe && kStages >= 3 && GP <= 4) {
-    if (cuda_tuning().quant_decode_pipe == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, 1>(a, s, warps);
-    if (cuda_tuning().quant_decode_pipe == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, 2>(a, s, warps);
   }
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages>;
   constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kPipe>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
