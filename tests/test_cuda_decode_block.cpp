@@ -238,6 +238,17 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     EXPECT_EQ(slots_differ, 0) << "the two-launch step wrote other cache bits than rope + append";
     std::printf("quantized decode block %-48s: nmse vs old path %.3g; whole cache after: %d of %zu outputs differ\n",
                 in.name.c_str(), e_pair, slots_differ, in.qrow);
+    // Milestone 24: v3's q in shared memory (qqs) runs the same operations
+    // on the same values in the same launches: every bit equal.
+    {
+      std::vector<float> out_qs, o2_qs;
+      cuda_tuning().quant_decode_qsmem = true;
+      in.run(c, true, out_qs, o2_qs);
+      cuda_tuning().quant_decode_qsmem = false;
+      const int qs_differ = bits_differ(out_qs, out_new) + bits_differ(o2_qs, o2_new);
+      EXPECT_EQ(qs_differ, 0) << "v3 with q in shared memory: other outputs than v3";
+      std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_differ);
+    }
     if (std::strstr(c.mode, ":rot") == nullptr) continue;
     // Milestone 19 rotates inside the inner cache's kernels; milestone 18's
     // rotation kernels around the inner step (rotk=0) do the same

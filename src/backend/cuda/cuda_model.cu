@@ -523,6 +523,7 @@ CudaTuning& cuda_tuning() {
       else if (k == "qfuse") d.quant_fused = on;
       else if (k == "rotk") d.rot_in_step = on;
       else if (k == "rotq") d.rot_q_regs = on;
+      else if (k == "qqs") d.quant_decode_qsmem = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -534,7 +535,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -569,6 +570,7 @@ std::string cuda_tuning_description() {
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
+         (t.quant_decode_qsmem ? ", v3's q in shared memory" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -65,7 +65,7 @@
 namespace longkv::cuda {
 namespace {
 
-template <int D, int GP, int KB, int VB, int kStages_>
+template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false>
 struct V3Shape {
   static constexpr int kNT = GP / 4;            // key n8 tiles (4 heads hi/lo each)
   static constexpr int kKS = D / 16;            // key k-steps
@@ -91,7 +91,12 @@ struct V3Shape {
   static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
   static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
-  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
+  // kQS (CudaTuning::quant_decode_qsmem): the lanes' 2^(10 - pos) q scale
+  // [kNPL][2][32 lanes] float4 (GP = 4 heads), read per group instead of
+  // held in 16 registers.
+  static constexpr int kQkW = kQS ? kNPL * 2 * 32 * 4 : 0;
+  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW + kQkW;
+  static_assert(!kQS || GP == 4, "q in shared memory: 4 heads a float4");
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
   // fuse: the rotated q [GP][D] f32 passes through the key B area before
   // the first group, the warp's o [GP][D] through its ring after the last.
@@ -116,13 +121,13 @@ struct V3Fuse {
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
 // the exponentials), 256 the value code conversions and MMAs. Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false>
-__global__ void __launch_bounds__(kQuantWarps * 32)
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false>
+__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
                            const V3Fuse fz) {
-  using S = V3Shape<D, GP, KB, VB, kStages_>;
+  using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   extern __shared__ __align__(16) uint32_t v3_smem[];
@@ -144,6 +149,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
   uint2* bv = bk + S::kBkW / 2;
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
+  float4* sqk = reinterpret_cast<float4*>(vsz + S::kVszW / 2);  // kQS only
 
   const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
@@ -158,19 +164,29 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
               : iv < S::kVWords / 4 ? S::kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
                                     : S::kVOff + 4 * iv + 8 * (VB / kWV - 1);
   }
-  auto stage_group = [&](int grp, int st) {
-    uint32_t* dst = ring + st * kStageW;
-    const uint8_t* kr = kcodes + (rid0 + grp) * geo.krec;
-    const uint8_t* vr = vcodes + (rid0 + grp) * geo.vrec;
+  // Groups are staged in order, group g0 + j into stage j % kStages: the
+  // next group's records (at this lane's first chunk) and its stage advance
+  // by one per call, so a group costs no 64-bit multiply or modulo
+  // (milestone 24: they were ~10% of the loop's SASS).
+  const uint8_t* knext = kcodes + (rid0 + g0) * geo.krec + 16 * lane;
+  const uint8_t* vnext = vcodes + (rid0 + g0) * geo.vrec + 16 * lane;
+  int snext = 0;  // words from ring
+  auto next_stage = [](int w) { return w == (kStages - 1) * kStageW ? 0 : w + kStageW; };
+  auto stage_next = [&]() {
+    uint32_t* dst = ring + snext;
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
-      if (!(pb & 16)) cp_async16(dst + cdst[r], i < S::kKChunks ? kr + 16 * i : vr + 16 * (i - S::kKChunks));
+      if (!(pb & 16))
+        cp_async16(dst + cdst[r], i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
     }
+    knext += geo.krec;
+    vnext += geo.vrec;
+    snext = next_stage(snext);
   };
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (g0 + i < g1) stage_group(g0 + i, i);
+    if (g0 + i < g1) stage_next();
     cp_async_commit();
   }
 
@@ -243,7 +259,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   // the D/2 = (owner thread, its pair pi); u32 slot of column col is
   // kk kBkRow + 2 (4 col + owner) + (pi & 1), kk = pi / 2.
   int kc_lo[kNPL], kbase[kNPL];
-  float qk[kNPL][2][GP], kzf[kNPL];  // 2^(10 - pos) q scale; 2^(pos - 10) (code_pair_pos)
+  float qk[kQS ? 1 : kNPL][2][GP], kzf[kNPL];  // 2^(10 - pos) q scale (kQS: in sqk); 2^(pos - 10) (code_pair_pos)
 #pragma unroll
   for (int n = 0; n < kNPL; ++n) {
     const int idx = lane + 32 * n, owner = idx / (D / 8), pi = idx % (D / 8);
@@ -252,10 +268,18 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
     const int pos = code_pos<KB>(pi % kPK);
     kzf[n] = ldexpf(1.0f, pos - 10);
 #pragma unroll
-    for (int h = 0; h < GP; ++h)
+    for (int e = 0; e < 2; ++e) {
+      float x[GP];
 #pragma unroll
-      for (int e = 0; e < 2; ++e)
-        qk[n][e][h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo[n] + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
+      for (int h = 0; h < GP; ++h)
+        x[h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo[n] + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
+      if constexpr (kQS) {
+        sqk[(2 * n + e) * 32 + lane] = make_float4(x[0], x[1], x[2], x[3]);
+      } else {
+#pragma unroll
+        for (int h = 0; h < GP; ++h) qk[n][e][h] = x[h];
+      }
+    }
   }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
@@ -301,12 +325,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  for (int grp = g0, it = 0; grp < g1; ++grp, ++it) {
-    if (grp + kStages - 1 < g1) stage_group(grp + kStages - 1, (it + kStages - 1) % kStages);
+  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
+    if (grp + kStages - 1 < g1) stage_next();
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    const uint32_t* st = ring + (it % kStages) * kStageW;
+    const uint32_t* st = ring + scur;
 
     // (2^(10 - pos) s, z) of token `lane` per channel group, for the value B writers.
     {
@@ -323,15 +347,26 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
       const __half* ksc = reinterpret_cast<const __half*>(st + S::kKSc);
 #pragma unroll
       for (int n = 0; n < kNPL; ++n) {
+        float qn[2][GP];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          if constexpr (kQS) {
+            const float4 x = sqk[(2 * n + e) * 32 + lane];
+            qn[e][0] = x.x, qn[e][1] = x.y, qn[e][2] = x.z, qn[e][3] = x.w;
+          } else {
+#pragma unroll
+            for (int h = 0; h < GP; ++h) qn[e][h] = qk[n][e][h];
+          }
+        }
         const float s0 = __half2float(ksc[kc_lo[n]]), s1 = __half2float(ksc[kc_lo[n] + 16 / KB]);
         // qk (z 2^(pos-10) - s) = q scale z - w: the zero term and the "1 +" part at once.
         const float d0 = fmaf(__half2float(ksc[D + kc_lo[n]]), kzf[n], -s0);
         const float d1 = fmaf(__half2float(ksc[D + kc_lo[n] + 16 / KB]), kzf[n], -s1);
 #pragma unroll
         for (int h = 0; h < GP; ++h) {
-          const float w0 = qk[n][0][h] * s0, w1 = qk[n][1][h] * s1;
-          corr[h] = fmaf(qk[n][0][h], d0, corr[h]);
-          corr[h] = fmaf(qk[n][1][h], d1, corr[h]);
+          const float w0 = qn[0][h] * s0, w1 = qn[1][h] * s1;
+          corr[h] = fmaf(qn[0][h], d0, corr[h]);
+          corr[h] = fmaf(qn[1][h], d1, corr[h]);
           uint32_t hi, lo;
           split_hi_lo(w0, w1, &hi, &lo);
           uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase[n];
@@ -591,17 +626,20 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  if constexpr (!kProbe && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
+  if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
+  }
+  if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
+    if (cuda_tuning().quant_decode_qsmem) return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
   }
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  using S = V3Shape<D, GP, KB, VB, kStages>;
+  using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
