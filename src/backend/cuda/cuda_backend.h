@@ -81,8 +81,9 @@ struct CudaTuning {
   bool quant_decode_v3 = true;
   int quant_decode_stages = 0;  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2)
   // Milestone 24 (key "qqs"): v3's per-lane q (2^(10 - pos) q scale) in
-  // shared memory, read per group, instead of 16 registers held through
-  // the loop (3-stage v3 with 4 query heads per KV head only). Same bits.
+  // shared memory once per block, read per group, instead of 16 registers
+  // held through the loop (the one-launch step's 3-stage v3 with 4 query
+  // heads per KV head only). Same bits.
   bool quant_decode_qsmem = false;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).

@@ -91,11 +91,12 @@ struct V3Shape {
   static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
   static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
-  // kQS (CudaTuning::quant_decode_qsmem): the lanes' 2^(10 - pos) q scale
-  // [kNPL][2][32 lanes] float4 (GP = 4 heads), read per group instead of
-  // held in 16 registers.
-  static constexpr int kQkW = kQS ? kNPL * 2 * 32 * 4 : 0;
-  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW + kQkW;
+  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
+  // kQS (CudaTuning::quant_decode_qsmem, the one-launch step only): the
+  // lanes' 2^(10 - pos) q scale [kNPL][2][32 lanes] float4 (GP = 4 heads),
+  // once per block after the warps' areas (its 4 warps attend to one KV
+  // head), read per group instead of held in 16 registers.
+  static constexpr int kQkBlockW = kQS ? kNPL * 2 * 32 * 4 : 0;
   static_assert(!kQS || GP == 4, "q in shared memory: 4 heads a float4");
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
   // fuse: the rotated q [GP][D] f32 passes through the key B area before
@@ -149,7 +150,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
   uint2* bv = bk + S::kBkW / 2;
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
-  float4* sqk = reinterpret_cast<float4*>(vsz + S::kVszW / 2);  // kQS only
+  float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
   const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
@@ -274,7 +275,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
       for (int h = 0; h < GP; ++h)
         x[h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo[n] + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
       if constexpr (kQS) {
-        sqk[(2 * n + e) * 32 + lane] = make_float4(x[0], x[1], x[2], x[3]);
+        if (wi == 0) sqk[(2 * n + e) * 32 + lane] = make_float4(x[0], x[1], x[2], x[3]);
       } else {
 #pragma unroll
         for (int h = 0; h < GP; ++h) qk[n][e][h] = x[h];
@@ -282,6 +283,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
     }
   }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
+  if constexpr (kQS) __syncthreads();  // warp 0's sqk visible (fuse: no warp has returned)
   // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
   // __half index in bv[cg] for column 0 (+ 16 per column).
   int vdst[4];
@@ -632,13 +634,13 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
   if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
-    if (cuda_tuning().quant_decode_qsmem) return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
+    if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
   }
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
-  constexpr size_t kSmem = sizeof(uint32_t) * S::kWarpW * kQuantWarps;
+  constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
   auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
@@ -647,6 +649,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     *warps = resident;
     return;
   }
+  LONGKV_CHECK(!kQS || a.fuse, "quantized decode v3: q in shared memory needs the one-launch step");
   LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
                             a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
                             a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
