@@ -221,7 +221,7 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       {8, 2, 64, 1500, 3, 500, 64, RopeStyle::interleaved, "k4v4:rot"},  // head_dim 64, interleaved
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block && cuda_tuning().rot_in_step &&
-              cuda_tuning().rot_q_regs)
+              cuda_tuning().rot_q_regs && cuda_tuning().quant_decode_qsmem)
       << "defaults changed";
   for (const auto& c : cases) {
     const StepData in(c, 41);
@@ -238,15 +238,16 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     EXPECT_EQ(slots_differ, 0) << "the two-launch step wrote other cache bits than rope + append";
     std::printf("quantized decode block %-48s: nmse vs old path %.3g; whole cache after: %d of %zu outputs differ\n",
                 in.name.c_str(), e_pair, slots_differ, in.qrow);
-    // Milestone 24: v3's q in shared memory (qqs) runs the same operations
-    // on the same values in the same launches: every bit equal.
+    // Milestone 24: v3's q in shared memory (qqs, the default) and in
+    // registers (qqs=0) run the same operations on the same values in the
+    // same launches: every bit equal.
     {
-      std::vector<float> out_qs, o2_qs;
-      cuda_tuning().quant_decode_qsmem = true;
-      in.run(c, true, out_qs, o2_qs);
+      std::vector<float> out_regs, o2_regs;
       cuda_tuning().quant_decode_qsmem = false;
-      const int qs_differ = bits_differ(out_qs, out_new) + bits_differ(o2_qs, o2_new);
-      EXPECT_EQ(qs_differ, 0) << "v3 with q in shared memory: other outputs than v3";
+      in.run(c, true, out_regs, o2_regs);
+      cuda_tuning().quant_decode_qsmem = true;
+      const int qs_differ = bits_differ(out_regs, out_new) + bits_differ(o2_regs, o2_new);
+      EXPECT_EQ(qs_differ, 0) << "v3 with q in shared memory: other outputs than with q in registers";
       std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_differ);
     }
     if (std::strstr(c.mode, ":rot") == nullptr) continue;

@@ -53,9 +53,9 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
-  const auto qs = with("qqs");  // milestone 24's v3 variant, named in the kernels line
+  const auto qs = with("qqs=0");  // v3's q in registers (milestone 24's default off), named in the kernels line
   EXPECT_EQ(qs.exit_code, 0) << qs.err;
-  EXPECT_NE(qs.out.find("v3's q in shared memory"), std::string::npos) << qs.out;
+  EXPECT_NE(qs.out.find("v3's q in registers"), std::string::npos) << qs.out;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;

@@ -83,8 +83,9 @@ struct CudaTuning {
   // Milestone 24 (key "qqs"): v3's per-lane q (2^(10 - pos) q scale) in
   // shared memory once per block, read per group, instead of 16 registers
   // held through the loop (the one-launch step's 3-stage v3 with 4 query
-  // heads per KV head only). Same bits.
-  bool quant_decode_qsmem = false;
+  // heads per KV head only). Same bits; H200, k2v2 at 131K -1.8%
+  // (docs/cuda-notes.md, milestone 24). false: in registers.
+  bool quant_decode_qsmem = true;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;
