@@ -98,6 +98,51 @@ struct V3Shape {
   // head), read per group instead of held in 16 registers.
   static constexpr int kQkBlockW = kQS ? kNPL * 2 * 32 * 4 : 0;
   static_assert(!kQS || GP == 4, "q in shared memory: 4 heads a float4");
+
+  // Per-lane layout constants. The kernel holds one register per kind and
+  // adds compile-time offsets where the checks below say the offset is the
+  // same for every lane (milestone 24: fewer registers held through the
+  // loop, fewer recomputed in it).
+  // Stage word of 16-byte chunk r of lane l.
+  static constexpr __host__ __device__ int chunk_dst(int l, int r) {
+    const int i = l + 32 * r, iv = i - kKChunks;
+    return i < kKWords / 4   ? 4 * i + 8 * ((i / 8) / kWK)
+           : i < kKChunks    ? 4 * i + 24
+           : iv < kVWords / 4 ? kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
+                              : kVOff + 4 * iv + 8 * (VB / kWV - 1);
+  }
+  // Chunks all of whose lanes copy key codes sit at a constant offset from
+  // chunk 0; all others at a constant offset from 4 l (kChunkBases), unless a
+  // chunk straddles the two (head_dim 64: per-lane words, as before).
+  static constexpr bool chunk_bases_ok() {
+    for (int r = 0; r < kChunks / 32; ++r)
+      for (int l = 0; l < 32; ++l) {
+        const bool key = 32 * r + 31 < kKWords / 4, other = 32 * r >= kKWords / 4;
+        if (!key && !other) return false;
+        if (key && chunk_dst(l, r) - chunk_dst(l, 0) != chunk_dst(0, r) - chunk_dst(0, 0)) return false;
+        if (other && chunk_dst(l, r) - 4 * l != chunk_dst(0, r)) return false;
+      }
+    return true;
+  }
+  static constexpr bool kChunkBases = chunk_bases_ok();
+  // Value B slot (__half index in bv[cg], column 0) of token 16 (i / 2) +
+  // gid + 8 (i % 2) of thread gid.
+  static constexpr __host__ __device__ int vdst(int gid, int i) {
+    const int t = 16 * (i / 2) + gid + 8 * (i % 2), per_word = 32 / VB, j = t / per_word, k = t % per_word;
+    const int f = k % kPV, half = k / kPV, g = j * kPV + f, owner = g / 4, pi = g % 4;
+    return (((pi / 2) * 32 + owner) * 2 + (pi & 1)) * 2 + half;
+  }
+  static constexpr bool vdst_linear() {
+    for (int gid = 0; gid < 8; ++gid)
+      for (int i = 0; i < 4; ++i)
+        if (vdst(gid, i) - vdst(gid, 0) != vdst(0, i) - vdst(0, 0)) return false;
+    return true;
+  }
+  static_assert(vdst_linear(), "value B slots: a constant offset per token from the thread's first");
+  // The key B build's channel pairs lane + 32 n: n moves the owner thread by
+  // 32 n / (D / 8) and keeps the pair, so n > 0 is n = 0 plus constants.
+  static_assert(32 % (D / 8) == 0, "key B build: whole owners per 32 pairs");
+  static constexpr int kOwnerStep = 32 / (D / 8);
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
   // fuse: the rotated q [GP][D] f32 passes through the key B area before
   // the first group, the warp's o [GP][D] through its ring after the last.
@@ -122,8 +167,13 @@ struct V3Fuse {
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
 // the exponentials), 256 the value code conversions and MMAs. Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
+// Registers (milestone 24, stated instead of left to ptxas's choice, which
+// moved with every change): <= 4 heads a KV head at most 128, so that 3
+// blocks leave a block's worth of registers to the kernel after (the wo
+// GEMV starts beside v3's tail); 8 heads as many as they need without
+// spilling (168-194; shared memory allows 2-3 blocks).
 template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false>
-__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
+__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
@@ -156,15 +206,18 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
-  int cdst[S::kChunks / 32];
+  int cdst[S::kChunkBases ? 1 : S::kChunks / 32];
+  const int cb0 = S::chunk_dst(lane, 0), cb1 = 4 * lane;
+  if constexpr (!S::kChunkBases) {
 #pragma unroll
-  for (int r = 0; r < S::kChunks / 32; ++r) {
-    const int i = lane + 32 * r, iv = i - S::kKChunks;
-    cdst[r] = i < S::kKWords / 4   ? 4 * i + 8 * ((i / 8) / kWK)
-              : i < S::kKChunks    ? 4 * i + 24
-              : iv < S::kVWords / 4 ? S::kVOff + 4 * iv + 8 * ((iv / (D / 4)) / kWV)
-                                    : S::kVOff + 4 * iv + 8 * (VB / kWV - 1);
+    for (int r = 0; r < S::kChunks / 32; ++r) cdst[r] = S::chunk_dst(lane, r);
   }
+  auto chunk_word = [&](int r) {  // r is a constant after unrolling
+    if constexpr (S::kChunkBases)
+      return 32 * r + 31 < S::kKWords / 4 ? cb0 + (S::chunk_dst(0, r) - S::chunk_dst(0, 0)) : cb1 + S::chunk_dst(0, r);
+    else
+      return cdst[r];
+  };
   // Groups are staged in order, group g0 + j into stage j % kStages: the
   // next group's records (at this lane's first chunk) and its stage advance
   // by one per call, so a group costs no 64-bit multiply or modulo
@@ -179,7 +232,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
       if (!(pb & 16))
-        cp_async16(dst + cdst[r], i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
+        cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
     }
     knext += geo.krec;
     vnext += geo.vrec;
@@ -259,21 +312,24 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
   // Key B build (as milestone 4): lane's channel pairs idx = lane + 32 n of
   // the D/2 = (owner thread, its pair pi); u32 slot of column col is
   // kk kBkRow + 2 (4 col + owner) + (pi & 1), kk = pi / 2.
-  int kc_lo[kNPL], kbase[kNPL];
-  float qk[kQS ? 1 : kNPL][2][GP], kzf[kNPL];  // 2^(10 - pos) q scale (kQS: in sqk); 2^(pos - 10) (code_pair_pos)
+  // Pair n's key scale word kc_lo(n), B slot kbase(n) and 2^(pos - 10)
+  // (code_pair_pos) kzf: lane's pair n = 0 plus constants (kOwnerStep).
+  float qk[kQS ? 1 : kNPL][2][GP];  // 2^(10 - pos) q scale (kQS: in sqk)
+  const int owner0 = lane / (D / 8), pi0 = lane % (D / 8);
+  const int kc_lo0 = (32 / KB) * (owner0 * kWK + pi0 / kPK) + pi0 % kPK;
+  const int kbase0 = (pi0 / 2) * S::kBkRow + 2 * owner0 + (pi0 & 1);
+  const float kzf = ldexpf(1.0f, code_pos<KB>(pi0 % kPK) - 10);
+  auto kc_lo = [&](int n) { return kc_lo0 + (32 / KB) * kWK * S::kOwnerStep * n; };
+  auto kbase = [&](int n) { return kbase0 + 2 * S::kOwnerStep * n; };
 #pragma unroll
   for (int n = 0; n < kNPL; ++n) {
-    const int idx = lane + 32 * n, owner = idx / (D / 8), pi = idx % (D / 8);
-    kc_lo[n] = (32 / KB) * (owner * kWK + pi / kPK) + pi % kPK;
-    kbase[n] = (pi / 2) * S::kBkRow + 2 * owner + (pi & 1);
-    const int pos = code_pos<KB>(pi % kPK);
-    kzf[n] = ldexpf(1.0f, pos - 10);
+    const int pos = code_pos<KB>(pi0 % kPK);
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
       float x[GP];
 #pragma unroll
       for (int h = 0; h < GP; ++h)
-        x[h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo[n] + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
+        x[h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo(n) + e * (16 / KB)] * scale, 10 - pos) : 0.0f;
       if constexpr (kQS) {
         if (wi == 0) sqk[(2 * n + e) * 32 + lane] = make_float4(x[0], x[1], x[2], x[3]);
       } else {
@@ -286,13 +342,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
   if constexpr (kQS) __syncthreads();  // warp 0's sqk visible (fuse: no warp has returned)
   // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
   // __half index in bv[cg] for column 0 (+ 16 per column).
-  int vdst[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int t = 16 * (i / 2) + gid + 8 * (i % 2), per_word = 32 / VB, j = t / per_word, k = t % per_word;
-    const int f = k % kPV, half = k / kPV, g = j * kPV + f, owner = g / 4, pi = g % 4;
-    vdst[i] = (((pi / 2) * 32 + owner) * 2 + (pi & 1)) * 2 + half;
-  }
+  const int vdst0 = S::vdst(gid, 0);
+  auto vdst = [&](int i) { return vdst0 + (S::vdst(0, i) - S::vdst(0, 0)); };
   // Token `lane`'s value factor 2^(10 - pos) (its field in the owner's word;
   // 2-bit owners read their word pre-shifted to fields 0-3), and where its
   // (2^.. s, z) goes in vsz: float4 (token t, token t + 8) per t with bit 3 clear.
@@ -360,10 +411,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
             for (int h = 0; h < GP; ++h) qn[e][h] = qk[n][e][h];
           }
         }
-        const float s0 = __half2float(ksc[kc_lo[n]]), s1 = __half2float(ksc[kc_lo[n] + 16 / KB]);
+        const float s0 = __half2float(ksc[kc_lo(n)]), s1 = __half2float(ksc[kc_lo(n) + 16 / KB]);
         // qk (z 2^(pos-10) - s) = q scale z - w: the zero term and the "1 +" part at once.
-        const float d0 = fmaf(__half2float(ksc[D + kc_lo[n]]), kzf[n], -s0);
-        const float d1 = fmaf(__half2float(ksc[D + kc_lo[n] + 16 / KB]), kzf[n], -s1);
+        const float d0 = fmaf(__half2float(ksc[D + kc_lo(n)]), kzf, -s0);
+        const float d1 = fmaf(__half2float(ksc[D + kc_lo(n) + 16 / KB]), kzf, -s1);
 #pragma unroll
         for (int h = 0; h < GP; ++h) {
           const float w0 = qn[0][h] * s0, w1 = qn[1][h] * s1;
@@ -371,7 +422,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
           corr[h] = fmaf(qn[1][h], d1, corr[h]);
           uint32_t hi, lo;
           split_hi_lo(w0, w1, &hi, &lo);
-          uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase[n];
+          uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase(n);
           const int col = 2 * (h % 4);
           b32[8 * col] = hi;
           b32[8 * (col + 1)] = lo;
@@ -498,10 +549,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 0)
           pz[g][nt] = fmaf(pe0, sz.y, pz[g][nt] - wb.x);
           pz[g][nt] = fmaf(pe1, sz.w, pz[g][nt] - wb.y);
           if constexpr (VB == 2) {
-            reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst[2 * mt] + col * 16) / 2] = wh;
+            reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst(2 * mt) + col * 16) / 2] = wh;
           } else {
-            bvh[g * 256 + vdst[2 * mt] + col * 16] = __low2half(wh);
-            bvh[g * 256 + vdst[2 * mt + 1] + col * 16] = __high2half(wh);
+            bvh[g * 256 + vdst(2 * mt) + col * 16] = __low2half(wh);
+            bvh[g * 256 + vdst(2 * mt + 1) + col * 16] = __high2half(wh);
           }
         }
       }
