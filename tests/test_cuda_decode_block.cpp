@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -238,40 +239,35 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     EXPECT_EQ(slots_differ, 0) << "the two-launch step wrote other cache bits than rope + append";
     std::printf("quantized decode block %-48s: nmse vs old path %.3g; whole cache after: %d of %zu outputs differ\n",
                 in.name.c_str(), e_pair, slots_differ, in.qrow);
+    // A default variant switched off (the flag false for one run): how many
+    // step outputs and cache slots then differ from out_new / o2_new.
+    auto differ_without = [&](bool CudaTuning::*flag) {
+      std::vector<float> out_off, o2_off;
+      cuda_tuning().*flag = false;
+      in.run(c, true, out_off, o2_off);
+      cuda_tuning().*flag = true;
+      return std::make_pair(bits_differ(out_new, out_off), bits_differ(o2_new, o2_off));
+    };
     // Milestone 24: v3's q in shared memory (qqs, the default) and in
     // registers (qqs=0) run the same operations on the same values in the
     // same launches: every bit equal.
-    {
-      std::vector<float> out_regs, o2_regs;
-      cuda_tuning().quant_decode_qsmem = false;
-      in.run(c, true, out_regs, o2_regs);
-      cuda_tuning().quant_decode_qsmem = true;
-      const int qs_differ = bits_differ(out_regs, out_new) + bits_differ(o2_regs, o2_new);
-      EXPECT_EQ(qs_differ, 0) << "v3 with q in shared memory: other outputs than with q in registers";
-      std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_differ);
-    }
+    const auto [qs_steps, qs_after] = differ_without(&CudaTuning::quant_decode_qsmem);
+    EXPECT_EQ(qs_steps + qs_after, 0) << "v3 with q in shared memory: other outputs than with q in registers";
+    std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_steps + qs_after);
     if (std::strstr(c.mode, ":rot") == nullptr) continue;
     // Milestone 19 rotates inside the inner cache's kernels; milestone 18's
     // rotation kernels around the inner step (rotk=0) do the same
     // operations on the same values: every bit equal, outputs and slots.
-    std::vector<float> out_m18, o2_m18;
-    cuda_tuning().rot_in_step = false;
-    in.run(c, true, out_m18, o2_m18);
-    cuda_tuning().rot_in_step = true;
-    const int steps_differ = bits_differ(out_new, out_m18), after_differ = bits_differ(o2_new, o2_m18);
+    const auto [steps_differ, after_differ] = differ_without(&CudaTuning::rot_in_step);
     EXPECT_EQ(steps_differ, 0) << "rotation inside the step: other outputs than milestone 18's kernels";
     EXPECT_EQ(after_differ, 0) << "rotation inside the step: other cache bits than milestone 18's kernels";
     std::printf("  rotation inside the step vs its own kernels: %d of %zu step outputs, %d of %zu after differ\n",
                 steps_differ, out_new.size(), after_differ, in.qrow);
     // v3's q rotated in registers (rotq, the default) against through shared
     // memory (rotq=0): the same operations on the same values.
-    std::vector<float> out_smem, o2_smem;
-    cuda_tuning().rot_q_regs = false;
-    in.run(c, true, out_smem, o2_smem);
-    cuda_tuning().rot_q_regs = true;
-    const int regs_differ = bits_differ(out_new, out_smem) + bits_differ(o2_new, o2_smem);
-    EXPECT_EQ(regs_differ, 0) << "v3's q rotated in registers: other outputs than through shared memory";
-    std::printf("  v3's q rotated in registers vs shared memory: %d outputs differ\n", regs_differ);
+    const auto [rq_steps, rq_after] = differ_without(&CudaTuning::rot_q_regs);
+    EXPECT_EQ(rq_steps + rq_after, 0) << "v3's q rotated in registers: other outputs than through shared memory";
+    std::printf("  v3's q rotated in registers vs shared memory: %d outputs differ\n", rq_steps + rq_after);
   }
 }
 
