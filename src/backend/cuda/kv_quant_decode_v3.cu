@@ -168,6 +168,19 @@ struct V3Fuse {
   bool rot_regs = false;   // CudaTuning::rot_q_regs
 };
 
+// kForm: the operand forms (milestone 25). 0, the default everywhere: value
+// A operands are code_pair_sub's exact subnormals, so the value B build only
+// rounds p s to f16 and adds the zero term (no "1 +" part to take back out),
+// and key B keeps its hi/lo halves. The other forms exist for one
+// instantiation (k2v2 d128 GP 4, 3 stages, q in shared memory: the
+// one-launch step of llama3-8b's shape) as comparisons:
+// kV3ValueOnePlus (LONGKV_CUDA_TUNING vsub=0) milestone 9's 1 + code
+// 2^(pos - 10) value operands, whose B build subtracts the rounded weights;
+// kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half (the keys then
+// carry the f16 rounding a dense f16 cache's keys carry; the scores are no
+// longer exact in the codes).
+constexpr int kV3ValueOnePlus = 1, kV3KeyF16 = 2;
+
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
 // fz.probe bits -- 16 the records' copies (no DRAM traffic), 32 the key B
@@ -179,7 +192,7 @@ struct V3Fuse {
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
 __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -188,6 +201,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
+  constexpr bool kV1 = kForm & kV3ValueOnePlus, kKF16 = kForm & kV3KeyF16;
+  constexpr float kVScale = kV1 ? 1.0f : kCodeSubScale;  // the value accumulator's factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
   // Launched with PDL (CudaTuning::decode_pdl) the grid is resident before
@@ -347,6 +362,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   if constexpr (kQS) __syncthreads();  // warp 0's sqk visible (fuse: no warp has returned)
+  if constexpr (kKF16) {  // the lo columns (odd gid) stay 0: the B build writes only hi
+#pragma unroll
+    for (int i = 0; i < kNT * kKS; ++i)
+      if (gid & 1) bk[i * (S::kBkRow / 2) + lane] = make_uint2(0, 0);
+  }
   // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
   // __half index in bv[cg] for column 0 (+ 16 per column).
   const int vdst0 = S::vdst(gid, 0);
@@ -427,12 +447,16 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
           const float w0 = qn[0][h] * s0, w1 = qn[1][h] * s1;
           corr[h] = fmaf(qn[0][h], d0, corr[h]);
           corr[h] = fmaf(qn[1][h], d1, corr[h]);
-          uint32_t hi, lo;
-          split_hi_lo(w0, w1, &hi, &lo);
           uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase(n);
           const int col = 2 * (h % 4);
-          b32[8 * col] = hi;
-          b32[8 * (col + 1)] = lo;
+          if constexpr (kKF16) {
+            b32[8 * col] = h2_bits(__floats2half2_rn(w0, w1));
+          } else {
+            uint32_t hi, lo;
+            split_hi_lo(w0, w1, &hi, &lo);
+            b32[8 * col] = hi;
+            b32[8 * (col + 1)] = lo;
+          }
         }
       }
     }
@@ -497,7 +521,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) p[nt][i] = s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1] + cown[nt];
+      for (int i = 0; i < 4; ++i)
+        p[nt][i] = s[i / 2][nt][2 * (i % 2)] + (kKF16 ? 0.0f : s[i / 2][nt][2 * (i % 2) + 1]) + cown[nt];
       float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
@@ -552,9 +577,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         for (int g = 0; g < kCG; ++g) {
           const float4 sz = vsz4[g * 16 + mt * 8 + gid];
           const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
-          const float2 wb = __half22float2(wh);
-          pz[g][nt] = fmaf(pe0, sz.y, pz[g][nt] - wb.x);
-          pz[g][nt] = fmaf(pe1, sz.w, pz[g][nt] - wb.y);
+          if constexpr (kV1) {
+            const float2 wb = __half22float2(wh);
+            pz[g][nt] = fmaf(pe0, sz.y, pz[g][nt] - wb.x);
+            pz[g][nt] = fmaf(pe1, sz.w, pz[g][nt] - wb.y);
+          } else {
+            pz[g][nt] = fmaf(pe1, sz.w, fmaf(pe0, sz.y, pz[g][nt]));
+          }
           if constexpr (VB == 2) {
             reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst(2 * mt) + col * 16) / 2] = wh;
           } else {
@@ -566,7 +595,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     }
     __syncwarp();
 
-    // Values: O[c][h] += sum_t (1 + code / 2^VB) f16(2^VB p s).
+    // Values: O[c][h] += sum_t code 2^(pos - 24) f16(2^(10 - pos) p s) (2^-14 of
+    // the sum; kV1: sum_t (1 + code 2^(pos - 10)) f16(2^(10 - pos) p s)).
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       if (pb & 256) break;
@@ -582,10 +612,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         const int w0 = VB == 8 ? q0 / 2 : 0, f0 = q0 % kF;
         const int w1 = VB == 8 ? q1 / 2 : 0, f1 = q1 % kF;
         uint32_t a[4];
-        a[0] = code_pair_pos<VB>(vw[0][w0], f0, magic);
-        a[1] = code_pair_pos<VB>(vw[1][w0], f0, magic);
-        a[2] = code_pair_pos<VB>(vw[0][w1], f1, magic);
-        a[3] = code_pair_pos<VB>(vw[1][w1], f1, magic);
+        if constexpr (kV1) {
+          a[0] = code_pair_pos<VB>(vw[0][w0], f0, magic);
+          a[1] = code_pair_pos<VB>(vw[1][w0], f0, magic);
+          a[2] = code_pair_pos<VB>(vw[0][w1], f1, magic);
+          a[3] = code_pair_pos<VB>(vw[1][w1], f1, magic);
+        } else {
+          a[0] = code_pair_sub<VB>(vw[0][w0], f0);
+          a[1] = code_pair_sub<VB>(vw[1][w0], f0);
+          a[2] = code_pair_sub<VB>(vw[0][w1], f1);
+          a[3] = code_pair_sub<VB>(vw[1][w1], f1);
+        }
         mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * 32 + lane]);
       }
     }
@@ -628,7 +665,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int rh = 0; rh < 2; ++rh) so[16 * mt + gid + 8 * rh] = acc[mt][2 * rh + e] + zh[mt / 2];
+        for (int rh = 0; rh < 2; ++rh) so[16 * mt + gid + 8 * rh] = fmaf(acc[mt][2 * rh + e], kVScale, zh[mt / 2]);
       continue;
     }
     if (h >= group_q) continue;
@@ -638,7 +675,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
         const int c = 16 * mt + gid + 8 * rh;
-        part_o[pi * D + c] = lh > 0 ? (acc[mt][2 * rh + e] + zh[mt / 2]) / lh : 0.0f;
+        part_o[pi * D + c] = lh > 0 ? fmaf(acc[mt][2 * rh + e], kVScale, zh[mt / 2]) / lh : 0.0f;
       }
   }
   if (gid == 0) {
@@ -686,7 +723,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
@@ -694,15 +731,23 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   // q in shared memory: the one-launch step's kernel, whose resident warps
   // the split sizing asks for (the same 3 blocks an SM as without it).
   if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
-    if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps))
+    if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
+      if constexpr (D == 128 && KB == 2 && VB == 2) {  // the comparison forms (kForm)
+        const int form = (cuda_tuning().quant_value_subnormal ? 0 : kV3ValueOnePlus) |
+                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
+        if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
+        if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
+        if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
+      }
       return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
+    }
   }
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);

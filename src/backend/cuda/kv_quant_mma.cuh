@@ -58,6 +58,20 @@ __device__ __forceinline__ uint32_t code_pair_pos(uint32_t x, int f, uint32_t ma
   return (y & (m | (m << 16))) | magic;
 }
 
+// code_pair_sub: the same fields at the same bits, without the exponent:
+// the f16 subnormal q 2^(pos - 24), exact (tensor cores take f16
+// subnormals as they are). The other operand carries 2^(10 - pos) as with
+// code_pair_pos, and the product lands 2^14 low, which the caller scales
+// back once per output; there is no "1 +" part to subtract.
+template <int B>
+__device__ __forceinline__ uint32_t code_pair_sub(uint32_t x, int f) {
+  const uint32_t m = ((1u << B) - 1) << code_pos<B>(f);
+  const int sh = code_shift<B>(f);
+  const uint32_t y = sh >= 0 ? x << sh : x >> (-sh);
+  return y & (m | (m << 16));
+}
+constexpr float kCodeSubScale = 16384.0f;  // 2^14: code_pair_sub's operand against code_pair_pos's "q 2^(pos - 10)"
+
 __device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
 // hi = f16(a), f16(b); lo = f16 of what hi missed (~22 significant bits together).
