@@ -86,15 +86,15 @@ struct CudaTuning {
   // heads per KV head only). Same bits; H200, k2v2 at 131K -1.8%
   // (docs/cuda-notes.md, milestone 24). false: in registers.
   bool quant_decode_qsmem = true;
-  // Milestone 25 (key "vsub"): v3's value code operands as exact f16
-  // subnormals (code_pair_sub), so the value B build has no "1 +" part to
-  // subtract. false: milestone 9's 1 + code 2^(pos - 10) operands (a
+  // Milestone 25 (key "vsub"): v3's key and value code operands as exact
+  // f16 subnormals (code_pair_sub), so neither B build has a "1 +" part to
+  // take back out. false: milestone 9's 1 + code 2^(pos - 10) operands (a
   // comparison, k2v2 head_dim 128 one-launch step only; elsewhere v3 always
   // takes the subnormals).
-  bool quant_value_subnormal = true;
+  bool quant_code_subnormal = true;
   // Milestone 25 (key "khl"): v3's key B operand as hi/lo f16 halves, so the
   // scores are exact in the codes. false: one f16 rounding of q s (as a
-  // dense f16 cache rounds its keys; comparison only, same scope as vsub).
+  // kernel that rounds q to f16; comparison only, same scope as vsub).
   bool quant_key_hilo = true;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).

@@ -524,7 +524,7 @@ CudaTuning& cuda_tuning() {
       else if (k == "rotk") d.rot_in_step = on;
       else if (k == "rotq") d.rot_q_regs = on;
       else if (k == "qqs") d.quant_decode_qsmem = on;
-      else if (k == "vsub") d.quant_value_subnormal = on;
+      else if (k == "vsub") d.quant_code_subnormal = on;
       else if (k == "khl") d.quant_key_hilo = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
@@ -573,7 +573,7 @@ std::string cuda_tuning_description() {
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
-         (t.quant_value_subnormal ? "" : ", v3's k2v2 value operands 1 + code (vsub=0)") +
+         (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? "" : ", v3's k2v2 key B one f16 rounding (khl=0)") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +

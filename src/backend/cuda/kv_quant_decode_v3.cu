@@ -168,18 +168,19 @@ struct V3Fuse {
   bool rot_regs = false;   // CudaTuning::rot_q_regs
 };
 
-// kForm: the operand forms (milestone 25). 0, the default everywhere: value
-// A operands are code_pair_sub's exact subnormals, so the value B build only
-// rounds p s to f16 and adds the zero term (no "1 +" part to take back out),
-// and key B keeps its hi/lo halves. The other forms exist for one
-// instantiation (k2v2 d128 GP 4, 3 stages, q in shared memory: the
-// one-launch step of llama3-8b's shape) as comparisons:
-// kV3ValueOnePlus (LONGKV_CUDA_TUNING vsub=0) milestone 9's 1 + code
-// 2^(pos - 10) value operands, whose B build subtracts the rounded weights;
-// kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half (the keys then
-// carry the f16 rounding a dense f16 cache's keys carry; the scores are no
-// longer exact in the codes).
-constexpr int kV3ValueOnePlus = 1, kV3KeyF16 = 2;
+// kForm: the operand forms (milestone 25). 0, the default everywhere: key
+// and value A operands are code_pair_sub's exact subnormals (2^-14 of
+// milestone 9's scale, put back by one FMA per score and output), so there
+// is no "1 +" part: the value B build only rounds p s to f16 and adds the
+// zero term, and the key constant is the zero term alone. Key B keeps its
+// hi/lo halves. The other forms exist for one instantiation (k2v2 d128
+// GP 4, 3 stages, q in shared memory: the one-launch step of llama3-8b's
+// shape) as comparisons: kV3OnePlus (LONGKV_CUDA_TUNING vsub=0) milestone
+// 9's 1 + code 2^(pos - 10) operands, whose value B build subtracts the
+// rounded weights; kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half
+// (q s then carries one f16 rounding, as q does in a kernel that rounds q
+// to f16; the scores are no longer exact in the codes).
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -201,8 +202,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
-  constexpr bool kV1 = kForm & kV3ValueOnePlus, kKF16 = kForm & kV3KeyF16;
-  constexpr float kVScale = kV1 ? 1.0f : kCodeSubScale;  // the value accumulator's factor
+  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
+  constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
   // Launched with PDL (CudaTuning::decode_pdl) the grid is resident before
@@ -439,9 +440,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
           }
         }
         const float s0 = __half2float(ksc[kc_lo(n)]), s1 = __half2float(ksc[kc_lo(n) + 16 / KB]);
-        // qk (z 2^(pos-10) - s) = q scale z - w: the zero term and the "1 +" part at once.
-        const float d0 = fmaf(__half2float(ksc[D + kc_lo(n)]), kzf, -s0);
-        const float d1 = fmaf(__half2float(ksc[D + kc_lo(n) + 16 / KB]), kzf, -s1);
+        // qk z 2^(pos-10) = q scale z, the zero term (kV1: qk (z 2^(pos-10) - s) =
+        // q scale z - w, the zero term and the "1 +" part at once).
+        const float z0 = __half2float(ksc[D + kc_lo(n)]), z1 = __half2float(ksc[D + kc_lo(n) + 16 / KB]);
+        const float d0 = kV1 ? fmaf(z0, kzf, -s0) : z0 * kzf, d1 = kV1 ? fmaf(z1, kzf, -s1) : z1 * kzf;
 #pragma unroll
         for (int h = 0; h < GP; ++h) {
           const float w0 = qn[0][h] * s0, w1 = qn[1][h] * s1;
@@ -506,10 +508,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         uint32_t a[4];
-        a[0] = code_pair_pos<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK, magic);
-        a[1] = code_pair_pos<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK, magic);
-        a[2] = code_pair_pos<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
-        a[3] = code_pair_pos<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
+        if constexpr (kV1) {
+          a[0] = code_pair_pos<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK, magic);
+          a[1] = code_pair_pos<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK, magic);
+          a[2] = code_pair_pos<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
+          a[3] = code_pair_pos<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
+        } else {
+          a[0] = code_pair_sub<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK);
+          a[1] = code_pair_sub<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK);
+          a[2] = code_pair_sub<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK);
+          a[3] = code_pair_sub<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK);
+        }
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
       }
@@ -522,7 +531,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        p[nt][i] = s[i / 2][nt][2 * (i % 2)] + (kKF16 ? 0.0f : s[i / 2][nt][2 * (i % 2) + 1]) + cown[nt];
+        p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
+                        kSubScale, cown[nt]);
       float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
@@ -665,7 +675,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int rh = 0; rh < 2; ++rh) so[16 * mt + gid + 8 * rh] = fmaf(acc[mt][2 * rh + e], kVScale, zh[mt / 2]);
+        for (int rh = 0; rh < 2; ++rh) so[16 * mt + gid + 8 * rh] = fmaf(acc[mt][2 * rh + e], kSubScale, zh[mt / 2]);
       continue;
     }
     if (h >= group_q) continue;
@@ -675,7 +685,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
         const int c = 16 * mt + gid + 8 * rh;
-        part_o[pi * D + c] = lh > 0 ? fmaf(acc[mt][2 * rh + e], kVScale, zh[mt / 2]) / lh : 0.0f;
+        part_o[pi * D + c] = lh > 0 ? fmaf(acc[mt][2 * rh + e], kSubScale, zh[mt / 2]) / lh : 0.0f;
       }
   }
   if (gid == 0) {
@@ -733,7 +743,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
       if constexpr (D == 128 && KB == 2 && VB == 2) {  // the comparison forms (kForm)
-        const int form = (cuda_tuning().quant_value_subnormal ? 0 : kV3ValueOnePlus) |
+        const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
