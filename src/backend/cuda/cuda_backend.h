@@ -96,10 +96,6 @@ struct CudaTuning {
   // scores are exact in the codes. false: one f16 rounding of q s (as a
   // kernel that rounds q to f16; comparison only, same scope as vsub).
   bool quant_key_hilo = true;
-  // Milestone 25 (key "qlazy"): v3's online-softmax maximum moves only when
-  // a score passes it by more than ln 2, so most groups skip the maximum's
-  // shuffles (comparison only, same scope as vsub; not with vsub=0, khl=0).
-  bool quant_lazy_max = false;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;

@@ -180,11 +180,7 @@ struct V3Fuse {
 // rounded weights; kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half
 // (q s then carries one f16 rounding, as q does in a kernel that rounds q
 // to f16; the scores are no longer exact in the codes).
-// kV3LazyMax (qlazy): the online softmax's maximum moves only when a score
-// passes it by more than ln 2 (the weights are then <= 2 instead of <= 1;
-// the results are the same up to rounding), so most groups skip the
-// maximum's shuffles.
-constexpr int kV3OnePlus = 1, kV3KeyF16 = 2, kV3LazyMax = 4;
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -206,19 +202,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
-  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16, kLazy = kForm & kV3LazyMax;
-  // kLazy: the running maximum moves only when a score passes it by more
-  // than ln 2, so the weights p = e^(s - m) stay <= 2 and the value B
-  // f16(2^(10 - pos) p s) keeps its range for |s| < 65504 / 2^9 (8-bit codes,
-  // pos 2) and 65504 / 2^7 (pos >= 4); most groups then skip the max's
-  // shuffles.
-  constexpr float kLazyMargin = 0.6931472f;
-  // The maximum over a head's 32 tokens: this thread's 4 and 3 shuffles (gid).
-  auto warp_max_over_gid = [](float x) {
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 4));
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 8));
-    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 16));
-  };
+  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
   constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
@@ -541,7 +525,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     }
 
     // Online softmax, head 4 nt + tig, tokens 16 (i / 2) + gid + 8 (i % 2).
-    float p[kNT][4], mx[kNT];
+    float p[kNT][4], mnew[kNT];
     bool grow = false;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -549,18 +533,19 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       for (int i = 0; i < 4; ++i)
         p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
                         kSubScale, cown[nt]);
-      mx[nt] = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
-      if constexpr (!kLazy) mx[nt] = warp_max_over_gid(mx[nt]);
-      grow |= mx[nt] > m[nt] + (kLazy ? kLazyMargin : 0.0f);
+      float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+      mnew[nt] = fmaxf(m[nt], mx);
+      grow |= mnew[nt] > m[nt];
     }
     if (__any_sync(0xffffffffu, grow)) {
       float cr[kNT];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        if constexpr (kLazy) mx[nt] = warp_max_over_gid(mx[nt]);
-        const float mnew = fmaxf(m[nt], mx[nt]);
-        cr[nt] = __expf(m[nt] - mnew);
-        m[nt] = mnew;
+        cr[nt] = __expf(m[nt] - mnew[nt]);
+        m[nt] = mnew[nt];
         l[nt] *= cr[nt];
 #pragma unroll
         for (int g = 0; g < kCG; ++g) pz[g][nt] *= cr[nt];
@@ -759,13 +744,10 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
       if constexpr (D == 128 && KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
-                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16) |
-                         (cuda_tuning().quant_lazy_max ? kV3LazyMax : 0);
-        LONGKV_CHECK(form <= 4, "LONGKV_CUDA_TUNING: qlazy is a comparison of its own (not with vsub=0 or khl=0)");
+                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
-        if (form == 4) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 4>(a, s, warps);
       }
       return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
     }
