@@ -15,9 +15,11 @@
 //   words of padding per record): conflict-free, and every fragment read is
 //   a per-thread base plus a compile-time offset (XOR swizzles cost ~3
 //   integer ops per load).
-// - Codes enter the f16 mantissa at code_pos (code_pair_pos: 2-3 shifts per
-//   word instead of one per pair, and the 1.0 exponent in a register so
-//   mask-and-or is one LOP3); the B operands carry 2^(10 - pos).
+// - Codes enter the f16 mantissa at code_pos (2-3 shifts per word instead of
+//   one per pair, then one mask); the B operands carry 2^(10 - pos). Since
+//   milestone 25 without an exponent (code_pair_sub: exact subnormals, the
+//   sums 2^14 low, scaled back once); before, with the 1.0 exponent in a
+//   register (code_pair_pos, 1 + code 2^(pos - 10); kV3OnePlus).
 // - Key B columns interleave hi/lo (column 2j = hi of head 4nt + j, 2j + 1 =
 //   its lo), so thread (gid, tig) ends with the two halves of head 4nt + tig
 //   in its own c0/c1 (c2/c3): scores stay in registers (4 tokens x 1 head per
@@ -27,8 +29,9 @@
 //   shuffles for 4 heads instead of 20).
 // - Value B = f16(2^(10 - pos) p s) in one column per head (GP <= 8: one n8
 //   tile; no hi/lo, the FlashAttention trade: the weights are rounded once to
-//   f16, and the zero/offset term subtracts exactly those rounded values, so
-//   the error is relative 2^-11 on each p s code term). Written by the thread
+//   f16 (with 1 + code operands the zero/offset term subtracted exactly those
+//   rounded values; subnormal operands have no offset), so the error is
+//   relative 2^-11 on each p s code term). Written by the thread
 //   that holds p (its 4 tokens x 1 head; one f16x2 store per token pair for
 //   2-bit codes) from (2^(10 - pos) s, z) that lane = token prepared in
 //   shared memory.
@@ -39,6 +42,10 @@
 //   kernels (waiting for them on the device) and lets the fp16 part's split
 //   kernel start beside it.
 // Exactness of the keys is unchanged (hi/lo B, exact code operands).
+//
+// Milestone 25 (kForm): the code operands as f16 subnormals, so no B build
+// takes a "1 +" part back out: 669 -> 634 SASS a group, v3 ~1.7% faster,
+// and as close to the CPU (docs/cuda-notes, milestone 25).
 //
 // Milestone 24 (same bits, fewer instructions a group: 735 -> 669 SASS at
 // k2v2 d128): the records' addresses and stage offsets advance per group;
@@ -389,8 +396,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // vwb + D w + 16 mt + 8 rh.
   const int kwb = (32 * kWK + 8) * tig + gid;
   const int vwb = S::kVOff + D * vj0 + 8 * (vj0 / kWV) + gid;
-  // 0x3C003C00 (the f16 exponent of code_pair_pos) in a register the
-  // compiler cannot fold, so mask-and-or stays one LOP3.
+  // 0x3C003C00 (the f16 exponent of code_pair_pos, kV3OnePlus only) in a
+  // register the compiler cannot fold, so mask-and-or stays one LOP3.
   const uint32_t magic = 0x3C003C00u | (static_cast<uint32_t>(geo.n_kv) >> 30);
 
   float m[kNT], l[kNT], pz[kCG][kNT], acc[kMT][4];
