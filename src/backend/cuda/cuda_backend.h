@@ -96,11 +96,6 @@ struct CudaTuning {
   // scores are exact in the codes. false: one f16 rounding of q s (as a
   // kernel that rounds q to f16; comparison only, same scope as vsub).
   bool quant_key_hilo = true;
-  // Milestone 25 (key "vszh"): v3 stages each token's value (2^(10 - pos)
-  // s, z) as an f16 pair (exact) instead of f32: half the shared-memory
-  // wavefronts of those reads, the same bits. false: f32 (comparison only,
-  // same scope as vsub; not with vsub=0 or khl=0).
-  bool quant_vsz_half = true;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;

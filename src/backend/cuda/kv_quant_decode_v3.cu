@@ -187,11 +187,7 @@ struct V3Fuse {
 // rounded weights; kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half
 // (q s then carries one f16 rounding, as q does in a kernel that rounds q
 // to f16; the scores are no longer exact in the codes).
-// kV3VszF32 (vszh=0): the value (2^(10 - pos) s, z) per token staged as
-// f32 pairs (16 bytes a token pair read) instead of f16 pairs (8 bytes; the
-// same values, exact: s and z are f16 in the record and 2^(10 - pos) s must
-// fit f16 anyway for the value B), so twice the shared-memory wavefronts.
-constexpr int kV3OnePlus = 1, kV3KeyF16 = 2, kV3VszF32 = 4;
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -213,7 +209,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
-  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16, kVszF32 = kForm & kV3VszF32;
+  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
   constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
@@ -234,7 +230,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
   uint2* bv = bk + S::kBkW / 2;
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
-  __half2* vszh = reinterpret_cast<__half2*>(vsz);  // !kVszF32: the same (2^.. s, z) as f16 pairs, exact
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
   const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
@@ -392,7 +387,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     const int k = lane % (32 / VB), f = k % kPV;
     vfac = ldexpf(1.0f, 10 - code_pos<VB>(VB == 2 ? f % 4 : f));
   }
-  const __half vfac_h = __float2half(vfac);  // a power of 2: s 2^.. stays exact in f16 while B can hold it
   const int vsz_mine = 2 * ((lane >> 4) * 8 + (lane & 7)) + ((lane >> 3) & 1);
   for (int i = lane; i < S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
   const int vj0 = (4 * tig) / kPV;                      // this thread's value word row(s)
@@ -431,10 +425,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       const __half* vsc = reinterpret_cast<const __half*>(st + S::kVSc);
 #pragma unroll
       for (int g = 0; g < kCG; ++g)
-        if constexpr (kVszF32)
-          vsz[g * 32 + vsz_mine] = make_float2(__half2float(vsc[g * 32 + lane]) * vfac, __half2float(vsc[D + g * 32 + lane]));
-        else
-          vszh[g * 32 + vsz_mine] = __halves2half2(__hmul(vsc[g * 32 + lane], vfac_h), vsc[D + g * 32 + lane]);
+        vsz[g * 32 + vsz_mine] = make_float2(__half2float(vsc[g * 32 + lane]) * vfac, __half2float(vsc[D + g * 32 + lane]));
     }
     // Key B fragments and the per-head constant sum_c q s z_c - sum_c w_c.
     float corr[GP];
@@ -591,7 +582,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     // store when they share a B register: 2-bit codes), pz -= what was stored.
     __half* bvh = reinterpret_cast<__half*>(bv);
     const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
-    const uint2* vszh2 = reinterpret_cast<const uint2*>(vszh);
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       if (pb & 128) break;
@@ -602,15 +592,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         l[nt] += pe0 + pe1;
 #pragma unroll
         for (int g = 0; g < kCG; ++g) {
-          float4 sz;
-          if constexpr (kVszF32) {
-            sz = vsz4[g * 16 + mt * 8 + gid];
-          } else {
-            const uint2 hz = vszh2[g * 16 + mt * 8 + gid];
-            const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&hz.x));
-            const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&hz.y));
-            sz = make_float4(a.x, a.y, b.x, b.y);
-          }
+          const float4 sz = vsz4[g * 16 + mt * 8 + gid];
           const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
           if constexpr (kV1) {
             const float2 wb = __half22float2(wh);
@@ -769,13 +751,10 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
       if constexpr (D == 128 && KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
-                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16) |
-                         (cuda_tuning().quant_vsz_half ? 0 : kV3VszF32);
-        LONGKV_CHECK(form <= 4, "LONGKV_CUDA_TUNING: vszh=0 is a comparison of its own (not with vsub=0 or khl=0)");
+                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
-        if (form == 4) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 4>(a, s, warps);
       }
       return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
     }
