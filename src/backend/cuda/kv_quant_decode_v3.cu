@@ -515,17 +515,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         uint32_t a[4];
-        if constexpr (kV1) {
-          a[0] = code_pair_pos<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK, magic);
-          a[1] = code_pair_pos<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK, magic);
-          a[2] = code_pair_pos<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
-          a[3] = code_pair_pos<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
-        } else {
-          a[0] = code_pair_sub<KB>(kwd[2 * mt][p0 / kPK], p0 % kPK);
-          a[1] = code_pair_sub<KB>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK);
-          a[2] = code_pair_sub<KB>(kwd[2 * mt][p1 / kPK], p1 % kPK);
-          a[3] = code_pair_sub<KB>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK);
-        }
+        a[0] = code_operand<KB, kV1>(kwd[2 * mt][p0 / kPK], p0 % kPK, magic);
+        a[1] = code_operand<KB, kV1>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK, magic);
+        a[2] = code_operand<KB, kV1>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
+        a[3] = code_operand<KB, kV1>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
       }
@@ -629,17 +622,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         const int w0 = VB == 8 ? q0 / 2 : 0, f0 = q0 % kF;
         const int w1 = VB == 8 ? q1 / 2 : 0, f1 = q1 % kF;
         uint32_t a[4];
-        if constexpr (kV1) {
-          a[0] = code_pair_pos<VB>(vw[0][w0], f0, magic);
-          a[1] = code_pair_pos<VB>(vw[1][w0], f0, magic);
-          a[2] = code_pair_pos<VB>(vw[0][w1], f1, magic);
-          a[3] = code_pair_pos<VB>(vw[1][w1], f1, magic);
-        } else {
-          a[0] = code_pair_sub<VB>(vw[0][w0], f0);
-          a[1] = code_pair_sub<VB>(vw[1][w0], f0);
-          a[2] = code_pair_sub<VB>(vw[0][w1], f1);
-          a[3] = code_pair_sub<VB>(vw[1][w1], f1);
-        }
+        a[0] = code_operand<VB, kV1>(vw[0][w0], f0, magic);
+        a[1] = code_operand<VB, kV1>(vw[1][w0], f0, magic);
+        a[2] = code_operand<VB, kV1>(vw[0][w1], f1, magic);
+        a[3] = code_operand<VB, kV1>(vw[1][w1], f1, magic);
         mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * 32 + lane]);
       }
     }

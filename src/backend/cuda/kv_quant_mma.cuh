@@ -71,6 +71,13 @@ __device__ __forceinline__ uint32_t code_pair_sub(uint32_t x, int f) {
   return y & (m | (m << 16));
 }
 constexpr float kCodeSubScale = 16384.0f;  // 2^14: code_pair_sub's operand against code_pair_pos's "q 2^(pos - 10)"
+// One of the two forms, chosen at compile time (magic: code_pair_pos's
+// exponent register, unused by the subnormal form).
+template <int B, bool kOnePlus>
+__device__ __forceinline__ uint32_t code_operand(uint32_t x, int f, uint32_t magic) {
+  if constexpr (kOnePlus) return code_pair_pos<B>(x, f, magic);
+  else return code_pair_sub<B>(x, f);
+}
 
 __device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 
