@@ -255,8 +255,8 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     const auto [qs_steps, qs_after] = differ_without(&CudaTuning::quant_decode_qsmem);
     EXPECT_EQ(qs_steps + qs_after, 0) << "v3 with q in shared memory: other outputs than with q in registers";
     std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_steps + qs_after);
-    // Milestone 25's comparison forms (k2v2, head_dim 128, 4 query heads a
-    // KV head: the one-launch step's instantiation that has them). Operands
+    // Milestone 25's comparison forms (k2v2, head_dim 128 or 64, 4 query
+    // heads a KV head: the one-launch step's instantiations that have them). Operands
     // 1 + code (vsub=0): the same products, but the "1 +" part is added and
     // taken back out in the tensor cores' f32 sums, whose rounding then
     // acts on a ~4-64x larger sum: measured 3e-8 apart with the value
@@ -266,7 +266,7 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     // per score term, as with q rounded to f16: measured 3.4e-7 here (H200,
     // milestone 25), so 1e-6 -- outside v3's limit against the CPU, which is
     // why khl=0 is a comparison and not the default.
-    if (std::strcmp(c.mode, "k2v2") == 0 && c.d == 128 && c.n_heads == 4 * c.n_kv) {
+    if (std::strcmp(c.mode, "k2v2") == 0 && (c.d == 128 || c.d == 64) && c.n_heads == 4 * c.n_kv) {
       auto nmse_without = [&](bool CudaTuning::*flag) {
         std::vector<float> out_off, o2_off;
         cuda_tuning().*flag = false;
@@ -283,6 +283,24 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       EXPECT_GT(e_kf16, 0.0) << "khl=0 ran the same kernel (the form did not reach the launch)";
       std::printf("  v3 forms: operands 1 + code vs subnormal nmse %.3g, key B one rounding vs hi/lo nmse %.3g\n", e_v1,
                   e_kf16);
+      // Milestone 26: the stages filled by bulk copies (qbulk) hold the same
+      // bytes in the same places, so every output bit is the cp.async
+      // form's, with either key B form.
+      auto bulk_differ = [&](bool hilo) {
+        std::vector<float> out_c, o2_c, out_b, o2_b;
+        cuda_tuning().quant_key_hilo = hilo;
+        in.run(c, true, out_c, o2_c);
+        cuda_tuning().quant_bulk_copy = true;
+        in.run(c, true, out_b, o2_b);
+        cuda_tuning() = CudaTuning{};
+        EXPECT_EQ(bits_differ(o2_b, o2_c), 0) << "the cache after must not depend on the staging";
+        return bits_differ(out_b, out_c);
+      };
+      const int bulk_hilo = bulk_differ(true), bulk_f16 = bulk_differ(false);
+      EXPECT_EQ(bulk_hilo, 0) << "bulk-copy staging changed the step's outputs";
+      EXPECT_EQ(bulk_f16, 0) << "bulk-copy staging changed the step's outputs with khl=0";
+      std::printf("  v3 stages by bulk copies vs cp.async: %d (hi/lo), %d (khl=0) outputs differ\n", bulk_hilo,
+                  bulk_f16);
     }
     if (std::strstr(c.mode, ":rot") == nullptr) continue;
     // Milestone 19 rotates inside the inner cache's kernels; milestone 18's

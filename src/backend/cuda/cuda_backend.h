@@ -89,13 +89,18 @@ struct CudaTuning {
   // Milestone 25 (key "vsub"): v3's key and value code operands as exact
   // f16 subnormals (code_pair_sub), so neither B build has a "1 +" part to
   // take back out. false: milestone 9's 1 + code 2^(pos - 10) operands (a
-  // comparison, k2v2 head_dim 128 one-launch step only; elsewhere v3 always
-  // takes the subnormals).
+  // comparison, k2v2 head_dim 128 or 64 one-launch step only; elsewhere v3
+  // always takes the subnormals).
   bool quant_code_subnormal = true;
   // Milestone 25 (key "khl"): v3's key B operand as hi/lo f16 halves, so the
   // scores are exact in the codes. false: one f16 rounding of q s (as a
   // kernel that rounds q to f16; comparison only, same scope as vsub).
   bool quant_key_hilo = true;
+  // Milestone 26 (key "qbulk"): v3's stages filled by bulk (TMA) copies, one
+  // contiguous run a lane on an mbarrier a stage, instead of 16-byte
+  // cp.async by every lane. Same bytes, same bits (same scope as khl;
+  // not with vsub=0).
+  bool quant_bulk_copy = false;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;
