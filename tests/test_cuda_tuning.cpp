@@ -36,7 +36,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
       {"sfx=32", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..31 (got '32')"},
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
-      {"qbulk,vsub=0", "LONGKV_CUDA_TUNING: qbulk is not built with vsub=0"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
   };
@@ -50,8 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qbulk"})
-    EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
@@ -62,9 +60,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_EQ(forms.exit_code, 0) << forms.err;
   EXPECT_NE(forms.out.find("code operands 1 + code (vsub=0)"), std::string::npos) << forms.out;
   EXPECT_NE(forms.out.find("key B one f16 rounding (khl=0)"), std::string::npos) << forms.out;
-  const auto bulk = with("qbulk");  // milestone 26's staging by bulk copies, named in the kernels line
-  EXPECT_EQ(bulk.exit_code, 0) << bulk.err;
-  EXPECT_NE(bulk.out.find("stages by bulk copies (qbulk)"), std::string::npos) << bulk.out;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;

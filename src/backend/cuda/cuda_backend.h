@@ -96,11 +96,6 @@ struct CudaTuning {
   // scores are exact in the codes. false: one f16 rounding of q s (as a
   // kernel that rounds q to f16; comparison only, same scope as vsub).
   bool quant_key_hilo = true;
-  // Milestone 26 (key "qbulk"): v3's stages filled by bulk (TMA) copies, one
-  // contiguous run a lane on an mbarrier a stage, instead of 16-byte
-  // cp.async by every lane. Same bytes, same bits (same scope as khl;
-  // not with vsub=0).
-  bool quant_bulk_copy = false;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;

@@ -526,7 +526,6 @@ CudaTuning& cuda_tuning() {
       else if (k == "qqs") d.quant_decode_qsmem = on;
       else if (k == "vsub") d.quant_code_subnormal = on;
       else if (k == "khl") d.quant_key_hilo = on;
-      else if (k == "qbulk") d.quant_bulk_copy = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -538,14 +537,11 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, qbulk, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
     }
-    if (d.quant_bulk_copy && !d.quant_code_subnormal)
-      fail("LONGKV_CUDA_TUNING: qbulk is not built with vsub=0 (v3's comparison forms: vsub=0, khl=0, qbulk, "
-           "qbulk with khl=0)");
     return d;
   }();
   return t;
@@ -579,7 +575,6 @@ std::string cuda_tuning_description() {
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? "" : ", v3's k2v2 key B one f16 rounding (khl=0)") +
-         (t.quant_bulk_copy ? ", v3's k2v2 stages by bulk copies (qbulk)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

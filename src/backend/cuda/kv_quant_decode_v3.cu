@@ -139,26 +139,6 @@ struct V3Shape {
     return true;
   }
   static constexpr bool kChunkBases = chunk_bases_ok();
-  // The bulk form (kV3Bulk) copies a stage as runs: chunks contiguous in the
-  // record and in the ring. For k2v2 head_dim 128 these are 6 (the key code
-  // rows between paddings, the last with the key scales; the same for the
-  // values), so 6 lanes issue one copy each.
-  static constexpr __host__ __device__ int chunk_word(int i) { return chunk_dst(i % 32, i / 32); }
-  static constexpr __host__ __device__ bool run_starts(int i) {
-    return i == 0 || i == kKChunks || chunk_word(i) != chunk_word(i - 1) + 4;
-  }
-  static constexpr __host__ __device__ int run_first(int k) {  // first chunk of run k (kChunks past the last)
-    for (int i = 0, n = -1; i < kChunks; ++i)
-      if ((n += run_starts(i)) == k) return i;
-    return kChunks;
-  }
-  static constexpr int count_runs() {
-    int n = 0;
-    for (int i = 0; i < kChunks; ++i) n += run_starts(i);
-    return n;
-  }
-  static constexpr int kRuns = count_runs();
-  static_assert(kRuns <= 32, "bulk form: one run a lane");
   // Value B slot (__half index in bv[cg], column 0) of token 16 (i / 2) +
   // gid + 8 (i % 2) of thread gid.
   static constexpr __host__ __device__ int vdst(int gid, int i) {
@@ -207,11 +187,8 @@ struct V3Fuse {
 // 9's 1 + code 2^(pos - 10) operands, whose value B build subtracts the
 // rounded weights; kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half
 // (q s then carries one f16 rounding, as q does in a kernel that rounds q
-// to f16; the scores are no longer exact in the codes); kV3Bulk (qbulk)
-// the stages filled by bulk copies, one run a lane (V3Shape::kRuns), on
-// one mbarrier a stage, instead of 16-byte cp.async by every lane: the same
-// bytes in the same places, so the same bits (milestone 26).
-constexpr int kV3OnePlus = 1, kV3KeyF16 = 2, kV3Bulk = 4;
+// to f16; the scores are no longer exact in the codes).
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -233,11 +210,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
-  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16, kBulk = kForm & kV3Bulk;
+  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
   constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
-  __shared__ __align__(8) uint64_t v3_bar[kQuantWarps][kBulk ? kStages : 1];  // kBulk: one mbarrier a stage
   // Launched with PDL (CudaTuning::decode_pdl) the grid is resident before
   // the append kernels finish; it waits for them here, and only then lets the
   // fp16 part's split kernel (which reads the window they write) start.
@@ -261,9 +237,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
-  int cdst[S::kChunkBases || kBulk ? 1 : S::kChunks / 32];
+  int cdst[S::kChunkBases ? 1 : S::kChunks / 32];
   const int cb0 = S::chunk_dst(lane, 0), cb1 = 4 * lane;
-  if constexpr (!S::kChunkBases && !kBulk) {
+  if constexpr (!S::kChunkBases) {
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) cdst[r] = S::chunk_dst(lane, r);
   }
@@ -273,57 +249,21 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     else
       return cdst[r];
   };
-  // kBulk: lane k < kRuns copies run k of every stage: rbytes from record
-  // byte rsrc (of the value record if rval) to ring word rdst of the stage,
-  // completing on the stage's mbarrier (bar0 + 8 stage), whose phase parity
-  // per stage is a bit of `phase`.
-  int rdst = 0, rsrc = 0, rbytes = 0;
-  bool rval = false;
-  const uint32_t bar0 = smem_u32(&v3_bar[wi][0]);
-  int bnext = 0, bcur = 0;
-  uint32_t phase = 0;
-  if constexpr (kBulk) {
-#pragma unroll
-    for (int k = 0; k < S::kRuns; ++k)
-      if (lane == k) {
-        const int i0 = S::run_first(k), i1 = S::run_first(k + 1);
-        rdst = S::chunk_word(i0);
-        rval = i0 >= S::kKChunks;
-        rsrc = 16 * (rval ? i0 - S::kKChunks : i0);
-        rbytes = 16 * (i1 - i0);
-      }
-    if (lane == 0) {
-#pragma unroll
-      for (int i = 0; i < kStages; ++i) mbar_init(bar0 + 8 * i, 1);
-      fence_mbar_init();
-    }
-    __syncwarp();
-  }
   // Groups are staged in order, group g0 + j into stage j % kStages: the
   // next group's records (at this lane's first chunk) and its stage advance
   // by one per call, so a group costs no 64-bit multiply or modulo
   // (milestone 24: they were ~10% of the loop's SASS).
-  const uint8_t* knext = kcodes + (rid0 + g0) * geo.krec + (kBulk ? 0 : 16 * lane);
-  const uint8_t* vnext = vcodes + (rid0 + g0) * geo.vrec + (kBulk ? 0 : 16 * lane);
+  const uint8_t* knext = kcodes + (rid0 + g0) * geo.krec + 16 * lane;
+  const uint8_t* vnext = vcodes + (rid0 + g0) * geo.vrec + 16 * lane;
   int snext = 0;  // words from ring
   auto next_stage = [](int w) { return w == (kStages - 1) * kStageW ? 0 : w + kStageW; };
   auto stage_next = [&]() {
     uint32_t* dst = ring + snext;
-    if constexpr (kBulk) {
-      if (lane < S::kRuns) {
-        const uint32_t bar = bar0 + 8 * bnext;
-        fence_proxy_async();
-        if (lane == 0) mbar_arrive_expect(bar, 16 * S::kChunks);
-        bulk_copy(smem_u32(dst + rdst), (rval ? vnext : knext) + rsrc, rbytes, bar);
-      }
-      bnext = bnext == kStages - 1 ? 0 : bnext + 1;
-    } else {
 #pragma unroll
-      for (int r = 0; r < S::kChunks / 32; ++r) {
-        const int i = lane + 32 * r;
-        if (!(pb & 16))
-          cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
-      }
+    for (int r = 0; r < S::kChunks / 32; ++r) {
+      const int i = lane + 32 * r;
+      if (!(pb & 16))
+        cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
     }
     knext += geo.krec;
     vnext += geo.vrec;
@@ -332,7 +272,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
     if (g0 + i < g1) stage_next();
-    if constexpr (!kBulk) cp_async_commit();
+    cp_async_commit();
   }
 
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
@@ -476,14 +416,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 
   for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
     if (grp + kStages - 1 < g1) stage_next();
-    if constexpr (kBulk) {
-      mbar_wait(bar0 + 8 * bcur, (phase >> bcur) & 1);
-      phase ^= 1u << bcur;
-      bcur = bcur == kStages - 1 ? 0 : bcur + 1;
-    } else {
-      cp_async_commit();
-      cp_async_wait<kStages - 1>();
-    }
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
     __syncwarp();
     const uint32_t* st = ring + scur;
 
@@ -793,9 +727,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-static_assert(V3Shape<128, 4, 2, 2, 3, true>::kRuns == 6 && V3Shape<64, 4, 2, 2, 3, true>::kRuns == 6,
-              "k2v2 stages as 6 runs: key codes between paddings (the last with the key scales), the same for values");
-
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
@@ -807,16 +738,10 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
       if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
-                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16) |
-                         (cuda_tuning().quant_bulk_copy ? kV3Bulk : 0);
-        switch (form) {
-          case 1: return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
-          case 2: return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
-          case 3: return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
-          case 4: return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 4>(a, s, warps);
-          case 6: return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 6>(a, s, warps);
-          default: break;  // 0; 5 and 7 (qbulk with vsub=0) fail when the setting is parsed
-        }
+                         (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
+        if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
+        if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
+        if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }
       return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
     }

@@ -106,38 +106,6 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-// Bulk (TMA) copies into shared memory, completing on an mbarrier (sm_90).
-// A bulk copy lands in whole 128-byte shared-memory wavefronts, where 16-byte
-// cp.async pieces of one warp instruction split into more.
-__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-// After mbar_init: the initialization visible to the async proxy (the copies).
-__device__ __forceinline__ void fence_mbar_init() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
-// Orders the warp's earlier shared-memory reads (made visible to this thread
-// by a __syncwarp) before this thread's later bulk copies into the same bytes.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// Arrives on bar and adds `bytes` to the transaction count its phase waits
-// for (copies that complete first make the count negative meanwhile).
-__device__ __forceinline__ void mbar_arrive_expect(uint32_t bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-// `bytes` (a multiple of 16, both addresses 16-byte aligned) global -> shared.
-__device__ __forceinline__ void bulk_copy(uint32_t smem, const void* gmem, unsigned bytes, uint32_t bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smem),
-               "l"(gmem), "r"(bytes), "r"(bar)
-               : "memory");
-}
-// Waits until bar's phase of the given parity has completed.
-__device__ __forceinline__ void mbar_wait(uint32_t bar, unsigned parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra WAIT_%=;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-}
-
 // 16 bytes global -> shared (a shared-window address), bypassing L1; with ok
 // false the 16 bytes are zero-filled and nothing is read (tokens past the end
 // may be uninitialized memory, and zeros times a zero weight stay zero).
