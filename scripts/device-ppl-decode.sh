@@ -3,7 +3,7 @@
 # WikiText-2 perplexity of the evaluation model streamed one token per
 # forward call (--batch 1), so every position after the first window's
 # sinks and window attends through the decode step -- the one-launch step's
-# v3 kernel, whose comparison forms (LONGKV_CUDA_TUNING vsub=0, khl=0, qbulk)
+# v3 kernel, whose comparison forms (LONGKV_CUDA_TUNING vsub=0, khl)
 # the evaluation model's shape (k2v2, head_dim 64, 4 query heads a KV head)
 # instantiates. One GPU run per setting in PPL_SETTINGS ("-" = defaults), then
 # the same on the CPU engine (CPU=0: GPU only). Needs .devdeps as

@@ -223,8 +223,16 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block && cuda_tuning().rot_in_step &&
               cuda_tuning().rot_q_regs && cuda_tuning().quant_decode_qsmem && cuda_tuning().quant_code_subnormal &&
-              cuda_tuning().quant_key_hilo)
+              !cuda_tuning().quant_key_hilo)
       << "defaults changed";
+  // Every comparison below but the last of the forms runs v3 with the exact
+  // key B (khl): the k2v2 one-launch step's default rounds it once
+  // (milestone 26), which the old path does not, and is compared last with
+  // the exact form. Other instantiations always take hi/lo.
+  struct Restore {
+    ~Restore() { cuda_tuning() = CudaTuning{}; }
+  } restore;
+  cuda_tuning().quant_key_hilo = true;
   for (const auto& c : cases) {
     const StepData in(c, 41);
     SCOPED_TRACE(in.name);
@@ -256,16 +264,18 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     EXPECT_EQ(qs_steps + qs_after, 0) << "v3 with q in shared memory: other outputs than with q in registers";
     std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_steps + qs_after);
     // Milestone 25's comparison forms (k2v2, head_dim 128 or 64, 4 query
-    // heads a KV head: the one-launch step's instantiations that have them). Operands
-    // 1 + code (vsub=0): the same products, but the "1 +" part is added and
-    // taken back out in the tensor cores' f32 sums, whose rounding then
-    // acts on a ~4-64x larger sum: measured 3e-8 apart with the value
-    // operands alone, each form 1e-9..1e-8 from the CPU
-    // (CudaQuant.DecodeFromCodesMatchesCpuCache); limit 1e-7, v3's limit
-    // against the CPU. Key B rounded to f16 once (khl=0): ~2^-12 relative
-    // per score term, as with q rounded to f16: measured 3.4e-7 here (H200,
-    // milestone 25), so 1e-6 -- outside v3's limit against the CPU, which is
-    // why khl=0 is a comparison and not the default.
+    // heads a KV head: the one-launch step's instantiations that have them),
+    // each against the exact form (hi/lo key B, subnormal code operands).
+    // Operands 1 + code (vsub=0): the same products, but the "1 +" part is
+    // added and taken back out in the tensor cores' f32 sums, whose rounding
+    // then acts on a ~4-64x larger sum: measured 3.3e-8 apart at head_dim
+    // 128 and 4,099 tokens, 3.4e-7 at head_dim 64 and 40,000 tokens (H200,
+    // milestone 26); limit 1e-6. Key B rounded to f16 once (khl=0, the
+    // default since milestone 26): ~2^-12 relative per score term, as with q
+    // rounded to f16: measured 3.4e-7 .. 5e-7 here, so 1e-6 -- outside v3's
+    // 1e-7 against the CPU, which the exact form keeps; the evaluation
+    // model's perplexity through the decode step is the measure that made it
+    // the default (docs/cuda-notes.md, milestone 26).
     if (std::strcmp(c.mode, "k2v2") == 0 && (c.d == 128 || c.d == 64) && c.n_heads == 4 * c.n_kv) {
       auto nmse_without = [&](bool CudaTuning::*flag) {
         std::vector<float> out_off, o2_off;
@@ -277,9 +287,9 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       };
       const double e_v1 = nmse_without(&CudaTuning::quant_code_subnormal);
       const double e_kf16 = nmse_without(&CudaTuning::quant_key_hilo);
-      EXPECT_LT(e_v1, 1e-7) << "operands 1 + code against subnormal codes";
+      EXPECT_LT(e_v1, 1e-6) << "operands 1 + code against subnormal codes";
       EXPECT_GT(e_v1, 0.0) << "vsub=0 ran the same kernel (the form did not reach the launch)";
-      EXPECT_LT(e_kf16, 1e-6) << "key B rounded once against hi/lo";
+      EXPECT_LT(e_kf16, 1e-6) << "key B rounded once (the default) against hi/lo";
       EXPECT_GT(e_kf16, 0.0) << "khl=0 ran the same kernel (the form did not reach the launch)";
       std::printf("  v3 forms: operands 1 + code vs subnormal nmse %.3g, key B one rounding vs hi/lo nmse %.3g\n", e_v1,
                   e_kf16);

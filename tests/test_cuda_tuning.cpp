@@ -56,10 +56,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto qs = with("qqs=0");  // v3's q in registers (milestone 24's default off), named in the kernels line
   EXPECT_EQ(qs.exit_code, 0) << qs.err;
   EXPECT_NE(qs.out.find("v3's q in registers"), std::string::npos) << qs.out;
-  const auto forms = with("vsub=0,khl=0");  // v3's comparison forms (milestone 25), named in the kernels line
+  const auto forms = with("vsub=0,khl");  // v3's comparison forms (milestones 25, 26), named in the kernels line
   EXPECT_EQ(forms.exit_code, 0) << forms.err;
   EXPECT_NE(forms.out.find("code operands 1 + code (vsub=0)"), std::string::npos) << forms.out;
-  EXPECT_NE(forms.out.find("key B one f16 rounding (khl=0)"), std::string::npos) << forms.out;
+  EXPECT_NE(forms.out.find("key B hi/lo (khl)"), std::string::npos) << forms.out;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;

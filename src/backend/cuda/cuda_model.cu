@@ -574,7 +574,7 @@ std::string cuda_tuning_description() {
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
-         (t.quant_key_hilo ? "" : ", v3's k2v2 key B one f16 rounding (khl=0)") +
+         (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -41,7 +41,9 @@
 // - With CudaTuning::decode_pdl it is launched with PDL behind the append
 //   kernels (waiting for them on the device) and lets the fp16 part's split
 //   kernel start beside it.
-// Exactness of the keys is unchanged (hi/lo B, exact code operands).
+// Exactness of the keys is unchanged (hi/lo B, exact code operands), except
+// in the k2v2 one-launch instantiations, whose default since milestone 26 is
+// key B rounded to f16 once (kV3KeyF16 below).
 //
 // Milestone 25 (kForm): the code operands as f16 subnormals, so no B build
 // takes a "1 +" part back out: 669 -> 634 SASS a group, v3 ~1.7% faster,
@@ -175,7 +177,8 @@ struct V3Fuse {
   bool rot_regs = false;   // CudaTuning::rot_q_regs
 };
 
-// kForm: the operand forms (milestone 25). 0, the default everywhere: key
+// kForm: the operand forms (milestone 25). 0, the default everywhere but in
+// the two instantiations below (whose default is kV3KeyF16): key
 // and value A operands are code_pair_sub's exact subnormals (2^-14 of
 // milestone 9's scale, put back by one FMA per score and output), so there
 // is no "1 +" part: the value B build only rounds p s to f16 and adds the
@@ -185,9 +188,11 @@ struct V3Fuse {
 // d128, and of the evaluation model's, d64, for its quality runs) as
 // comparisons: kV3OnePlus (LONGKV_CUDA_TUNING vsub=0) milestone
 // 9's 1 + code 2^(pos - 10) operands, whose value B build subtracts the
-// rounded weights; kV3KeyF16 (khl=0) key B rounded to f16 once, no lo half
-// (q s then carries one f16 rounding, as q does in a kernel that rounds q
-// to f16; the scores are no longer exact in the codes).
+// rounded weights; kV3KeyF16 (khl=0, their default since milestone 26) key
+// B rounded to f16 once, no lo half (q s then carries one f16 rounding, as q
+// does in a kernel that rounds q to f16; the scores are no longer exact in
+// the codes, and the evaluation model's perplexity through the decode step
+// moved 0.13%: docs/cuda-notes.md, milestone 26).
 constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
