@@ -79,9 +79,7 @@ struct CudaTuning {
   // rounded once to f16); the default since it measured faster on H100
   // (docs/cuda-notes.md, milestone 9). false: milestone 4's / quant_decode_v2.
   bool quant_decode_v3 = true;
-  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2);
-  // 4 only for the k2v2 head_dim 128 one-launch step's default form.
-  int quant_decode_stages = 0;
+  int quant_decode_stages = 0;  // v3: groups staged per warp, 2 or 3 (0: 3 for k + v <= 8 bits, else 2)
   // Milestone 24 (key "qqs"): v3's per-lane q (2^(10 - pos) q scale) in
   // shared memory once per block, read per group, instead of 16 registers
   // held through the loop (the one-launch step's 3-stage v3 with 4 query

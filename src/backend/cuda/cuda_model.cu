@@ -531,9 +531,9 @@ CudaTuning& cuda_tuning() {
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
         const long top = k == "qfx" ? 511 : 31;
-        if (v.empty() || *end != '\0' || n < 0 || n > top || (k == "qstg" && n != 0 && (n < 2 || n > 4)))
+        if (v.empty() || *end != '\0' || n < 0 || n > top || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
-               k == "qstg" ? "0, 2, 3 or 4" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..31", v.c_str());
+               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..31", v.c_str());
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else

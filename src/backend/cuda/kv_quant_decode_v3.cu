@@ -783,26 +783,10 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
 }
 
 // Stages: CudaTuning::quant_decode_stages (0: 3 when k + v <= 8 bits, else
-// 2; with more bits the shared memory of 3 stages would cost resident warps;
-// 4 for one instantiation, a comparison).
+// 2; with more bits the shared memory of 3 stages would cost resident warps).
 template <int D, int GP, int KB, int VB>
 void launch_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   const int want = cuda_tuning().quant_decode_stages;
-  // qstg=4 (milestone 26, llama3-8b's k2v2 one-launch step only; other
-  // launches of this shape take 3 stages): 3 groups in flight ahead instead
-  // of 2, at the default form.
-  if constexpr (D == 128 && GP == 4 && KB == 2 && VB == 2) {
-    if (want == 4 && (a.fuse || warps)) {
-      LONGKV_CHECK(cuda_tuning().quant_decode_qsmem && cuda_tuning().quant_code_subnormal &&
-                       !cuda_tuning().quant_key_hilo,
-                   "LONGKV_CUDA_TUNING qstg=4 is built only for the k2v2 one-launch step's default form (not with "
-                   "qqs=0, vsub=0 or khl)");
-      return launch_v3_stages<D, GP, KB, VB, 4, false, true, kV3KeyF16>(a, s, warps);
-    }
-  }
-  LONGKV_CHECK(want != 4 || (D == 128 && GP == 4 && KB == 2 && VB == 2),
-               "LONGKV_CUDA_TUNING qstg=4 is built only for k2v2 at head_dim 128 with <= 4 query heads a KV head "
-               "(this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   if constexpr (KB + VB <= 8) {
     if (want != 2) return launch_v3_stages<D, GP, KB, VB, 3>(a, s, warps);
   }
