@@ -95,10 +95,10 @@ struct CudaTuning {
   // Milestone 25 (key "khl"): v3's key B operand as hi/lo f16 halves, so the
   // scores are exact in the codes. false (the default since milestone 26,
   // same scope as vsub; elsewhere v3 always takes hi/lo): one f16 rounding
-  // of q s, as in a kernel that rounds q to f16. H200, k2v2 at 131K: v3 -2.6%,
-  // the step -2%; the evaluation model's perplexity through the decode step
-  // moved 0.13% (the GPU's hi/lo run is 0.08% from the CPU's, bar 0.5%;
-  // docs/cuda-notes.md, milestone 26).
+  // of q s, as in a kernel that rounds q to f16. H200, k2v2 at 131K: v3
+  // -2.3..-3.6%, the step -1..-2%; the evaluation model's perplexity through
+  // the decode step moved 0.13% (the GPU's hi/lo run is 0.08% from the CPU's,
+  // bar 0.5%; docs/cuda-notes.md, milestone 26).
   bool quant_key_hilo = false;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
