@@ -221,8 +221,13 @@ struct CudaTuning {
   // Diagnostics of a single-token step (LONGKV_CUDA_TUNING "sfx=N"; wrong
   // results, timing only): each layer's launches left out -- bit 1 the q|k|v
   // GEMV, 2 the attention, 4 the wo GEMV, 8 the gate|up GEMV, 16 the down
-  // GEMV -- so the step's time without them is what they cost in the pipeline.
+  // GEMV -- so the step's time without them is what they cost in the pipeline;
+  // 32 returns no logits (their copy to the host left out).
   int step_probe = 0;
+  // Milestone 26 (key "lpin"): a single-token step's logits copied to the
+  // host through a pinned buffer, then to the caller's memory, instead of
+  // by cudaMemcpyAsync into the caller's (pageable) memory.
+  bool logits_pinned = false;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").

@@ -127,6 +127,7 @@ class CudaModelImpl final : public CudaModel {
     ws_.b.reserve(static_cast<size_t>(cfg_.n_heads) * parts * 2 * sizeof(float));
     LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
     LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&logits_host_, sizeof(float) * cfg_.n_vocab));
     dpos_.resize(sizeof(int));
     decode_block_reserve(ws_, cfg_.n_kv_heads);
     for (auto& cache : caches_) cache->set_step_position(dpos_.as<int>());
@@ -137,6 +138,7 @@ class CudaModelImpl final : public CudaModel {
     if (exec_) cudaGraphExecDestroy(exec_);
     if (ids_host_) cudaFreeHost(ids_host_);
     if (pos_host_) cudaFreeHost(pos_host_);
+    if (logits_host_) cudaFreeHost(logits_host_);
     caches_.clear();
     cublasDestroy(ws_.cublas);
     cudaEventDestroy(ev_a_);
@@ -219,10 +221,15 @@ class CudaModelImpl final : public CudaModel {
       timed = enqueue(tokens, n, pos, logits != nullptr, all_logits);
       if (n == 1) ++direct_steps_;
     }
-    if (logits)
-      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
-                                        s_));
+    // One row of logits through the pinned buffer (CudaTuning::logits_pinned):
+    // a copy into pageable memory goes through the driver's own staging.
+    const bool pinned = logits && rows == 1 && cuda_tuning().logits_pinned;
+    const bool no_copy = n == 1 && (cuda_tuning().step_probe & 32);  // diagnostics only: logits not returned
+    if (logits && !no_copy)
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(pinned ? logits_host_ : logits, logits_.as(), sizeof(float) * rows * c.n_vocab,
+                                        cudaMemcpyDeviceToHost, s_));
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    if (pinned && !no_copy) std::memcpy(logits, logits_host_, sizeof(float) * c.n_vocab);
     if (timed) {
       float ms = 0;
       // Events recorded by graph nodes time like stream events; should a
@@ -437,6 +444,7 @@ class CudaModelImpl final : public CudaModel {
   DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
   DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
   int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
+  float* logits_host_ = nullptr;      // pinned: one row of logits (CudaTuning::logits_pinned)
   int* pos_host_ = nullptr;           // pinned: the position, copied to dpos_ by every single-token step
   DeviceBuffer dpos_;
   cudaGraphExec_t exec_ = nullptr;
@@ -526,18 +534,19 @@ CudaTuning& cuda_tuning() {
       else if (k == "qqs") d.quant_decode_qsmem = on;
       else if (k == "vsub") d.quant_code_subnormal = on;
       else if (k == "khl") d.quant_key_hilo = on;
+      else if (k == "lpin") d.logits_pinned = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
-        const long top = k == "qfx" ? 511 : 31;
+        const long top = k == "qfx" ? 511 : 63;
         if (v.empty() || *end != '\0' || n < 0 || n > top || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
-               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..31", v.c_str());
+               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..63", v.c_str());
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, lpin, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -575,6 +584,7 @@ std::string cuda_tuning_description() {
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
+         (t.logits_pinned ? ", logits through a pinned buffer (lpin)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
