@@ -563,6 +563,49 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
   }
 }
 
+// forward_view (milestone 26: the logits left in the model's pinned buffer,
+// as `longkv run` and the bench read them) returns the bits forward copies
+// into the caller's memory: after a prompt and over 180 steps, past k2v2's
+// first group (token 164), so through the graphed one-launch quantized step.
+TEST(Cuda, ForwardViewMatchesForward) {
+  LONGKV_REQUIRE_CUDA();
+  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+  LONGKV_REQUIRE_SHARED(kModel);
+  LoadedModel lm = load_model(test::shared_path(kModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  for (const char* mode : {"f16", "k2v2"}) {
+    SCOPED_TRACE(mode);
+    constexpr int kPrompt = 20, kSteps = 180;
+    CudaModelOptions o;
+    o.max_tokens = kPrompt + kSteps + 1;
+    o.kv_mode = mode;
+    auto copied = CudaModel::create(lm.weights, o);
+    auto viewed = CudaModel::create(lm.weights, o);
+    std::vector<int32_t> prompt(kPrompt);
+    for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 131 + 7) % nv);
+    std::vector<float> a(nv);
+    copied->forward(prompt.data(), kPrompt, 0, a.data(), false);
+    float* view = viewed->forward_view(prompt.data(), kPrompt, 0);
+    int differ = std::memcmp(view, a.data(), sizeof(float) * nv) != 0;
+    int moved = 0;
+    for (int i = 0; i < kSteps; ++i) {
+      const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+      view[0] = -1e30f;  // the caller may write into the view (a sampler's penalties)
+      copied->forward(&t, 1, kPrompt + i, a.data(), false);
+      float* v = viewed->forward_view(&t, 1, kPrompt + i);
+      moved += v != view;
+      differ += std::memcmp(v, a.data(), sizeof(float) * nv) != 0;
+    }
+    EXPECT_EQ(differ, 0) << "positions whose viewed logits differ from the copied ones";
+    EXPECT_EQ(moved, 0) << "the view moved between calls";
+    if (viewed->graphs()) {  // LONGKV_CUDA_GRAPHS=0: every step launched
+      EXPECT_GT(viewed->graph_replays(), kSteps / 2);
+    }
+    std::printf("forward_view vs forward, %s, prompt %d + %d steps: %d positions differ, %d graph replays\n", mode,
+                kPrompt, kSteps, differ, viewed->graph_replays());
+  }
+}
+
 // Not a pass/fail speed test: prints what one GEMV streams (8B shapes) and
 // the host cost of a launch, for docs/cuda-notes.md.
 TEST(Cuda, GemvSpeedReport) {

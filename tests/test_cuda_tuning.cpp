@@ -49,7 +49,8 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl"}) EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "lpage"})
+    EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
@@ -60,6 +61,9 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_EQ(forms.exit_code, 0) << forms.err;
   EXPECT_NE(forms.out.find("code operands 1 + code (vsub=0)"), std::string::npos) << forms.out;
   EXPECT_NE(forms.out.find("key B hi/lo (khl)"), std::string::npos) << forms.out;
+  const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
+  EXPECT_EQ(page.exit_code, 0) << page.err;
+  EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;

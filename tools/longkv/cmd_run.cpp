@@ -80,35 +80,44 @@ int cmd_run(const RunOptions& o) {
   } else {
     session = std::make_unique<Session>(model, o.kv, max_tokens);
   }
+  // The last position's logits: a copy of the CPU session's, or the GPU
+  // model's own pinned buffer (forward_view: no staged copy), which the
+  // sampler may modify until the next step.
   std::vector<float> logits(cfg.n_vocab);
   int pos = 0;
-  auto prefill = [&](const std::vector<int32_t>& toks) {
-    if (!gpu) return session->prefill(toks, o.batch);
+  auto prefill = [&](const std::vector<int32_t>& toks) -> float* {
+    if (!gpu) {
+      logits = session->prefill(toks, o.batch);
+      return logits.data();
+    }
+    float* last = nullptr;
     for (size_t p = 0; p < toks.size(); p += o.batch) {
       const int n = static_cast<int>(std::min<size_t>(o.batch, toks.size() - p));
-      gpu->forward(toks.data() + p, n, pos, logits.data(), false);
+      last = gpu->forward_view(toks.data() + p, n, pos);
       pos += n;
     }
-    return logits;
+    return last;
   };
-  auto decode = [&](int32_t tok) {
-    if (!gpu) return session->decode(tok);
-    gpu->forward(&tok, 1, pos++, logits.data(), false);
-    return logits;
+  auto decode = [&](int32_t tok) -> float* {
+    if (!gpu) {
+      logits = session->decode(tok);
+      return logits.data();
+    }
+    return gpu->forward_view(&tok, 1, pos++);
   };
 
   Sampler sampler(o.sampling);
   std::vector<int32_t> history = tokens;
 
   const double t0 = now_seconds();
-  logits = prefill(tokens);
+  float* cur = prefill(tokens);
   const double t_prompt = now_seconds() - t0;
 
   int32_t prev = tokens.back();
   int generated = 0;
   const double t1 = now_seconds();
   for (int i = 0; i < n_predict; ++i) {
-    const int32_t next = sampler.sample(logits.data(), cfg.n_vocab, history);
+    const int32_t next = sampler.sample(cur, cfg.n_vocab, history);
     if (next == rt.tokenizer->eos() && !o.ignore_eos) break;
     const std::string piece = rt.tokenizer->decode_token(prev, next);
     std::fwrite(piece.data(), 1, piece.size(), stdout);
@@ -116,7 +125,7 @@ int cmd_run(const RunOptions& o) {
     history.push_back(next);
     prev = next;
     ++generated;
-    if (i + 1 < n_predict) logits = decode(next);
+    if (i + 1 < n_predict) cur = decode(next);
   }
   const double t_gen = now_seconds() - t1;
   // The generated text ends with a newline on stdout so a redirect gives a

@@ -89,13 +89,12 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     auto model = CudaModel::create(w, mo);
     const int depth = mo.max_tokens - o.n_gen - 1;
     model->fill_random_kv(depth, 11);
-    std::vector<float> logits(c.n_vocab);
     const int32_t tok = 1;
-    model->forward(&tok, 1, depth, logits.data(), false);  // warm-up (workspace growth)
+    model->forward_view(&tok, 1, depth);  // warm-up (workspace growth)
     model->clear();
     model->fill_random_kv(depth, 11);
     const double ts = now_seconds();
-    for (int i = 0; i < o.n_gen; ++i) model->forward(&tok, 1, depth + i, logits.data(), false);
+    for (int i = 0; i < o.n_gen; ++i) model->forward_view(&tok, 1, depth + i);
     const double per_tok = (now_seconds() - ts) / std::max(1, o.n_gen);
     const KvFootprint fp = model->kv_footprint();
     const double step = static_cast<double>(model->weight_bytes()) + static_cast<double>(fp.gpu_bytes);
@@ -120,7 +119,8 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
   const bool graphs = cuda_graphs_default();
   std::printf("\n## longkv bench (CUDA)\n\nmodel: %s  \ndevice: %s  \nmeasured copy bandwidth: %.1f GB/s "
               "(device-to-device cudaMemcpy of 1 GiB, read + write)  \nprefill GEMM: %s  \ncontext fill: %s  \n"
-              "decode steps: %s  \nkernels: %s\n\n",
+              "decode steps: %s; each step's logits to the host as `longkv run` reads them (the model's pinned "
+              "buffer)  \nkernels: %s\n\n",
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
                           : "real prefill of random tokens",
@@ -131,7 +131,6 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
               "| attn TFLOP/s |\n");
   std::printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   const ModelConfig& c = w.cfg;
-  std::vector<float> logits(c.n_vocab);
   for (const std::string& mode : modes) {
     CudaModelOptions mo;
     mo.kv_mode = mode;
@@ -170,7 +169,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
           fill();
           model->timings() = {};
           const double ts = now_seconds();
-          model->forward(toks.data(), o.n_prompt, depth, logits.data(), false);
+          model->forward_view(toks.data(), o.n_prompt, depth);
           const double dt = now_seconds() - ts;
           if ((r > 0 || o.reps == 0) && dt < best) {
             best = dt;
@@ -192,7 +191,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
           fill();
           model->timings() = {};
           const double ts = now_seconds();
-          for (int i = 0; i < o.n_gen; ++i) model->forward(&toks[i], 1, depth + i, logits.data(), false);
+          for (int i = 0; i < o.n_gen; ++i) model->forward_view(&toks[i], 1, depth + i);
           const double dt = now_seconds() - ts;
           if (r > 0 && dt < best) {
             best = dt;

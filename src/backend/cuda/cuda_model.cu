@@ -175,6 +175,27 @@ class CudaModelImpl final : public CudaModel {
   ForwardTimings& timings() override { return timings_; }
 
   void forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits) override {
+    run(tokens, n, pos, logits, all_logits);
+  }
+  float* forward_view(const int32_t* tokens, int n, int pos) override {
+    if (cuda_tuning().logits_pageable) {  // the comparison: the copy into pageable memory, as forward makes it
+      logits_pageable_.resize(cfg_.n_vocab);
+      run(tokens, n, pos, logits_pageable_.data(), false);
+      return logits_pageable_.data();
+    }
+    run(tokens, n, pos, logits_host_, false);
+    return logits_host_;
+  }
+  int graph_captures() const override { return captures_; }
+  int graph_replays() const override { return replays_; }
+
+ private:
+  // forward's work; logits may be logits_host_ (forward_view), whose copy is
+  // then one DMA from the device. Into pageable memory the driver stages the
+  // copy through a pinned buffer of its own and copies again on the host:
+  // ~55 us a step of the GPU idling for 501 KiB of llama3-8b logits on the
+  // H200 (docs/cuda-notes.md, milestone 26).
+  void run(const int32_t* tokens, int n, int pos, float* logits, bool all_logits) {
     const ModelConfig& c = cfg_;
     LONGKV_CHECK(n >= 1, "forward needs at least one token");
     LONGKV_CHECK(pos == kv_size(), "forward at position %d but the caches hold %d tokens", pos, kv_size());
@@ -221,15 +242,11 @@ class CudaModelImpl final : public CudaModel {
       timed = enqueue(tokens, n, pos, logits != nullptr, all_logits);
       if (n == 1) ++direct_steps_;
     }
-    // One row of logits through the pinned buffer (CudaTuning::logits_pinned):
-    // a copy into pageable memory goes through the driver's own staging.
-    const bool pinned = logits && rows == 1 && cuda_tuning().logits_pinned;
     const bool no_copy = n == 1 && (cuda_tuning().step_probe & 32);  // diagnostics only: logits not returned
     if (logits && !no_copy)
-      LONGKV_CUDA_CHECK(cudaMemcpyAsync(pinned ? logits_host_ : logits, logits_.as(), sizeof(float) * rows * c.n_vocab,
-                                        cudaMemcpyDeviceToHost, s_));
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
+                                        s_));
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
-    if (pinned && !no_copy) std::memcpy(logits, logits_host_, sizeof(float) * c.n_vocab);
     if (timed) {
       float ms = 0;
       // Events recorded by graph nodes time like stream events; should a
@@ -240,10 +257,6 @@ class CudaModelImpl final : public CudaModel {
     timings_.total_s += now_seconds() - t0;
   }
 
-  int graph_captures() const override { return captures_; }
-  int graph_replays() const override { return replays_; }
-
- private:
   // Queues one forward pass on s_ (no synchronization, no host memory but
   // the token ids, which must stay valid until the work ran). Returns
   // whether the attention events were recorded.
@@ -444,7 +457,8 @@ class CudaModelImpl final : public CudaModel {
   DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
   DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
   int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
-  float* logits_host_ = nullptr;      // pinned: one row of logits (CudaTuning::logits_pinned)
+  float* logits_host_ = nullptr;      // pinned: one row of logits (forward_view)
+  std::vector<float> logits_pageable_;  // forward_view with CudaTuning::logits_pageable
   int* pos_host_ = nullptr;           // pinned: the position, copied to dpos_ by every single-token step
   DeviceBuffer dpos_;
   cudaGraphExec_t exec_ = nullptr;
@@ -534,7 +548,7 @@ CudaTuning& cuda_tuning() {
       else if (k == "qqs") d.quant_decode_qsmem = on;
       else if (k == "vsub") d.quant_code_subnormal = on;
       else if (k == "khl") d.quant_key_hilo = on;
-      else if (k == "lpin") d.logits_pinned = on;
+      else if (k == "lpage") d.logits_pageable = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -546,7 +560,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, lpin, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, lpage, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -584,7 +598,7 @@ std::string cuda_tuning_description() {
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
-         (t.logits_pinned ? ", logits through a pinned buffer (lpin)" : "") +
+         (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
