@@ -24,11 +24,11 @@ const std::string kWiki = "data/wikitext-2-raw/wiki.test.raw";
 
 std::string expected_greedy() { return test::read_file(shared_path("models/stories260K/expected_greedy_100.txt")); }
 
-// The error contract: exit code 1, nothing on stdout, and exactly one
-// "error: " line on stderr, the last one, containing `fragment` (progress
-// and configuration lines may come before it).
-void expect_one_error_line(const test::CmdResult& r, const std::string& fragment) {
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+// The error contract: exit code 1 (2 for usage errors), nothing on stdout,
+// and exactly one "error: " line on stderr, the last one, containing
+// `fragment` (progress and configuration lines may come before it).
+void expect_one_error_line(const test::CmdResult& r, const std::string& fragment, int exit_code = 1) {
+  EXPECT_EQ(r.exit_code, exit_code) << r.err;
   EXPECT_EQ(r.out, "");
   const size_t at = r.err.find("error: ");
   ASSERT_NE(at, std::string::npos) << r.err;
@@ -187,6 +187,33 @@ TEST(Cli, BenchGpuMemNeedsMaxCtx) {
                    "--gpu-mem 81559 --device cpu");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("--max-ctx searches GPU memory; not run on the CPU"), std::string::npos) << r.err;
+}
+
+// Usage errors: one line naming the option and what it takes, exit code 2
+// (CLI11's own checks printed DBL_MAX in 300 digits, and called 0 "not in
+// range 0.000000 to ..." where the option needs at least 1).
+TEST(Cli, UsageErrorsAreOneLineSayingWhatTheOptionTakes) {
+  const struct {
+    const char* args;
+    const char* fragment;
+  } cases[] = {
+      {"run -m x.gguf -p hi -n -5", "--n-predict: needs a whole number from 0 to 2147483647 (got '-5')"},
+      {"run -m x.gguf -p hi -b 0", "--batch: needs a whole number from 1 to 2147483647 (got '0')"},
+      {"run -m x.gguf -p hi -n 99999999999", "--n-predict: needs a whole number from 0 to 2147483647"},
+      {"perplexity -m x.gguf -f y.txt --ctx 0", "--ctx: needs a whole number from 1 to 2147483647 (got '0')"},
+      {"perplexity -m x.gguf -f y.txt --chunks -1", "--chunks: needs a whole number from 0"},
+      {"bench -m x.gguf --reps 0", "--reps: needs a whole number from 1"},
+      {"bench -m x.gguf -n abc", "--n-gen: needs a whole number from 0 to 2147483647 (got 'abc')"},
+      {"bench -m x.gguf --max-ctx --gpu-mem -3", "--gpu-mem: needs a number >= 0 (got '-3')"},
+      {"run -p hi", "--model is required"},
+      {"run -m x.gguf --bogus", "--bogus"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = run_cli(c.args);
+    expect_one_error_line(r, c.fragment, 2);
+    EXPECT_EQ(r.err.find("1797693"), std::string::npos) << r.err;
+  }
 }
 
 TEST(Cli, MissingModelFile) {

@@ -177,10 +177,12 @@ void register_bench(CLI::App& app) {
       ->delimiter(',');
   sub->add_option("-d,--depth", o->depths, "Context depths, e.g. 0,4096,32768")->delimiter(',')->capture_default_str();
   sub->add_option("--kv", o->kv_modes, std::string("KV cache modes, comma-separated, each ") + kKvModeGrammar)->delimiter(',')->capture_default_str();
-  sub->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens per prefill test (0: skip)")->capture_default_str();
-  sub->add_option("-n,--n-gen", o->n_gen, "Tokens per decode test (0: skip)")->capture_default_str();
+  sub->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens per prefill test (0: skip)")->capture_default_str()->check(
+      whole_at_least(0));
+  sub->add_option("-n,--n-gen", o->n_gen, "Tokens per decode test (0: skip)")->capture_default_str()->check(
+      whole_at_least(0));
   sub->add_option("-r,--reps", o->reps, "Repetitions (best is reported)")->capture_default_str()->check(
-      CLI::PositiveNumber);
+      whole_at_least(1));
   sub->add_option("--fill", o->fill, "How to reach a depth: auto, random (synthetic KV), prefill")
       ->capture_default_str();
   sub->add_flag("--no-membw", o->no_membw, "Skip the memory bandwidth measurement");
@@ -193,7 +195,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--gpu-mem", o->gpu_mem_mib,
                   "With --max-ctx: search as on a card whose total memory is this many MiB (e.g. 81559, what an "
                   "H100 80GB reports), by leaving the rest of a larger card unused; 0 = the whole card")
-      ->check(CLI::NonNegativeNumber)
+      ->check(number_at_least(0))
       ->needs(max_ctx)
       ->capture_default_str();
   sub->callback([o] {

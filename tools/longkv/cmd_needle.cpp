@@ -383,7 +383,7 @@ void register_needle(CLI::App& app) {
                   "Directory of essay .txt files (default: $LONGKV_SHARED/data/pg-essays if set, else "
                   "../shared/data/pg-essays)");
   sub->add_option("--answer-tokens", o->answer_tokens, "Greedy answer budget in tokens")->capture_default_str();
-  sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(whole_at_least(1));
   sub->add_option("--html", o->html, "Write a self-contained HTML heatmap report to FILE");
   sub->add_option("--json", o->json, "Write every trial (mode, length, depth, key, answer, correct) to FILE");
   sub->callback([o] { g_exit_code = cmd_needle(*o); });

@@ -291,10 +291,11 @@ void register_perplexity(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("perplexity", "Perplexity of a text file (DESIGN.md protocol), KV modes side by side");
   add_model_options(sub, o->model);
   sub->add_option("-f,--file", o->text_file, "Text file to score")->required();
-  sub->add_option("-c,--ctx", o->ctx, "Window size in tokens")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--chunks", o->chunks, "Score only the first K windows (0: all)")->capture_default_str();
+  sub->add_option("-c,--ctx", o->ctx, "Window size in tokens")->capture_default_str()->check(whole_at_least(1));
+  sub->add_option("--chunks", o->chunks, "Score only the first K windows (0: all)")->capture_default_str()->check(
+      whole_at_least(0));
   sub->add_option("-b,--batch", o->batch, "Tokens streamed per forward call")->capture_default_str()->check(
-      CLI::PositiveNumber);
+      whole_at_least(1));
   sub->add_option("--kv", o->kv_modes, std::string("KV cache mode(s), repeated or comma-separated, compared side by side (default f16); each ") + kKvModeGrammar)->delimiter(',');
   sub->add_option("--save-logits", o->save_logits, "Save the first mode's log-probabilities to FILE");
   sub->add_option("--kl-base", o->kl_base, "Compare against log-probabilities saved by --save-logits");

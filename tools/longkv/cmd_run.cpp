@@ -154,9 +154,9 @@ void register_run(CLI::App& app) {
   auto* p = sub->add_option("-p,--prompt", o->prompt, "Prompt text (default: start from BOS)");
   sub->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->excludes(p);
   sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(
-      CLI::NonNegativeNumber);
-  sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(CLI::NonNegativeNumber);
-  sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(CLI::PositiveNumber);
+      whole_at_least(0));
+  sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(whole_at_least(0));
+  sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(whole_at_least(1));
   sub->add_option("--kv", o->kv, std::string("KV cache mode: ") + kKvModeGrammar)->capture_default_str();
   sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
   sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();

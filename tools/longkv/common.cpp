@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/error.h"
 #include "core/timer.h"
@@ -12,6 +16,32 @@ namespace longkv::cli {
 
 int g_exit_code = 0;
 
+CLI::Validator whole_at_least(int lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || errno == ERANGE || v < lo || v > INT_MAX)
+          return "needs a whole number from " + std::to_string(lo) + " to " + std::to_string(INT_MAX) + " (got '" + s +
+                 "')";
+        return std::string();
+      },
+      "INT>=" + std::to_string(lo));
+}
+
+CLI::Validator number_at_least(double lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (s.empty() || *end != '\0' || !std::isfinite(v) || v < lo)
+          return "needs a number >= " + strprintf("%g", lo) + " (got '" + s + "')";
+        return std::string();
+      },
+      "NUM>=" + strprintf("%g", lo));
+}
+
 void add_model_options(CLI::App* app, ModelOptions& o, bool model_required) {
   auto* m = app->add_option("-m,--model", o.model,
                             "Model: GGUF file, llama2.c checkpoint, or Hugging Face directory (config.json + "
@@ -19,7 +49,7 @@ void add_model_options(CLI::App* app, ModelOptions& o, bool model_required) {
   if (model_required) m->required();
   app->add_option("--tokenizer", o.tokenizer,
                   "Tokenizer: llama2.c tokenizer.bin, or a GGUF whose vocabulary to use (default: the model's)");
-  app->add_option("-t,--threads", o.threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app->add_option("-t,--threads", o.threads, "Threads (default: all cores)")->check(whole_at_least(0));
 }
 
 static bool is_gguf_file(const std::string& path) {

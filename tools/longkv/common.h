@@ -17,6 +17,12 @@ struct ModelOptions {
   int threads = 0;        // 0: all cores
 };
 
+// Option checks that say what the option takes. CLI11's PositiveNumber and
+// NonNegativeNumber print their upper bound (DBL_MAX) in 300 digits and
+// reject 0 as "not in range 0.000000 to ...".
+CLI::Validator whole_at_least(int lo);      // an int >= lo
+CLI::Validator number_at_least(double lo);  // a finite number >= lo
+
 // Adds -m/--model, --tokenizer, -t/--threads to a subcommand.
 void add_model_options(CLI::App* app, ModelOptions& o, bool model_required = true);
 

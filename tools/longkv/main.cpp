@@ -18,7 +18,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version leave through CLI11 (exit code 0). A usage error
+    // is one "error: " line like every other error, with exit code 2.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s (see longkv --help, or longkv SUBCOMMAND --help)\n", e.what());
+    return 2;
   } catch (const longkv::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
