@@ -174,8 +174,12 @@ void register_bench(CLI::App& app) {
   sub->add_option("--wtype", o->wtype, "Weight type of the synthetic model (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)")
       ->capture_default_str();
   sub->add_option("--threads-list", o->threads, "Thread counts to measure, e.g. 1,2 (default: -t or all)")
-      ->delimiter(',');
-  sub->add_option("-d,--depth", o->depths, "Context depths, e.g. 0,4096,32768")->delimiter(',')->capture_default_str();
+      ->delimiter(',')
+      ->check(whole_at_least(0));
+  sub->add_option("-d,--depth", o->depths, "Context depths, e.g. 0,4096,32768")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(whole_at_least(0));
   sub->add_option("--kv", o->kv_modes, std::string("KV cache modes, comma-separated, each ") + kKvModeGrammar)->delimiter(',')->capture_default_str();
   sub->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens per prefill test (0: skip)")->capture_default_str()->check(
       whole_at_least(0));

@@ -94,7 +94,7 @@ void register_inspect(CLI::App& app) {
   auto o = std::make_shared<InspectOptions>();
   CLI::App* sub = app.add_subcommand("inspect", "Show a model's metadata, tensors and KV-cache cost");
   add_model_options(sub, o->model);
-  sub->add_option("-c,--ctx", o->ctx, "Context for the KV cost (default: the model's)");
+  sub->add_option("-c,--ctx", o->ctx, "Context for the KV cost (default: the model's)")->check(whole_at_least(0));
   sub->add_option("--kv", o->kv_modes, std::string("KV modes to cost, comma-separated, each ") + kKvModeGrammar)->delimiter(',')->capture_default_str();
   sub->add_flag("--no-metadata", o->no_metadata, "Do not list metadata");
   sub->add_flag("--no-tensors", o->no_tensors, "Do not list tensors");

@@ -1,5 +1,7 @@
 // longkv: long-context LLM inference with a compressed, searchable KV cache.
 #include <cstdio>
+#include <exception>
+#include <new>
 
 #include "common.h"
 #include "core/error.h"
@@ -30,6 +32,10 @@ int main(int argc, char** argv) {
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {  // a library's own exception (a bug here, but one line, not an abort)
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
   return g_exit_code;
