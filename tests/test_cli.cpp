@@ -205,6 +205,10 @@ TEST(Cli, UsageErrorsAreOneLineSayingWhatTheOptionTakes) {
       {"bench -m x.gguf --reps 0", "--reps: needs a whole number from 1"},
       {"bench -m x.gguf -n abc", "--n-gen: needs a whole number from 0 to 2147483647 (got 'abc')"},
       {"bench -m x.gguf --max-ctx --gpu-mem -3", "--gpu-mem: needs a number >= 0 (got '-3')"},
+      {"run -m x.gguf -p hi --temp -1", "--temp: needs a number >= 0 (got '-1')"},
+      {"run -m x.gguf -p hi --top-p 7", "--top-p: needs a number in (0, 1] (got '7')"},
+      {"run -m x.gguf -p hi --min-p nan", "--min-p: needs a number in [0, 1] (got 'nan')"},
+      {"run -m x.gguf -p hi --repeat-penalty 0", "--repeat-penalty: needs a number > 0 (got '0')"},
       {"bench -m x.gguf -d 0,-5", "--depth: needs a whole number from 0 to 2147483647 (got '-5')"},  // was an abort
       {"inspect -m x.gguf --ctx -4", "--ctx: needs a whole number from 0"},
       {"run -p hi", "--model is required"},

@@ -199,7 +199,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--gpu-mem", o->gpu_mem_mib,
                   "With --max-ctx: search as on a card whose total memory is this many MiB (e.g. 81559, what an "
                   "H100 80GB reports), by leaving the rest of a larger card unused; 0 = the whole card")
-      ->check(number_at_least(0))
+      ->check(number_in(0))
       ->needs(max_ctx)
       ->capture_default_str();
   sub->callback([o] {

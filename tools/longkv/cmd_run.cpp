@@ -158,14 +158,17 @@ void register_run(CLI::App& app) {
   sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(whole_at_least(0));
   sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(whole_at_least(1));
   sub->add_option("--kv", o->kv, std::string("KV cache mode: ") + kKvModeGrammar)->capture_default_str();
-  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str();
-  sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str();
-  sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str();
-  sub->add_option("--min-p", o->sampling.min_p, "Min-p (0: off)")->capture_default_str();
+  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str()->check(
+      number_in(0));
+  sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str()->check(whole_at_least(0));
+  sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str()->check(number_in(0, 1, true));
+  sub->add_option("--min-p", o->sampling.min_p, "Min-p (0: off)")->capture_default_str()->check(number_in(0, 1));
   sub->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1: off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, HUGE_VAL, true));
   sub->add_option("--repeat-last-n", o->sampling.repeat_last_n, "Tokens the penalty looks back over")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(whole_at_least(0));
   sub->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
   sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after end-of-sequence");
   sub->add_option("--device", o->device, "cpu or cuda (falls back to the CPU, saying why, without a GPU)")

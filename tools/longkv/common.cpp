@@ -30,16 +30,18 @@ CLI::Validator whole_at_least(int lo) {
       "INT>=" + std::to_string(lo));
 }
 
-CLI::Validator number_at_least(double lo) {
+CLI::Validator number_in(double lo, double hi, bool lo_open) {
+  const std::string range = std::isinf(hi) ? strprintf("%s %g", lo_open ? ">" : ">=", lo)
+                                           : strprintf("in %s%g, %g]", lo_open ? "(" : "[", lo, hi);
   return CLI::Validator(
-      [lo](std::string& s) -> std::string {
+      [=](std::string& s) -> std::string {
         char* end = nullptr;
         const double v = std::strtod(s.c_str(), &end);
-        if (s.empty() || *end != '\0' || !std::isfinite(v) || v < lo)
-          return "needs a number >= " + strprintf("%g", lo) + " (got '" + s + "')";
+        if (s.empty() || *end != '\0' || !std::isfinite(v) || v < lo || (lo_open && v == lo) || v > hi)
+          return "needs a number " + range + " (got '" + s + "')";
         return std::string();
       },
-      "NUM>=" + strprintf("%g", lo));
+      "NUM " + range);
 }
 
 void add_model_options(CLI::App* app, ModelOptions& o, bool model_required) {

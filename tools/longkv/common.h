@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -20,8 +21,9 @@ struct ModelOptions {
 // Option checks that say what the option takes. CLI11's PositiveNumber and
 // NonNegativeNumber print their upper bound (DBL_MAX) in 300 digits and
 // reject 0 as "not in range 0.000000 to ...".
-CLI::Validator whole_at_least(int lo);      // an int >= lo
-CLI::Validator number_at_least(double lo);  // a finite number >= lo
+CLI::Validator whole_at_least(int lo);  // an int >= lo
+// A finite number in [lo, hi] ((lo, hi] with lo_open); hi = infinity for none.
+CLI::Validator number_in(double lo, double hi = HUGE_VAL, bool lo_open = false);
 
 // Adds -m/--model, --tokenizer, -t/--threads to a subcommand.
 void add_model_options(CLI::App* app, ModelOptions& o, bool model_required = true);
