@@ -27,6 +27,9 @@
 namespace longkv {
 namespace {
 
+// The evaluation model (../shared; the tests that load it skip without it).
+constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+
 TEST(Cuda, UnavailableReasonIsOneClearLine) {
   std::string why;
   if (cuda_available(&why)) GTEST_SKIP() << "a CUDA device is present";
@@ -334,11 +337,10 @@ TEST(Cuda, UnsupportedKvModeIsOneClearError) {
 // the GPU decode path equal to the CPU engine's.
 TEST(Cuda, EvalModelMatchesReferenceLogits) {
   LONGKV_REQUIRE_CUDA();
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
   constexpr const char* kRef = "models/evalmodel/reference.json";
-  LONGKV_REQUIRE_SHARED(kModel);
+  LONGKV_REQUIRE_SHARED(kEvalModel);
   LONGKV_REQUIRE_SHARED(kRef);
-  LoadedModel lm = load_model(test::shared_path(kModel));
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
   SpmTokenizer tok(*lm.vocab);
   const auto ref = nlohmann::json::parse(test::read_file(test::shared_path(kRef)));
   const int nv = lm.weights.cfg.n_vocab;
@@ -413,9 +415,8 @@ std::pair<double, int> decode_vs_cpu(const ModelWeights& w, int steps, const cha
 
 TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
   LONGKV_REQUIRE_CUDA();
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
-  LoadedModel lm = load_model(test::shared_path(kModel));
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
   const double worst = decode_vs_cpu(lm.weights, 40).first;
   // Same f16 rounding of K/V on both sides, but a 1e-7 difference before
   // rounding flips some f16 values by one ulp (~5e-4), which eight layers
@@ -432,9 +433,8 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
 // (milestone 18): worst nmse 1.3e-4 over the 200 steps, top-1 200 of 200.
 TEST(Cuda, EvalModelRotatedDecodeMatchesCpuEngine) {
   LONGKV_REQUIRE_CUDA();
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
-  LoadedModel lm = load_model(test::shared_path(kModel));
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
   constexpr int kSteps = 200;
   const auto [worst, top1] = decode_vs_cpu(lm.weights, kSteps, "k4v4:rot");
   EXPECT_LT(worst, 1e-3);
@@ -455,11 +455,10 @@ TEST(Cuda, EvalModelRotatedDecodeMatchesCpuEngine) {
 // packing (nmse ~1).
 TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
   LONGKV_REQUIRE_CUDA();
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
+  LONGKV_REQUIRE_SHARED(kEvalModel);
   const std::string q4 = test::temp_dir() + "/evalmodel-q4_0.gguf";
   {
-    LoadedModel src = load_model(test::shared_path(kModel));
+    LoadedModel src = load_model(test::shared_path(kEvalModel));
     ASSERT_TRUE(src.vocab.has_value());
     save_model_gguf(src.weights, *src.vocab, q4, WeightType::Q4_0);
   }
@@ -488,9 +487,8 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
 // tokens 33 and 65 (a launch topology change inside the run).
 TEST(Cuda, GraphReplayMatchesDirectDecode) {
   LONGKV_REQUIRE_CUDA();
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
-  LoadedModel lm = load_model(test::shared_path(kModel));
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
   const int nv = lm.weights.cfg.n_vocab;
   // f16 replays one executable and crosses the split bucket at 256 tokens
   // (one more capture, the same executable updated). The quantized modes
@@ -569,9 +567,8 @@ TEST(Cuda, GraphReplayMatchesDirectDecode) {
 // first group (token 164), so through the graphed one-launch quantized step.
 TEST(Cuda, ForwardViewMatchesForward) {
   LONGKV_REQUIRE_CUDA();
-  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
-  LONGKV_REQUIRE_SHARED(kModel);
-  LoadedModel lm = load_model(test::shared_path(kModel));
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
   const int nv = lm.weights.cfg.n_vocab;
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
