@@ -263,6 +263,12 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     const auto [qs_steps, qs_after] = differ_without(&CudaTuning::quant_decode_qsmem);
     EXPECT_EQ(qs_steps + qs_after, 0) << "v3 with q in shared memory: other outputs than with q in registers";
     std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_steps + qs_after);
+    // Milestone 27: a step's group cut in one launch (qcut, the default) or
+    // in the four operations before it: the same records and slots, so every
+    // output of the steps that follow a cut, and of the query after, equal.
+    const auto [cut_steps, cut_after] = differ_without(&CudaTuning::quant_cut_fused);
+    EXPECT_EQ(cut_steps + cut_after, 0) << "the cut in one launch: other outputs than in four operations";
+    std::printf("  group cut in one launch vs four operations: %d outputs differ\n", cut_steps + cut_after);
     // Milestone 25's comparison forms (k2v2, head_dim 128 or 64, 4 query
     // heads a KV head: the one-launch step's instantiations that have them),
     // each against the exact form (hi/lo key B, subnormal code operands).

@@ -285,6 +285,17 @@ TEST(CudaQuant, CutAfterAttentionMatchesCpuCache) {
       cuda_check_chunked_attention(s, mode, k.data(), v.data(), q.data(), chunks, out.data(), &dump);
       const double err = test::nmse(out.data(), ref.data(), ref.size());
       EXPECT_LT(err, 1e-6);
+      // The single-token steps cut their groups in one launch (qcut, milestone
+      // 27); the same run through the four operations before it must give
+      // every output bit equal.
+      {
+        std::vector<float> out4(q.size());
+        cuda_tuning().quant_cut_fused = false;
+        cuda_check_chunked_attention(s, mode, k.data(), v.data(), q.data(), chunks, out4.data(), nullptr);
+        cuda_tuning() = CudaTuning{};
+        EXPECT_EQ(std::memcmp(out4.data(), out.data(), out.size() * sizeof(float)), 0)
+            << "group cut in one launch against four operations";
+      }
       const KvMode m = parse_kv_mode(mode);
       ASSERT_GT(dump.n_groups, 0);
       EXPECT_EQ(dump.n_groups * m.group, total - dump.n_sinks - dump.n_window);

@@ -49,7 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "lpage"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
@@ -61,6 +61,11 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_EQ(forms.exit_code, 0) << forms.err;
   EXPECT_NE(forms.out.find("code operands 1 + code (vsub=0)"), std::string::npos) << forms.out;
   EXPECT_NE(forms.out.find("key B hi/lo (khl)"), std::string::npos) << forms.out;
+  const auto cut = with("qcut=0,gcut=0,gah=0");  // milestone 27's comparisons: the cut and the graphs as before
+  EXPECT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_NE(cut.out.find("group cut in four operations (qcut=0)"), std::string::npos) << cut.out;
+  EXPECT_NE(cut.out.find("cuts a group runs without a graph (gcut=0)"), std::string::npos) << cut.out;
+  EXPECT_NE(cut.out.find("captured when due, not ahead (gah=0)"), std::string::npos) << cut.out;
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

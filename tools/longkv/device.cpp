@@ -187,20 +187,38 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
       }
       if (o.n_gen > 0) {
         double best = 1e30, best_attn = 0;
+        CudaModel::StepTimes best_steps, warm_steps;
         for (int r = 0; r < o.reps + 1; ++r) {
           fill();
           model->timings() = {};
+          model->step_times() = {};
+          model->step_times().time_gpu = r == 0;  // the warm-up run says how long the GPU took of a replay
           const double ts = now_seconds();
           for (int i = 0; i < o.n_gen; ++i) model->forward_view(&toks[i], 1, depth + i);
           const double dt = now_seconds() - ts;
+          if (r == 0) warm_steps = model->step_times();
           if (r > 0 && dt < best) {
             best = dt;
             best_attn = model->timings().attention_s;
+            best_steps = model->step_times();
           }
         }
-        if (model->graphs())
-          log_info("%s depth %d: %d graph captures, %d replays so far", mode.c_str(), depth, model->graph_captures(),
-                   model->graph_replays());
+        if (model->graphs()) {
+          // How the timed run's steps ran: captures (and the direct steps
+          // before them) are the graph's cost in the ms/token below.
+          const CudaModel::StepTimes& st = best_steps;
+          auto mean_ms = [](double s, int n) { return n > 0 ? 1e3 * s / n : 0.0; };
+          log_info("%s depth %d, best run: %d replayed steps (%.3f ms each), %d captured (%.3f ms each, of which "
+                   "%.3f ms recording and updating), %d direct (%.3f ms each); %d next steps captured ahead "
+                   "(%.3f ms each, while the GPU ran)",
+                   mode.c_str(), depth, st.replayed, mean_ms(st.replayed_s, st.replayed), st.captured,
+                   mean_ms(st.captured_s, st.captured), mean_ms(st.capture_s, st.captured), st.direct,
+                   mean_ms(st.direct_s, st.direct), st.ahead, mean_ms(st.ahead_s, st.ahead));
+          const CudaModel::StepTimes& w = warm_steps;
+          if (w.replayed > 0)
+            log_info("%s depth %d, warm-up run: a replay %.3f ms on the host, %.3f ms between its device events", mode.c_str(),
+                     depth, mean_ms(w.replayed_s, w.replayed), mean_ms(w.replayed_gpu_s, w.replayed));
+        }
         const KvFootprint fp = model->kv_footprint();
         // KV read per step at the middle of the run (it grows a token a step).
         const double mid_kv = fp.tokens > 0 ? static_cast<double>(fp.gpu_bytes) * (depth + o.n_gen / 2.0) / fp.tokens : 0;

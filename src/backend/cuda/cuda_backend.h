@@ -100,6 +100,19 @@ struct CudaTuning {
   // the decode step moved 0.13% (the GPU's hi/lo run is 0.08% from the CPU's,
   // bar 0.5%; docs/cuda-notes.md, milestone 26).
   bool quant_key_hilo = false;
+  // Milestone 27 (key "qcut"): a decode step's cut of the quantized cache
+  // (one group from the fp16 window, the rest of the window moved down) in
+  // one launch (cut_group_kernel), bit for bit the records and slots of the
+  // four operations it replaces (false: those, as before).
+  bool quant_cut_fused = true;
+  // Milestone 27 (key "gcut"): the step that cuts a group (cut=attend) is a
+  // replay key of its own instead of a direct step (false: direct, as before).
+  bool graph_cut = true;
+  // Milestone 27 (key "gah"): right after a single-token step is launched,
+  // the next step is captured (on a second stream, records only) when its
+  // key has no executable yet, so the GPU does not wait for the capture
+  // (false: captured when it is due, the GPU idle meanwhile).
+  bool graph_ahead = true;
   // v3: preferred shared-memory carveout in percent (-1: the driver's
   // choice; see attn_block_carveout).
   int quant_decode_carveout = -1;
@@ -251,6 +264,23 @@ class CudaModel {
   // without capture so far.
   virtual int graph_captures() const = 0;
   virtual int graph_replays() const = 0;
+  // Host wall time of single-token steps by how they ran, since the last
+  // reset: a replay launches the captured executable; a capture first
+  // records the step and updates (or instantiates) the executable while the
+  // GPU waits; a direct step launches kernel by kernel. Each includes the
+  // logits' copy and the wait for the step.
+  struct StepTimes {
+    int replayed = 0, captured = 0, direct = 0;
+    double replayed_s = 0, captured_s = 0, direct_s = 0;
+    double capture_s = 0;  // of captured_s: recording + update/instantiation alone
+    int ahead = 0;         // next steps captured ahead (CudaTuning::graph_ahead), while the GPU ran
+    double ahead_s = 0;    // their host time (inside the steps' wall times)
+    // With time_gpu set, replays are bracketed by device events: replayed_gpu_s
+    // is the GPU's share of replayed_s, the rest the host's between steps.
+    bool time_gpu = false;
+    double replayed_gpu_s = 0;
+  };
+  virtual StepTimes& step_times() = 0;
 
   // Same contract as LlamaModel::forward with the model's own caches:
   // positions pos..pos+n-1, every cache holds exactly `pos` tokens. logits

@@ -49,10 +49,19 @@ class CudaModelImpl final : public CudaModel {
     LONGKV_CHECK(cuda_available(&why), "%s", why.c_str());
     LONGKV_CHECK(o.max_tokens > 0, "CUDA model needs a positive KV capacity (max_tokens)");
     LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+    LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&cs_, cudaStreamNonBlocking));
     LONGKV_CUBLAS_CHECK(cublasCreate(&ws_.cublas));
     ws_.gemm = o.gemm;
     LONGKV_CUDA_CHECK(cudaEventCreate(&ev_a_));
     LONGKV_CUDA_CHECK(cudaEventCreate(&ev_b_));
+    for (StepGraph* g : {&cur_, &ahead_}) {
+      LONGKV_CUDA_CHECK(cudaEventCreate(&g->ev_a));
+      LONGKV_CUDA_CHECK(cudaEventCreate(&g->ev_b));
+    }
+    rec_a_ = ev_a_;
+    rec_b_ = ev_b_;
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_g0_));
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_g1_));
 
     tok_embd_ = upload_weight(w.tok_embd, tok_buf_, s_);
     if (w.tied_output || w.output.data == w.tok_embd.data) {
@@ -135,7 +144,8 @@ class CudaModelImpl final : public CudaModel {
 
   ~CudaModelImpl() override {
     cudaStreamSynchronize(s_);
-    if (exec_) cudaGraphExecDestroy(exec_);
+    if (cur_.exec) cudaGraphExecDestroy(cur_.exec);
+    if (ahead_.exec) cudaGraphExecDestroy(ahead_.exec);
     if (ids_host_) cudaFreeHost(ids_host_);
     if (pos_host_) cudaFreeHost(pos_host_);
     if (logits_host_) cudaFreeHost(logits_host_);
@@ -143,7 +153,14 @@ class CudaModelImpl final : public CudaModel {
     cublasDestroy(ws_.cublas);
     cudaEventDestroy(ev_a_);
     cudaEventDestroy(ev_b_);
+    for (StepGraph* g : {&cur_, &ahead_}) {
+      cudaEventDestroy(g->ev_a);
+      cudaEventDestroy(g->ev_b);
+    }
+    cudaEventDestroy(ev_g0_);
+    cudaEventDestroy(ev_g1_);
     cudaStreamDestroy(s_);
+    cudaStreamDestroy(cs_);
   }
 
   const ModelConfig& config() const override { return cfg_; }
@@ -188,6 +205,7 @@ class CudaModelImpl final : public CudaModel {
   }
   int graph_captures() const override { return captures_; }
   int graph_replays() const override { return replays_; }
+  StepTimes& step_times() override { return step_times_; }
 
  private:
   // forward's work; logits may be logits_host_ (forward_view), whose copy is
@@ -210,51 +228,63 @@ class CudaModelImpl final : public CudaModel {
     // launches read nothing per-step from the host (replay keys of every
     // cache) replays the executable captured for its key; a new key is
     // captured once and cudaGraphExecUpdate'd into it (re-instantiated if the
-    // update is refused). Steps of caches without keys run directly.
+    // update is refused). Steps of caches without keys run directly. Since
+    // milestone 27 the next step is captured ahead (CudaTuning::graph_ahead)
+    // while this one runs, when its key will differ: the GPU then never
+    // waits for a capture.
     std::vector<uint64_t> key;
-    if (n == 1 && opt_.graphs && direct_steps_ > 0 && step_key(logits != nullptr, &key)) {
+    enum { kReplayed, kCaptured, kDirect } kind = kDirect;
+    const bool want = logits != nullptr;
+    if (n == 1 && opt_.graphs && direct_steps_ > 0 && step_key(want, &key)) {
       *ids_host_ = tokens[0];
       *pos_host_ = pos;
-      if (exec_ && key == exec_key_) {
+      if (ahead_.exec && key == ahead_.key && !(cur_.exec && key == cur_.key)) std::swap(cur_, ahead_);
+      if (cur_.exec && key == cur_.key) {
         for (auto& cache : caches_) cache->advance(1);
-        LONGKV_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
-        timed = exec_timed_;
+        if (step_times_.time_gpu) LONGKV_CUDA_CHECK(cudaEventRecord(ev_g0_, s_));
+        LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
+        if (step_times_.time_gpu) LONGKV_CUDA_CHECK(cudaEventRecord(ev_g1_, s_));
+        timed = cur_.timed;
         ++replays_;
+        kind = kReplayed;
       } else {
-        cudaGraph_t graph = nullptr;
-        LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
-        try {
-          timed = enqueue(ids_host_, 1, pos, logits != nullptr, false);
-        } catch (...) {
-          cudaStreamEndCapture(s_, &graph);
-          if (graph) cudaGraphDestroy(graph);
-          cudaGetLastError();
-          throw;
-        }
-        LONGKV_CUDA_CHECK(cudaStreamEndCapture(s_, &graph));
-        install(graph);
-        exec_key_ = key;
-        exec_timed_ = timed;
-        LONGKV_CUDA_CHECK(cudaGraphLaunch(exec_, s_));
+        const double tc = now_seconds();
+        capture(cur_, key, pos, want, s_);
+        step_times_.capture_s += now_seconds() - tc;
+        timed = cur_.timed;
+        kind = kCaptured;
+        LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
       }
     } else {
       if (n == 1) *pos_host_ = pos;
-      timed = enqueue(tokens, n, pos, logits != nullptr, all_logits);
+      timed = enqueue(tokens, n, pos, want, all_logits);
       if (n == 1) ++direct_steps_;
     }
     const bool no_copy = n == 1 && (cuda_tuning().step_probe & 32);  // diagnostics only: logits not returned
     if (logits && !no_copy)
       LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
                                         s_));
+    if (n == 1 && opt_.graphs && direct_steps_ > 0 && cuda_tuning().graph_ahead) capture_ahead(pos + 1, want);
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
     if (timed) {
       float ms = 0;
       // Events recorded by graph nodes time like stream events; should a
       // driver refuse, the step is simply not sampled.
-      if (cudaEventElapsedTime(&ms, ev_a_, ev_b_) == cudaSuccess) timings_.attention_s += 1e-3 * ms * c.n_layers;
+      const cudaEvent_t ea = kind == kDirect ? ev_a_ : cur_.ev_a, eb = kind == kDirect ? ev_b_ : cur_.ev_b;
+      if (cudaEventElapsedTime(&ms, ea, eb) == cudaSuccess) timings_.attention_s += 1e-3 * ms * c.n_layers;
       else cudaGetLastError();
     }
-    timings_.total_s += now_seconds() - t0;
+    const double dt = now_seconds() - t0;
+    timings_.total_s += dt;
+    if (n == 1) {
+      StepTimes& st = step_times_;
+      float ms = 0;
+      if (kind == kReplayed && st.time_gpu && cudaEventElapsedTime(&ms, ev_g0_, ev_g1_) == cudaSuccess)
+        st.replayed_gpu_s += 1e-3 * ms;
+      if (kind == kReplayed) ++st.replayed, st.replayed_s += dt;
+      else if (kind == kCaptured) ++st.captured, st.captured_s += dt;
+      else ++st.direct, st.direct_s += dt;
+    }
   }
 
   // Queues one forward pass on s_ (no synchronization, no host memory but
@@ -313,7 +343,7 @@ class CudaModelImpl final : public CudaModel {
       }
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count.
-      if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(ev_a_, s_));
+      if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(rec_a_, s_));
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
@@ -323,7 +353,7 @@ class CudaModelImpl final : public CudaModel {
         caches_[l]->attend(q, n, att, ws_, s_);
       }
       if (l == c.n_layers / 2) {
-        LONGKV_CUDA_CHECK(cudaEventRecord(ev_b_, s_));
+        LONGKV_CUDA_CHECK(cudaEventRecord(rec_b_, s_));
         timed = true;
       }
       if (!(skip & 4)) matmul(L.wo, att, n, x, true);
@@ -376,32 +406,95 @@ class CudaModelImpl final : public CudaModel {
     key->push_back(scratch_gen_);
     key->push_back(reinterpret_cast<uint64_t>(ws_.a.as()));
     key->push_back(reinterpret_cast<uint64_t>(ws_.b.as()));
-    for (const auto& cache : caches_) {
-      const uint64_t k = cache->replay_key();
-      if (k == 0) return false;
-      key->push_back(k);
-    }
+    for (const auto& cache : caches_)
+      if (!cache->replay_key(key)) return false;
     return true;
   }
 
-  // Makes exec_ run `graph` (consumed): an in-place update when only kernel
-  // parameters changed, else a new instantiation.
-  void install(cudaGraph_t graph) {
+  // A captured single-token step: its executable, the replay key it was
+  // captured for, and whether it records the attention events.
+  // Each has its own attention events. With one pair shared by both
+  // executables, every bench run that captured a step ahead read no
+  // attention time at all (its column 0.000 on the H200, milestone 27),
+  // apparently because an event recorded in a capture is then not timed by
+  // the other executable's records. Own pairs are recorded only by their own capture and launches,
+  // the pattern before capture ahead (not yet re-measured on the device).
+  struct StepGraph {
+    cudaGraphExec_t exec = nullptr;
+    std::vector<uint64_t> key;
+    bool timed = false;
+    cudaEvent_t ev_a = nullptr, ev_b = nullptr;
+  };
+
+  // Records the single-token step at pos (the caches' host state as it is
+  // now) on stream `cs` into g: an in-place update of g's executable when
+  // only kernel parameters changed, else a new instantiation.
+  void capture(StepGraph& g, const std::vector<uint64_t>& key, int pos, bool want_logits, cudaStream_t cs) {
+    cudaGraph_t graph = nullptr;
+    const cudaStream_t own = s_;
+    s_ = cs;  // enqueue launches on s_ and records rec_a_, rec_b_
+    rec_a_ = g.ev_a;
+    rec_b_ = g.ev_b;
+    LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
+    try {
+      g.timed = enqueue(ids_host_, 1, pos, want_logits, false);
+    } catch (...) {
+      cudaStreamEndCapture(s_, &graph);
+      s_ = own;
+      rec_a_ = ev_a_;
+      rec_b_ = ev_b_;
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      g.key.clear();
+      throw;
+    }
+    const cudaError_t ended = cudaStreamEndCapture(s_, &graph);
+    s_ = own;
+    rec_a_ = ev_a_;
+    rec_b_ = ev_b_;
+    LONGKV_CUDA_CHECK(ended);
     bool ok = false;
-    if (exec_) {
+    if (g.exec) {
       cudaGraphExecUpdateResultInfo info;
-      ok = cudaGraphExecUpdate(exec_, graph, &info) == cudaSuccess;
+      ok = cudaGraphExecUpdate(g.exec, graph, &info) == cudaSuccess;
       if (!ok) {
         cudaGetLastError();  // the refused update is not an error of the step
-        cudaGraphExecDestroy(exec_);
-        exec_ = nullptr;
+        cudaGraphExecDestroy(g.exec);
+        g.exec = nullptr;
       }
     }
     cudaError_t e = cudaSuccess;
-    if (!ok) e = cudaGraphInstantiate(&exec_, graph, 0);
+    if (!ok) e = cudaGraphInstantiate(&g.exec, graph, 0);
     cudaGraphDestroy(graph);
+    g.key.clear();
     LONGKV_CUDA_CHECK(e);
+    g.key = key;
     ++captures_;
+  }
+
+  // Called right after a single-token step was launched (the caches' host
+  // state is already the next step's): if the next step's key has no
+  // executable, capture it now into ahead_, on the capture stream, while the
+  // GPU runs this one. Capturing runs the caches' host side of a step, so
+  // their state is saved first and put back after. A workspace that had to
+  // grow during the capture moved (the key holds its address), so the next
+  // step then simply captures again.
+  void capture_ahead(int pos, bool want_logits) {
+    std::vector<uint64_t> key;
+    if (!step_key(want_logits, &key) || key == cur_.key || key == ahead_.key) return;
+    std::vector<std::vector<int64_t>> saved;
+    saved.reserve(caches_.size());
+    for (const auto& cache : caches_) saved.push_back(cache->host_state());
+    const double tc = now_seconds();
+    try {
+      capture(ahead_, key, pos, want_logits, cs_);
+    } catch (...) {
+      for (size_t i = 0; i < caches_.size(); ++i) caches_[i]->set_host_state(saved[i]);
+      throw;
+    }
+    for (size_t i = 0; i < caches_.size(); ++i) caches_[i]->set_host_state(saved[i]);
+    step_times_.ahead_s += now_seconds() - tc;
+    ++step_times_.ahead;
   }
 
   // rmsnorm(x) * norm as a GEMV's activation (xb: scratch of the unfused path).
@@ -444,7 +537,9 @@ class CudaModelImpl final : public CudaModel {
   ModelConfig cfg_;
   CudaModelOptions opt_;
   cudaStream_t s_ = nullptr;
-  cudaEvent_t ev_a_ = nullptr, ev_b_ = nullptr;
+  cudaEvent_t ev_a_ = nullptr, ev_b_ = nullptr;  // a direct step's attention events
+  cudaEvent_t rec_a_ = nullptr, rec_b_ = nullptr;  // the ones enqueue records: these, or a StepGraph's
+  cudaEvent_t ev_g0_ = nullptr, ev_g1_ = nullptr;  // around a replay (StepTimes::time_gpu)
   GpuAttnWorkspace ws_;
   DeviceBuffer tok_buf_, out_buf_, output_norm_, inv_freq_;
   GpuWeight tok_embd_, output_;
@@ -461,10 +556,10 @@ class CudaModelImpl final : public CudaModel {
   std::vector<float> logits_pageable_;  // forward_view with CudaTuning::logits_pageable
   int* pos_host_ = nullptr;           // pinned: the position, copied to dpos_ by every single-token step
   DeviceBuffer dpos_;
-  cudaGraphExec_t exec_ = nullptr;
-  std::vector<uint64_t> exec_key_;
-  bool exec_timed_ = false;
+  StepGraph cur_, ahead_;  // the executable replayed now; the next step's, captured ahead
+  cudaStream_t cs_ = nullptr;  // the capture-ahead stream (records only, runs nothing)
   int captures_ = 0, replays_ = 0;
+  StepTimes step_times_;
   int direct_steps_ = 0;
 };
 
@@ -548,6 +643,9 @@ CudaTuning& cuda_tuning() {
       else if (k == "qqs") d.quant_decode_qsmem = on;
       else if (k == "vsub") d.quant_code_subnormal = on;
       else if (k == "khl") d.quant_key_hilo = on;
+      else if (k == "qcut") d.quant_cut_fused = on;
+      else if (k == "gcut") d.graph_cut = on;
+      else if (k == "gah") d.graph_ahead = on;
       else if (k == "lpage") d.logits_pageable = on;
       else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
@@ -560,7 +658,7 @@ CudaTuning& cuda_tuning() {
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       }
       else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, lpage, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, qcut, gcut, gah, lpage, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
              "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
              k.c_str());
       i = j + 1;
@@ -598,6 +696,9 @@ std::string cuda_tuning_description() {
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
+         (t.quant_cut_fused ? "" : ", a decode step's group cut in four operations (qcut=0)") +
+         (t.graph_cut ? "" : ", a step that cuts a group runs without a graph (gcut=0)") +
+         (t.graph_ahead ? "" : ", steps captured when due, not ahead (gah=0)") +
          (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +

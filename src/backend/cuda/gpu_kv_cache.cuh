@@ -52,14 +52,18 @@ class GpuKvCache {
   virtual std::string mode() const = 0;
   // Graph replay of single-token steps. set_step_position: from now on
   // single-token append/attend read the position (tokens held before the
-  // append) from *dpos in device memory when they run. replay_key: 0 if the
-  // next single-token step's launches depend on host values that change per
-  // step (it must be captured or run directly); else a value that is equal
-  // for two steps exactly when one captured step can replay as the other.
-  // advance(1): the host state of a replayed append.
+  // append) from *dpos in device memory when they run. replay_key: false if
+  // the next single-token step's launches depend on host values that change
+  // per step (it must run directly); else appends words to *key that are
+  // equal for two steps exactly when one captured step can replay as the
+  // other. advance(1): the host state of a replayed step. host_state /
+  // set_host_state: every host value a step changes, so that a step can be
+  // captured ahead (its host side run) and the state put back.
   virtual void set_step_position(const int* dpos) { dpos_ = dpos; }
-  virtual uint64_t replay_key() const { return 0; }
+  virtual bool replay_key(std::vector<uint64_t>* key) const { return false; }
   virtual void advance(int n) { fail("KV mode '%s' cannot replay a step", mode().c_str()); }
+  virtual std::vector<int64_t> host_state() const = 0;
+  virtual void set_host_state(const std::vector<int64_t>& st) = 0;
   // One single-token step in one go (milestone 11, CudaTuning::attn_block):
   // q [n_heads][head_dim], k, v [n_kv_heads][head_dim] as the q|k|v GEMV
   // left them (before RoPE); rotates q and k to the step's position (*dpos),

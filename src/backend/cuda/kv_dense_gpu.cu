@@ -75,9 +75,13 @@ class DenseF16GpuCache final : public GpuKvCache {
     return f;
   }
   int size() const override { return n_; }
-  uint64_t replay_key() const override {  // the split bucket of the next step's count
-    return n_ + 1 > shape_.max_tokens ? 0 : static_cast<uint64_t>(decode_split_bucket(n_ + 1));
+  bool replay_key(std::vector<uint64_t>* key) const override {  // the split bucket of the next step's count
+    if (n_ + 1 > shape_.max_tokens) return false;
+    key->push_back(static_cast<uint64_t>(decode_split_bucket(n_ + 1)));
+    return true;
   }
+  std::vector<int64_t> host_state() const override { return {n_}; }
+  void set_host_state(const std::vector<int64_t>& st) override { n_ = static_cast<int>(st.at(0)); }
   void advance(int n) override {
     LONGKV_CHECK(n_ + n <= shape_.max_tokens, "KV cache full: %d + %d tokens exceed the capacity of %d", n_, n,
                  shape_.max_tokens);

@@ -101,31 +101,33 @@ __device__ __forceinline__ uint32_t plane_bits_of(uint32_t code, int bits, int p
   return bits != 3 ? code : (plane == 0 ? code & 3u : code >> 2);
 }
 
-// One block (128 threads) per (new group, KV head): keys then values of the
-// group quantized from the G x D tile in dynamic shared memory
-// (quantize_smem_bytes: x[G][D + 1] floats, then scale and zero [D] u16).
-__global__ void __launch_bounds__(128)
-    quantize_groups_kernel(uint8_t* __restrict__ kcodes, uint8_t* __restrict__ vcodes,
-                           const __half* __restrict__ ek, const __half* __restrict__ ev, const float* __restrict__ kin,
-                           const float* __restrict__ vin, QuantGeom g, int grp0, int pos0, int old_total, int old_ws) {
-  extern __shared__ float x_sh[];
-  const int G = g.G, D = g.D, ld = D + 1, tid = threadIdx.x;
+// Channels [c0, c0 + W) of group grp, KV head h, keys then values, from
+// the G x W tile that load(keys, t, c) gives (t: token of the group, c: the
+// head's channel), staged in x_sh (quantize_smem_bytes: x[G][W + 1] floats,
+// then scale and zero [W] u16). W is D or, for the steady cut, a multiple of
+// G and of 32: key ranges run over one channel, value ranges over G channels
+// of one token, and a code word over <= 32 channels of one token (keys) or
+// tokens of one channel (values), so disjoint channel runs quantize
+// independently, to the same bits. Called by every thread of the block;
+// ends after a barrier.
+template <class Load>
+__device__ void quantize_channels(uint8_t* __restrict__ kcodes, uint8_t* __restrict__ vcodes, const QuantGeom& g,
+                                  int grp, int h, int c0, int W, float* x_sh, Load load) {
+  const int G = g.G, D = g.D, ld = W + 1, tid = threadIdx.x, nt = blockDim.x;
   auto x = [&](int t, int c) -> float& { return x_sh[t * ld + c]; };
   unsigned short* sc = reinterpret_cast<unsigned short*>(x_sh + G * ld);
-  unsigned short* zr = sc + D;
-  const int grp = grp0 + blockIdx.x, h = blockIdx.y;
-  const int p0 = pos0 + blockIdx.x * G;  // position of token 0 of the group
+  unsigned short* zr = sc + W;
   for (int which = 0; which < 2; ++which) {
     const bool keys = which == 0;
     const int bits = keys ? g.kbits : g.vbits;
     uint8_t* rec = (keys ? kcodes : vcodes) + (static_cast<size_t>(h) * g.max_groups + grp) * (keys ? g.krec : g.vrec);
-    for (int i = tid; i < G * D; i += blockDim.x) {
-      const int t = i / D, c = i % D;
-      x(t, c) = src_value(keys ? ek : ev, keys ? kin : vin, g, h, c, p0 + t, old_total, old_ws);
+    for (int i = tid; i < G * W; i += nt) {
+      const int t = i / W, c = i % W;
+      x(t, c) = load(keys, t, c0 + c);
     }
     __syncthreads();
     if (keys) {
-      for (int c = tid; c < D; c += blockDim.x) {  // per channel over the G tokens
+      for (int c = tid; c < W; c += nt) {  // per channel over the G tokens
         float mn = x(0, c), mx = x(0, c);
         for (int t = 1; t < G; ++t) {
           mn = x(t, c) < mn ? x(t, c) : mn;
@@ -134,10 +136,10 @@ __global__ void __launch_bounds__(128)
         fit_range(mn, mx, bits, g.sym, &sc[c], &zr[c]);
       }
     } else {
-      for (int i = tid; i < D; i += blockDim.x) {  // per token over G channels: i = channel group * G + token
-        const int t = i % G, c0 = (i / G) * G;
-        float mn = x(t, c0), mx = x(t, c0);
-        for (int c = c0 + 1; c < c0 + G; ++c) {
+      for (int i = tid; i < W; i += nt) {  // per token over G channels: i = channel group * G + token
+        const int t = i % G, cg = (i / G) * G;
+        float mn = x(t, cg), mx = x(t, cg);
+        for (int c = cg + 1; c < cg + G; ++c) {
           mn = x(t, c) < mn ? x(t, c) : mn;
           mx = x(t, c) > mx ? x(t, c) : mx;
         }
@@ -145,11 +147,13 @@ __global__ void __launch_bounds__(128)
       }
     }
     __syncthreads();
+    // Key scales run over channels, value scales over (channel group, token):
+    // either way entry c0 + i of the record is local entry i.
     unsigned short* rs = reinterpret_cast<unsigned short*>(rec + (keys ? g.kscale : g.vscale));
     unsigned short* rz = reinterpret_cast<unsigned short*>(rec + (keys ? g.kzero : g.vzero));
-    for (int i = tid; i < D; i += blockDim.x) {
-      rs[i] = sc[i];
-      rz[i] = zr[i];
+    for (int i = tid; i < W; i += nt) {
+      rs[c0 + i] = sc[i];
+      rz[c0 + i] = zr[i];
     }
     // Code planes (kv_codec.h): one for 8/4/2/1 bits; for 3 bits the 2-bit
     // plane of (q & 3), then the 1-bit plane of (q >> 2) G*D/4 bytes in.
@@ -157,24 +161,24 @@ __global__ void __launch_bounds__(128)
       const int pb = bits != 3 ? bits : 2 - plane, n = 32 / pb;
       uint32_t* words = reinterpret_cast<uint32_t*>(rec + (plane ? G * D / 4 : 0));
       if (keys) {  // word (j, t): channels n*j .. n*j+n-1 of token t
-        for (int i = tid; i < (D / n) * G; i += blockDim.x) {
+        for (int i = tid; i < (W / n) * G; i += nt) {
           const int j = i / G, t = i % G;
           uint32_t w = 0;
           for (int k = 0; k < n; ++k) {
             const int c = n * j + k;
             w |= plane_bits_of(encode(x(t, c), h2f_bits(sc[c]), h2f_bits(zr[c]), bits), bits, plane) << (pb * k);
           }
-          words[i] = w;
+          words[(c0 / n + j) * G + t] = w;
         }
       } else {  // word (j, c): tokens n*j .. n*j+n-1 of channel c
-        for (int i = tid; i < (G / n) * D; i += blockDim.x) {
-          const int j = i / D, c = i % D;
+        for (int i = tid; i < (G / n) * W; i += nt) {
+          const int j = i / W, c = i % W;
           uint32_t w = 0;
           for (int k = 0; k < n; ++k) {
             const int t = n * j + k, si = (c / G) * G + t;
             w |= plane_bits_of(encode(x(t, c), h2f_bits(sc[si]), h2f_bits(zr[si]), bits), bits, plane) << (pb * k);
           }
-          words[i] = w;
+          words[j * D + c0 + c] = w;
         }
       }
     }
@@ -182,8 +186,92 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-size_t quantize_smem_bytes(const QuantGeom& g) {
-  return sizeof(float) * g.G * (g.D + 1) + 2 * sizeof(unsigned short) * g.D;
+// One block (128 threads) per (new group, KV head): the whole head's
+// channels, from the old window's slots or the input rows (src_value).
+__global__ void __launch_bounds__(128)
+    quantize_groups_kernel(uint8_t* __restrict__ kcodes, uint8_t* __restrict__ vcodes,
+                           const __half* __restrict__ ek, const __half* __restrict__ ev, const float* __restrict__ kin,
+                           const float* __restrict__ vin, QuantGeom g, int grp0, int pos0, int old_total, int old_ws) {
+  extern __shared__ float x_sh[];
+  const int h = blockIdx.y, p0 = pos0 + blockIdx.x * g.G;  // position of token 0 of the group
+  quantize_channels(kcodes, vcodes, g, grp0 + blockIdx.x, h, 0, g.D, x_sh, [&](bool keys, int t, int c) {
+    return src_value(keys ? ek : ev, keys ? kin : vin, g, h, c, p0 + t, old_total, old_ws);
+  });
+}
+
+// The steady cut (cut=attend, one group, no input rows): the window's
+// oldest G slots become group grp, and its other nw slots move G slots
+// down, in one launch instead of four (the quantize kernel, a rebuild in
+// scratch, two copies back; docs/cuda-notes.md milestone 27). Block (x, h)
+// owns channels [x W, x W + W) of KV head h (W = G: quantize_channels'
+// runs), keys and values, and touches no other channel, so the blocks need
+// no order between them. Every read comes before the barrier after it and
+// every write after one: the group's tile goes to shared memory first, then
+// each round of the move loads its slots' runs into registers (kCutRegs
+// 16-byte chunks a thread), and stores them G slots lower after a barrier.
+// A round reads slots above every slot the rounds before it wrote.
+//
+// early (a decode step's cut, launched right behind the q|k|v GEMV): the
+// work comes before the PDL wait, so the cut runs beside that GEMV. Safe
+// because it touches only this layer's cache, which no kernel of the step
+// before it in the stream reads or writes (the previous step completed
+// before this one started), and it still completes only after the GEMV (the
+// wait at its end), so the decode block behind it sees q, k, v whole.
+// Without early it waits first, as any kernel.
+constexpr int kCutThreads = 256, kCutRegs = 4;
+
+__host__ __device__ size_t quantize_smem_bytes(int G, int W);
+
+size_t cut_smem_bytes(int G) { return (quantize_smem_bytes(G, G) + 15) / 16 * 16 + 2 * sizeof(__half) * G * G; }
+
+__global__ void __launch_bounds__(kCutThreads)
+    cut_group_kernel(uint8_t* __restrict__ kcodes, uint8_t* __restrict__ vcodes, __half* ek, __half* ev, QuantGeom g,
+                     int grp, int nw, bool early) {
+  extern __shared__ float x_sh[];
+  pdl_trigger();  // the decode block behind it may launch; it waits for this one
+  if (!early) pdl_wait();
+  const int G = g.G, D = g.D, W = G, h = blockIdx.y, c0 = blockIdx.x * W, tid = threadIdx.x, nt = blockDim.x;
+  const size_t win = (static_cast<size_t>(h) * g.exact_cap + g.sink_cap) * D;
+  const int cps = W / 8;  // 16-byte chunks of a slot's W channels
+  // Chunk i of a run of slots: (kind, slot t, chunk ch) -> its address at slot offset `at`.
+  auto chunk = [&](int i, int cnt, int at) {
+    const int kind = i / (cnt * cps), r = i % (cnt * cps), t = r / cps, ch = r % cps;
+    return reinterpret_cast<uint4*>((kind ? ev : ek) + win + static_cast<size_t>(at + t) * D + c0 + 8 * ch);
+  };
+  uint4* tile = reinterpret_cast<uint4*>(reinterpret_cast<char*>(x_sh) + (quantize_smem_bytes(G, W) + 15) / 16 * 16);
+  for (int i = tid; i < 2 * G * cps; i += nt) tile[i] = *chunk(i, G, 0);  // [kind][t][W] f16
+  // The first round's loads, in flight while the group is quantized.
+  const int per_round = nt * kCutRegs / (2 * cps);
+  uint4 r[kCutRegs];
+  auto load_round = [&](int b0) {
+    const int cnt = min(per_round, nw - b0);
+#pragma unroll
+    for (int j = 0; j < kCutRegs; ++j)
+      if (tid + j * nt < 2 * cnt * cps) r[j] = *chunk(tid + j * nt, cnt, G + b0);
+  };
+  if (nw > 0) load_round(0);
+  __syncthreads();
+  const __half* th = reinterpret_cast<const __half*>(tile);
+  quantize_channels(kcodes, vcodes, g, grp, h, c0, W, x_sh, [&](bool keys, int t, int c) {
+    return __half2float(th[((keys ? 0 : G) + t) * W + (c - c0)]);
+  });  // ends after a barrier: every tile and round-0 read is done
+  for (int b0 = 0; b0 < nw; b0 += per_round) {
+    if (b0 > 0) {
+      load_round(b0);
+      __syncthreads();
+    }
+    const int cnt = min(per_round, nw - b0);
+#pragma unroll
+    for (int j = 0; j < kCutRegs; ++j)
+      if (tid + j * nt < 2 * cnt * cps) *chunk(tid + j * nt, cnt, b0) = r[j];
+    __syncthreads();
+  }
+  if (early) pdl_wait();
+}
+
+// Shared memory of quantize_channels over W channels.
+__host__ __device__ size_t quantize_smem_bytes(int G, int W) {
+  return sizeof(float) * G * (W + 1) + 2 * sizeof(unsigned short) * W;
 }
 
 // Writes positions p0 .. p0 + count - 1 (from src_value) to slots slot0 ..
@@ -357,7 +445,9 @@ class QuantGpuCache final : public GpuKvCache {
  private:
   // Adds n tokens (n = 0: none) and, with `cut`, cuts every group the window
   // then completes (from the window's slots and the new rows k, v).
-  void update(const float* k, const float* v, int n, bool cut, cudaStream_t s) {
+  // cut_early: a decode step's cut right behind the q|k|v GEMV (decode_block),
+  // whose kernel may then run beside it (cut_group_kernel).
+  void update(const float* k, const float* v, int n, bool cut, cudaStream_t s, bool cut_early = false) {
     const int R = mode_.residual, D = geo_.D, n_kv = geo_.n_kv;
     // The CPU cache's per-token rules, summed over the n tokens.
     const int ns_add = (n_sinks_ < sink_cap_ && n_tokens_ == n_sinks_) ? std::min(sink_cap_ - n_sinks_, n) : 0;
@@ -373,8 +463,20 @@ class QuantGpuCache final : public GpuKvCache {
     LONGKV_ASSERT(n_groups_ + e <= geo_.max_groups);
     __half* ek = exact_k_.as<__half>();
     __half* ev = exact_v_.as<__half>();
+    // A decode step's cut (one group from the window, nothing appended): one
+    // launch (cut_group_kernel; CudaTuning::quant_cut_fused).
+    const size_t cut_smem = cut_smem_bytes(G);
+    if (e == 1 && n == 0 && cuda_tuning().quant_cut_fused && cut_smem <= 48 * 1024) {
+      const bool early = cut_early && cuda_tuning().pdl;
+      launch_maybe_pdl(cuda_tuning().pdl, cut_group_kernel, dim3(D / G, n_kv), dim3(kCutThreads), cut_smem, s,
+                       k_codes_.as<uint8_t>(), v_codes_.as<uint8_t>(), ek, ev, geo_, n_groups_, w - G, early);
+      LONGKV_CUDA_LAUNCHED();
+      n_groups_ += 1;
+      n_window_ = w - G;
+      return;
+    }
     if (e > 0) {
-      const size_t smem = quantize_smem_bytes(geo_);
+      const size_t smem = quantize_smem_bytes(G, D);
       if (smem > 48 * 1024 && !smem_raised_) {  // G >= 96 at D = 128: past the default 48 KiB
         LONGKV_CUDA_CHECK(cudaFuncSetAttribute(quantize_groups_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
@@ -420,8 +522,8 @@ class QuantGpuCache final : public GpuKvCache {
 
   // cut=attend: the groups the window holds, cut from its fp16 slots (the
   // same records cutting on append makes: those read the same f16 values).
-  void cut_window(cudaStream_t s) {
-    if (n_window_ >= mode_.residual + G_) update(nullptr, nullptr, 0, true, s);
+  void cut_window(cudaStream_t s, bool early = false) {
+    if (n_window_ >= mode_.residual + G_) update(nullptr, nullptr, 0, true, s, early);
   }
 
   // Room for `slots` fp16 slots per KV head (sinks + window). Only appends
@@ -479,7 +581,7 @@ class QuantGpuCache final : public GpuKvCache {
                     GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(decode_block_ok(rope), "quantized KV cache: the fused decode step applies only to steady steps "
                  "(window growing, sinks full) of a cache the v3 kernel takes");
-    cut_window(s);  // an append no attend() followed (cut=attend)
+    cut_window(s, true);  // an append no attend() followed (cut=attend); only the GEMV ran since
     ++n_window_;  // the host state of a steady append (advance)
     ++n_tokens_;
     decode_dev_ = true;
@@ -550,20 +652,39 @@ class QuantGpuCache final : public GpuKvCache {
   // Steady steps (the window grows by one, no sink completes and, under
   // cut=append, no group) launch the same kernels with the same parameters
   // while the group and sink counts stay: the position comes from the
-  // device. One step in G runs directly (under cut=attend the one after a
-  // group completed, which cuts it first; under cut=append the one that
-  // completes it); the next is captured once.
-  uint64_t replay_key() const override {
-    if (uncut_groups() > 0 || !steady_next()) return 0;
-    return (static_cast<uint64_t>(gen_) << 48) | (static_cast<uint64_t>(n_groups_ + 1) << 24) |
-           static_cast<uint64_t>(n_sinks_);
+  // device. Under cut=attend the step after a group completed cuts it
+  // first; its launches follow from the same counts plus the window's
+  // length, so it is a key of its own (CudaTuning::graph_cut; before
+  // milestone 27 it ran directly, as under cut=append the step that
+  // completes a group still does).
+  bool replay_key(std::vector<uint64_t>* key) const override {
+    const int cut = uncut_groups();
+    if (!steady_next() || (cut > 0 && !cuda_tuning().graph_cut)) return false;
+    key->insert(key->end(), {gen_, static_cast<uint64_t>(n_groups_), static_cast<uint64_t>(n_sinks_),
+                             cut > 0 ? static_cast<uint64_t>(n_window_) + 1 : 0});
+    return true;
   }
   void advance(int n) override {
-    LONGKV_CHECK(n == 1 && uncut_groups() == 0 && steady_next(),
+    LONGKV_CHECK(n == 1 && steady_next() && (uncut_groups() == 0 || cuda_tuning().graph_cut),
                  "quantized KV cache: only a steady single-token step can replay");
+    if (const int e = uncut_groups()) {  // update()'s counts for the cut of e groups from the window
+      n_groups_ += e;
+      n_window_ -= e * G_;
+    }
     ++n_window_;
     ++n_tokens_;
     decode_dev_ = true;
+  }
+  std::vector<int64_t> host_state() const override {
+    return {n_tokens_, n_sinks_, n_groups_, n_window_, decode_dev_ ? 1 : 0};
+  }
+  void set_host_state(const std::vector<int64_t>& st) override {
+    LONGKV_CHECK(st.size() == 5, "quantized KV cache: a host state of 5 values");
+    n_tokens_ = static_cast<int>(st[0]);
+    n_sinks_ = static_cast<int>(st[1]);
+    n_groups_ = static_cast<int>(st[2]);
+    n_window_ = static_cast<int>(st[3]);
+    decode_dev_ = st[4] != 0;
   }
   void clear() override {
     n_tokens_ = n_sinks_ = n_groups_ = n_window_ = 0;

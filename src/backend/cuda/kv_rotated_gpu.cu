@@ -152,8 +152,10 @@ class RotatedGpuCache final : public GpuKvCache {
     GpuKvCache::set_step_position(dpos);
     inner_->set_step_position(dpos);
   }
-  uint64_t replay_key() const override { return inner_->replay_key(); }
+  bool replay_key(std::vector<uint64_t>* key) const override { return inner_->replay_key(key); }
   void advance(int n) override { inner_->advance(n); }
+  std::vector<int64_t> host_state() const override { return inner_->host_state(); }
+  void set_host_state(const std::vector<int64_t>& st) override { inner_->set_host_state(st); }
   void dump_codes(CudaKvDump* d) const override { inner_->dump_codes(d); }
 
  private:
