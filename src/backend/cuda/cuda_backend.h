@@ -302,8 +302,13 @@ class CudaModel {
   virtual KvFootprint kv_footprint() const = 0;
   virtual size_t weight_bytes() const = 0;  // device bytes of the weight matrices
   virtual void synchronize() = 0;
-  // attention_s is measured with device events around the attention kernels.
+  // attention_s is measured with device events around one layer's attention
+  // (times the layer count): always for prompts, for single-token steps only
+  // after time_decode_attention(true) (the records cost the step two PDL
+  // edges; a replayed step then runs a graph with record nodes, a key of its
+  // own).
   virtual ForwardTimings& timings() = 0;
+  virtual void time_decode_attention(bool on) = 0;
 };
 
 // ---------------------------------------------------------------------------

@@ -206,6 +206,7 @@ class CudaModelImpl final : public CudaModel {
   int graph_captures() const override { return captures_; }
   int graph_replays() const override { return replays_; }
   StepTimes& step_times() override { return step_times_; }
+  void time_decode_attention(bool on) override { time_decode_attention_ = on; }
 
  private:
   // forward's work; logits may be logits_host_ (forward_view), whose copy is
@@ -342,8 +343,14 @@ class CudaModelImpl final : public CudaModel {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_, dpos);
       }
       // Attention time is sampled on one layer per call (events around every
-      // layer would serialize the queue) and scaled by the layer count.
-      if (l == c.n_layers / 2) LONGKV_CUDA_CHECK(cudaEventRecord(rec_a_, s_));
+      // layer would serialize the queue) and scaled by the layer count; in a
+      // single-token step only when asked (time_decode_attention), since the
+      // records cut two PDL edges. In a capture a plain cudaEventRecord only
+      // marks a dependency and times nothing (every graph-replayed step of
+      // the bench went untimed until milestone 27): External makes it a
+      // record node of the graph.
+      const bool sample = l == c.n_layers / 2 && (n > 1 || time_decode_attention_);
+      if (sample) LONGKV_CUDA_CHECK(cudaEventRecordWithFlags(rec_a_, s_, cudaEventRecordExternal));
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
@@ -352,8 +359,8 @@ class CudaModelImpl final : public CudaModel {
         caches_[l]->append(k, v, n, s_);
         caches_[l]->attend(q, n, att, ws_, s_);
       }
-      if (l == c.n_layers / 2) {
-        LONGKV_CUDA_CHECK(cudaEventRecord(rec_b_, s_));
+      if (sample) {
+        LONGKV_CUDA_CHECK(cudaEventRecordWithFlags(rec_b_, s_, cudaEventRecordExternal));
         timed = true;
       }
       if (!(skip & 4)) matmul(L.wo, att, n, x, true);
@@ -402,7 +409,7 @@ class CudaModelImpl final : public CudaModel {
   // reallocates the activations and the attention partials, and a captured
   // step must not replay into freed memory); false if some cache has none.
   bool step_key(bool want_logits, std::vector<uint64_t>* key) const {
-    key->assign(1, want_logits ? 1 : 2);
+    key->assign(1, (want_logits ? 1 : 2) | (time_decode_attention_ ? 4 : 0));
     key->push_back(scratch_gen_);
     key->push_back(reinterpret_cast<uint64_t>(ws_.a.as()));
     key->push_back(reinterpret_cast<uint64_t>(ws_.b.as()));
@@ -412,13 +419,8 @@ class CudaModelImpl final : public CudaModel {
   }
 
   // A captured single-token step: its executable, the replay key it was
-  // captured for, and whether it records the attention events.
-  // Each has its own attention events. With one pair shared by both
-  // executables, every bench run that captured a step ahead read no
-  // attention time at all (its column 0.000 on the H200, milestone 27),
-  // apparently because an event recorded in a capture is then not timed by
-  // the other executable's records. Own pairs are recorded only by their own capture and launches,
-  // the pattern before capture ahead (not yet re-measured on the device).
+  // captured for, whether it records the attention events, and its own pair
+  // of them (a record node names its event; the two executables alternate).
   struct StepGraph {
     cudaGraphExec_t exec = nullptr;
     std::vector<uint64_t> key;
@@ -560,6 +562,7 @@ class CudaModelImpl final : public CudaModel {
   cudaStream_t cs_ = nullptr;  // the capture-ahead stream (records only, runs nothing)
   int captures_ = 0, replays_ = 0;
   StepTimes step_times_;
+  bool time_decode_attention_ = false;  // single-token steps record the attention events
   int direct_steps_ = 0;
 };
 
