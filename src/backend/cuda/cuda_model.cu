@@ -269,8 +269,8 @@ class CudaModelImpl final : public CudaModel {
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
     if (timed) {
       float ms = 0;
-      // Events recorded by graph nodes time like stream events; should a
-      // driver refuse, the step is simply not sampled.
+      // Record nodes (cudaEventRecordExternal in the capture) time like
+      // stream records; should a driver refuse, the step is not sampled.
       const cudaEvent_t ea = kind == kDirect ? ev_a_ : cur_.ev_a, eb = kind == kDirect ? ev_b_ : cur_.ev_b;
       if (cudaEventElapsedTime(&ms, ea, eb) == cudaSuccess) timings_.attention_s += 1e-3 * ms * c.n_layers;
       else cudaGetLastError();
