@@ -580,6 +580,38 @@ int graphs_env() {
 
 bool cuda_graphs_default() { return graphs_env() != 0; }
 
+namespace {
+// The on/off settings of LONGKV_CUDA_TUNING ("key" or "key=1" on, "key=0"
+// off) and the CudaTuning field each sets; the valued ones and qdec (two
+// fields) are parsed in cuda_tuning().
+using TuningFlag = bool CudaTuning::*;
+struct TuningSwitch {
+  const char* key;
+  TuningFlag flag;
+};
+constexpr TuningSwitch kTuningSwitches[] = {
+    {"gemv_rows", &CudaTuning::gemv_rows},        {"fuse", &CudaTuning::fuse_activation},
+    {"mma", &CudaTuning::quant_decode_mma},       {"flash", &CudaTuning::flash_prefill},
+    {"ablk", &CudaTuning::attn_block},            {"apdl", &CudaTuning::append_pdl},
+    {"qblk", &CudaTuning::quant_block},           {"qfuse", &CudaTuning::quant_fused},
+    {"rotk", &CudaTuning::rot_in_step},           {"rotq", &CudaTuning::rot_q_regs},
+    {"qqs", &CudaTuning::quant_decode_qsmem},     {"vsub", &CudaTuning::quant_code_subnormal},
+    {"khl", &CudaTuning::quant_key_hilo},         {"qcut", &CudaTuning::quant_cut_fused},
+    {"gcut", &CudaTuning::graph_cut},             {"gah", &CudaTuning::graph_ahead},
+    {"lpage", &CudaTuning::logits_pageable},      {"glu", &CudaTuning::gemv_glu},
+    {"gpre", &CudaTuning::gemv_prefetch},         {"gxc", &CudaTuning::gemv_x_coalesced},
+    {"pipe", &CudaTuning::gemv_pipe},             {"i8x", &CudaTuning::gemv_i8x},
+    {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
+    {"amma", &CudaTuning::attn_block_mma},
+};
+
+TuningFlag switch_of(const std::string& key) {
+  for (const auto& sw : kTuningSwitches)
+    if (key == sw.key) return sw.flag;
+  return nullptr;
+}
+}  // namespace
+
 // LONGKV_CUDA_TUNING="gemv_rows=1,fuse=1,mma=0" starts from other kernel
 // variants (speed comparisons of whole decode steps); tools print the result
 // (cuda_tuning_description), so no setting is hidden.
@@ -595,12 +627,11 @@ CudaTuning& cuda_tuning() {
       const size_t eq = item.find('=');
       const std::string k = item.substr(0, eq);
       const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
-      if (k == "gemv_rows") d.gemv_rows = on;
-      else if (k == "pipe") d.gemv_pipe = on;
-      else if (k == "i8x") d.gemv_i8x = on;
-      else if (k == "pdl") d.pdl = on;
-      else if (k == "rope") d.gemv_rope = on;
-      else if (k == "slice") {
+      if (k == "qdec") {
+        d.quant_decode_v3 = d.decode_pdl = on;
+      } else if (const TuningFlag flag = switch_of(k)) {
+        d.*flag = on;
+      } else if (k == "slice") {
         // Units per slab launch; the kernel rounds down to whole warps (32).
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -608,19 +639,12 @@ CudaTuning& cuda_tuning() {
         if (v.empty() || *end != '\0' || n < 32 || n > 1 << 20)
           fail("LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '%s')", v.c_str());
         d.slab_slice = static_cast<int>(n);
-      }
-      else if (k == "fuse") d.fuse_activation = on;
-      else if (k == "mma") d.quant_decode_mma = on;
-      else if (k == "flash") d.flash_prefill = on;
-      else if (k == "qdec") d.quant_decode_v3 = d.decode_pdl = on;
-      else if (k == "ablk") d.attn_block = on;
-      else if (k == "astg") {
+      } else if (k == "astg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "2" && v != "3" && v != "4")
           fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2, 3 or 4 (got '%s')", v.c_str());
         d.attn_block_stages = v[0] - '0';
-      }
-      else if (k == "acarve" || k == "qcarve") {
+      } else if (k == "acarve" || k == "qcarve") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
@@ -628,29 +652,11 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: %s=P needs a percentage 0..100, or -1 for the driver's choice (got '%s')",
                k.c_str(), v.c_str());
         (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
-      }
-      else if (k == "amma") d.attn_block_mma = on;
-      else if (k == "glu") d.gemv_glu = on;
-      else if (k == "gpre") d.gemv_prefetch = on;
-      else if (k == "gxc") d.gemv_x_coalesced = on;
-      else if (k == "grb") {
+      } else if (k == "grb") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
-      }
-      else if (k == "apdl") d.append_pdl = on;
-      else if (k == "qblk") d.quant_block = on;
-      else if (k == "qfuse") d.quant_fused = on;
-      else if (k == "rotk") d.rot_in_step = on;
-      else if (k == "rotq") d.rot_q_regs = on;
-      else if (k == "qqs") d.quant_decode_qsmem = on;
-      else if (k == "vsub") d.quant_code_subnormal = on;
-      else if (k == "khl") d.quant_key_hilo = on;
-      else if (k == "qcut") d.quant_cut_fused = on;
-      else if (k == "gcut") d.graph_cut = on;
-      else if (k == "gah") d.graph_ahead = on;
-      else if (k == "lpage") d.logits_pageable = on;
-      else if (k == "qfx" || k == "qstg" || k == "sfx") {
+      } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
@@ -659,11 +665,13 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
                k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..63", v.c_str());
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
+      } else {
+        std::string keys;
+        for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
+             "acarve=P, qcarve=P)",
+             k.c_str(), keys.c_str());
       }
-      else
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (gemv_rows, fuse, mma, flash, qdec, ablk, apdl, qblk, qfuse, rotk, rotq, qqs, vsub, khl, qcut, gcut, gah, lpage, qfx=N, qstg=N, sfx=N, grb=N, glu, gpre, gxc, pipe, "
-             "i8x, pdl, rope, slice=N, astg=N, amma, acarve=P, qcarve=P)",
-             k.c_str());
       i = j + 1;
     }
     return d;
