@@ -115,17 +115,32 @@ int cmd_run(const RunOptions& o) {
 
   int32_t prev = tokens.back();
   int generated = 0;
-  const double t1 = now_seconds();
-  for (int i = 0; i < n_predict; ++i) {
-    const int32_t next = sampler.sample(cur, cfg.n_vocab, history);
-    if (next == rt.tokenizer->eos() && !o.ignore_eos) break;
+  // Prints a generated token; false at the end of the text.
+  auto emit = [&](int32_t next) {
+    if (next == rt.tokenizer->eos() && !o.ignore_eos) return false;
     const std::string piece = rt.tokenizer->decode_token(prev, next);
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
     history.push_back(next);
     prev = next;
     ++generated;
-    if (i + 1 < n_predict) cur = decode(next);
+    return true;
+  };
+  // Greedy on the GPU without a repetition penalty: the argmax on the
+  // device, each token fed to the next step there (CudaModel::decode_greedy)
+  // -- the same tokens as the host's argmax, without the logits' trip.
+  const SamplerParams& sp = o.sampling;
+  const bool device_greedy = gpu && sp.temperature <= 0 && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) &&
+                             cuda_tuning().greedy_device;
+  const double t1 = now_seconds();
+  if (device_greedy) {
+    if (n_predict > 0 && emit(sampler.sample(cur, cfg.n_vocab, history)) && n_predict > 1)
+      gpu->decode_greedy(prev, pos, n_predict - 1, emit);
+  } else {
+    for (int i = 0; i < n_predict; ++i) {
+      if (!emit(sampler.sample(cur, cfg.n_vocab, history))) break;
+      if (i + 1 < n_predict) cur = decode(prev);
+    }
   }
   const double t_gen = now_seconds() - t1;
   // The generated text ends with a newline on stdout so a redirect gives a
@@ -136,8 +151,8 @@ int cmd_run(const RunOptions& o) {
   const KvFootprint fp = gpu ? gpu->kv_footprint() : session->footprint();
   const double f16_bytes = 4.0 * cfg.kv_dim() * cfg.n_layers * fp.tokens;
   log_info("prompt: %zu tokens in %.3f s (%.1f tok/s)", tokens.size(), t_prompt, tokens.size() / t_prompt);
-  log_info("decode: %d tokens in %.3f s (%.1f tok/s)", generated, t_gen,
-           generated > 1 ? (generated - 1) / t_gen : 0.0);
+  log_info("decode: %d tokens in %.3f s (%.1f tok/s)%s", generated, t_gen,
+           generated > 1 ? (generated - 1) / t_gen : 0.0, device_greedy ? ", greedy on the GPU" : "");
   log_info("kv cache: %s, %lld tokens, %s (K %.2f bits/elem, V %.2f bits/elem); f16 would be %s (%.1f%% saved)",
            kv.to_string().c_str(), static_cast<long long>(fp.tokens), human_bytes(static_cast<double>(fp.bytes())).c_str(),
            fp.k_bits, fp.v_bits, human_bytes(f16_bytes).c_str(),

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "common.h"
@@ -26,6 +27,18 @@ bool use_cuda_device(const std::string& device) {
 }
 
 namespace {
+
+// n single-token steps from tokens[0] at pos, as the bench times them:
+// greedy on the device (CudaModel::decode_greedy, `longkv run --temp 0`'s
+// way), or with CudaTuning::greedy_device off one forward_view a step fed
+// tokens[i] (n of them).
+void decode_steps(CudaModel& model, const int32_t* tokens, int pos, int n) {
+  if (cuda_tuning().greedy_device) {
+    model.decode_greedy(tokens[0], pos, n, [](int32_t) { return true; });
+    return;
+  }
+  for (int i = 0; i < n; ++i) model.forward_view(&tokens[i], 1, pos + i);
+}
 
 // Longest context whose KV cache fits next to the weights: the GPU cache's
 // bytes per token in that mode (all layers, K and V; for quantized modes the
@@ -94,7 +107,8 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     model->clear();
     model->fill_random_kv(depth, 11);
     const double ts = now_seconds();
-    for (int i = 0; i < o.n_gen; ++i) model->forward_view(&tok, 1, depth + i);
+    const std::vector<int32_t> toks(o.n_gen, tok);
+    decode_steps(*model, toks.data(), depth, o.n_gen);
     const double per_tok = (now_seconds() - ts) / std::max(1, o.n_gen);
     const KvFootprint fp = model->kv_footprint();
     const double step = static_cast<double>(model->weight_bytes()) + static_cast<double>(fp.gpu_bytes);
@@ -119,8 +133,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
   const bool graphs = cuda_graphs_default();
   std::printf("\n## longkv bench (CUDA)\n\nmodel: %s  \ndevice: %s  \nmeasured copy bandwidth: %.1f GB/s "
               "(device-to-device cudaMemcpy of 1 GiB, read + write)  \nprefill GEMM: %s  \ncontext fill: %s  \n"
-              "decode steps: %s; each step's logits to the host as `longkv run` reads them (the model's pinned "
-              "buffer)  \nkernels: %s\n\n",
+              "decode steps: %s; %s  \nkernels: %s\n\n",
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
                           : "real prefill of random tokens",
@@ -128,6 +141,12 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
                        "replayed); attn ms/tok of decode from the warm-up run (device events around one layer's "
                        "attention, times the layers; the timed runs record none)"
                      : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=0); attn ms/tok of decode from the warm-up run",
+              !cuda_tuning().greedy_device
+                  ? "the given tokens, each step's logits to the host (the model's pinned buffer; gdev=0)"
+                  : cuda_tuning().greedy_pipeline
+                        ? "greedy on the GPU as `longkv run --temp 0` decodes: each step's argmax fed to the next "
+                          "step on the device, which is launched before the host reads the token"
+                        : "greedy on the GPU, each step's token read before the next step is launched (gpipe=0)",
               cuda_tuning_description().c_str());
   std::printf("| device | KV mode | test | depth | tok/s | ms/tok | attn ms/tok | KV read/step | bytes/step | GB/s | %% of copy bw "
               "| attn TFLOP/s |\n");
@@ -199,7 +218,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
           model->step_times().time_gpu = r == 0;
           model->time_decode_attention(r == 0);
           const double ts = now_seconds();
-          for (int i = 0; i < o.n_gen; ++i) model->forward_view(&toks[i], 1, depth + i);
+          decode_steps(*model, toks.data(), depth, o.n_gen);
           const double dt = now_seconds() - ts;
           if (r == 0) {
             warm_steps = model->step_times();
@@ -218,10 +237,12 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
           auto mean_ms = [](double s, int n) { return n > 0 ? 1e3 * s / n : 0.0; };
           log_info("%s depth %d, best run: %d replayed steps (%.3f ms each), %d captured (%.3f ms each, of which "
                    "%.3f ms recording and updating), %d direct (%.3f ms each); %d next steps captured ahead "
-                   "(%.3f ms each, while the GPU ran)",
+                   "(%.3f ms each, while the GPU ran)%s",
                    mode.c_str(), depth, st.replayed, mean_ms(st.replayed_s, st.replayed), st.captured,
                    mean_ms(st.captured_s, st.captured), mean_ms(st.capture_s, st.captured), st.direct,
-                   mean_ms(st.direct_s, st.direct), st.ahead, mean_ms(st.ahead_s, st.ahead));
+                   mean_ms(st.direct_s, st.direct), st.ahead, mean_ms(st.ahead_s, st.ahead),
+                   st.pipelined ? strprintf("; %d steps pipelined (their ms: the host's launch only)", st.pipelined).c_str()
+                                : "");
           const CudaModel::StepTimes& w = warm_steps;
           if (w.replayed > 0)
             log_info("%s depth %d, warm-up run: a replay %.3f ms on the host, %.3f ms between its device events", mode.c_str(),

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -241,6 +242,16 @@ struct CudaTuning {
   // the logits into pageable memory, as forward into a caller's vector does
   // (the bench's and `longkv run`'s way before forward_view).
   bool logits_pageable = false;
+  // Milestone 28 (key "gdev"): greedy generation takes its argmax on the
+  // device (CudaModel::decode_greedy: the next token fed back on the GPU,
+  // 4 bytes to the host instead of the logits); `longkv run --temp 0` and
+  // the bench's decode loop use it. false: both as before, a forward_view a
+  // step and the argmax on the host.
+  bool greedy_device = true;
+  // Milestone 28 (key "gpipe"): decode_greedy launches step j + 1 before it
+  // waits for step j's token, so the GPU never waits for the host between
+  // steps. false: each step's token is read before the next is launched.
+  bool greedy_pipeline = true;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
@@ -279,6 +290,10 @@ class CudaModel {
     // is the GPU's share of replayed_s, the rest the host's between steps.
     bool time_gpu = false;
     double replayed_gpu_s = 0;
+    // decode_greedy's steps launched before the previous step's token was
+    // read (CudaTuning::greedy_pipeline): they are counted by kind above,
+    // but their *_s are only the host's time to launch them.
+    int pipelined = 0;
   };
   virtual StepTimes& step_times() = 0;
 
@@ -292,6 +307,14 @@ class CudaModel {
   // one DMA from the device instead of a copy staged through the driver
   // into pageable memory (~55 us a llama3-8b step on the H200).
   virtual float* forward_view(const int32_t* tokens, int n, int pos) = 0;
+  // Greedy generation on the device: feeds `token` at `pos` (== kv_size()),
+  // then each token it generates, taking every argmax on the GPU (ties: the
+  // lowest id, as longkv::argmax). emit(t) receives the generated tokens in
+  // order; generation ends after max_new of them or when emit returns
+  // false. Returns how many were emitted. The last emitted token is not fed,
+  // except after an early stop with CudaTuning::greedy_pipeline, whose next
+  // step was already launched: kv_size() then counts the stopping token too.
+  virtual int decode_greedy(int32_t token, int pos, int max_new, const std::function<bool(int32_t)>& emit) = 0;
 
   virtual int kv_size() const = 0;
   virtual void clear() = 0;
@@ -338,6 +361,9 @@ void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const Weig
 void cuda_check_interleaved_gemm(const WeightView& gate, const WeightView& up, const float* x, int n_tok,
                                  float* y_parts, float* y_plain);
 // y = rmsnorm(x) * weight, n_rows rows of dim.
+// The device argmax of greedy decoding (greedy_next) over x[n]; run `rounds`
+// times on the same state, as consecutive steps do.
+int32_t cuda_check_argmax(const float* x, int n, int rounds = 1);
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y);
 // Rotates x [n_tok][n_heads][head_dim] in place, token t at position pos0 + t.
 void cuda_check_rope(const RopeTable& t, float* x, int n_tok, int n_heads, int64_t pos0);

@@ -145,6 +145,31 @@ void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const flo
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
 }
 
+int32_t cuda_check_argmax(const float* x, int n, int rounds) {
+  LONGKV_CHECK(rounds >= 1 && rounds <= 4, "cuda_check_argmax: 1..4 rounds");
+  DeviceBuffer xb = to_device(x, sizeof(float) * n), st(sizeof(GreedyState)), ids = poisoned(sizeof(int32_t)),
+               pos(sizeof(int)), ring = poisoned(4 * sizeof(int32_t));
+  LONGKV_CUDA_CHECK(cudaMemset(st.as(), 0, st.bytes()));
+  LONGKV_CUDA_CHECK(cudaMemset(pos.as(), 0, pos.bytes()));
+  for (int r = 0; r < rounds; ++r)
+    greedy_next(xb.as<float>(), n, st.as<GreedyState>(), ids.as<int32_t>(), pos.as<int>(), ring.as<int32_t>(), 3,
+                nullptr);
+  sync_check();
+  GreedyState h;
+  int32_t id = -1, p = -1, r[4];
+  LONGKV_CUDA_CHECK(cudaMemcpy(&h, st.as(), sizeof h, cudaMemcpyDeviceToHost));
+  LONGKV_CUDA_CHECK(cudaMemcpy(&id, ids.as(), sizeof id, cudaMemcpyDeviceToHost));
+  LONGKV_CUDA_CHECK(cudaMemcpy(&p, pos.as(), sizeof p, cudaMemcpyDeviceToHost));
+  LONGKV_CUDA_CHECK(cudaMemcpy(r, ring.as(), sizeof r, cudaMemcpyDeviceToHost));
+  // Each round leaves the state ready for the next and says the same.
+  LONGKV_CHECK(h.best == 0 && h.done == 0 && h.count == static_cast<unsigned>(rounds) && p == rounds,
+               "greedy_next left state best %llu done %u count %u, position %d after %d rounds", h.best, h.done,
+               h.count, p, rounds);
+  for (int i = 0; i < rounds; ++i)
+    LONGKV_CHECK(r[i] == id, "greedy_next round %d appended %d, the id is %d", i, r[i], id);
+  return id;
+}
+
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y) {
   DeviceBuffer xb = to_device(x, sizeof(float) * n_rows * dim), wb = to_device(weight, sizeof(float) * dim);
   DeviceBuffer yb = poisoned(sizeof(float) * n_rows * dim);

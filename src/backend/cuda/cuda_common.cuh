@@ -225,6 +225,20 @@ void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);
 // dst[t][cols] = W.row(ids[t]) as f32 (embedding lookup; ids on the device).
 void get_rows(const GpuWeight& w, const int32_t* ids, int n, float* dst, cudaStream_t s);
 
+// --- greedy decoding on the device (greedy.cu) ------------------------------
+// The state greedy_next keeps between its blocks; zero before the first
+// step, and greedy_next leaves best and done zero again.
+struct GreedyState {
+  unsigned long long best;  // (value as ordered bits) << 32 | ~index, the largest so far
+  unsigned int done;        // blocks finished (the last one decodes)
+  unsigned int count;       // ids appended to the ring so far
+};
+// ids[0] = argmax(logits[0, n)) (lowest index among equal values, as the
+// CPU's argmax), *dpos += 1 (when dpos is given), ring[count++ & ring_mask]
+// = the same id (ring may be mapped host memory).
+void greedy_next(const float* logits, int n, GreedyState* st, int32_t* ids, int* dpos, int32_t* ring, int ring_mask,
+                 cudaStream_t s);
+
 // --- elementwise ops (ops.cu) -----------------------------------------------
 void rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y, cudaStream_t s);
 // x [n_tok][n_heads][head_dim], token t at position pos0 + t; with dpos

@@ -138,6 +138,11 @@ class CudaModelImpl final : public CudaModel {
     LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
     LONGKV_CUDA_CHECK(cudaMallocHost(&logits_host_, sizeof(float) * cfg_.n_vocab));
     dpos_.resize(sizeof(int));
+    greedy_.resize(sizeof(GreedyState));
+    LONGKV_CUDA_CHECK(cudaMemset(greedy_.as(), 0, greedy_.bytes()));
+    LONGKV_CUDA_CHECK(cudaHostAlloc(&ring_host_, kRing * sizeof(int32_t), cudaHostAllocMapped));
+    LONGKV_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&ring_dev_), ring_host_, 0));
+    for (cudaEvent_t& e : ev_step_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     decode_block_reserve(ws_, cfg_.n_kv_heads);
     for (auto& cache : caches_) cache->set_step_position(dpos_.as<int>());
   }
@@ -149,6 +154,9 @@ class CudaModelImpl final : public CudaModel {
     if (ids_host_) cudaFreeHost(ids_host_);
     if (pos_host_) cudaFreeHost(pos_host_);
     if (logits_host_) cudaFreeHost(logits_host_);
+    if (ring_host_) cudaFreeHost(ring_host_);
+    for (cudaEvent_t e : ev_step_)
+      if (e) cudaEventDestroy(e);
     caches_.clear();
     cublasDestroy(ws_.cublas);
     cudaEventDestroy(ev_a_);
@@ -222,82 +230,176 @@ class CudaModelImpl final : public CudaModel {
       LONGKV_CHECK(tokens[t] >= 0 && tokens[t] < c.n_vocab, "token id %d out of range [0, %d)", tokens[t], c.n_vocab);
     const double t0 = now_seconds();
     ensure_scratch(n);
-    bool timed = false;
     const int first = all_logits ? 0 : n - 1, rows = n - first;
-    // The first single-token step runs directly: lazy one-time queries
-    // (occupancy, attributes) then happen outside any capture. A step whose
-    // launches read nothing per-step from the host (replay keys of every
-    // cache) replays the executable captured for its key; a new key is
-    // captured once and cudaGraphExecUpdate'd into it (re-instantiated if the
-    // update is refused). Steps of caches without keys run directly. Since
-    // milestone 27 the next step is captured ahead (CudaTuning::graph_ahead)
-    // while this one runs, when its key will differ: the GPU then never
-    // waits for a capture.
-    std::vector<uint64_t> key;
-    enum { kReplayed, kCaptured, kDirect } kind = kDirect;
     const bool want = logits != nullptr;
-    if (n == 1 && opt_.graphs && direct_steps_ > 0 && step_key(want, &key)) {
-      *ids_host_ = tokens[0];
-      *pos_host_ = pos;
+    Launched step{kDirect, false};
+    if (n == 1) {
+      step = launch_single(tokens, pos, want, false);
+    } else {
+      step.timed = enqueue(tokens, n, pos, want, all_logits);
+    }
+    const bool no_copy = n == 1 && (cuda_tuning().step_probe & 32);  // diagnostics only: logits not returned
+    if (logits && !no_copy)
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
+                                        s_));
+    if (n == 1) maybe_capture_ahead(pos + 1, want, false);
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    if (step.timed) add_attention_time(step.kind);
+    const double dt = now_seconds() - t0;
+    timings_.total_s += dt;
+    if (n == 1) count_step(step.kind, dt);
+  }
+
+  // How a single-token step was launched, and whether it records the
+  // attention events.
+  enum StepKind { kReplayed, kCaptured, kDirect };
+  struct Launched {
+    StepKind kind;
+    bool timed;
+  };
+
+  // Queues the single-token step at pos (no synchronization). The first
+  // single-token step runs directly: lazy one-time queries (occupancy,
+  // attributes) then happen outside any capture. A step whose launches read
+  // nothing per-step from the host (replay keys of every cache) replays the
+  // executable captured for its key; a new key is captured once and
+  // cudaGraphExecUpdate'd into it (re-instantiated if the update is
+  // refused). Steps of caches without keys run directly. Since milestone 27
+  // the next step is captured ahead (maybe_capture_ahead) while this one
+  // runs, so the GPU never waits for a capture. A greedy step (milestone 28)
+  // reads its token and position from the device, where the step before it
+  // (or decode_greedy) left them, and ends with greedy_next.
+  Launched launch_single(const int32_t* token, int pos, bool want, bool greedy) {
+    std::vector<uint64_t> key;
+    if (opt_.graphs && direct_steps_ > 0 && step_key(want, greedy, &key)) {
+      if (!greedy) {  // the sources of the graph's two copies
+        *ids_host_ = token[0];
+        *pos_host_ = pos;
+      }
       if (ahead_.exec && key == ahead_.key && !(cur_.exec && key == cur_.key)) std::swap(cur_, ahead_);
       if (cur_.exec && key == cur_.key) {
         for (auto& cache : caches_) cache->advance(1);
         if (step_times_.time_gpu) LONGKV_CUDA_CHECK(cudaEventRecord(ev_g0_, s_));
         LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
         if (step_times_.time_gpu) LONGKV_CUDA_CHECK(cudaEventRecord(ev_g1_, s_));
-        timed = cur_.timed;
         ++replays_;
-        kind = kReplayed;
-      } else {
-        const double tc = now_seconds();
-        capture(cur_, key, pos, want, s_);
-        step_times_.capture_s += now_seconds() - tc;
-        timed = cur_.timed;
-        kind = kCaptured;
-        LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
+        return {kReplayed, cur_.timed};
       }
-    } else {
-      if (n == 1) *pos_host_ = pos;
-      timed = enqueue(tokens, n, pos, want, all_logits);
-      if (n == 1) ++direct_steps_;
+      const double tc = now_seconds();
+      capture(cur_, key, pos, want, greedy, s_);
+      step_times_.capture_s += now_seconds() - tc;
+      LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
+      return {kCaptured, cur_.timed};
     }
-    const bool no_copy = n == 1 && (cuda_tuning().step_probe & 32);  // diagnostics only: logits not returned
-    if (logits && !no_copy)
-      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
-                                        s_));
-    if (n == 1 && opt_.graphs && direct_steps_ > 0 && cuda_tuning().graph_ahead) capture_ahead(pos + 1, want);
-    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
-    if (timed) {
-      float ms = 0;
-      // Record nodes (cudaEventRecordExternal in the capture) time like
-      // stream records; should a driver refuse, the step is not sampled.
-      const cudaEvent_t ea = kind == kDirect ? ev_a_ : cur_.ev_a, eb = kind == kDirect ? ev_b_ : cur_.ev_b;
-      if (cudaEventElapsedTime(&ms, ea, eb) == cudaSuccess) timings_.attention_s += 1e-3 * ms * c.n_layers;
+    if (!greedy) *pos_host_ = pos;
+    const bool timed = enqueue(token, 1, pos, want, false, greedy);
+    ++direct_steps_;
+    return {kDirect, timed};
+  }
+
+  // The attention time of the step just finished (its events recorded).
+  // Record nodes (cudaEventRecordExternal in the capture) time like stream
+  // records; should a driver refuse, the step is not sampled.
+  void add_attention_time(StepKind kind) {
+    float ms = 0;
+    const cudaEvent_t ea = kind == kDirect ? ev_a_ : cur_.ev_a, eb = kind == kDirect ? ev_b_ : cur_.ev_b;
+    if (cudaEventElapsedTime(&ms, ea, eb) == cudaSuccess) timings_.attention_s += 1e-3 * ms * cfg_.n_layers;
+    else cudaGetLastError();
+  }
+
+  // done: the step has finished (its events can be read).
+  void count_step(StepKind kind, double dt, bool done = true) {
+    StepTimes& st = step_times_;
+    float ms = 0;
+    if (kind == kReplayed && st.time_gpu && done) {
+      if (cudaEventElapsedTime(&ms, ev_g0_, ev_g1_) == cudaSuccess) st.replayed_gpu_s += 1e-3 * ms;
       else cudaGetLastError();
     }
-    const double dt = now_seconds() - t0;
-    timings_.total_s += dt;
-    if (n == 1) {
-      StepTimes& st = step_times_;
-      float ms = 0;
-      if (kind == kReplayed && st.time_gpu && cudaEventElapsedTime(&ms, ev_g0_, ev_g1_) == cudaSuccess)
-        st.replayed_gpu_s += 1e-3 * ms;
-      if (kind == kReplayed) ++st.replayed, st.replayed_s += dt;
-      else if (kind == kCaptured) ++st.captured, st.captured_s += dt;
-      else ++st.direct, st.direct_s += dt;
+    if (kind == kReplayed) ++st.replayed, st.replayed_s += dt;
+    else if (kind == kCaptured) ++st.captured, st.captured_s += dt;
+    else ++st.direct, st.direct_s += dt;
+  }
+
+ public:
+  int decode_greedy(int32_t token, int pos, int max_new, const std::function<bool(int32_t)>& emit) override {
+    const ModelConfig& c = cfg_;
+    LONGKV_CHECK(max_new >= 1, "decode_greedy needs at least one token to generate (got %d)", max_new);
+    LONGKV_CHECK(pos == kv_size(), "decode_greedy at position %d but the caches hold %d tokens", pos, kv_size());
+    LONGKV_CHECK(token >= 0 && token < c.n_vocab, "token id %d out of range [0, %d)", token, c.n_vocab);
+    const double t0 = now_seconds();
+    ensure_scratch(1);
+    // The first step's token and position; every step then leaves the next
+    // one's on the device (greedy_next). No other step may be in flight
+    // while the host writes these pinned cells: every call ends synchronized.
+    *ids_host_ = token;
+    *pos_host_ = pos;
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), ids_host_, sizeof(int32_t), cudaMemcpyHostToDevice, s_));
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
+    LONGKV_CUDA_CHECK(cudaMemsetAsync(greedy_.as(), 0, sizeof(GreedyState), s_));
+    // Timed attention needs each step's events read before they are
+    // recorded again, so those runs wait step by step.
+    const bool pipelined = cuda_tuning().greedy_pipeline && !time_decode_attention_;
+    std::vector<Launched> launched(max_new);
+    std::vector<double> started(max_new);
+    int emitted = 0;
+    // Waits for step j and hands its token to emit.
+    auto finish = [&](int j) {
+      LONGKV_CUDA_CHECK(cudaEventSynchronize(ev_step_[j % 2]));
+      if (!pipelined) {
+        if (launched[j].timed) add_attention_time(launched[j].kind);
+        count_step(launched[j].kind, now_seconds() - started[j]);
+      }
+      ++emitted;
+      return emit(static_cast<volatile int32_t*>(ring_host_)[j % kRing]);
+    };
+    int j = 0;
+    bool go = true;
+    try {
+      for (; j < max_new && go; ++j) {
+        started[j] = now_seconds();
+        launched[j] = launch_single(nullptr, pos + j, true, true);
+        LONGKV_CUDA_CHECK(cudaEventRecord(ev_step_[j % 2], s_));
+        if (j + 1 < max_new) maybe_capture_ahead(pos + j + 1, true, true);
+        if (pipelined) {
+          ++step_times_.pipelined;
+          count_step(launched[j].kind, now_seconds() - started[j], false);
+          if (j > 0) go = finish(j - 1);
+        } else {
+          go = finish(j);
+        }
+      }
+      if (pipelined && go) finish(j - 1);  // the last step's token
+    } catch (...) {
+      cudaStreamSynchronize(s_);
+      throw;
     }
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    timings_.total_s += now_seconds() - t0;
+    return emitted;
+  }
+
+ private:
+  // After a single-token step was queued: captures the one after it ahead
+  // (CudaTuning::graph_ahead), once single-token steps run as graphs.
+  void maybe_capture_ahead(int pos, bool want, bool greedy) {
+    if (opt_.graphs && direct_steps_ > 0 && cuda_tuning().graph_ahead) capture_ahead(pos, want, greedy);
   }
 
   // Queues one forward pass on s_ (no synchronization, no host memory but
   // the token ids, which must stay valid until the work ran). Returns
-  // whether the attention events were recorded.
-  bool enqueue(const int32_t* tokens, int n, int pos, bool want_logits, bool all_logits) {
+  // whether the attention events were recorded. A greedy step (one token,
+  // logits wanted) takes its token id and position from ids_ and dpos_ as
+  // the device holds them, and ends with greedy_next, which sets both for
+  // the next step.
+  bool enqueue(const int32_t* tokens, int n, int pos, bool want_logits, bool all_logits, bool greedy = false) {
     const ModelConfig& c = cfg_;
     const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
-    LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
+    LONGKV_CHECK(!greedy || (n == 1 && want_logits), "a greedy step is one token with logits");
+    if (!greedy) LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
     // Single-token steps: RoPE and the caches read the position from dpos_.
     const int* dpos = n == 1 ? dpos_.as<int>() : nullptr;
-    if (dpos) LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
+    if (dpos && !greedy)
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
     float* x = x_.as<float>();
     float* xb = xb_.as<float>();
     float* att = att_.as<float>();
@@ -401,15 +503,19 @@ class CudaModelImpl final : public CudaModel {
         matmul(output_, xb, rows, logits_.as<float>(), false);
       }
     }
+    if (greedy)
+      greedy_next(logits_.as<float>(), c.n_vocab, greedy_.as<GreedyState>(), ids_.as<int32_t>(), dpos_.as<int>(),
+                  ring_dev_, kRing - 1, s_);
     return timed;
   }
 
   // The replay key of the next single-token step: every cache's, whether
-  // logits are copied, and the scratch buffers' identity (a longer prompt
-  // reallocates the activations and the attention partials, and a captured
-  // step must not replay into freed memory); false if some cache has none.
-  bool step_key(bool want_logits, std::vector<uint64_t>* key) const {
-    key->assign(1, (want_logits ? 1 : 2) | (time_decode_attention_ ? 4 : 0));
+  // logits are copied, whether it is greedy, and the scratch buffers'
+  // identity (a longer prompt reallocates the activations and the attention
+  // partials, and a captured step must not replay into freed memory); false
+  // if some cache has none.
+  bool step_key(bool want_logits, bool greedy, std::vector<uint64_t>* key) const {
+    key->assign(1, (want_logits ? 1 : 2) | (time_decode_attention_ ? 4 : 0) | (greedy ? 8 : 0));
     key->push_back(scratch_gen_);
     key->push_back(reinterpret_cast<uint64_t>(ws_.a.as()));
     key->push_back(reinterpret_cast<uint64_t>(ws_.b.as()));
@@ -431,7 +537,8 @@ class CudaModelImpl final : public CudaModel {
   // Records the single-token step at pos (the caches' host state as it is
   // now) on stream `cs` into g: an in-place update of g's executable when
   // only kernel parameters changed, else a new instantiation.
-  void capture(StepGraph& g, const std::vector<uint64_t>& key, int pos, bool want_logits, cudaStream_t cs) {
+  void capture(StepGraph& g, const std::vector<uint64_t>& key, int pos, bool want_logits, bool greedy,
+               cudaStream_t cs) {
     cudaGraph_t graph = nullptr;
     const cudaStream_t own = s_;
     s_ = cs;  // enqueue launches on s_ and records rec_a_, rec_b_
@@ -439,7 +546,7 @@ class CudaModelImpl final : public CudaModel {
     rec_b_ = g.ev_b;
     LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
     try {
-      g.timed = enqueue(ids_host_, 1, pos, want_logits, false);
+      g.timed = enqueue(ids_host_, 1, pos, want_logits, false, greedy);
     } catch (...) {
       cudaStreamEndCapture(s_, &graph);
       s_ = own;
@@ -481,15 +588,15 @@ class CudaModelImpl final : public CudaModel {
   // their state is saved first and put back after. A workspace that had to
   // grow during the capture moved (the key holds its address), so the next
   // step then simply captures again.
-  void capture_ahead(int pos, bool want_logits) {
+  void capture_ahead(int pos, bool want_logits, bool greedy) {
     std::vector<uint64_t> key;
-    if (!step_key(want_logits, &key) || key == cur_.key || key == ahead_.key) return;
+    if (!step_key(want_logits, greedy, &key) || key == cur_.key || key == ahead_.key) return;
     std::vector<std::vector<int64_t>> saved;
     saved.reserve(caches_.size());
     for (const auto& cache : caches_) saved.push_back(cache->host_state());
     const double tc = now_seconds();
     try {
-      capture(ahead_, key, pos, want_logits, cs_);
+      capture(ahead_, key, pos, want_logits, greedy, cs_);
     } catch (...) {
       for (size_t i = 0; i < caches_.size(); ++i) caches_[i]->set_host_state(saved[i]);
       throw;
@@ -558,6 +665,14 @@ class CudaModelImpl final : public CudaModel {
   std::vector<float> logits_pageable_;  // forward_view with CudaTuning::logits_pageable
   int* pos_host_ = nullptr;           // pinned: the position, copied to dpos_ by every single-token step
   DeviceBuffer dpos_;
+  // Greedy steps (decode_greedy): greedy_next's state, and the ring it
+  // appends each token to, in mapped pinned memory the host reads once the
+  // step's event (ev_step_, alternating) has completed.
+  static constexpr int kRing = 4;
+  DeviceBuffer greedy_;
+  int32_t* ring_host_ = nullptr;
+  int32_t* ring_dev_ = nullptr;
+  cudaEvent_t ev_step_[2] = {nullptr, nullptr};
   StepGraph cur_, ahead_;  // the executable replayed now; the next step's, captured ahead
   cudaStream_t cs_ = nullptr;  // the capture-ahead stream (records only, runs nothing)
   int captures_ = 0, replays_ = 0;
@@ -602,7 +717,8 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"gpre", &CudaTuning::gemv_prefetch},         {"gxc", &CudaTuning::gemv_x_coalesced},
     {"pipe", &CudaTuning::gemv_pipe},             {"i8x", &CudaTuning::gemv_i8x},
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
-    {"amma", &CudaTuning::attn_block_mma},
+    {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
+    {"gpipe", &CudaTuning::greedy_pipeline},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -711,6 +827,8 @@ std::string cuda_tuning_description() {
          (t.graph_cut ? "" : ", a step that cuts a group runs without a graph (gcut=0)") +
          (t.graph_ahead ? "" : ", steps captured when due, not ahead (gah=0)") +
          (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
+         (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
+         (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -37,6 +37,7 @@ void cuda_check_ffn_glu(const WeightView&, const WeightView&, const WeightView&,
 void cuda_check_interleaved_gemm(const WeightView&, const WeightView&, const float*, int, float*, float*) {
   fail("%s", kNoCuda);
 }
+int32_t cuda_check_argmax(const float*, int, int) { fail("%s", kNoCuda); }
 void cuda_check_rmsnorm(const float*, const float*, int, int, float, float*) { fail("%s", kNoCuda); }
 void cuda_check_rope(const RopeTable&, float*, int, int, int64_t) { fail("%s", kNoCuda); }
 void cuda_check_attention(const KvShape&, const std::string&, const float*, const float*, int, int, const float*, int,

@@ -1,0 +1,185 @@
+// Greedy decoding on the device (src/backend/cuda/greedy.cu,
+// CudaModel::decode_greedy) against the host's argmax: the kernel alone on
+// odd sizes, ties and NaNs, and whole generations of the evaluation model,
+// pipelined or not, replayed as graphs or launched kernel by kernel.
+// Without a GPU (or in a build without CUDA) each test reports SKIPPED.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "model/model_loader.h"
+#include "runtime/sampler.h"
+#include "test_cuda_util.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+
+// Sizes around the kernel's 256 threads and 2048 values a block, and
+// llama3's vocabulary (128,256) and one more; each with plain normal values,
+// the maximum twice (the lower index wins), every value equal (index 0),
+// negative values only, and -inf / NaN scattered (never the answer).
+TEST(CudaGreedy, ArgmaxMatchesCpuArgmax) {
+  LONGKV_REQUIRE_CUDA();
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  int checked = 0;
+  for (int n : {1, 2, 33, 255, 257, 2048, 2049, 32000, 128256, 128257, 300001}) {
+    for (int variant = 0; variant < 5; ++variant) {
+      std::vector<float> x(n);
+      for (float& v : x) v = nd(rng);
+      if (variant == 1 && n > 2) {  // a tie: the same maximum at two places
+        const int a = static_cast<int>(rng() % (n / 2)) + 1, b = a + static_cast<int>(rng() % (n - a));
+        x[a] = x[b] = 9.5f;
+      } else if (variant == 2) {
+        std::fill(x.begin(), x.end(), 0.25f);
+      } else if (variant == 3) {
+        for (float& v : x) v = -std::fabs(v) - 1.0f;
+      } else if (variant == 4 && n > 2) {
+        for (int i = 1; i < n; i += 7) x[i] = i % 2 ? -std::numeric_limits<float>::infinity() : std::nanf("");
+      }
+      const int32_t want = argmax(x.data(), n);
+      for (int rounds : {1, 3}) {
+        EXPECT_EQ(cuda_check_argmax(x.data(), n, rounds), want) << "n " << n << " variant " << variant << " rounds "
+                                                                << rounds;
+        ++checked;
+      }
+    }
+  }
+  std::printf("device argmax vs CPU argmax: %d cases\n", checked);
+}
+
+// The host's greedy loop: forward_view a step, argmax on the CPU.
+std::vector<int32_t> host_greedy(CudaModel& m, int32_t first, int pos, int n) {
+  std::vector<int32_t> out;
+  int32_t t = first;
+  for (int i = 0; i < n; ++i) {
+    t = argmax(m.forward_view(&t, 1, pos + i), m.config().n_vocab);
+    out.push_back(t);
+  }
+  return out;
+}
+
+struct GreedyRun {
+  bool graphs, pipelined;
+};
+constexpr GreedyRun kRuns[] = {{true, true}, {true, false}, {false, true}};
+
+// After a prompt, 180 tokens, past k2v2's first group (token 164), so
+// through the graphed steps that cut a group: the same tokens as the host's
+// argmax over the same logits, with the caches grown by exactly the tokens
+// fed. A run with the attention timed (steps waited for one by one) still
+// times replayed steps.
+TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  const bool pipeline0 = cuda_tuning().greedy_pipeline;
+  constexpr int kPrompt = 20, kSteps = 180;
+  std::vector<int32_t> prompt(kPrompt);
+  for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 131 + 7) % nv);
+  for (const char* mode : {"f16", "k2v2"}) {
+    SCOPED_TRACE(mode);
+    CudaModelOptions o;
+    o.max_tokens = kPrompt + kSteps + 1;
+    o.kv_mode = mode;
+    auto host = CudaModel::create(lm.weights, o);
+    const int32_t first = argmax(host->forward_view(prompt.data(), kPrompt, 0), nv);
+    const std::vector<int32_t> want = host_greedy(*host, first, kPrompt, kSteps);
+    for (const GreedyRun& r : kRuns) {
+      for (bool timed : {false, true}) {
+        if (timed && !(r.graphs && r.pipelined)) continue;
+        SCOPED_TRACE(testing::Message() << "graphs " << r.graphs << " pipelined " << r.pipelined << " timed " << timed);
+        cuda_tuning().greedy_pipeline = r.pipelined;
+        o.graphs = r.graphs;
+        auto dev = CudaModel::create(lm.weights, o);
+        dev->time_decode_attention(timed);
+        EXPECT_EQ(argmax(dev->forward_view(prompt.data(), kPrompt, 0), nv), first);
+        std::vector<int32_t> got;
+        const int n = dev->decode_greedy(first, kPrompt, kSteps, [&](int32_t t) {
+          got.push_back(t);
+          return true;
+        });
+        cuda_tuning().greedy_pipeline = pipeline0;
+        EXPECT_EQ(n, kSteps);
+        EXPECT_EQ(got, want);
+        EXPECT_EQ(dev->kv_size(), kPrompt + kSteps);  // the last token is not fed
+        const CudaModel::StepTimes& st = dev->step_times();
+        EXPECT_EQ(st.pipelined, r.pipelined && !timed ? kSteps : 0);
+        if (r.graphs) {
+          EXPECT_GT(dev->graph_replays(), kSteps / 2);
+        } else {
+          EXPECT_EQ(dev->graph_replays(), 0);
+          EXPECT_EQ(st.direct, kSteps);
+        }
+        if (timed) {
+          EXPECT_GT(dev->timings().attention_s, 0.0) << "greedy replays recorded no attention time";
+        }
+        int same = 0;
+        while (same < kSteps && got.size() == want.size() && got[same] == want[same]) ++same;
+        std::printf("decode_greedy, %s, graphs %d, pipelined %d, timed %d: %d of %d tokens as the host's argmax, "
+                    "%d replays, %d captures\n",
+                    mode, r.graphs, r.pipelined, timed, same, kSteps, dev->graph_replays(), dev->graph_captures());
+      }
+    }
+  }
+}
+
+// emit returning false ends the generation. Without the pipeline the
+// stopping token is not fed; with it, its step had been launched, so the
+// caches hold it too (the contract in cuda_backend.h). Either way the next
+// step continues from exactly those tokens: its logits are the bits of a
+// model fed the same tokens one forward_view at a time.
+TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  const bool pipeline0 = cuda_tuning().greedy_pipeline;
+  constexpr int kPrompt = 9, kStop = 5;
+  std::vector<int32_t> prompt(kPrompt);
+  for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 977 + 3) % nv);
+  for (const char* mode : {"f16", "k4v4"}) {
+    for (const GreedyRun& r : kRuns) {
+      SCOPED_TRACE(testing::Message() << mode << " graphs " << r.graphs << " pipelined " << r.pipelined);
+      CudaModelOptions o;
+      o.max_tokens = 64;
+      o.kv_mode = mode;
+      o.graphs = r.graphs;
+      cuda_tuning().greedy_pipeline = r.pipelined;
+      auto dev = CudaModel::create(lm.weights, o);
+      auto ref = CudaModel::create(lm.weights, o);
+      const int32_t first = argmax(dev->forward_view(prompt.data(), kPrompt, 0), nv);
+      ref->forward_view(prompt.data(), kPrompt, 0);
+      std::vector<int32_t> got;
+      const int n = dev->decode_greedy(first, kPrompt, 40, [&](int32_t t) {
+        got.push_back(t);
+        return static_cast<int>(got.size()) < kStop;
+      });
+      cuda_tuning().greedy_pipeline = pipeline0;
+      EXPECT_EQ(n, kStop);
+      ASSERT_EQ(static_cast<int>(got.size()), kStop);
+      const int fed = kStop + (r.pipelined ? 1 : 0);  // first, then got[0..fed-2]
+      ASSERT_EQ(dev->kv_size(), kPrompt + fed);
+      std::vector<int32_t> fed_tokens{first};
+      fed_tokens.insert(fed_tokens.end(), got.begin(), got.begin() + (fed - 1));
+      for (int i = 0; i < fed; ++i) ref->forward_view(&fed_tokens[i], 1, kPrompt + i);
+      const int32_t next = 42;
+      std::vector<float> a(nv);
+      std::memcpy(a.data(), ref->forward_view(&next, 1, kPrompt + fed), sizeof(float) * nv);
+      const float* b = dev->forward_view(&next, 1, kPrompt + fed);
+      EXPECT_EQ(std::memcmp(a.data(), b, sizeof(float) * nv), 0) << "the continuation's logits differ";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longkv
