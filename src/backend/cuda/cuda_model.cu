@@ -447,12 +447,10 @@ class CudaModelImpl final : public CudaModel {
       // Attention time is sampled on one layer per call (events around every
       // layer would serialize the queue) and scaled by the layer count; in a
       // single-token step only when asked (time_decode_attention), since the
-      // records cut two PDL edges. In a capture a plain cudaEventRecord only
-      // marks a dependency and times nothing (every graph-replayed step of
-      // the bench went untimed until milestone 27): External makes it a
-      // record node of the graph.
+      // records cut two PDL edges. Every graph-replayed step of the bench
+      // went untimed until milestone 27: see record_attention_event.
       const bool sample = l == c.n_layers / 2 && (n > 1 || time_decode_attention_);
-      if (sample) LONGKV_CUDA_CHECK(cudaEventRecordWithFlags(rec_a_, s_, cudaEventRecordExternal));
+      if (sample) record_attention_event(rec_a_);
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
@@ -462,7 +460,7 @@ class CudaModelImpl final : public CudaModel {
         caches_[l]->attend(q, n, att, ws_, s_);
       }
       if (sample) {
-        LONGKV_CUDA_CHECK(cudaEventRecordWithFlags(rec_b_, s_, cudaEventRecordExternal));
+        record_attention_event(rec_b_);
         timed = true;
       }
       if (!(skip & 4)) matmul(L.wo, att, n, x, true);
@@ -507,6 +505,18 @@ class CudaModelImpl final : public CudaModel {
       greedy_next(logits_.as<float>(), c.n_vocab, greedy_.as<GreedyState>(), ids_.as<int32_t>(), dpos_.as<int>(),
                   ring_dev_, kRing - 1, s_);
     return timed;
+  }
+
+  // In a capture a plain cudaEventRecord only marks a dependency and times
+  // nothing: External makes it a record node of the graph. Outside a
+  // capture the driver refuses that flag ("cannot be performed in the
+  // present state"; milestone 28's first device call), so a direct step or
+  // a prompt records plainly.
+  void record_attention_event(cudaEvent_t e) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    LONGKV_CUDA_CHECK(cudaStreamIsCapturing(s_, &cs));
+    LONGKV_CUDA_CHECK(
+        cudaEventRecordWithFlags(e, s_, cs == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : 0u));
   }
 
   // The replay key of the next single-token step: every cache's, whether
