@@ -181,5 +181,62 @@ TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
   }
 }
 
+// The step after a prompt (or a synthetic fill, the bench's stand-in for
+// one) is captured while the prompt runs, of the kind the last step was:
+// a second generation's first step replays, and its tokens are still the
+// host argmax's.
+TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  constexpr int kPrompt = 20, kMore = 30, kSteps = 8;
+  std::vector<int32_t> prompt(kPrompt + kMore);
+  for (int i = 0; i < kPrompt + kMore; ++i) prompt[i] = static_cast<int32_t>((i * 331 + 5) % nv);
+  auto all = [](int32_t) { return true; };
+  for (const char* mode : {"f16", "k2v2"}) {
+    SCOPED_TRACE(mode);
+    CudaModelOptions o;
+    o.max_tokens = 256;
+    o.kv_mode = mode;
+    auto dev = CudaModel::create(lm.weights, o);
+    auto host = CudaModel::create(lm.weights, o);
+    if (!dev->graphs() || !cuda_tuning().graph_ahead) GTEST_SKIP() << "graphs or capture ahead off in the environment";
+    const int32_t first = argmax(dev->forward_view(prompt.data(), kPrompt, 0), nv);
+    host->forward_view(prompt.data(), kPrompt, 0);
+    std::vector<int32_t> fed{first};
+    dev->decode_greedy(first, kPrompt, kSteps, [&](int32_t t) {
+      fed.push_back(t);
+      return true;
+    });
+    fed.pop_back();  // the last token is not fed
+    for (size_t i = 0; i < fed.size(); ++i) host->forward_view(&fed[i], 1, kPrompt + static_cast<int>(i));
+    const int pos = dev->kv_size();
+    ASSERT_EQ(pos, kPrompt + kSteps);
+    const int32_t first2 = argmax(dev->forward_view(prompt.data() + kPrompt, kMore, pos), nv);
+    EXPECT_EQ(argmax(host->forward_view(prompt.data() + kPrompt, kMore, pos), nv), first2);
+    dev->step_times() = {};
+    std::vector<int32_t> got;
+    dev->decode_greedy(first2, pos + kMore, kSteps, [&](int32_t t) {
+      got.push_back(t);
+      return true;
+    });
+    EXPECT_EQ(got, host_greedy(*host, first2, pos + kMore, kSteps));
+    const CudaModel::StepTimes st = dev->step_times();
+    EXPECT_EQ(st.captured, 0);
+    EXPECT_EQ(st.direct, 0);
+    EXPECT_EQ(st.replayed, kSteps);
+    // After a fill: the same.
+    dev->clear();
+    dev->fill_random_kv(100, 3);
+    dev->step_times() = {};
+    dev->decode_greedy(1, 100, kSteps, all);
+    EXPECT_EQ(dev->step_times().captured, 0);
+    EXPECT_EQ(dev->step_times().replayed, kSteps);
+    std::printf("decode_greedy after a prompt, %s: %d of %d steps replayed, after a fill %d\n", mode, st.replayed,
+                kSteps, dev->step_times().replayed);
+  }
+}
+
 }  // namespace
 }  // namespace longkv

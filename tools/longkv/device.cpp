@@ -137,8 +137,8 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
                           : "real prefill of random tokens",
-              graphs ? "CUDA graphs (captured once per replay key, the next step's while the GPU runs this one; "
-                       "replayed); attn ms/tok of decode from the warm-up run (device events around one layer's "
+              graphs ? "CUDA graphs (captured once per replay key, the next step's while the GPU runs this one, "
+                       "the first step's while the GPU fills the context, as while it runs a prompt; replayed); attn ms/tok of decode from the warm-up run (device events around one layer's "
                        "attention, times the layers; the timed runs record none)"
                      : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=0); attn ms/tok of decode from the warm-up run",
               !cuda_tuning().greedy_device

@@ -181,6 +181,7 @@ class CudaModelImpl final : public CudaModel {
   }
   void fill_random_kv(int n, uint64_t seed) override {
     for (size_t l = 0; l < caches_.size(); ++l) caches_[l]->fill_random(n, seed * 1000 + l, s_);
+    maybe_capture_ahead(kv_size(), true, last_greedy_);  // as after a prompt
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
   }
   KvFootprint kv_footprint() const override {
@@ -242,7 +243,13 @@ class CudaModelImpl final : public CudaModel {
     if (logits && !no_copy)
       LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
                                         s_));
+    // After a prompt, the next step is captured while the prompt runs: of
+    // the kind the last single-token step was (a generation's first step
+    // after its prompt then replays; forward_view and decode_greedy always
+    // want logits).
     if (n == 1) maybe_capture_ahead(pos + 1, want, false);
+    else maybe_capture_ahead(pos + n, true, last_greedy_);
+    if (n == 1) last_greedy_ = false;
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
     if (step.timed) add_attention_time(step.kind);
     const double dt = now_seconds() - t0;
@@ -328,6 +335,7 @@ class CudaModelImpl final : public CudaModel {
     LONGKV_CHECK(token >= 0 && token < c.n_vocab, "token id %d out of range [0, %d)", token, c.n_vocab);
     const double t0 = now_seconds();
     ensure_scratch(1);
+    last_greedy_ = true;
     // The first step's token and position; every step then leaves the next
     // one's on the device (greedy_next). No other step may be in flight
     // while the host writes these pinned cells: every call ends synchronized.
@@ -689,6 +697,7 @@ class CudaModelImpl final : public CudaModel {
   StepTimes step_times_;
   bool time_decode_attention_ = false;  // single-token steps record the attention events
   int direct_steps_ = 0;
+  bool last_greedy_ = false;  // the last single-token step was decode_greedy's (what a prompt captures ahead)
 };
 
 }  // namespace
