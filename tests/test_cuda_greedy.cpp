@@ -197,7 +197,7 @@ TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
     CudaModelOptions o;
-    o.max_tokens = 256;
+    o.max_tokens = 1100;
     o.kv_mode = mode;
     auto dev = CudaModel::create(lm.weights, o);
     auto host = CudaModel::create(lm.weights, o);
@@ -226,11 +226,11 @@ TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
     EXPECT_EQ(st.captured, 0);
     EXPECT_EQ(st.direct, 0);
     EXPECT_EQ(st.replayed, kSteps);
-    // After a fill: the same.
+    // After a fill (k2v2: 27 groups and a window): the same.
     dev->clear();
-    dev->fill_random_kv(100, 3);
+    dev->fill_random_kv(1000, 3);
     dev->step_times() = {};
-    dev->decode_greedy(1, 100, kSteps, all);
+    dev->decode_greedy(1, 1000, kSteps, all);
     EXPECT_EQ(dev->step_times().captured, 0);
     EXPECT_EQ(dev->step_times().replayed, kSteps);
     std::printf("decode_greedy after a prompt, %s: %d of %d steps replayed, after a fill %d\n", mode, st.replayed,

@@ -210,13 +210,16 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
         double best = 1e30, best_attn = 0;
         CudaModel::StepTimes best_steps, warm_steps;
         for (int r = 0; r < o.reps + 1; ++r) {
+          // The warm-up run says how long the GPU took of a replay and of one
+          // layer's attention; the timed runs record no events. Set before
+          // the fill, which captures the first step ahead (a key of its own
+          // with the events: set after it, a timed run's first step was
+          // captured again while the GPU waited, milestone 28).
+          model->time_decode_attention(r == 0);
           fill();
           model->timings() = {};
           model->step_times() = {};
-          // The warm-up run says how long the GPU took of a replay and of one
-          // layer's attention; the timed runs record no events.
           model->step_times().time_gpu = r == 0;
-          model->time_decode_attention(r == 0);
           const double ts = now_seconds();
           decode_steps(*model, toks.data(), depth, o.n_gen);
           const double dt = now_seconds() - ts;
