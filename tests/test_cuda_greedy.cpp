@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -235,6 +237,29 @@ TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
     EXPECT_EQ(dev->step_times().replayed, kSteps);
     std::printf("decode_greedy after a prompt, %s: %d of %d steps replayed, after a fill %d\n", mode, st.replayed,
                 kSteps, dev->step_times().replayed);
+  }
+}
+
+// `longkv run --device cuda --temp 0` generates on the device (its decode
+// line says so) the text the host's argmax gives (LONGKV_CUDA_TUNING=gdev=0),
+// for a dense and a quantized cache.
+TEST(CudaGreedy, RunTempZeroMatchesHostArgmaxText) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  for (const char* kv : {"f16", "k2v2"}) {
+    SCOPED_TRACE(kv);
+    const std::string cmd = "run -m " + test::shared_path(kEvalModel) +
+                            " -p 'Once upon a time, in a small town' -n 200 --temp 0 --device cuda --kv " + kv;
+    const auto dev = test::run_cli(cmd);
+    ::setenv("LONGKV_CUDA_TUNING", "gdev=0", 1);
+    const auto host = test::run_cli(cmd);
+    ::unsetenv("LONGKV_CUDA_TUNING");
+    ASSERT_EQ(dev.exit_code, 0) << dev.err;
+    ASSERT_EQ(host.exit_code, 0) << host.err;
+    EXPECT_NE(dev.err.find("greedy on the GPU"), std::string::npos) << dev.err;
+    EXPECT_EQ(host.err.find("greedy on the GPU"), std::string::npos) << host.err;
+    EXPECT_GT(dev.out.size(), 100u);
+    EXPECT_EQ(dev.out, host.out);
   }
 }
 
