@@ -243,12 +243,13 @@ class CudaModelImpl final : public CudaModel {
     if (logits && !no_copy)
       LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
                                         s_));
-    // After a prompt, the next step is captured while the prompt runs: of
-    // the kind the last single-token step was (a generation's first step
-    // after its prompt then replays; forward_view and decode_greedy always
-    // want logits).
+    // After a prompt whose logits are wanted (generation follows; a context
+    // filled chunk by chunk without logits need not capture after every
+    // chunk), the next step is captured while the prompt runs: of the kind
+    // the last single-token step was, so a generation's first step replays
+    // (forward_view and decode_greedy always want logits).
     if (n == 1) maybe_capture_ahead(pos + 1, want, false);
-    else maybe_capture_ahead(pos + n, true, last_greedy_);
+    else if (want) maybe_capture_ahead(pos + n, true, last_greedy_);
     if (n == 1) last_greedy_ = false;
     LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
     if (step.timed) add_attention_time(step.kind);
@@ -347,15 +348,16 @@ class CudaModelImpl final : public CudaModel {
     // Timed attention needs each step's events read before they are
     // recorded again, so those runs wait step by step.
     const bool pipelined = cuda_tuning().greedy_pipeline && !time_decode_attention_;
-    std::vector<Launched> launched(max_new);
-    std::vector<double> started(max_new);
+    // At most two steps are in flight: step j's slot is j % 2.
+    Launched launched[2] = {};
+    double started[2] = {};
     int emitted = 0;
     // Waits for step j and hands its token to emit.
     auto finish = [&](int j) {
       LONGKV_CUDA_CHECK(cudaEventSynchronize(ev_step_[j % 2]));
       if (!pipelined) {
-        if (launched[j].timed) add_attention_time(launched[j].kind);
-        count_step(launched[j].kind, now_seconds() - started[j]);
+        if (launched[j % 2].timed) add_attention_time(launched[j % 2].kind);
+        count_step(launched[j % 2].kind, now_seconds() - started[j % 2]);
       }
       ++emitted;
       return emit(static_cast<volatile int32_t*>(ring_host_)[j % kRing]);
@@ -364,13 +366,13 @@ class CudaModelImpl final : public CudaModel {
     bool go = true;
     try {
       for (; j < max_new && go; ++j) {
-        started[j] = now_seconds();
-        launched[j] = launch_single(nullptr, pos + j, true, true);
+        started[j % 2] = now_seconds();
+        launched[j % 2] = launch_single(nullptr, pos + j, true, true);
         LONGKV_CUDA_CHECK(cudaEventRecord(ev_step_[j % 2], s_));
         if (j + 1 < max_new) maybe_capture_ahead(pos + j + 1, true, true);
         if (pipelined) {
           ++step_times_.pipelined;
-          count_step(launched[j].kind, now_seconds() - started[j], false);
+          count_step(launched[j % 2].kind, now_seconds() - started[j % 2], false);
           if (j > 0) go = finish(j - 1);
         } else {
           go = finish(j);
