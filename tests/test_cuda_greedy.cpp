@@ -72,6 +72,21 @@ std::vector<int32_t> host_greedy(CudaModel& m, int32_t first, int pos, int n) {
 struct GreedyRun {
   bool graphs, pipelined;
 };
+
+// n token ids spread over the vocabulary: (i * mul + add) % n_vocab.
+std::vector<int32_t> spread_tokens(int n, int mul, int add, int n_vocab) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = static_cast<int32_t>((static_cast<int64_t>(i) * mul + add) % n_vocab);
+  return t;
+}
+
+// CudaTuning::greedy_pipeline set for a scope and put back after it, also
+// when a check returns early or a call throws.
+struct PipelineSetting {
+  explicit PipelineSetting(bool on) : saved(cuda_tuning().greedy_pipeline) { cuda_tuning().greedy_pipeline = on; }
+  ~PipelineSetting() { cuda_tuning().greedy_pipeline = saved; }
+  bool saved;
+};
 constexpr GreedyRun kRuns[] = {{true, true}, {true, false}, {false, true}};
 
 // After a prompt, 180 tokens, past k2v2's first group (token 164), so
@@ -84,10 +99,8 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
   LONGKV_REQUIRE_SHARED(kEvalModel);
   LoadedModel lm = load_model(test::shared_path(kEvalModel));
   const int nv = lm.weights.cfg.n_vocab;
-  const bool pipeline0 = cuda_tuning().greedy_pipeline;
   constexpr int kPrompt = 20, kSteps = 180;
-  std::vector<int32_t> prompt(kPrompt);
-  for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 131 + 7) % nv);
+  const std::vector<int32_t> prompt = spread_tokens(kPrompt, 131, 7, nv);
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
     CudaModelOptions o;
@@ -100,7 +113,7 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
       for (bool timed : {false, true}) {
         if (timed && !(r.graphs && r.pipelined)) continue;
         SCOPED_TRACE(testing::Message() << "graphs " << r.graphs << " pipelined " << r.pipelined << " timed " << timed);
-        cuda_tuning().greedy_pipeline = r.pipelined;
+        const PipelineSetting pipeline(r.pipelined);
         o.graphs = r.graphs;
         auto dev = CudaModel::create(lm.weights, o);
         dev->time_decode_attention(timed);
@@ -110,7 +123,6 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
           got.push_back(t);
           return true;
         });
-        cuda_tuning().greedy_pipeline = pipeline0;
         EXPECT_EQ(n, kSteps);
         EXPECT_EQ(got, want);
         EXPECT_EQ(dev->kv_size(), kPrompt + kSteps);  // the last token is not fed
@@ -145,10 +157,8 @@ TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
   LONGKV_REQUIRE_SHARED(kEvalModel);
   LoadedModel lm = load_model(test::shared_path(kEvalModel));
   const int nv = lm.weights.cfg.n_vocab;
-  const bool pipeline0 = cuda_tuning().greedy_pipeline;
   constexpr int kPrompt = 9, kStop = 5;
-  std::vector<int32_t> prompt(kPrompt);
-  for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 977 + 3) % nv);
+  const std::vector<int32_t> prompt = spread_tokens(kPrompt, 977, 3, nv);
   for (const char* mode : {"f16", "k4v4"}) {
     for (const GreedyRun& r : kRuns) {
       SCOPED_TRACE(testing::Message() << mode << " graphs " << r.graphs << " pipelined " << r.pipelined);
@@ -156,7 +166,7 @@ TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
       o.max_tokens = 64;
       o.kv_mode = mode;
       o.graphs = r.graphs;
-      cuda_tuning().greedy_pipeline = r.pipelined;
+      const PipelineSetting pipeline(r.pipelined);
       auto dev = CudaModel::create(lm.weights, o);
       auto ref = CudaModel::create(lm.weights, o);
       const int32_t first = argmax(dev->forward_view(prompt.data(), kPrompt, 0), nv);
@@ -166,7 +176,6 @@ TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
         got.push_back(t);
         return static_cast<int>(got.size()) < kStop;
       });
-      cuda_tuning().greedy_pipeline = pipeline0;
       EXPECT_EQ(n, kStop);
       ASSERT_EQ(static_cast<int>(got.size()), kStop);
       const int fed = kStop + (r.pipelined ? 1 : 0);  // first, then got[0..fed-2]
@@ -193,8 +202,7 @@ TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
   LoadedModel lm = load_model(test::shared_path(kEvalModel));
   const int nv = lm.weights.cfg.n_vocab;
   constexpr int kPrompt = 20, kMore = 30, kSteps = 8;
-  std::vector<int32_t> prompt(kPrompt + kMore);
-  for (int i = 0; i < kPrompt + kMore; ++i) prompt[i] = static_cast<int32_t>((i * 331 + 5) % nv);
+  const std::vector<int32_t> prompt = spread_tokens(kPrompt + kMore, 331, 5, nv);
   auto all = [](int32_t) { return true; };
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
