@@ -173,7 +173,7 @@ void register_run(CLI::App& app) {
   sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(whole_at_least(0));
   sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(whole_at_least(1));
   sub->add_option("--kv", o->kv, std::string("KV cache mode: ") + kKvModeGrammar)->capture_default_str();
-  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->capture_default_str()->check(
+  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy; with --device cuda and no repetition penalty the argmax is taken on the GPU)")->capture_default_str()->check(
       number_in(0));
   sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str()->check(whole_at_least(0));
   sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str()->check(number_in(0, 1, true));
