@@ -269,6 +269,11 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     const auto [cut_steps, cut_after] = differ_without(&CudaTuning::quant_cut_fused);
     EXPECT_EQ(cut_steps + cut_after, 0) << "the cut in one launch: other outputs than in four operations";
     std::printf("  group cut in one launch vs four operations: %d outputs differ\n", cut_steps + cut_after);
+    // Milestone 29: v3's q, frequencies and position loaded before its first
+    // copies (qearly, the default) or after them: the same operations on the
+    // same values.
+    const auto [qe_steps, qe_after] = differ_without(&CudaTuning::quant_q_early);
+    EXPECT_EQ(qe_steps + qe_after, 0) << "v3 loading q before its copies: other outputs than after them";
     // Milestone 25's comparison forms (k2v2, head_dim 128 or 64, 4 query
     // heads a KV head: the one-launch step's instantiations that have them),
     // each against the exact form (hi/lo key B, subnormal code operands).

@@ -227,6 +227,10 @@ struct CudaTuning {
   // (hadamard_warp): the same bits; H200, k4v4:rot at 131K -2.4%
   // (docs/cuda-notes.md, milestone 20). false: the shared-memory rotation.
   bool rot_q_regs = true;
+  // Milestone 29 (key "qearly"): the v3 kernel of the two-launch step loads
+  // its raw q, the RoPE frequencies and the step's position before it asks
+  // for its first records, not after; the same bits.
+  bool quant_q_early = true;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

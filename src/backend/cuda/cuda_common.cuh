@@ -18,6 +18,15 @@
 namespace longkv::cuda {
 
 // Butterfly reductions over the 32 lanes of a warp (every lane gets the result).
+// 2^x with the SFU, results below 2^-126 flushed to 0 (ex2.approx(-inf) =
+// +0, which masking relies on): one MUFU, where __expf adds a multiply and a
+// range fix-up around it. Softmax weights that small round to 0 in f16 anyway.
+__device__ __forceinline__ float exp2_fast(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -30,13 +30,6 @@ constexpr int kWarps = 8;
 constexpr int kBM = 16 * kWarps;  // packed query rows per block (16 per warp: one mma M tile)
 constexpr int kBN = 64;           // keys per tile
 
-// 2^x with the SFU (ex2.approx(-inf) = +0, which the masking relies on).
-__device__ __forceinline__ float exp2_fast(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);

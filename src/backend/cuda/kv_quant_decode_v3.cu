@@ -6,7 +6,7 @@
 // fp16 part and the merge are unchanged; CudaTuning::quant_decode_v3.
 //
 // What differs from milestone 4 (whose fragment maps it keeps: key A rows =
-// tokens 16mt + gid (+8), value A rows = channels 16mt + gid (+8), thread
+// tokens 16mt + gid (+8), value A rows = channels (milestone 29: vchan), thread
 // tig's k-slots = whole code words):
 // - Records are staged by cp.async into a per-warp ring of kStages groups in
 //   shared memory (kStages - 1 in flight ahead, no registers held). The four
@@ -141,10 +141,18 @@ struct V3Shape {
     return true;
   }
   static constexpr bool kChunkBases = chunk_bases_ok();
-  // Value B slot (__half index in bv[cg], column 0) of token 16 (i / 2) +
-  // gid + 8 (i % 2) of thread gid.
+  // Token (of the group's 32) of key A row gid + 8 (i % 2) of m-tile i / 2,
+  // i.e. of score i of thread gid (milestone 29; before 16 (i / 2) + gid +
+  // 8 (i % 2)): t0 + i / 2 + 8 (i % 2) with t0 = 2 (gid % 4) + 16 (gid / 4),
+  // so a thread's tokens are two adjacent pairs -- its key code words of a
+  // row two 8-byte loads instead of four -- and i = 2 mt, 2 mt + 1 are still
+  // tokens t, t + 8 (one f16x2 value B store at 2 bits, one float4 of vsz).
+  static constexpr __host__ __device__ int token(int gid, int i) {
+    return 2 * (gid % 4) + 16 * (gid / 4) + i / 2 + 8 * (i % 2);
+  }
+  // Value B slot (__half index in bv[cg], column 0) of score i's token of thread gid.
   static constexpr __host__ __device__ int vdst(int gid, int i) {
-    const int t = 16 * (i / 2) + gid + 8 * (i % 2), per_word = 32 / VB, j = t / per_word, k = t % per_word;
+    const int t = token(gid, i), per_word = 32 / VB, j = t / per_word, k = t % per_word;
     const int f = k % kPV, half = k / kPV, g = j * kPV + f, owner = g / 4, pi = g % 4;
     return (((pi / 2) * 32 + owner) * 2 + (pi & 1)) * 2 + half;
   }
@@ -175,6 +183,71 @@ struct V3Fuse {
   float* out = nullptr;    // [n_heads][D]
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
+  bool q_early = true;     // CudaTuning::quant_q_early
+};
+
+// The fused step's queries (V3Fuse): a lane's RoPE pairs j = lane + 32 r
+// of NH heads, h < nh from src + h D (the rest 0), their frequencies and
+// the step's position. Loaded before the kernel's first records are
+// requested (CudaTuning::quant_q_early, milestone 29): behind the 2 stages
+// of every warp (~9 MB), these loads waited one after the other (the
+// position, then the frequency, then q) for ~13% of v3's warp time at 131K.
+template <int D, int NH>
+struct V3Query {
+  static constexpr int kR = D / 64;
+  float x[kR][NH][2], ifq[kR];
+  bool rot[kR];
+  int pos = 0;
+  // Pair j: channels (2j, 2j + 1) interleaved, (j, j + D/2) NeoX (over the
+  // whole head: decode_block_supported); frequency j either way.
+  static __device__ void channels(bool neox, int j, int& c0, int& c1) {
+    c0 = neox ? j : 2 * j;
+    c1 = neox ? j + D / 2 : 2 * j + 1;
+  }
+  __device__ void load(const float* src, int nh, const V3Fuse& fz, int lane) {
+    pos = *fz.dpos;
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      int c0, c1;
+      channels(fz.rope.neox, lane + 32 * r, c0, c1);
+      rot[r] = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
+      ifq[r] = rot[r] ? fz.rope.inv_freq[lane + 32 * r] : 0.0f;
+#pragma unroll
+      for (int h = 0; h < NH; ++h) {
+        x[r][h][0] = h < nh ? src[h * D + c0] : 0.0f;
+        x[r][h][1] = h < nh ? src[h * D + c1] : 0.0f;
+      }
+    }
+  }
+  // RoPE, then (":rot") the Hadamard rotation of each head; into sq [NH][D].
+  __device__ void rotate_store(float* sq, const V3Fuse& fz, int lane) {
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      if (!rot[r]) continue;
+      float cs, sn;
+      rope_cos_sin(pos, ifq[r], cs, sn);
+#pragma unroll
+      for (int h = 0; h < NH; ++h) {
+        const float2 y = rope_rotate(x[r][h][0], x[r][h][1], cs, sn);
+        x[r][h][0] = y.x;
+        x[r][h][1] = y.y;
+      }
+    }
+    const bool regs = fz.rope.hadamard != 0 && fz.rot_regs;  // rotq: in registers (hadamard_pairs)
+    if (regs) hadamard_pairs<D, NH>(x, lane, fz.rope.neox, fz.rope.hadamard);
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      int c0, c1;
+      channels(fz.rope.neox, lane + 32 * r, c0, c1);
+#pragma unroll
+      for (int h = 0; h < NH; ++h) {
+        sq[h * D + c0] = x[r][h][0];
+        sq[h * D + c1] = x[r][h][1];
+      }
+    }
+    __syncwarp();
+    if (fz.rope.hadamard != 0 && !regs) hadamard_warp<NH, D>(sq, lane, fz.rope.hadamard);  // through shared memory
+  }
 };
 
 // kForm: the operand forms (milestone 25). 0, the default everywhere but in
@@ -274,74 +347,29 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     vnext += geo.vrec;
     snext = next_stage(snext);
   };
+  // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
+  // rotated by this warp into the key B area, which the first group's B
+  // build overwrites only after every lane has read its values below. With
+  // q in shared memory (kQS) warp wi prepares head wi alone: every warp of
+  // the block attends to the same KV head, so the 4 warps share the work
+  // (milestone 29; before, each rotated all 4 heads and warp 0 stored them).
+  static_assert(!kQS || kQuantWarps == GP, "q in shared memory: one head a warp");
+  constexpr int kQH = kQS ? 1 : GP;                           // heads this warp prepares
+  const int qh0 = kQS ? wi : 0, qn = kQS ? (wi < group_q) : group_q;  // the first, how many are real
+  const float* qsrc = q + (static_cast<size_t>(hk) * group_q + qh0) * D;
+  // fuse: q, its frequencies and the step's position are loaded before the
+  // first records are requested (CudaTuning::quant_q_early).
+  V3Query<D, kQH> vq;
+  if (fz.on && fz.q_early) vq.load(qsrc, qn, fz, lane);
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
     if (g0 + i < g1) stage_next();
     cp_async_commit();
   }
-
-  // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
-  // rotated by this warp into the key B area, which the first group's B
-  // build overwrites only after every lane has read its values below.
-  const float* qsrc = q + static_cast<size_t>(hk) * group_q * D;
   if (fz.on) {
+    if (!fz.q_early) vq.load(qsrc, qn, fz, lane);
     float* sq = reinterpret_cast<float*>(bk);
-    const int pos = *fz.dpos;
-    // Pair j: channels (2j, 2j + 1) interleaved, (j, j + D/2) NeoX (over the
-    // whole head: decode_block_supported); frequency j either way. Every
-    // head's pair j after RoPE -> xs[h][0], xs[h][1] (heads past group_q: 0).
-    auto channels = [&](int j, int& c0, int& c1) {
-      c0 = fz.rope.neox ? j : 2 * j;
-      c1 = fz.rope.neox ? j + D / 2 : 2 * j + 1;
-    };
-    auto rope_pair = [&](int j, float (&xs)[GP][2]) {
-      int c0, c1;
-      channels(j, c0, c1);
-      const bool rot = !(fz.probe & 1) && fz.rope.inv_freq != nullptr && (fz.rope.neox || c0 < fz.rope.rope_dim);
-      float cs = 1, sn = 0;
-      if (rot) rope_cos_sin(pos, fz.rope.inv_freq[j], cs, sn);
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        float x0 = 0, x1 = 0;
-        if (h < group_q) {
-          x0 = qsrc[h * D + c0];
-          x1 = qsrc[h * D + c1];
-        }
-        if (rot) {
-          const float2 r = rope_rotate(x0, x1, cs, sn);
-          x0 = r.x;
-          x1 = r.y;
-        }
-        xs[h][0] = x0;
-        xs[h][1] = x1;
-      }
-    };
-    auto store_pair = [&](int j, const float (&xs)[GP][2]) {
-      int c0, c1;
-      channels(j, c0, c1);
-#pragma unroll
-      for (int h = 0; h < GP; ++h) {
-        sq[h * D + c0] = xs[h][0];
-        sq[h * D + c1] = xs[h][1];
-      }
-    };
-    if (fz.rope.hadamard != 0 && fz.rot_regs) {  // ":rot", the rotation in registers (hadamard_pairs)
-      float x[D / 64][GP][2];
-#pragma unroll
-      for (int r = 0; r < D / 64; ++r) rope_pair(lane + 32 * r, x[r]);
-      hadamard_pairs<D, GP>(x, lane, fz.rope.neox, fz.rope.hadamard);
-#pragma unroll
-      for (int r = 0; r < D / 64; ++r) store_pair(lane + 32 * r, x[r]);
-      __syncwarp();
-    } else {
-      for (int j = lane; j < D / 2; j += 32) {
-        float xs[GP][2];
-        rope_pair(j, xs);
-        store_pair(j, xs);
-      }
-      __syncwarp();
-      if (fz.rope.hadamard != 0) hadamard_warp<GP, D>(sq, lane, fz.rope.hadamard);  // ":rot": H q after RoPE
-    }
+    vq.rotate_store(sq, fz, lane);
     qsrc = sq;
   }
 
@@ -351,6 +379,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // Pair n's key scale word kc_lo(n), B slot kbase(n) and 2^(pos - 10)
   // (code_pair_pos) kzf: lane's pair n = 0 plus constants (kOwnerStep).
   float qk[kQS ? 1 : kNPL][2][GP];  // 2^(10 - pos) q scale (kQS: in sqk)
+  // Scores in units of log2 (q carries log2 e; milestone 29): each weight is
+  // one FADD and one MUFU (exp2_fast), and m is turned back into natural
+  // units once, for the partials.
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  const float scale2 = scale * kLog2e;
   const int owner0 = lane / (D / 8), pi0 = lane % (D / 8);
   const int kc_lo0 = (32 / KB) * (owner0 * kWK + pi0 / kPK) + pi0 % kPK;
   const int kbase0 = (pi0 / 2) * S::kBkRow + 2 * owner0 + (pi0 & 1);
@@ -362,27 +395,23 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   for (int n = 0; n < kNPL; ++n) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      float x[GP];
 #pragma unroll
-      for (int h = 0; h < GP; ++h)
-        x[h] = h < group_q ? ldexpf(qsrc[h * D + kc_lo(n) + e * (16 / KB)] * scale, 10 - pos0) : 0.0f;
-      if constexpr (kQS) {  // every warp has the same values (one KV head a block): warp 0 writes them
-        if (wi == 0) sqk[(2 * n + e) * 32 + lane] = make_float4(x[0], x[1], x[2], x[3]);
-      } else {
-#pragma unroll
-        for (int h = 0; h < GP; ++h) qk[n][e][h] = x[h];
+      for (int h = 0; h < kQH; ++h) {
+        const float x = h < qn ? ldexpf(qsrc[h * D + kc_lo(n) + e * (16 / KB)] * scale2, 10 - pos0) : 0.0f;
+        if constexpr (kQS) reinterpret_cast<float*>(sqk)[((2 * n + e) * 32 + lane) * 4 + wi] = x;
+        else qk[n][e][h] = x;
       }
     }
   }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
-  if constexpr (kQS) __syncthreads();  // warp 0's sqk visible (fuse: no warp has returned)
+  if constexpr (kQS) __syncthreads();  // every warp's head in sqk visible (fuse: no warp has returned)
   if constexpr (kKF16) {  // the lo columns (odd gid) stay 0: the B build writes only hi
 #pragma unroll
     for (int i = 0; i < kNT * kKS; ++i)
       if (gid & 1) bk[i * (S::kBkRow / 2) + lane] = make_uint2(0, 0);
   }
-  // Value B slots of this thread's tokens 16 (i / 2) + gid + 8 (i % 2): the
-  // __half index in bv[cg] for column 0 (+ 16 per column).
+  // Value B slots of this thread's tokens S::token(gid, i): the __half index
+  // in bv[cg] for column 0 (+ 16 per column).
   const int vdst0 = S::vdst(gid, 0);
   auto vdst = [&](int i) { return vdst0 + (S::vdst(0, i) - S::vdst(0, 0)); };
   // Token `lane`'s value factor 2^(10 - pos) (its field in the owner's word;
@@ -397,11 +426,22 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   for (int i = lane; i < S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
   const int vj0 = (4 * tig) / kPV;                      // this thread's value word row(s)
   const int vshift = VB == 2 ? 8 * (tig & 1) : 0;       // 2-bit rows: tig pairs share a word
-  // Code words of this thread: key row tig kWK + w, token gid + 8 r at
-  // kwb + 32 w + 8 r; value row vj0 + w, channel 16 mt + gid + 8 rh at
-  // vwb + D w + 16 mt + 8 rh.
-  const int kwb = (32 * kWK + 8) * tig + gid;
-  const int vwb = S::kVOff + D * vj0 + 8 * (vj0 / kWV) + gid;
+  // Code words of this thread: key row tig kWK + w, tokens t0 + 8 h and
+  // t0 + 8 h + 1 at kwb + 32 w + 8 h (S::token); value row vj0 + w,
+  // channels 32 g + 4 gid .. + 3 at vwb + D w + 32 g (one 16-byte load:
+  // vchan below).
+  const int kwb = (32 * kWK + 8) * tig + S::token(gid, 0);
+  // Score pair (t, t + 8) = (2 mt, 2 mt + 1)'s (2^.. s, z) in vsz4: slot
+  // 8 (t / 16) + t % 8.
+  const int vsl0 = 8 * (gid / 4) + 2 * (gid % 4);
+  const int vwb = S::kVOff + D * vj0 + 8 * (vj0 / kWV) + 4 * gid;
+  // Value A row gid + 8 rh of m-tile mt (and the accumulator's) is channel
+  // vchan(mt, rh): the tiles 2g, 2g + 1 cover channel group g (its scale in
+  // bv[g]) and a thread's four channels of a group are adjacent, so its code
+  // words of a group are one 16-byte load (milestone 29: 16 -> 4 loads a
+  // group at 2 and 4 bits; 8-byte rows stay conflict-free, as the checks in
+  // the milestone's notes work out).
+  auto vchan = [&](int mt, int rh) { return 32 * (mt / 2) + 4 * gid + 2 * (mt % 2) + rh; };
   // 0x3C003C00 (the f16 exponent of code_pair_pos, kV3OnePlus only) in a
   // register the compiler cannot fold, so mask-and-or stays one LOP3.
   const uint32_t magic = 0x3C003C00u | (static_cast<uint32_t>(geo.n_kv) >> 30);
@@ -475,12 +515,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         }
       }
     }
-    // This thread's key code words: row tig * kWK + w, tokens gid + 8 r.
+    // This thread's key code words: row tig * kWK + w, the tokens of scores
+    // r = 0..3 (S::token: pairs 0, 2 and 1, 3 adjacent).
     uint32_t kwd[4][kWK];
 #pragma unroll
-    for (int r = 0; r < 4; ++r)
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int w = 0; w < kWK; ++w) kwd[r][w] = st[kwb + 32 * w + 8 * r];
+      for (int w = 0; w < kWK; ++w) {
+        const uint2 x = *reinterpret_cast<const uint2*>(st + kwb + 32 * w + 8 * h);
+        kwd[h][w] = x.x;
+        kwd[h + 2][w] = x.y;
+      }
     // Sum over lanes of GP values at once: each halving step keeps half of
     // the heads and adds the partner's (lane bit o decides which half), so
     // lane ends with the total of head lane / (32 / GP); GP - 1 + 5 - log2(GP)
@@ -530,7 +575,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       }
     }
 
-    // Online softmax, head 4 nt + tig, tokens 16 (i / 2) + gid + 8 (i % 2).
+    // Online softmax, head 4 nt + tig, tokens S::token(gid, i).
+    // (Agreeing on the maximum only after a vote that some lane's score
+    // passed it -- the shuffles inside the branch -- cost ptxas registers:
+    // 27 more SASS a group of recomputed lane constants; milestone 29.)
     float p[kNT][4], mnew[kNT];
     bool grow = false;
 #pragma unroll
@@ -550,7 +598,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       float cr[kNT];
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        cr[nt] = __expf(m[nt] - mnew[nt]);
+        cr[nt] = exp2_fast(m[nt] - mnew[nt]);
         m[nt] = mnew[nt];
         l[nt] *= cr[nt];
 #pragma unroll
@@ -577,7 +625,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       }
     }
     __syncwarp();  // vsz visible
-    // Value B: f16(2^(10 - pos) p s) of tokens 16 mt + gid and + 8 (one f16x2
+    // Value B: f16(2^(10 - pos) p s) of tokens t0 + mt and + 8 (one f16x2
     // store when they share a B register: 2-bit codes), pz -= what was stored.
     __half* bvh = reinterpret_cast<__half*>(bv);
     const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
@@ -587,11 +635,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       const int col = 4 * nt + tig;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
-        const float pe0 = __expf(p[nt][2 * mt] - m[nt]), pe1 = __expf(p[nt][2 * mt + 1] - m[nt]);
+        const float pe0 = exp2_fast(p[nt][2 * mt] - m[nt]), pe1 = exp2_fast(p[nt][2 * mt + 1] - m[nt]);
         l[nt] += pe0 + pe1;
 #pragma unroll
         for (int g = 0; g < kCG; ++g) {
-          const float4 sz = vsz4[g * 16 + mt * 8 + gid];
+          const float4 sz = vsz4[g * 16 + vsl0 + mt];
           const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
           if constexpr (kV1) {
             const float2 wb = __half22float2(wh);
@@ -616,11 +664,15 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       if (pb & 256) break;
+      uint4 v4[kWV];
+#pragma unroll
+      for (int w = 0; w < kWV; ++w) v4[w] = *reinterpret_cast<const uint4*>(st + vwb + D * w + 32 * (mt / 2));
       uint32_t vw[2][kWV];
 #pragma unroll
-      for (int rh = 0; rh < 2; ++rh)
-#pragma unroll
-        for (int w = 0; w < kWV; ++w) vw[rh][w] = st[vwb + D * w + 16 * mt + 8 * rh] >> vshift;
+      for (int w = 0; w < kWV; ++w) {
+        vw[0][w] = (mt % 2 ? v4[w].z : v4[w].x) >> vshift;
+        vw[1][w] = (mt % 2 ? v4[w].w : v4[w].y) >> vshift;
+      }
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {
         constexpr int kF = VB == 8 ? 2 : 4;
@@ -674,7 +726,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int rh = 0; rh < 2; ++rh) so[16 * mt + gid + 8 * rh] = fmaf(acc[mt][2 * rh + e], kSubScale, zh[mt / 2]);
+        for (int rh = 0; rh < 2; ++rh) so[vchan(mt, rh)] = fmaf(acc[mt][2 * rh + e], kSubScale, zh[mt / 2]);
       continue;
     }
     if (h >= group_q) continue;
@@ -683,7 +735,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int rh = 0; rh < 2; ++rh) {
-        const int c = 16 * mt + gid + 8 * rh;
+        const int c = vchan(mt, rh);
         part_o[pi * D + c] = lh > 0 ? fmaf(acc[mt][2 * rh + e], kSubScale, zh[mt / 2]) / lh : 0.0f;
       }
   }
@@ -692,13 +744,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int nt = 0; nt < kNT; ++nt) {
       const int h = 4 * nt + tig;
       if (fz.on) {
-        v3_ml[wi][h][0] = m[nt];
+        v3_ml[wi][h][0] = m[nt] * kLn2;
         v3_ml[wi][h][1] = L[nt];
         continue;
       }
       if (h >= group_q) continue;
       const size_t pi = static_cast<size_t>(hk * group_q + h) * stride + split;
-      part_ml[pi * 2] = m[nt];
+      part_ml[pi * 2] = m[nt] * kLn2;
       part_ml[pi * 2 + 1] = L[nt];
     }
   }
@@ -778,6 +830,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
+  fz.q_early = cuda_tuning().quant_q_early;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }
