@@ -163,10 +163,28 @@ struct V3Shape {
     return true;
   }
   static_assert(vdst_linear(), "value B slots: a constant offset per token from the thread's first");
-  // The key B build's channel pairs lane + 32 n: n moves the owner thread by
-  // 32 n / (D / 8) and keeps the pair, so n > 0 is n = 0 plus constants.
-  static_assert(32 % (D / 8) == 0, "key B build: whole owners per 32 pairs");
-  static constexpr int kOwnerStep = 32 / (D / 8);
+  // Token t's value code position (its field in the owner's word; 2-bit
+  // owners read their word pre-shifted to fields 0-3). A function of t's
+  // parity alone, so the factors 2^(10 - pos) of a lane's tokens 2j, 2j + 1
+  // in the per-group (s, z) preparation are two constants.
+  static constexpr __host__ __device__ int vpos(int t) {
+    const int k = t % (32 / VB), f = k % kPV;
+    return code_pos<VB>(VB == 2 ? f % 4 : f);
+  }
+  static constexpr bool vpos_by_parity() {
+    for (int t = 0; t < 32; ++t)
+      if (vpos(t) != vpos(t % 2)) return false;
+    return true;
+  }
+  static_assert(vpos_by_parity() && vpos(0) <= 10 && vpos(1) <= 10, "value factors: one per token parity");
+  static constexpr float kVFac0 = static_cast<float>(1 << (10 - vpos(0)));
+  static constexpr float kVFac1 = static_cast<float>(1 << (10 - vpos(1)));
+  // The key B build: lane l builds pairs pi = kNPL (l % 8) + n of owner
+  // thread l / 8 (milestone 29; before pair l % (D / 8) of owners l / (D / 8)
+  // + 2 n). A lane's kNPL pairs are adjacent fields of one code word, so
+  // adjacent channels (their scales one 4-byte load) and adjacent B slots
+  // (one 8-byte store a head).
+  static_assert(D / 8 == 8 * kNPL && kPK % kNPL == 0, "key B build: 8 lanes an owner, a lane's pairs in one word");
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
   // fuse: the rotated q [GP][D] f32 passes through the key B area before
   // the first group, the warp's o [GP][D] through its ring after the last.
@@ -331,8 +349,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // next group's records (at this lane's first chunk) and its stage advance
   // by one per call, so a group costs no 64-bit multiply or modulo
   // (milestone 24: they were ~10% of the loop's SASS).
+  // With as many key as value bits the records have one size, so a group's
+  // value record sits a fixed distance (the same for every lane and group:
+  // a uniform register) after its key record and one pointer advances.
   const uint8_t* knext = kcodes + (rid0 + g0) * geo.krec + 16 * lane;
   const uint8_t* vnext = vcodes + (rid0 + g0) * geo.vrec + 16 * lane;
+  const ptrdiff_t kv_gap = vcodes - kcodes;  // KB == VB: vnext = knext + kv_gap
   int snext = 0;  // words from ring
   auto next_stage = [](int w) { return w == (kStages - 1) * kStageW ? 0 : w + kStageW; };
   auto stage_next = [&]() {
@@ -341,10 +363,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
       if (!(pb & 16))
-        cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
+        cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r
+                                                         : (KB == VB ? knext + kv_gap : vnext) + 512 * r - 16 * S::kKChunks);
     }
     knext += geo.krec;
-    vnext += geo.vrec;
+    if constexpr (KB != VB) vnext += geo.vrec;
     snext = next_stage(snext);
   };
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
@@ -373,31 +396,35 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     qsrc = sq;
   }
 
-  // Key B build (as milestone 4): lane's channel pairs idx = lane + 32 n of
-  // the D/2 = (owner thread, its pair pi); u32 slot of column col is
-  // kk kBkRow + 2 (4 col + owner) + (pi & 1), kk = pi / 2.
-  // Pair n's key scale word kc_lo(n), B slot kbase(n) and 2^(pos - 10)
-  // (code_pair_pos) kzf: lane's pair n = 0 plus constants (kOwnerStep).
+  // Key B build (as milestone 4, lanes assigned as V3Shape says): lane's
+  // channel pairs (owner thread, its pair pi); u32 slot of column col is
+  // kk kBkRow + 2 (4 col + owner) + (pi & 1), kk = pi / 2. Pair n's key
+  // scale half kc_lo0 + n, B slot kbase0 + n and 2^(pos - 10) (code_pair_pos)
+  // kzf[n].
   float qk[kQS ? 1 : kNPL][2][GP];  // 2^(10 - pos) q scale (kQS: in sqk)
   // Scores in units of log2 (q carries log2 e; milestone 29): each weight is
   // one FADD and one MUFU (exp2_fast), and m is turned back into natural
   // units once, for the partials.
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   const float scale2 = scale * kLog2e;
-  const int owner0 = lane / (D / 8), pi0 = lane % (D / 8);
+  const int owner0 = lane / 8, pi0 = kNPL * (lane % 8);
   const int kc_lo0 = (32 / KB) * (owner0 * kWK + pi0 / kPK) + pi0 % kPK;
   const int kbase0 = (pi0 / 2) * S::kBkRow + 2 * owner0 + (pi0 & 1);
-  const int pos0 = code_pos<KB>(pi0 % kPK);
-  const float kzf = ldexpf(1.0f, pos0 - 10);
-  auto kc_lo = [&](int n) { return kc_lo0 + (32 / KB) * kWK * S::kOwnerStep * n; };
-  auto kbase = [&](int n) { return kbase0 + 2 * S::kOwnerStep * n; };
+  int kpos[kNPL];
+  float kzf[kNPL];
+#pragma unroll
+  for (int n = 0; n < kNPL; ++n) {
+    kpos[n] = code_pos<KB>((pi0 + n) % kPK);
+    kzf[n] = ldexpf(1.0f, kpos[n] - 10);
+  }
+  auto kc_lo = [&](int n) { return kc_lo0 + n; };
 #pragma unroll
   for (int n = 0; n < kNPL; ++n) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
 #pragma unroll
       for (int h = 0; h < kQH; ++h) {
-        const float x = h < qn ? ldexpf(qsrc[h * D + kc_lo(n) + e * (16 / KB)] * scale2, 10 - pos0) : 0.0f;
+        const float x = h < qn ? ldexpf(qsrc[h * D + kc_lo(n) + e * (16 / KB)] * scale2, 10 - kpos[n]) : 0.0f;
         if constexpr (kQS) reinterpret_cast<float*>(sqk)[((2 * n + e) * 32 + lane) * 4 + wi] = x;
         else qk[n][e][h] = x;
       }
@@ -414,15 +441,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // in bv[cg] for column 0 (+ 16 per column).
   const int vdst0 = S::vdst(gid, 0);
   auto vdst = [&](int i) { return vdst0 + (S::vdst(0, i) - S::vdst(0, 0)); };
-  // Token `lane`'s value factor 2^(10 - pos) (its field in the owner's word;
-  // 2-bit owners read their word pre-shifted to fields 0-3), and where its
-  // (2^.. s, z) goes in vsz: float4 (token t, token t + 8) per t with bit 3 clear.
-  float vfac;
-  {
-    const int k = lane % (32 / VB), f = k % kPV;
-    vfac = ldexpf(1.0f, 10 - code_pos<VB>(VB == 2 ? f % 4 : f));
-  }
-  const int vsz_mine = 2 * ((lane >> 4) * 8 + (lane & 7)) + ((lane >> 3) & 1);
+  // The per-group (2^(10 - pos) s, z) preparation: lane takes tokens
+  // tv, tv + 1 of channel groups lane / 16 + 2 i (one 4-byte load of s and
+  // one of z for each pair; milestone 29, before token `lane` of every group
+  // in 2-byte loads). vsz holds float4 (token t, token t + 8) per t with bit
+  // 3 clear: tv's float2 at vsz_mine + 64 i, tv + 1's two floats later.
+  const int tv = 2 * (lane % 16);
+  const int vsz_mine = (lane / 16) * 32 + 2 * ((tv >> 4) * 8 + (tv & 7)) + ((tv >> 3) & 1);
   for (int i = lane; i < S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
   const int vj0 = (4 * tig) / kPV;                      // this thread's value word row(s)
   const int vshift = VB == 2 ? 8 * (tig & 1) : 0;       // 2-bit rows: tig pairs share a word
@@ -466,12 +491,17 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     __syncwarp();
     const uint32_t* st = ring + scur;
 
-    // (2^(10 - pos) s, z) of token `lane` per channel group, for the value B writers.
+    // (2^(10 - pos) s, z) of tokens tv, tv + 1 of groups lane / 16 + 2 i,
+    // for the value B writers (s of group g, tokens 2j and 2j + 1: half2
+    // g 16 + j; z D / 2 half2 later).
     {
-      const __half* vsc = reinterpret_cast<const __half*>(st + S::kVSc);
+      const __half2* vs2 = reinterpret_cast<const __half2*>(st + S::kVSc);
 #pragma unroll
-      for (int g = 0; g < kCG; ++g)
-        vsz[g * 32 + vsz_mine] = make_float2(__half2float(vsc[g * 32 + lane]) * vfac, __half2float(vsc[D + g * 32 + lane]));
+      for (int i = 0; i < kCG / 2; ++i) {
+        const float2 sf = __half22float2(vs2[lane + 32 * i]), zf = __half22float2(vs2[D / 2 + lane + 32 * i]);
+        vsz[vsz_mine + 64 * i] = make_float2(sf.x * S::kVFac0, zf.x);
+        vsz[vsz_mine + 64 * i + 2] = make_float2(sf.y * S::kVFac1, zf.y);
+      }
     }
     // Key B fragments and the per-head constant sum_c q s z_c - sum_c w_c.
     float corr[GP];
@@ -479,39 +509,59 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int h = 0; h < GP; ++h) corr[h] = 0;
     if (!(pb & 32)) {
       const __half* ksc = reinterpret_cast<const __half*>(st + S::kKSc);
+      // Pairs n: scales s0 (channel kc_lo(n)), s1 (its partner, 16 / KB
+      // halves on), zeros z0, z1 D halves on; two pairs as half2 loads.
+      float s0[kNPL], s1[kNPL], z0[kNPL], z1[kNPL];
+      if constexpr (kNPL == 2) {
+        const __half2* ksc2 = reinterpret_cast<const __half2*>(ksc);
+        const float2 a = __half22float2(ksc2[kc_lo0 / 2]), b = __half22float2(ksc2[(kc_lo0 + 16 / KB) / 2]);
+        const float2 c = __half22float2(ksc2[(D + kc_lo0) / 2]), d = __half22float2(ksc2[(D + kc_lo0 + 16 / KB) / 2]);
+        s0[0] = a.x, s0[1] = a.y, s1[0] = b.x, s1[1] = b.y;
+        z0[0] = c.x, z0[1] = c.y, z1[0] = d.x, z1[1] = d.y;
+      } else {
+#pragma unroll
+        for (int n = 0; n < kNPL; ++n) {
+          s0[n] = __half2float(ksc[kc_lo(n)]), s1[n] = __half2float(ksc[kc_lo(n) + 16 / KB]);
+          z0[n] = __half2float(ksc[D + kc_lo(n)]), z1[n] = __half2float(ksc[D + kc_lo(n) + 16 / KB]);
+        }
+      }
+      // qk z 2^(pos-10) = q scale z, the zero term (kV1: qk (z 2^(pos-10) - s) =
+      // q scale z - w, the zero term and the "1 +" part at once).
+      float d0[kNPL], d1[kNPL], qn[kNPL][2][GP];
 #pragma unroll
       for (int n = 0; n < kNPL; ++n) {
-        float qn[2][GP];
+        d0[n] = kV1 ? fmaf(z0[n], kzf[n], -s0[n]) : z0[n] * kzf[n];
+        d1[n] = kV1 ? fmaf(z1[n], kzf[n], -s1[n]) : z1[n] * kzf[n];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           if constexpr (kQS) {
             const float4 x = sqk[(2 * n + e) * 32 + lane];
-            qn[e][0] = x.x, qn[e][1] = x.y, qn[e][2] = x.z, qn[e][3] = x.w;
+            qn[n][e][0] = x.x, qn[n][e][1] = x.y, qn[n][e][2] = x.z, qn[n][e][3] = x.w;
           } else {
 #pragma unroll
-            for (int h = 0; h < GP; ++h) qn[e][h] = qk[n][e][h];
+            for (int h = 0; h < GP; ++h) qn[n][e][h] = qk[n][e][h];
           }
         }
-        const float s0 = __half2float(ksc[kc_lo(n)]), s1 = __half2float(ksc[kc_lo(n) + 16 / KB]);
-        // qk z 2^(pos-10) = q scale z, the zero term (kV1: qk (z 2^(pos-10) - s) =
-        // q scale z - w, the zero term and the "1 +" part at once).
-        const float z0 = __half2float(ksc[D + kc_lo(n)]), z1 = __half2float(ksc[D + kc_lo(n) + 16 / KB]);
-        const float d0 = kV1 ? fmaf(z0, kzf, -s0) : z0 * kzf, d1 = kV1 ? fmaf(z1, kzf, -s1) : z1 * kzf;
+      }
 #pragma unroll
-        for (int h = 0; h < GP; ++h) {
-          const float w0 = qn[0][h] * s0, w1 = qn[1][h] * s1;
-          corr[h] = fmaf(qn[0][h], d0, corr[h]);
-          corr[h] = fmaf(qn[1][h], d1, corr[h]);
-          uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase(n);
-          const int col = 2 * (h % 4);
-          if constexpr (kKF16) {
-            b32[8 * col] = h2_bits(__floats2half2_rn(w0, w1));
-          } else {
-            uint32_t hi, lo;
-            split_hi_lo(w0, w1, &hi, &lo);
-            b32[8 * col] = hi;
-            b32[8 * (col + 1)] = lo;
-          }
+      for (int h = 0; h < GP; ++h) {
+        uint32_t bhi[kNPL], blo[kNPL];  // head h's B words of pair n (blo: the hi/lo forms only)
+#pragma unroll
+        for (int n = 0; n < kNPL; ++n) {
+          const float w0 = qn[n][0][h] * s0[n], w1 = qn[n][1][h] * s1[n];
+          corr[h] = fmaf(qn[n][0][h], d0[n], corr[h]);
+          corr[h] = fmaf(qn[n][1][h], d1[n], corr[h]);
+          if constexpr (kKF16) bhi[n] = h2_bits(__floats2half2_rn(w0, w1));
+          else split_hi_lo(w0, w1, &bhi[n], &blo[n]);
+        }
+        uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase0;
+        const int col = 2 * (h % 4);
+        if constexpr (kNPL == 2) {
+          *reinterpret_cast<uint2*>(b32 + 8 * col) = make_uint2(bhi[0], bhi[1]);
+          if constexpr (!kKF16) *reinterpret_cast<uint2*>(b32 + 8 * (col + 1)) = make_uint2(blo[0], blo[1]);
+        } else {
+          b32[8 * col] = bhi[0];
+          if constexpr (!kKF16) b32[8 * (col + 1)] = blo[0];
         }
       }
     }
