@@ -172,7 +172,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // a uniform register) after its key record and one pointer advances.
   const uint8_t* knext = kcodes + (rid0 + g0) * geo.krec + 16 * lane;
   const uint8_t* vnext = vcodes + (rid0 + g0) * geo.vrec + 16 * lane;
-  const ptrdiff_t kv_gap = vcodes - kcodes;  // KB == VB: vnext = knext + kv_gap
+  // KB == VB: vnext = knext + kv_gap (a difference of pointers into two
+  // allocations, taken in the device's one flat address space).
+  const ptrdiff_t kv_gap = vcodes - kcodes;
   int snext = 0;  // words from ring
   auto next_stage = [](int w) { return w == (kStages - 1) * kStageW ? 0 : w + kStageW; };
   auto stage_next = [&]() {
