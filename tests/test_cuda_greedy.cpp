@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -73,6 +74,21 @@ struct GreedyRun {
   bool graphs, pipelined;
 };
 
+// The evaluation model and its vocabulary size, loaded once for the tests
+// that use it (each asks LONGKV_REQUIRE_SHARED(kEvalModel) first).
+struct EvalModel {
+  LoadedModel lm;
+  int nv;
+};
+const EvalModel& eval_model() {
+  static const EvalModel m = [] {
+    LoadedModel lm = load_model(test::shared_path(kEvalModel));
+    const int nv = lm.weights.cfg.n_vocab;
+    return EvalModel{std::move(lm), nv};
+  }();
+  return m;
+}
+
 // n token ids spread over the vocabulary: (i * mul + add) % n_vocab.
 std::vector<int32_t> spread_tokens(int n, int mul, int add, int n_vocab) {
   std::vector<int32_t> t(n);
@@ -97,8 +113,7 @@ constexpr GreedyRun kRuns[] = {{true, true}, {true, false}, {false, true}};
 TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  LoadedModel lm = load_model(test::shared_path(kEvalModel));
-  const int nv = lm.weights.cfg.n_vocab;
+  const auto& [lm, nv] = eval_model();
   constexpr int kPrompt = 20, kSteps = 180;
   const std::vector<int32_t> prompt = spread_tokens(kPrompt, 131, 7, nv);
   for (const char* mode : {"f16", "k2v2"}) {
@@ -155,8 +170,7 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
 TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  LoadedModel lm = load_model(test::shared_path(kEvalModel));
-  const int nv = lm.weights.cfg.n_vocab;
+  const auto& [lm, nv] = eval_model();
   constexpr int kPrompt = 9, kStop = 5;
   const std::vector<int32_t> prompt = spread_tokens(kPrompt, 977, 3, nv);
   for (const char* mode : {"f16", "k4v4"}) {
@@ -199,8 +213,7 @@ TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
 TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  LoadedModel lm = load_model(test::shared_path(kEvalModel));
-  const int nv = lm.weights.cfg.n_vocab;
+  const auto& [lm, nv] = eval_model();
   constexpr int kPrompt = 20, kMore = 30, kSteps = 8;
   const std::vector<int32_t> prompt = spread_tokens(kPrompt + kMore, 331, 5, nv);
   auto all = [](int32_t) { return true; };
