@@ -49,7 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "qcb"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
@@ -69,9 +69,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto early = with("qearly=0");  // milestone 29's comparison, named in the kernels line
   EXPECT_EQ(early.exit_code, 0) << early.err;
   EXPECT_NE(early.out.find("v3 loads q after its first copies (qearly=0)"), std::string::npos) << early.out;
-  const auto cb = with("qcb=0");  // milestone 30's comparison, named in the kernels line
-  EXPECT_EQ(cb.exit_code, 0) << cb.err;
-  EXPECT_NE(cb.out.find("v3's full B fragments (qcb=0)"), std::string::npos) << cb.out;
   const auto greedy = with("gdev=0,gpipe=0");  // milestone 28's comparisons: the argmax on the host, no pipeline
   EXPECT_EQ(greedy.exit_code, 0) << greedy.err;
   EXPECT_NE(greedy.out.find("greedy argmax on the host (gdev=0)"), std::string::npos) << greedy.out;

@@ -231,12 +231,6 @@ struct CudaTuning {
   // its raw q, the RoPE frequencies and the step's position before it asks
   // for its first records, not after; the same bits.
   bool quant_q_early = true;
-  // Milestone 30 (key "qcb"): v3's compact B fragments in the one-launch
-  // step's k2v2 form (key B rounded once, q in shared memory, 4 heads): only
-  // the 4 real B columns are stored and the other lanes read them, so a
-  // block takes 53 KB of shared memory instead of 61 and 4 blocks (16 warps)
-  // fit an SM instead of 3. Same bits. false: the full B fragments.
-  bool quant_compact_b = true;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -34,7 +34,6 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"qcb", &CudaTuning::quant_compact_b},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -146,7 +145,6 @@ std::string cuda_tuning_description() {
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.quant_q_early ? "" : ", v3 loads q after its first copies (qearly=0)") +
-         (t.quant_compact_b ? "" : ", v3's full B fragments (qcb=0)") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

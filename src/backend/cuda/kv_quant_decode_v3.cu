@@ -102,9 +102,7 @@ using v3::V3Shape;
 // does in a kernel that rounds q to f16; the scores are no longer exact in
 // the codes, and the evaluation model's perplexity through the decode step
 // moved 0.13%: docs/cuda-notes.md, milestone 26).
-// kV3CompactB (with kV3KeyF16 only; CudaTuning::quant_compact_b, milestone
-// 30): V3Shape's compact B fragments.
-constexpr int kV3OnePlus = 1, kV3KeyF16 = 2, kV3CompactB = 4;
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -123,12 +121,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
                            const V3Fuse fz) {
-  constexpr bool kCB = kForm & kV3CompactB;
-  using S = V3Shape<D, GP, KB, VB, kStages_, kQS, kCB>;
+  using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
-  static_assert(!kCB || (kKF16 && !kV1), "compact B: key B in f16 (no lo columns)");
   constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
@@ -256,7 +252,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   if constexpr (kQS) __syncthreads();  // every warp's head in sqk visible (fuse: no warp has returned)
-  if constexpr (kKF16 && !kCB) {  // the lo columns (odd gid) stay 0: the B build writes only hi
+  if constexpr (kKF16) {  // the lo columns (odd gid) stay 0: the B build writes only hi
 #pragma unroll
     for (int i = 0; i < kNT * kKS; ++i)
       if (gid & 1) bk[i * (S::kBkRow / 2) + lane] = make_uint2(0, 0);
@@ -268,11 +264,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // The per-group (2^(10 - pos) s, z) preparation: lane takes tokens
   // tv, tv + 1 of channel groups lane / 16 + 2 i (one 4-byte load of s and
   // one of z for each pair; milestone 29, before token `lane` of every group
-  // in 2-byte loads). vsz holds float4 (token t, token t + 8) at
-  // S::vsz_slot(t) per t with bit 3 clear: tv's float2 at vsz_mine + 2
-  // kVszG 2 i, tv + 1's two floats later.
+  // in 2-byte loads). vsz holds float4 (token t, token t + 8) per t with bit
+  // 3 clear: tv's float2 at vsz_mine + 64 i, tv + 1's two floats later.
   const int tv = 2 * (lane % 16);
-  const int vsz_mine = (lane / 16) * 2 * S::kVszG + 2 * S::vsz_slot(tv & ~8) + ((tv >> 3) & 1);
+  const int vsz_mine = (lane / 16) * 32 + 2 * ((tv >> 4) * 8 + (tv & 7)) + ((tv >> 3) & 1);
   for (int i = lane; i < S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
   const int vj0 = (4 * tig) / kPV;                      // this thread's value word row(s)
   const int vshift = VB == 2 ? 8 * (tig & 1) : 0;       // 2-bit rows: tig pairs share a word
@@ -282,8 +277,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // vchan below).
   const int kwb = (32 * kWK + 8) * tig + S::token(gid, 0);
   // Score pair (t, t + 8) = (2 mt, 2 mt + 1)'s (2^.. s, z) in vsz4: slot
-  // S::vsz_slot(t), t = S::token(gid, 2 mt) = t0 + mt.
-  const int vsl0 = S::vsz_slot(S::token(gid, 0));
+  // 8 (t / 16) + t % 8.
+  const int vsl0 = 8 * (gid / 4) + 2 * (gid % 4);
   const int vwb = S::kVOff + D * vj0 + 8 * (vj0 / kWV) + 4 * gid;
   // Value A row gid + 8 rh of m-tile mt (and the accumulator's) is channel
   // vchan(mt, rh): the tiles 2g, 2g + 1 cover channel group g (its scale in
@@ -292,10 +287,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // group at 2 and 4 bits; 8-byte rows stay conflict-free, as the checks in
   // the milestone's notes work out).
   auto vchan = [&](int mt, int rh) { return 32 * (mt / 2) + 4 * gid + 2 * (mt % 2) + rh; };
-  // The B lanes this thread reads: its own, or (kCB) those of the real
-  // column its n column copies -- key column n = 2 j + hi/lo of head j reads
-  // head j's hi, value column n >= 4 reads column n - 4.
-  const int bkl = kCB ? 4 * (gid / 2) + tig : lane, bvl = kCB ? lane & 15 : lane;
   // 0x3C003C00 (the f16 exponent of code_pair_pos, kV3OnePlus only) in a
   // register the compiler cannot fold, so mask-and-or stays one LOP3.
   const uint32_t magic = 0x3C003C00u | (static_cast<uint32_t>(geo.n_kv) >> 30);
@@ -328,8 +319,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int i = 0; i < kCG / 2; ++i) {
         const float2 sf = __half22float2(vs2[lane + 32 * i]), zf = __half22float2(vs2[D / 2 + lane + 32 * i]);
-        vsz[vsz_mine + 4 * S::kVszG * i] = make_float2(sf.x * S::kVFac0, zf.x);
-        vsz[vsz_mine + 4 * S::kVszG * i + 2] = make_float2(sf.y * S::kVFac1, zf.y);
+        vsz[vsz_mine + 64 * i] = make_float2(sf.x * S::kVFac0, zf.x);
+        vsz[vsz_mine + 64 * i + 2] = make_float2(sf.y * S::kVFac1, zf.y);
       }
     }
     // Key B fragments and the per-head constant sum_c q s z_c - sum_c w_c.
@@ -384,14 +375,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
           else split_hi_lo(w0, w1, &bhi[n], &blo[n]);
         }
         uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase0;
-        // Column col's B words: lanes 4 col + owner (kCB: hi columns only,
-        // lanes 4 (h % 4) + owner).
-        const int col = 2 * (h % 4), cw = kCB ? 4 * col : 8 * col;
+        const int col = 2 * (h % 4);
         if constexpr (kNPL == 2) {
-          *reinterpret_cast<uint2*>(b32 + cw) = make_uint2(bhi[0], bhi[1]);
+          *reinterpret_cast<uint2*>(b32 + 8 * col) = make_uint2(bhi[0], bhi[1]);
           if constexpr (!kKF16) *reinterpret_cast<uint2*>(b32 + 8 * (col + 1)) = make_uint2(blo[0], blo[1]);
         } else {
-          b32[cw] = bhi[0];
+          b32[8 * col] = bhi[0];
           if constexpr (!kKF16) b32[8 * (col + 1)] = blo[0];
         }
       }
@@ -443,7 +432,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
         b[nt] = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(bk) + (nt * kKS + kk) * S::kBkRow +
-                                                2 * bkl);
+                                                2 * lane);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
         uint32_t a[4];
@@ -510,7 +499,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     // store when they share a B register: 2-bit codes), pz -= what was stored.
     __half* bvh = reinterpret_cast<__half*>(bv);
     const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
-    constexpr int kBvG = 8 * S::kBvRow;  // __halves a channel group
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       if (pb & 128) break;
@@ -521,7 +509,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         l[nt] += pe0 + pe1;
 #pragma unroll
         for (int g = 0; g < kCG; ++g) {
-          const float4 sz = vsz4[g * S::kVszG + vsl0 + mt];
+          const float4 sz = vsz4[g * 16 + vsl0 + mt];
           const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
           if constexpr (kV1) {
             const float2 wb = __half22float2(wh);
@@ -530,13 +518,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
           } else {
             pz[g][nt] = fmaf(pe1, sz.w, fmaf(pe0, sz.y, pz[g][nt]));
           }
-          // (One 8-byte store of both tiles' f16x2 cost ptxas registers: 62
-          // more SASS a group of recomputed lane constants; milestone 30.)
           if constexpr (VB == 2) {
-            reinterpret_cast<__half2*>(bvh)[(g * kBvG + vdst(2 * mt) + col * 16) / 2] = wh;
+            reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst(2 * mt) + col * 16) / 2] = wh;
           } else {
-            bvh[g * kBvG + vdst(2 * mt) + col * 16] = __low2half(wh);
-            bvh[g * kBvG + vdst(2 * mt + 1) + col * 16] = __high2half(wh);
+            bvh[g * 256 + vdst(2 * mt) + col * 16] = __low2half(wh);
+            bvh[g * 256 + vdst(2 * mt + 1) + col * 16] = __high2half(wh);
           }
         }
       }
@@ -568,7 +554,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         a[1] = code_operand<VB, kV1>(vw[1][w0], f0, magic);
         a[2] = code_operand<VB, kV1>(vw[0][w1], f1, magic);
         a[3] = code_operand<VB, kV1>(vw[1][w1], f1, magic);
-        mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * S::kBvRow + bvl]);
+        mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * 32 + lane]);
       }
     }
     __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
@@ -674,16 +660,13 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
   // q in shared memory: the one-launch step's kernel, whose resident warps
-  // the split sizing asks for (3 blocks an SM, as without it; 4 with
-  // compact B).
+  // the split sizing asks for (the same 3 blocks an SM as without it).
   if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
       if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
-        if (form == 2 && cuda_tuning().quant_compact_b)
-          return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16 | kV3CompactB>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }

@@ -14,13 +14,7 @@
 
 namespace longkv::cuda::v3 {
 
-// kCB (compact B, milestone 30; the one-launch step's key-B-in-f16 form
-// with q in shared memory and 4 heads): the B fragments hold only the 4
-// real columns (keys: no lo columns; values: no columns 4-7) and lanes of
-// the other n columns read a real column's registers. The MMAs then make
-// copies of the real columns, which nothing reads. Half the B area: with
-// it a block fits 4 times on an SM (16 warps, 3 stages) where it fit 3.
-template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false, bool kCB = false>
+template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false>
 struct V3Shape {
   static constexpr int kNT = GP / 4;            // key n8 tiles (4 heads hi/lo each)
   static constexpr int kKS = D / 16;            // key k-steps
@@ -42,20 +36,10 @@ struct V3Shape {
   static constexpr int kVSc = kVOff + kVWords + 8 * (VB / kWV - 1);  // value scale, zero
   static constexpr int kStageW = kVSc + D;
   static constexpr int kChunks = (kKWords + kVWords + 2 * D) / 4, kKChunks = (kKWords + D) / 4;
-  // Key B row: 32 uint2 (kCB: 16, the hi columns' lanes) + padding, so the
-  // B build's writes hit 32 banks.
-  static constexpr int kBkRow = (kCB ? 32 : 64) + 512 / D;
+  static constexpr int kBkRow = 64 + 512 / D;   // key B row (32 uint2) + padding: writes hit 32 banks
   static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
-  static constexpr int kBvRow = kCB ? 16 : 32;   // value B fragments a k-step, uint2
-  static constexpr int kBvW = kCG * 2 * kBvRow * 2;  // [kCG][2][kBvRow] uint2
-  // (2^VB s, z) of a channel group: float4 slot vsz_slot(t) = (token t,
-  // token t + 8) for t with bit 3 clear, the tokens 16..31 one float4 after
-  // 0..15 (a float4 of padding), so that the per-group preparation's 8-byte
-  // stores fall on 32 banks a half-warp (milestone 30: before, tokens t and
-  // t + 16 shared banks).
-  static constexpr int kVszG = 17;              // float4 a channel group
-  static constexpr int kVszW = kCG * kVszG * 4;
-  static constexpr __host__ __device__ int vsz_slot(int t) { return 9 * (t / 16) + t % 8; }
+  static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
+  static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
   static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
   // kQS (CudaTuning::quant_decode_qsmem, the one-launch step only): the
   // lanes' 2^(10 - pos) q scale [kNPL][2][32 lanes] float4 (GP = 4 heads),
@@ -103,7 +87,7 @@ struct V3Shape {
   static constexpr __host__ __device__ int vdst(int gid, int i) {
     const int t = token(gid, i), per_word = 32 / VB, j = t / per_word, k = t % per_word;
     const int f = k % kPV, half = k / kPV, g = j * kPV + f, owner = g / 4, pi = g % 4;
-    return (((pi / 2) * kBvRow + owner) * 2 + (pi & 1)) * 2 + half;
+    return (((pi / 2) * 32 + owner) * 2 + (pi & 1)) * 2 + half;
   }
   static constexpr bool vdst_linear() {
     for (int gid = 0; gid < 8; ++gid)
@@ -112,18 +96,6 @@ struct V3Shape {
     return true;
   }
   static_assert(vdst_linear(), "value B slots: a constant offset per token from the thread's first");
-  // A thread's score pairs (2 mt, 2 mt + 1) are tokens (t0 + mt, t0 + mt + 8)
-  // with bit 3 of t0 + mt clear, so their (s, z) are float4 slots
-  // vsz_slot(t0) + mt.
-  static constexpr bool vsz_ok() {
-    for (int gid = 0; gid < 8; ++gid)
-      for (int mt = 0; mt < 2; ++mt) {
-        const int t = token(gid, 2 * mt);
-        if (token(gid, 2 * mt + 1) != t + 8 || (t & 8) || vsz_slot(t) != vsz_slot(token(gid, 0)) + mt) return false;
-      }
-    return true;
-  }
-  static_assert(vsz_ok(), "vsz: a thread's (s, z) at a per-thread slot plus mt");
   // Token t's value code position (its field in the owner's word; 2-bit
   // owners read their word pre-shifted to fields 0-3). A function of t's
   // parity alone, so the factors 2^(10 - pos) of a lane's tokens 2j, 2j + 1
@@ -149,10 +121,7 @@ struct V3Shape {
   static_assert(kChunks % 32 == 0 && kWK >= 1 && kWK * kPK == D / 8, "shape");
   // fuse: the rotated q [GP][D] f32 passes through the key B area before
   // the first group, the warp's o [GP][D] through its ring after the last.
-  // (kQS: one head a warp, so D floats of q.)
-  static_assert(kBkW >= (kQS ? 1 : GP) * D && kStages * kStageW >= GP * D && kWarpW % 4 == 0,
-                "fuse: room for q and o");
-  static_assert(!kCB || (kQS && GP == 4 && kNT == 1), "compact B: the one-launch step's 4 heads");
+  static_assert(kBkW >= GP * D && kStages * kStageW >= GP * D && kWarpW % 4 == 0, "fuse: room for q and o");
   static_assert(kQuantWarps * kWarpW >= 2 * GP * kMaxMergeParts + GP, "fuse: room for the merge's weights");
 };
 
