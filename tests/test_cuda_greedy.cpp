@@ -1,10 +1,14 @@
-// Greedy decoding on the device (src/backend/cuda/greedy.cu,
-// CudaModel::decode_greedy) against the host's argmax: the kernel alone on
-// odd sizes, ties and NaNs, and whole generations of the evaluation model,
-// pipelined or not, replayed as graphs or launched kernel by kernel.
+// Tokens chosen on the device against the host's choice. Greedy decoding
+// (src/backend/cuda/greedy.cu, CudaModel::decode_greedy) against the host's
+// argmax: the kernel alone on odd sizes, ties and NaNs, and whole
+// generations of the evaluation model, pipelined or not, replayed as graphs
+// or launched kernel by kernel. Top-k sampling (top_k.cu,
+// CudaModel::forward_top, milestone 30) against the host's sampler: the
+// candidates alone, and the tokens a seeded generation draws.
 // Without a GPU (or in a build without CUDA) each test reports SKIPPED.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -279,6 +283,123 @@ TEST(CudaGreedy, RunTempZeroMatchesHostArgmaxText) {
     ASSERT_EQ(host.exit_code, 0) << host.err;
     EXPECT_NE(dev.err.find("greedy on the GPU"), std::string::npos) << dev.err;
     EXPECT_EQ(host.err.find("greedy on the GPU"), std::string::npos) << host.err;
+    EXPECT_GT(dev.out.size(), 100u);
+    EXPECT_EQ(dev.out, host.out);
+  }
+}
+
+// The host's order of a row's candidates (candidate_before, with NaN below
+// every value, as the device's keys order it), first k.
+std::vector<Candidate> host_top_k(const std::vector<float>& x, int k) {
+  std::vector<Candidate> c;
+  for (int i = 0; i < static_cast<int>(x.size()); ++i) c.emplace_back(x[i], i);
+  std::stable_sort(c.begin(), c.end(), [](const Candidate& a, const Candidate& b) {
+    const bool na = std::isnan(a.first), nb = std::isnan(b.first);
+    if (na || nb) return !na;  // a number before a NaN; NaNs in id order (stable)
+    return candidate_before(a, b);
+  });
+  c.resize(k);
+  return c;
+}
+
+// The device's top-k on the argmax test's sizes and variants, for k = 1, 40
+// (the sampler's default) and 64 (the most): every candidate's id and logit
+// bits as the host's, in the same order.
+TEST(CudaSample, TopKMatchesHostOrder) {
+  LONGKV_REQUIRE_CUDA();
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd;
+  int checked = 0;
+  for (int n : {1, 2, 33, 2047, 2048, 2049, 32000, 128256, 152064}) {
+    for (int variant = 0; variant < 5; ++variant) {
+      std::vector<float> x(n);
+      for (float& v : x) v = nd(rng);
+      if (variant == 1) {
+        for (float& v : x) v = std::round(v * 2.0f) / 2.0f;  // halves: long runs of ties across every cut
+      } else if (variant == 2) {
+        std::fill(x.begin(), x.end(), 0.25f);
+      } else if (variant == 3) {
+        for (float& v : x) v = -std::fabs(v) - 1.0f;
+      } else if (variant == 4 && n > 2) {
+        for (int i = 1; i < n; i += 7) x[i] = i % 2 ? -std::numeric_limits<float>::infinity() : std::nanf("");
+      }
+      for (int k : {1, 40, 64}) {
+        if (k > n) continue;
+        const std::vector<Candidate> want = host_top_k(x, k), got = cuda_check_top_k(x.data(), n, k);
+        ASSERT_EQ(got.size(), want.size());
+        int bad = 0;
+        for (int j = 0; j < k; ++j)
+          bad += got[j].second != want[j].second || std::memcmp(&got[j].first, &want[j].first, sizeof(float)) != 0;
+        EXPECT_EQ(bad, 0) << "n " << n << " variant " << variant << " k " << k << ": first " << got[0].second
+                          << " want " << want[0].second;
+        ++checked;
+      }
+    }
+  }
+  std::printf("device top-k vs host order: %d cases\n", checked);
+}
+
+// A seeded generation with the default sampler (temperature 0.8, top-k 40,
+// top-p 0.95, min-p 0.05): two models fed the same tokens, one drawing from
+// its whole row of logits on the host (forward_view, Sampler::sample), the
+// other from its k candidates selected on the device (forward_top,
+// Sampler::sample_top), through k2v2's first group cut. Every token equal,
+// and the device's candidates the host's top-k of the same logits.
+TEST(CudaSample, ForwardTopDrawsTheHostSamplersTokens) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  const auto& [lm, nv] = eval_model();
+  constexpr int kPrompt = 20, kSteps = 180;
+  const std::vector<int32_t> prompt = spread_tokens(kPrompt, 131, 7, nv);
+  for (const char* mode : {"f16", "k2v2"}) {
+    SCOPED_TRACE(mode);
+    CudaModelOptions o;
+    o.max_tokens = kPrompt + kSteps + 1;
+    o.kv_mode = mode;
+    auto a = CudaModel::create(lm.weights, o), b = CudaModel::create(lm.weights, o);
+    SamplerParams sp;
+    sp.seed = 42;
+    Sampler host(sp), dev(sp);
+    const int k = dev.top_only(nv, kMaxDeviceTopK);
+    ASSERT_EQ(k, 40);
+    int32_t ta = host.sample(a->forward_view(prompt.data(), kPrompt, 0), nv, {});
+    const size_t kk = static_cast<size_t>(k);
+    int32_t tb = dev.sample_top({b->forward_top(prompt.data(), kPrompt, 0, k), kk});
+    int same = ta == tb, cand_bad = 0;
+    for (int i = 0; i < kSteps && ta == tb; ++i) {
+      float* row = a->forward_view(&ta, 1, kPrompt + i);
+      const std::vector<Candidate> want = host_top_k(std::vector<float>(row, row + nv), k);
+      const Candidate* top = b->forward_top(&tb, 1, kPrompt + i, k);
+      cand_bad += !std::equal(top, top + k, want.begin());
+      ta = host.sample(row, nv, {});
+      tb = dev.sample_top({top, kk});
+      same += ta == tb;
+    }
+    EXPECT_EQ(same, kSteps + 1);
+    EXPECT_EQ(cand_bad, 0);
+    EXPECT_GT(b->graph_replays(), kSteps / 2);
+    std::printf("forward_top, %s: %d of %d sampled tokens as the host sampler's, %d candidate lists differ\n", mode,
+                same, kSteps + 1, cand_bad);
+  }
+}
+
+// `longkv run` with the default sampler on the GPU selects on the device
+// (and says so) and prints the text the host's sampler prints (gtop=0).
+TEST(CudaSample, RunDefaultSamplingMatchesHostText) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  for (const char* kv : {"f16", "k2v2"}) {
+    SCOPED_TRACE(kv);
+    const std::string cmd = "run -m " + test::shared_path(kEvalModel) +
+                            " -p 'Once upon a time, in a small town' -n 200 --seed 3 --device cuda --kv " + kv;
+    const auto dev = test::run_cli(cmd);
+    ::setenv("LONGKV_CUDA_TUNING", "gtop=0", 1);
+    const auto host = test::run_cli(cmd);
+    ::unsetenv("LONGKV_CUDA_TUNING");
+    ASSERT_EQ(dev.exit_code, 0) << dev.err;
+    ASSERT_EQ(host.exit_code, 0) << host.err;
+    EXPECT_NE(dev.err.find("top-k on the GPU"), std::string::npos) << dev.err;
+    EXPECT_EQ(host.err.find("top-k on the GPU"), std::string::npos) << host.err;
     EXPECT_GT(dev.out.size(), 100u);
     EXPECT_EQ(dev.out, host.out);
   }

@@ -49,7 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
@@ -69,6 +69,9 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto early = with("qearly=0");  // milestone 29's comparison, named in the kernels line
   EXPECT_EQ(early.exit_code, 0) << early.err;
   EXPECT_NE(early.out.find("v3 loads q after its first copies (qearly=0)"), std::string::npos) << early.out;
+  const auto top = with("gtop=0");  // milestone 30's comparison, named in the kernels line
+  EXPECT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_NE(top.out.find("top-k sampling from the whole row on the host (gtop=0)"), std::string::npos) << top.out;
   const auto greedy = with("gdev=0,gpipe=0");  // milestone 28's comparisons: the argmax on the host, no pipeline
   EXPECT_EQ(greedy.exit_code, 0) << greedy.err;
   EXPECT_NE(greedy.out.find("greedy argmax on the host (gdev=0)"), std::string::npos) << greedy.out;

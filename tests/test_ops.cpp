@@ -2,8 +2,11 @@
 // RMSNorm; sampling.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <random>
+#include <vector>
 
 #include "backend/cpu/ops.h"
 #include "core/rope.h"
@@ -144,6 +147,51 @@ TEST(Sampler, TopKTopPMinPRestrictCandidates) {
       }
     }
   }
+}
+
+// The top-k path (the GPU selects the candidates, milestone 30): given a
+// row's top_k candidates, larger logits first and equal logits by the
+// lower id, sample_top draws what sample() draws from the whole row, draw
+// after draw from the same seed. The top-k here is a full sort, written
+// apart from the sampler's partial sort; the rows have many ties.
+TEST(Sampler, TopOnlyDrawsWhatTheWholeRowDraws) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  SamplerParams p;  // the defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05
+  p.seed = 5;
+  Sampler whole(p), top(p);
+  const int n = 3001;
+  ASSERT_EQ(whole.top_only(n, 64), 40);
+  for (int step = 0; step < 300; ++step) {
+    std::vector<float> row(n);
+    for (float& v : row) v = std::round(nd(rng) * 4.0f) / 4.0f;  // quarters: ties everywhere
+    if (step % 3 == 0) std::fill(row.begin() + 100, row.begin() + 200, 3.5f);  // a tie across the cut
+    std::vector<Candidate> all;
+    for (int i = 0; i < n; ++i) all.emplace_back(row[i], i);
+    std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    all.resize(40);
+    const int32_t t_top = top.sample_top(all);
+    EXPECT_EQ(whole.sample(row.data(), n, {}), t_top) << "step " << step;
+  }
+  // When the whole row is needed.
+  SamplerParams q = p;
+  q.temperature = 0;
+  EXPECT_EQ(Sampler(q).top_only(n, 64), 0);  // greedy: argmax
+  q = p;
+  q.top_k = 0;
+  EXPECT_EQ(Sampler(q).top_only(n, 64), 0);  // softmax over every token
+  q = p;
+  q.top_k = 65;
+  EXPECT_EQ(Sampler(q).top_only(n, 64), 0);  // more than the selection takes
+  q = p;
+  q.repeat_penalty = 1.1f;
+  EXPECT_EQ(Sampler(q).top_only(n, 64), 0);  // the penalty needs every logit
+  q = p;
+  q.top_k = n;
+  EXPECT_EQ(Sampler(q).top_only(n, 64), 0);  // top-k of the whole row is no cut
+  EXPECT_EQ(Sampler(p).top_only(40, 64), 0);
 }
 
 TEST(Sampler, RepetitionPenaltyDemotesSeenTokens) {

@@ -21,7 +21,23 @@ int32_t argmax(const float* x, int n) {
   return best;
 }
 
+bool candidate_before(const Candidate& a, const Candidate& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+
 Sampler::Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {}
+
+int Sampler::top_only(int n_vocab, int max_k) const {
+  const bool penalty = p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0;
+  return p_.temperature > 0 && !penalty && p_.top_k >= 1 && p_.top_k <= max_k && p_.top_k < n_vocab ? p_.top_k : 0;
+}
+
+int32_t Sampler::sample_top(std::span<const Candidate> top) {
+  LONGKV_CHECK(p_.temperature > 0 && p_.top_k >= 1 && top.size() == static_cast<size_t>(p_.top_k),
+               "sample_top: %zu candidates for top_k %d (temperature %.2f)", top.size(), p_.top_k, p_.temperature);
+  cand_.assign(top.begin(), top.end());
+  return draw();
+}
 
 int32_t Sampler::sample(float* logits, int n_vocab, std::span<const int32_t> history) {
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0) {
@@ -39,15 +55,18 @@ int32_t Sampler::sample(float* logits, int n_vocab, std::span<const int32_t> his
   cand_.clear();
   cand_.reserve(n_vocab);
   for (int i = 0; i < n_vocab; ++i) cand_.emplace_back(logits[i], i);
-  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first; };
   size_t keep = cand_.size();
   if (p_.top_k > 0 && static_cast<size_t>(p_.top_k) < keep) {
     keep = static_cast<size_t>(p_.top_k);
-    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), by_logit);
+    std::partial_sort(cand_.begin(), cand_.begin() + keep, cand_.end(), candidate_before);
     cand_.resize(keep);
   } else {
-    std::sort(cand_.begin(), cand_.end(), by_logit);
+    std::sort(cand_.begin(), cand_.end(), candidate_before);
   }
+  return draw();
+}
+
+int32_t Sampler::draw() {
   // Softmax with temperature over the survivors (sorted descending).
   const float m = cand_[0].first;
   double sum = 0;

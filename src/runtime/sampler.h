@@ -7,6 +7,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace longkv {
@@ -23,17 +24,33 @@ struct SamplerParams {
   std::string describe() const;
 };
 
+// A candidate (logit, token id). Candidates are ordered by logit, larger
+// first, and among equal logits by the lower id (as argmax), so the top-k
+// of a row is one well-defined list wherever it is computed.
+using Candidate = std::pair<float, int32_t>;
+bool candidate_before(const Candidate& a, const Candidate& b);
+
 class Sampler {
  public:
   explicit Sampler(const SamplerParams& p);
   // Picks a token from logits[n_vocab]; `history` are the tokens so far
   // (for the repetition penalty). logits are modified.
   int32_t sample(float* logits, int n_vocab, std::span<const int32_t> history);
+  // The k of sample_top: when the draw needs only a row's top-k candidates
+  // -- temperature > 0, 1 <= top_k <= max_k, top_k < n_vocab, no repetition
+  // penalty -- top_k; else 0 (sample() needs the whole row).
+  int top_only(int n_vocab, int max_k) const;
+  // sample() given the row's top_only() candidates in candidate_before
+  // order (e.g. selected on the GPU): the same token as sample() on the
+  // whole row, and the same state of the random stream after.
+  int32_t sample_top(std::span<const Candidate> top);
 
  private:
+  int32_t draw();  // temperature, softmax, top-p, min-p and the draw over cand_ (sorted)
+
   SamplerParams p_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int32_t>> cand_;
+  std::vector<Candidate> cand_;
 };
 
 int32_t argmax(const float* x, int n);

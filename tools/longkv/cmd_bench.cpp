@@ -29,6 +29,7 @@ struct BenchOptions {
   bool no_membw = false;
   std::string device = "cpu", cuda_gemm = "f16";
   bool max_ctx = false;
+  bool sample = false;  // --sample: decode steps draw with the default sampler (GPU only)
   double gpu_mem_mib = 0;  // --gpu-mem: size the --max-ctx search for a card of this many MiB
 };
 
@@ -74,12 +75,14 @@ int cmd_bench(const BenchOptions& o) {
     co.reps = o.reps;
     co.synthetic = random_fill;
     co.max_ctx = o.max_ctx;
+    co.sample = o.sample;
     co.gpu_mem_mib = o.gpu_mem_mib;
     co.kv_modes = o.kv_modes;
     return bench_cuda(w, co);
   }
 
   if (o.max_ctx) std::fprintf(stderr, "warning: --max-ctx searches GPU memory; not run on the CPU\n");
+  if (o.sample) std::fprintf(stderr, "warning: --sample draws in the GPU's decode steps; the CPU's are greedy\n");
   const double membw = o.no_membw ? 0.0 : measure_read_bandwidth(build_pool);
   std::printf("\n## longkv bench\n\nmodel: %s  \nmeasured memory read bandwidth: %.1f GB/s (all %d threads)  \n"
               "context fill: %s\n\n",
@@ -194,6 +197,9 @@ void register_bench(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--cuda-gemm", o->cuda_gemm, "CUDA prefill GEMM precision: f16 (tensor cores) or f32")
       ->capture_default_str();
+  sub->add_flag("--sample", o->sample,
+                "With --device cuda: decode steps draw a token with `longkv run`'s default sampler (temperature "
+                "0.8, top-k 40 selected on the GPU, top-p 0.95, min-p 0.05) instead of greedy");
   auto* max_ctx = sub->add_flag("--max-ctx", o->max_ctx,
                                  "With --device cuda: the longest context that fits the GPU, per KV mode");
   sub->add_option("--gpu-mem", o->gpu_mem_mib,

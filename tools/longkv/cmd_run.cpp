@@ -129,13 +129,25 @@ int cmd_run(const RunOptions& o) {
   // Greedy on the GPU without a repetition penalty: the argmax on the
   // device, each token fed to the next step there (CudaModel::decode_greedy)
   // -- the same tokens as the host's argmax, without the logits' trip.
+  // Sampling with a top-k cut on the GPU: the k candidates selected on the
+  // device (CudaModel::forward_top), the draw on the host from them alone
+  // -- the same tokens as from the whole row (Sampler::sample_top), without
+  // the row's copy and sort.
   const SamplerParams& sp = o.sampling;
   const bool device_greedy = gpu && sp.temperature <= 0 && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) &&
                              cuda_tuning().greedy_device;
+  const int device_top = gpu && cuda_tuning().sample_top_device ? sampler.top_only(cfg.n_vocab, kMaxDeviceTopK) : 0;
   const double t1 = now_seconds();
   if (device_greedy) {
     if (n_predict > 0 && emit(sampler.sample(cur, cfg.n_vocab, history)) && n_predict > 1)
       gpu->decode_greedy(prev, pos, n_predict - 1, emit);
+  } else if (device_top > 0) {
+    for (int i = 0; i < n_predict; ++i) {
+      const int32_t next = i == 0 ? sampler.sample(cur, cfg.n_vocab, history)
+                                  : sampler.sample_top({gpu->forward_top(&prev, 1, pos++, device_top),
+                                                        static_cast<size_t>(device_top)});
+      if (!emit(next)) break;
+    }
   } else {
     for (int i = 0; i < n_predict; ++i) {
       if (!emit(sampler.sample(cur, cfg.n_vocab, history))) break;
@@ -152,7 +164,8 @@ int cmd_run(const RunOptions& o) {
   const double f16_bytes = 4.0 * cfg.kv_dim() * cfg.n_layers * fp.tokens;
   log_info("prompt: %zu tokens in %.3f s (%.1f tok/s)", tokens.size(), t_prompt, tokens.size() / t_prompt);
   log_info("decode: %d tokens in %.3f s (%.1f tok/s)%s", generated, t_gen,
-           generated > 1 ? (generated - 1) / t_gen : 0.0, device_greedy ? ", greedy on the GPU" : "");
+           generated > 1 ? (generated - 1) / t_gen : 0.0,
+           device_greedy ? ", greedy on the GPU" : device_top > 0 ? ", top-k on the GPU" : "");
   log_info("kv cache: %s, %lld tokens, %s (K %.2f bits/elem, V %.2f bits/elem); f16 would be %s (%.1f%% saved)",
            kv.to_string().c_str(), static_cast<long long>(fp.tokens), human_bytes(static_cast<double>(fp.bytes())).c_str(),
            fp.k_bits, fp.v_bits, human_bytes(f16_bytes).c_str(),
@@ -175,7 +188,7 @@ void register_run(CLI::App& app) {
   sub->add_option("--kv", o->kv, std::string("KV cache mode: ") + kKvModeGrammar)->capture_default_str();
   sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy; with --device cuda and no repetition penalty the argmax is taken on the GPU)")->capture_default_str()->check(
       number_in(0));
-  sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off)")->capture_default_str()->check(whole_at_least(0));
+  sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off; with --device cuda, no repetition penalty and k <= 64 the k candidates are selected on the GPU)")->capture_default_str()->check(whole_at_least(0));
   sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str()->check(number_in(0, 1, true));
   sub->add_option("--min-p", o->sampling.min_p, "Min-p (0: off)")->capture_default_str()->check(number_in(0, 1));
   sub->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1: off)")

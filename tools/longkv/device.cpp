@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/timer.h"
 #include "kv/kv_mode.h"
+#include "runtime/sampler.h"
 
 namespace longkv::cli {
 
@@ -31,8 +32,21 @@ namespace {
 // n single-token steps from tokens[0] at pos, as the bench times them:
 // greedy on the device (CudaModel::decode_greedy, `longkv run --temp 0`'s
 // way), or with CudaTuning::greedy_device off one forward_view a step fed
-// tokens[i] (n of them).
-void decode_steps(CudaModel& model, const int32_t* tokens, int pos, int n) {
+// tokens[i] (n of them). With `sample`, as `longkv run` samples with its
+// default sampler: each step's top-k candidates from the device
+// (forward_top) drawn on the host, or with CudaTuning::sample_top_device
+// off the whole row to the host.
+void decode_steps(CudaModel& model, const int32_t* tokens, int pos, int n, bool sample) {
+  if (sample) {
+    Sampler sampler{SamplerParams{}};
+    const int nv = model.config().n_vocab;
+    const int k = cuda_tuning().sample_top_device ? sampler.top_only(nv, kMaxDeviceTopK) : 0;
+    int32_t t = tokens[0];
+    for (int i = 0; i < n; ++i)
+      t = k > 0 ? sampler.sample_top({model.forward_top(&t, 1, pos + i, k), static_cast<size_t>(k)})
+                : sampler.sample(model.forward_view(&t, 1, pos + i), nv, {});
+    return;
+  }
   if (cuda_tuning().greedy_device) {
     model.decode_greedy(tokens[0], pos, n, [](int32_t) { return true; });
     return;
@@ -108,7 +122,7 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     model->fill_random_kv(depth, 11);
     const double ts = now_seconds();
     const std::vector<int32_t> toks(o.n_gen, tok);
-    decode_steps(*model, toks.data(), depth, o.n_gen);
+    decode_steps(*model, toks.data(), depth, o.n_gen, o.sample);
     const double per_tok = (now_seconds() - ts) / std::max(1, o.n_gen);
     const KvFootprint fp = model->kv_footprint();
     const double step = static_cast<double>(model->weight_bytes()) + static_cast<double>(fp.gpu_bytes);
@@ -141,7 +155,13 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
                        "the first step's while the GPU fills the context, as while it runs a prompt; replayed); attn ms/tok of decode from the warm-up run (device events around one layer's "
                        "attention, times the layers; the timed runs record none)"
                      : "launched kernel by kernel (LONGKV_CUDA_GRAPHS=0); attn ms/tok of decode from the warm-up run",
-              !cuda_tuning().greedy_device
+              o.sample ? (cuda_tuning().sample_top_device
+                              ? "drawn with `longkv run`'s default sampler (" + SamplerParams{}.describe() +
+                                    "): each step's top-k candidates selected on the GPU, the draw on the host"
+                              : "drawn with `longkv run`'s default sampler (" + SamplerParams{}.describe() +
+                                    "): each step's logits to the host, the whole sampler there (gtop=0)")
+                             .c_str()
+              : !cuda_tuning().greedy_device
                   ? "the given tokens, each step's logits to the host (the model's pinned buffer; gdev=0)"
                   : cuda_tuning().greedy_pipeline
                         ? "greedy on the GPU as `longkv run --temp 0` decodes: each step's argmax fed to the next "
@@ -221,7 +241,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
           model->step_times() = {};
           model->step_times().time_gpu = r == 0;
           const double ts = now_seconds();
-          decode_steps(*model, toks.data(), depth, o.n_gen);
+          decode_steps(*model, toks.data(), depth, o.n_gen, o.sample);
           const double dt = now_seconds() - ts;
           if (r == 0) {
             warm_steps = model->step_times();

@@ -21,6 +21,7 @@ struct CudaBenchOptions {
   int n_prompt = 512, n_gen = 16, reps = 1;
   bool synthetic = false;  // depths filled with random keys/values
   bool max_ctx = false;    // also search the longest context that fits, per KV mode
+  bool sample = false;     // decode steps draw with `longkv run`'s default sampler instead of greedy
   double gpu_mem_mib = 0;  // > 0: the search sizes for a card of this total (a larger card's rest unused)
   std::vector<std::string> kv_modes{"f16"};  // for the max-context search
 };

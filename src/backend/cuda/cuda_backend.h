@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rope.h"
@@ -256,10 +257,18 @@ struct CudaTuning {
   // waits for step j's token, so the GPU never waits for the host between
   // steps. false: each step's token is read before the next is launched.
   bool greedy_pipeline = true;
+  // Milestone 30 (key "gtop"): `longkv run` with a top-k sampler (and no
+  // repetition penalty) takes each step's k candidates from the device
+  // (CudaModel::forward_top, Sampler::sample_top: the same tokens). false:
+  // the row of logits to the host and the whole sampler there.
+  bool sample_top_device = true;
 };
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
 std::string cuda_tuning_description();
+
+// The most candidates CudaModel::forward_top selects on the device.
+constexpr int kMaxDeviceTopK = 64;
 
 // A Llama-family model resident on the GPU: weights uploaded once in their
 // stored formats (row stride padded to 16 bytes), one KV cache per layer in
@@ -311,6 +320,13 @@ class CudaModel {
   // one DMA from the device instead of a copy staged through the driver
   // into pageable memory (~55 us a llama3-8b step on the H200).
   virtual float* forward_view(const int32_t* tokens, int n, int pos) = 0;
+  // forward with only the last position's k first candidates brought to
+  // the host (1 <= k <= kMaxDeviceTopK): k (logit, id), larger logits first
+  // and equal logits by the lower id (candidate_before, runtime/sampler.h),
+  // selected on the GPU (milestone 30) -- k pairs instead of a row of
+  // logits, for a sampler with a top-k cut (Sampler::sample_top). Valid
+  // until the next call.
+  virtual const std::pair<float, int32_t>* forward_top(const int32_t* tokens, int n, int pos, int k) = 0;
   // Greedy generation on the device: feeds `token` at `pos` (== kv_size()),
   // then each token it generates, taking every argmax on the GPU (ties: the
   // lowest id, as longkv::argmax). emit(t) receives the generated tokens in
@@ -364,10 +380,13 @@ void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const Weig
 // y_plain [2][n_tok][rows] (gate, then up).
 void cuda_check_interleaved_gemm(const WeightView& gate, const WeightView& up, const float* x, int n_tok,
                                  float* y_parts, float* y_plain);
-// y = rmsnorm(x) * weight, n_rows rows of dim.
 // The device argmax of greedy decoding (greedy_next) over x[n]; run `rounds`
 // times on the same state, as consecutive steps do.
 int32_t cuda_check_argmax(const float* x, int n, int rounds = 1);
+// The device's top-k candidates of x[n] (top_k.cu), as (logit, id) in
+// candidate_before order.
+std::vector<std::pair<float, int32_t>> cuda_check_top_k(const float* x, int n, int k);
+// y = rmsnorm(x) * weight, n_rows rows of dim.
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y);
 // Rotates x [n_tok][n_heads][head_dim] in place, token t at position pos0 + t.
 void cuda_check_rope(const RopeTable& t, float* x, int n_tok, int n_heads, int64_t pos0);

@@ -170,6 +170,18 @@ int32_t cuda_check_argmax(const float* x, int n, int rounds) {
   return id;
 }
 
+std::vector<std::pair<float, int32_t>> cuda_check_top_k(const float* x, int n, int k) {
+  DeviceBuffer xb = to_device(x, sizeof(float) * n), out = poisoned(sizeof(unsigned long long) * k);
+  DeviceBuffer part = poisoned(sizeof(unsigned long long) * top_k_scratch_keys(n, k));
+  top_k_keys(xb.as<float>(), n, k, part.as<unsigned long long>(), out.as<unsigned long long>(), nullptr);
+  sync_check();
+  std::vector<unsigned long long> keys(k);
+  LONGKV_CUDA_CHECK(cudaMemcpy(keys.data(), out.as(), sizeof(unsigned long long) * k, cudaMemcpyDeviceToHost));
+  std::vector<std::pair<float, int32_t>> top(k);
+  for (int j = 0; j < k; ++j) logit_key_decode(keys[j], &top[j].first, &top[j].second);
+  return top;
+}
+
 void cuda_check_rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y) {
   DeviceBuffer xb = to_device(x, sizeof(float) * n_rows * dim), wb = to_device(weight, sizeof(float) * dim);
   DeviceBuffer yb = poisoned(sizeof(float) * n_rows * dim);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -233,6 +234,32 @@ bool gemv_glu_supported(WeightType t, int64_t cols);
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);
 // dst[t][cols] = W.row(ids[t]) as f32 (embedding lookup; ids on the device).
 void get_rows(const GpuWeight& w, const int32_t* ids, int n, float* dst, cudaStream_t s);
+
+// --- a row's order of candidates (greedy.cu, top_k.cu) ---------------------
+// A logit and its id as one key that orders like candidate_before
+// (runtime/sampler.h) and the CPU's argmax: the larger value first, among
+// equal values the lower id. NaN orders below every value (and above 0,
+// which pads a list).
+__device__ __forceinline__ unsigned long long logit_key(float v, int i) {
+  unsigned u = __float_as_uint(v);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  if (v != v) u = 0;
+  return (static_cast<unsigned long long>(u) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(i));
+}
+// The logit and id of a key (a NaN's key gives a NaN).
+inline void logit_key_decode(unsigned long long key, float* v, int32_t* id) {
+  const unsigned u = static_cast<unsigned>(key >> 32);
+  const unsigned bits = (u & 0x80000000u) ? (u & 0x7FFFFFFFu) : ~u;
+  std::memcpy(v, &bits, sizeof bits);
+  *id = static_cast<int32_t>(0xFFFFFFFFu - static_cast<unsigned>(key & 0xFFFFFFFFull));
+}
+
+// --- top-k candidates on the device (top_k.cu) ------------------------------
+// out[0, k) = the keys of the k first candidates of x[0, n) in logit_key
+// order (1 <= k <= min(kMaxDeviceTopK, n)); part holds top_k_scratch_keys(n,
+// k) keys. Two launches on s.
+size_t top_k_scratch_keys(int n, int k);
+void top_k_keys(const float* x, int n, int k, unsigned long long* part, unsigned long long* out, cudaStream_t s);
 
 // --- greedy decoding on the device (greedy.cu) ------------------------------
 // The state greedy_next keeps between its blocks; zero before the first

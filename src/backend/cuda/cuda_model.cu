@@ -137,6 +137,7 @@ class CudaModelImpl final : public CudaModel {
     LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
     LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
     LONGKV_CUDA_CHECK(cudaMallocHost(&logits_host_, sizeof(float) * cfg_.n_vocab));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&top_keys_host_, sizeof(unsigned long long) * kMaxDeviceTopK));
     dpos_.resize(sizeof(int));
     greedy_.resize(sizeof(GreedyState));
     LONGKV_CUDA_CHECK(cudaMemset(greedy_.as(), 0, greedy_.bytes()));
@@ -154,6 +155,7 @@ class CudaModelImpl final : public CudaModel {
     if (ids_host_) cudaFreeHost(ids_host_);
     if (pos_host_) cudaFreeHost(pos_host_);
     if (logits_host_) cudaFreeHost(logits_host_);
+    if (top_keys_host_) cudaFreeHost(top_keys_host_);
     if (ring_host_) cudaFreeHost(ring_host_);
     for (cudaEvent_t e : ev_step_)
       if (e) cudaEventDestroy(e);
@@ -212,6 +214,14 @@ class CudaModelImpl final : public CudaModel {
     run(tokens, n, pos, logits_host_, false);
     return logits_host_;
   }
+  const std::pair<float, int32_t>* forward_top(const int32_t* tokens, int n, int pos, int k) override {
+    LONGKV_CHECK(k >= 1 && k <= kMaxDeviceTopK && k <= cfg_.n_vocab, "forward_top: k = %d (1..%d, <= %d logits)", k,
+                 kMaxDeviceTopK, cfg_.n_vocab);
+    run(tokens, n, pos, nullptr, false, k);
+    top_.resize(k);
+    for (int j = 0; j < k; ++j) logit_key_decode(top_keys_host_[j], &top_[j].first, &top_[j].second);
+    return top_.data();
+  }
   int graph_captures() const override { return captures_; }
   int graph_replays() const override { return replays_; }
   StepTimes& step_times() override { return step_times_; }
@@ -223,7 +233,9 @@ class CudaModelImpl final : public CudaModel {
   // copy through a pinned buffer of its own and copies again on the host:
   // ~55 us a step of the GPU idling for 501 KiB of llama3-8b logits on the
   // H200 (docs/cuda-notes.md, milestone 26).
-  void run(const int32_t* tokens, int n, int pos, float* logits, bool all_logits) {
+  // top_k > 0 (forward_top, logits null): the last row's top_k keys to
+  // top_keys_host_ instead of a row of logits.
+  void run(const int32_t* tokens, int n, int pos, float* logits, bool all_logits, int top_k = 0) {
     const ModelConfig& c = cfg_;
     LONGKV_CHECK(n >= 1, "forward needs at least one token");
     LONGKV_CHECK(pos == kv_size(), "forward at position %d but the caches hold %d tokens", pos, kv_size());
@@ -232,7 +244,7 @@ class CudaModelImpl final : public CudaModel {
     const double t0 = now_seconds();
     ensure_scratch(n);
     const int first = all_logits ? 0 : n - 1, rows = n - first;
-    const bool want = logits != nullptr;
+    const bool want = logits != nullptr || top_k > 0;
     Launched step{kDirect, false};
     if (n == 1) {
       step = launch_single(tokens, pos, want, false);
@@ -243,6 +255,14 @@ class CudaModelImpl final : public CudaModel {
     if (logits && !no_copy)
       LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
                                         s_));
+    if (top_k > 0) {  // logits_ holds the last position's row alone (all_logits false)
+      top_part_.reserve(sizeof(unsigned long long) * top_k_scratch_keys(c.n_vocab, top_k));
+      top_keys_.reserve(sizeof(unsigned long long) * kMaxDeviceTopK);
+      top_k_keys(logits_.as<float>(), c.n_vocab, top_k, top_part_.as<unsigned long long>(),
+                 top_keys_.as<unsigned long long>(), s_);
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(top_keys_host_, top_keys_.as(), sizeof(unsigned long long) * top_k,
+                                        cudaMemcpyDeviceToHost, s_));
+    }
     // After a prompt whose logits are wanted (generation follows; a context
     // filled chunk by chunk without logits need not capture after every
     // chunk), the next step is captured while the prompt runs: of the kind
@@ -690,6 +710,11 @@ class CudaModelImpl final : public CudaModel {
   // step's event (ev_step_, alternating) has completed.
   static constexpr int kRing = 4;
   DeviceBuffer greedy_;
+  // forward_top: the device's per-slice keys and its k keys, the k keys'
+  // pinned host copy and the decoded candidates.
+  DeviceBuffer top_part_, top_keys_;
+  unsigned long long* top_keys_host_ = nullptr;
+  std::vector<std::pair<float, int32_t>> top_;
   int32_t* ring_host_ = nullptr;
   int32_t* ring_dev_ = nullptr;
   cudaEvent_t ev_step_[2] = {nullptr, nullptr};

@@ -34,6 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
+    {"gtop", &CudaTuning::sample_top_device},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -144,6 +145,7 @@ std::string cuda_tuning_description() {
          (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
+         (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (t.quant_q_early ? "" : ", v3 loads q after its first copies (qearly=0)") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +

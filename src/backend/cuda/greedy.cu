@@ -9,9 +9,9 @@
 // and resets the state for the next step. So a captured step replays as is:
 // nothing in it depends on which step of a generation it is.
 //
-// The key orders like the CPU's argmax (sampler.cpp): the largest value,
-// and among equal values the lowest index; a NaN never wins unless every
-// logit is one (then index 0).
+// The key (logit_key, cuda_common.cuh) orders like the CPU's argmax
+// (sampler.cpp): the largest value, and among equal values the lowest
+// index; a NaN never wins unless every logit is one (then index 0).
 #include <algorithm>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -22,20 +22,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Floats as unsigned integers in the order of their values, NaN lowest.
-__device__ __forceinline__ unsigned long long greedy_key(float v, int i) {
-  unsigned u = __float_as_uint(v);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  if (v != v) u = 0;
-  return (static_cast<unsigned long long>(u) << 32) | (0xFFFFFFFFu - static_cast<unsigned>(i));
-}
-
 __global__ void greedy_next_kernel(const float* __restrict__ logits, int n, GreedyState* st, int32_t* ids, int* dpos,
                                    int32_t* ring, int ring_mask) {
   pdl_wait();  // the logits come from the GEMV right before
   unsigned long long best = 0;
   for (int i = blockIdx.x * kThreads + threadIdx.x; i < n; i += gridDim.x * kThreads)
-    best = max(best, greedy_key(logits[i], i));
+    best = max(best, logit_key(logits[i], i));
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
   __shared__ unsigned long long warp_best[kThreads / 32];
