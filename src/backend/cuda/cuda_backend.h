@@ -230,8 +230,16 @@ struct CudaTuning {
   bool rot_q_regs = true;
   // Milestone 29 (key "qearly"): the v3 kernel of the two-launch step loads
   // its raw q, the RoPE frequencies and the step's position before it asks
-  // for its first records, not after; the same bits.
+  // for its first records, not after; the same bits. Milestone 30 (key
+  // "qeg=N"): only when a KV head holds at least N groups of codes (0:
+  // always; 1280 groups = 40K tokens, between the depths measured). H200,
+  // llama3-8b: the early loads cost 0.9-2.2% a step at 32K tokens (k2v2 and
+  // k4v4), were even at 16K and gained from 48K on (k2v2 -0.7% at 48K,
+  // -2.8% at 64K, -1.4% at 128K; k4v4 -0.2..-0.5% at 48K-128K); a rule by
+  // groups a warp missed k4v4 at 32K (docs/cuda-notes.md, milestone 30).
+  // qearly=0: never.
   bool quant_q_early = true;
+  int quant_q_early_groups = 1280;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

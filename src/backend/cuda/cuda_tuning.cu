@@ -88,6 +88,14 @@ CudaTuning& cuda_tuning() {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
+      } else if (k == "qeg") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 0 || n > 1 << 20)
+          fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
+               "(got '%s')", v.c_str());
+        d.quant_q_early_groups = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -101,7 +109,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P)",
+             "acarve=P, qcarve=P, qeg=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -146,7 +154,11 @@ std::string cuda_tuning_description() {
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
-         (t.quant_q_early ? "" : ", v3 loads q after its first copies (qearly=0)") +
+         (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
+          : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups
+              ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
+                    " groups a KV head (qeg)"
+              : std::string()) +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

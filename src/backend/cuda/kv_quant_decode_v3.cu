@@ -201,7 +201,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   const int qh0 = kQS ? wi : 0, qn = kQS ? (wi < group_q) : group_q;  // the first, how many are real
   const float* qsrc = q + (static_cast<size_t>(hk) * group_q + qh0) * D;
   // fuse: q, its frequencies and the step's position are loaded before the
-  // first records are requested (CudaTuning::quant_q_early).
+  // first records are requested (CudaTuning::quant_q_early), from a number
+  // of groups a KV head on (quant_q_early_groups; milestone 30).
   V3Query<D, kQH> vq;
   if (fz.on && fz.q_early) vq.load(qsrc, qn, fz, lane);
 #pragma unroll
@@ -700,7 +701,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
-  fz.q_early = cuda_tuning().quant_q_early;
+  fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

@@ -134,7 +134,7 @@ struct V3Fuse {
   float* out = nullptr;    // [n_heads][D]
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
-  bool q_early = true;     // CudaTuning::quant_q_early
+  bool q_early = true;     // CudaTuning::quant_q_early, from quant_q_early_groups groups a KV head
 };
 
 // The fused step's queries (V3Fuse): a lane's RoPE pairs j = lane + 32 r
