@@ -265,27 +265,33 @@ TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
   }
 }
 
-// `longkv run --device cuda --temp 0` generates on the device (its decode
-// line says so) the text the host's argmax gives (LONGKV_CUDA_TUNING=gdev=0),
-// for a dense and a quantized cache.
-TEST(CudaGreedy, RunTempZeroMatchesHostArgmaxText) {
-  LONGKV_REQUIRE_CUDA();
-  LONGKV_REQUIRE_SHARED(kEvalModel);
+// `longkv run --device cuda ARGS` on the evaluation model, a dense and a
+// quantized cache: the device's way (its decode line says `device_says`)
+// prints the text the host's way prints (LONGKV_CUDA_TUNING=host_setting).
+void expect_run_text_as_host(const std::string& args, const char* host_setting, const char* device_says) {
   for (const char* kv : {"f16", "k2v2"}) {
     SCOPED_TRACE(kv);
     const std::string cmd = "run -m " + test::shared_path(kEvalModel) +
-                            " -p 'Once upon a time, in a small town' -n 200 --temp 0 --device cuda --kv " + kv;
+                            " -p 'Once upon a time, in a small town' -n 200 --device cuda --kv " + kv + " " + args;
     const auto dev = test::run_cli(cmd);
-    ::setenv("LONGKV_CUDA_TUNING", "gdev=0", 1);
+    ::setenv("LONGKV_CUDA_TUNING", host_setting, 1);
     const auto host = test::run_cli(cmd);
     ::unsetenv("LONGKV_CUDA_TUNING");
     ASSERT_EQ(dev.exit_code, 0) << dev.err;
     ASSERT_EQ(host.exit_code, 0) << host.err;
-    EXPECT_NE(dev.err.find("greedy on the GPU"), std::string::npos) << dev.err;
-    EXPECT_EQ(host.err.find("greedy on the GPU"), std::string::npos) << host.err;
+    EXPECT_NE(dev.err.find(device_says), std::string::npos) << dev.err;
+    EXPECT_EQ(host.err.find(device_says), std::string::npos) << host.err;
     EXPECT_GT(dev.out.size(), 100u);
     EXPECT_EQ(dev.out, host.out);
   }
+}
+
+// `longkv run --device cuda --temp 0` generates on the device the text the
+// host's argmax gives (gdev=0).
+TEST(CudaGreedy, RunTempZeroMatchesHostArgmaxText) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  expect_run_text_as_host("--temp 0", "gdev=0", "greedy on the GPU");
 }
 
 // The host's order of a row's candidates (candidate_before, with NaN below
@@ -388,21 +394,7 @@ TEST(CudaSample, ForwardTopDrawsTheHostSamplersTokens) {
 TEST(CudaSample, RunDefaultSamplingMatchesHostText) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  for (const char* kv : {"f16", "k2v2"}) {
-    SCOPED_TRACE(kv);
-    const std::string cmd = "run -m " + test::shared_path(kEvalModel) +
-                            " -p 'Once upon a time, in a small town' -n 200 --seed 3 --device cuda --kv " + kv;
-    const auto dev = test::run_cli(cmd);
-    ::setenv("LONGKV_CUDA_TUNING", "gtop=0", 1);
-    const auto host = test::run_cli(cmd);
-    ::unsetenv("LONGKV_CUDA_TUNING");
-    ASSERT_EQ(dev.exit_code, 0) << dev.err;
-    ASSERT_EQ(host.exit_code, 0) << host.err;
-    EXPECT_NE(dev.err.find("top-k on the GPU"), std::string::npos) << dev.err;
-    EXPECT_EQ(host.err.find("top-k on the GPU"), std::string::npos) << host.err;
-    EXPECT_GT(dev.out.size(), 100u);
-    EXPECT_EQ(dev.out, host.out);
-  }
+  expect_run_text_as_host("--seed 3", "gtop=0", "top-k on the GPU");
 }
 
 }  // namespace
