@@ -177,16 +177,18 @@ TEST(Cli, BenchSyntheticPrintsTable) {
 }
 
 // --gpu-mem only sizes the --max-ctx search; alone it is a usage error, and
-// --max-ctx on the CPU says it did not run rather than printing nothing.
+// --max-ctx (and --sample) on the CPU say they did not apply rather than
+// printing nothing.
 TEST(Cli, BenchGpuMemNeedsMaxCtx) {
   auto u = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 --gpu-mem 81559");  // a usage error (CLI11's)
   EXPECT_NE(u.exit_code, 0);
   EXPECT_EQ(u.out, "");
   EXPECT_NE(u.err.find("--gpu-mem requires --max-ctx"), std::string::npos) << u.err;
   auto r = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 -d 0 --threads-list 1 --no-membw --max-ctx "
-                   "--gpu-mem 81559 --device cpu");
+                   "--gpu-mem 81559 --device cpu --sample");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("--max-ctx searches GPU memory; not run on the CPU"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--sample draws in the GPU's decode steps; the CPU's are greedy"), std::string::npos) << r.err;
 }
 
 // Usage errors: one line naming the option and what it takes, exit code 2
