@@ -20,7 +20,8 @@
 #     excess shared wavefronts);
 #  6. the llama3-8b Q4_0 decode bench once per setting in SETTINGS,
 #     interleaved PAIRS times (scripts/device-bench-pairs.sh).
-# Small files under $OUT; a summary last.
+# Small files under $OUT (a setting's '=' and ',' become '_' in their names:
+# the run tool does not bring back names with '='); a summary last.
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup-checks.sh || exit 1
@@ -35,19 +36,19 @@ for s in ${NCU_SETTINGS:-}; do
   [[ $s == - ]] && s=""
   LONGKV_CUDA_TUNING=$s LONGKV_CUDA_GRAPHS=0 timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum \
     -k "$K" --launch-skip 64 --launch-count $((2 * ${NCU_COUNT:-4})) $B bench --device cuda --synthetic llama3-8b \
-    --wtype q4_0 -n 4 -p 0 -d ${NCU_DEPTH:-131072} --kv ${NCU_KV:-k2v2} > "$OUT/ncu-dur-$s.txt" 2>&1
+    --wtype q4_0 -n 4 -p 0 -d ${NCU_DEPTH:-131072} --kv ${NCU_KV:-k2v2} > "$OUT/ncu-dur-${s//[=,]/_}.txt" 2>&1
   echo "ncu '$s' rc $? at $(( $(date +%s) - t0 )) s"
   awk '/^  [a-zA-Z_].*\(/ {n=$0; sub(/^ +(void )?/, "", n); sub(/[<(].*/, "", n); sub(/.*::/, "", n)}
-       /gpu__time_duration.sum/ {printf "%s %s; ", n, $NF}' "$OUT/ncu-dur-$s.txt"; echo
+       /gpu__time_duration.sum/ {printf "%s %s; ", n, $NF}' "$OUT/ncu-dur-${s//[=,]/_}.txt"; echo
 done
 for s in ${DETAIL:-}; do
   [[ $s == - ]] && s=""
   S="--section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy --section LaunchStats --section InstructionStats --section SourceCounters"
   LONGKV_CUDA_TUNING=$s LONGKV_CUDA_GRAPHS=0 timeout 150 ncu --clock-control none $S -k regex:quant_decode_v3 \
     --launch-skip 64 --launch-count 1 $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 4 -p 0 \
-    -d ${NCU_DEPTH:-131072} --kv ${NCU_KV:-k2v2} > "$OUT/ncu-detail-$s.txt" 2>&1
+    -d ${NCU_DEPTH:-131072} --kv ${NCU_KV:-k2v2} > "$OUT/ncu-detail-${s//[=,]/_}.txt" 2>&1
   echo "ncu detail '$s' rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "Duration|DRAM Throughput|Issue Slots|Executed Ipc|Registers Per|Achieved Occ|No Eligible|Eligible Warps|Waves|Stall" "$OUT/ncu-detail-$s.txt" | head -24
+  grep -E "Duration|DRAM Throughput|Issue Slots|Executed Ipc|Registers Per|Achieved Occ|No Eligible|Eligible Warps|Waves|Stall" "$OUT/ncu-detail-${s//[=,]/_}.txt" | head -24
 done
 if [[ ${SOURCE:-0} == 1 ]]; then
   LONGKV_CUDA_GRAPHS=0 timeout 200 ncu --clock-control none --section WarpStateStats --section SourceCounters \
