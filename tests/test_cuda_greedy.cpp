@@ -100,6 +100,14 @@ std::vector<int32_t> spread_tokens(int n, int mul, int add, int n_vocab) {
   return t;
 }
 
+// Model options with a cache of `mode` for max_tokens tokens.
+CudaModelOptions cache_options(const char* mode, int max_tokens) {
+  CudaModelOptions o;
+  o.max_tokens = max_tokens;
+  o.kv_mode = mode;
+  return o;
+}
+
 // CudaTuning::greedy_pipeline set for a scope and put back after it, also
 // when a check returns early or a call throws.
 struct PipelineSetting {
@@ -108,6 +116,11 @@ struct PipelineSetting {
   bool saved;
 };
 constexpr GreedyRun kRuns[] = {{true, true}, {true, false}, {false, true}};
+
+// The generations that pass k2v2's first group cut (token 164): kCutSteps
+// tokens after the prompt cut_prompt(n_vocab) of kCutPrompt tokens.
+constexpr int kCutPrompt = 20, kCutSteps = 180;
+std::vector<int32_t> cut_prompt(int n_vocab) { return spread_tokens(kCutPrompt, 131, 7, n_vocab); }
 
 // After a prompt, 180 tokens, past k2v2's first group (token 164), so
 // through the graphed steps that cut a group: the same tokens as the host's
@@ -118,13 +131,11 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
   const auto& [lm, nv] = eval_model();
-  constexpr int kPrompt = 20, kSteps = 180;
-  const std::vector<int32_t> prompt = spread_tokens(kPrompt, 131, 7, nv);
+  constexpr int kPrompt = kCutPrompt, kSteps = kCutSteps;
+  const std::vector<int32_t> prompt = cut_prompt(nv);
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
-    CudaModelOptions o;
-    o.max_tokens = kPrompt + kSteps + 1;
-    o.kv_mode = mode;
+    CudaModelOptions o = cache_options(mode, kPrompt + kSteps + 1);
     auto host = CudaModel::create(lm.weights, o);
     const int32_t first = argmax(host->forward_view(prompt.data(), kPrompt, 0), nv);
     const std::vector<int32_t> want = host_greedy(*host, first, kPrompt, kSteps);
@@ -180,9 +191,7 @@ TEST(CudaGreedy, EarlyStopFeedsWhatTheContractSays) {
   for (const char* mode : {"f16", "k4v4"}) {
     for (const GreedyRun& r : kRuns) {
       SCOPED_TRACE(testing::Message() << mode << " graphs " << r.graphs << " pipelined " << r.pipelined);
-      CudaModelOptions o;
-      o.max_tokens = 64;
-      o.kv_mode = mode;
+      CudaModelOptions o = cache_options(mode, 64);
       o.graphs = r.graphs;
       const PipelineSetting pipeline(r.pipelined);
       auto dev = CudaModel::create(lm.weights, o);
@@ -223,9 +232,7 @@ TEST(CudaGreedy, FirstStepAfterAPromptReplays) {
   auto all = [](int32_t) { return true; };
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
-    CudaModelOptions o;
-    o.max_tokens = 1100;
-    o.kv_mode = mode;
+    CudaModelOptions o = cache_options(mode, 1100);
     auto dev = CudaModel::create(lm.weights, o);
     auto host = CudaModel::create(lm.weights, o);
     if (!dev->graphs() || !cuda_tuning().graph_ahead) GTEST_SKIP() << "graphs or capture ahead off in the environment";
@@ -355,13 +362,11 @@ TEST(CudaSample, ForwardTopDrawsTheHostSamplersTokens) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
   const auto& [lm, nv] = eval_model();
-  constexpr int kPrompt = 20, kSteps = 180;
-  const std::vector<int32_t> prompt = spread_tokens(kPrompt, 131, 7, nv);
+  constexpr int kPrompt = kCutPrompt, kSteps = kCutSteps;
+  const std::vector<int32_t> prompt = cut_prompt(nv);
   for (const char* mode : {"f16", "k2v2"}) {
     SCOPED_TRACE(mode);
-    CudaModelOptions o;
-    o.max_tokens = kPrompt + kSteps + 1;
-    o.kv_mode = mode;
+    CudaModelOptions o = cache_options(mode, kPrompt + kSteps + 1);
     auto a = CudaModel::create(lm.weights, o), b = CudaModel::create(lm.weights, o);
     SamplerParams sp;
     sp.seed = 42;
