@@ -240,13 +240,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // Milestone 31 (key "qbal"): the two-launch step's v3 grid is one block
-  // per KV head short of a whole wave (as many blocks as its resident warps
-  // allow), each warp taking n / W of the KV head's groups (the counts differ
-  // by at most one), instead of whole runs of ceil(n / W') groups on as few
-  // blocks as those need: at 131K tokens 47 blocks a KV head of 22-group
-  // warps left 20 SMs with two blocks while the rest had three.
-  bool quant_balanced_splits = false;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -147,12 +147,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
-  // gps = 0 (the two-launch step with CudaTuning::quant_balanced_splits):
-  // the groups split evenly, warp w taking [w n / W, (w + 1) n / W), so the
-  // warps' counts differ by at most one and every block has its share.
-  const int g0 = gps > 0 ? split * gps : static_cast<int>(static_cast<int64_t>(split) * n_groups / n_splits);
-  const int g1 = gps > 0 ? min(n_groups, g0 + gps)
-                         : static_cast<int>(static_cast<int64_t>(split + 1) * n_groups / n_splits);
+  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).

@@ -600,14 +600,9 @@ class QuantGpuCache final : public GpuKvCache {
     launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
     const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
     const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
-    int gps = 0, nbv = 0;
-    if (cuda_tuning().quant_balanced_splits) {  // gps 0: the kernel splits the groups evenly
-      nbv = std::clamp(std::min(target / kQuantWarps, n_groups_ / (4 * kQuantWarps)), 1, 255);  // the merge takes <= 256 partials
-    } else {
-      gps = std::max(4, (n_groups_ + target - 1) / target);
-      gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
-      nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
-    }
+    int gps = std::max(4, (n_groups_ + target - 1) / target);
+    gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
+    const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
     const int stride = nbv + 1;
     ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
     ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
