@@ -48,6 +48,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
@@ -59,6 +60,12 @@ namespace cg = cooperative_groups;
 using longkv::WeightType;
 using longkv::cuda::Slab;
 using S = Slab<WeightType::Q4_0>;
+using longkv::cuda::bulk_copy;
+using longkv::cuda::fence_mbar_init;
+using longkv::cuda::fence_proxy_async;
+using longkv::cuda::mbar_arrive_expect;
+using longkv::cuda::mbar_init;
+using longkv::cuda::mbar_wait;
 
 constexpr int kRB = 16;     // rows per batch (the shipped wo GEMV's)
 constexpr int kWarps = 4;   // 4096 columns = 128 units = 4 warps of lanes
@@ -207,38 +214,6 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
                                                                        n_blocks);
   }
   if constexpr (kFlag) flag_signal(flag_out);
-}
-
-// Bulk (TMA) copies into shared memory completing on an mbarrier (sm_90), as
-// the v3 experiment of docs/cuda-notes.md milestone 16 used them: one thread
-// issues a whole contiguous piece with one instruction.
-__device__ __forceinline__ void mbar_init(uint64_t* bar, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(longkv::cuda::smem_u32(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void fence_mbar_init() {
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-}
-// Orders the block's earlier shared-memory reads (after a barrier) before this
-// thread's later bulk copies (the async proxy).
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void mbar_arrive_expect(uint64_t* bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(longkv::cuda::smem_u32(bar)),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                   longkv::cuda::smem_u32(smem)),
-               "l"(gmem), "r"(bytes), "r"(longkv::cuda::smem_u32(bar))
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-      "@!p bra WAIT_%=;\n}\n" ::"r"(longkv::cuda::smem_u32(bar)),
-      "r"(parity)
-      : "memory");
 }
 
 // `bytes` (a multiple of 16) from src into shared memory by cp.async, from

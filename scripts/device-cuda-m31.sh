@@ -7,7 +7,8 @@
 #     (32768,131072), one v3 launch (k2v2, graphs off) under ncu: its
 #     duration, the SMs' active cycles (mean, max, min against the elapsed),
 #     instructions and shared-memory wavefronts ($OUT/ncu-<setting>-<depth>.txt);
-#  3. SETTINGS: the llama3-8b Q4_0 decode bench per setting, interleaved
+#  3. NCU_GEMV_SETTINGS: the same for one layer's slab GEMVs at depth 0;
+#  4. SETTINGS: the llama3-8b Q4_0 decode bench per setting, interleaved
 #     PAIRS times (scripts/device-bench-pairs.sh).
 set -o pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,19 @@ for s in ${NCU_SETTINGS:-}; do
     awk '/quant_decode_v3/ {n++} n && /(gpu__time|sm__cycles|gpc__cycles|inst_executed|wavefronts|dram__bytes)/ \
          {printf "%s %s %s; ", $1, $(NF-1), $NF} END {print ""}' "$f" | sed 's/sm__cycles_active/act/g'
   done
+done
+# NCU_GEMV_SETTINGS="setting ...": ncu's duration of one layer's four slab
+# GEMV launches (q|k|v, wo, gate|up, down) at depth 0, k2v2, graphs off.
+for s in ${NCU_GEMV_SETTINGS:-}; do
+  [[ $s == - ]] && s=""
+  f="$OUT/ncu-gemv-${s//[=,]/_}.txt"
+  LONGKV_CUDA_TUNING=$s LONGKV_CUDA_GRAPHS=0 timeout 120 ncu --clock-control none \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size,launch__shared_mem_per_block_dynamic \
+    -k regex:gemv_slab --launch-skip 256 --launch-count 8 $B bench --device cuda --synthetic llama3-8b \
+    --wtype q4_0 -n 4 -p 0 -d 0 --kv k2v2 > "$f" 2>&1
+  echo "ncu gemv '$s' rc $? at $(( $(date +%s) - t0 )) s"
+  awk '/gemv_slab/ {n++} n && /(gpu__time|dram__bytes|grid_size|dynamic)/ {printf "%s %s; ", $NF, $(NF-1)} \
+       n && /dynamic/ {print ""}' "$f" | head -8
 done
 settings=()
 for s in ${SETTINGS:-}; do [[ $s == - ]] && settings+=("") || settings+=("$s"); done
