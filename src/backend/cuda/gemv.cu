@@ -577,8 +577,12 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
                 cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
+          // The bulk kernel's dynamic limit: the opt-in maximum less its static
+          // shared memory (the reductions, the bulk barrier).
+          cudaFuncAttributes fa{};
+          LONGKV_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernels[4]));
           LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-          smem_optin -= 1024;  // the kernel's static shared memory (reductions, the bulk barrier)
+          smem_optin -= static_cast<int>(fa.sharedSizeBytes);
           LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernels[4], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
           opted[rope] = true;
         }
