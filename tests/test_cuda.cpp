@@ -726,10 +726,15 @@ TEST(Cuda, SlabGemvBulkBatchMatchesGlobalLoads) {
       const int before = cuda_gemv_bulk_launches();
       cuda_tuning().gemv_bulk = true;
       cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y_bulk.data());
+      std::vector<float> y_cp(c.rows, std::nanf(""));
+      cuda_tuning().gemv_bulk_cp = true;
+      cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y_cp.data());
       const int launches = cuda_gemv_bulk_launches() - before;
-      EXPECT_EQ(launches, 1) << c.rows << "x" << c.cols << " act " << act << ": the bulk kernel did not run";
+      EXPECT_EQ(launches, 2) << c.rows << "x" << c.cols << " act " << act << ": the bulk kernels did not run";
       EXPECT_EQ(std::memcmp(y_global.data(), y_bulk.data(), sizeof(float) * c.rows), 0)
           << c.rows << "x" << c.cols << " act " << act << ": bulk second batch differs from global loads";
+      EXPECT_EQ(std::memcmp(y_global.data(), y_cp.data(), sizeof(float) * c.rows), 0)
+          << c.rows << "x" << c.cols << " act " << act << ": cp.async second batch differs from global loads";
       const std::vector<float> xa = host_act(act, x, norm, up, eps);
       std::vector<float> ref(c.rows);
       for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), true);

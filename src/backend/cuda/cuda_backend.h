@@ -182,6 +182,9 @@ struct CudaTuning {
   // requests the second batch before its PDL wait, as bulk copies into shared
   // memory, instead of after the first batch's dots. Same values.
   bool gemv_bulk = false;
+  // With gemv_bulk (key "gbcp"): the second batch by each lane's cp.async of
+  // its units (lanes 0-3 of a warp its scales) instead of bulk copies.
+  bool gemv_bulk_cp = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

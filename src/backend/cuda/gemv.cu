@@ -220,7 +220,7 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // there. Before, they were requested only once the first batch's dots were
 // made, so a block's bytes came in two round trips.
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false,
-          bool Bulk = false>
+          int Bulk = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
@@ -252,7 +252,15 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       fence_mbar_init();
     }
     __syncthreads();
-    if (warp == 0 && bulk_n > 0) {
+    if (Bulk == 2) {  // cp.async (CudaTuning::gemv_bulk_cp): each lane its units, lanes 0-3 the warp's scales
+      for (int r = 0; r < bulk_n; ++r) {
+        const uint8_t* src = w + ld * static_cast<size_t>(bulk_r0 + r);
+        uint8_t* dst = const_cast<uint8_t*>(bulk_rows) + r * ld;
+        if (valid) cp_async16(dst + 16 * u, src + 16 * u);
+        if (lane < 4) cp_async16(dst + 16 * nb + 64 * warp + 16 * lane, src + 16 * nb + 64 * warp + 16 * lane);
+      }
+      cp_async_commit();
+    } else if (warp == 0 && bulk_n > 0) {
       if (lane == 0) mbar_arrive_expect(&bulk_bar, static_cast<unsigned>(bulk_n * ld));
       __syncwarp();
       if (lane < bulk_n)
@@ -263,7 +271,12 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   auto load_batch = [&](int r0) {
     if constexpr (Bulk) {
       if (r0 == bulk_r0) {  // rows past the end read the last row, as load_rows does
-        mbar_wait(&bulk_bar, 0);
+        if constexpr (Bulk == 2) {
+          cp_async_wait<0>();
+          __syncwarp();
+        } else {
+          mbar_wait(&bulk_bar, 0);
+        }
 #pragma unroll
         for (int r = 0; r < RB; ++r) {  // Slab<Q4_0>::load's unit, from shared memory
           const uint8_t* row = bulk_rows + ld * min(r, bulk_n - 1);
@@ -544,7 +557,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
   // narrow int8 16-row kernel (4 warps only), 4 the 16-row kernel whose
   // second batch comes by bulk copies (coalesced x, no RoPE).
-  static int occ[2][2][5][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
+  static int occ[2][2][6][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   static int smem_optin = 0;  // the dynamic shared memory a block may opt in to (set with the attributes below)
@@ -553,10 +566,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
   const bool xc = Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
-  Kernel kernels[5] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
+  Kernel kernels[6] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
                             : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
-                       nullptr, nullptr, nullptr, nullptr};
-  int rbs[5] = {S::kRB, 8, 16, 16, 16};
+                       nullptr, nullptr, nullptr, nullptr, nullptr};
+  int rbs[6] = {S::kRB, 8, 16, 16, 16, 16};
   // The int8 kernels with (X) or without coalesced x; X only where Pipe.
   auto i8_kernels = [&](auto x_c) {
     constexpr bool X = decltype(x_c)::value;
@@ -566,7 +579,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
                       : gemv_slab_kernel<T, Pipe, false, true, 16, false, X>;
     kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
                       : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
-    if constexpr (X && Pipe) kernels[4] = gemv_slab_kernel<T, Pipe, false, true, 16, false, X, true>;
+    if constexpr (X && Pipe) {
+      kernels[4] = gemv_slab_kernel<T, Pipe, false, true, 16, false, X, 1>;
+      kernels[5] = gemv_slab_kernel<T, Pipe, false, true, 16, false, X, 2>;
+    }
   };
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
@@ -584,6 +600,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
           smem_optin -= static_cast<int>(fa.sharedSizeBytes);
           LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernels[4], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
+          LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernels[5], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
           opted[rope] = true;
         }
       }
@@ -593,7 +610,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Dynamic shared memory of variant v over `warps` warps (coalesced x only;
   // variant 4: and a batch of rows).
   auto smem = [&](int v, int warps) {
-    return v == 4 ? warps * 4096 + 16 * static_cast<int>(w.ld) : v > 0 && xc ? warps * 4096 : 0;
+    return v >= 4 ? warps * 4096 + 16 * static_cast<int>(w.ld) : v > 0 && xc ? warps * 4096 : 0;
   };
   auto resident = [&](int v, int warps) {
     int& o = occ[rope][xc][v][warps];
@@ -619,8 +636,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
         reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && smem(4, warps) <= smem_optin) {
       const int b16 = (rows + 15) / 16, g4 = std::min(b16, resident(4, warps));
       if (b16 > g4 && b16 <= 2 * g4 && g4 == std::min(b16, resident(2, warps))) v = 4;
+      // cp.async instead (gemv_bulk_cp): whole warps of units, so lanes 0-3 copy 64 bytes of scales
+      if (v == 4 && cuda_tuning().gemv_bulk_cp && nb % 32 == 0 && u0 == 0 && nu == units) v = 5;
     }
-    if (v == 4) ++g_bulk_launches;
+    if (v >= 4) ++g_bulk_launches;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
