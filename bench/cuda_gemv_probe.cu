@@ -19,7 +19,9 @@
 // Build and run (standalone; CMake builds it as gemv_probe with LONGKV_CUDA):
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu src/core/error.cpp
 //   ./gemv_probe
-// (./gemv_probe ROWS COLS: that shape only)
+// (./gemv_probe ROWS COLS [PAD]: that shape only, rows PAD bytes (a
+// multiple of 16) further apart than their 18 bytes a unit: whether the
+// distance between the rows that a step's blocks read at once matters)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -28,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/pdl.cuh"
@@ -163,6 +166,7 @@ double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
 int main(int argc, char** argv) {
   // Optional: ROWS COLS times that one shape only (e.g. under a profiler).
   const int only_rows = argc > 2 ? std::atoi(argv[1]) : 0, only_cols = argc > 2 ? std::atoi(argv[2]) : 0;
+  const size_t pad = argc > 3 ? static_cast<size_t>(std::atoi(argv[3])) / 16 * 16 : 0;
   cudaDeviceProp p;
   CK(cudaGetDeviceProperties(&p, 0));
   std::printf("device: %s, %d SMs\n\n", p.name, p.multiProcessorCount);
@@ -177,10 +181,11 @@ int main(int argc, char** argv) {
   for (const Shape& sh : shapes) {
     if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
     const int nb = sh.cols / 32;
-    const size_t ld = size_t(nb) * 18;
-    const size_t bytes = ld * sh.rows;
-    std::vector<uint8_t> h(bytes);
-    random_q4_0_rows(rng, h.data(), sh.rows, nb, 0.002f);
+    const size_t ld0 = size_t(nb) * 18, ld = ld0 + pad;
+    const size_t bytes = ld * sh.rows;  // GB/s below: of the weights' own bytes (ld0 a row)
+    std::vector<uint8_t> h0(ld0 * sh.rows), h(bytes, 0);
+    random_q4_0_rows(rng, h0.data(), sh.rows, nb, 0.002f);
+    for (int r = 0; r < sh.rows; ++r) std::memcpy(h.data() + r * ld, h0.data() + r * ld0, ld0);
     const int n_copies = static_cast<int>(std::max<size_t>(2, ((size_t(512) << 20) + bytes - 1) / bytes));
     std::vector<uint8_t*> copies(n_copies);
     for (auto& c : copies) {
@@ -207,8 +212,8 @@ int main(int argc, char** argv) {
                         time_kernel<kDp4a, 8>(copies, ld, sh, x, y, iters, s),
                         time_kernel<kDp4a, 16>(copies, ld, sh, x, y, iters, s),
                         time_kernel<kNone, 8>(copies, ld, sh, x, y, iters, s)};
-    std::printf("| %s %dx%d |", sh.name, sh.rows, sh.cols);
-    for (float us : t) std::printf(" %.1f (%.0f) |", us, bytes / (us * 1e-6) / 1e9);
+    std::printf("| %s %dx%d%s |", sh.name, sh.rows, sh.cols, pad ? (", rows +" + std::to_string(pad) + " B").c_str() : "");
+    for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
     std::printf(" %.2e |\n", rel_rms(y_dp, y_f32));
     for (auto* c : copies) CK(cudaFree(c));
     CK(cudaFree(x));

@@ -699,54 +699,6 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
   }
 }
 
-// Milestone 31: the GEMV whose blocks take two 16-row batches, the second
-// by bulk copies into shared memory (CudaTuning::gemv_bulk), gives the bits
-// of the same kernel loading it from global memory, and each shape below
-// must have taken that kernel. Shapes: llama3-8b's down (4096 x 14336: 14
-// warps, one block an SM, 124 of 132 blocks with a second batch), a last
-// batch of 9 rows (3001 rows), and 8-warp blocks, two an SM (6000 x 8192).
-TEST(Cuda, SlabGemvBulkBatchMatchesGlobalLoads) {
-  LONGKV_REQUIRE_CUDA();
-  const MatmulCase cases[] = {
-      {WeightType::Q4_0, 4096, 14336}, {WeightType::Q4_0, 3001, 14336}, {WeightType::Q4_0, 6000, 8192}};
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  for (const auto& c : cases) {
-    const auto data = random_weight(c.type, c.rows, c.cols, 91 + c.rows);
-    WeightView w{c.type, c.rows, c.cols, data.data()};
-    const auto x = test::random_floats(c.cols, 92, -2, 2), norm = test::random_floats(c.cols, 93),
-               up = test::random_floats(c.cols, 94);
-    const float eps = 1e-5f;
-    for (int act = 0; act < 3; ++act) {
-      std::vector<float> y_global(c.rows, std::nanf("")), y_bulk(c.rows, std::nanf(""));
-      cuda_tuning() = CudaTuning{};
-      cuda_tuning().gemv_bulk = false;
-      cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y_global.data());
-      const int before = cuda_gemv_bulk_launches();
-      cuda_tuning().gemv_bulk = true;
-      cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y_bulk.data());
-      std::vector<float> y_cp(c.rows, std::nanf(""));
-      cuda_tuning().gemv_bulk_cp = true;
-      cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y_cp.data());
-      const int launches = cuda_gemv_bulk_launches() - before;
-      EXPECT_EQ(launches, 2) << c.rows << "x" << c.cols << " act " << act << ": the bulk kernels did not run";
-      EXPECT_EQ(std::memcmp(y_global.data(), y_bulk.data(), sizeof(float) * c.rows), 0)
-          << c.rows << "x" << c.cols << " act " << act << ": bulk second batch differs from global loads";
-      EXPECT_EQ(std::memcmp(y_global.data(), y_cp.data(), sizeof(float) * c.rows), 0)
-          << c.rows << "x" << c.cols << " act " << act << ": cp.async second batch differs from global loads";
-      const std::vector<float> xa = host_act(act, x, norm, up, eps);
-      std::vector<float> ref(c.rows);
-      for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), true);
-      const double err = test::nmse(y_bulk.data(), ref.data(), ref.size());
-      EXPECT_LT(err, gemv_tol(c.type, true, act)) << c.rows << "x" << c.cols << " act " << act;
-      std::printf("slab gemv bulk second batch act %d %5dx%-5d: %d bulk launch, nmse %.3g, %s global loads' bits\n",
-                  act, c.rows, c.cols, launches, err,
-                  std::memcmp(y_global.data(), y_bulk.data(), sizeof(float) * c.rows) == 0 ? "the" : "NOT the");
-    }
-  }
-}
-
 // Milestone 17: SwiGLU in the gate|up GEMV's store (GemvAct::glu, over rows
 // uploaded interleaved) gives a feed-forward block the same bits as the
 // stacked GEMV with SwiGLU in w_down's load, and both match the host model

@@ -1,8 +1,9 @@
 // Bulk (TMA) copies from global into shared memory that complete on an
 // mbarrier (sm_90): one thread hands a whole contiguous piece to the copy
 // engine with one instruction, and the bytes do not wait in the SM's
-// per-thread load slots. Used by the down GEMV's second row batch (gemv.cu,
-// CudaTuning::gemv_bulk) and by bench/cuda_barrier_probe.cu.
+// per-thread load slots. Used by bench/cuda_barrier_probe.cu (milestone 21);
+// milestone 31 measured them for the down GEMV's second row batch (slower,
+// not kept).
 //
 // Protocol: one thread inits the barrier (count 1) and fences the init; the
 // block syncs; one thread announces the bytes (mbar_arrive_expect) and then

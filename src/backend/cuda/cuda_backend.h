@@ -177,14 +177,6 @@ struct CudaTuning {
   // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
   // 5.29 µs.
   bool gemv_x_coalesced = true;
-  // Milestone 31 (key "gbulk"): a pipelined int8 Q4_0 GEMV whose blocks have
-  // two batches of 16 rows (llama3-8b's down: 4096 rows over 132 blocks)
-  // requests the second batch before its PDL wait, as bulk copies into shared
-  // memory, instead of after the first batch's dots. Same values.
-  bool gemv_bulk = false;
-  // With gemv_bulk (key "gbcp"): the second batch by each lane's cp.async of
-  // its units (lanes 0-3 of a warp its scales) instead of bulk copies.
-  bool gemv_bulk_cp = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
@@ -385,10 +377,6 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 // (CudaTuning::gemv_rope) or rope_kernel.
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
-// How many GEMV launches of this process took the kernel whose second row
-// batch comes by bulk copies (CudaTuning::gemv_bulk): lets a test see that
-// its comparison ran that kernel.
-int cuda_gemv_bulk_launches();
 // A feed-forward block for one token both ways: y_glu = down . h with h made
 // in the store of the gate|up GEMV over interleaved rows (GemvAct::glu), and
 // y_plain = the same through the stacked gate|up GEMV and w_down's SwiGLU

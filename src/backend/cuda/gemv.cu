@@ -53,20 +53,16 @@
 // silu(gate) up -- w_down's GEMV then loads h plainly. And a narrow variant
 // (CudaTuning::gemv_prefetch, off): 4-warp blocks with more registers that
 // request a one-pass batch's 16 rows all before the PDL wait.
-#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
 #include <algorithm>
-#include <cstdint>
 #include <type_traits>
 
 namespace longkv::cuda {
 namespace {
-
-int g_bulk_launches = 0;  // cuda_gemv_bulk_launches()
 
 constexpr int kWarps = 8;  // dense kernels
 constexpr int kRows = 2;
@@ -213,14 +209,7 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
 // first batch's RB rows are all requested before the PDL wait, none after
 // the activation is made.
-// Bulk (milestone 31, CudaTuning::gemv_bulk; with XC, blocks of at most
-// two batches): the block's second batch of rows -- contiguous in memory --
-// is requested before the PDL wait, by bulk copies into shared memory after
-// x's staging area (one a row, lanes of warp 0), and its units come from
-// there. Before, they were requested only once the first batch's dots were
-// made, so a block's bytes came in two round trips.
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false,
-          int Bulk = 0>
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
@@ -238,55 +227,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
 #pragma unroll
     for (int r = lo; r < hi; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
   };
-  static_assert(!Bulk || (XC && Pipe && !Rope && T == WeightType::Q4_0), "bulk second batch: the pipelined coalesced-x Q4_0 kernels");
-  [[maybe_unused]] const uint8_t* bulk_rows = nullptr;  // the second batch in shared memory
-  [[maybe_unused]] int bulk_r0 = -1, bulk_n = 0;
-  __shared__ uint64_t bulk_bar;
-  if constexpr (Bulk) {
-    extern __shared__ float4 gemv_sx[];
-    bulk_rows = reinterpret_cast<const uint8_t*>(gemv_sx + 256 * n_warps);
-    bulk_r0 = blockIdx.x * RB + gridDim.x * RB;
-    bulk_n = max(0, min(RB, rows - bulk_r0));
-    if (threadIdx.x == 0) {
-      mbar_init(&bulk_bar, 1);
-      fence_mbar_init();
-    }
-    __syncthreads();
-    if (Bulk == 2) {  // cp.async (CudaTuning::gemv_bulk_cp): each lane its units, lanes 0-3 the warp's scales
-      for (int r = 0; r < bulk_n; ++r) {
-        const uint8_t* src = w + ld * static_cast<size_t>(bulk_r0 + r);
-        uint8_t* dst = const_cast<uint8_t*>(bulk_rows) + r * ld;
-        if (valid) cp_async16(dst + 16 * u, src + 16 * u);
-        if (lane < 4) cp_async16(dst + 16 * nb + 64 * warp + 16 * lane, src + 16 * nb + 64 * warp + 16 * lane);
-      }
-      cp_async_commit();
-    } else if (warp == 0 && bulk_n > 0) {
-      if (lane == 0) mbar_arrive_expect(&bulk_bar, static_cast<unsigned>(bulk_n * ld));
-      __syncwarp();
-      if (lane < bulk_n)
-        bulk_copy(const_cast<uint8_t*>(bulk_rows) + lane * ld, w + ld * static_cast<size_t>(bulk_r0 + lane),
-                  static_cast<unsigned>(ld), &bulk_bar);
-    }
-  }
-  auto load_batch = [&](int r0) {
-    if constexpr (Bulk) {
-      if (r0 == bulk_r0) {  // rows past the end read the last row, as load_rows does
-        if constexpr (Bulk == 2) {
-          cp_async_wait<0>();
-          __syncwarp();
-        } else {
-          mbar_wait(&bulk_bar, 0);
-        }
-#pragma unroll
-        for (int r = 0; r < RB; ++r) {  // Slab<Q4_0>::load's unit, from shared memory
-          const uint8_t* row = bulk_rows + ld * min(r, bulk_n - 1);
-          wu[r] = {*reinterpret_cast<const uint4*>(row + 16 * u), ld_f16(row + 16 * nb + 2 * u)};
-        }
-        return;
-      }
-    }
-    load_rows(r0, 0, RB);
-  };
+  auto load_batch = [&](int r0) { load_rows(r0, 0, RB); };
   // Rows loaded before the activation: all, except that 16-row batches
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
@@ -555,21 +496,19 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
                "CUDA GEMV: SwiGLU in the store needs one slice, even rows and no accumulation");
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
-  // narrow int8 16-row kernel (4 warps only), 4 the 16-row kernel whose
-  // second batch comes by bulk copies (coalesced x, no RoPE).
-  static int occ[2][2][6][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
+  // narrow int8 16-row kernel (4 warps only).
+  static int occ[2][2][4][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  static int smem_optin = 0;  // the dynamic shared memory a block may opt in to (set with the attributes below)
   const bool pdl = cuda_tuning().pdl;
   const bool i8 = T == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
   const bool xc = Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
-  Kernel kernels[6] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
+  Kernel kernels[4] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
                             : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
-                       nullptr, nullptr, nullptr, nullptr, nullptr};
-  int rbs[6] = {S::kRB, 8, 16, 16, 16, 16};
+                       nullptr, nullptr, nullptr};
+  int rbs[4] = {S::kRB, 8, 16, 16};
   // The int8 kernels with (X) or without coalesced x; X only where Pipe.
   auto i8_kernels = [&](auto x_c) {
     constexpr bool X = decltype(x_c)::value;
@@ -579,10 +518,6 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
                       : gemv_slab_kernel<T, Pipe, false, true, 16, false, X>;
     kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
                       : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
-    if constexpr (X && Pipe) {
-      kernels[4] = gemv_slab_kernel<T, Pipe, false, true, 16, false, X, 1>;
-      kernels[5] = gemv_slab_kernel<T, Pipe, false, true, 16, false, X, 2>;
-    }
   };
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
@@ -593,25 +528,14 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
                 cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
-          // The bulk kernel's dynamic limit: the opt-in maximum less its static
-          // shared memory (the reductions, the bulk barrier).
-          cudaFuncAttributes fa{};
-          LONGKV_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernels[4]));
-          LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0));
-          smem_optin -= static_cast<int>(fa.sharedSizeBytes);
-          LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernels[4], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
-          LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernels[5], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
           opted[rope] = true;
         }
       }
     }
     if (!xc) i8_kernels(std::false_type{});
   }
-  // Dynamic shared memory of variant v over `warps` warps (coalesced x only;
-  // variant 4: and a batch of rows).
-  auto smem = [&](int v, int warps) {
-    return v >= 4 ? warps * 4096 + 16 * static_cast<int>(w.ld) : v > 0 && xc ? warps * 4096 : 0;
-  };
+  // Dynamic shared memory of variant v over `warps` warps (coalesced x only).
+  auto smem = [&](int v, int warps) { return v > 0 && xc ? warps * 4096 : 0; };
   auto resident = [&](int v, int warps) {
     int& o = occ[rope][xc][v][warps];
     if (o == 0)
@@ -630,16 +554,6 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
     // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
-    // Two 16-row batches a block, the second by bulk copies (CudaTuning::gemv_bulk):
-    // 16-byte aligned rows, a batch's rows beside x's staging in shared memory.
-    if (v == 2 && xc && !rope && cuda_tuning().gemv_bulk && w.ld % 16 == 0 &&
-        reinterpret_cast<uintptr_t>(w.data) % 16 == 0 && smem(4, warps) <= smem_optin) {
-      const int b16 = (rows + 15) / 16, g4 = std::min(b16, resident(4, warps));
-      if (b16 > g4 && b16 <= 2 * g4 && g4 == std::min(b16, resident(2, warps))) v = 4;
-      // cp.async instead (gemv_bulk_cp): whole warps of units, so lanes 0-3 copy 64 bytes of scales
-      if (v == 4 && cuda_tuning().gemv_bulk_cp && nb % 32 == 0 && u0 == 0 && nu == units) v = 5;
-    }
-    if (v >= 4) ++g_bulk_launches;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
@@ -836,7 +750,3 @@ void gemm(cublasHandle_t h, const GpuWeight& w, const float* x, int n, float* y,
 }
 
 }  // namespace longkv::cuda
-
-namespace longkv {
-int cuda_gemv_bulk_launches() { return cuda::g_bulk_launches; }
-}  // namespace longkv
