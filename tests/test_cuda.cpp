@@ -699,59 +699,6 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
   }
 }
 
-// Milestone 31: the double-buffered 8-row GEMV (CudaTuning::gemv_double_buffer)
-// makes each row's sum as the 16-row kernel does (the same dots, the same
-// reduction order), so its bits must be those; and each shape must have taken
-// it. Shapes: 40000 and 30001 (a last batch of 1 row) x 4096 rows of 4 warps,
-// and a feed-forward block of llama3-8b's shape (gate|up 28672 interleaved
-// rows with SwiGLU in the store, then down, which keeps its kernel).
-TEST(Cuda, SlabGemvDoubleBufferMatchesSingle) {
-  LONGKV_REQUIRE_CUDA();
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  const MatmulCase cases[] = {{WeightType::Q4_0, 40000, 4096}, {WeightType::Q4_0, 30001, 4096}};
-  for (const auto& c : cases) {
-    const auto data = random_weight(c.type, c.rows, c.cols, 71 + c.rows);
-    WeightView w{c.type, c.rows, c.cols, data.data()};
-    const auto x = test::random_floats(c.cols, 72, -2, 2), norm = test::random_floats(c.cols, 73),
-               up = test::random_floats(c.cols, 74);
-    for (int act = 0; act < 3; ++act) {
-      std::vector<float> y_one(c.rows, std::nanf("")), y_two(c.rows, std::nanf(""));
-      cuda_tuning() = CudaTuning{};
-      cuda_check_gemv_act(w, act, x.data(), norm.data(), 1e-5f, up.data(), y_one.data());
-      const int before = cuda_gemv_double_buffer_launches();
-      cuda_tuning().gemv_double_buffer = true;
-      cuda_check_gemv_act(w, act, x.data(), norm.data(), 1e-5f, up.data(), y_two.data());
-      const int launches = cuda_gemv_double_buffer_launches() - before;
-      EXPECT_EQ(launches, 1) << c.rows << "x" << c.cols << " act " << act << ": the double-buffered kernel did not run";
-      const bool same = std::memcmp(y_one.data(), y_two.data(), sizeof(float) * c.rows) == 0;
-      EXPECT_TRUE(same) << c.rows << "x" << c.cols << " act " << act;
-      std::printf("slab gemv double-buffered act %d %5dx%-5d: %d launch, %s bits\n", act, c.rows, c.cols, launches,
-                  same ? "the 16-row kernel's" : "NOT the 16-row kernel's");
-    }
-  }
-  const int ffn = 14336, dim = 4096;
-  const auto gd = random_weight(WeightType::Q4_0, ffn, dim, 75), ud = random_weight(WeightType::Q4_0, ffn, dim, 76),
-             dd = random_weight(WeightType::Q4_0, dim, ffn, 77);
-  const WeightView gate{WeightType::Q4_0, ffn, dim, gd.data()}, up{WeightType::Q4_0, ffn, dim, ud.data()},
-      down{WeightType::Q4_0, dim, ffn, dd.data()};
-  const auto x = test::random_floats(dim, 78, -2, 2), norm = test::random_floats(dim, 79);
-  std::vector<float> y_one(dim), y_plain(dim), y_two(dim), y_plain2(dim);
-  cuda_tuning() = CudaTuning{};
-  cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), 1e-5f, y_one.data(), y_plain.data());
-  const int before = cuda_gemv_double_buffer_launches();
-  cuda_tuning().gemv_double_buffer = true;
-  cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), 1e-5f, y_two.data(), y_plain2.data());
-  EXPECT_GE(cuda_gemv_double_buffer_launches() - before, 1) << "the glu GEMV did not take the double-buffered kernel";
-  EXPECT_EQ(std::memcmp(y_one.data(), y_two.data(), sizeof(float) * dim), 0) << "SwiGLU in the store";
-  EXPECT_EQ(std::memcmp(y_plain.data(), y_plain2.data(), sizeof(float) * dim), 0) << "SwiGLU in down's load";
-  std::printf("feed-forward %dx%d double-buffered: %d launches, glu %s, plain %s bits\n", ffn, dim,
-              cuda_gemv_double_buffer_launches() - before,
-              std::memcmp(y_one.data(), y_two.data(), sizeof(float) * dim) == 0 ? "the same" : "OTHER",
-              std::memcmp(y_plain.data(), y_plain2.data(), sizeof(float) * dim) == 0 ? "the same" : "OTHER");
-}
-
 // Milestone 17: SwiGLU in the gate|up GEMV's store (GemvAct::glu, over rows
 // uploaded interleaved) gives a feed-forward block the same bits as the
 // stacked GEMV with SwiGLU in w_down's load, and both match the host model

@@ -177,12 +177,6 @@ struct CudaTuning {
   // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
   // 5.29 µs.
   bool gemv_x_coalesced = true;
-  // Milestone 31 (key "gdb"): a pipelined int8 Q4_0 GEMV whose blocks have
-  // more than two 16-row batches (llama3-8b's gate|up, the output) runs 8-row
-  // batches with two register sets, a batch's loads issued before the dots of
-  // the batch before it. Same values. bench/cuda_gemv_probe.cu, H200:
-  // gate|up 19.6-19.8 -> 18.5 us, the output GEMV even.
-  bool gemv_double_buffer = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
@@ -383,9 +377,6 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 // (CudaTuning::gemv_rope) or rope_kernel.
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
-// How many GEMV launches of this process took the double-buffered kernel
-// (CudaTuning::gemv_double_buffer): lets a test see that it ran.
-int cuda_gemv_double_buffer_launches();
 // A feed-forward block for one token both ways: y_glu = down . h with h made
 // in the store of the gate|up GEMV over interleaved rows (GemvAct::glu), and
 // y_plain = the same through the stacked gate|up GEMV and w_down's SwiGLU

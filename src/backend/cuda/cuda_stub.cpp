@@ -38,7 +38,6 @@ void cuda_check_interleaved_gemm(const WeightView&, const WeightView&, const flo
   fail("%s", kNoCuda);
 }
 int32_t cuda_check_argmax(const float*, int, int) { fail("%s", kNoCuda); }
-int cuda_gemv_double_buffer_launches() { fail("%s", kNoCuda); }
 std::vector<std::pair<float, int32_t>> cuda_check_top_k(const float*, int, int) { fail("%s", kNoCuda); }
 void cuda_check_rmsnorm(const float*, const float*, int, int, float, float*) { fail("%s", kNoCuda); }
 void cuda_check_rope(const RopeTable&, float*, int, int, int64_t) { fail("%s", kNoCuda); }

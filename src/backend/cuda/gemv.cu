@@ -64,8 +64,6 @@
 namespace longkv::cuda {
 namespace {
 
-int g_db_launches = 0;  // cuda_gemv_double_buffer_launches()
-
 constexpr int kWarps = 8;  // dense kernels
 constexpr int kRows = 2;
 constexpr int kMaxSlabWarps = 16;  // 512 threads: up to 128 registers a lane
@@ -211,13 +209,7 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
 // first batch's RB rows are all requested before the PDL wait, none after
 // the activation is made.
-// DB (milestone 31, CudaTuning::gemv_double_buffer; pipelined, 8-row
-// batches): two register sets of rows, a batch's loads issued two batches
-// ahead -- before the dots of the batch in between -- so a block's dots run
-// while its next rows are on their way (the single set can only be refilled
-// after its own dots). The GEMV probe: gate|up 19.6-19.8 -> 18.5 us alone.
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false,
-          bool DB = false>
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
@@ -230,14 +222,12 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   const bool valid = ui < nu;
   const int u = u_begin + (valid ? ui : 0);
   const int stride = gridDim.x * RB;
-  static_assert(!DB || (Pipe && RB == 8 && !Narrow), "double buffering: the pipelined 8-row kernels");
   typename S::Unit wu[RB];
-  [[maybe_unused]] typename S::Unit wv[DB ? RB : 1];  // DB: the second set
-  auto load_into = [&](typename S::Unit(&dst)[RB], int r0, int lo, int hi) {
+  auto load_rows = [&](int r0, int lo, int hi) {
 #pragma unroll
-    for (int r = lo; r < hi; ++r) dst[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
+    for (int r = lo; r < hi; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
   };
-  auto load_rows = [&](int r0, int lo, int hi) { load_into(wu, r0, lo, hi); };
+  auto load_batch = [&](int r0) { load_rows(r0, 0, RB); };
   // Rows loaded before the activation: all, except that 16-row batches
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
@@ -278,15 +268,11 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   [[maybe_unused]] XI8 xq;
   if constexpr (I8) quantize_x_i8(xr.v, xq);
   if (first) load_rows(blockIdx.x * RB, kEarly, RB);
-  if constexpr (DB) {
-    if (blockIdx.x * RB + stride < rows) load_into(wv, blockIdx.x * RB + stride, 0, RB);
-  }
   int buf = 0;
   static_assert(!Rope || RB % 2 == 0, "RoPE pairs must share a row batch");
   bool rot = false;
-  constexpr int kAhead = DB ? 2 : 1;  // batches between a set's use and its refill
-  auto batch = [&](typename S::Unit(&wu)[RB], int r0) {
-    if (!Pipe) load_into(wu, r0, 0, RB);
+  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += stride) {
+    if (!Pipe) load_batch(r0);
     if constexpr (Rope) {  // while this batch's weights are on their way
       const int row = r0 + threadIdx.x, j = row % a.rope.head_dim;
       rot = threadIdx.x < RB && row < a.rope.heads * a.rope.head_dim && j < a.rope.rope_dim;
@@ -301,7 +287,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
       else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
     }
-    if (Pipe && r0 + kAhead * stride < rows) load_into(wu, r0 + kAhead * stride, 0, RB);
+    if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
       float s = row_total(red[buf][threadIdx.x], n_warps);
@@ -318,12 +304,6 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     }
     if constexpr (Pipe) buf ^= 1;
     else __syncthreads();
-  };
-  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += kAhead * stride) {
-    batch(wu, r0);
-    if constexpr (DB) {
-      if (r0 + stride < rows) batch(wv, r0 + stride);
-    }
   }
 }
 
@@ -516,9 +496,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
                "CUDA GEMV: SwiGLU in the store needs one slice, even rows and no accumulation");
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
-  // narrow int8 16-row kernel (4 warps only), 4 int8 x 8 rows double-buffered
-  // (coalesced x, no RoPE; CudaTuning::gemv_double_buffer).
-  static int occ[2][2][5][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
+  // narrow int8 16-row kernel (4 warps only).
+  static int occ[2][2][4][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const bool pdl = cuda_tuning().pdl;
@@ -526,10 +505,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
   const bool xc = Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
-  Kernel kernels[5] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
+  Kernel kernels[4] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
                             : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
-                       nullptr, nullptr, nullptr, nullptr};
-  int rbs[5] = {S::kRB, 8, 16, 16, 8};
+                       nullptr, nullptr, nullptr};
+  int rbs[4] = {S::kRB, 8, 16, 16};
   // The int8 kernels with (X) or without coalesced x; X only where Pipe.
   auto i8_kernels = [&](auto x_c) {
     constexpr bool X = decltype(x_c)::value;
@@ -539,7 +518,6 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
                       : gemv_slab_kernel<T, Pipe, false, true, 16, false, X>;
     kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
                       : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
-    if constexpr (X && Pipe) kernels[4] = gemv_slab_kernel<T, Pipe, false, true, 8, false, X, true>;
   };
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
@@ -547,7 +525,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
         i8_kernels(std::true_type{});
         static bool opted[2] = {};
         if (!opted[rope]) {
-          for (int v = 1; v < 5; ++v)
+          for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
                 cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
           opted[rope] = true;
@@ -576,13 +554,6 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
     // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
-    // More than two 16-row batches a block: 8-row batches double-buffered
-    // (CudaTuning::gemv_double_buffer), on the same grid.
-    if (v == 2 && xc && !rope && cuda_tuning().gemv_double_buffer) {
-      const int g = std::min((rows + 15) / 16, resident(2, warps));
-      if ((rows + 15) / 16 > 2 * g && resident(4, warps) == resident(2, warps)) v = 4;
-    }
-    if (v == 4) ++g_db_launches;
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
@@ -779,7 +750,3 @@ void gemm(cublasHandle_t h, const GpuWeight& w, const float* x, int n, float* y,
 }
 
 }  // namespace longkv::cuda
-
-namespace longkv {
-int cuda_gemv_double_buffer_launches() { return cuda::g_db_launches; }
-}  // namespace longkv
