@@ -85,8 +85,12 @@ __device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, cons
 
 // MinB (milestone 31): ptxas is asked for MinB blocks of 16 warps an SM (at
 // most 64 registers a lane with 2), so a 14-warp row like llama3-8b's down
-// GEMV's runs 28 warps an SM instead of 14.
-template <Dot D, int RB, int MinB = 1>
+// GEMV's runs 28 warps an SM instead of 14. DB (milestone 31): two register
+// sets of RB rows, a batch's loads issued two batches ahead -- before the
+// dots of the batch in between -- so the dots run while the next rows are on
+// their way (the shipped kernel issues them only after its dots, reusing
+// the registers).
+template <Dot D, int RB, int MinB = 1, bool DB = false>
 __global__ void __launch_bounds__(kMaxWarps * 32, MinB) probe_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
                                                                 int nb, const float* __restrict__ x,
                                                                 float* __restrict__ y) {
@@ -97,71 +101,38 @@ __global__ void __launch_bounds__(kMaxWarps * 32, MinB) probe_kernel(const uint8
   const bool valid = ui < nb;
   const int u = valid ? ui : 0;
   const int stride = gridDim.x * RB;
-  S::Unit wu[RB];
-  auto load_batch = [&](int r0) {
-#pragma unroll
-    for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
-  };
-  if (blockIdx.x * RB < rows) load_batch(blockIdx.x * RB);
-  longkv::cuda::pdl_trigger();
-  longkv::cuda::pdl_wait();
-  Xr<D> xr;
-  make_x<D>(x, u, xr);
-  int buf = 0;
-  for (int r0 = blockIdx.x * RB; r0 < rows; r0 += stride) {
-    float acc[RB];
-#pragma unroll
-    for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
-    if (r0 + stride < rows) load_batch(r0 + stride);
-    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
-    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows)
-      y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
-    buf ^= 1;
-  }
-}
-
-// The same with two register sets of RB rows (DB, milestone 31): a batch's
-// loads are issued one batch ahead, before the dots of the batch before it,
-// so the dots run while the next rows are on their way (the shipped kernel
-// issues them only after its dots, reusing the registers).
-template <Dot D, int RB>
-__global__ void __launch_bounds__(kMaxWarps * 32) probe_kernel_db(const uint8_t* __restrict__ w, size_t ld,
-                                                                   int rows, int nb, const float* __restrict__ x,
-                                                                   float* __restrict__ y) {
-  using S = Slab<WeightType::Q4_0>;
-  __shared__ float red[2][RB][kMaxWarps];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
-  const int ui = warp * 32 + lane;
-  const bool valid = ui < nb;
-  const int u = valid ? ui : 0;
-  const int stride = gridDim.x * RB;
-  S::Unit wa[RB], wb[RB];
+  S::Unit wa[RB];
+  [[maybe_unused]] S::Unit wb[DB ? RB : 1];
   auto load_batch = [&](S::Unit(&wu)[RB], int r0) {
 #pragma unroll
     for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
   };
   const int r00 = blockIdx.x * RB;
   if (r00 < rows) load_batch(wa, r00);
-  if (r00 + stride < rows) load_batch(wb, r00 + stride);
+  if constexpr (DB) {
+    if (r00 + stride < rows) load_batch(wb, r00 + stride);
+  }
   longkv::cuda::pdl_trigger();
   longkv::cuda::pdl_wait();
   Xr<D> xr;
   make_x<D>(x, u, xr);
+  constexpr int kAhead = DB ? 2 : 1;  // batches between a set's use and its refill
   int buf = 0;
   auto step = [&](S::Unit(&wu)[RB], int r0) {
     float acc[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
-    if (r0 + 2 * stride < rows) load_batch(wu, r0 + 2 * stride);
+    if (r0 + kAhead * stride < rows) load_batch(wu, r0 + kAhead * stride);
     longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows)
       y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
     buf ^= 1;
   };
-  for (int r0 = r00; r0 < rows; r0 += 2 * stride) {
+  for (int r0 = r00; r0 < rows; r0 += kAhead * stride) {
     step(wa, r0);
-    if (r0 + stride >= rows) break;
-    step(wb, r0 + stride);
+    if constexpr (DB) {
+      if (r0 + stride < rows) step(wb, r0 + stride);
+    }
   }
 }
 
@@ -173,7 +144,7 @@ struct Shape {
 template <Dot D, int RB, bool DB = false, int MinB = 1>
 float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
                   int iters, cudaStream_t s) {
-  auto* k = DB ? probe_kernel_db<D, RB> : probe_kernel<D, RB, MinB>;
+  auto* k = probe_kernel<D, RB, MinB, DB>;
   const int nb = sh.cols / 32;
   const int warps = (nb + 31) / 32;
   int occ = 0, sms = 0;
