@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 #include <random>
 #include <string>
@@ -29,37 +30,55 @@ namespace {
 
 constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
 
+// A row of n logits for the device-selection tests, drawn from rng through
+// nd: variant 0 plain normal values; 1 ties (tie_halves: every value rounded
+// to a half, long runs of ties; else the maximum 9.5 at two places, n > 2);
+// 2 every value 0.25; 3 negative values only; 4 -inf and NaN scattered (n > 2).
+std::vector<float> logit_row(int n, int variant, bool tie_halves, std::mt19937& rng,
+                             std::normal_distribution<float>& nd) {
+  std::vector<float> x(n);
+  for (float& v : x) v = nd(rng);
+  if (variant == 1 && tie_halves) {
+    for (float& v : x) v = std::round(v * 2.0f) / 2.0f;
+  } else if (variant == 1 && n > 2) {
+    const int a = static_cast<int>(rng() % (n / 2)) + 1, b = a + static_cast<int>(rng() % (n - a));
+    x[a] = x[b] = 9.5f;
+  } else if (variant == 2) {
+    std::fill(x.begin(), x.end(), 0.25f);
+  } else if (variant == 3) {
+    for (float& v : x) v = -std::fabs(v) - 1.0f;
+  } else if (variant == 4 && n > 2) {
+    for (int i = 1; i < n; i += 7) x[i] = i % 2 ? -std::numeric_limits<float>::infinity() : std::nanf("");
+  }
+  return x;
+}
+
+// fn(n, variant, row) for each size in `sizes` and each variant of
+// logit_row, the rows drawn in that order from one generator seeded `seed`.
+template <typename Fn>
+void for_each_logit_row(uint32_t seed, std::initializer_list<int> sizes, bool tie_halves, Fn&& fn) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  for (int n : sizes)
+    for (int variant = 0; variant < 5; ++variant) fn(n, variant, logit_row(n, variant, tie_halves, rng, nd));
+}
+
 // Sizes around the kernel's 256 threads and 2048 values a block, and
 // llama3's vocabulary (128,256) and one more; each with plain normal values,
 // the maximum twice (the lower index wins), every value equal (index 0),
 // negative values only, and -inf / NaN scattered (never the answer).
 TEST(CudaGreedy, ArgmaxMatchesCpuArgmax) {
   LONGKV_REQUIRE_CUDA();
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd;
   int checked = 0;
-  for (int n : {1, 2, 33, 255, 257, 2048, 2049, 32000, 128256, 128257, 300001}) {
-    for (int variant = 0; variant < 5; ++variant) {
-      std::vector<float> x(n);
-      for (float& v : x) v = nd(rng);
-      if (variant == 1 && n > 2) {  // a tie: the same maximum at two places
-        const int a = static_cast<int>(rng() % (n / 2)) + 1, b = a + static_cast<int>(rng() % (n - a));
-        x[a] = x[b] = 9.5f;
-      } else if (variant == 2) {
-        std::fill(x.begin(), x.end(), 0.25f);
-      } else if (variant == 3) {
-        for (float& v : x) v = -std::fabs(v) - 1.0f;
-      } else if (variant == 4 && n > 2) {
-        for (int i = 1; i < n; i += 7) x[i] = i % 2 ? -std::numeric_limits<float>::infinity() : std::nanf("");
-      }
-      const int32_t want = argmax(x.data(), n);
-      for (int rounds : {1, 3}) {
-        EXPECT_EQ(cuda_check_argmax(x.data(), n, rounds), want) << "n " << n << " variant " << variant << " rounds "
-                                                                << rounds;
-        ++checked;
-      }
+  const auto sizes = {1, 2, 33, 255, 257, 2048, 2049, 32000, 128256, 128257, 300001};
+  for_each_logit_row(7, sizes, false, [&](int n, int variant, const std::vector<float>& x) {
+    const int32_t want = argmax(x.data(), n);
+    for (int rounds : {1, 3}) {
+      EXPECT_EQ(cuda_check_argmax(x.data(), n, rounds), want) << "n " << n << " variant " << variant << " rounds "
+                                                              << rounds;
+      ++checked;
     }
-  }
+  });
   std::printf("device argmax vs CPU argmax: %d cases\n", checked);
 }
 
@@ -121,6 +140,16 @@ constexpr GreedyRun kRuns[] = {{true, true}, {true, false}, {false, true}};
 // tokens after the prompt cut_prompt(n_vocab) of kCutPrompt tokens.
 constexpr int kCutPrompt = 20, kCutSteps = 180;
 std::vector<int32_t> cut_prompt(int n_vocab) { return spread_tokens(kCutPrompt, 131, 7, n_vocab); }
+// Runs fn(mode, options) for the KV modes those tests compare (f16, and
+// k2v2, whose first group cut the generation passes), the options holding
+// the prompt and kCutSteps tokens.
+template <typename Fn>
+void for_each_cut_mode(Fn&& fn) {
+  for (const char* mode : {"f16", "k2v2"}) {
+    SCOPED_TRACE(mode);
+    fn(mode, cache_options(mode, kCutPrompt + kCutSteps + 1));
+  }
+}
 
 // After a prompt, 180 tokens, past k2v2's first group (token 164), so
 // through the graphed steps that cut a group: the same tokens as the host's
@@ -133,9 +162,7 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
   const auto& [lm, nv] = eval_model();
   constexpr int kPrompt = kCutPrompt, kSteps = kCutSteps;
   const std::vector<int32_t> prompt = cut_prompt(nv);
-  for (const char* mode : {"f16", "k2v2"}) {
-    SCOPED_TRACE(mode);
-    CudaModelOptions o = cache_options(mode, kPrompt + kSteps + 1);
+  for_each_cut_mode([&](const char* mode, CudaModelOptions o) {
     auto host = CudaModel::create(lm.weights, o);
     const int32_t first = argmax(host->forward_view(prompt.data(), kPrompt, 0), nv);
     const std::vector<int32_t> want = host_greedy(*host, first, kPrompt, kSteps);
@@ -174,7 +201,7 @@ TEST(CudaGreedy, DecodeGreedyMatchesHostArgmax) {
                     mode, r.graphs, r.pipelined, timed, same, kSteps, dev->graph_replays(), dev->graph_captures());
       }
     }
-  }
+  });
 }
 
 // emit returning false ends the generation. Without the pipeline the
@@ -320,35 +347,22 @@ std::vector<Candidate> host_top_k(const std::vector<float>& x, int k) {
 // bits as the host's, in the same order.
 TEST(CudaSample, TopKMatchesHostOrder) {
   LONGKV_REQUIRE_CUDA();
-  std::mt19937 rng(17);
-  std::normal_distribution<float> nd;
   int checked = 0;
-  for (int n : {1, 2, 33, 2047, 2048, 2049, 32000, 128256, 152064}) {
-    for (int variant = 0; variant < 5; ++variant) {
-      std::vector<float> x(n);
-      for (float& v : x) v = nd(rng);
-      if (variant == 1) {
-        for (float& v : x) v = std::round(v * 2.0f) / 2.0f;  // halves: long runs of ties across every cut
-      } else if (variant == 2) {
-        std::fill(x.begin(), x.end(), 0.25f);
-      } else if (variant == 3) {
-        for (float& v : x) v = -std::fabs(v) - 1.0f;
-      } else if (variant == 4 && n > 2) {
-        for (int i = 1; i < n; i += 7) x[i] = i % 2 ? -std::numeric_limits<float>::infinity() : std::nanf("");
-      }
-      for (int k : {1, 40, 64}) {
-        if (k > n) continue;
-        const std::vector<Candidate> want = host_top_k(x, k), got = cuda_check_top_k(x.data(), n, k);
-        ASSERT_EQ(got.size(), want.size());
-        int bad = 0;
-        for (int j = 0; j < k; ++j)
-          bad += got[j].second != want[j].second || std::memcmp(&got[j].first, &want[j].first, sizeof(float)) != 0;
-        EXPECT_EQ(bad, 0) << "n " << n << " variant " << variant << " k " << k << ": first " << got[0].second
-                          << " want " << want[0].second;
-        ++checked;
-      }
+  const auto sizes = {1, 2, 33, 2047, 2048, 2049, 32000, 128256, 152064};
+  // Ties as halves: runs of equal logits across every block's cut.
+  for_each_logit_row(17, sizes, true, [&](int n, int variant, const std::vector<float>& x) {
+    for (int k : {1, 40, 64}) {
+      if (k > n) continue;
+      const std::vector<Candidate> want = host_top_k(x, k), got = cuda_check_top_k(x.data(), n, k);
+      ASSERT_EQ(got.size(), want.size());
+      int bad = 0;
+      for (int j = 0; j < k; ++j)
+        bad += got[j].second != want[j].second || std::memcmp(&got[j].first, &want[j].first, sizeof(float)) != 0;
+      EXPECT_EQ(bad, 0) << "n " << n << " variant " << variant << " k " << k << ": first " << got[0].second
+                        << " want " << want[0].second;
+      ++checked;
     }
-  }
+  });
   std::printf("device top-k vs host order: %d cases\n", checked);
 }
 
@@ -364,9 +378,7 @@ TEST(CudaSample, ForwardTopDrawsTheHostSamplersTokens) {
   const auto& [lm, nv] = eval_model();
   constexpr int kPrompt = kCutPrompt, kSteps = kCutSteps;
   const std::vector<int32_t> prompt = cut_prompt(nv);
-  for (const char* mode : {"f16", "k2v2"}) {
-    SCOPED_TRACE(mode);
-    CudaModelOptions o = cache_options(mode, kPrompt + kSteps + 1);
+  for_each_cut_mode([&](const char* mode, const CudaModelOptions& o) {
     auto a = CudaModel::create(lm.weights, o), b = CudaModel::create(lm.weights, o);
     SamplerParams sp;
     sp.seed = 42;
@@ -391,7 +403,7 @@ TEST(CudaSample, ForwardTopDrawsTheHostSamplersTokens) {
     EXPECT_GT(b->graph_replays(), kSteps / 2);
     std::printf("forward_top, %s: %d of %d sampled tokens as the host sampler's, %d candidate lists differ\n", mode,
                 same, kSteps + 1, cand_bad);
-  }
+  });
 }
 
 // `longkv run` with the default sampler on the GPU selects on the device
