@@ -325,45 +325,5 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   }
 }
 
-// Milestone 32: the one-launch step's k2v2 head_dim-128 v3 with two groups
-// a softmax step (CudaTuning::quant_decode_pair) against one group a step.
-// The same codes and operations, but the value weights f16(p s) are rounded
-// against the running maximum of 64 tokens instead of 32 (v3's documented
-// trade, as in the 4,091-group case above), so not the same bits: limit 1e-6,
-// and above 0 at 40,003 tokens (~1,250 groups a KV head, several a warp:
-// the pair step ran). At 4,099 tokens a warp has about one group, which the
-// pair kernel's one-group tail takes. The cache afterwards does not depend
-// on the setting.
-TEST(Cuda, V3PairStepMatchesOneGroupStep) {
-  LONGKV_REQUIRE_CUDA();
-  const StepCase cases[] = {
-      {32, 8, 128, 40003, 3, 8192, 128, RopeStyle::interleaved, "k2v2"},
-      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::neox, "k2v2"},
-  };
-  EXPECT_FALSE(cuda_tuning().quant_decode_pair) << "defaults changed";
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  for (const auto& c : cases) {
-    const StepData in(c, 43);
-    SCOPED_TRACE(in.name);
-    std::vector<float> out_one, o2_one, out_pair, o2_pair;
-    in.run(c, true, out_one, o2_one);
-    cuda_tuning().quant_decode_pair = true;
-    in.run(c, true, out_pair, o2_pair);
-    cuda_tuning().quant_decode_pair = false;
-    int nonfinite = 0;
-    for (float x : out_pair) nonfinite += !std::isfinite(x);
-    const double e = test::nmse(out_pair.data(), out_one.data(), out_one.size());
-    const double e2 = test::nmse(o2_pair.data(), o2_one.data(), o2_one.size());
-    EXPECT_EQ(nonfinite, 0);
-    EXPECT_LT(e, 1e-6) << "two groups a softmax step against one";
-    if (c.n_ctx > 32768) EXPECT_GT(e, 0.0) << "qpair ran the one-group kernel (the setting did not reach the launch)";
-    EXPECT_LT(e2, 1e-6) << "the cache after the steps";
-    std::printf("v3 pair step %-48s: nmse vs one group a step %.3g; whole cache after %.3g\n", in.name.c_str(), e,
-                e2);
-  }
-}
-
 }  // namespace
 }  // namespace longkv

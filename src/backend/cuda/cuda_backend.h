@@ -88,12 +88,6 @@ struct CudaTuning {
   // heads per KV head only). Same bits; H200, k2v2 at 131K -1.8%
   // (docs/cuda-notes.md, milestone 24). false: in registers.
   bool quant_decode_qsmem = true;
-  // Milestone 32 (key "qpair"): the one-launch step's k2v2 head_dim-128 v3
-  // (the default forms) with two groups a softmax step -- its phases over
-  // 64 tokens, one maximum and rescale a step -- 4 stages, 2 blocks an SM.
-  // Results differ from one group a step only by f32 rounding (the rescale
-  // points). false: one group a step.
-  bool quant_decode_pair = false;
   // Milestone 25 (key "vsub"): v3's key and value code operands as exact
   // f16 subnormals (code_pair_sub), so neither B build has a "1 +" part to
   // take back out. false: milestone 9's 1 + code 2^(pos - 10) operands (a

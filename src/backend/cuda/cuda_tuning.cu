@@ -34,7 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},     {"qpair", &CudaTuning::quant_decode_pair},
+    {"gtop", &CudaTuning::sample_top_device},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -145,7 +145,6 @@ std::string cuda_tuning_description() {
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
-         (t.quant_decode_pair ? ", v3's k2v2 d128 step over two groups (qpair)" : "") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
          (t.quant_cut_fused ? "" : ", a decode step's group cut in four operations (qcut=0)") +

@@ -69,7 +69,6 @@
 // block's partial and merges them all.
 #include <algorithm>
 #include <cfloat>
-#include <type_traits>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/decode_merge.cuh"
@@ -116,14 +115,13 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
-          int kNG = 1>
-__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3) : 2)
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
+__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
                            const V3Fuse fz) {
-  using S = V3Shape<D, GP, KB, VB, kStages_, kQS, kNG>;
+  using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
@@ -145,8 +143,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
   if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
   uint32_t* ring = v3_smem + wi * S::kWarpW;
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
-  uint2* bv = bk + kNG * S::kBkW / 2;  // kNG areas each (a step's groups)
-  float2* vsz = reinterpret_cast<float2*>(bv + kNG * S::kBvW / 2);
+  uint2* bv = bk + S::kBkW / 2;
+  float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
   const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
@@ -208,7 +206,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
   V3Query<D, kQH> vq;
   if (fz.on && fz.q_early) vq.load(qsrc, qn, fz, lane);
 #pragma unroll
-  for (int i = 0; i < kStages - kNG; ++i) {
+  for (int i = 0; i < kStages - 1; ++i) {
     if (g0 + i < g1) stage_next();
     cp_async_commit();
   }
@@ -257,8 +255,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
   if constexpr (kQS) __syncthreads();  // every warp's head in sqk visible (fuse: no warp has returned)
   if constexpr (kKF16) {  // the lo columns (odd gid) stay 0: the B build writes only hi
 #pragma unroll
-    for (int i = 0; i < kNG * kNT * kKS; ++i)
-      if (gid & 1) bk[(i % (kNT * kKS)) * (S::kBkRow / 2) + (i / (kNT * kKS)) * (S::kBkW / 2) + lane] = make_uint2(0, 0);
+    for (int i = 0; i < kNT * kKS; ++i)
+      if (gid & 1) bk[i * (S::kBkRow / 2) + lane] = make_uint2(0, 0);
   }
   // Value B slots of this thread's tokens S::token(gid, i): the __half index
   // in bv[cg] for column 0 (+ 16 per column).
@@ -271,7 +269,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
   // 3 clear: tv's float2 at vsz_mine + 64 i, tv + 1's two floats later.
   const int tv = 2 * (lane % 16);
   const int vsz_mine = (lane / 16) * 32 + 2 * ((tv >> 4) * 8 + (tv & 7)) + ((tv >> 3) & 1);
-  for (int i = lane; i < kNG * S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
+  for (int i = lane; i < S::kBvW; i += 32) reinterpret_cast<uint32_t*>(bv)[i] = 0;  // unused head columns
   const int vj0 = (4 * tig) / kPV;                      // this thread's value word row(s)
   const int vshift = VB == 2 ? 8 * (tig & 1) : 0;       // 2-bit rows: tig pairs share a word
   // Code words of this thread: key row tig kWK + w, tokens t0 + 8 h and
@@ -307,56 +305,31 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  // One softmax step over NG staged groups (kNG > 1: CudaTuning::
-  // quant_decode_pair, milestone 32; NG = 1 everywhere else and for a pair
-  // step's odd last group). Each phase -- the (s, z) preparation, the key B
-  // builds, the key MMAs, the value B builds, the value MMAs -- runs over
-  // the NG groups, whose work is independent (their own B areas), so a warp
-  // has NG chains to interleave where it waited on one, and the maximum's
-  // shuffles, the vote and the rescale are paid once a step.
-  int grp = g0;
-  auto step = [&](auto ng, int scur) {  // scur: the first group's stage
-    constexpr int NG = decltype(ng)::value;
-    if constexpr (NG == kNG) {
-#pragma unroll
-      for (int j = 0; j < NG; ++j) {
-        if (grp + kStages - kNG + j < g1) stage_next();
-        cp_async_commit();
-      }
-      cp_async_wait<kStages - kNG>();
-    } else {
-      cp_async_wait<0>();  // a pair step's odd last group: nothing is left to stage
-    }
+  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
+    if (grp + kStages - 1 < g1) stage_next();
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
     __syncwarp();
-    const uint32_t* st[NG];  // the groups' stages
-    st[0] = ring + scur;
-#pragma unroll
-    for (int j = 1; j < NG; ++j) st[j] = ring + next_stage(static_cast<int>(st[j - 1] - ring));
+    const uint32_t* st = ring + scur;
 
     // (2^(10 - pos) s, z) of tokens tv, tv + 1 of groups lane / 16 + 2 i,
     // for the value B writers (s of group g, tokens 2j and 2j + 1: half2
     // g 16 + j; z D / 2 half2 later).
-#pragma unroll
-    for (int j = 0; j < NG; ++j) {
-      const __half2* vs2 = reinterpret_cast<const __half2*>(st[j] + S::kVSc);
-      float2* vz = vsz + j * (S::kVszW / 2);
+    {
+      const __half2* vs2 = reinterpret_cast<const __half2*>(st + S::kVSc);
 #pragma unroll
       for (int i = 0; i < kCG / 2; ++i) {
         const float2 sf = __half22float2(vs2[lane + 32 * i]), zf = __half22float2(vs2[D / 2 + lane + 32 * i]);
-        vz[vsz_mine + 64 * i] = make_float2(sf.x * S::kVFac0, zf.x);
-        vz[vsz_mine + 64 * i + 2] = make_float2(sf.y * S::kVFac1, zf.y);
+        vsz[vsz_mine + 64 * i] = make_float2(sf.x * S::kVFac0, zf.x);
+        vsz[vsz_mine + 64 * i + 2] = make_float2(sf.y * S::kVFac1, zf.y);
       }
     }
     // Key B fragments and the per-head constant sum_c q s z_c - sum_c w_c.
-    float corr[NG][GP];
+    float corr[GP];
 #pragma unroll
-    for (int j = 0; j < NG; ++j)
-#pragma unroll
-      for (int h = 0; h < GP; ++h) corr[j][h] = 0;
-#pragma unroll
-    for (int j = 0; j < NG; ++j) {
-      if (pb & 32) break;
-      const __half* ksc = reinterpret_cast<const __half*>(st[j] + S::kKSc);
+    for (int h = 0; h < GP; ++h) corr[h] = 0;
+    if (!(pb & 32)) {
+      const __half* ksc = reinterpret_cast<const __half*>(st + S::kKSc);
       // Pairs n: scales s0 (channel kc_lo(n)), s1 (its partner, 16 / KB
       // halves on), zeros z0, z1 D halves on; two pairs as half2 loads.
       float s0[kNPL], s1[kNPL], z0[kNPL], z1[kNPL];
@@ -397,12 +370,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
 #pragma unroll
         for (int n = 0; n < kNPL; ++n) {
           const float w0 = qn[n][0][h] * s0[n], w1 = qn[n][1][h] * s1[n];
-          corr[j][h] = fmaf(qn[n][0][h], d0[n], corr[j][h]);
-          corr[j][h] = fmaf(qn[n][1][h], d1[n], corr[j][h]);
+          corr[h] = fmaf(qn[n][0][h], d0[n], corr[h]);
+          corr[h] = fmaf(qn[n][1][h], d1[n], corr[h]);
           if constexpr (kKF16) bhi[n] = h2_bits(__floats2half2_rn(w0, w1));
           else split_hi_lo(w0, w1, &bhi[n], &blo[n]);
         }
-        uint32_t* b32 = reinterpret_cast<uint32_t*>(bk + j * (S::kBkW / 2)) + (h / 4) * kKS * S::kBkRow + kbase0;
+        uint32_t* b32 = reinterpret_cast<uint32_t*>(bk) + (h / 4) * kKS * S::kBkRow + kbase0;
         const int col = 2 * (h % 4);
         if constexpr (kNPL == 2) {
           *reinterpret_cast<uint2*>(b32 + 8 * col) = make_uint2(bhi[0], bhi[1]);
@@ -415,94 +388,77 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
     }
     // This thread's key code words: row tig * kWK + w, the tokens of scores
     // r = 0..3 (S::token: pairs 0, 2 and 1, 3 adjacent).
-    uint32_t kwd[NG][4][kWK];
+    uint32_t kwd[4][kWK];
 #pragma unroll
-    for (int j = 0; j < NG; ++j)
+    for (int h = 0; h < 2; ++h)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int w = 0; w < kWK; ++w) {
-          const uint2 x = *reinterpret_cast<const uint2*>(st[j] + kwb + 32 * w + 8 * h);
-          kwd[j][h][w] = x.x;
-          kwd[j][h + 2][w] = x.y;
-        }
+      for (int w = 0; w < kWK; ++w) {
+        const uint2 x = *reinterpret_cast<const uint2*>(st + kwb + 32 * w + 8 * h);
+        kwd[h][w] = x.x;
+        kwd[h + 2][w] = x.y;
+      }
     // Sum over lanes of GP values at once: each halving step keeps half of
     // the heads and adds the partner's (lane bit o decides which half), so
     // lane ends with the total of head lane / (32 / GP); GP - 1 + 5 - log2(GP)
     // shuffles instead of 5 GP.
-    float cown[NG][kNT];  // the constant of this thread's head 4 nt + tig
 #pragma unroll
-    for (int j = 0; j < NG; ++j) {
+    for (int o = 16, n = GP; n > 1; o >>= 1, n >>= 1) {
+      const bool up = lane & o;
 #pragma unroll
-      for (int o = 16, n = GP; n > 1; o >>= 1, n >>= 1) {
-        const bool up = lane & o;
-#pragma unroll
-        for (int i = 0; i < n / 2; ++i) {
-          const float keep = up ? corr[j][n / 2 + i] : corr[j][i], send = up ? corr[j][i] : corr[j][n / 2 + i];
-          corr[j][i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-        }
+      for (int i = 0; i < n / 2; ++i) {
+        const float keep = up ? corr[n / 2 + i] : corr[i], send = up ? corr[i] : corr[n / 2 + i];
+        corr[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
       }
-#pragma unroll
-      for (int o = 16 / GP; o > 0; o >>= 1) corr[j][0] += __shfl_xor_sync(0xffffffffu, corr[j][0], o);
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-        cown[j][nt] = __shfl_sync(0xffffffffu, corr[j][0], (4 * nt + tig) * (32 / GP));
     }
+#pragma unroll
+    for (int o = 16 / GP; o > 0; o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
+    float cown[kNT];  // the constant of this thread's head 4 nt + tig
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) cown[nt] = __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
     __syncwarp();
 
     // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
-    float s[NG][2][kNT][4];
+    float s[2][kNT][4];
 #pragma unroll
-    for (int j = 0; j < NG; ++j)
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[j][mt][nt][e] = 0;
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0;
 #pragma unroll
     for (int kk = 0; kk < kKS; ++kk) {
       if (pb & 64) break;
       const int p0 = 2 * kk, p1 = 2 * kk + 1;
+      uint2 b[kNT];
 #pragma unroll
-      for (int j = 0; j < NG; ++j) {
-        uint2 b[kNT];
+      for (int nt = 0; nt < kNT; ++nt)
+        b[nt] = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(bk) + (nt * kKS + kk) * S::kBkRow +
+                                                2 * lane);
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-          b[nt] = *reinterpret_cast<const uint2*>(reinterpret_cast<const uint32_t*>(bk + j * (S::kBkW / 2)) +
-                                                  (nt * kKS + kk) * S::kBkRow + 2 * lane);
+      for (int mt = 0; mt < 2; ++mt) {
+        uint32_t a[4];
+        a[0] = code_operand<KB, kV1>(kwd[2 * mt][p0 / kPK], p0 % kPK, magic);
+        a[1] = code_operand<KB, kV1>(kwd[2 * mt + 1][p0 / kPK], p0 % kPK, magic);
+        a[2] = code_operand<KB, kV1>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
+        a[3] = code_operand<KB, kV1>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          uint32_t a[4];
-          a[0] = code_operand<KB, kV1>(kwd[j][2 * mt][p0 / kPK], p0 % kPK, magic);
-          a[1] = code_operand<KB, kV1>(kwd[j][2 * mt + 1][p0 / kPK], p0 % kPK, magic);
-          a[2] = code_operand<KB, kV1>(kwd[j][2 * mt][p1 / kPK], p1 % kPK, magic);
-          a[3] = code_operand<KB, kV1>(kwd[j][2 * mt + 1][p1 / kPK], p1 % kPK, magic);
-#pragma unroll
-          for (int nt = 0; nt < kNT; ++nt) mma_16816(s[j][mt][nt], a, b[nt]);
-        }
+        for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
       }
     }
 
-    // Online softmax, head 4 nt + tig, tokens S::token(gid, i) of each group.
+    // Online softmax, head 4 nt + tig, tokens S::token(gid, i).
     // (Agreeing on the maximum only after a vote that some lane's score
     // passed it -- the shuffles inside the branch -- cost ptxas registers:
     // 27 more SASS a group of recomputed lane constants; milestone 29.)
-    float p[NG][kNT][4], mnew[kNT];
+    float p[kNT][4], mnew[kNT];
     bool grow = false;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
-      float mx;
 #pragma unroll
-      for (int j = 0; j < NG; ++j) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-          p[j][nt][i] = fmaf(kKF16 ? s[j][i / 2][nt][2 * (i % 2)]
-                                   : s[j][i / 2][nt][2 * (i % 2)] + s[j][i / 2][nt][2 * (i % 2) + 1],
-                             kSubScale, cown[j][nt]);
-        const float mj = fmaxf(fmaxf(p[j][nt][0], p[j][nt][1]), fmaxf(p[j][nt][2], p[j][nt][3]));
-        mx = j == 0 ? mj : fmaxf(mx, mj);
-      }
+      for (int i = 0; i < 4; ++i)
+        p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
+                        kSubScale, cown[nt]);
+      float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
@@ -542,35 +498,32 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
     __syncwarp();  // vsz visible
     // Value B: f16(2^(10 - pos) p s) of tokens t0 + mt and + 8 (one f16x2
     // store when they share a B register: 2-bit codes), pz -= what was stored.
+    __half* bvh = reinterpret_cast<__half*>(bv);
+    const float4* vsz4 = reinterpret_cast<const float4*>(vsz);
 #pragma unroll
-    for (int j = 0; j < NG; ++j) {
-      __half* bvh = reinterpret_cast<__half*>(bv + j * (S::kBvW / 2));
-      const float4* vsz4 = reinterpret_cast<const float4*>(vsz + j * (S::kVszW / 2));
+    for (int nt = 0; nt < kNT; ++nt) {
+      if (pb & 128) break;
+      const int col = 4 * nt + tig;
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt) {
-        if (pb & 128) break;
-        const int col = 4 * nt + tig;
+      for (int mt = 0; mt < 2; ++mt) {
+        const float pe0 = exp2_fast(p[nt][2 * mt] - m[nt]), pe1 = exp2_fast(p[nt][2 * mt + 1] - m[nt]);
+        l[nt] += pe0 + pe1;
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const float pe0 = exp2_fast(p[j][nt][2 * mt] - m[nt]), pe1 = exp2_fast(p[j][nt][2 * mt + 1] - m[nt]);
-          l[nt] += pe0 + pe1;
-#pragma unroll
-          for (int g = 0; g < kCG; ++g) {
-            const float4 sz = vsz4[g * 16 + vsl0 + mt];
-            const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
-            if constexpr (kV1) {
-              const float2 wb = __half22float2(wh);
-              pz[g][nt] = fmaf(pe0, sz.y, pz[g][nt] - wb.x);
-              pz[g][nt] = fmaf(pe1, sz.w, pz[g][nt] - wb.y);
-            } else {
-              pz[g][nt] = fmaf(pe1, sz.w, fmaf(pe0, sz.y, pz[g][nt]));
-            }
-            if constexpr (VB == 2) {
-              reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst(2 * mt) + col * 16) / 2] = wh;
-            } else {
-              bvh[g * 256 + vdst(2 * mt) + col * 16] = __low2half(wh);
-              bvh[g * 256 + vdst(2 * mt + 1) + col * 16] = __high2half(wh);
-            }
+        for (int g = 0; g < kCG; ++g) {
+          const float4 sz = vsz4[g * 16 + vsl0 + mt];
+          const __half2 wh = __floats2half2_rn(pe0 * sz.x, pe1 * sz.z);
+          if constexpr (kV1) {
+            const float2 wb = __half22float2(wh);
+            pz[g][nt] = fmaf(pe0, sz.y, pz[g][nt] - wb.x);
+            pz[g][nt] = fmaf(pe1, sz.w, pz[g][nt] - wb.y);
+          } else {
+            pz[g][nt] = fmaf(pe1, sz.w, fmaf(pe0, sz.y, pz[g][nt]));
+          }
+          if constexpr (VB == 2) {
+            reinterpret_cast<__half2*>(bvh)[(g * 256 + vdst(2 * mt) + col * 16) / 2] = wh;
+          } else {
+            bvh[g * 256 + vdst(2 * mt) + col * 16] = __low2half(wh);
+            bvh[g * 256 + vdst(2 * mt + 1) + col * 16] = __high2half(wh);
           }
         }
       }
@@ -580,45 +533,32 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
     // Values: O[c][h] += sum_t code 2^(pos - 24) f16(2^(10 - pos) p s) (2^-14 of
     // the sum; kV1: sum_t (1 + code 2^(pos - 10)) f16(2^(10 - pos) p s)).
 #pragma unroll
-    for (int j = 0; j < NG; ++j) {
-      const uint2* bvj = bv + j * (S::kBvW / 2);
+    for (int mt = 0; mt < kMT; ++mt) {
+      if (pb & 256) break;
+      uint4 v4[kWV];
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        if (pb & 256) break;
-        uint4 v4[kWV];
+      for (int w = 0; w < kWV; ++w) v4[w] = *reinterpret_cast<const uint4*>(st + vwb + D * w + 32 * (mt / 2));
+      uint32_t vw[2][kWV];
 #pragma unroll
-        for (int w = 0; w < kWV; ++w) v4[w] = *reinterpret_cast<const uint4*>(st[j] + vwb + D * w + 32 * (mt / 2));
-        uint32_t vw[2][kWV];
+      for (int w = 0; w < kWV; ++w) {
+        vw[0][w] = (mt % 2 ? v4[w].z : v4[w].x) >> vshift;
+        vw[1][w] = (mt % 2 ? v4[w].w : v4[w].y) >> vshift;
+      }
 #pragma unroll
-        for (int w = 0; w < kWV; ++w) {
-          vw[0][w] = (mt % 2 ? v4[w].z : v4[w].x) >> vshift;
-          vw[1][w] = (mt % 2 ? v4[w].w : v4[w].y) >> vshift;
-        }
-#pragma unroll
-        for (int kk = 0; kk < 2; ++kk) {
-          constexpr int kF = VB == 8 ? 2 : 4;
-          const int q0 = 2 * kk, q1 = 2 * kk + 1;
-          const int w0 = VB == 8 ? q0 / 2 : 0, f0 = q0 % kF;
-          const int w1 = VB == 8 ? q1 / 2 : 0, f1 = q1 % kF;
-          uint32_t a[4];
-          a[0] = code_operand<VB, kV1>(vw[0][w0], f0, magic);
-          a[1] = code_operand<VB, kV1>(vw[1][w0], f0, magic);
-          a[2] = code_operand<VB, kV1>(vw[0][w1], f1, magic);
-          a[3] = code_operand<VB, kV1>(vw[1][w1], f1, magic);
-          mma_16816(acc[mt], a, bvj[((mt / 2) * 2 + kk) * 32 + lane]);
-        }
+      for (int kk = 0; kk < 2; ++kk) {
+        constexpr int kF = VB == 8 ? 2 : 4;
+        const int q0 = 2 * kk, q1 = 2 * kk + 1;
+        const int w0 = VB == 8 ? q0 / 2 : 0, f0 = q0 % kF;
+        const int w1 = VB == 8 ? q1 / 2 : 0, f1 = q1 % kF;
+        uint32_t a[4];
+        a[0] = code_operand<VB, kV1>(vw[0][w0], f0, magic);
+        a[1] = code_operand<VB, kV1>(vw[1][w0], f0, magic);
+        a[2] = code_operand<VB, kV1>(vw[0][w1], f1, magic);
+        a[3] = code_operand<VB, kV1>(vw[1][w1], f1, magic);
+        mma_16816(acc[mt], a, bv[((mt / 2) * 2 + kk) * 32 + lane]);
       }
     }
-    __syncwarp();  // these stages, bk, bv and vsz are rewritten next step
-  };
-  int scur = 0;
-  for (; grp + kNG <= g1; grp += kNG) {
-    step(std::integral_constant<int, kNG>(), scur);
-#pragma unroll
-    for (int j = 0; j < kNG; ++j) scur = next_stage(scur);
-  }
-  if constexpr (kNG > 1) {
-    if (grp < g1) step(std::integral_constant<int, 1>(), scur);
+    __syncwarp();  // this stage, bk, bv and vsz are rewritten next iteration
   }
 
   // l and the zero terms over the 8 gid lanes of each head; then each
@@ -715,8 +655,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? (kNG == 1 ? 4 : 3)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
-          int kNG = 1>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
@@ -729,10 +668,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
-        if constexpr (D == 128) {  // milestone 32's pair step: 4 stages, 2 groups a softmax step
-          if (form == 2 && cuda_tuning().quant_decode_pair)
-            return launch_v3_stages<D, GP, KB, VB, 4, false, true, 2, 2>(a, s, warps);
-        }
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }
@@ -742,9 +677,9 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  using S = V3Shape<D, GP, KB, VB, kStages, kQS, kNG>;
+  using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kNG>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);

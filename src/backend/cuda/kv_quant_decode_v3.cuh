@@ -14,7 +14,7 @@
 
 namespace longkv::cuda::v3 {
 
-template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false, int kNG = 1>
+template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false>
 struct V3Shape {
   static constexpr int kNT = GP / 4;            // key n8 tiles (4 heads hi/lo each)
   static constexpr int kKS = D / 16;            // key k-steps
@@ -40,10 +40,7 @@ struct V3Shape {
   static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
   static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
-  // kNG groups a softmax step (CudaTuning::quant_decode_pair) have kNG key
-  // B, value B and (s, z) areas, one per group, after the ring.
-  static constexpr int kWarpW = kStages * kStageW + kNG * (kBkW + kBvW + kVszW);
-  static_assert(kNG >= 1 && kStages > kNG, "a step's groups and at least one more staged");
+  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
   // kQS (CudaTuning::quant_decode_qsmem, the one-launch step only): the
   // lanes' 2^(10 - pos) q scale [kNPL][2][32 lanes] float4 (GP = 4 heads),
   // once per block after the warps' areas (its 4 warps attend to one KV
