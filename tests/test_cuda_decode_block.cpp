@@ -325,43 +325,5 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   }
 }
 
-// Milestone 32: the one-launch step's k2v2 head_dim-128 v3 with its score
-// MMAs accumulated in 2 or 4 independent chains (CudaTuning::
-// quant_score_chains) against one chain: the same products, their f32 sums
-// in another order, so not the same bits; limit 1e-10 (f32 rounding), and
-// above 0 at 40,003 tokens (the setting reached the launch); the same for
-// the query over the whole cache afterwards, which runs v3 too.
-TEST(Cuda, V3ScoreChainsMatchOneChain) {
-  LONGKV_REQUIRE_CUDA();
-  const StepCase cases[] = {
-      {32, 8, 128, 40003, 3, 8192, 128, RopeStyle::interleaved, "k2v2"},
-      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::neox, "k2v2"},
-  };
-  EXPECT_EQ(cuda_tuning().quant_score_chains, 1) << "defaults changed";
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  for (const auto& c : cases) {
-    const StepData in(c, 47);
-    SCOPED_TRACE(in.name);
-    std::vector<float> out_one, o2_one;
-    in.run(c, true, out_one, o2_one);
-    for (int chains : {2, 4}) {
-      std::vector<float> out, o2;
-      cuda_tuning().quant_score_chains = chains;
-      in.run(c, true, out, o2);
-      cuda_tuning().quant_score_chains = 1;
-      int nonfinite = 0;
-      for (float x : out) nonfinite += !std::isfinite(x);
-      const double e = test::nmse(out.data(), out_one.data(), out_one.size());
-      EXPECT_EQ(nonfinite, 0);
-      EXPECT_LT(e, 1e-10) << chains << " chains against one";
-      if (c.n_ctx > 32768) EXPECT_GT(e, 0.0) << "kch=" << chains << " did not reach the launch";
-      EXPECT_LT(test::nmse(o2.data(), o2_one.data(), o2.size()), 1e-10) << "the query over the whole cache after";
-      std::printf("v3 score chains %d %-48s: nmse vs one chain %.3g\n", chains, in.name.c_str(), e);
-    }
-  }
-}
-
 }  // namespace
 }  // namespace longkv

@@ -88,11 +88,6 @@ struct CudaTuning {
   // heads per KV head only). Same bits; H200, k2v2 at 131K -1.8%
   // (docs/cuda-notes.md, milestone 24). false: in registers.
   bool quant_decode_qsmem = true;
-  // Milestone 32 (key "kch=N"): the one-launch step's k2v2 head_dim-128 v3
-  // (the default forms) with its score MMAs accumulated in N = 2 or 4
-  // independent chains, added after the last k-step (the sums in another
-  // order: not the same bits). 1: one chain of 8 dependent MMAs a tile.
-  int quant_score_chains = 1;
   // Milestone 25 (key "vsub"): v3's key and value code operands as exact
   // f16 subnormals (code_pair_sub), so neither B build has a "1 +" part to
   // take back out. false: milestone 9's 1 + code 2^(pos - 10) operands (a

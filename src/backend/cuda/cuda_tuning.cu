@@ -88,10 +88,6 @@ CudaTuning& cuda_tuning() {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
-      } else if (k == "kch") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        if (v != "1" && v != "2" && v != "4") fail("LONGKV_CUDA_TUNING: kch=N needs 1, 2 or 4 (got '%s')", v.c_str());
-        d.quant_score_chains = v[0] - '0';
       } else if (k == "qeg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -113,7 +109,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P, qeg=N, kch=N)",
+             "acarve=P, qcarve=P, qeg=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -149,9 +145,6 @@ std::string cuda_tuning_description() {
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
-         (t.quant_score_chains != 1 ? ", v3's k2v2 d128 scores in " + std::to_string(t.quant_score_chains) +
-                                          " MMA chains (kch)"
-                                    : std::string()) +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
          (t.quant_cut_fused ? "" : ", a decode step's group cut in four operations (qcut=0)") +

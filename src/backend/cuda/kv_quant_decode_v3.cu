@@ -115,8 +115,7 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
-          int kChains = 1>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
 __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -419,18 +418,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     __syncwarp();
 
     // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
-    // kChains (CudaTuning::quant_score_chains, milestone 32): the k-steps
-    // accumulate into that many independent sums, added after the last
-    // (each score tile's MMAs a chain of kKS / kChains instead of kKS).
-    float s[kChains][2][kNT][4];
+    float s[2][kNT][4];
 #pragma unroll
-    for (int c = 0; c < kChains; ++c)
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[c][mt][nt][e] = 0;
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0;
 #pragma unroll
     for (int kk = 0; kk < kKS; ++kk) {
       if (pb & 64) break;
@@ -448,17 +442,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         a[2] = code_operand<KB, kV1>(kwd[2 * mt][p1 / kPK], p1 % kPK, magic);
         a[3] = code_operand<KB, kV1>(kwd[2 * mt + 1][p1 / kPK], p1 % kPK, magic);
 #pragma unroll
-        for (int nt = 0; nt < kNT; ++nt) mma_16816(s[kk % kChains][mt][nt], a, b[nt]);
+        for (int nt = 0; nt < kNT; ++nt) mma_16816(s[mt][nt], a, b[nt]);
       }
     }
-#pragma unroll
-    for (int c = 1; c < kChains; ++c)
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[0][mt][nt][e] += s[c][mt][nt][e];
 
     // Online softmax, head 4 nt + tig, tokens S::token(gid, i).
     // (Agreeing on the maximum only after a vote that some lane's score
@@ -470,8 +456,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        p[nt][i] = fmaf(kKF16 ? s[0][i / 2][nt][2 * (i % 2)]
-                              : s[0][i / 2][nt][2 * (i % 2)] + s[0][i / 2][nt][2 * (i % 2) + 1],
+        p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
                         kSubScale, cown[nt]);
       float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
@@ -670,8 +655,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
-          int kChains = 1>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
@@ -684,11 +668,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
-        if constexpr (D == 128) {  // milestone 32: the score MMAs in 2 or 4 chains
-          const int ch = cuda_tuning().quant_score_chains;
-          if (form == 2 && ch == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2, 2>(a, s, warps);
-          if (form == 2 && ch == 4) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2, 4>(a, s, warps);
-        }
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }
@@ -700,7 +679,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kChains>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
