@@ -164,18 +164,16 @@ __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& 
 }
 
 // RMSNorm made from the lanes' own units when the block covers the whole
-// row (no column slices; milestone 8): x and norm are loaded together and
-// the unit becomes x * norm. Its inv_rms is a factor of every row's dot
-// product, so the kernel applies it to the row totals at the store
-// (milestone 32; before, to the unit, behind a block barrier that every dot
-// product waited for): each warp leaves its sum of squares over its valid
-// lanes in ss_red[warp], which the first batch's barrier publishes.
-// (rmsnorm_kernel: (x * inv_rms) * norm; the products round differently,
-// well inside the checks' tolerance.)
+// row (no column slices; milestone 8): x and norm are loaded together, the
+// sum of squares is the block's sum over its valid lanes (no second pass
+// over x through L2 before the loads can start), and the unit becomes
+// (x * norm) * inv_rms (rmsnorm_kernel: (x * inv_rms) * norm; the products
+// round differently, well inside the checks' tolerance).
 template <WeightType T, bool XC>
-__device__ __forceinline__ void load_x_norm_whole_row(const GemvAct& a, int u, const XSrc& xs, bool valid,
-                                                      float* ss_red, typename Slab<T>::X& xr) {
+__device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u, const XSrc& xs, bool valid,
+                                                         int cols, typename Slab<T>::X& xr) {
   using S = Slab<T>;
+  __shared__ float red[kMaxSlabWarps];
   typename S::X o;
   load_unit<T, XC>(a.x, u, xs, xr);
   load_unit<T, XC>(a.norm, u, xs, o);
@@ -183,9 +181,15 @@ __device__ __forceinline__ void load_x_norm_whole_row(const GemvAct& a, int u, c
 #pragma unroll
   for (int i = 0; i < S::kXElems; ++i) ss += xr.v[i] * xr.v[i];
   ss = warp_sum(valid ? ss : 0.0f);
-  if (threadIdx.x % 32 == 0) ss_red[threadIdx.x / 32] = ss;
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = ss;
 #pragma unroll
   for (int i = 0; i < S::kXElems; ++i) xr.v[i] *= o.v[i];
+  __syncthreads();
+  float tot = 0;
+  for (int k = 0; k < static_cast<int>(blockDim.x / 32); ++k) tot += red[k];
+  const float inv_rms = rsqrtf(tot / cols + a.eps);
+#pragma unroll
+  for (int i = 0; i < S::kXElems; ++i) xr.v[i] *= inv_rms;
   unit_sums<T>(xr);
 }
 
@@ -255,11 +259,8 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     xs = {gemv_sx + 256 * warp, u_begin + 32 * warp, min(32, nu - 32 * warp)};
   }
   typename S::X xr;
-  __shared__ float ss_red[kMaxSlabWarps];  // the warps' sums of squares (whole-row RMSNorm)
-  bool defer = false;                      // RMSNorm's inv_rms applied to the row totals
   if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
-    load_x_norm_whole_row<T, XC>(a, u, xs, valid, ss_red, xr);
-    defer = true;
+    load_x_rmsnorm_whole_row<T, XC>(a, u, xs, valid, cols, xr);
   } else {
     const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
     load_x_act<T, XC>(a, u, xs, inv_rms, xr);
@@ -289,14 +290,11 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      // ss_red is complete: the warps wrote it before the barrier of the first batch's partials.
-      const float inv_rms = defer ? rsqrtf(row_total(ss_red, n_warps) / cols + a.eps) : 1.0f;
-      float s = row_total(red[buf][threadIdx.x], n_warps) * inv_rms;
-      if (Rope && rot)
-        s = rope_own_half(r0 + threadIdx.x, s, row_total(red[buf][threadIdx.x ^ 1], n_warps) * inv_rms, cs, sn);
+      float s = row_total(red[buf][threadIdx.x], n_warps);
+      if (Rope && rot) s = rope_own_half(r0 + threadIdx.x, s, row_total(red[buf][threadIdx.x ^ 1], n_warps), cs, sn);
       if (a.glu) {  // the gate row's thread: silu(gate) up, as load_x_act's SwiGLU makes it
         if (!(threadIdx.x & 1)) {
-          const float p = row_total(red[buf][threadIdx.x + 1], n_warps) * inv_rms;
+          const float p = row_total(red[buf][threadIdx.x + 1], n_warps);
           y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * p;
         }
       } else {
