@@ -61,10 +61,19 @@ struct Xr<kDp4a> {
   longkv::cuda::XI8 q;  // the shipped int8 form (weight_decode.cuh)
 };
 
-template <Dot D>
-__device__ __forceinline__ void make_x(const float* x, int u, Xr<D>& xr) {
+// XC (milestone 32): the warp's units loaded coalesced through shared memory
+// (the engine's ldx_warp_units, 256 float4 a warp) instead of lane by lane.
+template <Dot D, bool XC = false>
+__device__ __forceinline__ void make_x(const float* x, int u, int nb, Xr<D>& xr) {
   Slab<WeightType::Q4_0>::X f;
-  Slab<WeightType::Q4_0>::load_x(x, u, f);
+  if constexpr (XC) {
+    extern __shared__ float4 probe_sx[];
+    const int warp = threadIdx.x / 32;
+    const longkv::cuda::XSrc xs{probe_sx + 256 * warp, 32 * warp, min(32, nb - 32 * warp)};
+    longkv::cuda::ldx_warp_units(x, xs, f.v);
+  } else {
+    Slab<WeightType::Q4_0>::load_x(x, u, f);
+  }
   if constexpr (D == kDp4a) {
     longkv::cuda::quantize_x_i8(f.v, xr.q);
   } else {
@@ -93,8 +102,11 @@ __device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, cons
 // the registers). Early (milestone 32): rows of the first batch requested
 // before the PDL wait, the rest after x is made -- the engine's 16-row
 // kernel requests 8 early (gemv.cu's kEarly: x and the norm beside 16 units
-// would pass its 128 registers).
-template <Dot D, int RB, int MinB = 1, bool DB = false, int MaxT = kMaxWarps * 32, int Early = RB>
+// would pass its 128 registers). XC: make_x above. GLU (milestone 32): rows
+// interleaved gate, up; the gate row's thread stores silu(gate) up at row / 2
+// (the engine's SwiGLU in the gate|up store).
+template <Dot D, int RB, int MinB = 1, bool DB = false, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
+          bool GLU = false>
 __global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
                                                                 int nb, const float* __restrict__ x,
                                                                 float* __restrict__ y) {
@@ -121,7 +133,7 @@ __global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __rest
   longkv::cuda::pdl_trigger();
   longkv::cuda::pdl_wait();
   Xr<D> xr;
-  make_x<D>(x, u, xr);
+  make_x<D, XC>(x, u, nb, xr);
   if constexpr (Early < RB) {
     if (r00 < rows) load_rows(wa, r00, Early, RB);
   }
@@ -133,8 +145,17 @@ __global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __rest
     for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
     if (r0 + kAhead * stride < rows) load_batch(wu, r0 + kAhead * stride);
     longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
-    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows)
-      y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
+      const float s = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
+      if constexpr (GLU) {
+        if (!(threadIdx.x & 1)) {
+          const float pu = longkv::cuda::row_total(red[buf][threadIdx.x + 1], n_warps);
+          y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * pu;
+        }
+      } else {
+        y[r0 + threadIdx.x] = s;
+      }
+    }
     buf ^= 1;
   };
   for (int r0 = r00; r0 < rows; r0 += kAhead * stride) {
@@ -150,20 +171,23 @@ struct Shape {
   int rows, cols;
 };
 
-template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB>
+template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
+          bool GLU = false>
 float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
                   int iters, cudaStream_t s) {
-  auto* k = probe_kernel<D, RB, MinB, DB, MaxT, Early>;
+  auto* k = probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>;
   const int nb = sh.cols / 32;
   const int warps = (nb + 31) / 32;
+  const size_t smem = XC ? size_t(warps) * 256 * sizeof(float4) : 0;
+  if (smem > 48 * 1024) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int occ = 0, sms = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, warps * 32, 0));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, warps * 32, smem));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const int batches = (sh.rows + RB - 1) / RB;
   const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
   auto launch = [&](int i) {
     const uint8_t* wp = copies[i % copies.size()];
-    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), 0, s, wp, ld, sh.rows, nb, x, y);
+    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), smem, s, wp, ld, sh.rows, nb, x, y);
   };
   for (int i = 0; i < 20; ++i) launch(i);
   cudaEvent_t a, b;
@@ -204,9 +228,9 @@ int main(int argc, char** argv) {
   const Shape shapes[] = {{"wo", 4096, 4096},      {"qkv", 6144, 4096},      {"gate+up", 28672, 4096},
                           {"down", 4096, 14336},   {"output", 128256, 4096}};
   std::printf("| shape | f32 RB8 | f32 RB16 | dp4a RB8 | dp4a RB16 | none RB8 | dp4a RB8 x2 | "
-              "dp4a RB8, 448 x 2 | dp4a RB16, 8 early | dp4a rel. RMS vs f32 | x2 vs RB8 | 448 x 2 vs RB8 | "
-              "8 early vs RB16 |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+              "dp4a RB8, 448 x 2 | dp4a RB16, 8 early | + coalesced x | + SwiGLU store | dp4a rel. RMS vs f32 | "
+              "x2 vs RB8 | 448 x 2 vs RB8 | 8 early vs RB16 | coalesced vs RB16 | SwiGLU rel. RMS |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(1);
   for (const Shape& sh : shapes) {
     if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
@@ -249,7 +273,7 @@ int main(int argc, char** argv) {
     // Launch indices (scripts/device-gemv-source.sh's SKIP) stay those of
     // milestone 31 for the first seven forms: the 8-early form's accuracy
     // launch and its timing come after them.
-    float t[8] = {time_kernel<kF32, 8>(copies, ld, sh, x, y, iters, s),
+    float t[10] = {time_kernel<kF32, 8>(copies, ld, sh, x, y, iters, s),
                         time_kernel<kF32, 16>(copies, ld, sh, x, y, iters, s),
                         time_kernel<kDp4a, 8>(copies, ld, sh, x, y, iters, s),
                         time_kernel<kDp4a, 16>(copies, ld, sh, x, y, iters, s),
@@ -263,10 +287,26 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(y_e8.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
     const bool e8_same = std::memcmp(y_e8.data(), y_16.data(), sizeof(float) * sh.rows) == 0;
     t[7] = time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8>(copies, ld, sh, x, y, iters, s);
+    // The engine's gate|up form step by step (milestone 32): + x coalesced
+    // (same values, so the 16-row form's bits), + SwiGLU in the store (rows
+    // read as gate, up pairs; against the host's silu of the 16-row outputs).
+    std::vector<float> y_xc(sh.rows), y_glu(sh.rows / 2), glu_ref(sh.rows / 2);
+    time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true>(one, ld, sh, x, y, 1, s);
+    CK(cudaMemcpy(y_xc.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
+    const bool xc_same = std::memcmp(y_xc.data(), y_16.data(), sizeof(float) * sh.rows) == 0;
+    time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true, true>(one, ld, sh, x, y, 1, s);
+    CK(cudaMemcpy(y_glu.data(), y, sh.rows / 2 * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int i = 0; i < sh.rows / 2; ++i) {
+      const double g = y_16[2 * i];
+      glu_ref[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * y_16[2 * i + 1]);
+    }
+    t[8] = time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true>(copies, ld, sh, x, y, iters, s);
+    t[9] = time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true, true>(copies, ld, sh, x, y, iters, s);
     std::printf("| %s %dx%d%s |", sh.name, sh.rows, sh.cols, pad ? (", rows +" + std::to_string(pad) + " B").c_str() : "");
     for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-    std::printf(" %.2e | %s | %s | %s |\n", rel_rms(y_dp, y_f32), db_same ? "same bits" : "DIFFERENT",
-                r64_same ? "same bits" : "DIFFERENT", e8_same ? "same bits" : "DIFFERENT");
+    std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same ? "same bits" : "DIFFERENT",
+                r64_same ? "same bits" : "DIFFERENT", e8_same ? "same bits" : "DIFFERENT",
+                xc_same ? "same bits" : "DIFFERENT", rel_rms(y_glu, glu_ref));
     for (auto* c : copies) CK(cudaFree(c));
     CK(cudaFree(x));
     CK(cudaFree(y));
