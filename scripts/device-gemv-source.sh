@@ -9,8 +9,9 @@
 # probe makes 4 x 21 accuracy launches, then 420 per form in its table's
 # order, so f32 8 rows 84-503, f32 16 504-923, dp4a 8 924-1343, dp4a 16
 # 1344-1763 (the default, 1400), loads only 1764-2183, 8 rows x 2 sets
-# 2184-2603, 448 x 2 2604-3023; then two more accuracy launches (3024-3065)
-# and the 16-row form with 8 rows early (milestone 32) 3066-3485.
+# 2184-2603, 448 x 2 2604-3023; then two more accuracy launches (3024-3065),
+# the 16-row form with 8 rows early (milestone 32) 3066-3485, two accuracy
+# launches (3486-3527), + coalesced x 3528-3947, + SwiGLU store 3948-4367.
 # (Milestone 31's call 10 ran SKIP=1300: dp4a 8.)
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
