@@ -253,60 +253,72 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&x, sh.cols * sizeof(float)));
     CK(cudaMalloc(&y, sh.rows * sizeof(float)));
     CK(cudaMemcpy(x, hx.data(), sh.cols * sizeof(float), cudaMemcpyHostToDevice));
-    // Accuracy: one launch of each on copy 0.
-    std::vector<float> y_f32(sh.rows), y_dp(sh.rows);
+    // Accuracy: one launch of a form on copy 0, its n outputs. The order of
+    // launches keeps scripts/device-gemv-source.sh's SKIP indices: the first
+    // seven forms' as in milestone 31, then milestone 32's forms, each form's
+    // accuracy launch before its timing.
     const std::vector<uint8_t*> one = {copies[0]};
-    time_kernel<kF32, 8>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_f32.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
-    time_kernel<kDp4a, 8>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_dp.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
+    // Every form as a callable (copies, iterations) -> us; E8: 16 rows, 8 of
+    // them early; XC, GLU: milestone 32's engine extras on top of E8.
+    using TimeFn = float (*)(const std::vector<uint8_t*>&, size_t, const Shape&, const float*, float*, int,
+                             cudaStream_t);
+    struct Form {
+      TimeFn fn;
+      const Shape* sh;
+      size_t ld;
+      const float* x;
+      float* y;
+      cudaStream_t s;
+      float operator()(const std::vector<uint8_t*>& c, int n) const { return fn(c, ld, *sh, x, y, n, s); }
+    };
+    auto form = [&](TimeFn k) { return Form{k, &sh, ld, x, y, s}; };
+    constexpr int kT = kMaxWarps * 32;
+    const Form f32_8 = form(time_kernel<kF32, 8>);
+    const Form f32_16 = form(time_kernel<kF32, 16>);
+    const Form dp_8 = form(time_kernel<kDp4a, 8>);
+    const Form dp_16 = form(time_kernel<kDp4a, 16>);
+    const Form none_8 = form(time_kernel<kNone, 8>);
+    const Form dp_8x2 = form(time_kernel<kDp4a, 8, true>);
+    const Form dp_448 = form(time_kernel<kDp4a, 8, false, 2, 448>);
+    const Form e8 = form(time_kernel<kDp4a, 16, false, 1, kT, 8>);
+    const Form e8_xc = form(time_kernel<kDp4a, 16, false, 1, kT, 8, true>);
+    const Form e8_glu = form(time_kernel<kDp4a, 16, false, 1, kT, 8, true, true>);
+    auto outputs = [&](const Form& f, int n) {
+      f(one, 1);
+      std::vector<float> out(n);
+      CK(cudaMemcpy(out.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost));
+      return out;
+    };
+    auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0 ? "same bits" : "DIFFERENT";
+    };
     const int iters = 400;
-    // The double-buffered kernel's output against the single one's (same
+    const std::vector<float> y_f32 = outputs(f32_8, sh.rows), y_dp = outputs(dp_8, sh.rows);
+    // The double-buffered and 2-block kernels against the single one (same
     // arithmetic per row: bits equal).
-    std::vector<float> y_db(sh.rows);
-    time_kernel<kDp4a, 8, true>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_db.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
-    const bool db_same = std::memcmp(y_db.data(), y_dp.data(), sizeof(float) * sh.rows) == 0;
-    time_kernel<kDp4a, 8, false, 2, 448>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_db.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
-    const bool r64_same = std::memcmp(y_db.data(), y_dp.data(), sizeof(float) * sh.rows) == 0;
-    // Launch indices (scripts/device-gemv-source.sh's SKIP) stay those of
-    // milestone 31 for the first seven forms: the 8-early form's accuracy
-    // launch and its timing come after them.
-    float t[10] = {time_kernel<kF32, 8>(copies, ld, sh, x, y, iters, s),
-                        time_kernel<kF32, 16>(copies, ld, sh, x, y, iters, s),
-                        time_kernel<kDp4a, 8>(copies, ld, sh, x, y, iters, s),
-                        time_kernel<kDp4a, 16>(copies, ld, sh, x, y, iters, s),
-                        time_kernel<kNone, 8>(copies, ld, sh, x, y, iters, s),
-                        time_kernel<kDp4a, 8, true>(copies, ld, sh, x, y, iters, s),
-                        time_kernel<kDp4a, 8, false, 2, 448>(copies, ld, sh, x, y, iters, s)};
-    std::vector<float> y_16(sh.rows), y_e8(sh.rows);
-    time_kernel<kDp4a, 16>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_16.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
-    time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_e8.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
-    const bool e8_same = std::memcmp(y_e8.data(), y_16.data(), sizeof(float) * sh.rows) == 0;
-    t[7] = time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8>(copies, ld, sh, x, y, iters, s);
-    // The engine's gate|up form step by step (milestone 32): + x coalesced
-    // (same values, so the 16-row form's bits), + SwiGLU in the store (rows
-    // read as gate, up pairs; against the host's silu of the 16-row outputs).
-    std::vector<float> y_xc(sh.rows), y_glu(sh.rows / 2), glu_ref(sh.rows / 2);
-    time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_xc.data(), y, sh.rows * sizeof(float), cudaMemcpyDeviceToHost));
-    const bool xc_same = std::memcmp(y_xc.data(), y_16.data(), sizeof(float) * sh.rows) == 0;
-    time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true, true>(one, ld, sh, x, y, 1, s);
-    CK(cudaMemcpy(y_glu.data(), y, sh.rows / 2 * sizeof(float), cudaMemcpyDeviceToHost));
+    const char* db_same = same(outputs(dp_8x2, sh.rows), y_dp);
+    const char* r64_same = same(outputs(dp_448, sh.rows), y_dp);
+    float t[10] = {f32_8(copies, iters), f32_16(copies, iters), dp_8(copies, iters),   dp_16(copies, iters),
+                   none_8(copies, iters), dp_8x2(copies, iters), dp_448(copies, iters)};
+    const std::vector<float> y_16 = outputs(dp_16, sh.rows);
+    const char* e8_same = same(outputs(e8, sh.rows), y_16);
+    t[7] = e8(copies, iters);
+    // + x coalesced (same values, so the 16-row form's bits), + SwiGLU in the
+    // store (rows read as gate, up pairs; against the host's silu of the
+    // 16-row outputs).
+    const char* xc_same = same(outputs(e8_xc, sh.rows), y_16);
+    const std::vector<float> y_glu = outputs(e8_glu, sh.rows / 2);
+    std::vector<float> glu_ref(sh.rows / 2);
     for (int i = 0; i < sh.rows / 2; ++i) {
       const double g = y_16[2 * i];
       glu_ref[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * y_16[2 * i + 1]);
     }
-    t[8] = time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true>(copies, ld, sh, x, y, iters, s);
-    t[9] = time_kernel<kDp4a, 16, false, 1, kMaxWarps * 32, 8, true, true>(copies, ld, sh, x, y, iters, s);
+    t[8] = e8_xc(copies, iters);
+    t[9] = e8_glu(copies, iters);
     std::printf("| %s %dx%d%s |", sh.name, sh.rows, sh.cols, pad ? (", rows +" + std::to_string(pad) + " B").c_str() : "");
     for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-    std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same ? "same bits" : "DIFFERENT",
-                r64_same ? "same bits" : "DIFFERENT", e8_same ? "same bits" : "DIFFERENT",
-                xc_same ? "same bits" : "DIFFERENT", rel_rms(y_glu, glu_ref));
+    std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same, r64_same, e8_same, xc_same,
+                rel_rms(y_glu, glu_ref));
     for (auto* c : copies) CK(cudaFree(c));
     CK(cudaFree(x));
     CK(cudaFree(y));
