@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -33,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
 #include "cuda_probe_util.cuh"
@@ -44,6 +46,7 @@ using longkv::cuda::Slab;
 
 enum Dot { kF32, kDp4a, kNone };
 constexpr int kMaxWarps = 16;
+constexpr int kMaxStages = 8;
 
 // A lane's activations in the form its inner product wants.
 template <Dot D>
@@ -166,19 +169,91 @@ __global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __rest
   }
 }
 
+// Ring (milestone 33): the block's row batches stream through a ring of
+// `stages` batches in shared memory, each filled by one bulk (TMA) copy of
+// its RB consecutive rows (rows are contiguous, 16-byte multiples), so the
+// bytes in flight no longer depend on when the dots finish: the first
+// `stages` batches are requested before the PDL wait, and a stage is
+// refilled with the batch `stages` ahead as soon as the block's reduction
+// barrier shows every warp is done reading it. Lanes read their 16-byte
+// unit and scale from shared memory (consecutive lanes, consecutive bytes:
+// no bank conflicts). Dots = false: the same copies and shared reads folded
+// into the sum with one integer op (wrong results; this form's ceiling).
+template <int RB, bool Dots>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_ring_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                     int rows, int nb, const float* __restrict__ x,
+                                                                     float* __restrict__ y, int stages) {
+  extern __shared__ __align__(128) uint8_t ring[];
+  __shared__ uint64_t full[kMaxStages];
+  __shared__ float red[2][RB][kMaxWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  const int ui = warp * 32 + lane;
+  const bool valid = ui < nb;
+  const int u = valid ? ui : 0;
+  const int n_batches = (rows + RB - 1) / RB;
+  const size_t stage_bytes = RB * ld;
+  // Batch k of this block (k = 0, 1, ...) is batch blockIdx.x + k * gridDim.x.
+  auto request = [&](int k) {
+    const int b = blockIdx.x + k * gridDim.x;
+    if (b >= n_batches) return;
+    const int r0 = b * RB, n = min(RB, rows - r0);
+    uint64_t* bar = &full[k % stages];
+    longkv::cuda::mbar_arrive_expect(bar, static_cast<unsigned>(n * ld));
+    longkv::cuda::bulk_copy(ring + (k % stages) * stage_bytes, w + ld * static_cast<size_t>(r0),
+                            static_cast<unsigned>(n * ld), bar);
+  };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < stages; ++i) longkv::cuda::mbar_init(&full[i], 1);
+    longkv::cuda::fence_mbar_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < stages; ++k) request(k);
+  }
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  Xr<Dots ? kDp4a : kNone> xr;
+  make_x<Dots ? kDp4a : kNone>(x, u, nb, xr);
+  int buf = 0;
+  for (int k = 0;; ++k) {
+    const int b = blockIdx.x + k * gridDim.x;
+    if (b >= n_batches) break;
+    const int r0 = b * RB;
+    longkv::cuda::mbar_wait(&full[k % stages], (k / stages) & 1);
+    const uint8_t* st = ring + (k % stages) * stage_bytes;
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+      const uint8_t* row = st + r * ld;
+      const Slab<WeightType::Q4_0>::Unit wu{*reinterpret_cast<const uint4*>(row + 16 * u),
+                                            __half2float(*reinterpret_cast<const __half*>(row + 16 * nb + 2 * u))};
+      acc[r] = valid && r0 + r < rows ? dot<Dots ? kDp4a : kNone>(wu, xr) : 0.0f;
+    }
+    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
+    if (threadIdx.x == 0) {
+      longkv::cuda::fence_proxy_async();  // the block's reads of this stage, before its refill
+      request(k + stages);
+    }
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows)
+      y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
+    buf ^= 1;
+  }
+}
+
 struct Shape {
   const char* name;
   int rows, cols;
 };
 
-template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
-          bool GLU = false>
-float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
-                  int iters, cudaStream_t s) {
-  auto* k = probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>;
+// One form's time: a grid of what fits on the GPU at once (at most a block a
+// batch of RB rows), 20 warm-up launches, then `iters` back-to-back PDL
+// launches over the rotating copies, us a launch.
+template <typename... KArgs, typename... Extra>
+float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, size_t smem,
+                    const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
+                    int iters, cudaStream_t s, Extra... extra) {
   const int nb = sh.cols / 32;
   const int warps = (nb + 31) / 32;
-  const size_t smem = XC ? size_t(warps) * 256 * sizeof(float4) : 0;
   if (smem > 48 * 1024) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int occ = 0, sms = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, warps * 32, smem));
@@ -187,7 +262,8 @@ float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& s
   const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
   auto launch = [&](int i) {
     const uint8_t* wp = copies[i % copies.size()];
-    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), smem, s, wp, ld, sh.rows, nb, x, y);
+    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), smem, s, wp, ld, sh.rows, nb, x, y,
+                                   extra...);
   };
   for (int i = 0; i < 20; ++i) launch(i);
   cudaEvent_t a, b;
@@ -202,6 +278,25 @@ float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& s
   CK(cudaEventDestroy(a));
   CK(cudaEventDestroy(b));
   return 1000.0f * ms / iters;
+}
+
+template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
+          bool GLU = false>
+float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
+                  int iters, cudaStream_t s) {
+  const int warps = (sh.cols / 32 + 31) / 32;
+  const size_t smem = XC ? size_t(warps) * 256 * sizeof(float4) : 0;
+  return time_launches(probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>, RB, smem, copies, ld, sh, x, y, iters, s);
+}
+
+// The ring form with as many stages as fit in RingKB (2 to kMaxStages).
+template <int RB, bool Dots, int RingKB>
+float time_ring(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y, int iters,
+                cudaStream_t s) {
+  const size_t stage = RB * ld;
+  const int stages = static_cast<int>(std::clamp<size_t>(size_t(RingKB) * 1024 / stage, 2, kMaxStages));
+  if (stages * stage > size_t(220) << 10) return -1.0f;  // does not fit in an SM's shared memory
+  return time_launches(probe_ring_kernel<RB, Dots>, RB, stages * stage, copies, ld, sh, x, y, iters, s, stages);
 }
 
 double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
@@ -232,6 +327,7 @@ int main(int argc, char** argv) {
               "x2 vs RB8 | 448 x 2 vs RB8 | 8 early vs RB16 | coalesced vs RB16 | SwiGLU rel. RMS |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(1);
+  std::vector<std::string> ring_rows;
   for (const Shape& sh : shapes) {
     if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
     const int nb = sh.cols / 32;
@@ -319,10 +415,46 @@ int main(int argc, char** argv) {
     for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
     std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same, r64_same, e8_same, xc_same,
                 rel_rms(y_glu, glu_ref));
+    // Milestone 33's ring forms (after every earlier form's launches, so the
+    // SKIP indices above hold), printed as a second table at the end.
+    if (ld % 16 == 0) {
+      const Form rings[] = {form(time_ring<8, true, 72>),  form(time_ring<8, true, 200>),
+                            form(time_ring<4, true, 72>),  form(time_ring<16, true, 110>),
+                            form(time_ring<8, false, 72>), form(time_ring<8, false, 200>)};
+      std::string line = "| " + std::string(sh.name) + " |";
+      bool all_same = true;
+      for (int i = 0; i < 4; ++i) {
+        CK(cudaMemset(y, 0xFF, sh.rows * sizeof(float)));  // a form that does not fit leaves NaNs: DIFFERENT
+        if (rings[i](one, 1) >= 0) all_same = all_same && same(outputs(rings[i], sh.rows), y_dp)[0] == 's';
+      }
+      char cell[64];
+      for (float us : {t[2], t[3]}) {
+        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+        line += cell;
+      }
+      for (const Form& f : rings) {
+        const float us = f(copies, iters);
+        if (us < 0) {
+          line += " (does not fit) |";
+          continue;
+        }
+        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+        line += cell;
+      }
+      ring_rows.push_back(line + (all_same ? " same bits |" : " DIFFERENT |"));
+    }
     for (auto* c : copies) CK(cudaFree(c));
     CK(cudaFree(x));
     CK(cudaFree(y));
   }
   std::printf("\nus per launch (GB/s of weight bytes); back-to-back PDL launches over rotating copies\n");
+  if (!ring_rows.empty()) {
+    std::printf("\nRing forms (one bulk copy a batch of RB rows into a ring of stages in shared memory; /KB: the ring's "
+                "size a block, 2-%d stages):\n\n| shape | dp4a RB8 | dp4a RB16 | ring RB8/72 | ring RB8/200 | "
+                "ring RB4/72 | ring RB16/110 | ring loads only RB8/72 | ring loads only RB8/200 | dp4a rings vs RB8 |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+                kMaxStages);
+    for (const std::string& r : ring_rows) std::printf("%s\n", r.c_str());
+  }
   return 0;
 }
