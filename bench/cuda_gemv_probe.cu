@@ -125,7 +125,7 @@ __device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, cons
 // interleaved gate, up; the gate row's thread stores silu(gate) up at row / 2
 // (the engine's SwiGLU in the gate|up store).
 template <Dot D, int RB, int MinB = 1, bool DB = false, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
-          bool GLU = false, bool Scatter = false>
+          bool GLU = false>
 __global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
                                                                 int nb, const float* __restrict__ x,
                                                                 float* __restrict__ y) {
@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __rest
 #pragma unroll
     for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
     if (r0 + kAhead * stride < rows) load_batch(wu, r0 + kAhead * stride);
-    longkv::cuda::publish_row_partials<Scatter>(acc, red[buf], warp, lane);
+    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
       const float s = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
       if constexpr (GLU) {
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_ring_kernel(const uin
                                             __half2float(*reinterpret_cast<const __half*>(row + 16 * nb + 2 * u))};
       acc[r] = valid && r0 + r < rows ? dot<Dots ? kDp4a : kNone>(wu, xr) : 0.0f;
     }
-    longkv::cuda::publish_row_partials<false>(acc, red[buf], warp, lane);
+    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x == 0) {
       longkv::cuda::fence_proxy_async();  // the block's reads of this stage, before its refill
       request(k + stages);
@@ -297,12 +297,12 @@ float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, fl
 }
 
 template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
-          bool GLU = false, bool Scatter = false>
+          bool GLU = false>
 float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
                   int iters, cudaStream_t s) {
   const int warps = (sh.cols / 32 + 31) / 32;
   const size_t smem = XC ? size_t(warps) * 256 * sizeof(float4) : 0;
-  return time_launches(probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU, Scatter>, RB, smem, copies, ld, sh, x, y, iters, s);
+  return time_launches(probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>, RB, smem, copies, ld, sh, x, y, iters, s);
 }
 
 // The ring form with as many stages as fit in RingKB (2 to kMaxStages).
@@ -343,7 +343,7 @@ int main(int argc, char** argv) {
               "x2 vs RB8 | 448 x 2 vs RB8 | 8 early vs RB16 | coalesced vs RB16 | SwiGLU rel. RMS |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(1);
-  std::vector<std::string> ring_rows, head_rows, scatter_rows;
+  std::vector<std::string> ring_rows, head_rows;
   for (const Shape& sh : shapes) {
     if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
     const int nb = sh.cols / 32;
@@ -455,27 +455,6 @@ int main(int argc, char** argv) {
       add(heads[4](copies, iters));
       head_rows.push_back(line + (fast_same ? " same bits |" : " DIFFERENT |"));
     }
-    // Milestone 33's reduce-scatter (publish_row_partials' default since):
-    // the same forms with Scatter, bits equal to warp_sum's.
-    {
-      const Form forms[] = {form(time_kernel<kDp4a, 8>), form(time_kernel<kDp4a, 8, false, 1, kT, 8, false, false, true>),
-                            form(time_kernel<kDp4a, 16>),
-                            form(time_kernel<kDp4a, 16, false, 1, kT, 16, false, false, true>),
-                            form(time_kernel<kDp4aFast, 16, false, 1, kT, 8, true, true>),
-                            form(time_kernel<kDp4aFast, 16, false, 1, kT, 8, true, true, true>),
-                            form(time_kernel<kNone, 8>), form(time_kernel<kNone, 8, false, 1, kT, 8, false, false, true>)};
-      const bool sc_same = same(outputs(forms[1], sh.rows), y_dp)[0] == 's' &&
-                           same(outputs(forms[3], sh.rows), y_16)[0] == 's' &&
-                           same(outputs(forms[5], sh.rows / 2), y_glu)[0] == 's';
-      std::string line = "| " + std::string(sh.name) + " |";
-      char cell[64];
-      for (const Form& f : forms) {
-        const float us = f(copies, iters);
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      }
-      scatter_rows.push_back(line + (sc_same ? " same bits |" : " DIFFERENT |"));
-    }
     // Milestone 33's ring forms (after every earlier form's launches, so the
     // SKIP indices above hold), printed as a second table at the end.
     if (ld % 16 == 0) {
@@ -514,9 +493,6 @@ int main(int argc, char** argv) {
               "none RB8 | dp4a RB16 | fast RB16 | engine form (RB16, 8 early, x coalesced, SwiGLU) | the same, fast | "
               "fast vs shipped |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const std::string& r : head_rows) std::printf("%s\n", r.c_str());
-  std::printf("\nThe row sums as a reduce-scatter (sc) against warp_sum a row:\n\n| shape | dp4a RB8 | sc | dp4a RB16 | "
-              "sc | engine form, fast | sc | none RB8 | sc | sc vs warp_sum |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-  for (const std::string& r : scatter_rows) std::printf("%s\n", r.c_str());
   if (!ring_rows.empty()) {
     std::printf("\nRing forms (one bulk copy a batch of RB rows into a ring of stages in shared memory; /KB: the ring's "
                 "size a block, 2-%d stages):\n\n| shape | dp4a RB8 | dp4a RB16 | ring RB8/72 | ring RB8/200 | "

@@ -43,40 +43,13 @@ __device__ __forceinline__ float warp_sum(float v) {
 // that time them): each warp's partial sums acc[r] of RB rows, summed over
 // its lanes, go to red[r][warp]; after the barrier, row r's total is
 // row_total(red[r], the block's warps), summed in warp order.
-//
-// Scatter (milestone 33, the default for RB a power of two up to 32): the
-// lanes' sums as a reduce-scatter. At the exchange with lane ^ o (o = 16,
-// 8, ...) a lane keeps half of its rows -- the upper half if bit o of its
-// index is set -- and adds its partner's partials of the same rows, so the
-// rows a lane holds halve each time and log2(RB) exchanges leave one row a
-// lane (row lane / (32 / RB)); the remaining offsets sum it as warp_sum
-// does. RB = 16 takes 16 shuffles and adds instead of 80 (with 30 selects).
-// Every lane adds its own partial and its partner's in warp_sum's order,
-// so each row's sum has warp_sum's bits (the probe checks it).
-template <bool Scatter = true, int RB, int NW>
+template <int RB, int NW>
 __device__ __forceinline__ void publish_row_partials(float (&acc)[RB], float (&red)[RB][NW], int warp, int lane) {
-  if constexpr (Scatter && RB >= 2 && RB <= 32 && (RB & (RB - 1)) == 0) {
-    int o = 16;
 #pragma unroll
-    for (int n = RB; n > 1; n /= 2, o /= 2) {
-      const bool upper = lane & o;
+  for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane == 0) {
 #pragma unroll
-      for (int i = 0; i < n / 2; ++i) {
-        const float send = upper ? acc[i] : acc[i + n / 2], keep = upper ? acc[i + n / 2] : acc[i];
-        acc[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
-      }
-    }
-#pragma unroll
-    for (; o > 0; o >>= 1) acc[0] += __shfl_xor_sync(0xffffffffu, acc[0], o);
-    constexpr int kLanesARow = 32 / RB;
-    if (lane % kLanesARow == 0) red[lane / kLanesARow][warp] = acc[0];
-  } else {
-#pragma unroll
-    for (int r = 0; r < RB; ++r) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < RB; ++r) red[r][warp] = acc[r];
-    }
+    for (int r = 0; r < RB; ++r) red[r][warp] = acc[r];
   }
   __syncthreads();
 }
