@@ -249,15 +249,24 @@ __device__ __forceinline__ void quantize_x_i8_fast(const float (&v)[32], XI8& r)
 }
 
 // Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
+// The high nibbles stay in place (milestone 33): q & 0xF0 is 16 n as an
+// unsigned byte, so its dp4a (unsigned x signed) sums 16 times their
+// products, exactly, and one shift of the total replaces a shift a word --
+// the same integer sum, so the same bits, with 3 instructions fewer a unit.
+__device__ __forceinline__ int dp4a_u8s8(uint32_t a, int b, int c) {
+  int d;
+  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
 __device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
   const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
-  int s = 0;
+  int s = 0, s16 = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
-    s = __dp4a(static_cast<int>((q[j] >> 4) & 0x0F0F0F0Fu), x.q[4 + j], s);
+    s16 = dp4a_u8s8(q[j] & 0xF0F0F0F0u, x.q[4 + j], s16);
   }
-  return d * x.dx * static_cast<float>(s - x.off);
+  return d * x.dx * static_cast<float>(s + (s16 >> 4) - x.off);
 }
 
 template <>
