@@ -196,37 +196,15 @@ struct XI8 {
   int off;   // 8 * sum of q (Q4_0's offset of 8, folded once)
 };
 
+// Full-rate instructions only (milestone 33; the same bits as milestone 13's
+// form, which converted with __float2int_rn): the maximum in 4 chains (max
+// is exact, so any order gives the same amax), and each q_i = rn(p) of the
+// rounded product p = v_i * inv taken as the low byte of p + 1.5 * 2^23 -- a
+// float in [2^23, 2^24) has a step of 1, so the add rounds p to the nearest
+// integer, ties to even, as cvt.rni does, for |p| <= 127 -- instead of 32
+// F2I conversions (a quarter-rate pipe, ~1,000 cycles an SM at the start of
+// every GEMV block). Bytes packed by PRMT; the offset sum by __dp4a with ones.
 __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
-  float amax = 0;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
-  r.dx = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  int s = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
-    uint32_t w = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int q = __float2int_rn(__fmul_rn(v[e0 + k], inv));
-      s += q;
-      w |= (static_cast<uint32_t>(q) & 0xFFu) << (8 * k);
-    }
-    r.q[j] = static_cast<int>(w);
-  }
-  r.off = 8 * s;
-}
-
-// The same bits as quantize_x_i8 with full-rate instructions (milestone 33):
-// the maximum in 4 chains (max is exact, so any order gives the same amax),
-// and each q_i = rn(p) of the rounded product p = v_i * inv taken as the low
-// byte of p + 1.5 * 2^23 -- a float in [2^23, 2^24) has a step of 1, so the
-// add rounds p to the nearest integer, ties to even, as cvt.rni does, for
-// |p| <= 127 -- instead of 32 F2I conversions (a quarter-rate pipe, ~1,000
-// cycles an SM at the start of every GEMV block). Bytes packed by PRMT;
-// the offset sum by __dp4a with ones.
-__device__ __forceinline__ void quantize_x_i8_fast(const float (&v)[32], XI8& r) {
   float m[4] = {0, 0, 0, 0};
 #pragma unroll
   for (int i = 0; i < 32; ++i) m[i % 4] = fmaxf(m[i % 4], fabsf(v[i]));
