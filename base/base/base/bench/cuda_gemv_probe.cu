@@ -1,0 +1,460 @@
+// Q4_0 GEMV probe: where the slab kernel's time goes at batch 1.
+//
+// One kernel skeleton (gemv.cu's pipelined slab kernel: a lane owns one
+// 32-element unit of every row it visits, 8 or 16 rows per batch, the next
+// batch's loads issued before the current batch's reduction, PDL) with three
+// inner products, so the differences between them are the arithmetic's cost:
+//   f32   the shipped dot (Slab<Q4_0>::dot: exact dequantized weight x f32 x)
+//   dp4a  x quantized once per lane to int8 with one scale per unit (as the
+//         activations of llama.cpp's MMVQ), nibbles x int8 by __dp4a: the
+//         shipped quantize_x_i8 / dot_q4_0_i8 (weight_decode.cuh)
+//   none  the same loads folded into the sum with one integer op per word
+//         (wrong results; the memory ceiling of this load structure)
+// Times back-to-back launches over rotating copies (>= 512 MiB, several
+// times L2) with CUDA events; prints a Markdown table of us and GB/s of
+// weight bytes, plus a device-to-device copy's bandwidth for reference. The
+// dp4a result is compared with the f32 one (relative RMS), so its error is
+// printed beside its speed.
+//
+// Build and run (standalone; CMake builds it as gemv_probe with LONGKV_CUDA):
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu src/core/error.cpp
+//   ./gemv_probe
+// (./gemv_probe ROWS COLS [PAD]: that shape only, rows PAD bytes (a
+// multiple of 16) further apart than their 18 bytes a unit: whether the
+// distance between the rows that a step's blocks read at once matters)
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/bulk_copy.cuh"
+#include "backend/cuda/pdl.cuh"
+#include "backend/cuda/weight_decode.cuh"
+#include "cuda_probe_util.cuh"
+
+namespace {
+
+using longkv::WeightType;
+using longkv::cuda::Slab;
+
+enum Dot { kF32, kDp4a, kNone };
+constexpr int kMaxWarps = 16;
+constexpr int kMaxStages = 8;
+
+// A lane's activations in the form its inner product wants.
+template <Dot D>
+struct Xr;
+template <>
+struct Xr<kF32> {
+  Slab<WeightType::Q4_0>::X x;
+};
+template <>
+struct Xr<kNone> {
+  Slab<WeightType::Q4_0>::X x;
+};
+template <>
+struct Xr<kDp4a> {
+  longkv::cuda::XI8 q;  // the shipped int8 form (weight_decode.cuh)
+};
+
+// XC (milestone 32): the warp's units loaded coalesced through shared memory
+// (the engine's ldx_warp_units, 256 float4 a warp) instead of lane by lane.
+template <Dot D, bool XC = false>
+__device__ __forceinline__ void make_x(const float* x, int u, int nb, Xr<D>& xr) {
+  Slab<WeightType::Q4_0>::X f;
+  if constexpr (XC) {
+    extern __shared__ float4 probe_sx[];
+    const int warp = threadIdx.x / 32;
+    const longkv::cuda::XSrc xs{probe_sx + 256 * warp, 32 * warp, min(32, nb - 32 * warp)};
+    longkv::cuda::ldx_warp_units(x, xs, f.v);
+  } else {
+    Slab<WeightType::Q4_0>::load_x(x, u, f);
+  }
+  if constexpr (D == kDp4a) {
+    longkv::cuda::quantize_x_i8(f.v, xr.q);
+  } else {
+    xr.x = f;
+  }
+}
+
+template <Dot D>
+__device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, const Xr<D>& xr) {
+  if constexpr (D == kF32) {
+    return Slab<WeightType::Q4_0>::dot(w, xr.x, 0);
+  } else if constexpr (D == kDp4a) {
+    return longkv::cuda::dot_q4_0_i8(w.q, w.d, xr.q);
+  } else {
+    return w.d + __int_as_float(static_cast<int>((w.q.x ^ w.q.y ^ w.q.z ^ w.q.w) & 0x3FFFFFFFu)) * xr.x.v[0];
+  }
+}
+
+// MinB, MaxT (milestone 31): ptxas is asked for MinB blocks of MaxT threads
+// an SM, so a 14-warp row like llama3-8b's down GEMV's runs 28 warps an SM
+// instead of 14: MinB 2 with 512 threads leaves 64 registers a lane (it
+// spilled), with 448 threads 72. DB (milestone 31): two register
+// sets of RB rows, a batch's loads issued two batches ahead -- before the
+// dots of the batch in between -- so the dots run while the next rows are on
+// their way (the shipped kernel issues them only after its dots, reusing
+// the registers). Early (milestone 32): rows of the first batch requested
+// before the PDL wait, the rest after x is made -- the engine's 16-row
+// kernel requests 8 early (gemv.cu's kEarly: x and the norm beside 16 units
+// would pass its 128 registers). XC: make_x above. GLU (milestone 32): rows
+// interleaved gate, up; the gate row's thread stores silu(gate) up at row / 2
+// (the engine's SwiGLU in the gate|up store).
+template <Dot D, int RB, int MinB = 1, bool DB = false, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
+          bool GLU = false>
+__global__ void __launch_bounds__(MaxT, MinB) probe_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
+                                                                int nb, const float* __restrict__ x,
+                                                                float* __restrict__ y) {
+  using S = Slab<WeightType::Q4_0>;
+  __shared__ float red[2][RB][kMaxWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  const int ui = warp * 32 + lane;
+  const bool valid = ui < nb;
+  const int u = valid ? ui : 0;
+  const int stride = gridDim.x * RB;
+  S::Unit wa[RB];
+  [[maybe_unused]] S::Unit wb[DB ? RB : 1];
+  auto load_rows = [&](S::Unit(&wu)[RB], int r0, int lo, int hi) {
+#pragma unroll
+    for (int r = lo; r < hi; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(r0 + r, rows - 1)), u, nb);
+  };
+  auto load_batch = [&](S::Unit(&wu)[RB], int r0) { load_rows(wu, r0, 0, RB); };
+  static_assert(Early >= 1 && Early <= RB && (Early == RB || !DB), "early rows: a part of the first batch");
+  const int r00 = blockIdx.x * RB;
+  if (r00 < rows) load_rows(wa, r00, 0, Early);
+  if constexpr (DB) {
+    if (r00 + stride < rows) load_batch(wb, r00 + stride);
+  }
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  Xr<D> xr;
+  make_x<D, XC>(x, u, nb, xr);
+  if constexpr (Early < RB) {
+    if (r00 < rows) load_rows(wa, r00, Early, RB);
+  }
+  constexpr int kAhead = DB ? 2 : 1;  // batches between a set's use and its refill
+  int buf = 0;
+  auto step = [&](S::Unit(&wu)[RB], int r0) {
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; ++r) acc[r] = valid ? dot<D>(wu[r], xr) : 0.0f;
+    if (r0 + kAhead * stride < rows) load_batch(wu, r0 + kAhead * stride);
+    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
+      const float s = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
+      if constexpr (GLU) {
+        if (!(threadIdx.x & 1)) {
+          const float pu = longkv::cuda::row_total(red[buf][threadIdx.x + 1], n_warps);
+          y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * pu;
+        }
+      } else {
+        y[r0 + threadIdx.x] = s;
+      }
+    }
+    buf ^= 1;
+  };
+  for (int r0 = r00; r0 < rows; r0 += kAhead * stride) {
+    step(wa, r0);
+    if constexpr (DB) {
+      if (r0 + stride < rows) step(wb, r0 + stride);
+    }
+  }
+}
+
+// Ring (milestone 33): the block's row batches stream through a ring of
+// `stages` batches in shared memory, each filled by one bulk (TMA) copy of
+// its RB consecutive rows (rows are contiguous, 16-byte multiples), so the
+// bytes in flight no longer depend on when the dots finish: the first
+// `stages` batches are requested before the PDL wait, and a stage is
+// refilled with the batch `stages` ahead as soon as the block's reduction
+// barrier shows every warp is done reading it. Lanes read their 16-byte
+// unit and scale from shared memory (consecutive lanes, consecutive bytes:
+// no bank conflicts). Dots = false: the same copies and shared reads folded
+// into the sum with one integer op (wrong results; this form's ceiling).
+template <int RB, bool Dots>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_ring_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                     int rows, int nb, const float* __restrict__ x,
+                                                                     float* __restrict__ y, int stages) {
+  extern __shared__ __align__(128) uint8_t ring[];
+  __shared__ uint64_t full[kMaxStages];
+  __shared__ float red[2][RB][kMaxWarps];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+  const int ui = warp * 32 + lane;
+  const bool valid = ui < nb;
+  const int u = valid ? ui : 0;
+  const int n_batches = (rows + RB - 1) / RB;
+  const size_t stage_bytes = RB * ld;
+  // Batch k of this block (k = 0, 1, ...) is batch blockIdx.x + k * gridDim.x.
+  auto request = [&](int k) {
+    const int b = blockIdx.x + k * gridDim.x;
+    if (b >= n_batches) return;
+    const int r0 = b * RB, n = min(RB, rows - r0);
+    uint64_t* bar = &full[k % stages];
+    longkv::cuda::mbar_arrive_expect(bar, static_cast<unsigned>(n * ld));
+    longkv::cuda::bulk_copy(ring + (k % stages) * stage_bytes, w + ld * static_cast<size_t>(r0),
+                            static_cast<unsigned>(n * ld), bar);
+  };
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < stages; ++i) longkv::cuda::mbar_init(&full[i], 1);
+    longkv::cuda::fence_mbar_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int k = 0; k < stages; ++k) request(k);
+  }
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  Xr<Dots ? kDp4a : kNone> xr;
+  make_x<Dots ? kDp4a : kNone>(x, u, nb, xr);
+  int buf = 0;
+  for (int k = 0;; ++k) {
+    const int b = blockIdx.x + k * gridDim.x;
+    if (b >= n_batches) break;
+    const int r0 = b * RB;
+    longkv::cuda::mbar_wait(&full[k % stages], (k / stages) & 1);
+    const uint8_t* st = ring + (k % stages) * stage_bytes;
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; ++r) {
+      const uint8_t* row = st + r * ld;
+      const Slab<WeightType::Q4_0>::Unit wu{*reinterpret_cast<const uint4*>(row + 16 * u),
+                                            __half2float(*reinterpret_cast<const __half*>(row + 16 * nb + 2 * u))};
+      acc[r] = valid && r0 + r < rows ? dot<Dots ? kDp4a : kNone>(wu, xr) : 0.0f;
+    }
+    longkv::cuda::publish_row_partials(acc, red[buf], warp, lane);
+    if (threadIdx.x == 0) {
+      longkv::cuda::fence_proxy_async();  // the block's reads of this stage, before its refill
+      request(k + stages);
+    }
+    if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows)
+      y[r0 + threadIdx.x] = longkv::cuda::row_total(red[buf][threadIdx.x], n_warps);
+    buf ^= 1;
+  }
+}
+
+struct Shape {
+  const char* name;
+  int rows, cols;
+};
+
+// One form's time: a grid of what fits on the GPU at once (at most a block a
+// batch of RB rows), 20 warm-up launches, then `iters` back-to-back PDL
+// launches over the rotating copies, us a launch.
+template <typename... KArgs, typename... Extra>
+float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, size_t smem,
+                    const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
+                    int iters, cudaStream_t s, Extra... extra) {
+  const int nb = sh.cols / 32;
+  const int warps = (nb + 31) / 32;
+  if (smem > 48 * 1024) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int occ = 0, sms = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, warps * 32, smem));
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const int batches = (sh.rows + RB - 1) / RB;
+  const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
+  auto launch = [&](int i) {
+    const uint8_t* wp = copies[i % copies.size()];
+    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), smem, s, wp, ld, sh.rows, nb, x, y,
+                                   extra...);
+  };
+  for (int i = 0; i < 20; ++i) launch(i);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a, s));
+  for (int i = 0; i < iters; ++i) launch(i);
+  CK(cudaEventRecord(b, s));
+  CK(cudaEventSynchronize(b));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return 1000.0f * ms / iters;
+}
+
+template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
+          bool GLU = false>
+float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
+                  int iters, cudaStream_t s) {
+  const int warps = (sh.cols / 32 + 31) / 32;
+  const size_t smem = XC ? size_t(warps) * 256 * sizeof(float4) : 0;
+  return time_launches(probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>, RB, smem, copies, ld, sh, x, y, iters, s);
+}
+
+// The ring form with as many stages as fit in RingKB (2 to kMaxStages).
+template <int RB, bool Dots, int RingKB>
+float time_ring(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y, int iters,
+                cudaStream_t s) {
+  const size_t stage = RB * ld;
+  const int stages = static_cast<int>(std::clamp<size_t>(size_t(RingKB) * 1024 / stage, 2, kMaxStages));
+  if (stages * stage > size_t(220) << 10) return -1.0f;  // does not fit in an SM's shared memory
+  return time_launches(probe_ring_kernel<RB, Dots>, RB, stages * stage, copies, ld, sh, x, y, iters, s, stages);
+}
+
+double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    e += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
+    n += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(e / n);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Optional: ROWS COLS times that one shape only (e.g. under a profiler).
+  const int only_rows = argc > 2 ? std::atoi(argv[1]) : 0, only_cols = argc > 2 ? std::atoi(argv[2]) : 0;
+  const size_t pad = argc > 3 ? static_cast<size_t>(std::atoi(argv[3])) / 16 * 16 : 0;
+  cudaDeviceProp p;
+  CK(cudaGetDeviceProperties(&p, 0));
+  std::printf("device: %s, %d SMs\n\n", p.name, p.multiProcessorCount);
+  cudaStream_t s;
+  CK(cudaStreamCreate(&s));
+  probe_copy_bandwidth(s);
+  const Shape shapes[] = {{"wo", 4096, 4096},      {"qkv", 6144, 4096},      {"gate+up", 28672, 4096},
+                          {"down", 4096, 14336},   {"output", 128256, 4096}};
+  std::printf("| shape | f32 RB8 | f32 RB16 | dp4a RB8 | dp4a RB16 | none RB8 | dp4a RB8 x2 | "
+              "dp4a RB8, 448 x 2 | dp4a RB16, 8 early | + coalesced x | + SwiGLU store | dp4a rel. RMS vs f32 | "
+              "x2 vs RB8 | 448 x 2 vs RB8 | 8 early vs RB16 | coalesced vs RB16 | SwiGLU rel. RMS |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::mt19937 rng(1);
+  std::vector<std::string> ring_rows;
+  for (const Shape& sh : shapes) {
+    if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
+    const int nb = sh.cols / 32;
+    const size_t ld0 = size_t(nb) * 18, ld = ld0 + pad;
+    const size_t bytes = ld * sh.rows;  // GB/s below: of the weights' own bytes (ld0 a row)
+    std::vector<uint8_t> h0(ld0 * sh.rows), h(bytes, 0);
+    random_q4_0_rows(rng, h0.data(), sh.rows, nb, 0.002f);
+    for (int r = 0; r < sh.rows; ++r) std::memcpy(h.data() + r * ld, h0.data() + r * ld0, ld0);
+    const int n_copies = static_cast<int>(std::max<size_t>(2, ((size_t(512) << 20) + bytes - 1) / bytes));
+    std::vector<uint8_t*> copies(n_copies);
+    for (auto& c : copies) {
+      CK(cudaMalloc(&c, bytes + 64));
+      CK(cudaMemcpy(c, h.data(), bytes, cudaMemcpyHostToDevice));
+    }
+    std::vector<float> hx(sh.cols);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (float& v : hx) v = nd(rng);
+    float *x, *y;
+    CK(cudaMalloc(&x, sh.cols * sizeof(float)));
+    CK(cudaMalloc(&y, sh.rows * sizeof(float)));
+    CK(cudaMemcpy(x, hx.data(), sh.cols * sizeof(float), cudaMemcpyHostToDevice));
+    // Accuracy: one launch of a form on copy 0, its n outputs. The order of
+    // launches keeps scripts/device-gemv-source.sh's SKIP indices: the first
+    // seven forms' as in milestone 31, then milestone 32's forms, each form's
+    // accuracy launch before its timing.
+    const std::vector<uint8_t*> one = {copies[0]};
+    // Every form as a callable (copies, iterations) -> us; E8: 16 rows, 8 of
+    // them early; XC, GLU: milestone 32's engine extras on top of E8.
+    using TimeFn = float (*)(const std::vector<uint8_t*>&, size_t, const Shape&, const float*, float*, int,
+                             cudaStream_t);
+    struct Form {
+      TimeFn fn;
+      const Shape* sh;
+      size_t ld;
+      const float* x;
+      float* y;
+      cudaStream_t s;
+      float operator()(const std::vector<uint8_t*>& c, int n) const { return fn(c, ld, *sh, x, y, n, s); }
+    };
+    auto form = [&](TimeFn k) { return Form{k, &sh, ld, x, y, s}; };
+    constexpr int kT = kMaxWarps * 32;
+    const Form f32_8 = form(time_kernel<kF32, 8>);
+    const Form f32_16 = form(time_kernel<kF32, 16>);
+    const Form dp_8 = form(time_kernel<kDp4a, 8>);
+    const Form dp_16 = form(time_kernel<kDp4a, 16>);
+    const Form none_8 = form(time_kernel<kNone, 8>);
+    const Form dp_8x2 = form(time_kernel<kDp4a, 8, true>);
+    const Form dp_448 = form(time_kernel<kDp4a, 8, false, 2, 448>);
+    const Form e8 = form(time_kernel<kDp4a, 16, false, 1, kT, 8>);
+    const Form e8_xc = form(time_kernel<kDp4a, 16, false, 1, kT, 8, true>);
+    const Form e8_glu = form(time_kernel<kDp4a, 16, false, 1, kT, 8, true, true>);
+    auto outputs = [&](const Form& f, int n) {
+      f(one, 1);
+      std::vector<float> out(n);
+      CK(cudaMemcpy(out.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost));
+      return out;
+    };
+    auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0 ? "same bits" : "DIFFERENT";
+    };
+    const int iters = 400;
+    const std::vector<float> y_f32 = outputs(f32_8, sh.rows), y_dp = outputs(dp_8, sh.rows);
+    // The double-buffered and 2-block kernels against the single one (same
+    // arithmetic per row: bits equal).
+    const char* db_same = same(outputs(dp_8x2, sh.rows), y_dp);
+    const char* r64_same = same(outputs(dp_448, sh.rows), y_dp);
+    float t[10] = {f32_8(copies, iters), f32_16(copies, iters), dp_8(copies, iters),   dp_16(copies, iters),
+                   none_8(copies, iters), dp_8x2(copies, iters), dp_448(copies, iters)};
+    const std::vector<float> y_16 = outputs(dp_16, sh.rows);
+    const char* e8_same = same(outputs(e8, sh.rows), y_16);
+    t[7] = e8(copies, iters);
+    // + x coalesced (same values, so the 16-row form's bits), + SwiGLU in the
+    // store (rows read as gate, up pairs; against the host's silu of the
+    // 16-row outputs).
+    const char* xc_same = same(outputs(e8_xc, sh.rows), y_16);
+    const std::vector<float> y_glu = outputs(e8_glu, sh.rows / 2);
+    std::vector<float> glu_ref(sh.rows / 2);
+    for (int i = 0; i < sh.rows / 2; ++i) {
+      const double g = y_16[2 * i];
+      glu_ref[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * y_16[2 * i + 1]);
+    }
+    t[8] = e8_xc(copies, iters);
+    t[9] = e8_glu(copies, iters);
+    std::printf("| %s %dx%d%s |", sh.name, sh.rows, sh.cols, pad ? (", rows +" + std::to_string(pad) + " B").c_str() : "");
+    for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+    std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same, r64_same, e8_same, xc_same,
+                rel_rms(y_glu, glu_ref));
+    // Milestone 33's ring forms (after every earlier form's launches, so the
+    // SKIP indices above hold), printed as a second table at the end.
+    if (ld % 16 == 0) {
+      const Form rings[] = {form(time_ring<8, true, 72>),  form(time_ring<8, true, 200>),
+                            form(time_ring<4, true, 72>),  form(time_ring<16, true, 110>),
+                            form(time_ring<8, false, 72>), form(time_ring<8, false, 200>)};
+      std::string line = "| " + std::string(sh.name) + " |";
+      bool all_same = true;
+      for (int i = 0; i < 4; ++i) {
+        CK(cudaMemset(y, 0xFF, sh.rows * sizeof(float)));  // a form that does not fit leaves NaNs: DIFFERENT
+        if (rings[i](one, 1) >= 0) all_same = all_same && same(outputs(rings[i], sh.rows), y_dp)[0] == 's';
+      }
+      char cell[64];
+      for (float us : {t[2], t[3]}) {
+        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+        line += cell;
+      }
+      for (const Form& f : rings) {
+        const float us = f(copies, iters);
+        if (us < 0) {
+          line += " (does not fit) |";
+          continue;
+        }
+        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+        line += cell;
+      }
+      ring_rows.push_back(line + (all_same ? " same bits |" : " DIFFERENT |"));
+    }
+    for (auto* c : copies) CK(cudaFree(c));
+    CK(cudaFree(x));
+    CK(cudaFree(y));
+  }
+  std::printf("\nus per launch (GB/s of weight bytes); back-to-back PDL launches over rotating copies\n");
+  if (!ring_rows.empty()) {
+    std::printf("\nRing forms (one bulk copy a batch of RB rows into a ring of stages in shared memory; /KB: the ring's "
+                "size a block, 2-%d stages):\n\n| shape | dp4a RB8 | dp4a RB16 | ring RB8/72 | ring RB8/200 | "
+                "ring RB4/72 | ring RB16/110 | ring loads only RB8/72 | ring loads only RB8/200 | dp4a rings vs RB8 |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+                kMaxStages);
+    for (const std::string& r : ring_rows) std::printf("%s\n", r.c_str());
+  }
+  return 0;
+}

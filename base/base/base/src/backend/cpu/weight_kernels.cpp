@@ -1,0 +1,683 @@
+#include "backend/cpu/weight_kernels.h"
+
+#include <cstddef>
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+
+#include "core/error.h"
+
+#if defined(__AVX512F__) && defined(__F16C__)
+#define LONGKV_KERNELS_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LONGKV_KERNELS_AVX2 1
+#endif
+
+#if defined(LONGKV_KERNELS_AVX512) || defined(LONGKV_KERNELS_AVX2)
+// GCC 12 reports the deliberately undefined pass-through operand inside the
+// AVX-512 intrinsics as (maybe) uninitialized: a false positive.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#endif
+
+// cpu_weight_kernels() must list every WeightType: a missing case is an error.
+#pragma GCC diagnostic error "-Wswitch"
+
+namespace longkv {
+namespace {
+
+// All loads below are unaligned: GGUF tensors are only 32-byte aligned and
+// Q8_0/Q4_0/Q6_K blocks are 34/18/210 bytes, so block fields land anywhere.
+inline float load_f16(const uint8_t* p) {
+  f16_t h;
+  std::memcpy(&h, p, 2);
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  return f16_to_f32(h);
+#endif
+}
+
+inline float load_bf16(const uint8_t* p) {
+  bf16_t h;
+  std::memcpy(&h, p, 2);
+  return bf16_to_f32(h);
+}
+
+// Byte offsets inside the blocks (the structs in weight_types.h).
+constexpr int kQ8Bytes = sizeof(BlockQ8_0), kQ4Bytes = sizeof(BlockQ4_0);
+constexpr int kQ4KBytes = sizeof(BlockQ4_K), kQ6KBytes = sizeof(BlockQ6_K);
+static_assert(offsetof(BlockQ8_0, qs) == 2 && offsetof(BlockQ4_0, qs) == 2);
+static_assert(offsetof(BlockQ4_K, scales) == 4 && offsetof(BlockQ4_K, qs) == 16);
+static_assert(offsetof(BlockQ6_K, qh) == 128 && offsetof(BlockQ6_K, scales) == 192 &&
+              offsetof(BlockQ6_K, d) == 208);
+
+#if defined(LONGKV_KERNELS_AVX512) || defined(LONGKV_KERNELS_AVX2)
+
+// ---------------------------------------------------------------------------
+// A thin vector layer so each kernel is written once for both widths.
+
+#if defined(LONGKV_KERNELS_AVX512)
+constexpr int kW = 16;
+using vf = __m512;
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline vf vset1(float f) { return _mm512_set1_ps(f); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+[[maybe_unused]] inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+inline float vsum(vf v) { return _mm512_reduce_add_ps(v); }
+inline vf vload_f16(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline vf vload_bf16(const uint8_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+inline vf i8x16_to_f(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)); }
+// acc + q[0..16) * x[0..16), as a vector of partial sums.
+inline vf fma_i8x16(__m128i q, const float* x, vf acc) { return vfma(i8x16_to_f(q), vload(x), acc); }
+// dst[0..16) = q * scale + bias.
+inline void store_i8x16(__m128i q, vf scale, vf bias, float* dst) {
+  vstore(dst, vfma(i8x16_to_f(q), scale, bias));
+}
+// A vector whose lanes sum to x[0] + ... + x[15].
+[[maybe_unused]] inline vf load_sum16(const float* x) { return vload(x); }
+constexpr const char* kIsa = "avx512";
+#else
+constexpr int kW = 8;
+using vf = __m256;
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline vf vset1(float f) { return _mm256_set1_ps(f); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+[[maybe_unused]] inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline float vsum(vf v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline vf vload_f16(const uint8_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline vf vload_bf16(const uint8_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+inline vf i8x8_to_f(__m128i q) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)); }
+inline vf fma_i8x16(__m128i q, const float* x, vf acc) {
+  acc = vfma(i8x8_to_f(q), vload(x), acc);
+  return vfma(i8x8_to_f(_mm_unpackhi_epi64(q, q)), vload(x + 8), acc);
+}
+inline void store_i8x16(__m128i q, vf scale, vf bias, float* dst) {
+  vstore(dst, vfma(i8x8_to_f(q), scale, bias));
+  vstore(dst + 8, vfma(i8x8_to_f(_mm_unpackhi_epi64(q, q)), scale, bias));
+}
+[[maybe_unused]] inline vf load_sum16(const float* x) { return vadd(vload(x), vload(x + 8)); }
+constexpr const char* kIsa = "avx2";
+#endif
+
+inline __m128i load16(const uint8_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// Software prefetch this many bytes ahead of the weights being decoded. The
+// quantized kernels spend several cycles per cache line, so on their own
+// they keep too few misses in flight for one core to stream DRAM at full
+// rate; a fixed distance of a few KiB (the L1 holds 48) covers the latency
+// at the rates we decode. Rows are contiguous in a matrix, so running past
+// the end of a row warms the next one; a prefetch never faults.
+constexpr int kPrefetchBytes = 2048;
+inline void prefetch(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+}
+
+// Q4_K: per-sub-block multipliers d*sc[j] and offsets dmin*m[j] (bit layout
+// in FORMATS.md; q4_k_scale_min in weight_types.cpp is the scalar twin). The
+// 12 packed bytes are three little-endian words, and every field of the
+// upper four sub-blocks sits at the same bit position in each byte of its
+// word, so four sub-blocks decode at once with word masks and shifts.
+inline void q4_k_factors(const uint8_t* s, float d, float dmin, float dsc[8], float dm[8]) {
+  uint32_t a, b, c;
+  std::memcpy(&a, s, 4);
+  std::memcpy(&b, s + 4, 4);
+  std::memcpy(&c, s + 8, 4);
+  const uint32_t sc_lo = a & 0x3F3F3F3Fu, m_lo = b & 0x3F3F3F3Fu;
+  const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | ((a >> 2) & 0x30303030u);
+  const uint32_t m_hi = ((c >> 4) & 0x0F0F0F0Fu) | ((b >> 2) & 0x30303030u);
+  const auto widen = [](uint32_t lo, uint32_t hi) {  // 8 bytes -> 8 floats
+    const __m128i v = _mm_set_epi32(0, 0, static_cast<int>(hi), static_cast<int>(lo));
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+  };
+  const __m256 scf = widen(sc_lo, sc_hi), mf = widen(m_lo, m_hi);
+  _mm256_storeu_ps(dsc, _mm256_mul_ps(scf, _mm256_set1_ps(d)));
+  _mm256_storeu_ps(dm, _mm256_mul_ps(mf, _mm256_set1_ps(dmin)));
+}
+
+// The dot kernels decode the factors of a run of super-blocks into a small
+// stack array before using them: broadcasting a factor right after its
+// vector store stalls on store-to-load forwarding, which cost more than the
+// nibble work.
+constexpr int kQ4KRun = 16;  // super-blocks per factor pass: 1 KiB of factors
+inline int q4_k_factor_run(const uint8_t* p, int64_t i0, int64_t nb, float dsc[][8], float dm[][8]) {
+  const int run = static_cast<int>(std::min<int64_t>(kQ4KRun, nb - i0));
+  for (int r = 0; r < run; ++r) {
+    const uint8_t* b = p + (i0 + r) * kQ4KBytes;
+    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc[r], dm[r]);
+  }
+  return run;
+}
+
+// Q4_0 codes of one block as two vectors of signed int8 (low nibbles are
+// elements 0..15, high nibbles 16..31), already offset by -8.
+[[maybe_unused]] inline void q4_0_codes(const uint8_t* qs, __m128i* lo, __m128i* hi) {
+  const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  const __m128i q = load16(qs);
+  *lo = _mm_sub_epi8(_mm_and_si128(q, m4), eight);
+  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), eight);
+}
+
+// Q6_K: 64 codes (4 vectors of 16, each one sub-block) from 16 bytes of the
+// low-bit array at ql, 16 at ql + 32 and 16 of qh; centred to -32..31.
+// Element l + 32k takes the qh bits 2k..2k+1; shifting them to bits 4..5 of
+// each byte lets one mask (0x30) do the work for all four.
+inline void q6_k_codes(const uint8_t* ql, const uint8_t* qh, __m128i q[4]) {
+  const __m128i m4 = _mm_set1_epi8(0x0F), m30 = _mm_set1_epi8(0x30), c32 = _mm_set1_epi8(32);
+  const __m128i a = load16(ql), b = load16(ql + 32), h = load16(qh);
+  q[0] = _mm_or_si128(_mm_and_si128(a, m4), _mm_and_si128(_mm_slli_epi16(h, 4), m30));
+  q[1] = _mm_or_si128(_mm_and_si128(b, m4), _mm_and_si128(_mm_slli_epi16(h, 2), m30));
+  q[2] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4), _mm_and_si128(h, m30));
+  q[3] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(b, 4), m4), _mm_and_si128(_mm_srli_epi16(h, 2), m30));
+  for (int k = 0; k < 4; ++k) q[k] = _mm_sub_epi8(q[k], c32);
+}
+
+// Q6_K: the 16 sub-block multipliers d*scale[s], converted with vector ops
+// once per super-block rather than one scalar int->float per sub-block.
+inline void q6_k_factors(const uint8_t* b, float dsc[16]) {
+  const __m128i sc = load16(b + 192);
+  const __m128 d = _mm_set1_ps(load_f16(b + 208));
+  _mm_storeu_ps(dsc, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(sc))));
+  _mm_storeu_ps(dsc + 4, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_srli_si128(sc, 4)))));
+  _mm_storeu_ps(dsc + 8, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_srli_si128(sc, 8)))));
+  _mm_storeu_ps(dsc + 12, _mm_mul_ps(d, _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_srli_si128(sc, 12)))));
+}
+
+// ---------------------------------------------------------------------------
+// Dot products. Each keeps several independent accumulators so consecutive
+// FMAs do not wait on each other.
+
+float dot_f32(const void* row, const float* x, int64_t n) {
+  const float* w = static_cast<const float*>(row);
+  vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  int64_t i = 0;
+  for (; i + 4 * kW <= n; i += 4 * kW) {
+    a0 = vfma(vload(w + i), vload(x + i), a0);
+    a1 = vfma(vload(w + i + kW), vload(x + i + kW), a1);
+    a2 = vfma(vload(w + i + 2 * kW), vload(x + i + 2 * kW), a2);
+    a3 = vfma(vload(w + i + 3 * kW), vload(x + i + 3 * kW), a3);
+  }
+  for (; i + kW <= n; i += kW) a0 = vfma(vload(w + i), vload(x + i), a0);
+  float s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
+  for (; i < n; ++i) s += w[i] * x[i];
+  return s;
+}
+
+template <vf (*Load)(const uint8_t*), float (*Load1)(const uint8_t*)>
+float dot_half(const void* row, const float* x, int64_t n) {
+  const auto* w = static_cast<const uint8_t*>(row);
+  vf a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
+  int64_t i = 0;
+  for (; i + 4 * kW <= n; i += 4 * kW) {
+    a0 = vfma(Load(w + 2 * i), vload(x + i), a0);
+    a1 = vfma(Load(w + 2 * (i + kW)), vload(x + i + kW), a1);
+    a2 = vfma(Load(w + 2 * (i + 2 * kW)), vload(x + i + 2 * kW), a2);
+    a3 = vfma(Load(w + 2 * (i + 3 * kW)), vload(x + i + 3 * kW), a3);
+  }
+  for (; i + kW <= n; i += kW) a0 = vfma(Load(w + 2 * i), vload(x + i), a0);
+  float s = vsum(vadd(vadd(a0, a1), vadd(a2, a3)));
+  for (; i < n; ++i) s += Load1(w + 2 * i) * x[i];
+  return s;
+}
+
+// One Q8_0 block: sum q*x over its 32 elements, as a vector.
+inline vf q8_0_block_dot(const uint8_t* b, const float* x) {
+  return fma_i8x16(load16(b + 18), x + 16, fma_i8x16(load16(b + 2), x, vzero()));
+}
+
+float dot_q8_0(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / kQK;
+  vf acc0 = vzero(), acc1 = vzero();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const uint8_t* b = p + i * kQ8Bytes;
+    prefetch(b);
+    prefetch(b + 64);
+    acc0 = vfma(vset1(load_f16(b)), q8_0_block_dot(b, x + i * kQK), acc0);
+    acc1 = vfma(vset1(load_f16(b + kQ8Bytes)), q8_0_block_dot(b + kQ8Bytes, x + (i + 1) * kQK), acc1);
+  }
+  if (i < nb) {
+    const uint8_t* b = p + i * kQ8Bytes;
+    acc0 = vfma(vset1(load_f16(b)), q8_0_block_dot(b, x + i * kQK), acc0);
+  }
+  return vsum(vadd(acc0, acc1));
+}
+
+#if !defined(LONGKV_KERNELS_AVX512)
+inline vf q4_0_block_dot(const uint8_t* b, const float* x) {
+  __m128i lo, hi;
+  q4_0_codes(b + 2, &lo, &hi);
+  return fma_i8x16(hi, x + 16, fma_i8x16(lo, x, vzero()));
+}
+
+float dot_q4_0(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / kQK;
+  vf acc0 = vzero(), acc1 = vzero();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    prefetch(b);
+    acc0 = vfma(vset1(load_f16(b)), q4_0_block_dot(b, x + i * kQK), acc0);
+    acc1 = vfma(vset1(load_f16(b + kQ4Bytes)), q4_0_block_dot(b + kQ4Bytes, x + (i + 1) * kQK), acc1);
+  }
+  if (i < nb) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    acc0 = vfma(vset1(load_f16(b)), q4_0_block_dot(b, x + i * kQK), acc0);
+  }
+  return vsum(vadd(acc0, acc1));
+}
+
+// sum_j d*sc_j * (q.x)_j - dmin*m_j * (sum x)_j over the 8 sub-blocks; the
+// two sums are accumulated apart and subtracted once at the end.
+float dot_q4_k(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  vf acc0 = vzero(), acc1 = vzero(), accm0 = vzero(), accm1 = vzero();
+  const int64_t nb = n / kQKK;
+  alignas(64) float dsc[kQ4KRun][8], dm[kQ4KRun][8];
+  for (int64_t i0 = 0; i0 < nb; i0 += kQ4KRun) {
+    const int run = q4_k_factor_run(p, i0, nb, dsc, dm);
+    for (int r = 0; r < run; ++r) {
+      const uint8_t* qs = p + (i0 + r) * kQ4KBytes + 16;
+      const float* xb = x + (i0 + r) * kQKK;
+      for (int c = 0; c < 4; ++c) {
+        prefetch(qs + 32 * c);
+        const __m128i qa = load16(qs + 32 * c), qb = load16(qs + 32 * c + 16);
+        const float* x0 = xb + 64 * c;
+        const float* x1 = x0 + 32;
+        const vf t0 =
+            fma_i8x16(_mm_and_si128(qb, m4), x0 + 16, fma_i8x16(_mm_and_si128(qa, m4), x0, vzero()));
+        const vf t1 = fma_i8x16(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), x1 + 16,
+                                fma_i8x16(_mm_and_si128(_mm_srli_epi16(qa, 4), m4), x1, vzero()));
+        acc0 = vfma(vset1(dsc[r][2 * c]), t0, acc0);
+        acc1 = vfma(vset1(dsc[r][2 * c + 1]), t1, acc1);
+        accm0 = vfma(vset1(dm[r][2 * c]), vadd(load_sum16(x0), load_sum16(x0 + 16)), accm0);
+        accm1 = vfma(vset1(dm[r][2 * c + 1]), vadd(load_sum16(x1), load_sum16(x1 + 16)), accm1);
+      }
+    }
+  }
+  return vsum(vsub(vadd(acc0, acc1), vadd(accm0, accm1)));
+}
+
+#endif  // !LONGKV_KERNELS_AVX512
+
+#if !defined(LONGKV_KERNELS_AVX512)
+// Each vector of 16 codes from q6_k_codes() is exactly one sub-block, so its
+// partial dot is scaled by that sub-block's d*scale.
+float dot_q6_k(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * kQ6KBytes;
+    float dsc[16];
+    q6_k_factors(b, dsc);
+    for (int h = 0; h < 2; ++h) {
+      for (int l0 = 0; l0 < 32; l0 += 16) {
+        prefetch(b + 64 * h + 2 * l0);
+        __m128i q[4];
+        q6_k_codes(b + 64 * h + l0, b + 128 + 32 * h + l0, q);
+        const int s = 8 * h + l0 / 16;
+        const float* xb = x + i * kQKK + 128 * h + l0;
+        for (int k = 0; k < 4; ++k)
+          acc[k] = vfma(vset1(dsc[s + 2 * k]), fma_i8x16(q[k], xb + 32 * k, vzero()), acc[k]);
+      }
+    }
+  }
+  return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
+}
+#endif  // !LONGKV_KERNELS_AVX512
+
+// ---------------------------------------------------------------------------
+// Row decoding.
+
+void dequant_f32(const void* row, float* dst, int64_t n) {
+  std::memcpy(dst, row, static_cast<size_t>(n) * sizeof(float));
+}
+
+template <vf (*Load)(const uint8_t*), float (*Load1)(const uint8_t*)>
+void dequant_half(const void* row, float* dst, int64_t n) {
+  const auto* w = static_cast<const uint8_t*>(row);
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vstore(dst + i, Load(w + 2 * i));
+  for (; i < n; ++i) dst[i] = Load1(w + 2 * i);
+}
+
+void dequant_q8_0(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const vf zero = vzero();
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const uint8_t* b = p + i * kQ8Bytes;
+    const vf d = vset1(load_f16(b));
+    store_i8x16(load16(b + 2), d, zero, dst + i * kQK);
+    store_i8x16(load16(b + 18), d, zero, dst + i * kQK + 16);
+  }
+}
+
+#if !defined(LONGKV_KERNELS_AVX512)
+void dequant_q4_0(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const vf zero = vzero();
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    __m128i lo, hi;
+    q4_0_codes(b + 2, &lo, &hi);
+    const vf d = vset1(load_f16(b));
+    store_i8x16(lo, d, zero, dst + i * kQK);
+    store_i8x16(hi, d, zero, dst + i * kQK + 16);
+  }
+}
+
+void dequant_q4_k(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * kQ4KBytes;
+    float dsc[8], dm[8];
+    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
+    const uint8_t* qs = b + 16;
+    float* y = dst + i * kQKK;
+    for (int c = 0; c < 4; ++c) {
+      const __m128i qa = load16(qs + 32 * c), qb = load16(qs + 32 * c + 16);
+      const vf s0 = vset1(dsc[2 * c]), o0 = vset1(-dm[2 * c]);
+      const vf s1 = vset1(dsc[2 * c + 1]), o1 = vset1(-dm[2 * c + 1]);
+      store_i8x16(_mm_and_si128(qa, m4), s0, o0, y + 64 * c);
+      store_i8x16(_mm_and_si128(qb, m4), s0, o0, y + 64 * c + 16);
+      store_i8x16(_mm_and_si128(_mm_srli_epi16(qa, 4), m4), s1, o1, y + 64 * c + 32);
+      store_i8x16(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), s1, o1, y + 64 * c + 48);
+    }
+  }
+}
+
+#endif  // !LONGKV_KERNELS_AVX512
+
+void dequant_q6_k(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const vf zero = vzero();
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * kQ6KBytes;
+    float dsc[16];
+    q6_k_factors(b, dsc);
+    for (int h = 0; h < 2; ++h) {
+      for (int l0 = 0; l0 < 32; l0 += 16) {
+        __m128i q[4];
+        q6_k_codes(b + 64 * h + l0, b + 128 + 32 * h + l0, q);
+        const int s = 8 * h + l0 / 16;
+        float* y = dst + i * kQKK + 128 * h + l0;
+        for (int k = 0; k < 4; ++k) store_i8x16(q[k], vset1(dsc[s + 2 * k]), zero, y + 32 * k);
+      }
+    }
+  }
+}
+
+#if defined(LONGKV_KERNELS_AVX512)
+
+// Q6_K codes for AVX-512: 32 bytes of ql, 32 of ql + 32 and 32 of qh give
+// 128 codes as four vectors of 32 int8, vector k covering elements
+// 32k..32k+31 of the half block (sub-blocks 2k and 2k + 1), centred to
+// -32..31. Same bit moves as q6_k_codes(), on twice the lanes per op.
+inline void q6_k_codes32(const uint8_t* ql, const uint8_t* qh, __m256i q[4]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30), c32 = _mm256_set1_epi8(32);
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh));
+  q[0] = _mm256_or_si256(_mm256_and_si256(a, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+  q[1] = _mm256_or_si256(_mm256_and_si256(b, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+  q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), _mm256_and_si256(h, m30));
+  q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4),
+                         _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+  for (int k = 0; k < 4; ++k) q[k] = _mm256_sub_epi8(q[k], c32);
+}
+
+// The sub-block scale is applied in integers: vpmaddwd multiplies the low
+// 16 bits of each code (its sign-extended value) by the scale and the high
+// 16 bits by 0, giving the exact product sc*q as int32. So each element
+// costs one conversion and one FMA with x, and d multiplies each
+// super-block's sum once: d*(sc*q)*x is the reference's (d*sc)*q*x with the
+// products associated differently.
+// sc*q for 16 codes as floats; `sc` holds the scale in its low int16 only.
+inline __m512 q6_k_scaled(__m128i q, int32_t sc) {
+  return _mm512_cvtepi32_ps(_mm512_madd_epi16(_mm512_cvtepi8_epi32(q), _mm512_set1_epi32(sc)));
+}
+
+constexpr int kQ6KRun = 16;  // super-blocks per scale pass: 1 KiB of scales
+float dot_q6_k(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  vf acc0 = vzero(), acc1 = vzero();
+  const int64_t nb = n / kQKK;
+  // Scales of a run of super-blocks are widened ahead of their use, as in
+  // dot_q4_k: a broadcast right after the store would stall on forwarding.
+  // Each lane holds the scale in its low int16 and 0 in its high one.
+  alignas(64) int32_t sc[kQ6KRun][16];
+  for (int64_t i0 = 0; i0 < nb; i0 += kQ6KRun) {
+    const int run = static_cast<int>(std::min<int64_t>(kQ6KRun, nb - i0));
+    for (int r = 0; r < run; ++r) {
+      const __m512i w = _mm512_cvtepi8_epi32(load16(p + (i0 + r) * kQ6KBytes + 192));
+      _mm512_store_si512(sc[r], _mm512_and_si512(w, _mm512_set1_epi32(0xFFFF)));
+    }
+    for (int r = 0; r < run; ++r) {
+      const uint8_t* b = p + (i0 + r) * kQ6KBytes;
+      vf s0 = vzero(), s1 = vzero(), s2 = vzero(), s3 = vzero();
+      for (int h = 0; h < 2; ++h) {
+        __m256i q[4];
+        q6_k_codes32(b + 64 * h, b + 128 + 32 * h, q);
+        const float* xb = x + (i0 + r) * kQKK + 128 * h;
+        const int32_t* sh = sc[r] + 8 * h;
+        for (int k = 0; k < 4; k += 2) {
+          prefetch(b + 64 * h + 32 * k);
+          const float* xk = xb + 32 * k;
+          s0 = vfma(q6_k_scaled(_mm256_castsi256_si128(q[k]), sh[2 * k]), vload(xk), s0);
+          s1 = vfma(q6_k_scaled(_mm256_extracti128_si256(q[k], 1), sh[2 * k + 1]), vload(xk + 16), s1);
+          s2 = vfma(q6_k_scaled(_mm256_castsi256_si128(q[k + 1]), sh[2 * k + 2]), vload(xk + 32), s2);
+          s3 = vfma(q6_k_scaled(_mm256_extracti128_si256(q[k + 1], 1), sh[2 * k + 3]), vload(xk + 48), s3);
+        }
+      }
+      const vf d = vset1(load_f16(b + 208));
+      acc0 = vfma(d, vadd(s0, s1), acc0);
+      acc1 = vfma(d, vadd(s2, s3), acc1);
+    }
+  }
+  return vsum(vadd(acc0, acc1));
+}
+
+// 4-bit codes on AVX-512: a 16-entry table of the block's (or sub-block's)
+// 16 possible weight values sits in one register, and vpermps looks each
+// code up directly. It uses only the low 4 bits of each 32-bit index, so the
+// zero-extended byte selects the low nibble as is and the byte shifted
+// right by 4 the high one. This replaces int8 -> int32 -> float conversions
+// plus a scale per element with one lookup, and the values are the same
+// products d*(q-8) (Q4_0) the reference computes.
+inline __m512i nibble_bytes(const uint8_t* p) { return _mm512_cvtepu8_epi32(load16(p)); }
+inline __m512 lookup(__m512i idx, __m512 table) { return _mm512_permutexvar_ps(idx, table); }
+inline __m512 code_ramp() { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+
+float dot_q4_0(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 centred = _mm512_sub_ps(code_ramp(), vset1(8.0f));
+  const int64_t nb = n / kQK;
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    prefetch(p + i * kQ4Bytes);
+    for (int k = 0; k < 2; ++k) {
+      const uint8_t* b = p + (i + k) * kQ4Bytes;
+      const float* xb = x + (i + k) * kQK;
+      const __m512 table = _mm512_mul_ps(centred, vset1(load_f16(b)));
+      const __m512i v = nibble_bytes(b + 2);
+      acc[2 * k] = vfma(lookup(v, table), vload(xb), acc[2 * k]);
+      acc[2 * k + 1] = vfma(lookup(_mm512_srli_epi32(v, 4), table), vload(xb + 16), acc[2 * k + 1]);
+    }
+  }
+  if (i < nb) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    const __m512 table = _mm512_mul_ps(centred, vset1(load_f16(b)));
+    const __m512i v = nibble_bytes(b + 2);
+    acc[0] = vfma(lookup(v, table), vload(x + i * kQK), acc[0]);
+    acc[1] = vfma(lookup(_mm512_srli_epi32(v, 4), table), vload(x + i * kQK + 16), acc[1]);
+  }
+  return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
+}
+
+// Q4_K: one table per sub-block, d*sc*q - dmin*m for q = 0..15.
+float dot_q4_k(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 ramp = code_ramp();
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
+  const int64_t nb = n / kQKK;
+  alignas(64) float dsc[kQ4KRun][8], dm[kQ4KRun][8];
+  for (int64_t i0 = 0; i0 < nb; i0 += kQ4KRun) {
+    const int run = q4_k_factor_run(p, i0, nb, dsc, dm);
+    for (int r = 0; r < run; ++r) {
+      const uint8_t* qs = p + (i0 + r) * kQ4KBytes + 16;
+      const float* xb = x + (i0 + r) * kQKK;
+      for (int c = 0; c < 4; ++c) {
+        prefetch(qs + 32 * c);
+        const __m512 t0 = vfma(ramp, vset1(dsc[r][2 * c]), vset1(-dm[r][2 * c]));
+        const __m512 t1 = vfma(ramp, vset1(dsc[r][2 * c + 1]), vset1(-dm[r][2 * c + 1]));
+        const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
+        const float* x0 = xb + 64 * c;
+        acc[0] = vfma(lookup(va, t0), vload(x0), acc[0]);
+        acc[1] = vfma(lookup(vb, t0), vload(x0 + 16), acc[1]);
+        acc[2] = vfma(lookup(_mm512_srli_epi32(va, 4), t1), vload(x0 + 32), acc[2]);
+        acc[3] = vfma(lookup(_mm512_srli_epi32(vb, 4), t1), vload(x0 + 48), acc[3]);
+      }
+    }
+  }
+  return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
+}
+
+void dequant_q4_0(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 centred = _mm512_sub_ps(code_ramp(), vset1(8.0f));
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const uint8_t* b = p + i * kQ4Bytes;
+    const __m512 table = _mm512_mul_ps(centred, vset1(load_f16(b)));
+    const __m512i v = nibble_bytes(b + 2);
+    vstore(dst + i * kQK, lookup(v, table));
+    vstore(dst + i * kQK + 16, lookup(_mm512_srli_epi32(v, 4), table));
+  }
+}
+
+void dequant_q4_k(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  const __m512 ramp = code_ramp();
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * kQ4KBytes;
+    float dsc[8], dm[8];
+    q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
+    const uint8_t* qs = b + 16;
+    float* y = dst + i * kQKK;
+    for (int c = 0; c < 4; ++c) {
+      const __m512 t0 = vfma(ramp, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
+      const __m512 t1 = vfma(ramp, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
+      const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
+      vstore(y + 64 * c, lookup(va, t0));
+      vstore(y + 64 * c + 16, lookup(vb, t0));
+      vstore(y + 64 * c + 32, lookup(_mm512_srli_epi32(va, 4), t1));
+      vstore(y + 64 * c + 48, lookup(_mm512_srli_epi32(vb, 4), t1));
+    }
+  }
+}
+#endif  // LONGKV_KERNELS_AVX512
+
+constexpr CpuWeightKernels kKernels[] = {
+    {.type = WeightType::F32, .dot = dot_f32, .dequantize = dequant_f32},
+    {.type = WeightType::F16, .dot = dot_half<vload_f16, load_f16>,
+     .dequantize = dequant_half<vload_f16, load_f16>},
+    {.type = WeightType::BF16, .dot = dot_half<vload_bf16, load_bf16>,
+     .dequantize = dequant_half<vload_bf16, load_bf16>},
+    {.type = WeightType::Q8_0, .dot = dot_q8_0, .dequantize = dequant_q8_0},
+    {.type = WeightType::Q4_0, .dot = dot_q4_0, .dequantize = dequant_q4_0},
+    {.type = WeightType::Q4_K, .dot = dot_q4_k, .dequantize = dequant_q4_k},
+    {.type = WeightType::Q6_K, .dot = dot_q6_k, .dequantize = dequant_q6_k},
+};
+
+#else  // no SIMD: decode each chunk with the reference and dot in float
+
+constexpr const char* kIsa = "scalar";
+
+template <WeightType T>
+void dequant_scalar(const void* row, float* dst, int64_t n) {
+  weight_traits(T).to_float_ref(row, dst, n);
+}
+
+template <WeightType T>
+float dot_scalar(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  float buf[kQKK];
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; i += kQKK) {
+    const int64_t m = n - i < kQKK ? n - i : kQKK;
+    weight_traits(T).to_float_ref(p + row_bytes(T, i), buf, m);
+    for (int64_t j = 0; j < m; ++j) s += buf[j] * x[i + j];
+  }
+  return s;
+}
+
+#define LONGKV_SCALAR_ENTRY(T) \
+  {.type = WeightType::T, .dot = dot_scalar<WeightType::T>, .dequantize = dequant_scalar<WeightType::T>}
+constexpr CpuWeightKernels kKernels[] = {
+    LONGKV_SCALAR_ENTRY(F32),  LONGKV_SCALAR_ENTRY(F16),  LONGKV_SCALAR_ENTRY(BF16),
+    LONGKV_SCALAR_ENTRY(Q8_0), LONGKV_SCALAR_ENTRY(Q4_0), LONGKV_SCALAR_ENTRY(Q4_K),
+    LONGKV_SCALAR_ENTRY(Q6_K),
+};
+#undef LONGKV_SCALAR_ENTRY
+
+#endif
+
+constexpr int kernels_index(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return 0;
+    case WeightType::F16: return 1;
+    case WeightType::BF16: return 2;
+    case WeightType::Q8_0: return 3;
+    case WeightType::Q4_0: return 4;
+    case WeightType::Q4_K: return 5;
+    case WeightType::Q6_K: return 6;
+  }
+  return -1;
+}
+
+constexpr bool kernels_table_consistent() {
+  for (int i = 0; i < static_cast<int>(std::size(kKernels)); ++i)
+    if (kernels_index(kKernels[i].type) != i) return false;
+  return true;
+}
+static_assert(kernels_table_consistent(), "kKernels order must match kernels_index()");
+
+}  // namespace
+
+const CpuWeightKernels& cpu_weight_kernels(WeightType t) {
+  const int i = kernels_index(t);
+  LONGKV_ASSERT(i >= 0);
+  return kKernels[i];
+}
+
+const char* cpu_weight_kernels_isa() { return kIsa; }
+
+}  // namespace longkv

@@ -1,0 +1,807 @@
+// The Llama forward pass on one GPU (the twin of model/llama_model.cpp):
+// weights resident in their stored formats, f32 activations, one GpuKvCache
+// per layer. Single tokens go through the GEMV kernels; chunks through
+// dequantized weights and cuBLAS.
+//
+// wq|wk|wv and w_gate|w_up are uploaded with their rows stacked in one
+// buffer when they share a type and width: one GEMV each for a token (q, k, v
+// land contiguous, so one RoPE launch turns q and k), views of the parts for
+// the GEMM path. A single-token step can run as a CUDA graph: the step is
+// captured (nothing in it synchronizes; the token id comes from pinned
+// memory), and replayed as is while the caches' replay keys stay the same:
+// RoPE, the append and the split kernels read the position from device
+// memory, and split counts come from buckets of the token count (quantized
+// caches: fixed while their group count stays). Since milestone 11 a cache
+// may take a single-token step whole (GpuKvCache::decode_block: the f16
+// cache rotates, appends and attends in one kernel), fed the raw q, k, v.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "backend/cuda/gpu_kv_cache.cuh"
+#include "core/timer.h"
+
+namespace longkv {
+namespace cuda {
+namespace {
+
+struct GpuLayer {
+  DeviceBuffer attn_norm, ffn_norm, bq, bk, bv;
+  DeviceBuffer wq_buf, wk_buf, wv_buf, wo_buf, wg_buf, wu_buf, wd_buf;
+  GpuWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+  GpuWeight wqkv, wgu;  // stacked (rows == 0: not stacked, separate GEMVs)
+  bool glu = false;      // wgu's rows interleaved (gate_i, up_i): SwiGLU in its GEMV's store
+};
+
+DeviceBuffer upload_floats(const std::vector<float>& v, cudaStream_t s) {
+  DeviceBuffer b;
+  if (v.empty()) return b;
+  b.resize(v.size() * sizeof(float));
+  LONGKV_CUDA_CHECK(cudaMemcpyAsync(b.as(), v.data(), b.bytes(), cudaMemcpyHostToDevice, s));
+  return b;
+}
+
+class CudaModelImpl final : public CudaModel {
+ public:
+  CudaModelImpl(const ModelWeights& w, const CudaModelOptions& o) : cfg_(w.cfg), opt_(o) {
+    std::string why;
+    LONGKV_CHECK(cuda_available(&why), "%s", why.c_str());
+    LONGKV_CHECK(o.max_tokens > 0, "CUDA model needs a positive KV capacity (max_tokens)");
+    LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+    LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&cs_, cudaStreamNonBlocking));
+    LONGKV_CUBLAS_CHECK(cublasCreate(&ws_.cublas));
+    ws_.gemm = o.gemm;
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_a_));
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_b_));
+    for (StepGraph* g : {&cur_, &ahead_}) {
+      LONGKV_CUDA_CHECK(cudaEventCreate(&g->ev_a));
+      LONGKV_CUDA_CHECK(cudaEventCreate(&g->ev_b));
+    }
+    rec_a_ = ev_a_;
+    rec_b_ = ev_b_;
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_g0_));
+    LONGKV_CUDA_CHECK(cudaEventCreate(&ev_g1_));
+
+    tok_embd_ = upload_weight(w.tok_embd, tok_buf_, s_);
+    if (w.tied_output || w.output.data == w.tok_embd.data) {
+      output_ = tok_embd_;
+    } else {
+      output_ = upload_weight(w.output, out_buf_, s_);
+    }
+    output_norm_ = upload_floats(w.output_norm, s_);
+    layers_.resize(cfg_.n_layers);
+    for (int l = 0; l < cfg_.n_layers; ++l) {
+      const LayerWeights& L = w.layers[l];
+      GpuLayer& G = layers_[l];
+      G.attn_norm = upload_floats(L.attn_norm, s_);
+      G.ffn_norm = upload_floats(L.ffn_norm, s_);
+      G.bq = upload_floats(L.bq, s_);
+      G.bk = upload_floats(L.bk, s_);
+      G.bv = upload_floats(L.bv, s_);
+      const std::vector<const WeightView*> qkv{&L.wq, &L.wk, &L.wv}, gu{&L.w_gate, &L.w_up};
+      if (stackable(qkv)) {
+        GpuWeight parts[3];
+        G.wqkv = upload_stacked(qkv, G.wq_buf, parts, s_);
+        G.wq = parts[0];
+        G.wk = parts[1];
+        G.wv = parts[2];
+      } else {
+        G.wq = upload_weight(L.wq, G.wq_buf, s_);
+        G.wk = upload_weight(L.wk, G.wk_buf, s_);
+        G.wv = upload_weight(L.wv, G.wv_buf, s_);
+      }
+      // SwiGLU in the gate|up GEMV's store (CudaTuning::gemv_glu): the slab
+      // kernel of a block format in one slice, as gemv_act requires.
+      const CudaTuning& t = cuda_tuning();
+      G.glu = t.gemv_glu && stackable(gu) && L.w_gate.rows == L.w_up.rows && t.fuse_activation && !t.gemv_rows &&
+              gemv_glu_supported(L.w_gate.type, L.w_gate.cols);
+      if (G.glu) {
+        GpuWeight parts[2];
+        G.wgu = upload_interleaved(L.w_gate, L.w_up, G.wg_buf, parts, s_);
+        G.w_gate = parts[0];
+        G.w_up = parts[1];
+      } else if (stackable(gu)) {
+        GpuWeight parts[2];
+        G.wgu = upload_stacked(gu, G.wg_buf, parts, s_);
+        G.w_gate = parts[0];
+        G.w_up = parts[1];
+      } else {
+        G.w_gate = upload_weight(L.w_gate, G.wg_buf, s_);
+        G.w_up = upload_weight(L.w_up, G.wu_buf, s_);
+      }
+      G.wo = upload_weight(L.wo, G.wo_buf, s_);
+      G.w_down = upload_weight(L.w_down, G.wd_buf, s_);
+      // Host copies may be freed once the uploads have finished.
+      LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    }
+    RopeTable rt(cfg_.head_dim, cfg_.rope_dim > 0 ? cfg_.rope_dim : cfg_.head_dim, cfg_.rope_base, cfg_.rope);
+    rope_dim_ = rt.rope_dim;
+    inv_freq_.resize(sizeof(float) * (rope_dim_ / 2));
+    LONGKV_CUDA_CHECK(cudaMemcpy(inv_freq_.as(), rt.inv_freq, inv_freq_.bytes(), cudaMemcpyHostToDevice));
+
+    KvShape ks;
+    ks.n_heads = cfg_.n_heads;
+    ks.n_kv_heads = cfg_.n_kv_heads;
+    ks.head_dim = cfg_.head_dim;
+    ks.max_tokens = o.max_tokens;
+    for (int l = 0; l < cfg_.n_layers; ++l) caches_.push_back(make_gpu_kv_cache(o.kv_mode, ks));
+    // Decode partial states, sized once for the most splits any cache uses
+    // (dense and quantized parts each <= one wave of <= 64 warps/SM over the KV heads, plus
+    // the fp16 window's), so no allocation happens inside a captured step.
+    int sms = 132;
+    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const size_t parts = 2 * (static_cast<size_t>(sms) * 64 / std::max(1, cfg_.n_kv_heads) + 2) + 256;
+    ws_.a.reserve(static_cast<size_t>(cfg_.n_heads) * parts * cfg_.head_dim * sizeof(float));
+    ws_.b.reserve(static_cast<size_t>(cfg_.n_heads) * parts * 2 * sizeof(float));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&logits_host_, sizeof(float) * cfg_.n_vocab));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&top_keys_host_, sizeof(unsigned long long) * kMaxDeviceTopK));
+    dpos_.resize(sizeof(int));
+    greedy_.resize(sizeof(GreedyState));
+    LONGKV_CUDA_CHECK(cudaMemset(greedy_.as(), 0, greedy_.bytes()));
+    LONGKV_CUDA_CHECK(cudaHostAlloc(&ring_host_, kRing * sizeof(int32_t), cudaHostAllocMapped));
+    LONGKV_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&ring_dev_), ring_host_, 0));
+    for (cudaEvent_t& e : ev_step_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    decode_block_reserve(ws_, cfg_.n_kv_heads);
+    for (auto& cache : caches_) cache->set_step_position(dpos_.as<int>());
+  }
+
+  ~CudaModelImpl() override {
+    cudaStreamSynchronize(s_);
+    if (cur_.exec) cudaGraphExecDestroy(cur_.exec);
+    if (ahead_.exec) cudaGraphExecDestroy(ahead_.exec);
+    if (ids_host_) cudaFreeHost(ids_host_);
+    if (pos_host_) cudaFreeHost(pos_host_);
+    if (logits_host_) cudaFreeHost(logits_host_);
+    if (top_keys_host_) cudaFreeHost(top_keys_host_);
+    if (ring_host_) cudaFreeHost(ring_host_);
+    for (cudaEvent_t e : ev_step_)
+      if (e) cudaEventDestroy(e);
+    caches_.clear();
+    cublasDestroy(ws_.cublas);
+    cudaEventDestroy(ev_a_);
+    cudaEventDestroy(ev_b_);
+    for (StepGraph* g : {&cur_, &ahead_}) {
+      cudaEventDestroy(g->ev_a);
+      cudaEventDestroy(g->ev_b);
+    }
+    cudaEventDestroy(ev_g0_);
+    cudaEventDestroy(ev_g1_);
+    cudaStreamDestroy(s_);
+    cudaStreamDestroy(cs_);
+  }
+
+  const ModelConfig& config() const override { return cfg_; }
+  std::string kv_mode() const override { return caches_[0]->mode(); }
+  CudaGemm gemm() const override { return opt_.gemm; }
+  bool graphs() const override { return opt_.graphs; }
+  int kv_size() const override { return caches_[0]->size(); }
+  void clear() override {
+    for (auto& c : caches_) c->clear();
+  }
+  void fill_random_kv(int n, uint64_t seed) override {
+    for (size_t l = 0; l < caches_.size(); ++l) caches_[l]->fill_random(n, seed * 1000 + l, s_);
+    maybe_capture_ahead(kv_size(), true, last_greedy_);  // as after a prompt
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+  KvFootprint kv_footprint() const override {
+    KvFootprint f;
+    for (const auto& c : caches_) f.add_layer(c->footprint());
+    return f;
+  }
+  size_t weight_bytes() const override {
+    size_t b = tok_embd_.nbytes() + (output_.data == tok_embd_.data ? 0 : output_.nbytes());
+    for (const auto& L : layers_)  // the parts of stacked matrices, counted once
+      b += L.wq.nbytes() + L.wk.nbytes() + L.wv.nbytes() + L.wo.nbytes() +
+           (L.glu ? L.wgu.nbytes() : L.w_gate.nbytes() + L.w_up.nbytes()) +  // glu: parts are rows 2 ld apart
+           L.w_down.nbytes();
+    return b;
+  }
+  void synchronize() override { LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+  ForwardTimings& timings() override { return timings_; }
+
+  void forward(const int32_t* tokens, int n, int pos, float* logits, bool all_logits) override {
+    run(tokens, n, pos, logits, all_logits);
+  }
+  float* forward_view(const int32_t* tokens, int n, int pos) override {
+    if (cuda_tuning().logits_pageable) {  // the comparison: the copy into pageable memory, as forward makes it
+      logits_pageable_.resize(cfg_.n_vocab);
+      run(tokens, n, pos, logits_pageable_.data(), false);
+      return logits_pageable_.data();
+    }
+    run(tokens, n, pos, logits_host_, false);
+    return logits_host_;
+  }
+  const std::pair<float, int32_t>* forward_top(const int32_t* tokens, int n, int pos, int k) override {
+    LONGKV_CHECK(k >= 1 && k <= kMaxDeviceTopK && k <= cfg_.n_vocab, "forward_top: k = %d (1..%d, <= %d logits)", k,
+                 kMaxDeviceTopK, cfg_.n_vocab);
+    run(tokens, n, pos, nullptr, false, k);
+    top_.resize(k);
+    for (int j = 0; j < k; ++j) logit_key_decode(top_keys_host_[j], &top_[j].first, &top_[j].second);
+    return top_.data();
+  }
+  int graph_captures() const override { return captures_; }
+  int graph_replays() const override { return replays_; }
+  StepTimes& step_times() override { return step_times_; }
+  void time_decode_attention(bool on) override { time_decode_attention_ = on; }
+
+ private:
+  // forward's work; logits may be logits_host_ (forward_view), whose copy is
+  // then one DMA from the device. Into pageable memory the driver stages the
+  // copy through a pinned buffer of its own and copies again on the host:
+  // ~55 us a step of the GPU idling for 501 KiB of llama3-8b logits on the
+  // H200 (docs/cuda-notes.md, milestone 26).
+  // top_k > 0 (forward_top, logits null): the last row's top_k keys to
+  // top_keys_host_ instead of a row of logits.
+  void run(const int32_t* tokens, int n, int pos, float* logits, bool all_logits, int top_k = 0) {
+    const ModelConfig& c = cfg_;
+    LONGKV_CHECK(n >= 1, "forward needs at least one token");
+    LONGKV_CHECK(pos == kv_size(), "forward at position %d but the caches hold %d tokens", pos, kv_size());
+    for (int t = 0; t < n; ++t)
+      LONGKV_CHECK(tokens[t] >= 0 && tokens[t] < c.n_vocab, "token id %d out of range [0, %d)", tokens[t], c.n_vocab);
+    const double t0 = now_seconds();
+    ensure_scratch(n);
+    const int first = all_logits ? 0 : n - 1, rows = n - first;
+    const bool want = logits != nullptr || top_k > 0;
+    Launched step{kDirect, false};
+    if (n == 1) {
+      step = launch_single(tokens, pos, want, false);
+    } else {
+      step.timed = enqueue(tokens, n, pos, want, all_logits);
+    }
+    const bool no_copy = n == 1 && (cuda_tuning().step_probe & 32);  // diagnostics only: logits not returned
+    if (logits && !no_copy)
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.as(), sizeof(float) * rows * c.n_vocab, cudaMemcpyDeviceToHost,
+                                        s_));
+    if (top_k > 0) {  // logits_ holds the last position's row alone (all_logits false)
+      top_part_.reserve(sizeof(unsigned long long) * top_k_scratch_keys(c.n_vocab, top_k));
+      top_keys_.reserve(sizeof(unsigned long long) * kMaxDeviceTopK);
+      top_k_keys(logits_.as<float>(), c.n_vocab, top_k, top_part_.as<unsigned long long>(),
+                 top_keys_.as<unsigned long long>(), s_);
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(top_keys_host_, top_keys_.as(), sizeof(unsigned long long) * top_k,
+                                        cudaMemcpyDeviceToHost, s_));
+    }
+    // After a prompt whose logits are wanted (generation follows; a context
+    // filled chunk by chunk without logits need not capture after every
+    // chunk), the next step is captured while the prompt runs: of the kind
+    // the last single-token step was, so a generation's first step replays
+    // (forward_view and decode_greedy always want logits).
+    if (n == 1) maybe_capture_ahead(pos + 1, want, false);
+    else if (want) maybe_capture_ahead(pos + n, true, last_greedy_);
+    if (n == 1) last_greedy_ = false;
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    if (step.timed) add_attention_time(step.kind);
+    const double dt = now_seconds() - t0;
+    timings_.total_s += dt;
+    if (n == 1) count_step(step.kind, dt);
+  }
+
+  // How a single-token step was launched, and whether it records the
+  // attention events.
+  enum StepKind { kReplayed, kCaptured, kDirect };
+  struct Launched {
+    StepKind kind;
+    bool timed;
+  };
+
+  // Queues the single-token step at pos (no synchronization). The first
+  // single-token step runs directly: lazy one-time queries (occupancy,
+  // attributes) then happen outside any capture. A step whose launches read
+  // nothing per-step from the host (replay keys of every cache) replays the
+  // executable captured for its key; a new key is captured once and
+  // cudaGraphExecUpdate'd into it (re-instantiated if the update is
+  // refused). Steps of caches without keys run directly. Since milestone 27
+  // the next step is captured ahead (maybe_capture_ahead) while this one
+  // runs, so the GPU never waits for a capture. A greedy step (milestone 28)
+  // reads its token and position from the device, where the step before it
+  // (or decode_greedy) left them, and ends with greedy_next.
+  Launched launch_single(const int32_t* token, int pos, bool want, bool greedy) {
+    std::vector<uint64_t> key;
+    if (opt_.graphs && direct_steps_ > 0 && step_key(want, greedy, &key)) {
+      if (!greedy) {  // the sources of the graph's two copies
+        *ids_host_ = token[0];
+        *pos_host_ = pos;
+      }
+      if (ahead_.exec && key == ahead_.key && !(cur_.exec && key == cur_.key)) std::swap(cur_, ahead_);
+      if (cur_.exec && key == cur_.key) {
+        for (auto& cache : caches_) cache->advance(1);
+        if (step_times_.time_gpu) LONGKV_CUDA_CHECK(cudaEventRecord(ev_g0_, s_));
+        LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
+        if (step_times_.time_gpu) LONGKV_CUDA_CHECK(cudaEventRecord(ev_g1_, s_));
+        ++replays_;
+        return {kReplayed, cur_.timed};
+      }
+      const double tc = now_seconds();
+      capture(cur_, key, pos, want, greedy, s_);
+      step_times_.capture_s += now_seconds() - tc;
+      LONGKV_CUDA_CHECK(cudaGraphLaunch(cur_.exec, s_));
+      return {kCaptured, cur_.timed};
+    }
+    if (!greedy) *pos_host_ = pos;
+    const bool timed = enqueue(token, 1, pos, want, false, greedy);
+    ++direct_steps_;
+    return {kDirect, timed};
+  }
+
+  // The attention time of the step just finished (its events recorded).
+  // Record nodes (cudaEventRecordExternal in the capture) time like stream
+  // records; should a driver refuse, the step is not sampled.
+  void add_attention_time(StepKind kind) {
+    float ms = 0;
+    const cudaEvent_t ea = kind == kDirect ? ev_a_ : cur_.ev_a, eb = kind == kDirect ? ev_b_ : cur_.ev_b;
+    if (cudaEventElapsedTime(&ms, ea, eb) == cudaSuccess) timings_.attention_s += 1e-3 * ms * cfg_.n_layers;
+    else cudaGetLastError();
+  }
+
+  // done: the step has finished (its events can be read).
+  void count_step(StepKind kind, double dt, bool done = true) {
+    StepTimes& st = step_times_;
+    float ms = 0;
+    if (kind == kReplayed && st.time_gpu && done) {
+      if (cudaEventElapsedTime(&ms, ev_g0_, ev_g1_) == cudaSuccess) st.replayed_gpu_s += 1e-3 * ms;
+      else cudaGetLastError();
+    }
+    if (kind == kReplayed) ++st.replayed, st.replayed_s += dt;
+    else if (kind == kCaptured) ++st.captured, st.captured_s += dt;
+    else ++st.direct, st.direct_s += dt;
+  }
+
+ public:
+  int decode_greedy(int32_t token, int pos, int max_new, const std::function<bool(int32_t)>& emit) override {
+    const ModelConfig& c = cfg_;
+    LONGKV_CHECK(max_new >= 1, "decode_greedy needs at least one token to generate (got %d)", max_new);
+    LONGKV_CHECK(pos == kv_size(), "decode_greedy at position %d but the caches hold %d tokens", pos, kv_size());
+    LONGKV_CHECK(token >= 0 && token < c.n_vocab, "token id %d out of range [0, %d)", token, c.n_vocab);
+    const double t0 = now_seconds();
+    ensure_scratch(1);
+    last_greedy_ = true;
+    // The first step's token and position; every step then leaves the next
+    // one's on the device (greedy_next). No other step may be in flight
+    // while the host writes these pinned cells: every call ends synchronized.
+    *ids_host_ = token;
+    *pos_host_ = pos;
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), ids_host_, sizeof(int32_t), cudaMemcpyHostToDevice, s_));
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
+    LONGKV_CUDA_CHECK(cudaMemsetAsync(greedy_.as(), 0, sizeof(GreedyState), s_));
+    // Timed attention needs each step's events read before they are
+    // recorded again, so those runs wait step by step.
+    const bool pipelined = cuda_tuning().greedy_pipeline && !time_decode_attention_;
+    // At most two steps are in flight: step j's slot is j % 2.
+    Launched launched[2] = {};
+    double started[2] = {};
+    int emitted = 0;
+    // Waits for step j and hands its token to emit.
+    auto finish = [&](int j) {
+      LONGKV_CUDA_CHECK(cudaEventSynchronize(ev_step_[j % 2]));
+      if (!pipelined) {
+        if (launched[j % 2].timed) add_attention_time(launched[j % 2].kind);
+        count_step(launched[j % 2].kind, now_seconds() - started[j % 2]);
+      }
+      ++emitted;
+      return emit(static_cast<volatile int32_t*>(ring_host_)[j % kRing]);
+    };
+    int j = 0;
+    bool go = true;
+    try {
+      for (; j < max_new && go; ++j) {
+        started[j % 2] = now_seconds();
+        launched[j % 2] = launch_single(nullptr, pos + j, true, true);
+        LONGKV_CUDA_CHECK(cudaEventRecord(ev_step_[j % 2], s_));
+        if (j + 1 < max_new) maybe_capture_ahead(pos + j + 1, true, true);
+        if (pipelined) {
+          ++step_times_.pipelined;
+          count_step(launched[j % 2].kind, now_seconds() - started[j % 2], false);
+          if (j > 0) go = finish(j - 1);
+        } else {
+          go = finish(j);
+        }
+      }
+      if (pipelined && go) finish(j - 1);  // the last step's token
+    } catch (...) {
+      cudaStreamSynchronize(s_);
+      throw;
+    }
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    timings_.total_s += now_seconds() - t0;
+    return emitted;
+  }
+
+ private:
+  // After a single-token step was queued: captures the one after it ahead
+  // (CudaTuning::graph_ahead), once single-token steps run as graphs.
+  void maybe_capture_ahead(int pos, bool want, bool greedy) {
+    if (opt_.graphs && direct_steps_ > 0 && cuda_tuning().graph_ahead) capture_ahead(pos, want, greedy);
+  }
+
+  // Queues one forward pass on s_ (no synchronization, no host memory but
+  // the token ids, which must stay valid until the work ran). Returns
+  // whether the attention events were recorded. A greedy step (one token,
+  // logits wanted) takes its token id and position from ids_ and dpos_ as
+  // the device holds them, and ends with greedy_next, which sets both for
+  // the next step.
+  bool enqueue(const int32_t* tokens, int n, int pos, bool want_logits, bool all_logits, bool greedy = false) {
+    const ModelConfig& c = cfg_;
+    const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
+    LONGKV_CHECK(!greedy || (n == 1 && want_logits), "a greedy step is one token with logits");
+    if (!greedy) LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
+    // Single-token steps: RoPE and the caches read the position from dpos_.
+    const int* dpos = n == 1 ? dpos_.as<int>() : nullptr;
+    if (dpos && !greedy)
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
+    float* x = x_.as<float>();
+    float* xb = xb_.as<float>();
+    float* att = att_.as<float>();
+    get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
+    const bool neox = c.rope == RopeStyle::neox;
+    bool timed = false;
+    const int skip = n == 1 ? cuda_tuning().step_probe : 0;  // diagnostics only (CudaTuning::step_probe)
+
+    for (int l = 0; l < c.n_layers; ++l) {
+      GpuLayer& L = layers_[l];
+      float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
+      const bool stacked_qkv = n == 1 && L.wqkv.rows > 0;
+      // A single-token step on a cache that takes it whole (milestone 11):
+      // RoPE, append and attention in one kernel, fed the raw q, k, v.
+      const DecodeRope drope{inv_freq_.as<float>(), rope_dim_, neox};
+      const bool block = n == 1 && caches_[l]->decode_block_ok(drope);
+      // Else RoPE of q and k by the q|k|v GEMV (in its store where it can,
+      // else rope() right after it) unless biases come between.
+      const bool gemv_roped = stacked_qkv && !block && !L.bq.bytes() && !L.bk.bytes();
+      if (stacked_qkv) {  // one GEMV, RMSNorm inside it; q, k, v contiguous in qkv_
+        q = qkv_.as<float>();
+        k = q + qd;
+        v = k + kvd;
+        GemvAct a = norm_act(x, L.attn_norm, xb);
+        if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
+                                  neox};
+        if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
+      } else {
+        rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+        matmul(L.wq, xb, n, q, false);
+        matmul(L.wk, xb, n, k, false);
+        matmul(L.wv, xb, n, v, false);
+      }
+      if (L.bq.bytes()) add_bias(q, L.bq.as<float>(), n, qd, s_);
+      if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
+      if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
+      if (block) {
+        // the attention kernel rotates q and k itself
+      } else if (stacked_qkv && !gemv_roped) {
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_, dpos);
+      } else if (!stacked_qkv) {
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_, dpos);
+        rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_, dpos);
+      }
+      // Attention time is sampled on one layer per call (events around every
+      // layer would serialize the queue) and scaled by the layer count; in a
+      // single-token step only when asked (time_decode_attention), since the
+      // records cut two PDL edges. Every graph-replayed step of the bench
+      // went untimed until milestone 27: see record_attention_event.
+      const bool sample = l == c.n_layers / 2 && (n > 1 || time_decode_attention_);
+      if (sample) record_attention_event(rec_a_);
+      if (skip & 2) {
+        caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
+      } else if (block) {
+        caches_[l]->decode_block(q, k, v, drope, att, ws_, s_);
+      } else {
+        caches_[l]->append(k, v, n, s_);
+        caches_[l]->attend(q, n, att, ws_, s_);
+      }
+      if (sample) {
+        record_attention_event(rec_b_);
+        timed = true;
+      }
+      if (!(skip & 4)) matmul(L.wo, att, n, x, true);
+      float *gate = gate_.as<float>(), *up = up_.as<float>();
+      if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU in its store (glu) or w_down's load
+        gate = qkv_.as<float>();  // [gate | up] of one token
+        up = gate + ffn;
+        if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
+          GemvAct a = norm_act(x, L.ffn_norm, xb);
+          a.glu = true;
+          if (!(skip & 8)) gemv_act(L.wgu, a, gate, false, s_);
+          if (!(skip & 16)) gemv(L.w_down, gate, x, true, s_);
+          continue;
+        }
+        if (!(skip & 8)) gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
+        GemvAct sw;
+        sw.kind = GemvAct::swiglu;
+        sw.x = sw.scratch = gate;
+        sw.up = up;
+        if (!(skip & 16)) gemv_act(L.w_down, sw, x, true, s_);
+        continue;
+      }
+      rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+      matmul(L.w_gate, xb, n, gate, false);
+      matmul(L.w_up, xb, n, up, false);
+      swiglu(gate, up, static_cast<size_t>(n) * ffn, s_);
+      matmul(L.w_down, gate, n, x, true);
+    }
+
+    if (want_logits) {
+      const int first = all_logits ? 0 : n - 1;
+      const int rows = n - first;
+      float* xr = x + static_cast<size_t>(first) * dim;
+      if (rows == 1) {
+        gemv_act(output_, norm_act(xr, output_norm_, xb), logits_.as<float>(), false, s_);
+      } else {
+        rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
+        matmul(output_, xb, rows, logits_.as<float>(), false);
+      }
+    }
+    if (greedy)
+      greedy_next(logits_.as<float>(), c.n_vocab, greedy_.as<GreedyState>(), ids_.as<int32_t>(), dpos_.as<int>(),
+                  ring_dev_, kRing - 1, s_);
+    return timed;
+  }
+
+  // In a capture a plain cudaEventRecord only marks a dependency and times
+  // nothing: External makes it a record node of the graph. Outside a
+  // capture the driver refuses that flag ("cannot be performed in the
+  // present state"; milestone 28's first device call), so a direct step or
+  // a prompt records plainly.
+  void record_attention_event(cudaEvent_t e) {
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    LONGKV_CUDA_CHECK(cudaStreamIsCapturing(s_, &cs));
+    LONGKV_CUDA_CHECK(
+        cudaEventRecordWithFlags(e, s_, cs == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : 0u));
+  }
+
+  // The replay key of the next single-token step: every cache's, whether
+  // logits are copied, whether it is greedy, and the scratch buffers'
+  // identity (a longer prompt reallocates the activations and the attention
+  // partials, and a captured step must not replay into freed memory); false
+  // if some cache has none.
+  bool step_key(bool want_logits, bool greedy, std::vector<uint64_t>* key) const {
+    key->assign(1, (want_logits ? 1 : 2) | (time_decode_attention_ ? 4 : 0) | (greedy ? 8 : 0));
+    key->push_back(scratch_gen_);
+    key->push_back(reinterpret_cast<uint64_t>(ws_.a.as()));
+    key->push_back(reinterpret_cast<uint64_t>(ws_.b.as()));
+    for (const auto& cache : caches_)
+      if (!cache->replay_key(key)) return false;
+    return true;
+  }
+
+  // A captured single-token step: its executable, the replay key it was
+  // captured for, whether it records the attention events, and its own pair
+  // of them (a record node names its event; the two executables alternate).
+  struct StepGraph {
+    cudaGraphExec_t exec = nullptr;
+    std::vector<uint64_t> key;
+    bool timed = false;
+    cudaEvent_t ev_a = nullptr, ev_b = nullptr;
+  };
+
+  // Records the single-token step at pos (the caches' host state as it is
+  // now) on stream `cs` into g: an in-place update of g's executable when
+  // only kernel parameters changed, else a new instantiation.
+  void capture(StepGraph& g, const std::vector<uint64_t>& key, int pos, bool want_logits, bool greedy,
+               cudaStream_t cs) {
+    cudaGraph_t graph = nullptr;
+    const cudaStream_t own = s_;
+    s_ = cs;  // enqueue launches on s_ and records rec_a_, rec_b_
+    rec_a_ = g.ev_a;
+    rec_b_ = g.ev_b;
+    LONGKV_CUDA_CHECK(cudaStreamBeginCapture(s_, cudaStreamCaptureModeRelaxed));
+    try {
+      g.timed = enqueue(ids_host_, 1, pos, want_logits, false, greedy);
+    } catch (...) {
+      cudaStreamEndCapture(s_, &graph);
+      s_ = own;
+      rec_a_ = ev_a_;
+      rec_b_ = ev_b_;
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      g.key.clear();
+      throw;
+    }
+    const cudaError_t ended = cudaStreamEndCapture(s_, &graph);
+    s_ = own;
+    rec_a_ = ev_a_;
+    rec_b_ = ev_b_;
+    LONGKV_CUDA_CHECK(ended);
+    bool ok = false;
+    if (g.exec) {
+      cudaGraphExecUpdateResultInfo info;
+      ok = cudaGraphExecUpdate(g.exec, graph, &info) == cudaSuccess;
+      if (!ok) {
+        cudaGetLastError();  // the refused update is not an error of the step
+        cudaGraphExecDestroy(g.exec);
+        g.exec = nullptr;
+      }
+    }
+    cudaError_t e = cudaSuccess;
+    if (!ok) e = cudaGraphInstantiate(&g.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    g.key.clear();
+    LONGKV_CUDA_CHECK(e);
+    g.key = key;
+    ++captures_;
+  }
+
+  // Called right after a single-token step was launched (the caches' host
+  // state is already the next step's): if the next step's key has no
+  // executable, capture it now into ahead_, on the capture stream, while the
+  // GPU runs this one. Capturing runs the caches' host side of a step, so
+  // their state is saved first and put back after. A workspace that had to
+  // grow during the capture moved (the key holds its address), so the next
+  // step then simply captures again.
+  void capture_ahead(int pos, bool want_logits, bool greedy) {
+    std::vector<uint64_t> key;
+    if (!step_key(want_logits, greedy, &key) || key == cur_.key || key == ahead_.key) return;
+    std::vector<std::vector<int64_t>> saved;
+    saved.reserve(caches_.size());
+    for (const auto& cache : caches_) saved.push_back(cache->host_state());
+    const double tc = now_seconds();
+    try {
+      capture(ahead_, key, pos, want_logits, greedy, cs_);
+    } catch (...) {
+      for (size_t i = 0; i < caches_.size(); ++i) caches_[i]->set_host_state(saved[i]);
+      throw;
+    }
+    for (size_t i = 0; i < caches_.size(); ++i) caches_[i]->set_host_state(saved[i]);
+    step_times_.ahead_s += now_seconds() - tc;
+    ++step_times_.ahead;
+  }
+
+  // rmsnorm(x) * norm as a GEMV's activation (xb: scratch of the unfused path).
+  GemvAct norm_act(const float* x, const DeviceBuffer& norm, float* xb) const {
+    GemvAct a;
+    a.kind = GemvAct::rmsnorm;
+    a.x = x;
+    a.norm = norm.as<float>();
+    a.eps = cfg_.rms_eps;
+    a.scratch = xb;
+    return a;
+  }
+
+  void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
+    if (n == 1) gemv(w, xin, y, accumulate, s_);
+    else cuda::gemm(ws_.cublas, w, xin, n, y, accumulate, opt_.gemm, gemm_scratch_, s_);
+  }
+
+  void ensure_scratch(int n) {
+    if (n <= scratch_n_) return;
+    // In-flight kernels may still use the old buffers.
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    const ModelConfig& c = cfg_;
+    const size_t sn = static_cast<size_t>(n), f = sizeof(float);
+    ids_.resize(sn * sizeof(int32_t));
+    x_.resize(sn * c.dim * f);
+    xb_.resize(sn * c.dim * f);
+    q_.resize(sn * c.q_dim() * f);
+    k_.resize(sn * c.kv_dim() * f);
+    v_.resize(sn * c.kv_dim() * f);
+    att_.resize(sn * c.q_dim() * f);
+    gate_.resize(sn * c.ffn_dim * f);
+    up_.resize(sn * c.ffn_dim * f);
+    qkv_.resize(std::max<size_t>(c.q_dim() + 2 * c.kv_dim(), 2 * c.ffn_dim) * f);
+    logits_.resize(sn * c.n_vocab * f);
+    scratch_n_ = n;
+    ++scratch_gen_;
+  }
+
+  ModelConfig cfg_;
+  CudaModelOptions opt_;
+  cudaStream_t s_ = nullptr;
+  cudaEvent_t ev_a_ = nullptr, ev_b_ = nullptr;  // a direct step's attention events
+  cudaEvent_t rec_a_ = nullptr, rec_b_ = nullptr;  // the ones enqueue records: these, or a StepGraph's
+  cudaEvent_t ev_g0_ = nullptr, ev_g1_ = nullptr;  // around a replay (StepTimes::time_gpu)
+  GpuAttnWorkspace ws_;
+  DeviceBuffer tok_buf_, out_buf_, output_norm_, inv_freq_;
+  GpuWeight tok_embd_, output_;
+  std::vector<GpuLayer> layers_;
+  int rope_dim_ = 0;
+  std::vector<std::unique_ptr<GpuKvCache>> caches_;
+  ForwardTimings timings_;
+  int scratch_n_ = 0;
+  uint64_t scratch_gen_ = 0;  // bumped whenever ensure_scratch reallocates
+  DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
+  DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
+  int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
+  float* logits_host_ = nullptr;      // pinned: one row of logits (forward_view)
+  std::vector<float> logits_pageable_;  // forward_view with CudaTuning::logits_pageable
+  int* pos_host_ = nullptr;           // pinned: the position, copied to dpos_ by every single-token step
+  DeviceBuffer dpos_;
+  // Greedy steps (decode_greedy): greedy_next's state, and the ring it
+  // appends each token to, in mapped pinned memory the host reads once the
+  // step's event (ev_step_, alternating) has completed.
+  static constexpr int kRing = 4;
+  DeviceBuffer greedy_;
+  // forward_top: the device's per-slice keys and its k keys, the k keys'
+  // pinned host copy and the decoded candidates.
+  DeviceBuffer top_part_, top_keys_;
+  unsigned long long* top_keys_host_ = nullptr;
+  std::vector<std::pair<float, int32_t>> top_;
+  int32_t* ring_host_ = nullptr;
+  int32_t* ring_dev_ = nullptr;
+  cudaEvent_t ev_step_[2] = {nullptr, nullptr};
+  StepGraph cur_, ahead_;  // the executable replayed now; the next step's, captured ahead
+  cudaStream_t cs_ = nullptr;  // the capture-ahead stream (records only, runs nothing)
+  int captures_ = 0, replays_ = 0;
+  StepTimes step_times_;
+  bool time_decode_attention_ = false;  // single-token steps record the attention events
+  int direct_steps_ = 0;
+  bool last_greedy_ = false;  // the last single-token step was decode_greedy's (what a prompt captures ahead)
+};
+
+}  // namespace
+}  // namespace cuda
+
+namespace {
+// LONGKV_CUDA_GRAPHS: 1 on, 0 off, -1 unset (the options decide).
+int graphs_env() {
+  const char* e = std::getenv("LONGKV_CUDA_GRAPHS");
+  if (!e || !*e) return -1;
+  return std::strcmp(e, "0") == 0 ? 0 : 1;
+}
+}  // namespace
+
+bool cuda_graphs_default() { return graphs_env() != 0; }
+
+bool cuda_available(std::string* why) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    if (why) *why = std::string("no CUDA device: ") + (e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return false;
+  }
+  cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, 0) == cudaSuccess && p.major < 9) {
+    if (why)
+      *why = "CUDA device " + std::string(p.name) + " has compute capability " + std::to_string(p.major) + "." +
+             std::to_string(p.minor) + "; longkv is built for sm_90";
+    return false;
+  }
+  return true;
+}
+
+std::string cuda_device_description() {
+  std::string why;
+  LONGKV_CHECK(cuda_available(&why), "%s", why.c_str());
+  cudaDeviceProp p;
+  LONGKV_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", p.totalGlobalMem / 1073741824.0);
+  return std::string(p.name) + ", " + std::to_string(p.multiProcessorCount) + " SMs, " + mem;
+}
+
+void cuda_memory_info(size_t* free_bytes, size_t* total_bytes) {
+  size_t f = 0, t = 0;
+  LONGKV_CUDA_CHECK(cudaMemGetInfo(&f, &t));
+  if (free_bytes) *free_bytes = f;
+  if (total_bytes) *total_bytes = t;
+}
+
+double cuda_copy_bandwidth_gbs(size_t bytes) {
+  using namespace cuda;
+  DeviceBuffer a(bytes), b(bytes);
+  LONGKV_CUDA_CHECK(cudaMemset(a.as(), 1, bytes));
+  LONGKV_CUDA_CHECK(cudaMemset(b.as(), 2, bytes));
+  cudaEvent_t e0, e1;
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e0));
+  LONGKV_CUDA_CHECK(cudaEventCreate(&e1));
+  float best = 1e30f;
+  for (int i = 0; i < 8; ++i) {
+    LONGKV_CUDA_CHECK(cudaEventRecord(e0));
+    LONGKV_CUDA_CHECK(cudaMemcpy(b.as(), a.as(), bytes, cudaMemcpyDeviceToDevice));
+    LONGKV_CUDA_CHECK(cudaEventRecord(e1));
+    LONGKV_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    LONGKV_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i > 0) best = std::min(best, ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  return 2.0 * bytes / (best * 1e-3) / 1e9;
+}
+
+std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights& w, const CudaModelOptions& o) {
+  CudaModelOptions opt = o;
+  if (graphs_env() >= 0) opt.graphs = graphs_env() == 1;
+  return std::make_unique<cuda::CudaModelImpl>(w, opt);
+}
+
+}  // namespace longkv

@@ -1,0 +1,172 @@
+// LONGKV_CUDA_TUNING: the kernel variants a run starts from (speed
+// comparisons of whole decode steps, each switch named after the milestone
+// that measured it in cuda_backend.h's CudaTuning), parsed once per process,
+// and the one line tools print so that no setting is hidden.
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
+
+namespace longkv {
+
+namespace {
+// The on/off settings of LONGKV_CUDA_TUNING ("key" or "key=1" on, "key=0"
+// off) and the CudaTuning field each sets; the valued ones and qdec (two
+// fields) are parsed in cuda_tuning().
+using TuningFlag = bool CudaTuning::*;
+struct TuningSwitch {
+  const char* key;
+  TuningFlag flag;
+};
+constexpr TuningSwitch kTuningSwitches[] = {
+    {"gemv_rows", &CudaTuning::gemv_rows},        {"fuse", &CudaTuning::fuse_activation},
+    {"mma", &CudaTuning::quant_decode_mma},       {"flash", &CudaTuning::flash_prefill},
+    {"ablk", &CudaTuning::attn_block},            {"apdl", &CudaTuning::append_pdl},
+    {"qblk", &CudaTuning::quant_block},           {"qfuse", &CudaTuning::quant_fused},
+    {"rotk", &CudaTuning::rot_in_step},           {"rotq", &CudaTuning::rot_q_regs},
+    {"qqs", &CudaTuning::quant_decode_qsmem},     {"vsub", &CudaTuning::quant_code_subnormal},
+    {"khl", &CudaTuning::quant_key_hilo},         {"qcut", &CudaTuning::quant_cut_fused},
+    {"gcut", &CudaTuning::graph_cut},             {"gah", &CudaTuning::graph_ahead},
+    {"lpage", &CudaTuning::logits_pageable},      {"glu", &CudaTuning::gemv_glu},
+    {"gpre", &CudaTuning::gemv_prefetch},         {"gxc", &CudaTuning::gemv_x_coalesced},
+    {"pipe", &CudaTuning::gemv_pipe},             {"i8x", &CudaTuning::gemv_i8x},
+    {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
+    {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
+    {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
+    {"gtop", &CudaTuning::sample_top_device},
+};
+
+TuningFlag switch_of(const std::string& key) {
+  for (const auto& sw : kTuningSwitches)
+    if (key == sw.key) return sw.flag;
+  return nullptr;
+}
+}  // namespace
+
+// LONGKV_CUDA_TUNING="gemv_rows=1,fuse=1,mma=0" starts from other kernel
+// variants (speed comparisons of whole decode steps); tools print the result
+// (cuda_tuning_description), so no setting is hidden.
+CudaTuning& cuda_tuning() {
+  static CudaTuning t = [] {
+    CudaTuning d;
+    const char* e = std::getenv("LONGKV_CUDA_TUNING");
+    std::string s = e ? e : "";
+    size_t i = 0;
+    while (i < s.size()) {
+      const size_t j = std::min(s.find(',', i), s.size());
+      const std::string item = s.substr(i, j - i);
+      const size_t eq = item.find('=');
+      const std::string k = item.substr(0, eq);
+      const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
+      if (k == "qdec") {
+        d.quant_decode_v3 = d.decode_pdl = on;
+      } else if (const TuningFlag flag = switch_of(k)) {
+        d.*flag = on;
+      } else if (k == "slice") {
+        // Units per slab launch; the kernel rounds down to whole warps (32).
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 32 || n > 1 << 20)
+          fail("LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '%s')", v.c_str());
+        d.slab_slice = static_cast<int>(n);
+      } else if (k == "astg") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        if (v != "0" && v != "2" && v != "3" && v != "4")
+          fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2, 3 or 4 (got '%s')", v.c_str());
+        d.attn_block_stages = v[0] - '0';
+      } else if (k == "acarve" || k == "qcarve") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < -1 || n > 100)
+          fail("LONGKV_CUDA_TUNING: %s=P needs a percentage 0..100, or -1 for the driver's choice (got '%s')",
+               k.c_str(), v.c_str());
+        (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
+      } else if (k == "grb") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
+        d.gemv_rows_per_batch = std::atoi(v.c_str());
+      } else if (k == "qeg") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 0 || n > 1 << 20)
+          fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
+               "(got '%s')", v.c_str());
+        d.quant_q_early_groups = static_cast<int>(n);
+      } else if (k == "qfx" || k == "qstg" || k == "sfx") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        const long top = k == "qfx" ? 511 : 63;
+        if (v.empty() || *end != '\0' || n < 0 || n > top || (k == "qstg" && n != 0 && n != 2 && n != 3))
+          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
+               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..63", v.c_str());
+        (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
+      } else {
+        std::string keys;
+        for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
+             "acarve=P, qcarve=P, qeg=N)",
+             k.c_str(), keys.c_str());
+      }
+      i = j + 1;
+    }
+    return d;
+  }();
+  return t;
+}
+
+std::string cuda_tuning_description() {
+  const CudaTuning& t = cuda_tuning();
+  return std::string("GEMV ") + (t.gemv_rows ? "rows" : t.gemv_pipe ? "slab (pipelined)" : "slab (m2 order)") +
+         (t.gemv_i8x && !t.gemv_rows ? ", Q4_0 GEMV with int8 activations" : "") + ", RMSNorm/SwiGLU " +
+         (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
+         (!t.quant_decode_mma ? "FMA (generic)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
+         (t.quant_decode_carveout >= 0 ? " (carveout " + std::to_string(t.quant_decode_carveout) + "%)" : "") +
+         ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +
+         (t.attn_block ? "one block kernel (RoPE, append, split, merge" +
+                             (t.attn_block_stages ? ", " + std::to_string(t.attn_block_stages) + " cp.async stages, " +
+                                                        (t.attn_block_mma ? "tensor cores" : "FMA") +
+                                                        (t.attn_block_carveout >= 0
+                                                             ? ", carveout " + std::to_string(t.attn_block_carveout) + "%)"
+                                                             : ")")
+                                                  : ", tiles in registers)")
+                       : std::string("RoPE, append, split, merge kernels")) +
+         ", quantized append PDL " + (t.append_pdl ? "on" : "off") +
+         (t.quant_block ? ", quantized steps before the first group: one block kernel" : "") +
+         (t.quant_block && t.quant_fused ? ", after it: block kernel + v3" : "") +
+         (t.rot_in_step ? std::string(", :rot inside those kernels") +
+                              (t.rot_q_regs ? " (v3's q in registers)" : " (v3's q through shared memory)")
+                        : std::string(", :rot in kernels of its own")) +
+         (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
+         (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
+         (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
+         (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
+         (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
+         (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
+         (t.quant_cut_fused ? "" : ", a decode step's group cut in four operations (qcut=0)") +
+         (t.graph_cut ? "" : ", a step that cuts a group runs without a graph (gcut=0)") +
+         (t.graph_ahead ? "" : ", steps captured when due, not ahead (gah=0)") +
+         (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
+         (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
+         (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
+         (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
+         (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
+          : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups
+              ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
+                    " groups a KV head (qeg)"
+              : std::string()) +
+         ", prefill attention " +
+         (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
+         ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +
+         (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
+         (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
+         (t.gemv_i8x && !t.gemv_x_coalesced ? ", int8 GEMV activations loaded lane by lane" : "") +
+         (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
+         (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
+}
+
+}  // namespace longkv

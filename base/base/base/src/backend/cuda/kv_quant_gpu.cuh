@@ -1,0 +1,86 @@
+// Internal to the quantized GPU KV cache: the geometry its kernels share and
+// the decode launcher (kv_quant_decode.cu) that kv_quant_gpu.cu calls.
+#pragma once
+
+#include "backend/cuda/gpu_kv_cache.cuh"
+#include "kv/kv_codec.h"
+
+namespace longkv::cuda {
+
+constexpr int kQuantGroup = kKvCodeBlock;  // group size of the fast kernels (32 = lanes of a warp)
+constexpr int kQuantWarps = 4;             // warps per block of the decode kernels
+
+// One layer's code records and fp16 part, sizes in bytes (kv_group_layout).
+struct QuantGeom {
+  int n_kv = 0, D = 0, kbits = 0, vbits = 0;
+  int G = kQuantGroup;  // tokens per group (a multiple of 32 dividing D)
+  int max_groups = 0, sink_cap = 0, exact_cap = 0;
+  size_t krec = 0, vrec = 0, kscale = 0, kzero = 0, vscale = 0, vzero = 0;
+  bool sym = false;
+};
+
+// One launch of the quantized split kernel: warps (KV head, split) over
+// n_splits splits of gps groups each, partial states (o, m, l) at split
+// indices 0.. of part_o [n_heads][stride][D] / part_ml [n_heads][stride][2].
+struct QuantDecodeArgs {
+  bool mma = true;  // tensor-core kernel (false: the FMA kernel)
+  bool pdl = false;  // v3 only: launched with PDL (waits for the kernel before it on the device)
+  dim3 grid;
+  const uint8_t* kc = nullptr;
+  const uint8_t* vc = nullptr;
+  QuantGeom geo;
+  int group_q = 1, n_groups = 0, gps = 0, n_splits = 0;
+  const float* q = nullptr;
+  float scale = 1;
+  float* part_o = nullptr;
+  float* part_ml = nullptr;
+  int stride = 0;
+  // Milestone 15, v3 only: the quantized step's attention in two launches
+  // (decode_block_dense with ext_parts, then this kernel behind it). q is
+  // read before RoPE and rotated here to *dpos (rope.inv_freq null: as
+  // given); the 4 warps of a block -- consecutive splits of one KV head:
+  // n_splits is a multiple of 4 and the grid exactly n_kv * n_splits / 4
+  // blocks -- meet in shared memory: one partial (m, l, unnormalized o) per
+  // block and query head at index split / 4 of [n_heads][stride][D], stride
+  // = n_splits / 4 + 1 (the decode block's partial last); the block that
+  // finishes a KV head last (tickets) merges them into out.
+  bool fuse = false;
+  const int* dpos = nullptr;
+  DecodeRope rope;
+  int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
+  float* out = nullptr;
+};
+// Launches it, or with `warps` set only reports how many of the kernel's
+// warps stay resident on the GPU (cached per kernel).
+void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+// The same with milestone 9's kernel (kv_quant_decode_v3.cu; tensor cores).
+void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+// Whether the v3 kernel takes this cache (fast geometry, records without
+// outliers, <= 8 query heads per KV head, head_dim 64 / 128).
+bool quant_decode_v3_takes(const QuantGeom& g, int group_q);
+// Whether the kernels above take this geometry (G = 32; 8-, 4- or 2-bit
+// keys and values). Every other format of kv_codec.h (3 and 1 bits, G = 64
+// or 128) goes to the format-generic FMA kernel (kv_quant_decode_any.cu).
+inline bool quant_decode_fast(const QuantGeom& g) {
+  auto ok = [](int b) { return b == 8 || b == 4 || b == 2; };
+  return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits);
+}
+void launch_quant_decode_any(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
+
+// Code of element (packed, col) of a record's codes as kv_codec.cpp's
+// rec_get reads it: plane words [rows][cols] of pb-bit fields, b = 3 as the
+// 2-bit plane then the 1-bit plane (elems / 4 bytes in). Keys: packed =
+// channel, col = token, cols = G; values: packed = token, col = channel,
+// cols = D. For the generic (not the fast) paths.
+__device__ __forceinline__ uint32_t quant_plane_field(const uint8_t* plane, int pb, int cols, int packed, int col) {
+  const int n = 32 / pb;
+  const uint32_t w = reinterpret_cast<const uint32_t*>(plane)[static_cast<size_t>(packed / n) * cols + col];
+  return (w >> (pb * (packed % n))) & ((1u << pb) - 1);
+}
+__device__ __forceinline__ uint32_t quant_rec_code(const uint8_t* rec, int bits, int elems, int cols, int packed,
+                                                   int col) {
+  if (bits != 3) return quant_plane_field(rec, bits, cols, packed, col);
+  return quant_plane_field(rec, 2, cols, packed, col) | quant_plane_field(rec + elems / 4, 1, cols, packed, col) << 2;
+}
+
+}  // namespace longkv::cuda

@@ -1,0 +1,336 @@
+// Device-side decoding of the weight formats as they lie on the GPU, per
+// element (dequantize, embedding rows) and per 16-byte "unit" (the GEMV).
+//
+// GPU row layout (upload_weight): F32/F16/BF16 and Q4_K (144-byte blocks)
+// as stored; Q4_0, Q8_0 and Q6_K, whose 18/34/210-byte blocks cannot be read
+// with aligned 16-byte loads in place, are split per row into the blocks'
+// 16-byte-aligned bodies (Q4_0: qs[16], Q8_0: qs[32], Q6_K: ql|qh|scales,
+// 208 bytes) followed by the blocks' f16 scales d, 2 bytes each. Same bits,
+// same row size; only the order within a row changes.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "formats/weight_types.h"
+
+namespace longkv::cuda {
+
+__device__ __forceinline__ float ld_f16(const uint8_t* p) {
+  return __half2float(__ushort_as_half(*reinterpret_cast<const uint16_t*>(p)));
+}
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+
+// Body bytes per block of the split layouts (0: stored as is).
+__host__ __device__ constexpr int split_body_bytes(WeightType t) {
+  return t == WeightType::Q4_0 ? 16 : t == WeightType::Q8_0 ? 32 : t == WeightType::Q6_K ? 208 : 0;
+}
+
+// Elements per block (1 for the plain float formats).
+__host__ __device__ constexpr int weight_traits_block(WeightType t) {
+  return t == WeightType::Q4_K || t == WeightType::Q6_K ? kQKK : t == WeightType::Q4_0 || t == WeightType::Q8_0 ? kQK : 1;
+}
+
+// Sub-block j (0..7) scale and min of a Q4_K block (same bit layout as
+// q4_k_scale_min in formats/weight_types.cpp).
+__device__ __forceinline__ void q4k_scale_min(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+// Element i of a GPU row of `nb` blocks.
+template <WeightType T>
+__device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int64_t nb) {
+  if constexpr (T == WeightType::F32) {
+    return reinterpret_cast<const float*>(row)[i];
+  } else if constexpr (T == WeightType::F16) {
+    return __half2float(reinterpret_cast<const __half*>(row)[i]);
+  } else if constexpr (T == WeightType::BF16) {
+    return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+  } else if constexpr (T == WeightType::Q8_0) {
+    const int64_t b = i / kQK;
+    return ld_f16(row + 32 * nb + 2 * b) * static_cast<float>(static_cast<int8_t>(row[32 * b + i % kQK]));
+  } else if constexpr (T == WeightType::Q4_0) {
+    const int64_t b = i / kQK;
+    const uint8_t* qs = row + 16 * b;
+    const int j = static_cast<int>(i % kQK);
+    const int q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
+    return ld_f16(row + 16 * nb + 2 * b) * static_cast<float>(q - 8);
+  } else if constexpr (T == WeightType::Q4_K) {
+    const uint8_t* b = row + (i / kQKK) * sizeof(BlockQ4_K);
+    const int e = static_cast<int>(i % kQKK), c = e / 64, w = e % 64;
+    const uint8_t* qs = b + 16 + 32 * c;
+    int sc, m;
+    q4k_scale_min(b + 4, 2 * c + (w >= 32), &sc, &m);
+    const int q = w < 32 ? (qs[w] & 0xF) : (qs[w - 32] >> 4);
+    return ld_f16(b) * sc * q - ld_f16(b + 2) * m;
+  } else {  // Q6_K
+    const int64_t blk = i / kQKK;
+    const uint8_t* b = row + 208 * blk;
+    const int e = static_cast<int>(i % kQKK), h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
+    const uint8_t* ql = b + 64 * h;
+    const uint8_t* qh = b + 128 + 32 * h;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * h;
+    const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
+    const int q = ((quarter >= 2 ? lo >> 4 : lo & 0xF) | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
+    return ld_f16(row + 208 * nb + 2 * blk) * sc[l / 16 + 2 * quarter] * static_cast<float>(q);
+  }
+}
+
+// 8388608 + byte k of w, exactly, as a float (a PRMT instead of a slow
+// integer-to-float conversion); subtracting 8388608 + offset is exact too.
+template <int K>
+__device__ __forceinline__ float biased_byte(uint32_t w) {
+  return __int_as_float(static_cast<int>(__byte_perm(w, 0x4B000000u, 0x7440 + K)));
+}
+__device__ __forceinline__ uint4 ldg16(const uint8_t* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+// Plain (generic) loads: x may lie in global or shared memory.
+__device__ __forceinline__ void ldx(const float* x, float* dst, int n) {
+#pragma unroll
+  for (int i = 0; i < n; i += 4) {
+    const float4 t = *reinterpret_cast<const float4*>(x + i);
+    dst[i] = t.x; dst[i + 1] = t.y; dst[i + 2] = t.z; dst[i + 3] = t.w;
+  }
+}
+// A warp's 32-float units of x, unit u0 + lane to lane `lane` (milestone 21,
+// the int8 Q4_0 GEMV's coalesced load). The warp loads its 32 units (4 KB) as
+// 8 instructions of 512 contiguous bytes and hands each lane its unit through
+// shared memory (sx: 256 float4 of this warp; chunk c of unit j at
+// 8 j + (c ^ (j & 7)), so the stores and the per-lane reads are free of bank
+// conflicts); lanes at or past n get zeros. ldx of a lane's own 128 bytes
+// touches 32 lines with every one of its 8 loads, 256 L1 wavefronts a warp:
+// bench/cuda_barrier_probe.cu measured it at ~1.3 µs of a 4096-column link's
+// critical path, this load at ~0.3. kCg: through L2 only (ld.global.cg), for
+// a reader whose producer is still running beside it (a flag handoff instead
+// of a kernel boundary: this SM's L1 may hold older lines of x).
+struct XSrc {
+  float4* sx = nullptr;
+  int u0 = 0;  // the warp's first unit
+  int n = 0;   // valid units in the warp
+};
+template <bool kCg = false>
+__device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, float (&v)[32]) {
+  const int lane = threadIdx.x % 32;
+  const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
+  float4 t[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int k = 32 * i + lane;
+    t[i] = (k >> 3) < xs.n ? (kCg ? __ldcg(src + k) : src[k]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int k = 32 * i + lane, j = k >> 3;
+    xs.sx[8 * j + ((k & 7) ^ (j & 7))] = t[i];
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float4 f = xs.sx[8 * lane + (i ^ (lane & 7))];
+    v[4 * i] = f.x;
+    v[4 * i + 1] = f.y;
+    v[4 * i + 2] = f.z;
+    v[4 * i + 3] = f.w;
+  }
+  __syncwarp();  // sx is rewritten by the next call
+}
+// s += sum_k (byte k of w - off) * x[k], k < 4, for 4 consecutive x.
+template <int Off>
+__device__ __forceinline__ float dot4(uint32_t w, const float* x, float s) {
+  constexpr float kBias = 8388608.0f + Off;
+  s = fmaf(biased_byte<0>(w) - kBias, x[0], s);
+  s = fmaf(biased_byte<1>(w) - kBias, x[1], s);
+  s = fmaf(biased_byte<2>(w) - kBias, x[2], s);
+  s = fmaf(biased_byte<3>(w) - kBias, x[3], s);
+  return s;
+}
+
+// GEMV units: a lane owns one unit of a row (32 elements; Q8_0: 16), holds
+// that unit's activations in registers for every row it visits, and per row
+// loads the unit's 16 bytes of quants (Q6_K: 32) plus its scales.
+//   kUnitsPerBlock, kXElems (activations per unit), load_x(), Unit, load(), dot().
+template <WeightType T>
+struct Slab;
+
+template <>
+struct Slab<WeightType::Q4_0> {  // unit = block
+  static constexpr int kUnitsPerBlock = 1, kXElems = 32, kRB = 8;
+  struct Unit { uint4 q; float d; };
+  struct X { float v[32]; };
+  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 32 * u, xr.v, 32); }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    return {ldg16(row + 16 * u), ld_f16(row + 16 * nb + 2 * u)};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    float s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s = dot4<8>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, s);
+      s = dot4<8>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, s);
+    }
+    return w.d * s;
+  }
+};
+
+// Int8 activations for the Q4_0 slab GEMV (CudaTuning::gemv_i8x). The f32
+// dot above costs ~3 instructions per weight (PRMT, FADD, FFMA), which keeps
+// the kernel issue-bound near 2.4 TB/s on an H200 (docs/cuda-notes.md,
+// milestone 13); with int8 activations a unit is 8 __dp4a. A lane's 32
+// activations v (after the op made in its load) become
+//   amax = max |v|, dx = amax / 127, q_i = rn(v_i * (127 / amax))  (q = 0 if amax = 0)
+// (IEEE division and one rounded product: the tests' host reference makes the
+// same bits), and the unit's product is d * dx * sum_i (n_i - 8) q_i with the
+// integer sum exact. Error: about half a step of 127 per activation, ~0.5% of
+// a row's value, the same order as the int8 activations of llama.cpp's MMVQ.
+struct XI8 {
+  int q[8];  // packed int8: q[j] = elements 4j..4j+3 (j < 4), 16 + 4(j-4).. (j >= 4)
+  float dx;  // scale of the unit's activations
+  int off;   // 8 * sum of q (Q4_0's offset of 8, folded once)
+};
+
+__device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
+  float amax = 0;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  r.dx = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
+    uint32_t w = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int q = __float2int_rn(__fmul_rn(v[e0 + k], inv));
+      s += q;
+      w |= (static_cast<uint32_t>(q) & 0xFFu) << (8 * k);
+    }
+    r.q[j] = static_cast<int>(w);
+  }
+  r.off = 8 * s;
+}
+
+// Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
+__device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
+  const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
+    s = __dp4a(static_cast<int>((q[j] >> 4) & 0x0F0F0F0Fu), x.q[4 + j], s);
+  }
+  return d * x.dx * static_cast<float>(s - x.off);
+}
+
+template <>
+struct Slab<WeightType::Q8_0> {  // unit = half block
+  static constexpr int kUnitsPerBlock = 2, kXElems = 16, kRB = 8;
+  struct Unit { uint4 q; float d; };
+  struct X { float v[16]; };
+  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 16 * u, xr.v, 16); }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    return {ldg16(row + 16 * u), ld_f16(row + 32 * nb + 2 * (u / 2))};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    float s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) s = dot4<128>(q[j] ^ 0x80808080u, xr.v + 4 * j, s);  // int8 -> +128 unsigned
+    return w.d * s;
+  }
+};
+
+template <>
+struct Slab<WeightType::Q4_K> {  // unit = 16 quant bytes: 16 low + 16 high nibbles
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
+  struct Unit { uint4 q; uint4 h; };
+  struct X { float v[32]; float sum_lo, sum_hi; };
+  __device__ static int first_elem(int u) { return 256 * (u / 8) + 64 * ((u % 8) / 2) + 16 * (u % 2); }
+  __device__ static void load_x(const float* x, int u, X& xr) {
+    const int e = first_elem(u);
+    ldx(x + e, xr.v, 16);
+    ldx(x + e + 32, xr.v + 16, 16);
+    xr.sum_lo = xr.sum_hi = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      xr.sum_lo += xr.v[i];
+      xr.sum_hi += xr.v[16 + i];
+    }
+  }
+  __device__ static Unit load(const uint8_t* row, int u, int) {
+    const uint8_t* b = row + 144 * (u / 8);
+    return {ldg16(b + 16 + 16 * (u % 8)), ldg16(b)};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    const int c = (u % 8) / 2, jj = (2 * c) & 3;
+    int sc[2], m[2];
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int sh = 8 * (jj + k);
+      const uint32_t a = (w.h.y >> sh) & 0xFF, b = (w.h.z >> sh) & 0xFF, cc = (w.h.w >> sh) & 0xFF;
+      if (c < 2) {
+        sc[k] = a & 63;
+        m[k] = b & 63;
+      } else {
+        sc[k] = (cc & 0xF) | ((a >> 6) << 4);
+        m[k] = (cc >> 4) | ((b >> 6) << 4);
+      }
+    }
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    float lo = 0, hi = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      lo = dot4<0>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, lo);
+      hi = dot4<0>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, hi);
+    }
+    const float d = __half2float(__ushort_as_half(static_cast<uint16_t>(w.h.x & 0xFFFF)));
+    const float dmin = __half2float(__ushort_as_half(static_cast<uint16_t>(w.h.x >> 16)));
+    return d * (sc[0] * lo + sc[1] * hi) - dmin * (m[0] * xr.sum_lo + m[1] * xr.sum_hi);
+  }
+};
+
+template <>
+struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2)
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
+  struct Unit { uint4 ql, qh; float da, db; };
+  struct X { float v[32]; };
+  __device__ static int first_elem(int u) {
+    const int r = u % 8;
+    return 256 * (u / 8) + 128 * (r / 4) + 32 * (r % 2) + 16 * ((r / 2) % 2);
+  }
+  __device__ static void load_x(const float* x, int u, X& xr) {
+    const int e = first_elem(u);
+    ldx(x + e, xr.v, 16);
+    ldx(x + e + 64, xr.v + 16, 16);
+  }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    const int b = u / 8, r = u % 8, h = r / 4, lh = (r / 2) % 2, qa = r % 2;
+    const uint8_t* body = row + 208 * b;
+    const float d = ld_f16(row + 208 * nb + 2 * b);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(body + 192 + 8 * h + lh + 2 * qa);
+    return {ldg16(body + 64 * h + 32 * qa + 16 * lh), ldg16(body + 128 + 32 * h + 16 * lh), d * __ldg(sc),
+            d * __ldg(sc + 4)};
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    const int qa = u % 2;
+    const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+    float a = 0, b = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t ha = ((qh[j] >> (2 * qa)) & 0x03030303u) << 4, hb = ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
+      a = dot4<32>((ql[j] & 0x0F0F0F0Fu) | ha, xr.v + 4 * j, a);
+      b = dot4<32>(((ql[j] >> 4) & 0x0F0F0F0Fu) | hb, xr.v + 16 + 4 * j, b);
+    }
+    return w.da * a + w.db * b;
+  }
+};
+
+}  // namespace longkv::cuda

@@ -1,0 +1,103 @@
+// Weight upload: stored rows copied to the GPU with the row stride padded to
+// 16 bytes; Q4_0/Q8_0/Q6_K rows split into aligned bodies + f16 scales
+// (weight_decode.cuh), the layout the GEMV kernels (gemv.cu) load from.
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/weight_decode.cuh"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace longkv::cuda {
+
+GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, size_t dst_ld) {
+  GpuWeight g;
+  g.type = w.type;
+  g.rows = w.rows;
+  g.cols = w.cols;
+  g.ld = gpu_row_stride(w.type, w.cols);  // the packed row; rows land dst_ld apart
+  if (dst_ld == 0) dst_ld = g.ld;
+  g.data = dst0;
+  if (w.rows == 0) {
+    g.ld = dst_ld;
+    return g;
+  }
+  const int body = split_body_bytes(w.type);
+  if (body == 0) {
+    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0, dst_ld, w.data, w.row_stride(), w.row_stride(),
+                                        static_cast<size_t>(w.rows), cudaMemcpyHostToDevice, s));
+    g.ld = dst_ld;
+    return g;
+  }
+  // Split rows: bodies first, then the f16 scales (d is at the start of a
+  // Q4_0/Q8_0 block and at the end of a Q6_K block). Rows go through a host
+  // buffer in ~32 MiB slices.
+  const size_t bb = w.type == WeightType::Q6_K ? sizeof(BlockQ6_K) : w.type == WeightType::Q8_0 ? sizeof(BlockQ8_0)
+                                                                                                  : sizeof(BlockQ4_0);
+  const size_t d_off = w.type == WeightType::Q6_K ? 208 : 0, q_off = w.type == WeightType::Q6_K ? 0 : 2;
+  const int64_t nb = static_cast<int64_t>(w.row_stride() / bb);
+  const int64_t slice = std::max<int64_t>(1, (int64_t(32) << 20) / static_cast<int64_t>(g.ld));
+  std::vector<uint8_t> tmp(static_cast<size_t>(std::min(slice, w.rows)) * g.ld, 0);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
+    const int64_t n = std::min(slice, w.rows - r0);
+    for (int64_t r = 0; r < n; ++r) {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + r) * w.row_stride();
+      uint8_t* dst = tmp.data() + static_cast<size_t>(r) * g.ld;
+      for (int64_t b = 0; b < nb; ++b) {
+        std::memcpy(dst + b * body, src + b * bb + q_off, body);
+        std::memcpy(dst + nb * body + 2 * b, src + b * bb + d_off, 2);
+      }
+    }
+    LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0 + static_cast<size_t>(r0) * dst_ld, dst_ld, tmp.data(), g.ld, g.ld,
+                                        static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));  // tmp is reused
+  }
+  g.ld = dst_ld;
+  return g;
+}
+
+GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s) {
+  buf.resize(gpu_row_stride(w.type, w.cols) * static_cast<size_t>(w.rows) + kWeightPadBytes);
+  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
+  return upload_weight_to(w, buf.as<uint8_t>(), s);
+}
+
+bool stackable(const std::vector<const WeightView*>& ws) {
+  for (const WeightView* w : ws)
+    if (w->type != ws[0]->type || w->cols != ws[0]->cols) return false;
+  return !ws.empty();
+}
+
+GpuWeight upload_stacked(const std::vector<const WeightView*>& ws, DeviceBuffer& buf, GpuWeight* parts,
+                         cudaStream_t s) {
+  LONGKV_CHECK(stackable(ws), "stacked weights need one type and one width");
+  const size_t ld = gpu_row_stride(ws[0]->type, ws[0]->cols);
+  int64_t rows = 0;
+  for (const WeightView* w : ws) rows += w->rows;
+  buf.resize(ld * static_cast<size_t>(rows) + kWeightPadBytes);
+  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
+  int64_t r0 = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    parts[i] = upload_weight_to(*ws[i], buf.as<uint8_t>() + ld * static_cast<size_t>(r0), s);
+    r0 += ws[i]->rows;
+  }
+  GpuWeight all = parts[0];
+  all.rows = rows;
+  return all;
+}
+
+GpuWeight upload_interleaved(const WeightView& a, const WeightView& b, DeviceBuffer& buf, GpuWeight* parts,
+                             cudaStream_t s) {
+  LONGKV_CHECK(stackable({&a, &b}) && a.rows == b.rows, "interleaved weights need one type, width and height");
+  const size_t ld = gpu_row_stride(a.type, a.cols);
+  buf.resize(2 * ld * static_cast<size_t>(a.rows) + kWeightPadBytes);
+  LONGKV_CUDA_CHECK(cudaMemsetAsync(buf.as(), 0, buf.bytes(), s));
+  parts[0] = upload_weight_to(a, buf.as<uint8_t>(), s, 2 * ld);
+  parts[1] = upload_weight_to(b, buf.as<uint8_t>() + ld, s, 2 * ld);
+  GpuWeight all = parts[0];
+  all.rows = 2 * a.rows;
+  all.ld = ld;
+  return all;
+}
+
+}  // namespace longkv::cuda

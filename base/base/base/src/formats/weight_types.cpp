@@ -1,0 +1,454 @@
+#include "formats/weight_types.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+
+#include "core/error.h"
+
+// A WeightType added to the enum without a traits entry must not compile:
+// the switch in traits_index() has no default, and this turns -Wswitch into
+// an error for this file.
+#pragma GCC diagnostic error "-Wswitch"
+
+namespace longkv {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Plain floats.
+
+void f32_to_float(const void* src, float* dst, int64_t n) {
+  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+void f32_from_float(const float* src, void* dst, int64_t n) {
+  std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+// memcpy per element: rows inside a GGUF file are only 2-byte aligned in the
+// worst case and the reference must not depend on alignment.
+void f16_to_float(const void* src, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < n; ++i) {
+    f16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    dst[i] = f16_to_f32(h);
+  }
+}
+void f16_from_float(const float* src, void* dst, int64_t n) {
+  auto* p = static_cast<uint8_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) {
+    const f16_t h = f32_to_f16(src[i]);
+    std::memcpy(p + 2 * i, &h, 2);
+  }
+}
+
+void bf16_to_float(const void* src, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(src);
+  for (int64_t i = 0; i < n; ++i) {
+    bf16_t b;
+    std::memcpy(&b, p + 2 * i, 2);
+    dst[i] = bf16_to_f32(b);
+  }
+}
+void bf16_from_float(const float* src, void* dst, int64_t n) {
+  auto* p = static_cast<uint8_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) {
+    const bf16_t b = f32_to_bf16(src[i]);
+    std::memcpy(p + 2 * i, &b, 2);
+  }
+}
+
+// Blocks are read and written through memcpy into a local struct because a
+// 34-byte Q8_0 block (or an 18-byte Q4_0 block) has no useful alignment.
+template <typename Block>
+Block load_block(const void* base, int64_t i) {
+  Block b;
+  std::memcpy(&b, static_cast<const uint8_t*>(base) + i * static_cast<int64_t>(sizeof(Block)),
+              sizeof(Block));
+  return b;
+}
+template <typename Block>
+void store_block(void* base, int64_t i, const Block& b) {
+  std::memcpy(static_cast<uint8_t*>(base) + i * static_cast<int64_t>(sizeof(Block)), &b,
+              sizeof(Block));
+}
+
+// Smallest fp16 value >= v (v finite, >= 0). The K-quant quantizers round
+// their super-block scales up so the scaled code range still covers the data.
+f16_t f16_round_up(float v) {
+  f16_t h = f32_to_f16(v);
+  if (f16_to_f32(h) < v && (h & 0x7fffu) < 0x7c00u) ++h;
+  return h;
+}
+
+// ---------------------------------------------------------------------------
+// Q8_0
+
+void q8_0_to_float(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const auto b = load_block<BlockQ8_0>(src, i);
+    const float d = f16_to_f32(b.d);
+    for (int j = 0; j < kQK; ++j) dst[i * kQK + j] = d * static_cast<float>(b.qs[j]);
+  }
+}
+
+// ggml's rule: d = amax / 127, q = round(x * (1/d)) with the float d (the
+// stored fp16 d is only used when decoding).
+void q8_0_from_float(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float* x = src + i * kQK;
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ8_0 b;
+    b.d = f32_to_f16(d);
+    for (int j = 0; j < kQK; ++j) b.qs[j] = static_cast<int8_t>(std::round(x[j] * id));
+    store_block(dst, i, b);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Q4_0
+
+void q4_0_to_float(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const auto b = load_block<BlockQ4_0>(src, i);
+    const float d = f16_to_f32(b.d);
+    for (int j = 0; j < kQK / 2; ++j) {
+      dst[i * kQK + j] = d * static_cast<float>((b.qs[j] & 0xF) - 8);
+      dst[i * kQK + j + kQK / 2] = d * static_cast<float>((b.qs[j] >> 4) - 8);
+    }
+  }
+}
+
+// ggml's rule: the element of largest magnitude maps exactly to code 0
+// (d = max / -8), so the opposite side clips at +7.
+void q4_0_from_float(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float* x = src + i * kQK;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQK; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ4_0 b;
+    b.d = f32_to_f16(d);
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int q0 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
+      const int q1 =
+          std::min(15, static_cast<int>(static_cast<int8_t>(x[j + kQK / 2] * id + 8.5f)));
+      b.qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+    store_block(dst, i, b);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Q4_K
+
+// 6-bit (scale, min) of sub-block j from the 12 packed bytes (FORMATS.md).
+void q4_k_scale_min(const uint8_t* s, int j, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+void q4_k_pack_scales(const uint8_t sc[8], const uint8_t m[8], uint8_t s[12]) {
+  for (int j = 0; j < 4; ++j) {
+    s[j] = static_cast<uint8_t>((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+    s[j + 4] = static_cast<uint8_t>((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+    s[j + 8] = static_cast<uint8_t>((sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4));
+  }
+}
+
+void q4_k_to_float(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const auto b = load_block<BlockQ4_K>(src, i);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    float* y = dst + i * kQKK;
+    for (int c = 0; c < 4; ++c) {
+      uint8_t sc0, m0, sc1, m1;
+      q4_k_scale_min(b.scales, 2 * c, &sc0, &m0);
+      q4_k_scale_min(b.scales, 2 * c + 1, &sc1, &m1);
+      const float d0 = d * sc0, o0 = dmin * m0, d1 = d * sc1, o1 = dmin * m1;
+      const uint8_t* q = b.qs + 32 * c;
+      for (int l = 0; l < 32; ++l) {
+        y[64 * c + l] = d0 * static_cast<float>(q[l] & 0xF) - o0;
+        y[64 * c + 32 + l] = d1 * static_cast<float>(q[l] >> 4) - o1;
+      }
+    }
+  }
+}
+
+// Not ggml's iterative search: a direct min/max fit. Each sub-block's code
+// range [-dmin*m, -dmin*m + 15*d*sc] is made to cover [min(x, 0), max(x)] by
+// rounding m and sc up, so every element is within half a step d*sc.
+void q4_k_from_float(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const float* x = src + i * kQKK;
+    float lo[8], hi[8];
+    float max_neg_lo = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      lo[j] = 0.0f;  // the offset is -dmin*m with m >= 0, so it cannot exceed 0
+      hi[j] = x[32 * j];
+      for (int l = 0; l < 32; ++l) {
+        lo[j] = std::min(lo[j], x[32 * j + l]);
+        hi[j] = std::max(hi[j], x[32 * j + l]);
+      }
+      max_neg_lo = std::max(max_neg_lo, -lo[j]);
+    }
+    BlockQ4_K b;
+    b.dmin = f16_round_up(max_neg_lo / 63.0f);
+    const float dmin = f16_to_f32(b.dmin);
+    uint8_t sc[8], m[8];
+    float offset[8], max_step = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      const float mf = dmin > 0.0f ? std::ceil(-lo[j] / dmin) : 0.0f;
+      m[j] = static_cast<uint8_t>(std::clamp(mf, 0.0f, 63.0f));
+      offset[j] = dmin * m[j];
+      max_step = std::max(max_step, (hi[j] + offset[j]) / 15.0f);
+    }
+    b.d = f16_round_up(max_step / 63.0f);
+    const float d = f16_to_f32(b.d);
+    for (int j = 0; j < 8; ++j) {
+      const float sf = d > 0.0f ? std::ceil((hi[j] + offset[j]) / (15.0f * d)) : 0.0f;
+      sc[j] = static_cast<uint8_t>(std::clamp(sf, 0.0f, 63.0f));
+    }
+    q4_k_pack_scales(sc, m, b.scales);
+    std::memset(b.qs, 0, sizeof(b.qs));
+    for (int j = 0; j < 8; ++j) {
+      const float step = d * sc[j];
+      const float inv = step > 0.0f ? 1.0f / step : 0.0f;
+      for (int l = 0; l < 32; ++l) {
+        const float qf = std::nearbyint((x[32 * j + l] + offset[j]) * inv);
+        const int q = static_cast<int>(std::fmin(std::fmax(qf, 0.0f), 15.0f));
+        // sub-block j = 2c (+1): chunk c = j/2, low nibble for even j
+        uint8_t& byte = b.qs[32 * (j / 2) + l];
+        byte = static_cast<uint8_t>(byte | (j % 2 == 0 ? q : q << 4));
+      }
+    }
+    store_block(dst, i, b);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Q6_K
+
+void q6_k_to_float(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const auto b = load_block<BlockQ6_K>(src, i);
+    const float d = f16_to_f32(b.d);
+    float* y = dst + i * kQKK;
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = b.ql + 64 * h;
+      const uint8_t* qh = b.qh + 32 * h;
+      const int8_t* sc = b.scales + 8 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q0 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q1 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q2 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q3 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        y[128 * h + l] = d * sc[is] * static_cast<float>(q0);
+        y[128 * h + l + 32] = d * sc[is + 2] * static_cast<float>(q1);
+        y[128 * h + l + 64] = d * sc[is + 4] * static_cast<float>(q2);
+        y[128 * h + l + 96] = d * sc[is + 6] * static_cast<float>(q3);
+      }
+    }
+  }
+}
+
+// Not ggml's search: symmetric per sub-block with step >= amax/31 so codes
+// -31..31 cover the data (code -32 stays unused); scales round up for the
+// same covering argument as Q4_K. Element e uses scales[e / 16].
+void q6_k_from_float(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const float* x = src + i * kQKK;
+    float need[16], max_need = 0.0f;
+    for (int s = 0; s < 16; ++s) {
+      float amax = 0.0f;
+      for (int l = 0; l < 16; ++l) amax = std::max(amax, std::fabs(x[16 * s + l]));
+      need[s] = amax / 31.0f;
+      max_need = std::max(max_need, need[s]);
+    }
+    BlockQ6_K b;
+    b.d = f16_round_up(max_need / 127.0f);
+    const float d = f16_to_f32(b.d);
+    uint8_t q[kQKK];
+    for (int s = 0; s < 16; ++s) {
+      const float sf = d > 0.0f ? std::ceil(need[s] / d) : 0.0f;
+      b.scales[s] = static_cast<int8_t>(std::clamp(sf, 0.0f, 127.0f));
+      const float step = d * b.scales[s];
+      const float inv = step > 0.0f ? 1.0f / step : 0.0f;
+      for (int l = 0; l < 16; ++l) {
+        const float qf = std::nearbyint(x[16 * s + l] * inv);
+        q[16 * s + l] = static_cast<uint8_t>(std::fmin(std::fmax(qf, -32.0f), 31.0f) + 32.0f);
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* qq = q + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        b.ql[64 * h + l] = static_cast<uint8_t>((qq[l] & 0xF) | ((qq[l + 64] & 0xF) << 4));
+        b.ql[64 * h + l + 32] = static_cast<uint8_t>((qq[l + 32] & 0xF) | ((qq[l + 96] & 0xF) << 4));
+        b.qh[32 * h + l] = static_cast<uint8_t>((qq[l] >> 4) | ((qq[l + 32] >> 4) << 2) |
+                                                ((qq[l + 64] >> 4) << 4) | ((qq[l + 96] >> 4) << 6));
+      }
+    }
+    store_block(dst, i, b);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The traits table.
+
+constexpr WeightTypeTraits kTraits[] = {
+    {.type = WeightType::F32, .name = "F32", .block_size = 1, .block_bytes = 4,
+     .to_float_ref = f32_to_float, .from_float_ref = f32_from_float},
+    {.type = WeightType::F16, .name = "F16", .block_size = 1, .block_bytes = 2,
+     .to_float_ref = f16_to_float, .from_float_ref = f16_from_float},
+    {.type = WeightType::BF16, .name = "BF16", .block_size = 1, .block_bytes = 2,
+     .to_float_ref = bf16_to_float, .from_float_ref = bf16_from_float},
+    {.type = WeightType::Q8_0, .name = "Q8_0", .block_size = kQK,
+     .block_bytes = sizeof(BlockQ8_0), .to_float_ref = q8_0_to_float,
+     .from_float_ref = q8_0_from_float},
+    {.type = WeightType::Q4_0, .name = "Q4_0", .block_size = kQK,
+     .block_bytes = sizeof(BlockQ4_0), .to_float_ref = q4_0_to_float,
+     .from_float_ref = q4_0_from_float},
+    {.type = WeightType::Q4_K, .name = "Q4_K", .block_size = kQKK,
+     .block_bytes = sizeof(BlockQ4_K), .to_float_ref = q4_k_to_float,
+     .from_float_ref = q4_k_from_float},
+    {.type = WeightType::Q6_K, .name = "Q6_K", .block_size = kQKK,
+     .block_bytes = sizeof(BlockQ6_K), .to_float_ref = q6_k_to_float,
+     .from_float_ref = q6_k_from_float},
+};
+
+constexpr int traits_index(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return 0;
+    case WeightType::F16: return 1;
+    case WeightType::BF16: return 2;
+    case WeightType::Q8_0: return 3;
+    case WeightType::Q4_0: return 4;
+    case WeightType::Q4_K: return 5;
+    case WeightType::Q6_K: return 6;
+  }
+  return -1;
+}
+
+constexpr bool traits_table_consistent() {
+  for (int i = 0; i < static_cast<int>(std::size(kTraits)); ++i) {
+    if (traits_index(kTraits[i].type) != i) return false;
+    if (kTraits[i].to_float_ref == nullptr) return false;
+  }
+  return true;
+}
+static_assert(traits_table_consistent(), "kTraits order must match traits_index()");
+
+// Every id in ggml's enum: name and block geometry (ggml-common.h). Ids that
+// were removed from GGUF (4, 5, 31-33, 36-38) have no entry.
+struct GgmlTypeInfo {
+  uint32_t id;
+  const char* name;
+  int block_size;   // 0: known name, geometry not confirmed
+  int block_bytes;
+};
+
+constexpr GgmlTypeInfo kGgmlTypes[] = {
+    {0, "F32", 1, 4},         {1, "F16", 1, 2},         {2, "Q4_0", 32, 18},
+    {3, "Q4_1", 32, 20},      {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},
+    {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},      {10, "Q2_K", 256, 84},
+    {11, "Q3_K", 256, 110},   {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},   {15, "Q8_K", 256, 292},   {16, "IQ2_XXS", 256, 66},
+    {17, "IQ2_XS", 256, 74},  {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},
+    {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},  {22, "IQ2_S", 256, 82},
+    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},         {25, "I16", 1, 2},
+    {26, "I32", 1, 4},        {27, "I64", 1, 8},        {28, "F64", 1, 8},
+    {29, "IQ1_M", 256, 56},   {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},
+    {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
+    // NVFP4: 4 UE4M3 sub-block scales + 32 code bytes per 64 elements.
+    {40, "NVFP4", 64, 36},
+    // Q1_0: fp16 d + 128 sign bits.
+    {41, "Q1_0", 128, 18},
+    // Q2_0: forks disagree on the group size (64 in ggml master, 128 with
+    // 34-byte blocks elsewhere) under the same id, so we do not claim one.
+    {42, "Q2_0", 0, 0},
+};
+
+const GgmlTypeInfo* find_ggml_type(uint32_t id) {
+  for (const auto& t : kGgmlTypes)
+    if (t.id == id) return &t;
+  return nullptr;
+}
+
+bool ieq(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; };
+    if (lower(a[i]) != lower(b[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const WeightTypeTraits* weight_type_traits(uint32_t ggml_type_id) {
+  for (const auto& t : kTraits)
+    if (static_cast<uint32_t>(t.type) == ggml_type_id) return &t;
+  return nullptr;
+}
+
+const WeightTypeTraits& weight_traits(WeightType t) {
+  const int i = traits_index(t);
+  LONGKV_ASSERT(i >= 0);
+  return kTraits[i];
+}
+
+const char* ggml_type_name(uint32_t ggml_type_id) {
+  if (const GgmlTypeInfo* t = find_ggml_type(ggml_type_id)) return t->name;
+  // A small per-thread ring so a caller can format a few names in one
+  // printf without the later ones overwriting the earlier.
+  thread_local char ring[4][24];
+  thread_local int next = 0;
+  char* buf = ring[next];
+  next = (next + 1) % 4;
+  std::snprintf(buf, sizeof(ring[0]), "type#%u", ggml_type_id);
+  return buf;
+}
+
+bool ggml_type_block(uint32_t ggml_type_id, int* block_size, int* block_bytes) {
+  const GgmlTypeInfo* t = find_ggml_type(ggml_type_id);
+  if (t == nullptr || t->block_size == 0) return false;
+  *block_size = t->block_size;
+  *block_bytes = t->block_bytes;
+  return true;
+}
+
+bool parse_weight_type(std::string_view name, WeightType* out) {
+  for (const auto& t : kTraits) {
+    if (ieq(name, t.name)) {
+      *out = t.type;
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t row_bytes(WeightType t, int64_t n) {
+  const WeightTypeTraits& tr = weight_traits(t);
+  LONGKV_ASSERT(n >= 0 && n % tr.block_size == 0);
+  return static_cast<size_t>(n / tr.block_size) * static_cast<size_t>(tr.block_bytes);
+}
+
+}  // namespace longkv

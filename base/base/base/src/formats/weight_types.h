@@ -1,0 +1,114 @@
+// Weight storage formats: one place that describes every block layout.
+//
+// Enum values are the GGUF `ggml_type` ids so a tensor's type field maps
+// directly. Quantized types store a row of `n` elements as n / block_size
+// blocks; a row of `n` elements takes row_bytes(type, n) bytes. Layouts
+// follow ggml (see ../shared/FORMATS.md) so GGUF files are read in place.
+// CPU and CUDA code include this header; nothing here depends on a backend.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "core/fp16.h"
+
+namespace longkv {
+
+enum class WeightType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q8_0 = 8,
+  Q4_K = 12,
+  Q6_K = 14,
+  BF16 = 30,
+};
+
+constexpr int kQK = 32;   // elements per Q8_0 / Q4_0 block
+constexpr int kQKK = 256; // elements per K-quant super-block
+
+// Q8_0: 32 elements, x = d * qs[i].
+struct BlockQ8_0 {
+  f16_t d;
+  int8_t qs[kQK];
+};
+static_assert(sizeof(BlockQ8_0) == 34);
+
+// Q4_0: 32 elements; element j (j < 16) = (qs[j] & 0xF) - 8, element j + 16 =
+// (qs[j] >> 4) - 8; x = d * q.
+struct BlockQ4_0 {
+  f16_t d;
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ4_0) == 18);
+
+// Q4_K: 256 elements as 8 sub-blocks of 32 with 6-bit (scale, min) pairs
+// packed in `scales` (see FORMATS.md for the bit layout); per 64-element
+// chunk c: first 32 = d*sc[2c]*(q & 0xF) - dmin*m[2c], next 32 use q >> 4
+// and sub-block 2c+1; qs advances 32 bytes per chunk.
+struct BlockQ4_K {
+  f16_t d;
+  f16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[kQKK / 2];
+};
+static_assert(sizeof(BlockQ4_K) == 144);
+
+// Q6_K: 256 elements as 16 sub-blocks of 16; 6-bit codes split into the low
+// 4 bits (ql) and high 2 bits (qh), int8 sub-block scales, one fp16 d;
+// x = d * scales[s] * (q - 32).
+struct BlockQ6_K {
+  uint8_t ql[kQKK / 2];
+  uint8_t qh[kQKK / 4];
+  int8_t scales[kQKK / 16];
+  f16_t d;
+};
+static_assert(sizeof(BlockQ6_K) == 210);
+
+// Reference (scalar, obviously-correct) conversions. `n` must be a multiple
+// of the block size. from_float may be null for types we do not produce.
+using ToFloatFn = void (*)(const void* src, float* dst, int64_t n);
+using FromFloatFn = void (*)(const float* src, void* dst, int64_t n);
+
+struct WeightTypeTraits {
+  WeightType type;
+  const char* name;
+  int block_size;    // elements per block (1 for F32/F16/BF16)
+  int block_bytes;   // bytes per block
+  ToFloatFn to_float_ref;
+  FromFloatFn from_float_ref;
+};
+
+// Traits for a supported type, or nullptr for an id we cannot handle.
+const WeightTypeTraits* weight_type_traits(uint32_t ggml_type_id);
+// Traits for a supported type (asserts it is supported).
+const WeightTypeTraits& weight_traits(WeightType t);
+// Name of any ggml type id, including ones we do not support ("Q5_K"), or "type#N".
+const char* ggml_type_name(uint32_t ggml_type_id);
+// Block geometry of any ggml type id the GGUF spec knows (supported or not),
+// so a reader can validate tensor sizes of types it cannot compute with.
+// Returns false for unknown/removed ids.
+bool ggml_type_block(uint32_t ggml_type_id, int* block_size, int* block_bytes);
+// Parse "q8_0", "F16", ...; returns false if unknown or unsupported.
+bool parse_weight_type(std::string_view name, WeightType* out);
+
+// Bytes of a row of n elements (n a multiple of the block size).
+size_t row_bytes(WeightType t, int64_t n);
+
+// A non-owning view of a 2-D weight matrix stored row-major: `rows` rows
+// (output features) of `cols` elements (input features), each row
+// row_bytes(type, cols) bytes, rows contiguous.
+struct WeightView {
+  WeightType type = WeightType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const uint8_t* data = nullptr;
+
+  size_t row_stride() const { return row_bytes(type, cols); }
+  size_t nbytes() const { return row_stride() * static_cast<size_t>(rows); }
+  const uint8_t* row(int64_t r) const { return data + row_stride() * static_cast<size_t>(r); }
+  explicit operator bool() const { return data != nullptr; }
+};
+
+}  // namespace longkv

@@ -1,0 +1,296 @@
+// End-to-end tests of the longkv command line: exact generated text, the
+// perplexity protocol against the reference figure, and one clear error
+// line with a non-zero exit code for bad input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <regex>
+#include <sstream>
+
+#include "backend/cuda/cuda_backend.h"
+#include "kv/kv_mode.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+using test::run_cli;
+using test::shared_path;
+
+const std::string kStories = "models/stories260K/stories260K.bin";
+const std::string kTok512 = "models/stories260K/tok512.bin";
+const std::string kEval = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+const std::string kWiki = "data/wikitext-2-raw/wiki.test.raw";
+
+std::string expected_greedy() { return test::read_file(shared_path("models/stories260K/expected_greedy_100.txt")); }
+
+// The error contract: exit code 1 (2 for usage errors), nothing on stdout,
+// and exactly one "error: " line on stderr, the last one, containing
+// `fragment` (progress and configuration lines may come before it).
+void expect_one_error_line(const test::CmdResult& r, const std::string& fragment, int exit_code = 1) {
+  EXPECT_EQ(r.exit_code, exit_code) << r.err;
+  EXPECT_EQ(r.out, "");
+  const size_t at = r.err.find("error: ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  EXPECT_TRUE(at == 0 || r.err[at - 1] == '\n') << r.err;
+  const std::string line = r.err.substr(at);
+  EXPECT_NE(line.find(fragment), std::string::npos) << "stderr: " << r.err;
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << "error is not the single last line: " << r.err;
+}
+
+TEST(Cli, Stories260KGreedyExact) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  auto r = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) + " -n 100 --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, expected_greedy());
+  EXPECT_NE(r.err.find("decode:"), std::string::npos);
+  EXPECT_NE(r.err.find("kv cache:"), std::string::npos);
+}
+
+// Without a GPU, --device cuda says why once and runs on the CPU: same text.
+TEST(Cli, RunDeviceCudaFallsBackToCpuSayingWhy) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  if (cuda_available(nullptr)) GTEST_SKIP() << "a CUDA device is present";
+  auto r = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) +
+                   " -n 100 --temp 0 --device cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, expected_greedy());
+  EXPECT_NE(r.err.find("--device cuda: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("running on the CPU"), std::string::npos) << r.err;
+  auto bad = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) + " -n 1 --device tpu");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("tpu"), std::string::npos) << bad.err;
+}
+
+TEST(Cli, Stories260KGreedyExactFromHuggingFaceCopy) {
+  LONGKV_REQUIRE_SHARED("models/stories260K/hf/model.safetensors");
+  auto r = run_cli("run -m " + shared_path("models/stories260K/hf") + " --tokenizer " + shared_path(kTok512) +
+                   " -n 100 --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, expected_greedy());
+}
+
+TEST(Cli, Stories260KGreedyExactThroughConvertedGguf) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  const std::string dir = test::temp_dir();
+  for (const std::string& src : {shared_path(kStories), shared_path("models/stories260K/hf")}) {
+    SCOPED_TRACE(src);
+    const std::string out = dir + "/stories.gguf";
+    auto c = run_cli("convert -m " + src + " --tokenizer " + shared_path(kTok512) + " -o " + out);
+    ASSERT_EQ(c.exit_code, 0) << c.err;
+    // The GGUF carries the vocabulary: no --tokenizer needed.
+    auto r = run_cli("run -m " + out + " -n 100 --temp 0");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, expected_greedy());
+  }
+}
+
+TEST(Cli, InspectShowsMetadataTensorsAndKvCost) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  auto r = run_cli("inspect -m " + shared_path(kEval) + " --ctx 4096");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| llama.block_count | 8 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| token_embd.weight | Q8_0 | 512 x 32000 |"), std::string::npos);
+  // 8 layers x 2 KV heads x 64 dims x (K+V) x 2 bytes = 4096 bytes/token in f16.
+  EXPECT_NE(r.out.find("| f16 | 4096 | 16.00 MiB |"), std::string::npos) << r.out;
+}
+
+double parse_ppl(const std::string& table, const std::string& mode) {
+  std::smatch m;
+  const std::regex row("\\| " + mode + " \\|[^|]*\\|[^|]*\\|[^|]*\\| ([0-9.]+) \\|");
+  if (!std::regex_search(table, m, row)) return -1;
+  return std::stod(m[1].str());
+}
+
+// DESIGN.md protocol, ctx 1024, first 4 windows: the reference (float32
+// numpy on the dequantized weights) is 246.3584.
+TEST(Cli, PerplexityMatchesReference) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  auto r = run_cli("perplexity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                   " --ctx 1024 --chunks 4 --kv f32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("332755 tokens"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| 4092 |"), std::string::npos) << r.out;
+  const double ppl = parse_ppl(r.out, "f32");
+  EXPECT_NEAR(ppl, 246.3584, 246.3584 * 1e-4) << r.out;
+}
+
+TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string base = test::temp_dir() + "/base.lp";
+  const std::string common = "perplexity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                             " --ctx 256 --chunks 1 --kv f32";
+  auto a = run_cli(common + " --save-logits " + base);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  auto b = run_cli(common + " --kl-base " + base);
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(b.out, m, std::regex("\\| f32 \\|.*\\| ([0-9.]+) \\| ([0-9.]+)% \\| 255 \\|")))
+      << b.out;
+  EXPECT_LT(std::stod(m[1].str()), 1e-4);  // quantized log-probs: ~1e-7 in practice
+  EXPECT_EQ(m[2].str(), "100.00");
+  // A different window size is refused.
+  auto c = run_cli("perplexity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                   " --ctx 128 --chunks 1 --kl-base " + base);
+  expect_one_error_line(c, "ctx 256");
+}
+
+// --save-nll: one CSV row per scored token and a column per mode (NLL, then
+// KL to the f16 base); the rows give back the table's perplexity and KLD.
+TEST(Cli, PerplexitySavedNllGivesTheTable) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string path = test::temp_dir() + "/nll.csv";
+  auto r = run_cli("perplexity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                   " --ctx 256 --chunks 2 --kv f16,k2v2 --save-nll " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream in(test::read_file(path));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "window,pos,token,nll:f16,nll:k2v2:g32:r128:s4:rope=post,kl:f16,kl:k2v2:g32:r128:s4:rope=post");
+  double nll[2] = {0, 0}, kl = 0;
+  int rows = 0;
+  while (std::getline(in, line)) {
+    std::vector<double> v;
+    std::istringstream fields(line);
+    for (std::string f; std::getline(fields, f, ',');) v.push_back(std::stod(f));
+    ASSERT_EQ(v.size(), 7u) << line;
+    EXPECT_EQ(v[1], rows % 255 + 1) << line;  // positions 1..255 in each window
+    nll[0] += v[3];
+    nll[1] += v[4];
+    EXPECT_EQ(v[5], 0) << line;
+    kl += v[6];
+    ++rows;
+  }
+  EXPECT_EQ(rows, 510);
+  const double ppl[2] = {parse_ppl(r.out, "f16"), parse_ppl(r.out, "k2v2:g32:r128:s4:rope=post")};
+  for (int i = 0; i < 2; ++i) EXPECT_NEAR(std::exp(nll[i] / rows), ppl[i], 1e-5 * ppl[i]);  // 6-digit NLLs
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| k2v2[^|]* \\|(?:[^|]*\\|){6} ([0-9.]+) \\|"))) << r.out;
+  EXPECT_NEAR(kl / rows, std::stod(m[1].str()), 1e-5);
+}
+
+TEST(Cli, BenchSyntheticPrintsTable) {
+  auto r = run_cli("bench --synthetic tiny --wtype q4_0 -p 16 -n 4 -d 0,64 --threads-list 1 --no-membw");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| 1 | f16 | pp16 | 0 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| 1 | f16 | tg4 | 64 |"), std::string::npos) << r.out;
+}
+
+// --gpu-mem only sizes the --max-ctx search; alone it is a usage error, and
+// --max-ctx (and --sample) on the CPU say they did not apply rather than
+// printing nothing.
+TEST(Cli, BenchGpuMemNeedsMaxCtx) {
+  auto u = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 --gpu-mem 81559");  // a usage error (CLI11's)
+  EXPECT_NE(u.exit_code, 0);
+  EXPECT_EQ(u.out, "");
+  EXPECT_NE(u.err.find("--gpu-mem requires --max-ctx"), std::string::npos) << u.err;
+  auto r = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 -d 0 --threads-list 1 --no-membw --max-ctx "
+                   "--gpu-mem 81559 --device cpu --sample");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("--max-ctx searches GPU memory; not run on the CPU"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--sample draws in the GPU's decode steps; the CPU's are greedy"), std::string::npos) << r.err;
+}
+
+// Usage errors: one line naming the option and what it takes, exit code 2
+// (CLI11's own checks printed DBL_MAX in 300 digits, and called 0 "not in
+// range 0.000000 to ..." where the option needs at least 1).
+TEST(Cli, UsageErrorsAreOneLineSayingWhatTheOptionTakes) {
+  const struct {
+    const char* args;
+    const char* fragment;
+  } cases[] = {
+      {"run -m x.gguf -p hi -n -5", "--n-predict: needs a whole number from 0 to 2147483647 (got '-5')"},
+      {"run -m x.gguf -p hi -b 0", "--batch: needs a whole number from 1 to 2147483647 (got '0')"},
+      {"run -m x.gguf -p hi -n 99999999999", "--n-predict: needs a whole number from 0 to 2147483647"},
+      {"perplexity -m x.gguf -f y.txt --ctx 0", "--ctx: needs a whole number from 1 to 2147483647 (got '0')"},
+      {"perplexity -m x.gguf -f y.txt --chunks -1", "--chunks: needs a whole number from 0"},
+      {"bench -m x.gguf --reps 0", "--reps: needs a whole number from 1"},
+      {"bench -m x.gguf -n abc", "--n-gen: needs a whole number from 0 to 2147483647 (got 'abc')"},
+      {"bench -m x.gguf --max-ctx --gpu-mem -3", "--gpu-mem: needs a number >= 0 (got '-3')"},
+      {"run -m x.gguf -p hi --temp -1", "--temp: needs a number >= 0 (got '-1')"},
+      {"run -m x.gguf -p hi --top-p 7", "--top-p: needs a number in (0, 1] (got '7')"},
+      {"run -m x.gguf -p hi --min-p nan", "--min-p: needs a number in [0, 1] (got 'nan')"},
+      {"run -m x.gguf -p hi --repeat-penalty 0", "--repeat-penalty: needs a number > 0 (got '0')"},
+      {"bench -m x.gguf -d 0,-5", "--depth: needs a whole number from 0 to 2147483647 (got '-5')"},  // was an abort
+      {"inspect -m x.gguf --ctx -4", "--ctx: needs a whole number from 0"},
+      {"run -p hi", "--model is required"},
+      {"run -m x.gguf --bogus", "--bogus"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const auto r = run_cli(c.args);
+    expect_one_error_line(r, c.fragment, 2);
+    EXPECT_EQ(r.err.find("1797693"), std::string::npos) << r.err;
+  }
+}
+
+TEST(Cli, MissingModelFile) {
+  expect_one_error_line(run_cli("run -m /nonexistent/model.gguf -p hi -n 1"), "/nonexistent/model.gguf: cannot open");
+}
+
+TEST(Cli, ModelIsADirectoryWithoutConfig) {
+  expect_one_error_line(run_cli("run -m /tmp -p hi -n 1"), "/tmp");
+}
+
+TEST(Cli, UnknownKvMode) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  expect_one_error_line(
+      run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) + " -n 1 --kv q9"),
+      "unknown KV cache mode 'q9'");
+}
+
+TEST(Cli, Llama2cModelWithoutTokenizer) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  expect_one_error_line(run_cli("run -m " + shared_path(kStories) + " -n 1"), "pass --tokenizer");
+}
+
+TEST(Cli, TokenizerOfWrongSize) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  expect_one_error_line(run_cli("run -m " + shared_path(kEval) + " --tokenizer " + shared_path(kTok512) + " -n 1"),
+                        "512");
+}
+
+TEST(Cli, PromptLongerThanContext) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  expect_one_error_line(run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) +
+                                " -c 4 -p 'Once upon a time there was a cat' -n 1"),
+                        "does not fit the context of 4");
+}
+
+TEST(Cli, CorruptModelFiles) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string dir = test::temp_dir();
+  const std::string good = test::read_file(shared_path(kEval));
+  // Truncated GGUF: header and metadata present, tensor data cut off.
+  test::write_file(dir + "/trunc.gguf", good.substr(0, good.size() / 2));
+  auto r = run_cli("run -m " + dir + "/trunc.gguf -p hi -n 1");
+  expect_one_error_line(r, "trunc.gguf");
+  // Not a model at all.
+  test::write_file(dir + "/text.bin", "hello world, this is not a model file at all");
+  expect_one_error_line(run_cli("run -m " + dir + "/text.bin -p hi -n 1"), "text.bin");
+  // Truncated llama2.c checkpoint.
+  const std::string stories = test::read_file(shared_path(kStories));
+  test::write_file(dir + "/short.bin", stories.substr(0, 5000));
+  expect_one_error_line(run_cli("run -m " + dir + "/short.bin --tokenizer " + shared_path(kTok512) + " -n 1"),
+                        "short.bin");
+}
+
+TEST(Cli, HelpListsSubcommands) {
+  auto r = run_cli("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* cmd : {"run", "perplexity", "inspect", "convert", "bench"})
+    EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd;
+}
+
+// Every command that takes --kv spells the whole mode grammar (kKvModeGrammar),
+// so a new field such as :a<pct> shows up in each --help.
+TEST(Cli, KvHelpSpellsTheModeGrammar) {
+  for (const char* cmd : {"run", "perplexity", "inspect", "bench", "needle"}) {
+    auto r = run_cli(std::string(cmd) + " --help");
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_NE(r.out.find(kKvModeGrammar), std::string::npos) << cmd << " --help:\n" << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace longkv

@@ -1,0 +1,836 @@
+// CUDA backend against the CPU oracle: every kernel path on random inputs of
+// odd sizes, and the evaluation model's logits. Without a GPU (or in a build
+// without CUDA) each test reports SKIPPED with the reason.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <nlohmann/json.hpp>
+
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/ops.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
+#include "core/fp16.h"
+#include "core/thread_pool.h"
+#include "kv/dense_attention.h"
+#include "kv/kv_mode.h"
+#include "model/llama_model.h"
+#include "model/model_loader.h"
+#include "runtime/sampler.h"
+#include "test_cuda_util.h"
+#include "test_util.h"
+#include "tokenizer/spm_tokenizer.h"
+
+namespace longkv {
+namespace {
+
+// The evaluation model (../shared; the tests that load it skip without it).
+constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+
+TEST(Cuda, UnavailableReasonIsOneClearLine) {
+  std::string why;
+  if (cuda_available(&why)) GTEST_SKIP() << "a CUDA device is present";
+#ifdef LONGKV_HAVE_CUDA
+  EXPECT_NE(why.find("no CUDA device: "), std::string::npos) << why;
+#else
+  EXPECT_EQ(why, "longkv was built without CUDA (-DLONGKV_CUDA=ON)");
+#endif
+}
+
+// Random stored rows of type t (through the reference quantizer).
+std::vector<uint8_t> random_weight(WeightType t, int rows, int cols, uint32_t seed) {
+  const size_t rb = row_bytes(t, cols);
+  std::vector<uint8_t> data(rb * rows);
+  const auto f = test::random_floats(static_cast<size_t>(rows) * cols, seed);
+  if (t == WeightType::F32) {
+    std::memcpy(data.data(), f.data(), data.size());
+  } else {
+    for (int r = 0; r < rows; ++r)
+      weight_traits(t).from_float_ref(&f[static_cast<size_t>(r) * cols], data.data() + rb * r, cols);
+  }
+  return data;
+}
+
+// The Q4_0 GEMV with int8 activations (CudaTuning::gemv_i8x), written from
+// its documented rule (weight_decode.cuh): per 32 activations amax, dx =
+// amax / 127, q = round-half-even(x * (127 / amax)), and the block's product
+// d * dx * sum (n - 8) q with the integer sum exact; summed in double.
+double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
+  const auto* b = static_cast<const BlockQ4_0*>(row);
+  double s = 0;
+  for (int k = 0; k < cols / kQK; ++k) {
+    const float* xb = x + kQK * k;
+    float amax = 0;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int64_t dot = 0;
+    for (int i = 0; i < kQK; ++i) {
+      const int n = i < 16 ? (b[k].qs[i] & 0xF) : (b[k].qs[i - 16] >> 4);
+      dot += static_cast<int64_t>(n - 8) * static_cast<int>(std::nearbyint(xb[i] * inv));
+    }
+    s += static_cast<double>(f16_to_f32(b[k].d) * dx) * static_cast<double>(dot);
+  }
+  return s;
+}
+
+// What the single-token GEMV should give for row r: the exact product of the
+// dequantized weights (dot_row_ref), or for Q4_0 through the slab kernel with
+// int8 activations the rule above.
+float gemv_ref(const WeightView& w, int r, const float* x, bool i8x) {
+  return i8x && w.type == WeightType::Q4_0 ? static_cast<float>(dot_q4_0_i8x_ref(w.row(r), x, static_cast<int>(w.cols)))
+                                            : dot_row_ref(w.type, w.row(r), x, w.cols);
+}
+
+// Tolerance of a GEMV against gemv_ref: float rounding, or with int8
+// activations made from an activation the GPU computed itself (RMSNorm,
+// SwiGLU: last-bit differences from the host's) one int8 value off now and
+// then, each moving every row by ~1e-4 relative (exact vs int8: ~3e-5).
+double gemv_tol(WeightType t, bool i8x, int act) { return i8x && t == WeightType::Q4_0 && act != 0 ? 1e-6 : 1e-10; }
+
+struct MatmulCase {
+  WeightType type;
+  int rows, cols;
+};
+
+// GEMV (1 token) and GEMM (7 tokens, f32 and f16) against dot_row_ref. The
+// f32 paths differ from the reference only in summation order; the f16 GEMM
+// rounds weights and activations to 11-bit mantissas (~2^-11 per product,
+// averaging down over the sum), hence 1e-5 normalized squared error.
+TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::F32, 17, 96},   {WeightType::F16, 97, 264},  {WeightType::BF16, 33, 136},
+      {WeightType::Q8_0, 97, 1056}, {WeightType::Q4_0, 101, 544}, {WeightType::Q4_K, 37, 1280},
+      {WeightType::Q6_K, 19, 768}, {WeightType::Q8_0, 5, 32},   {WeightType::Q4_K, 3, 256},
+      // Rows past one GEMV slice (512 units: 8192 Q8_0 columns, 16384 Q4_0)
+      // take two accumulating passes; odd block counts leave lanes idle.
+      {WeightType::Q8_0, 13, 8224}, {WeightType::Q4_0, 9, 16416}, {WeightType::Q6_K, 7, 4352},
+      {WeightType::Q4_K, 11, 4352},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(weight_traits(c.type).name) + " " + std::to_string(c.rows) + "x" +
+                 std::to_string(c.cols));
+    const auto data = random_weight(c.type, c.rows, c.cols, 11 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    for (int n_tok : {1, 7}) {
+      const auto x = test::random_floats(static_cast<size_t>(n_tok) * c.cols, 5 + n_tok);
+      for (bool i8x : {false, true}) {
+        if (i8x && (n_tok > 1 || c.type != WeightType::Q4_0)) continue;  // int8 x: the Q4_0 GEMV only
+        std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), exact(ref.size());
+        for (int t = 0; t < n_tok; ++t)
+          for (int r = 0; r < c.rows; ++r) {
+            const float* xt = &x[static_cast<size_t>(t) * c.cols];
+            ref[static_cast<size_t>(t) * c.rows + r] = gemv_ref(w, r, xt, i8x);
+            exact[static_cast<size_t>(t) * c.rows + r] = dot_row_ref(c.type, w.row(r), xt, c.cols);
+          }
+        for (CudaGemm g : {CudaGemm::f32, CudaGemm::f16}) {
+          if (n_tok == 1 && g == CudaGemm::f16) continue;  // GEMV is always f32
+          std::vector<float> y(ref.size());
+          cuda_tuning().gemv_i8x = i8x;
+          cuda_check_matmul(w, x.data(), n_tok, y.data(), g);
+          cuda_tuning() = CudaTuning{};
+          const double err = test::nmse(y.data(), ref.data(), ref.size());
+          const double tol = g == CudaGemm::f16 && n_tok > 1 ? 1e-5 : 1e-10;
+          EXPECT_LT(err, tol) << "n_tok " << n_tok << " gemm " << cuda_gemm_name(g) << " i8x " << i8x;
+          // The int8 activations' own error, against the exact product.
+          const double err_exact = test::nmse(y.data(), exact.data(), exact.size());
+          if (i8x) {
+            EXPECT_LT(err_exact, 1e-4);
+            // x loaded lane by lane instead of a warp at a time: the same bits.
+            std::vector<float> y_lane(ref.size());
+            cuda_tuning().gemv_i8x = true;
+            cuda_tuning().gemv_x_coalesced = false;
+            cuda_check_matmul(w, x.data(), n_tok, y_lane.data(), g);
+            cuda_tuning() = CudaTuning{};
+            EXPECT_EQ(std::memcmp(y.data(), y_lane.data(), sizeof(float) * y.size()), 0)
+                << "coalesced and per-lane x loads differ";
+          }
+          RecordProperty(std::string("nmse_") + weight_traits(c.type).name + "_n" + std::to_string(n_tok) + "_" +
+                             cuda_gemm_name(g) + (i8x ? "_i8x" : ""),
+                         std::to_string(err));
+          std::printf("matmul %-5s %4dx%-5d n_tok %d %s%s: nmse %.3g (vs exact product %.3g)\n",
+                      weight_traits(c.type).name, c.rows, c.cols, n_tok, cuda_gemm_name(g), i8x ? " int8 x" : "",
+                      err, err_exact);
+        }
+      }
+    }
+  }
+}
+
+// The int8 activations' rounding on ties: every unit's largest |x| is 127,
+// so 127 / amax is exactly 1 and the other elements, k + 0.5 for random k,
+// are halfway cases that must round to even as the rule says (quantize_x_i8
+// rounds by adding 1.5 * 2^23, not by a conversion instruction). One tie
+// rounded the other way moves its row by ~1e-3 relative, far past 1e-10.
+TEST(Cuda, Int8ActivationsRoundTiesToEven) {
+  LONGKV_REQUIRE_CUDA();
+  const int rows = 37, cols = 2048;
+  const auto data = random_weight(WeightType::Q4_0, rows, cols, 23);
+  WeightView w{WeightType::Q4_0, rows, cols, data.data()};
+  std::mt19937 rng(5);
+  std::vector<float> x(cols);
+  int ties = 0;
+  for (int i = 0; i < cols; ++i) {
+    const int k = static_cast<int>(rng() % 253) - 126;  // -126 .. 126: k + 0.5 stays within +-127
+    x[i] = i % kQK == (i / kQK) % kQK ? ((i / kQK) % 2 ? -127.0f : 127.0f) : static_cast<float>(k) + 0.5f;
+    ties += std::fabs(x[i]) != 127.0f;
+  }
+  std::vector<float> ref(rows), y(rows);
+  for (int r = 0; r < rows; ++r) ref[r] = gemv_ref(w, r, x.data(), true);
+  cuda_tuning().gemv_i8x = true;
+  cuda_check_matmul(w, x.data(), 1, y.data(), CudaGemm::f32);
+  cuda_tuning() = CudaTuning{};
+  const double err = test::nmse(y.data(), ref.data(), rows);
+  EXPECT_LT(err, 1e-10);
+  std::printf("int8 activations, %d ties: nmse %.3g against round-half-even\n", ties, err);
+}
+
+// The GEMV's activation on the host: 0 = x, 1 = RMSNorm(x) * norm,
+// 2 = SwiGLU (silu(x) * up), as the fused kernels make it in their load.
+std::vector<float> host_act(int act, const std::vector<float>& x, const std::vector<float>& norm,
+                            const std::vector<float>& up, float eps) {
+  const int n = static_cast<int>(x.size());
+  std::vector<float> xa(n);
+  if (act == 1) {
+    rmsnorm(xa.data(), x.data(), norm.data(), n, eps);
+  } else {
+    for (int i = 0; i < n; ++i) xa[i] = act == 2 ? x[i] / (1.0f + std::exp(-x[i])) * up[i] : x[i];
+  }
+  return xa;
+}
+
+// The decode step's GEMV with RMSNorm / SwiGLU made inside its activation
+// load (milestone 5), and the same through the separate kernels and the
+// milestone-2 slab GEMV, against act() on the host + dot_row_ref. Only the
+// sum of squares and the dot products are ordered differently.
+TEST(Cuda, FusedActivationGemvMatchesReference) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::Q4_0, 97, 4096}, {WeightType::Q4_0, 17, 14336}, {WeightType::Q8_0, 1000, 544},
+      {WeightType::Q4_K, 37, 1280}, {WeightType::Q6_K, 19, 768},   {WeightType::F16, 33, 264},
+      {WeightType::Q4_0, 9001, 96},  // > 8192 rows: 4 rows per warp
+      {WeightType::Q8_0, 23, 9216},  // 576 units: the slab kernel runs two column slices
+  };
+  struct Variant {
+    bool rows, fuse;
+  };
+  for (const auto& c : cases) {
+    const auto data = random_weight(c.type, c.rows, c.cols, 3 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(c.cols, 21, -2, 2), norm = test::random_floats(c.cols, 22),
+               up = test::random_floats(c.cols, 23);
+    const float eps = 1e-5f;
+    for (int act = 0; act < 3; ++act) {
+      const std::vector<float> xa = host_act(act, x, norm, up, eps);
+      std::vector<float> ref(c.rows), y(c.rows);
+      for (Variant vr : {Variant{true, true}, Variant{false, true}, Variant{false, false}, Variant{true, false}}) {
+        const bool i8x = !vr.rows && CudaTuning{}.gemv_i8x;  // the slab kernel's default for Q4_0
+        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
+        cuda_tuning().gemv_rows = vr.rows;
+        cuda_tuning().fuse_activation = vr.fuse;
+        cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
+        cuda_tuning() = CudaTuning{};
+        const double err = test::nmse(y.data(), ref.data(), ref.size());
+        EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act
+                              << " rows-kernel " << vr.rows << " fused " << vr.fuse;
+        std::printf("gemv act %d %-5s %5dx%-5d rows %d fused %d: nmse %.3g\n", act, weight_traits(c.type).name,
+                    c.rows, c.cols, vr.rows, vr.fuse, err);
+      }
+    }
+  }
+}
+
+TEST(Cuda, RmsnormMatchesCpu) {
+  LONGKV_REQUIRE_CUDA();
+  const int rows = 3, dim = 1000;
+  const auto x = test::random_floats(static_cast<size_t>(rows) * dim, 1, -3, 3);
+  const auto w = test::random_floats(dim, 2);
+  std::vector<float> ref(x.size()), y(x.size());
+  for (int r = 0; r < rows; ++r) rmsnorm(&ref[r * dim], &x[r * dim], w.data(), dim, 1e-5f);
+  cuda_check_rmsnorm(x.data(), w.data(), rows, dim, 1e-5f, y.data());
+  EXPECT_LT(test::nmse(y.data(), ref.data(), ref.size()), 1e-12);
+}
+
+TEST(Cuda, RopeMatchesCpuBothStylesFarPositions) {
+  LONGKV_REQUIRE_CUDA();
+  for (RopeStyle st : {RopeStyle::interleaved, RopeStyle::neox}) {
+    RopeTable t(64, 64, 500000.0f, st);
+    const int n_tok = 5, n_heads = 3;
+    const int64_t pos0 = 1000003;
+    auto x = test::random_floats(static_cast<size_t>(n_tok) * n_heads * 64, 3);
+    auto ref = x;
+    for (int i = 0; i < n_tok; ++i) rope_apply(t, &ref[static_cast<size_t>(i) * n_heads * 64], n_heads, pos0 + i);
+    cuda_check_rope(t, x.data(), n_tok, n_heads, pos0);
+    EXPECT_LT(test::nmse(x.data(), ref.data(), ref.size()), 1e-12) << rope_style_name(st);
+  }
+}
+
+// Decode (1 query, split-K) and prefill (several rows, causal) against the
+// double-precision reference on the f16-rounded keys and values.
+TEST(Cuda, AttentionMatchesReference) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    int n_heads, n_kv, d, n_ctx, n_q, chunk;
+  };
+  const Case cases[] = {{8, 2, 64, 1, 1, 1},     {8, 2, 64, 97, 1, 13},     {32, 8, 128, 4099, 1, 1000},
+                        {28, 4, 128, 777, 1, 777}, {8, 2, 64, 300, 37, 100}, {32, 8, 128, 1100, 129, 550},
+                        // many splits (a partial last tile in each), d64 tiles of 16 tokens
+                        {32, 8, 128, 20011, 1, 5000}, {8, 2, 64, 4099, 1, 4099}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE("heads " + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " d " + std::to_string(c.d) +
+                 " ctx " + std::to_string(c.n_ctx) + " n_q " + std::to_string(c.n_q));
+    const KvShape s = test::kv_shape(c.n_heads, c.n_kv, c.d, c.n_ctx + 3);
+    const size_t kv = static_cast<size_t>(c.n_ctx) * s.kv_dim();
+    const auto k = test::random_floats(kv, 21, -2, 2), v = test::random_floats(kv, 22);
+    const auto q = test::random_floats(static_cast<size_t>(c.n_q) * s.q_dim(), 23, -2, 2);
+    // Reference over f16-rounded K/V in [token][d] per KV head.
+    std::vector<f16_t> kh(kv), vh(kv);
+    for (size_t i = 0; i < kv; ++i) {
+      kh[i] = f32_to_f16(k[i]);
+      vh[i] = f32_to_f16(v[i]);
+    }
+    std::vector<float> ref(q.size());
+    for (int r = 0; r < c.n_q; ++r) {
+      const size_t off = static_cast<size_t>(r) * s.q_dim();
+      test::attend_heads_reference(s, &q[off], kh.data(), vh.data(), c.n_ctx - c.n_q + r + 1, &ref[off]);
+    }
+    for (CudaGemm g : {CudaGemm::f32, CudaGemm::f16}) {
+      if (c.n_q == 1 && g == CudaGemm::f16) continue;
+      // Decode: both split-kernel depths (token steps per tile).
+      for (int steps : {8, 4}) {
+        if (c.n_q > 1 && steps == 4) continue;
+        cuda_tuning().dense_decode_steps = steps;
+        std::vector<float> out(q.size());
+        cuda_check_attention(s, "f16", k.data(), v.data(), c.n_ctx, c.chunk, q.data(), c.n_q, out.data(), g);
+        cuda_tuning() = CudaTuning{};
+        const double err = test::nmse(out.data(), ref.data(), ref.size());
+        // f16 path: queries and probabilities rounded to f16.
+        EXPECT_LT(err, g == CudaGemm::f16 && c.n_q > 1 ? 1e-5 : 1e-10) << cuda_gemm_name(g) << " steps " << steps;
+        std::printf("attention h%d/%d d%d ctx %d n_q %d %s steps %d: nmse %.3g\n", c.n_heads, c.n_kv, c.d, c.n_ctx,
+                    c.n_q, cuda_gemm_name(g), steps, err);
+      }
+    }
+  }
+}
+
+TEST(Cuda, UnsupportedKvModeIsOneClearError) {
+  LONGKV_REQUIRE_CUDA();
+  const KvShape s = test::kv_shape(8, 2, 64, 4);
+  std::vector<float> k(s.kv_dim()), q(s.q_dim()), out(s.q_dim());
+  for (const char* mode : {"k4v2:rope=pre", "f32", "k2v2:o2", "k2v2:rot:o2", "k4v4:a1"}) {
+    SCOPED_TRACE(mode);
+    try {
+      cuda_check_attention(s, mode, k.data(), k.data(), 1, 1, q.data(), 1, out.data(), CudaGemm::f32);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not available on the CUDA backend"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// The evaluation model on the GPU: top-5 logits at the last 8 positions of
+// each reference prompt within 1e-3 relative of the reference (f32 GEMM
+// prefill), the f16 GEMM within 2e-2, and the greedy continuation through
+// the GPU decode path equal to the CPU engine's.
+TEST(Cuda, EvalModelMatchesReferenceLogits) {
+  LONGKV_REQUIRE_CUDA();
+  constexpr const char* kRef = "models/evalmodel/reference.json";
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LONGKV_REQUIRE_SHARED(kRef);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  SpmTokenizer tok(*lm.vocab);
+  const auto ref = nlohmann::json::parse(test::read_file(test::shared_path(kRef)));
+  const int nv = lm.weights.cfg.n_vocab;
+  const auto& results = ref["variants"]["q8_0_dequant_fp32"]["results"];
+  for (CudaGemm g : {CudaGemm::f32, CudaGemm::f16}) {
+    CudaModelOptions o;
+    o.max_tokens = 1024;
+    o.gemm = g;
+    auto model = CudaModel::create(lm.weights, o);
+    for (size_t p = 0; p < ref["prompts"].size(); ++p) {
+      SCOPED_TRACE(std::string("gemm ") + cuda_gemm_name(g) + " prompt " + std::to_string(p));
+      const auto ids = tok.encode(ref["prompts"][p].get<std::string>(), true);
+      const int n = static_cast<int>(ids.size());
+      model->clear();
+      std::vector<float> logits(static_cast<size_t>(n) * nv);
+      model->forward(ids.data(), n, 0, logits.data(), true);
+      double worst = 0;
+      for (const auto& pos : results[p]["last8_top5"]) {
+        const int row = pos["pos"].get<int>();
+        const auto top_ids = pos["top5_ids"].get<std::vector<int>>();
+        const auto top_logits = pos["top5_logits"].get<std::vector<double>>();
+        const float* lg = &logits[static_cast<size_t>(row) * nv];
+        for (size_t k = 0; k < top_ids.size(); ++k)
+          worst = std::max(worst, std::fabs(lg[top_ids[k]] - top_logits[k]) / std::fabs(top_logits[k]));
+      }
+      EXPECT_LE(worst, g == CudaGemm::f32 ? 1e-3 : 2e-2);
+      std::printf("evalmodel gemm %s prompt %zu: worst top-5 relative logit error %.3g\n", cuda_gemm_name(g), p,
+                  worst);
+      if (g == CudaGemm::f32) {
+        const auto want = results[p]["greedy32_ids"].get<std::vector<int32_t>>();
+        std::vector<int32_t> got;
+        int32_t next = argmax(&logits[static_cast<size_t>(n - 1) * nv], nv);
+        std::vector<float> step(nv);
+        for (size_t i = 0; i < want.size(); ++i) {
+          got.push_back(next);
+          if (i + 1 == want.size()) break;
+          model->forward(&next, 1, n + static_cast<int>(i), step.data(), false);
+          next = argmax(step.data(), nv);
+        }
+        EXPECT_EQ(got, want);
+      }
+    }
+  }
+}
+
+// Decode steps on the GPU track the CPU engine's logits step by step.
+// Decodes `steps` fixed tokens one by one on the CPU engine and a GPU model
+// of the same weights (f16 KV, f32 prefill GEMM, current tuning); returns
+// the worst logits nmse and how many steps agree on the argmax.
+std::pair<double, int> decode_vs_cpu(const ModelWeights& w, int steps, const char* kv_mode = "f16") {
+  const int nv = w.cfg.n_vocab;
+  ThreadPool pool(2);
+  LlamaModel cpu(w, pool);
+  auto caches = cpu.make_caches(kv_mode, std::max(64, steps));
+  CudaModelOptions o;
+  o.max_tokens = std::max(64, steps);
+  o.kv_mode = kv_mode;
+  o.gemm = CudaGemm::f32;
+  auto gpu = CudaModel::create(w, o);
+  std::vector<float> a(nv), b(nv);
+  double worst = 0;
+  int top1 = 0;
+  for (int i = 0; i < steps; ++i) {
+    const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+    cpu.forward(&t, 1, i, caches, a.data(), false);
+    gpu->forward(&t, 1, i, b.data(), false);
+    worst = std::max(worst, test::nmse(b.data(), a.data(), a.size()));
+    top1 += std::max_element(a.begin(), a.end()) - a.begin() == std::max_element(b.begin(), b.end()) - b.begin();
+  }
+  return {worst, top1};
+}
+
+TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const double worst = decode_vs_cpu(lm.weights, 40).first;
+  // Same f16 rounding of K/V on both sides, but a 1e-7 difference before
+  // rounding flips some f16 values by one ulp (~5e-4), which eight layers
+  // carry into the logits; the CPU's own f16-vs-f32 check allows 1e-5.
+  EXPECT_LT(worst, 1e-5);
+  std::printf("evalmodel decode 40 steps GPU vs CPU (f16 KV): worst nmse %.3g\n", worst);
+}
+
+// The rotated cache's fused step (milestone 18) in the model, past its first
+// group (step 164 at r128:s4), against the CPU engine with the same mode.
+// Both store the same codes for the same inputs, but the inputs differ by
+// float rounding, and a 4-bit code near a boundary can flip; a broken
+// rotation (q or an output not rotated) gives nmse ~1. Measured on H200
+// (milestone 18): worst nmse 1.3e-4 over the 200 steps, top-1 200 of 200.
+TEST(Cuda, EvalModelRotatedDecodeMatchesCpuEngine) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  constexpr int kSteps = 200;
+  const auto [worst, top1] = decode_vs_cpu(lm.weights, kSteps, "k4v4:rot");
+  EXPECT_LT(worst, 1e-3);
+  EXPECT_GE(top1, kSteps - 4);
+  std::printf("evalmodel decode %d steps GPU vs CPU (k4v4:rot KV): worst nmse %.3g, top-1 %d of %d\n", kSteps, worst,
+              top1, kSteps);
+}
+
+// The evaluation model quantized to Q4_0 (its Q8_0 weights requantized),
+// decoded on the GPU against the CPU engine: with exact f32 products
+// (gemv_i8x off) as close as the Q8_0 model above; with the Q4_0 GEMV's int8
+// activations (the default) each GEMV output carries ~0.4% error on random
+// data (nmse ~1.6e-5 in MatmulMatchesReferenceEveryFormat), more where a
+// block of 32 activations holds an outlier, and eight layers carry it into
+// the logits. Measured on H200 (docs/cuda-notes.md, milestone 13): worst
+// nmse 8.5e-3 over the 40 steps, top-1 40 of 40 (exact products: 1.4e-7);
+// the limits leave room for other cards' summation orders, not for a broken
+// packing (nmse ~1).
+TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  const std::string q4 = test::temp_dir() + "/evalmodel-q4_0.gguf";
+  {
+    LoadedModel src = load_model(test::shared_path(kEvalModel));
+    ASSERT_TRUE(src.vocab.has_value());
+    save_model_gguf(src.weights, *src.vocab, q4, WeightType::Q4_0);
+  }
+  LoadedModel lm = load_model(q4);
+  ASSERT_EQ(lm.weights.layers[0].wq.type, WeightType::Q4_0);
+  const int steps = 40;
+  for (bool i8x : {false, true}) {
+    cuda_tuning().gemv_i8x = i8x;
+    const auto [worst, top1] = decode_vs_cpu(lm.weights, steps);
+    cuda_tuning() = CudaTuning{};
+    EXPECT_LT(worst, i8x ? 2e-2 : 1e-5) << "i8x " << i8x;
+    if (i8x) {
+      EXPECT_GE(top1, steps * 9 / 10);
+    } else {
+      EXPECT_GE(top1, steps - 1);  // a near tie may fall either way
+    }
+    std::printf("evalmodel Q4_0 decode %d steps GPU vs CPU (f16 KV), %s: worst nmse %.3g, top-1 agrees %d of %d\n",
+                steps, i8x ? "int8 activations" : "f32 products", worst, top1, steps);
+  }
+}
+
+// A decode step replayed as a CUDA graph gives the logits of the same step
+// launched kernel by kernel: same kernels and arguments, so equal up to
+// nothing (tolerance 1e-12 for safety), over 60 steps after a 20-token
+// prefill, with an f16 cache and a quantized one whose groups complete at
+// tokens 33 and 65 (a launch topology change inside the run).
+TEST(Cuda, GraphReplayMatchesDirectDecode) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  // f16 replays one executable and crosses the split bucket at 256 tokens
+  // (one more capture, the same executable updated). The quantized modes
+  // replay their steady steps: k4v4:r0:s1 (1 sink, window 19 after the
+  // prompt) completes a group at steps 12, 44 and 76; k2v2 with the default
+  // window (r128:s4, window 16 after the prompt) completes its first group
+  // at step 143; k4v4:rot the same through the rotated cache's fused step
+  // (its scratch must keep its addresses across replays). The step after a
+  // completed group cuts it (a key of its own: CudaTuning::graph_cut), and
+  // the step after that has the new group count (another key). With the
+  // defaults every key is captured ahead, while the step before runs
+  // (CudaTuning::graph_ahead), so every step after the first (direct: lazy
+  // set-up) replays; k2v2 also runs as before milestone 27 (gcut=0,gah=0:
+  // the cutting step direct, the next one captured when due) and with
+  // captures when due only (gah=0). Then a second prompt of 300 tokens,
+  // which moves a quantized cache's fp16 buffers (cut=attend keeps the chunk
+  // fp16 until its rows have attended; the buffers grow past the decode
+  // steps' size), and 40 more steps: the replays after it must read the new
+  // buffers.
+  struct Run {
+    const char* mode;
+    bool graph_cut = true, graph_ahead = true;
+  };
+  const Run runs[] = {{"f16"}, {"k4v4:r0:s1"}, {"k2v2"}, {"k4v4:rot"}, {"k2v2", false, false}, {"k2v2", true, false}};
+  struct Restore {
+    ~Restore() { cuda_tuning() = CudaTuning{}; }
+  } restore;
+  for (const Run& run : runs) {
+    const char* mode = run.mode;
+    SCOPED_TRACE(std::string(mode) + (run.graph_cut ? "" : " gcut=0") + (run.graph_ahead ? "" : " gah=0"));
+    cuda_tuning().graph_cut = run.graph_cut;
+    cuda_tuning().graph_ahead = run.graph_ahead;
+    const bool dense = std::strcmp(mode, "f16") == 0, small = std::strcmp(mode, "k4v4:r0:s1") == 0;
+    const int steps = dense ? 300 : small ? 100 : 150;
+    CudaModelOptions o;
+    constexpr int kMore = 300, kSteps2 = 40;
+    o.max_tokens = 20 + steps + kMore + kSteps2 + 1;
+    o.kv_mode = mode;
+    o.gemm = CudaGemm::f32;
+    o.graphs = false;
+    auto direct = CudaModel::create(lm.weights, o);
+    o.graphs = true;
+    auto graphed = CudaModel::create(lm.weights, o);
+    if (!graphed->graphs()) GTEST_SKIP() << "LONGKV_CUDA_GRAPHS=0 in the environment";
+    std::vector<int32_t> prompt(20);
+    for (int i = 0; i < 20; ++i) prompt[i] = static_cast<int32_t>((i * 131 + 7) % nv);
+    std::vector<float> a(nv), b(nv);
+    direct->forward(prompt.data(), 20, 0, a.data(), false);
+    graphed->forward(prompt.data(), 20, 0, b.data(), false);
+    double worst = 0;
+    for (int i = 0; i < steps; ++i) {
+      const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+      direct->forward(&t, 1, 20 + i, a.data(), false);
+      graphed->forward(&t, 1, 20 + i, b.data(), false);
+      worst = std::max(worst, test::nmse(b.data(), a.data(), a.size()));
+    }
+    EXPECT_LT(worst, 1e-12);
+    // Keys met: f16 2; k4v4:r0:s1 the first, then per group the cutting
+    // step's and the next one's (1 + 3 x 2); k2v2 and k4v4:rot 1 + 2.
+    const int keys = dense ? 2 : small ? 7 : 3;
+    if (!run.graph_cut) {  // the cutting step direct, so one key fewer
+      EXPECT_EQ(graphed->graph_captures(), keys - 1);
+      EXPECT_EQ(graphed->graph_replays(), steps - 1 - 1 - (keys - 1));
+    } else if (!run.graph_ahead) {  // each key's first step captured when due
+      EXPECT_EQ(graphed->graph_captures(), keys);
+      EXPECT_EQ(graphed->graph_replays(), steps - 1 - keys);
+    } else {
+      EXPECT_EQ(graphed->graph_captures(), keys);
+      EXPECT_EQ(graphed->graph_replays(), steps - 1);  // the first step runs directly
+    }
+    std::printf("graph replay vs direct decode, %s%s%s, %d steps: worst nmse %.3g, %d captures, %d replays\n", mode,
+                run.graph_cut ? "" : " gcut=0", run.graph_ahead ? "" : " gah=0", steps, worst,
+                graphed->graph_captures(), graphed->graph_replays());
+    std::vector<int32_t> more(kMore);
+    for (int i = 0; i < kMore; ++i) more[i] = static_cast<int32_t>((i * 257 + 3) % nv);
+    int pos = 20 + steps;
+    direct->forward(more.data(), kMore, pos, a.data(), false);
+    graphed->forward(more.data(), kMore, pos, b.data(), false);
+    pos += kMore;
+    const int replays = graphed->graph_replays();
+    double worst2 = test::nmse(b.data(), a.data(), a.size());
+    // These steps also record the attention events (their own graph key):
+    // replayed ones must time (milestone 27: captured as plain records they
+    // timed nothing).
+    graphed->time_decode_attention(true);
+    for (int i = 0; i < kSteps2; ++i, ++pos) {
+      const int32_t t = static_cast<int32_t>((i * 104729 + 5) % nv);
+      if (i == 2) graphed->timings() = {};  // from here on replays only
+      direct->forward(&t, 1, pos, a.data(), false);
+      graphed->forward(&t, 1, pos, b.data(), false);
+      worst2 = std::max(worst2, test::nmse(b.data(), a.data(), a.size()));
+    }
+    EXPECT_LT(worst2, 1e-12);
+    EXPECT_GT(graphed->timings().attention_s, 0.0) << "replayed steps recorded no attention time";
+    EXPECT_GT(graphed->graph_replays(), replays + kSteps2 / 2);
+    std::printf("  then %d prompt tokens and %d steps: worst nmse %.3g, %d replays\n", kMore, kSteps2, worst2,
+                graphed->graph_replays() - replays);
+  }
+}
+
+// forward_view (milestone 26: the logits left in the model's pinned buffer,
+// as `longkv run` and the bench read them) returns the bits forward copies
+// into the caller's memory: after a prompt and over 180 steps, past k2v2's
+// first group (token 164), so through the graphed one-launch quantized step.
+TEST(Cuda, ForwardViewMatchesForward) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const int nv = lm.weights.cfg.n_vocab;
+  for (const char* mode : {"f16", "k2v2"}) {
+    SCOPED_TRACE(mode);
+    constexpr int kPrompt = 20, kSteps = 180;
+    CudaModelOptions o;
+    o.max_tokens = kPrompt + kSteps + 1;
+    o.kv_mode = mode;
+    auto copied = CudaModel::create(lm.weights, o);
+    auto viewed = CudaModel::create(lm.weights, o);
+    std::vector<int32_t> prompt(kPrompt);
+    for (int i = 0; i < kPrompt; ++i) prompt[i] = static_cast<int32_t>((i * 131 + 7) % nv);
+    std::vector<float> a(nv);
+    copied->forward(prompt.data(), kPrompt, 0, a.data(), false);
+    float* view = viewed->forward_view(prompt.data(), kPrompt, 0);
+    int differ = std::memcmp(view, a.data(), sizeof(float) * nv) != 0;
+    int moved = 0;
+    for (int i = 0; i < kSteps; ++i) {
+      const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+      view[0] = -1e30f;  // the caller may write into the view (a sampler's penalties)
+      copied->forward(&t, 1, kPrompt + i, a.data(), false);
+      float* v = viewed->forward_view(&t, 1, kPrompt + i);
+      moved += v != view;
+      differ += std::memcmp(v, a.data(), sizeof(float) * nv) != 0;
+    }
+    EXPECT_EQ(differ, 0) << "positions whose viewed logits differ from the copied ones";
+    EXPECT_EQ(moved, 0) << "the view moved between calls";
+    if (viewed->graphs()) {  // LONGKV_CUDA_GRAPHS=0: every step launched
+      EXPECT_GT(viewed->graph_replays(), kSteps / 2);
+    }
+    std::printf("forward_view vs forward, %s, prompt %d + %d steps: %d positions differ, %d graph replays\n", mode,
+                kPrompt, kSteps, differ, viewed->graph_replays());
+  }
+}
+
+// Not a pass/fail speed test: prints what one GEMV streams (8B shapes) and
+// the host cost of a launch, for docs/cuda-notes.md.
+TEST(Cuda, GemvSpeedReport) {
+  LONGKV_REQUIRE_CUDA();
+  for (WeightType t : {WeightType::Q4_0, WeightType::Q8_0, WeightType::Q4_K, WeightType::Q6_K, WeightType::F16,
+                       WeightType::BF16}) {
+    for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{6144, 4096}, std::pair{1024, 4096},
+                             std::pair{14336, 4096}, std::pair{28672, 4096}, std::pair{4096, 14336},
+                             std::pair{128256, 4096}}) {
+      for (bool rows_kernel : {true, false}) {
+        if (!rows_kernel && t != WeightType::Q4_0) continue;  // the slab kernel for reference, Q4_0 only
+        cuda_tuning().gemv_rows = rows_kernel;
+        const CudaGemvSpeed sp = cuda_bench_gemv(t, rows, cols);
+        cuda_tuning() = CudaTuning{};
+        EXPECT_GT(sp.gbs, 0);
+        std::printf("gemv %-5s %6dx%-5d %s: %7.1f us %7.0f GB/s  (launch %.1f us)\n", weight_traits(t).name, rows,
+                    cols, rows_kernel ? "rows" : "slab", sp.us_per_call, sp.gbs, sp.launch_us);
+      }
+    }
+  }
+}
+
+// Milestone 8: the slab GEMV in milestone 2's order and pipelined, each
+// launched plainly and with PDL, on shapes where a block walks several row
+// batches (rows > resident blocks x 8), so the batch-ahead loads and the two
+// alternating reduction buffers are exercised; with each activation made in
+// the load. Against act() on the host + dot_row_ref, like the tests above.
+TEST(Cuda, SlabGemvVariantsMatchReference) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::Q4_0, 6000, 4096},  // 4 warps a block: one pass of 16-row batches (gemv_prefetch: the narrow kernel)
+      {WeightType::Q4_0, 1500, 14336},  // 14 warps, 1 block per SM: ~1.4 batches each
+      {WeightType::Q4_0, 40000, 64},   // 1 warp, 2 of 3 lanes idle
+      {WeightType::Q8_0, 6000, 2048},  {WeightType::Q4_K, 6000, 4096}, {WeightType::Q6_K, 999, 1024},
+  };
+  for (const auto& c : cases) {
+    const auto data = random_weight(c.type, c.rows, c.cols, 7 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(c.cols, 31, -2, 2), norm = test::random_floats(c.cols, 32),
+               up = test::random_floats(c.cols, 33);
+    const float eps = 1e-5f;
+    for (int act = 0; act < 3; ++act) {
+      const std::vector<float> xa = host_act(act, x, norm, up, eps);
+      std::vector<float> ref(c.rows);
+      for (int v = 0; v < 16; ++v) {
+        const bool pipe = v & 1, pdl = v & 2, i8x = !(v & 4), pre = v & 8;
+        if (!i8x && c.type != WeightType::Q4_0) continue;  // the setting only changes Q4_0
+        if (pre && !(i8x && c.type == WeightType::Q4_0)) continue;  // likewise (int8 Q4_0 only)
+        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
+        std::vector<float> y(c.rows, std::nanf(""));
+        cuda_tuning().gemv_rows = false;
+        cuda_tuning().gemv_pipe = pipe;
+        cuda_tuning().pdl = pdl;
+        cuda_tuning().gemv_i8x = i8x;
+        cuda_tuning().gemv_prefetch = pre;
+        cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
+        cuda_tuning() = CudaTuning{};
+        const double err = test::nmse(y.data(), ref.data(), ref.size());
+        EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols
+                                                   << " act " << act << " pipe " << pipe << " pdl " << pdl
+                                                   << " i8x " << i8x << " prefetch " << pre;
+        std::printf("slab gemv act %d %-5s %5dx%-5d pipe %d pdl %d i8x %d prefetch %d: nmse %.3g\n", act,
+                    weight_traits(c.type).name, c.rows, c.cols, pipe, pdl, i8x, pre, err);
+      }
+    }
+  }
+}
+
+// Milestone 17: SwiGLU in the gate|up GEMV's store (GemvAct::glu, over rows
+// uploaded interleaved) gives a feed-forward block the same bits as the
+// stacked GEMV with SwiGLU in w_down's load, and both match the host model
+// (act() + gemv_ref, silu in double); the interleaved upload's views feed the
+// prefill GEMM the same bits as plain uploads.
+TEST(Cuda, GluStoreMatchesSwigluLoad) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    WeightType type;
+    int ffn, dim;
+  };
+  const Case cases[] = {
+      {WeightType::Q4_0, 1408, 4096},  // int8 activations, 16-row batches (176 blocks)
+      {WeightType::Q4_0, 96, 1024},    // 8-row batches (24 blocks)
+      {WeightType::Q8_0, 1280, 512},   // the evaluation model's shape
+      {WeightType::Q4_K, 512, 2048},   // 4-row batches, milestone 2's order
+      {WeightType::Q6_K, 256, 768},
+  };
+  for (const auto& c : cases) {
+    const auto gd = random_weight(c.type, c.ffn, c.dim, 61 + c.ffn), ud = random_weight(c.type, c.ffn, c.dim, 62),
+               dd = random_weight(c.type, c.dim, c.ffn, 63);
+    const WeightView gate{c.type, c.ffn, c.dim, gd.data()}, up{c.type, c.ffn, c.dim, ud.data()},
+        down{c.type, c.dim, c.ffn, dd.data()};
+    const auto x = test::random_floats(c.dim, 64, -2, 2), norm = test::random_floats(c.dim, 65);
+    const float eps = 1e-5f;
+    std::vector<float> y_glu(c.dim), y_plain(c.dim);
+    cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), eps, y_glu.data(), y_plain.data());
+    EXPECT_EQ(std::memcmp(y_glu.data(), y_plain.data(), sizeof(float) * c.dim), 0) << weight_traits(c.type).name;
+    // Host model: h = silu(g) u over the GPU's activation rule, then down . h.
+    const bool i8x = c.type == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
+    const std::vector<float> xa = host_act(1, x, norm, x, eps);
+    std::vector<float> h(c.ffn), ref(c.dim);
+    for (int i = 0; i < c.ffn; ++i) {
+      const double g = gemv_ref(gate, i, xa.data(), i8x), u = gemv_ref(up, i, xa.data(), i8x);
+      h[i] = static_cast<float>(g / (1 + std::exp(-g)) * u);
+    }
+    for (int r = 0; r < c.dim; ++r) ref[r] = gemv_ref(down, r, h.data(), i8x);
+    const double err = test::nmse(y_glu.data(), ref.data(), ref.size());
+    EXPECT_LT(err, i8x ? 1e-4 : 1e-9) << weight_traits(c.type).name << " " << c.ffn << "x" << c.dim;
+    std::printf("glu store %-5s ffn %5d dim %5d: bits as the SwiGLU load %s, nmse vs host %.3g\n",
+                weight_traits(c.type).name, c.ffn, c.dim,
+                std::memcmp(y_glu.data(), y_plain.data(), sizeof(float) * c.dim) == 0 ? "yes" : "NO", err);
+    const int n_tok = 3;
+    const auto x3 = test::random_floats(static_cast<size_t>(n_tok) * c.dim, 66);
+    std::vector<float> yp(2 * n_tok * c.ffn), yq(2 * n_tok * c.ffn);
+    cuda_check_interleaved_gemm(gate, up, x3.data(), n_tok, yp.data(), yq.data());
+    EXPECT_EQ(std::memcmp(yp.data(), yq.data(), sizeof(float) * yp.size()), 0) << weight_traits(c.type).name;
+  }
+}
+
+// Milestone 8b: interleaved RoPE made in the q|k|v GEMV's store
+// (CudaTuning::gemv_rope) gives the same bits as the GEMV followed by
+// rope_kernel, and both match act() + dot_row_ref + rope_apply on the host;
+// NeoX (and a two-slice row) falls back to rope_kernel, same bits again.
+// Positions come from device memory, as in a decode step.
+TEST(Cuda, GemvRopeMatchesSeparateKernel) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    WeightType type;
+    int rows, cols, head_dim, rope_dim, rope_heads;
+  };
+  const Case cases[] = {
+      {WeightType::Q4_0, 6144, 4096, 128, 128, 40},  // llama3-8b q|k|v: 32 + 8 heads rotated, v not
+      {WeightType::Q8_0, 390, 2048, 64, 32, 5},      // partial rotary, 70 rows of v, last batch short
+      {WeightType::F16, 322, 264, 64, 64, 4},        // dense kernel (2 rows a block)
+      {WeightType::Q4_K, 1536, 1024, 128, 128, 10},  // slab kernel in milestone 2's order
+      {WeightType::Q4_0, 130, 16416, 64, 64, 2},     // two column slices: rope_kernel after
+  };
+  for (const auto& c : cases) {
+    const auto data = random_weight(c.type, c.rows, c.cols, 41 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(c.cols, 51, -2, 2), norm = test::random_floats(c.cols, 52);
+    const float eps = 1e-5f;
+    for (int act : {0, 1}) {
+      const std::vector<float> xa = host_act(act, x, norm, {}, eps);
+      std::vector<float> y0(c.rows);
+      for (int r = 0; r < c.rows; ++r) y0[r] = gemv_ref(w, r, xa.data(), CudaTuning{}.gemv_i8x);
+      for (RopeStyle st : {RopeStyle::interleaved, RopeStyle::neox}) {
+        const RopeTable t(c.head_dim, c.rope_dim, 500000.0f, st);
+        for (int64_t pos : {int64_t{0}, int64_t{5}, int64_t{131071}, int64_t{1000003}}) {
+          std::vector<float> ref = y0;
+          rope_apply(t, ref.data(), c.rope_heads, pos);
+          std::vector<float> y[2];
+          for (int fused = 0; fused < 2; ++fused) {
+            y[fused].assign(c.rows, std::nanf(""));
+            cuda_tuning().gemv_rope = fused;
+            cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, nullptr, y[fused].data(), &t, c.rope_heads, pos);
+            cuda_tuning() = CudaTuning{};
+          }
+          int differ = 0;
+          for (int r = 0; r < c.rows; ++r) differ += std::memcmp(&y[0][r], &y[1][r], sizeof(float)) != 0;
+          const double err = test::nmse(y[1].data(), ref.data(), ref.size());
+          EXPECT_EQ(differ, 0) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act
+                               << " " << rope_style_name(st) << " pos " << pos;
+          EXPECT_LT(err, gemv_tol(c.type, CudaTuning{}.gemv_i8x, act))
+              << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act << " "
+              << rope_style_name(st) << " pos " << pos;
+          std::printf("gemv rope %-5s %5dx%-5d act %d %-11s pos %7lld: nmse %.3g, %d rows differ from rope_kernel\n",
+                      weight_traits(c.type).name, c.rows, c.cols, act, rope_style_name(st),
+                      static_cast<long long>(pos), err, differ);
+        }
+      }
+    }
+  }
+}
+
+// Not a pass/fail speed test: Q4_0 GEMV per 8B shape in milestone 2's order,
+// pipelined, and pipelined with PDL (back-to-back launches, as in a decode
+// step), for docs/cuda-notes.md milestone 8; f32 products except "i8x"
+// (int8 activations, milestone 13).
+TEST(Cuda, GemvPipelineSpeedReport) {
+  LONGKV_REQUIRE_CUDA();
+  struct Variant {
+    const char* name;
+    bool pipe, pdl, i8x;
+  };
+  for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{6144, 4096}, std::pair{1024, 4096},
+                           std::pair{14336, 4096}, std::pair{28672, 4096}, std::pair{4096, 14336},
+                           std::pair{128256, 4096}}) {
+    for (Variant v : {Variant{"m2", false, false, false}, Variant{"pipe", true, false, false},
+                      Variant{"m2+pdl", false, true, false}, Variant{"pipe+pdl", true, true, false},
+                      Variant{"i8x", true, true, true}}) {
+      cuda_tuning().gemv_pipe = v.pipe;
+      cuda_tuning().pdl = v.pdl;
+      cuda_tuning().gemv_i8x = v.i8x;
+      const CudaGemvSpeed sp = cuda_bench_gemv(WeightType::Q4_0, rows, cols);
+      cuda_tuning() = CudaTuning{};
+      EXPECT_GT(sp.gbs, 0);
+      std::printf("gemv q4_0 %6dx%-5d %-8s: %7.1f us %7.0f GB/s\n", rows, cols, v.name, sp.us_per_call, sp.gbs);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longkv

@@ -1,0 +1,97 @@
+// LONGKV_CUDA_TUNING through the CLI (tools print the variants in use, so no
+// setting is hidden; a bad one is one error line). Needs a GPU: without one
+// `--device cuda` runs on the CPU and never reads the variable.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/cuda_backend.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+// LONGKV_CUDA_TUNING is parsed once per process, so each setting runs the
+// CLI: a bad one is one error line naming the key and what it takes (the
+// probes' and the batch-size key's ranges included); a good one is named in
+// the bench's kernels line.
+TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
+  std::string why;
+  if (!cuda_available(&why)) GTEST_SKIP() << why;
+  constexpr const char* kModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+  LONGKV_REQUIRE_SHARED(kModel);
+  const std::string bench = "bench -m " + test::shared_path(kModel) + " -p 0 -n 1 -d 0 --device cuda";
+  auto with = [&](const char* setting) {
+    ::setenv("LONGKV_CUDA_TUNING", setting, 1);
+    auto r = test::run_cli(bench);
+    ::unsetenv("LONGKV_CUDA_TUNING");
+    return r;
+  };
+  const struct {
+    const char* setting;
+    const char* message;
+  } bad[] = {
+      {"bogus", "LONGKV_CUDA_TUNING: unknown setting 'bogus' ("},
+      {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
+      {"sfx=64", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..63 (got '64')"},
+      {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
+      {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
+      {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
+      {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
+  };
+  for (const auto& b : bad) {
+    const auto r = with(b.setting);
+    EXPECT_NE(r.exit_code, 0) << b.setting;
+    EXPECT_NE(r.err.find(b.message), std::string::npos) << b.setting << ": " << r.err;
+    const size_t at = r.err.find("error: ");
+    EXPECT_TRUE(at != std::string::npos && r.err.find("error: ", at + 1) == std::string::npos &&
+                r.err.find('\n', at) == r.err.size() - 1)
+        << b.setting << ": " << r.err;  // one error line, the last
+  }
+  const auto unknown = with("bogus");
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N"})
+    EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
+  const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
+  EXPECT_EQ(lane.exit_code, 0) << lane.err;
+  EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
+  const auto qs = with("qqs=0");  // v3's q in registers (milestone 24's default off), named in the kernels line
+  EXPECT_EQ(qs.exit_code, 0) << qs.err;
+  EXPECT_NE(qs.out.find("v3's q in registers"), std::string::npos) << qs.out;
+  const auto forms = with("vsub=0,khl");  // v3's comparison forms (milestones 25, 26), named in the kernels line
+  EXPECT_EQ(forms.exit_code, 0) << forms.err;
+  EXPECT_NE(forms.out.find("code operands 1 + code (vsub=0)"), std::string::npos) << forms.out;
+  EXPECT_NE(forms.out.find("key B hi/lo (khl)"), std::string::npos) << forms.out;
+  const auto cut = with("qcut=0,gcut=0,gah=0");  // milestone 27's comparisons: the cut and the graphs as before
+  EXPECT_EQ(cut.exit_code, 0) << cut.err;
+  EXPECT_NE(cut.out.find("group cut in four operations (qcut=0)"), std::string::npos) << cut.out;
+  EXPECT_NE(cut.out.find("cuts a group runs without a graph (gcut=0)"), std::string::npos) << cut.out;
+  EXPECT_NE(cut.out.find("captured when due, not ahead (gah=0)"), std::string::npos) << cut.out;
+  const auto early = with("qearly=0");  // milestone 29's comparison, named in the kernels line
+  EXPECT_EQ(early.exit_code, 0) << early.err;
+  EXPECT_NE(early.out.find("v3 loads q after its first copies (qearly=0)"), std::string::npos) << early.out;
+  const auto eg = with("qeg=0");  // milestone 30's threshold changed, named in the kernels line
+  EXPECT_EQ(eg.exit_code, 0) << eg.err;
+  EXPECT_NE(eg.out.find("v3 loads q before its first copies from 0 groups a KV head (qeg)"), std::string::npos) << eg.out;
+  const auto top = with("gtop=0");  // milestone 30's comparison, named in the kernels line
+  EXPECT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_NE(top.out.find("top-k sampling from the whole row on the host (gtop=0)"), std::string::npos) << top.out;
+  const auto greedy = with("gdev=0,gpipe=0");  // milestone 28's comparisons: the argmax on the host, no pipeline
+  EXPECT_EQ(greedy.exit_code, 0) << greedy.err;
+  EXPECT_NE(greedy.out.find("greedy argmax on the host (gdev=0)"), std::string::npos) << greedy.out;
+  EXPECT_NE(greedy.out.find("greedy steps one at a time (gpipe=0)"), std::string::npos) << greedy.out;
+  EXPECT_NE(greedy.out.find("the given tokens, each step's logits to the host"), std::string::npos) << greedy.out;
+  const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
+  EXPECT_EQ(page.exit_code, 0) << page.err;
+  EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;
+  const auto ok = with("grb=16,sfx=0,qfx=0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
+  EXPECT_EQ(ok.out.find("PROBE"), std::string::npos) << ok.out;
+  const auto probe = with("sfx=4");
+  EXPECT_EQ(probe.exit_code, 0) << probe.err;
+  EXPECT_NE(probe.out.find("PROBE sfx=4 (launches left out, wrong results)"), std::string::npos) << probe.out;
+}
+
+}  // namespace
+}  // namespace longkv

@@ -1,0 +1,156 @@
+// Model-level golden tests: our forward pass against outputs of independent
+// implementations (../shared/models/*/README.md).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/thread_pool.h"
+#include "model/llama_model.h"
+#include "model/model_loader.h"
+#include "runtime/sampler.h"
+#include "runtime/session.h"
+#include "test_util.h"
+#include "tokenizer/spm_tokenizer.h"
+
+namespace longkv {
+namespace {
+
+constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+constexpr const char* kEvalRef = "models/evalmodel/reference.json";
+
+struct EvalFixture {
+  LoadedModel lm;
+  std::unique_ptr<SpmTokenizer> tok;
+  nlohmann::json ref;
+};
+
+EvalFixture& eval_fixture() {
+  static EvalFixture f = [] {
+    EvalFixture e;
+    e.lm = load_model(test::shared_path(kEvalModel));
+    e.tok = std::make_unique<SpmTokenizer>(*e.lm.vocab);
+    e.ref = nlohmann::json::parse(test::read_file(test::shared_path(kEvalRef)));
+    return e;
+  }();
+  return f;
+}
+
+// Token ids, the top-5 logits at the last 8 positions (relative error
+// <= 1e-3 against float32 PyTorch on the dequantized Q8_0 weights) and the
+// greedy 32-token continuation, for each reference prompt.
+TEST(ModelGolden, EvalModelMatchesReferenceLogits) {
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LONGKV_REQUIRE_SHARED(kEvalRef);
+  EvalFixture& f = eval_fixture();
+  ThreadPool pool(2);
+  LlamaModel model(f.lm.weights, pool);
+  const int nv = f.lm.weights.cfg.n_vocab;
+  const auto& results = f.ref["variants"]["q8_0_dequant_fp32"]["results"];
+  for (size_t p = 0; p < f.ref["prompts"].size(); ++p) {
+    SCOPED_TRACE("prompt " + std::to_string(p));
+    const std::vector<int32_t> ids = f.tok->encode(f.ref["prompts"][p].get<std::string>(), true);
+    const auto want_ids = f.ref["token_ids"][p].get<std::vector<int32_t>>();
+    ASSERT_EQ(ids, want_ids);
+
+    const int n = static_cast<int>(ids.size());
+    auto caches = model.make_caches("f32", n + 40);
+    std::vector<float> logits(static_cast<size_t>(n) * nv);
+    model.forward(ids.data(), n, 0, caches, logits.data(), true);
+    double worst = 0;
+    for (const auto& pos : results[p]["last8_top5"]) {
+      const int row = pos["pos"].get<int>();
+      const auto top_ids = pos["top5_ids"].get<std::vector<int>>();
+      const auto top_logits = pos["top5_logits"].get<std::vector<double>>();
+      const float* lg = &logits[static_cast<size_t>(row) * nv];
+      EXPECT_EQ(argmax(lg, nv), top_ids[0]) << "row " << row;
+      for (size_t k = 0; k < top_ids.size(); ++k) {
+        const double rel = std::fabs(lg[top_ids[k]] - top_logits[k]) / std::fabs(top_logits[k]);
+        worst = std::max(worst, rel);
+        EXPECT_LE(rel, 1e-3) << "row " << row << " token " << top_ids[k] << ": " << lg[top_ids[k]] << " vs "
+                             << top_logits[k];
+      }
+    }
+    RecordProperty("worst_rel_err_prompt" + std::to_string(p), std::to_string(worst));
+
+    // Greedy continuation through the incremental decode path.
+    const auto want_greedy = results[p]["greedy32_ids"].get<std::vector<int32_t>>();
+    std::vector<int32_t> got;
+    int32_t next = argmax(&logits[static_cast<size_t>(n - 1) * nv], nv);
+    std::vector<float> step(nv);
+    for (size_t i = 0; i < want_greedy.size(); ++i) {
+      got.push_back(next);
+      if (i + 1 == want_greedy.size()) break;
+      model.forward(&next, 1, n + static_cast<int>(i), caches, step.data(), false);
+      next = argmax(step.data(), nv);
+    }
+    EXPECT_EQ(got, want_greedy);
+  }
+}
+
+// The f16 cache changes logits only by f16 rounding of keys/values.
+TEST(ModelGolden, EvalModelF16CacheCloseToF32) {
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  EvalFixture& f = eval_fixture();
+  ThreadPool pool(2);
+  LlamaModel model(f.lm.weights, pool);
+  const int nv = f.lm.weights.cfg.n_vocab;
+  const auto ids = f.tok->encode(f.ref["prompts"][0].get<std::string>(), true);
+  const int n = static_cast<int>(ids.size());
+  std::vector<float> a(static_cast<size_t>(n) * nv), b(a.size());
+  auto c32 = model.make_caches("f32", n);
+  auto c16 = model.make_caches("f16", n);
+  model.forward(ids.data(), n, 0, c32, a.data(), true);
+  model.forward(ids.data(), n, 0, c16, b.data(), true);
+  EXPECT_LT(test::nmse(b.data(), a.data(), a.size()), 1e-5);
+}
+
+// Chunked prefill (GEMM path, several forward calls) equals one token at a
+// time (GEMV path) to float rounding.
+TEST(ModelGolden, ChunkedPrefillEqualsTokenByToken) {
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  EvalFixture& f = eval_fixture();
+  ThreadPool pool(2);
+  LlamaModel model(f.lm.weights, pool);
+  const int nv = f.lm.weights.cfg.n_vocab;
+  const auto ids = f.tok->encode(f.ref["prompts"][1].get<std::string>(), true);
+  const int n = static_cast<int>(ids.size());
+  auto ca = model.make_caches("f32", n);
+  auto cb = model.make_caches("f32", n);
+  std::vector<float> all(static_cast<size_t>(n) * nv), one(nv);
+  for (int p = 0; p < n; p += 7) {
+    const int m = std::min(7, n - p);
+    model.forward(ids.data() + p, m, p, ca, &all[static_cast<size_t>(p) * nv], true);
+  }
+  double worst = 0;
+  for (int p = 0; p < n; ++p) {
+    model.forward(&ids[p], 1, p, cb, one.data(), false);
+    worst = std::max(worst, test::nmse(one.data(), &all[static_cast<size_t>(p) * nv], nv));
+  }
+  EXPECT_LT(worst, 1e-8);
+}
+
+TEST(ModelGolden, Stories260KGreedyFromBos) {
+  LONGKV_REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  LoadedModel lm = load_model(test::shared_path("models/stories260K/stories260K.bin"));
+  SpmTokenizer tok(vocab_from_llama2c(test::shared_path("models/stories260K/tok512.bin"), 512));
+  ThreadPool pool(1);
+  LlamaModel model(lm.weights, pool);
+  Session s(model, "f32", 101);
+  std::vector<int32_t> prompt{tok.bos()};
+  std::vector<float> logits = s.prefill(prompt, 512);
+  std::string text;
+  int32_t prev = tok.bos();
+  for (int i = 0; i < 100; ++i) {
+    const int32_t next = argmax(logits.data(), 512);
+    text += tok.decode_token(prev, next);
+    prev = next;
+    if (i + 1 < 100) logits = s.decode(next);
+  }
+  std::string want = test::read_file(test::shared_path("models/stories260K/expected_greedy_100.txt"));
+  if (!want.empty() && want.back() == '\n') want.pop_back();
+  EXPECT_EQ(text, want);
+}
+
+}  // namespace
+}  // namespace longkv

@@ -1,0 +1,496 @@
+// Weight block formats: traits, ggml id tables, fp16/bf16 conversions, and
+// the reference quantizers/decoders checked against bytes produced by ggml's
+// own Python reference (gguf-py 0.19 `gguf.quants`), hand-built K-quant
+// blocks, and round-trip error bounds derived from each format's step.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "formats/weight_types.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+std::vector<uint8_t> quantize(WeightType t, const std::vector<float>& x) {
+  std::vector<uint8_t> q(row_bytes(t, static_cast<int64_t>(x.size())));
+  weight_traits(t).from_float_ref(x.data(), q.data(), static_cast<int64_t>(x.size()));
+  return q;
+}
+
+std::vector<float> dequantize_ref(WeightType t, const std::vector<uint8_t>& q, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(n));
+  weight_traits(t).to_float_ref(q.data(), y.data(), n);
+  return y;
+}
+
+// Random data with a different magnitude per 256 elements, so block scales
+// span several orders of magnitude, plus an all-zero stretch.
+std::vector<float> varied_floats(size_t n, uint32_t seed) {
+  std::vector<float> x = test::random_floats(n, seed);
+  const std::vector<float> mag = test::random_floats(n / 256 + 1, seed + 1, -3.0f, 3.0f);
+  for (size_t i = 0; i < n; ++i) x[i] *= std::pow(10.0f, mag[i / 256]);
+  for (size_t i = 0; i < std::min<size_t>(n, 64); ++i) x[i] = 0.0f;
+  return x;
+}
+
+float f16_at(const uint8_t* p) {
+  f16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
+uint16_t u16(std::initializer_list<int> bytes) {
+  auto it = bytes.begin();
+  return static_cast<uint16_t>(it[0] | (it[1] << 8));
+}
+
+// --------------------------------------------------------------------------
+
+TEST(WeightTypesTraits, SupportedTypes) {
+  struct Expect {
+    uint32_t id;
+    const char* name;
+    int block, bytes;
+  };
+  const Expect expect[] = {{0, "F32", 1, 4},      {1, "F16", 1, 2},       {30, "BF16", 1, 2},
+                           {8, "Q8_0", 32, 34},   {2, "Q4_0", 32, 18},    {12, "Q4_K", 256, 144},
+                           {14, "Q6_K", 256, 210}};
+  for (const auto& e : expect) {
+    const WeightTypeTraits* t = weight_type_traits(e.id);
+    ASSERT_NE(t, nullptr) << e.name;
+    EXPECT_EQ(static_cast<uint32_t>(t->type), e.id);
+    EXPECT_STREQ(t->name, e.name);
+    EXPECT_EQ(t->block_size, e.block);
+    EXPECT_EQ(t->block_bytes, e.bytes);
+    EXPECT_NE(t->to_float_ref, nullptr);
+    EXPECT_NE(t->from_float_ref, nullptr);
+    EXPECT_EQ(&weight_traits(t->type), t);
+    int bs = 0, bb = 0;
+    ASSERT_TRUE(ggml_type_block(e.id, &bs, &bb));
+    EXPECT_EQ(bs, e.block);
+    EXPECT_EQ(bb, e.bytes);
+  }
+  EXPECT_EQ(weight_type_traits(3), nullptr);   // Q4_1: known, unsupported
+  EXPECT_EQ(weight_type_traits(13), nullptr);  // Q5_K
+  EXPECT_EQ(weight_type_traits(4), nullptr);   // removed id
+  EXPECT_EQ(weight_type_traits(12345), nullptr);
+}
+
+TEST(WeightTypesTraits, GgmlNames) {
+  EXPECT_STREQ(ggml_type_name(0), "F32");
+  EXPECT_STREQ(ggml_type_name(13), "Q5_K");
+  EXPECT_STREQ(ggml_type_name(16), "IQ2_XXS");
+  EXPECT_STREQ(ggml_type_name(29), "IQ1_M");
+  EXPECT_STREQ(ggml_type_name(30), "BF16");
+  EXPECT_STREQ(ggml_type_name(35), "TQ2_0");
+  EXPECT_STREQ(ggml_type_name(39), "MXFP4");
+  EXPECT_STREQ(ggml_type_name(40), "NVFP4");
+  EXPECT_STREQ(ggml_type_name(41), "Q1_0");
+  EXPECT_STREQ(ggml_type_name(42), "Q2_0");
+  EXPECT_EQ(std::string(ggml_type_name(4)), "type#4");
+  EXPECT_EQ(std::string(ggml_type_name(33)), "type#33");
+  EXPECT_EQ(std::string(ggml_type_name(4000000000u)), "type#4000000000");
+}
+
+TEST(WeightTypesTraits, GgmlBlockGeometry) {
+  const int table[][3] = {
+      {3, 32, 20},    {6, 32, 22},    {7, 32, 24},    {9, 32, 36},    {10, 256, 84},
+      {11, 256, 110}, {13, 256, 176}, {15, 256, 292}, {16, 256, 66},  {17, 256, 74},
+      {18, 256, 98},  {19, 256, 50},  {20, 32, 18},   {21, 256, 110}, {22, 256, 82},
+      {23, 256, 136}, {24, 1, 1},     {25, 1, 2},     {26, 1, 4},     {27, 1, 8},
+      {28, 1, 8},     {29, 256, 56},  {34, 256, 54},  {35, 256, 66},  {39, 32, 17},
+      {40, 64, 36},   {41, 128, 18},
+  };
+  for (const auto& row : table) {
+    int bs = -1, bb = -1;
+    ASSERT_TRUE(ggml_type_block(static_cast<uint32_t>(row[0]), &bs, &bb)) << row[0];
+    EXPECT_EQ(bs, row[1]) << ggml_type_name(static_cast<uint32_t>(row[0]));
+    EXPECT_EQ(bb, row[2]) << ggml_type_name(static_cast<uint32_t>(row[0]));
+  }
+  for (uint32_t removed : {4u, 5u, 31u, 32u, 33u, 36u, 37u, 38u, 43u, 1000u}) {
+    int bs = -1, bb = -1;
+    EXPECT_FALSE(ggml_type_block(removed, &bs, &bb)) << removed;
+  }
+}
+
+TEST(WeightTypesTraits, ParseAndRowBytes) {
+  WeightType t = WeightType::F32;
+  EXPECT_TRUE(parse_weight_type("q8_0", &t));
+  EXPECT_EQ(t, WeightType::Q8_0);
+  EXPECT_TRUE(parse_weight_type("Q4_k", &t));
+  EXPECT_EQ(t, WeightType::Q4_K);
+  EXPECT_TRUE(parse_weight_type("bf16", &t));
+  EXPECT_EQ(t, WeightType::BF16);
+  EXPECT_TRUE(parse_weight_type("F16", &t));
+  EXPECT_EQ(t, WeightType::F16);
+  t = WeightType::F16;
+  EXPECT_FALSE(parse_weight_type("q5_k", &t));  // a ggml type we cannot compute with
+  EXPECT_FALSE(parse_weight_type("q8", &t));
+  EXPECT_FALSE(parse_weight_type("", &t));
+  EXPECT_FALSE(parse_weight_type("q8_0 ", &t));
+  EXPECT_EQ(t, WeightType::F16);  // untouched on failure
+
+  EXPECT_EQ(row_bytes(WeightType::F32, 17), 68u);
+  EXPECT_EQ(row_bytes(WeightType::F16, 17), 34u);
+  EXPECT_EQ(row_bytes(WeightType::BF16, 1001), 2002u);
+  EXPECT_EQ(row_bytes(WeightType::Q8_0, 96), 102u);
+  EXPECT_EQ(row_bytes(WeightType::Q4_0, 4096), 2304u);
+  EXPECT_EQ(row_bytes(WeightType::Q4_K, 768), 432u);
+  EXPECT_EQ(row_bytes(WeightType::Q6_K, 256), 210u);
+
+  const std::vector<uint8_t> storage(340);
+  WeightView v{WeightType::Q8_0, 5, 64, storage.data()};
+  EXPECT_EQ(v.row_stride(), 68u);
+  EXPECT_EQ(v.nbytes(), 340u);
+  EXPECT_EQ(v.row(2), storage.data() + 136);
+}
+
+// --------------------------------------------------------------------------
+// fp16 / bf16
+
+TEST(WeightTypesFp16, DecodeKnownPatterns) {
+  EXPECT_EQ(f16_to_f32(0x3c00), 1.0f);
+  EXPECT_EQ(f16_to_f32(0xc000), -2.0f);
+  EXPECT_EQ(f16_to_f32(0x7bff), 65504.0f);
+  EXPECT_EQ(f16_to_f32(0x0400), std::ldexp(1.0f, -14));        // smallest normal
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));        // smallest subnormal
+  EXPECT_EQ(f16_to_f32(0x83ff), -std::ldexp(1023.0f, -24));    // largest subnormal
+  EXPECT_EQ(f16_to_f32(0x3555), 0.333251953125f);
+  EXPECT_EQ(f16_to_f32(0x7c00), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(f16_to_f32(0xfc00), -std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(f16_to_f32(0x7e00)));
+  EXPECT_TRUE(std::isnan(f16_to_f32(0x7c01)));
+  const float negzero = f16_to_f32(0x8000);
+  EXPECT_EQ(negzero, 0.0f);
+  EXPECT_TRUE(std::signbit(negzero));
+}
+
+TEST(WeightTypesFp16, EncodeRoundsToNearestEven) {
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
+  // 1 + 2^-11 is halfway between 1 and the next half (1 + 2^-10): ties to even.
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);  // halfway to 65536 rounds to even: inf
+  EXPECT_EQ(f32_to_f16(1e10f), 0x7c00);
+  EXPECT_EQ(f32_to_f16(-1e10f), 0xfc00);
+  EXPECT_EQ(f32_to_f16(std::numeric_limits<float>::infinity()), 0x7c00);
+  const f16_t nan = f32_to_f16(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(nan & 0x7c00, 0x7c00);
+  EXPECT_NE(nan & 0x03ff, 0);
+  // subnormals: multiples of 2^-24, ties to even
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -24)), 0x0001);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);          // tie -> 0
+  EXPECT_EQ(f32_to_f16(std::ldexp(3.0f, -25)), 0x0002);          // 1.5 ulp tie -> 2
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.25f, -24)), 0x0001);
+  EXPECT_EQ(f32_to_f16(-std::ldexp(1023.0f, -24)), 0x83ff);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1023.5f, -24)), 0x0400);       // rounds up into the normals
+  EXPECT_EQ(f32_to_f16(1e-10f), 0x0000);
+  EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
+}
+
+TEST(WeightTypesFp16, EveryHalfRoundTripsAndBulkMatchesScalar) {
+  std::vector<f16_t> all(65536);
+  for (uint32_t h = 0; h < 65536; ++h) all[h] = static_cast<f16_t>(h);
+  std::vector<float> bulk(65536);
+  f16_to_f32_n(all.data(), bulk.data(), 65536);
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = f16_to_f32(static_cast<f16_t>(h));
+    const bool is_nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0;
+    if (is_nan) {
+      ASSERT_TRUE(std::isnan(f) && std::isnan(bulk[h])) << h;
+      continue;
+    }
+    ASSERT_EQ(f32_to_bits(bulk[h]), f32_to_bits(f)) << h;
+    ASSERT_EQ(f32_to_f16(f), h) << h;
+  }
+  // bulk encode (F16C when available) against the scalar encoder, with
+  // subnormal and overflowing magnitudes mixed in.
+  std::vector<float> x = test::random_floats(4099, 7, -1.0f, 1.0f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::ldexp(x[i], static_cast<int>(i % 48) - 30);
+  std::vector<f16_t> h(x.size());
+  f32_to_f16_n(x.data(), h.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(h[i], f32_to_f16(x[i])) << x[i];
+}
+
+TEST(WeightTypesFp16, Bf16) {
+  EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
+  EXPECT_EQ(bf16_to_f32(0xc040), -3.0f);
+  EXPECT_EQ(bf16_to_f32(0x0001), f32_from_bits(0x00010000u));  // subnormal passes through
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(1.0f + std::ldexp(1.0f, -8)), 0x3f80);  // tie -> even
+  EXPECT_EQ(f32_to_bf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3f82);
+  EXPECT_EQ(f32_to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -20)), 0x3f81);
+  EXPECT_EQ(f32_to_bf16(f32_from_bits(0x00008000u)), 0x0000);  // subnormal tie -> even
+  EXPECT_EQ(f32_to_bf16(f32_from_bits(0x00018000u)), 0x0002);
+  EXPECT_EQ(f32_to_bf16(f32_from_bits(0x7f7fffffu)), 0x7f80);  // FLT_MAX rounds to inf
+  EXPECT_EQ(f32_to_bf16(-std::numeric_limits<float>::infinity()), 0xff80);
+  const bf16_t nan = f32_to_bf16(f32_from_bits(0x7f800001u));  // signalling NaN stays NaN
+  EXPECT_TRUE(std::isnan(bf16_to_f32(nan)));
+  std::vector<bf16_t> all(65536);
+  for (uint32_t b = 0; b < 65536; ++b) all[b] = static_cast<bf16_t>(b);
+  std::vector<float> bulk(65536);
+  bf16_to_f32_n(all.data(), bulk.data(), 65536);
+  for (uint32_t b = 0; b < 65536; ++b) ASSERT_EQ(f32_to_bits(bulk[b]), b << 16) << b;
+}
+
+TEST(WeightTypesFp16, FloatRowsThroughTraits) {
+  const std::vector<float> x = test::random_floats(97, 3, -100.0f, 100.0f);
+  for (WeightType t : {WeightType::F32, WeightType::F16, WeightType::BF16}) {
+    const auto q = quantize(t, x);
+    const auto y = dequantize_ref(t, q, 97);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float expect = t == WeightType::F32   ? x[i]
+                           : t == WeightType::F16 ? f16_to_f32(f32_to_f16(x[i]))
+                                                  : bf16_to_f32(f32_to_bf16(x[i]));
+      ASSERT_EQ(y[i], expect) << weight_traits(t).name << " " << i;
+    }
+  }
+}
+
+// --------------------------------------------------------------------------
+// Q8_0 / Q4_0
+
+// x[j] = ((j*j) mod 37 - 18) / 7; expected bytes from gguf-py's quantize(),
+// which is bit-exact with ggml's quantize_row_*_ref.
+std::vector<float> golden_input() {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>((j * j) % 37 - 18) / 7.0f;
+  return x;
+}
+
+TEST(WeightTypesQ8_0, MatchesGgmlBytes) {
+  const uint8_t expect[34] = {0x2f, 0x25, 0x81, 0x88, 0x9d, 0xc0, 0xf2, 0x31, 0x7f, 0xd6, 0x40, 0xb2,
+                              0x38, 0xc8, 0x6a, 0x15, 0xcf, 0x96, 0x71, 0x55, 0x47, 0x47, 0x55, 0x71,
+                              0x96, 0xcf, 0x15, 0x6a, 0xc8, 0x38, 0xb2, 0x40, 0xd6, 0x7f};
+  const auto q = quantize(WeightType::Q8_0, golden_input());
+  ASSERT_EQ(q.size(), 34u);
+  for (int i = 0; i < 34; ++i) EXPECT_EQ(q[i], expect[i]) << "byte " << i;
+  // layout: d first, then codes; x = d * q
+  const auto y = dequantize_ref(WeightType::Q8_0, q, 32);
+  const float d = f16_to_f32(u16({0x2f, 0x25}));
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], d * static_cast<int8_t>(expect[2 + j]));
+}
+
+TEST(WeightTypesQ4_0, MatchesGgmlBytes) {
+  // The largest |x| is -18/7 at j = 0 (first of a tie with +18/7 at j = 6),
+  // so d > 0 and +18/7 lands on code 16, clipped to 15.
+  const uint8_t expect[18] = {0x25, 0x35, 0xf0, 0xd0, 0xc2, 0xc4, 0xd7, 0xfb, 0x1f,
+                              0x55, 0x9c, 0xf3, 0x4c, 0xc4, 0x3f, 0xc9, 0x55, 0xf1};
+  const auto q = quantize(WeightType::Q4_0, golden_input());
+  ASSERT_EQ(q.size(), 18u);
+  for (int i = 0; i < 18; ++i) EXPECT_EQ(q[i], expect[i]) << "byte " << i;
+  const auto y = dequantize_ref(WeightType::Q4_0, q, 32);
+  const float d = f16_to_f32(u16({0x25, 0x35}));
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], d * ((expect[2 + j] & 0xF) - 8)) << j;
+    EXPECT_EQ(y[j + 16], d * ((expect[2 + j] >> 4) - 8)) << j + 16;
+  }
+  EXPECT_EQ(y[6], 7 * d);  // the clipped element
+}
+
+TEST(WeightTypesQ8_0, RoundTripWithinHalfStep) {
+  const int64_t n = 32 * 301;
+  const auto x = varied_floats(n, 11);
+  const auto q = quantize(WeightType::Q8_0, x);
+  const auto y = dequantize_ref(WeightType::Q8_0, q, n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float d = amax / 127.0f;                    // the quantizer's step
+    const float d16 = f16_at(q.data() + b * 34);       // the stored step
+    // half a step, plus what storing d in fp16 moves the largest code
+    const float tol = 0.5f * d + 127.0f * std::fabs(d16 - d) + 1e-6f * amax;
+    for (int j = 0; j < 32; ++j)
+      ASSERT_LE(std::fabs(y[b * 32 + j] - x[b * 32 + j]), tol) << "block " << b << " elem " << j;
+  }
+  for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
+}
+
+TEST(WeightTypesQ4_0, RoundTripWithinHalfStep) {
+  const int64_t n = 32 * 301;
+  const auto x = varied_floats(n, 12);
+  const auto q = quantize(WeightType::Q4_0, x);
+  const auto y = dequantize_ref(WeightType::Q4_0, q, n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; ++j) {
+      if (std::fabs(x[b * 32 + j]) > amax) {
+        amax = std::fabs(x[b * 32 + j]);
+        max = x[b * 32 + j];
+      }
+    }
+    const float d = max / -8.0f;
+    const float d16 = f16_at(q.data() + b * 18);
+    for (int j = 0; j < 32; ++j) {
+      const float xv = x[b * 32 + j];
+      // codes reach -8..+7 steps: values beyond +7.5 steps clip to +7
+      const float u = d != 0 ? xv / d : 0;
+      float tol = u > 7.5f ? (u - 7.0f) * std::fabs(d) : 0.5f * std::fabs(d);
+      tol += 8.0f * std::fabs(d16 - d) + 1e-6f * amax;
+      ASSERT_LE(std::fabs(y[b * 32 + j] - xv), tol) << "block " << b << " elem " << j;
+    }
+  }
+}
+
+// --------------------------------------------------------------------------
+// Q4_K / Q6_K: blocks built by hand from the FORMATS.md layout (the same
+// construction decodes to the same values with gguf-py's dequantize()).
+
+struct Q4KCase {
+  uint8_t sc[8] = {1, 2, 3, 63, 17, 32, 48, 5};
+  uint8_t m[8] = {0, 7, 63, 1, 33, 16, 9, 62};
+  static int code(int e) { return (e * 7 + 3) % 16; }
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(144, 0);
+    const f16_t d = f32_to_f16(0.5f), dmin = f32_to_f16(0.25f);
+    std::memcpy(b.data(), &d, 2);
+    std::memcpy(b.data() + 2, &dmin, 2);
+    // sc/m above packed into 6-bit fields (bytes written out by hand)
+    const uint8_t scales[12] = {0x41, 0x82, 0xc3, 0x3f, 0x80, 0x47,
+                                0x3f, 0xc1, 0x11, 0x00, 0x90, 0xe5};
+    std::memcpy(b.data() + 4, scales, 12);
+    // chunk c of 64 elements: byte 32c + l holds element 64c + l (low
+    // nibble) and element 64c + 32 + l (high nibble)
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l)
+        b[16 + 32 * c + l] = static_cast<uint8_t>(code(64 * c + l) | (code(64 * c + 32 + l) << 4));
+    return b;
+  }
+  float value(int e) const { return 0.5f * sc[e / 32] * code(e) - 0.25f * m[e / 32]; }
+};
+
+TEST(WeightTypesQ4_K, DecodesHandBuiltBlock) {
+  Q4KCase c;
+  auto b = c.block();
+  // two super-blocks, the second at an odd address offset
+  std::vector<uint8_t> two(1 + 288);
+  std::memcpy(two.data() + 1, b.data(), 144);
+  std::memcpy(two.data() + 1 + 144, b.data(), 144);
+  std::vector<float> ref(512), fast(512);
+  weight_traits(WeightType::Q4_K).to_float_ref(two.data() + 1, ref.data(), 512);
+  dequantize_row(WeightType::Q4_K, two.data() + 1, fast.data(), 512);
+  for (int e = 0; e < 512; ++e) {
+    ASSERT_EQ(ref[e], c.value(e % 256)) << e;  // exact: every value is a short binary fraction
+    ASSERT_EQ(fast[e], c.value(e % 256)) << e;
+  }
+  EXPECT_EQ(ref[0], 1.5f);
+  EXPECT_EQ(ref[255], 14.5f);
+}
+
+struct Q6KCase {
+  int8_t sc[16] = {1, -2, 3, 127, -128, 17, -33, 64, 2, 5, -7, 11, -13, 19, 23, -1};
+  static int code(int e) { return (e * 13 + 5) % 64; }  // unsigned 6-bit
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(210, 0);
+    uint8_t* ql = b.data();
+    uint8_t* qh = b.data() + 128;
+    // element e: half h = e / 128; within it, quarter k = (e % 128) / 32 and
+    // lane l = e % 32. Low 4 bits go to ql[64h + l + 32*(k & 1)] (low nibble
+    // for k < 2, high for k >= 2); high 2 bits to qh[32h + l] bits 2k..2k+1.
+    for (int e = 0; e < 256; ++e) {
+      const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+      ql[64 * h + l + 32 * (k & 1)] |= static_cast<uint8_t>((code(e) & 0xF) << (4 * (k >> 1)));
+      qh[32 * h + l] |= static_cast<uint8_t>((code(e) >> 4) << (2 * k));
+    }
+    std::memcpy(b.data() + 192, sc, 16);
+    const f16_t d = f32_to_f16(0.125f);
+    std::memcpy(b.data() + 208, &d, 2);
+    return b;
+  }
+  float value(int e) const { return 0.125f * sc[e / 16] * (code(e) - 32); }
+};
+
+TEST(WeightTypesQ6_K, DecodesHandBuiltBlock) {
+  Q6KCase c;
+  auto b = c.block();
+  std::vector<uint8_t> two(3 + 420);
+  std::memcpy(two.data() + 3, b.data(), 210);
+  std::memcpy(two.data() + 3 + 210, b.data(), 210);
+  std::vector<float> ref(512), fast(512);
+  weight_traits(WeightType::Q6_K).to_float_ref(two.data() + 3, ref.data(), 512);
+  dequantize_row(WeightType::Q6_K, two.data() + 3, fast.data(), 512);
+  for (int e = 0; e < 512; ++e) {
+    ASSERT_EQ(ref[e], c.value(e % 256)) << e;
+    ASSERT_EQ(fast[e], c.value(e % 256)) << e;
+  }
+  EXPECT_EQ(ref[0], -3.375f);
+  EXPECT_EQ(ref[255], -3.0f);
+}
+
+// Sub-block steps of a Q4_K block, decoded independently of the library.
+void q4_k_steps(const uint8_t* b, float step[8]) {
+  const float d = f16_at(b);
+  const uint8_t* s = b + 4;
+  for (int j = 0; j < 8; ++j) {
+    const int sc = j < 4 ? (s[j] & 63) : ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
+    step[j] = d * sc;
+  }
+}
+
+TEST(WeightTypesQ4_K, RoundTripWithinHalfStep) {
+  const int64_t n = 256 * 41;
+  auto x = varied_floats(n, 21);
+  // an all-positive and an all-negative super-block (min clamps at 0 / offsets)
+  for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
+  for (int i = 0; i < 256; ++i) x[512 + i] = -std::fabs(x[512 + i]) - 3.0f;
+  const auto q = quantize(WeightType::Q4_K, x);
+  const auto y = dequantize_ref(WeightType::Q4_K, q, n);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    float step[8];
+    q4_k_steps(q.data() + b * 144, step);
+    for (int e = 0; e < 256; ++e) {
+      const float xv = x[b * 256 + e];
+      const float tol = 0.5f * step[e / 32] * 1.001f + 1e-6f * std::fabs(xv);
+      ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
+    }
+  }
+  for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
+}
+
+TEST(WeightTypesQ6_K, RoundTripWithinHalfStep) {
+  const int64_t n = 256 * 41;
+  auto x = varied_floats(n, 22);
+  for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
+  const auto q = quantize(WeightType::Q6_K, x);
+  const auto y = dequantize_ref(WeightType::Q6_K, q, n);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const uint8_t* blk = q.data() + b * 210;
+    const float d = f16_at(blk + 208);
+    for (int e = 0; e < 256; ++e) {
+      const float step = std::fabs(d * static_cast<int8_t>(blk[192 + e / 16]));
+      const float xv = x[b * 256 + e];
+      const float tol = 0.5f * step * 1.001f + 1e-6f * std::fabs(xv);
+      ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
+    }
+  }
+  for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
+}
+
+// The step of every format shrinks with the data's spread: nmse on
+// unit-uniform data stays at the level its bits allow.
+TEST(WeightTypesQuant, NmseMatchesBitWidth) {
+  const int64_t n = 256 * 64;
+  const auto x = test::random_floats(n, 5);
+  struct Case {
+    WeightType t;
+    double max_nmse;
+  } cases[] = {{WeightType::Q8_0, 2e-5}, {WeightType::Q4_0, 1e-2},
+               {WeightType::Q4_K, 1e-2}, {WeightType::Q6_K, 1e-3}};
+  for (const auto& c : cases) {
+    const auto y = dequantize_ref(c.t, quantize(c.t, x), n);
+    EXPECT_LT(test::nmse(y.data(), x.data(), n), c.max_nmse) << weight_traits(c.t).name;
+  }
+}
+
+}  // namespace
+}  // namespace longkv

@@ -1,0 +1,44 @@
+// longkv convert: llama2.c checkpoints and Hugging Face safetensors to GGUF.
+#include <cstdio>
+
+#include "common.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace longkv::cli {
+namespace {
+
+struct ConvertOptions {
+  ModelOptions model;
+  std::string out, type;
+};
+
+int cmd_convert(const ConvertOptions& o) {
+  Runtime rt = load_runtime(o.model, false);
+  LONGKV_CHECK(rt.tokenizer, "%s carries no vocabulary: pass --tokenizer FILE so the GGUF is self-contained",
+               o.model.model.c_str());
+  std::optional<WeightType> out_type;
+  if (!o.type.empty()) {
+    WeightType t;
+    LONGKV_CHECK(parse_weight_type(o.type, &t), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
+                 o.type.c_str());
+    out_type = t;
+  }
+  log_info("model: %s", describe_model(rt.model.weights).c_str());
+  save_model_gguf(rt.model.weights, rt.tokenizer->vocab(), o.out, out_type);
+  log_info("wrote %s", o.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void register_convert(CLI::App& app) {
+  auto o = std::make_shared<ConvertOptions>();
+  CLI::App* sub = app.add_subcommand("convert", "Convert a llama2.c or Hugging Face model to GGUF");
+  add_model_options(sub, o->model);
+  sub->add_option("-o,--output", o->out, "Output GGUF file")->required();
+  sub->add_option("--type", o->type, "Quantize matrices to this type (default: keep)");
+  sub->callback([o] { g_exit_code = cmd_convert(*o); });
+}
+
+}  // namespace longkv::cli

@@ -1,0 +1,209 @@
+// longkv run: generate text from a prompt, streaming to stdout; statistics
+// (prompt and decode speed, KV-cache memory) go to stderr.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "backend/cuda/cuda_backend.h"
+#include "common.h"
+#include "device.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/thread_pool.h"
+#include "core/timer.h"
+#include "kv/kv_mode.h"
+#include "runtime/sampler.h"
+#include "runtime/session.h"
+
+namespace longkv::cli {
+namespace {
+
+struct RunOptions {
+  ModelOptions model;
+  std::string prompt, prompt_file, kv = "f16", device = "cpu", cuda_gemm = "f16";
+  int n_predict = 128, ctx = 0, batch = 512;
+  bool ignore_eos = false;
+  SamplerParams sampling;
+};
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LONGKV_CHECK(f.good(), "%s: cannot open prompt file", path.c_str());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int cmd_run(const RunOptions& o) {
+  const KvMode kv = parse_kv_mode(o.kv);  // validate before loading anything
+  if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
+  const bool on_gpu = use_cuda_device(o.device);  // says why when it falls back to the CPU
+  Runtime rt = load_runtime(o.model, true);
+  const ModelConfig& cfg = rt.model.weights.cfg;
+  ThreadPool pool(o.model.threads);
+  LlamaModel model(rt.model.weights, pool);
+
+  std::string text = o.prompt;
+  if (!o.prompt_file.empty()) text = read_text_file(o.prompt_file);
+  std::vector<int32_t> tokens = rt.tokenizer->encode(text, true);
+  if (tokens.empty()) tokens.push_back(rt.tokenizer->bos());
+
+  const int ctx = o.ctx > 0 ? o.ctx : cfg.ctx_len;
+  LONGKV_CHECK(static_cast<int>(tokens.size()) < ctx, "prompt has %zu tokens, which does not fit the context of %d",
+               tokens.size(), ctx);
+  const int room = ctx - static_cast<int>(tokens.size());
+  int n_predict = o.n_predict;
+  if (n_predict > room) {
+    log_warn("only %d of the %d requested tokens fit the context of %d; generation will stop there", room,
+             n_predict, ctx);
+    n_predict = room;
+  }
+  const int max_tokens = static_cast<int>(tokens.size()) + n_predict;
+
+  log_info("model: %s", describe_model(rt.model.weights).c_str());
+  log_info("kv: %s, threads %d, prompt %zu tokens, generating %d, sampling %s", kv.to_string().c_str(), pool.size(),
+           tokens.size(), n_predict, o.sampling.describe().c_str());
+
+  // One of the two engines behind prefill/decode/footprint below.
+  std::unique_ptr<Session> session;
+  std::unique_ptr<CudaModel> gpu;
+  if (on_gpu) {
+    CudaModelOptions co;
+    co.kv_mode = kv.to_string();
+    co.max_tokens = max_tokens;
+    LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &co.gemm), "--cuda-gemm must be f16 or f32");
+    gpu = CudaModel::create(rt.model.weights, co);
+    log_info("device: %s (weights %s on the GPU)", cuda_device_description().c_str(),
+             human_bytes(static_cast<double>(gpu->weight_bytes())).c_str());
+  } else {
+    session = std::make_unique<Session>(model, o.kv, max_tokens);
+  }
+  // The last position's logits: a copy of the CPU session's, or the GPU
+  // model's own pinned buffer (forward_view: no staged copy), which the
+  // sampler may modify until the next step.
+  std::vector<float> logits(cfg.n_vocab);
+  int pos = 0;
+  auto prefill = [&](const std::vector<int32_t>& toks) -> float* {
+    if (!gpu) {
+      logits = session->prefill(toks, o.batch);
+      return logits.data();
+    }
+    float* last = nullptr;
+    for (size_t p = 0; p < toks.size(); p += o.batch) {
+      const int n = static_cast<int>(std::min<size_t>(o.batch, toks.size() - p));
+      last = gpu->forward_view(toks.data() + p, n, pos);
+      pos += n;
+    }
+    return last;
+  };
+  auto decode = [&](int32_t tok) -> float* {
+    if (!gpu) {
+      logits = session->decode(tok);
+      return logits.data();
+    }
+    return gpu->forward_view(&tok, 1, pos++);
+  };
+
+  Sampler sampler(o.sampling);
+  std::vector<int32_t> history = tokens;
+
+  const double t0 = now_seconds();
+  float* cur = prefill(tokens);
+  const double t_prompt = now_seconds() - t0;
+
+  int32_t prev = tokens.back();
+  int generated = 0;
+  // Prints a generated token; false at the end of the text.
+  auto emit = [&](int32_t next) {
+    if (next == rt.tokenizer->eos() && !o.ignore_eos) return false;
+    const std::string piece = rt.tokenizer->decode_token(prev, next);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    history.push_back(next);
+    prev = next;
+    ++generated;
+    return true;
+  };
+  // Greedy on the GPU without a repetition penalty: the argmax on the
+  // device, each token fed to the next step there (CudaModel::decode_greedy)
+  // -- the same tokens as the host's argmax, without the logits' trip.
+  // Sampling with a top-k cut on the GPU: the k candidates selected on the
+  // device (CudaModel::forward_top), the draw on the host from them alone
+  // -- the same tokens as from the whole row (Sampler::sample_top), without
+  // the row's copy and sort.
+  const SamplerParams& sp = o.sampling;
+  const bool device_greedy = gpu && sp.temperature <= 0 && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0) &&
+                             cuda_tuning().greedy_device;
+  const int device_top = gpu && cuda_tuning().sample_top_device ? sampler.top_only(cfg.n_vocab, kMaxDeviceTopK) : 0;
+  const double t1 = now_seconds();
+  if (device_greedy) {
+    if (n_predict > 0 && emit(sampler.sample(cur, cfg.n_vocab, history)) && n_predict > 1)
+      gpu->decode_greedy(prev, pos, n_predict - 1, emit);
+  } else if (device_top > 0) {
+    for (int i = 0; i < n_predict; ++i) {
+      const int32_t next = i == 0 ? sampler.sample(cur, cfg.n_vocab, history)
+                                  : sampler.sample_top({gpu->forward_top(&prev, 1, pos++, device_top),
+                                                        static_cast<size_t>(device_top)});
+      if (!emit(next)) break;
+    }
+  } else {
+    for (int i = 0; i < n_predict; ++i) {
+      if (!emit(sampler.sample(cur, cfg.n_vocab, history))) break;
+      if (i + 1 < n_predict) cur = decode(prev);
+    }
+  }
+  const double t_gen = now_seconds() - t1;
+  // The generated text ends with a newline on stdout so a redirect gives a
+  // well-formed text file.
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+
+  const KvFootprint fp = gpu ? gpu->kv_footprint() : session->footprint();
+  const double f16_bytes = 4.0 * cfg.kv_dim() * cfg.n_layers * fp.tokens;
+  log_info("prompt: %zu tokens in %.3f s (%.1f tok/s)", tokens.size(), t_prompt, tokens.size() / t_prompt);
+  log_info("decode: %d tokens in %.3f s (%.1f tok/s)%s", generated, t_gen,
+           generated > 1 ? (generated - 1) / t_gen : 0.0,
+           device_greedy ? ", greedy on the GPU" : device_top > 0 ? ", top-k on the GPU" : "");
+  log_info("kv cache: %s, %lld tokens, %s (K %.2f bits/elem, V %.2f bits/elem); f16 would be %s (%.1f%% saved)",
+           kv.to_string().c_str(), static_cast<long long>(fp.tokens), human_bytes(static_cast<double>(fp.bytes())).c_str(),
+           fp.k_bits, fp.v_bits, human_bytes(f16_bytes).c_str(),
+           f16_bytes > 0 ? 100.0 * (1.0 - fp.bytes() / f16_bytes) : 0.0);
+  return 0;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* sub = app.add_subcommand("run", "Generate text (stdout) from a prompt; stats on stderr");
+  add_model_options(sub, o->model);
+  auto* p = sub->add_option("-p,--prompt", o->prompt, "Prompt text (default: start from BOS)");
+  sub->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->excludes(p);
+  sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(
+      whole_at_least(0));
+  sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(whole_at_least(0));
+  sub->add_option("-b,--batch", o->batch, "Prompt chunk size")->capture_default_str()->check(whole_at_least(1));
+  sub->add_option("--kv", o->kv, std::string("KV cache mode: ") + kKvModeGrammar)->capture_default_str();
+  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy; with --device cuda and no repetition penalty the argmax is taken on the GPU)")->capture_default_str()->check(
+      number_in(0));
+  sub->add_option("--top-k", o->sampling.top_k, "Top-k (0: off; with --device cuda, no repetition penalty and k <= 64 the k candidates are selected on the GPU)")->capture_default_str()->check(whole_at_least(0));
+  sub->add_option("--top-p", o->sampling.top_p, "Top-p (1: off)")->capture_default_str()->check(number_in(0, 1, true));
+  sub->add_option("--min-p", o->sampling.min_p, "Min-p (0: off)")->capture_default_str()->check(number_in(0, 1));
+  sub->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1: off)")
+      ->capture_default_str()
+      ->check(number_in(0, HUGE_VAL, true));
+  sub->add_option("--repeat-last-n", o->sampling.repeat_last_n, "Tokens the penalty looks back over")
+      ->capture_default_str()
+      ->check(whole_at_least(0));
+  sub->add_option("--seed", o->sampling.seed, "Sampling seed")->capture_default_str();
+  sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after end-of-sequence");
+  sub->add_option("--device", o->device, "cpu or cuda (falls back to the CPU, saying why, without a GPU)")
+      ->capture_default_str();
+  sub->add_option("--cuda-gemm", o->cuda_gemm, "Prefill products on the GPU: f16 (tensor cores) or f32")
+      ->capture_default_str();
+  sub->callback([o] { g_exit_code = cmd_run(*o); });
+}
+
+}  // namespace longkv::cli

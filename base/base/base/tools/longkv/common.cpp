@@ -1,0 +1,133 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/error.h"
+#include "core/timer.h"
+#include "formats/gguf.h"
+
+namespace longkv::cli {
+
+int g_exit_code = 0;
+
+CLI::Validator whole_at_least(int lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        char* end = nullptr;
+        errno = 0;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (s.empty() || *end != '\0' || errno == ERANGE || v < lo || v > INT_MAX)
+          return "needs a whole number from " + std::to_string(lo) + " to " + std::to_string(INT_MAX) + " (got '" + s +
+                 "')";
+        return std::string();
+      },
+      "INT>=" + std::to_string(lo));
+}
+
+CLI::Validator number_in(double lo, double hi, bool lo_open) {
+  const std::string range = std::isinf(hi) ? strprintf("%s %g", lo_open ? ">" : ">=", lo)
+                                           : strprintf("in %s%g, %g]", lo_open ? "(" : "[", lo, hi);
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (s.empty() || *end != '\0' || !std::isfinite(v) || v < lo || (lo_open && v == lo) || v > hi)
+          return "needs a number " + range + " (got '" + s + "')";
+        return std::string();
+      },
+      "NUM " + range);
+}
+
+void add_model_options(CLI::App* app, ModelOptions& o, bool model_required) {
+  auto* m = app->add_option("-m,--model", o.model,
+                            "Model: GGUF file, llama2.c checkpoint, or Hugging Face directory (config.json + "
+                            "*.safetensors)");
+  if (model_required) m->required();
+  app->add_option("--tokenizer", o.tokenizer,
+                  "Tokenizer: llama2.c tokenizer.bin, or a GGUF whose vocabulary to use (default: the model's)");
+  app->add_option("-t,--threads", o.threads, "Threads (default: all cores)")->check(whole_at_least(0));
+}
+
+static bool is_gguf_file(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  char magic[4] = {};
+  const bool ok = std::fread(magic, 1, 4, f) == 4 && magic[0] == 'G' && magic[1] == 'G' && magic[2] == 'U' &&
+                  magic[3] == 'F';
+  std::fclose(f);
+  return ok;
+}
+
+Runtime load_runtime(const ModelOptions& o, bool need_tokenizer) {
+  Runtime rt;
+  rt.model = load_model(o.model);
+  std::optional<Vocab> vocab;
+  if (!o.tokenizer.empty()) {
+    if (is_gguf_file(o.tokenizer)) vocab = vocab_from_gguf(*GgufFile::open(o.tokenizer));
+    else vocab = vocab_from_llama2c(o.tokenizer, rt.model.weights.cfg.n_vocab);
+  } else {
+    vocab = rt.model.vocab;
+  }
+  if (vocab) {
+    LONGKV_CHECK(vocab->size() == rt.model.weights.cfg.n_vocab,
+                 "tokenizer has %d tokens but the model has a vocabulary of %d", vocab->size(),
+                 rt.model.weights.cfg.n_vocab);
+    rt.tokenizer = std::make_unique<SpmTokenizer>(std::move(*vocab));
+  } else if (need_tokenizer) {
+    fail("%s carries no vocabulary: pass --tokenizer FILE", o.model.c_str());
+  }
+  return rt;
+}
+
+std::string describe_model(const ModelWeights& w) {
+  const auto& c = w.cfg;
+  return strprintf("%s (%s, %s): %d layers, dim %d, heads %d/%d x %d, ffn %d, vocab %d, ctx %d, rope %s base %g, "
+                   "weights %s %s",
+                   c.name.c_str(), c.arch.c_str(), w.source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads,
+                   c.head_dim, c.ffn_dim, c.n_vocab, c.ctx_len, rope_style_name(c.rope), c.rope_base,
+                   weight_traits(w.layers.empty() ? w.tok_embd.type : w.layers[0].wq.type).name,
+                   human_bytes(static_cast<double>(w.weight_bytes())).c_str());
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  return u == 0 ? strprintf("%.0f B", b) : strprintf("%.2f %s", b, units[u]);
+}
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)), total_(total), t0_(now_seconds()), tty_(::isatty(2)) {}
+
+void Progress::update(int64_t done, const std::string& extra) {
+  const double now = now_seconds();
+  if (done < total_ && now - last_print_ < (tty_ ? 0.2 : 5.0)) return;
+  last_print_ = now;
+  const double el = now - t0_;
+  const double eta = done > 0 ? el * (total_ - done) / done : 0;
+  const double frac = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
+  if (tty_) {
+    const int w = 30, fill = static_cast<int>(frac * w);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %3.0f%% %lld/%lld ETA %.0fs %s\033[K", label_.c_str(), fill,
+                 "##############################", w - fill, "", frac * 100, static_cast<long long>(done),
+                 static_cast<long long>(total_), eta, extra.c_str());
+  } else {
+    std::fprintf(stderr, "%s: %lld/%lld (%.0f%%), %.0fs elapsed, ETA %.0fs %s\n", label_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_), frac * 100, el, eta, extra.c_str());
+  }
+}
+
+void Progress::finish() {
+  if (tty_) std::fprintf(stderr, "\n");
+}
+
+}  // namespace longkv::cli

@@ -1,0 +1,68 @@
+// Pieces shared by the longkv subcommands: model + tokenizer loading, the
+// configuration banner, human-readable sizes, progress lines.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "model/model_loader.h"
+#include "tokenizer/spm_tokenizer.h"
+
+namespace longkv::cli {
+
+struct ModelOptions {
+  std::string model;
+  std::string tokenizer;  // llama2.c tokenizer file, or a GGUF to take the vocabulary from
+  int threads = 0;        // 0: all cores
+};
+
+// Option checks that say what the option takes. CLI11's PositiveNumber and
+// NonNegativeNumber print their upper bound (DBL_MAX) in 300 digits and
+// reject 0 as "not in range 0.000000 to ...".
+CLI::Validator whole_at_least(int lo);  // an int >= lo
+// A finite number in [lo, hi] ((lo, hi] with lo_open); hi = infinity for none.
+CLI::Validator number_in(double lo, double hi = HUGE_VAL, bool lo_open = false);
+
+// Adds -m/--model, --tokenizer, -t/--threads to a subcommand.
+void add_model_options(CLI::App* app, ModelOptions& o, bool model_required = true);
+
+struct Runtime {
+  LoadedModel model;
+  std::unique_ptr<SpmTokenizer> tokenizer;  // null if none available and not required
+};
+
+// Loads the model and a tokenizer (from --tokenizer or the model file).
+Runtime load_runtime(const ModelOptions& o, bool need_tokenizer);
+
+// One line describing the model for the stderr banner and table headers.
+std::string describe_model(const ModelWeights& w);
+
+std::string human_bytes(double bytes);  // "1.50 MiB"
+
+// Progress on stderr: a bar with ETA on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total);
+  void update(int64_t done, const std::string& extra = "");
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  double t0_;
+  double last_print_ = 0;
+  bool tty_;
+};
+
+// Each subcommand registers itself; its callback stores the exit code here.
+extern int g_exit_code;
+void register_run(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_inspect(CLI::App& app);
+void register_convert(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_needle(CLI::App& app);
+
+}  // namespace longkv::cli
