@@ -14,9 +14,7 @@
 // times L2) with CUDA events; prints a Markdown table of us and GB/s of
 // weight bytes, plus a device-to-device copy's bandwidth for reference. The
 // dp4a result is compared with the f32 one (relative RMS), so its error is
-// printed beside its speed. Milestone 33's tables follow the first: the
-// quantization of x at each block's start split from the dots, and the
-// ring forms (row batches by bulk copies into shared memory).
+// printed beside its speed.
 //
 // Build and run (standalone; CMake builds it as gemv_probe with LONGKV_CUDA):
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu src/core/error.cpp
@@ -46,38 +44,13 @@ namespace {
 using longkv::WeightType;
 using longkv::cuda::Slab;
 
-// Milestone 33's splits of dp4a's head: kDp4aCvt the same dots after
-// quantize_x_i8_cvt (below: the engine's quantizer until milestone 33, the
-// same bits), kDp4aRaw the dots on x's raw f32 bits (no quantization; wrong
-// results), kQNone the quantization without the dots (none's fold on q[0];
-// wrong results).
-enum Dot { kF32, kDp4a, kNone, kDp4aCvt, kDp4aRaw, kQNone };
+// Milestone 33's splits of dp4a's head: kDp4aFast the same dots after
+// quantize_x_i8_fast (same bits), kDp4aRaw the dots on x's raw f32 bits
+// (no quantization; wrong results), kQNone the quantization without the dots
+// (none's fold on q[0]; wrong results).
+enum Dot { kF32, kDp4a, kNone, kDp4aFast, kDp4aRaw, kQNone };
 constexpr int kMaxWarps = 16;
 constexpr int kMaxStages = 8;
-
-// Milestone 13's quantizer (weight_decode.cuh's quantize_x_i8 until
-// milestone 33): the same bits, rounded by 32 F2I conversions.
-__device__ __forceinline__ void quantize_x_i8_cvt(const float (&v)[32], longkv::cuda::XI8& r) {
-  float amax = 0;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
-  r.dx = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  int s = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
-    uint32_t w = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int q = __float2int_rn(__fmul_rn(v[e0 + k], inv));
-      s += q;
-      w |= (static_cast<uint32_t>(q) & 0xFFu) << (8 * k);
-    }
-    r.q[j] = static_cast<int>(w);
-  }
-  r.off = 8 * s;
-}
 
 // A lane's activations in the form its inner product wants.
 template <Dot D>
@@ -106,14 +79,14 @@ __device__ __forceinline__ void make_x(const float* x, int u, int nb, Xr<D>& xr)
   } else {
     Slab<WeightType::Q4_0>::load_x(x, u, f);
   }
-  if constexpr (D == kDp4a) {
+  if constexpr (D == kDp4a || D == kQNone) {
     longkv::cuda::quantize_x_i8(f.v, xr.q);
-  } else if constexpr (D == kQNone) {
-    quantize_x_i8_cvt(f.v, xr.q);
-    for (int j = 1; j < 8; ++j) xr.q.q[0] ^= xr.q.q[j];  // every q word into the one the fold reads
-    xr.q.q[0] ^= xr.q.off;
-  } else if constexpr (D == kDp4aCvt) {
-    quantize_x_i8_cvt(f.v, xr.q);
+    if constexpr (D == kQNone) {  // every q word into the one the fold reads
+      for (int j = 1; j < 8; ++j) xr.q.q[0] ^= xr.q.q[j];
+      xr.q.q[0] ^= xr.q.off;
+    }
+  } else if constexpr (D == kDp4aFast) {
+    longkv::cuda::quantize_x_i8_fast(f.v, xr.q);
   } else if constexpr (D == kDp4aRaw) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) xr.q.q[j] = __float_as_int(f.v[j < 4 ? 4 * j : 12 + j]);
@@ -128,7 +101,7 @@ template <Dot D>
 __device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, const Xr<D>& xr) {
   if constexpr (D == kF32) {
     return Slab<WeightType::Q4_0>::dot(w, xr.x, 0);
-  } else if constexpr (D == kDp4a || D == kDp4aCvt || D == kDp4aRaw) {
+  } else if constexpr (D == kDp4a || D == kDp4aFast || D == kDp4aRaw) {
     return longkv::cuda::dot_q4_0_i8(w.q, w.d, xr.q);
   } else if constexpr (D == kQNone) {
     return w.d +
@@ -461,10 +434,10 @@ int main(int argc, char** argv) {
     // Milestone 33's head splits (after the forms above, so their SKIP
     // indices hold): the quantization of x at every block's start.
     {
-      const Form heads[] = {form(time_kernel<kDp4aCvt, 8>), form(time_kernel<kDp4aRaw, 8>),
-                            form(time_kernel<kQNone, 8>), form(time_kernel<kDp4aCvt, 16>),
-                            form(time_kernel<kDp4aCvt, 16, false, 1, kT, 8, true, true>)};
-      const bool cvt_same = same(outputs(heads[0], sh.rows), y_dp)[0] == 's' &&
+      const Form heads[] = {form(time_kernel<kDp4aFast, 8>), form(time_kernel<kDp4aRaw, 8>),
+                            form(time_kernel<kQNone, 8>), form(time_kernel<kDp4aFast, 16>),
+                            form(time_kernel<kDp4aFast, 16, false, 1, kT, 8, true, true>)};
+      const bool fast_same = same(outputs(heads[0], sh.rows), y_dp)[0] == 's' &&
                              same(outputs(heads[3], sh.rows), y_16)[0] == 's' &&
                              same(outputs(heads[4], sh.rows / 2), y_glu)[0] == 's';
       std::string line = "| " + std::string(sh.name) + " |";
@@ -480,7 +453,7 @@ int main(int argc, char** argv) {
       add(heads[3](copies, iters));
       add(t[9]);
       add(heads[4](copies, iters));
-      head_rows.push_back(line + (cvt_same ? " same bits |" : " DIFFERENT |"));
+      head_rows.push_back(line + (fast_same ? " same bits |" : " DIFFERENT |"));
     }
     // Milestone 33's ring forms (after every earlier form's launches, so the
     // SKIP indices above hold), printed as a second table at the end.
@@ -515,10 +488,10 @@ int main(int argc, char** argv) {
     CK(cudaFree(y));
   }
   std::printf("\nus per launch (GB/s of weight bytes); back-to-back PDL launches over rotating copies\n");
-  std::printf("\nThe quantization of x at each block's start (cvt: milestone 13's quantizer, F2I conversions; raw: dots "
-              "on x's f32 bits, no quantization; q only: the quantization (cvt), no dots):\n\n| shape | dp4a RB8 | cvt RB8 | "
-              "raw RB8 | q only RB8 | none RB8 | dp4a RB16 | cvt RB16 | engine form (RB16, 8 early, x coalesced, SwiGLU) | "
-              "the same, cvt | cvt vs shipped |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+  std::printf("\nThe quantization of x at each block's start (fast: quantize_x_i8_fast; raw: dots on x's f32 bits, "
+              "no quantization; q only: quantization, no dots):\n\n| shape | dp4a RB8 | fast RB8 | raw RB8 | q only RB8 | "
+              "none RB8 | dp4a RB16 | fast RB16 | engine form (RB16, 8 early, x coalesced, SwiGLU) | the same, fast | "
+              "fast vs shipped |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const std::string& r : head_rows) std::printf("%s\n", r.c_str());
   if (!ring_rows.empty()) {
     std::printf("\nRing forms (one bulk copy a batch of RB rows into a ring of stages in shared memory; /KB: the ring's "

@@ -44,19 +44,13 @@ namespace {
 using longkv::WeightType;
 using longkv::cuda::Slab;
 
-// Milestone 33's splits of dp4a's head: kDp4aFast the same dots after
-// quantize_x_i8_fast (same bits), kDp4aRaw the dots on x's raw f32 bits
-// (no quantization; wrong results), kQNone the quantization without the dots
-// (none's fold on q[0]; wrong results).
-enum Dot { kF32, kDp4a, kNone, kDp4aFast, kDp4aRaw, kQNone };
+enum Dot { kF32, kDp4a, kNone };
 constexpr int kMaxWarps = 16;
 constexpr int kMaxStages = 8;
 
 // A lane's activations in the form its inner product wants.
 template <Dot D>
-struct Xr {
-  longkv::cuda::XI8 q;  // the shipped int8 form (weight_decode.cuh)
-};
+struct Xr;
 template <>
 struct Xr<kF32> {
   Slab<WeightType::Q4_0>::X x;
@@ -64,6 +58,10 @@ struct Xr<kF32> {
 template <>
 struct Xr<kNone> {
   Slab<WeightType::Q4_0>::X x;
+};
+template <>
+struct Xr<kDp4a> {
+  longkv::cuda::XI8 q;  // the shipped int8 form (weight_decode.cuh)
 };
 
 // XC (milestone 32): the warp's units loaded coalesced through shared memory
@@ -79,19 +77,8 @@ __device__ __forceinline__ void make_x(const float* x, int u, int nb, Xr<D>& xr)
   } else {
     Slab<WeightType::Q4_0>::load_x(x, u, f);
   }
-  if constexpr (D == kDp4a || D == kQNone) {
+  if constexpr (D == kDp4a) {
     longkv::cuda::quantize_x_i8(f.v, xr.q);
-    if constexpr (D == kQNone) {  // every q word into the one the fold reads
-      for (int j = 1; j < 8; ++j) xr.q.q[0] ^= xr.q.q[j];
-      xr.q.q[0] ^= xr.q.off;
-    }
-  } else if constexpr (D == kDp4aFast) {
-    longkv::cuda::quantize_x_i8_fast(f.v, xr.q);
-  } else if constexpr (D == kDp4aRaw) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) xr.q.q[j] = __float_as_int(f.v[j < 4 ? 4 * j : 12 + j]);
-    xr.q.dx = f.v[1];
-    xr.q.off = __float_as_int(f.v[2]);
   } else {
     xr.x = f;
   }
@@ -101,11 +88,8 @@ template <Dot D>
 __device__ __forceinline__ float dot(const Slab<WeightType::Q4_0>::Unit& w, const Xr<D>& xr) {
   if constexpr (D == kF32) {
     return Slab<WeightType::Q4_0>::dot(w, xr.x, 0);
-  } else if constexpr (D == kDp4a || D == kDp4aFast || D == kDp4aRaw) {
+  } else if constexpr (D == kDp4a) {
     return longkv::cuda::dot_q4_0_i8(w.q, w.d, xr.q);
-  } else if constexpr (D == kQNone) {
-    return w.d +
-           __int_as_float(static_cast<int>((w.q.x ^ w.q.y ^ w.q.z ^ w.q.w ^ xr.q.q[0]) & 0x3FFFFFFFu)) * xr.q.dx;
   } else {
     return w.d + __int_as_float(static_cast<int>((w.q.x ^ w.q.y ^ w.q.z ^ w.q.w) & 0x3FFFFFFFu)) * xr.x.v[0];
   }
@@ -343,7 +327,7 @@ int main(int argc, char** argv) {
               "x2 vs RB8 | 448 x 2 vs RB8 | 8 early vs RB16 | coalesced vs RB16 | SwiGLU rel. RMS |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(1);
-  std::vector<std::string> ring_rows, head_rows;
+  std::vector<std::string> ring_rows;
   for (const Shape& sh : shapes) {
     if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
     const int nb = sh.cols / 32;
@@ -431,30 +415,6 @@ int main(int argc, char** argv) {
     for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
     std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same, r64_same, e8_same, xc_same,
                 rel_rms(y_glu, glu_ref));
-    // Milestone 33's head splits (after the forms above, so their SKIP
-    // indices hold): the quantization of x at every block's start.
-    {
-      const Form heads[] = {form(time_kernel<kDp4aFast, 8>), form(time_kernel<kDp4aRaw, 8>),
-                            form(time_kernel<kQNone, 8>), form(time_kernel<kDp4aFast, 16>),
-                            form(time_kernel<kDp4aFast, 16, false, 1, kT, 8, true, true>)};
-      const bool fast_same = same(outputs(heads[0], sh.rows), y_dp)[0] == 's' &&
-                             same(outputs(heads[3], sh.rows), y_16)[0] == 's' &&
-                             same(outputs(heads[4], sh.rows / 2), y_glu)[0] == 's';
-      std::string line = "| " + std::string(sh.name) + " |";
-      char cell[64];
-      auto add = [&](float us) {
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      };
-      add(t[2]);
-      for (int i = 0; i < 3; ++i) add(heads[i](copies, iters));
-      add(t[4]);
-      add(t[3]);
-      add(heads[3](copies, iters));
-      add(t[9]);
-      add(heads[4](copies, iters));
-      head_rows.push_back(line + (fast_same ? " same bits |" : " DIFFERENT |"));
-    }
     // Milestone 33's ring forms (after every earlier form's launches, so the
     // SKIP indices above hold), printed as a second table at the end.
     if (ld % 16 == 0) {
@@ -488,11 +448,6 @@ int main(int argc, char** argv) {
     CK(cudaFree(y));
   }
   std::printf("\nus per launch (GB/s of weight bytes); back-to-back PDL launches over rotating copies\n");
-  std::printf("\nThe quantization of x at each block's start (fast: quantize_x_i8_fast; raw: dots on x's f32 bits, "
-              "no quantization; q only: quantization, no dots):\n\n| shape | dp4a RB8 | fast RB8 | raw RB8 | q only RB8 | "
-              "none RB8 | dp4a RB16 | fast RB16 | engine form (RB16, 8 early, x coalesced, SwiGLU) | the same, fast | "
-              "fast vs shipped |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-  for (const std::string& r : head_rows) std::printf("%s\n", r.c_str());
   if (!ring_rows.empty()) {
     std::printf("\nRing forms (one bulk copy a batch of RB rows into a ring of stages in shared memory; /KB: the ring's "
                 "size a block, 2-%d stages):\n\n| shape | dp4a RB8 | dp4a RB16 | ring RB8/72 | ring RB8/200 | "

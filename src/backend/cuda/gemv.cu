@@ -281,17 +281,13 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
         rope_j = j;
       }
     }
-    // Pipe: row r's registers take the next batch's row r as soon as its
-    // dot has read them (milestone 33), so the batch's loads leave during
-    // the dots rather than after the last of them.
-    const bool more = Pipe && r0 + stride < rows;
     float acc[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
       if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
       else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
-      if (more) load_rows(r0 + stride, r, r + 1);
     }
+    if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
       float s = row_total(red[buf][threadIdx.x], n_warps);

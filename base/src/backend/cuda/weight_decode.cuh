@@ -196,15 +196,37 @@ struct XI8 {
   int off;   // 8 * sum of q (Q4_0's offset of 8, folded once)
 };
 
-// Full-rate instructions only (milestone 33; the same bits as milestone 13's
-// form, which converted with __float2int_rn): the maximum in 4 chains (max
-// is exact, so any order gives the same amax), and each q_i = rn(p) of the
-// rounded product p = v_i * inv taken as the low byte of p + 1.5 * 2^23 -- a
-// float in [2^23, 2^24) has a step of 1, so the add rounds p to the nearest
-// integer, ties to even, as cvt.rni does, for |p| <= 127 -- instead of 32
-// F2I conversions (a quarter-rate pipe, ~1,000 cycles an SM at the start of
-// every GEMV block). Bytes packed by PRMT; the offset sum by __dp4a with ones.
 __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
+  float amax = 0;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
+  r.dx = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
+    uint32_t w = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int q = __float2int_rn(__fmul_rn(v[e0 + k], inv));
+      s += q;
+      w |= (static_cast<uint32_t>(q) & 0xFFu) << (8 * k);
+    }
+    r.q[j] = static_cast<int>(w);
+  }
+  r.off = 8 * s;
+}
+
+// The same bits as quantize_x_i8 with full-rate instructions (milestone 33):
+// the maximum in 4 chains (max is exact, so any order gives the same amax),
+// and each q_i = rn(p) of the rounded product p = v_i * inv taken as the low
+// byte of p + 1.5 * 2^23 -- a float in [2^23, 2^24) has a step of 1, so the
+// add rounds p to the nearest integer, ties to even, as cvt.rni does, for
+// |p| <= 127 -- instead of 32 F2I conversions (a quarter-rate pipe, ~1,000
+// cycles an SM at the start of every GEMV block). Bytes packed by PRMT;
+// the offset sum by __dp4a with ones.
+__device__ __forceinline__ void quantize_x_i8_fast(const float (&v)[32], XI8& r) {
   float m[4] = {0, 0, 0, 0};
 #pragma unroll
   for (int i = 0; i < 32; ++i) m[i % 4] = fmaxf(m[i % 4], fabsf(v[i]));
@@ -227,24 +249,15 @@ __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
 }
 
 // Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
-// The high nibbles stay in place (milestone 33): q & 0xF0 is 16 n as an
-// unsigned byte, so its dp4a (unsigned x signed) sums 16 times their
-// products, exactly, and one shift of the total replaces a shift a word --
-// the same integer sum, so the same bits, with 3 instructions fewer a unit.
-__device__ __forceinline__ int dp4a_u8s8(uint32_t a, int b, int c) {
-  int d;
-  asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-  return d;
-}
 __device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
   const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
-  int s = 0, s16 = 0;
+  int s = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
-    s16 = dp4a_u8s8(q[j] & 0xF0F0F0F0u, x.q[4 + j], s16);
+    s = __dp4a(static_cast<int>((q[j] >> 4) & 0x0F0F0F0Fu), x.q[4 + j], s);
   }
-  return d * x.dx * static_cast<float>(s + (s16 >> 4) - x.off);
+  return d * x.dx * static_cast<float>(s - x.off);
 }
 
 template <>

@@ -266,7 +266,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     load_x_act<T, XC>(a, u, xs, inv_rms, xr);
   }
   [[maybe_unused]] XI8 xq;
-  if constexpr (I8) quantize_x_i8_fast(xr.v, xq);
+  if constexpr (I8) quantize_x_i8(xr.v, xq);
   if (first) load_rows(blockIdx.x * RB, kEarly, RB);
   int buf = 0;
   static_assert(!Rope || RB % 2 == 0, "RoPE pairs must share a row batch");

@@ -218,36 +218,6 @@ __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
   r.off = 8 * s;
 }
 
-// The same bits as quantize_x_i8 with full-rate instructions (milestone 33):
-// the maximum in 4 chains (max is exact, so any order gives the same amax),
-// and each q_i = rn(p) of the rounded product p = v_i * inv taken as the low
-// byte of p + 1.5 * 2^23 -- a float in [2^23, 2^24) has a step of 1, so the
-// add rounds p to the nearest integer, ties to even, as cvt.rni does, for
-// |p| <= 127 -- instead of 32 F2I conversions (a quarter-rate pipe, ~1,000
-// cycles an SM at the start of every GEMV block). Bytes packed by PRMT;
-// the offset sum by __dp4a with ones.
-__device__ __forceinline__ void quantize_x_i8_fast(const float (&v)[32], XI8& r) {
-  float m[4] = {0, 0, 0, 0};
-#pragma unroll
-  for (int i = 0; i < 32; ++i) m[i % 4] = fmaxf(m[i % 4], fabsf(v[i]));
-  const float amax = fmaxf(fmaxf(m[0], m[1]), fmaxf(m[2], m[3]));
-  r.dx = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
-  int s = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
-    uint32_t b[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) b[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[e0 + k], inv), kRound));
-    const uint32_t w = __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
-    r.q[j] = static_cast<int>(w);
-    s = __dp4a(static_cast<int>(w), 0x01010101, s);
-  }
-  r.off = 8 * s;
-}
-
 // Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
 __device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
   const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
