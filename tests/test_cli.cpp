@@ -7,7 +7,10 @@
 #include <regex>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
 #include "kv/kv_mode.h"
 #include "test_util.h"
 
@@ -113,6 +116,39 @@ TEST(Cli, PerplexityMatchesReference) {
   EXPECT_NE(r.out.find("| 4092 |"), std::string::npos) << r.out;
   const double ppl = parse_ppl(r.out, "f32");
   EXPECT_NEAR(ppl, 246.3584, 246.3584 * 1e-4) << r.out;
+}
+
+// Attention fidelity on the evaluation model: a row per layer and the total,
+// f16's rounding far below 2-bit codes' error at every layer, the JSON's
+// figures the table's; a quantized --ref is refused.
+TEST(Cli, FidelityTablePerLayer) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string json = test::temp_dir() + "/fidelity.json";
+  auto r = run_cli("fidelity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                   " --ctx 512 --chunks 1 --batch 128 --kv f16,k2v2 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| layer | f16 | k2v2:g32:r128:s4:rope=post |"), std::string::npos) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(test::read_file(json));
+  ASSERT_EQ(j["modes"].size(), 2u);
+  const auto& f16 = j["modes"][0];
+  const auto& k2 = j["modes"][1];
+  EXPECT_EQ(j["reference"], "f32");
+  EXPECT_EQ(k2["query_rows"], 512);
+  ASSERT_EQ(f16["layers"].size(), k2["layers"].size());
+  ASSERT_GT(k2["layers"].size(), 0u);
+  for (size_t l = 0; l < k2["layers"].size(); ++l) {
+    const double e16 = f16["layers"][l], e2 = k2["layers"][l];
+    EXPECT_LT(e16, 1e-2) << "layer " << l;
+    EXPECT_GT(e2, 10 * e16) << "layer " << l;
+    EXPECT_NE(r.out.find(strprintf("| %zu | %.3e | %.3e |", l, e16, e2)), std::string::npos) << r.out;
+  }
+  EXPECT_NE(r.out.find(strprintf("| all | **%.3e** | **%.3e** |", f16["relative_error"].get<double>(),
+                                 k2["relative_error"].get<double>())),
+            std::string::npos)
+      << r.out;
+  expect_one_error_line(run_cli("fidelity -m " + shared_path(kEval) + " -f " + shared_path(kWiki) +
+                                " --kv k4v4 --ref k2v2"),
+                        "--ref must be a dense mode");
 }
 
 TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
@@ -278,14 +314,14 @@ TEST(Cli, CorruptModelFiles) {
 TEST(Cli, HelpListsSubcommands) {
   auto r = run_cli("--help");
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* cmd : {"run", "perplexity", "inspect", "convert", "bench"})
+  for (const char* cmd : {"run", "perplexity", "inspect", "convert", "bench", "needle", "fidelity"})
     EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd;
 }
 
 // Every command that takes --kv spells the whole mode grammar (kKvModeGrammar),
 // so a new field such as :a<pct> shows up in each --help.
 TEST(Cli, KvHelpSpellsTheModeGrammar) {
-  for (const char* cmd : {"run", "perplexity", "inspect", "bench", "needle"}) {
+  for (const char* cmd : {"run", "perplexity", "inspect", "bench", "needle", "fidelity"}) {
     auto r = run_cli(std::string(cmd) + " --help");
     EXPECT_EQ(r.exit_code, 0) << cmd;
     EXPECT_NE(r.out.find(kKvModeGrammar), std::string::npos) << cmd << " --help:\n" << r.out;

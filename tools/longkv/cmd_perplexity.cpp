@@ -10,9 +10,7 @@
 // agreement, unless --kl-base names a file saved by --save-logits.
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "common.h"
 #include "core/error.h"
@@ -59,19 +57,9 @@ int cmd_perplexity(const PplOptions& o) {
   LlamaModel model(rt.model.weights, pool);
   const int nv = cfg.n_vocab;
 
-  std::ifstream f(o.text_file, std::ios::binary);
-  LONGKV_CHECK(f.good(), "%s: cannot open", o.text_file.c_str());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const double tt = now_seconds();
-  const std::vector<int32_t> tokens = rt.tokenizer->encode(ss.str(), true);
-  log_info("tokenized %s: %zu tokens in %.2f s", o.text_file.c_str(), tokens.size(), now_seconds() - tt);
-
-  LONGKV_CHECK(o.ctx >= 2, "--ctx must be at least 2");
-  int n_windows = static_cast<int>(tokens.size() / o.ctx);
-  LONGKV_CHECK(n_windows > 0, "the text has %zu tokens, fewer than one window of %d", tokens.size(), o.ctx);
-  if (o.chunks > 0 && o.chunks < n_windows) n_windows = o.chunks;
-  if (o.ctx > cfg.ctx_len) log_warn("--ctx %d exceeds the model's trained context of %d", o.ctx, cfg.ctx_len);
+  const TextWindows text = load_text_windows(*rt.tokenizer, o.text_file, o.ctx, o.chunks, cfg.ctx_len);
+  const std::vector<int32_t>& tokens = text.tokens;
+  const int n_windows = text.count;
 
   std::vector<std::string> modes;
   for (const auto& m : o.kv_modes.empty() ? std::vector<std::string>{"f16"} : o.kv_modes) {
@@ -142,9 +130,7 @@ int cmd_perplexity(const PplOptions& o) {
   Progress progress("perplexity", static_cast<int64_t>(n_windows) * o.ctx);
 
   for (int w = 0; w < n_windows; ++w) {
-    std::vector<int32_t> win(tokens.begin() + static_cast<int64_t>(w) * o.ctx,
-                             tokens.begin() + static_cast<int64_t>(w + 1) * o.ctx);
-    win[0] = rt.tokenizer->bos();
+    const std::vector<int32_t> win = text.window(w, o.ctx, rt.tokenizer->bos());
     for (auto& r : runs)
       for (auto& c : r.caches) c->clear();
     for (auto& r : runs)
@@ -274,12 +260,7 @@ int cmd_perplexity(const PplOptions& o) {
       }
       j["modes"].push_back(m);
     }
-    FILE* f = std::fopen(o.json.c_str(), "w");
-    LONGKV_CHECK(f, "%s: cannot create", o.json.c_str());
-    const std::string text = j.dump(2);
-    std::fwrite(text.data(), 1, text.size(), f);
-    std::fputc('\n', f);
-    std::fclose(f);
+    write_json_file(o.json, j);
   }
   return 0;
 }

@@ -8,7 +8,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <fstream>
+#include <sstream>
+
 #include "core/error.h"
+#include "core/log.h"
 #include "core/timer.h"
 #include "formats/gguf.h"
 
@@ -128,6 +132,39 @@ void Progress::update(int64_t done, const std::string& extra) {
 
 void Progress::finish() {
   if (tty_) std::fprintf(stderr, "\n");
+}
+
+std::vector<int32_t> TextWindows::window(int w, int ctx, int32_t bos) const {
+  std::vector<int32_t> win(tokens.begin() + static_cast<int64_t>(w) * ctx,
+                           tokens.begin() + static_cast<int64_t>(w + 1) * ctx);
+  win[0] = bos;
+  return win;
+}
+
+TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, int ctx, int chunks,
+                              int trained_ctx) {
+  std::ifstream f(path, std::ios::binary);
+  LONGKV_CHECK(f.good(), "%s: cannot open", path.c_str());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  TextWindows t;
+  const double t0 = now_seconds();
+  t.tokens = tok.encode(ss.str(), true);
+  log_info("tokenized %s: %zu tokens in %.2f s", path.c_str(), t.tokens.size(), now_seconds() - t0);
+  LONGKV_CHECK(ctx >= 2, "--ctx must be at least 2");
+  t.count = static_cast<int>(t.tokens.size() / ctx);
+  LONGKV_CHECK(t.count > 0, "the text has %zu tokens, fewer than one window of %d", t.tokens.size(), ctx);
+  if (chunks > 0 && chunks < t.count) t.count = chunks;
+  if (ctx > trained_ctx) log_warn("--ctx %d exceeds the model's trained context of %d", ctx, trained_ctx);
+  return t;
+}
+
+void write_json_file(const std::string& path, const nlohmann::json& j) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  LONGKV_CHECK(f, "%s: cannot create", path.c_str());
+  const std::string text = j.dump(2);
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fputc('\n', f) != EOF;
+  LONGKV_CHECK(std::fclose(f) == 0 && ok, "%s: cannot write", path.c_str());
 }
 
 }  // namespace longkv::cli

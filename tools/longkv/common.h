@@ -4,8 +4,11 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "model/model_loader.h"
 #include "tokenizer/spm_tokenizer.h"
@@ -41,6 +44,21 @@ std::string describe_model(const ModelWeights& w);
 
 std::string human_bytes(double bytes);  // "1.50 MiB"
 
+// A text file tokenized once with BOS and cut into non-overlapping windows of
+// ctx tokens (DESIGN.md's protocol: perplexity, fidelity). chunks > 0 keeps
+// the first `chunks` windows; a ctx past the model's trained context warns.
+struct TextWindows {
+  std::vector<int32_t> tokens;
+  int count = 0;  // windows used
+  // Window w with its first token replaced by BOS.
+  std::vector<int32_t> window(int w, int ctx, int32_t bos) const;
+};
+TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, int ctx, int chunks,
+                              int trained_ctx);
+
+// Writes j, indented, to path (an Error if it cannot).
+void write_json_file(const std::string& path, const nlohmann::json& j);
+
 // Progress on stderr: a bar with ETA on a terminal, plain lines otherwise.
 class Progress {
  public:
@@ -64,5 +82,6 @@ void register_inspect(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_needle(CLI::App& app);
+void register_fidelity(CLI::App& app);
 
 }  // namespace longkv::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   register_convert(app);
   register_bench(app);
   register_needle(app);
+  register_fidelity(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
