@@ -118,12 +118,7 @@ int cmd_fidelity(const FidelityOptions& o) {
   std::printf("\n");
 
   if (!o.json.empty()) {
-    nlohmann::json j;
-    j["model"] = describe_model(rt.model.weights);
-    j["text"] = o.text_file;
-    j["ctx"] = o.ctx;
-    j["windows"] = n_windows;
-    j["batch"] = batch;
+    nlohmann::json j = windows_json(rt.model.weights, o.text_file, o.ctx, n_windows, batch);
     j["reference"] = reference;
     for (size_t m = 0; m < modes.size(); ++m) {
       nlohmann::json layers = nlohmann::json::array();

@@ -242,12 +242,7 @@ int cmd_perplexity(const PplOptions& o) {
     std::fclose(f);
   }
   if (!o.json.empty()) {
-    nlohmann::json j;
-    j["model"] = describe_model(rt.model.weights);
-    j["text"] = o.text_file;
-    j["ctx"] = o.ctx;
-    j["windows"] = n_windows;
-    j["batch"] = batch;
+    nlohmann::json j = windows_json(rt.model.weights, o.text_file, o.ctx, n_windows, batch);
     j["threads"] = pool.size();
     for (const auto& r : rows) {
       nlohmann::json m = {{"mode", r.mode},       {"k_bits", r.k_bits}, {"v_bits", r.v_bits},

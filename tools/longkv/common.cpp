@@ -159,6 +159,10 @@ TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, 
   return t;
 }
 
+nlohmann::json windows_json(const ModelWeights& w, const std::string& text_file, int ctx, int windows, int batch) {
+  return {{"model", describe_model(w)}, {"text", text_file}, {"ctx", ctx}, {"windows", windows}, {"batch", batch}};
+}
+
 void write_json_file(const std::string& path, const nlohmann::json& j) {
   FILE* f = std::fopen(path.c_str(), "w");
   LONGKV_CHECK(f, "%s: cannot create", path.c_str());

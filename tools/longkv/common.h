@@ -56,6 +56,10 @@ struct TextWindows {
 TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, int ctx, int chunks,
                               int trained_ctx);
 
+// The JSON record's opening fields of a run over text windows: model, text,
+// ctx, windows, batch.
+nlohmann::json windows_json(const ModelWeights& w, const std::string& text_file, int ctx, int windows, int batch);
+
 // Writes j, indented, to path (an Error if it cannot).
 void write_json_file(const std::string& path, const nlohmann::json& j);
 
