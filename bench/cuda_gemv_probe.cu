@@ -283,6 +283,106 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_ring_kernel(const uin
   }
 }
 
+// Shared x (milestone 33, for the next device call): a block of RG row
+// groups, each the plain kernel's warps (a lane a unit), quantizes x once
+// for all of them -- RG threads a unit, 32 / RG elements each, the same bits
+// as quantize_x_i8 (max is exact; the codes are each element's own; the
+// offset an integer sum) -- into shared memory (one array a code word, so
+// the lanes' reads are consecutive), instead of every 4-warp block doing all
+// of it. Each thread holds 32 / RG floats instead of 32 at the start, so all
+// RB rows of the first batch are requested before the PDL wait. Group g of
+// block b takes batches b * RG + g, + gridDim * RG, ...; the loop runs as
+// often in every group (the reduction's barrier is the block's), a group
+// past its last batch adding zeros and storing nothing.
+constexpr int kMaxSharedUnits = 512;
+template <int RG, int RB>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_shared_x_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                         int rows, int nb,
+                                                                         const float* __restrict__ x,
+                                                                         float* __restrict__ y) {
+  using S = Slab<WeightType::Q4_0>;
+  constexpr int kE = 32 / RG;  // elements of a unit a thread quantizes
+  static_assert(32 % RG == 0 && kE % 4 == 0, "a thread quantizes whole code words");
+  __shared__ int sq[8][kMaxSharedUnits];
+  __shared__ float sdx[kMaxSharedUnits];
+  __shared__ int soff[kMaxSharedUnits];
+  __shared__ float red[2][RG][RB][kMaxWarps];
+  const int wg = (nb + 31) / 32;  // warps a group
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = warp / wg, wl = warp % wg;
+  const int ui = wl * 32 + lane;
+  const bool valid = ui < nb;
+  const int u = valid ? ui : 0;
+  const int n_batches = (rows + RB - 1) / RB;
+  const int gstride = gridDim.x * RG;  // batches between a group's two
+  const int b0 = blockIdx.x * RG + g;
+  // The loop's count is group 0's (the most): every group takes part in
+  // every barrier.
+  const int n_steps = (n_batches - blockIdx.x * RG + gstride - 1) / gstride;
+  S::Unit wu[RB];
+  auto load_batch = [&](int b) {
+#pragma unroll
+    for (int r = 0; r < RB; ++r) wu[r] = S::load(w + ld * static_cast<size_t>(min(b * RB + r, rows - 1)), u, nb);
+  };
+  if (b0 < n_batches) load_batch(b0);
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  {  // x: unit t / RG, elements (t % RG) * kE .. + kE, quantized as quantize_x_i8 does
+    const int t = threadIdx.x, xu = t / RG, part = t % RG;
+    float v[kE];
+    float amax = 0;
+    if (xu < nb) {
+#pragma unroll
+      for (int i = 0; i < kE; i += 4) {
+        const float4 f = *reinterpret_cast<const float4*>(x + 32 * xu + part * kE + i);
+        v[i] = f.x, v[i + 1] = f.y, v[i + 2] = f.z, v[i + 3] = f.w;
+      }
+#pragma unroll
+      for (int i = 0; i < kE; ++i) amax = fmaxf(amax, fabsf(v[i]));
+    }
+#pragma unroll
+    for (int o = 1; o < RG; o *= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    if (xu < nb) {
+#pragma unroll
+      for (int j = 0; j < kE / 4; ++j) {
+        uint32_t b[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) b[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[4 * j + k], inv), 12582912.0f));
+        const uint32_t wd = __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
+        sq[part * kE / 4 + j][xu] = static_cast<int>(wd);  // word j of the unit holds elements 4j .. 4j + 3
+        sum = __dp4a(static_cast<int>(wd), 0x01010101, sum);
+      }
+    }
+#pragma unroll
+    for (int o = 1; o < RG; o *= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (xu < nb && part == 0) {
+      sdx[xu] = amax / 127.0f;
+      soff[xu] = 8 * sum;
+    }
+  }
+  __syncthreads();
+  longkv::cuda::XI8 xq;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) xq.q[j] = sq[j][u];
+  xq.dx = sdx[u];
+  xq.off = soff[u];
+  int buf = 0;
+  for (int k = 0; k < n_steps; ++k) {
+    const int b = b0 + k * gstride;
+    const bool mine = b < n_batches;
+    float acc[RB];
+#pragma unroll
+    for (int r = 0; r < RB; ++r) acc[r] = valid && mine ? longkv::cuda::dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+    if (b + gstride < n_batches) load_batch(b + gstride);
+    longkv::cuda::publish_row_partials(acc, red[buf][g], wl, lane);
+    const int tl = wl * 32 + lane, r0 = b * RB;
+    if (mine && tl < RB && r0 + tl < rows) y[r0 + tl] = longkv::cuda::row_total(red[buf][g][tl], wg);
+    buf ^= 1;
+  }
+}
+
 struct Shape {
   const char* name;
   int rows, cols;
@@ -292,16 +392,16 @@ struct Shape {
 // batch of RB rows), 20 warm-up launches, then `iters` back-to-back PDL
 // launches over the rotating copies, us a launch.
 template <typename... KArgs, typename... Extra>
-float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, size_t smem,
-                    const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
-                    int iters, cudaStream_t s, Extra... extra) {
+float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, int RG,
+                    size_t smem, const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x,
+                    float* y, int iters, cudaStream_t s, Extra... extra) {
   const int nb = sh.cols / 32;
-  const int warps = (nb + 31) / 32;
+  const int warps = RG * ((nb + 31) / 32);  // RG row groups of a warp a 32 units
   if (smem > 48 * 1024) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int occ = 0, sms = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k, warps * 32, smem));
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  const int batches = (sh.rows + RB - 1) / RB;
+  const int batches = (sh.rows + RB * RG - 1) / (RB * RG);  // a block takes RG batches at once
   const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
   auto launch = [&](int i) {
     const uint8_t* wp = copies[i % copies.size()];
@@ -329,7 +429,17 @@ float time_kernel(const std::vector<uint8_t*>& copies, size_t ld, const Shape& s
                   int iters, cudaStream_t s) {
   const int warps = (sh.cols / 32 + 31) / 32;
   const size_t smem = XC ? size_t(warps) * 256 * sizeof(float4) : 0;
-  return time_launches(probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>, RB, smem, copies, ld, sh, x, y, iters, s);
+  return time_launches(probe_kernel<D, RB, MinB, DB, MaxT, Early, XC, GLU>, RB, 1, smem, copies, ld, sh, x, y, iters, s);
+}
+
+// The shared-x form: RG row groups a block (none if they pass 16 warps or
+// kMaxSharedUnits units).
+template <int RG, int RB>
+float time_shared_x(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x, float* y,
+                    int iters, cudaStream_t s) {
+  const int nb = sh.cols / 32;
+  if (nb % 32 != 0 || RG * (nb / 32) > kMaxWarps || nb > kMaxSharedUnits) return -1.0f;
+  return time_launches(probe_shared_x_kernel<RG, RB>, RB, RG, 0, copies, ld, sh, x, y, iters, s);
 }
 
 // The ring form with as many stages as fit in RingKB (2 to kMaxStages).
@@ -339,7 +449,7 @@ float time_ring(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh,
   const size_t stage = RB * ld;
   const int stages = static_cast<int>(std::clamp<size_t>(size_t(RingKB) * 1024 / stage, 2, kMaxStages));
   if (stages * stage > size_t(220) << 10) return -1.0f;  // does not fit in an SM's shared memory
-  return time_launches(probe_ring_kernel<RB, Dots>, RB, stages * stage, copies, ld, sh, x, y, iters, s, stages);
+  return time_launches(probe_ring_kernel<RB, Dots>, RB, 1, stages * stage, copies, ld, sh, x, y, iters, s, stages);
 }
 
 double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
@@ -370,7 +480,7 @@ int main(int argc, char** argv) {
               "x2 vs RB8 | 448 x 2 vs RB8 | 8 early vs RB16 | coalesced vs RB16 | SwiGLU rel. RMS |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   std::mt19937 rng(1);
-  std::vector<std::string> ring_rows, head_rows;
+  std::vector<std::string> ring_rows, head_rows, shared_rows;
   for (const Shape& sh : shapes) {
     if (only_rows > 0 && (sh.rows != only_rows || sh.cols != only_cols)) continue;
     const int nb = sh.cols / 32;
@@ -482,6 +592,35 @@ int main(int argc, char** argv) {
       add(heads[4](copies, iters));
       head_rows.push_back(line + (cvt_same ? " same bits |" : " DIFFERENT |"));
     }
+    // Milestone 33's shared-x forms (against the plain kernel's bits: the
+    // same quantization and sums).
+    {
+      const Form forms[] = {form(time_shared_x<2, 16>), form(time_shared_x<4, 16>), form(time_shared_x<4, 8>)};
+      std::string line = "| " + std::string(sh.name) + " |";
+      char cell[64];
+      bool all_same = true, any = false;
+      const std::vector<float>* refs[] = {&y_16, &y_16, &y_dp};
+      for (int i = 0; i < 3; ++i) {
+        CK(cudaMemset(y, 0xFF, sh.rows * sizeof(float)));
+        if (forms[i](one, 1) < 0) continue;
+        any = true;
+        all_same = all_same && same(outputs(forms[i], sh.rows), *refs[i])[0] == 's';
+      }
+      for (float us : {t[3], t[2]}) {
+        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+        line += cell;
+      }
+      for (const Form& f : forms) {
+        const float us = f(copies, iters);
+        if (us < 0) {
+          line += " — |";
+          continue;
+        }
+        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+        line += cell;
+      }
+      shared_rows.push_back(line + (!any ? " — |" : all_same ? " same bits |" : " DIFFERENT |"));
+    }
     // Milestone 33's ring forms (after every earlier form's launches, so the
     // SKIP indices above hold), printed as a second table at the end.
     if (ld % 16 == 0) {
@@ -520,6 +659,10 @@ int main(int argc, char** argv) {
               "raw RB8 | q only RB8 | none RB8 | dp4a RB16 | cvt RB16 | engine form (RB16, 8 early, x coalesced, SwiGLU) | "
               "the same, cvt | cvt vs shipped |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const std::string& r : head_rows) std::printf("%s\n", r.c_str());
+  std::printf("\nShared x (RG row groups a block quantize x once, all RB rows of the first batch early; — where the "
+              "groups would pass 16 warps):\n\n| shape | dp4a RB16 | dp4a RB8 | RG 2, RB16 | RG 4, RB16 | RG 4, RB8 | "
+              "vs the plain kernel |\n|---|---:|---:|---:|---:|---:|---|\n");
+  for (const std::string& r : shared_rows) std::printf("%s\n", r.c_str());
   if (!ring_rows.empty()) {
     std::printf("\nRing forms (one bulk copy a batch of RB rows into a ring of stages in shared memory; /KB: the ring's "
                 "size a block, 2-%d stages):\n\n| shape | dp4a RB8 | dp4a RB16 | ring RB8/72 | ring RB8/200 | "
