@@ -461,6 +461,15 @@ double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
   return std::sqrt(e / n);
 }
 
+// A Markdown cell: us a launch and GB/s of `bytes`; `absent` where the form
+// did not run (us < 0: it does not fit the shape).
+std::string us_cell(float us, double bytes, const char* absent = " — |") {
+  if (us < 0) return absent;
+  char cell[64];
+  std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, bytes / (us * 1e-6) / 1e9);
+  return cell;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -541,6 +550,18 @@ int main(int argc, char** argv) {
     auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
       return std::memcmp(a.data(), b.data(), sizeof(float) * a.size()) == 0 ? "same bits" : "DIFFERENT";
     };
+    // The first n forms' outputs against refs[i], each where it runs (a form
+    // that does not fit returns < 0 and is left out): "same bits",
+    // "DIFFERENT", or "—" where none ran.
+    auto same_where_run = [&](const Form* forms, const std::vector<float>* const* refs, int n) {
+      bool any = false, all = true;
+      for (int i = 0; i < n; ++i) {
+        if (forms[i](one, 1) < 0) continue;
+        any = true;
+        all = all && same(outputs(forms[i], sh.rows), *refs[i])[0] == 's';
+      }
+      return !any ? "—" : all ? "same bits" : "DIFFERENT";
+    };
     const int iters = 400;
     const std::vector<float> y_f32 = outputs(f32_8, sh.rows), y_dp = outputs(dp_8, sh.rows);
     // The double-buffered and 2-block kernels against the single one (same
@@ -565,7 +586,8 @@ int main(int argc, char** argv) {
     t[8] = e8_xc(copies, iters);
     t[9] = e8_glu(copies, iters);
     std::printf("| %s %dx%d%s |", sh.name, sh.rows, sh.cols, pad ? (", rows +" + std::to_string(pad) + " B").c_str() : "");
-    for (float us : t) std::printf(" %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
+    const double wbytes = double(ld0) * sh.rows;  // GB/s of the weights' own bytes
+    for (float us : t) std::printf("%s", us_cell(us, wbytes).c_str());
     std::printf(" %.2e | %s | %s | %s | %s | %.2e |\n", rel_rms(y_dp, y_f32), db_same, r64_same, e8_same, xc_same,
                 rel_rms(y_glu, glu_ref));
     // Milestone 33's head splits (after the forms above, so their SKIP
@@ -578,48 +600,20 @@ int main(int argc, char** argv) {
                              same(outputs(heads[3], sh.rows), y_16)[0] == 's' &&
                              same(outputs(heads[4], sh.rows / 2), y_glu)[0] == 's';
       std::string line = "| " + std::string(sh.name) + " |";
-      char cell[64];
-      auto add = [&](float us) {
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      };
-      add(t[2]);
-      for (int i = 0; i < 3; ++i) add(heads[i](copies, iters));
-      add(t[4]);
-      add(t[3]);
-      add(heads[3](copies, iters));
-      add(t[9]);
-      add(heads[4](copies, iters));
+      for (float us : {t[2], heads[0](copies, iters), heads[1](copies, iters), heads[2](copies, iters), t[4], t[3],
+                       heads[3](copies, iters), t[9], heads[4](copies, iters)})
+        line += us_cell(us, wbytes);
       head_rows.push_back(line + (cvt_same ? " same bits |" : " DIFFERENT |"));
     }
     // Milestone 33's shared-x forms (against the plain kernel's bits: the
     // same quantization and sums).
     {
       const Form forms[] = {form(time_shared_x<2, 16>), form(time_shared_x<4, 16>), form(time_shared_x<4, 8>)};
-      std::string line = "| " + std::string(sh.name) + " |";
-      char cell[64];
-      bool all_same = true, any = false;
       const std::vector<float>* refs[] = {&y_16, &y_16, &y_dp};
-      for (int i = 0; i < 3; ++i) {
-        CK(cudaMemset(y, 0xFF, sh.rows * sizeof(float)));
-        if (forms[i](one, 1) < 0) continue;
-        any = true;
-        all_same = all_same && same(outputs(forms[i], sh.rows), *refs[i])[0] == 's';
-      }
-      for (float us : {t[3], t[2]}) {
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      }
-      for (const Form& f : forms) {
-        const float us = f(copies, iters);
-        if (us < 0) {
-          line += " — |";
-          continue;
-        }
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      }
-      shared_rows.push_back(line + (!any ? " — |" : all_same ? " same bits |" : " DIFFERENT |"));
+      const char* bits = same_where_run(forms, refs, 3);
+      std::string line = "| " + std::string(sh.name) + " |" + us_cell(t[3], wbytes) + us_cell(t[2], wbytes);
+      for (const Form& f : forms) line += us_cell(f(copies, iters), wbytes);
+      shared_rows.push_back(line + " " + bits + " |");
     }
     // Milestone 33's ring forms (after every earlier form's launches, so the
     // SKIP indices above hold), printed as a second table at the end.
@@ -627,27 +621,11 @@ int main(int argc, char** argv) {
       const Form rings[] = {form(time_ring<8, true, 72>),  form(time_ring<8, true, 200>),
                             form(time_ring<4, true, 72>),  form(time_ring<16, true, 110>),
                             form(time_ring<8, false, 72>), form(time_ring<8, false, 200>)};
-      std::string line = "| " + std::string(sh.name) + " |";
-      bool all_same = true;
-      for (int i = 0; i < 4; ++i) {
-        CK(cudaMemset(y, 0xFF, sh.rows * sizeof(float)));  // a form that does not fit leaves NaNs: DIFFERENT
-        if (rings[i](one, 1) >= 0) all_same = all_same && same(outputs(rings[i], sh.rows), y_dp)[0] == 's';
-      }
-      char cell[64];
-      for (float us : {t[2], t[3]}) {
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      }
-      for (const Form& f : rings) {
-        const float us = f(copies, iters);
-        if (us < 0) {
-          line += " (does not fit) |";
-          continue;
-        }
-        std::snprintf(cell, sizeof cell, " %.1f (%.0f) |", us, ld0 * sh.rows / (us * 1e-6) / 1e9);
-        line += cell;
-      }
-      ring_rows.push_back(line + (all_same ? " same bits |" : " DIFFERENT |"));
+      const std::vector<float>* refs[] = {&y_dp, &y_dp, &y_dp, &y_dp};
+      const char* bits = same_where_run(rings, refs, 4);  // the loads-only two compute nothing to compare
+      std::string line = "| " + std::string(sh.name) + " |" + us_cell(t[2], wbytes) + us_cell(t[3], wbytes);
+      for (const Form& f : rings) line += us_cell(f(copies, iters), wbytes, " (does not fit) |");
+      ring_rows.push_back(line + " " + bits + " |");
     }
     for (auto* c : copies) CK(cudaFree(c));
     CK(cudaFree(x));
