@@ -39,7 +39,7 @@ TEST(Cuda, SharedXGemvMatchesSlab) {
     const auto x = test::random_floats(c.cols, 31, -2, 2), norm = test::random_floats(c.cols, 32);
     auto shared_x = [&](auto&& run) {  // run() with the kernel on; whether it launched
       const uint64_t before = cuda_gemv_shared_x_launches();
-      cuda_tuning().gemv_shared_x = true;
+      cuda_tuning().gemv_shared_x = cuda_tuning().gemv_shared_x_small = true;
       run();
       cuda_tuning() = CudaTuning{};
       return cuda_gemv_shared_x_launches() > before;
@@ -78,7 +78,7 @@ TEST(Cuda, SharedXGemvMatchesSlab) {
   std::vector<float> glu(dim), plain(dim), glu_sx(dim), plain_sx(dim);
   cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), eps, glu.data(), plain.data());
   const uint64_t before = cuda_gemv_shared_x_launches();
-  cuda_tuning().gemv_shared_x = true;
+  cuda_tuning().gemv_shared_x = cuda_tuning().gemv_shared_x_small = true;
   cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), eps, glu_sx.data(), plain_sx.data());
   cuda_tuning() = CudaTuning{};
   EXPECT_GT(cuda_gemv_shared_x_launches(), before);

@@ -180,8 +180,11 @@ struct CudaTuning {
   // Milestone 34 (key "gsx"): the Q4_0 int8 GEMV over rows of 32 k units
   // (k <= 8) as blocks of 2-4 row groups that make the int8 activation once
   // a block, cooperatively, into shared memory, all of the first batch's rows
-  // requested before the PDL wait (gemv_shared_x.cu).
+  // requested before the PDL wait (gemv_shared_x.cu); for matrices of more
+  // than 8192 rows (gate|up, the output), and with "gsxs" the smaller ones
+  // too (wo, q|k|v: 512-thread blocks, one an SM).
   bool gemv_shared_x = false;
+  bool gemv_shared_x_small = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
