@@ -27,6 +27,11 @@
 // same row sums and SwiGLU), so y differs only by the order of down's sums:
 // the table gives its relative RMS against the pair.
 //
+// H200 (cuda-notes milestone 34): the fused form takes 69.5 us against the
+// pair's 31.7 (its cluster handoff costs ~8 us with PDL, its down part twice
+// the engine's down); the pair's check found the probes' x read before the
+// PDL wait (cuda_gemv_forms.cuh).
+//
 // Build and run (standalone; CMake builds it as ffn_probe with LONGKV_CUDA):
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o ffn_probe bench/cuda_ffn_probe.cu src/core/error.cpp
 //   ./ffn_probe
@@ -288,15 +293,6 @@ int form_grid(K* k, int rows, int threads, size_t smem) {
   return std::max(1, std::min((rows + kRB - 1) / kRB, std::max(1, occ) * sms));
 }
 
-double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
-  double e = 0, n = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    e += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
-    n += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(e / n);
-}
-
 }  // namespace
 
 int main() {
@@ -400,19 +396,7 @@ int main() {
   };
   auto time_ffn = [&](auto&& one) {  // us an FFN: 10 warm-up, 300 timed, over the rotating sets
     for (int i = 0; i < 10; ++i) one(sets[i % n_sets]);
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    constexpr int kIters = 300;
-    CK(cudaEventRecord(a, s));
-    for (int i = 0; i < kIters; ++i) one(sets[i % n_sets]);
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
-    return 1000.0f * ms / kIters;
+    return time_us(s, 300, [&](int i) { one(sets[i % n_sets]); });
   };
 
   pair(sets[0], true, true);

@@ -236,18 +236,7 @@ float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, fl
                                    extra...);
   };
   for (int i = 0; i < 20; ++i) launch(i);
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  CK(cudaEventRecord(a, s));
-  for (int i = 0; i < iters; ++i) launch(i);
-  CK(cudaEventRecord(b, s));
-  CK(cudaEventSynchronize(b));
-  float ms = 0;
-  CK(cudaEventElapsedTime(&ms, a, b));
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  return 1000.0f * ms / iters;
+  return time_us(s, iters, launch);
 }
 
 template <Dot D, int RB, bool DB = false, int MinB = 1, int MaxT = kMaxWarps * 32, int Early = RB, bool XC = false,
@@ -277,15 +266,6 @@ float time_ring(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh,
   const int stages = static_cast<int>(std::clamp<size_t>(size_t(RingKB) * 1024 / stage, 2, kMaxStages));
   if (stages * stage > size_t(220) << 10) return -1.0f;  // does not fit in an SM's shared memory
   return time_launches(probe_ring_kernel<RB, Dots>, RB, 1, stages * stage, copies, ld, sh, x, y, iters, s, stages);
-}
-
-double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
-  double e = 0, n = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    e += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
-    n += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(e / n);
 }
 
 // A Markdown cell: us a launch and GB/s of `bytes`; `absent` where the form

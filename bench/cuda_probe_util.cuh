@@ -8,11 +8,13 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #define CK(x)                                                                                   \
   do {                                                                                          \
@@ -61,4 +63,32 @@ inline void random_q4_0_rows(std::mt19937& rng, uint8_t* dst, int rows, int nb, 
       std::memcpy(row + 16 * nb + 2 * b, &d, 2);
     }
   }
+}
+
+// Relative RMS of a against ref: sqrt(sum (a - ref)^2 / sum ref^2).
+inline double rel_rms(const std::vector<float>& a, const std::vector<float>& ref) {
+  double e = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    e += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
+    n += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(e / n);
+}
+
+// Microseconds an iteration of launch(0) .. launch(iters - 1) on stream s,
+// timed with events around all of them.
+template <typename F>
+float time_us(cudaStream_t s, int iters, F&& launch) {
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaEventRecord(a, s));
+  for (int i = 0; i < iters; ++i) launch(i);
+  CK(cudaEventRecord(b, s));
+  CK(cudaEventSynchronize(b));
+  float ms = 0;
+  CK(cudaEventElapsedTime(&ms, a, b));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return 1000.0f * ms / iters;
 }
