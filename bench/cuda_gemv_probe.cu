@@ -18,7 +18,10 @@
 // dp4a result is compared with the f32 one (relative RMS), so its error is
 // printed beside its speed. Milestone 33's tables follow the first: the
 // quantization of x at each block's start split from the dots, and the
-// ring forms (row batches by bulk copies into shared memory).
+// ring forms (row batches by bulk copies into shared memory); milestone 34's
+// shared-x forms (printed before the rings) and, last, wo + gate|up behind a
+// v3 stand-in (what the step runs them after, instead of copies of
+// themselves).
 //
 // Build and run (standalone; CMake builds it as gemv_probe with LONGKV_CUDA):
 //   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o gemv_probe bench/cuda_gemv_probe.cu src/core/error.cpp
@@ -218,10 +221,11 @@ struct Shape {
 // One form's time: a grid of what fits on the GPU at once (at most a block a
 // batch of RB rows), 20 warm-up launches, then `iters` back-to-back PDL
 // launches over the rotating copies, us a launch.
+// A form's launch over weights wp, as a callable: a grid of what fits on the
+// GPU at once (at most a block a batch of RB rows, RG batches a block), PDL.
 template <typename... KArgs, typename... Extra>
-float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, int RG,
-                    size_t smem, const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x,
-                    float* y, int iters, cudaStream_t s, Extra... extra) {
+auto form_launcher(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, int RG,
+                   size_t smem, size_t ld, const Shape& sh, const float* x, float* y, cudaStream_t s, Extra... extra) {
   const int nb = sh.cols / 32;
   const int warps = RG * ((nb + 31) / 32);  // RG row groups of a warp a 32 units
   if (smem > 48 * 1024) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -230,11 +234,20 @@ float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, fl
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const int batches = (sh.rows + RB * RG - 1) / (RB * RG);  // a block takes RG batches at once
   const int grid = std::max(1, std::min(batches, std::max(1, occ) * sms));
-  auto launch = [&](int i) {
-    const uint8_t* wp = copies[i % copies.size()];
-    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), smem, s, wp, ld, sh.rows, nb, x, y,
-                                   extra...);
+  const int rows = sh.rows;
+  return [=](const uint8_t* wp) {
+    longkv::cuda::launch_maybe_pdl(true, k, dim3(grid), dim3(warps * 32), smem, s, wp, ld, rows, nb, x, y, extra...);
   };
+}
+
+// One form's time: 20 warm-up launches, then `iters` back-to-back PDL
+// launches over the rotating copies, us a launch.
+template <typename... KArgs, typename... Extra>
+float time_launches(void (*k)(const uint8_t*, size_t, int, int, const float*, float*, KArgs...), int RB, int RG,
+                    size_t smem, const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh, const float* x,
+                    float* y, int iters, cudaStream_t s, Extra... extra) {
+  const auto one = form_launcher(k, RB, RG, smem, ld, sh, x, y, s, extra...);
+  auto launch = [&](int i) { one(copies[i % copies.size()]); };
   for (int i = 0; i < 20; ++i) launch(i);
   return time_us(s, iters, launch);
 }
@@ -266,6 +279,97 @@ float time_ring(const std::vector<uint8_t*>& copies, size_t ld, const Shape& sh,
   const int stages = static_cast<int>(std::clamp<size_t>(size_t(RingKB) * 1024 / stage, 2, kMaxStages));
   if (stages * stage > size_t(220) << 10) return -1.0f;  // does not fit in an SM's shared memory
   return time_launches(probe_ring_kernel<RB, Dots>, RB, 1, stages * stage, copies, ld, sh, x, y, iters, s, stages);
+}
+
+// Behind a neighbour (milestone 34): the engine's step runs wo and gate|up
+// after the quantized decode kernel (v3), not after copies of themselves.
+// The neighbour stands in for v3 at 131K: 388 blocks of 128 threads, 3 an
+// SM by their 61 KB of shared memory, ~128 registers a lane, releasing their
+// dependents at once and then spinning for ~46 us. A GEMV after it starts
+// only where its blocks leave room -- a 4-warp block beside 3 of them, a
+// 256- or 512-thread shared-x block only once some have left.
+constexpr int kNeighbourRegs = 112;  // live floats a lane: ptxas holds them in registers
+__global__ void __launch_bounds__(128, 3) neighbour_kernel(float* sink, long long cycles) {
+  extern __shared__ float nsm[];
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  float r[kNeighbourRegs];
+#pragma unroll
+  for (int i = 0; i < kNeighbourRegs; ++i) r[i] = static_cast<float>(threadIdx.x + i);
+  const long long t0 = clock64();
+  while (clock64() - t0 < cycles) {
+#pragma unroll
+    for (int i = 0; i < kNeighbourRegs; ++i) r[i] = fmaf(r[i], 1.0000001f, 0.5f);
+  }
+  float sum = 0;
+#pragma unroll
+  for (int i = 0; i < kNeighbourRegs; ++i) sum += r[i];
+  nsm[threadIdx.x] = sum;
+  if (sum == 1.2345f) *sink = nsm[(threadIdx.x + 1) % 128];
+}
+
+// us an iteration of: the neighbour (or none), wo, gate|up -- the engine's
+// forms (16 rows, 8 early, x coalesced; gate|up with the SwiGLU store)
+// against the shared-x forms (wo 4 groups of 8 rows, gate|up 2 of 16) -- as
+// Markdown rows.
+std::vector<std::string> neighbour_rows(cudaStream_t s) {
+  const Shape wo{"wo", 4096, 4096}, gu{"gate+up", 28672, 4096};
+  const size_t ld = 128 * 18;
+  std::mt19937 rng(3);
+  std::vector<uint8_t> hw(ld * wo.rows), hg(ld * gu.rows);
+  random_q4_0_rows(rng, hw.data(), wo.rows, 128, 0.002f);
+  random_q4_0_rows(rng, hg.data(), gu.rows, 128, 0.002f);
+  constexpr int kSets = 6;  // 456 MB: several times L2
+  std::vector<uint8_t*> cw(kSets), cg(kSets);
+  for (int i = 0; i < kSets; ++i) {
+    CK(cudaMalloc(&cw[i], hw.size()));
+    CK(cudaMalloc(&cg[i], hg.size()));
+    CK(cudaMemcpy(cw[i], hw.data(), hw.size(), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(cg[i], hg.data(), hg.size(), cudaMemcpyHostToDevice));
+  }
+  float *x, *y1, *y2, *sink;
+  CK(cudaMalloc(&x, 4096 * sizeof(float)));
+  CK(cudaMemset(x, 0, 4096 * sizeof(float)));
+  CK(cudaMalloc(&y1, 4096 * sizeof(float)));
+  CK(cudaMalloc(&y2, 28672 * sizeof(float)));
+  CK(cudaMalloc(&sink, sizeof(float)));
+  constexpr size_t kNeighbourSmem = 61 << 10;
+  CK(cudaFuncSetAttribute(neighbour_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kNeighbourSmem)));
+  constexpr int kT = kMaxWarps * 32;
+  const size_t xc_smem = 4 * 256 * sizeof(float4);
+  const auto wo_e = form_launcher(probe_kernel<kDp4a, 16, 1, false, kT, 8, true>, 16, 1, xc_smem, ld, wo, x, y1, s);
+  const auto gu_e = form_launcher(probe_kernel<kDp4a, 16, 1, false, kT, 8, true, true>, 16, 1, xc_smem, ld, gu, x, y2, s);
+  const auto wo_x = form_launcher(probe_shared_x_kernel<4, 8>, 8, 4, 0, ld, wo, x, y1, s);
+  const auto gu_x = form_launcher(probe_shared_x_kernel<2, 16>, 16, 2, 0, ld, gu, x, y2, s);
+  auto chain = [&](bool neighbour, int form) {  // form 0: none, 1: the engine's, 2: shared x
+    auto it = [&](int i) {
+      if (neighbour)
+        longkv::cuda::launch_maybe_pdl(true, neighbour_kernel, dim3(388), dim3(128), kNeighbourSmem, s, sink,
+                                       90000LL);
+      if (form == 1) wo_e(cw[i % kSets]), gu_e(cg[i % kSets]);
+      if (form == 2) wo_x(cw[i % kSets]), gu_x(cg[i % kSets]);
+    };
+    for (int i = 0; i < 10; ++i) it(i);
+    return time_us(s, 100, it);
+  };
+  const float alone = chain(true, 0), e = chain(true, 1), xs = chain(true, 2), e0 = chain(false, 1),
+              x0 = chain(false, 2);
+  char line[2][200];
+  std::snprintf(line[0], sizeof line[0], "| engine's forms | %.1f | %.1f | %.1f |", e0, e, e - alone);
+  std::snprintf(line[1], sizeof line[1], "| shared x | %.1f | %.1f | %.1f |", x0, xs, xs - alone);
+  std::vector<std::string> rows = {line[0], line[1]};
+  char tail[120];
+  std::snprintf(tail, sizeof tail, "(the neighbour alone: %.1f us an iteration)", alone);
+  rows.push_back(tail);
+  for (int i = 0; i < kSets; ++i) {
+    CK(cudaFree(cw[i]));
+    CK(cudaFree(cg[i]));
+  }
+  CK(cudaFree(x));
+  CK(cudaFree(y1));
+  CK(cudaFree(y2));
+  CK(cudaFree(sink));
+  return rows;
 }
 
 // A Markdown cell: us a launch and GB/s of `bytes`; `absent` where the form
@@ -455,6 +559,12 @@ int main(int argc, char** argv) {
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
                 kMaxStages);
     for (const std::string& r : ring_rows) std::printf("%s\n", r.c_str());
+  }
+  if (only_rows == 0) {
+    std::printf("\nBehind a neighbour (a v3 stand-in: 388 blocks, 3 an SM, ~46 us; then wo and gate|up, PDL), us an "
+                "iteration:\n\n| wo, gate+up | without the neighbour | after it | after it, less the neighbour alone |\n"
+                "|---|---:|---:|---:|\n");
+    for (const std::string& r : neighbour_rows(s)) std::printf("%s\n", r.c_str());
   }
   return 0;
 }
