@@ -185,6 +185,9 @@ struct CudaTuning {
   // too (wo, q|k|v: 512-thread blocks, one an SM).
   bool gemv_shared_x = false;
   bool gemv_shared_x_small = false;
+  // With "gsxp": the shared-x kernel for plain activations only (wo), none
+  // with RMSNorm made in it (milestone 34's comparison).
+  bool gemv_shared_x_plain = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

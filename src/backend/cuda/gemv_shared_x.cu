@@ -170,6 +170,7 @@ bool gemv_shared_x_takes(const GpuWeight& w, const GemvAct& a) {
 bool launch_gemv_shared_x(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   if (!cuda_tuning().gemv_shared_x || !gemv_shared_x_takes(w, a)) return false;
   if (w.rows <= 8192 && !cuda_tuning().gemv_shared_x_small) return false;
+  if (a.kind != GemvAct::plain && cuda_tuning().gemv_shared_x_plain) return false;
   const int64_t nb = w.cols / kQK;
   const bool four = nb * 4 <= kMaxWarps * 32;  // 4 groups fit 16 warps (rows of up to 4096 columns)
   if (four && w.rows <= 4096) return launch_as<4, 8>(w, a, y, accumulate, s);
