@@ -50,14 +50,11 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N", "gsx", "gsxs"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
-  const auto sx = with("gsx,gsxs");  // milestone 34's shared-x GEMV, named in the kernels line
-  EXPECT_EQ(sx.exit_code, 0) << sx.err;
-  EXPECT_NE(sx.out.find("make x once a block of 2-4 row groups (gsx,gsxs)"), std::string::npos) << sx.out;
   const auto qs = with("qqs=0");  // v3's q in registers (milestone 24's default off), named in the kernels line
   EXPECT_EQ(qs.exit_code, 0) << qs.err;
   EXPECT_NE(qs.out.find("v3's q in registers"), std::string::npos) << qs.out;

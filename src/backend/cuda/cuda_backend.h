@@ -177,17 +177,6 @@ struct CudaTuning {
   // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
   // 5.29 µs.
   bool gemv_x_coalesced = true;
-  // Milestone 34 (key "gsx"): the Q4_0 int8 GEMV over rows of 32 k units
-  // (k <= 8) as blocks of 2-4 row groups that make the int8 activation once
-  // a block, cooperatively, into shared memory, all of the first batch's rows
-  // requested before the PDL wait (gemv_shared_x.cu); for matrices of more
-  // than 8192 rows (gate|up, the output), and with "gsxs" the smaller ones
-  // too (wo, q|k|v: 512-thread blocks, one an SM).
-  bool gemv_shared_x = false;
-  bool gemv_shared_x_small = false;
-  // With "gsxp": the shared-x kernel for plain activations only (wo), none
-  // with RMSNorm made in it (milestone 34's comparison).
-  bool gemv_shared_x_plain = false;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
@@ -388,12 +377,6 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 // (CudaTuning::gemv_rope) or rope_kernel.
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
-// Launches of the shared-x Q4_0 GEMV so far (CudaTuning::gemv_shared_x): the
-// tests' check that a comparison ran that kernel.
-uint64_t cuda_gemv_shared_x_launches();
-// y += W . x for one token through the decode step's GEMV, as the residual
-// takes wo's and w_down's outputs; y holds the values added to on entry.
-void cuda_check_gemv_accumulate(const WeightView& w, const float* x, float* y);
 // A feed-forward block for one token both ways: y_glu = down . h with h made
 // in the store of the gate|up GEMV over interleaved rows (GemvAct::glu), and
 // y_plain = the same through the stacked gate|up GEMV and w_down's SwiGLU

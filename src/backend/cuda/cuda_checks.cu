@@ -145,15 +145,6 @@ void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const flo
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
 }
 
-void cuda_check_gemv_accumulate(const WeightView& w, const float* x, float* y) {
-  DeviceBuffer wb;
-  const GpuWeight gw = upload_weight(w, wb, nullptr);
-  DeviceBuffer xb = to_device(x, sizeof(float) * w.cols), yb = to_device(y, sizeof(float) * w.rows);
-  gemv(gw, xb.as<float>(), yb.as<float>(), true, nullptr);
-  sync_check();
-  LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
-}
-
 int32_t cuda_check_argmax(const float* x, int n, int rounds) {
   LONGKV_CHECK(rounds >= 1 && rounds <= 4, "cuda_check_argmax: 1..4 rounds");
   DeviceBuffer xb = to_device(x, sizeof(float) * n), st(sizeof(GreedyState)), ids = poisoned(sizeof(int32_t)),

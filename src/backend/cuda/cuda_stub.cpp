@@ -30,8 +30,6 @@ void cuda_check_gemv_act(const WeightView&, int, const float*, const float*, flo
                          const RopeTable*, int, int64_t) {
   fail("%s", kNoCuda);
 }
-uint64_t cuda_gemv_shared_x_launches() { return 0; }
-void cuda_check_gemv_accumulate(const WeightView&, const float*, float*) { fail("%s", kNoCuda); }
 void cuda_check_ffn_glu(const WeightView&, const WeightView&, const WeightView&, const float*, const float*, float,
                         float*, float*) {
   fail("%s", kNoCuda);

@@ -34,8 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},      {"gsx", &CudaTuning::gemv_shared_x},
-    {"gsxs", &CudaTuning::gemv_shared_x_small},   {"gsxp", &CudaTuning::gemv_shared_x_plain},
+    {"gtop", &CudaTuning::sample_top_device},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -166,11 +165,6 @@ std::string cuda_tuning_description() {
          (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
          (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
          (t.gemv_i8x && !t.gemv_x_coalesced ? ", int8 GEMV activations loaded lane by lane" : "") +
-         (t.gemv_i8x && t.gemv_x_coalesced && t.gemv_pipe && t.gemv_shared_x
-              ? std::string(", Q4_0 GEMVs of up to 8192 columns") + (t.gemv_shared_x_small ? "" : " and over 8192 rows") +
-                    (t.gemv_shared_x_plain ? ", plain x only," : "") + " make x once a block of 2-4 row groups (gsx" +
-                    (t.gemv_shared_x_small ? ",gsxs" : "") + (t.gemv_shared_x_plain ? ",gsxp)" : ")")
-              : std::string()) +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }

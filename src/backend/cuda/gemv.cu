@@ -54,7 +54,6 @@
 // (CudaTuning::gemv_prefetch, off): 4-warp blocks with more registers that
 // request a one-pass batch's 16 rows all before the PDL wait.
 #include "backend/cuda/cuda_common.cuh"
-#include "backend/cuda/gemv_shared_x.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 #include "backend/cuda/weight_decode.cuh"
@@ -535,9 +534,6 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     }
     if (!xc) i8_kernels(std::false_type{});
   }
-  // Milestone 34: rows of up to 8192 columns, whole, as blocks of several
-  // row groups sharing one int8 activation (gemv_shared_x.cu; CudaTuning::gemv_shared_x).
-  if (xc && !rope && launch_gemv_shared_x(w, a, y, accumulate, s)) return false;
   // Dynamic shared memory of variant v over `warps` warps (coalesced x only).
   auto smem = [&](int v, int warps) { return v > 0 && xc ? warps * 4096 : 0; };
   auto resident = [&](int v, int warps) {
