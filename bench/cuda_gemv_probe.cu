@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_shared_x_kernel(const
   if (b0 < n_batches) load_batch(b0);
   longkv::cuda::pdl_trigger();
   longkv::cuda::pdl_wait();
-  {  // x: unit t / RG, elements (t % RG) * kE .. + kE (weight_decode.cuh's quantize_x_i8_part)
+  {  // x: unit t / RG, elements (t % RG) * kE .. + kE (cuda_gemv_forms.cuh's quantize_x_i8_part)
     const int t = threadIdx.x, xu = t / RG, part = t % RG;
     float v[kE];
 #pragma unroll
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1) probe_shared_x_kernel(const
     int wd[kE / 4];
     float dx;
     int off;
-    longkv::cuda::quantize_x_i8_part<RG>(v, wd, dx, off);
+    quantize_x_i8_part<RG>(v, wd, dx, off);
     if (xu < nb) {
 #pragma unroll
       for (int j = 0; j < kE / 4; ++j) sq[part * kE / 4 + j][xu] = wd[j];  // word j of the unit: elements 4j .. 4j + 3

@@ -226,40 +226,6 @@ __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
   r.off = 8 * s;
 }
 
-// The same int8 form made by RG consecutive lanes of a warp, each holding
-// kE = 32 / RG of the unit's elements (part p = lane % RG: elements
-// p kE .. p kE + kE - 1), for a block that quantizes x once for several row
-// groups (gemv_shared_x.cu, milestone 34): the same bits as quantize_x_i8 --
-// the maximum is exact in any order, every code is its own element's, the
-// offset an integer sum. w[j] is word p kE / 4 + j of the unit (elements
-// 4 (p kE / 4 + j) .. + 3); dx and off come out in all RG lanes.
-template <int RG>
-__device__ __forceinline__ void quantize_x_i8_part(const float (&v)[32 / RG], int (&w)[32 / RG / 4], float& dx,
-                                                   int& off) {
-  constexpr int kE = 32 / RG;
-  static_assert(32 % RG == 0 && kE % 4 == 0 && RG <= 32, "a lane quantizes whole code words");
-  float amax = 0;
-#pragma unroll
-  for (int i = 0; i < kE; ++i) amax = fmaxf(amax, fabsf(v[i]));
-#pragma unroll
-  for (int o = 1; o < RG; o *= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  dx = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23, as quantize_x_i8
-  int s = 0;
-#pragma unroll
-  for (int j = 0; j < kE / 4; ++j) {
-    uint32_t b[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) b[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[4 * j + k], inv), kRound));
-    w[j] = static_cast<int>(__byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410));
-    s = __dp4a(w[j], 0x01010101, s);
-  }
-#pragma unroll
-  for (int o = 1; o < RG; o *= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
-  off = 8 * s;
-}
-
 // Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
 // The high nibbles stay in place (milestone 33): q & 0xF0 is 16 n as an
 // unsigned byte, so its dp4a (unsigned x signed) sums 16 times their
