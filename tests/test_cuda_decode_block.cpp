@@ -325,52 +325,5 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   }
 }
 
-// Milestone 35 (qdyn): the two-launch step's v3 grid taking jobs from a
-// counter against the static split. The jobs' group boundaries differ (the
-// first jobs take qdbig% of the static groups a warp, the rest qdyn), so the
-// value weights are rounded to f16 against other running maxima, as with the
-// merge's 255-block cap above: limit 1e-6 (a lost or doubled job partial
-// would be ~1e-4), and above 0 where the boundaries moved (the job list ran).
-// Which block takes which job changes from run to run; each job's partial
-// has a fixed index, so two runs give the same bits. Shapes: the llama3-8b
-// heads (1 KV head per 4 query heads) at head_dim 128 and 64, many groups on
-// one KV head, and a job list of only big jobs.
-TEST(Cuda, DecodeJobListMatchesStaticSplit) {
-  LONGKV_REQUIRE_CUDA();
-  struct JobCase {
-    StepCase c;
-    int small, big;  // qdyn, qdbig
-  };
-  const JobCase cases[] = {
-      {{32, 8, 128, 20011, 3, 5000, 128, RopeStyle::interleaved, "k2v2"}, 4, 75},
-      {{32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k2v2"}, 1, 50},
-      {{8, 2, 64, 40000, 2, 8192, 64, RopeStyle::interleaved, "k2v2"}, 2, 60},
-      {{8, 1, 64, 131075, 2, 32768, 64, RopeStyle::interleaved, "k2v2"}, 3, 75},
-      {{8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k2v2:s0"}, 64, 100},
-  };
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  for (const auto& jc : cases) {
-    const StepData in(jc.c, 43);
-    SCOPED_TRACE(in.name);
-    std::vector<float> out_static, o2_static, out_jobs, o2_jobs, out_again, o2_again;
-    cuda_tuning().quant_decode_jobs = 0;
-    in.run(jc.c, true, out_static, o2_static);
-    cuda_tuning().quant_decode_jobs = jc.small;
-    cuda_tuning().quant_decode_jobs_big = jc.big;
-    in.run(jc.c, true, out_jobs, o2_jobs);
-    in.run(jc.c, true, out_again, o2_again);
-    const double e = test::nmse(out_jobs.data(), out_static.data(), out_jobs.size());
-    EXPECT_LT(e, 1e-6);
-    if (jc.big < 100) EXPECT_GT(e, 0.0) << "qdyn ran the static split (the job list did not reach the launch)";
-    EXPECT_EQ(bits_differ(out_jobs, out_again) + bits_differ(o2_jobs, o2_again), 0)
-        << "two runs of the job list gave other bits";
-    EXPECT_EQ(bits_differ(o2_jobs, o2_static), 0) << "the cache after must not depend on the split";
-    std::printf("v3 job list (qdyn=%d, qdbig=%d) %-44s: nmse vs static split %.3g\n", jc.small, jc.big,
-                in.name.c_str(), e);
-  }
-}
-
 }  // namespace
 }  // namespace longkv

@@ -47,7 +47,7 @@ bool decode_block_supported(int group, int head_dim, const DecodeRope& r) {
 }
 
 void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads) {
-  const size_t bytes = sizeof(int) * (std::max(1, n_kv_heads) + 2);  // + v3's job counters (QuantDecodeArgs::jobs)
+  const size_t bytes = sizeof(int) * std::max(1, n_kv_heads);
   if (ws.tickets.bytes() >= bytes) return;
   ws.tickets.resize(bytes);
   LONGKV_CUDA_CHECK(cudaMemset(ws.tickets.as(), 0, bytes));

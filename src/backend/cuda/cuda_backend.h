@@ -240,13 +240,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // Milestone 35 (keys "qdyn=N", "qdbig=P"; k2v2, <= 4 heads a KV head): the
-  // two-launch step's v3 grid takes jobs from a counter -- per KV head, jobs
-  // of P% of the static split's groups a warp, then jobs of N groups a warp
-  // -- so that SMs with fewer blocks, or blocks that start later, take more
-  // of the work. 0: the static split (one block's splits each).
-  int quant_decode_jobs = 0;
-  int quant_decode_jobs_big = 75;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -96,16 +96,6 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
                "(got '%s')", v.c_str());
         d.quant_q_early_groups = static_cast<int>(n);
-      } else if (k == "qdyn" || k == "qdbig") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        const bool big = k == "qdbig";
-        if (v.empty() || *end != '\0' || n < (big ? 1 : 0) || n > (big ? 100 : 1024))
-          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
-               big ? "a percentage 1..100 of the static split's groups a warp for the first jobs"
-                   : "the groups a warp of the later jobs, 0 = no job list", v.c_str());
-        (big ? d.quant_decode_jobs_big : d.quant_decode_jobs) = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -119,7 +109,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P, qeg=N, qdyn=N, qdbig=P)",
+             "acarve=P, qcarve=P, qeg=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -169,10 +159,6 @@ std::string cuda_tuning_description() {
               ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
                     " groups a KV head (qeg)"
               : std::string()) +
-         (t.quant_decode_jobs ? ", v3 takes jobs: " + std::to_string(t.quant_decode_jobs_big) +
-                                    "% of the static groups a warp, then " + std::to_string(t.quant_decode_jobs) +
-                                    " (qdyn)"
-                              : std::string()) +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

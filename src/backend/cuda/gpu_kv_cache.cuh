@@ -20,7 +20,7 @@ struct GpuAttnWorkspace {
   CudaGemm gemm = CudaGemm::f16;
   DeviceBuffer a, b, c, d, e;
   DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
-  DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, then v3's 2 job counters; 0 between launches
+  DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
 };
 
 // RoPE that a fused decode step applies to its raw q and k (device data).

@@ -115,28 +115,7 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-// kDyn (CudaTuning::quant_decode_jobs, milestone 35; the fused step only):
-// the grid's blocks take jobs from a counter until none is left -- per KV
-// head big_jobs jobs of gps groups a warp, head-major, then small_jobs of
-// small_gps (V3Fuse) -- so that SMs that run fewer blocks, or start later
-// behind the previous kernel, take more of the work. A job is what a block
-// of the static grid does (its 4 splits, the combine, the merge if it is its
-// head's last); which block runs it changes no bits, its partial has a
-// fixed index. The block's first job is its own index; the last block out
-// zeroes the counters. The body is the static kernel's, whose ends of a
-// block (V3_JOB_DONE) go on to the next job.
-// (The static instantiations reference neither label: nvcc's warning 177.)
-#pragma nv_diagnostic push
-#pragma nv_diag_suppress 177
-#define V3_JOB_DONE        \
-  {                        \
-    if constexpr (kDyn)    \
-      goto job_done;       \
-    else                   \
-      return;              \
-  }
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
-          bool kDyn = false>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
 __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -157,34 +136,18 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // (for the decode block's partial) comes before the merge.
   if (!fz.on) pdl_wait();
   pdl_trigger();
-  [[maybe_unused]] int job = blockIdx.x;
-  [[maybe_unused]] __shared__ int v3_next;
-job_start:
-  {
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
   const int pb = kProbe ? fz.probe : 0;
-  // kDyn: the job's KV head, its split (the block's partial, its index among
-  // the head's jobs, times kQuantWarps + wi) and the warp's first group.
-  int hk, split, dg0 = 0, dgps = gps;
-  if constexpr (kDyn) {
-    const int nb = geo.n_kv * fz.big_jobs, big = job < nb, r = big ? job : job - nb;
-    const int per = big ? fz.big_jobs : fz.small_jobs, b = r % per;
-    dgps = big ? gps : fz.small_gps;
-    hk = r / per;
-    split = (big ? b : fz.big_jobs + b) * kQuantWarps + wi;
-    dg0 = (big ? b * kQuantWarps * gps : fz.big_jobs * kQuantWarps * gps + b * kQuantWarps * dgps) + wi * dgps;
-  } else {
-    const int gw = job * kQuantWarps + wi;
-    hk = gw / n_splits, split = gw % n_splits;
-    if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
-  }
+  const int gw = blockIdx.x * kQuantWarps + wi;
+  const int hk = gw / n_splits, split = gw % n_splits;
+  if (hk >= geo.n_kv) return;  // never with fuse (exact grid): its warps meet at a barrier below
   uint32_t* ring = v3_smem + wi * S::kWarpW;
   uint2* bk = reinterpret_cast<uint2*>(ring + kStages * kStageW);
   uint2* bv = bk + S::kBkW / 2;
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
-  const int g0 = kDyn ? dg0 : split * gps, g1 = min(n_groups, g0 + dgps);
+  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
@@ -662,7 +625,7 @@ job_start:
       part_ml[pi * 2 + 1] = L[nt];
     }
   }
-  if (!fz.on || (fz.probe & 4)) V3_JOB_DONE
+  if (!fz.on || (fz.probe & 4)) return;
   // fuse: the block's warps (splits 4b .. 4b + 3 of head hk) meet; one
   // partial per query head at index b.
   __syncthreads();
@@ -683,35 +646,16 @@ job_start:
   __syncthreads();
   if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == n_splits / kQuantWarps - 1;
   __syncthreads();
-  if (!v3_last) V3_JOB_DONE
+  if (!v3_last) return;
   __threadfence();
   if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-  if (fz.probe & 2) V3_JOB_DONE
+  if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
   merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
                          kQuantWarps * 32, fz.rope.hadamard);
-  }
-job_done:
-  if constexpr (kDyn) {
-    __syncthreads();  // the job's shared memory is read (combine, merge) before the next rewrites it
-    if (threadIdx.x == 0) v3_next = atomicAdd(fz.jobs, 1) + static_cast<int>(gridDim.x);
-    __syncthreads();
-    job = v3_next;
-    if (job < geo.n_kv * (fz.big_jobs + fz.small_jobs)) goto job_start;
-    if (threadIdx.x == 0) {
-      __threadfence();
-      if (atomicAdd(fz.jobs + 1, 1) == static_cast<int>(gridDim.x) - 1) {
-        fz.jobs[0] = 0;  // the next launch is stream-ordered behind this one
-        fz.jobs[1] = 0;
-      }
-    }
-  }
 }
-#undef V3_JOB_DONE
-#pragma nv_diagnostic pop
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
-          bool kDyn = false>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
@@ -724,7 +668,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
-        if (form == 2 && a.jobs && !warps) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2, true>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }
@@ -734,12 +677,9 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  LONGKV_CHECK(kDyn || !a.jobs, "quantized decode v3: a job list (qdyn) needs the k2v2 kernel with <= 4 heads a KV "
-               "head, 3 stages, q in shared memory and key B in f16 (this launch: %d/%d bits, %d heads)",
-               KB, VB, a.group_q);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kDyn>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
@@ -748,14 +688,8 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     return;
   }
   LONGKV_CHECK(!kQS || a.fuse, "quantized decode v3: q in shared memory needs the one-launch step");
-  LONGKV_CHECK(!kDyn || (a.fuse && a.big_jobs >= 1 && a.small_jobs >= 0 && (a.small_jobs == 0 || a.small_gps >= 1) &&
-                         a.n_splits == kQuantWarps * (a.big_jobs + a.small_jobs) && a.grid.x >= 1 &&
-                         a.grid.x <= static_cast<unsigned>(a.geo.n_kv * (a.big_jobs + a.small_jobs)) &&
-                         (a.big_jobs * a.gps + a.small_jobs * a.small_gps) * kQuantWarps >= a.n_groups),
-               "quantized decode v3: the job list does not cover the groups (%d + %d jobs, %d and %d groups a warp, "
-               "%d groups)", a.big_jobs, a.small_jobs, a.gps, a.small_gps, a.n_groups);
   LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
-                            (kDyn || a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps)) && a.dpos &&
+                            a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
                             a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
                             a.stride <= kMaxMergeParts),
                "quantized decode v3: the one-launch step needs whole blocks per KV head and the device position");
@@ -768,10 +702,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
-  fz.jobs = a.jobs;
-  fz.big_jobs = a.big_jobs;
-  fz.small_jobs = a.small_jobs;
-  fz.small_gps = a.small_gps;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

@@ -135,11 +135,6 @@ struct V3Fuse {
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
   bool q_early = true;     // CudaTuning::quant_q_early, from quant_q_early_groups groups a KV head
-  // CudaTuning::quant_decode_jobs (kDyn): per KV head big_jobs jobs of gps
-  // groups a warp, then small_jobs of small_gps; jobs[0] the next job,
-  // jobs[1] the blocks done (both 0 between launches).
-  int* jobs = nullptr;
-  int big_jobs = 0, small_jobs = 0, small_gps = 0;
 };
 
 // The fused step's queries (V3Fuse): a lane's RoPE pairs j = lane + 32 r

@@ -603,32 +603,12 @@ class QuantGpuCache final : public GpuKvCache {
     int gps = std::max(4, (n_groups_ + target - 1) / target);
     gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
     const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
-    // CudaTuning::quant_decode_jobs: the same grid takes nbv jobs of big
-    // groups a warp per KV head, then jobs of small for the rest (<= 255
-    // partials a head).
-    const CudaTuning& t = cuda_tuning();
-    int big = gps, nbig = nbv, nsmall = 0, small = 0;
-    if (t.quant_decode_jobs > 0 && geo_.kbits == 2 && geo_.vbits == 2 && shape_.group() <= 4 && nbv < 255) {
-      big = std::max(1, gps * t.quant_decode_jobs_big / 100);
-      nbig = std::min(nbv, n_groups_ / (big * kQuantWarps));
-      const int rest = n_groups_ - nbig * big * kQuantWarps;
-      small = std::max(1, std::max(t.quant_decode_jobs, (rest + (255 - nbig) * kQuantWarps - 1) /
-                                                            ((255 - nbig) * kQuantWarps)));
-      nsmall = (rest + small * kQuantWarps - 1) / (small * kQuantWarps);
-      if (nbig < 1) big = gps, nbig = nbv, nsmall = 0;  // too few groups for a job list
-    }
-    const int stride = nbig + nsmall + 1;
+    const int stride = nbv + 1;
     ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
     ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
-    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, stride - 1);
-    QuantDecodeArgs a = quant_args(big, (nbig + nsmall) * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
-    a.grid = dim3(n_kv * std::min(nbv, nbig + nsmall));
-    if (nsmall > 0 || big != gps) {
-      a.big_jobs = nbig;
-      a.small_jobs = nsmall;
-      a.small_gps = small;
-      a.jobs = ws.tickets.as<int>() + n_kv;
-    }
+    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, nbv);
+    QuantDecodeArgs a = quant_args(gps, nbv * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
+    a.grid = dim3(n_kv * nbv);
     a.fuse = true;
     a.dpos = dpos_;
     a.rope = rope;

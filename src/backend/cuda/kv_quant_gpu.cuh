@@ -49,13 +49,6 @@ struct QuantDecodeArgs {
   DecodeRope rope;
   int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
   float* out = nullptr;
-  // Milestone 35 (CudaTuning::quant_decode_jobs; fuse only): the grid takes
-  // jobs from a counter instead of one block's splits each. Per KV head
-  // big_jobs jobs of gps groups a warp, then small_jobs of small_gps;
-  // n_splits = 4 (big_jobs + small_jobs), and the grid may be smaller.
-  // jobs: 2 counters, 0 between launches (GpuAttnWorkspace::tickets past n_kv).
-  int big_jobs = 0, small_jobs = 0, small_gps = 0;
-  int* jobs = nullptr;
 };
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
