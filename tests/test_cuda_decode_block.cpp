@@ -325,38 +325,5 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   }
 }
 
-// Milestone 35 (qgo): v3 launched before the decode block's wait, reading q
-// once the decode block's flag says it is complete, against the default
-// launch order: the same operations on the same values, so every bit equal
-// -- the step outputs and the whole-cache query after. Several steps (the
-// flag is zeroed and set again each step), 2-, 4- and 8-bit codes, head_dim
-// 64 and 128, GQA 4 and 8, a step that completes a group.
-TEST(Cuda, DecodeV3EarlyLaunchMatchesDefault) {
-  LONGKV_REQUIRE_CUDA();
-  const StepCase cases[] = {
-      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k2v2"},
-      {32, 8, 128, 20011, 3, 5000, 128, RopeStyle::neox, "k4v4"},
-      {16, 2, 128, 5001, 2, 2500, 128, RopeStyle::interleaved, "k2v4"},
-      {8, 2, 64, 814, 20, 300, 64, RopeStyle::interleaved, "k2v2"},
-      {32, 8, 128, 814, 20, 300, 128, RopeStyle::neox, "k4v4:rot"},
-  };
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  for (const auto& c : cases) {
-    const StepData in(c, 47);
-    SCOPED_TRACE(in.name);
-    std::vector<float> out_def, o2_def, out_go, o2_go;
-    cuda_tuning().quant_decode_go = false;
-    in.run(c, true, out_def, o2_def);
-    cuda_tuning().quant_decode_go = true;
-    in.run(c, true, out_go, o2_go);
-    const int steps_differ = bits_differ(out_def, out_go), after_differ = bits_differ(o2_def, o2_go);
-    EXPECT_EQ(steps_differ + after_differ, 0) << "v3 launched early: other outputs than in the default order";
-    std::printf("v3 launched before the decode block's wait %-44s: %d of %zu step outputs, %d after differ\n",
-                in.name.c_str(), steps_differ, out_def.size(), after_differ);
-  }
-}
-
 }  // namespace
 }  // namespace longkv

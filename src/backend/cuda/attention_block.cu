@@ -81,7 +81,7 @@ DecodeBlockArgs block_args(__half* k_cache, __half* v_cache, const DenseKvView& 
 
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
                         const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
-                        int ext_parts, int* v3_go) {
+                        int ext_parts) {
   const int D = kv.head_dim, g = kv.group, n_kv = kv.n_kv_heads;
   LONGKV_CHECK(kv.dev_n && kv.dev_add <= 1 && decode_block_supported(g, D, rope) && ext_parts >= 0 &&
                    ext_parts < kMaxBlocksPerHead,
@@ -97,7 +97,6 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
                  "CUDA decode block: the quantized kernel's partials are not in the workspace");
     DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);
     a.ext = ext_parts;
-    a.v3_go = v3_go;
     a.n_splits = kBlkWarps;
     if (D == 64) launch_block_staged<64, 0, false>(a, g, s, nullptr);
     else launch_block_staged<128, 0, false>(a, g, s, nullptr);

@@ -103,11 +103,6 @@ struct DecodeBlockArgs {
   float* part_ml = nullptr;   // [n_heads][n_splits / kBlkWarps][2]
   int* tickets = nullptr;     // [n_kv], 0 between launches
   float* out = nullptr;       // [n_heads][D]
-  // Milestone 35 (CudaTuning::quant_decode_go, ext > 0 only): the quantized
-  // kernel may launch before this one's wait (it stages its first records
-  // while the q|k|v GEMV drains); block 0 zeroes *v3_go before the trigger
-  // and sets it to 1 once the wait has returned (q complete).
-  int* v3_go = nullptr;
 };
 
 // Dynamic shared memory of the staged variants: per warp and stage, each
@@ -220,23 +215,11 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
     cp_async_commit();
   };
 
-  if (a.ext > 0 && a.v3_go) {  // qgo: the quantized kernel launches now and waits for *v3_go before reading q
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-      *a.v3_go = 0;
-      __threadfence();
-    }
-    __syncthreads();
-    pdl_trigger();
-  }
   pdl_wait();  // q, k, v of this step are complete from here on
   // The quantized kernel behind this one (a.ext > 0) may launch now: it
   // needs only q (complete, as this launch's wait says) until it merges,
   // and waits for this launch first.
-  if (a.ext > 0 && !a.v3_go) pdl_trigger();
-  if (a.ext > 0 && a.v3_go && blockIdx.x == 0 && threadIdx.x == 0) {
-    __threadfence();
-    atomicExch(a.v3_go, 1);
-  }
+  if (a.ext > 0) pdl_trigger();
   if constexpr (kMma) {
 #pragma unroll
     for (int sg = 0; sg < kStages - 1; ++sg) issue_mma_tile(t_begin + sg * kMmaTok, sg);

@@ -240,11 +240,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // Milestone 35 (key "qgo"): in the two-launch step the decode block lets
-  // v3 launch before its own wait for the q|k|v GEMV, so v3 stages its first
-  // records while that GEMV drains, and reads q once the decode block, past
-  // its wait, sets a flag (one per layer's cache). Implies qearly=0.
-  bool quant_decode_go = false;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

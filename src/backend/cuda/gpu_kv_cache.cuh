@@ -184,11 +184,9 @@ void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads);
 // block partials per query head at the start of ws.a / ws.b ([n_heads]
 // [ext_parts + 1][D], [..][2]) and merges them with the one this launch
 // writes last (one block per KV head; out is then written by that kernel).
-// v3_go (milestone 35, DecodeBlockArgs::v3_go): that kernel launches before
-// this one's wait and reads q once *v3_go is 1.
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
                         const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
-                        int ext_parts = 0, int* v3_go = nullptr);
+                        int ext_parts = 0);
 // Split count for a decode launch that may replay at later token counts:
 // n rounded up to a bucket (multiples of max(256, 2^floor(log2 n) / 8)).
 int decode_split_bucket(int n);

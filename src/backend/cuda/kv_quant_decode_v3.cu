@@ -210,17 +210,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     if (g0 + i < g1) stage_next();
     cp_async_commit();
   }
-  if (fz.go) {  // qgo: the decode block says q is complete (its wait returned)
-    if (threadIdx.x == 0) {
-      unsigned go;
-      for (;;) {
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(go) : "l"(fz.go) : "memory");
-        if (go != 0) break;
-        __nanosleep(64);
-      }
-    }
-    __syncthreads();
-  }
   if (fz.on) {
     if (!fz.q_early) vq.load(qsrc, qn, fz, lane);
     float* sq = reinterpret_cast<float*>(bk);
@@ -699,7 +688,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     return;
   }
   LONGKV_CHECK(!kQS || a.fuse, "quantized decode v3: q in shared memory needs the one-launch step");
-  LONGKV_CHECK(!a.go || a.fuse, "quantized decode v3: qgo needs the one-launch step");
   LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
                             a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
                             a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
@@ -713,8 +701,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.out = a.out;
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
-  fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups && !a.go;
-  fz.go = a.go;
+  fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

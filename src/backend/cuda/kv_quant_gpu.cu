@@ -606,17 +606,7 @@ class QuantGpuCache final : public GpuKvCache {
     const int stride = nbv + 1;
     ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
     ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
-    // CudaTuning::quant_decode_go: this cache's flag (one a layer: the next
-    // layer's decode block must not zero it while this v3 may still wait).
-    int* go = nullptr;
-    if (cuda_tuning().quant_decode_go) {
-      if (go_.bytes() == 0) {
-        go_.resize(sizeof(int));
-        LONGKV_CUDA_CHECK(cudaMemset(go_.as(), 0, sizeof(int)));
-      }
-      go = go_.as<int>();
-    }
-    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, nbv, go);
+    decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, nbv);
     QuantDecodeArgs a = quant_args(gps, nbv * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
     a.grid = dim3(n_kv * nbv);
     a.fuse = true;
@@ -624,7 +614,6 @@ class QuantGpuCache final : public GpuKvCache {
     a.rope = rope;
     a.tickets = ws.tickets.as<int>();
     a.out = out;
-    a.go = go;
     launch_quant_decode_v3(a, s, nullptr);
     LONGKV_CUDA_LAUNCHED();
   }
@@ -858,7 +847,6 @@ class QuantGpuCache final : public GpuKvCache {
   int G_ = kQuantGroup;  // tokens per group
   int sink_cap_ = 0, win_cap_ = 0;
   DeviceBuffer k_codes_, v_codes_, exact_k_, exact_v_, tmp_;
-  DeviceBuffer go_;  // CudaTuning::quant_decode_go's flag (DecodeBlockArgs::v3_go)
   int n_tokens_ = 0, n_sinks_ = 0, n_groups_ = 0, n_window_ = 0;
   bool smem_raised_ = false;  // quantize_groups_kernel's shared-memory limit raised for this G
   bool decode_dev_ = false;  // the last append was steady: decode reads the fp16 count from the device

@@ -49,10 +49,6 @@ struct QuantDecodeArgs {
   DecodeRope rope;
   int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
   float* out = nullptr;
-  // Milestone 35 (CudaTuning::quant_decode_go; fuse only): this kernel
-  // launches before the decode block's wait (DecodeBlockArgs::v3_go),
-  // stages its first records and waits for *go == 1 before it reads q.
-  const int* go = nullptr;
 };
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
