@@ -325,41 +325,5 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
   }
 }
 
-// Milestone 35 (qexp): the k2v2 step's v3 (key B in f16, the default form)
-// with its value weights' exponentials issued before the vote on a new
-// maximum, from the new maximum, against the default order: the same
-// operations on the same values, so every bit equal. The two instantiations
-// that have the form (head_dim 128 and 64, 4 query heads a KV head), with
-// steps across a group's completion.
-TEST(Cuda, DecodeV3EarlyExpMatchesDefault) {
-  LONGKV_REQUIRE_CUDA();
-  const StepCase cases[] = {
-      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k2v2"},
-      {32, 8, 128, 20011, 3, 5000, 128, RopeStyle::neox, "k2v2"},
-      {8, 2, 64, 40000, 2, 8192, 64, RopeStyle::interleaved, "k2v2"},
-      {8, 2, 64, 814, 20, 300, 64, RopeStyle::interleaved, "k2v2"},
-      {28, 7, 128, 777, 2, 777, 64, RopeStyle::interleaved, "k2v2:rot"},
-  };
-  ASSERT_FALSE(cuda_tuning().quant_key_hilo) << "defaults changed: qexp applies to key B in f16";
-  struct Restore {
-    ~Restore() { cuda_tuning() = CudaTuning{}; }
-  } restore;
-  for (const auto& c : cases) {
-    const StepData in(c, 53);
-    SCOPED_TRACE(in.name);
-    std::vector<float> out_def, o2_def, out_exp, o2_exp;
-    cuda_tuning().quant_early_exp = false;
-    in.run(c, true, out_def, o2_def);
-    cuda_tuning().quant_early_exp = true;
-    const long launches = cuda_v3_early_exp_launches();
-    in.run(c, true, out_exp, o2_exp);
-    EXPECT_GT(cuda_v3_early_exp_launches(), launches) << "qexp did not reach a launch";
-    const int steps_differ = bits_differ(out_def, out_exp), after_differ = bits_differ(o2_def, o2_exp);
-    EXPECT_EQ(steps_differ + after_differ, 0) << "v3 with early exponentials: other outputs than the default's";
-    std::printf("v3 exponentials before the maximum's vote %-44s: %d of %zu step outputs, %d after differ\n",
-                in.name.c_str(), steps_differ, out_def.size(), after_differ);
-  }
-}
-
 }  // namespace
 }  // namespace longkv

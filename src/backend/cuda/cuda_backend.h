@@ -240,11 +240,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // Milestone 35 (key "qexp"; the k2v2 two-launch step's v3 with key B in
-  // f16): the value weights' exponentials issued before the vote on a new
-  // maximum and its rescale (kV3EarlyExp in kv_quant_decode_v3.cu); the
-  // same bits.
-  bool quant_early_exp = false;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole
@@ -279,10 +274,6 @@ struct CudaTuning {
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
 std::string cuda_tuning_description();
-// Launches of v3's early-exponential form (CudaTuning::quant_early_exp) in
-// this process, graph captures counted once: whether the key reached a
-// launch, for tests whose outputs must not change.
-long cuda_v3_early_exp_launches();
 
 // The most candidates CudaModel::forward_top selects on the device.
 constexpr int kMaxDeviceTopK = 64;

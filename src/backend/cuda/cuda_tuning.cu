@@ -34,7 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},     {"qexp", &CudaTuning::quant_early_exp},
+    {"gtop", &CudaTuning::sample_top_device},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -159,7 +159,6 @@ std::string cuda_tuning_description() {
               ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
                     " groups a KV head (qeg)"
               : std::string()) +
-         (t.quant_early_exp ? ", v3's exponentials before the maximum's vote (qexp)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -68,7 +68,6 @@
 // a KV head last (a ticket, as in the decode block) waits for the decode
 // block's partial and merges them all.
 #include <algorithm>
-#include <atomic>
 #include <cfloat>
 
 #include "backend/cuda/cuda_backend.h"
@@ -103,15 +102,7 @@ using v3::V3Shape;
 // does in a kernel that rounds q to f16; the scores are no longer exact in
 // the codes, and the evaluation model's perplexity through the decode step
 // moved 0.13%: docs/cuda-notes.md, milestone 26).
-// kV3EarlyExp (milestone 35, LONGKV_CUDA_TUNING qexp; with kV3KeyF16 only):
-// the value weights' exponentials exp2(p - m) are issued right after the new
-// maximum is known, before the vote on it and the rescale it may take, with
-// the new maximum (which the rescale makes m: the same values, the same
-// bits), so that their MUFU latency runs under the vote and the rescale
-// instead of before the value B build's products (ncu, milestone 35: ~20%
-// of the loop's stall samples there, mostly waiting for those results).
-constexpr int kV3OnePlus = 1, kV3KeyF16 = 2, kV3EarlyExp = 4;
-std::atomic<long> g_early_exp_launches{0};  // cuda_v3_early_exp_launches
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -133,7 +124,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
-  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16, kEarlyExp = kForm & kV3EarlyExp;
+  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
   constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
@@ -474,13 +465,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       mnew[nt] = fmaxf(m[nt], mx);
       grow |= mnew[nt] > m[nt];
     }
-    float pe[kEarlyExp ? kNT : 1][4];  // kEarlyExp: exp2(p - m) with m as the rescale below leaves it
-    if constexpr (kEarlyExp) {
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) pe[nt][i] = exp2_fast(p[nt][i] - mnew[nt]);
-    }
     if (__any_sync(0xffffffffu, grow)) {
       float cr[kNT];
 #pragma unroll
@@ -522,8 +506,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       const int col = 4 * nt + tig;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
-        const float pe0 = kEarlyExp ? pe[nt][2 * mt] : exp2_fast(p[nt][2 * mt] - m[nt]);
-        const float pe1 = kEarlyExp ? pe[nt][2 * mt + 1] : exp2_fast(p[nt][2 * mt + 1] - m[nt]);
+        const float pe0 = exp2_fast(p[nt][2 * mt] - m[nt]), pe1 = exp2_fast(p[nt][2 * mt + 1] - m[nt]);
         l[nt] += pe0 + pe1;
 #pragma unroll
         for (int g = 0; g < kCG; ++g) {
@@ -684,10 +667,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
       if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
-        if (form == 2 && cuda_tuning().quant_early_exp) {
-          if (!warps) ++g_early_exp_launches;
-          return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16 | kV3EarlyExp>(a, s, warps);
-        }
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
@@ -779,7 +758,3 @@ void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps
 }
 
 }  // namespace longkv::cuda
-
-namespace longkv {
-long cuda_v3_early_exp_launches() { return cuda::g_early_exp_launches.load(); }
-}  // namespace longkv
