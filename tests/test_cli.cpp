@@ -151,6 +151,17 @@ TEST(Cli, FidelityTablePerLayer) {
                         "--ref must be a dense mode");
 }
 
+// fidelity checks its modes before it loads anything: a bad --ref or --kv
+// is named in one line even when the model path does not exist.
+TEST(Cli, FidelityRefusesBadModesFirst) {
+  const std::string missing = test::temp_dir() + "/no-such-model.gguf";
+  expect_one_error_line(run_cli("fidelity -m " + missing + " -f " + missing + " --kv k4v4 --ref k2v2"),
+                        "--ref must be a dense mode");
+  const auto r = run_cli("fidelity -m " + missing + " -f " + missing + " --kv k9v9");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.err.find("no-such-model"), std::string::npos) << "the mode should be refused first:\n" << r.err;
+}
+
 TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
   LONGKV_REQUIRE_SHARED(kEval);
   const std::string base = test::temp_dir() + "/base.lp";

@@ -35,11 +35,7 @@ struct FidelityOptions {
 };
 
 int cmd_fidelity(const FidelityOptions& o) {
-  Runtime rt = load_runtime(o.model, true);
-  const ModelConfig& cfg = rt.model.weights.cfg;
-  ThreadPool pool(o.model.threads);
-  LlamaModel model(rt.model.weights, pool);
-
+  // The modes first: a misspelled one is refused before the model loads.
   const std::string reference = parse_kv_mode(o.reference).to_string();
   LONGKV_CHECK(reference == "f32" || reference == "f16", "--ref must be a dense mode (f32 or f16), not %s",
                o.reference.c_str());
@@ -49,6 +45,11 @@ int cmd_fidelity(const FidelityOptions& o) {
     if (!km.warning().empty()) log_warn("%s", km.warning().c_str());
     modes.push_back(km.to_string());
   }
+
+  Runtime rt = load_runtime(o.model, true);
+  const ModelConfig& cfg = rt.model.weights.cfg;
+  ThreadPool pool(o.model.threads);
+  LlamaModel model(rt.model.weights, pool);
 
   const TextWindows text = load_text_windows(*rt.tokenizer, o.text_file, o.ctx, o.chunks, cfg.ctx_len);
   const int n_windows = text.count;
@@ -68,9 +69,9 @@ int cmd_fidelity(const FidelityOptions& o) {
   std::string mode_list;
   for (const auto& m : modes) mode_list += (mode_list.empty() ? "" : ", ") + m;
   log_info("model: %s", describe_model(rt.model.weights).c_str());
-  log_info("fidelity: %d windows of %d tokens, batch %d, threads %d, reference %s, kv modes: %s", n_windows, o.ctx,
-           o.batch, pool.size(), reference.c_str(), mode_list.c_str());
   const int batch = std::max(1, std::min(o.batch, o.ctx));
+  log_info("fidelity: %d windows of %d tokens, batch %d, threads %d, reference %s, kv modes: %s", n_windows, o.ctx,
+           batch, pool.size(), reference.c_str(), mode_list.c_str());
   Progress progress("fidelity", static_cast<int64_t>(n_windows) * o.ctx);
   const double t0 = now_seconds();
   std::vector<KvFootprint> fp(modes.size());
