@@ -27,7 +27,8 @@
 // barrier instead of the wait). docs/cuda-notes.md milestones 20 and 21 have
 // the results: no persistent form beats the PDL launches. `barrier_probe N
 // flag` times only PDL chains with a flag handoff (a counter of finished
-// blocks) in place of the wait, against the wait (milestone 22).
+// blocks) in place of the wait, against the wait (milestone 22); `barrier_probe
+// N x` only PDL chains whose x comes in different forms (milestone 36).
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -193,7 +194,11 @@ __device__ __forceinline__ void flag_signal(int* flag) {
 // kPart (timing only, PDL): 0 the whole link; 1 without weights (link<false>);
 // 3 the whole link with x loaded by ldx_warp_units (same outputs as 0);
 // 2 an empty link, the wait and one store a block: the dependency alone;
-// 4 and 5: 3 and 2 with the flag handoff instead of the wait (4's outputs are 3's).
+// 4 and 5: 3 and 2 with the flag handoff instead of the wait (4's outputs are 3's);
+// 6 and 7 (timing only, wrong outputs; milestone 36): the whole link with x
+// loaded as if its producer had written it in int8 form (link's kX 1: 36
+// bytes a lane, no quantization), and with no x at all (kX 2): what a
+// producer-side int8 x could save a link at most, and the floor of any x form.
 template <int kPart = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y,
@@ -202,7 +207,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   S::Unit wu[kRB];
   const int bid = blockIdx.x, n_blocks = gridDim.x;
   constexpr bool kFlag = kPart == 4 || kPart == 5;
-  if constexpr (kPart == 0 || kPart == 3 || kPart == 4) load_first(w, ld, rows, nb, wu, bid);
+  if constexpr (kPart == 0 || kPart == 3 || kPart == 4 || kPart >= 6) load_first(w, ld, rows, nb, wu, bid);
   longkv::cuda::pdl_trigger();
   if constexpr (kFlag) flag_wait(flag_in, target);
   else longkv::cuda::pdl_wait();
@@ -210,8 +215,8 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   if constexpr (kPart == 2 || kPart == 5) {
     if (threadIdx.x == 0) y[blockIdx.x] = __ldcg(x + blockIdx.x) + 1.0f;
   } else {
-    link<kPart == 0 || kPart >= 3, kPart == 3 ? 5 : kPart == 4 ? 6 : 0>(w, ld, rows, nb, x, y, wu, red, buf, bid,
-                                                                       n_blocks);
+    constexpr int kX = kPart == 3 ? 5 : kPart == 4 ? 6 : kPart == 6 ? 1 : kPart == 7 ? 2 : 0;
+    link<kPart == 0 || kPart >= 3, kX>(w, ld, rows, nb, x, y, wu, red, buf, bid, n_blocks);
   }
   if constexpr (kFlag) flag_signal(flag_out);
 }
@@ -359,8 +364,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 32;  // links in a chain
   const bool flag_only = argc > 2 && std::strcmp(argv[2], "flag") == 0;  // only the flag handoff rows
-  if (n < 1 || n > 4096 || (argc > 2 && !flag_only) || argc > 3) {
-    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag]]\n");
+  const bool x_only = argc > 2 && std::strcmp(argv[2], "x") == 0;        // only the x-form rows (milestone 36)
+  if (n < 1 || n > 4096 || (argc > 2 && !flag_only && !x_only) || argc > 3) {
+    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag | x]]\n");
     return 2;
   }
   const int dim = 4096, nb = dim / 32, reps = 20;
@@ -416,8 +422,10 @@ int main(int argc, char** argv) {
                  : part == 2 ? link_kernel<2>
                  : part == 3 ? link_kernel<3>
                  : part == 4 ? link_kernel<4>
-                             : link_kernel<5>;
-    const bool flag = part >= 4;
+                 : part == 5 ? link_kernel<5>
+                 : part == 6 ? link_kernel<6>
+                             : link_kernel<7>;
+    const bool flag = part == 4 || part == 5;
     if (flag) ++flag_runs;
     for (int i = 0; i < n; ++i) {
       float* x = (part == 3 ? xh : part == 4 ? xf : xa) + static_cast<size_t>(i) * dim;
@@ -486,6 +494,36 @@ int main(int argc, char** argv) {
     return 1000.0 * ms / (reps * n);
   };
   std::printf("| chain | grid | µs per link | GB/s of weight bytes |\n|---|---:|---:|---:|\n");
+  if (x_only) {  // what x's form costs a PDL link with weights, interleaved (rows 6, 7 timing only)
+    for (int round = 0; round < 3; ++round) {
+      const double t_empty = time_us([&] { chain_launches(true, 2); });
+      const double t_none = time_us([&] { chain_launches(true, 7); });  // into xa: overwritten below
+      const double t_i8 = time_us([&] { chain_launches(true, 6); });
+      const double t_lane = time_us([&] { chain_launches(true, 0); });
+      const double t_pdl3 = time_us([&] { chain_launches(true, 3); });
+      std::printf("| PDL launches, empty links (wait, one store a block) | %d | %.2f | — |\n", grid, t_empty);
+      std::printf("| PDL launches, x lane by lane (8 float4 a lane) | %d | %.2f | %.0f |\n", grid, t_lane,
+                  wbytes / (t_lane * 1e-6) / 1e9);
+      std::printf("| PDL launches, x loaded coalesced through shared memory (the engine's) | %d | %.2f | %.0f |\n",
+                  grid, t_pdl3, wbytes / (t_pdl3 * 1e-6) / 1e9);
+      std::printf("| PDL launches, x loaded as int8 (36 bytes a lane, no int8 form made; timing only) | %d | %.2f | "
+                  "%.0f |\n", grid, t_i8, wbytes / (t_i8 * 1e-6) / 1e9);
+      std::printf("| PDL launches, no x (timing only) | %d | %.2f | %.0f |\n", grid, t_none,
+                  wbytes / (t_none * 1e-6) / 1e9);
+    }
+    // The lane-by-lane and coalesced chains make the same bits (milestone 21).
+    std::vector<float> ya(dim), yh(dim);
+    CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(yh.data(), xh + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+    int differ = 0, nonfinite = 0;
+    for (int i = 0; i < dim; ++i) {
+      differ += std::memcmp(&ya[i], &yh[i], sizeof(float)) != 0;
+      nonfinite += !std::isfinite(yh[i]);
+    }
+    std::printf("\nlast link's output, coalesced vs lane by lane: %d of %d values differ, %d non-finite\n", differ,
+                dim, nonfinite);
+    return differ == 0 && nonfinite == 0 ? 0 : 1;
+  }
   if (flag_only) {  // the flag handoff against PDL's wait, interleaved
     for (int round = 0; round < 3; ++round) {
       const double t_empty = time_us([&] { chain_launches(true, 2); });
