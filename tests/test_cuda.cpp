@@ -386,6 +386,33 @@ TEST(Cuda, EvalModelMatchesReferenceLogits) {
   }
 }
 
+// A step reads one row of the token embeddings, not the table (the bench's
+// bytes a step counted the whole table until milestone 36); a table that is
+// also the output matrix is read whole by the output GEMV.
+TEST(Cuda, StepWeightBytesCountOneEmbeddingRow) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  const WeightView& e = lm.weights.tok_embd;
+  ASSERT_TRUE(lm.weights.tied_output || lm.weights.output.data == e.data) << "the evaluation model has no output.weight";
+  const size_t table = static_cast<size_t>(e.rows) * ((row_bytes(e.type, e.cols) + 15) / 16 * 16);  // GPU row stride
+  // The same model with an output matrix of its own (a copy of the table).
+  std::vector<uint8_t> copy(e.data, e.data + e.nbytes());
+  ModelWeights untied = lm.weights;
+  untied.output = e;
+  untied.output.data = copy.data();
+  untied.tied_output = false;
+  CudaModelOptions o;
+  o.max_tokens = 64;
+  auto tied_model = CudaModel::create(lm.weights, o);
+  auto untied_model = CudaModel::create(untied, o);
+  // Tied: the output GEMV reads the whole table, so a step reads every byte.
+  EXPECT_EQ(tied_model->step_weight_bytes(), tied_model->weight_bytes());
+  // Untied: the device holds one table more, and a step reads one row of it.
+  EXPECT_EQ(untied_model->weight_bytes(), tied_model->weight_bytes() + table);
+  EXPECT_EQ(untied_model->step_weight_bytes(), tied_model->weight_bytes() + table / e.rows);
+}
+
 // Decode steps on the GPU track the CPU engine's logits step by step.
 // Decodes `steps` fixed tokens one by one on the CPU engine and a GPU model
 // of the same weights (f16 KV, f32 prefill GEMM, current tuning); returns

@@ -125,7 +125,7 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     decode_steps(*model, toks.data(), depth, o.n_gen, o.sample);
     const double per_tok = (now_seconds() - ts) / std::max(1, o.n_gen);
     const KvFootprint fp = model->kv_footprint();
-    const double step = static_cast<double>(model->weight_bytes()) + static_cast<double>(fp.gpu_bytes);
+    const double step = static_cast<double>(model->step_weight_bytes()) + static_cast<double>(fp.gpu_bytes);
     std::printf("| %s | %s | %s | %d | %.2f | %.2f | %.0f | %.0f%% |\n", mode.c_str(), human_bytes(per_token).c_str(),
                 human_bytes(static_cast<double>(free_b)).c_str(), mo.max_tokens, 1.0 / per_tok, 1e3 * per_tok,
                 step / per_tok / 1e9, 100 * step / per_tok / 1e9 / bw);
@@ -147,7 +147,8 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
   const bool graphs = cuda_graphs_default();
   std::printf("\n## longkv bench (CUDA)\n\nmodel: %s  \ndevice: %s  \nmeasured copy bandwidth: %.1f GB/s "
               "(device-to-device cudaMemcpy of 1 GiB, read + write)  \nprefill GEMM: %s  \ncontext fill: %s  \n"
-              "decode steps: %s; %s  \nkernels: %s\n\n",
+              "decode steps: %s; %s  \nbytes/step: the weights a step reads (every matrix; of the token "
+              "embeddings one row) and the KV cache at the run's middle  \nkernels: %s\n\n",
               describe_model(w).c_str(), cuda_device_description().c_str(), bw, cuda_gemm_name(gemm),
               o.synthetic ? "random keys/values written to the GPU cache (synthetic, no prefill)"
                           : "real prefill of random tokens",
@@ -190,7 +191,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
     std::mt19937 rng(42);
     std::vector<int32_t> toks(std::max(o.n_prompt, std::max(o.n_gen, 1)));
     for (auto& t : toks) t = static_cast<int32_t>(rng() % c.n_vocab);
-    const double weights = static_cast<double>(model->weight_bytes());
+    const double weights = static_cast<double>(model->step_weight_bytes());
     for (int depth : o.depths) {
       auto fill = [&] {
         model->clear();

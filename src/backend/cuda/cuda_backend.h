@@ -352,6 +352,12 @@ class CudaModel {
   // All layers together.
   virtual KvFootprint kv_footprint() const = 0;
   virtual size_t weight_bytes() const = 0;  // device bytes of the weight matrices
+  // The weight bytes a single-token step reads: every matrix, but of the
+  // token-embedding table (unless it is also the output matrix) one row.
+  // Until this existed the bench counted the whole table as read a step
+  // (llama3-8b Q4_0: 282 MiB more than a step reads; docs/cuda-notes.md,
+  // milestone 36).
+  virtual size_t step_weight_bytes() const = 0;
   virtual void synchronize() = 0;
   // attention_s is measured with device events around one layer's attention
   // (times the layer count): always for prompts, for single-token steps only

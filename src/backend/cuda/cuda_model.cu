@@ -199,6 +199,10 @@ class CudaModelImpl final : public CudaModel {
            L.w_down.nbytes();
     return b;
   }
+  size_t step_weight_bytes() const override {
+    const bool tied = output_.data == tok_embd_.data;  // then the output GEMV reads the whole table
+    return weight_bytes() - (tied || tok_embd_.rows == 0 ? 0 : tok_embd_.nbytes() - tok_embd_.ld);
+  }
   void synchronize() override { LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_)); }
   ForwardTimings& timings() override { return timings_; }
 
