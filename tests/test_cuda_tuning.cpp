@@ -67,6 +67,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_NE(cut.out.find("group cut in four operations (qcut=0)"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("cuts a group runs without a graph (gcut=0)"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("captured when due, not ahead (gah=0)"), std::string::npos) << cut.out;
+  const auto x8 = with("gx8");  // milestone 36's int8 x between GEMVs, named in the kernels line
+  EXPECT_EQ(x8.exit_code, 0) << x8.err;
+  EXPECT_NE(x8.out.find("the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8)"), std::string::npos)
+      << x8.out;
   const auto early = with("qearly=0");  // milestone 29's comparison, named in the kernels line
   EXPECT_EQ(early.exit_code, 0) << early.err;
   EXPECT_NE(early.out.find("v3 loads q after its first copies (qearly=0)"), std::string::npos) << early.out;
