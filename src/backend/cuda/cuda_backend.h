@@ -177,10 +177,12 @@ struct CudaTuning {
   // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
   // 5.29 µs.
   bool gemv_x_coalesced = true;
-  // Milestone 36 (key "gx8", off): the residual GEMVs (wo, down) write the
-  // next RMSNorm GEMV's x in int8 (GemvAct::X8) and q|k|v, gate|up and the
-  // output GEMV read it, in single-token steps of Q4_0 weights.
-  bool gemv_x8 = false;
+  // Milestone 36 (key "gx8[=N]", off; "gx8" = 3): the residual GEMVs write
+  // the next RMSNorm GEMV's x in int8 (GemvAct::X8), in single-token steps
+  // of Q4_0 weights. Bits: 1 down writes it for the next q|k|v (or the output
+  // GEMV), 2 wo writes it for gate|up, 4 the readers request 8 rows of their
+  // first 16-row batch before the PDL wait (as the f32-x kernels), not 16.
+  int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

@@ -440,7 +440,7 @@ class CudaModelImpl final : public CudaModel {
     get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
     // Int8 x between the GEMVs (CudaTuning::gemv_x8): x8b_ holds the next
     // RMSNorm GEMV's input once a layer's down GEMV wrote it.
-    const bool x8 = n == 1 && x8_step();
+    const int x8 = n == 1 && x8_step() ? cuda_tuning().gemv_x8 & 3 : 0;  // its links (CudaTuning::gemv_x8)
     bool x8b_ready = false;
     const bool neox = c.rope == RopeStyle::neox;
     bool timed = false;
@@ -503,7 +503,7 @@ class CudaModelImpl final : public CudaModel {
         timed = true;
       }
       if (!(skip & 4)) {
-        if (x8) {  // x + wo att, and its int8 form for gate|up
+        if (x8 & 2) {  // x + wo att, and its int8 form for gate|up
           GemvAct p;
           p.x = att;
           p.x8_out = x8_view(x8a_, &L.ffn_norm);
@@ -519,9 +519,9 @@ class CudaModelImpl final : public CudaModel {
         if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
           GemvAct a = norm_act(x, L.ffn_norm, xb);
           a.glu = true;
-          if (x8) a.x8_in = x8_view(x8a_, nullptr);
+          if (x8 & 2) a.x8_in = x8_view(x8a_, nullptr);
           if (!(skip & 8)) gemv_act(L.wgu, a, gate, false, s_);
-          if (x8) {  // x + down h, and its int8 form for the next RMSNorm GEMV
+          if (x8 & 1) {  // x + down h, and its int8 form for the next RMSNorm GEMV
             GemvAct p;
             p.x = gate;
             p.x8_out = x8_view(x8b_, l + 1 < c.n_layers ? &layers_[l + 1].attn_norm : &output_norm_);
@@ -743,7 +743,7 @@ class CudaModelImpl final : public CudaModel {
   }
   // Whether this single-token step passes x between its GEMVs in int8 form.
   bool x8_step() const {
-    if (!cuda_tuning().gemv_x8 || cfg_.dim % 32 != 0) return false;
+    if ((cuda_tuning().gemv_x8 & 3) == 0 || cfg_.dim % 32 != 0) return false;
     if (!gemv_x8_supported(output_, false)) return false;
     for (const GpuLayer& L : layers_)
       if (L.wqkv.rows == 0 || L.wgu.rows == 0 || !L.glu || !gemv_x8_supported(L.wqkv, false) ||

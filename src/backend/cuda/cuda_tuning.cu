@@ -34,7 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},     {"gx8", &CudaTuning::gemv_x8},
+    {"gtop", &CudaTuning::sample_top_device},
 };
 
 TuningFlag switch_of(const std::string& key) {
@@ -88,6 +88,11 @@ CudaTuning& cuda_tuning() {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
+      } else if (k == "gx8") {
+        const std::string v = eq == std::string::npos ? "3" : item.substr(eq + 1);
+        if (v.size() != 1 || v[0] < '0' || v[0] > '7')
+          fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..7 (got '%s')", v.c_str());
+        d.gemv_x8 = v[0] - '0';
       } else if (k == "qeg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -109,7 +114,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P, qeg=N)",
+             "acarve=P, qcarve=P, qeg=N, gx8[=N])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -165,7 +170,8 @@ std::string cuda_tuning_description() {
          (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
          (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
          (t.gemv_i8x && !t.gemv_x_coalesced ? ", int8 GEMV activations loaded lane by lane" : "") +
-         (t.gemv_x8 ? ", the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8)" : "") +
+         (t.gemv_x8 ? ", the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=" + std::to_string(t.gemv_x8) + ")"
+                    : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }

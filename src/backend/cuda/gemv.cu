@@ -244,8 +244,9 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // the activation is made.
 // X8 (milestone 36, GemvAct::X8; Q4_0 int8 with coalesced x only): 1 reads
 // x in int8 form (a.kind == rmsnorm, the whole row) and applies 1/rms at
-// the store, every row of the first batch requested before the wait; 2
-// writes it (plain, rows % 16 == 0, 16-row batches).
+// the store, every row of the first batch requested before the wait (3: 8
+// of 16, as the other kernels); 2 writes it (plain, rows % 16 == 0, 16-row
+// batches).
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
@@ -268,8 +269,9 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   // Rows loaded before the activation: all, except that 16-row batches
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
+  constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
   constexpr int kEarly = RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
-  static_assert(X8 == 0 || (I8 && XC && Pipe && !Narrow && (X8 == 1 || RB == 16)), "int8 x between GEMVs");
+  static_assert(X8 == 0 || (I8 && XC && Pipe && !Narrow && (X8 != 2 || RB == 16)), "int8 x between GEMVs");
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   pdl_trigger();
@@ -299,8 +301,8 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   typename S::X xr;
   [[maybe_unused]] XI8 xq;
   [[maybe_unused]] XI8x16 x16;
-  [[maybe_unused]] float inv_rms = 1.0f;  // X8 == 1: applied at the store
-  if constexpr (X8 == 1) {
+  [[maybe_unused]] float inv_rms = 1.0f;  // kRead8: applied at the store
+  if constexpr (kRead8) {
     load_x8(a.x8_in.q, a.x8_in.dx, u, x16);
     inv_rms = x8_inv_rms(a.x8_in.ss, u, valid, cols, a.eps);
   } else {
@@ -329,16 +331,16 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     float acc[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
-      if constexpr (X8 == 1) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
+      if constexpr (kRead8) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
       else if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
       else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
     }
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      // A row's total (X8 == 1: times 1/rms; the other forms unchanged).
+      // A row's total (kRead8: times 1/rms; the other forms unchanged).
       auto total = [&](int t) {
-        if constexpr (X8 == 1) return row_total(red[buf][t], n_warps) * inv_rms;
+        if constexpr (kRead8) return row_total(red[buf][t], n_warps) * inv_rms;
         else return row_total(red[buf][t], n_warps);
       };
       float s = total(threadIdx.x);
@@ -585,8 +587,12 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
         if (x8 == 1) {
           kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true, 1>
                             : gemv_slab_kernel<T, Pipe, false, true, 8, false, true, 1>;
-          kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 1>
-                            : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 1>;
+          if (cuda_tuning().gemv_x8 & 4)
+            kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 3>
+                              : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 3>;
+          else
+            kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 1>
+                              : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 1>;
         } else if (x8 == 2) {
           kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
         }
