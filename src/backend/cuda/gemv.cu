@@ -608,12 +608,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (!xc) i8_kernels(std::false_type{});
   }
   // Dynamic shared memory of variant v over `warps` warps (coalesced x
-  // only). The int8 x reader uses none, but asks for as much: with less,
-  // the driver may give its SMs another shared-memory carveout than the
-  // kernels beside it, and an SM runs blocks of one carveout at a time
-  // (call 4 of milestone 36: without it, gx8's gate|up behind v3 cost
-  // k2v2 at 131K 4%).
-  auto smem = [&](int v, int warps) { return v > 0 && xc ? warps * 4096 : 0; };
+  // only; the int8 x reader loads no f32 x).
+  auto smem = [&](int v, int warps) { return v > 0 && xc && x8 != 1 ? warps * 4096 : 0; };
   auto resident = [&](int v, int warps) {
     int& o = occ[x8][rope][xc][v][warps];
     if (o == 0)
