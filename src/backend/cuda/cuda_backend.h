@@ -181,7 +181,8 @@ struct CudaTuning {
   // the next RMSNorm GEMV's x in int8 (GemvAct::X8), in single-token steps
   // of Q4_0 weights. Bits: 1 down writes it for the next q|k|v (or the output
   // GEMV), 2 wo writes it for gate|up, 4 the readers request 8 rows of their
-  // first 16-row batch before the PDL wait (as the f32-x kernels), not 16.
+  // first 16-row batch before the PDL wait (as the f32-x kernels), not 16;
+  // 8 (timing only) gate|up does not read what wo writes.
   int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.

@@ -519,7 +519,7 @@ class CudaModelImpl final : public CudaModel {
         if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
           GemvAct a = norm_act(x, L.ffn_norm, xb);
           a.glu = true;
-          if (x8 & 2) a.x8_in = x8_view(x8a_, nullptr);
+          if ((x8 & 2) && !(cuda_tuning().gemv_x8 & 8)) a.x8_in = x8_view(x8a_, nullptr);
           if (!(skip & 8)) gemv_act(L.wgu, a, gate, false, s_);
           if (x8 & 1) {  // x + down h, and its int8 form for the next RMSNorm GEMV
             GemvAct p;
