@@ -496,6 +496,19 @@ int main(int argc, char** argv) {
     return 1000.0 * ms / (reps * n);
   };
   std::printf("| chain | grid | µs per link | GB/s of weight bytes |\n|---|---:|---:|---:|\n");
+  // Whether two chains' last outputs have the same bits, all finite (printed; 0 if so).
+  auto same_last = [&](const float* p, const float* q, const char* what) {
+    std::vector<float> a(dim), b(dim);
+    CK(cudaMemcpy(a.data(), p + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(b.data(), q + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
+    int differ = 0, nonfinite = 0;
+    for (int i = 0; i < dim; ++i) {
+      differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+      nonfinite += !std::isfinite(b[i]);
+    }
+    std::printf("\nlast link's output, %s: %d of %d values differ, %d non-finite\n", what, differ, dim, nonfinite);
+    return differ == 0 && nonfinite == 0 ? 0 : 1;
+  };
   if (x_only) {  // what x's form costs a PDL link with weights, interleaved (rows 6, 7 timing only)
     for (int round = 0; round < 3; ++round) {
       const double t_empty = time_us([&] { chain_launches(true, 2); });
@@ -513,18 +526,7 @@ int main(int argc, char** argv) {
       std::printf("| PDL launches, no x (timing only) | %d | %.2f | %.0f |\n", grid, t_none,
                   wbytes / (t_none * 1e-6) / 1e9);
     }
-    // The lane-by-lane and coalesced chains make the same bits (milestone 21).
-    std::vector<float> ya(dim), yh(dim);
-    CK(cudaMemcpy(ya.data(), xa + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(yh.data(), xh + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-    int differ = 0, nonfinite = 0;
-    for (int i = 0; i < dim; ++i) {
-      differ += std::memcmp(&ya[i], &yh[i], sizeof(float)) != 0;
-      nonfinite += !std::isfinite(yh[i]);
-    }
-    std::printf("\nlast link's output, coalesced vs lane by lane: %d of %d values differ, %d non-finite\n", differ,
-                dim, nonfinite);
-    return differ == 0 && nonfinite == 0 ? 0 : 1;
+    return same_last(xa, xh, "coalesced vs lane by lane");  // the same bits (milestone 21)
   }
   if (flag_only) {  // the flag handoff against PDL's wait, interleaved
     for (int round = 0; round < 3; ++round) {
@@ -539,18 +541,7 @@ int main(int argc, char** argv) {
       std::printf("| the same with the flag handoff | %d | %.2f | %.0f |\n", grid, t_flag,
                   wbytes / (t_flag * 1e-6) / 1e9);
     }
-    // Both chains ran the same links on the same input: equal bits.
-    std::vector<float> yh(dim), yf(dim);
-    CK(cudaMemcpy(yh.data(), xh + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(yf.data(), xf + static_cast<size_t>(n) * dim, sizeof(float) * dim, cudaMemcpyDeviceToHost));
-    int differ = 0, nonfinite = 0;
-    for (int i = 0; i < dim; ++i) {
-      differ += std::memcmp(&yh[i], &yf[i], sizeof(float)) != 0;
-      nonfinite += !std::isfinite(yf[i]);
-    }
-    std::printf("\nlast link's output, flag handoff vs PDL: %d of %d values differ, %d non-finite\n", differ, dim,
-                nonfinite);
-    return differ == 0 && nonfinite == 0 ? 0 : 1;
+    return same_last(xh, xf, "flag handoff vs PDL");  // the same links on the same input: equal bits
   }
   for (int round = 0; round < 2; ++round) {
     const double t_plain = time_us([&] { chain_launches(false); });
