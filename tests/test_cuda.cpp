@@ -507,6 +507,41 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
   }
 }
 
+// Int8 x between the GEMVs (milestone 36, CudaTuning::gemv_x8): wo and down
+// write the next RMSNorm GEMV's x in int8, 16 elements a scale, and q|k|v,
+// gate|up and the output GEMV read it, 1/rms at their stores. The same
+// decode as above, against the CPU's exact products: the int8 error is the
+// default path's order (its scale covers 16 elements instead of 32), so the
+// same limits; a wrong scale, norm or 1/rms gives nmse ~1. The launch count
+// proves the form ran.
+TEST(Cuda, EvalModelQ4_0DecodeWithInt8XBetweenGemvs) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  const std::string q4 = test::temp_dir() + "/evalmodel-q4_0-x8.gguf";
+  {
+    LoadedModel src = load_model(test::shared_path(kEvalModel));
+    ASSERT_TRUE(src.vocab.has_value());
+    save_model_gguf(src.weights, *src.vocab, q4, WeightType::Q4_0);
+  }
+  LoadedModel lm = load_model(q4);
+  const int steps = 40;
+  for (bool x8 : {false, true}) {
+    cuda_tuning().gemv_x8 = x8 ? 3 : 0;
+    const int64_t before = cuda_gemv_x8_launches();
+    const auto [worst, top1] = decode_vs_cpu(lm.weights, steps);
+    const int64_t launched = cuda_gemv_x8_launches() - before;
+    cuda_tuning() = CudaTuning{};
+    EXPECT_LT(worst, 2e-2) << "x8 " << x8;
+    EXPECT_GE(top1, steps * 9 / 10) << "x8 " << x8;
+    if (x8) EXPECT_GT(launched, 0);
+    else EXPECT_EQ(launched, 0);
+    std::printf("evalmodel Q4_0 decode %d steps GPU vs CPU (f16 KV), int8 x %s: worst nmse %.3g, top-1 agrees %d of "
+                "%d, %lld int8-x GEMV launches\n",
+                steps, x8 ? "between the GEMVs (gx8)" : "made by each GEMV", worst, top1, steps,
+                static_cast<long long>(launched));
+  }
+}
+
 // A decode step replayed as a CUDA graph gives the logits of the same step
 // launched kernel by kernel: same kernels and arguments, so equal up to
 // nothing (tolerance 1e-12 for safety), over 60 steps after a 20-token

@@ -34,6 +34,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   } bad[] = {
       {"bogus", "LONGKV_CUDA_TUNING: unknown setting 'bogus' ("},
       {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
+      {"gx8=16", "LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..15 (got '16')"},
       {"sfx=64", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..63 (got '64')"},
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
@@ -67,6 +68,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_NE(cut.out.find("group cut in four operations (qcut=0)"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("cuts a group runs without a graph (gcut=0)"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("captured when due, not ahead (gah=0)"), std::string::npos) << cut.out;
+  const auto x8 = with("gx8");  // milestone 36's int8 x between GEMVs, named in the kernels line
+  EXPECT_EQ(x8.exit_code, 0) << x8.err;
+  EXPECT_NE(x8.out.find("the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=3)"), std::string::npos)
+      << x8.out;
   const auto early = with("qearly=0");  // milestone 29's comparison, named in the kernels line
   EXPECT_EQ(early.exit_code, 0) << early.err;
   EXPECT_NE(early.out.find("v3 loads q after its first copies (qearly=0)"), std::string::npos) << early.out;

@@ -177,6 +177,13 @@ struct CudaTuning {
   // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
   // 5.29 µs.
   bool gemv_x_coalesced = true;
+  // Milestone 36 (key "gx8[=N]", off; "gx8" = 3): the residual GEMVs write
+  // the next RMSNorm GEMV's x in int8 (GemvAct::X8), in single-token steps
+  // of Q4_0 weights. Bits: 1 down writes it for the next q|k|v (or the output
+  // GEMV), 2 wo writes it for gate|up, 4 the readers request 8 rows of their
+  // first 16-row batch before the PDL wait (as the f32-x kernels), not 16;
+  // 8 (timing only) gate|up does not read what wo writes.
+  int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
@@ -274,6 +281,10 @@ struct CudaTuning {
 CudaTuning& cuda_tuning();
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
 std::string cuda_tuning_description();
+// GEMV launches that passed x in int8 form between two GEMVs (either side;
+// CudaTuning::gemv_x8), since the process started: the tests' proof that
+// the form ran. 0 without CUDA.
+int64_t cuda_gemv_x8_launches();
 
 // The most candidates CudaModel::forward_top selects on the device.
 constexpr int kMaxDeviceTopK = 64;

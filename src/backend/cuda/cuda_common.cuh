@@ -225,8 +225,26 @@ struct GemvAct {
   // up_i, rows / 2 outputs -- the values w_down's SwiGLU load would make.
   // Slab GEMV of a block format in one slice only, not accumulating.
   bool glu = false;
+  // Int8 x between GEMVs (milestone 36, CudaTuning::gemv_x8; the format:
+  // weight_decode.cuh, XI8x16). x8_out (a plain, accumulating Q4_0 GEMV of
+  // rows % 16 == 0: wo, down) writes, beside y, its outputs times `norm` (the
+  // next RMSNorm's weight) in int8 with a scale per 16, and each 16 outputs'
+  // sum of squares; x8_in (an RMSNorm GEMV over the same row: q|k|v,
+  // gate|up, the output) reads those instead of x and norm. Both need the
+  // pipelined int8 slab kernel with coalesced x in one slice
+  // (gemv_x8_supported).
+  struct X8 {
+    int8_t* q = nullptr;          // [cols] codes
+    float* dx = nullptr;          // [cols / 16] scales
+    float* ss = nullptr;          // [cols / 16] sums of the outputs' squares (before the norm)
+    const float* norm = nullptr;  // x8_out only
+  };
+  X8 x8_out, x8_in;
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
+// Whether w's GEMV can write (producer: rows % 16 == 0) or read GemvAct::X8
+// under the current tuning (cuda_gemv_x8_launches counts the launches that did).
+bool gemv_x8_supported(const GpuWeight& w, bool producer);
 // Whether the slab GEMV takes GemvAct::glu for rows of t, cols wide (block
 // formats, one column slice).
 bool gemv_glu_supported(WeightType t, int64_t cols);

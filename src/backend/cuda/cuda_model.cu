@@ -438,6 +438,10 @@ class CudaModelImpl final : public CudaModel {
     float* xb = xb_.as<float>();
     float* att = att_.as<float>();
     get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
+    // Int8 x between the GEMVs (CudaTuning::gemv_x8): x8b_ holds the next
+    // RMSNorm GEMV's input once a layer's down GEMV wrote it.
+    const int x8 = n == 1 && x8_step() ? cuda_tuning().gemv_x8 & 3 : 0;  // its links (CudaTuning::gemv_x8)
+    bool x8b_ready = false;
     const bool neox = c.rope == RopeStyle::neox;
     bool timed = false;
     const int skip = n == 1 ? cuda_tuning().step_probe : 0;  // diagnostics only (CudaTuning::step_probe)
@@ -458,6 +462,7 @@ class CudaModelImpl final : public CudaModel {
         k = q + qd;
         v = k + kvd;
         GemvAct a = norm_act(x, L.attn_norm, xb);
+        if (x8b_ready) a.x8_in = x8_view(x8b_, nullptr);
         if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
                                   neox};
         if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
@@ -497,7 +502,16 @@ class CudaModelImpl final : public CudaModel {
         record_attention_event(rec_b_);
         timed = true;
       }
-      if (!(skip & 4)) matmul(L.wo, att, n, x, true);
+      if (!(skip & 4)) {
+        if (x8 & 2) {  // x + wo att, and its int8 form for gate|up
+          GemvAct p;
+          p.x = att;
+          p.x8_out = x8_view(x8a_, &L.ffn_norm);
+          gemv_act(L.wo, p, x, true, s_);
+        } else {
+          matmul(L.wo, att, n, x, true);
+        }
+      }
       float *gate = gate_.as<float>(), *up = up_.as<float>();
       if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU in its store (glu) or w_down's load
         gate = qkv_.as<float>();  // [gate | up] of one token
@@ -505,8 +519,17 @@ class CudaModelImpl final : public CudaModel {
         if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
           GemvAct a = norm_act(x, L.ffn_norm, xb);
           a.glu = true;
+          if ((x8 & 2) && !(cuda_tuning().gemv_x8 & 8)) a.x8_in = x8_view(x8a_, nullptr);
           if (!(skip & 8)) gemv_act(L.wgu, a, gate, false, s_);
-          if (!(skip & 16)) gemv(L.w_down, gate, x, true, s_);
+          if (x8 & 1) {  // x + down h, and its int8 form for the next RMSNorm GEMV
+            GemvAct p;
+            p.x = gate;
+            p.x8_out = x8_view(x8b_, l + 1 < c.n_layers ? &layers_[l + 1].attn_norm : &output_norm_);
+            if (!(skip & 16)) gemv_act(L.w_down, p, x, true, s_);
+            x8b_ready = true;
+          } else if (!(skip & 16)) {
+            gemv(L.w_down, gate, x, true, s_);
+          }
           continue;
         }
         if (!(skip & 8)) gemv_act(L.wgu, norm_act(x, L.ffn_norm, xb), gate, false, s_);
@@ -529,7 +552,9 @@ class CudaModelImpl final : public CudaModel {
       const int rows = n - first;
       float* xr = x + static_cast<size_t>(first) * dim;
       if (rows == 1) {
-        gemv_act(output_, norm_act(xr, output_norm_, xb), logits_.as<float>(), false, s_);
+        GemvAct a = norm_act(xr, output_norm_, xb);
+        if (x8b_ready) a.x8_in = x8_view(x8b_, nullptr);
+        gemv_act(output_, a, logits_.as<float>(), false, s_);
       } else {
         rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
         matmul(output_, xb, rows, logits_.as<float>(), false);
@@ -682,6 +707,7 @@ class CudaModelImpl final : public CudaModel {
     gate_.resize(sn * c.ffn_dim * f);
     up_.resize(sn * c.ffn_dim * f);
     qkv_.resize(std::max<size_t>(c.q_dim() + 2 * c.kv_dim(), 2 * c.ffn_dim) * f);
+    for (DeviceBuffer* b : {&x8a_, &x8b_}) b->resize(x8_off(c.dim) + 2 * (c.dim / 16) * f);
     logits_.resize(sn * c.n_vocab * f);
     scratch_n_ = n;
     ++scratch_gen_;
@@ -704,6 +730,27 @@ class CudaModelImpl final : public CudaModel {
   uint64_t scratch_gen_ = 0;  // bumped whenever ensure_scratch reallocates
   DeviceBuffer ids_, x_, xb_, q_, k_, v_, att_, gate_, up_, logits_, gemm_scratch_;
   DeviceBuffer qkv_;                  // one token's stacked GEMV outputs (q|k|v, then gate|up)
+  // Int8 x between GEMVs (CudaTuning::gemv_x8): x8a_ from wo to gate|up,
+  // x8b_ from down to the next q|k|v (or the output GEMV). Two buffers, so a
+  // writer never meets a reader of its last contents: each kernel of the
+  // step completes after the one before it, through the PDL waits.
+  DeviceBuffer x8a_, x8b_;
+  static size_t x8_off(int dim) { return (static_cast<size_t>(dim) + 255) / 256 * 256; }
+  GemvAct::X8 x8_view(DeviceBuffer& b, const DeviceBuffer* norm) const {
+    const size_t n16 = static_cast<size_t>(cfg_.dim / 16);
+    float* f = reinterpret_cast<float*>(b.as<uint8_t>() + x8_off(cfg_.dim));
+    return {b.as<int8_t>(), f, f + n16, norm ? norm->as<float>() : nullptr};
+  }
+  // Whether this single-token step passes x between its GEMVs in int8 form.
+  bool x8_step() const {
+    if ((cuda_tuning().gemv_x8 & 3) == 0 || cfg_.dim % 32 != 0) return false;
+    if (!gemv_x8_supported(output_, false)) return false;
+    for (const GpuLayer& L : layers_)
+      if (L.wqkv.rows == 0 || L.wgu.rows == 0 || !L.glu || !gemv_x8_supported(L.wqkv, false) ||
+          !gemv_x8_supported(L.wgu, false) || !gemv_x8_supported(L.wo, true) || !gemv_x8_supported(L.w_down, true))
+        return false;
+    return true;
+  }
   int32_t* ids_host_ = nullptr;       // pinned: the token id a captured step copies
   float* logits_host_ = nullptr;      // pinned: one row of logits (forward_view)
   std::vector<float> logits_pageable_;  // forward_view with CudaTuning::logits_pageable

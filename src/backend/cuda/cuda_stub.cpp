@@ -19,6 +19,7 @@ CudaTuning& cuda_tuning() {
   return t;
 }
 std::string cuda_tuning_description() { return "none (no CUDA)"; }
+int64_t cuda_gemv_x8_launches() { return 0; }
 std::string cuda_device_description() { fail("%s", kNoCuda); }
 double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
 void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }

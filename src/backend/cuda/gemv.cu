@@ -59,6 +59,7 @@
 #include "backend/cuda/weight_decode.cuh"
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 namespace longkv::cuda {
@@ -193,6 +194,38 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
   unit_sums<T>(xr);
 }
 
+// GemvAct::X8, the reader's 1/rms: every 16 outputs' sum of squares, a
+// lane the two of its unit, summed over the block (the row is whole).
+__device__ __forceinline__ float x8_inv_rms(const float* ss, int u, bool valid, int cols, float eps) {
+  __shared__ float red[kMaxSlabWarps];
+  const float2 p = valid ? reinterpret_cast<const float2*>(ss)[u] : make_float2(0.0f, 0.0f);
+  const float t = warp_sum(p.x + p.y);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = t;
+  __syncthreads();
+  float tot = 0;
+  for (int k = 0; k < static_cast<int>(blockDim.x / 32); ++k) tot += red[k];
+  return rsqrtf(tot / cols + eps);
+}
+
+// GemvAct::X8, the writer's part: thread t < 16 of a 16-row batch (lanes
+// 0..15 of warp 0, all present: rows % 16 == 0) holds output r0 + t.
+__device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, float v) {
+  const float w = v * o.norm[r0 + t];
+  float m = fabsf(w), ss = v * v;
+#pragma unroll
+  for (int k = 8; k > 0; k >>= 1) {
+    m = fmaxf(m, __shfl_xor_sync(0xFFFFu, m, k));
+    ss += __shfl_xor_sync(0xFFFFu, ss, k);
+  }
+  const float inv = m > 0 ? 127.0f / m : 0.0f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: the low byte is rn(w * inv), as quantize_x_i8
+  o.q[r0 + t] = static_cast<int8_t>(__float_as_uint(__fadd_rn(__fmul_rn(w, inv), kRound)) & 0xFF);
+  if (t == 0) {
+    o.dx[r0 / 16] = m / 127.0f;
+    o.ss[r0 / 16] = ss;
+  }
+}
+
 // Units [u_begin, u_begin + nu) of every row; a.x is the whole row's input
 // (a.kind: the op made in the load, see load_x_act).
 // Pipe = false: milestone 2's order per batch of RB rows: load, use, reduce
@@ -209,7 +242,12 @@ __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
 // first batch's RB rows are all requested before the PDL wait, none after
 // the activation is made.
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false>
+// X8 (milestone 36, GemvAct::X8; Q4_0 int8 with coalesced x only): 1 reads
+// x in int8 form (a.kind == rmsnorm, the whole row) and applies 1/rms at
+// the store, every row of the first batch requested before the wait (3: 8
+// of 16, as the other kernels); 2 writes it (plain, rows % 16 == 0, 16-row
+// batches).
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
                                                                       GemvAct a, float* __restrict__ y,
@@ -231,7 +269,9 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   // Rows loaded before the activation: all, except that 16-row batches
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
-  constexpr int kEarly = RB > 8 && !Narrow ? 8 : RB;
+  constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
+  constexpr int kEarly = RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
+  static_assert(X8 == 0 || (I8 && XC && Pipe && !Narrow && (X8 != 2 || RB == 16)), "int8 x between GEMVs");
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   pdl_trigger();
@@ -259,14 +299,21 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     xs = {gemv_sx + 256 * warp, u_begin + 32 * warp, min(32, nu - 32 * warp)};
   }
   typename S::X xr;
-  if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
-    load_x_rmsnorm_whole_row<T, XC>(a, u, xs, valid, cols, xr);
-  } else {
-    const float inv_rms = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
-    load_x_act<T, XC>(a, u, xs, inv_rms, xr);
-  }
   [[maybe_unused]] XI8 xq;
-  if constexpr (I8) quantize_x_i8(xr.v, xq);
+  [[maybe_unused]] XI8x16 x16;
+  [[maybe_unused]] float inv_rms = 1.0f;  // kRead8: applied at the store
+  if constexpr (kRead8) {
+    load_x8(a.x8_in.q, a.x8_in.dx, u, x16);
+    inv_rms = x8_inv_rms(a.x8_in.ss, u, valid, cols, a.eps);
+  } else {
+    if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
+      load_x_rmsnorm_whole_row<T, XC>(a, u, xs, valid, cols, xr);
+    } else {
+      const float inv = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
+      load_x_act<T, XC>(a, u, xs, inv, xr);
+    }
+    if constexpr (I8) quantize_x_i8(xr.v, xq);
+  }
   if (first) load_rows(blockIdx.x * RB, kEarly, RB);
   int buf = 0;
   static_assert(!Rope || RB % 2 == 0, "RoPE pairs must share a row batch");
@@ -284,22 +331,30 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     float acc[RB];
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
-      if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+      if constexpr (kRead8) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
+      else if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
       else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
     }
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      float s = row_total(red[buf][threadIdx.x], n_warps);
-      if (Rope && rot) s = rope_own_half(r0 + threadIdx.x, s, row_total(red[buf][threadIdx.x ^ 1], n_warps), cs, sn);
+      // A row's total (kRead8: times 1/rms; the other forms unchanged).
+      auto total = [&](int t) {
+        if constexpr (kRead8) return row_total(red[buf][t], n_warps) * inv_rms;
+        else return row_total(red[buf][t], n_warps);
+      };
+      float s = total(threadIdx.x);
+      if (Rope && rot) s = rope_own_half(r0 + threadIdx.x, s, total(threadIdx.x ^ 1), cs, sn);
       if (a.glu) {  // the gate row's thread: silu(gate) up, as load_x_act's SwiGLU makes it
         if (!(threadIdx.x & 1)) {
-          const float p = row_total(red[buf][threadIdx.x + 1], n_warps);
+          const float p = total(threadIdx.x + 1);
           y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * p;
         }
       } else {
         float* dst = y + r0 + threadIdx.x;
-        *dst = accumulate ? *dst + s : s;
+        const float v = accumulate ? *dst + s : s;
+        *dst = v;
+        if constexpr (X8 == 2) store_x8(a.x8_out, r0, threadIdx.x, v);
       }
     }
     if constexpr (Pipe) buf ^= 1;
@@ -484,6 +539,8 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
   }
 
 // Returns whether a.rope was applied (in the store of a single slice).
+std::atomic<int64_t> x8_launch_count{0};
+
 template <WeightType T, bool Pipe>
 bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   using S = Slab<T>;
@@ -497,7 +554,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
   // narrow int8 16-row kernel (4 warps only).
-  static int occ[2][2][4][kMaxSlabWarps + 1] = {};  // [rope][coalesced x][variant][warps]
+  static int occ[3][2][2][4][kMaxSlabWarps + 1] = {};  // [x8][rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const bool pdl = cuda_tuning().pdl;
@@ -519,25 +576,42 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
                       : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
   };
+  // Int8 x between GEMVs (GemvAct::X8): 1 this launch reads it, 2 writes it.
+  const int x8 = a.x8_in.q && a.kind == GemvAct::rmsnorm ? 1 : a.x8_out.q && a.kind == GemvAct::plain ? 2 : 0;
+  LONGKV_CHECK(x8 == 0 || (xc && units <= slice && (x8 == 1 || (rows % 16 == 0 && !rope))),
+               "CUDA GEMV: int8 x between GEMVs needs the coalesced int8 slab kernel in one slice");
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
       if (xc) {
         i8_kernels(std::true_type{});
-        static bool opted[2] = {};
-        if (!opted[rope]) {
+        if (x8 == 1) {
+          kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true, 1>
+                            : gemv_slab_kernel<T, Pipe, false, true, 8, false, true, 1>;
+          if (cuda_tuning().gemv_x8 & 4)
+            kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 3>
+                              : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 3>;
+          else
+            kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 1>
+                              : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 1>;
+        } else if (x8 == 2) {
+          kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
+        }
+        static bool opted[3][2] = {};
+        if (!opted[x8][rope]) {
           for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
                 cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
-          opted[rope] = true;
+          opted[x8][rope] = true;
         }
       }
     }
     if (!xc) i8_kernels(std::false_type{});
   }
-  // Dynamic shared memory of variant v over `warps` warps (coalesced x only).
-  auto smem = [&](int v, int warps) { return v > 0 && xc ? warps * 4096 : 0; };
+  // Dynamic shared memory of variant v over `warps` warps (coalesced x
+  // only; the int8 x reader loads no f32 x).
+  auto smem = [&](int v, int warps) { return v > 0 && xc && x8 != 1 ? warps * 4096 : 0; };
   auto resident = [&](int v, int warps) {
-    int& o = occ[rope][xc][v][warps];
+    int& o = occ[x8][rope][xc][v][warps];
     if (o == 0)
       LONGKV_CUDA_CHECK(
           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, smem(v, warps)));
@@ -553,7 +627,9 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (i8 && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
     // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
     // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
-    if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
+    if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && x8 == 0 && (rows + 15) / 16 <= resident(3, 4)) v = 3;
+    if (x8 == 2) v = 2;  // the writer's batch is one 16-element unit of x
+    if (x8) x8_launch_count.fetch_add(1, std::memory_order_relaxed);
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
@@ -655,6 +731,13 @@ bool gemv_glu_supported(WeightType t, int64_t cols) {
   return units <= std::clamp(cuda_tuning().slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);  // one slice
 }
 
+bool gemv_x8_supported(const GpuWeight& w, bool producer) {
+  const CudaTuning& t = cuda_tuning();
+  const int slice = std::clamp(t.slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);
+  return w.type == WeightType::Q4_0 && t.gemv_i8x && t.gemv_pipe && t.gemv_x_coalesced && !t.gemv_rows &&
+         t.fuse_activation && w.cols % kQK == 0 && w.cols / kQK <= slice && (!producer || w.rows % 16 == 0);
+}
+
 void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStream_t s) {
   GemvAct a;
   a.x = x;
@@ -750,3 +833,7 @@ void gemm(cublasHandle_t h, const GpuWeight& w, const float* x, int n, float* y,
 }
 
 }  // namespace longkv::cuda
+
+namespace longkv {
+int64_t cuda_gemv_x8_launches() { return cuda::x8_launch_count.load(); }
+}  // namespace longkv

@@ -247,6 +247,54 @@ __device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8
   return d * x.dx * static_cast<float>(s + (s16 >> 4) - x.off);
 }
 
+// Int8 x between GEMVs (milestone 36, CudaTuning::gemv_x8; GemvAct::X8). The
+// GEMV that writes a residual row (wo, down) also writes the next RMSNorm
+// GEMV's input in int8, 16 elements a scale: for each 16 outputs v (one
+// 16-row batch of the producer), w_i = v_i * norm_i, dx = max|w| / 127,
+// q_i = rn(w_i * (127 / max|w|)) (quantize_x_i8's rule over 16 elements), and
+// ss = sum v_i^2. The RMSNorm GEMV reads q (a lane's 32 bytes: its Q4_0
+// unit's two halves), both scales and every ss, and multiplies its row totals
+// by 1/rms = rsqrt(sum ss / cols + eps): RMSNorm's factor is one scalar, so
+// it leaves the dots for the store. Its start loses the loads of x and the
+// norm, the sum of squares and the quantization (bench/cuda_barrier_probe.cu
+// `x`: ~0.6 us a link), and its x takes 12 registers instead of x's and the
+// norm's 64, so all of its first batch's rows go before the PDL wait. Half as
+// many elements a scale as XI8: the same or smaller rounding error.
+struct XI8x16 {
+  int q[8];     // elements 4j..4j+3 (XI8's order: j < 4 the unit's first half)
+  float dx[2];  // scales of elements 0..15 and 16..31
+  int off[2];   // 8 * sum of q over each half (Q4_0's offset of 8)
+};
+__device__ __forceinline__ void load_x8(const int8_t* q, const float* dx, int u, XI8x16& r) {
+  const uint4 a = reinterpret_cast<const uint4*>(q)[2 * u], b = reinterpret_cast<const uint4*>(q)[2 * u + 1];
+  const int w[8] = {int(a.x), int(a.y), int(a.z), int(a.w), int(b.x), int(b.y), int(b.z), int(b.w)};
+  int s0 = 0, s1 = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    r.q[j] = w[j];
+    r.q[4 + j] = w[4 + j];
+    s0 = __dp4a(w[j], 0x01010101, s0);
+    s1 = __dp4a(w[4 + j], 0x01010101, s1);
+  }
+  const float2 d = reinterpret_cast<const float2*>(dx)[u];
+  r.dx[0] = d.x;
+  r.dx[1] = d.y;
+  r.off[0] = 8 * s0;
+  r.off[1] = 8 * s1;
+}
+// dot_q4_0_i8 with a scale a half: the low nibbles are the unit's first 16
+// elements, the high ones its last 16, already two sums there.
+__device__ __forceinline__ float dot_q4_0_i8x16(const uint4& qs, float d, const XI8x16& x) {
+  const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
+  int s = 0, s16 = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
+    s16 = dp4a_u8s8(q[j] & 0xF0F0F0F0u, x.q[4 + j], s16);
+  }
+  return d * fmaf(x.dx[0], static_cast<float>(s - x.off[0]), x.dx[1] * static_cast<float>((s16 >> 4) - x.off[1]));
+}
+
 template <>
 struct Slab<WeightType::Q8_0> {  // unit = half block
   static constexpr int kUnitsPerBlock = 2, kXElems = 16, kRB = 8;
