@@ -542,6 +542,49 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8XBetweenGemvs) {
   }
 }
 
+// Milestone 37: the int8 x link (CudaTuning::gemv_x8) through the narrow
+// kernel (4-warp blocks, every row requested before the PDL wait) where the
+// default step takes it: llama3-8b's wo writing, its q|k|v (RoPE in the
+// store) reading. The narrow and 16-row kernels give the same bits (the same
+// dots and sums), the writer the bits of the step without the link, the
+// reader its int8 rounding of the exact products; the launch counts say
+// which kernels ran.
+TEST(Cuda, Int8XLinkNarrowKernelMatchesWide) {
+  LONGKV_REQUIRE_CUDA();
+  const int dim = 4096, qkv = 6144, rope_heads = 40;
+  const auto wd = random_weight(WeightType::Q4_0, dim, dim, 91), rd = random_weight(WeightType::Q4_0, qkv, dim, 92);
+  const WeightView wo{WeightType::Q4_0, dim, dim, wd.data()}, wqkv{WeightType::Q4_0, qkv, dim, rd.data()};
+  const auto o = test::random_floats(dim, 93, -2, 2), y0 = test::random_floats(dim, 94, -2, 2),
+             norm = test::random_floats(dim, 95);
+  const float eps = 1e-5f;
+  const RopeTable t(128, 128, 500000.0f, RopeStyle::interleaved);
+  const int64_t pos = 131071;
+  std::vector<float> yw[3], yr[3];  // without the link, the link by the 16-row kernels, by the narrow ones
+  for (int v = 0; v < 3; ++v) {
+    yw[v].assign(dim, std::nanf(""));
+    yr[v].assign(qkv, std::nanf(""));
+    cuda_tuning().gemv_prefetch = v != 1;
+    const int64_t all = cuda_gemv_x8_launches(), narrow = cuda_gemv_x8_launches(true);
+    cuda_check_gemv_x8_chain(wo, wqkv, o.data(), y0.data(), norm.data(), eps, v > 0, yw[v].data(), yr[v].data(), &t,
+                             rope_heads, pos);
+    cuda_tuning() = CudaTuning{};
+    EXPECT_EQ(cuda_gemv_x8_launches() - all, v > 0 ? 2 : 0) << "form " << v;
+    EXPECT_EQ(cuda_gemv_x8_launches(true) - narrow, v == 2 ? 2 : 0) << "form " << v;
+  }
+  EXPECT_EQ(std::memcmp(yw[0].data(), yw[1].data(), sizeof(float) * dim), 0);
+  EXPECT_EQ(std::memcmp(yw[0].data(), yw[2].data(), sizeof(float) * dim), 0);
+  EXPECT_EQ(std::memcmp(yr[1].data(), yr[2].data(), sizeof(float) * qkv), 0);
+  const std::vector<float> xa = host_act(1, yw[0], norm, {}, eps);
+  std::vector<float> ref(qkv);
+  for (int r = 0; r < qkv; ++r) ref[r] = gemv_ref(wqkv, r, xa.data(), false);
+  rope_apply(t, ref.data(), rope_heads, pos);
+  const double e_link = test::nmse(yr[2].data(), ref.data(), qkv), e_own = test::nmse(yr[0].data(), ref.data(), qkv);
+  EXPECT_LT(e_link, 1e-4);
+  std::printf("int8 x link, wo 4096x4096 -> q|k|v 6144x4096 (RoPE): narrow bits as 16-row %s; nmse vs exact products: "
+              "link %.3g, the reader's own int8 x %.3g\n",
+              std::memcmp(yr[1].data(), yr[2].data(), sizeof(float) * qkv) == 0 ? "yes" : "NO", e_link, e_own);
+}
+
 // A decode step replayed as a CUDA graph gives the logits of the same step
 // launched kernel by kernel: same kernels and arguments, so equal up to
 // nothing (tolerance 1e-12 for safety), over 60 steps after a 20-token

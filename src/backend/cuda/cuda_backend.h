@@ -283,8 +283,9 @@ CudaTuning& cuda_tuning();
 std::string cuda_tuning_description();
 // GEMV launches that passed x in int8 form between two GEMVs (either side;
 // CudaTuning::gemv_x8), since the process started: the tests' proof that
-// the form ran. 0 without CUDA.
-int64_t cuda_gemv_x8_launches();
+// the form ran; narrow_only: those that ran the narrow kernel (4-warp
+// blocks, every row requested before the PDL wait). 0 without CUDA.
+int64_t cuda_gemv_x8_launches(bool narrow_only = false);
 
 // The most candidates CudaModel::forward_top selects on the device.
 constexpr int kMaxDeviceTopK = 64;
@@ -394,6 +395,15 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
 // (CudaTuning::gemv_rope) or rope_kernel.
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
+// Two GEMVs of a decode step's residual link (milestones 36-37): the writer
+// (wo: y_w = y0 + W_w . o, plain) and the reader (q|k|v: y_r = W_r .
+// (rmsnorm(y_w) * norm), with `rope` as cuda_check_gemv_act). x8: the writer
+// also writes y_w's int8 form over norm (GemvAct::X8) and the reader takes
+// x from it (CudaTuning::gemv_x8's link); else each as the step does
+// without it. Which kernels run follows cuda_tuning().
+void cuda_check_gemv_x8_chain(const WeightView& writer, const WeightView& reader, const float* o, const float* y0,
+                              const float* norm, float eps, bool x8, float* y_w, float* y_r,
+                              const RopeTable* rope = nullptr, int rope_heads = 0, int64_t pos = 0);
 // A feed-forward block for one token both ways: y_glu = down . h with h made
 // in the store of the gate|up GEMV over interleaved rows (GemvAct::glu), and
 // y_plain = the same through the stacked gate|up GEMV and w_down's SwiGLU

@@ -145,6 +145,50 @@ void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const flo
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
 }
 
+void cuda_check_gemv_x8_chain(const WeightView& writer, const WeightView& reader, const float* o, const float* y0,
+                              const float* norm, float eps, bool x8, float* y_w, float* y_r, const RopeTable* rope,
+                              int rope_heads, int64_t pos) {
+  const int dim = static_cast<int>(writer.rows);
+  LONGKV_CHECK(reader.cols == writer.rows && dim % 16 == 0, "cuda_check_gemv_x8_chain: the reader reads the writer's "
+               "%d rows (a multiple of 16; reader cols %lld)", dim, static_cast<long long>(reader.cols));
+  DeviceBuffer wb, rb;
+  const GpuWeight gw = upload_weight(writer, wb, nullptr), gr = upload_weight(reader, rb, nullptr);
+  const size_t dbytes = sizeof(float) * dim;
+  DeviceBuffer ob = to_device(o, sizeof(float) * writer.cols), yw = to_device(y0, dbytes), nb = to_device(norm, dbytes),
+               scratch(dbytes), fb, pb;
+  // The int8 form as the model lays it out: codes, then scales and sums of squares per 16.
+  const size_t off = (static_cast<size_t>(dim) + 255) / 256 * 256, n16 = static_cast<size_t>(dim / 16);
+  DeviceBuffer xq = poisoned(off + 2 * sizeof(float) * n16);
+  float* f = reinterpret_cast<float*>(xq.as<uint8_t>() + off);
+  const GemvAct::X8 form{xq.as<int8_t>(), f, f + n16, nullptr};
+  GemvAct p;
+  p.x = ob.as<float>();
+  if (x8) {
+    p.x8_out = form;
+    p.x8_out.norm = nb.as<float>();
+  }
+  gemv_act(gw, p, yw.as<float>(), true, nullptr);
+  GemvAct a;
+  a.kind = GemvAct::rmsnorm;
+  a.x = yw.as<float>();
+  a.norm = nb.as<float>();
+  a.eps = eps;
+  a.scratch = scratch.as<float>();
+  if (x8) a.x8_in = form;
+  if (rope) {
+    const int p32 = static_cast<int>(pos);
+    fb = to_device(rope->inv_freq, sizeof(float) * (rope->rope_dim / 2));
+    pb = to_device(&p32, sizeof p32);
+    a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope->head_dim, rope->rope_dim,
+              rope->style == RopeStyle::neox};
+  }
+  DeviceBuffer yr = poisoned(sizeof(float) * reader.rows);
+  gemv_act(gr, a, yr.as<float>(), false, nullptr);
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(y_w, yw.as(), dbytes, cudaMemcpyDeviceToHost));
+  LONGKV_CUDA_CHECK(cudaMemcpy(y_r, yr.as(), yr.bytes(), cudaMemcpyDeviceToHost));
+}
+
 int32_t cuda_check_argmax(const float* x, int n, int rounds) {
   LONGKV_CHECK(rounds >= 1 && rounds <= 4, "cuda_check_argmax: 1..4 rounds");
   DeviceBuffer xb = to_device(x, sizeof(float) * n), st(sizeof(GreedyState)), ids = poisoned(sizeof(int32_t)),

@@ -19,7 +19,7 @@ CudaTuning& cuda_tuning() {
   return t;
 }
 std::string cuda_tuning_description() { return "none (no CUDA)"; }
-int64_t cuda_gemv_x8_launches() { return 0; }
+int64_t cuda_gemv_x8_launches(bool) { return 0; }
 std::string cuda_device_description() { fail("%s", kNoCuda); }
 double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
 void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }
@@ -29,6 +29,10 @@ std::unique_ptr<CudaModel> CudaModel::create(const ModelWeights&, const CudaMode
 void cuda_check_matmul(const WeightView&, const float*, int, float*, CudaGemm) { fail("%s", kNoCuda); }
 void cuda_check_gemv_act(const WeightView&, int, const float*, const float*, float, const float*, float*,
                          const RopeTable*, int, int64_t) {
+  fail("%s", kNoCuda);
+}
+void cuda_check_gemv_x8_chain(const WeightView&, const WeightView&, const float*, const float*, const float*, float,
+                              bool, float*, float*, const RopeTable*, int, int64_t) {
   fail("%s", kNoCuda);
 }
 void cuda_check_ffn_glu(const WeightView&, const WeightView&, const WeightView&, const float*, const float*, float,

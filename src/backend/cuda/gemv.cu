@@ -246,7 +246,9 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // x in int8 form (a.kind == rmsnorm, the whole row) and applies 1/rms at
 // the store, every row of the first batch requested before the wait (3: 8
 // of 16, as the other kernels); 2 writes it (plain, rows % 16 == 0, 16-row
-// batches).
+// batches). Both also as the narrow kernel where the default takes it
+// (milestone 37: without it the writing wo, 4096 x 4096, lost the narrow
+// kernel's early rows and added 5 us a layer behind v3).
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
@@ -271,7 +273,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
   constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
   constexpr int kEarly = RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
-  static_assert(X8 == 0 || (I8 && XC && Pipe && !Narrow && (X8 != 2 || RB == 16)), "int8 x between GEMVs");
+  static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 != 2 || RB == 16)), "int8 x between GEMVs");
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   pdl_trigger();
@@ -539,7 +541,7 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
   }
 
 // Returns whether a.rope was applied (in the store of a single slice).
-std::atomic<int64_t> x8_launch_count{0};
+std::atomic<int64_t> x8_launch_count[2] = {};  // [the narrow kernel]
 
 template <WeightType T, bool Pipe>
 bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
@@ -587,6 +589,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
         if (x8 == 1) {
           kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true, 1>
                             : gemv_slab_kernel<T, Pipe, false, true, 8, false, true, 1>;
+          kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, true, 1>
+                            : gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 1>;
           if (cuda_tuning().gemv_x8 & 4)
             kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 3>
                               : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 3>;
@@ -595,6 +599,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
                               : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 1>;
         } else if (x8 == 2) {
           kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
+          kernels[3] = gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 2>;
         }
         static bool opted[3][2] = {};
         if (!opted[x8][rope]) {
@@ -627,9 +632,9 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (i8 && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
     // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
     // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
-    if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && x8 == 0 && (rows + 15) / 16 <= resident(3, 4)) v = 3;
-    if (x8 == 2) v = 2;  // the writer's batch is one 16-element unit of x
-    if (x8) x8_launch_count.fetch_add(1, std::memory_order_relaxed);
+    if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
+    if (x8 == 2 && v < 2) v = 2;  // the writer's batch is one 16-element unit of x
+    if (x8) x8_launch_count[v == 3].fetch_add(1, std::memory_order_relaxed);
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
@@ -835,5 +840,7 @@ void gemm(cublasHandle_t h, const GpuWeight& w, const float* x, int n, float* y,
 }  // namespace longkv::cuda
 
 namespace longkv {
-int64_t cuda_gemv_x8_launches() { return cuda::x8_launch_count.load(); }
+int64_t cuda_gemv_x8_launches(bool narrow_only) {
+  return cuda::x8_launch_count[1].load() + (narrow_only ? 0 : cuda::x8_launch_count[0].load());
+}
 }  // namespace longkv
