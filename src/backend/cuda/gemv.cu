@@ -208,9 +208,10 @@ __device__ __forceinline__ float x8_inv_rms(const float* ss, int u, bool valid, 
 }
 
 // GemvAct::X8, the writer's part: thread t < 16 of a 16-row batch (lanes
-// 0..15 of warp 0, all present: rows % 16 == 0) holds output r0 + t.
-__device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, float v) {
-  const float w = v * o.norm[r0 + t];
+// 0..15 of warp 0, all present: rows % 16 == 0) holds output r0 + t, and
+// norm = o.norm[r0 + t], loaded before the batch's dots.
+__device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, float v, float norm) {
+  const float w = v * norm;
   float m = fabsf(w), ss = v * v;
 #pragma unroll
   for (int k = 8; k > 0; k >>= 1) {
@@ -322,6 +323,16 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   bool rot = false;
   for (int r0 = blockIdx.x * RB; r0 < rows; r0 += stride) {
     if (!Pipe) load_batch(r0);
+    // The store's own operands, requested before the dots so that they are
+    // not one more round trip after the reduction (milestone 37): the row
+    // this batch adds to (accumulate: written by earlier kernels, so only
+    // past the wait) and X8's norm. (Never with RoPE in the store, which
+    // does not accumulate.)
+    float res = 0, nrm = 0;
+    if (!Rope && !a.glu && threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
+      if (accumulate) res = y[r0 + threadIdx.x];
+      if constexpr (X8 == 2) nrm = a.x8_out.norm[r0 + threadIdx.x];
+    }
     if constexpr (Rope) {  // while this batch's weights are on their way
       const int row = r0 + threadIdx.x, j = row % a.rope.head_dim;
       rot = threadIdx.x < RB && row < a.rope.heads * a.rope.head_dim && j < a.rope.rope_dim;
@@ -353,10 +364,9 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
           y[(r0 + threadIdx.x) / 2] = s / (1.0f + expf(-s)) * p;
         }
       } else {
-        float* dst = y + r0 + threadIdx.x;
-        const float v = accumulate ? *dst + s : s;
-        *dst = v;
-        if constexpr (X8 == 2) store_x8(a.x8_out, r0, threadIdx.x, v);
+        const float v = accumulate ? res + s : s;
+        y[r0 + threadIdx.x] = v;
+        if constexpr (X8 == 2) store_x8(a.x8_out, r0, threadIdx.x, v, nrm);
       }
     }
     if constexpr (Pipe) buf ^= 1;
