@@ -129,6 +129,19 @@ __device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs,
   }
 }
 
+// Units of two vectors at the same offsets (load_unit twice; with XC both
+// sets of loads in flight before either is handed to the lanes).
+template <WeightType T, bool XC>
+__device__ __forceinline__ void load_unit_pair(const float* p, const float* q, int u, const XSrc& xs,
+                                               typename Slab<T>::X& xr, typename Slab<T>::X& o) {
+  if constexpr (T == WeightType::Q4_0 && XC) {
+    ldx_warp_units_pair(p, q, xs, xr.v, o.v);
+  } else {
+    Slab<T>::load_x(p, u, xr);
+    Slab<T>::load_x(q, u, o);
+  }
+}
+
 // Q4_K's per-unit sums of the (transformed) activations.
 template <WeightType T>
 __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
@@ -146,14 +159,22 @@ __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
 // loaded: RMSNorm scales by inv_rms * norm (norm read at the same offsets as
 // x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
 // rmsnorm_kernel / swiglu_kernel. Q4_K's per-unit sums follow the new values.
-template <WeightType T, bool XC>
+template <WeightType T, bool XC, bool Pair = true>
 __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& xs, float inv_rms,
                                            typename Slab<T>::X& xr) {
   using S = Slab<T>;
-  load_unit<T, XC>(a.x, u, xs, xr);
-  if (a.kind == GemvAct::plain) return;
   typename S::X o;
-  load_unit<T, XC>(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, xs, o);
+  if constexpr (Pair) {
+    if (a.kind == GemvAct::plain) {
+      load_unit<T, XC>(a.x, u, xs, xr);
+      return;
+    }
+    load_unit_pair<T, XC>(a.x, a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, xs, xr, o);
+  } else {
+    load_unit<T, XC>(a.x, u, xs, xr);
+    if (a.kind == GemvAct::plain) return;
+    load_unit<T, XC>(a.kind == GemvAct::rmsnorm ? a.norm : a.up, u, xs, o);
+  }
   if (a.kind == GemvAct::rmsnorm) {
 #pragma unroll
     for (int i = 0; i < S::kXElems; ++i) xr.v[i] = xr.v[i] * inv_rms * o.v[i];
@@ -170,14 +191,21 @@ __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& 
 // over x through L2 before the loads can start), and the unit becomes
 // (x * norm) * inv_rms (rmsnorm_kernel: (x * inv_rms) * norm; the products
 // round differently, well inside the checks' tolerance).
-template <WeightType T, bool XC>
+// Pair: x and norm through load_unit_pair (not in the RoPE kernels, where
+// the two sets of loads in flight made ptxas spill 12-16 bytes; the same
+// in load_x_act).
+template <WeightType T, bool XC, bool Pair>
 __device__ __forceinline__ void load_x_rmsnorm_whole_row(const GemvAct& a, int u, const XSrc& xs, bool valid,
                                                          int cols, typename Slab<T>::X& xr) {
   using S = Slab<T>;
   __shared__ float red[kMaxSlabWarps];
   typename S::X o;
-  load_unit<T, XC>(a.x, u, xs, xr);
-  load_unit<T, XC>(a.norm, u, xs, o);
+  if constexpr (Pair) {
+    load_unit_pair<T, XC>(a.x, a.norm, u, xs, xr, o);
+  } else {
+    load_unit<T, XC>(a.x, u, xs, xr);
+    load_unit<T, XC>(a.norm, u, xs, o);
+  }
   float ss = 0;
 #pragma unroll
   for (int i = 0; i < S::kXElems; ++i) ss += xr.v[i] * xr.v[i];
@@ -310,10 +338,10 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     inv_rms = x8_inv_rms(a.x8_in.ss, u, valid, cols, a.eps);
   } else {
     if (Pipe && a.kind == GemvAct::rmsnorm && u_begin == 0 && nu == nb * S::kUnitsPerBlock) {
-      load_x_rmsnorm_whole_row<T, XC>(a, u, xs, valid, cols, xr);
+      load_x_rmsnorm_whole_row<T, XC, !Rope>(a, u, xs, valid, cols, xr);
     } else {
       const float inv = a.kind == GemvAct::rmsnorm ? block_inv_rms(a.x, cols, a.eps) : 1.0f;
-      load_x_act<T, XC>(a, u, xs, inv, xr);
+      load_x_act<T, XC, !Rope>(a, u, xs, inv, xr);
     }
     if constexpr (I8) quantize_x_i8(xr.v, xq);
   }

@@ -115,16 +115,20 @@ struct XSrc {
   int u0 = 0;  // the warp's first unit
   int n = 0;   // valid units in the warp
 };
+// The two halves of ldx_warp_units: the warp's 8 coalesced loads into t,
+// then t handed to the lanes through sx.
 template <bool kCg = false>
-__device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, float (&v)[32]) {
+__device__ __forceinline__ void ldx_warp_chunks(const float* p, const XSrc& xs, float4 (&t)[8]) {
   const int lane = threadIdx.x % 32;
   const float4* src = reinterpret_cast<const float4*>(p + 32 * xs.u0);
-  float4 t[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int k = 32 * i + lane;
     t[i] = (k >> 3) < xs.n ? (kCg ? __ldcg(src + k) : src[k]) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   }
+}
+__device__ __forceinline__ void ldx_warp_transpose(const XSrc& xs, const float4 (&t)[8], float (&v)[32]) {
+  const int lane = threadIdx.x % 32;
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
     const int k = 32 * i + lane, j = k >> 3;
@@ -140,6 +144,23 @@ __device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, f
     v[4 * i + 3] = f.w;
   }
   __syncwarp();  // sx is rewritten by the next call
+}
+template <bool kCg = false>
+__device__ __forceinline__ void ldx_warp_units(const float* p, const XSrc& xs, float (&v)[32]) {
+  float4 t[8];
+  ldx_warp_chunks<kCg>(p, xs, t);
+  ldx_warp_transpose(xs, t, v);
+}
+// Two vectors of the same units (x and RMSNorm's weight, or the gate and
+// up): both sets of loads in flight before the first hand-off, so the
+// second is not one more L2 round trip after the first (milestone 37).
+__device__ __forceinline__ void ldx_warp_units_pair(const float* p, const float* q, const XSrc& xs, float (&v)[32],
+                                                    float (&w)[32]) {
+  float4 t[8], r[8];
+  ldx_warp_chunks(p, xs, t);
+  ldx_warp_chunks(q, xs, r);
+  ldx_warp_transpose(xs, t, v);
+  ldx_warp_transpose(xs, r, w);
 }
 // s += sum_k (byte k of w - off) * x[k], k < 4, for 4 consecutive x.
 template <int Off>
