@@ -275,9 +275,8 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // x in int8 form (a.kind == rmsnorm, the whole row) and applies 1/rms at
 // the store, every row of the first batch requested before the wait (3: 8
 // of 16, as the other kernels); 2 writes it (plain, rows % 16 == 0, 16-row
-// batches). Both also as the narrow kernel where the default takes it
-// (milestone 37: without it the writing wo, 4096 x 4096, lost the narrow
-// kernel's early rows and added 5 us a layer behind v3).
+// batches). Both also as the narrow kernel where it is on (gemv_prefetch,
+// off by default; milestone 37), so that gx8 never silently drops it.
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
