@@ -111,6 +111,16 @@ void cuda_check_interleaved_gemm(const WeightView& gate, const WeightView& up, c
   cublasDestroy(h);
 }
 
+// RoPE in a check GEMV's store: the first rope_heads heads rotated to pos,
+// which the kernel reads from device memory as in a decode step (fb, pb hold
+// the frequencies and the position).
+static void set_rope(GemvAct& a, const RopeTable& rope, int rope_heads, int64_t pos, DeviceBuffer& fb, DeviceBuffer& pb) {
+  const int p32 = static_cast<int>(pos);
+  fb = to_device(rope.inv_freq, sizeof(float) * (rope.rope_dim / 2));
+  pb = to_device(&p32, sizeof p32);
+  a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope.head_dim, rope.rope_dim, rope.style == RopeStyle::neox};
+}
+
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
                          float* y, const RopeTable* rope, int rope_heads, int64_t pos) {
   LONGKV_CHECK(act >= 0 && act <= 2, "cuda_check_gemv_act: act must be 0, 1 or 2 (got %d)", act);
@@ -132,13 +142,7 @@ void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const flo
     a.scratch = xb.as<float>();
   }
   DeviceBuffer fb, pb;
-  if (rope) {
-    const int p32 = static_cast<int>(pos);
-    fb = to_device(rope->inv_freq, sizeof(float) * (rope->rope_dim / 2));
-    pb = to_device(&p32, sizeof p32);
-    a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope->head_dim, rope->rope_dim,
-              rope->style == RopeStyle::neox};
-  }
+  if (rope) set_rope(a, *rope, rope_heads, pos, fb, pb);
   DeviceBuffer yb = poisoned(sizeof(float) * w.rows);
   gemv_act(gw, a, yb.as<float>(), false, nullptr);
   sync_check();
@@ -175,13 +179,7 @@ void cuda_check_gemv_x8_chain(const WeightView& writer, const WeightView& reader
   a.eps = eps;
   a.scratch = scratch.as<float>();
   if (x8) a.x8_in = form;
-  if (rope) {
-    const int p32 = static_cast<int>(pos);
-    fb = to_device(rope->inv_freq, sizeof(float) * (rope->rope_dim / 2));
-    pb = to_device(&p32, sizeof p32);
-    a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope->head_dim, rope->rope_dim,
-              rope->style == RopeStyle::neox};
-  }
+  if (rope) set_rope(a, *rope, rope_heads, pos, fb, pb);
   DeviceBuffer yr = poisoned(sizeof(float) * reader.rows);
   gemv_act(gr, a, yr.as<float>(), false, nullptr);
   sync_check();

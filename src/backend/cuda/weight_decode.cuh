@@ -257,14 +257,20 @@ __device__ __forceinline__ int dp4a_u8s8(uint32_t a, int b, int c) {
   asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
 }
-__device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
+// A unit's two integer sums: s over the low nibbles (codes 0..15) against
+// xq[0..3], s16 over the high nibbles in place (16 x codes) against xq[4..7].
+__device__ __forceinline__ void dot_q4_0_nibbles(const uint4& qs, const int (&xq)[8], int& s, int& s16) {
   const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
-  int s = 0, s16 = 0;
+  s = 0, s16 = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
-    s16 = dp4a_u8s8(q[j] & 0xF0F0F0F0u, x.q[4 + j], s16);
+    s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), xq[j], s);
+    s16 = dp4a_u8s8(q[j] & 0xF0F0F0F0u, xq[4 + j], s16);
   }
+}
+__device__ __forceinline__ float dot_q4_0_i8(const uint4& qs, float d, const XI8& x) {
+  int s, s16;
+  dot_q4_0_nibbles(qs, x.q, s, s16);
   return d * x.dx * static_cast<float>(s + (s16 >> 4) - x.off);
 }
 
@@ -306,13 +312,8 @@ __device__ __forceinline__ void load_x8(const int8_t* q, const float* dx, int u,
 // dot_q4_0_i8 with a scale a half: the low nibbles are the unit's first 16
 // elements, the high ones its last 16, already two sums there.
 __device__ __forceinline__ float dot_q4_0_i8x16(const uint4& qs, float d, const XI8x16& x) {
-  const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
-  int s = 0, s16 = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    s = __dp4a(static_cast<int>(q[j] & 0x0F0F0F0Fu), x.q[j], s);
-    s16 = dp4a_u8s8(q[j] & 0xF0F0F0F0u, x.q[4 + j], s16);
-  }
+  int s, s16;
+  dot_q4_0_nibbles(qs, x.q, s, s16);
   return d * fmaf(x.dx[0], static_cast<float>(s - x.off[0]), x.dx[1] * static_cast<float>((s16 >> 4) - x.off[1]));
 }
 
