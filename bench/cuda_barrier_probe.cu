@@ -30,7 +30,11 @@
 // blocks) in place of the wait, against the wait (milestone 22); `barrier_probe
 // N x` only PDL chains whose x comes in different forms (milestone 36, H200:
 // the engine's coalesced x 5.00 us a link, x as if written in int8 form by
-// its producer 4.39-4.46, no x at all 3.74-3.81).
+// its producer 4.39-4.46, no x at all 3.74-3.81); `barrier_probe N icache`
+// only PDL chains of the engine's link whose consecutive links run the same
+// kernel or cycle through 2, 4 or 8 copies of its code (milestone 37: what a
+// link pays when its code is not the one the SMs ran last, as in a decode
+// step's q|k|v, wo and down).
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -201,7 +205,9 @@ __device__ __forceinline__ void flag_signal(int* flag) {
 // loaded as if its producer had written it in int8 form (link's kX 1: 36
 // bytes a lane, no quantization), and with no x at all (kX 2): what a
 // producer-side int8 x could save a link at most, and the floor of any x form.
-template <int kPart = 0>
+// kCopy: otherwise identical copies of a kernel, so that consecutive links can
+// run different code (`barrier_probe N icache`, milestone 37).
+template <int kPart = 0, int kCopy = 0>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     link_kernel(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, const float* x, float* y,
                 const int* flag_in, int* flag_out, int target) {
@@ -367,8 +373,9 @@ int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 32;  // links in a chain
   const bool flag_only = argc > 2 && std::strcmp(argv[2], "flag") == 0;  // only the flag handoff rows
   const bool x_only = argc > 2 && std::strcmp(argv[2], "x") == 0;        // only the x-form rows (milestone 36)
-  if (n < 1 || n > 4096 || (argc > 2 && !flag_only && !x_only) || argc > 3) {
-    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag | x]]\n");
+  const bool icache = argc > 2 && std::strcmp(argv[2], "icache") == 0;   // only the code-copy rows (milestone 37)
+  if (n < 1 || n > 4096 || (argc > 2 && !flag_only && !x_only && !icache) || argc > 3) {
+    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag | x | icache]]\n");
     return 2;
   }
   const int dim = 4096, nb = dim / 32, reps = 20;
@@ -435,6 +442,19 @@ int main(int argc, char** argv) {
                                      static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
                                      x + dim, static_cast<const int*>(flags + i), flags + i + 1,
                                      flag && i > 0 ? flag_runs * grid : 0);
+    }
+  };
+  // The engine's link (part 3) cycling through `copies` copies of its code,
+  // into xf (the flag chain's buffer; icache runs nothing else).
+  auto copy_launches = [&](int copies) {
+    using K = decltype(&link_kernel<3, 0>);
+    const K kerns[8] = {link_kernel<3, 0>, link_kernel<3, 1>, link_kernel<3, 2>, link_kernel<3, 3>,
+                        link_kernel<3, 4>, link_kernel<3, 5>, link_kernel<3, 6>, link_kernel<3, 7>};
+    for (int i = 0; i < n; ++i) {
+      float* x = xf + static_cast<size_t>(i) * dim;
+      longkv::cuda::launch_maybe_pdl(true, kerns[i % copies], dim3(grid), dim3(kWarps * 32), 0, s,
+                                     static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
+                                     x + dim, static_cast<const int*>(flags + i), flags + i + 1, 0);
     }
   };
   // Ping-pong needs two sets of grid_c blocks resident at once.
@@ -509,6 +529,19 @@ int main(int argc, char** argv) {
     std::printf("\nlast link's output, %s: %d of %d values differ, %d non-finite\n", what, differ, dim, nonfinite);
     return differ == 0 && nonfinite == 0 ? 0 : 1;
   };
+  if (icache) {  // the same link, its code the one run last or not, interleaved
+    for (int round = 0; round < 3; ++round) {
+      const double t_same = time_us([&] { chain_launches(true, 3); });
+      for (int c : {2, 4, 8}) {
+        const double t = time_us([&] { copy_launches(c); });
+        std::printf("| PDL launches, the engine's link, %d copies of its code in turn | %d | %.2f | %.0f |\n", c, grid,
+                    t, wbytes / (t * 1e-6) / 1e9);
+      }
+      std::printf("| the same, one kernel for every link | %d | %.2f | %.0f |\n", grid, t_same,
+                  wbytes / (t_same * 1e-6) / 1e9);
+    }
+    return same_last(xh, xf, "8 copies vs one kernel");  // the same arithmetic: equal bits
+  }
   if (x_only) {  // what x's form costs a PDL link with weights, interleaved (rows 6, 7 timing only)
     for (int round = 0; round < 3; ++round) {
       const double t_empty = time_us([&] { chain_launches(true, 2); });

@@ -182,7 +182,9 @@ struct CudaTuning {
   // of Q4_0 weights. Bits: 1 down writes it for the next q|k|v (or the output
   // GEMV), 2 wo writes it for gate|up, 4 the readers request 8 rows of their
   // first 16-row batch before the PDL wait (as the f32-x kernels), not 16;
-  // 8 (timing only) gate|up does not read what wo writes.
+  // 8 (timing only) gate|up does not read what wo writes; 16 (timing only,
+  // with 8; milestone 37) wo runs the writer kernel but stores no int8 x:
+  // the default kernel's work as a kernel of its own.
   int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.

@@ -507,6 +507,7 @@ class CudaModelImpl final : public CudaModel {
           GemvAct p;
           p.x = att;
           p.x8_out = x8_view(x8a_, &L.ffn_norm);
+          if ((cuda_tuning().gemv_x8 & 24) == 24) p.x8_out.ss = nullptr;  // timing only: the writer stores nothing
           gemv_act(L.wo, p, x, true, s_);
         } else {
           matmul(L.wo, att, n, x, true);

@@ -238,7 +238,9 @@ __device__ __forceinline__ float x8_inv_rms(const float* ss, int u, bool valid, 
 // GemvAct::X8, the writer's part: thread t < 16 of a 16-row batch (lanes
 // 0..15 of warp 0, all present: rows % 16 == 0) holds output r0 + t, and
 // norm = o.norm[r0 + t], loaded before the batch's dots.
+// No ss (CudaTuning::gemv_x8 bits 8 and 16, timing only): nothing stored.
 __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, float v, float norm) {
+  if (!o.ss) return;
   const float w = v * norm;
   float m = fabsf(w), ss = v * v;
 #pragma unroll
