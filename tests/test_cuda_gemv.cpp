@@ -1,0 +1,500 @@
+// The CUDA decode GEMVs against the CPU oracle: every weight format and
+// kernel variant on random rows of odd sizes, the activations made in their
+// loads, RoPE and SwiGLU in their stores, the accumulating residual GEMVs and
+// the int8 x link between two of them; and two speed reports (not pass/fail).
+// Without a GPU (or in a build without CUDA) each test reports SKIPPED with
+// the reason. (Split from test_cuda.cpp in milestone 37.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/ops.h"
+#include "backend/cuda/cuda_backend.h"
+#include "core/fp16.h"
+#include "core/rope.h"
+#include "test_cuda_util.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+// Random stored rows of type t (through the reference quantizer).
+std::vector<uint8_t> random_weight(WeightType t, int rows, int cols, uint32_t seed) {
+  const size_t rb = row_bytes(t, cols);
+  std::vector<uint8_t> data(rb * rows);
+  const auto f = test::random_floats(static_cast<size_t>(rows) * cols, seed);
+  if (t == WeightType::F32) {
+    std::memcpy(data.data(), f.data(), data.size());
+  } else {
+    for (int r = 0; r < rows; ++r)
+      weight_traits(t).from_float_ref(&f[static_cast<size_t>(r) * cols], data.data() + rb * r, cols);
+  }
+  return data;
+}
+
+// The Q4_0 GEMV with int8 activations (CudaTuning::gemv_i8x), written from
+// its documented rule (weight_decode.cuh): per 32 activations amax, dx =
+// amax / 127, q = round-half-even(x * (127 / amax)), and the block's product
+// d * dx * sum (n - 8) q with the integer sum exact; summed in double.
+double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
+  const auto* b = static_cast<const BlockQ4_0*>(row);
+  double s = 0;
+  for (int k = 0; k < cols / kQK; ++k) {
+    const float* xb = x + kQK * k;
+    float amax = 0;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int64_t dot = 0;
+    for (int i = 0; i < kQK; ++i) {
+      const int n = i < 16 ? (b[k].qs[i] & 0xF) : (b[k].qs[i - 16] >> 4);
+      dot += static_cast<int64_t>(n - 8) * static_cast<int>(std::nearbyint(xb[i] * inv));
+    }
+    s += static_cast<double>(f16_to_f32(b[k].d) * dx) * static_cast<double>(dot);
+  }
+  return s;
+}
+
+// What the single-token GEMV should give for row r: the exact product of the
+// dequantized weights (dot_row_ref), or for Q4_0 through the slab kernel with
+// int8 activations the rule above.
+float gemv_ref(const WeightView& w, int r, const float* x, bool i8x) {
+  return i8x && w.type == WeightType::Q4_0 ? static_cast<float>(dot_q4_0_i8x_ref(w.row(r), x, static_cast<int>(w.cols)))
+                                            : dot_row_ref(w.type, w.row(r), x, w.cols);
+}
+
+// Tolerance of a GEMV against gemv_ref: float rounding, or with int8
+// activations made from an activation the GPU computed itself (RMSNorm,
+// SwiGLU: last-bit differences from the host's) one int8 value off now and
+// then, each moving every row by ~1e-4 relative (exact vs int8: ~3e-5).
+double gemv_tol(WeightType t, bool i8x, int act) { return i8x && t == WeightType::Q4_0 && act != 0 ? 1e-6 : 1e-10; }
+
+struct MatmulCase {
+  WeightType type;
+  int rows, cols;
+};
+
+// GEMV (1 token) and GEMM (7 tokens, f32 and f16) against dot_row_ref. The
+// f32 paths differ from the reference only in summation order; the f16 GEMM
+// rounds weights and activations to 11-bit mantissas (~2^-11 per product,
+// averaging down over the sum), hence 1e-5 normalized squared error.
+TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::F32, 17, 96},   {WeightType::F16, 97, 264},  {WeightType::BF16, 33, 136},
+      {WeightType::Q8_0, 97, 1056}, {WeightType::Q4_0, 101, 544}, {WeightType::Q4_K, 37, 1280},
+      {WeightType::Q6_K, 19, 768}, {WeightType::Q8_0, 5, 32},   {WeightType::Q4_K, 3, 256},
+      // Rows past one GEMV slice (512 units: 8192 Q8_0 columns, 16384 Q4_0)
+      // take two accumulating passes; odd block counts leave lanes idle.
+      {WeightType::Q8_0, 13, 8224}, {WeightType::Q4_0, 9, 16416}, {WeightType::Q6_K, 7, 4352},
+      {WeightType::Q4_K, 11, 4352},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(weight_traits(c.type).name) + " " + std::to_string(c.rows) + "x" +
+                 std::to_string(c.cols));
+    const auto data = random_weight(c.type, c.rows, c.cols, 11 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    for (int n_tok : {1, 7}) {
+      const auto x = test::random_floats(static_cast<size_t>(n_tok) * c.cols, 5 + n_tok);
+      for (bool i8x : {false, true}) {
+        if (i8x && (n_tok > 1 || c.type != WeightType::Q4_0)) continue;  // int8 x: the Q4_0 GEMV only
+        std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), exact(ref.size());
+        for (int t = 0; t < n_tok; ++t)
+          for (int r = 0; r < c.rows; ++r) {
+            const float* xt = &x[static_cast<size_t>(t) * c.cols];
+            ref[static_cast<size_t>(t) * c.rows + r] = gemv_ref(w, r, xt, i8x);
+            exact[static_cast<size_t>(t) * c.rows + r] = dot_row_ref(c.type, w.row(r), xt, c.cols);
+          }
+        for (CudaGemm g : {CudaGemm::f32, CudaGemm::f16}) {
+          if (n_tok == 1 && g == CudaGemm::f16) continue;  // GEMV is always f32
+          std::vector<float> y(ref.size());
+          cuda_tuning().gemv_i8x = i8x;
+          cuda_check_matmul(w, x.data(), n_tok, y.data(), g);
+          cuda_tuning() = CudaTuning{};
+          const double err = test::nmse(y.data(), ref.data(), ref.size());
+          const double tol = g == CudaGemm::f16 && n_tok > 1 ? 1e-5 : 1e-10;
+          EXPECT_LT(err, tol) << "n_tok " << n_tok << " gemm " << cuda_gemm_name(g) << " i8x " << i8x;
+          // The int8 activations' own error, against the exact product.
+          const double err_exact = test::nmse(y.data(), exact.data(), exact.size());
+          if (i8x) {
+            EXPECT_LT(err_exact, 1e-4);
+            // x loaded lane by lane instead of a warp at a time: the same bits.
+            std::vector<float> y_lane(ref.size());
+            cuda_tuning().gemv_i8x = true;
+            cuda_tuning().gemv_x_coalesced = false;
+            cuda_check_matmul(w, x.data(), n_tok, y_lane.data(), g);
+            cuda_tuning() = CudaTuning{};
+            EXPECT_EQ(std::memcmp(y.data(), y_lane.data(), sizeof(float) * y.size()), 0)
+                << "coalesced and per-lane x loads differ";
+          }
+          RecordProperty(std::string("nmse_") + weight_traits(c.type).name + "_n" + std::to_string(n_tok) + "_" +
+                             cuda_gemm_name(g) + (i8x ? "_i8x" : ""),
+                         std::to_string(err));
+          std::printf("matmul %-5s %4dx%-5d n_tok %d %s%s: nmse %.3g (vs exact product %.3g)\n",
+                      weight_traits(c.type).name, c.rows, c.cols, n_tok, cuda_gemm_name(g), i8x ? " int8 x" : "",
+                      err, err_exact);
+        }
+      }
+    }
+  }
+}
+
+// The int8 activations' rounding on ties: every unit's largest |x| is 127,
+// so 127 / amax is exactly 1 and the other elements, k + 0.5 for random k,
+// are halfway cases that must round to even as the rule says (quantize_x_i8
+// rounds by adding 1.5 * 2^23, not by a conversion instruction). One tie
+// rounded the other way moves its row by ~1e-3 relative, far past 1e-10.
+TEST(Cuda, Int8ActivationsRoundTiesToEven) {
+  LONGKV_REQUIRE_CUDA();
+  const int rows = 37, cols = 2048;
+  const auto data = random_weight(WeightType::Q4_0, rows, cols, 23);
+  WeightView w{WeightType::Q4_0, rows, cols, data.data()};
+  std::mt19937 rng(5);
+  std::vector<float> x(cols);
+  int ties = 0;
+  for (int i = 0; i < cols; ++i) {
+    const int k = static_cast<int>(rng() % 253) - 126;  // -126 .. 126: k + 0.5 stays within +-127
+    x[i] = i % kQK == (i / kQK) % kQK ? ((i / kQK) % 2 ? -127.0f : 127.0f) : static_cast<float>(k) + 0.5f;
+    ties += std::fabs(x[i]) != 127.0f;
+  }
+  std::vector<float> ref(rows), y(rows);
+  for (int r = 0; r < rows; ++r) ref[r] = gemv_ref(w, r, x.data(), true);
+  cuda_tuning().gemv_i8x = true;
+  cuda_check_matmul(w, x.data(), 1, y.data(), CudaGemm::f32);
+  cuda_tuning() = CudaTuning{};
+  const double err = test::nmse(y.data(), ref.data(), rows);
+  EXPECT_LT(err, 1e-10);
+  std::printf("int8 activations, %d ties: nmse %.3g against round-half-even\n", ties, err);
+}
+
+// The GEMV's activation on the host: 0 = x, 1 = RMSNorm(x) * norm,
+// 2 = SwiGLU (silu(x) * up), as the fused kernels make it in their load.
+std::vector<float> host_act(int act, const std::vector<float>& x, const std::vector<float>& norm,
+                            const std::vector<float>& up, float eps) {
+  const int n = static_cast<int>(x.size());
+  std::vector<float> xa(n);
+  if (act == 1) {
+    rmsnorm(xa.data(), x.data(), norm.data(), n, eps);
+  } else {
+    for (int i = 0; i < n; ++i) xa[i] = act == 2 ? x[i] / (1.0f + std::exp(-x[i])) * up[i] : x[i];
+  }
+  return xa;
+}
+
+// The decode step's GEMV with RMSNorm / SwiGLU made inside its activation
+// load (milestone 5), and the same through the separate kernels and the
+// milestone-2 slab GEMV, against act() on the host + dot_row_ref. Only the
+// sum of squares and the dot products are ordered differently.
+TEST(Cuda, FusedActivationGemvMatchesReference) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::Q4_0, 97, 4096}, {WeightType::Q4_0, 17, 14336}, {WeightType::Q8_0, 1000, 544},
+      {WeightType::Q4_K, 37, 1280}, {WeightType::Q6_K, 19, 768},   {WeightType::F16, 33, 264},
+      {WeightType::Q4_0, 9001, 96},  // > 8192 rows: 4 rows per warp
+      {WeightType::Q8_0, 23, 9216},  // 576 units: the slab kernel runs two column slices
+  };
+  struct Variant {
+    bool rows, fuse;
+  };
+  for (const auto& c : cases) {
+    const auto data = random_weight(c.type, c.rows, c.cols, 3 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(c.cols, 21, -2, 2), norm = test::random_floats(c.cols, 22),
+               up = test::random_floats(c.cols, 23);
+    const float eps = 1e-5f;
+    for (int act = 0; act < 3; ++act) {
+      const std::vector<float> xa = host_act(act, x, norm, up, eps);
+      std::vector<float> ref(c.rows), y(c.rows);
+      for (Variant vr : {Variant{true, true}, Variant{false, true}, Variant{false, false}, Variant{true, false}}) {
+        const bool i8x = !vr.rows && CudaTuning{}.gemv_i8x;  // the slab kernel's default for Q4_0
+        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
+        cuda_tuning().gemv_rows = vr.rows;
+        cuda_tuning().fuse_activation = vr.fuse;
+        cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
+        cuda_tuning() = CudaTuning{};
+        const double err = test::nmse(y.data(), ref.data(), ref.size());
+        EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act
+                              << " rows-kernel " << vr.rows << " fused " << vr.fuse;
+        std::printf("gemv act %d %-5s %5dx%-5d rows %d fused %d: nmse %.3g\n", act, weight_traits(c.type).name,
+                    c.rows, c.cols, vr.rows, vr.fuse, err);
+      }
+    }
+  }
+}
+
+// The residual GEMVs (wo, down) add to the row they write: y = y0 + W . o
+// through the step's kernels (int8 activations), against the host's rule,
+// on shapes where a block takes one 16-row batch (wo), one or two (down: 14
+// warps, one block an SM), and one 8-row batch (1504 rows). Since
+// milestone 37 the row added to is requested at the batch's top.
+TEST(Cuda, AccumulatingGemvMatchesReference) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {{WeightType::Q4_0, 4096, 4096}, {WeightType::Q4_0, 4096, 14336},
+                              {WeightType::Q4_0, 1504, 4096}};
+  for (const auto& c : cases) {
+    const auto wd = random_weight(c.type, c.rows, c.cols, 101 + c.cols), rd = random_weight(c.type, 16, c.rows, 102);
+    const WeightView w{c.type, c.rows, c.cols, wd.data()}, reader{c.type, 16, c.rows, rd.data()};
+    const auto o = test::random_floats(c.cols, 103, -2, 2), y0 = test::random_floats(c.rows, 104, -2, 2),
+               norm = test::random_floats(c.rows, 105);
+    std::vector<float> y(c.rows, std::nanf("")), yr(16), ref(c.rows), add(c.rows);
+    cuda_check_gemv_x8_chain(w, reader, o.data(), y0.data(), norm.data(), 1e-5f, false, y.data(), yr.data());
+    const bool i8x = CudaTuning{}.gemv_i8x;
+    for (int r = 0; r < c.rows; ++r) {
+      add[r] = gemv_ref(w, r, o.data(), i8x);
+      ref[r] = y0[r] + add[r];
+    }
+    const double err = test::nmse(y.data(), ref.data(), ref.size());
+    EXPECT_LT(err, gemv_tol(c.type, i8x, 0)) << c.rows << "x" << c.cols;
+    std::printf("accumulating gemv %5dx%-5d: nmse %.3g against y0 + the host's products\n", c.rows, c.cols, err);
+  }
+}
+
+// Milestone 37: the int8 x link (CudaTuning::gemv_x8) through the narrow
+// kernel (4-warp blocks, every row requested before the PDL wait) where the
+// default step takes it: llama3-8b's wo writing, its q|k|v (RoPE in the
+// store) reading. The narrow and 16-row kernels give the same bits (the same
+// dots and sums), the writer the bits of the step without the link, the
+// reader its int8 rounding of the exact products; the launch counts say
+// which kernels ran.
+TEST(Cuda, Int8XLinkNarrowKernelMatchesWide) {
+  LONGKV_REQUIRE_CUDA();
+  const int dim = 4096, qkv = 6144, rope_heads = 40;
+  const auto wd = random_weight(WeightType::Q4_0, dim, dim, 91), rd = random_weight(WeightType::Q4_0, qkv, dim, 92);
+  const WeightView wo{WeightType::Q4_0, dim, dim, wd.data()}, wqkv{WeightType::Q4_0, qkv, dim, rd.data()};
+  const auto o = test::random_floats(dim, 93, -2, 2), y0 = test::random_floats(dim, 94, -2, 2),
+             norm = test::random_floats(dim, 95);
+  const float eps = 1e-5f;
+  const RopeTable t(128, 128, 500000.0f, RopeStyle::interleaved);
+  const int64_t pos = 131071;
+  std::vector<float> yw[3], yr[3];  // without the link, the link by the 16-row kernels, by the narrow ones
+  for (int v = 0; v < 3; ++v) {
+    yw[v].assign(dim, std::nanf(""));
+    yr[v].assign(qkv, std::nanf(""));
+    cuda_tuning().gemv_prefetch = v != 1;
+    const int64_t all = cuda_gemv_x8_launches(), narrow = cuda_gemv_x8_launches(true);
+    cuda_check_gemv_x8_chain(wo, wqkv, o.data(), y0.data(), norm.data(), eps, v > 0, yw[v].data(), yr[v].data(), &t,
+                             rope_heads, pos);
+    cuda_tuning() = CudaTuning{};
+    EXPECT_EQ(cuda_gemv_x8_launches() - all, v > 0 ? 2 : 0) << "form " << v;
+    EXPECT_EQ(cuda_gemv_x8_launches(true) - narrow, v == 2 ? 2 : 0) << "form " << v;
+  }
+  EXPECT_EQ(std::memcmp(yw[0].data(), yw[1].data(), sizeof(float) * dim), 0);
+  EXPECT_EQ(std::memcmp(yw[0].data(), yw[2].data(), sizeof(float) * dim), 0);
+  EXPECT_EQ(std::memcmp(yr[1].data(), yr[2].data(), sizeof(float) * qkv), 0);
+  const std::vector<float> xa = host_act(1, yw[0], norm, {}, eps);
+  std::vector<float> ref(qkv);
+  for (int r = 0; r < qkv; ++r) ref[r] = gemv_ref(wqkv, r, xa.data(), false);
+  rope_apply(t, ref.data(), rope_heads, pos);
+  const double e_link = test::nmse(yr[2].data(), ref.data(), qkv), e_own = test::nmse(yr[0].data(), ref.data(), qkv);
+  EXPECT_LT(e_link, 1e-4);
+  std::printf("int8 x link, wo 4096x4096 -> q|k|v 6144x4096 (RoPE): narrow bits as 16-row %s; nmse vs exact products: "
+              "link %.3g, the reader's own int8 x %.3g\n",
+              std::memcmp(yr[1].data(), yr[2].data(), sizeof(float) * qkv) == 0 ? "yes" : "NO", e_link, e_own);
+}
+
+// Not a pass/fail speed test: prints what one GEMV streams (8B shapes) and
+// the host cost of a launch, for docs/cuda-notes.md.
+TEST(Cuda, GemvSpeedReport) {
+  LONGKV_REQUIRE_CUDA();
+  for (WeightType t : {WeightType::Q4_0, WeightType::Q8_0, WeightType::Q4_K, WeightType::Q6_K, WeightType::F16,
+                       WeightType::BF16}) {
+    for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{6144, 4096}, std::pair{1024, 4096},
+                             std::pair{14336, 4096}, std::pair{28672, 4096}, std::pair{4096, 14336},
+                             std::pair{128256, 4096}}) {
+      for (bool rows_kernel : {true, false}) {
+        if (!rows_kernel && t != WeightType::Q4_0) continue;  // the slab kernel for reference, Q4_0 only
+        cuda_tuning().gemv_rows = rows_kernel;
+        const CudaGemvSpeed sp = cuda_bench_gemv(t, rows, cols);
+        cuda_tuning() = CudaTuning{};
+        EXPECT_GT(sp.gbs, 0);
+        std::printf("gemv %-5s %6dx%-5d %s: %7.1f us %7.0f GB/s  (launch %.1f us)\n", weight_traits(t).name, rows,
+                    cols, rows_kernel ? "rows" : "slab", sp.us_per_call, sp.gbs, sp.launch_us);
+      }
+    }
+  }
+}
+
+// Milestone 8: the slab GEMV in milestone 2's order and pipelined, each
+// launched plainly and with PDL, on shapes where a block walks several row
+// batches (rows > resident blocks x 8), so the batch-ahead loads and the two
+// alternating reduction buffers are exercised; with each activation made in
+// the load. Against act() on the host + dot_row_ref, like the tests above.
+TEST(Cuda, SlabGemvVariantsMatchReference) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::Q4_0, 6000, 4096},  // 4 warps a block: one pass of 16-row batches (gemv_prefetch: the narrow kernel)
+      {WeightType::Q4_0, 1500, 14336},  // 14 warps, 1 block per SM: ~1.4 batches each
+      {WeightType::Q4_0, 40000, 64},   // 1 warp, 2 of 3 lanes idle
+      {WeightType::Q8_0, 6000, 2048},  {WeightType::Q4_K, 6000, 4096}, {WeightType::Q6_K, 999, 1024},
+  };
+  for (const auto& c : cases) {
+    const auto data = random_weight(c.type, c.rows, c.cols, 7 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(c.cols, 31, -2, 2), norm = test::random_floats(c.cols, 32),
+               up = test::random_floats(c.cols, 33);
+    const float eps = 1e-5f;
+    for (int act = 0; act < 3; ++act) {
+      const std::vector<float> xa = host_act(act, x, norm, up, eps);
+      std::vector<float> ref(c.rows);
+      for (int v = 0; v < 16; ++v) {
+        const bool pipe = v & 1, pdl = v & 2, i8x = !(v & 4), pre = v & 8;
+        if (!i8x && c.type != WeightType::Q4_0) continue;  // the setting only changes Q4_0
+        if (pre && !(i8x && c.type == WeightType::Q4_0)) continue;  // likewise (int8 Q4_0 only)
+        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
+        std::vector<float> y(c.rows, std::nanf(""));
+        cuda_tuning().gemv_rows = false;
+        cuda_tuning().gemv_pipe = pipe;
+        cuda_tuning().pdl = pdl;
+        cuda_tuning().gemv_i8x = i8x;
+        cuda_tuning().gemv_prefetch = pre;
+        cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
+        cuda_tuning() = CudaTuning{};
+        const double err = test::nmse(y.data(), ref.data(), ref.size());
+        EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols
+                                                   << " act " << act << " pipe " << pipe << " pdl " << pdl
+                                                   << " i8x " << i8x << " prefetch " << pre;
+        std::printf("slab gemv act %d %-5s %5dx%-5d pipe %d pdl %d i8x %d prefetch %d: nmse %.3g\n", act,
+                    weight_traits(c.type).name, c.rows, c.cols, pipe, pdl, i8x, pre, err);
+      }
+    }
+  }
+}
+
+// Milestone 17: SwiGLU in the gate|up GEMV's store (GemvAct::glu, over rows
+// uploaded interleaved) gives a feed-forward block the same bits as the
+// stacked GEMV with SwiGLU in w_down's load, and both match the host model
+// (act() + gemv_ref, silu in double); the interleaved upload's views feed the
+// prefill GEMM the same bits as plain uploads.
+TEST(Cuda, GluStoreMatchesSwigluLoad) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    WeightType type;
+    int ffn, dim;
+  };
+  const Case cases[] = {
+      {WeightType::Q4_0, 1408, 4096},  // int8 activations, 16-row batches (176 blocks)
+      {WeightType::Q4_0, 96, 1024},    // 8-row batches (24 blocks)
+      {WeightType::Q8_0, 1280, 512},   // the evaluation model's shape
+      {WeightType::Q4_K, 512, 2048},   // 4-row batches, milestone 2's order
+      {WeightType::Q6_K, 256, 768},
+  };
+  for (const auto& c : cases) {
+    const auto gd = random_weight(c.type, c.ffn, c.dim, 61 + c.ffn), ud = random_weight(c.type, c.ffn, c.dim, 62),
+               dd = random_weight(c.type, c.dim, c.ffn, 63);
+    const WeightView gate{c.type, c.ffn, c.dim, gd.data()}, up{c.type, c.ffn, c.dim, ud.data()},
+        down{c.type, c.dim, c.ffn, dd.data()};
+    const auto x = test::random_floats(c.dim, 64, -2, 2), norm = test::random_floats(c.dim, 65);
+    const float eps = 1e-5f;
+    std::vector<float> y_glu(c.dim), y_plain(c.dim);
+    cuda_check_ffn_glu(gate, up, down, x.data(), norm.data(), eps, y_glu.data(), y_plain.data());
+    EXPECT_EQ(std::memcmp(y_glu.data(), y_plain.data(), sizeof(float) * c.dim), 0) << weight_traits(c.type).name;
+    // Host model: h = silu(g) u over the GPU's activation rule, then down . h.
+    const bool i8x = c.type == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
+    const std::vector<float> xa = host_act(1, x, norm, x, eps);
+    std::vector<float> h(c.ffn), ref(c.dim);
+    for (int i = 0; i < c.ffn; ++i) {
+      const double g = gemv_ref(gate, i, xa.data(), i8x), u = gemv_ref(up, i, xa.data(), i8x);
+      h[i] = static_cast<float>(g / (1 + std::exp(-g)) * u);
+    }
+    for (int r = 0; r < c.dim; ++r) ref[r] = gemv_ref(down, r, h.data(), i8x);
+    const double err = test::nmse(y_glu.data(), ref.data(), ref.size());
+    EXPECT_LT(err, i8x ? 1e-4 : 1e-9) << weight_traits(c.type).name << " " << c.ffn << "x" << c.dim;
+    std::printf("glu store %-5s ffn %5d dim %5d: bits as the SwiGLU load %s, nmse vs host %.3g\n",
+                weight_traits(c.type).name, c.ffn, c.dim,
+                std::memcmp(y_glu.data(), y_plain.data(), sizeof(float) * c.dim) == 0 ? "yes" : "NO", err);
+    const int n_tok = 3;
+    const auto x3 = test::random_floats(static_cast<size_t>(n_tok) * c.dim, 66);
+    std::vector<float> yp(2 * n_tok * c.ffn), yq(2 * n_tok * c.ffn);
+    cuda_check_interleaved_gemm(gate, up, x3.data(), n_tok, yp.data(), yq.data());
+    EXPECT_EQ(std::memcmp(yp.data(), yq.data(), sizeof(float) * yp.size()), 0) << weight_traits(c.type).name;
+  }
+}
+
+// Milestone 8b: interleaved RoPE made in the q|k|v GEMV's store
+// (CudaTuning::gemv_rope) gives the same bits as the GEMV followed by
+// rope_kernel, and both match act() + dot_row_ref + rope_apply on the host;
+// NeoX (and a two-slice row) falls back to rope_kernel, same bits again.
+// Positions come from device memory, as in a decode step.
+TEST(Cuda, GemvRopeMatchesSeparateKernel) {
+  LONGKV_REQUIRE_CUDA();
+  struct Case {
+    WeightType type;
+    int rows, cols, head_dim, rope_dim, rope_heads;
+  };
+  const Case cases[] = {
+      {WeightType::Q4_0, 6144, 4096, 128, 128, 40},  // llama3-8b q|k|v: 32 + 8 heads rotated, v not
+      {WeightType::Q8_0, 390, 2048, 64, 32, 5},      // partial rotary, 70 rows of v, last batch short
+      {WeightType::F16, 322, 264, 64, 64, 4},        // dense kernel (2 rows a block)
+      {WeightType::Q4_K, 1536, 1024, 128, 128, 10},  // slab kernel in milestone 2's order
+      {WeightType::Q4_0, 130, 16416, 64, 64, 2},     // two column slices: rope_kernel after
+  };
+  for (const auto& c : cases) {
+    const auto data = random_weight(c.type, c.rows, c.cols, 41 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(c.cols, 51, -2, 2), norm = test::random_floats(c.cols, 52);
+    const float eps = 1e-5f;
+    for (int act : {0, 1}) {
+      const std::vector<float> xa = host_act(act, x, norm, {}, eps);
+      std::vector<float> y0(c.rows);
+      for (int r = 0; r < c.rows; ++r) y0[r] = gemv_ref(w, r, xa.data(), CudaTuning{}.gemv_i8x);
+      for (RopeStyle st : {RopeStyle::interleaved, RopeStyle::neox}) {
+        const RopeTable t(c.head_dim, c.rope_dim, 500000.0f, st);
+        for (int64_t pos : {int64_t{0}, int64_t{5}, int64_t{131071}, int64_t{1000003}}) {
+          std::vector<float> ref = y0;
+          rope_apply(t, ref.data(), c.rope_heads, pos);
+          std::vector<float> y[2];
+          for (int fused = 0; fused < 2; ++fused) {
+            y[fused].assign(c.rows, std::nanf(""));
+            cuda_tuning().gemv_rope = fused;
+            cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, nullptr, y[fused].data(), &t, c.rope_heads, pos);
+            cuda_tuning() = CudaTuning{};
+          }
+          int differ = 0;
+          for (int r = 0; r < c.rows; ++r) differ += std::memcmp(&y[0][r], &y[1][r], sizeof(float)) != 0;
+          const double err = test::nmse(y[1].data(), ref.data(), ref.size());
+          EXPECT_EQ(differ, 0) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act
+                               << " " << rope_style_name(st) << " pos " << pos;
+          EXPECT_LT(err, gemv_tol(c.type, CudaTuning{}.gemv_i8x, act))
+              << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act << " "
+              << rope_style_name(st) << " pos " << pos;
+          std::printf("gemv rope %-5s %5dx%-5d act %d %-11s pos %7lld: nmse %.3g, %d rows differ from rope_kernel\n",
+                      weight_traits(c.type).name, c.rows, c.cols, act, rope_style_name(st),
+                      static_cast<long long>(pos), err, differ);
+        }
+      }
+    }
+  }
+}
+
+// Not a pass/fail speed test: Q4_0 GEMV per 8B shape in milestone 2's order,
+// pipelined, and pipelined with PDL (back-to-back launches, as in a decode
+// step), for docs/cuda-notes.md milestone 8; f32 products except "i8x"
+// (int8 activations, milestone 13).
+TEST(Cuda, GemvPipelineSpeedReport) {
+  LONGKV_REQUIRE_CUDA();
+  struct Variant {
+    const char* name;
+    bool pipe, pdl, i8x;
+  };
+  for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{6144, 4096}, std::pair{1024, 4096},
+                           std::pair{14336, 4096}, std::pair{28672, 4096}, std::pair{4096, 14336},
+                           std::pair{128256, 4096}}) {
+    for (Variant v : {Variant{"m2", false, false, false}, Variant{"pipe", true, false, false},
+                      Variant{"m2+pdl", false, true, false}, Variant{"pipe+pdl", true, true, false},
+                      Variant{"i8x", true, true, true}}) {
+      cuda_tuning().gemv_pipe = v.pipe;
+      cuda_tuning().pdl = v.pdl;
+      cuda_tuning().gemv_i8x = v.i8x;
+      const CudaGemvSpeed sp = cuda_bench_gemv(WeightType::Q4_0, rows, cols);
+      cuda_tuning() = CudaTuning{};
+      EXPECT_GT(sp.gbs, 0);
+      std::printf("gemv q4_0 %6dx%-5d %-8s: %7.1f us %7.0f GB/s\n", rows, cols, v.name, sp.us_per_call, sp.gbs);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace longkv
