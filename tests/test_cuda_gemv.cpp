@@ -184,6 +184,20 @@ std::vector<float> host_act(int act, const std::vector<float>& x, const std::vec
   return xa;
 }
 
+// A case's random rows (seed ws) and the activation's inputs: x in [-2, 2]
+// (seed xs), RMSNorm's weight (xs + 1) and SwiGLU's up (xs + 2).
+struct ActCase {
+  std::vector<uint8_t> data;
+  WeightView w;
+  std::vector<float> x, norm, up;
+  ActCase(const MatmulCase& c, uint32_t ws, uint32_t xs)
+      : data(random_weight(c.type, c.rows, c.cols, ws)),
+        w{c.type, c.rows, c.cols, data.data()},
+        x(test::random_floats(c.cols, xs, -2, 2)),
+        norm(test::random_floats(c.cols, xs + 1)),
+        up(test::random_floats(c.cols, xs + 2)) {}
+};
+
 // The decode step's GEMV with RMSNorm / SwiGLU made inside its activation
 // load (milestone 5), and the same through the separate kernels and the
 // milestone-2 slab GEMV, against act() on the host + dot_row_ref. Only the
@@ -200,10 +214,9 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
     bool rows, fuse;
   };
   for (const auto& c : cases) {
-    const auto data = random_weight(c.type, c.rows, c.cols, 3 + c.rows);
-    WeightView w{c.type, c.rows, c.cols, data.data()};
-    const auto x = test::random_floats(c.cols, 21, -2, 2), norm = test::random_floats(c.cols, 22),
-               up = test::random_floats(c.cols, 23);
+    const ActCase in(c, 3 + c.rows, 21);
+    const WeightView& w = in.w;
+    const auto &x = in.x, &norm = in.norm, &up = in.up;
     const float eps = 1e-5f;
     for (int act = 0; act < 3; ++act) {
       const std::vector<float> xa = host_act(act, x, norm, up, eps);
@@ -331,10 +344,9 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
       {WeightType::Q8_0, 6000, 2048},  {WeightType::Q4_K, 6000, 4096}, {WeightType::Q6_K, 999, 1024},
   };
   for (const auto& c : cases) {
-    const auto data = random_weight(c.type, c.rows, c.cols, 7 + c.rows);
-    WeightView w{c.type, c.rows, c.cols, data.data()};
-    const auto x = test::random_floats(c.cols, 31, -2, 2), norm = test::random_floats(c.cols, 32),
-               up = test::random_floats(c.cols, 33);
+    const ActCase in(c, 7 + c.rows, 31);
+    const WeightView& w = in.w;
+    const auto &x = in.x, &norm = in.norm, &up = in.up;
     const float eps = 1e-5f;
     for (int act = 0; act < 3; ++act) {
       const std::vector<float> xa = host_act(act, x, norm, up, eps);

@@ -31,6 +31,27 @@ void sync_check() {
   LONGKV_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+// A check GEMV's activation: RMSNorm(x) * norm made in its load.
+GemvAct rmsnorm_act(const float* x, const float* norm, float eps, float* scratch) {
+  GemvAct a;
+  a.kind = GemvAct::rmsnorm;
+  a.x = x;
+  a.norm = norm;
+  a.eps = eps;
+  a.scratch = scratch;
+  return a;
+}
+
+// RoPE in a check GEMV's store: the first rope_heads heads rotated to pos,
+// which the kernel reads from device memory as in a decode step (fb, pb hold
+// the frequencies and the position).
+void set_rope(GemvAct& a, const RopeTable& rope, int rope_heads, int64_t pos, DeviceBuffer& fb, DeviceBuffer& pb) {
+  const int p32 = static_cast<int>(pos);
+  fb = to_device(rope.inv_freq, sizeof(float) * (rope.rope_dim / 2));
+  pb = to_device(&p32, sizeof p32);
+  a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope.head_dim, rope.rope_dim, rope.style == RopeStyle::neox};
+}
+
 }  // namespace
 
 void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y, CudaGemm g) {
@@ -64,12 +85,7 @@ void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const Weig
   const GpuWeight wd = upload_weight(down, db, nullptr);
   DeviceBuffer xb = to_device(x, sizeof(float) * gate.cols), nb = to_device(norm, sizeof(float) * gate.cols);
   DeviceBuffer scratch(sizeof(float) * gate.cols), h = poisoned(sizeof(float) * 2 * ffn);
-  GemvAct a;
-  a.kind = GemvAct::rmsnorm;
-  a.x = xb.as<float>();
-  a.norm = nb.as<float>();
-  a.eps = eps;
-  a.scratch = scratch.as<float>();
+  GemvAct a = rmsnorm_act(xb.as<float>(), nb.as<float>(), eps, scratch.as<float>());
   for (int glu = 0; glu < 2; ++glu) {
     DeviceBuffer y(sizeof(float) * down.rows);
     LONGKV_CUDA_CHECK(cudaMemset(y.as(), 0, y.bytes()));  // w_down accumulates, as into the residual
@@ -109,16 +125,6 @@ void cuda_check_interleaved_gemm(const WeightView& gate, const WeightView& up, c
     LONGKV_CUDA_CHECK(cudaMemcpy(y_plain + i * n, y2.as(), y2.bytes(), cudaMemcpyDeviceToHost));
   }
   cublasDestroy(h);
-}
-
-// RoPE in a check GEMV's store: the first rope_heads heads rotated to pos,
-// which the kernel reads from device memory as in a decode step (fb, pb hold
-// the frequencies and the position).
-static void set_rope(GemvAct& a, const RopeTable& rope, int rope_heads, int64_t pos, DeviceBuffer& fb, DeviceBuffer& pb) {
-  const int p32 = static_cast<int>(pos);
-  fb = to_device(rope.inv_freq, sizeof(float) * (rope.rope_dim / 2));
-  pb = to_device(&p32, sizeof p32);
-  a.rope = {fb.as<float>(), pb.as<int>(), 0, rope_heads, rope.head_dim, rope.rope_dim, rope.style == RopeStyle::neox};
 }
 
 void cuda_check_gemv_act(const WeightView& w, int act, const float* x, const float* norm, float eps, const float* up,
@@ -172,12 +178,7 @@ void cuda_check_gemv_x8_chain(const WeightView& writer, const WeightView& reader
     p.x8_out.norm = nb.as<float>();
   }
   gemv_act(gw, p, yw.as<float>(), true, nullptr);
-  GemvAct a;
-  a.kind = GemvAct::rmsnorm;
-  a.x = yw.as<float>();
-  a.norm = nb.as<float>();
-  a.eps = eps;
-  a.scratch = scratch.as<float>();
+  GemvAct a = rmsnorm_act(yw.as<float>(), nb.as<float>(), eps, scratch.as<float>());
   if (x8) a.x8_in = form;
   if (rope) set_rope(a, *rope, rope_heads, pos, fb, pb);
   DeviceBuffer yr = poisoned(sizeof(float) * reader.rows);
