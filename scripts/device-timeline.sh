@@ -8,10 +8,18 @@
 # $OUT/bench.md, so the recorder's own cost is visible. With BASE=DIR (an
 # earlier tree exported there, as scripts/device-cuda-ab.sh's header says,
 # with this tree's bench/cuda_step_timeline.cpp and CMakeLists.txt copied
-# in) a fourth field "base" runs that tree's step_timeline instead.
+# in) a fourth field "base" runs that tree's step_timeline instead. With
+# CHECKS=1 the CUDA checks run first (scripts/device-setup-checks.sh); with
+# PROBE="ARGS" bench/cuda_barrier_probe.cu is built and run with ARGS
+# ($OUT/probe.md) before the timelines.
 set -o pipefail
 cd "$(dirname "$0")/.."
-TARGETS=longkv-cli source scripts/device-setup.sh || exit 1
+source scripts/device-setup-checks.sh || exit 1
+if [[ -n ${PROBE:-} ]]; then
+  nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -o build-device/barrier_probe bench/cuda_barrier_probe.cu \
+    src/core/error.cpp > $OUT/probe-build.log 2>&1 && timeout 120 build-device/barrier_probe $PROBE > $OUT/probe.md 2>&1
+  echo "=== probe '$PROBE': rc $? at $(( $(date +%s) - t0 )) s"; cat $OUT/probe.md $OUT/probe-build.log | head -60
+fi
 # Its own build step, so that a machine without CUPTI still gives the bench rows.
 cmake --build build-device --target step_timeline > $OUT/build-timeline.log 2>&1 ||
   { echo "step_timeline did not build:"; grep -iE "error|cupti" $OUT/build-timeline.log | head -5; }
