@@ -34,7 +34,10 @@
 // only PDL chains of the engine's link whose consecutive links run the same
 // kernel or cycle through 2, 4 or 8 copies of its code (milestone 37: what a
 // link pays when its code is not the one the SMs ran last, as in a decode
-// step's q|k|v, wo and down).
+// step's q|k|v, wo and down); `barrier_probe N cold` the same with a 96 MB
+// stream through L2 before every link, loaded plainly or evict-first
+// (milestone 38: whether code evicted from L2 by a step's KV reads costs a
+// link a fetch from DRAM).
 // The persistent and PDL chains make the same arithmetic in the same order,
 // so their outputs must be equal bit for bit (checked and printed; the random
 // weights' nonzero mean makes the values grow ~8x a link, finite over 32, and
@@ -229,6 +232,38 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   if constexpr (kFlag) flag_signal(flag_out);
 }
 
+// Streams n16 16-byte words of src through L2 (ld.global.cg, as the decode
+// step's KV reads by cp.async.cg) between two links of `barrier_probe N cold`
+// (milestone 38): a step at depth reads ~100 MB of cache a layer, twice L2,
+// between its GEMVs. kEvictFirst: every load carries an L2 evict-first policy,
+// so that what the links use again (their code, x) may stay in L2. The sum
+// goes to sink only if it is an improbable value, so no load is dropped.
+template <bool kEvictFirst>
+__global__ void __launch_bounds__(256) stream_kernel(const uint4* __restrict__ src, size_t n16, unsigned* sink) {
+  longkv::cuda::pdl_trigger();
+  longkv::cuda::pdl_wait();
+  [[maybe_unused]] uint64_t pol = 0;
+  if constexpr (kEvictFirst) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+  unsigned acc = 0;
+  const size_t step = size_t(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n16; i += 4 * step) {
+    uint4 v[4];  // four loads in flight a lane
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint4* a = src + min(i + k * step, n16 - 1);
+      if constexpr (kEvictFirst)
+        asm("ld.global.cg.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+            : "=r"(v[k].x), "=r"(v[k].y), "=r"(v[k].z), "=r"(v[k].w)
+            : "l"(a), "l"(pol));
+      else
+        v[k] = __ldcg(a);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) acc ^= v[k].x + v[k].y + v[k].z + v[k].w;
+  }
+  if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+
 // `bytes` (a multiple of 16) from src into shared memory by cp.async, from
 // threads t0 and up (mode 4: warp 0, which holds the thread that arrives at
 // the grid barrier, copies nothing; mode 5, timing only, wrong output: no
@@ -374,8 +409,9 @@ int main(int argc, char** argv) {
   const bool flag_only = argc > 2 && std::strcmp(argv[2], "flag") == 0;  // only the flag handoff rows
   const bool x_only = argc > 2 && std::strcmp(argv[2], "x") == 0;        // only the x-form rows (milestone 36)
   const bool icache = argc > 2 && std::strcmp(argv[2], "icache") == 0;   // only the code-copy rows (milestone 37)
-  if (n < 1 || n > 4096 || (argc > 2 && !flag_only && !x_only && !icache) || argc > 3) {
-    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag | x | icache]]\n");
+  const bool cold = argc > 2 && std::strcmp(argv[2], "cold") == 0;       // code copies behind streams (milestone 38)
+  if (n < 1 || n > 4096 || (argc > 2 && !flag_only && !x_only && !icache && !cold) || argc > 3) {
+    std::fprintf(stderr, "usage: barrier_probe [LINKS (1..4096, default 32) [flag | x | icache | cold]]\n");
     return 2;
   }
   const int dim = 4096, nb = dim / 32, reps = 20;
@@ -451,6 +487,33 @@ int main(int argc, char** argv) {
     const K kerns[8] = {link_kernel<3, 0>, link_kernel<3, 1>, link_kernel<3, 2>, link_kernel<3, 3>,
                         link_kernel<3, 4>, link_kernel<3, 5>, link_kernel<3, 6>, link_kernel<3, 7>};
     for (int i = 0; i < n; ++i) {
+      float* x = xf + static_cast<size_t>(i) * dim;
+      longkv::cuda::launch_maybe_pdl(true, kerns[i % copies], dim3(grid), dim3(kWarps * 32), 0, s,
+                                     static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
+                                     x + dim, static_cast<const int*>(flags + i), flags + i + 1, 0);
+    }
+  };
+  // `cold`: a stream of kStreamMB through L2 before every link (regions of
+  // a 1 GiB buffer in turn, never the same twice in a row), the links
+  // cycling through `copies` copies of their code; copies 0: streams only.
+  constexpr size_t kStreamMB = 96, kBufMB = 1024;
+  uint4* big = nullptr;
+  unsigned* sink = nullptr;
+  if (cold) {
+    CK(cudaMalloc(&big, kBufMB << 20));
+    CK(cudaMemset(big, 1, kBufMB << 20));
+    CK(cudaMalloc(&sink, sizeof(unsigned)));
+  }
+  auto cold_launches = [&](int copies, bool ef) {
+    using K = decltype(&link_kernel<3, 0>);
+    const K kerns[8] = {link_kernel<3, 0>, link_kernel<3, 1>, link_kernel<3, 2>, link_kernel<3, 3>,
+                        link_kernel<3, 4>, link_kernel<3, 5>, link_kernel<3, 6>, link_kernel<3, 7>};
+    const size_t n16 = (kStreamMB << 20) / 16, regions = kBufMB / kStreamMB;
+    for (int i = 0; i < n; ++i) {
+      const uint4* src = big + (i % regions) * n16;
+      longkv::cuda::launch_maybe_pdl(true, ef ? stream_kernel<true> : stream_kernel<false>,
+                                     dim3(4 * p.multiProcessorCount), dim3(256), 0, s, src, n16, sink);
+      if (copies == 0) continue;
       float* x = xf + static_cast<size_t>(i) * dim;
       longkv::cuda::launch_maybe_pdl(true, kerns[i % copies], dim3(grid), dim3(kWarps * 32), 0, s,
                                      static_cast<const uint8_t*>(ws[i]), ld, dim, nb, static_cast<const float*>(x),
@@ -541,6 +604,26 @@ int main(int argc, char** argv) {
                   wbytes / (t_same * 1e-6) / 1e9);
     }
     return same_last(xh, xf, "8 copies vs one kernel");  // the same arithmetic: equal bits
+  }
+  if (cold) {  // what a link adds behind a stream, by how many copies of its code take turns
+    std::printf("\n(each link behind a %zu MB stream through L2; µs per link = (streams and links - streams "
+                "alone) / links)\n\n", kStreamMB);
+    for (int round = 0; round < 3; ++round) {
+      for (bool ef : {false, true}) {
+        const double t0 = time_us([&] { cold_launches(0, ef); });
+        for (int c : {1, 2, 8}) {
+          const double t = time_us([&] { cold_launches(c, ef); }) - t0;
+          std::printf("| PDL launches behind a stream%s (%.1f µs alone), %d cop%s of the link's code in turn | %d | "
+                      "%.2f | %.0f |\n", ef ? " loaded evict-first" : "", t0, c, c == 1 ? "y" : "ies", grid, t,
+                      wbytes / (t * 1e-6) / 1e9);
+        }
+      }
+    }
+    chain_launches(true, 3);  // the reference: the same links, one kernel, no streams
+    const int rc = same_last(xh, xf, "8 copies behind streams vs one kernel");
+    CK(cudaFree(big));
+    CK(cudaFree(sink));
+    return rc;
   }
   if (x_only) {  // what x's form costs a PDL link with weights, interleaved (rows 6, 7 timing only)
     for (int round = 0; round < 3; ++round) {
