@@ -311,16 +311,22 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8Activations) {
 // default path's order (its scale covers 16 elements instead of 32), so the
 // same limits; a wrong scale, norm or 1/rms gives nmse ~1. The launch count
 // proves the form ran.
+// The evaluation model with its weights requantized to Q4_0, saved under
+// the temp dir as `name` and loaded back.
+LoadedModel eval_model_q4_0(const char* name) {
+  const std::string q4 = test::temp_dir() + "/" + name;
+  {
+    LoadedModel src = load_model(test::shared_path(kEvalModel));
+    EXPECT_TRUE(src.vocab.has_value());
+    if (src.vocab) save_model_gguf(src.weights, *src.vocab, q4, WeightType::Q4_0);
+  }
+  return load_model(q4);
+}
+
 TEST(Cuda, EvalModelQ4_0DecodeWithInt8XBetweenGemvs) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  const std::string q4 = test::temp_dir() + "/evalmodel-q4_0-x8.gguf";
-  {
-    LoadedModel src = load_model(test::shared_path(kEvalModel));
-    ASSERT_TRUE(src.vocab.has_value());
-    save_model_gguf(src.weights, *src.vocab, q4, WeightType::Q4_0);
-  }
-  LoadedModel lm = load_model(q4);
+  LoadedModel lm = eval_model_q4_0("evalmodel-q4_0-x8.gguf");
   const int steps = 40;
   for (bool x8 : {false, true}) {
     cuda_tuning().gemv_x8 = x8 ? 3 : 0;
@@ -336,6 +342,48 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8XBetweenGemvs) {
                 "%d, %lld int8-x GEMV launches\n",
                 steps, x8 ? "between the GEMVs (gx8)" : "made by each GEMV", worst, top1, steps,
                 static_cast<long long>(launched));
+  }
+}
+
+// gx8's one kernel (milestone 38, CudaTuning::gemv_x8 bit 32): every
+// 16-row Q4_0 link runs gemv_slab_kernel<..., 4>, reading x in int8 form,
+// writing the next one's or neither as its arguments say, each with the bits
+// of the kernel it replaces; so the logits of 40 decode steps equal those
+// without it bit for bit, with int8 x between the GEMVs (gx8=3 against 35)
+// and without (0 against 32). 16-row batches forced (grb=16): the evaluation
+// model's matrices would take 8 rows a batch, which the one kernel does not
+// replace. A wrong form choice (an x read as the other form, a missed 1/rms
+// or store) changes the logits entirely.
+TEST(Cuda, Int8XOneKernelGivesTheSameLogits) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = eval_model_q4_0("evalmodel-q4_0-one.gguf");
+  const int nv = lm.weights.cfg.n_vocab, steps = 40;
+  auto logits = [&](int gx8) {
+    cuda_tuning().gemv_x8 = gx8;
+    cuda_tuning().gemv_rows_per_batch = 16;
+    CudaModelOptions o;
+    o.max_tokens = 64;
+    auto gpu = CudaModel::create(lm.weights, o);
+    std::vector<float> all(static_cast<size_t>(steps) * nv);
+    for (int i = 0; i < steps; ++i) {
+      const int32_t t = static_cast<int32_t>((i * 7919 + 13) % nv);
+      gpu->forward(&t, 1, i, all.data() + static_cast<size_t>(i) * nv, false);
+    }
+    cuda_tuning() = CudaTuning{};
+    return all;
+  };
+  for (const auto& [base, one] : {std::pair{3, 35}, std::pair{0, 32}}) {
+    const std::vector<float> a = logits(base);
+    const int64_t before = cuda_gemv_one_kernel_launches();
+    const std::vector<float> b = logits(one);
+    const int64_t launched = cuda_gemv_one_kernel_launches() - before;
+    size_t differ = 0;
+    for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    EXPECT_EQ(differ, 0u) << "gx8=" << base << " against gx8=" << one;
+    EXPECT_GE(launched, static_cast<int64_t>(steps) * 4 * lm.weights.cfg.n_layers) << "gx8=" << one;
+    std::printf("gx8=%d against gx8=%d (one kernel, %lld launches): %zu of %zu logits differ\n", base, one,
+                static_cast<long long>(launched), differ, a.size());
   }
 }
 

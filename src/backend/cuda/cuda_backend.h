@@ -184,7 +184,10 @@ struct CudaTuning {
   // first 16-row batch before the PDL wait (as the f32-x kernels), not 16;
   // 8 (timing only) gate|up does not read what wo writes; 16 (timing only,
   // with 8; milestone 37) wo runs the writer kernel but stores no int8 x:
-  // the default kernel's work as a kernel of its own.
+  // the default kernel's work as a kernel of its own; 32 (milestone 38)
+  // every plain 16-row int8 GEMV of the step, reading, writing or neither,
+  // runs one kernel (gemv_slab_kernel's X8 = 4), not the default kernel
+  // beside a reader and a writer of their own.
   int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
@@ -288,6 +291,9 @@ std::string cuda_tuning_description();
 // the form ran; narrow_only: those that ran the narrow kernel (4-warp
 // blocks, every row requested before the PDL wait). 0 without CUDA.
 int64_t cuda_gemv_x8_launches(bool narrow_only = false);
+// GEMV launches that ran gx8's one kernel (CudaTuning::gemv_x8 bit 32),
+// since the process started. 0 without CUDA.
+int64_t cuda_gemv_one_kernel_launches();
 
 // The most candidates CudaModel::forward_top selects on the device.
 constexpr int kMaxDeviceTopK = 64;

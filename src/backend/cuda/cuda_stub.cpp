@@ -20,6 +20,7 @@ CudaTuning& cuda_tuning() {
 }
 std::string cuda_tuning_description() { return "none (no CUDA)"; }
 int64_t cuda_gemv_x8_launches(bool) { return 0; }
+int64_t cuda_gemv_one_kernel_launches() { return 0; }
 std::string cuda_device_description() { fail("%s", kNoCuda); }
 double cuda_copy_bandwidth_gbs(size_t) { fail("%s", kNoCuda); }
 void cuda_memory_info(size_t*, size_t*) { fail("%s", kNoCuda); }

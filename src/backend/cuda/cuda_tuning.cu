@@ -92,8 +92,8 @@ CudaTuning& cuda_tuning() {
         const std::string v = eq == std::string::npos ? "3" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 31)
-          fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..31 (got '%s')", v.c_str());
+        if (v.empty() || *end != '\0' || n < 0 || n > 63)
+          fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..63 (got '%s')", v.c_str());
         d.gemv_x8 = static_cast<int>(n);
       } else if (k == "qeg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);

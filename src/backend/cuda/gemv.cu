@@ -279,6 +279,11 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // of 16, as the other kernels); 2 writes it (plain, rows % 16 == 0, 16-row
 // batches). Both also as the narrow kernel where it is on (gemv_prefetch,
 // off by default; milestone 37), so that gx8 never silently drops it.
+// 4 (milestone 38, CudaTuning::gemv_x8 bit 32; plain 16-row only): reads
+// and writes decided at run time from a, so that every link of a gx8 step
+// runs this one kernel (behind v3 a link whose kernel differs from the one
+// the step's other GEMVs run lost ~5 us, milestone 38); x in XI8x16 form
+// either way, the default form's dot with its own bits (dot_q4_0_i8_either).
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
@@ -302,8 +307,13 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
   constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
+  constexpr bool kAny = X8 == 4;                // reads or writes it, or neither, as a says
   constexpr int kEarly = RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
-  static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 != 2 || RB == 16)), "int8 x between GEMVs");
+  static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 == 1 || X8 == 3 || RB == 16)), "int8 x between GEMVs");
+  static_assert(!kAny || (!Rope && !Narrow), "gx8's one kernel: the plain 16-row kernel only");
+  // This launch reads x in int8 form / writes the next one's (kAny: as the host's x8 in launch_slab_as).
+  const bool read8 = kAny ? a.x8_in.q != nullptr && a.kind == GemvAct::rmsnorm : kRead8;
+  const bool write8 = kAny ? a.x8_out.q != nullptr && a.kind == GemvAct::plain : X8 == 2;
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
   pdl_trigger();
@@ -333,8 +343,8 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   typename S::X xr;
   [[maybe_unused]] XI8 xq;
   [[maybe_unused]] XI8x16 x16;
-  [[maybe_unused]] float inv_rms = 1.0f;  // kRead8: applied at the store
-  if constexpr (kRead8) {
+  [[maybe_unused]] float inv_rms = 1.0f;  // read8: applied at the store
+  if (read8) {
     load_x8(a.x8_in.q, a.x8_in.dx, u, x16);
     inv_rms = x8_inv_rms(a.x8_in.ss, u, valid, cols, a.eps);
   } else {
@@ -345,6 +355,12 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       load_x_act<T, XC, !Rope>(a, u, xs, inv, xr);
     }
     if constexpr (I8) quantize_x_i8(xr.v, xq);
+    if constexpr (kAny) {  // the same registers as the int8 form read (dot_q4_0_i8_either)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) x16.q[j] = xq.q[j];
+      x16.dx[0] = xq.dx;
+      x16.off[0] = xq.off;
+    }
   }
   if (first) load_rows(blockIdx.x * RB, kEarly, RB);
   int buf = 0;
@@ -360,7 +376,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
     float res = 0, nrm = 0;
     if (!Rope && !a.glu && threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
       if (accumulate) res = y[r0 + threadIdx.x];
-      if constexpr (X8 == 2) nrm = a.x8_out.norm[r0 + threadIdx.x];
+      if (write8) nrm = a.x8_out.norm[r0 + threadIdx.x];
     }
     if constexpr (Rope) {  // while this batch's weights are on their way
       const int row = r0 + threadIdx.x, j = row % a.rope.head_dim;
@@ -374,15 +390,16 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
       if constexpr (kRead8) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
+      else if constexpr (kAny) acc[r] = valid ? dot_q4_0_i8_either(wu[r].q, wu[r].d, x16, read8) : 0.0f;
       else if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
       else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
     }
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
     if (threadIdx.x < RB && r0 + static_cast<int>(threadIdx.x) < rows) {
-      // A row's total (kRead8: times 1/rms; the other forms unchanged).
+      // A row's total (kRead8, kAny: times 1/rms, 1 unless read8: exact; the other forms unchanged).
       auto total = [&](int t) {
-        if constexpr (kRead8) return row_total(red[buf][t], n_warps) * inv_rms;
+        if constexpr (kRead8 || kAny) return row_total(red[buf][t], n_warps) * inv_rms;
         else return row_total(red[buf][t], n_warps);
       };
       float s = total(threadIdx.x);
@@ -395,7 +412,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       } else {
         const float v = accumulate ? res + s : s;
         y[r0 + threadIdx.x] = v;
-        if constexpr (X8 == 2) store_x8(a.x8_out, r0, threadIdx.x, v, nrm);
+        if (write8) store_x8(a.x8_out, r0, threadIdx.x, v, nrm);
       }
     }
     if constexpr (Pipe) buf ^= 1;
@@ -581,6 +598,7 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
 
 // Returns whether a.rope was applied (in the store of a single slice).
 std::atomic<int64_t> x8_launch_count[2] = {};  // [the narrow kernel]
+std::atomic<int64_t> one_kernel_launch_count{0};  // gx8's one kernel (CudaTuning::gemv_x8 bit 32)
 
 template <WeightType T, bool Pipe>
 bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
@@ -595,7 +613,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
   // narrow int8 16-row kernel (4 warps only).
-  static int occ[3][2][2][4][kMaxSlabWarps + 1] = {};  // [x8][rope][coalesced x][variant][warps]
+  static int occ[4][2][2][4][kMaxSlabWarps + 1] = {};  // [x8, 3: gx8's one kernel][rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const bool pdl = cuda_tuning().pdl;
@@ -621,6 +639,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const int x8 = a.x8_in.q && a.kind == GemvAct::rmsnorm ? 1 : a.x8_out.q && a.kind == GemvAct::plain ? 2 : 0;
   LONGKV_CHECK(x8 == 0 || (xc && units <= slice && (x8 == 1 || (rows % 16 == 0 && !rope))),
                "CUDA GEMV: int8 x between GEMVs needs the coalesced int8 slab kernel in one slice");
+  // gx8's one kernel (CudaTuning::gemv_x8 bit 32): the plain 16-row int8
+  // kernel of every such launch, x8 or not, runs gemv_slab_kernel<..., 4>.
+  const bool any = T == WeightType::Q4_0 && Pipe && xc && !rope && units <= slice && (cuda_tuning().gemv_x8 & 32);
+  const int xi = any ? 3 : x8;  // occ's and opted's index
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
       if (xc) {
@@ -640,12 +662,13 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
           kernels[3] = gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 2>;
         }
-        static bool opted[3][2] = {};
-        if (!opted[x8][rope]) {
+        if (any) kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
+        static bool opted[4][2] = {};
+        if (!opted[xi][rope]) {
           for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
                 cudaFuncSetAttribute(kernels[v], cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSlabWarps * 4096));
-          opted[x8][rope] = true;
+          opted[xi][rope] = true;
         }
       }
     }
@@ -655,7 +678,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // only; the int8 x reader loads no f32 x).
   auto smem = [&](int v, int warps) { return v > 0 && xc && x8 != 1 ? warps * 4096 : 0; };
   auto resident = [&](int v, int warps) {
-    int& o = occ[x8][rope][xc][v][warps];
+    int& o = occ[xi][rope][xc][v][warps];
     if (o == 0)
       LONGKV_CUDA_CHECK(
           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernels[v], warps * 32, smem(v, warps)));
@@ -674,6 +697,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
     if (x8 == 2 && v < 2) v = 2;  // the writer's batch is one 16-element unit of x
     if (x8) x8_launch_count[v == 3].fetch_add(1, std::memory_order_relaxed);
+    if (any && v == 2) one_kernel_launch_count.fetch_add(1, std::memory_order_relaxed);
     const int batches = (rows + rbs[v] - 1) / rbs[v];
     const int grid = std::max(1, std::min(batches, resident(v, warps)));
     launch_maybe_pdl(pdl, kernels[v], dim3(grid), dim3(warps * 32), smem(v, warps), s, w.data, w.ld,
@@ -882,4 +906,5 @@ namespace longkv {
 int64_t cuda_gemv_x8_launches(bool narrow_only) {
   return cuda::x8_launch_count[1].load() + (narrow_only ? 0 : cuda::x8_launch_count[0].load());
 }
+int64_t cuda_gemv_one_kernel_launches() { return cuda::one_kernel_launch_count.load(); }
 }  // namespace longkv
