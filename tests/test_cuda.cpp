@@ -381,7 +381,11 @@ TEST(Cuda, Int8XOneKernelGivesTheSameLogits) {
     size_t differ = 0;
     for (size_t i = 0; i < a.size(); ++i) differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
     EXPECT_EQ(differ, 0u) << "gx8=" << base << " against gx8=" << one;
-    EXPECT_GE(launched, static_cast<int64_t>(steps) * 4 * lm.weights.cfg.n_layers) << "gx8=" << one;
+    // Host launches: a step replayed as a CUDA graph launches no kernel from
+    // the host, so the count is that of the launched and captured steps (66
+    // on the H200 with 40 steps: two steps' 4 links a layer and the output
+    // GEMV), at least one step's links.
+    EXPECT_GE(launched, 4 * lm.weights.cfg.n_layers) << "gx8=" << one;
     std::printf("gx8=%d against gx8=%d (one kernel, %lld launches): %zu of %zu logits differ\n", base, one,
                 static_cast<long long>(launched), differ, a.size());
   }
