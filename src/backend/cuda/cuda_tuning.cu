@@ -172,8 +172,9 @@ std::string cuda_tuning_description() {
          (t.gemv_glu ? ", SwiGLU in the gate|up GEMV's store" : ", SwiGLU in w_down's load") +
          (t.gemv_prefetch ? ", one-pass 4096-column Q4_0 GEMVs request every row before the wait" : "") +
          (t.gemv_i8x && !t.gemv_x_coalesced ? ", int8 GEMV activations loaded lane by lane" : "") +
-         (t.gemv_x8 ? ", the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=" + std::to_string(t.gemv_x8) + ")"
-                    : "") +
+         (t.gemv_x8 & 3 ? ", the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=" + std::to_string(t.gemv_x8) + ")"
+                        : "") +
+         (t.gemv_x8 & 32 ? ", every 16-row Q4_0 GEMV link one kernel (gx8 bit 32)" : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }
