@@ -187,9 +187,7 @@ struct CudaTuning {
   // the default kernel's work as a kernel of its own; 32 (milestone 38)
   // every plain 16-row int8 GEMV of the step, reading, writing or neither,
   // runs one kernel (gemv_slab_kernel's X8 = 4), not the default kernel
-  // beside a reader and a writer of their own; 64 (with 32) that kernel holds
-  // the default, reader and writer code whole (X8 = 5), a link's form chosen
-  // once at its start instead of in its loop.
+  // beside a reader and a writer of their own.
   int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.

@@ -284,9 +284,11 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // runs this one kernel (behind v3 a link whose kernel differs from the one
 // the step's other GEMVs run lost ~5 us, milestone 38); x in XI8x16 form
 // either way, the default form's dot with its own bits (dot_q4_0_i8_either).
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow, bool XC, int X8>
-__device__ __forceinline__ void gemv_slab_body(const uint8_t* __restrict__ w, size_t ld, int rows, int nb, int u_begin,
-                                               int nu, const GemvAct& a, float* __restrict__ y, bool accumulate) {
+template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
+__global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                      int rows, int nb, int u_begin, int nu,
+                                                                      GemvAct a, float* __restrict__ y,
+                                                                      bool accumulate) {
   using S = Slab<T>;
   static_assert(!I8 || T == WeightType::Q4_0, "int8 activations: Q4_0 only");
   __shared__ float red[Pipe ? 2 : 1][RB][kMaxSlabWarps];
@@ -415,29 +417,6 @@ __device__ __forceinline__ void gemv_slab_body(const uint8_t* __restrict__ w, si
     }
     if constexpr (Pipe) buf ^= 1;
     else __syncthreads();
-  }
-}
-
-// The slab kernel: gemv_slab_body's form X8, or with X8 = 5 (milestone 38,
-// CudaTuning::gemv_x8 bits 32 and 64; plain 16-row only) its forms 1, 2 and
-// 0 in one function, the form chosen once at the start from a: gx8's one
-// kernel with each link's code that of the kernel it replaces, so that a
-// link pays no run-time form (X8 = 4) and the step still runs one function.
-template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
-__global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
-                                                                      int rows, int nb, int u_begin, int nu,
-                                                                      GemvAct a, float* __restrict__ y,
-                                                                      bool accumulate) {
-  if constexpr (X8 == 5) {
-    static_assert(!Rope && !Narrow && RB == 16, "gx8's three-form kernel: the plain 16-row kernel only");
-    if (a.x8_in.q && a.kind == GemvAct::rmsnorm)
-      gemv_slab_body<T, Pipe, Rope, I8, RB, Narrow, XC, 3>(w, ld, rows, nb, u_begin, nu, a, y, accumulate);
-    else if (a.x8_out.q && a.kind == GemvAct::plain)
-      gemv_slab_body<T, Pipe, Rope, I8, RB, Narrow, XC, 2>(w, ld, rows, nb, u_begin, nu, a, y, accumulate);
-    else
-      gemv_slab_body<T, Pipe, Rope, I8, RB, Narrow, XC, 0>(w, ld, rows, nb, u_begin, nu, a, y, accumulate);
-  } else {
-    gemv_slab_body<T, Pipe, Rope, I8, RB, Narrow, XC, X8>(w, ld, rows, nb, u_begin, nu, a, y, accumulate);
   }
 }
 
@@ -634,7 +613,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
   // narrow int8 16-row kernel (4 warps only).
-  static int occ[5][2][2][4][kMaxSlabWarps + 1] = {};  // [x8, 3 or 4: gx8's one kernel][rope][coalesced x][variant][warps]
+  static int occ[4][2][2][4][kMaxSlabWarps + 1] = {};  // [x8, 3: gx8's one kernel][rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const bool pdl = cuda_tuning().pdl;
@@ -663,7 +642,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // gx8's one kernel (CudaTuning::gemv_x8 bit 32): the plain 16-row int8
   // kernel of every such launch, x8 or not, runs gemv_slab_kernel<..., 4>.
   const bool any = T == WeightType::Q4_0 && Pipe && xc && !rope && units <= slice && (cuda_tuning().gemv_x8 & 32);
-  const int xi = any ? (cuda_tuning().gemv_x8 & 64 ? 4 : 3) : x8;  // occ's and opted's index
+  const int xi = any ? 3 : x8;  // occ's and opted's index
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
       if (xc) {
@@ -683,10 +662,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
           kernels[3] = gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 2>;
         }
-        if (any)
-          kernels[2] = cuda_tuning().gemv_x8 & 64 ? gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 5>
-                                                  : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
-        static bool opted[5][2] = {};
+        if (any) kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
+        static bool opted[4][2] = {};
         if (!opted[xi][rope]) {
           for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
