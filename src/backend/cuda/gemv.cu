@@ -283,7 +283,8 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // and writes decided at run time from a, so that every link of a gx8 step
 // runs this one kernel (behind v3 a link whose kernel differs from the one
 // the step's other GEMVs run lost ~5 us, milestone 38); x in XI8x16 form
-// either way, the default form's dot with its own bits (dot_q4_0_i8_either).
+// either way, each form's dots with their own bits, the form chosen once a
+// batch.
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
@@ -355,7 +356,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       load_x_act<T, XC, !Rope>(a, u, xs, inv, xr);
     }
     if constexpr (I8) quantize_x_i8(xr.v, xq);
-    if constexpr (kAny) {  // the same registers as the int8 form read (dot_q4_0_i8_either)
+    if constexpr (kAny) {  // the same registers as the int8 form read
 #pragma unroll
       for (int j = 0; j < 8; ++j) x16.q[j] = xq.q[j];
       x16.dx[0] = xq.dx;
@@ -387,12 +388,26 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       }
     }
     float acc[RB];
+    if constexpr (kAny) {  // the form chosen once a batch, each loop one form's dots (milestone 38)
+      if (read8) {
 #pragma unroll
-    for (int r = 0; r < RB; ++r) {
-      if constexpr (kRead8) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
-      else if constexpr (kAny) acc[r] = valid ? dot_q4_0_i8_either(wu[r].q, wu[r].d, x16, read8) : 0.0f;
-      else if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
-      else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
+        for (int r = 0; r < RB; ++r) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
+      } else {
+        XI8 xv;  // the default form's registers, as kept in x16
+#pragma unroll
+        for (int j = 0; j < 8; ++j) xv.q[j] = x16.q[j];
+        xv.dx = x16.dx[0];
+        xv.off = x16.off[0];
+#pragma unroll
+        for (int r = 0; r < RB; ++r) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xv) : 0.0f;
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < RB; ++r) {
+        if constexpr (kRead8) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
+        else if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+        else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
+      }
     }
     if (Pipe && r0 + stride < rows) load_batch(r0 + stride);
     publish_row_partials(acc, red[buf], warp, lane);
