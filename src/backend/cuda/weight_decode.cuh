@@ -317,16 +317,6 @@ __device__ __forceinline__ float dot_q4_0_i8x16(const uint4& qs, float d, const 
   return d * fmaf(x.dx[0], static_cast<float>(s - x.off[0]), x.dx[1] * static_cast<float>((s16 >> 4) - x.off[1]));
 }
 
-// Either form from one set of registers (gx8's one kernel, milestone 38):
-// halves, dot_q4_0_i8x16; else dot_q4_0_i8 of XI8{x.q, x.dx[0], x.off[0]},
-// with each form's own bits.
-__device__ __forceinline__ float dot_q4_0_i8_either(const uint4& qs, float d, const XI8x16& x, bool halves) {
-  int s, s16;
-  dot_q4_0_nibbles(qs, x.q, s, s16);
-  return halves ? d * fmaf(x.dx[0], static_cast<float>(s - x.off[0]), x.dx[1] * static_cast<float>((s16 >> 4) - x.off[1]))
-                : d * x.dx[0] * static_cast<float>(s + (s16 >> 4) - x.off[0]);
-}
-
 template <>
 struct Slab<WeightType::Q8_0> {  // unit = half block
   static constexpr int kUnitsPerBlock = 2, kXElems = 16, kRB = 8;
