@@ -187,7 +187,10 @@ struct CudaTuning {
   // the default kernel's work as a kernel of its own; 32 (milestone 38)
   // every plain 16-row int8 GEMV of the step, reading, writing or neither,
   // runs one kernel (gemv_slab_kernel's X8 = 4), not the default kernel
-  // beside a reader and a writer of their own.
+  // beside a reader and a writer of their own: behind v3 a GEMV whose kernel
+  // is not the step's usual one loses ~5 us. gx8=35 measured 1.5% faster
+  // than the defaults for k2v2 at depths 0 and 131K (one call); the default
+  // waits for the full checks and every mode and depth.
   int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
