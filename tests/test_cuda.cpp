@@ -350,7 +350,8 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8XBetweenGemvs) {
 // writing the next one's or neither as its arguments say, each with the bits
 // of the kernel it replaces; so the logits of 40 decode steps equal those
 // without it bit for bit, with int8 x between the GEMVs (gx8=3 against 35)
-// and without (0 against 32). 16-row batches forced (grb=16): the evaluation
+// and without (0 against 32); so do those of its readers with their whole
+// first batch before the wait (bit 64: 3 against 99). 16-row batches forced (grb=16): the evaluation
 // model's matrices would take 8 rows a batch, which the one kernel does not
 // replace. A wrong form choice (an x read as the other form, a missed 1/rms
 // or store) changes the logits entirely.
@@ -373,7 +374,7 @@ TEST(Cuda, Int8XOneKernelGivesTheSameLogits) {
     cuda_tuning() = CudaTuning{};
     return all;
   };
-  for (const auto& [base, one] : {std::pair{3, 35}, std::pair{0, 32}}) {
+  for (const auto& [base, one] : {std::pair{3, 35}, std::pair{0, 32}, std::pair{3, 99}}) {
     const std::vector<float> a = logits(base);
     const int64_t before = cuda_gemv_one_kernel_launches();
     const std::vector<float> b = logits(one);

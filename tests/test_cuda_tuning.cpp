@@ -34,7 +34,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   } bad[] = {
       {"bogus", "LONGKV_CUDA_TUNING: unknown setting 'bogus' ("},
       {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
-      {"gx8=64", "LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..63 (got '64')"},
+      {"gx8=128", "LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '128')"},
       {"sfx=64", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..63 (got '64')"},
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},

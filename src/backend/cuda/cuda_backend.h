@@ -190,7 +190,8 @@ struct CudaTuning {
   // beside a reader and a writer of their own: behind v3 a GEMV whose kernel
   // is not the step's usual one loses ~5 us. gx8=35 measured 1.5% faster
   // than the defaults for k2v2 at depths 0 and 131K (one call); the default
-  // waits for the full checks and every mode and depth.
+  // waits for the full checks and every mode and depth. 64 (with 32): that
+  // kernel's readers request their whole first batch before the PDL wait.
   int gemv_x8 = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.

@@ -92,8 +92,8 @@ CudaTuning& cuda_tuning() {
         const std::string v = eq == std::string::npos ? "3" : item.substr(eq + 1);
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 63)
-          fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..63 (got '%s')", v.c_str());
+        if (v.empty() || *end != '\0' || n < 0 || n > 127)
+          fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '%s')", v.c_str());
         d.gemv_x8 = static_cast<int>(n);
       } else if (k == "qeg") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
@@ -174,7 +174,9 @@ std::string cuda_tuning_description() {
          (t.gemv_i8x && !t.gemv_x_coalesced ? ", int8 GEMV activations loaded lane by lane" : "") +
          (t.gemv_x8 & 3 ? ", the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=" + std::to_string(t.gemv_x8) + ")"
                         : "") +
-         (t.gemv_x8 & 32 ? ", every 16-row Q4_0 GEMV link one kernel (gx8 bit 32)" : "") +
+         (t.gemv_x8 & 32 ? std::string(", every 16-row Q4_0 GEMV link one kernel (gx8 bit 32") +
+                               (t.gemv_x8 & 64 ? ", its readers' first batch whole before the wait)" : ")")
+                         : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
 }

@@ -285,6 +285,8 @@ __device__ __forceinline__ void store_x8(const GemvAct::X8& o, int r0, int t, fl
 // the step's other GEMVs run lost ~5 us, milestone 38); x in XI8x16 form
 // either way, each form's dots with their own bits, the form chosen once a
 // batch.
+// 6: 4 whose readers request their whole first batch before the wait, as
+// 1 does (CudaTuning::gemv_x8 bit 64, with 32).
 template <WeightType T, bool Pipe, bool Rope, bool I8, int RB, bool Narrow = false, bool XC = false, int X8 = 0>
 __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 : 1) gemv_slab_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                       int rows, int nb, int u_begin, int nu,
@@ -308,15 +310,24 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   // request their second half after it, since x and the norm (64 registers)
   // beside 16 units would pass the 128 registers a lane has here (ptxas spills).
   constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
-  constexpr bool kAny = X8 == 4;                // reads or writes it, or neither, as a says
+  constexpr bool kAny = X8 == 4 || X8 == 6;     // reads or writes it, or neither, as a says
+  constexpr bool kAnyEarly16 = X8 == 6;         // kAny whose readers request all RB rows before the wait
   constexpr int kEarly = RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
   static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 == 1 || X8 == 3 || RB == 16)), "int8 x between GEMVs");
-  static_assert(!kAny || (!Rope && !Narrow), "gx8's one kernel: the plain 16-row kernel only");
+  static_assert(!kAny || (!Rope && !Narrow && RB == 16), "gx8's one kernel: the plain 16-row kernel only");
   // This launch reads x in int8 form / writes the next one's (kAny: as the host's x8 in launch_slab_as).
   const bool read8 = kAny ? a.x8_in.q != nullptr && a.kind == GemvAct::rmsnorm : kRead8;
   const bool write8 = kAny ? a.x8_out.q != nullptr && a.kind == GemvAct::plain : X8 == 2;
   const bool first = Pipe && blockIdx.x * RB < rows;
   if (first) load_rows(blockIdx.x * RB, 0, kEarly);
+  // A reader holds no f32 x: its whole first batch fits beside x16, as X8 =
+  // 1's. Unconditional on `first` here and in the other path's late load
+  // below (every block of a pipelined launch has a first batch; rows are
+  // clamped), so that no path keeps the other's rows live across its x load
+  // (ptxas spilled 424 bytes with both loads on `first`).
+  if constexpr (kAnyEarly16) {
+    if (read8) load_rows(blockIdx.x * RB, kEarly, RB);
+  }
   pdl_trigger();
   pdl_wait();
   // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,
@@ -362,8 +373,9 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
       x16.dx[0] = xq.dx;
       x16.off[0] = xq.off;
     }
+    if constexpr (kAnyEarly16) load_rows(blockIdx.x * RB, kEarly, RB);
   }
-  if (first) load_rows(blockIdx.x * RB, kEarly, RB);
+  if (!kAnyEarly16 && first) load_rows(blockIdx.x * RB, kEarly, RB);
   int buf = 0;
   static_assert(!Rope || RB % 2 == 0, "RoPE pairs must share a row batch");
   bool rot = false;
@@ -628,7 +640,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Resident blocks per SM for each kernel variant and warp count, asked once.
   // Variants: 0 f32 dot, 1 int8 x 8 rows a batch, 2 int8 x 16 rows, 3 the
   // narrow int8 16-row kernel (4 warps only).
-  static int occ[4][2][2][4][kMaxSlabWarps + 1] = {};  // [x8, 3: gx8's one kernel][rope][coalesced x][variant][warps]
+  static int occ[5][2][2][4][kMaxSlabWarps + 1] = {};  // [x8, 3 or 4: gx8's one kernel][rope][coalesced x][variant][warps]
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const bool pdl = cuda_tuning().pdl;
@@ -657,7 +669,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // gx8's one kernel (CudaTuning::gemv_x8 bit 32): the plain 16-row int8
   // kernel of every such launch, x8 or not, runs gemv_slab_kernel<..., 4>.
   const bool any = T == WeightType::Q4_0 && Pipe && xc && !rope && units <= slice && (cuda_tuning().gemv_x8 & 32);
-  const int xi = any ? 3 : x8;  // occ's and opted's index
+  const int xi = any ? (cuda_tuning().gemv_x8 & 64 ? 4 : 3) : x8;  // occ's and opted's index
   if constexpr (T == WeightType::Q4_0) {
     if constexpr (Pipe) {
       if (xc) {
@@ -677,8 +689,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
           kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
           kernels[3] = gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 2>;
         }
-        if (any) kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
-        static bool opted[4][2] = {};
+        if (any)
+          kernels[2] = cuda_tuning().gemv_x8 & 64 ? gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 6>
+                                                  : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
+        static bool opted[5][2] = {};
         if (!opted[xi][rope]) {
           for (int v = 1; v < 4; ++v)
             LONGKV_CUDA_CHECK(
