@@ -185,8 +185,10 @@ std::vector<float> host_act(int act, const std::vector<float>& x, const std::vec
 }
 
 // A case's random rows (seed ws) and the activation's inputs: x in [-2, 2]
-// (seed xs), RMSNorm's weight (xs + 1) and SwiGLU's up (xs + 2).
+// (seed xs), RMSNorm's weight (xs + 1) and SwiGLU's up (xs + 2); act(k)
+// is activation k made on the host from them (host_act, RMSNorm's eps).
 struct ActCase {
+  static constexpr float eps = 1e-5f;
   std::vector<uint8_t> data;
   WeightView w;
   std::vector<float> x, norm, up;
@@ -196,6 +198,9 @@ struct ActCase {
         x(test::random_floats(c.cols, xs, -2, 2)),
         norm(test::random_floats(c.cols, xs + 1)),
         up(test::random_floats(c.cols, xs + 2)) {}
+  std::vector<float> act(int k) const { return host_act(k, x, norm, up, eps); }
+  // The same activation made in the device GEMV's load, y = W . act(k).
+  void gemv_on_device(int k, float* y) const { cuda_check_gemv_act(w, k, x.data(), norm.data(), eps, up.data(), y); }
 };
 
 // The decode step's GEMV with RMSNorm / SwiGLU made inside its activation
@@ -215,18 +220,15 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
   };
   for (const auto& c : cases) {
     const ActCase in(c, 3 + c.rows, 21);
-    const WeightView& w = in.w;
-    const auto &x = in.x, &norm = in.norm, &up = in.up;
-    const float eps = 1e-5f;
     for (int act = 0; act < 3; ++act) {
-      const std::vector<float> xa = host_act(act, x, norm, up, eps);
+      const std::vector<float> xa = in.act(act);
       std::vector<float> ref(c.rows), y(c.rows);
       for (Variant vr : {Variant{true, true}, Variant{false, true}, Variant{false, false}, Variant{true, false}}) {
         const bool i8x = !vr.rows && CudaTuning{}.gemv_i8x;  // the slab kernel's default for Q4_0
-        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
+        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(in.w, r, xa.data(), i8x);
         cuda_tuning().gemv_rows = vr.rows;
         cuda_tuning().fuse_activation = vr.fuse;
-        cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
+        in.gemv_on_device(act, y.data());
         cuda_tuning() = CudaTuning{};
         const double err = test::nmse(y.data(), ref.data(), ref.size());
         EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols << " act " << act
@@ -345,24 +347,21 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
   };
   for (const auto& c : cases) {
     const ActCase in(c, 7 + c.rows, 31);
-    const WeightView& w = in.w;
-    const auto &x = in.x, &norm = in.norm, &up = in.up;
-    const float eps = 1e-5f;
     for (int act = 0; act < 3; ++act) {
-      const std::vector<float> xa = host_act(act, x, norm, up, eps);
+      const std::vector<float> xa = in.act(act);
       std::vector<float> ref(c.rows);
       for (int v = 0; v < 16; ++v) {
         const bool pipe = v & 1, pdl = v & 2, i8x = !(v & 4), pre = v & 8;
         if (!i8x && c.type != WeightType::Q4_0) continue;  // the setting only changes Q4_0
         if (pre && !(i8x && c.type == WeightType::Q4_0)) continue;  // likewise (int8 Q4_0 only)
-        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(w, r, xa.data(), i8x);
+        for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(in.w, r, xa.data(), i8x);
         std::vector<float> y(c.rows, std::nanf(""));
         cuda_tuning().gemv_rows = false;
         cuda_tuning().gemv_pipe = pipe;
         cuda_tuning().pdl = pdl;
         cuda_tuning().gemv_i8x = i8x;
         cuda_tuning().gemv_prefetch = pre;
-        cuda_check_gemv_act(w, act, x.data(), norm.data(), eps, up.data(), y.data());
+        in.gemv_on_device(act, y.data());
         cuda_tuning() = CudaTuning{};
         const double err = test::nmse(y.data(), ref.data(), ref.size());
         EXPECT_LT(err, gemv_tol(c.type, i8x, act)) << weight_traits(c.type).name << " " << c.rows << "x" << c.cols
