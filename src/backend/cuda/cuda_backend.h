@@ -188,11 +188,13 @@ struct CudaTuning {
   // every plain 16-row int8 GEMV of the step, reading, writing or neither,
   // runs one kernel (gemv_slab_kernel's X8 = 4), not the default kernel
   // beside a reader and a writer of their own: behind v3 a GEMV whose kernel
-  // is not the step's usual one loses ~5 us. gx8=35 measured 1.5% faster
-  // than the defaults for k2v2 at depths 0 and 131K (one call); the default
-  // waits for the full checks and every mode and depth. 64 (with 32): that
-  // kernel's readers request their whole first batch before the PDL wait.
-  int gemv_x8 = 0;
+  // is not the step's usual one loses ~5 us. 64 (with 32): that kernel's
+  // readers request their whole first batch before the PDL wait. Default 99
+  // (1 | 2 | 32 | 64; milestone 39): 2.6% faster than 0 for k2v2 at 131K and
+  // 4% at depth 0, faster in every mode and depth measured (f16, k4v4, k2v2
+  // x 0, 32K, 131K); gx8=35 gains about half as much. Key "gx8=0" for the
+  // f32-x kernels.
+  int gemv_x8 = 99;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;
