@@ -117,4 +117,59 @@ __device__ void merge_head_partials(const float* part_o, const float* part_ml, i
   }
 }
 
+// Milestone 40 (CudaTuning::quant_merge_group): one thread's merge of one
+// float4 of one query head over nb partials -- unnormalized o at o[r * kD4]
+// (float4s, r < nb), (m, l) at ml[r] -- and, when xo is not null, one more
+// at xo / xml. Online: kC partials' (m, l) and o are loaded together, the
+// running sum rescaled to each chunk's maximum, so no shared memory, no
+// barrier and one L2 round trip per chunk (merge_head_partials makes two
+// passes with barriers between). Returns the unnormalized sum, its (m, l)
+// in mm, ll. Reads through L2 (__ldcg): other blocks wrote the partials. A
+// partial with l = 0 (no token) weighs nothing.
+template <int kC>
+__device__ __forceinline__ float4 merge_parts_online(const float4* o, const float2* ml, int nb, int kD4,
+                                                     const float4* xo, const float2* xml, float& mm, float& ll) {
+  mm = -FLT_MAX;
+  ll = 0;
+  float4 acc = make_float4(0, 0, 0, 0);
+  auto fold = [&](const float2* m, const float4* x, int n) {
+    float cm = mm;
+#pragma unroll
+    for (int u = 0; u < n; ++u)
+      if (m[u].y > 0) cm = fmaxf(cm, m[u].x);
+    if (cm > mm) {  // a new maximum: the sum so far rescaled to it
+      const float r = ll > 0 ? __expf(mm - cm) : 0.0f;
+      acc = make_float4(acc.x * r, acc.y * r, acc.z * r, acc.w * r);
+      ll *= r;
+      mm = cm;
+    }
+#pragma unroll
+    for (int u = 0; u < n; ++u) {
+      const float wt = m[u].y > 0 ? __expf(m[u].x - mm) : 0.0f;
+      ll = fmaf(m[u].y, wt, ll);
+      acc.x = fmaf(x[u].x, wt, acc.x);
+      acc.y = fmaf(x[u].y, wt, acc.y);
+      acc.z = fmaf(x[u].z, wt, acc.z);
+      acc.w = fmaf(x[u].w, wt, acc.w);
+    }
+  };
+  for (int r0 = 0; r0 < nb; r0 += kC) {
+    float2 m[kC];
+    float4 x[kC];
+#pragma unroll
+    for (int u = 0; u < kC; ++u) {
+      const bool in = r0 + u < nb;
+      m[u] = in ? __ldcg(ml + r0 + u) : make_float2(-FLT_MAX, 0.0f);
+      x[u] = in ? __ldcg(o + static_cast<size_t>(r0 + u) * kD4) : make_float4(0, 0, 0, 0);
+    }
+    fold(m, x, kC);
+  }
+  if (xo) {
+    const float2 m = __ldcg(xml);
+    const float4 x = __ldcg(xo);
+    fold(&m, &x, 1);
+  }
+  return acc;
+}
+
 }  // namespace longkv::cuda
