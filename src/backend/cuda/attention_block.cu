@@ -47,10 +47,7 @@ bool decode_block_supported(int group, int head_dim, const DecodeRope& r) {
 }
 
 void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads) {
-  // One ticket per KV head, and per KV head one per run of v3's two-level
-  // merge (milestone 40; fewer runs than blocks, fewer blocks than
-  // kMaxMergeParts): sized once, so no allocation happens in a captured step.
-  const size_t bytes = sizeof(int) * std::max(1, n_kv_heads) * (1 + kMaxMergeParts);
+  const size_t bytes = sizeof(int) * std::max(1, n_kv_heads);
   if (ws.tickets.bytes() >= bytes) return;
   ws.tickets.resize(bytes);
   LONGKV_CUDA_CHECK(cudaMemset(ws.tickets.as(), 0, bytes));

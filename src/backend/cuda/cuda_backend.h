@@ -258,16 +258,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // Milestone 40 (key "qmg=N"; 0 off): v3's merge in two levels. The last
-  // block of each run of N consecutive blocks of a KV head merges their
-  // partials into one (while other blocks still run), and the last of those
-  // mergers merges the runs' partials and the decode block's into the
-  // output, instead of one block reading all ~48 partials of its KV head
-  // after the last block ends (~4 us a layer at 131K, milestone 37). Each
-  // thread merges its float4 of one head online, a few partials' loads in
-  // flight at once, without shared memory or barriers. Other bits (another
-  // order of the same sums).
-  int quant_merge_group = 0;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -103,14 +103,6 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
                "(got '%s')", v.c_str());
         d.quant_q_early_groups = static_cast<int>(n);
-      } else if (k == "qmg") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n == 1 || n > 64)
-          fail("LONGKV_CUDA_TUNING: qmg=N needs v3's blocks a first-level merge, 2..64, or 0 = one level (got '%s')",
-               v.c_str());
-        d.quant_merge_group = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -124,7 +116,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P, qeg=N, qmg=N, gx8[=N])",
+             "acarve=P, qcarve=P, qeg=N, gx8[=N])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -173,11 +165,6 @@ std::string cuda_tuning_description() {
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups
               ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
                     " groups a KV head (qeg)"
-              : std::string()) +
-         (t.quant_merge_group != CudaTuning{}.quant_merge_group
-              ? t.quant_merge_group ? ", v3's merge in two levels, " + std::to_string(t.quant_merge_group) +
-                                          " blocks a first-level merge (qmg)"
-                                    : std::string(", v3's merge in one level (qmg=0)")
               : std::string()) +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +

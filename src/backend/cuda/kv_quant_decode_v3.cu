@@ -104,70 +104,6 @@ using v3::V3Shape;
 // moved 0.13%: docs/cuda-notes.md, milestone 26).
 constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
-// Milestone 40 (QuantDecodeArgs::merge_group = G): the merge of KV head hk
-// in two levels, from a block whose partial (index blk) is stored. Level 1:
-// the block that finishes last of run g = blk / G (G consecutive blocks;
-// ticket n_kv + hk ng + g) merges the run's partials into run partial g,
-// stored behind the [n_heads][stride] block partials as [n_heads][ng]. The
-// runs' merges overlap the blocks still running. Level 2: the last run's
-// merger (ticket hk) waits for the decode block and merges the ng run
-// partials and the decode block's (index nbv) into the output. Each thread
-// merges one float4 of one query head (merge_parts_online); each merger
-// puts its ticket back to 0. `last`: the block's shared flag.
-template <int D>
-__device__ void merge_two_levels(float* part_o, float* part_ml, int hk, int group_q, int n_kv, int stride, int blk,
-                                 int nbv, const V3Fuse& fz, int& last) {
-  constexpr int kD4 = D / 4, kThreads = kQuantWarps * 32;
-  const int G = fz.merge_group, ng = (nbv + G - 1) / G, g = blk / G, cnt = min(G, nbv - g * G);
-  const int tid = threadIdx.x, lane = tid % 32;
-  const size_t heads = static_cast<size_t>(n_kv) * group_q;
-  const float4* o1 = reinterpret_cast<const float4*>(part_o);
-  const float2* ml1 = reinterpret_cast<const float2*>(part_ml);
-  float4* o2 = reinterpret_cast<float4*>(part_o + heads * stride * D);
-  float2* ml2 = reinterpret_cast<float2*>(part_ml + heads * stride * 2);
-  int* t1 = fz.tickets + n_kv + hk * ng + g;
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) last = atomicAdd(t1, 1) == cnt - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (tid == 0) *t1 = 0;  // the next launch is stream-ordered behind this one
-  for (int i = tid; i < group_q * kD4; i += kThreads) {
-    const int h = i / kD4, d4 = i % kD4;
-    const size_t hq = static_cast<size_t>(hk) * group_q + h, r1 = hq * stride + g * G, r2 = hq * ng + g;
-    float mm, ll;
-    const float4 o = merge_parts_online<8>(o1 + r1 * kD4 + d4, ml1 + r1, cnt, kD4, nullptr, nullptr, mm, ll);
-    o2[r2 * kD4 + d4] = o;
-    if (d4 == 0) ml2[r2] = make_float2(mm, ll);
-  }
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) last = atomicAdd(fz.tickets + hk, 1) == ng - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (tid == 0) fz.tickets[hk] = 0;
-  if (fz.probe & 2) return;
-  pdl_wait();  // the decode block (the grid before this one) and its partial are complete
-  // Whole warps per round (the rotation's shuffles); lanes past group_q kD4 idle.
-  for (int i0 = tid - lane; i0 < group_q * kD4; i0 += kThreads) {
-    const int i = i0 + lane;
-    const bool live = i < group_q * kD4;
-    const int h = live ? i / kD4 : 0, d4 = i % kD4;
-    const size_t hq = static_cast<size_t>(hk) * group_q + h, r1 = hq * stride + nbv;
-    float4 o = make_float4(0, 0, 0, 0);
-    if (live) {
-      float mm, ll;
-      o = merge_parts_online<8>(o2 + hq * ng * kD4 + d4, ml2 + hq * ng, ng, kD4, o1 + r1 * kD4 + d4, ml1 + r1, mm, ll);
-      const float inv = ll > 0 ? 1.0f / ll : 0.0f;
-      o = make_float4(o.x * inv, o.y * inv, o.z * inv, o.w * inv);
-    }
-    if (fz.rope.hadamard != 0) o = hadamard_float4<kD4>(o, lane, fz.rope.hadamard);
-    if (live) reinterpret_cast<float4*>(fz.out + hq * D)[d4] = o;
-  }
-}
-
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
 // fz.probe bits -- 16 the records' copies (no DRAM traffic), 32 the key B
@@ -703,17 +639,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     reinterpret_cast<float4*>(part_o)[pi * (D / 4) + d4] = o;
     if (d4 == 0) reinterpret_cast<float2*>(part_ml)[pi] = make_float2(mm, ll);
   }
-  __shared__ int v3_last;
-  const int nbv = n_splits / kQuantWarps;
-  if (fz.merge_group > 0 && nbv > fz.merge_group) {
-    merge_two_levels<D>(part_o, part_ml, hk, group_q, geo.n_kv, stride, blk, nbv, fz, v3_last);
-    return;
-  }
   // The last block of KV head hk merges its stride partials: this kernel's
   // n_splits / 4 and the decode block's at the end.
+  __shared__ int v3_last;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == nbv - 1;
+  if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == n_splits / kQuantWarps - 1;
   __syncthreads();
   if (!v3_last) return;
   __threadfence();
@@ -771,7 +702,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
-  fz.merge_group = a.merge_group;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

@@ -604,13 +604,8 @@ class QuantGpuCache final : public GpuKvCache {
     gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
     const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
     const int stride = nbv + 1;
-    // Milestone 40: the two-level merge's run partials behind the block
-    // partials, and a ticket per run behind the per-KV-head ones.
-    const int runs = quant_merge_runs(nbv, cuda_tuning().quant_merge_group);
-    ws.a.reserve(static_cast<size_t>(n_heads) * (stride + runs) * D * sizeof(float));
-    ws.b.reserve(static_cast<size_t>(n_heads) * (stride + runs) * 2 * sizeof(float));
-    LONGKV_CHECK(ws.tickets.bytes() >= sizeof(int) * n_kv * (1 + runs), "quantized decode: %zu bytes of tickets "
-                 "for %d KV heads' %d merge runs (decode_block_reserve)", ws.tickets.bytes(), n_kv, runs);
+    ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
+    ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
     decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope, out, ws, s, nbv);
     QuantDecodeArgs a = quant_args(gps, nbv * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
     a.grid = dim3(n_kv * nbv);
@@ -619,7 +614,6 @@ class QuantGpuCache final : public GpuKvCache {
     a.rope = rope;
     a.tickets = ws.tickets.as<int>();
     a.out = out;
-    a.merge_group = runs > 0 ? cuda_tuning().quant_merge_group : 0;
     launch_quant_decode_v3(a, s, nullptr);
     LONGKV_CUDA_LAUNCHED();
   }

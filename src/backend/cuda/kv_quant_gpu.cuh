@@ -49,19 +49,7 @@ struct QuantDecodeArgs {
   DecodeRope rope;
   int* tickets = nullptr;  // [n_kv], 0 between launches (GpuAttnWorkspace::tickets)
   float* out = nullptr;
-  // Milestone 40 (CudaTuning::quant_merge_group), fuse only: > 0 and below
-  // n_splits / 4, the merge in two levels of runs of this many blocks; their
-  // ng = ceil(n_splits / 4 / merge_group) partials per query head follow
-  // [n_heads][stride] in part_o / part_ml ([n_heads][ng][D] / [2]), and
-  // tickets holds n_kv (1 + ng) counters.
-  int merge_group = 0;
 };
-// The part_o floats (D = head_dim; part_ml: D = 2) and tickets the fused
-// step's merge needs for nbv blocks per KV head under merge_group
-// (QuantDecodeArgs::merge_group).
-inline int quant_merge_runs(int nbv, int merge_group) {
-  return merge_group > 0 && nbv > merge_group ? (nbv + merge_group - 1) / merge_group : 0;
-}
 // Launches it, or with `warps` set only reports how many of the kernel's
 // warps stay resident on the GPU (cached per kernel).
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
