@@ -40,7 +40,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
-      {"qmb=4", "LONGKV_CUDA_TUNING: qmb=N needs 0 or 3 (got '4')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -52,7 +51,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N", "qmb=N"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
@@ -79,9 +78,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto eg = with("qeg=0");  // milestone 30's threshold changed, named in the kernels line
   EXPECT_EQ(eg.exit_code, 0) << eg.err;
   EXPECT_NE(eg.out.find("v3 loads q before its first copies from 0 groups a KV head (qeg)"), std::string::npos) << eg.out;
-  const auto mb = with("qmb=3");  // milestone 41's launch bounds, named in the kernels line
-  EXPECT_EQ(mb.exit_code, 0) << mb.err;
-  EXPECT_NE(mb.out.find("v3 (k2v2) compiled for 3 blocks an SM (qmb)"), std::string::npos) << mb.out;
   const auto top = with("gtop=0");  // milestone 30's comparison, named in the kernels line
   EXPECT_EQ(top.exit_code, 0) << top.err;
   EXPECT_NE(top.out.find("top-k sampling from the whole row on the host (gtop=0)"), std::string::npos) << top.out;

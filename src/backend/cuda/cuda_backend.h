@@ -258,12 +258,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // Milestone 41 (key "qmb=3"; 0: the default bounds, 4 blocks an SM, <= 128
-  // registers): the k2v2 one-launch step's v3 kernel (head_dim 128, <= 4
-  // heads a KV head) compiled for 3 blocks an SM (<= 168 registers). The
-  // same PTX and bits; milestone 40 saw v3 lose 0.08 ms a step at 131K when
-  // a change outside its loop moved its allocation (128 -> 118 registers).
-  int quant_v3_min_blocks = 0;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -103,10 +103,6 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
                "(got '%s')", v.c_str());
         d.quant_q_early_groups = static_cast<int>(n);
-      } else if (k == "qmb") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        if (v != "0" && v != "3") fail("LONGKV_CUDA_TUNING: qmb=N needs 0 or 3 (got '%s')", v.c_str());
-        d.quant_v3_min_blocks = v[0] - '0';
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -120,7 +116,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P, qeg=N, qmb=N, gx8[=N])",
+             "acarve=P, qcarve=P, qeg=N, gx8[=N])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -170,9 +166,6 @@ std::string cuda_tuning_description() {
               ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
                     " groups a KV head (qeg)"
               : std::string()) +
-         (t.quant_v3_min_blocks ? ", v3 (k2v2) compiled for " + std::to_string(t.quant_v3_min_blocks) +
-                                      " blocks an SM (qmb)"
-                                : std::string()) +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

@@ -115,14 +115,8 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-//
-// kMinB (CudaTuning::quant_v3_min_blocks, milestone 41; the k2v2 one-launch
-// step's instantiation of head_dim 128 only): other launch bounds, 3 blocks
-// an SM (up to 168 registers), for a comparison of ptxas's allocations; the
-// same PTX, so the same bits.
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
-          int kMinB = 0>
-__global__ void __launch_bounds__(kQuantWarps * 32, kMinB ? kMinB : GP <= 4 ? 4 : 2)
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
+__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
@@ -661,8 +655,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB ? kMinB : GP <= 4 ? 4 
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
-          int kMinB = 0>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
@@ -675,10 +668,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
-        if constexpr (D == 128) {
-          if (form == 2 && cuda_tuning().quant_v3_min_blocks == 3)
-            return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2, 3>(a, s, warps);
-        }
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }
@@ -690,7 +679,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kMinB>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
