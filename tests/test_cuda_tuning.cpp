@@ -40,6 +40,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
+      {"astl=x", "LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = never (got 'x')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -51,7 +52,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N", "astl=T"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
@@ -89,6 +90,14 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;
+  // The f16 decode block's stages by length (milestone 42): the default names
+  // both counts, astg=N one count for every length.
+  const auto def = with("");
+  EXPECT_EQ(def.exit_code, 0) << def.err;
+  EXPECT_NE(def.out.find("2 cp.async stages (3 from 4096 tokens), tensor cores"), std::string::npos) << def.out;
+  const auto stg = with("astg=3");
+  EXPECT_EQ(stg.exit_code, 0) << stg.err;
+  EXPECT_NE(stg.out.find("3 cp.async stages, tensor cores"), std::string::npos) << stg.out;
   const auto ok = with("grb=16,sfx=0,qfx=0");
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_NE(ok.out.find("Q4_0 GEMV 16 rows a batch"), std::string::npos) << ok.out;
@@ -96,6 +105,24 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto probe = with("sfx=4");
   EXPECT_EQ(probe.exit_code, 0) << probe.err;
   EXPECT_NE(probe.out.find("PROBE sfx=4 (launches left out, wrong results)"), std::string::npos) << probe.out;
+}
+
+// The f16 decode block's stages by the step's split bucket (milestone 42):
+// the rule the launches follow, on the host (no GPU needed).
+TEST(Cuda, DecodeBlockStagesFollowLength) {
+  CudaTuning& t = cuda_tuning();
+  const CudaTuning saved = t;
+  t = CudaTuning{};
+  EXPECT_EQ(attn_block_stages_for(163), 2);  // k2v2's fp16 part before its first group
+  EXPECT_EQ(attn_block_stages_for(4095), 2);
+  EXPECT_EQ(attn_block_stages_for(4096), 3);
+  EXPECT_EQ(attn_block_stages_for(1 << 20), 3);
+  t.attn_block_long_tokens = 0;  // astl=0: never
+  EXPECT_EQ(attn_block_stages_for(1 << 20), 2);
+  t = CudaTuning{};
+  t.attn_block_stages = 0;  // tiles in registers at every length
+  EXPECT_EQ(attn_block_stages_for(1 << 20), 0);
+  t = saved;
 }
 
 }  // namespace

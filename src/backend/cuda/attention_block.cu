@@ -18,9 +18,9 @@ using namespace attn_block;
 namespace {
 
 template <int D>
-void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warps) {
+void launch_block(const DecodeBlockArgs& a, int group, int stages, cudaStream_t s, int* warps) {
   const bool mma = cuda_tuning().attn_block_mma;  // with stages only (0: the register path)
-  switch (cuda_tuning().attn_block_stages) {
+  switch (stages) {
     case 0: launch_block_staged<D, 0, false>(a, group, s, warps); break;
     case 2:
       if (mma) launch_block_staged<D, 2, true>(a, group, s, warps);
@@ -34,7 +34,7 @@ void launch_block(const DecodeBlockArgs& a, int group, cudaStream_t s, int* warp
       LONGKV_CHECK(mma, "CUDA decode block: 4 stages need the tensor-core step (attn_block_mma)");
       launch_block_staged<D, 4, true>(a, group, s, warps);
       break;
-    default: fail("CUDA decode block: stages must be 0, 2, 3 or 4 (got %d)", cuda_tuning().attn_block_stages);
+    default: fail("CUDA decode block: stages must be 0, 2, 3 or 4 (got %d)", stages);
   }
 }
 
@@ -107,10 +107,11 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
   // over the KV heads, >= 16 tokens each), in whole blocks: the target per
   // KV head is rounded down to whole blocks, so the grid never passes one
   // wave (3 blocks an SM had made 400 blocks for 396 slots, milestone 14).
-  int warps = 132 * 16;
-  if (D == 64) launch_block<64>(DecodeBlockArgs{}, g, s, &warps);
-  else launch_block<128>(DecodeBlockArgs{}, g, s, &warps);
   const int n = std::max(1, kv.split_n);
+  const int stages = attn_block_stages_for(n);
+  int warps = 132 * 16;
+  if (D == 64) launch_block<64>(DecodeBlockArgs{}, g, stages, s, &warps);
+  else launch_block<128>(DecodeBlockArgs{}, g, stages, s, &warps);
   const int target = std::max(kBlkWarps, warps / std::max(1, n_kv) / kBlkWarps * kBlkWarps);
   int tps = (n + target - 1) / target;
   tps = std::max(kMinSplitTokens, (tps + 15) / 16 * 16);
@@ -122,8 +123,8 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
   decode_block_reserve(ws, n_kv);
   DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);  // after the reservations
   a.n_splits = nb * kBlkWarps;
-  if (D == 64) launch_block<64>(a, g, s, nullptr);
-  else launch_block<128>(a, g, s, nullptr);
+  if (D == 64) launch_block<64>(a, g, stages, s, nullptr);
+  else launch_block<128>(a, g, stages, s, nullptr);
   LONGKV_CUDA_LAUNCHED();
 }
 

@@ -207,6 +207,15 @@ struct CudaTuning {
   // cp.async, this many stages (S - 1 tiles in flight behind the one being
   // folded; 2 or 3). 0: each tile loaded into registers (milestone 11).
   int attn_block_stages = 2;
+  // Milestone 42 (key "astl=T"): from T tokens (the step's split bucket,
+  // decode_split_bucket) the f16 decode block takes attn_block_stages_long
+  // stages instead (0: never). H200, llama3-8b Q4_0 (head_dim 128), f16
+  // with 3 stages against 2: 4K -1.4%, 16K -1.1%, 32K -1.0%, 64K -2.7%,
+  // 131K -0.6..-1.0%, but depth 0 +0.6% (and k2v2 at depth 0, the same
+  // kernel on a short fp16 part, +0.8%); docs/cuda-notes, milestone 42.
+  // "astg=N" sets both counts, so every length takes N.
+  int attn_block_stages_long = 3;
+  int attn_block_long_tokens = 4096;
   // Milestone 14: with stages, that kernel's tile step on tensor cores
   // (decode_tile_mma.cuh: q.k and p.v as m16n8k16 MMAs, q and p as hi/lo f16
   // pairs). false: per-lane FMAs (decode_tile.cuh).
@@ -290,6 +299,10 @@ struct CudaTuning {
   bool sample_top_device = true;
 };
 CudaTuning& cuda_tuning();
+// The cp.async stages of the f16 decode block for a step over split_n
+// tokens (its split bucket): attn_block_stages_long from
+// attn_block_long_tokens on, unless the tiles go through registers (0).
+int attn_block_stages_for(int split_n);
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
 std::string cuda_tuning_description();
 // GEMV launches that passed x in int8 form between two GEMVs (either side;

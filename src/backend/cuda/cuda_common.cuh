@@ -78,8 +78,10 @@ int resident_warps(K kernel, int block_threads) {
   } while (0)
 
 // Warps of `kernel` resident on the whole GPU at once for a kernel with
-// `smem` bytes of dynamic shared memory a block (allowed first when above the
-// 48 KiB default). carveout >= 0: the kernel asks for that percentage of the
+// `smem` bytes of dynamic shared memory a block (allowed first when, with
+// the kernel's static shared memory, above the 48 KiB default: the f16
+// decode block's 3 stages at head_dim 64 are exactly 48 KiB of dynamic
+// memory, and were refused before milestone 42). carveout >= 0: the kernel asks for that percentage of the
 // SM's unified L1/shared memory as shared memory
 // (cudaFuncAttributePreferredSharedMemoryCarveout), and the count is capped
 // to the blocks that fit in it -- why: an SM runs every kernel under one
@@ -89,7 +91,9 @@ int resident_warps(K kernel, int block_threads) {
 // layer on H200 (docs/cuda-notes.md, milestone 14).
 template <typename K>
 int resident_warps_smem(K kernel, int block_threads, size_t smem, int carveout) {
-  if (smem > 48 * 1024)
+  cudaFuncAttributes fa;
+  LONGKV_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  if (smem + fa.sharedSizeBytes > 48 * 1024)
     LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   if (carveout >= 0)
     LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
@@ -100,8 +104,6 @@ int resident_warps_smem(K kernel, int block_threads, size_t smem, int carveout) 
     int per_sm = 0, reserved = 0;
     LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0));
     LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, 0));
-    cudaFuncAttributes fa;
-    LONGKV_CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
     const double per_block = static_cast<double>(smem + fa.sharedSizeBytes + reserved);
     blocks = std::min(blocks, static_cast<int>(per_sm * (carveout / 100.0) / per_block));
   }

@@ -75,7 +75,15 @@ CudaTuning& cuda_tuning() {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "2" && v != "3" && v != "4")
           fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2, 3 or 4 (got '%s')", v.c_str());
-        d.attn_block_stages = v[0] - '0';
+        d.attn_block_stages = d.attn_block_stages_long = v[0] - '0';
+      } else if (k == "astl") {
+        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+        char* end = nullptr;
+        const long n = std::strtol(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || n < 0 || n > 1 << 30)
+          fail("LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = "
+               "never (got '%s')", v.c_str());
+        d.attn_block_long_tokens = static_cast<int>(n);
       } else if (k == "acarve" || k == "qcarve") {
         const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         char* end = nullptr;
@@ -116,7 +124,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "acarve=P, qcarve=P, qeg=N, gx8[=N])",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -124,6 +132,12 @@ CudaTuning& cuda_tuning() {
     return d;
   }();
   return t;
+}
+
+int attn_block_stages_for(int split_n) {
+  const CudaTuning& t = cuda_tuning();
+  const bool long_cache = t.attn_block_long_tokens > 0 && split_n >= t.attn_block_long_tokens;
+  return t.attn_block_stages > 0 && long_cache ? t.attn_block_stages_long : t.attn_block_stages;
 }
 
 std::string cuda_tuning_description() {
@@ -135,7 +149,14 @@ std::string cuda_tuning_description() {
          (t.quant_decode_carveout >= 0 ? " (carveout " + std::to_string(t.quant_decode_carveout) + "%)" : "") +
          ", decode PDL " + (t.decode_pdl ? "on" : "off") + ", f16 decode step " +
          (t.attn_block ? "one block kernel (RoPE, append, split, merge" +
-                             (t.attn_block_stages ? ", " + std::to_string(t.attn_block_stages) + " cp.async stages, " +
+                             (t.attn_block_stages ? ", " + std::to_string(t.attn_block_stages) + " cp.async stages" +
+                                                        (t.attn_block_long_tokens > 0 &&
+                                                                 t.attn_block_stages_long != t.attn_block_stages
+                                                             ? " (" + std::to_string(t.attn_block_stages_long) +
+                                                                   " from " + std::to_string(t.attn_block_long_tokens) +
+                                                                   " tokens)"
+                                                             : std::string()) +
+                                                        ", " +
                                                         (t.attn_block_mma ? "tensor cores" : "FMA") +
                                                         (t.attn_block_carveout >= 0
                                                              ? ", carveout " + std::to_string(t.attn_block_carveout) + "%)"
