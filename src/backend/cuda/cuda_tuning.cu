@@ -37,6 +37,14 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"gtop", &CudaTuning::sample_top_device},
 };
 
+// A valued setting's value as a whole number in [lo, hi]; false when it is
+// missing, not a number or out of range (the caller's error names the rule).
+bool whole_number(const std::string& v, long lo, long hi, long* n) {
+  char* end = nullptr;
+  *n = std::strtol(v.c_str(), &end, 10);
+  return !v.empty() && *end == '\0' && *n >= lo && *n <= hi;
+}
+
 TuningFlag switch_of(const std::string& key) {
   for (const auto& sw : kTuningSwitches)
     if (key == sw.key) return sw.flag;
@@ -59,64 +67,45 @@ CudaTuning& cuda_tuning() {
       const size_t eq = item.find('=');
       const std::string k = item.substr(0, eq);
       const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
+      const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
+      long n = 0;
       if (k == "qdec") {
         d.quant_decode_v3 = d.decode_pdl = on;
       } else if (const TuningFlag flag = switch_of(k)) {
         d.*flag = on;
       } else if (k == "slice") {
         // Units per slab launch; the kernel rounds down to whole warps (32).
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 32 || n > 1 << 20)
+        if (!whole_number(v, 32, 1 << 20, &n))
           fail("LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '%s')", v.c_str());
         d.slab_slice = static_cast<int>(n);
       } else if (k == "astg") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "2" && v != "3" && v != "4")
           fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2, 3 or 4 (got '%s')", v.c_str());
         d.attn_block_stages = d.attn_block_stages_long = v[0] - '0';
       } else if (k == "astl") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 1 << 30)
+        if (!whole_number(v, 0, 1 << 30, &n))
           fail("LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = "
                "never (got '%s')", v.c_str());
         d.attn_block_long_tokens = static_cast<int>(n);
       } else if (k == "acarve" || k == "qcarve") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < -1 || n > 100)
+        if (!whole_number(v, -1, 100, &n))
           fail("LONGKV_CUDA_TUNING: %s=P needs a percentage 0..100, or -1 for the driver's choice (got '%s')",
                k.c_str(), v.c_str());
         (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
       } else if (k == "grb") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
       } else if (k == "gx8") {
-        const std::string v = eq == std::string::npos ? "3" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 127)
-          fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '%s')", v.c_str());
+        const std::string x = eq == std::string::npos ? "3" : v;
+        if (!whole_number(x, 0, 127, &n)) fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '%s')", x.c_str());
         d.gemv_x8 = static_cast<int>(n);
       } else if (k == "qeg") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || n < 0 || n > 1 << 20)
+        if (!whole_number(v, 0, 1 << 20, &n))
           fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
                "(got '%s')", v.c_str());
         d.quant_q_early_groups = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
-        const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
-        char* end = nullptr;
-        const long n = std::strtol(v.c_str(), &end, 10);
-        const long top = k == "qfx" ? 511 : 63;
-        if (v.empty() || *end != '\0' || n < 0 || n > top || (k == "qstg" && n != 0 && n != 2 && n != 3))
+        if (!whole_number(v, 0, k == "qfx" ? 511 : 63, &n) || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
                k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..63", v.c_str());
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
