@@ -212,7 +212,8 @@ struct CudaTuning {
   // stages instead (0: never). H200, llama3-8b Q4_0 (head_dim 128), f16
   // with 3 stages against 2: 4K -1.4%, 16K -1.1%, 32K -1.0%, 64K -2.7%,
   // 131K -0.6..-1.0%, but depth 0 +0.6% (and k2v2 at depth 0, the same
-  // kernel on a short fp16 part, +0.8%); docs/cuda-notes, milestone 42.
+  // kernel on a short fp16 part, +0.8%); at head_dim 64 (llama-1b's shape)
+  // 4K +0.8%, 16K -1.2%, else level; docs/cuda-notes, milestone 42.
   // "astg=N" sets both counts, so every length takes N.
   int attn_block_stages_long = 3;
   int attn_block_long_tokens = 4096;
