@@ -303,7 +303,12 @@ CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n
 // tokens (its split bucket): attn_block_stages_long from
 // attn_block_long_tokens on, unless the tiles go through registers (0).
-int attn_block_stages_for(int split_n);
+// Inline: the rule is host logic, tested in builds without CUDA too.
+inline int attn_block_stages_for(int split_n) {
+  const CudaTuning& t = cuda_tuning();
+  const bool long_cache = t.attn_block_long_tokens > 0 && split_n >= t.attn_block_long_tokens;
+  return t.attn_block_stages > 0 && long_cache ? t.attn_block_stages_long : t.attn_block_stages;
+}
 // One line naming the variants in use ("GEMV rows, RMSNorm/SwiGLU fused ...").
 std::string cuda_tuning_description();
 // GEMV launches that passed x in int8 form between two GEMVs (either side;

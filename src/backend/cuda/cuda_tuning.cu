@@ -123,12 +123,6 @@ CudaTuning& cuda_tuning() {
   return t;
 }
 
-int attn_block_stages_for(int split_n) {
-  const CudaTuning& t = cuda_tuning();
-  const bool long_cache = t.attn_block_long_tokens > 0 && split_n >= t.attn_block_long_tokens;
-  return t.attn_block_stages > 0 && long_cache ? t.attn_block_stages_long : t.attn_block_stages;
-}
-
 std::string cuda_tuning_description() {
   const CudaTuning& t = cuda_tuning();
   return std::string("GEMV ") + (t.gemv_rows ? "rows" : t.gemv_pipe ? "slab (pipelined)" : "slab (m2 order)") +
