@@ -353,10 +353,11 @@ TEST(Cuda, EvalModelQ4_0DecodeWithInt8XBetweenGemvs) {
 // of the kernel it replaces; so the logits of 40 decode steps equal those
 // without it bit for bit, with int8 x between the GEMVs (gx8=3 against 35)
 // and without (0 against 32); so do those of its readers with their whole
-// first batch before the wait (bit 64: 3 against 99). 16-row batches forced (grb=16): the evaluation
-// model's matrices would take 8 rows a batch, which the one kernel does not
-// replace. A wrong form choice (an x read as the other form, a missed 1/rms
-// or store) changes the logits entirely.
+// first batch before the wait (bit 64: 3 against 99). 16-row batches are
+// forced (grb=16): the evaluation model's matrices would take 8 rows a
+// batch, which the one kernel does not replace. A wrong form choice (an x
+// read as the other form, a missed 1/rms or store) changes the logits
+// entirely.
 TEST(Cuda, Int8XOneKernelGivesTheSameLogits) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);

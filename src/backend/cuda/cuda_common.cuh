@@ -81,8 +81,9 @@ int resident_warps(K kernel, int block_threads) {
 // `smem` bytes of dynamic shared memory a block (allowed first when, with
 // the kernel's static shared memory, above the 48 KiB default: the f16
 // decode block's 3 stages at head_dim 64 are exactly 48 KiB of dynamic
-// memory, and were refused before milestone 42). carveout >= 0: the kernel asks for that percentage of the
-// SM's unified L1/shared memory as shared memory
+// memory, and were refused before milestone 42). carveout >= 0: the kernel
+// asks for that percentage of the SM's unified L1/shared memory as shared
+// memory
 // (cudaFuncAttributePreferredSharedMemoryCarveout), and the count is capped
 // to the blocks that fit in it -- why: an SM runs every kernel under one
 // split of that memory, and a kernel whose blocks need a larger share than
