@@ -11,6 +11,8 @@
 #     64 key MMAs, 128 value B build, 256 value MMAs left out) against the
 #     probe instantiation's own form ("qqs=0,khl"), how time moves with the
 #     instructions and the wavefronts each part takes away.
+# BANK=0 leaves step 1 out; EXTRA_METRICS (comma-separated ncu metrics) are
+# added to step 2's (milestone 43: warps active, issue slots busy).
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup-checks.sh || exit 1
@@ -23,6 +25,7 @@ run_v3() {  # setting, metrics, output file
   awk '/quant_decode_v3/ {n++} n && /(__|sm__)/ {printf "%s %s; ", $1, $NF} END {print ""}' "$3" |
     sed 's/sm__cycles_active/act/g; s/l1tex__data_pipe_lsu_wavefronts_mem_shared/shw/g'
 }
+if [[ ${BANK:-1} != 0 ]]; then
 ncu --query-metrics --chip gh100 > $OUT/all-metrics.txt 2>&1
 grep -E "^(l1tex__data_bank|l1tex__data_pipe|smsp__inst_executed_pipe_lsu|l1tex__throughput|sm__pipe_shared)" \
   $OUT/all-metrics.txt | cut -c1-160 > $OUT/bank-metrics.txt
@@ -34,8 +37,9 @@ for m in l1tex__data_bank_reads l1tex__data_bank_writes l1tex__data_pipe_lsu_wav
 done
 rm -f $OUT/all-metrics.txt
 [[ -n $MB ]] && run_v3 "" "gpu__time_duration.sum,sm__cycles_active.avg${MB}" $OUT/ncu-bank.txt
+fi
 M=gpu__time_duration.sum,sm__cycles_active.avg,sm__cycles_active.max,smsp__inst_executed.sum
-M=$M,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,dram__bytes_read.sum
+M=$M,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,dram__bytes_read.sum${EXTRA_METRICS:+,$EXTRA_METRICS}
 for s in ${NCU_SETTINGS:-}; do
   [[ $s == - ]] && s=""
   run_v3 "$s" "$M" "$OUT/ncu-${s//[=,]/_}.txt"
