@@ -52,15 +52,11 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage",
-                          "gdev", "gpipe", "qearly", "gtop", "qstr", "qeg=N", "astl=T"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N", "astl=T"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;
   EXPECT_NE(lane.out.find("int8 GEMV activations loaded lane by lane"), std::string::npos) << lane.out;
-  const auto qstr = with("qstr");  // milestone 43's strided groups, named in the kernels line
-  EXPECT_EQ(qstr.exit_code, 0) << qstr.err;
-  EXPECT_NE(qstr.out.find("v3's groups strided"), std::string::npos) << qstr.out;
   const auto qs = with("qqs=0");  // v3's q in registers (milestone 24's default off), named in the kernels line
   EXPECT_EQ(qs.exit_code, 0) << qs.err;
   EXPECT_NE(qs.out.find("v3's q in registers"), std::string::npos) << qs.out;

@@ -266,10 +266,6 @@ struct CudaTuning {
   // -2.8% at 64K, -1.4% at 128K; k4v4 -0.2..-0.5% at 48K-128K); a rule by
   // groups a warp missed k4v4 at 32K (docs/cuda-notes.md, milestone 30).
   // qearly=0: never.
-  // v3 warp w of a KV head's S takes groups w, w + S, w + 2S, ... instead
-  // of one run of gps (key qstr; milestone 43): a head's warps then read
-  // adjacent records at any moment instead of S separate streams.
-  bool quant_strided_groups = false;
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong

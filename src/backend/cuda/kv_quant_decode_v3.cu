@@ -147,9 +147,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
-  // A warp's groups: g0, g0 + gstep, ... below g1 (qstr: every n_splits-th).
-  const int gstep = fz.strided ? n_splits : 1;
-  const int g0 = fz.strided ? split : split * gps, g1 = fz.strided ? n_groups : min(n_groups, g0 + gps);
+  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
@@ -177,7 +175,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // KB == VB: vnext = knext + kv_gap (a difference of pointers into two
   // allocations, taken in the device's one flat address space).
   const ptrdiff_t kv_gap = vcodes - kcodes;
-  const size_t kstep = static_cast<size_t>(geo.krec) * gstep, vstep = static_cast<size_t>(geo.vrec) * gstep;
   int snext = 0;  // words from ring
   auto next_stage = [](int w) { return w == (kStages - 1) * kStageW ? 0 : w + kStageW; };
   auto stage_next = [&]() {
@@ -189,8 +186,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
         cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r
                                                          : (KB == VB ? knext + kv_gap : vnext) + 512 * r - 16 * S::kKChunks);
     }
-    knext += kstep;
-    if constexpr (KB != VB) vnext += vstep;
+    knext += geo.krec;
+    if constexpr (KB != VB) vnext += geo.vrec;
     snext = next_stage(snext);
   };
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
@@ -210,7 +207,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   if (fz.on && fz.q_early) vq.load(qsrc, qn, fz, lane);
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (g0 + i * gstep < g1) stage_next();
+    if (g0 + i < g1) stage_next();
     cp_async_commit();
   }
   if (fz.on) {
@@ -308,8 +305,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  for (int grp = g0, scur = 0; grp < g1; grp += gstep, scur = next_stage(scur)) {
-    if (grp + (kStages - 1) * gstep < g1) stage_next();
+  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
+    if (grp + kStages - 1 < g1) stage_next();
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
@@ -705,7 +702,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
-  fz.strided = cuda_tuning().quant_strided_groups;
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

@@ -135,7 +135,6 @@ struct V3Fuse {
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
   bool q_early = true;     // CudaTuning::quant_q_early, from quant_q_early_groups groups a KV head
-  bool strided = false;    // CudaTuning::quant_strided_groups
 };
 
 // The fused step's queries (V3Fuse): a lane's RoPE pairs j = lane + 32 r
