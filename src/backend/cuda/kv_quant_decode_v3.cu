@@ -657,16 +657,14 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages >= 3) {
+  if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
   // q in shared memory: the one-launch step's kernel, whose resident warps
   // the split sizing asks for (the same 3 blocks an SM as without it).
-  if constexpr (!kProbe && !kQS && GP == 4 && kStages >= 3) {
+  if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
-      if constexpr (kStages == 4) {  // qstg=4 (milestone 43): the default form only
-        return launch_v3_stages<D, GP, KB, VB, kStages, false, true, (KB == 2 && VB == 2 ? kV3KeyF16 : 0)>(a, s, warps);
-      } else if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
+      if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
@@ -713,9 +711,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
 template <int D, int GP, int KB, int VB>
 void launch_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   const int want = cuda_tuning().quant_decode_stages;
-  if constexpr (KB == 2 && VB == 2) {
-    if (want == 4) return launch_v3_stages<D, GP, KB, VB, 4>(a, s, warps);  // milestone 43's probe of depth
-  }
   if constexpr (KB + VB <= 8) {
     if (want != 2) return launch_v3_stages<D, GP, KB, VB, 3>(a, s, warps);
   }
