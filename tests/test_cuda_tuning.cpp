@@ -37,7 +37,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"gx8=128", "LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '128')"},
       {"sfx=64", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..63 (got '64')"},
       {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
-      {"qwave=0", "LONGKV_CUDA_TUNING: qwave=N needs 1..8 waves (got '0')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
@@ -53,8 +52,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
         << b.setting << ": " << r.err;  // one error line, the last
   }
   const auto unknown = with("bogus");
-  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage",
-                          "gdev", "gpipe", "qearly", "gtop", "qeg=N", "astl=T", "qwave=N"})
+  for (const char* key : {"sfx=N", "grb=N", "qfx=N", "gxc", "qqs", "vsub", "khl", "qcut", "gcut", "gah", "lpage", "gdev", "gpipe", "qearly", "gtop", "qeg=N", "astl=T"})
     EXPECT_NE(unknown.err.find(key), std::string::npos) << key;
   const auto lane = with("gxc=0");  // milestone 21's loads, named in the kernels line
   EXPECT_EQ(lane.exit_code, 0) << lane.err;

@@ -268,10 +268,6 @@ struct CudaTuning {
   // qearly=0: never.
   bool quant_q_early = true;
   int quant_q_early_groups = 1280;
-  // The one-launch step's v3 grid in N waves of its resident warps instead
-  // of one (key qwave=N; milestone 43): smaller splits, so SMs that finish
-  // early take further blocks.
-  int quant_waves = 1;
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole

@@ -99,9 +99,6 @@ CudaTuning& cuda_tuning() {
         const std::string x = eq == std::string::npos ? "3" : v;
         if (!whole_number(x, 0, 127, &n)) fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '%s')", x.c_str());
         d.gemv_x8 = static_cast<int>(n);
-      } else if (k == "qwave") {
-        if (!whole_number(v, 1, 8, &n)) fail("LONGKV_CUDA_TUNING: qwave=N needs 1..8 waves (got '%s')", v.c_str());
-        d.quant_waves = static_cast<int>(n);
       } else if (k == "qeg") {
         if (!whole_number(v, 0, 1 << 20, &n))
           fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
@@ -116,7 +113,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, qwave=N, gx8[=N])",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -158,7 +155,6 @@ std::string cuda_tuning_description() {
          (t.quant_fused_probe ? ", PROBE qfx=" + std::to_string(t.quant_fused_probe) + " (wrong results)" : "") +
          (t.step_probe ? ", PROBE sfx=" + std::to_string(t.step_probe) + " (launches left out, wrong results)" : "") +
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
-         (t.quant_waves > 1 ? ", v3 in " + std::to_string(t.quant_waves) + " waves (qwave)" : "") +
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
          (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +

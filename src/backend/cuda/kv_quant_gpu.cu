@@ -599,7 +599,7 @@ class QuantGpuCache final : public GpuKvCache {
     int warps = 132 * 16;
     launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
     const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
-    const int target = std::max(kQuantWarps, room * cuda_tuning().quant_waves / kQuantWarps * kQuantWarps);
+    const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
     int gps = std::max(4, (n_groups_ + target - 1) / target);
     gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
     const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
