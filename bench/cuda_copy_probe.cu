@@ -1,0 +1,161 @@
+// v3's copy pattern alone (cuda-notes milestone 43): how fast can warps that
+// stage k2v2 group records the way v3 does read them, and what moves that?
+//
+// Milestone 43 found that v3 with every arithmetic part left out (the qfx
+// probe) still takes ~35 us a layer at 131K tokens: its copies read the
+// 100.6 MB at ~2.8 TB/s, and neither 4 stages nor strided groups changed it.
+// This probe takes the engine out. Each warp of a 4-warp block owns a split
+// of one KV head's groups (8 heads, 4,091 groups of a 1,536-byte key record
+// and a 1,536-byte value record in two allocations, as the engine's k2v2 at
+// 131K) and streams them through a ring of S stages in its shared memory,
+// 16 bytes a lane by cp.async.cg, as v3's stage_next; per group it waits for
+// the oldest stage, reads two words a lane, and then "works" W dependent
+// integer steps (~4 cycles each; v3's skeleton is ~0.8 us a group without
+// copies). Rows: stages S, blocks (376 = v3's grid at 131K beside the decode
+// block, 528 = 4 an SM, 792 = 6 an SM), W; each the mean of 20 launches
+// after 3 untimed ones, as us and GB/s of the records read. The last rows are
+// a plain streaming read of the same bytes (8 loads of 16 bytes in flight a
+// thread), the ceiling of this access.
+//
+// Usage: copy_probe (no arguments).
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "backend/cuda/kv_quant_mma.cuh"
+#include "cuda_probe_util.cuh"
+
+namespace {
+
+using longkv::cuda::cp_async16;
+using longkv::cuda::cp_async_commit;
+using longkv::cuda::cp_async_wait;
+
+constexpr int kWarps = 4, kHeads = 8, kGroups = 4091, kRec = 1536;
+constexpr int kLaneChunks = kRec / 16 / 32;  // 16-byte chunks a lane copies of one record
+
+template <int S>
+__global__ void __launch_bounds__(kWarps * 32)
+    ring_kernel(const uint8_t* __restrict__ kc, const uint8_t* __restrict__ vc, int gps, int n_splits, int work,
+                uint32_t* out) {
+  extern __shared__ __align__(16) uint32_t sm[];
+  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
+  const int gw = blockIdx.x * kWarps + wi, hk = gw / n_splits, split = gw % n_splits;
+  if (hk >= kHeads) return;
+  constexpr int kStageW = 2 * kRec / 4;  // words a stage holds: the key record, then the value record
+  uint32_t* ring = sm + wi * S * kStageW;
+  const int g0 = split * gps, g1 = min(kGroups, g0 + gps);
+  const size_t r0 = static_cast<size_t>(hk) * kGroups + g0;
+  const uint8_t* knext = kc + r0 * kRec + 16 * lane;
+  const uint8_t* vnext = vc + r0 * kRec + 16 * lane;
+  int snext = 0;
+  auto stage_next = [&]() {
+    uint32_t* dst = ring + snext;
+#pragma unroll
+    for (int r = 0; r < kLaneChunks; ++r) {
+      cp_async16(dst + 4 * (lane + 32 * r), knext + 512 * r);
+      cp_async16(dst + kRec / 4 + 4 * (lane + 32 * r), vnext + 512 * r);
+    }
+    knext += kRec;
+    vnext += kRec;
+    snext = snext == (S - 1) * kStageW ? 0 : snext + kStageW;
+  };
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) {
+    if (g0 + i < g1) stage_next();
+    cp_async_commit();
+  }
+  uint32_t acc = lane;
+  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = scur == (S - 1) * kStageW ? 0 : scur + kStageW) {
+    if (grp + S - 1 < g1) stage_next();
+    cp_async_commit();
+    cp_async_wait<S - 1>();
+    __syncwarp();
+    acc ^= ring[scur + lane] + ring[scur + kRec / 4 + lane];
+    for (int i = 0; i < work; ++i) acc = acc * 1664525u + 1013904223u;
+    __syncwarp();  // every lane has read the stage before it is refilled
+  }
+  out[gw * 32 + lane] = acc;
+}
+
+// The ceiling: every thread keeps 8 loads of 16 bytes in flight over both regions.
+__global__ void stream_kernel(const uint4* __restrict__ a, const uint4* __restrict__ b, size_t n, uint32_t* out) {
+  uint32_t acc = 0;
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < 2 * n; i += 8 * stride) {
+    uint4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const size_t j = i + u * stride;
+      v[u] = j < 2 * n ? (j < n ? a[j] : b[j - n]) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) acc ^= v[u].x + v[u].w;
+  }
+  out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+// Mean of 20 launches after 3 untimed ones.
+template <typename F>
+double mean_us(F&& launch) {
+  for (int i = 0; i < 3; ++i) launch(i);
+  const double us = time_us(0, 20, launch);
+  CK(cudaGetLastError());
+  return us;
+}
+
+template <int S>
+void ring_row(const uint8_t* kc, const uint8_t* vc, int blocks, int work, uint32_t* out, double bytes) {
+  const int n_splits = blocks * kWarps / kHeads;
+  const int gps = (kGroups + n_splits - 1) / n_splits;
+  const size_t smem = sizeof(uint32_t) * kWarps * S * 2 * kRec / 4;
+  CK(cudaFuncSetAttribute(ring_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int per_sm = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ring_kernel<S>, kWarps * 32, smem));
+  const double us = mean_us([&](int) {
+    ring_kernel<S><<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
+  });
+  std::printf("| ring | %d | %d | %d | %d | %d | %.2f | %.0f |\n", S, blocks, per_sm, gps, work, us, bytes / us / 1e3);
+}
+
+}  // namespace
+
+int main() {
+  int dev = 0;
+  CK(cudaSetDevice(dev));
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, dev));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  probe_copy_bandwidth(0);
+  const size_t n = static_cast<size_t>(kHeads) * kGroups * kRec;
+  uint8_t *kc, *vc;
+  uint32_t* out;
+  CK(cudaMalloc(&kc, n));
+  CK(cudaMalloc(&vc, n));
+  CK(cudaMalloc(&out, sizeof(uint32_t) * 1 << 22));
+  CK(cudaMemset(kc, 0x5A, n));
+  CK(cudaMemset(vc, 0xA5, n));
+  const double bytes = 2.0 * n;
+  std::printf("records: %d heads x %d groups x 2 x %d bytes = %.1f MB\n\n", kHeads, kGroups, kRec, bytes / 1e6);
+  std::printf("| kernel | stages | blocks | blocks an SM fit | groups a warp | work | us | GB/s |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (int work : {0, 200, 400}) {
+    for (int blocks : {376, 528, 792}) {
+      ring_row<2>(kc, vc, blocks, work, out, bytes);
+      ring_row<3>(kc, vc, blocks, work, out, bytes);
+      ring_row<4>(kc, vc, blocks, work, out, bytes);
+      ring_row<6>(kc, vc, blocks, work, out, bytes);
+    }
+  }
+  for (int blocks : {132, 264, 528, 1056}) {
+    const double us = mean_us([&](int) {
+      stream_kernel<<<blocks, 256>>>(reinterpret_cast<const uint4*>(kc), reinterpret_cast<const uint4*>(vc), n / 16,
+                                     out);
+    });
+    std::printf("| stream (256 threads) | | %d | | | | %.2f | %.0f |\n", blocks, us, bytes / us / 1e3);
+  }
+  CK(cudaFree(kc));
+  CK(cudaFree(vc));
+  CK(cudaFree(out));
+  return 0;
+}
