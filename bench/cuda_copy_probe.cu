@@ -11,7 +11,7 @@
 // 16 bytes a lane by cp.async.cg, as v3's stage_next; per group it waits for
 // the oldest stage, reads two words a lane, and then "works" W dependent
 // integer steps (~4 cycles each; v3's skeleton is ~0.8 us a group without
-// copies). Rows: stages S, blocks (376 = v3's grid at 131K beside the decode
+// copies) or W rounds of shared-memory, shuffle and FMA work ("mixed"). Rows: stages S, blocks (376 = v3's grid at 131K beside the decode
 // block, 528 = 4 an SM, 792 = 6 an SM), W; each the mean of 20 launches
 // after 3 untimed ones, as us and GB/s of the records read. The last rows are
 // a plain streaming read of the same bytes (8 loads of 16 bytes in flight a
@@ -34,7 +34,11 @@ using longkv::cuda::cp_async_wait;
 constexpr int kWarps = 4, kHeads = 8, kGroups = 4091, kRec = 1536;
 constexpr int kLaneChunks = kRec / 16 / 32;  // 16-byte chunks a lane copies of one record
 
-template <int S>
+// kMix = false: the work is W dependent integer steps; true: W rounds of a
+// shared-memory store, a load, a shuffle and an FMA each (v3's skeleton's
+// kinds of instruction, ~6 a round with the loop), in a 32-word scratch after
+// the warp's ring.
+template <int S, bool kMix>
 __global__ void __launch_bounds__(kWarps * 32)
     ring_kernel(const uint8_t* __restrict__ kc, const uint8_t* __restrict__ vc, int gps, int n_splits, int work,
                 uint32_t* out) {
@@ -43,7 +47,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int gw = blockIdx.x * kWarps + wi, hk = gw / n_splits, split = gw % n_splits;
   if (hk >= kHeads) return;
   constexpr int kStageW = 2 * kRec / 4;  // words a stage holds: the key record, then the value record
-  uint32_t* ring = sm + wi * S * kStageW;
+  uint32_t* ring = sm + wi * (S * kStageW + 32);
+  float* scratch = reinterpret_cast<float*>(ring + S * kStageW);
+  float f = lane;
   const int g0 = split * gps, g1 = min(kGroups, g0 + gps);
   const size_t r0 = static_cast<size_t>(hk) * kGroups + g0;
   const uint8_t* knext = kc + r0 * kRec + 16 * lane;
@@ -72,10 +78,17 @@ __global__ void __launch_bounds__(kWarps * 32)
     cp_async_wait<S - 1>();
     __syncwarp();
     acc ^= ring[scur + lane] + ring[scur + kRec / 4 + lane];
-    for (int i = 0; i < work; ++i) acc = acc * 1664525u + 1013904223u;
+    if constexpr (kMix) {
+      for (int i = 0; i < work; ++i) {
+        scratch[lane] = f;
+        f = fmaf(scratch[lane ^ (i & 31)], 0.999f, __shfl_xor_sync(0xffffffffu, f, 1));
+      }
+    } else {
+      for (int i = 0; i < work; ++i) acc = acc * 1664525u + 1013904223u;
+    }
     __syncwarp();  // every lane has read the stage before it is refilled
   }
-  out[gw * 32 + lane] = acc;
+  out[gw * 32 + lane] = acc ^ __float_as_uint(f);
 }
 
 // The ceiling: every thread keeps 8 loads of 16 bytes in flight over both regions.
@@ -104,18 +117,19 @@ double mean_us(F&& launch) {
   return us;
 }
 
-template <int S>
+template <int S, bool kMix = false>
 void ring_row(const uint8_t* kc, const uint8_t* vc, int blocks, int work, uint32_t* out, double bytes) {
   const int n_splits = blocks * kWarps / kHeads;
   const int gps = (kGroups + n_splits - 1) / n_splits;
-  const size_t smem = sizeof(uint32_t) * kWarps * S * 2 * kRec / 4;
-  CK(cudaFuncSetAttribute(ring_kernel<S>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const size_t smem = sizeof(uint32_t) * kWarps * (S * 2 * kRec / 4 + 32);
+  CK(cudaFuncSetAttribute(ring_kernel<S, kMix>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   int per_sm = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ring_kernel<S>, kWarps * 32, smem));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ring_kernel<S, kMix>, kWarps * 32, smem));
   const double us = mean_us([&](int) {
-    ring_kernel<S><<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
+    ring_kernel<S, kMix><<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
   });
-  std::printf("| ring | %d | %d | %d | %d | %d | %.2f | %.0f |\n", S, blocks, per_sm, gps, work, us, bytes / us / 1e3);
+  std::printf("| ring%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kMix ? " (mixed work)" : "", S, blocks, per_sm, gps,
+              work, us, bytes / us / 1e3);
 }
 
 }  // namespace
@@ -146,6 +160,12 @@ int main() {
       ring_row<4>(kc, vc, blocks, work, out, bytes);
       ring_row<6>(kc, vc, blocks, work, out, bytes);
     }
+  }
+  // The skeleton's kinds of instruction beside the copies (v3's grid), and the
+  // same work without copies: how much of v3's 35.6 us it explains.
+  for (int work : {16, 32, 48}) {
+    ring_row<3, true>(kc, vc, 376, work, out, bytes);
+    ring_row<3, true>(kc, vc, 528, work, out, bytes);
   }
   for (int blocks : {132, 264, 528, 1056}) {
     const double us = mean_us([&](int) {
