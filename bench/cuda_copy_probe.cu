@@ -11,9 +11,10 @@
 // 16 bytes a lane by cp.async.cg, as v3's stage_next; per group it waits for
 // the oldest stage, reads two words a lane, and then "works" W dependent
 // integer steps (~4 cycles each; v3's skeleton is ~0.8 us a group without
-// copies) or W rounds of shared-memory, shuffle and FMA work ("mixed"). Rows: stages S, blocks (376 = v3's grid at 131K beside the decode
-// block, 528 = 4 an SM, 792 = 6 an SM), W; each the mean of 20 launches
-// after 3 untimed ones, as us and GB/s of the records read. The last rows are
+// copies) or W rounds of shared-memory, shuffle and FMA work ("mixed work").
+// Rows: stages S, blocks (376 = v3's grid at 131K beside the decode block,
+// 528 = 4 an SM, 792 = 6 an SM), W; each the mean of 20 launches after 3
+// untimed ones, as us and GB/s of the records read. The last rows are
 // a plain streaming read of the same bytes (8 loads of 16 bytes in flight a
 // thread), the ceiling of this access.
 //
