@@ -129,8 +129,8 @@ void ring_row(const uint8_t* kc, const uint8_t* vc, int blocks, int work, uint32
   const double us = mean_us([&](int) {
     ring_kernel<S, kMix><<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
   });
-  std::printf("| ring%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kMix ? " (mixed work)" : "", S, blocks, per_sm, gps,
-              work, us, bytes / us / 1e3);
+  std::printf("| ring%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kMix ? " (mixed work)" : "", S, blocks, per_sm,
+              gps, work, us, bytes / us / 1e3);
 }
 
 }  // namespace
