@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "backend/cuda/kv_quant_decode_v3.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "cuda_probe_util.cuh"
 
@@ -35,11 +36,17 @@ using longkv::cuda::cp_async_wait;
 constexpr int kWarps = 4, kHeads = 8, kGroups = 4091, kRec = 1536;
 constexpr int kLaneChunks = kRec / 16 / 32;  // 16-byte chunks a lane copies of one record
 
+// The engine's staged layout (kV3Layout): v3's k2v2 head_dim-128 stage, whose
+// chunks land at V3Shape::chunk_dst (rows padded for its readers) in stages
+// of V3Shape::kStageW words, instead of contiguously.
+using V3S = longkv::cuda::v3::V3Shape<128, 4, 2, 2, 3, true>;
+static_assert(V3S::kChunks == 2 * kRec / 16 && V3S::kKChunks == kRec / 16, "the probe's records are v3's");
+
 // kMix = false: the work is W dependent integer steps; true: W rounds of a
 // shared-memory store, a load, a shuffle and an FMA each (v3's skeleton's
 // kinds of instruction, ~6 a round with the loop), in a 32-word scratch after
 // the warp's ring.
-template <int S, bool kMix>
+template <int S, bool kMix, bool kV3Layout>
 __global__ void __launch_bounds__(kWarps * 32)
     ring_kernel(const uint8_t* __restrict__ kc, const uint8_t* __restrict__ vc, int gps, int n_splits, int work,
                 uint32_t* out) {
@@ -47,7 +54,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
   const int gw = blockIdx.x * kWarps + wi, hk = gw / n_splits, split = gw % n_splits;
   if (hk >= kHeads) return;
-  constexpr int kStageW = 2 * kRec / 4;  // words a stage holds: the key record, then the value record
+  // Words a stage holds: the key record, then the value record (v3: padded).
+  constexpr int kStageW = kV3Layout ? V3S::kStageW : 2 * kRec / 4;
   uint32_t* ring = sm + wi * (S * kStageW + 32);
   float* scratch = reinterpret_cast<float*>(ring + S * kStageW);
   float f = lane;
@@ -60,8 +68,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     uint32_t* dst = ring + snext;
 #pragma unroll
     for (int r = 0; r < kLaneChunks; ++r) {
-      cp_async16(dst + 4 * (lane + 32 * r), knext + 512 * r);
-      cp_async16(dst + kRec / 4 + 4 * (lane + 32 * r), vnext + 512 * r);
+      cp_async16(dst + (kV3Layout ? V3S::chunk_dst(lane, r) : 4 * (lane + 32 * r)), knext + 512 * r);
+      cp_async16(dst + (kV3Layout ? V3S::chunk_dst(lane, r + kLaneChunks) : kRec / 4 + 4 * (lane + 32 * r)),
+                 vnext + 512 * r);
     }
     knext += kRec;
     vnext += kRec;
@@ -118,19 +127,20 @@ double mean_us(F&& launch) {
   return us;
 }
 
-template <int S, bool kMix = false>
+template <int S, bool kMix = false, bool kV3Layout = false>
 void ring_row(const uint8_t* kc, const uint8_t* vc, int blocks, int work, uint32_t* out, double bytes) {
   const int n_splits = blocks * kWarps / kHeads;
   const int gps = (kGroups + n_splits - 1) / n_splits;
-  const size_t smem = sizeof(uint32_t) * kWarps * (S * 2 * kRec / 4 + 32);
-  CK(cudaFuncSetAttribute(ring_kernel<S, kMix>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const size_t smem = sizeof(uint32_t) * kWarps * (S * (kV3Layout ? V3S::kStageW : 2 * kRec / 4) + 32);
+  auto* kern = ring_kernel<S, kMix, kV3Layout>;
+  CK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   int per_sm = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ring_kernel<S, kMix>, kWarps * 32, smem));
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kWarps * 32, smem));
   const double us = mean_us([&](int) {
-    ring_kernel<S, kMix><<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
+    kern<<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
   });
-  std::printf("| ring%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kMix ? " (mixed work)" : "", S, blocks, per_sm,
-              gps, work, us, bytes / us / 1e3);
+  std::printf("| ring%s%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kV3Layout ? " (v3's layout)" : "",
+              kMix ? " (mixed work)" : "", S, blocks, per_sm, gps, work, us, bytes / us / 1e3);
 }
 
 }  // namespace
@@ -168,6 +178,9 @@ int main() {
     ring_row<3, true>(kc, vc, 376, work, out, bytes);
     ring_row<3, true>(kc, vc, 528, work, out, bytes);
   }
+  // v3's staged layout with the same work.
+  for (int work : {0, 400}) ring_row<3, false, true>(kc, vc, 376, work, out, bytes);
+  for (int work : {16, 32}) ring_row<3, true, true>(kc, vc, 376, work, out, bytes);
   for (int blocks : {132, 264, 528, 1056}) {
     const double us = mean_us([&](int) {
       stream_kernel<<<blocks, 256>>>(reinterpret_cast<const uint4*>(kc), reinterpret_cast<const uint4*>(vc), n / 16,
