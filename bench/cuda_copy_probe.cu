@@ -23,10 +23,12 @@
 // ~200 instructions of work a group beside the copies; a streaming read of
 // the same bytes takes 26.2 us.
 //
-// Usage: copy_probe (no arguments).
-#include <algorithm>
+// Usage: copy_probe                 the whole table
+//        copy_probe S BLOCKS WORK [mix] [v3] [nocopy]
+//                                   one row (for ncu: skip 3 launches)
 #include <cstdio>
-#include <vector>
+#include <cstdlib>
+#include <string>
 
 #include "backend/cuda/kv_quant_decode_v3.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
@@ -50,11 +52,12 @@ static_assert(V3S::kChunks == 2 * kRec / 16 && V3S::kKChunks == kRec / 16, "the 
 // kMix = false: the work is W dependent integer steps; true: W rounds of a
 // shared-memory store, a load, a shuffle and an FMA each (v3's skeleton's
 // kinds of instruction, ~6 a round with the loop), in a 32-word scratch after
-// the warp's ring.
+// the warp's ring. copy = false leaves the copies out (the work alone, as
+// v3's qfx=16).
 template <int S, bool kMix, bool kV3Layout>
 __global__ void __launch_bounds__(kWarps * 32)
     ring_kernel(const uint8_t* __restrict__ kc, const uint8_t* __restrict__ vc, int gps, int n_splits, int work,
-                uint32_t* out) {
+                bool copy, uint32_t* out) {
   extern __shared__ __align__(16) uint32_t sm[];
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
   const int gw = blockIdx.x * kWarps + wi, hk = gw / n_splits, split = gw % n_splits;
@@ -72,7 +75,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   auto stage_next = [&]() {
     uint32_t* dst = ring + snext;
 #pragma unroll
-    for (int r = 0; r < kLaneChunks; ++r) {
+    for (int r = 0; r < kLaneChunks && copy; ++r) {
       cp_async16(dst + (kV3Layout ? V3S::chunk_dst(lane, r) : 4 * (lane + 32 * r)), knext + 512 * r);
       cp_async16(dst + (kV3Layout ? V3S::chunk_dst(lane, r + kLaneChunks) : kRec / 4 + 4 * (lane + 32 * r)),
                  vnext + 512 * r);
@@ -132,9 +135,14 @@ double mean_us(F&& launch) {
   return us;
 }
 
-template <int S, bool kMix = false, bool kV3Layout = false>
-void ring_row(const uint8_t* kc, const uint8_t* vc, int blocks, int work, uint32_t* out, double bytes) {
-  const int n_splits = blocks * kWarps / kHeads;
+struct Row {
+  int stages = 3, blocks = 376, work = 0;
+  bool mix = false, v3_layout = false, copy = true;
+};
+
+template <int S, bool kMix, bool kV3Layout>
+void ring_row(const Row& row, const uint8_t* kc, const uint8_t* vc, uint32_t* out, double bytes) {
+  const int n_splits = row.blocks * kWarps / kHeads;
   const int gps = (kGroups + n_splits - 1) / n_splits;
   const size_t smem = sizeof(uint32_t) * kWarps * (S * (kV3Layout ? V3S::kStageW : 2 * kRec / 4) + 32);
   auto* kern = ring_kernel<S, kMix, kV3Layout>;
@@ -142,21 +150,62 @@ void ring_row(const uint8_t* kc, const uint8_t* vc, int blocks, int work, uint32
   int per_sm = 0;
   CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, kWarps * 32, smem));
   const double us = mean_us([&](int) {
-    kern<<<blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, work, out);
+    kern<<<row.blocks, kWarps * 32, smem>>>(kc, vc, gps, n_splits, row.work, row.copy, out);
   });
-  std::printf("| ring%s%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kV3Layout ? " (v3's layout)" : "",
-              kMix ? " (mixed work)" : "", S, blocks, per_sm, gps, work, us, bytes / us / 1e3);
+  std::printf("| ring%s%s%s | %d | %d | %d | %d | %d | %.2f | %.0f |\n", kV3Layout ? " (v3's layout)" : "",
+              kMix ? " (mixed work)" : "", row.copy ? "" : " (no copies)", S, row.blocks, per_sm, gps, row.work, us,
+              row.copy ? bytes / us / 1e3 : 0.0);
+}
+
+template <int S>
+void ring_row(const Row& row, const uint8_t* kc, const uint8_t* vc, uint32_t* out, double bytes) {
+  if (row.mix && row.v3_layout) return ring_row<S, true, true>(row, kc, vc, out, bytes);
+  if (row.mix) return ring_row<S, true, false>(row, kc, vc, out, bytes);
+  if (row.v3_layout) return ring_row<S, false, true>(row, kc, vc, out, bytes);
+  ring_row<S, false, false>(row, kc, vc, out, bytes);
+}
+
+void ring_row(const Row& row, const uint8_t* kc, const uint8_t* vc, uint32_t* out, double bytes) {
+  switch (row.stages) {
+    case 2: return ring_row<2>(row, kc, vc, out, bytes);
+    case 3: return ring_row<3>(row, kc, vc, out, bytes);
+    case 4: return ring_row<4>(row, kc, vc, out, bytes);
+    case 6: return ring_row<6>(row, kc, vc, out, bytes);
+    default: std::fprintf(stderr, "copy_probe: stages must be 2, 3, 4 or 6 (got %d)\n", row.stages), std::exit(2);
+  }
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // copy_probe S BLOCKS WORK [mix] [v3] [nocopy]: that one row (for ncu:
+  // 3 untimed launches, then the 20 timed ones).
+  Row one;
+  const bool single = argc > 1;
+  if (single) {
+    if (argc < 4) {
+      std::fprintf(stderr, "usage: copy_probe [S BLOCKS WORK [mix] [v3] [nocopy]]\n");
+      return 2;
+    }
+    one.stages = std::atoi(argv[1]), one.blocks = std::atoi(argv[2]), one.work = std::atoi(argv[3]);
+    for (int a = 4; a < argc; ++a) {
+      const std::string w = argv[a];
+      if (w == "mix") one.mix = true;
+      else if (w == "v3") one.v3_layout = true;
+      else if (w == "nocopy") one.copy = false;
+      else return std::fprintf(stderr, "copy_probe: unknown word '%s'\n", argv[a]), 2;
+    }
+    if (one.blocks < 1 || one.blocks * kWarps % kHeads != 0 || one.work < 0) {
+      std::fprintf(stderr, "copy_probe: BLOCKS must be a positive multiple of %d, WORK >= 0\n", kHeads / kWarps);
+      return 2;
+    }
+  }
   int dev = 0;
   CK(cudaSetDevice(dev));
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, dev));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-  probe_copy_bandwidth(0);
+  if (!single) probe_copy_bandwidth(0);
   const size_t n = static_cast<size_t>(kHeads) * kGroups * kRec;
   uint8_t *kc, *vc;
   uint32_t* out;
@@ -169,29 +218,30 @@ int main() {
   std::printf("records: %d heads x %d groups x 2 x %d bytes = %.1f MB\n\n", kHeads, kGroups, kRec, bytes / 1e6);
   std::printf("| kernel | stages | blocks | blocks an SM fit | groups a warp | work | us | GB/s |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (int work : {0, 200, 400}) {
-    for (int blocks : {376, 528, 792}) {
-      ring_row<2>(kc, vc, blocks, work, out, bytes);
-      ring_row<3>(kc, vc, blocks, work, out, bytes);
-      ring_row<4>(kc, vc, blocks, work, out, bytes);
-      ring_row<6>(kc, vc, blocks, work, out, bytes);
+  if (single) {
+    ring_row(one, kc, vc, out, bytes);
+  } else {
+    for (int work : {0, 200, 400})
+      for (int blocks : {376, 528, 792})
+        for (int st : {2, 3, 4, 6}) ring_row(Row{st, blocks, work}, kc, vc, out, bytes);
+    // v3's skeleton's kinds of instruction beside the copies (v3's grid and 4
+    // an SM), then the same work alone.
+    for (int work : {16, 32, 48}) {
+      ring_row(Row{3, 376, work, true}, kc, vc, out, bytes);
+      ring_row(Row{3, 528, work, true}, kc, vc, out, bytes);
     }
-  }
-  // The skeleton's kinds of instruction beside the copies (v3's grid), and the
-  // same work without copies: how much of v3's 35.6 us it explains.
-  for (int work : {16, 32, 48}) {
-    ring_row<3, true>(kc, vc, 376, work, out, bytes);
-    ring_row<3, true>(kc, vc, 528, work, out, bytes);
-  }
-  // v3's staged layout with the same work.
-  for (int work : {0, 400}) ring_row<3, false, true>(kc, vc, 376, work, out, bytes);
-  for (int work : {16, 32}) ring_row<3, true, true>(kc, vc, 376, work, out, bytes);
-  for (int blocks : {132, 264, 528, 1056}) {
-    const double us = mean_us([&](int) {
-      stream_kernel<<<blocks, 256>>>(reinterpret_cast<const uint4*>(kc), reinterpret_cast<const uint4*>(vc), n / 16,
-                                     out);
-    });
-    std::printf("| stream (256 threads) | | %d | | | | %.2f | %.0f |\n", blocks, us, bytes / us / 1e3);
+    for (int work : {16, 32, 48}) ring_row(Row{3, 376, work, true, false, false}, kc, vc, out, bytes);
+    ring_row(Row{3, 376, 400, false, false, false}, kc, vc, out, bytes);
+    // v3's staged layout with the same work.
+    for (int work : {0, 400}) ring_row(Row{3, 376, work, false, true}, kc, vc, out, bytes);
+    for (int work : {16, 32}) ring_row(Row{3, 376, work, true, true}, kc, vc, out, bytes);
+    for (int blocks : {132, 264, 528, 1056}) {
+      const double us = mean_us([&](int) {
+        stream_kernel<<<blocks, 256>>>(reinterpret_cast<const uint4*>(kc), reinterpret_cast<const uint4*>(vc), n / 16,
+                                       out);
+      });
+      std::printf("| stream (256 threads) | | %d | | | | %.2f | %.0f |\n", blocks, us, bytes / us / 1e3);
+    }
   }
   CK(cudaFree(kc));
   CK(cudaFree(vc));
