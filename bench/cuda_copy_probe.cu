@@ -42,6 +42,7 @@ using longkv::cuda::cp_async_wait;
 
 constexpr int kWarps = 4, kHeads = 8, kGroups = 4091, kRec = 1536;
 constexpr int kLaneChunks = kRec / 16 / 32;  // 16-byte chunks a lane copies of one record
+constexpr int kMaxBlocks = 32768;            // the output buffer holds a word per thread of this many blocks
 
 // The engine's staged layout (kV3Layout): v3's k2v2 head_dim-128 stage, whose
 // chunks land at V3Shape::chunk_dst (rows padded for its readers) in stages
@@ -195,8 +196,13 @@ int main(int argc, char** argv) {
       else if (w == "nocopy") one.copy = false;
       else return std::fprintf(stderr, "copy_probe: unknown word '%s'\n", argv[a]), 2;
     }
-    if (one.blocks < 1 || one.blocks * kWarps % kHeads != 0 || one.work < 0) {
-      std::fprintf(stderr, "copy_probe: BLOCKS must be a positive multiple of %d, WORK >= 0\n", kHeads / kWarps);
+    if (one.stages != 2 && one.stages != 3 && one.stages != 4 && one.stages != 6) {
+      std::fprintf(stderr, "copy_probe: S must be 2, 3, 4 or 6 (got '%s')\n", argv[1]);
+      return 2;
+    }
+    if (one.blocks < 1 || one.blocks > kMaxBlocks || one.blocks * kWarps % kHeads != 0 || one.work < 0) {
+      std::fprintf(stderr, "copy_probe: BLOCKS must be a multiple of %d in 1..%d, WORK >= 0\n", kHeads / kWarps,
+                   kMaxBlocks);
       return 2;
     }
   }
@@ -211,7 +217,7 @@ int main(int argc, char** argv) {
   uint32_t* out;
   CK(cudaMalloc(&kc, n));
   CK(cudaMalloc(&vc, n));
-  CK(cudaMalloc(&out, sizeof(uint32_t) * 1 << 22));
+  CK(cudaMalloc(&out, sizeof(uint32_t) * kMaxBlocks * kWarps * 32));  // >= the stream rows' 1056 x 256 too
   CK(cudaMemset(kc, 0x5A, n));
   CK(cudaMemset(vc, 0xA5, n));
   const double bytes = 2.0 * n;
