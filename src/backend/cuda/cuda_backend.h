@@ -195,15 +195,6 @@ struct CudaTuning {
   // x 0, 32K, 131K); gx8=35 gains about half as much. Key "gx8=0" for the
   // f32-x kernels.
   int gemv_x8 = 99;
-  // Milestone 44 (key "kvl2=N", 0 = off): in a single-token step whose
-  // quantized cache runs v3, the q|k|v GEMV's blocks request the first N
-  // groups of every v3 warp's split (key and value records) into L2 before
-  // their PDL wait, so that v3's first copies find them there while the
-  // DRAM would otherwise idle behind the GEMV's chain. kv_l2_mode (key
-  // "kvl2m=B"): 1 per-line prefetch.global.L2 spread over the GEMV's threads
-  // instead of one bulk request a record run; 2 L2 priority evict_last.
-  int kv_l2_groups = 0;
-  int kv_l2_mode = 0;
   // f16 prefill attention (CudaGemm::f16) through the tiled FlashAttention kernel (flash_prefill.cu);
   // false: milestone 1's cuBLAS path (S materialized in f32). The f32 path always uses cuBLAS.
   bool flash_prefill = true;

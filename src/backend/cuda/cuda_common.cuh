@@ -204,21 +204,6 @@ void gemv(const GpuWeight& w, const float* x, float* y, bool accumulate, cudaStr
 // Where the fused kernels do not apply (float weight types,
 // CudaTuning::fuse_activation off) the separate kernel
 // writes it to `scratch` first (for swiglu scratch must be x: in place).
-// Record runs of a quantized KV cache that the attention after a GEMV will
-// read first, for that GEMV to request into L2 before its PDL wait
-// (CudaTuning::kv_l2_groups, milestone 44; kv_l2_request.cuh issues them).
-// Run i < 2 n_kv n_splits: array i & 1 (keys, values) of split (i >> 1) %
-// n_splits of KV head (i >> 1) / n_splits, i.e. groups [s gps, s gps +
-// groups) clipped to n_groups, at base + head * head_bytes + group * rec.
-struct KvL2Runs {
-  const uint8_t* base[2] = {nullptr, nullptr};
-  int64_t head_bytes[2] = {0, 0};
-  int rec[2] = {0, 0};
-  int n_kv = 0, n_splits = 0, gps = 0, n_groups = 0, groups = 0;
-  int mode = 0;  // CudaTuning::kv_l2_mode: 1 per-line requests, 2 evict_last
-  __host__ __device__ int runs() const { return 2 * n_kv * n_splits; }
-};
-
 struct GemvAct {
   enum Kind { plain, rmsnorm, swiglu } kind = plain;
   const float* x = nullptr;
@@ -258,7 +243,6 @@ struct GemvAct {
     const float* norm = nullptr;  // x8_out only
   };
   X8 x8_out, x8_in;
-  KvL2Runs kv_l2;  // none unless kv_l2.n_splits > 0
 };
 void gemv_act(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s);
 // Whether w's GEMV can write (producer: rows % 16 == 0) or read GemvAct::X8

@@ -463,7 +463,6 @@ class CudaModelImpl final : public CudaModel {
         v = k + kvd;
         GemvAct a = norm_act(x, L.attn_norm, xb);
         if (x8b_ready) a.x8_in = x8_view(x8b_, nullptr);
-        if (block && cuda_tuning().kv_l2_groups > 0) a.kv_l2 = caches_[l]->next_step_l2_runs(cuda_tuning().kv_l2_groups);
         if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
                                   neox};
         if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);

@@ -104,11 +104,6 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
                "(got '%s')", v.c_str());
         d.quant_q_early_groups = static_cast<int>(n);
-      } else if (k == "kvl2" || k == "kvl2m") {
-        if (!whole_number(v, 0, k == "kvl2" ? 1024 : 3, &n))
-          fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
-               k == "kvl2" ? "the groups a v3 split requests into L2, 0..1024" : "a bit set 0..3", v.c_str());
-        (k == "kvl2" ? d.kv_l2_groups : d.kv_l2_mode) = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         if (!whole_number(v, 0, k == "qfx" ? 511 : 63, &n) || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
@@ -118,7 +113,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], kvl2=N, kvl2m=B)",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -185,10 +180,6 @@ std::string cuda_tuning_description() {
                         : "") +
          (t.gemv_x8 & 32 ? std::string(", every 16-row Q4_0 GEMV link one kernel (gx8 bit 32") +
                                (t.gemv_x8 & 64 ? ", its readers' first batch whole before the wait)" : ")")
-                         : "") +
-         (t.kv_l2_groups ? ", the q|k|v GEMV requests v3's first " + std::to_string(t.kv_l2_groups) +
-                               " groups a split into L2 (" + (t.kv_l2_mode & 1 ? "lines" : "bulk") +
-                               (t.kv_l2_mode & 2 ? ", evict_last)" : ")")
                          : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");

@@ -56,7 +56,6 @@
 // request a one-pass batch's 16 rows all before the PDL wait.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/gemv_act_load.cuh"
-#include "backend/cuda/kv_l2_request.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/rope_rotate.cuh"
 #include "backend/cuda/weight_decode.cuh"
@@ -172,9 +171,6 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   if constexpr (kAnyEarly16) {
     if (read8) load_rows(blockIdx.x * RB, kEarly, RB);
   }
-  // The next attention's first records into L2 (milestone 44; the slab
-  // kernel only: other GEMV kernels leave a.kv_l2 unused).
-  if (a.kv_l2.n_splits > 0) request_kv_l2(a.kv_l2, blockIdx.x * blockDim.x + threadIdx.x, gridDim.x * blockDim.x);
   pdl_trigger();
   pdl_wait();
   // RoPE: lane t < RB's angle is for the pair at offset rope_j in a head,

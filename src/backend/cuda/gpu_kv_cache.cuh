@@ -74,11 +74,6 @@ class GpuKvCache {
                             GpuAttnWorkspace& ws, cudaStream_t s) {
     fail("KV mode '%s' has no fused decode step", mode().c_str());
   }
-  // What the next decode_block() will read first: its v3 warps' first
-  // `groups` groups (milestone 44, CudaTuning::kv_l2_groups), for the GEMV
-  // before it to request into L2. Call before that GEMV is launched, with
-  // decode_block_ok() true; none (n_splits 0) for caches without v3.
-  virtual KvL2Runs next_step_l2_runs(int groups) const { return {}; }
   // Copies the stored code records to the host (quantized caches; tests).
   virtual void dump_codes(CudaKvDump* d) const { fail("KV mode '%s' has no code records", mode().c_str()); }
   const KvShape& shape() const { return shape_; }

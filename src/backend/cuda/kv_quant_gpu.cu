@@ -589,9 +589,20 @@ class QuantGpuCache final : public GpuKvCache {
     DenseKvView kv = exact_view();
     if (n_groups_ == 0) return decode_block_dense(exact_k_.as<__half>(), exact_v_.as<__half>(), kv, q, k, v, rope,
                                                   out, ws, s);
+    // v3 over the groups in whole blocks per KV head: one wave of its
+    // resident warps less one block per KV head (the decode block's blocks,
+    // ~229 registers each, take about one v3 block's room on their SMs;
+    // a leaner decode block beside three v3 blocks and a whole wave measured
+    // slower, docs/cuda-notes.md milestone 15), >= 4 groups a warp, <= 255
+    // blocks a head (the merge takes up to 256 partials).
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
-    int gps = 0;
-    const int nbv = v3_blocks_per_head(n_groups_, &gps);
+    int warps = 132 * 16;
+    launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
+    const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
+    const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
+    int gps = std::max(4, (n_groups_ + target - 1) / target);
+    gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
+    const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps);
     const int stride = nbv + 1;
     ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
     ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
@@ -605,40 +616,6 @@ class QuantGpuCache final : public GpuKvCache {
     a.out = out;
     launch_quant_decode_v3(a, s, nullptr);
     LONGKV_CUDA_LAUNCHED();
-  }
-
-  // decode_block's v3 split of n_groups groups: blocks per KV head, and
-  // groups per warp in *gps. One wave of its resident warps less one block
-  // per KV head (the decode block's blocks, ~229 registers each, take about
-  // one v3 block's room on their SMs; a leaner decode block beside three v3
-  // blocks and a whole wave measured slower, docs/cuda-notes.md milestone
-  // 15), >= 4 groups a warp, <= 255 blocks a head (the merge takes up to 256
-  // partials).
-  int v3_blocks_per_head(int n_groups, int* gps) const {
-    int warps = 132 * 16;
-    launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, nullptr, &warps);
-    const int room = warps / geo_.n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
-    const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
-    *gps = std::max(4, (n_groups + target - 1) / target);
-    *gps = std::max(*gps, (n_groups + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
-    return (n_groups + *gps * kQuantWarps - 1) / (*gps * kQuantWarps);
-  }
-  KvL2Runs next_step_l2_runs(int groups) const override {
-    const int n = n_groups_ + uncut_groups();  // decode_block cuts before it sizes v3
-    KvL2Runs r;
-    if (n == 0 || groups <= 0) return r;
-    r.n_splits = v3_blocks_per_head(n, &r.gps) * kQuantWarps;
-    r.base[0] = k_codes_.as<uint8_t>();
-    r.base[1] = v_codes_.as<uint8_t>();
-    r.rec[0] = static_cast<int>(geo_.krec);
-    r.rec[1] = static_cast<int>(geo_.vrec);
-    r.head_bytes[0] = static_cast<int64_t>(geo_.max_groups) * r.rec[0];
-    r.head_bytes[1] = static_cast<int64_t>(geo_.max_groups) * r.rec[1];
-    r.n_kv = geo_.n_kv;
-    r.n_groups = n;
-    r.groups = groups;
-    r.mode = cuda_tuning().kv_l2_mode;
-    return r;
   }
 
   void fill_random(int n, uint64_t seed, cudaStream_t s) override {
@@ -784,7 +761,7 @@ class QuantGpuCache final : public GpuKvCache {
     return a;
   }
   void launch_quant(dim3 grid, int gps, int qsplits, const float* q, float* po, float* pml, int stride, cudaStream_t s,
-                    int* warps) const {
+                    int* warps) {
     QuantDecodeArgs a = quant_args(gps, qsplits, q, po, pml, stride);
     a.grid = grid;
     if (quant_decode_fast(geo_)) launch_quant_decode(a, s, warps);
