@@ -108,7 +108,9 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
 // fz.probe bits -- 16 the records' copies (no DRAM traffic), 32 the key B
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
-// the exponentials), 256 the value code conversions and MMAs. Without it the
+// the exponentials), 256 the value code conversions and MMAs; milestone 44:
+// 512 the (s, z) preparation, 1024 the key code word loads and the per-head
+// constant's shuffles, 2048 the online softmax (its max, vote and rescale). Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
 // Registers (milestone 24, stated instead of left to ptxas's choice, which
 // moved with every change): <= 4 heads a KV head at most 128, so that 3
@@ -315,7 +317,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     // (2^(10 - pos) s, z) of tokens tv, tv + 1 of groups lane / 16 + 2 i,
     // for the value B writers (s of group g, tokens 2j and 2j + 1: half2
     // g 16 + j; z D / 2 half2 later).
-    {
+    if (!(pb & 512)) {
       const __half2* vs2 = reinterpret_cast<const __half2*>(st + S::kVSc);
 #pragma unroll
       for (int i = 0; i < kCG / 2; ++i) {
@@ -393,7 +395,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int w = 0; w < kWK; ++w) {
-        const uint2 x = *reinterpret_cast<const uint2*>(st + kwb + 32 * w + 8 * h);
+        const uint2 x = pb & 1024 ? make_uint2(0, 0) : *reinterpret_cast<const uint2*>(st + kwb + 32 * w + 8 * h);
         kwd[h][w] = x.x;
         kwd[h + 2][w] = x.y;
       }
@@ -402,7 +404,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     // lane ends with the total of head lane / (32 / GP); GP - 1 + 5 - log2(GP)
     // shuffles instead of 5 GP.
 #pragma unroll
-    for (int o = 16, n = GP; n > 1; o >>= 1, n >>= 1) {
+    for (int o = 16, n = GP; n > 1 && !(pb & 1024); o >>= 1, n >>= 1) {
       const bool up = lane & o;
 #pragma unroll
       for (int i = 0; i < n / 2; ++i) {
@@ -411,10 +413,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       }
     }
 #pragma unroll
-    for (int o = 16 / GP; o > 0; o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
+    for (int o = 16 / GP; o > 0 && !(pb & 1024); o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
     float cown[kNT];  // the constant of this thread's head 4 nt + tig
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) cown[nt] = __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
+    for (int nt = 0; nt < kNT; ++nt)
+      cown[nt] = pb & 1024 ? corr[0] : __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
     __syncwarp();
 
     // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
@@ -458,6 +461,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       for (int i = 0; i < 4; ++i)
         p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
                         kSubScale, cown[nt]);
+      if (pb & 2048) {
+        mnew[nt] = m[nt] = 0;
+        continue;
+      }
       float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
@@ -675,7 +682,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     }
   }
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
-               "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
+               "LONGKV_CUDA_TUNING qfx bits 16-2048 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
