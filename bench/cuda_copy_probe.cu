@@ -24,8 +24,11 @@
 // the same bytes takes 26.2 us.
 //
 // Usage: copy_probe                 the whole table
-//        copy_probe S BLOCKS WORK [mix] [v3] [nocopy]
+//        copy_probe S BLOCKS WORK [mix] [v3] [nocopy] [rand] [cold]
 //                                   one row (for ncu: skip 3 launches)
+// rand: the records hold random bytes instead of a memset constant; cold:
+// each timed launch after a 6 GiB read of other memory (both milestone 44;
+// the whole table ends with those rows).
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -127,13 +130,42 @@ __global__ void stream_kernel(const uint4* __restrict__ a, const uint4* __restri
   out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
-// Mean of 20 launches after 3 untimed ones.
+// Fills n bytes with a hash of their index (milestone 44: the records'
+// bytes were a memset constant until then).
+__global__ void fill_random_kernel(uint32_t* p, size_t n_words, uint32_t seed) {
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n_words; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 15, x *= 2246822519u, x ^= x >> 13, x *= 3266489917u, x ^= x >> 16;
+    p[i] = x;
+  }
+}
+
+// Cold (milestone 44): each timed launch comes after a read of kColdBytes of
+// other memory, so that neither L2 nor the address translation caches hold
+// anything of the records, as in the engine, where ~4 GB of weights and the
+// other layers' caches pass between two launches on one layer's records.
+constexpr size_t kColdBytes = size_t{6} << 30;
+uint4* g_cold = nullptr;
+uint32_t* g_cold_out = nullptr;
+bool g_cold_on = false;
+
+// Mean of 20 launches after 3 untimed ones (cold: each launch timed alone
+// after the read of other memory).
 template <typename F>
 double mean_us(F&& launch) {
   for (int i = 0; i < 3; ++i) launch(i);
-  const double us = time_us(0, 20, launch);
+  if (!g_cold_on) {
+    const double us = time_us(0, 20, launch);
+    CK(cudaGetLastError());
+    return us;
+  }
+  double sum = 0;
+  for (int i = 0; i < 20; ++i) {
+    stream_kernel<<<528, 256>>>(g_cold, g_cold + kColdBytes / 32, kColdBytes / 32, g_cold_out);
+    sum += time_us(0, 1, launch);
+  }
   CK(cudaGetLastError());
-  return us;
+  return sum / 20;
 }
 
 struct Row {
@@ -179,13 +211,14 @@ void ring_row(const Row& row, const uint8_t* kc, const uint8_t* vc, uint32_t* ou
 }  // namespace
 
 int main(int argc, char** argv) {
-  // copy_probe S BLOCKS WORK [mix] [v3] [nocopy]: that one row (for ncu:
-  // 3 untimed launches, then the 20 timed ones).
+  // copy_probe S BLOCKS WORK [mix] [v3] [nocopy] [rand] [cold]: that one
+  // row (for ncu: 3 untimed launches, then the 20 timed ones).
   Row one;
+  bool rand_fill = false, cold = false;
   const bool single = argc > 1;
   if (single) {
     if (argc < 4) {
-      std::fprintf(stderr, "usage: copy_probe [S BLOCKS WORK [mix] [v3] [nocopy]]\n");
+      std::fprintf(stderr, "usage: copy_probe [S BLOCKS WORK [mix] [v3] [nocopy] [rand] [cold]]\n");
       return 2;
     }
     one.stages = std::atoi(argv[1]), one.blocks = std::atoi(argv[2]), one.work = std::atoi(argv[3]);
@@ -194,6 +227,8 @@ int main(int argc, char** argv) {
       if (w == "mix") one.mix = true;
       else if (w == "v3") one.v3_layout = true;
       else if (w == "nocopy") one.copy = false;
+      else if (w == "rand") rand_fill = true;
+      else if (w == "cold") cold = true;
       else return std::fprintf(stderr, "copy_probe: unknown word '%s'\n", argv[a]), 2;
     }
     if (one.stages != 2 && one.stages != 3 && one.stages != 4 && one.stages != 6) {
@@ -218,10 +253,27 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&kc, n));
   CK(cudaMalloc(&vc, n));
   CK(cudaMalloc(&out, sizeof(uint32_t) * kMaxBlocks * kWarps * 32));  // >= the stream rows' 1056 x 256 too
-  CK(cudaMemset(kc, 0x5A, n));
-  CK(cudaMemset(vc, 0xA5, n));
+  auto fill = [&](bool random) {
+    if (random) {
+      fill_random_kernel<<<1024, 256>>>(reinterpret_cast<uint32_t*>(kc), n / 4, 0x9E3779B9u);
+      fill_random_kernel<<<1024, 256>>>(reinterpret_cast<uint32_t*>(vc), n / 4, 0x7F4A7C15u);
+    } else {
+      CK(cudaMemset(kc, 0x5A, n));
+      CK(cudaMemset(vc, 0xA5, n));
+    }
+    CK(cudaDeviceSynchronize());
+  };
+  fill(rand_fill);
+  if (cold || !single) {
+    CK(cudaMalloc(&g_cold, kColdBytes));
+    CK(cudaMalloc(&g_cold_out, sizeof(uint32_t) * 528 * 256));
+    fill_random_kernel<<<1024, 256>>>(reinterpret_cast<uint32_t*>(g_cold), kColdBytes / 4, 1u);
+    CK(cudaDeviceSynchronize());
+  }
+  g_cold_on = cold;
   const double bytes = 2.0 * n;
-  std::printf("records: %d heads x %d groups x 2 x %d bytes = %.1f MB\n\n", kHeads, kGroups, kRec, bytes / 1e6);
+  std::printf("records: %d heads x %d groups x 2 x %d bytes = %.1f MB (%s bytes%s)\n\n", kHeads, kGroups, kRec,
+              bytes / 1e6, rand_fill ? "random" : "constant", cold ? ", each launch cold" : "");
   std::printf("| kernel | stages | blocks | blocks an SM fit | groups a warp | work | us | GB/s |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
   if (single) {
@@ -241,14 +293,27 @@ int main(int argc, char** argv) {
     // v3's staged layout with the same work.
     for (int work : {0, 400}) ring_row(Row{3, 376, work, false, true}, kc, vc, out, bytes);
     for (int work : {16, 32}) ring_row(Row{3, 376, work, true, true}, kc, vc, out, bytes);
-    for (int blocks : {132, 264, 528, 1056}) {
+    auto stream_row = [&](int blocks, const char* what) {
       const double us = mean_us([&](int) {
         stream_kernel<<<blocks, 256>>>(reinterpret_cast<const uint4*>(kc), reinterpret_cast<const uint4*>(vc), n / 16,
                                        out);
       });
-      std::printf("| stream (256 threads) | | %d | | | | %.2f | %.0f |\n", blocks, us, bytes / us / 1e3);
+      std::printf("| stream (256 threads)%s | | %d | | | | %.2f | %.0f |\n", what, blocks, us, bytes / us / 1e3);
+    };
+    for (int blocks : {132, 264, 528, 1056}) stream_row(blocks, "");
+    // Milestone 44: the same records with random bytes, then each launch cold.
+    fill(true);
+    for (bool c : {false, true}) {
+      g_cold_on = c;
+      std::printf("| (random bytes%s) | | | | | | | |\n", c ? ", each launch cold" : "");
+      for (int work : {0, 400}) ring_row(Row{3, 376, work, false, true}, kc, vc, out, bytes);
+      ring_row(Row{3, 376, 32, true, true}, kc, vc, out, bytes);
+      stream_row(528, "");
     }
+    g_cold_on = false;
   }
+  if (g_cold) CK(cudaFree(g_cold));
+  if (g_cold_out) CK(cudaFree(g_cold_out));
   CK(cudaFree(kc));
   CK(cudaFree(vc));
   CK(cudaFree(out));
