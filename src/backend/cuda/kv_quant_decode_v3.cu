@@ -662,6 +662,70 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
+// Probe bit 4096 (milestone 44; timing only, no output): in place of the
+// probe instantiation, bench/cuda_copy_probe.cu's ring with no work -- v3's
+// grid, splits, stages and staged layout over the engine's own records, in
+// the engine's process -- so that v3's copy-only loop (qfx=4071, 32.5 us at
+// 131K) and the probe's ring (27 us over records of its own) can be told
+// apart by kernel or by memory. Bit 8192: with the ring's own shared memory
+// instead of v3's.
+template <typename S>
+__global__ void __launch_bounds__(kQuantWarps * 32) v3_copy_ring_kernel(const uint8_t* __restrict__ kcodes,
+                                                                        const uint8_t* __restrict__ vcodes,
+                                                                        QuantGeom geo, int n_groups, int gps,
+                                                                        int n_splits, float* __restrict__ out) {
+  extern __shared__ __align__(16) uint32_t ring_smem[];
+  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
+  const int gw = blockIdx.x * kQuantWarps + wi, hk = gw / n_splits, split = gw % n_splits;
+  if (hk >= geo.n_kv) return;
+  uint32_t* ring = ring_smem + wi * S::kStages * S::kStageW;
+  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
+  const size_t r0 = static_cast<size_t>(hk) * geo.max_groups + g0;
+  const uint8_t* knext = kcodes + r0 * geo.krec + 16 * lane;
+  const uint8_t* vnext = vcodes + r0 * geo.vrec + 16 * lane;
+  int snext = 0;
+  auto stage_next = [&]() {
+#pragma unroll
+    for (int r = 0; r < S::kChunks / 32; ++r) {
+      const int i = lane + 32 * r;
+      cp_async16(ring + snext + S::chunk_dst(lane, r),
+                 i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
+    }
+    knext += geo.krec;
+    vnext += geo.vrec;
+    snext = snext == (S::kStages - 1) * S::kStageW ? 0 : snext + S::kStageW;
+  };
+#pragma unroll
+  for (int i = 0; i < S::kStages - 1; ++i) {
+    if (g0 + i < g1) stage_next();
+    cp_async_commit();
+  }
+  uint32_t acc = lane;
+  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = scur == (S::kStages - 1) * S::kStageW ? 0 : scur + S::kStageW) {
+    if (grp + S::kStages - 1 < g1) stage_next();
+    cp_async_commit();
+    cp_async_wait<S::kStages - 1>();
+    __syncwarp();
+    acc ^= ring[scur + lane] + ring[scur + S::kVOff + lane];
+    __syncwarp();
+  }
+  out[gw * 32 + lane] = __uint_as_float(acc);
+}
+
+// Launches the ring for qfx bit 4096 (below).
+template <typename S>
+void launch_v3_copy_ring(const QuantDecodeArgs& a, cudaStream_t s, size_t kSmem) {
+  const bool own = cuda_tuning().quant_fused_probe & 8192;
+  const size_t smem = own ? sizeof(uint32_t) * kQuantWarps * S::kStages * S::kStageW : kSmem;
+  auto* ring = v3_copy_ring_kernel<S>;
+  LONGKV_CUDA_CHECK(cudaFuncSetAttribute(ring, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  LONGKV_CHECK(a.part_o && a.grid.x * kQuantWarps * 32 <= static_cast<unsigned>(a.geo.n_kv * a.stride * a.geo.D *
+                                                                                 a.group_q),
+               "qfx 4096: the ring writes a word a thread into the partials");
+  launch_maybe_pdl(a.pdl, ring, a.grid, dim3(kQuantWarps * 32), smem, s, a.kc, a.vc, a.geo, a.n_groups, a.gps,
+                   a.n_splits, a.part_o);
+}
+
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
@@ -695,6 +759,9 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     return;
   }
   LONGKV_CHECK(!kQS || a.fuse, "quantized decode v3: q in shared memory needs the one-launch step");
+  if constexpr (kProbe) {
+    if (cuda_tuning().quant_fused_probe & 4096) return launch_v3_copy_ring<S>(a, s, kSmem);
+  }
   LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
                             a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
                             a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
