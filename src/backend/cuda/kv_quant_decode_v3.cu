@@ -670,7 +670,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 // apart by kernel or by memory. Bit 8192: with the ring's own shared memory
 // instead of v3's.
 template <typename S>
-__global__ void __launch_bounds__(kQuantWarps * 32) v3_copy_ring_kernel(const uint8_t* __restrict__ kcodes,
+__global__ void __launch_bounds__(kQuantWarps * 32) quant_decode_v3_copy_ring_kernel(const uint8_t* __restrict__ kcodes,
                                                                         const uint8_t* __restrict__ vcodes,
                                                                         QuantGeom geo, int n_groups, int gps,
                                                                         int n_splits, float* __restrict__ out) {
@@ -717,7 +717,7 @@ template <typename S>
 void launch_v3_copy_ring(const QuantDecodeArgs& a, cudaStream_t s, size_t kSmem) {
   const bool own = cuda_tuning().quant_fused_probe & 8192;
   const size_t smem = own ? sizeof(uint32_t) * kQuantWarps * S::kStages * S::kStageW : kSmem;
-  auto* ring = v3_copy_ring_kernel<S>;
+  auto* ring = quant_decode_v3_copy_ring_kernel<S>;
   LONGKV_CUDA_CHECK(cudaFuncSetAttribute(ring, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   LONGKV_CHECK(a.part_o && a.grid.x * kQuantWarps * 32 <= static_cast<unsigned>(a.geo.n_kv * a.stride * a.geo.D *
                                                                                  a.group_q),
