@@ -36,7 +36,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"grb=7", "LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '7')"},
       {"gx8=128", "LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '128')"},
       {"sfx=64", "LONGKV_CUDA_TUNING: sfx needs a bit set 0..63 (got '64')"},
-      {"qfx=16384", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..16383 (got '16384')"},
+      {"qfx=512", "LONGKV_CUDA_TUNING: qfx needs a bit set 0..511 (got '512')"},
       {"qstg=1", "LONGKV_CUDA_TUNING: qstg needs 0, 2 or 3 (got '1')"},
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},

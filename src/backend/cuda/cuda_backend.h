@@ -271,8 +271,7 @@ struct CudaTuning {
   // Diagnostics of the two-launch step (LONGKV_CUDA_TUNING "qfx=N"; wrong
   // results, timing only): bit 1 leaves q unrotated in v3, 2 skips the merge,
   // 4 skips the block combine and the merge, 8 sizes the v3 grid to a whole
-  // wave (no block per KV head left to the decode block); bits 16-2048
-  // leave parts of v3's loop out (kv_quant_decode_v3.cu, kProbe).
+  // wave (no block per KV head left to the decode block).
   int quant_fused_probe = 0;
   // Diagnostics of a single-token step (LONGKV_CUDA_TUNING "sfx=N"; wrong
   // results, timing only): each layer's launches left out -- bit 1 the q|k|v

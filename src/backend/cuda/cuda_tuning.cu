@@ -105,9 +105,9 @@ CudaTuning& cuda_tuning() {
                "(got '%s')", v.c_str());
         d.quant_q_early_groups = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
-        if (!whole_number(v, 0, k == "qfx" ? 16383 : 63, &n) || (k == "qstg" && n != 0 && n != 2 && n != 3))
+        if (!whole_number(v, 0, k == "qfx" ? 511 : 63, &n) || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
-               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..16383" : "a bit set 0..63", v.c_str());
+               k == "qstg" ? "0, 2 or 3" : k == "qfx" ? "a bit set 0..511" : "a bit set 0..63", v.c_str());
         (k == "qfx" ? d.quant_fused_probe : k == "sfx" ? d.step_probe : d.quant_decode_stages) = static_cast<int>(n);
       } else {
         std::string keys;

@@ -108,9 +108,7 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
 // fz.probe bits -- 16 the records' copies (no DRAM traffic), 32 the key B
 // build, 64 the key code conversions and MMAs, 128 the value B build (with
-// the exponentials), 256 the value code conversions and MMAs; milestone 44:
-// 512 the (s, z) preparation, 1024 the key code word loads and the per-head
-// constant's shuffles, 2048 the online softmax (its max, vote and rescale). Without it the
+// the exponentials), 256 the value code conversions and MMAs. Without it the
 // probe tests below are compile-time false, so the shipped kernel is as before.
 // Registers (milestone 24, stated instead of left to ptxas's choice, which
 // moved with every change): <= 4 heads a KV head at most 128, so that 3
@@ -317,7 +315,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     // (2^(10 - pos) s, z) of tokens tv, tv + 1 of groups lane / 16 + 2 i,
     // for the value B writers (s of group g, tokens 2j and 2j + 1: half2
     // g 16 + j; z D / 2 half2 later).
-    if (!(pb & 512)) {
+    {
       const __half2* vs2 = reinterpret_cast<const __half2*>(st + S::kVSc);
 #pragma unroll
       for (int i = 0; i < kCG / 2; ++i) {
@@ -395,7 +393,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int w = 0; w < kWK; ++w) {
-        const uint2 x = pb & 1024 ? make_uint2(0, 0) : *reinterpret_cast<const uint2*>(st + kwb + 32 * w + 8 * h);
+        const uint2 x = *reinterpret_cast<const uint2*>(st + kwb + 32 * w + 8 * h);
         kwd[h][w] = x.x;
         kwd[h + 2][w] = x.y;
       }
@@ -404,7 +402,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     // lane ends with the total of head lane / (32 / GP); GP - 1 + 5 - log2(GP)
     // shuffles instead of 5 GP.
 #pragma unroll
-    for (int o = 16, n = GP; n > 1 && !(pb & 1024); o >>= 1, n >>= 1) {
+    for (int o = 16, n = GP; n > 1; o >>= 1, n >>= 1) {
       const bool up = lane & o;
 #pragma unroll
       for (int i = 0; i < n / 2; ++i) {
@@ -413,11 +411,10 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       }
     }
 #pragma unroll
-    for (int o = 16 / GP; o > 0 && !(pb & 1024); o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
+    for (int o = 16 / GP; o > 0; o >>= 1) corr[0] += __shfl_xor_sync(0xffffffffu, corr[0], o);
     float cown[kNT];  // the constant of this thread's head 4 nt + tig
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-      cown[nt] = pb & 1024 ? corr[0] : __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
+    for (int nt = 0; nt < kNT; ++nt) cown[nt] = __shfl_sync(0xffffffffu, corr[0], (4 * nt + tig) * (32 / GP));
     __syncwarp();
 
     // Scores: two m16 tiles of tokens, kNT n8 tiles of (head hi, head lo).
@@ -461,10 +458,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       for (int i = 0; i < 4; ++i)
         p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
                         kSubScale, cown[nt]);
-      if (pb & 2048) {
-        mnew[nt] = m[nt] = 0;
-        continue;
-      }
       float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
@@ -662,70 +655,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-// Probe bit 4096 (milestone 44; timing only, no output): in place of the
-// probe instantiation, bench/cuda_copy_probe.cu's ring with no work -- v3's
-// grid, splits, stages and staged layout over the engine's own records, in
-// the engine's process -- so that v3's copy-only loop (qfx=4071, 32.5 us at
-// 131K) and the probe's ring (27 us over records of its own) can be told
-// apart by kernel or by memory. Bit 8192: with the ring's own shared memory
-// instead of v3's.
-template <typename S>
-__global__ void __launch_bounds__(kQuantWarps * 32) quant_decode_v3_copy_ring_kernel(const uint8_t* __restrict__ kcodes,
-                                                                        const uint8_t* __restrict__ vcodes,
-                                                                        QuantGeom geo, int n_groups, int gps,
-                                                                        int n_splits, float* __restrict__ out) {
-  extern __shared__ __align__(16) uint32_t ring_smem[];
-  const int lane = threadIdx.x % 32, wi = threadIdx.x / 32;
-  const int gw = blockIdx.x * kQuantWarps + wi, hk = gw / n_splits, split = gw % n_splits;
-  if (hk >= geo.n_kv) return;
-  uint32_t* ring = ring_smem + wi * S::kStages * S::kStageW;
-  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
-  const size_t r0 = static_cast<size_t>(hk) * geo.max_groups + g0;
-  const uint8_t* knext = kcodes + r0 * geo.krec + 16 * lane;
-  const uint8_t* vnext = vcodes + r0 * geo.vrec + 16 * lane;
-  int snext = 0;
-  auto stage_next = [&]() {
-#pragma unroll
-    for (int r = 0; r < S::kChunks / 32; ++r) {
-      const int i = lane + 32 * r;
-      cp_async16(ring + snext + S::chunk_dst(lane, r),
-                 i < S::kKChunks ? knext + 512 * r : vnext + 512 * r - 16 * S::kKChunks);
-    }
-    knext += geo.krec;
-    vnext += geo.vrec;
-    snext = snext == (S::kStages - 1) * S::kStageW ? 0 : snext + S::kStageW;
-  };
-#pragma unroll
-  for (int i = 0; i < S::kStages - 1; ++i) {
-    if (g0 + i < g1) stage_next();
-    cp_async_commit();
-  }
-  uint32_t acc = lane;
-  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = scur == (S::kStages - 1) * S::kStageW ? 0 : scur + S::kStageW) {
-    if (grp + S::kStages - 1 < g1) stage_next();
-    cp_async_commit();
-    cp_async_wait<S::kStages - 1>();
-    __syncwarp();
-    acc ^= ring[scur + lane] + ring[scur + S::kVOff + lane];
-    __syncwarp();
-  }
-  out[gw * 32 + lane] = __uint_as_float(acc);
-}
-
-// Launches the ring for qfx bit 4096 (below).
-template <typename S>
-void launch_v3_copy_ring(const QuantDecodeArgs& a, cudaStream_t s, size_t kSmem) {
-  const bool own = cuda_tuning().quant_fused_probe & 8192;
-  const size_t smem = own ? sizeof(uint32_t) * kQuantWarps * S::kStages * S::kStageW : kSmem;
-  auto* ring = quant_decode_v3_copy_ring_kernel<S>;
-  LONGKV_CUDA_CHECK(cudaFuncSetAttribute(ring, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  LONGKV_CHECK(a.part_o && a.grid.x * kQuantWarps * 32 <= static_cast<unsigned>(a.geo.n_kv * a.stride * a.geo.D *
-                                                                                 a.group_q),
-               "qfx 4096: the ring writes a word a thread into the partials");
-  launch_maybe_pdl(a.pdl, ring, a.grid, dim3(kQuantWarps * 32), smem, s, a.kc, a.vc, a.geo, a.n_groups, a.gps,
-                   a.n_splits, a.part_o);
-}
-
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
@@ -746,7 +675,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     }
   }
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
-               "LONGKV_CUDA_TUNING qfx bits 16-2048 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
+               "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
@@ -759,9 +688,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
     return;
   }
   LONGKV_CHECK(!kQS || a.fuse, "quantized decode v3: q in shared memory needs the one-launch step");
-  if constexpr (kProbe) {
-    if (cuda_tuning().quant_fused_probe & 4096) return launch_v3_copy_ring<S>(a, s, kSmem);
-  }
   LONGKV_CHECK(!a.fuse || (a.n_splits % kQuantWarps == 0 &&
                             a.grid.x == static_cast<unsigned>(a.geo.n_kv * a.n_splits / kQuantWarps) && a.dpos &&
                             a.tickets && a.out && a.stride == a.n_splits / kQuantWarps + 1 &&
