@@ -264,6 +264,7 @@ int main(int argc, char** argv) {
       CK(cudaMemset(kc, 0x5A, n));
       CK(cudaMemset(vc, 0xA5, n));
     }
+    CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
   };
   fill(rand_fill);
@@ -271,6 +272,7 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&g_cold, kColdBytes));
     CK(cudaMalloc(&g_cold_out, sizeof(uint32_t) * 528 * 256));
     fill_random_kernel<<<1024, 256>>>(reinterpret_cast<uint32_t*>(g_cold), kColdBytes / 4, 1u);
+    CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
   }
   g_cold_on = cold;
