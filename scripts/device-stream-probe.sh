@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Milestone-45 device run (issue 4: can a persistent kernel whose weight
+# stream never waits for the chain bring the step's GEMVs near their bytes?
+# run tool, kind nvidia-h200; carry [".devdeps"] only with ENGINE=1):
+#  1. builds bench/cuda_stream_probe.cu with nvcc alone and prints its check
+#     and table ($OUT/stream-probe.md; ARGS: its arguments);
+#  2. with ENGINE=1, the engine's weights part W on the same card: the
+#     llama3-8b Q4_0 decode bench at depth 0 with the defaults and with the
+#     attention launches left out (`sfx=2`), PAIRS interleaved rounds
+#     (scripts/device-cuda-m16.sh's bench_pairs).
+set -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+t0=$(date +%s)
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -Ibench -o /tmp/stream_probe bench/cuda_stream_probe.cu \
+  src/core/error.cpp || exit 1
+echo "built at $(( $(date +%s) - t0 )) s"
+# shellcheck disable=SC2086  # ARGS is a word list
+timeout 240 /tmp/stream_probe ${ARGS:-} > "$OUT/stream-probe.md" 2>&1
+echo "probe rc $? at $(( $(date +%s) - t0 )) s"
+cat "$OUT/stream-probe.md"
+if [[ ${ENGINE:-0} == 1 ]]; then
+  SETTINGS="- sfx=2" MODES=${MODES:-k2v2} DEPTHS=${DEPTHS:-0} PAIRS=${PAIRS:-2} bash scripts/device-cuda-m16.sh
+fi
+echo "total: $(( $(date +%s) - t0 )) s"
