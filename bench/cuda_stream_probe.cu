@@ -43,45 +43,25 @@
 #include <cstdlib>
 #include <vector>
 
-#include "backend/cuda/bulk_copy.cuh"
-#include "backend/cuda/weight_decode.cuh"
-#include "cuda_gemv_forms.cuh"
 #include "cuda_probe_util.cuh"
+#include "cuda_stream_parts.cuh"
+#include "cuda_stream_wave.cuh"
 
+namespace stream_probe {
 namespace {
 
 using longkv::cuda::bulk_copy;
-using longkv::cuda::dot_q4_0_i8;
 using longkv::cuda::fence_mbar_init;
 using longkv::cuda::mbar_arrive_expect;
 using longkv::cuda::mbar_init;
 using longkv::cuda::mbar_wait;
-using longkv::cuda::quantize_x_i8;
-using longkv::cuda::smem_u32;
-using longkv::cuda::XI8;
 
-constexpr int kLayers = 32, kLinksPerLayer = 4, kLinks = kLayers * kLinksPerLayer;
 // Consumer warps CW (the kernel's template parameter) in kGroups groups; one
 // more warp holds the producer thread. 15 (16 warps, up to 128 registers a
 // thread: x in registers) or 30 (31 warps, 64 registers: x from shared
 // memory); 17 warps would cap ptxas at 96 registers.
-constexpr int kStageBytes = 32256;           // 14 rows of 4096 columns (2304 B) or 4 of 14336 (8064 B)
 constexpr int kMaxStages = 6;
 constexpr int kGroups = 3;  // consumer groups (stages: a multiple of kGroups)
-
-// One GEMV link: y = W x over the split-layout Q4_0 rows w (row stride
-// 18 cols / 32 bytes); glu: rows interleaved gate, up and y[j] = silu(g_j) u_j.
-struct Link {
-  const uint8_t* w;
-  const float* x;
-  float* y;
-  int rows, cols, glu;
-};
-// The step's links, in global memory (set once by the host); each block
-// copies those of its launch into shared memory first. (Read from
-// __constant__ memory with the link index in a register, the loops alone
-// cost ~8.7 us a layer: milestone 45's third run.)
-__device__ Link g_links[kLinks];
 
 // Parts left out (timing only, wrong outputs but for kFull): the stream
 // alone (no x, no dots, no barriers), the chain alone (no copies: the dots
@@ -102,9 +82,6 @@ struct Plan {
   }
 };
 
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
 template <int CW>
 __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(CW * 32) : "memory");
@@ -142,43 +119,6 @@ __device__ __forceinline__ void grid_sync(unsigned* ctr, unsigned target, int bv
   consumer_sync<CW>();
 }
 
-// A lane's unit u of x (32 floats, through L2: a block of the previous link
-// may have written it from another SM), in the engine's int8 form.
-__device__ __forceinline__ void load_x(const float* x, int u, XI8& xq) {
-  float v[32];
-  const float4* p = reinterpret_cast<const float4*>(x + 32 * u);
-#pragma unroll
-  for (int k = 0; k < 8; ++k) {
-    const float4 f = __ldcg(p + k);
-    v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
-  }
-  quantize_x_i8(v, xq);
-}
-
-__device__ __forceinline__ float warp_sum(float p) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) p += __shfl_xor_sync(0xffffffffu, p, o);
-  return p;
-}
-
-// The gate|up store: g u / (|g| + |u|) instead of SwiGLU's silu(g) u. The
-// probe has no RMSNorm, and silu(g) u, of degree 2 in x's scale, took the
-// activations to 0 within a few layers (the first run); this stand-in is of
-// degree 1, so over 32 layers their scale only drifts.
-__device__ __forceinline__ float glu(float g, float u) {
-  const float a = fabsf(g) + fabsf(u);
-  return a > 0 ? g * u / a : 0.0f;
-}
-
-// x in shared memory, in the engine's int8 form: unit u's codes lo[u]
-// (elements 0..15), hi[u] (16..31) and (dx, 8 sum q) -- separate arrays, so
-// that a warp reading units lane + 32 j is free of bank conflicts.
-constexpr int kMaxUnits = 14336 / 32;
-struct XSmem {
-  uint4 lo[kMaxUnits], hi[kMaxUnits];
-  float2 s[kMaxUnits];
-};
-
 // All consumer threads: x (cols floats, through L2: blocks on other SMs wrote
 // it) into xs. Coalesced: a lane loads 4 consecutive floats, 8 lanes a unit
 // (quantize_x_i8_part: the bits of quantize_x_i8, which the check's plain
@@ -199,56 +139,8 @@ __device__ __forceinline__ void load_x_block(const float* x, XSmem& xs) {
 #pragma unroll
   for (int i = 0; i < kPasses; ++i) {
     const int u = i * kPass + threadIdx.x / 8;
-    float v[4] = {f[i].x, f[i].y, f[i].z, f[i].w};
-    int w[1];
-    float dx;
-    int off;
-    gemv_forms::quantize_x_i8_part<8>(v, w, dx, off);  // every lane of the warp takes part
-    if (u < NB) {
-      reinterpret_cast<int*>(part < 4 ? &xs.lo[u] : &xs.hi[u])[part % 4] = w[0];
-      if (part == 0) xs.s[u] = make_float2(dx, __int_as_float(off));
-    }
+    put_x_part(f[i], u, u < NB, xs);
   }
-}
-
-__device__ __forceinline__ XI8 x_unit(const XSmem& xs, int u) {
-  XI8 xq;
-  const uint4 lo = xs.lo[u], hi = xs.hi[u];
-  const float2 sc = xs.s[u];
-  xq.q[0] = lo.x, xq.q[1] = lo.y, xq.q[2] = lo.z, xq.q[3] = lo.w;
-  xq.q[4] = hi.x, xq.q[5] = hi.y, xq.q[6] = hi.z, xq.q[7] = hi.w;
-  xq.dx = sc.x, xq.off = __float_as_int(sc.y);
-  return xq;
-}
-
-// Rows st + ro[r] (r < nr <= R; split layout, NB units) . x: a lane's
-// units lane + 32 j summed in j order, then each row's warp sum (every lane
-// gets it). x from the lane's registers xr (NB = 128: its 4 units, loaded
-// once a link) or, read once for all R rows, from shared memory (the first
-// form of milestone 45 read x from shared memory for every row: the dots
-// were bound by shared-memory bandwidth). Unused slots are branched over:
-// computing them instead (call 16) made the 30-warp form 2% slower.
-template <int NB, int R, bool XR>
-__device__ __forceinline__ void rows_dot(const uint8_t* st, const int (&ro)[R], int nr, const XSmem& xs,
-                                         const XI8* xr, int lane, float (&acc)[R]) {
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0;
-#pragma unroll(NB == 128 ? 4 : 2)
-  for (int j = 0; j < (NB + 31) / 32; ++j) {
-    const int u = lane + 32 * j;
-    if (NB % 32 == 0 || u < NB) {
-      const XI8 xq = NB == 128 && XR ? xr[j] : x_unit(xs, u);
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (r < nr) {
-          const uint8_t* row = st + ro[r];
-          acc[r] += dot_q4_0_i8(*reinterpret_cast<const uint4*>(row + 16 * u),
-                                longkv::cuda::ld_f16(row + 16 * NB + 2 * u), xq);
-        }
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
 }
 
 // A stage's rows for warp wg (0..kGW-1) of the group that takes it. 4096
@@ -263,7 +155,7 @@ __device__ __forceinline__ void stage_rows(const Link& L, const Plan& p, int c0,
     if (wg >= nr) return;
     const int ro[1] = {wg * p.rb};
     float acc[1];
-    rows_dot<NB, 1, XR>(st, ro, 1, xs, xr, lane, acc);
+    rows_dot<NB, 1, XR>(st, ro, 1, xs, xr, lane, acc, [](int) {});
     if (lane == 0) L.y[c0 + wg] = acc[0];
     return;
   }
@@ -284,7 +176,7 @@ __device__ __forceinline__ void stage_rows(const Link& L, const Plan& p, int c0,
   }
   if (n == 0) return;
   float acc[R];
-  rows_dot<NB, R, XR>(st, ro, n, xs, xr, lane, acc);
+  rows_dot<NB, R, XR>(st, ro, n, xs, xr, lane, acc, [](int) {});
   if (lane == 0) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -475,8 +367,10 @@ std::vector<double> host_link0(const std::vector<uint8_t>& w, const std::vector<
 }
 
 }  // namespace
+}  // namespace stream_probe
 
 int main(int argc, char** argv) {
+  using namespace stream_probe;
   const int iters = argc > 1 ? std::atoi(argv[1]) : 10;
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
@@ -555,6 +449,28 @@ int main(int argc, char** argv) {
       if (!(mode & (kStreamOnly | kNoGrid))) ctr_base += static_cast<unsigned>(G) * (a1 - a0 - 1);  // its grid syncs
     }
   };
+  // The wavefront kernel (cuda_stream_wave.cuh): its slice counters zeroed before each step.
+  unsigned* wave_cnt;
+  CK(cudaGetSymbolAddress(reinterpret_cast<void**>(&wave_cnt), g_wave_cnt));
+  const size_t wave_smem = static_cast<size_t>(kWaveStages) * kStageBytes + 2 * sizeof(XSmem);
+  CK(cudaFuncSetAttribute(wave_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(wave_smem)));
+  {
+    int per_sm = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, wave_kernel, kWaveThreads, wave_smem));
+    if (per_sm < 1) {
+      std::fprintf(stderr, "wave_kernel does not fit an SM\n");
+      return 1;
+    }
+  }
+  auto wave_step = [&](int mode, int lpl) {
+    CK(cudaMemsetAsync(wave_cnt, 0, sizeof(unsigned) * kLinks * kSlices, st));
+    for (int l0 = 0; l0 < kLinks; l0 += lpl * kLinksPerLayer) {
+      int a0 = l0, a1 = l0 + lpl * kLinksPerLayer, a2 = mode;
+      void* args[] = {&a0, &a1, &a2};
+      CK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(wave_kernel), dim3(G), dim3(kWaveThreads), args,
+                                     wave_smem, st));
+    }
+  };
   auto ref_step = [&]() {
     for (int l = 0; l < kLinks; ++l) {
       const Shape& s = kShapes[l % kLinksPerLayer];
@@ -574,9 +490,13 @@ int main(int argc, char** argv) {
   long differ = 0, total = 0;
   double maxrel = 0;
   set_links(ybuf);
-  for (int form = 1; form >= 0; --form) {  // form 0's outputs stay for the host check below
+  // Forms 2 and 3: the wavefront kernel in one launch and in one launch a layer.
+  for (int form = 3; form >= 0; --form) {  // form 0's outputs stay for the host check below
     for (int l = 0; l < kLinks; ++l) CK(cudaMemsetAsync(ybuf[l], 0xff, out_len(kShapes[l % kLinksPerLayer]) * 4, st));
-    step(form, kMaxStages, kFull, kLayers);
+    if (form >= 2)
+      wave_step(kFull, form == 2 ? kLayers : 1);
+    else
+      step(form, kMaxStages, kFull, kLayers);
     CK(cudaStreamSynchronize(st));
   for (int l = 0; l < kLinks; ++l) {
     const int n = out_len(kShapes[l % kLinksPerLayer]);
@@ -641,6 +561,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   row("plain chain (untuned, one launch a link)", -1, 0, 0, 0, [&] { ref_step(); });
+  row("wavefront, 8 slices a link", -1, kWaveStages, kLayers, 0, [&] { wave_step(kFull, kLayers); });
+  row("wavefront, one launch a layer", -1, kWaveStages, 1, 0, [&] { wave_step(kFull, 1); });
+  row("wavefront, chain alone (no copies)", -1, kWaveStages, kLayers, 0, [&] { wave_step(kChainOnly, kLayers); });
   row("stream alone (no arithmetic, no barriers)", 0, 6, kLayers, 0, [&] { step(0, 6, kStreamOnly, kLayers); });
   for (int f = 0; f < 2; ++f) {
     for (int bv : {0, 2}) row("persistent", f, 6, kLayers, bv, [&] { step(f, 6, kFull, kLayers, bv); });
