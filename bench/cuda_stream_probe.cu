@@ -38,7 +38,8 @@
 // and each link's grid barrier idles every block behind the slowest.
 //
 // Usage: stream_probe [iters]                      the check and the whole table
-//        stream_probe iters form mode stages lpl bv    the check and one row (forms[], Mode bits)
+//        stream_probe iters form mode stages lpl bv    the check and one row (forms[], 2 the
+//                                                  wavefront; Mode bits)
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -371,6 +372,7 @@ std::vector<double> host_link0(const std::vector<uint8_t>& w, const std::vector<
 
 int main(int argc, char** argv) {
   using namespace stream_probe;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines reach the file as they are printed
   const int iters = argc > 1 ? std::atoi(argv[1]) : 10;
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
@@ -498,6 +500,13 @@ int main(int argc, char** argv) {
     else
       step(form, kMaxStages, kFull, kLayers);
     CK(cudaStreamSynchronize(st));
+    int hang[8] = {};
+    CK(cudaMemcpyFromSymbol(hang, g_wave_hang, sizeof(hang)));
+    if (hang[7]) {  // wave_wait's record: block, warp, tag (1 empty, 2 xfree, 3 full, 4 xready, 5 counter), ...
+      std::printf("form %d: a wait gave up: block %d warp %d tag %d link %d stage/slice %d parity/count %d\n", form,
+                  hang[0], hang[1], hang[2], hang[3], hang[4], hang[5]);
+      return 1;
+    }
   for (int l = 0; l < kLinks; ++l) {
     const int n = out_len(kShapes[l % kLinksPerLayer]);
     std::vector<float> a(n), b(n);
@@ -552,9 +561,13 @@ int main(int argc, char** argv) {
   if (argc > 6) {  // one row: iters form mode stages lpl bv (for ncu: the 4th stream_kernel launch on is timed)
     const int form = std::atoi(argv[2]), mode = std::atoi(argv[3]), stages = std::atoi(argv[4]);
     const int lpl = std::atoi(argv[5]), bv = std::atoi(argv[6]);
+    if (form == 2 && lpl >= 1 && kLayers % lpl == 0) {  // the wavefront kernel (stages, bv: ignored)
+      row("one row: wavefront (mode bits)", -1, kWaveStages, lpl, 0, [&] { wave_step(mode, lpl); });
+      return 0;
+    }
     if (form < 0 || form > 1 || stages % kGroups != 0 || stages > kMaxStages || lpl < 1 || kLayers % lpl != 0) {
-      std::fprintf(stderr, "form 0 or 1, stages %d or %d, layers a launch dividing %d\n", kGroups, 2 * kGroups,
-                   kLayers);
+      std::fprintf(stderr, "form 0, 1 (2: the wavefront), stages %d or %d, layers a launch dividing %d\n", kGroups,
+                   2 * kGroups, kLayers);
       return 1;
     }
     row("one row (mode bits)", form, stages, lpl, bv, [&] { step(form, stages, mode, lpl, bv); });

@@ -8,9 +8,10 @@
 // a gate|up pair each). So every slice of a link's output is complete early
 // in the link, the first after ~1/S of it. An x-loader warp a block waits for
 // the counters of the slices its next x needs, makes each x slice (int8, in
-// shared memory, double-buffered by link) and signals it on an mbarrier; the
+// shared memory, double-buffered by link) and signals it on an mbarrier
+// (kLoaders warps share a link's slices); the
 // consumers dot a unit as soon as its slice is there, and count every output
-// they store (red.release) into its slice's counter. No block waits for a
+// they store (a fence, then relaxed adds) into its slice's counter. No block waits for a
 // whole link before the next starts. The producer thread streams the block's
 // rows in the same slice order into a ring whose stage g belongs to consumer
 // group g.
@@ -27,13 +28,13 @@ using longkv::cuda::bulk_copy;
 using longkv::cuda::fence_mbar_init;
 using longkv::cuda::mbar_arrive_expect;
 using longkv::cuda::mbar_init;
-using longkv::cuda::mbar_wait;
 
 constexpr int kSlices = 8;                     // slices of a link's output (and of the next x)
 constexpr int kWaveStages = 5;                 // ring stages = consumer groups: group g takes stage slot g
-constexpr int kWaveGW = 6;                     // warps a group
-constexpr int kWaveCW = kWaveStages * kWaveGW;  // consumer warps; then the producer warp and the x loader
-constexpr int kWaveThreads = (kWaveCW + 2) * 32;
+constexpr int kWaveGW = 5;                     // warps a group
+constexpr int kWaveCW = kWaveStages * kWaveGW;  // consumer warps; then the producer warp and kLoaders x loaders
+constexpr int kLoaders = 6;                     // loader i makes slices i, i + kLoaders, ... of each x
+constexpr int kWaveThreads = (kWaveCW + 1 + kLoaders) * 32;
 
 // Outputs stored, per link and slice; zeroed before each step.
 __device__ unsigned g_wave_cnt[kLinks][kSlices];
@@ -56,13 +57,45 @@ struct WavePlan {
   __device__ int stages() const { return (total + rpc - 1) / rpc; }
 };
 
+// Waits with a watchdog: after ~0.5 s (1e9 cycles) a wait gives up, records
+// where (g_wave_hang: block, warp, tag, link, stage or slice, parity) and
+// sets g_wave_abort, which every other wait then obeys -- a hang costs a
+// wrong result (the check fails and prints the record), not the device call.
+__device__ int g_wave_abort;
+__device__ int g_wave_hang[8];
+__device__ __noinline__ void wave_hang(int tag, int l, int c, int par) {
+  if (atomicCAS(&g_wave_abort, 0, 1) == 0) {
+    const int rec[8] = {static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x / 32), tag, l, c, par, 0, 1};
+    for (int i = 0; i < 8; ++i) g_wave_hang[i] = rec[i];
+  }
+}
+__device__ __forceinline__ bool mbar_try(uint64_t* bar, unsigned parity) {
+  unsigned ok;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(smem_u32(bar)), "r"(parity)
+      : "memory");
+  return ok != 0;
+}
+__device__ __forceinline__ void wave_wait(uint64_t* bar, unsigned parity, int tag, int l, int c) {
+  const long long t0 = clock64();
+  while (!mbar_try(bar, parity)) {
+    if (*reinterpret_cast<volatile int*>(&g_wave_abort)) return;
+    if (clock64() - t0 > 1000000000LL) {
+      wave_hang(tag, l, c, static_cast<int>(parity));
+      return;
+    }
+  }
+}
+
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
   asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-__device__ __forceinline__ void red_release_add(unsigned* p, unsigned v) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+__device__ __forceinline__ void red_relaxed_add(unsigned* p, unsigned v) {
+  asm volatile("red.relaxed.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
 // The x loader's part of link l: slice s of x (NB / kSlices units), once
@@ -77,10 +110,17 @@ __device__ __forceinline__ void wave_x_slice(const Link& L, int l, bool first, i
   if (!first) {  // link l - 1's slices up to the one holding x's element (s + 1) K / S - 1
     const int n_prev = g_links[l - 1].glu ? g_links[l - 1].rows / 2 : g_links[l - 1].rows;
     const int per = n_prev / kSlices, need = ((s + 1) * NB * 32 / kSlices - 1) / per;
-    if (lane == 0)
+    if (lane == 0) {
+      const long long t0 = clock64();
       for (; done < need; ++done)
         while (ld_acquire(&g_wave_cnt[l - 1][done + 1]) < static_cast<unsigned>(per)) {
+          if (*reinterpret_cast<volatile int*>(&g_wave_abort)) break;
+          if (clock64() - t0 > 1000000000LL) {
+            wave_hang(5, l, done + 1, static_cast<int>(ld_acquire(&g_wave_cnt[l - 1][done + 1])));
+            break;
+          }
         }
+    }
     __syncwarp();
   }
 #pragma unroll
@@ -101,7 +141,7 @@ __device__ __forceinline__ void wave_x_slice(const Link& L, int l, bool first, i
 // Each output stored is counted into its slice's counter.
 template <int NB>
 __device__ __forceinline__ void wave_stage(const Link& L, int l, const WavePlan& p, int c, const uint8_t* st,
-                                           const XSmem& xs, int wg, int lane, int& ready, uint64_t* xready,
+                                           const XSmem& xs, int wg, int lane, unsigned& ready, uint64_t* xready,
                                            unsigned xpar) {
   constexpr int R = NB == 128 ? 4 : 1;
   const int p0 = c * p.rpc, nr = min(p.rpc, p.total - p0);
@@ -124,23 +164,31 @@ __device__ __forceinline__ void wave_stage(const Link& L, int l, const WavePlan&
   float acc[R];
   constexpr int kU = NB / kSlices;
   rows_dot<NB, R, false>(st, ro, n, xs, nullptr, lane, acc, [&](int j) {
-    const int s = min(32 * j + 31, NB - 1) / kU;  // the last slice step j reads
-    if (s > ready) {
-      mbar_wait(&xready[s], xpar);
-      ready = s;
-    }
+    // The slices step j reads (loaders finish them in any order): each
+    // waited for once a link (ready: a bit a slice).
+    for (int s = (32 * j) / kU; s <= min(32 * j + 31, NB - 1) / kU; ++s)
+      if (!(ready >> s & 1)) {
+        wave_wait(&xready[s], xpar, 4, l, s);
+        ready |= 1u << s;
+      }
   });
+  // The outputs, then one fence and a relaxed count each (a release add an
+  // output would order every store before it separately).
   if (lane == 0) {
     const int n_out = L.glu ? L.rows / 2 : L.rows, per = n_out / kSlices;
+    int os[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      if (r >= n) break;
+      os[r] = -1;
+      if (r >= n || (L.glu && r % 2 == 1)) continue;
       const int row = p.row(p0 + ro[r] / p.rb);
-      if (L.glu && r % 2 == 1) continue;
-      const int o = L.glu ? row / 2 : row;
-      L.y[o] = L.glu ? glu(acc[r], acc[r + 1]) : acc[r];
-      red_release_add(&g_wave_cnt[l][o / per], 1u);
+      os[r] = L.glu ? row / 2 : row;
+      L.y[os[r]] = L.glu ? glu(acc[r], acc[r + 1]) : acc[r];
     }
+    __threadfence();
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (os[r] >= 0) red_relaxed_add(&g_wave_cnt[l][os[r] / per], 1u);
   }
 }
 
@@ -172,7 +220,7 @@ __global__ void __launch_bounds__(kWaveThreads, 1) wave_kernel(int l0, int l1, i
       const WavePlan p(L, blockIdx.x, gridDim.x);
       for (int c = 0; c < p.stages(); ++c, ++n) {
         const int s = n % kWaveStages;
-        if (n >= kWaveStages) mbar_wait(&empty[s], (n / kWaveStages - 1) & 1);
+        if (n >= kWaveStages) wave_wait(&empty[s], (n / kWaveStages - 1) & 1, 1, l, c);
         const int p0 = c * p.rpc, p1 = min(p.total, p0 + p.rpc);
         mbar_arrive_expect(&full[s], static_cast<unsigned>((p1 - p0) * p.rb));
         for (int q = p0; q < p1;) {  // one copy a run of consecutive rows
@@ -186,13 +234,13 @@ __global__ void __launch_bounds__(kWaveThreads, 1) wave_kernel(int l0, int l1, i
     return;
   }
 
-  if (warp == kWaveCW + 1) {  // the x loader
+  if (warp > kWaveCW) {  // x loader i = warp - kWaveCW - 1: slices i, i + kLoaders, ...
     for (int l = l0; l < l1; ++l) {
       const int b = (l - l0) & 1, k = (l - l0) / 2;
-      if (k >= 1) mbar_wait(&xfree[b], (k - 1) & 1);  // link l - 2's consumers are done with buffer b
+      if (k >= 1) wave_wait(&xfree[b], (k - 1) & 1, 2, l, -1);  // link l - 2's consumers are done with buffer b
       const Link& L = g_links[l];
       int done = -1;
-      for (int s = 0; s < kSlices; ++s) {
+      for (int s = warp - kWaveCW - 1; s < kSlices; s += kLoaders) {
         if (L.cols == 4096)
           wave_x_slice<128>(L, l, l == l0, s, done, xs[b]);
         else
@@ -211,10 +259,10 @@ __global__ void __launch_bounds__(kWaveThreads, 1) wave_kernel(int l0, int l1, i
     const WavePlan p(L, blockIdx.x, gridDim.x);
     const int b = (l - l0) & 1, nc = p.stages();
     const unsigned xpar = ((l - l0) / 2) & 1;
-    int ready = -1;  // the highest x slice this warp has seen complete
+    unsigned ready = 0;  // the x slices this warp has seen complete
     for (int c = ((grp - n0) % kWaveStages + kWaveStages) % kWaveStages; c < nc; c += kWaveStages) {
       const int n = n0 + c;  // slot grp, its fill (n / kWaveStages)
-      if (copies) mbar_wait(&full[grp], (n / kWaveStages) & 1);
+      if (copies) wave_wait(&full[grp], (n / kWaveStages) & 1, 3, l, c);
       const uint8_t* st = ring + grp * kStageBytes;
       if (L.cols == 4096)
         wave_stage<128>(L, l, p, c, st, xs[b], wg, lane, ready, xready[b], xpar);

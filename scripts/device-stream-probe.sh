@@ -10,7 +10,8 @@
 #     (scripts/device-cuda-m16.sh's bench_pairs);
 #  3. NCU="iters form mode stages lpl bv;...": one stream_kernel launch of
 #     each row under ncu (the first timed one: after the check's two and the
-#     row's two untimed ones), its speed of light, warp states, scheduler,
+#     row's two untimed ones; for the wavefront, form 2, NCU_K=wave_kernel
+#     NCU_SKIP=35: the check's 33 launches), its speed of light, warp states, scheduler,
 #     instruction and memory sections and its stall reasons (cycles a warp
 #     waits per issued instruction, by reason).
 set -o pipefail
@@ -36,8 +37,8 @@ IFS=';' read -ra ncu_rows <<< "${NCU:-}"
 for r in "${ncu_rows[@]}"; do
   f="$OUT/ncu-stream-${r// /_}.txt"
   # shellcheck disable=SC2086  # word lists
-  timeout 200 ncu --clock-control none $S -k regex:stream_kernel --launch-skip 4 --launch-count 1 \
-    /tmp/stream_probe $r > "$f" 2>&1
+  timeout 200 ncu --clock-control none $S -k "regex:${NCU_K:-stream_kernel}" --launch-skip "${NCU_SKIP:-4}" \
+    --launch-count 1 /tmp/stream_probe $r > "$f" 2>&1
   echo "== ncu $r (rc $?, $(( $(date +%s) - t0 )) s)"
   grep -E "Duration|Executed Instructions |No Eligible|Active Warps Per|Eligible Warps|Warp Cycles Per Issued" "$f"
   grep -E "issue_stalled" "$f" | sed 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' |
