@@ -32,10 +32,14 @@
 // plain one-link kernels (also timed, untuned), whose bits every output of
 // both forms must have, and the host's exact sums for the first link.
 //
+// The wavefront kernel (cuda_stream_wave.cuh) replaces the grid barriers by
+// counters per slice of each link's output.
+//
 // H200 (cuda-notes milestone 45): the stream alone reads the 3.93 GB in
-// 0.84 ms (4.7 TB/s), but the persistent kernel takes 1.50-1.53 ms, as the
-// engine's W (1.47): the chain alone, with no copies, takes 0.98-1.04 ms,
-// and each link's grid barrier idles every block behind the slowest.
+// 0.84 ms (4.7 TB/s), but the persistent kernel takes 1.42-1.55 ms, as the
+// engine's W (1.47): the chain alone, with no copies, takes 0.95-1.10 ms,
+// and each link's grid barrier idles every block behind the slowest. The
+// wavefront takes 3.0 ms.
 //
 // Usage: stream_probe [iters]                      the check and the whole table
 //        stream_probe iters form mode stages lpl bv    the check and one row (forms[], 2 the

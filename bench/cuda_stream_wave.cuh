@@ -18,6 +18,14 @@
 //
 // Same bits as the barrier kernel and the plain chain: a row's sum is still
 // its lanes' units in order and the warp's shuffle sum.
+//
+// H200 (cuda-notes milestone 45, calls 18-19): slower than the barrier
+// kernel, 3.0 ms a step against 1.5 (one loader warp: 3.65). Every row of a
+// link needs all of its x, so no row completes before the link before has
+// ended everywhere; what the slices can overlap is bounded by the stages in
+// the ring, and the loaders' L2 round trips and the counters' polling cost
+// more than the barrier did (long-scoreboard stalls 22.8 of 33 cycles an
+// instruction).
 #pragma once
 
 #include "cuda_stream_parts.cuh"
