@@ -30,10 +30,10 @@ struct Link {
   float* y;
   int rows, cols, glu;
 };
-// The step's links, in global memory (set once by the host); each block
-// copies those of its launch into shared memory first. (Read from
-// __constant__ memory with the link index in a register, the loops alone
-// cost ~8.7 us a layer: milestone 45's third run.)
+// The step's links, in global memory (set once by the host). The barrier
+// kernel's blocks copy those of their launch into shared memory first; the
+// wavefront kernel reads them here. (Read from __constant__ memory instead,
+// the same loops cost as much: milestone 45, calls 7-8.)
 __device__ Link g_links[kLinks];
 
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {

@@ -41,9 +41,9 @@
 // and each link's grid barrier idles every block behind the slowest. The
 // wavefront takes 3.0 ms.
 //
-// Usage: stream_probe [iters]                      the check and the whole table
-//        stream_probe iters form mode stages lpl bv    the check and one row (forms[], 2 the
-//                                                  wavefront; Mode bits)
+// Usage: stream_probe [iters]                        the check and the whole table
+//        stream_probe iters form mode stages lpl bv  the check and one row: form 0-1 the barrier
+//                                                    kernel's forms[], 2 the wavefront; mode: Mode bits
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
