@@ -136,4 +136,24 @@ __device__ __forceinline__ void rows_dot(const uint8_t* st, const int (&ro)[R], 
   for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
 }
 
+// A 14-row (4096-column) stage's rows for warp wg of a group of GW warps, as
+// byte offsets ro[0..n) in the stage, n returned: gate|up pairs wg, wg + GW
+// (rows 2u, 2u + 1 each), other links' rows wg + r GW.
+template <int R, int GW>
+__device__ __forceinline__ int warp_rows(bool glu, int wg, int nr, int rb, int (&ro)[R]) {
+  int n = 0;
+  if (glu) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) ro[r] = (2 * (wg + (r / 2) * GW) + r % 2) * rb;
+    n = R == 4 && wg + GW < nr / 2 ? 4 : wg < nr / 2 ? 2 : 0;
+  } else {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      ro[r] = (wg + r * GW) * rb;
+      n += wg + r * GW < nr ? 1 : 0;
+    }
+  }
+  return n;
+}
+
 }  // namespace stream_probe

@@ -164,21 +164,9 @@ __device__ __forceinline__ void stage_rows(const Link& L, const Plan& p, int c0,
     if (lane == 0) L.y[c0 + wg] = acc[0];
     return;
   }
-  // The warp's rows, a prefix of 4 slots: gate|up pairs wg, wg + kGW (rows
-  // 2u, 2u + 1 each); other links rows wg + r kGW.
-  constexpr int R = GW >= 10 ? 2 : 4;  // 14-row stages: rows a warp
-  int ro[R], n = 0;
-  if (L.glu) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) ro[r] = (2 * (wg + (r / 2) * GW) + r % 2) * p.rb;
-    n = R == 4 && wg + GW < nr / 2 ? 4 : wg < nr / 2 ? 2 : 0;
-  } else {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      ro[r] = (wg + r * GW) * p.rb;
-      n += wg + r * GW < nr ? 1 : 0;
-    }
-  }
+  constexpr int R = GW >= 10 ? 2 : 4;  // 14-row stages: the warp's rows (warp_rows)
+  int ro[R];
+  const int n = warp_rows<R, GW>(L.glu, wg, nr, p.rb, ro);
   if (n == 0) return;
   float acc[R];
   rows_dot<NB, R, XR>(st, ro, n, xs, xr, lane, acc, [](int) {});

@@ -157,16 +157,8 @@ __device__ __forceinline__ void wave_stage(const Link& L, int l, const WavePlan&
   if (NB != 128) {
     ro[0] = wg * p.rb;
     n = wg < nr ? 1 : 0;
-  } else if (L.glu) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) ro[r] = (2 * (wg + (r / 2) * kWaveGW) + r % 2) * p.rb;
-    n = R == 4 && wg + kWaveGW < nr / 2 ? 4 : wg < nr / 2 ? 2 : 0;
   } else {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      ro[r] = (wg + r * kWaveGW) * p.rb;
-      n += wg + r * kWaveGW < nr ? 1 : 0;
-    }
+    n = warp_rows<R, kWaveGW>(L.glu, wg, nr, p.rb, ro);
   }
   if (n == 0) return;
   float acc[R];
