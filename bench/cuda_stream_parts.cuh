@@ -14,9 +14,15 @@
 
 namespace stream_probe {
 
+using longkv::cuda::bulk_copy;
 using longkv::cuda::dot_q4_0_i8;
+using longkv::cuda::fence_mbar_init;
+using longkv::cuda::mbar_arrive;
+using longkv::cuda::mbar_arrive_expect;
+using longkv::cuda::mbar_init;
+using longkv::cuda::mbar_try;
+using longkv::cuda::mbar_wait;
 using longkv::cuda::quantize_x_i8;
-using longkv::cuda::smem_u32;
 using longkv::cuda::XI8;
 
 constexpr int kLayers = 32, kLinksPerLayer = 4, kLinks = kLayers * kLinksPerLayer;
@@ -35,10 +41,6 @@ struct Link {
 // wavefront kernel reads them here. (Read from __constant__ memory instead,
 // the same loops cost as much: milestone 45, calls 7-8.)
 __device__ Link g_links[kLinks];
-
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
 
 // A lane's unit u of x (32 floats, through L2: a block of the previous link
 // may have written it from another SM), in the engine's int8 form.

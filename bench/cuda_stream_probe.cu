@@ -55,12 +55,6 @@
 namespace stream_probe {
 namespace {
 
-using longkv::cuda::bulk_copy;
-using longkv::cuda::fence_mbar_init;
-using longkv::cuda::mbar_arrive_expect;
-using longkv::cuda::mbar_init;
-using longkv::cuda::mbar_wait;
-
 // Consumer warps CW (the kernel's template parameter) in kGroups groups; one
 // more warp holds the producer thread. 15 (16 warps, up to 128 registers a
 // thread: x in registers) or 30 (31 warps, 64 registers: x from shared

@@ -32,11 +32,6 @@
 
 namespace stream_probe {
 
-using longkv::cuda::bulk_copy;
-using longkv::cuda::fence_mbar_init;
-using longkv::cuda::mbar_arrive_expect;
-using longkv::cuda::mbar_init;
-
 constexpr int kSlices = 8;                     // slices of a link's output (and of the next x)
 constexpr int kWaveStages = 5;                 // ring stages = consumer groups: group g takes stage slot g
 constexpr int kWaveGW = 5;                     // warps a group
@@ -76,15 +71,6 @@ __device__ __noinline__ void wave_hang(int tag, int l, int c, int par) {
     const int rec[8] = {static_cast<int>(blockIdx.x), static_cast<int>(threadIdx.x / 32), tag, l, c, par, 0, 1};
     for (int i = 0; i < 8; ++i) g_wave_hang[i] = rec[i];
   }
-}
-__device__ __forceinline__ bool mbar_try(uint64_t* bar, unsigned parity) {
-  unsigned ok;
-  asm volatile(
-      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(ok)
-      : "r"(smem_u32(bar)), "r"(parity)
-      : "memory");
-  return ok != 0;
 }
 __device__ __forceinline__ void wave_wait(uint64_t* bar, unsigned parity, int tag, int l, int c) {
   const long long t0 = clock64();

@@ -3,7 +3,8 @@
 // engine with one instruction, and the bytes do not wait in the SM's
 // per-thread load slots. Used by bench/cuda_barrier_probe.cu (milestone 21);
 // milestone 31 measured them for the down GEMV's second row batch (slower,
-// not kept).
+// not kept); bench/cuda_stream_probe.cu's kernels (milestone 45) with plain
+// arrivals (mbar_arrive) for the stages' release and bounded waits (mbar_try).
 //
 // Protocol: one thread inits the barrier (count 1) and fences the init; the
 // block syncs; one thread announces the bytes (mbar_arrive_expect) and then
@@ -36,6 +37,21 @@ __device__ __forceinline__ void bulk_copy(void* smem, const void* gmem, unsigned
                    smem_u32(smem)),
                "l"(gmem), "r"(bytes), "r"(smem_u32(bar))
                : "memory");
+}
+// A plain arrival (no bytes announced): a consumer releasing a stage.
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+// One test of the phase (mbar_wait without the loop): for a caller that
+// bounds or interleaves its waiting.
+__device__ __forceinline__ bool mbar_try(uint64_t* bar, unsigned parity) {
+  unsigned ok;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(smem_u32(bar)), "r"(parity)
+      : "memory");
+  return ok != 0;
 }
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
   asm volatile(
