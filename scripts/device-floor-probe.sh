@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Milestone-46 device run (issue 4: what does a decode step made as a chain
+# of kernels cost when its links do nothing but read their bytes? run tool,
+# kind nvidia-h200; carry [".devdeps"] only with ENGINE=1):
+#  1. builds bench/cuda_floor_probe.cu with nvcc alone and prints its table
+#     ($OUT/floor-probe.md; ARGS: its arguments);
+#  2. with ENGINE=1, the engine's step on the same card: the llama3-8b Q4_0
+#     decode bench with the defaults and with the attention launches left
+#     out (`sfx=2`), MODES (k2v2,f16) at DEPTHS (0,131072), PAIRS (1)
+#     interleaved rounds (scripts/device-cuda-m16.sh's bench_pairs).
+set -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+t0=$(date +%s)
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -Ibench -o /tmp/floor_probe bench/cuda_floor_probe.cu \
+  src/core/error.cpp || exit 1
+echo "built at $(( $(date +%s) - t0 )) s"
+# shellcheck disable=SC2086  # ARGS is a word list
+timeout 240 /tmp/floor_probe ${ARGS:-} > "$OUT/floor-probe.md" 2>&1
+echo "probe rc $? at $(( $(date +%s) - t0 )) s"
+cat "$OUT/floor-probe.md"
+if [[ ${ENGINE:-0} == 1 ]]; then
+  SETTINGS="- sfx=2" MODES=${MODES:-k2v2,f16} DEPTHS=${DEPTHS:-0,131072} PAIRS=${PAIRS:-1} \
+    bash scripts/device-cuda-m16.sh
+fi
+echo "total: $(( $(date +%s) - t0 )) s"
