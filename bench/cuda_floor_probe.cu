@@ -44,6 +44,8 @@ constexpr int kThreads = 512;
 constexpr int kUnroll = 8;  // 16-byte loads a thread in flight
 constexpr int kEarly = 8;   // early: loads a thread issues before its wait
 constexpr int kMaxLinks = 32 * 5 + 1;
+enum Form { kStream, kGraph, kPdl, kEarlyForm, kBarrier, kForms };
+const char* const kFormNames[kForms] = {"stream", "graph", "pdl", "early", "barrier"};
 
 struct Link {
   const uint4* p;
@@ -147,23 +149,30 @@ struct Buffers {
   uint8_t* out = nullptr;
 };
 
-// The step's links in the engine's order; bytes a step into *bytes.
-std::vector<Link> step_links(const Buffers& b, long long kvb, double* bytes) {
+// A layer's links, in the engine's order (the output matrix ends the step).
+enum Kind { kQkvLink, kAttnLink, kWoLink, kGateUpLink, kDownLink, kKinds };
+const char* const kKindNames[kKinds] = {"q|k|v", "attention", "wo", "gate|up", "down"};
+
+// The step's links in the engine's order, but the kind `skip` of every layer
+// (-1: none; the bench's `sfx` leaves a kind's launches out so); bytes a step
+// into *bytes.
+std::vector<Link> step_links(const Buffers& b, long long kvb, double* bytes, int skip = -1) {
   std::vector<Link> v;
-  auto add = [&](const uint8_t* p, long long n) {
+  auto add = [&](int kind, const uint8_t* p, long long n) {
+    if (kind == skip) return;
     v.push_back({reinterpret_cast<const uint4*>(p), n / 16});
     *bytes += static_cast<double>(n);
   };
   *bytes = 0;
   for (int l = 0; l < 32; ++l) {
     uint8_t* w = b.w[l];
-    add(w, kQkv);
-    if (kvb > 0) add(b.kv[l], kvb);
-    add(w + kQkv, kWo);
-    add(w + kQkv + kWo, kGateUp);
-    add(w + kQkv + kWo + kGateUp, kDown);
+    add(kQkvLink, w, kQkv);
+    if (kvb > 0) add(kAttnLink, b.kv[l], kvb);
+    add(kWoLink, w + kQkv, kWo);
+    add(kGateUpLink, w + kQkv + kWo, kGateUp);
+    add(kDownLink, w + kQkv + kWo + kGateUp, kDown);
   }
-  add(b.out, kOut);
+  add(kKinds, b.out, kOut);
   return v;
 }
 
@@ -218,58 +227,84 @@ int main(int argc, char** argv) {
               "a block\n\n",
               grid, kThreads, bpsm, iters, smem_whole);
 
+  // µs a step of form `form` over the n links in c_links ("whole" or "share").
+  unsigned base = 0;
+  auto time_form = [&](int form, bool whole, int n) {
+    const int smem = whole ? smem_whole : 0;
+    float us = 0;
+    if (form == kStream || form == kBarrier) {  // one launch a step
+      auto launch = [&](int) {
+        if (form == kStream) {
+          step_kernel<false><<<grid, kThreads, smem, s>>>(n, sink, ctr, 0);
+        } else {
+          void* args[] = {&n, &sink, &ctr, &base};
+          CK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(step_kernel<true>), grid, kThreads, args, smem, s));
+          base += static_cast<unsigned>(grid) * n;
+        }
+      };
+      for (int i = 0; i < 3; ++i) launch(i);
+      us = time_us(s, iters, launch);
+    } else {  // a launch a link, captured into a graph
+      cudaGraph_t g;
+      cudaGraphExec_t ge;
+      CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+      for (int l = 0; l < n; ++l) {
+        if (form == kEarlyForm)
+          launch_maybe_pdl(true, link_kernel<true>, dim3(grid), dim3(kThreads), smem, s, l, sink);
+        else
+          launch_maybe_pdl(form == kPdl, link_kernel<false>, dim3(grid), dim3(kThreads), smem, s, l, sink);
+      }
+      CK(cudaStreamEndCapture(s, &g));
+      CK(cudaGraphInstantiate(&ge, g, 0));
+      for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ge, s));
+      us = time_us(s, iters, [&](int) { CK(cudaGraphLaunch(ge, s)); });
+      CK(cudaGraphExecDestroy(ge));
+      CK(cudaGraphDestroy(g));
+    }
+    CK(cudaGetLastError());
+    return us;
+  };
+  auto load = [&](const std::vector<Link>& links) {
+    CK(cudaMemcpyToSymbol(c_links, links.data(), sizeof(Link) * links.size()));
+    return static_cast<int>(links.size());
+  };
+
   std::printf("| step | links | bytes | bound at copy bw | form | SM | µs a step | GB/s | × bound |\n");
   std::printf("|---|---:|---:|---:|---|---|---:|---:|---:|\n");
-  unsigned base = 0;
   for (const auto& c : cases) {
     double bytes = 0;
-    const std::vector<Link> links = step_links(b, kv_bytes(c.first, c.second), &bytes);
-    const int n = static_cast<int>(links.size());
-    CK(cudaMemcpyToSymbol(c_links, links.data(), sizeof(Link) * n));
+    const int n = load(step_links(b, kv_bytes(c.first, c.second), &bytes));
     const double bound_us = bytes / (cbw * 1e3);
     const std::string name = c.second == 0 ? c.first : c.first + " at " + std::to_string(c.second);
-    for (int form = 0; form < 5; ++form) {
+    for (int form = 0; form < kForms; ++form) {
       for (int whole = 1; whole >= 0; --whole) {
-        const int smem = whole ? smem_whole : 0;
-        float us = 0;
-        if (form == 0 || form == 4) {  // one launch a step
-          if (!whole) continue;  // no later launch to share the SM with
-          auto launch = [&](int) {
-            if (form == 0) {
-              step_kernel<false><<<grid, kThreads, smem, s>>>(n, sink, ctr, 0);
-            } else {
-              void* args[] = {const_cast<int*>(&n), &sink, &ctr, &base};
-              CK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(step_kernel<true>), grid, kThreads, args, smem,
-                                             s));
-              base += static_cast<unsigned>(grid) * n;
-            }
-          };
-          for (int i = 0; i < 3; ++i) launch(i);
-          us = time_us(s, iters, launch);
-        } else {  // a launch a link, captured into a graph
-          cudaGraph_t g;
-          cudaGraphExec_t ge;
-          CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-          for (int l = 0; l < n; ++l) {
-            if (form == 3)
-              launch_maybe_pdl(true, link_kernel<true>, dim3(grid), dim3(kThreads), smem, s, l, sink);
-            else
-              launch_maybe_pdl(form == 2, link_kernel<false>, dim3(grid), dim3(kThreads), smem, s, l, sink);
-          }
-          CK(cudaStreamEndCapture(s, &g));
-          CK(cudaGraphInstantiate(&ge, g, 0));
-          for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ge, s));
-          us = time_us(s, iters, [&](int) { CK(cudaGraphLaunch(ge, s)); });
-          CK(cudaGraphExecDestroy(ge));
-          CK(cudaGraphDestroy(g));
-        }
-        CK(cudaGetLastError());
-        static const char* kForms[] = {"stream", "graph", "pdl", "early", "barrier"};
+        if (!whole && (form == kStream || form == kBarrier)) continue;  // no later launch to share the SM with
+        const float us = time_form(form, whole, n);
         std::printf("| %s | %d | %.2f GiB | %.0f µs | %s | %s | %.0f | %.0f | %.2f |\n", name.c_str(), n,
-                    bytes / (1u << 30), bound_us, kForms[form], whole ? "whole" : "share", us, bytes / (us * 1e3),
-                    us / bound_us);
+                    bytes / (1u << 30), bound_us, kFormNames[form], whole ? "whole" : "share", us,
+                    bytes / (us * 1e3), us / bound_us);
       }
     }
+  }
+
+  // What each kind of link costs the chain: the step without it (as the
+  // bench's sfx), k2v2 at 131072, the engine-like forms, SMs taken whole.
+  const long long kvb = kv_bytes("k2v2", 131072);
+  std::printf("\nk2v2 at 131072, a kind of link left out of every layer (as `sfx`), SMs whole: µs a step, and "
+              "what the kind costs (the full step less the step without it) against its bytes at copy bw\n\n");
+  std::printf("| left out | its bytes a step | at copy bw | pdl: µs | pdl: it costs | early: µs | early: it costs |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  double full_bytes = 0;
+  int n = load(step_links(b, kvb, &full_bytes));
+  const float full_pdl = time_form(kPdl, true, n), full_early = time_form(kEarlyForm, true, n);
+  std::printf("| nothing | | | %.0f | | %.0f | |\n", full_pdl, full_early);
+  for (int k = 0; k < kKinds; ++k) {
+    double bytes = 0;
+    n = load(step_links(b, kvb, &bytes, k));
+    const float pdl = time_form(kPdl, true, n), early = time_form(kEarlyForm, true, n);
+    const double kb = full_bytes - bytes;
+    std::printf("| %s | %.1f MB | %.0f µs | %.0f | %.0f | %.0f | %.0f |\n", kKindNames[k], kb / 1e6,
+                kb / (cbw * 1e3), pdl, full_pdl - pdl, early, full_early - early);
   }
   CK(cudaStreamSynchronize(s));
   return 0;

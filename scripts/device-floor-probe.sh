@@ -5,9 +5,10 @@
 #  1. builds bench/cuda_floor_probe.cu with nvcc alone and prints its table
 #     ($OUT/floor-probe.md; ARGS: its arguments);
 #  2. with ENGINE=1, the engine's step on the same card: the llama3-8b Q4_0
-#     decode bench with the defaults and with the attention launches left
-#     out (`sfx=2`), MODES (k2v2,f16) at DEPTHS (0,131072), PAIRS (1)
-#     interleaved rounds (scripts/device-cuda-m16.sh's bench_pairs).
+#     decode bench once per LONGKV_CUDA_TUNING setting in SETTINGS (default
+#     "- sfx=2": the defaults, and the attention launches left out), MODES
+#     (k2v2,f16) at DEPTHS (0,131072), PAIRS (1) interleaved rounds
+#     (scripts/device-cuda-m16.sh's bench_pairs).
 set -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -22,7 +23,7 @@ timeout 240 /tmp/floor_probe ${ARGS:-} > "$OUT/floor-probe.md" 2>&1
 echo "probe rc $? at $(( $(date +%s) - t0 )) s"
 cat "$OUT/floor-probe.md"
 if [[ ${ENGINE:-0} == 1 ]]; then
-  SETTINGS="- sfx=2" MODES=${MODES:-k2v2,f16} DEPTHS=${DEPTHS:-0,131072} PAIRS=${PAIRS:-1} \
+  SETTINGS=${SETTINGS:-"- sfx=2"} MODES=${MODES:-k2v2,f16} DEPTHS=${DEPTHS:-0,131072} PAIRS=${PAIRS:-1} \
     bash scripts/device-cuda-m16.sh
 fi
 echo "total: $(( $(date +%s) - t0 )) s"
