@@ -21,7 +21,15 @@
 // engine's GEMVs fill the register file) or leaving room for the next link's
 // blocks (`share`: what a chain of small kernels could overlap at best).
 // Prints µs a step, its GB/s and its ratio to the bytes at the device's copy
-// bandwidth (the bound the engine's tables use).
+// bandwidth (the bound the engine's tables use); then, for k2v2 at 131K, what
+// each kind of link costs the chain (the step less the step without it, as
+// the bench's `sfx` measures the engine's).
+//
+// H200 (cuda-notes milestone 46): k2v2 at 131K reads its 6.93 GiB in 1.95-2.0
+// ms as a PDL chain (1.12-1.15x the bytes), 1.89-1.92 with the next link's
+// blocks beside the last ones; the engine takes 2.86. So the chain of
+// launches leaves room for the bars (<= ~2.26 ms); the engine's arithmetic
+// does not: v3 costs ~0.54 ms over its link's read, down ~0.12, q|k|v ~0.04.
 //
 // Usage: floor_probe [iters]
 // Build (CMake target floor_probe with LONGKV_CUDA, or standalone):
