@@ -9,19 +9,9 @@
 #     "- sfx=2": the defaults, and the attention launches left out), MODES
 #     (k2v2,f16) at DEPTHS (0,131072), PAIRS (1) interleaved rounds
 #     (scripts/device-cuda-m16.sh's bench_pairs).
-set -o pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -Ibench -o /tmp/floor_probe bench/cuda_floor_probe.cu \
-  src/core/error.cpp || exit 1
-echo "built at $(( $(date +%s) - t0 )) s"
-# shellcheck disable=SC2086  # ARGS is a word list
-timeout 240 /tmp/floor_probe ${ARGS:-} > "$OUT/floor-probe.md" 2>&1
-echo "probe rc $? at $(( $(date +%s) - t0 )) s"
-cat "$OUT/floor-probe.md"
+source scripts/device-probe-run.sh
+probe_run floor || exit 1
 if [[ ${ENGINE:-0} == 1 ]]; then
   SETTINGS=${SETTINGS:-"- sfx=2"} MODES=${MODES:-k2v2,f16} DEPTHS=${DEPTHS:-0,131072} PAIRS=${PAIRS:-1} \
     bash scripts/device-cuda-m16.sh

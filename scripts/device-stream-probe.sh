@@ -14,19 +14,9 @@
 #     NCU_SKIP=35: the check's 33 launches), its speed of light, warp states, scheduler,
 #     instruction and memory sections and its stall reasons (cycles a warp
 #     waits per issued instruction, by reason).
-set -o pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
-nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Iinclude -Ibench -o /tmp/stream_probe bench/cuda_stream_probe.cu \
-  src/core/error.cpp || exit 1
-echo "built at $(( $(date +%s) - t0 )) s"
-# shellcheck disable=SC2086  # ARGS is a word list
-timeout 240 /tmp/stream_probe ${ARGS:-} > "$OUT/stream-probe.md" 2>&1
-echo "probe rc $? at $(( $(date +%s) - t0 )) s"
-cat "$OUT/stream-probe.md"
+source scripts/device-probe-run.sh
+probe_run stream || exit 1
 if [[ ${ENGINE:-0} == 1 ]]; then
   SETTINGS="- sfx=2" MODES=${MODES:-k2v2} DEPTHS=${DEPTHS:-0} PAIRS=${PAIRS:-2} bash scripts/device-cuda-m16.sh
 fi
