@@ -300,7 +300,8 @@ int main(int argc, char** argv) {
   const long long kvb = kv_bytes("k2v2", 131072);
   std::printf("\nk2v2 at 131072, a kind of link left out of every layer (as `sfx`), SMs whole: µs a step, and "
               "what the kind costs (the full step less the step without it) against its bytes at copy bw\n\n");
-  std::printf("| left out | its bytes a step | at copy bw | pdl: µs | pdl: it costs | early: µs | early: it costs |\n");
+  std::printf("| left out | its bytes a step | at copy bw | pdl: µs | pdl: it costs | early: µs | "
+              "early: it costs |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   double full_bytes = 0;
   int n = load(step_links(b, kvb, &full_bytes));
