@@ -100,7 +100,8 @@ struct CudaTuning {
   // of q s, as in a kernel that rounds q to f16. H200, k2v2 at 131K: v3
   // -2.3..-3.6%, the step -1..-2%; the evaluation model's perplexity through
   // the decode step moved 0.13% (the GPU's hi/lo run is 0.08% from the CPU's,
-  // bar 0.5%; docs/cuda-notes.md, milestone 26).
+  // bar 0.5%; docs/cuda-notes.md, milestone 26). Milestone 48: k4v4's
+  // one-launch step (head_dim 128 or 64, <= 4 query heads a KV head) too.
   bool quant_key_hilo = false;
   // Milestone 27 (key "qcut"): a decode step's cut of the quantized cache
   // (one group from the fp16 window, the rest of the window moved down) in

@@ -157,7 +157,7 @@ std::string cuda_tuning_description() {
          (t.quant_decode_stages ? ", v3 stages " + std::to_string(t.quant_decode_stages) : "") +
          (t.quant_decode_qsmem ? "" : ", v3's q in registers") +
          (t.quant_code_subnormal ? "" : ", v3's k2v2 code operands 1 + code (vsub=0)") +
-         (t.quant_key_hilo ? ", v3's k2v2 key B hi/lo (khl)" : "") +
+         (t.quant_key_hilo ? ", v3's k2v2/k4v4 key B hi/lo (khl)" : "") +
          (t.quant_cut_fused ? "" : ", a decode step's group cut in four operations (qcut=0)") +
          (t.graph_cut ? "" : ", a step that cuts a group runs without a graph (gcut=0)") +
          (t.graph_ahead ? "" : ", steps captured when due, not ahead (gah=0)") +

@@ -101,7 +101,9 @@ using v3::V3Shape;
 // B rounded to f16 once, no lo half (q s then carries one f16 rounding, as q
 // does in a kernel that rounds q to f16; the scores are no longer exact in
 // the codes, and the evaluation model's perplexity through the decode step
-// moved 0.13%: docs/cuda-notes.md, milestone 26).
+// moved 0.13%: docs/cuda-notes.md, milestone 26). Milestone 48: k4v4's two
+// instantiations of that shape take kV3KeyF16 too (khl: hi/lo); no other
+// form exists for them.
 constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
@@ -670,6 +672,10 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
+      }
+      if constexpr (KB == 4 && VB == 4) {  // milestone 48: k4v4's key B rounded once too (khl: hi/lo)
+        if (!cuda_tuning().quant_key_hilo)
+          return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16>(a, s, warps);
       }
       return launch_v3_stages<D, GP, KB, VB, kStages, false, true>(a, s, warps);
     }
