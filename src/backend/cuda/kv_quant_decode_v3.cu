@@ -137,7 +137,10 @@ __device__ __forceinline__ void v3_stamp(bool on, int ev) {
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
+__device__ int g_v3_steal[256];  // milestone 49 probe (kSteal): each KV head's next pool group, 0 between launches
+
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
+          bool kSteal = false>
 __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -177,7 +180,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
-  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
+  const int g0 = kSteal ? split * fz.steal_gs : split * gps, g1 = min(n_groups, g0 + (kSteal ? fz.steal_gs : gps));
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
@@ -220,6 +223,33 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     if constexpr (KB != VB) vnext += geo.vrec;
     snext = next_stage(snext);
   };
+  // kSteal: the warp's static groups [g0, g1), then pool groups n_splits
+  // gs + j, j from the KV head's counter, each claimed one call ahead (the
+  // atomic's result is read only at the next call); -1 when none is left.
+  int sg = g0, claim_l0 = -1;
+  bool dry = false;
+  auto next_group = [&]() -> int {
+    if (sg < g1) return sg++;
+    if (dry) return -1;
+    int j = __shfl_sync(0xffffffffu, claim_l0, 0);
+    if (j < 0) {
+      if (lane == 0) j = atomicAdd(g_v3_steal + hk, 1);
+      j = __shfl_sync(0xffffffffu, j, 0);
+    }
+    const int g = n_splits * fz.steal_gs + j;
+    if (g >= n_groups) {
+      dry = true;
+      return -1;
+    }
+    if (lane == 0) claim_l0 = atomicAdd(g_v3_steal + hk, 1);
+    return g;
+  };
+  auto stage_group = [&](int g) {
+    knext = kcodes + (rid0 + g) * geo.krec + 16 * lane;
+    if constexpr (KB != VB) vnext = vcodes + (rid0 + g) * geo.vrec + 16 * lane;
+    stage_next();
+  };
+  int staged = 0;
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
   // rotated by this warp into the key B area, which the first group's B
   // build overwrites only after every lane has read its values below. With
@@ -237,7 +267,12 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   if (fz.on && fz.q_early) vq.load(qsrc, qn, fz, lane);
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (g0 + i < g1) stage_next();
+    if constexpr (kSteal) {
+      const int g = next_group();
+      if (g >= 0) stage_group(g), ++staged;
+    } else if (g0 + i < g1) {
+      stage_next();
+    }
     cp_async_commit();
   }
   if (fz.on) {
@@ -336,8 +371,14 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
-    if (grp + kStages - 1 < g1) stage_next();
+  for (int grp = g0, scur = 0; kSteal ? staged > 0 : grp < g1; ++grp, scur = next_stage(scur)) {
+    if constexpr (kSteal) {
+      const int g = next_group();
+      if (g >= 0) stage_group(g), ++staged;
+      --staged;
+    } else if (grp + kStages - 1 < g1) {
+      stage_next();
+    }
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
@@ -683,6 +724,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   if (!v3_last) return;
   __threadfence();
   if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
+  if (kSteal && threadIdx.x == 0) g_v3_steal[hk] = 0;
   if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
   merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
@@ -741,8 +783,17 @@ void v3_stamp_report(int blocks) {
   }
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
+          bool kSteal = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  // Milestone 49 probe: LONGKV_V3_STEAL=P, the k2v2 and k4v4 one-launch
+  // kernels with each warp's first P% of its groups static, the rest of the
+  // KV head's groups taken from a counter (outputs vary in the last bits
+  // with which warp takes a group).
+  static const int steal_pct = std::getenv("LONGKV_V3_STEAL") ? std::atoi(std::getenv("LONGKV_V3_STEAL")) : 0;
+  if constexpr (kQS && !kSteal && kForm == kV3KeyF16) {
+    if (steal_pct > 0 && a.fuse && !warps) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kForm, true>(a, s, warps);
+  }
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
@@ -769,7 +820,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kSteal>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
@@ -792,6 +843,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
+  if constexpr (kSteal) fz.steal_gs = a.gps * steal_pct / 100;
   if constexpr (kQS) {
     static const char* env = std::getenv("LONGKV_V3_STAMPS");
     static const long at = env ? std::atol(env) : 0;
