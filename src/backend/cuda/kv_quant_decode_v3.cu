@@ -69,9 +69,6 @@
 // block's partial and merges them all.
 #include <algorithm>
 #include <cfloat>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/decode_merge.cuh"
@@ -109,23 +106,6 @@ using v3::V3Shape;
 // form exists for them.
 constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
-// Milestone 49 probe (branch exp/v3-stamps, timing only): with
-// LONGKV_V3_STAMPS=N (and LONGKV_CUDA_GRAPHS=0) the one-launch step's v3
-// blocks stamp %globaltimer at entry, q ready, first records, loop end,
-// combine done and merge done (event 5, the merging block only), and their
-// SM; the host prints the distribution of launch N - 1's stamps before
-// launch N.
-constexpr int kStampBit = 1 << 20, kStampBlocks = 1024;
-__device__ unsigned long long g_v3_stamp[7][kStampBlocks];
-__device__ __forceinline__ unsigned long long v3_now() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ void v3_stamp(bool on, int ev) {
-  if (on && blockIdx.x < kStampBlocks) g_v3_stamp[ev][blockIdx.x] = v3_now();
-}
-
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
 // fz.probe bits -- 16 the records' copies (no DRAM traffic), 32 the key B
@@ -137,10 +117,7 @@ __device__ __forceinline__ void v3_stamp(bool on, int ev) {
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
-__device__ int g_v3_steal[256];  // milestone 49 probe (kSteal): each KV head's next pool group, 0 between launches
-
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
-          bool kSteal = false>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
 __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
@@ -161,14 +138,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   // (for the decode block's partial) comes before the merge.
   if (!fz.on) pdl_wait();
   pdl_trigger();
-  const bool stamp = (fz.probe & kStampBit) && threadIdx.x == 0;
-  v3_stamp(stamp, 0);
-  if (stamp && blockIdx.x < kStampBlocks) {
-    unsigned smid;
-    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
-    g_v3_stamp[6][blockIdx.x] = smid;
-    g_v3_stamp[5][blockIdx.x] = 0;
-  }
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
   const int pb = kProbe ? fz.probe : 0;
   const int gw = blockIdx.x * kQuantWarps + wi;
@@ -180,7 +149,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
 
-  const int g0 = kSteal ? split * fz.steal_gs : split * gps, g1 = min(n_groups, g0 + (kSteal ? fz.steal_gs : gps));
+  const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
   // Group grp's key and value records -> stage st (16-byte chunks; the
   // destination word of each chunk of this lane is fixed per kernel).
@@ -223,33 +192,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
     if constexpr (KB != VB) vnext += geo.vrec;
     snext = next_stage(snext);
   };
-  // kSteal: the warp's static groups [g0, g1), then pool groups n_splits
-  // gs + j, j from the KV head's counter, each claimed one call ahead (the
-  // atomic's result is read only at the next call); -1 when none is left.
-  int sg = g0, claim_l0 = -1;
-  bool dry = false;
-  auto next_group = [&]() -> int {
-    if (sg < g1) return sg++;
-    if (dry) return -1;
-    int j = __shfl_sync(0xffffffffu, claim_l0, 0);
-    if (j < 0) {
-      if (lane == 0) j = atomicAdd(g_v3_steal + hk, 1);
-      j = __shfl_sync(0xffffffffu, j, 0);
-    }
-    const int g = n_splits * fz.steal_gs + j;
-    if (g >= n_groups) {
-      dry = true;
-      return -1;
-    }
-    if (lane == 0) claim_l0 = atomicAdd(g_v3_steal + hk, 1);
-    return g;
-  };
-  auto stage_group = [&](int g) {
-    knext = kcodes + (rid0 + g) * geo.krec + 16 * lane;
-    if constexpr (KB != VB) vnext = vcodes + (rid0 + g) * geo.vrec + 16 * lane;
-    stage_next();
-  };
-  int staged = 0;
   // The group's queries, [h][c] from qsrc + h * D + c: as given, or (fuse)
   // rotated by this warp into the key B area, which the first group's B
   // build overwrites only after every lane has read its values below. With
@@ -267,12 +209,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   if (fz.on && fz.q_early) vq.load(qsrc, qn, fz, lane);
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if constexpr (kSteal) {
-      const int g = next_group();
-      if (g >= 0) stage_group(g), ++staged;
-    } else if (g0 + i < g1) {
-      stage_next();
-    }
+    if (g0 + i < g1) stage_next();
     cp_async_commit();
   }
   if (fz.on) {
@@ -318,7 +255,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   if constexpr (kQS) __syncthreads();  // every warp's head in sqk visible (fuse: no warp has returned)
-  v3_stamp(stamp, 1);
   if constexpr (kKF16) {  // the lo columns (odd gid) stay 0: the B build writes only hi
 #pragma unroll
     for (int i = 0; i < kNT * kKS; ++i)
@@ -371,18 +307,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  for (int grp = g0, scur = 0; kSteal ? staged > 0 : grp < g1; ++grp, scur = next_stage(scur)) {
-    if constexpr (kSteal) {
-      const int g = next_group();
-      if (g >= 0) stage_group(g), ++staged;
-      --staged;
-    } else if (grp + kStages - 1 < g1) {
-      stage_next();
-    }
+  for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
+    if (grp + kStages - 1 < g1) stage_next();
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
-    if (grp == g0) v3_stamp(stamp, 2);
     const uint32_t* st = ring + scur;
 
     // (2^(10 - pos) s, z) of tokens tv, tv + 1 of groups lane / 16 + 2 i,
@@ -698,7 +627,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
       part_ml[pi * 2 + 1] = L[nt];
     }
   }
-  v3_stamp(stamp, 3);
   if (!fz.on || (fz.probe & 4)) return;
   // fuse: the block's warps (splits 4b .. 4b + 3 of head hk) meet; one
   // partial per query head at index b.
@@ -718,82 +646,19 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   __shared__ int v3_last;
   __threadfence();
   __syncthreads();
-  v3_stamp(stamp, 4);
   if (threadIdx.x == 0) v3_last = atomicAdd(fz.tickets + hk, 1) == n_splits / kQuantWarps - 1;
   __syncthreads();
   if (!v3_last) return;
   __threadfence();
   if (threadIdx.x == 0) fz.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
-  if (kSteal && threadIdx.x == 0) g_v3_steal[hk] = 0;
   if (fz.probe & 2) return;
   pdl_wait();  // the decode block (the grid before this one) and its partial are complete
   merge_head_partials<D>(part_o, part_ml, hk, group_q, stride, fz.out, reinterpret_cast<float*>(v3_smem),
                          kQuantWarps * 32, fz.rope.hadamard);
-  __syncthreads();
-  v3_stamp(stamp, 5);
 }
 
-// The host side of the stamps: launch N - 1's distribution, printed once.
-void v3_stamp_report(int blocks) {
-  static unsigned long long h[7][kStampBlocks];
-  LONGKV_CUDA_CHECK(cudaMemcpyFromSymbol(h, g_v3_stamp, sizeof(h)));
-  blocks = std::min(blocks, kStampBlocks);
-  unsigned long long t0 = ~0ull;
-  for (int b = 0; b < blocks; ++b) t0 = std::min(t0, h[0][b]);
-  auto pct = [&](auto f, const char* what) {
-    std::vector<double> v;
-    for (int b = 0; b < blocks; ++b) {
-      const double x = f(b);
-      if (x >= 0) v.push_back(x);
-    }
-    std::sort(v.begin(), v.end());
-    if (v.empty()) return;
-    auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]; };
-    std::fprintf(stderr, "v3 stamps: %-34s n %4zu  min %7.2f  p10 %7.2f  p50 %7.2f  p90 %7.2f  max %7.2f us\n", what,
-                 v.size(), v.front() / 1e3, at(0.1) / 1e3, at(0.5) / 1e3, at(0.9) / 1e3, v.back() / 1e3);
-  };
-  pct([&](int b) { return double(h[0][b] - t0); }, "entry after the first entry");
-  pct([&](int b) { return double(h[1][b] - h[0][b]); }, "q ready after entry");
-  pct([&](int b) { return double(h[2][b] - h[0][b]); }, "first records after entry");
-  pct([&](int b) { return double(h[2][b] - t0); }, "first records after the first entry");
-  pct([&](int b) { return double(h[3][b] - h[2][b]); }, "loop after the first records");
-  pct([&](int b) { return double(h[3][b] - t0); }, "loop end after the first entry");
-  pct([&](int b) { return double(h[4][b] - h[3][b]); }, "combine after the loop");
-  pct([&](int b) { return h[5][b] ? double(h[5][b] - t0) : -1.0; }, "merge end after the first entry");
-  unsigned long long last4 = 0;
-  for (int b = 0; b < blocks; ++b) last4 = std::max(last4, h[4][b]);
-  pct([&](int b) { return h[5][b] ? double(h[5][b]) - double(last4) : -1.0; }, "merge end after the last combine");
-  // Per SM: its blocks, and its last loop end.
-  std::vector<int> nb(200, 0);
-  std::vector<double> end(200, 0);
-  for (int b = 0; b < blocks; ++b) {
-    const int sm = static_cast<int>(h[6][b]);
-    if (sm < 0 || sm >= 200) continue;
-    ++nb[sm];
-    end[sm] = std::max(end[sm], double(h[3][b] - t0));
-  }
-  for (int k = 1; k <= 4; ++k) {
-    std::vector<double> e;
-    for (int sm = 0; sm < 200; ++sm)
-      if (nb[sm] == k) e.push_back(end[sm]);
-    if (e.empty()) continue;
-    std::sort(e.begin(), e.end());
-    std::fprintf(stderr, "v3 stamps: SMs with %d blocks: %3zu, their last loop end min %7.2f p50 %7.2f max %7.2f us\n",
-                 k, e.size(), e.front() / 1e3, e[e.size() / 2] / 1e3, e.back() / 1e3);
-  }
-}
-
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
-          bool kSteal = false>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
-  // Milestone 49 probe: LONGKV_V3_STEAL=P, the k2v2 and k4v4 one-launch
-  // kernels with each warp's first P% of its groups static, the rest of the
-  // KV head's groups taken from a counter (outputs vary in the last bits
-  // with which warp takes a group).
-  static const int steal_pct = std::getenv("LONGKV_V3_STEAL") ? std::atoi(std::getenv("LONGKV_V3_STEAL")) : 0;
-  if constexpr (kQS && !kSteal && kForm == kV3KeyF16) {
-    if (steal_pct > 0 && a.fuse && !warps) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kForm, true>(a, s, warps);
-  }
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
@@ -820,7 +685,7 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
   using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kSteal>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
@@ -843,23 +708,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
-  if constexpr (kSteal) fz.steal_gs = a.gps * steal_pct / 100;
-  if constexpr (kQS) {
-    static const char* env = std::getenv("LONGKV_V3_STAMPS");
-    static const long at = env ? std::atol(env) : 0;
-    static long n = 0;
-    if (at > 0 && a.fuse) {
-      fz.probe |= kStampBit;
-      if (++n == at) {
-        cudaStreamCaptureStatus cap;
-        LONGKV_CUDA_CHECK(cudaStreamIsCapturing(s, &cap));
-        if (cap == cudaStreamCaptureStatusNone) {
-          LONGKV_CUDA_CHECK(cudaStreamSynchronize(s));
-          v3_stamp_report(static_cast<int>(a.grid.x));
-        }
-      }
-    }
-  }
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

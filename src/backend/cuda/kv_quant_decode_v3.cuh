@@ -135,7 +135,6 @@ struct V3Fuse {
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
   bool q_early = true;     // CudaTuning::quant_q_early, from quant_q_early_groups groups a KV head
-  int steal_gs = 0;        // milestone 49 probe (kSteal): each warp's static groups; the rest taken from a counter
 };
 
 // The fused step's queries (V3Fuse): a lane's RoPE pairs j = lane + 32 r
