@@ -223,9 +223,9 @@ TEST(Cli, BenchSyntheticPrintsTable) {
   EXPECT_NE(r.out.find("| 1 | f16 | tg4 | 64 |"), std::string::npos) << r.out;
 }
 
-// --gpu-mem only sizes the --max-ctx search; alone it is a usage error, and
-// --max-ctx (and --sample) on the CPU say they did not apply rather than
-// printing nothing.
+// --gpu-mem only sizes the --max-ctx and --batch searches; alone it is an
+// error, and --max-ctx, --batch (and --sample) on the CPU say they did not
+// apply rather than printing nothing; a batch size out of range is one line.
 TEST(Cli, BenchGpuMemNeedsMaxCtx) {
   auto u = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 --gpu-mem 81559");  // a usage error (CLI11's)
   EXPECT_NE(u.exit_code, 0);
@@ -236,6 +236,17 @@ TEST(Cli, BenchGpuMemNeedsMaxCtx) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("--max-ctx searches GPU memory; not run on the CPU"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("--sample draws in the GPU's decode steps; the CPU's are greedy"), std::string::npos) << r.err;
+  auto b = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 -d 0 --threads-list 1 --no-membw --batch 4,max "
+                   "--gpu-mem 81559 --device cpu");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_NE(b.err.find("--batch decodes on the GPU only; not run on the CPU"), std::string::npos) << b.err;
+  for (const char* bad : {"0", "33", "4x", "many"}) {
+    auto e = run_cli(std::string("bench --synthetic tiny -p 0 -n 1 --batch ") + bad);
+    EXPECT_NE(e.exit_code, 0) << bad;
+    EXPECT_NE(e.err.find("--batch takes sequence counts 1..32 or max, not '" + std::string(bad) + "'"),
+              std::string::npos)
+        << e.err;
+  }
 }
 
 // Usage errors: one line naming the option and what it takes, exit code 2

@@ -480,6 +480,44 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
   }
 }
 
+// The batched decode's GEMV (gemv_batch, milestone 50): n tokens at once,
+// each against gemv_ref (the int8 rule, or exact products with gemv_i8x
+// off; plain x, so only summation order differs). 33 and 513 units leave a
+// lane's second unit of the last pass cut; odd row counts leave a warp's
+// second row past the end; 1..32 tokens cover its three accumulator widths.
+// Then a token's result alone equals its row of the 32-token batch, bit for
+// bit (the batched model test relies on it).
+TEST(Cuda, GemvBatchMatchesReference) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {{WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 130, 4096}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
+    const auto data = random_weight(c.type, c.rows, c.cols, 29 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(static_cast<size_t>(32) * c.cols, 41);
+    for (bool i8x : {false, true}) {
+      cuda_tuning().gemv_i8x = i8x;
+      for (int n_tok : {1, 2, 7, 8, 9, 16, 23, 32}) {
+        SCOPED_TRACE("tokens " + std::to_string(n_tok) + (i8x ? " int8" : " exact"));
+        std::vector<float> y(static_cast<size_t>(n_tok) * c.rows), ref(y.size());
+        cuda_check_gemv_batch(w, x.data(), n_tok, y.data());
+        for (int t = 0; t < n_tok; ++t)
+          for (int r = 0; r < c.rows; ++r)
+            ref[static_cast<size_t>(t) * c.rows + r] = gemv_ref(w, r, &x[static_cast<size_t>(t) * c.cols], i8x);
+        EXPECT_LT(test::nmse(y.data(), ref.data(), y.size()), 1e-10);
+      }
+      std::vector<float> all(static_cast<size_t>(32) * c.rows), one(c.rows);
+      cuda_check_gemv_batch(w, x.data(), 32, all.data());
+      for (int t : {0, 13, 31}) {
+        cuda_check_gemv_batch(w, &x[static_cast<size_t>(t) * c.cols], 1, one.data());
+        EXPECT_EQ(std::memcmp(one.data(), &all[static_cast<size_t>(t) * c.rows], sizeof(float) * c.rows), 0)
+            << "token " << t << (i8x ? " int8" : " exact");
+      }
+      cuda_tuning() = CudaTuning{};
+    }
+  }
+}
+
 // Not a pass/fail speed test: Q4_0 GEMV per 8B shape in milestone 2's order,
 // pipelined, and pipelined with PDL (back-to-back launches, as in a decode
 // step), for docs/cuda-notes.md milestone 8; f32 products except "i8x"

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "device.h"
+#include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/thread_pool.h"
@@ -31,6 +32,7 @@ struct BenchOptions {
   bool max_ctx = false;
   bool sample = false;  // --sample: decode steps draw with the default sampler (GPU only)
   double gpu_mem_mib = 0;  // --gpu-mem: size the --max-ctx search for a card of this many MiB
+  std::vector<std::string> batch;  // --batch: sequences a batched decode step (GPU only), "max" = as many as fit
 };
 
 // Fills every layer's cache with `n` random keys/values (synthetic context).
@@ -65,6 +67,16 @@ int cmd_bench(const BenchOptions& o) {
   const ModelWeights& w = lm.weights;
   const bool random_fill = o.fill == "random" || (o.fill == "auto" && !o.synthetic.empty());
   LONGKV_CHECK(o.fill == "auto" || o.fill == "random" || o.fill == "prefill", "--fill must be auto, random or prefill");
+  LONGKV_CHECK(o.gpu_mem_mib == 0 || o.max_ctx || !o.batch.empty(),
+               "--gpu-mem requires --max-ctx or --batch (it sizes their search)");
+  std::vector<int> batches;  // --batch: 0 = max
+  for (const auto& b : o.batch) {
+    int v = 0;
+    char tail = 0;
+    LONGKV_CHECK(b == "max" || (std::sscanf(b.c_str(), "%d%c", &v, &tail) == 1 && v >= 1 && v <= kMaxBatchSeqs),
+                 "--batch takes sequence counts 1..%d or max, not '%s'", kMaxBatchSeqs, b.c_str());
+    batches.push_back(b == "max" ? 0 : v);
+  }
   if (use_cuda_device(o.device)) {
     CudaBenchOptions co;
     co.kv_mode = o.kv_modes.empty() ? "f16" : o.kv_modes[0];
@@ -78,10 +90,12 @@ int cmd_bench(const BenchOptions& o) {
     co.sample = o.sample;
     co.gpu_mem_mib = o.gpu_mem_mib;
     co.kv_modes = o.kv_modes;
+    co.batches = batches;
     return bench_cuda(w, co);
   }
 
   if (o.max_ctx) std::fprintf(stderr, "warning: --max-ctx searches GPU memory; not run on the CPU\n");
+  if (!o.batch.empty()) std::fprintf(stderr, "warning: --batch decodes on the GPU only; not run on the CPU\n");
   if (o.sample) std::fprintf(stderr, "warning: --sample draws in the GPU's decode steps; the CPU's are greedy\n");
   const double membw = o.no_membw ? 0.0 : measure_read_bandwidth(build_pool);
   std::printf("\n## longkv bench\n\nmodel: %s  \nmeasured memory read bandwidth: %.1f GB/s (all %d threads)  \n"
@@ -200,13 +214,16 @@ void register_bench(CLI::App& app) {
   sub->add_flag("--sample", o->sample,
                 "With --device cuda: decode steps draw a token with `longkv run`'s default sampler (temperature "
                 "0.8, top-k 40 selected on the GPU, top-p 0.95, min-p 0.05) instead of greedy");
-  auto* max_ctx = sub->add_flag("--max-ctx", o->max_ctx,
+  sub->add_option("--batch", o->batch,
+                  "With --device cuda: also decode B sequences at once, one token of each a step, for each B "
+                  "given (comma-separated, 1..32, or max: as many as fit, on a card of --gpu-mem when given)")
+      ->delimiter(',');
+  sub->add_flag("--max-ctx", o->max_ctx,
                                  "With --device cuda: the longest context that fits the GPU, per KV mode");
   sub->add_option("--gpu-mem", o->gpu_mem_mib,
-                  "With --max-ctx: search as on a card whose total memory is this many MiB (e.g. 81559, what an "
+                  "With --max-ctx or --batch max: size as on a card whose total memory is this many MiB (e.g. 81559, what an "
                   "H100 80GB reports), by leaving the rest of a larger card unused; 0 = the whole card")
       ->check(number_in(0))
-      ->needs(max_ctx)
       ->capture_default_str();
   sub->callback([o] {
     if (o->threads.empty() && o->model.threads > 0) o->threads = {o->model.threads};

@@ -54,6 +54,33 @@ void decode_steps(CudaModel& model, const int32_t* tokens, int pos, int n, bool 
   for (int i = 0; i < n; ++i) model.forward_view(&tokens[i], 1, pos + i);
 }
 
+// Device bytes free once the model is resident with a KV cache of `mode`
+// (probed with a tiny cache), as on a card of gpu_mem_mib in total when that
+// is smaller than this one: what it would have free is what this one has,
+// less the part of this one's memory it does not have.
+double free_after_weights(const ModelWeights& w, const std::string& mode, CudaGemm gemm, double gpu_mem_mib) {
+  CudaModelOptions mo;
+  mo.kv_mode = mode;
+  mo.max_tokens = 16;
+  mo.gemm = gemm;
+  size_t free_b = 0, total_b = 0;
+  {
+    auto probe = CudaModel::create(w, mo);
+    cuda_memory_info(&free_b, &total_b);
+  }
+  const double cap_b = gpu_mem_mib * (1 << 20);
+  double free_d = static_cast<double>(free_b);
+  if (cap_b > 0 && cap_b < static_cast<double>(total_b)) {
+    const double missing = static_cast<double>(total_b) - cap_b;
+    LONGKV_CHECK(free_d > missing, "--gpu-mem %.0f MiB: the weights alone do not fit", gpu_mem_mib);
+    free_d -= missing;
+  }
+  return free_d;
+}
+
+// Decode partials, logits, cuBLAS, allocator slack: kept free beside the caches.
+constexpr double kReserveBytes = 768.0 * (1 << 20);
+
 // Longest context whose KV cache fits next to the weights: the GPU cache's
 // bytes per token in that mode (all layers, K and V; for quantized modes the
 // code records with their scales/zeros) into the free memory left once the
@@ -90,28 +117,12 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
       std::printf("| %s | — | — | %s | — | — | — | — |\n", mode.c_str(), e.what());
       continue;
     }
-    // Probe: the model with a tiny cache, to see what the weights leave.
+    const double free_b = free_after_weights(w, mode, gemm, o.gpu_mem_mib);
+    const int64_t n = static_cast<int64_t>((free_b - kReserveBytes) / per_token);
+    LONGKV_CHECK(n > o.n_gen + 1, "no room for a KV cache: %.2f GiB free after the weights", free_b / 1073741824.0);
     CudaModelOptions mo;
     mo.kv_mode = mode;
-    mo.max_tokens = 16;
     mo.gemm = gemm;
-    size_t free_b = 0, total_b = 0;
-    {
-      auto probe = CudaModel::create(w, mo);
-      cuda_memory_info(&free_b, &total_b);
-    }
-    // A smaller card: what it would have free is what this one has, less the
-    // part of this one's memory it does not have.
-    const double cap_b = o.gpu_mem_mib * (1 << 20);
-    if (cap_b > 0 && cap_b < static_cast<double>(total_b)) {
-      const double missing = static_cast<double>(total_b) - cap_b;
-      LONGKV_CHECK(static_cast<double>(free_b) > missing, "--gpu-mem %.0f MiB: the weights alone do not fit",
-                   o.gpu_mem_mib);
-      free_b -= static_cast<size_t>(missing);
-    }
-    const double reserve = 768.0 * (1 << 20);  // decode partials, logits, cuBLAS, allocator slack
-    const int64_t n = static_cast<int64_t>((static_cast<double>(free_b) - reserve) / per_token);
-    LONGKV_CHECK(n > o.n_gen + 1, "no room for a KV cache: %.2f GiB free after the weights", free_b / 1073741824.0);
     mo.max_tokens = static_cast<int>(std::min<int64_t>(n, INT32_MAX / 2));
     auto model = CudaModel::create(w, mo);
     const int depth = mo.max_tokens - o.n_gen - 1;
@@ -127,9 +138,88 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     const KvFootprint fp = model->kv_footprint();
     const double step = static_cast<double>(model->step_weight_bytes()) + static_cast<double>(fp.gpu_bytes);
     std::printf("| %s | %s | %s | %d | %.2f | %.2f | %.0f | %.0f%% |\n", mode.c_str(), human_bytes(per_token).c_str(),
-                human_bytes(static_cast<double>(free_b)).c_str(), mo.max_tokens, 1.0 / per_tok, 1e3 * per_tok,
+                human_bytes(free_b).c_str(), mo.max_tokens, 1.0 / per_tok, 1e3 * per_tok,
                 step / per_tok / 1e9, 100 * step / per_tok / 1e9 / bw);
     std::fflush(stdout);
+  }
+}
+
+// Batched decode (milestone 50): one token for each of B sequences a step
+// (CudaModel::forward_batch), every sequence's caches filled to the depth
+// with random keys/values. B = 0 ("max"): the most sequences whose caches
+// fit beside the weights (on a card of --gpu-mem when given), at most
+// kMaxBatchSeqs. The caches hold depth + (reps + 1) n_gen + 1 tokens: the
+// warm-up and the timed runs continue one after the other (a few dozen
+// tokens past the depth, not refilled).
+void batch_decode_table(const ModelWeights& w, const CudaBenchOptions& o, CudaGemm gemm, double bw) {
+  const ModelConfig& c = w.cfg;
+  std::printf("\n### Batched decode: one token of each of B sequences a step\n\n"
+              "Each sequence's caches filled to the depth with random keys/values; max = the most sequences whose "
+              "caches fit beside the weights%s (at most %d); the same token fed every step; every step's logits "
+              "(B rows) copied to the host; steps launched kernel by kernel. tok/s counts the tokens of all B "
+              "sequences; bytes/step = the weights + the B caches at the run's middle.\n\n",
+              o.gpu_mem_mib > 0 ? strprintf(" on a card of %.0f MiB (--gpu-mem)", o.gpu_mem_mib).c_str() : "",
+              kMaxBatchSeqs);
+  std::printf("| KV mode | depth | B | tok/s | ms/step | KV read/step | bytes/step | GB/s | %% of copy bw |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  const int n_gen = std::max(1, o.n_gen);
+  for (const auto& arg : o.kv_modes) {
+    const std::string mode = parse_kv_mode(arg).to_string();
+    KvShape ks;
+    ks.n_heads = c.n_heads;
+    ks.n_kv_heads = c.n_kv_heads;
+    ks.head_dim = c.head_dim;
+    const double per_token = static_cast<double>(c.n_layers) * cuda_kv_bytes_per_token(mode, ks);
+    for (int depth : o.depths) {
+      const int cap = depth + (o.reps + 1) * n_gen + 1;
+      for (int want : o.batches) {
+        int seqs_n = want;
+        if (want == 0) {
+          const double free_b = free_after_weights(w, mode, gemm, o.gpu_mem_mib);
+          seqs_n = static_cast<int>(std::min<double>(kMaxBatchSeqs, (free_b - kReserveBytes) / (per_token * cap)));
+        }
+        if (seqs_n < 1) {
+          std::printf("| %s | %d | max | no sequence fits | | | | | |\n", mode.c_str(), depth);
+          continue;
+        }
+        CudaModelOptions mo;
+        mo.kv_mode = mode;
+        mo.gemm = gemm;
+        mo.max_tokens = cap;
+        mo.max_seqs = seqs_n;
+        std::unique_ptr<CudaModel> model;
+        try {
+          model = CudaModel::create(w, mo);
+        } catch (const Error& e) {
+          std::printf("| %s | %d | %d | %s | | | | | |\n", mode.c_str(), depth, seqs_n, e.what());
+          continue;
+        }
+        const double tf = now_seconds();
+        for (int b = 0; b < seqs_n && depth > 0; ++b) model->fill_random_kv_seq(b, depth, 7 + b);
+        log_info("%s: %d sequences filled to %d tokens in %.1f s", mode.c_str(), seqs_n, depth, now_seconds() - tf);
+        std::vector<int> seqs(seqs_n);
+        for (int b = 0; b < seqs_n; ++b) seqs[b] = b;
+        const std::vector<int32_t> toks(seqs_n, 1);
+        double best = 1e30;
+        int best_start = depth;
+        for (int r = 0; r < o.reps + 1; ++r) {  // the first run warms up
+          const int start = model->seq_size(0);
+          const double ts = now_seconds();
+          for (int i = 0; i < n_gen; ++i) model->forward_batch(toks.data(), seqs.data(), seqs_n);
+          const double dt = now_seconds() - ts;
+          if (r > 0 && dt < best) best = dt, best_start = start;
+        }
+        const KvFootprint fp = model->kv_footprint();  // sequence 0's; every sequence holds as many tokens
+        const double mid_kv = fp.tokens > 0 ? static_cast<double>(fp.gpu_bytes) / fp.tokens * seqs_n *
+                                                  (best_start + n_gen / 2.0)
+                                            : 0;
+        const double step = static_cast<double>(model->step_weight_bytes()) + mid_kv, per_step = best / n_gen;
+        std::printf("| %s | %d | %d%s | %.1f | %.3f | %s | %s | %.0f | %.0f%% |\n", mode.c_str(), depth, seqs_n,
+                    want == 0 ? " (max)" : "", seqs_n / per_step, 1e3 * per_step, human_bytes(mid_kv).c_str(),
+                    human_bytes(step).c_str(), step / per_step / 1e9, 100 * step / per_step / 1e9 / bw);
+        std::fflush(stdout);
+      }
+    }
   }
 }
 
@@ -283,6 +373,7 @@ int bench_cuda(const ModelWeights& w, const CudaBenchOptions& o) {
       }
     }
   }
+  if (!o.batches.empty()) batch_decode_table(w, o, gemm, bw);
   if (o.max_ctx) max_context_search(w, o, gemm, bw);
   return 0;
 }

@@ -24,6 +24,8 @@ struct CudaBenchOptions {
   bool sample = false;     // decode steps draw with `longkv run`'s default sampler instead of greedy
   double gpu_mem_mib = 0;  // > 0: the search sizes for a card of this total (a larger card's rest unused)
   std::vector<std::string> kv_modes{"f16"};  // for the max-context search
+  // Batched decode (--batch): sequences a step, 0 = as many as fit; empty: none.
+  std::vector<int> batches;
 };
 
 // Prefill and decode speed on the GPU (Markdown table on stdout).

@@ -60,7 +60,13 @@ struct CudaModelOptions {
   // LONGKV_CUDA_GRAPHS=1 / =0 in the environment overrides this field (for
   // speed comparisons).
   bool graphs = true;
+  // Sequences with KV caches of their own, max_tokens each (batched decode,
+  // CudaModel::forward_batch; milestone 50). Sequence 0 is the one forward,
+  // forward_view, forward_top and decode_greedy use. 1..kMaxBatchSeqs.
+  int max_seqs = 1;
 };
+// The most sequences a model holds for batched decode (the batch GEMV's limit).
+constexpr int kMaxBatchSeqs = 32;
 
 // Whether decode steps will run as CUDA graphs for a model created with
 // default options: LONGKV_CUDA_GRAPHS=0 no, =1 or unset yes. Tools print it.
@@ -390,12 +396,26 @@ class CudaModel {
   // step was already launched: kv_size() then counts the stopping token too.
   virtual int decode_greedy(int32_t token, int pos, int max_new, const std::function<bool(int32_t)>& emit) = 0;
 
+  // Batched decode (milestone 50): one token for each of n sequences
+  // (seqs[i] distinct, < max_seqs()), token i at position seq_size(seqs[i]).
+  // Every matrix is read once for the n tokens (Q4_0 through gemv_batch,
+  // other formats through the prefill GEMM); each sequence attends over its
+  // own caches, one after the other, through the single-token step's
+  // kernels. Returns the logits [n][n_vocab] in the model's pinned buffer,
+  // valid until the next forward_batch. Runs kernel by kernel (no graph).
+  virtual const float* forward_batch(const int32_t* tokens, const int* seqs, int n) = 0;
+  virtual int max_seqs() const = 0;
+  virtual int seq_size(int seq) const = 0;  // tokens sequence `seq` holds (kv_size() is sequence 0's)
+  // fill_random_kv for sequence `seq`'s caches.
+  virtual void fill_random_kv_seq(int seq, int n, uint64_t seed) = 0;
+
   virtual int kv_size() const = 0;
-  virtual void clear() = 0;
+  virtual void clear() = 0;  // every sequence
   // Appends n random keys/values (normal, unit variance) to every layer's
-  // cache without running the model: synthetic long contexts for bench.
+  // cache (sequence 0) without running the model: synthetic long contexts
+  // for bench.
   virtual void fill_random_kv(int n, uint64_t seed) = 0;
-  // All layers together.
+  // All layers together, sequence 0.
   virtual KvFootprint kv_footprint() const = 0;
   virtual size_t weight_bytes() const = 0;  // device bytes of the weight matrices
   // The weight bytes a single-token step reads: every matrix, but of the
@@ -507,6 +527,11 @@ CudaAttnSpeed cuda_bench_decode_attention(const KvShape& s, const std::string& k
 // Device bytes per token of one layer's KV cache in `mode` once long (codes,
 // scales and zeros for quantized modes); throws for modes the GPU lacks.
 double cuda_kv_bytes_per_token(const std::string& kv_mode, const KvShape& s);
+
+// Y[t][r] = dot(W.row(r), X[t]) for n_tok tokens (1..32) through the
+// batched decode's GEMV (gemv_batch; Q4_0), int8 activations or exact f32
+// products as CudaTuning::gemv_i8x says.
+void cuda_check_gemv_batch(const WeightView& w, const float* x, int n_tok, float* y);
 
 // Decode GEMV speed: GB/s of weight bytes streamed by gemv over `rows` x
 // `cols` matrices of type t (enough copies to defeat the L2 cache, random

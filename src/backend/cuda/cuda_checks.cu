@@ -73,6 +73,16 @@ void cuda_check_matmul(const WeightView& w, const float* x, int n_tok, float* y,
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
 }
 
+void cuda_check_gemv_batch(const WeightView& w, const float* x, int n_tok, float* y) {
+  DeviceBuffer wb;
+  const GpuWeight gw = upload_weight(w, wb, nullptr);
+  DeviceBuffer xb = to_device(x, sizeof(float) * n_tok * w.cols);
+  DeviceBuffer yb = poisoned(sizeof(float) * n_tok * w.rows), scratch;
+  gemv_batch(gw, xb.as<float>(), n_tok, yb.as<float>(), false, scratch, nullptr);
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
+}
+
 void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
                         const float* norm, float eps, float* y_glu, float* y_plain) {
   LONGKV_CHECK(gemv_glu_supported(gate.type, gate.cols), "cuda_check_ffn_glu: %s rows of %lld take no SwiGLU store",

@@ -48,6 +48,8 @@ class CudaModelImpl final : public CudaModel {
     std::string why;
     LONGKV_CHECK(cuda_available(&why), "%s", why.c_str());
     LONGKV_CHECK(o.max_tokens > 0, "CUDA model needs a positive KV capacity (max_tokens)");
+    LONGKV_CHECK(o.max_seqs >= 1 && o.max_seqs <= kMaxBatchSeqs, "CUDA model: max_seqs = %d (1..%d sequences)",
+                 o.max_seqs, kMaxBatchSeqs);
     LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
     LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&cs_, cudaStreamNonBlocking));
     LONGKV_CUBLAS_CHECK(cublasCreate(&ws_.cublas));
@@ -126,6 +128,9 @@ class CudaModelImpl final : public CudaModel {
     ks.head_dim = cfg_.head_dim;
     ks.max_tokens = o.max_tokens;
     for (int l = 0; l < cfg_.n_layers; ++l) caches_.push_back(make_gpu_kv_cache(o.kv_mode, ks));
+    seq_caches_.resize(o.max_seqs - 1);
+    for (auto& sc : seq_caches_)
+      for (int l = 0; l < cfg_.n_layers; ++l) sc.push_back(make_gpu_kv_cache(o.kv_mode, ks));
     // Decode partial states, sized once for the most splits any cache uses
     // (dense and quantized parts each <= one wave of <= 64 warps/SM over the KV heads, plus
     // the fp16 window's), so no allocation happens inside a captured step.
@@ -135,17 +140,18 @@ class CudaModelImpl final : public CudaModel {
     ws_.a.reserve(static_cast<size_t>(cfg_.n_heads) * parts * cfg_.head_dim * sizeof(float));
     ws_.b.reserve(static_cast<size_t>(cfg_.n_heads) * parts * 2 * sizeof(float));
     LONGKV_CUDA_CHECK(cudaMallocHost(&ids_host_, sizeof(int32_t)));
-    LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int)));
+    LONGKV_CUDA_CHECK(cudaMallocHost(&pos_host_, sizeof(int) * o.max_seqs));
     LONGKV_CUDA_CHECK(cudaMallocHost(&logits_host_, sizeof(float) * cfg_.n_vocab));
     LONGKV_CUDA_CHECK(cudaMallocHost(&top_keys_host_, sizeof(unsigned long long) * kMaxDeviceTopK));
-    dpos_.resize(sizeof(int));
+    dpos_.resize(sizeof(int) * o.max_seqs);  // cell b: sequence b's position (0: every single-token step's)
     greedy_.resize(sizeof(GreedyState));
     LONGKV_CUDA_CHECK(cudaMemset(greedy_.as(), 0, greedy_.bytes()));
     LONGKV_CUDA_CHECK(cudaHostAlloc(&ring_host_, kRing * sizeof(int32_t), cudaHostAllocMapped));
     LONGKV_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&ring_dev_), ring_host_, 0));
     for (cudaEvent_t& e : ev_step_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     decode_block_reserve(ws_, cfg_.n_kv_heads);
-    for (auto& cache : caches_) cache->set_step_position(dpos_.as<int>());
+    for (int b = 0; b < o.max_seqs; ++b)
+      for (int l = 0; l < cfg_.n_layers; ++l) cache_of(b, l).set_step_position(dpos_.as<int>() + b);
   }
 
   ~CudaModelImpl() override {
@@ -156,6 +162,7 @@ class CudaModelImpl final : public CudaModel {
     if (pos_host_) cudaFreeHost(pos_host_);
     if (logits_host_) cudaFreeHost(logits_host_);
     if (top_keys_host_) cudaFreeHost(top_keys_host_);
+    if (batch_logits_host_) cudaFreeHost(batch_logits_host_);
     if (ring_host_) cudaFreeHost(ring_host_);
     for (cudaEvent_t e : ev_step_)
       if (e) cudaEventDestroy(e);
@@ -179,7 +186,54 @@ class CudaModelImpl final : public CudaModel {
   bool graphs() const override { return opt_.graphs; }
   int kv_size() const override { return caches_[0]->size(); }
   void clear() override {
-    for (auto& c : caches_) c->clear();
+    for (int b = 0; b < opt_.max_seqs; ++b)
+      for (int l = 0; l < cfg_.n_layers; ++l) cache_of(b, l).clear();
+  }
+  int max_seqs() const override { return opt_.max_seqs; }
+  int seq_size(int seq) const override {
+    LONGKV_CHECK(seq >= 0 && seq < opt_.max_seqs, "sequence %d of a model holding %d", seq, opt_.max_seqs);
+    return seq == 0 ? kv_size() : seq_caches_[seq - 1][0]->size();
+  }
+  void fill_random_kv_seq(int seq, int n, uint64_t seed) override {
+    LONGKV_CHECK(seq >= 0 && seq < opt_.max_seqs, "sequence %d of a model holding %d", seq, opt_.max_seqs);
+    if (seq == 0) return fill_random_kv(n, seed);
+    for (int l = 0; l < cfg_.n_layers; ++l) cache_of(seq, l).fill_random(n, seed * 1000 + l, s_);
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+  const float* forward_batch(const int32_t* tokens, const int* seqs, int n) override {
+    const ModelConfig& c = cfg_;
+    LONGKV_CHECK(n >= 1 && n <= opt_.max_seqs, "forward_batch: %d sequences, the model holds %d (max_seqs)", n,
+                 opt_.max_seqs);
+    std::vector<char> seen(opt_.max_seqs, 0);
+    for (int i = 0; i < n; ++i) {
+      const int b = seqs[i];
+      LONGKV_CHECK(b >= 0 && b < opt_.max_seqs && !seen[b], "forward_batch: sequence %d out of range [0, %d) or "
+                   "given twice", b, opt_.max_seqs);
+      seen[b] = 1;
+      LONGKV_CHECK(tokens[i] >= 0 && tokens[i] < c.n_vocab, "token id %d out of range [0, %d)", tokens[i], c.n_vocab);
+      LONGKV_CHECK(seq_size(b) < opt_.max_tokens, "forward_batch: sequence %d is full (%d tokens)", b, seq_size(b));
+      pos_host_[b] = seq_size(b);
+    }
+    const double t0 = now_seconds();
+    ensure_scratch(n);
+    if (!batch_logits_host_)
+      LONGKV_CUDA_CHECK(cudaMallocHost(&batch_logits_host_, sizeof(float) * opt_.max_seqs * c.n_vocab));
+    LONGKV_CUDA_CHECK(
+        cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int) * opt_.max_seqs, cudaMemcpyHostToDevice, s_));
+    batch_seqs_ = seqs;
+    try {
+      enqueue(tokens, n, 0, true, true);
+    } catch (...) {
+      batch_seqs_ = nullptr;
+      cudaStreamSynchronize(s_);
+      throw;
+    }
+    batch_seqs_ = nullptr;
+    LONGKV_CUDA_CHECK(cudaMemcpyAsync(batch_logits_host_, logits_.as(), sizeof(float) * n * c.n_vocab,
+                                      cudaMemcpyDeviceToHost, s_));
+    LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    timings_.total_s += now_seconds() - t0;
+    return batch_logits_host_;
   }
   void fill_random_kv(int n, uint64_t seed) override {
     for (size_t l = 0; l < caches_.size(); ++l) caches_[l]->fill_random(n, seed * 1000 + l, s_);
@@ -430,8 +484,12 @@ class CudaModelImpl final : public CudaModel {
     const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
     LONGKV_CHECK(!greedy || (n == 1 && want_logits), "a greedy step is one token with logits");
     if (!greedy) LONGKV_CUDA_CHECK(cudaMemcpyAsync(ids_.as(), tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, s_));
+    // A batched step (forward_batch): token i of sequence batch_seqs_[i], the
+    // matrices through matmul's batch path, attention sequence by sequence.
+    const bool batch = batch_seqs_ != nullptr;
+    const bool one = n == 1 && !batch;  // a single-token step of sequence 0
     // Single-token steps: RoPE and the caches read the position from dpos_.
-    const int* dpos = n == 1 ? dpos_.as<int>() : nullptr;
+    const int* dpos = one ? dpos_.as<int>() : nullptr;
     if (dpos && !greedy)
       LONGKV_CUDA_CHECK(cudaMemcpyAsync(dpos_.as(), pos_host_, sizeof(int), cudaMemcpyHostToDevice, s_));
     float* x = x_.as<float>();
@@ -440,20 +498,20 @@ class CudaModelImpl final : public CudaModel {
     get_rows(tok_embd_, ids_.as<int32_t>(), n, x, s_);
     // Int8 x between the GEMVs (CudaTuning::gemv_x8): x8b_ holds the next
     // RMSNorm GEMV's input once a layer's down GEMV wrote it.
-    const int x8 = n == 1 && x8_step() ? cuda_tuning().gemv_x8 & 3 : 0;  // its links (CudaTuning::gemv_x8)
+    const int x8 = one && x8_step() ? cuda_tuning().gemv_x8 & 3 : 0;  // its links (CudaTuning::gemv_x8)
     bool x8b_ready = false;
     const bool neox = c.rope == RopeStyle::neox;
     bool timed = false;
-    const int skip = n == 1 ? cuda_tuning().step_probe : 0;  // diagnostics only (CudaTuning::step_probe)
+    const int skip = one ? cuda_tuning().step_probe : 0;  // diagnostics only (CudaTuning::step_probe)
 
     for (int l = 0; l < c.n_layers; ++l) {
       GpuLayer& L = layers_[l];
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
-      const bool stacked_qkv = n == 1 && L.wqkv.rows > 0;
+      const bool stacked_qkv = one && L.wqkv.rows > 0;
       // A single-token step on a cache that takes it whole (milestone 11):
       // RoPE, append and attention in one kernel, fed the raw q, k, v.
       const DecodeRope drope{inv_freq_.as<float>(), rope_dim_, neox};
-      const bool block = n == 1 && caches_[l]->decode_block_ok(drope);
+      const bool block = one && caches_[l]->decode_block_ok(drope);
       // Else RoPE of q and k by the q|k|v GEMV (in its store where it can,
       // else rope() right after it) unless biases come between.
       const bool gemv_roped = stacked_qkv && !block && !L.bq.bytes() && !L.bk.bytes();
@@ -475,8 +533,8 @@ class CudaModelImpl final : public CudaModel {
       if (L.bq.bytes()) add_bias(q, L.bq.as<float>(), n, qd, s_);
       if (L.bk.bytes()) add_bias(k, L.bk.as<float>(), n, kvd, s_);
       if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
-      if (block) {
-        // the attention kernel rotates q and k itself
+      if (block || batch) {
+        // the attention kernel rotates q and k itself (a batch: attend_batch)
       } else if (stacked_qkv && !gemv_roped) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_, dpos);
       } else if (!stacked_qkv) {
@@ -488,12 +546,14 @@ class CudaModelImpl final : public CudaModel {
       // single-token step only when asked (time_decode_attention), since the
       // records cut two PDL edges. Every graph-replayed step of the bench
       // went untimed until milestone 27: see record_attention_event.
-      const bool sample = l == c.n_layers / 2 && (n > 1 || time_decode_attention_);
+      const bool sample = !batch && l == c.n_layers / 2 && (n > 1 || time_decode_attention_);
       if (sample) record_attention_event(rec_a_);
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
         caches_[l]->decode_block(q, k, v, drope, att, ws_, s_);
+      } else if (batch) {
+        attend_batch(l, n, q, k, v, drope, att);
       } else {
         caches_[l]->append(k, v, n, s_);
         caches_[l]->attend(q, n, att, ws_, s_);
@@ -514,7 +574,7 @@ class CudaModelImpl final : public CudaModel {
         }
       }
       float *gate = gate_.as<float>(), *up = up_.as<float>();
-      if (n == 1 && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU in its store (glu) or w_down's load
+      if (one && L.wgu.rows > 0) {  // RMSNorm inside the gate|up GEMV, SwiGLU in its store (glu) or w_down's load
         gate = qkv_.as<float>();  // [gate | up] of one token
         up = gate + ffn;
         if (L.glu) {  // h = silu(gate) up straight from the gate|up GEMV's store, into gate
@@ -552,7 +612,7 @@ class CudaModelImpl final : public CudaModel {
       const int first = all_logits ? 0 : n - 1;
       const int rows = n - first;
       float* xr = x + static_cast<size_t>(first) * dim;
-      if (rows == 1) {
+      if (rows == 1 && !batch) {
         GemvAct a = norm_act(xr, output_norm_, xb);
         if (x8b_ready) a.x8_in = x8_view(x8b_, nullptr);
         gemv_act(output_, a, logits_.as<float>(), false, s_);
@@ -688,9 +748,35 @@ class CudaModelImpl final : public CudaModel {
   }
 
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
-    if (n == 1) gemv(w, xin, y, accumulate, s_);
+    if (batch_seqs_ && gemv_batch_supported(w)) gemv_batch(w, xin, n, y, accumulate, batch_scratch_, s_);
+    else if (n == 1) gemv(w, xin, y, accumulate, s_);
     else cuda::gemm(ws_.cublas, w, xin, n, y, accumulate, opt_.gemm, gemm_scratch_, s_);
   }
+
+  // A batched step's attention of layer l: token i of sequence
+  // batch_seqs_[i] (its q, k, v rows of the step's matrices, before RoPE)
+  // over that sequence's cache, at the position its cell of dpos_ holds.
+  void attend_batch(int l, int n, float* q, float* k, const float* v, const DecodeRope& drope, float* att) {
+    const ModelConfig& c = cfg_;
+    const size_t qd = c.q_dim(), kvd = c.kv_dim();
+    for (int i = 0; i < n; ++i) {
+      const int b = batch_seqs_[i];
+      GpuKvCache& cache = cache_of(b, l);
+      float *qi = q + qd * i, *ki = k + kvd * i;
+      const float* vi = v + kvd * i;
+      if (cache.decode_block_ok(drope)) {
+        cache.decode_block(qi, ki, vi, drope, att + qd * i, ws_, s_);
+        continue;
+      }
+      const int* dp = dpos_.as<int>() + b;
+      rope(drope.inv_freq, c.head_dim, rope_dim_, drope.neox, qi, 1, c.n_heads, 0, s_, dp);
+      rope(drope.inv_freq, c.head_dim, rope_dim_, drope.neox, ki, 1, c.n_kv_heads, 0, s_, dp);
+      cache.append(ki, vi, 1, s_);
+      cache.attend(qi, 1, att + qd * i, ws_, s_);
+    }
+  }
+
+  GpuKvCache& cache_of(int seq, int l) { return seq == 0 ? *caches_[l] : *seq_caches_[seq - 1][l]; }
 
   void ensure_scratch(int n) {
     if (n <= scratch_n_) return;
@@ -726,6 +812,11 @@ class CudaModelImpl final : public CudaModel {
   std::vector<GpuLayer> layers_;
   int rope_dim_ = 0;
   std::vector<std::unique_ptr<GpuKvCache>> caches_;
+  // Sequences 1..max_seqs-1 of batched decode (forward_batch), their caches per layer.
+  std::vector<std::vector<std::unique_ptr<GpuKvCache>>> seq_caches_;
+  const int* batch_seqs_ = nullptr;     // during a batched step: the sequence of each token
+  DeviceBuffer batch_scratch_;          // gemv_batch's int8 activations
+  float* batch_logits_host_ = nullptr;  // pinned: forward_batch's logits [max_seqs][n_vocab]
   ForwardTimings timings_;
   int scratch_n_ = 0;
   uint64_t scratch_gen_ = 0;  // bumped whenever ensure_scratch reallocates

@@ -62,6 +62,7 @@ void cuda_check_decode_steps(const KvShape&, const std::string&, const float*, c
 CudaAttnSpeed cuda_bench_decode_attention(const KvShape&, const std::string&, int) { fail("%s", kNoCuda); }
 double cuda_kv_bytes_per_token(const std::string&, const KvShape&) { fail("%s", kNoCuda); }
 
+void cuda_check_gemv_batch(const WeightView&, const float*, int, float*) { fail("%s", kNoCuda); }
 CudaGemvSpeed cuda_bench_gemv(WeightType, int, int) { fail("%s", kNoCuda); }
 
 }  // namespace longkv

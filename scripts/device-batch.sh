@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Milestone 50, batched decode (run tool, carry [".devdeps"], kind nvidia-h200,
+# timeout <= 600 s): build; the batch checks first (the batch GEMV against the
+# CPU rule, forward_batch against the CPU engine and against its sequences one
+# by one); then `longkv bench --batch` for synthetic llama3-8b Q4_0 at DEPTHS
+# (default 131072) for f16 and k2v2, B in BATCH (default 1,4,max; max sized
+# for an 80 GB card, --gpu-mem 81559 MiB), beside the single-stream rows of
+# the same call; then every other CUDA check (CHECKS=0 leaves them out).
+set -o pipefail
+cd "$(dirname "$0")/.."
+source scripts/device-setup.sh
+CHECK_FILTER='CudaBatch*:Cuda.GemvBatch*' run_checks
+cp $OUT/checks.log $OUT/checks-batch.log
+timeout ${BENCH_S:-300} $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -d ${DEPTHS:-131072} \
+  --kv ${MODES:-f16,k2v2} -n ${NGEN:-8} -p 0 --batch ${BATCH:-1,4,max} --gpu-mem ${GPU_MEM:-81559} > $OUT/batch.md 2>&1
+echo "batch bench rc $? at $(( $(date +%s) - t0 )) s"
+grep -vE "^(bench|membw|load)" $OUT/batch.md | grep -E "^\||info|error|warn" | head -40
+if [[ "${CHECKS:-1}" != 0 ]]; then
+  CHECK_FILTER='Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*:CudaBatch*:Cuda.GemvBatch*' run_checks
+fi
+echo "total: $(( $(date +%s) - t0 )) s"

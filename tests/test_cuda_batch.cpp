@@ -1,0 +1,171 @@
+// Batched decode on the GPU (CudaModel::forward_batch, milestone 50): one
+// token of each of several sequences a step, each at its own position over
+// its own caches. Against the CPU engine run sequence by sequence, and
+// against the same sequences run one at a time through the same path (bit
+// for bit). Without a GPU (or in a build without CUDA) each test reports
+// SKIPPED with the reason.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "model/llama_model.h"
+#include "model/model_loader.h"
+#include "test_cuda_util.h"
+#include "test_util.h"
+
+namespace longkv {
+namespace {
+
+constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
+
+// The evaluation model with every matrix requantized to Q4_0 (the batch
+// GEMV's format), saved under the temp dir and loaded back.
+LoadedModel eval_model_q4_0_batch() {
+  const std::string q4 = test::temp_dir() + "/evalmodel-q4_0-batch.gguf";
+  {
+    LoadedModel src = load_model(test::shared_path(kEvalModel));
+    EXPECT_TRUE(src.vocab.has_value());
+    if (src.vocab) save_model_gguf(src.weights, *src.vocab, q4, WeightType::Q4_0);
+  }
+  return load_model(q4);
+}
+
+// Three sequences that start at different steps, so that they sit at
+// different positions in every batch and the batches change size; token i
+// of sequence s is fixed by (s, i).
+constexpr int kSeqs = 3;
+constexpr int kStart[kSeqs] = {0, 3, 10};
+int32_t seq_token(int s, int i, int n_vocab) { return static_cast<int32_t>((i * 7919 + 13 + 101 * s) % n_vocab); }
+
+// Step j's batch: the sequences started by then, in order; their tokens.
+void batch_at(int j, int n_vocab, std::vector<int>* seqs, std::vector<int32_t>* toks) {
+  seqs->clear();
+  toks->clear();
+  for (int s = 0; s < kSeqs; ++s)
+    if (j >= kStart[s]) {
+      seqs->push_back(s);
+      toks->push_back(seq_token(s, j - kStart[s], n_vocab));
+    }
+}
+
+// forward_batch against the CPU engine, with exact products (gemv_i8x off:
+// the batch GEMV's f32 path, the CPU's arithmetic) and f32 prefill GEMMs
+// nowhere in the step. f16 KV: as EvalModelDecodeMatchesCpuEngine, worst
+// nmse < 1e-5 (f16 rounding of the same K/V on both sides). k4v4 past the
+// first group cut (r128: from step ~160 of a sequence): a code near a
+// boundary may flip, so the rotated test's limits (nmse < 1e-3). A token of
+// the wrong sequence, position or cache gives nmse ~1e-1 and more.
+TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = eval_model_q4_0_batch();
+  const ModelWeights& w = lm.weights;
+  const int nv = w.cfg.n_vocab;
+  ThreadPool pool(2);
+  LlamaModel cpu(w, pool);
+  for (const char* mode : {"f16", "k4v4"}) {
+    SCOPED_TRACE(mode);
+    const int steps = std::string(mode) == "f16" ? 40 : 200;
+    std::vector<std::vector<std::unique_ptr<KvCache>>> caches;
+    for (int s = 0; s < kSeqs; ++s) caches.push_back(cpu.make_caches(mode, steps + 1));
+    cuda_tuning().gemv_i8x = false;
+    CudaModelOptions o;
+    o.kv_mode = mode;
+    o.max_tokens = steps + 1;
+    o.max_seqs = kSeqs;
+    o.gemm = CudaGemm::f32;
+    auto gpu = CudaModel::create(w, o);
+    std::vector<float> ref(nv);
+    std::vector<int> seqs;
+    std::vector<int32_t> toks;
+    double worst = 0;
+    int top1 = 0, rows = 0;
+    for (int j = 0; j < steps; ++j) {
+      batch_at(j, nv, &seqs, &toks);
+      const float* got = gpu->forward_batch(toks.data(), seqs.data(), static_cast<int>(seqs.size()));
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        const int s = seqs[i];
+        ASSERT_EQ(gpu->seq_size(s), j - kStart[s] + 1);
+        cpu.forward(&toks[i], 1, j - kStart[s], caches[s], ref.data(), false);
+        const float* g = got + i * nv;
+        worst = std::max(worst, test::nmse(g, ref.data(), nv));
+        top1 += std::max_element(ref.begin(), ref.end()) - ref.begin() == std::max_element(g, g + nv) - g;
+        ++rows;
+      }
+    }
+    cuda_tuning() = CudaTuning{};
+    EXPECT_LT(worst, std::string(mode) == "f16" ? 1e-5 : 1e-3);
+    EXPECT_GE(top1, rows - 4);
+    EXPECT_EQ(gpu->kv_size(), steps);  // sequence 0 is kv_size()'s
+    std::printf("evalmodel Q4_0 batched decode, %d sequences, %d rows, %s KV, exact products: worst nmse %.3g "
+                "against the CPU, top-1 %d of %d\n",
+                kSeqs, rows, mode, worst, top1, rows);
+  }
+}
+
+// A batch gives each of its sequences the logits that sequence gets alone
+// through the same path (default tuning: int8 activations), bit for bit: a
+// token's GEMV sums do not depend on the batch's other tokens
+// (gemv_batch.cu), and each sequence attends over its own caches. Every
+// matrix of the model is Q4_0, so no product goes through cuBLAS, whose
+// algorithm may change with the column count. k4v4:rot past its first group
+// takes the quantized two-launch step of each sequence.
+TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = eval_model_q4_0_batch();
+  const ModelWeights& w = lm.weights;
+  ASSERT_EQ(w.output.type, WeightType::Q4_0);
+  const int nv = w.cfg.n_vocab;
+  for (const char* mode : {"f16", "k4v4:rot"}) {
+    SCOPED_TRACE(mode);
+    const int steps = 180;
+    CudaModelOptions o;
+    o.kv_mode = mode;
+    o.max_tokens = steps + 1;
+    o.max_seqs = kSeqs;
+    auto together = CudaModel::create(w, o), alone = CudaModel::create(w, o);
+    std::vector<int> seqs;
+    std::vector<int32_t> toks;
+    int differ = 0;
+    for (int j = 0; j < steps; ++j) {
+      batch_at(j, nv, &seqs, &toks);
+      const int n = static_cast<int>(seqs.size());
+      const float* t = together->forward_batch(toks.data(), seqs.data(), n);
+      const std::vector<float> all(t, t + static_cast<size_t>(n) * nv);
+      for (int i = 0; i < n; ++i) {
+        const float* a = alone->forward_batch(&toks[i], &seqs[i], 1);
+        differ += std::memcmp(a, all.data() + static_cast<size_t>(i) * nv, sizeof(float) * nv) != 0;
+      }
+    }
+    EXPECT_EQ(differ, 0);
+    std::printf("%s: %d steps of %d sequences, batched against one by one: %d rows differ\n", mode, steps, kSeqs,
+                differ);
+    // A sequence's random fill lands in its own caches only.
+    const int before = alone->seq_size(1);
+    alone->fill_random_kv_seq(2, 1, 5);
+    EXPECT_EQ(alone->seq_size(2), steps - kStart[2] + 1);
+    EXPECT_EQ(alone->seq_size(1), before);
+  }
+  // Bad arguments are one clear Error each.
+  CudaModelOptions o;
+  o.max_tokens = 8;
+  o.max_seqs = 2;
+  auto m = CudaModel::create(w, o);
+  const int32_t two[2] = {5, 6};
+  const int dup[2] = {1, 1}, past[1] = {2};
+  EXPECT_THROW(m->forward_batch(two, dup, 2), Error);
+  EXPECT_THROW(m->forward_batch(two, past, 1), Error);
+  EXPECT_THROW(m->forward_batch(two, dup, 3), Error);
+  o.max_seqs = kMaxBatchSeqs + 1;
+  EXPECT_THROW(CudaModel::create(w, o), Error);
+}
+
+}  // namespace
+}  // namespace longkv
