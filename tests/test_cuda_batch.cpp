@@ -115,7 +115,8 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
 // (gemv_batch.cu), and each sequence attends over its own caches. Every
 // matrix of the model is Q4_0, so no product goes through cuBLAS, whose
 // algorithm may change with the column count. k4v4:rot past its first group
-// takes the quantized two-launch step of each sequence.
+// takes the quantized two-launch step of each sequence. Both ways of
+// attending (one stream, or CudaTuning::batch_two_streams).
 TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
@@ -123,11 +124,13 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   const ModelWeights& w = lm.weights;
   ASSERT_EQ(w.output.type, WeightType::Q4_0);
   const int nv = w.cfg.n_vocab;
-  for (const char* mode : {"f16", "k4v4:rot"}) {
+  for (const char* mode : {"f16", "k4v4:rot", "f16/bst2", "k4v4:rot/bst2"}) {
     SCOPED_TRACE(mode);
+    const std::string m(mode);
+    cuda_tuning().batch_two_streams = m.find("/bst2") != std::string::npos;
     const int steps = 180;
     CudaModelOptions o;
-    o.kv_mode = mode;
+    o.kv_mode = m.substr(0, m.find('/'));
     o.max_tokens = steps + 1;
     o.max_seqs = kSeqs;
     auto together = CudaModel::create(w, o), alone = CudaModel::create(w, o);
@@ -144,6 +147,7 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
         differ += std::memcmp(a, all.data() + static_cast<size_t>(i) * nv, sizeof(float) * nv) != 0;
       }
     }
+    cuda_tuning() = CudaTuning{};
     EXPECT_EQ(differ, 0);
     std::printf("%s: %d steps of %d sequences, batched against one by one: %d rows differ\n", mode, steps, kSeqs,
                 differ);

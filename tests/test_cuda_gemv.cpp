@@ -518,6 +518,19 @@ TEST(Cuda, GemvBatchMatchesReference) {
   }
 }
 
+// Not a pass/fail speed test: the batched decode's Q4_0 GEMV (milestone 50)
+// per llama3-8b shape and token count, the weights read once (GB/s of them).
+TEST(Cuda, GemvBatchSpeedReport) {
+  LONGKV_REQUIRE_CUDA();
+  for (auto [rows, cols] : {std::pair{6144, 4096}, std::pair{4096, 4096}, std::pair{14336, 4096},
+                           std::pair{4096, 14336}, std::pair{128256, 4096}})
+    for (int n : {1, 2, 4, 8, 16, 24, 32}) {
+      const CudaGemvSpeed sp = cuda_bench_gemv(WeightType::Q4_0, rows, cols, n);
+      EXPECT_GT(sp.gbs, 0);
+      std::printf("gemv_batch q4_0 %6dx%-5d tokens %2d: %8.1f us %7.0f GB/s\n", rows, cols, n, sp.us_per_call, sp.gbs);
+    }
+}
+
 // Not a pass/fail speed test: Q4_0 GEMV per 8B shape in milestone 2's order,
 // pipelined, and pipelined with PDL (back-to-back launches, as in a decode
 // step), for docs/cuda-notes.md milestone 8; f32 products except "i8x"

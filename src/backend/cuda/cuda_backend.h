@@ -305,6 +305,11 @@ struct CudaTuning {
   // (CudaModel::forward_top, Sampler::sample_top: the same tokens). false:
   // the row of logits to the host and the whole sampler there.
   bool sample_top_device = true;
+  // Milestone 50 (key "bst2"): a batched step (CudaModel::forward_batch)
+  // attends on two streams, its sequences alternating between them, each
+  // stream with an attention workspace of its own, so that one sequence's
+  // attention tail can overlap the next one's start. false: one stream.
+  bool batch_two_streams = false;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n
@@ -541,6 +546,8 @@ struct CudaGemvSpeed {
   double us_per_call = 0;
   double launch_us = 0;
 };
-CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols);
+// n_tok >= 1: the batched decode's GEMV (gemv_batch, Q4_0) over n_tok
+// tokens instead of the single-token GEMV; gbs counts the weight bytes once.
+CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols, int n_tok = 0);
 
 }  // namespace longkv

@@ -394,23 +394,29 @@ CudaAttnSpeed cuda_bench_decode_attention(const KvShape& s, const std::string& k
 
 double cuda_kv_bytes_per_token(const std::string& kv_mode, const KvShape& s) { return gpu_kv_bytes_per_token(kv_mode, s); }
 
-CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols) {
+CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols, int n_tok) {
   const size_t ld = gpu_row_stride(t, cols), one = ld * rows;
   const int copies = static_cast<int>(std::max<size_t>(2, (size_t(512) << 20) / one));
-  DeviceBuffer w(one * copies + kWeightPadBytes), x(sizeof(float) * cols), y(sizeof(float) * rows);
+  const int nt = std::max(1, n_tok);
+  DeviceBuffer w(one * copies + kWeightPadBytes), x(sizeof(float) * cols * nt), y(sizeof(float) * rows * nt);
+  DeviceBuffer scratch;
+  auto run = [&](const GpuWeight& g) {
+    if (n_tok > 0) gemv_batch(g, x.as<float>(), n_tok, y.as<float>(), false, scratch, nullptr);
+    else gemv(g, x.as<float>(), y.as<float>(), false, nullptr);
+  };
   // Random bytes everywhere (also in the f16 scales: their values do not
   // change the work); never time on zeros.
   fill_random_f16(w.as<__half>(), w.bytes() / 2, 99, nullptr);
-  fill_random_f16(reinterpret_cast<__half*>(x.as<float>()), cols * 2, 98, nullptr);
+  fill_random_f16(reinterpret_cast<__half*>(x.as<float>()), static_cast<size_t>(cols) * 2 * nt, 98, nullptr);
   std::vector<GpuWeight> ws(copies);
   for (int i = 0; i < copies; ++i) ws[i] = GpuWeight{t, rows, cols, ld, w.as<uint8_t>() + one * i};
   cudaEvent_t e0, e1;
   LONGKV_CUDA_CHECK(cudaEventCreate(&e0));
   LONGKV_CUDA_CHECK(cudaEventCreate(&e1));
-  for (int i = 0; i < copies; ++i) gemv(ws[i], x.as<float>(), y.as<float>(), false, nullptr);
+  for (int i = 0; i < copies; ++i) run(ws[i]);
   const int reps = 4 * copies;
   LONGKV_CUDA_CHECK(cudaEventRecord(e0));
-  for (int i = 0; i < reps; ++i) gemv(ws[i % copies], x.as<float>(), y.as<float>(), false, nullptr);
+  for (int i = 0; i < reps; ++i) run(ws[i % copies]);
   LONGKV_CUDA_CHECK(cudaEventRecord(e1));
   LONGKV_CUDA_CHECK(cudaEventSynchronize(e1));
   float ms = 0;
@@ -423,7 +429,7 @@ CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols) {
   tiny.rows = 2;
   sync_check();
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 2000; ++i) gemv(tiny, x.as<float>(), y.as<float>(), false, nullptr);
+  for (int i = 0; i < 2000; ++i) run(tiny);
   sync_check();
   r.launch_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / 2000;
   cudaEventDestroy(e0);

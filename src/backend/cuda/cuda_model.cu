@@ -163,6 +163,12 @@ class CudaModelImpl final : public CudaModel {
     if (logits_host_) cudaFreeHost(logits_host_);
     if (top_keys_host_) cudaFreeHost(top_keys_host_);
     if (batch_logits_host_) cudaFreeHost(batch_logits_host_);
+    if (s2_) {
+      cudaStreamSynchronize(s2_);
+      cudaStreamDestroy(s2_);
+      cudaEventDestroy(ev_fork_);
+      cudaEventDestroy(ev_join_);
+    }
     if (ring_host_) cudaFreeHost(ring_host_);
     for (cudaEvent_t e : ev_step_)
       if (e) cudaEventDestroy(e);
@@ -507,6 +513,7 @@ class CudaModelImpl final : public CudaModel {
     for (int l = 0; l < c.n_layers; ++l) {
       GpuLayer& L = layers_[l];
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
+      int q_stride = qd, kv_stride = kvd;  // floats between tokens' rows of q and of k, v
       const bool stacked_qkv = one && L.wqkv.rows > 0;
       // A single-token step on a cache that takes it whole (milestone 11):
       // RoPE, append and attention in one kernel, fed the raw q, k, v.
@@ -524,6 +531,14 @@ class CudaModelImpl final : public CudaModel {
         if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
                                   neox};
         if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
+      } else if (batch && L.wqkv.rows > 0 && !L.bq.bytes() && !L.bk.bytes() && !L.bv.bytes()) {
+        // A batch: one GEMV over the stacked rows, token i's q|k|v in row i of qkv_.
+        rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+        q = qkv_.as<float>();
+        k = q + qd;
+        v = k + kvd;
+        q_stride = kv_stride = qd + 2 * kvd;
+        matmul(L.wqkv, xb, n, q, false);
       } else {
         rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
         matmul(L.wq, xb, n, q, false);
@@ -553,7 +568,7 @@ class CudaModelImpl final : public CudaModel {
       } else if (block) {
         caches_[l]->decode_block(q, k, v, drope, att, ws_, s_);
       } else if (batch) {
-        attend_batch(l, n, q, k, v, drope, att);
+        attend_batch(l, n, q, k, v, q_stride, kv_stride, drope, att);
       } else {
         caches_[l]->append(k, v, n, s_);
         caches_[l]->attend(q, n, att, ws_, s_);
@@ -603,7 +618,7 @@ class CudaModelImpl final : public CudaModel {
       }
       rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
       matmul(L.w_gate, xb, n, gate, false);
-      matmul(L.w_up, xb, n, up, false);
+      matmul(L.w_up, xb, n, up, false, gemv_batch_supported(L.w_gate));  // a batch: w_gate's int8 x
       swiglu(gate, up, static_cast<size_t>(n) * ffn, s_);
       matmul(L.w_down, gate, n, x, true);
     }
@@ -747,32 +762,54 @@ class CudaModelImpl final : public CudaModel {
     return a;
   }
 
-  void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate) {
-    if (batch_seqs_ && gemv_batch_supported(w)) gemv_batch(w, xin, n, y, accumulate, batch_scratch_, s_);
+  // same_x: a batched step's previous matmul read the same x (gemv_batch's int8 form is reused).
+  void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate, bool same_x = false) {
+    if (batch_seqs_ && gemv_batch_supported(w)) gemv_batch(w, xin, n, y, accumulate, batch_scratch_, s_, same_x);
     else if (n == 1) gemv(w, xin, y, accumulate, s_);
     else cuda::gemm(ws_.cublas, w, xin, n, y, accumulate, opt_.gemm, gemm_scratch_, s_);
   }
 
   // A batched step's attention of layer l: token i of sequence
-  // batch_seqs_[i] (its q, k, v rows of the step's matrices, before RoPE)
-  // over that sequence's cache, at the position its cell of dpos_ holds.
-  void attend_batch(int l, int n, float* q, float* k, const float* v, const DecodeRope& drope, float* att) {
+  // batch_seqs_[i] (its q, k, v rows of the step's matrices, before RoPE,
+  // q_stride and kv_stride floats apart) over that sequence's cache, at the
+  // position its cell of dpos_ holds -> att [n][q_dim].
+  void attend_batch(int l, int n, float* q, float* k, const float* v, int q_stride, int kv_stride,
+                    const DecodeRope& drope, float* att) {
     const ModelConfig& c = cfg_;
-    const size_t qd = c.q_dim(), kvd = c.kv_dim();
+    const size_t qd = c.q_dim();
+    const bool two = cuda_tuning().batch_two_streams && n > 1;
+    if (two) {  // the second stream starts where s_ is (q, k, v made) and s_ later waits for it
+      if (!s2_) {
+        LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s2_, cudaStreamNonBlocking));
+        LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_fork_, cudaEventDisableTiming));
+        LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_join_, cudaEventDisableTiming));
+        ws2_.a.reserve(ws_.a.bytes());
+        ws2_.b.reserve(ws_.b.bytes());
+        decode_block_reserve(ws2_, c.n_kv_heads);
+      }
+      LONGKV_CUDA_CHECK(cudaEventRecord(ev_fork_, s_));
+      LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s2_, ev_fork_, 0));
+    }
     for (int i = 0; i < n; ++i) {
       const int b = batch_seqs_[i];
       GpuKvCache& cache = cache_of(b, l);
-      float *qi = q + qd * i, *ki = k + kvd * i;
-      const float* vi = v + kvd * i;
+      const cudaStream_t st = two && i % 2 ? s2_ : s_;
+      GpuAttnWorkspace& ws = two && i % 2 ? ws2_ : ws_;
+      float *qi = q + static_cast<size_t>(q_stride) * i, *ki = k + static_cast<size_t>(kv_stride) * i;
+      const float* vi = v + static_cast<size_t>(kv_stride) * i;
       if (cache.decode_block_ok(drope)) {
-        cache.decode_block(qi, ki, vi, drope, att + qd * i, ws_, s_);
+        cache.decode_block(qi, ki, vi, drope, att + qd * i, ws, st);
         continue;
       }
       const int* dp = dpos_.as<int>() + b;
-      rope(drope.inv_freq, c.head_dim, rope_dim_, drope.neox, qi, 1, c.n_heads, 0, s_, dp);
-      rope(drope.inv_freq, c.head_dim, rope_dim_, drope.neox, ki, 1, c.n_kv_heads, 0, s_, dp);
-      cache.append(ki, vi, 1, s_);
-      cache.attend(qi, 1, att + qd * i, ws_, s_);
+      rope(drope.inv_freq, c.head_dim, rope_dim_, drope.neox, qi, 1, c.n_heads, 0, st, dp);
+      rope(drope.inv_freq, c.head_dim, rope_dim_, drope.neox, ki, 1, c.n_kv_heads, 0, st, dp);
+      cache.append(ki, vi, 1, st);
+      cache.attend(qi, 1, att + qd * i, ws, st);
+    }
+    if (two) {
+      LONGKV_CUDA_CHECK(cudaEventRecord(ev_join_, s2_));
+      LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s_, ev_join_, 0));
     }
   }
 
@@ -793,7 +830,7 @@ class CudaModelImpl final : public CudaModel {
     att_.resize(sn * c.q_dim() * f);
     gate_.resize(sn * c.ffn_dim * f);
     up_.resize(sn * c.ffn_dim * f);
-    qkv_.resize(std::max<size_t>(c.q_dim() + 2 * c.kv_dim(), 2 * c.ffn_dim) * f);
+    qkv_.resize(sn * std::max<size_t>(c.q_dim() + 2 * c.kv_dim(), 2 * c.ffn_dim) * f);  // n rows: a batch's q|k|v
     for (DeviceBuffer* b : {&x8a_, &x8b_}) b->resize(x8_off(c.dim) + 2 * (c.dim / 16) * f);
     logits_.resize(sn * c.n_vocab * f);
     scratch_n_ = n;
@@ -817,6 +854,11 @@ class CudaModelImpl final : public CudaModel {
   const int* batch_seqs_ = nullptr;     // during a batched step: the sequence of each token
   DeviceBuffer batch_scratch_;          // gemv_batch's int8 activations
   float* batch_logits_host_ = nullptr;  // pinned: forward_batch's logits [max_seqs][n_vocab]
+  // CudaTuning::batch_two_streams: the second stream, its workspace and the
+  // events that fork it from s_ and join it back (made on first use).
+  cudaStream_t s2_ = nullptr;
+  GpuAttnWorkspace ws2_;
+  cudaEvent_t ev_fork_ = nullptr, ev_join_ = nullptr;
   ForwardTimings timings_;
   int scratch_n_ = 0;
   uint64_t scratch_gen_ = 0;  // bumped whenever ensure_scratch reallocates

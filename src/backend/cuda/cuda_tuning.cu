@@ -34,7 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},
+    {"gtop", &CudaTuning::sample_top_device},     {"bst2", &CudaTuning::batch_two_streams},
 };
 
 // A valued setting's value as a whole number in [lo, hi]; false when it is
