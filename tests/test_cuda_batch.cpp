@@ -124,10 +124,10 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   const ModelWeights& w = lm.weights;
   ASSERT_EQ(w.output.type, WeightType::Q4_0);
   const int nv = w.cfg.n_vocab;
-  for (const char* mode : {"f16", "k4v4:rot", "f16/bst2", "k4v4:rot/bst2"}) {
+  for (const char* mode : {"f16", "k4v4:rot", "f16/one-stream", "k4v4:rot/one-stream"}) {
     SCOPED_TRACE(mode);
     const std::string m(mode);
-    cuda_tuning().batch_two_streams = m.find("/bst2") != std::string::npos;
+    cuda_tuning().batch_two_streams = m.find("/one-stream") == std::string::npos;
     const int steps = 180;
     CudaModelOptions o;
     o.kv_mode = m.substr(0, m.find('/'));

@@ -484,7 +484,7 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
 // each against gemv_ref (the int8 rule, or exact products with gemv_i8x
 // off; plain x, so only summation order differs). 33 and 513 units leave a
 // lane's second unit of the last pass cut; odd row counts leave a warp's
-// second row past the end; 1..32 tokens cover its three accumulator widths.
+// second row past the end; 1..32 tokens cover its four accumulator widths.
 // Then a token's result alone equals its row of the 32-token batch, bit for
 // bit (the batched model test relies on it).
 TEST(Cuda, GemvBatchMatchesReference) {

@@ -308,8 +308,10 @@ struct CudaTuning {
   // Milestone 50 (key "bst2"): a batched step (CudaModel::forward_batch)
   // attends on two streams, its sequences alternating between them, each
   // stream with an attention workspace of its own, so that one sequence's
-  // attention tail can overlap the next one's start. false: one stream.
-  bool batch_two_streams = false;
+  // attention tail overlaps the next one's start. H200, llama3-8b Q4_0 at
+  // 131K: k2v2 24 sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 ->
+  // 20.3 (docs/cuda-notes.md, milestone 50). false: one stream.
+  bool batch_two_streams = true;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

@@ -164,6 +164,7 @@ std::string cuda_tuning_description() {
          (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
+         (t.batch_two_streams ? "" : ", batched steps attend on one stream (bst2=0)") +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups

@@ -8,92 +8,148 @@
 // tokens the step would stream ~34 GB instead of ~4.2 for llama3-8b. Why not
 // n single-token GEMVs: they read the weights n times.
 //
-// Layout: 4-warp blocks; a warp owns kRows adjacent rows and walks their
-// units (32 elements, 16 bytes of codes and an f16 scale) lane by lane, two
-// units a lane at a time so four 16-byte loads are in flight, and folds each
-// unit into every token's sum before the next. Per (row, token) the lanes'
-// sums meet by warp_sum, so a token's result does not depend on n or on the
-// other tokens of the batch (the tests compare a batch against its tokens
-// one by one, bit for bit).
+// Int8 (the default, CudaTuning::gemv_i8x): each token's activations are
+// quantized once per unit by quantize_x_i8 (the single-token GEMV's rule; a
+// launch of its own, n x cols / 32 threads), and the dots run on tensor
+// cores: mma m16n8k32 with the weights' nibbles as unsigned bytes (A: 16
+// rows x one unit's 32 columns) and the int8 activations (B: 32 x 8 tokens),
+// integer sums exact, so (C - 8 sum q) is the single-token kernel's sum.
+// Each unit's products then scale by d dx into f32 accumulators. A block of
+// 8 warps owns 16 rows; warp w takes units w, w + 8, ..., requesting 8 of
+// them (two 4-byte words and two scales a lane) before it folds them, and
+// the warps' sums meet in shared memory in warp order. Milestone 50's first
+// form (dp4a, 2 rows a warp) ran at 250-350 GB/s with 24 tokens: issue-bound
+// on the per-token activation loads and 8 dp4a per unit, row and token.
 //
-// Arithmetic, as the single-token slab kernel (CudaTuning::gemv_i8x):
-//   int8 (default): each token's activations quantized once per unit by
-//     quantize_x_i8 (a launch of its own before the dots: n x cols / 32
-//     threads), a unit's dot the integer sums of dot_q4_0_i8 with the
-//     weight nibbles masked once per row for all tokens;
-//   exact (gemv_i8x off): Slab<Q4_0>::dot in f32, the CPU's products (the
-//     tests' sharp comparison; ~5x the instructions).
+// Exact (gemv_i8x off): 4-warp blocks, 2 rows a warp, Slab<Q4_0>::dot in f32
+// per token (the CPU's products; the tests' sharp comparison, not fast).
+//
+// Either way a token's result does not depend on n or on the other tokens of
+// the batch: its column of every MMA and its sums go through the same
+// operations in the same order (the tests compare a batch against its tokens
+// one by one, bit for bit).
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
 namespace longkv::cuda {
 namespace {
 
-constexpr int kWarps = 4;  // a block
-constexpr int kRows = 2;   // rows a warp
-constexpr int kUnroll = 2;  // units a lane loads before it folds them
-
-// One token's unit in int8, as the dot kernel reads it: the 32 codes in
-// XI8's order (two 16-byte words), dx, and kMagic - off as int bits: a
-// unit's integer sum s + kMagic - off read as a float is 1.5 * 2^23 + s - off
-// exactly (|s - off| <= 32 * 15 * 127 < 2^22), so subtracting 1.5 * 2^23
-// converts it with a full-rate FADD instead of a quarter-rate I2F.
+// The int8 activations the MMA kernel reads, unit-major with the tokens
+// padded to npad = 8 ceil(n / 8) (padding: zero codes and scales): token t's
+// unit u at u npad + t. q: the 32 codes in XI8's order (two 16-byte words).
+// sc: dx and kMagic - off as int bits -- a unit's integer sum C + kMagic -
+// off read as a float is 1.5 * 2^23 + C - off exactly (|C - off| <= 32 * 15 *
+// 127 < 2^22), so subtracting 1.5 * 2^23 converts it with a full-rate FADD
+// instead of a quarter-rate I2F.
 struct BatchX8 {
-  int4* q;      // [n][units][2]
-  float2* sc;   // [n][units]
+  int4* q;     // [units][npad][2]
+  float2* sc;  // [units][npad]
+  int npad;
 };
-constexpr int kMagic = 0x4B400000;     // the bits of 12582912.0f = 1.5 * 2^23
+constexpr int kMagic = 0x4B400000;  // the bits of 12582912.0f = 1.5 * 2^23
 constexpr float kMagicF = 12582912.0f;
 
 __global__ void quantize_batch_kernel(const float* __restrict__ x, int n, int units, BatchX8 out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n * units) return;
-  float v[32];
-  ldx(x + 32 * static_cast<size_t>(i), v, 32);  // token i / units, unit i % units: X is [n][32 units]
-  XI8 r;
-  quantize_x_i8(v, r);
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;  // u npad + t
+  if (i >= units * out.npad) return;
+  const int u = i / out.npad, t = i % out.npad;
+  XI8 r{};
+  if (t < n) {
+    float v[32];
+    ldx(x + static_cast<size_t>(t) * units * 32 + 32 * u, v, 32);
+    quantize_x_i8(v, r);
+  }
   out.q[2 * i] = make_int4(r.q[0], r.q[1], r.q[2], r.q[3]);
   out.q[2 * i + 1] = make_int4(r.q[4], r.q[5], r.q[6], r.q[7]);
-  out.sc[i] = make_float2(r.dx, __int_as_float(kMagic - r.off));
+  out.sc[i] = make_float2(t < n ? r.dx : 0.0f, __int_as_float(kMagic - (t < n ? r.off : 0)));
 }
 
-// A row's unit with its nibbles masked once for every token: lo[j] = the low
-// nibbles of word j (elements 4j..4j+3), hi[j] = the high ones in place
-// (16 x elements 16+4j..), as dot_q4_0_nibbles masks them.
-struct MaskedUnit {
-  uint32_t lo[4], hi[4];
-  float d;
-};
-__device__ __forceinline__ MaskedUnit mask_unit(const Slab<WeightType::Q4_0>::Unit& w) {
-  const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
-  MaskedUnit m;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    m.lo[j] = q[j] & 0x0F0F0F0Fu;
-    m.hi[j] = q[j] & 0xF0F0F0F0u;
-  }
-  m.d = w.d;
-  return m;
-}
-// dot_q4_0_i8 of a masked unit: the same integer sums, the same float
-// product d dx (s - off) (the conversion exact either way).
-__device__ __forceinline__ float dot_masked(const MaskedUnit& w, const int4& a, const int4& b, float2 sc) {
-  const int xq[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  int s = 0, s16 = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    s = __dp4a(static_cast<int>(w.lo[j]), xq[j], s);
-    s16 = dp4a_u8s8(w.hi[j], xq[4 + j], s16);
-  }
-  return w.d * sc.x * (__int_as_float(s + (s16 >> 4) + __float_as_int(sc.y)) - kMagicF);
+// c = A (16 x 32 unsigned bytes) B (32 x 8 signed bytes), integer; C starts at 0.
+__device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
 }
 
-// NT: tokens the accumulators hold (n <= NT); I8: int8 activations (xq) or
-// exact f32 products (x).
-template <int NT, bool I8>
-__global__ void __launch_bounds__(kWarps * 32) gemv_batch_kernel(const uint8_t* __restrict__ w, size_t ld, int rows,
-                                                                 int cols, const float* __restrict__ x, BatchX8 xq,
-                                                                 int n, float* __restrict__ y, bool accumulate) {
+constexpr int kMmaWarps = 8;   // a block: 16 rows, its units split over 8 warps
+constexpr int kMmaAhead = 8;   // units a warp requests before it folds them
+
+// NT: n-tiles of 8 tokens the accumulators hold (n <= 8 NT). Lane (g, t) =
+// (lane / 4, lane % 4) holds A's rows g and g + 8 (the unit's 16 code bytes
+// 4t..4t+3 of each: their low nibbles are columns 4t.., their high ones 16 +
+// 4t.., as the fragment wants), B's column g (token 8 j + g: its codes' words
+// t and 4 + t) and C's rows g, g + 8 x columns 2t, 2t + 1.
+template <int NT>
+__global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                        int rows, int units, BatchX8 xq, int n,
+                                                                        float* __restrict__ y, bool accumulate) {
+  __shared__ float red[kMmaWarps][16][8 * NT];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int row0 = blockIdx.x * 16;
+  const uint8_t* ra = w + ld * static_cast<size_t>(min(row0 + g, rows - 1));
+  const uint8_t* rb = w + ld * static_cast<size_t>(min(row0 + g + 8, rows - 1));
+  const int tiles = (n + 7) / 8;
+  float acc[NT][4] = {};
+  for (int u0 = warp; u0 < units; u0 += kMmaWarps * kMmaAhead) {
+    uint32_t wa[kMmaAhead], wb[kMmaAhead];
+    float da[kMmaAhead], db[kMmaAhead];
+#pragma unroll
+    for (int k = 0; k < kMmaAhead; ++k) {
+      const int u = min(u0 + kMmaWarps * k, units - 1);  // past the end: loaded, never folded
+      wa[k] = __ldg(reinterpret_cast<const uint32_t*>(ra + 16 * u) + t);
+      wb[k] = __ldg(reinterpret_cast<const uint32_t*>(rb + 16 * u) + t);
+      da[k] = ld_f16(ra + 16 * static_cast<size_t>(units) + 2 * u);
+      db[k] = ld_f16(rb + 16 * static_cast<size_t>(units) + 2 * u);
+    }
+#pragma unroll
+    for (int k = 0; k < kMmaAhead; ++k) {
+      const int u = u0 + kMmaWarps * k;
+      if (u >= units) break;
+      const uint32_t a[4] = {wa[k] & 0x0F0F0F0Fu, wb[k] & 0x0F0F0F0Fu, (wa[k] >> 4) & 0x0F0F0F0Fu,
+                             (wb[k] >> 4) & 0x0F0F0F0Fu};
+      const size_t cell = static_cast<size_t>(u) * xq.npad;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        if (j >= tiles) break;
+        const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
+        int c[4];
+        mma_u8s8(c, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
+        const float4 sc = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));  // tokens 2t, 2t + 1
+        acc[j][0] += da[k] * sc.x * (__int_as_float(c[0] + __float_as_int(sc.y)) - kMagicF);
+        acc[j][1] += da[k] * sc.z * (__int_as_float(c[1] + __float_as_int(sc.w)) - kMagicF);
+        acc[j][2] += db[k] * sc.x * (__int_as_float(c[2] + __float_as_int(sc.y)) - kMagicF);
+        acc[j][3] += db[k] * sc.z * (__int_as_float(c[3] + __float_as_int(sc.w)) - kMagicF);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    red[warp][g][8 * j + 2 * t] = acc[j][0];
+    red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
+    red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
+    red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 16 * n; i += kMmaWarps * 32) {
+    const int r = i % 16, tok = i / 16;  // consecutive threads: consecutive rows of y
+    if (row0 + r >= rows) continue;
+    float v = 0;
+#pragma unroll
+    for (int k = 0; k < kMmaWarps; ++k) v += red[k][r][tok];
+    float* dst = y + static_cast<size_t>(tok) * rows + row0 + r;
+    *dst = accumulate ? *dst + v : v;
+  }
+}
+
+constexpr int kWarps = 4;  // the exact kernel's block
+constexpr int kRows = 2;   // rows a warp
+
+// Exact f32 products (gemv_i8x off), NT >= n tokens.
+template <int NT>
+__global__ void __launch_bounds__(kWarps * 32) gemv_batch_exact_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                       int rows, int cols, const float* __restrict__ x,
+                                                                       int n, float* __restrict__ y, bool accumulate) {
   using S = Slab<WeightType::Q4_0>;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int row0 = (blockIdx.x * kWarps + warp) * kRows;
@@ -103,50 +159,27 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_batch_kernel(const uint8_t* 
 #pragma unroll
   for (int r = 0; r < kRows; ++r) wr[r] = w + ld * static_cast<size_t>(min(row0 + r, rows - 1));
   float acc[kRows][NT] = {};
-  for (int u0 = lane; u0 < units; u0 += 32 * kUnroll) {
-    S::Unit wu[kUnroll][kRows];
+  for (int u = lane; u < units; u += 32) {
+    S::Unit wu[kRows];
 #pragma unroll
-    for (int k = 0; k < kUnroll; ++k)
+    for (int r = 0; r < kRows; ++r) wu[r] = S::load(wr[r], u, units);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r)
-        if (u0 + 32 * k < units) wu[k][r] = S::load(wr[r], u0 + 32 * k, units);
+    for (int tk = 0; tk < NT; ++tk) {
+      if (tk >= n) break;
+      S::X xr;
+      S::load_x(x + static_cast<size_t>(tk) * cols, u, xr);
 #pragma unroll
-    for (int k = 0; k < kUnroll; ++k) {
-      const int u = u0 + 32 * k;
-      if (u >= units) break;
-      if constexpr (I8) {
-        MaskedUnit m[kRows];
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) m[r] = mask_unit(wu[k][r]);
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          if (t >= n) break;
-          const size_t i = static_cast<size_t>(t) * units + u;
-          const int4 a = __ldg(xq.q + 2 * i), b = __ldg(xq.q + 2 * i + 1);
-          const float2 sc = __ldg(xq.sc + i);
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) acc[r][t] += dot_masked(m[r], a, b, sc);
-        }
-      } else {
-#pragma unroll
-        for (int t = 0; t < NT; ++t) {
-          if (t >= n) break;
-          S::X xr;
-          S::load_x(x + static_cast<size_t>(t) * cols, u, xr);
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) acc[r][t] += S::dot(wu[k][r], xr, u);
-        }
-      }
+      for (int r = 0; r < kRows; ++r) acc[r][tk] += S::dot(wu[r], xr, u);
     }
   }
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    if (t >= n) break;
+  for (int tk = 0; tk < NT; ++tk) {
+    if (tk >= n) break;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
-      const float v = warp_sum(acc[r][t]);
+      const float v = warp_sum(acc[r][tk]);
       if (lane == 0 && row0 + r < rows) {
-        float* dst = y + static_cast<size_t>(t) * rows + row0 + r;
+        float* dst = y + static_cast<size_t>(tk) * rows + row0 + r;
         *dst = accumulate ? *dst + v : v;
       }
     }
@@ -156,13 +189,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_batch_kernel(const uint8_t* 
 template <int NT>
 void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* y, bool accumulate, bool i8,
                   cudaStream_t s) {
-  const int rows = static_cast<int>(w.rows), grid = (rows + kWarps * kRows - 1) / (kWarps * kRows);
+  const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols);
   if (i8)
-    gemv_batch_kernel<NT, true><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, static_cast<int>(w.cols), x, xq, n,
-                                                              y, accumulate);
+    gemv_batch_mma_kernel<NT / 8><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32, xq, n,
+                                                                             y, accumulate);
   else
-    gemv_batch_kernel<NT, false><<<grid, kWarps * 32, 0, s>>>(w.data, w.ld, rows, static_cast<int>(w.cols), x, xq,
-                                                               n, y, accumulate);
+    gemv_batch_exact_kernel<NT><<<(rows + kWarps * kRows - 1) / (kWarps * kRows), kWarps * 32, 0, s>>>(
+        w.data, w.ld, rows, cols, x, n, y, accumulate);
   LONGKV_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -177,22 +210,22 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
   LONGKV_CHECK(n >= 1 && n <= kGemvBatchMax, "gemv_batch: %d tokens (1..%d)", n, kGemvBatchMax);
   const bool i8 = cuda_tuning().gemv_i8x;
   const int units = static_cast<int>(w.cols / 32);
-  BatchX8 xq{nullptr, nullptr};
+  BatchX8 xq{nullptr, nullptr, (n + 7) / 8 * 8};
   if (i8) {
-    const size_t cells = static_cast<size_t>(n) * units, q_bytes = cells * 2 * sizeof(int4);
+    const size_t cells = static_cast<size_t>(units) * xq.npad, q_bytes = cells * 2 * sizeof(int4);
     LONGKV_CHECK(!same_x || scratch.bytes() >= q_bytes + cells * sizeof(float2), "gemv_batch: no int8 x to reuse");
     scratch.reserve(q_bytes + cells * sizeof(float2));
     xq.q = scratch.as<int4>();
     xq.sc = reinterpret_cast<float2*>(scratch.as<uint8_t>() + q_bytes);
-  }
-  if (i8 && !same_x) {
-    const size_t cells = static_cast<size_t>(n) * units;
-    const int threads = 128, total = static_cast<int>(cells);
-    quantize_batch_kernel<<<(total + threads - 1) / threads, threads, 0, s>>>(x, n, units, xq);
-    LONGKV_CUDA_CHECK(cudaGetLastError());
+    if (!same_x) {
+      const int threads = 128, total = static_cast<int>(cells);
+      quantize_batch_kernel<<<(total + threads - 1) / threads, threads, 0, s>>>(x, n, units, xq);
+      LONGKV_CUDA_CHECK(cudaGetLastError());
+    }
   }
   if (n <= 8) launch_batch<8>(w, x, xq, n, y, accumulate, i8, s);
   else if (n <= 16) launch_batch<16>(w, x, xq, n, y, accumulate, i8, s);
+  else if (n <= 24) launch_batch<24>(w, x, xq, n, y, accumulate, i8, s);
   else launch_batch<32>(w, x, xq, n, y, accumulate, i8, s);
 }
 
