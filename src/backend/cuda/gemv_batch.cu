@@ -15,11 +15,11 @@
 // rows x one unit's 32 columns) and the int8 activations (B: 32 x 8 tokens),
 // integer sums exact, so (C - 8 sum q) is the single-token kernel's sum.
 // Each unit's products then scale by d dx into f32 accumulators. A block of
-// 8 warps owns 16 rows; warp w takes units w, w + 8, ..., requesting 8 of
-// them (two 4-byte words and two scales a lane) before it folds them, and
-// the warps' sums meet in shared memory in warp order. Milestone 50's first
-// form (dp4a, 2 rows a warp) ran at 250-350 GB/s with 24 tokens: issue-bound
-// on the per-token activation loads and 8 dp4a per unit, row and token.
+// 8 warps owns 16 rows; each warp stages chunks of 8 units through shared
+// memory (gemv_batch_mma_kernel), and the warps' sums meet in shared memory
+// in warp order. Milestone 50's first form (dp4a, 2 rows a warp) ran at
+// 250-350 GB/s with 24 tokens: issue-bound on the per-token activation loads
+// and 8 dp4a per unit, row and token.
 //
 // Exact (gemv_i8x off): 4-warp blocks, 2 rows a warp, Slab<Q4_0>::dot in f32
 // per token (the CPU's products; the tests' sharp comparison, not fast).
@@ -72,42 +72,62 @@ __device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
 }
 
-constexpr int kMmaWarps = 8;   // a block: 16 rows, its units split over 8 warps
-constexpr int kMmaAhead = 8;   // units a warp requests before it folds them
+constexpr int kMmaWarps = 8;  // a block: 16 rows, its units split over 8 warps
+constexpr int kChunk = 8;     // units a warp stages at once (a chunk)
+constexpr int kRowW = kChunk * 16 + 16;  // bytes of a staged row: a chunk's codes + 16 (conflict-free reads)
 
-// NT: n-tiles of 8 tokens the accumulators hold (n <= 8 NT). Lane (g, t) =
-// (lane / 4, lane % 4) holds A's rows g and g + 8 (the unit's 16 code bytes
-// 4t..4t+3 of each: their low nibbles are columns 4t.., their high ones 16 +
-// 4t.., as the fragment wants), B's column g (token 8 j + g: its codes' words
-// t and 4 + t) and C's rows g, g + 8 x columns 2t, 2t + 1.
+// NT: n-tiles of 8 tokens the accumulators hold (n <= 8 NT). Warp w takes
+// chunks w, w + 8, ... of 8 units. It copies a chunk's codes (16 rows x 128
+// contiguous bytes: each lane 4 rows' 16 bytes, whole lines a warp) and
+// scales into its own shared staging, requests the next chunk, then folds
+// the staged one: lane (g, t) = (lane / 4, lane % 4) reads A's rows g and
+// g + 8 (the unit's code bytes 4t..4t+3 of each: their low nibbles are
+// columns 4t.., their high ones 16 + 4t.., as the fragment wants), B's
+// column g (token 8 j + g: its codes' words t and 4 + t) and holds C's rows
+// g, g + 8 x columns 2t, 2t + 1. (Milestone 50's first MMA form read A's
+// 4-byte words straight from global memory: ~600 GB/s at any n.)
 template <int NT>
 __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                         int rows, int units, BatchX8 xq, int n,
                                                                         float* __restrict__ y, bool accumulate) {
   __shared__ float red[kMmaWarps][16][8 * NT];
+  __shared__ __align__(16) uint8_t stage[kMmaWarps][16 * kRowW];
+  __shared__ __align__(16) __half scl[kMmaWarps][16][kChunk];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int row0 = blockIdx.x * 16;
-  const uint8_t* ra = w + ld * static_cast<size_t>(min(row0 + g, rows - 1));
-  const uint8_t* rb = w + ld * static_cast<size_t>(min(row0 + g + 8, rows - 1));
-  const int tiles = (n + 7) / 8;
+  // The lane's copies: rows cr + 4 i of unit cu of each chunk; lanes < 16 also row `lane`'s 8 scales.
+  const int cr = lane / 8, cu = lane % 8;
+  const uint8_t* crow[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) crow[i] = w + ld * static_cast<size_t>(min(row0 + cr + 4 * i, rows - 1));
+  const uint8_t* srow = w + ld * static_cast<size_t>(min(row0 + lane % 16, rows - 1)) + 16 * static_cast<size_t>(units);
+  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
+  uint4 q[4], sc;
+  // A chunk past the row's last unit reads the codes of its last unit and
+  // scale bytes past the row (inside the upload's padding), never folded.
+  auto request = [&](int ch) {
+    const int u = min(ch * kChunk + cu, units - 1);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) q[i] = ldg16(crow[i] + 16 * u);
+    sc = ldg16(srow + 2 * kChunk * ch);
+  };
   float acc[NT][4] = {};
-  for (int u0 = warp; u0 < units; u0 += kMmaWarps * kMmaAhead) {
-    uint32_t wa[kMmaAhead], wb[kMmaAhead];
-    float da[kMmaAhead], db[kMmaAhead];
+  if (warp < chunks) request(warp);
+  for (int ch = warp; ch < chunks; ch += kMmaWarps) {
+    __syncwarp();  // the last chunk's reads are done
 #pragma unroll
-    for (int k = 0; k < kMmaAhead; ++k) {
-      const int u = min(u0 + kMmaWarps * k, units - 1);  // past the end: loaded, never folded
-      wa[k] = __ldg(reinterpret_cast<const uint32_t*>(ra + 16 * u) + t);
-      wb[k] = __ldg(reinterpret_cast<const uint32_t*>(rb + 16 * u) + t);
-      da[k] = ld_f16(ra + 16 * static_cast<size_t>(units) + 2 * u);
-      db[k] = ld_f16(rb + 16 * static_cast<size_t>(units) + 2 * u);
-    }
+    for (int i = 0; i < 4; ++i) *reinterpret_cast<uint4*>(&stage[warp][(cr + 4 * i) * kRowW + 16 * cu]) = q[i];
+    if (lane < 16) *reinterpret_cast<uint4*>(&scl[warp][lane][0]) = sc;
+    __syncwarp();
+    if (ch + kMmaWarps < chunks) request(ch + kMmaWarps);  // in flight while this chunk is folded
 #pragma unroll
-    for (int k = 0; k < kMmaAhead; ++k) {
-      const int u = u0 + kMmaWarps * k;
+    for (int k = 0; k < kChunk; ++k) {
+      const int u = ch * kChunk + k;
       if (u >= units) break;
-      const uint32_t a[4] = {wa[k] & 0x0F0F0F0Fu, wb[k] & 0x0F0F0F0Fu, (wa[k] >> 4) & 0x0F0F0F0Fu,
-                             (wb[k] >> 4) & 0x0F0F0F0Fu};
+      const uint32_t wa = *reinterpret_cast<const uint32_t*>(&stage[warp][g * kRowW + 16 * k + 4 * t]);
+      const uint32_t wb = *reinterpret_cast<const uint32_t*>(&stage[warp][(g + 8) * kRowW + 16 * k + 4 * t]);
+      const float da = __half2float(scl[warp][g][k]), db = __half2float(scl[warp][g + 8][k]);
+      const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
       const size_t cell = static_cast<size_t>(u) * xq.npad;
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
@@ -115,11 +135,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
         const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
         int c[4];
         mma_u8s8(c, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
-        const float4 sc = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));  // tokens 2t, 2t + 1
-        acc[j][0] += da[k] * sc.x * (__int_as_float(c[0] + __float_as_int(sc.y)) - kMagicF);
-        acc[j][1] += da[k] * sc.z * (__int_as_float(c[1] + __float_as_int(sc.w)) - kMagicF);
-        acc[j][2] += db[k] * sc.x * (__int_as_float(c[2] + __float_as_int(sc.y)) - kMagicF);
-        acc[j][3] += db[k] * sc.z * (__int_as_float(c[3] + __float_as_int(sc.w)) - kMagicF);
+        const float4 s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));  // tokens 2t, 2t + 1
+        acc[j][0] += da * s4.x * (__int_as_float(c[0] + __float_as_int(s4.y)) - kMagicF);
+        acc[j][1] += da * s4.z * (__int_as_float(c[1] + __float_as_int(s4.w)) - kMagicF);
+        acc[j][2] += db * s4.x * (__int_as_float(c[2] + __float_as_int(s4.y)) - kMagicF);
+        acc[j][3] += db * s4.z * (__int_as_float(c[3] + __float_as_int(s4.w)) - kMagicF);
       }
     }
   }
