@@ -29,7 +29,6 @@
 // operations in the same order (the tests compare a batch against its tokens
 // one by one, bit for bit).
 #include "backend/cuda/cuda_common.cuh"
-#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
 namespace longkv::cuda {
@@ -54,7 +53,6 @@ __global__ void quantize_batch_kernel(const float* __restrict__ x, int n, int un
   const int i = blockIdx.x * blockDim.x + threadIdx.x;  // u npad + t
   if (i >= units * out.npad) return;
   const int u = i / out.npad, t = i % out.npad;
-  pdl_wait();  // x is the previous kernel's
   XI8 r{};
   if (t < n) {
     float v[32];
@@ -79,11 +77,9 @@ constexpr int kChunk = 8;     // units a warp stages at once (a chunk)
 constexpr int kRowW = kChunk * 16 + 16;  // bytes of a staged row: a chunk's codes + 16 (conflict-free reads)
 
 // NT: n-tiles of 8 tokens the accumulators hold (n <= 8 NT). Warp w takes
-// chunks w, w + 8, ... of 8 units. It requests its first two chunks before
-// the PDL wait (weights only; the activations are the quantize launch's),
-// then for each chunk copies its codes (16 rows x 128 contiguous bytes: each
-// lane 4 rows' 16 bytes, whole lines a warp) and scales into its own shared
-// staging, requests the chunk two ahead into the same registers, and folds
+// chunks w, w + 8, ... of 8 units. It copies a chunk's codes (16 rows x 128
+// contiguous bytes: each lane 4 rows' 16 bytes, whole lines a warp) and
+// scales into its own shared staging, requests the next chunk, then folds
 // the staged one: lane (g, t) = (lane / 4, lane % 4) reads A's rows g and
 // g + 8 (the unit's code bytes 4t..4t+3 of each: their low nibbles are
 // columns 4t.., their high ones 16 + 4t.., as the fragment wants), B's
@@ -106,25 +102,24 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
   for (int i = 0; i < 4; ++i) crow[i] = w + ld * static_cast<size_t>(min(row0 + cr + 4 * i, rows - 1));
   const uint8_t* srow = w + ld * static_cast<size_t>(min(row0 + lane % 16, rows - 1)) + 16 * static_cast<size_t>(units);
   const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
-  // Two register sets of requested chunks, used alternately. A chunk past
-  // the row's last unit reads the codes of its last unit and scale bytes
-  // past the row (inside the upload's padding), never folded.
-  uint4 q0[4], sc0, q1[4], sc1;
-  auto request = [&](int ch, uint4 (&q)[4], uint4& sc) {
+  uint4 q[4], sc;
+  // A chunk past the row's last unit reads the codes of its last unit and
+  // scale bytes past the row (inside the upload's padding), never folded.
+  auto request = [&](int ch) {
     const int u = min(ch * kChunk + cu, units - 1);
 #pragma unroll
     for (int i = 0; i < 4; ++i) q[i] = ldg16(crow[i] + 16 * u);
     sc = ldg16(srow + 2 * kChunk * ch);
   };
   float acc[NT][4] = {};
-  // Stages chunk ch from (q, sc), requests chunk ch + 16 into them, folds ch.
-  auto step = [&](int ch, uint4 (&q)[4], uint4& sc) {
+  if (warp < chunks) request(warp);
+  for (int ch = warp; ch < chunks; ch += kMmaWarps) {
     __syncwarp();  // the last chunk's reads are done
 #pragma unroll
     for (int i = 0; i < 4; ++i) *reinterpret_cast<uint4*>(&stage[warp][(cr + 4 * i) * kRowW + 16 * cu]) = q[i];
     if (lane < 16) *reinterpret_cast<uint4*>(&scl[warp][lane][0]) = sc;
     __syncwarp();
-    if (ch + 2 * kMmaWarps < chunks) request(ch + 2 * kMmaWarps, q, sc);  // in flight while ch is folded
+    if (ch + kMmaWarps < chunks) request(ch + kMmaWarps);  // in flight while this chunk is folded
 #pragma unroll
     for (int k = 0; k < kChunk; ++k) {
       const int u = ch * kChunk + k;
@@ -147,13 +142,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
         acc[j][3] += db * s4.z * (__int_as_float(c[3] + __float_as_int(s4.w)) - kMagicF);
       }
     }
-  };
-  if (warp < chunks) request(warp, q0, sc0);
-  if (warp + kMmaWarps < chunks) request(warp + kMmaWarps, q1, sc1);
-  pdl_wait();  // the activations (and y, when accumulating) are earlier kernels'
-  for (int ch = warp; ch < chunks; ch += 2 * kMmaWarps) {
-    step(ch, q0, sc0);
-    if (ch + kMmaWarps < chunks) step(ch + kMmaWarps, q1, sc1);
   }
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
@@ -223,8 +211,8 @@ void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* 
                   cudaStream_t s) {
   const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols);
   if (i8)
-    launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_mma_kernel<NT / 8>, dim3((rows + 15) / 16), dim3(kMmaWarps * 32),
-                     0, s, w.data, w.ld, rows, cols / 32, xq, n, y, accumulate);
+    gemv_batch_mma_kernel<NT / 8><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32, xq, n,
+                                                                             y, accumulate);
   else
     gemv_batch_exact_kernel<NT><<<(rows + kWarps * kRows - 1) / (kWarps * kRows), kWarps * 32, 0, s>>>(
         w.data, w.ld, rows, cols, x, n, y, accumulate);
@@ -251,8 +239,7 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
     xq.sc = reinterpret_cast<float2*>(scratch.as<uint8_t>() + q_bytes);
     if (!same_x) {
       const int threads = 128, total = static_cast<int>(cells);
-      launch_maybe_pdl(cuda_tuning().pdl, quantize_batch_kernel, dim3((total + threads - 1) / threads),
-                       dim3(threads), 0, s, x, n, units, xq);
+      quantize_batch_kernel<<<(total + threads - 1) / threads, threads, 0, s>>>(x, n, units, xq);
       LONGKV_CUDA_CHECK(cudaGetLastError());
     }
   }
