@@ -54,6 +54,17 @@ void decode_steps(CudaModel& model, const int32_t* tokens, int pos, int n, bool 
   for (int i = 0; i < n; ++i) model.forward_view(&tokens[i], 1, pos + i);
 }
 
+// The GPU cache's bytes per token of context, all layers, K and V (for
+// quantized modes the code records with their scales/zeros); throws for
+// modes the GPU lacks.
+double gpu_kv_bytes_per_token(const ModelConfig& c, const std::string& mode) {
+  KvShape ks;
+  ks.n_heads = c.n_heads;
+  ks.n_kv_heads = c.n_kv_heads;
+  ks.head_dim = c.head_dim;
+  return static_cast<double>(c.n_layers) * cuda_kv_bytes_per_token(mode, ks);
+}
+
 // Device bytes free once the model is resident with a KV cache of `mode`
 // (probed with a tiny cache), as on a card of gpu_mem_mib in total when that
 // is smaller than this one: what it would have free is what this one has,
@@ -106,13 +117,9 @@ void max_context_search(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
               "decode at max: tok/s | ms/tok | GB/s | %% of copy bw |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& arg : o.kv_modes) {
     const std::string mode = parse_kv_mode(arg).to_string();
-    KvShape ks;
-    ks.n_heads = c.n_heads;
-    ks.n_kv_heads = c.n_kv_heads;
-    ks.head_dim = c.head_dim;
     double per_token = 0;
     try {
-      per_token = static_cast<double>(c.n_layers) * cuda_kv_bytes_per_token(mode, ks);
+      per_token = gpu_kv_bytes_per_token(c, mode);
     } catch (const Error& e) {
       std::printf("| %s | — | — | %s | — | — | — | — |\n", mode.c_str(), e.what());
       continue;
@@ -165,11 +172,7 @@ void batch_decode_table(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
   const int n_gen = std::max(1, o.n_gen);
   for (const auto& arg : o.kv_modes) {
     const std::string mode = parse_kv_mode(arg).to_string();
-    KvShape ks;
-    ks.n_heads = c.n_heads;
-    ks.n_kv_heads = c.n_kv_heads;
-    ks.head_dim = c.head_dim;
-    const double per_token = static_cast<double>(c.n_layers) * cuda_kv_bytes_per_token(mode, ks);
+    const double per_token = gpu_kv_bytes_per_token(c, mode);
     for (int depth : o.depths) {
       const int cap = depth + (o.reps + 1) * n_gen + 1;
       for (int want : o.batches) {
