@@ -489,7 +489,8 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
 // bit (the batched model test relies on it).
 TEST(Cuda, GemvBatchMatchesReference) {
   LONGKV_REQUIRE_CUDA();
-  const MatmulCase cases[] = {{WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 130, 4096}};
+  const MatmulCase cases[] = {
+      {WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 130, 4096}};
   for (const auto& c : cases) {
     SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
     const auto data = random_weight(c.type, c.rows, c.cols, 29 + c.rows);

@@ -221,7 +221,8 @@ void register_bench(CLI::App& app) {
   sub->add_flag("--max-ctx", o->max_ctx,
                                  "With --device cuda: the longest context that fits the GPU, per KV mode");
   sub->add_option("--gpu-mem", o->gpu_mem_mib,
-                  "With --max-ctx or --batch max: size as on a card whose total memory is this many MiB (e.g. 81559, what an "
+                  "With --max-ctx or --batch max: size as on a card whose total memory is this many MiB (e.g. "
+                  "81559, what an "
                   "H100 80GB reports), by leaving the rest of a larger card unused; 0 = the whole card")
       ->check(number_in(0))
       ->capture_default_str();
