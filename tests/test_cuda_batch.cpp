@@ -115,8 +115,9 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
 // (gemv_batch.cu), and each sequence attends over its own caches. Every
 // matrix of the model is Q4_0, so no product goes through cuBLAS, whose
 // algorithm may change with the column count. k4v4:rot past its first group
-// takes the quantized two-launch step of each sequence. Both ways of
-// attending (one stream, or CudaTuning::batch_two_streams).
+// takes the quantized two-launch step of each sequence. The attention on
+// the default streams (CudaTuning::batch_streams), on one, and on the most
+// (three sequences: three streams).
 TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
@@ -124,13 +125,14 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   const ModelWeights& w = lm.weights;
   ASSERT_EQ(w.output.type, WeightType::Q4_0);
   const int nv = w.cfg.n_vocab;
-  for (const char* mode : {"f16", "k4v4:rot", "f16/one-stream", "k4v4:rot/one-stream"}) {
-    SCOPED_TRACE(mode);
-    const std::string m(mode);
-    cuda_tuning().batch_two_streams = m.find("/one-stream") == std::string::npos;
+  for (const auto& [mode, streams] : {std::pair{"f16", 0}, std::pair{"k4v4:rot", 0},
+                                      std::pair{"f16", 1}, std::pair{"k4v4:rot", 1},
+                                      std::pair{"f16", kMaxBatchStreams}, std::pair{"k4v4:rot", kMaxBatchStreams}}) {
+    SCOPED_TRACE(std::string(mode) + ", streams " + std::to_string(streams));
+    if (streams > 0) cuda_tuning().batch_streams = streams;  // 0: the default
     const int steps = 180;
     CudaModelOptions o;
-    o.kv_mode = m.substr(0, m.find('/'));
+    o.kv_mode = mode;
     o.max_tokens = steps + 1;
     o.max_seqs = kSeqs;
     auto together = CudaModel::create(w, o), alone = CudaModel::create(w, o);
@@ -149,8 +151,8 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
     }
     cuda_tuning() = CudaTuning{};
     EXPECT_EQ(differ, 0);
-    std::printf("%s: %d steps of %d sequences, batched against one by one: %d rows differ\n", mode, steps, kSeqs,
-                differ);
+    std::printf("%s, attention on %d stream(s): %d steps of %d sequences, batched against one by one: %d rows "
+                "differ\n", mode, streams > 0 ? streams : CudaTuning{}.batch_streams, steps, kSeqs, differ);
     // A sequence's random fill lands in its own caches only.
     const int before = alone->seq_size(1);
     alone->fill_random_kv_seq(2, 1, 5);

@@ -41,6 +41,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"slice=8", "LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '8')"},
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
       {"astl=x", "LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = never (got 'x')"},
+      {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -69,6 +70,9 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_NE(cut.out.find("group cut in four operations (qcut=0)"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("cuts a group runs without a graph (gcut=0)"), std::string::npos) << cut.out;
   EXPECT_NE(cut.out.find("captured when due, not ahead (gah=0)"), std::string::npos) << cut.out;
+  const auto one = with("bst2=0");  // milestone 50's batched attention on one stream, named in the kernels line
+  EXPECT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_NE(one.out.find("batched steps attend on 1 stream(s) (bst)"), std::string::npos) << one.out;
   const auto x8 = with("gx8");  // milestone 36's int8 x between GEMVs, named in the kernels line
   EXPECT_EQ(x8.exit_code, 0) << x8.err;
   EXPECT_NE(x8.out.find("the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=3)"), std::string::npos)

@@ -65,8 +65,10 @@ struct CudaModelOptions {
   // forward_view, forward_top and decode_greedy use. 1..kMaxBatchSeqs.
   int max_seqs = 1;
 };
-// The most sequences a model holds for batched decode (the batch GEMV's limit).
+// The most sequences a model holds for batched decode (the batch GEMV's
+// limit), and the most streams a batched step's attention spreads over.
 constexpr int kMaxBatchSeqs = 32;
+constexpr int kMaxBatchStreams = 4;
 
 // Whether decode steps will run as CUDA graphs for a model created with
 // default options: LONGKV_CUDA_GRAPHS=0 no, =1 or unset yes. Tools print it.
@@ -305,14 +307,14 @@ struct CudaTuning {
   // (CudaModel::forward_top, Sampler::sample_top: the same tokens). false:
   // the row of logits to the host and the whole sampler there.
   bool sample_top_device = true;
-  // Milestone 50 (key "bst2"): a batched step (CudaModel::forward_batch)
-  // attends on two streams, its sequences alternating between them, each
-  // stream with an attention workspace of its own, so that one sequence's
-  // attention tail overlaps the next one's start. H200, llama3-8b Q4_0 at
-  // 131K: k2v2 24 sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 ->
-  // 20.3 (docs/cuda-notes.md, milestone 50). false: one stream.
-  bool batch_two_streams = true;
-};
+  // Milestone 50 (key "bst=N", 1..kMaxBatchStreams; "bst2" = 2, "bst2=0" =
+  // 1): a batched step (CudaModel::forward_batch) attends on N streams, its
+  // sequences taking them in turn, each stream with an attention workspace
+  // of its own, so that one sequence's attention tail overlaps the next
+  // one's start. H200, llama3-8b Q4_0 at 131K, 2 against 1: k2v2 24
+  // sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 -> 20.3
+  // (docs/cuda-notes.md, milestone 50).
+  int batch_streams = 2;};
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n
 // tokens (its split bucket): attn_block_stages_long from

@@ -163,12 +163,13 @@ class CudaModelImpl final : public CudaModel {
     if (logits_host_) cudaFreeHost(logits_host_);
     if (top_keys_host_) cudaFreeHost(top_keys_host_);
     if (batch_logits_host_) cudaFreeHost(batch_logits_host_);
-    if (s2_) {
-      cudaStreamSynchronize(s2_);
-      cudaStreamDestroy(s2_);
-      cudaEventDestroy(ev_fork_);
-      cudaEventDestroy(ev_join_);
-    }
+    for (int j = 0; j < kMaxExtraStreams; ++j)
+      if (sx_[j]) {
+        cudaStreamSynchronize(sx_[j]);
+        cudaStreamDestroy(sx_[j]);
+        cudaEventDestroy(ev_join_[j]);
+      }
+    if (ev_fork_) cudaEventDestroy(ev_fork_);
     if (ring_host_) cudaFreeHost(ring_host_);
     for (cudaEvent_t e : ev_step_)
       if (e) cudaEventDestroy(e);
@@ -777,24 +778,30 @@ class CudaModelImpl final : public CudaModel {
                     const DecodeRope& drope, float* att) {
     const ModelConfig& c = cfg_;
     const size_t qd = c.q_dim();
-    const bool two = cuda_tuning().batch_two_streams && n > 1;
-    if (two) {  // the second stream starts where s_ is (q, k, v made) and s_ later waits for it
-      if (!s2_) {
-        LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s2_, cudaStreamNonBlocking));
-        LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_fork_, cudaEventDisableTiming));
-        LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_join_, cudaEventDisableTiming));
-        ws2_.a.reserve(ws_.a.bytes());
-        ws2_.b.reserve(ws_.b.bytes());
-        decode_block_reserve(ws2_, c.n_kv_heads);
-      }
+    // Streams the sequences spread over (CudaTuning::batch_streams): sequence
+    // i on stream i % ns, stream 0 being s_; the others start where s_ is (q,
+    // k, v made) and s_ waits for them after the loop.
+    const int ns = std::min(cuda_tuning().batch_streams, n);
+    if (ns > 1) {
+      if (!ev_fork_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_fork_, cudaEventDisableTiming));
       LONGKV_CUDA_CHECK(cudaEventRecord(ev_fork_, s_));
-      LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s2_, ev_fork_, 0));
+      for (int j = 0; j < ns - 1; ++j) {
+        if (!sx_[j]) {
+          LONGKV_CUDA_CHECK(cudaStreamCreateWithFlags(&sx_[j], cudaStreamNonBlocking));
+          LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_join_[j], cudaEventDisableTiming));
+          wsx_[j].a.reserve(ws_.a.bytes());
+          wsx_[j].b.reserve(ws_.b.bytes());
+          decode_block_reserve(wsx_[j], c.n_kv_heads);
+        }
+        LONGKV_CUDA_CHECK(cudaStreamWaitEvent(sx_[j], ev_fork_, 0));
+      }
     }
     for (int i = 0; i < n; ++i) {
       const int b = batch_seqs_[i];
       GpuKvCache& cache = cache_of(b, l);
-      const cudaStream_t st = two && i % 2 ? s2_ : s_;
-      GpuAttnWorkspace& ws = two && i % 2 ? ws2_ : ws_;
+      const int si = i % ns;
+      const cudaStream_t st = si ? sx_[si - 1] : s_;
+      GpuAttnWorkspace& ws = si ? wsx_[si - 1] : ws_;
       float *qi = q + static_cast<size_t>(q_stride) * i, *ki = k + static_cast<size_t>(kv_stride) * i;
       const float* vi = v + static_cast<size_t>(kv_stride) * i;
       if (cache.decode_block_ok(drope)) {
@@ -807,9 +814,9 @@ class CudaModelImpl final : public CudaModel {
       cache.append(ki, vi, 1, st);
       cache.attend(qi, 1, att + qd * i, ws, st);
     }
-    if (two) {
-      LONGKV_CUDA_CHECK(cudaEventRecord(ev_join_, s2_));
-      LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s_, ev_join_, 0));
+    for (int j = 0; j < ns - 1; ++j) {
+      LONGKV_CUDA_CHECK(cudaEventRecord(ev_join_[j], sx_[j]));
+      LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s_, ev_join_[j], 0));
     }
   }
 
@@ -854,11 +861,12 @@ class CudaModelImpl final : public CudaModel {
   const int* batch_seqs_ = nullptr;     // during a batched step: the sequence of each token
   DeviceBuffer batch_scratch_;          // gemv_batch's int8 activations
   float* batch_logits_host_ = nullptr;  // pinned: forward_batch's logits [max_seqs][n_vocab]
-  // CudaTuning::batch_two_streams: the second stream, its workspace and the
-  // events that fork it from s_ and join it back (made on first use).
-  cudaStream_t s2_ = nullptr;
-  GpuAttnWorkspace ws2_;
-  cudaEvent_t ev_fork_ = nullptr, ev_join_ = nullptr;
+  // CudaTuning::batch_streams: the streams beside s_, their workspaces and
+  // the events that fork them from s_ and join them back (made on first use).
+  static constexpr int kMaxExtraStreams = kMaxBatchStreams - 1;
+  cudaStream_t sx_[kMaxExtraStreams] = {};
+  GpuAttnWorkspace wsx_[kMaxExtraStreams];
+  cudaEvent_t ev_fork_ = nullptr, ev_join_[kMaxExtraStreams] = {};
   ForwardTimings timings_;
   int scratch_n_ = 0;
   uint64_t scratch_gen_ = 0;  // bumped whenever ensure_scratch reallocates

@@ -34,7 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},     {"bst2", &CudaTuning::batch_two_streams},
+    {"gtop", &CudaTuning::sample_top_device},
 };
 
 // A valued setting's value as a whole number in [lo, hi]; false when it is
@@ -92,6 +92,13 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: %s=P needs a percentage 0..100, or -1 for the driver's choice (got '%s')",
                k.c_str(), v.c_str());
         (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
+      } else if (k == "bst2") {  // milestone 50's first form: two streams or one
+        d.batch_streams = on ? 2 : 1;
+      } else if (k == "bst") {
+        if (!whole_number(v, 1, kMaxBatchStreams, &n))
+          fail("LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..%d (got '%s')",
+               kMaxBatchStreams, v.c_str());
+        d.batch_streams = static_cast<int>(n);
       } else if (k == "grb") {
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
@@ -113,7 +120,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N])",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -164,7 +171,7 @@ std::string cuda_tuning_description() {
          (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
-         (t.batch_two_streams ? "" : ", batched steps attend on one stream (bst2=0)") +
+         (t.batch_streams == 2 ? "" : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups
