@@ -519,6 +519,37 @@ TEST(Cuda, GemvBatchMatchesReference) {
   }
 }
 
+// Milestone 51's ring form (CudaTuning::gemv_batch_stages) folds the same
+// chunks in the same order as milestone 50's form, so it must give the same
+// bits, whatever its ring depth and however many row tiles a block walks
+// (odd row counts leave the last tile cut; 33 units leave warps without a
+// chunk).
+TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {
+      {WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 1030, 4096}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
+    const auto data = random_weight(c.type, c.rows, c.cols, 31 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(static_cast<size_t>(32) * c.cols, 43);
+    for (int n_tok : {1, 5, 8, 17, 24, 32}) {
+      std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), y(ref.size());
+      cuda_tuning().gemv_batch_stages = 0;
+      cuda_check_gemv_batch(w, x.data(), n_tok, ref.data());
+      for (auto [stages, tiles] : {std::pair{2, 0}, std::pair{3, 1}, std::pair{4, 0}, std::pair{6, 3}}) {
+        cuda_tuning().gemv_batch_stages = stages;
+        cuda_tuning().gemv_batch_tiles = tiles;
+        std::fill(y.begin(), y.end(), -1.0f);
+        cuda_check_gemv_batch(w, x.data(), n_tok, y.data());
+        EXPECT_EQ(std::memcmp(y.data(), ref.data(), sizeof(float) * y.size()), 0)
+            << "tokens " << n_tok << ", gbs=" << stages << ", gbt=" << tiles;
+      }
+      cuda_tuning() = CudaTuning{};
+    }
+  }
+}
+
 // Not a pass/fail speed test: the batched decode's Q4_0 GEMV (milestone 50)
 // per llama3-8b shape and token count, the weights read once (GB/s of them).
 TEST(Cuda, GemvBatchSpeedReport) {

@@ -42,6 +42,8 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
       {"astl=x", "LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = never (got 'x')"},
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
+      {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, 0, 2, 3, 4 or 6 (got '5')"},
+      {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -73,6 +75,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto one = with("bst2=0");  // milestone 50's batched attention on one stream, named in the kernels line
   EXPECT_EQ(one.exit_code, 0) << one.err;
   EXPECT_NE(one.out.find("batched steps attend on 1 stream(s) (bst)"), std::string::npos) << one.out;
+  const auto ring = with("gbs=4,gbt=2");  // milestone 51's batch GEMV form, named in the kernels line
+  EXPECT_EQ(ring.exit_code, 0) << ring.err;
+  EXPECT_NE(ring.out.find("batch GEMV through a ring of 4 cp.async slots a warp (gbs, 2 tiles a block)"),
+            std::string::npos) << ring.out;
   const auto x8 = with("gx8");  // milestone 36's int8 x between GEMVs, named in the kernels line
   EXPECT_EQ(x8.exit_code, 0) << x8.err;
   EXPECT_NE(x8.out.find("the residual GEMVs write the next RMSNorm GEMV's x in int8 (gx8=3)"), std::string::npos)

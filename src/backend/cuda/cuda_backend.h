@@ -314,7 +314,17 @@ struct CudaTuning {
   // one's start. H200, llama3-8b Q4_0 at 131K, 2 against 1: k2v2 24
   // sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 -> 20.3
   // (docs/cuda-notes.md, milestone 50).
-  int batch_streams = 2;};
+  int batch_streams = 2;
+  // Milestone 51 (key "gbs=N": 0, 2, 3, 4 or 6): the batch GEMV copies its
+  // weight chunks with cp.async through a ring of N slots a warp, N - 1
+  // chunks ahead, with blocks that walk row tiles and PDL launches (0:
+  // milestone 50's form, one chunk in flight a warp in registers, a block a
+  // tile). The same bits either way.
+  int gemv_batch_stages = 0;
+  // Milestone 51 (key "gbt=N", 0..4096): row tiles of 16 a block of the ring
+  // form walks; 0: as many blocks as the GPU holds at once.
+  int gemv_batch_tiles = 0;
+};
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n
 // tokens (its split bucket): attn_block_stages_long from

@@ -99,6 +99,15 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..%d (got '%s')",
                kMaxBatchStreams, v.c_str());
         d.batch_streams = static_cast<int>(n);
+      } else if (k == "gbs") {
+        if (v != "0" && v != "2" && v != "3" && v != "4" && v != "6")
+          fail("LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, 0, 2, 3, 4 or 6 (got '%s')", v.c_str());
+        d.gemv_batch_stages = std::atoi(v.c_str());
+      } else if (k == "gbt") {
+        if (!whole_number(v, 0, 4096, &n))
+          fail("LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '%s')",
+               v.c_str());
+        d.gemv_batch_tiles = static_cast<int>(n);
       } else if (k == "grb") {
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
@@ -120,7 +129,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2)",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, gbs=N, gbt=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -172,6 +181,11 @@ std::string cuda_tuning_description() {
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.batch_streams == 2 ? "" : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
+         (t.gemv_batch_stages ? ", batch GEMV through a ring of " + std::to_string(t.gemv_batch_stages) +
+                                    " cp.async slots a warp (gbs" +
+                                    (t.gemv_batch_tiles ? ", " + std::to_string(t.gemv_batch_tiles) + " tiles a block)"
+                                                        : ")")
+                              : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups

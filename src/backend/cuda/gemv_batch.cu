@@ -29,6 +29,8 @@
 // operations in the same order (the tests compare a batch against its tokens
 // one by one, bit for bit).
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/kv_quant_mma.cuh"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
 namespace longkv::cuda {
@@ -53,6 +55,7 @@ __global__ void quantize_batch_kernel(const float* __restrict__ x, int n, int un
   const int i = blockIdx.x * blockDim.x + threadIdx.x;  // u npad + t
   if (i >= units * out.npad) return;
   const int u = i / out.npad, t = i % out.npad;
+  pdl_wait();  // x is the previous kernel's (a no-op in a plain launch)
   XI8 r{};
   if (t < n) {
     float v[32];
@@ -162,6 +165,136 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
   }
 }
 
+// The ring form (milestone 51, CudaTuning::gemv_batch_stages = S >= 2): the
+// same warps, chunks, fold and reduction as gemv_batch_mma_kernel -- so the
+// same bits -- but each warp copies its chunks with cp.async into a ring of S
+// slots in shared memory (no registers held for loads in flight), S - 1
+// chunks ahead, and a block walks row tiles blockIdx.x, + gridDim.x, ...:
+// the next tile's chunks are in flight during a tile's reduction. Launched
+// with PDL (CudaTuning::pdl): the first S - 1 chunks, weights only, are
+// requested before the wait for the activations. Milestone 50's form held
+// one chunk in flight a warp in registers, and a block lived for one tile
+// (two chunks a warp at 4096 columns): 1.0-1.3 TB/s at 1-8 tokens.
+constexpr int kSlot = 16 * kRowW + 16 * 16;  // a ring slot: 16 staged rows, then 16 rows' 8 scales
+
+template <int NT, int S>
+__global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const uint8_t* __restrict__ w, size_t ld,
+                                                                         int rows, int units, BatchX8 xq, int n,
+                                                                         float* __restrict__ y, bool accumulate) {
+  extern __shared__ __align__(16) uint8_t ring_smem[];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  uint8_t* ring = ring_smem + warp * S * kSlot;
+  float(*red)[16][8 * NT] = reinterpret_cast<float(*)[16][8 * NT]>(ring_smem + kMmaWarps * S * kSlot);
+  const int cr = lane / 8, cu = lane % 8;
+  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
+  const int mine = warp < chunks ? (chunks - 1 - warp) / kMmaWarps + 1 : 0;  // chunks a tile gives this warp
+  const int row_tiles = (rows + 15) / 16;
+  const int my_tiles = (row_tiles - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1;
+  const int items = my_tiles * mine;
+  // Item i: chunk warp + 8 (i % mine) of the block's tile i / mine, into
+  // slot i % S; one commit group an item (empty past the last), so that
+  // cp_async_wait<S - 1> after item i + S - 1's commit means item i landed.
+  auto issue = [&](int i) {
+    if (i < items) {
+      const int row0 = (blockIdx.x + (i / mine) * gridDim.x) * 16, ch = warp + kMmaWarps * (i % mine);
+      uint8_t* slot = ring + (i % S) * kSlot;
+      const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        cp_async16(slot + (cr + 4 * r) * kRowW + 16 * cu, w + ld * min(row0 + cr + 4 * r, rows - 1) + 16 * u);
+      if (lane < 16)
+        cp_async16(slot + 16 * kRowW + 16 * lane,
+                   w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) issue(i);
+  pdl_wait();  // the activations (and y, when accumulating) are earlier kernels'
+  int i = 0;
+  for (int tk = 0; tk < my_tiles; ++tk) {
+    float acc[NT][4] = {};
+    for (int c = 0; c < mine; ++c, ++i) {
+      issue(i + S - 1);  // into the slot folded last
+      cp_async_wait<S - 1>();
+      __syncwarp();  // every lane's pieces of item i have landed
+      const uint8_t* st = ring + (i % S) * kSlot;
+      const __half* scl = reinterpret_cast<const __half*>(st + 16 * kRowW);
+      const int ch = warp + kMmaWarps * c;
+#pragma unroll
+      for (int k = 0; k < kChunk; ++k) {
+        const int u = ch * kChunk + k;
+        if (u >= units) break;
+        const uint32_t wa = *reinterpret_cast<const uint32_t*>(st + g * kRowW + 16 * k + 4 * t);
+        const uint32_t wb = *reinterpret_cast<const uint32_t*>(st + (g + 8) * kRowW + 16 * k + 4 * t);
+        const float da = __half2float(scl[g * kChunk + k]), db = __half2float(scl[(g + 8) * kChunk + k]);
+        const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
+        const size_t cell = static_cast<size_t>(u) * xq.npad;
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          if (j >= tiles) break;
+          const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
+          int cc[4];
+          mma_u8s8(cc, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
+          const float4 s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));
+          acc[j][0] += da * s4.x * (__int_as_float(cc[0] + __float_as_int(s4.y)) - kMagicF);
+          acc[j][1] += da * s4.z * (__int_as_float(cc[1] + __float_as_int(s4.w)) - kMagicF);
+          acc[j][2] += db * s4.x * (__int_as_float(cc[2] + __float_as_int(s4.y)) - kMagicF);
+          acc[j][3] += db * s4.z * (__int_as_float(cc[3] + __float_as_int(s4.w)) - kMagicF);
+        }
+      }
+      __syncwarp();  // the slot's reads are done before issue() refills it
+    }
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      red[warp][g][8 * j + 2 * t] = acc[j][0];
+      red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
+      red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
+      red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
+    }
+    __syncthreads();
+    const int row0 = (blockIdx.x + tk * gridDim.x) * 16;
+    for (int e = threadIdx.x; e < 16 * n; e += kMmaWarps * 32) {
+      const int r = e % 16, tok = e / 16;
+      if (row0 + r >= rows) continue;
+      float v = 0;
+#pragma unroll
+      for (int k = 0; k < kMmaWarps; ++k) v += red[k][r][tok];
+      float* dst = y + static_cast<size_t>(tok) * rows + row0 + r;
+      *dst = accumulate ? *dst + v : v;
+    }
+    __syncthreads();  // red is read before the next tile writes it
+  }
+}
+
+template <int NT, int S>
+void launch_ring(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate, cudaStream_t s) {
+  const size_t smem = static_cast<size_t>(kMmaWarps) * S * kSlot + sizeof(float) * kMmaWarps * 16 * 8 * NT;
+  static int resident = [&] {  // blocks a GPU holds at once (the device of the first call)
+    auto k = gemv_batch_ring_kernel<NT, S>;
+    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    int dev = 0, sms = 0, per_sm = 0;
+    LONGKV_CUDA_CHECK(cudaGetDevice(&dev));
+    LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    LONGKV_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, kMmaWarps * 32, smem));
+    return std::max(1, sms * per_sm);
+  }();
+  const int rows = static_cast<int>(w.rows), row_tiles = (rows + 15) / 16, per = cuda_tuning().gemv_batch_tiles;
+  const int grid = per > 0 ? (row_tiles + per - 1) / per : std::min(row_tiles, resident);
+  launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_ring_kernel<NT, S>, dim3(grid), dim3(kMmaWarps * 32), smem, s,
+                   w.data, w.ld, rows, static_cast<int>(w.cols / 32), xq, n, y, accumulate);
+}
+
+template <int NT>
+void launch_ring_stages(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate, cudaStream_t s) {
+  switch (cuda_tuning().gemv_batch_stages) {
+    case 2: return launch_ring<NT, 2>(w, xq, n, y, accumulate, s);
+    case 3: return launch_ring<NT, 3>(w, xq, n, y, accumulate, s);
+    case 4: return launch_ring<NT, 4>(w, xq, n, y, accumulate, s);
+    default: return launch_ring<NT, 6>(w, xq, n, y, accumulate, s);
+  }
+}
+
 constexpr int kWarps = 4;  // the exact kernel's block
 constexpr int kRows = 2;   // rows a warp
 
@@ -210,7 +343,9 @@ template <int NT>
 void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* y, bool accumulate, bool i8,
                   cudaStream_t s) {
   const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols);
-  if (i8)
+  if (i8 && cuda_tuning().gemv_batch_stages >= 2)
+    launch_ring_stages<NT / 8>(w, xq, n, y, accumulate, s);
+  else if (i8)
     gemv_batch_mma_kernel<NT / 8><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32, xq, n,
                                                                              y, accumulate);
   else
@@ -239,7 +374,9 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
     xq.sc = reinterpret_cast<float2*>(scratch.as<uint8_t>() + q_bytes);
     if (!same_x) {
       const int threads = 128, total = static_cast<int>(cells);
-      quantize_batch_kernel<<<(total + threads - 1) / threads, threads, 0, s>>>(x, n, units, xq);
+      // PDL with the ring form, whose GEMV waits for this launch (the milestone 50 form waits plainly)
+      launch_maybe_pdl(cuda_tuning().pdl && cuda_tuning().gemv_batch_stages >= 2, quantize_batch_kernel,
+                       dim3((total + threads - 1) / threads), dim3(threads), 0, s, x, n, units, xq);
       LONGKV_CUDA_CHECK(cudaGetLastError());
     }
   }

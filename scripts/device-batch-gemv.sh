@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Milestone 51, the batch GEMV's ring form (run tool, carry [".devdeps"], kind
+# nvidia-h200, timeout <= 600 s): build; the batch GEMV and batched-step
+# checks and the tuning keys' test; the GEMV speed report per setting in
+# GEMV_SETTINGS (LONGKV_CUDA_TUNING, - = the defaults); ncu's duration, DRAM
+# throughput and stall reasons of the batch GEMV kernels in a batched llama3-8b
+# step (NCU_BATCH sequences at depth 4096, f16 KV) per setting in
+# NCU_SETTINGS; then, unless BENCH=0, scripts/device-batch.sh's bench per
+# setting in SETTINGS (MODES, DEPTHS, BATCH, NGEN as there).
+set -o pipefail
+cd "$(dirname "$0")/.."
+source scripts/device-setup.sh
+CHECK_FILTER='CudaBatch*:Cuda.GemvBatch*:-*SpeedReport*:Cuda.Tuning*' run_checks
+cp $OUT/checks.log $OUT/checks-gemv.log
+for st in ${GEMV_SETTINGS:--}; do
+  f=$OUT/gemv-${st//[^a-z0-9]/_}.log
+  LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout 60 $T --gtest_filter='Cuda.GemvBatchSpeedReport' > $f 2>&1
+  echo "=== gemv batch speed, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
+  grep -E "^gemv_batch" $f | sed -E 's/gemv_batch q4_0 +//' | paste - - - - - - - | head -5
+done
+for st in ${NCU_SETTINGS:-}; do
+  f=$OUT/ncu-${st//[^a-z0-9]/_}.txt
+  LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout 120 ncu --clock-control none \
+    --metrics "gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,$(for r in long_scoreboard barrier wait short_scoreboard lg_throttle math_pipe_throttle mio_throttle no_instruction not_selected selected; do
+      printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done | sed 's/,$//')" \
+    -k regex:gemv_batch --launch-skip 40 --launch-count 8 \
+    $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 2 -p 0 -d 4096 --kv f16 --batch ${NCU_BATCH:-24} > $f 2>&1
+  echo "=== ncu, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
+  grep -E "gemv_batch_[a-z]+_kernel|Duration|dram__|registers|warps_active|issue_stalled|inst_executed" $f |
+    sed -E 's/.*(gemv_batch_[a-z]+_kernel<[^>]*>).*/\1/; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' |
+    awk '!/ratio|stalled/ || $NF+0 >= 0.1' | head -80
+done
+# The batched bench with each setting in SETTINGS, as scripts/device-batch.sh runs it.
+for st in $([[ "${BENCH:-1}" != 0 ]] && echo ${SETTINGS:--}); do
+  f=$OUT/batch-${st//[^a-z0-9]/_}.md
+  LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout ${BENCH_S:-200} $B bench --device cuda --synthetic \
+    llama3-8b --wtype q4_0 -d ${DEPTHS:-131072} --kv ${MODES:-f16,k2v2} -n ${NGEN:-8} -p 0 --batch ${BATCH:-1,4,max} \
+    --gpu-mem ${GPU_MEM:-81559} > $f 2>&1
+  echo "=== batch bench, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
+  grep -E "^\||error|warn" $f | grep -vE "^\|-" | head -30
+done
+echo "total: $(( $(date +%s) - t0 )) s"
