@@ -21,12 +21,12 @@ done
 for st in ${NCU_SETTINGS:-}; do
   f=$OUT/ncu-${st//[^a-z0-9]/_}.txt
   LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout 120 ncu --clock-control none \
-    --metrics "gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,$(for r in long_scoreboard barrier wait short_scoreboard lg_throttle math_pipe_throttle mio_throttle no_instruction not_selected selected; do
+    --metrics "gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,l1tex__t_sector_hit_rate.pct,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,$(for r in long_scoreboard barrier wait short_scoreboard lg_throttle math_pipe_throttle mio_throttle no_instruction not_selected selected; do
       printf 'smsp__average_warps_issue_stalled_%s_per_issue_active.ratio,' $r; done | sed 's/,$//')" \
-    -k regex:gemv_batch --launch-skip 40 --launch-count 8 \
+    -k regex:gemv_batch --launch-skip 40 --launch-count ${NCU_COUNT:-5} \
     $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 2 -p 0 -d 4096 --kv f16 --batch ${NCU_BATCH:-24} > $f 2>&1
   echo "=== ncu, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "gemv_batch_[a-z]+_kernel|Duration|dram__|registers|warps_active|issue_stalled|inst_executed" $f |
+  grep -E "gemv_batch_[a-z]+_kernel|gpu__time|hit_rate|dram__|registers|warps_active|issue_stalled|inst_executed" $f |
     sed -E 's/.*(gemv_batch_[a-z]+_kernel<[^>]*>).*/\1/; s/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' |
     awk '!/ratio|stalled/ || $NF+0 >= 0.1' | head -80
 done
@@ -40,3 +40,5 @@ for st in $([[ "${BENCH:-1}" != 0 ]] && echo ${SETTINGS:--}); do
   grep -E "^\||error|warn" $f | grep -vE "^\|-" | head -30
 done
 echo "total: $(( $(date +%s) - t0 )) s"
+# Few files come back from the run tool: the logs as one archive.
+(cd $OUT && tar czf logs.tgz --remove-files $(ls | grep -vE '^(logs.tgz|summary.txt)$'))

@@ -519,11 +519,11 @@ TEST(Cuda, GemvBatchMatchesReference) {
   }
 }
 
-// Milestone 51's ring form (CudaTuning::gemv_batch_stages) folds the same
-// chunks in the same order as milestone 50's form, so it must give the same
-// bits, whatever its ring depth and however many row tiles a block walks
-// (odd row counts leave the last tile cut; 33 units leave warps without a
-// chunk).
+// Milestone 51's forms (CudaTuning::gemv_batch_stages: the ring, and the
+// register form with streamed weights) fold the same chunks in the same order
+// as milestone 50's form, so they must give the same bits, whatever the
+// ring's depth and however many row tiles a block walks (odd row counts leave
+// the last tile cut; 33 units leave warps without a chunk).
 TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
   LONGKV_REQUIRE_CUDA();
   const MatmulCase cases[] = {
@@ -537,7 +537,8 @@ TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
       std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), y(ref.size());
       cuda_tuning().gemv_batch_stages = 0;
       cuda_check_gemv_batch(w, x.data(), n_tok, ref.data());
-      for (auto [stages, tiles] : {std::pair{2, 0}, std::pair{3, 1}, std::pair{4, 0}, std::pair{6, 3}}) {
+      for (auto [stages, tiles] :
+           {std::pair{1, 0}, std::pair{2, 0}, std::pair{3, 1}, std::pair{4, 0}, std::pair{6, 3}}) {
         cuda_tuning().gemv_batch_stages = stages;
         cuda_tuning().gemv_batch_tiles = tiles;
         std::fill(y.begin(), y.end(), -1.0f);

@@ -89,7 +89,17 @@ constexpr int kRowW = kChunk * 16 + 16;  // bytes of a staged row: a chunk's cod
 // column g (token 8 j + g: its codes' words t and 4 + t) and holds C's rows
 // g, g + 8 x columns 2t, 2t + 1. (Milestone 50's first MMA form read A's
 // 4-byte words straight from global memory: ~600 GB/s at any n.)
-template <int NT>
+// 16 bytes of weights not kept in L1 (gemv_batch_stages 1: L1 is left to the
+// activations, which every row tile of the SM reads again).
+__device__ __forceinline__ uint4 ldg16_stream(const uint8_t* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+template <int NT, bool kStream = false>
 __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                         int rows, int units, BatchX8 xq, int n,
                                                                         float* __restrict__ y, bool accumulate) {
@@ -111,8 +121,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
   auto request = [&](int ch) {
     const int u = min(ch * kChunk + cu, units - 1);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) q[i] = ldg16(crow[i] + 16 * u);
-    sc = ldg16(srow + 2 * kChunk * ch);
+    for (int i = 0; i < 4; ++i) q[i] = kStream ? ldg16_stream(crow[i] + 16 * u) : ldg16(crow[i] + 16 * u);
+    sc = kStream ? ldg16_stream(srow + 2 * kChunk * ch) : ldg16(srow + 2 * kChunk * ch);
   };
   float acc[NT][4] = {};
   if (warp < chunks) request(warp);
@@ -345,6 +355,9 @@ void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* 
   const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols);
   if (i8 && cuda_tuning().gemv_batch_stages >= 2)
     launch_ring_stages<NT / 8>(w, xq, n, y, accumulate, s);
+  else if (i8 && cuda_tuning().gemv_batch_stages == 1)
+    gemv_batch_mma_kernel<NT / 8, true><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32,
+                                                                                   xq, n, y, accumulate);
   else if (i8)
     gemv_batch_mma_kernel<NT / 8><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32, xq, n,
                                                                              y, accumulate);
