@@ -522,8 +522,9 @@ TEST(Cuda, GemvBatchMatchesReference) {
 // Milestone 51's forms (CudaTuning::gemv_batch_stages: the ring, and the
 // register form with streamed weights) fold the same chunks in the same order
 // as milestone 50's form, so they must give the same bits, whatever the
-// ring's depth and however many row tiles a block walks (odd row counts leave
-// the last tile cut; 33 units leave warps without a chunk).
+// ring's depth, however many row tiles a block walks and whether x comes
+// through the ring (odd row counts leave the last tile cut; 33 units leave
+// warps without a chunk and the last chunk with one unit).
 TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
   LONGKV_REQUIRE_CUDA();
   const MatmulCase cases[] = {
@@ -533,18 +534,22 @@ TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
     const auto data = random_weight(c.type, c.rows, c.cols, 31 + c.rows);
     WeightView w{c.type, c.rows, c.cols, data.data()};
     const auto x = test::random_floats(static_cast<size_t>(32) * c.cols, 43);
-    for (int n_tok : {1, 5, 8, 17, 24, 32}) {
+    const struct {
+      int stages, tiles;
+      bool x_smem;
+    } forms[] = {{1, 0, true}, {2, 0, true}, {2, 0, false}, {3, 1, true}, {3, 2, false}, {4, 0, true}, {6, 3, true}};
+    for (int n_tok : {1, 5, 8, 13, 17, 24, 32}) {
       std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), y(ref.size());
       cuda_tuning().gemv_batch_stages = 0;
       cuda_check_gemv_batch(w, x.data(), n_tok, ref.data());
-      for (auto [stages, tiles] :
-           {std::pair{1, 0}, std::pair{2, 0}, std::pair{3, 1}, std::pair{4, 0}, std::pair{6, 3}}) {
-        cuda_tuning().gemv_batch_stages = stages;
-        cuda_tuning().gemv_batch_tiles = tiles;
+      for (const auto& f : forms) {
+        cuda_tuning().gemv_batch_stages = f.stages;
+        cuda_tuning().gemv_batch_tiles = f.tiles;
+        cuda_tuning().gemv_batch_x_smem = f.x_smem;
         std::fill(y.begin(), y.end(), -1.0f);
         cuda_check_gemv_batch(w, x.data(), n_tok, y.data());
         EXPECT_EQ(std::memcmp(y.data(), ref.data(), sizeof(float) * y.size()), 0)
-            << "tokens " << n_tok << ", gbs=" << stages << ", gbt=" << tiles;
+            << "tokens " << n_tok << ", gbs=" << f.stages << ", gbt=" << f.tiles << ", gbx=" << f.x_smem;
       }
       cuda_tuning() = CudaTuning{};
     }

@@ -325,6 +325,10 @@ struct CudaTuning {
   // Milestone 51 (key "gbt=N", 0..4096): row tiles of 16 a block of the ring
   // form walks; 0: as many blocks as the GPU holds at once.
   int gemv_batch_tiles = 0;
+  // Milestone 51 (key "gbx"): the ring form copies each chunk's int8
+  // activations into its slot beside the weights when the batch has at most
+  // 16 tokens, in at most 3 slots (false: the fold loads them through L1).
+  bool gemv_batch_x_smem = true;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

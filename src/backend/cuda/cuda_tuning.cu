@@ -34,7 +34,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"pdl", &CudaTuning::pdl},                    {"rope", &CudaTuning::gemv_rope},
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
-    {"gtop", &CudaTuning::sample_top_device},
+    {"gtop", &CudaTuning::sample_top_device},     {"gbx", &CudaTuning::gemv_batch_x_smem},
 };
 
 // A valued setting's value as a whole number in [lo, hi]; false when it is
@@ -185,8 +185,8 @@ std::string cuda_tuning_description() {
          (t.gemv_batch_stages == 1 ? std::string(", batch GEMV weights not kept in L1 (gbs=1)") : std::string()) +
          (t.gemv_batch_stages >= 2 ? ", batch GEMV through a ring of " + std::to_string(t.gemv_batch_stages) +
                                     " cp.async slots a warp (gbs" +
-                                    (t.gemv_batch_tiles ? ", " + std::to_string(t.gemv_batch_tiles) + " tiles a block)"
-                                                        : ")")
+                                    (t.gemv_batch_tiles ? ", " + std::to_string(t.gemv_batch_tiles) + " tiles a block" : "") +
+                                    (t.gemv_batch_x_smem ? ")" : ", x through L1: gbx=0)")
                               : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"

@@ -185,14 +185,29 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
 // requested before the wait for the activations. Milestone 50's form held
 // one chunk in flight a warp in registers, and a block lived for one tile
 // (two chunks a warp at 4096 columns): 1.0-1.3 TB/s at 1-8 tokens.
-constexpr int kSlot = 16 * kRowW + 16 * 16;  // a ring slot: 16 staged rows, then 16 rows' 8 scales
+constexpr int kSlotW = 16 * kRowW + 16 * 16;  // a ring slot's weights: 16 staged rows, then 16 rows' 8 scales
+// With XS, a slot also holds the chunk's activations, as BatchX8 lays them
+// out: its 8 units' codes (8 npad x 32 bytes), then their (dx, magic - off).
+template <int NT, bool XS>
+__host__ __device__ constexpr int slot_bytes() { return kSlotW + (XS ? kChunk * 8 * NT * (32 + 8) : 0); }
 
-template <int NT, int S>
+__device__ __forceinline__ void cp_async16_l1(void* smem, const void* gmem) {  // kept in L1: every tile reads x
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+
+// XS (CudaTuning::gemv_batch_x_smem, up to 16 tokens): each chunk's
+// activations come through the ring beside its weights, so the fold reads
+// them from shared memory instead of L1/L2 (ncu, milestone 51: the loads of x
+// were the fold's long-scoreboard stalls, L1 hit rate 45-60% beside the
+// ring's shared memory).
+template <int NT, int S, bool XS>
 __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const uint8_t* __restrict__ w, size_t ld,
                                                                          int rows, int units, BatchX8 xq, int n,
                                                                          float* __restrict__ y, bool accumulate) {
   extern __shared__ __align__(16) uint8_t ring_smem[];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  constexpr int kSlot = slot_bytes<NT, XS>(), kXq = kChunk * 8 * NT * 32;  // x codes' bytes in a slot
   uint8_t* ring = ring_smem + warp * S * kSlot;
   float(*red)[16][8 * NT] = reinterpret_cast<float(*)[16][8 * NT]>(ring_smem + kMmaWarps * S * kSlot);
   const int cr = lane / 8, cu = lane % 8;
@@ -204,7 +219,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
   // Item i: chunk warp + 8 (i % mine) of the block's tile i / mine, into
   // slot i % S; one commit group an item (empty past the last), so that
   // cp_async_wait<S - 1> after item i + S - 1's commit means item i landed.
-  auto issue = [&](int i) {
+  // The chunk's activations (after the PDL wait): 16-byte pieces of its
+  // units' codes, then of their scales; none past the last unit.
+  auto issue_x = [&](int i) {
+    if (!XS || i >= items) return;
+    const int ch = warp + kMmaWarps * (i % mine), nu = min(kChunk, units - ch * kChunk);
+    uint8_t* slot = ring + (i % S) * kSlot + kSlotW;
+    const uint8_t* gq = reinterpret_cast<const uint8_t*>(xq.q + 2 * static_cast<size_t>(ch) * kChunk * xq.npad);
+    const uint8_t* gs = reinterpret_cast<const uint8_t*>(xq.sc + static_cast<size_t>(ch) * kChunk * xq.npad);
+    for (int p = lane; p < nu * xq.npad * 2; p += 32) cp_async16_l1(slot + 16 * p, gq + 16 * p);
+    for (int p = lane; p < nu * xq.npad / 2; p += 32) cp_async16_l1(slot + kXq + 16 * p, gs + 16 * p);
+  };
+  auto issue = [&](int i, bool with_x = true) {
+    if (with_x) issue_x(i);
     if (i < items) {
       const int row0 = (blockIdx.x + (i / mine) * gridDim.x) * 16, ch = warp + kMmaWarps * (i % mine);
       uint8_t* slot = ring + (i % S) * kSlot;
@@ -216,11 +243,18 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
         cp_async16(slot + 16 * kRowW + 16 * lane,
                    w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
     }
-    cp_async_commit();
+    if (with_x) cp_async_commit();
   };
+  // The first S - 1 items' weights before the wait; their activations after
+  // it, one commit group an item (item 0's holds the prologue's weights too).
 #pragma unroll
-  for (int i = 0; i < S - 1; ++i) issue(i);
+  for (int i = 0; i < S - 1; ++i) issue(i, false);
   pdl_wait();  // the activations (and y, when accumulating) are earlier kernels'
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) {
+    issue_x(i);
+    cp_async_commit();
+  }
   int i = 0;
   for (int tk = 0; tk < my_tiles; ++tk) {
     float acc[NT][4] = {};
@@ -230,6 +264,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
       __syncwarp();  // every lane's pieces of item i have landed
       const uint8_t* st = ring + (i % S) * kSlot;
       const __half* scl = reinterpret_cast<const __half*>(st + 16 * kRowW);
+      const int4* xs_q = reinterpret_cast<const int4*>(st + kSlotW);
+      const float2* xs_sc = reinterpret_cast<const float2*>(st + kSlotW + kXq);
       const int ch = warp + kMmaWarps * c;
 #pragma unroll
       for (int k = 0; k < kChunk; ++k) {
@@ -239,14 +275,21 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
         const uint32_t wb = *reinterpret_cast<const uint32_t*>(st + (g + 8) * kRowW + 16 * k + 4 * t);
         const float da = __half2float(scl[g * kChunk + k]), db = __half2float(scl[(g + 8) * kChunk + k]);
         const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
-        const size_t cell = static_cast<size_t>(u) * xq.npad;
+        const size_t cell = static_cast<size_t>(u) * xq.npad, lcell = static_cast<size_t>(k) * xq.npad;
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
           if (j >= tiles) break;
-          const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
           int cc[4];
-          mma_u8s8(cc, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
-          const float4 s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));
+          float4 s4;
+          if (XS) {
+            const int* qb = reinterpret_cast<const int*>(xs_q + 2 * (lcell + 8 * j + g));
+            mma_u8s8(cc, a, static_cast<uint32_t>(qb[t]), static_cast<uint32_t>(qb[4 + t]));
+            s4 = *reinterpret_cast<const float4*>(xs_sc + lcell + 8 * j + 2 * t);
+          } else {
+            const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
+            mma_u8s8(cc, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
+            s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));
+          }
           acc[j][0] += da * s4.x * (__int_as_float(cc[0] + __float_as_int(s4.y)) - kMagicF);
           acc[j][1] += da * s4.z * (__int_as_float(cc[1] + __float_as_int(s4.w)) - kMagicF);
           acc[j][2] += db * s4.x * (__int_as_float(cc[2] + __float_as_int(s4.y)) - kMagicF);
@@ -277,11 +320,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
   }
 }
 
-template <int NT, int S>
+template <int NT, int S, bool XS>
 void launch_ring(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate, cudaStream_t s) {
-  const size_t smem = static_cast<size_t>(kMmaWarps) * S * kSlot + sizeof(float) * kMmaWarps * 16 * 8 * NT;
+  const size_t smem =
+      static_cast<size_t>(kMmaWarps) * S * slot_bytes<NT, XS>() + sizeof(float) * kMmaWarps * 16 * 8 * NT;
   static int resident = [&] {  // blocks a GPU holds at once (the device of the first call)
-    auto k = gemv_batch_ring_kernel<NT, S>;
+    auto k = gemv_batch_ring_kernel<NT, S, XS>;
     LONGKV_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     int dev = 0, sms = 0, per_sm = 0;
     LONGKV_CUDA_CHECK(cudaGetDevice(&dev));
@@ -291,17 +335,24 @@ void launch_ring(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulat
   }();
   const int rows = static_cast<int>(w.rows), row_tiles = (rows + 15) / 16, per = cuda_tuning().gemv_batch_tiles;
   const int grid = per > 0 ? (row_tiles + per - 1) / per : std::min(row_tiles, resident);
-  launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_ring_kernel<NT, S>, dim3(grid), dim3(kMmaWarps * 32), smem, s,
+  launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_ring_kernel<NT, S, XS>, dim3(grid), dim3(kMmaWarps * 32), smem, s,
                    w.data, w.ld, rows, static_cast<int>(w.cols / 32), xq, n, y, accumulate);
 }
 
 template <int NT>
 void launch_ring_stages(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate, cudaStream_t s) {
+  // The activations beside the weights up to 16 tokens, in at most 3 slots
+  // (a slot of 16 tokens is 7.5 KB, 8 warps x 3 slots 180 KB).
+  constexpr bool kXs = NT <= 2;
+  if (kXs && cuda_tuning().gemv_batch_x_smem) {
+    if (cuda_tuning().gemv_batch_stages == 2) return launch_ring<NT, 2, kXs>(w, xq, n, y, accumulate, s);
+    return launch_ring<NT, 3, kXs>(w, xq, n, y, accumulate, s);
+  }
   switch (cuda_tuning().gemv_batch_stages) {
-    case 2: return launch_ring<NT, 2>(w, xq, n, y, accumulate, s);
-    case 3: return launch_ring<NT, 3>(w, xq, n, y, accumulate, s);
-    case 4: return launch_ring<NT, 4>(w, xq, n, y, accumulate, s);
-    default: return launch_ring<NT, 6>(w, xq, n, y, accumulate, s);
+    case 2: return launch_ring<NT, 2, false>(w, xq, n, y, accumulate, s);
+    case 3: return launch_ring<NT, 3, false>(w, xq, n, y, accumulate, s);
+    case 4: return launch_ring<NT, 4, false>(w, xq, n, y, accumulate, s);
+    default: return launch_ring<NT, 6, false>(w, xq, n, y, accumulate, s);
   }
 }
 
