@@ -42,7 +42,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
       {"astl=x", "LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = never (got 'x')"},
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
-      {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, 0, 1, 2, 3, 4 or 6 (got '5')"},
+      {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
   };
   for (const auto& b : bad) {

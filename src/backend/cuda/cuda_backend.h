@@ -315,13 +315,16 @@ struct CudaTuning {
   // sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 -> 20.3
   // (docs/cuda-notes.md, milestone 50).
   int batch_streams = 2;
-  // Milestone 51 (key "gbs=N": 0, 1, 2, 3, 4 or 6): N >= 2: the batch GEMV
-  // copies its weight chunks with cp.async through a ring of N slots a warp,
-  // N - 1 chunks ahead, with blocks that walk row tiles and PDL launches (0:
-  // milestone 50's form, one chunk in flight a warp in registers, a block a
-  // tile; 1: that form with the weights' loads not allocated in L1). The
-  // same bits in every form.
-  int gemv_batch_stages = 0;
+  // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
+  // GEMV copies its weight chunks with cp.async through a ring of N slots a
+  // warp, N - 1 chunks ahead, with blocks that walk row tiles and PDL
+  // launches (0: milestone 50's form, one chunk in flight a warp in
+  // registers, a block a tile; 1: that form with the weights' loads not
+  // allocated in L1). The same bits in every form. -1 ("auto", the default):
+  // 2 slots for up to 8 tokens and for more than 24, milestone 50's form
+  // between (gemv_batch.cu, batch_form: H200, llama3-8b at 131K, f16 4
+  // sequences 20.53 -> 19.87 ms a step, k2v2 4 9.61 -> 8.92).
+  int gemv_batch_stages = -1;
   // Milestone 51 (key "gbt=N", 0..4096): row tiles of 16 a block of the ring
   // form walks; 0: as many blocks as the GPU holds at once.
   int gemv_batch_tiles = 0;

@@ -100,10 +100,10 @@ CudaTuning& cuda_tuning() {
                kMaxBatchStreams, v.c_str());
         d.batch_streams = static_cast<int>(n);
       } else if (k == "gbs") {
-        if (v != "0" && v != "1" && v != "2" && v != "3" && v != "4" && v != "6")
-          fail("LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, 0, 1, 2, 3, 4 or 6 (got '%s')",
+        if (v != "auto" && v != "0" && v != "1" && v != "2" && v != "3" && v != "4" && v != "6")
+          fail("LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '%s')",
                v.c_str());
-        d.gemv_batch_stages = std::atoi(v.c_str());
+        d.gemv_batch_stages = v == "auto" ? -1 : std::atoi(v.c_str());
       } else if (k == "gbt") {
         if (!whole_number(v, 0, 4096, &n))
           fail("LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '%s')",
@@ -182,10 +182,14 @@ std::string cuda_tuning_description() {
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.batch_streams == 2 ? "" : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
+         (t.gemv_batch_stages < 0 && !t.gemv_batch_x_smem ? std::string(", batch GEMV ring's x through L1 (gbx=0)")
+                                                          : std::string()) +
+         (t.gemv_batch_stages == 0 ? std::string(", batch GEMV milestone 50's register form (gbs=0)") : std::string()) +
          (t.gemv_batch_stages == 1 ? std::string(", batch GEMV weights not kept in L1 (gbs=1)") : std::string()) +
          (t.gemv_batch_stages >= 2 ? ", batch GEMV through a ring of " + std::to_string(t.gemv_batch_stages) +
                                     " cp.async slots a warp (gbs" +
-                                    (t.gemv_batch_tiles ? ", " + std::to_string(t.gemv_batch_tiles) + " tiles a block" : "") +
+                                    (t.gemv_batch_tiles ? ", " + std::to_string(t.gemv_batch_tiles) + " tiles a block"
+                                                        : std::string()) +
                                     (t.gemv_batch_x_smem ? ")" : ", x through L1: gbx=0)")
                               : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +

@@ -340,15 +340,16 @@ void launch_ring(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulat
 }
 
 template <int NT>
-void launch_ring_stages(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate, cudaStream_t s) {
+void launch_ring_stages(int stages, const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate,
+                        cudaStream_t s) {
   // The activations beside the weights up to 16 tokens, in at most 3 slots
   // (a slot of 16 tokens is 7.5 KB, 8 warps x 3 slots 180 KB).
   constexpr bool kXs = NT <= 2;
   if (kXs && cuda_tuning().gemv_batch_x_smem) {
-    if (cuda_tuning().gemv_batch_stages == 2) return launch_ring<NT, 2, kXs>(w, xq, n, y, accumulate, s);
+    if (stages == 2) return launch_ring<NT, 2, kXs>(w, xq, n, y, accumulate, s);
     return launch_ring<NT, 3, kXs>(w, xq, n, y, accumulate, s);
   }
-  switch (cuda_tuning().gemv_batch_stages) {
+  switch (stages) {
     case 2: return launch_ring<NT, 2, false>(w, xq, n, y, accumulate, s);
     case 3: return launch_ring<NT, 3, false>(w, xq, n, y, accumulate, s);
     case 4: return launch_ring<NT, 4, false>(w, xq, n, y, accumulate, s);
@@ -400,13 +401,25 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_batch_exact_kernel(const uin
   }
 }
 
+// The form gemv_batch_stages picks for n tokens. -1 (the default): the ring
+// of 2 slots for up to 8 tokens (x through the ring) and for more than 24,
+// milestone 50's register form between. H200, llama3-8b's shapes (milestone
+// 51): at 1-8 tokens the ring takes wo 12.5 -> 7.3 us, down 28.1 -> 17.2,
+// gate 24.6 -> 20.1; at 32 gate 66.2 -> 49.5, down 65.0 -> 55.6; at 16 and
+// 24 neither form is ahead on every shape, and batched steps of 24 sequences
+// measured the register form 0.6% faster.
+int batch_form(int n) {
+  const int st = cuda_tuning().gemv_batch_stages;
+  return st >= 0 ? st : n <= 8 || n > 24 ? 2 : 0;
+}
+
 template <int NT>
 void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* y, bool accumulate, bool i8,
                   cudaStream_t s) {
-  const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols);
-  if (i8 && cuda_tuning().gemv_batch_stages >= 2)
-    launch_ring_stages<NT / 8>(w, xq, n, y, accumulate, s);
-  else if (i8 && cuda_tuning().gemv_batch_stages == 1)
+  const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols), form = batch_form(n);
+  if (i8 && form >= 2)
+    launch_ring_stages<NT / 8>(form, w, xq, n, y, accumulate, s);
+  else if (i8 && form == 1)
     gemv_batch_mma_kernel<NT / 8, true><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32,
                                                                                    xq, n, y, accumulate);
   else if (i8)
@@ -439,7 +452,7 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
     if (!same_x) {
       const int threads = 128, total = static_cast<int>(cells);
       // PDL with the ring form, whose GEMV waits for this launch (the milestone 50 form waits plainly)
-      launch_maybe_pdl(cuda_tuning().pdl && cuda_tuning().gemv_batch_stages >= 2, quantize_batch_kernel,
+      launch_maybe_pdl(cuda_tuning().pdl && batch_form(n) >= 2, quantize_batch_kernel,
                        dim3((total + threads - 1) / threads), dim3(threads), 0, s, x, n, units, xq);
       LONGKV_CUDA_CHECK(cudaGetLastError());
     }
