@@ -175,12 +175,11 @@ void batch_decode_table(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
     const double per_token = gpu_kv_bytes_per_token(c, mode);
     for (int depth : o.depths) {
       const int cap = depth + (o.reps + 1) * n_gen + 1;
+      // The most sequences that fit (on a card of --gpu-mem when given).
+      const double free_b = free_after_weights(w, mode, gemm, o.gpu_mem_mib);
+      const int fit = static_cast<int>(std::min<double>(kMaxBatchSeqs, (free_b - kReserveBytes) / (per_token * cap)));
       for (int want : o.batches) {
-        int seqs_n = want;
-        if (want == 0) {
-          const double free_b = free_after_weights(w, mode, gemm, o.gpu_mem_mib);
-          seqs_n = static_cast<int>(std::min<double>(kMaxBatchSeqs, (free_b - kReserveBytes) / (per_token * cap)));
-        }
+        const int seqs_n = want == 0 ? fit : want;
         if (seqs_n < 1) {
           std::printf("| %s | %d | max | no sequence fits | | | | | |\n", mode.c_str(), depth);
           continue;
@@ -217,8 +216,10 @@ void batch_decode_table(const ModelWeights& w, const CudaBenchOptions& o, CudaGe
                                                   (best_start + n_gen / 2.0)
                                             : 0;
         const double step = static_cast<double>(model->step_weight_bytes()) + mid_kv, per_step = best / n_gen;
+        // A count past what a --gpu-mem card holds ran on this one's memory: the row says so.
+        const char* note = want == 0 ? " (max)" : o.gpu_mem_mib > 0 && want > fit ? " (over --gpu-mem)" : "";
         std::printf("| %s | %d | %d%s | %.1f | %.3f | %s | %s | %.0f | %.0f%% |\n", mode.c_str(), depth, seqs_n,
-                    want == 0 ? " (max)" : "", seqs_n / per_step, 1e3 * per_step, human_bytes(mid_kv).c_str(),
+                    note, seqs_n / per_step, 1e3 * per_step, human_bytes(mid_kv).c_str(),
                     human_bytes(step).c_str(), step / per_step / 1e9, 100 * step / per_step / 1e9 / bw);
         std::fflush(stdout);
       }

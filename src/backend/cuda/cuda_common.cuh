@@ -145,6 +145,9 @@ class DeviceBuffer {
     const cudaError_t e = cudaMalloc(&p_, bytes);
     if (e != cudaSuccess) {
       p_ = nullptr;
+      // Cleared, since the caller may go on (bench rows past the memory):
+      // else the next launch's check would report this failure as its own.
+      (void)cudaGetLastError();
       fail("CUDA: cannot allocate %.2f GiB of device memory: %s", bytes / 1073741824.0, cudaGetErrorString(e));
     }
     n_ = bytes;
