@@ -65,6 +65,32 @@ TEST(Cli, RunDeviceCudaFallsBackToCpuSayingWhy) {
   EXPECT_NE(bad.err.find("tpu"), std::string::npos) << bad.err;
 }
 
+// run --prompts: each prompt's completion is what run -p gives for it alone
+// (on the CPU the prompts run one after another through the same session
+// code), after a "### prompt N" line; empty lines are skipped and a CR
+// before a line's end dropped. A file without a prompt is one error line.
+TEST(Cli, RunPromptsGivesEachPromptsOwnCompletion) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string model = "run -m " + shared_path(kEval) + " -n 16 --temp 0 --kv k4v4";
+  const std::vector<std::string> prompts = {"The capital of France is", "Once upon a time", "In 1990, the"};
+  const std::string file = test::temp_dir() + "/run-prompts.txt";
+  test::write_file(file, prompts[0] + "\n\n" + prompts[1] + "\r\n" + prompts[2] + "\n");
+  std::string expected;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto one = run_cli(model + " -p \"" + prompts[i] + "\"");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    expected += "### prompt " + std::to_string(i + 1) + "\n" + one.out;
+  }
+  auto all = run_cli(model + " --prompts " + file);
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(all.out, expected);
+  EXPECT_NE(all.err.find("3 prompts"), std::string::npos) << all.err;
+  EXPECT_NE(all.err.find("decode: 48 tokens of 3 prompts"), std::string::npos) << all.err;
+  test::write_file(file, "\n\r\n\n");
+  expect_one_error_line(run_cli(model + " --prompts " + file), "no prompt in it");
+  expect_one_error_line(run_cli(model + " --prompts " + file + " -p hi"), "--prompts", 2);
+}
+
 TEST(Cli, Stories260KGreedyExactFromHuggingFaceCopy) {
   LONGKV_REQUIRE_SHARED("models/stories260K/hf/model.safetensors");
   auto r = run_cli("run -m " + shared_path("models/stories260K/hf") + " --tokenizer " + shared_path(kTok512) +

@@ -173,5 +173,62 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   EXPECT_THROW(CudaModel::create(w, o), Error);
 }
 
+// prefill_seq: a prompt prefilled into sequences 0, 1 and 2 in the same
+// chunks gives the same logits bit for bit (the same chunk kernels over
+// caches of their own), and so does every batched step after it, all three
+// at the same positions with the same tokens. Then run --prompts on the GPU:
+// a prompt's completion in a batch of three is what it gets alone (the batch
+// GEMV's rows do not depend on the batch; the model requantized to Q4_0).
+TEST(CudaBatch, PrefilledSequencesDecodeAlike) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = eval_model_q4_0_batch();
+  const ModelWeights& w = lm.weights;
+  const int nv = w.cfg.n_vocab;
+  std::vector<int32_t> prompt(37);
+  for (int i = 0; i < 37; ++i) prompt[i] = seq_token(0, i, nv);
+  for (const char* mode : {"f16", "k4v4"}) {
+    SCOPED_TRACE(mode);
+    CudaModelOptions o;
+    o.kv_mode = mode;
+    o.max_tokens = 64;
+    o.max_seqs = kSeqs;
+    auto m = CudaModel::create(w, o);
+    std::vector<std::vector<float>> last(kSeqs);
+    for (int s = 0; s < kSeqs; ++s) {
+      const float* row = nullptr;
+      for (int p : {0, 16, 32}) row = m->prefill_seq(s, prompt.data() + p, std::min(16, 37 - p));
+      last[s].assign(row, row + nv);
+      EXPECT_EQ(m->seq_size(s), 37);
+      if (s > 0) {
+        EXPECT_EQ(std::memcmp(last[s].data(), last[0].data(), sizeof(float) * nv), 0) << "sequence " << s;
+      }
+    }
+    const int seqs[kSeqs] = {0, 1, 2};
+    for (int j = 0; j < 8; ++j) {
+      const int32_t t = seq_token(1, j, nv), toks[kSeqs] = {t, t, t};
+      const float* rows = m->forward_batch(toks, seqs, kSeqs);
+      for (int s = 1; s < kSeqs; ++s)
+        EXPECT_EQ(std::memcmp(rows + static_cast<size_t>(s) * nv, rows, sizeof(float) * nv), 0)
+            << "step " << j << ", sequence " << s;
+    }
+    EXPECT_THROW(m->prefill_seq(kSeqs, prompt.data(), 2), Error);
+    EXPECT_THROW(m->prefill_seq(1, prompt.data(), 64), Error);  // past max_tokens
+  }
+  const std::string q4 = test::temp_dir() + "/evalmodel-q4_0-batch.gguf";
+  const std::string run = "run -m " + q4 + " -n 24 --temp 0 --kv k4v4 --device cuda --prompts ";
+  const std::string three = test::temp_dir() + "/prompts-three.txt", one = test::temp_dir() + "/prompts-one.txt";
+  test::write_file(three, "The capital of France is\nOnce upon a time\nIn 1990, the\n");
+  test::write_file(one, "Once upon a time\n");
+  const auto all = test::run_cli(run + three), alone = test::run_cli(run + one);
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  ASSERT_EQ(alone.exit_code, 0) << alone.err;
+  EXPECT_NE(all.err.find("decoded together on the GPU, up to 3 a step"), std::string::npos) << all.err;
+  const size_t b2 = all.out.find("### prompt 2\n"), b3 = all.out.find("### prompt 3\n");
+  ASSERT_TRUE(b2 != std::string::npos && b3 != std::string::npos) << all.out;
+  EXPECT_EQ("### prompt 1\n" + all.out.substr(b2 + 13, b3 - b2 - 13), alone.out);
+  std::printf("run --prompts on the GPU, prompt 2 of 3: %s", all.out.substr(b2, b3 - b2).c_str());
+}
+
 }  // namespace
 }  // namespace longkv

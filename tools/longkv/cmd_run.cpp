@@ -22,7 +22,7 @@ namespace {
 
 struct RunOptions {
   ModelOptions model;
-  std::string prompt, prompt_file, kv = "f16", device = "cpu", cuda_gemm = "f16";
+  std::string prompt, prompt_file, prompts_file, kv = "f16", device = "cpu", cuda_gemm = "f16";
   int n_predict = 128, ctx = 0, batch = 512;
   bool ignore_eos = false;
   SamplerParams sampling;
@@ -173,6 +173,153 @@ int cmd_run(const RunOptions& o) {
   return 0;
 }
 
+// One generation of run --prompts: a prompt's tokens, its sampler (seeded
+// --seed + its index) and what it has generated so far.
+struct PromptRun {
+  std::vector<int32_t> tokens, history;
+  Sampler sampler;
+  std::string text;
+  int32_t prev = 0;
+  int generated = 0;
+  bool done = false;
+};
+
+// run --prompts FILE: every non-empty line a prompt, each continued by up to
+// -n tokens. With --device cuda the prompts are decoded together, one token
+// of each a step (CudaModel::forward_batch: every weight read once a step
+// for all of them), in groups of up to kMaxBatchSeqs; on the CPU one after
+// another. The completions print in the prompts' order once all are done.
+int cmd_run_prompts(const RunOptions& o) {
+  const KvMode kv = parse_kv_mode(o.kv);
+  if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
+  const bool on_gpu = use_cuda_device(o.device);
+  Runtime rt = load_runtime(o.model, true);
+  const ModelConfig& cfg = rt.model.weights.cfg;
+  ThreadPool pool(o.model.threads);
+  LlamaModel model(rt.model.weights, pool);
+
+  std::vector<PromptRun> runs;
+  {
+    std::istringstream lines(read_text_file(o.prompts_file));
+    int index = 0;
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.empty()) continue;
+      SamplerParams sp = o.sampling;
+      sp.seed += static_cast<uint64_t>(index++);
+      PromptRun r{rt.tokenizer->encode(line, true), {}, Sampler(sp), {}, 0, 0, false};
+      if (r.tokens.empty()) r.tokens.push_back(rt.tokenizer->bos());
+      r.history = r.tokens;
+      r.prev = r.tokens.back();
+      runs.push_back(std::move(r));
+    }
+  }
+  LONGKV_CHECK(!runs.empty(), "%s: no prompt in it (one a line; empty lines are skipped)", o.prompts_file.c_str());
+  const int ctx = o.ctx > 0 ? o.ctx : cfg.ctx_len;
+  size_t longest = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    LONGKV_CHECK(static_cast<int>(runs[i].tokens.size()) < ctx,
+                 "prompt %zu has %zu tokens, which does not fit the context of %d", i + 1, runs[i].tokens.size(), ctx);
+    longest = std::max(longest, runs[i].tokens.size());
+  }
+  int n_predict = o.n_predict;
+  if (n_predict > ctx - static_cast<int>(longest)) {
+    n_predict = ctx - static_cast<int>(longest);
+    log_warn("only %d of the %d requested tokens fit the context of %d after the longest prompt; every generation "
+             "stops there", n_predict, o.n_predict, ctx);
+  }
+  const int max_tokens = static_cast<int>(longest) + n_predict;
+  const int group = on_gpu ? std::min<int>(static_cast<int>(runs.size()), kMaxBatchSeqs) : 1;
+  log_info("model: %s", describe_model(rt.model.weights).c_str());
+  log_info("kv: %s, %zu prompts (longest %zu tokens), generating up to %d each, sampling %s, %s",
+           kv.to_string().c_str(), runs.size(), longest, n_predict, o.sampling.describe().c_str(),
+           on_gpu ? strprintf("decoded together on the GPU, up to %d a step", group).c_str()
+                  : "one after another on the CPU");
+
+  // Takes a prompt's next token; false when its generation ends. The
+  // sampler works on a copy of the row (it may change the values).
+  std::vector<float> row(cfg.n_vocab);
+  auto take = [&](PromptRun& r, const float* logits) {
+    std::copy(logits, logits + cfg.n_vocab, row.begin());
+    const int32_t next = r.sampler.sample(row.data(), cfg.n_vocab, r.history);
+    if (r.generated >= n_predict || (next == rt.tokenizer->eos() && !o.ignore_eos)) return !(r.done = true);
+    r.text += rt.tokenizer->decode_token(r.prev, next);
+    r.history.push_back(next);
+    r.prev = next;
+    if (++r.generated >= n_predict) r.done = true;
+    return !r.done;
+  };
+  double t_prompt = 0, t_gen = 0;
+  KvFootprint first_fp;
+  std::unique_ptr<CudaModel> gpu;
+  if (on_gpu) {
+    CudaModelOptions co;
+    co.kv_mode = kv.to_string();
+    co.max_tokens = max_tokens;
+    co.max_seqs = group;
+    LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &co.gemm), "--cuda-gemm must be f16 or f32");
+    gpu = CudaModel::create(rt.model.weights, co);
+    log_info("device: %s (weights %s on the GPU, caches for %d sequences)", cuda_device_description().c_str(),
+             human_bytes(static_cast<double>(gpu->weight_bytes())).c_str(), group);
+  }
+  for (size_t g0 = 0; g0 < runs.size(); g0 += group) {
+    const int n = std::min<int>(group, static_cast<int>(runs.size() - g0));
+    std::unique_ptr<Session> session;
+    if (gpu) gpu->clear();
+    double t0 = now_seconds();
+    std::vector<const float*> first(n);
+    for (int i = 0; i < n; ++i) {  // the prompts, chunk by chunk, each into its own sequence
+      const std::vector<int32_t>& toks = runs[g0 + i].tokens;
+      if (!gpu) {
+        session = std::make_unique<Session>(model, o.kv, max_tokens);
+        take(runs[g0 + i], session->prefill(toks, o.batch).data());
+        continue;
+      }
+      for (size_t p = 0; p < toks.size(); p += o.batch)
+        first[i] = gpu->prefill_seq(i, toks.data() + p, static_cast<int>(std::min<size_t>(o.batch, toks.size() - p)));
+      take(runs[g0 + i], first[i]);  // before the next prompt's prefill reuses the row
+    }
+    t_prompt += now_seconds() - t0;
+    t0 = now_seconds();
+    if (!gpu) {  // the group's one prompt to its end
+      PromptRun& r = runs[g0];
+      while (!r.done) take(r, session->decode(r.prev).data());
+      if (g0 == 0) first_fp = session->footprint();
+    } else {
+      std::vector<int32_t> toks;
+      std::vector<int> seqs;
+      for (;;) {
+        toks.clear();
+        seqs.clear();
+        for (int i = 0; i < n; ++i)
+          if (!runs[g0 + i].done) toks.push_back(runs[g0 + i].prev), seqs.push_back(i);
+        if (seqs.empty()) break;
+        const float* rows = gpu->forward_batch(toks.data(), seqs.data(), static_cast<int>(seqs.size()));
+        for (size_t j = 0; j < seqs.size(); ++j) take(runs[g0 + seqs[j]], rows + j * static_cast<size_t>(cfg.n_vocab));
+      }
+      if (g0 == 0) first_fp = gpu->kv_footprint();
+    }
+    t_gen += now_seconds() - t0;
+  }
+  size_t prompt_tokens = 0;
+  int generated = 0;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    std::printf("### prompt %zu\n%s\n", i + 1, runs[i].text.c_str());
+    prompt_tokens += runs[i].tokens.size();
+    generated += runs[i].generated;
+  }
+  std::fflush(stdout);
+  const double f16_bytes = 4.0 * cfg.kv_dim() * cfg.n_layers * first_fp.tokens;
+  log_info("prompts: %zu tokens in %.3f s (%.1f tok/s)", prompt_tokens, t_prompt, prompt_tokens / t_prompt);
+  log_info("decode: %d tokens of %zu prompts in %.3f s (%.1f tok/s in all)", generated, runs.size(), t_gen,
+           t_gen > 0 ? generated / t_gen : 0.0);
+  log_info("kv cache of prompt 1: %s, %lld tokens, %s (K %.2f bits/elem, V %.2f bits/elem); f16 would be %s (%.1f%% "
+           "saved)", kv.to_string().c_str(), static_cast<long long>(first_fp.tokens),
+           human_bytes(static_cast<double>(first_fp.bytes())).c_str(), first_fp.k_bits, first_fp.v_bits,
+           human_bytes(f16_bytes).c_str(), f16_bytes > 0 ? 100.0 * (1.0 - first_fp.bytes() / f16_bytes) : 0.0);
+  return 0;
+}
+
 }  // namespace
 
 void register_run(CLI::App& app) {
@@ -180,7 +327,12 @@ void register_run(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("run", "Generate text (stdout) from a prompt; stats on stderr");
   add_model_options(sub, o->model);
   auto* p = sub->add_option("-p,--prompt", o->prompt, "Prompt text (default: start from BOS)");
-  sub->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->excludes(p);
+  auto* f = sub->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->excludes(p);
+  sub->add_option("--prompts", o->prompts_file,
+                  "Several prompts from a file, one a line, each continued by up to -n tokens and printed after a "
+                  "'### prompt N' line; with --device cuda decoded together (up to 32 a step)")
+      ->excludes(p)
+      ->excludes(f);
   sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(
       whole_at_least(0));
   sub->add_option("-c,--ctx", o->ctx, "Context size (default: the model's)")->check(whole_at_least(0));
@@ -203,7 +355,7 @@ void register_run(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--cuda-gemm", o->cuda_gemm, "Prefill products on the GPU: f16 (tensor cores) or f32")
       ->capture_default_str();
-  sub->callback([o] { g_exit_code = cmd_run(*o); });
+  sub->callback([o] { g_exit_code = o->prompts_file.empty() ? cmd_run(*o) : cmd_run_prompts(*o); });
 }
 
 }  // namespace longkv::cli

@@ -431,6 +431,13 @@ class CudaModel {
   // kernels. Returns the logits [n][n_vocab] in the model's pinned buffer,
   // valid until the next forward_batch. Runs kernel by kernel (no graph).
   virtual const float* forward_batch(const int32_t* tokens, const int* seqs, int n) = 0;
+  // Appends a prompt chunk (n >= 1 tokens) to sequence `seq` at position
+  // seq_size(seq) and returns its last position's logits (n_vocab floats in
+  // the model's pinned buffer, valid until the next call): the prefill of the
+  // sequences forward_batch then decodes together. Sequence 0 takes
+  // forward_view; another sequence its own caches through the chunk path
+  // (one token: forward_batch's step), never a captured graph.
+  virtual const float* prefill_seq(int seq, const int32_t* tokens, int n) = 0;
   virtual int max_seqs() const = 0;
   virtual int seq_size(int seq) const = 0;  // tokens sequence `seq` holds (kv_size() is sequence 0's)
   // fill_random_kv for sequence `seq`'s caches.

@@ -242,6 +242,37 @@ class CudaModelImpl final : public CudaModel {
     timings_.total_s += now_seconds() - t0;
     return batch_logits_host_;
   }
+  const float* prefill_seq(int seq, const int32_t* tokens, int n) override {
+    LONGKV_CHECK(n >= 1, "prefill_seq needs at least one token");
+    LONGKV_CHECK(seq_size(seq) + n <= opt_.max_tokens, "prefill_seq: sequence %d holds %d tokens, %d more exceed "
+                 "its %d", seq, seq_size(seq), n, opt_.max_tokens);
+    if (seq == 0) return forward_view(tokens, n, kv_size());
+    if (n == 1) {
+      const float* row = forward_batch(tokens, &seq, 1);
+      std::copy(row, row + cfg_.n_vocab, logits_host_);
+      return logits_host_;
+    }
+    for (int t = 0; t < n; ++t)
+      LONGKV_CHECK(tokens[t] >= 0 && tokens[t] < cfg_.n_vocab, "token id %d out of range [0, %d)", tokens[t],
+                   cfg_.n_vocab);
+    // The chunk path reads caches_: sequence seq's caches stand in for
+    // sequence 0's during the chunk (a chunk reads positions from the host,
+    // not from dpos_, and no graph is captured or replayed in between).
+    std::swap(caches_, seq_caches_[seq - 1]);
+    try {
+      ensure_scratch(n);
+      enqueue(tokens, n, kv_size(), true, false);
+      LONGKV_CUDA_CHECK(cudaMemcpyAsync(logits_host_, logits_.as(), sizeof(float) * cfg_.n_vocab,
+                                        cudaMemcpyDeviceToHost, s_));
+      LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
+    } catch (...) {
+      cudaStreamSynchronize(s_);
+      std::swap(caches_, seq_caches_[seq - 1]);
+      throw;
+    }
+    std::swap(caches_, seq_caches_[seq - 1]);
+    return logits_host_;
+  }
   void fill_random_kv(int n, uint64_t seed) override {
     for (size_t l = 0; l < caches_.size(); ++l) caches_[l]->fill_random(n, seed * 1000 + l, s_);
     maybe_capture_ahead(kv_size(), true, last_greedy_);  // as after a prompt
