@@ -37,15 +37,7 @@ for st in ${NCU_SETTINGS:-}; do
     sed -E 's/_per_issue_active.ratio//' |
     awk '!/ratio|stalled/ || $NF+0 >= 0.1' | head -80
 done
-# The batched bench with each setting in SETTINGS, as scripts/device-batch.sh runs it.
-for st in $([[ "${BENCH:-1}" != 0 ]] && echo ${SETTINGS:--}); do
-  f=$OUT/batch-${st//[^a-z0-9]/_}.md
-  LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout ${BENCH_S:-200} $B bench --device cuda --synthetic \
-    llama3-8b --wtype q4_0 -d ${DEPTHS:-131072} --kv ${MODES:-f16,k2v2} -n ${NGEN:-8} -p 0 --batch ${BATCH:-1,4,max} \
-    --gpu-mem ${GPU_MEM:-81559} > $f 2>&1
-  echo "=== batch bench, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "^\||error|warn" $f | grep -vE "^\|-" | head -30
-done
+[[ "${BENCH:-1}" != 0 ]] && batch_bench
 if [[ "${CHECKS:-0}" != 0 ]]; then  # every other CUDA check
   CHECK_FILTER='Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*:CudaBatch*:Cuda.GemvBatch*:Cuda.Tuning*' run_checks
 fi

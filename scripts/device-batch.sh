@@ -13,15 +13,7 @@ CHECK_FILTER='CudaBatch*:Cuda.GemvBatch*' run_checks
 cp $OUT/checks.log $OUT/checks-batch.log
 timeout 60 $T --gtest_filter='Cuda.GemvBatchSpeedReport' > $OUT/gemv-batch.log 2>&1
 echo "gemv batch speed rc $? at $(( $(date +%s) - t0 )) s"; grep -E "^gemv_batch" $OUT/gemv-batch.log
-# The bench with each setting in SETTINGS (LONGKV_CUDA_TUNING; - = the defaults).
-for st in ${SETTINGS:--}; do
-  f=$OUT/batch-${st//[^a-z0-9]/_}.md
-  LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout ${BENCH_S:-200} $B bench --device cuda --synthetic \
-    llama3-8b --wtype q4_0 -d ${DEPTHS:-131072} --kv ${MODES:-f16,k2v2} -n ${NGEN:-8} -p 0 --batch ${BATCH:-1,4,max} \
-    --gpu-mem ${GPU_MEM:-81559} > $f 2>&1
-  echo "=== batch bench, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "^\||error|warn" $f | grep -vE "^\|-" | head -30
-done
+batch_bench
 if [[ "${CHECKS:-1}" != 0 ]]; then
   CHECK_FILTER='Cuda*:CudaQuant*:CudaFlash*:-*SpeedReport*:CudaBatch*:Cuda.GemvBatch*' run_checks
 fi

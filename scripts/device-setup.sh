@@ -25,3 +25,18 @@ run_checks() {
   echo "checks rc $? at $(( $(date +%s) - t0 )) s"
   grep -E "^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|Expected|Which is" $OUT/checks.log | head -30
 }
+
+# The batched bench (milestone 50) with each setting in SETTINGS
+# (LONGKV_CUDA_TUNING, - = the defaults) into $OUT/batch-SETTING.md, and its
+# rows: synthetic llama3-8b Q4_0 at DEPTHS (131072) for MODES (f16,k2v2), B in
+# BATCH (1,4,max; max sized for a card of GPU_MEM MiB, 81559: an 80 GB one).
+batch_bench() {
+  for st in ${SETTINGS:--}; do
+    local f=$OUT/batch-${st//[^a-z0-9]/_}.md
+    LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout ${BENCH_S:-200} $B bench --device cuda --synthetic \
+      llama3-8b --wtype q4_0 -d ${DEPTHS:-131072} --kv ${MODES:-f16,k2v2} -n ${NGEN:-8} -p 0 --batch ${BATCH:-1,4,max} \
+      --gpu-mem ${GPU_MEM:-81559} > $f 2>&1
+    echo "=== batch bench, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
+    grep -E "^\||error|warn" $f | grep -vE "^\|-" | head -30
+  done
+}

@@ -75,9 +75,45 @@ __device__ __forceinline__ void mma_u8s8(int (&c)[4], const uint32_t (&a)[4], ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
 }
 
+// One unit's products for tokens 2t, 2t + 1 of a tile (s4: their dx and
+// kMagic - off), rows g and g + 8 (weight scales da, db), into acc.
+__device__ __forceinline__ void fold_unit(float (&acc)[4], const int (&c)[4], float da, float db, float4 s4) {
+  acc[0] += da * s4.x * (__int_as_float(c[0] + __float_as_int(s4.y)) - kMagicF);
+  acc[1] += da * s4.z * (__int_as_float(c[1] + __float_as_int(s4.w)) - kMagicF);
+  acc[2] += db * s4.x * (__int_as_float(c[2] + __float_as_int(s4.y)) - kMagicF);
+  acc[3] += db * s4.z * (__int_as_float(c[3] + __float_as_int(s4.w)) - kMagicF);
+}
+
 constexpr int kMmaWarps = 8;  // a block: 16 rows, its units split over 8 warps
+
 constexpr int kChunk = 8;     // units a warp stages at once (a chunk)
 constexpr int kRowW = kChunk * 16 + 16;  // bytes of a staged row: a chunk's codes + 16 (conflict-free reads)
+
+// A row tile's end: each warp's sums into red, then y's 16 rows x n tokens
+// summed over the warps in warp order (consecutive threads: consecutive rows
+// of y). The caller syncs again before red is written anew.
+template <int NT>
+__device__ __forceinline__ void reduce_store(float (*red)[16][8 * NT], const float (&acc)[NT][4], int row0, int rows,
+                                             int n, float* __restrict__ y, bool accumulate) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    red[warp][g][8 * j + 2 * t] = acc[j][0];
+    red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
+    red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
+    red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 16 * n; i += kMmaWarps * 32) {
+    const int r = i % 16, tok = i / 16;
+    if (row0 + r >= rows) continue;
+    float v = 0;
+#pragma unroll
+    for (int k = 0; k < kMmaWarps; ++k) v += red[k][r][tok];
+    float* dst = y + static_cast<size_t>(tok) * rows + row0 + r;
+    *dst = accumulate ? *dst + v : v;
+  }
+}
 
 // NT: n-tiles of 8 tokens the accumulators hold (n <= 8 NT). Warp w takes
 // chunks w, w + 8, ... of 8 units. It copies a chunk's codes (16 rows x 128
@@ -149,30 +185,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
         int c[4];
         mma_u8s8(c, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
         const float4 s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));  // tokens 2t, 2t + 1
-        acc[j][0] += da * s4.x * (__int_as_float(c[0] + __float_as_int(s4.y)) - kMagicF);
-        acc[j][1] += da * s4.z * (__int_as_float(c[1] + __float_as_int(s4.w)) - kMagicF);
-        acc[j][2] += db * s4.x * (__int_as_float(c[2] + __float_as_int(s4.y)) - kMagicF);
-        acc[j][3] += db * s4.z * (__int_as_float(c[3] + __float_as_int(s4.w)) - kMagicF);
+        fold_unit(acc[j], c, da, db, s4);
       }
     }
   }
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-    red[warp][g][8 * j + 2 * t] = acc[j][0];
-    red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
-    red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
-    red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 16 * n; i += kMmaWarps * 32) {
-    const int r = i % 16, tok = i / 16;  // consecutive threads: consecutive rows of y
-    if (row0 + r >= rows) continue;
-    float v = 0;
-#pragma unroll
-    for (int k = 0; k < kMmaWarps; ++k) v += red[k][r][tok];
-    float* dst = y + static_cast<size_t>(tok) * rows + row0 + r;
-    *dst = accumulate ? *dst + v : v;
-  }
+  reduce_store<NT>(red, acc, row0, rows, n, y, accumulate);
 }
 
 // The ring form (milestone 51, CudaTuning::gemv_batch_stages = S >= 2): the
@@ -290,32 +307,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
             mma_u8s8(cc, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
             s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));
           }
-          acc[j][0] += da * s4.x * (__int_as_float(cc[0] + __float_as_int(s4.y)) - kMagicF);
-          acc[j][1] += da * s4.z * (__int_as_float(cc[1] + __float_as_int(s4.w)) - kMagicF);
-          acc[j][2] += db * s4.x * (__int_as_float(cc[2] + __float_as_int(s4.y)) - kMagicF);
-          acc[j][3] += db * s4.z * (__int_as_float(cc[3] + __float_as_int(s4.w)) - kMagicF);
+          fold_unit(acc[j], cc, da, db, s4);
         }
       }
       __syncwarp();  // the slot's reads are done before issue() refills it
     }
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      red[warp][g][8 * j + 2 * t] = acc[j][0];
-      red[warp][g][8 * j + 2 * t + 1] = acc[j][1];
-      red[warp][g + 8][8 * j + 2 * t] = acc[j][2];
-      red[warp][g + 8][8 * j + 2 * t + 1] = acc[j][3];
-    }
-    __syncthreads();
-    const int row0 = (blockIdx.x + tk * gridDim.x) * 16;
-    for (int e = threadIdx.x; e < 16 * n; e += kMmaWarps * 32) {
-      const int r = e % 16, tok = e / 16;
-      if (row0 + r >= rows) continue;
-      float v = 0;
-#pragma unroll
-      for (int k = 0; k < kMmaWarps; ++k) v += red[k][r][tok];
-      float* dst = y + static_cast<size_t>(tok) * rows + row0 + r;
-      *dst = accumulate ? *dst + v : v;
-    }
+    reduce_store<NT>(red, acc, (blockIdx.x + tk * gridDim.x) * 16, rows, n, y, accumulate);
     __syncthreads();  // red is read before the next tile writes it
   }
 }
