@@ -25,9 +25,11 @@ namespace {
 constexpr const char* kEvalModel = "models/evalmodel/evalmodel-llama37m-q8_0.gguf";
 
 // The evaluation model with every matrix requantized to Q4_0 (the batch
-// GEMV's format), saved under the temp dir and loaded back.
-LoadedModel eval_model_q4_0_batch() {
+// GEMV's format), saved under a temp dir of its own (its path to *path when
+// given) and loaded back.
+LoadedModel eval_model_q4_0_batch(std::string* path = nullptr) {
   const std::string q4 = test::temp_dir() + "/evalmodel-q4_0-batch.gguf";
+  if (path) *path = q4;
   {
     LoadedModel src = load_model(test::shared_path(kEvalModel));
     EXPECT_TRUE(src.vocab.has_value());
@@ -182,7 +184,8 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
 TEST(CudaBatch, PrefilledSequencesDecodeAlike) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  LoadedModel lm = eval_model_q4_0_batch();
+  std::string q4;  // the CLI part below runs this file
+  LoadedModel lm = eval_model_q4_0_batch(&q4);
   const ModelWeights& w = lm.weights;
   const int nv = w.cfg.n_vocab;
   std::vector<int32_t> prompt(37);
@@ -215,7 +218,6 @@ TEST(CudaBatch, PrefilledSequencesDecodeAlike) {
     EXPECT_THROW(m->prefill_seq(kSeqs, prompt.data(), 2), Error);
     EXPECT_THROW(m->prefill_seq(1, prompt.data(), 64), Error);  // past max_tokens
   }
-  const std::string q4 = test::temp_dir() + "/evalmodel-q4_0-batch.gguf";
   const std::string run = "run -m " + q4 + " -n 24 --temp 0 --kv k4v4 --device cuda --prompts ";
   const std::string three = test::temp_dir() + "/prompts-three.txt", one = test::temp_dir() + "/prompts-one.txt";
   test::write_file(three, "The capital of France is\nOnce upon a time\nIn 1990, the\n");
