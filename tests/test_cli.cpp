@@ -66,9 +66,11 @@ TEST(Cli, RunDeviceCudaFallsBackToCpuSayingWhy) {
 }
 
 // run --prompts: each prompt's completion is what run -p gives for it alone
-// (on the CPU the prompts run one after another through the same session
-// code), after a "### prompt N" line; empty lines are skipped and a CR
-// before a line's end dropped. A file without a prompt is one error line.
+// (the CPU's batched step, LlamaModel::forward_batch, equals each sequence's
+// own to float rounding, ModelGolden.ForwardBatchEqualsEachSequenceAlone;
+// greedy over these prompts is far from a tie), after a "### prompt N" line;
+// empty lines are skipped and a CR before a line's end dropped. A file
+// without a prompt is one error line.
 TEST(Cli, RunPromptsGivesEachPromptsOwnCompletion) {
   LONGKV_REQUIRE_SHARED(kEval);
   const std::string model = "run -m " + shared_path(kEval) + " -n 16 --temp 0 --kv k4v4";
@@ -85,6 +87,7 @@ TEST(Cli, RunPromptsGivesEachPromptsOwnCompletion) {
   ASSERT_EQ(all.exit_code, 0) << all.err;
   EXPECT_EQ(all.out, expected);
   EXPECT_NE(all.err.find("3 prompts"), std::string::npos) << all.err;
+  EXPECT_NE(all.err.find("decoded together on the CPU, up to 3 a step"), std::string::npos) << all.err;
   EXPECT_NE(all.err.find("decode: 48 tokens of 3 prompts"), std::string::npos) << all.err;
   test::write_file(file, "\n\r\n\n");
   expect_one_error_line(run_cli(model + " --prompts " + file), "no prompt in it");

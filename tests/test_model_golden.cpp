@@ -5,6 +5,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "core/thread_pool.h"
 #include "model/llama_model.h"
 #include "model/model_loader.h"
@@ -128,6 +129,60 @@ TEST(ModelGolden, ChunkedPrefillEqualsTokenByToken) {
     worst = std::max(worst, test::nmse(one.data(), &all[static_cast<size_t>(p) * nv], nv));
   }
   EXPECT_LT(worst, 1e-8);
+}
+
+// Batched decode (LlamaModel::forward_batch, run --prompts on the CPU): three
+// and six sequences at different positions, one token each a step (up to 4
+// rows the matrices' per-row path, from 5 the tiled GEMM), against each
+// sequence decoded alone (the GEMV path): to float rounding, as chunked
+// prefill (k4v4: f16 rounding of its window, where these steps stay).
+TEST(ModelGolden, ForwardBatchEqualsEachSequenceAlone) {
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  EvalFixture& f = eval_fixture();
+  ThreadPool pool(2);
+  LlamaModel model(f.lm.weights, pool);
+  const int nv = f.lm.weights.cfg.n_vocab;
+  const int n_ref = static_cast<int>(f.ref["prompts"].size());
+  for (auto [mode, kSeqs] : {std::pair{"f32", 3}, std::pair{"k4v4", 3}, std::pair{"f32", 6}, std::pair{"k4v4", 6}}) {
+    SCOPED_TRACE(std::string(mode) + ", " + std::to_string(kSeqs) + " sequences");
+    constexpr int kSteps = 24;
+    std::vector<std::vector<int32_t>> prompts;
+    for (int s = 0; s < kSeqs; ++s) {
+      prompts.push_back(f.tok->encode(f.ref["prompts"][s % n_ref].get<std::string>(), true));
+      prompts.back().resize(prompts.back().size() - s / n_ref);  // a prompt repeated is a token shorter
+    }
+    std::vector<std::vector<std::unique_ptr<KvCache>>> together, alone;
+    std::vector<std::vector<std::unique_ptr<KvCache>>*> seqs;
+    std::vector<float> row(nv), rows(static_cast<size_t>(kSeqs) * nv);
+    for (int s = 0; s < kSeqs; ++s) {
+      const int n = static_cast<int>(prompts[s].size());
+      together.push_back(model.make_caches(mode, n + kSteps));
+      alone.push_back(model.make_caches(mode, n + kSteps));
+      model.forward(prompts[s].data(), n, 0, together[s], nullptr, false);
+      model.forward(prompts[s].data(), n, 0, alone[s], nullptr, false);
+    }
+    for (auto& c : together) seqs.push_back(&c);
+    double worst = 0;
+    for (int j = 0; j < kSteps; ++j) {
+      std::vector<int32_t> toks(kSeqs);
+      for (int s = 0; s < kSeqs; ++s) toks[s] = static_cast<int32_t>((j * 131 + 17 * s + 5) % nv);
+      model.forward_batch(toks.data(), kSeqs, seqs.data(), rows.data());
+      for (int s = 0; s < kSeqs; ++s) {
+        model.forward(&toks[s], 1, alone[s][0]->size(), alone[s], row.data(), false);
+        worst = std::max(worst, test::nmse(row.data(), &rows[static_cast<size_t>(s) * nv], nv));
+      }
+    }
+    // f32 caches: float rounding alone; k4v4's fp16 window (these steps stay
+    // in it) may round a key or value the other way: f16's limit.
+    EXPECT_LT(worst, std::string(mode) == "f32" ? 1e-8 : 1e-6);
+    std::printf("%s: %d steps of %d sequences batched against alone, worst nmse %.3g\n", mode, kSteps, kSeqs, worst);
+  }
+  // A sequence given twice is one Error.
+  auto c = model.make_caches("f32", 4);
+  std::vector<std::unique_ptr<KvCache>>* twice[2] = {&c, &c};
+  const int32_t t2[2] = {1, 2};
+  std::vector<float> out(2 * static_cast<size_t>(nv));
+  EXPECT_THROW(model.forward_batch(t2, 2, twice, out.data()), Error);
 }
 
 TEST(ModelGolden, Stories260KGreedyFromBos) {

@@ -54,8 +54,24 @@ static void add_bias(float* y, const std::vector<float>& b, int n_rows, int widt
 
 void LlamaModel::forward(const int32_t* tokens, int n, int pos, std::vector<std::unique_ptr<KvCache>>& caches,
                          float* logits, bool all_logits) {
+  run_segments(tokens, n, {Segment{&caches, pos, n}}, logits, all_logits);
+}
+
+void LlamaModel::forward_batch(const int32_t* tokens, int n, std::vector<std::unique_ptr<KvCache>>* const* seqs,
+                               float* logits) {
+  std::vector<Segment> segs;
+  for (int i = 0; i < n; ++i) {
+    LONGKV_CHECK(seqs[i] && !seqs[i]->empty(), "forward_batch: sequence %d has no caches", i);
+    for (int j = 0; j < i; ++j) LONGKV_CHECK(seqs[j] != seqs[i], "forward_batch: sequence %d given twice", i);
+    segs.push_back(Segment{seqs[i], (*seqs[i])[0]->size(), 1});
+  }
+  run_segments(tokens, n, segs, logits, true);
+}
+
+void LlamaModel::run_segments(const int32_t* tokens, int n, const std::vector<Segment>& segs, float* logits,
+                              bool all_logits) {
   const auto& c = w_.cfg;
-  LONGKV_ASSERT(static_cast<int>(caches.size()) == c.n_layers);
+  for (const Segment& sg : segs) LONGKV_ASSERT(static_cast<int>(sg.caches->size()) == c.n_layers);
   const double t0 = now_seconds();
   ensure_scratch(n);
   const int dim = c.dim, qd = c.q_dim(), kvd = c.kv_dim(), ffn = c.ffn_dim;
@@ -67,8 +83,6 @@ void LlamaModel::forward(const int32_t* tokens, int n, int pos, std::vector<std:
 
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w_.layers[l];
-    KvCache& cache = *caches[l];
-    LONGKV_ASSERT(cache.size() == pos);
 
     for (int t = 0; t < n; ++t)
       rmsnorm(&xb_[static_cast<size_t>(t) * dim], &x_[static_cast<size_t>(t) * dim], L.attn_norm.data(), dim,
@@ -79,16 +93,20 @@ void LlamaModel::forward(const int32_t* tokens, int n, int pos, std::vector<std:
     add_bias(q_.data(), L.bq, n, qd);
     add_bias(k_.data(), L.bk, n, kvd);
     add_bias(v_.data(), L.bv, n, kvd);
-    const bool pre_rope = cache.wants_pre_rope_keys();
-    for (int t = 0; t < n; ++t) {
-      rope_apply(rope_, &q_[static_cast<size_t>(t) * qd], c.n_heads, pos + t);
-      if (!pre_rope) rope_apply(rope_, &k_[static_cast<size_t>(t) * kvd], c.n_kv_heads, pos + t);
+    for (int s0 = 0; const Segment& sg : segs) {  // s0: the segment's first row
+      KvCache& cache = *(*sg.caches)[l];
+      LONGKV_ASSERT(cache.size() == sg.pos);
+      const bool pre_rope = cache.wants_pre_rope_keys();
+      for (int t = s0; t < s0 + sg.n; ++t) {
+        rope_apply(rope_, &q_[static_cast<size_t>(t) * qd], c.n_heads, sg.pos + t - s0);
+        if (!pre_rope) rope_apply(rope_, &k_[static_cast<size_t>(t) * kvd], c.n_kv_heads, sg.pos + t - s0);
+      }
+      const double ta = now_seconds();
+      cache.append(&k_[static_cast<size_t>(s0) * kvd], &v_[static_cast<size_t>(s0) * kvd], sg.n);
+      cache.attend(&q_[static_cast<size_t>(s0) * qd], sg.n, &att_[static_cast<size_t>(s0) * qd], nullptr);
+      timings_.attention_s += now_seconds() - ta;
+      s0 += sg.n;
     }
-
-    const double ta = now_seconds();
-    cache.append(k_.data(), v_.data(), n);
-    cache.attend(q_.data(), n, att_.data(), nullptr);
-    timings_.attention_s += now_seconds() - ta;
 
     matmul(L.wo, att_.data(), qd, tmp_.data(), dim, n, pool_);
     for (size_t i = 0; i < static_cast<size_t>(n) * dim; ++i) x_[i] += tmp_[i];

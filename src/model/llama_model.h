@@ -41,10 +41,25 @@ class LlamaModel {
   // [n_vocab] for the last token; may be null (prefill without output).
   void forward(const int32_t* tokens, int n, int pos, std::vector<std::unique_ptr<KvCache>>& caches,
                float* logits, bool all_logits);
+  // Batched decode: token i of sequence i (its caches seqs[i], each at its
+  // own position, the tokens they hold) for n sequences at once, so that
+  // each matrix is read once for all n tokens (the GEMM path); each token
+  // attends over its own sequence's caches. logits: [n][n_vocab].
+  void forward_batch(const int32_t* tokens, int n, std::vector<std::unique_ptr<KvCache>>* const* seqs,
+                     float* logits);
 
   ForwardTimings& timings() { return timings_; }
 
  private:
+  // Consecutive token rows of one sequence: its caches, the position of the
+  // first row, the rows.
+  struct Segment {
+    std::vector<std::unique_ptr<KvCache>>* caches;
+    int pos, n;
+  };
+  // The forward pass over the rows of every segment (n in all): the matrices
+  // once for all rows, RoPE, append and attention segment by segment.
+  void run_segments(const int32_t* tokens, int n, const std::vector<Segment>& segs, float* logits, bool all_logits);
   void ensure_scratch(int n);
 
   const ModelWeights& w_;

@@ -36,6 +36,21 @@ const std::vector<float>& Session::decode(int32_t token) {
   return logits_;
 }
 
+void Session::decode_batch(std::span<Session* const> sessions, const int32_t* tokens, std::vector<float>* logits) {
+  LONGKV_CHECK(!sessions.empty(), "decode_batch: no session");
+  LlamaModel& model = sessions[0]->model_;
+  std::vector<std::vector<std::unique_ptr<KvCache>>*> seqs;
+  for (Session* s : sessions) {
+    LONGKV_CHECK(&s->model_ == &model, "decode_batch: sessions of different models");
+    LONGKV_CHECK(s->pos_ < s->max_tokens_, "context full (%d tokens)", s->max_tokens_);
+    seqs.push_back(&s->caches_);
+  }
+  const int n = static_cast<int>(sessions.size());
+  logits->resize(static_cast<size_t>(n) * model.config().n_vocab);
+  model.forward_batch(tokens, n, seqs.data(), logits->data());
+  for (Session* s : sessions) ++s->pos_;
+}
+
 KvFootprint Session::footprint() const { return total_footprint(caches_); }
 
 }  // namespace longkv

@@ -24,6 +24,10 @@ class Session {
                                     const std::function<void(int, int)>& progress = {});
   // Feeds one token; returns the logits for the next.
   const std::vector<float>& decode(int32_t token);
+  // Feeds tokens[i] to sessions[i] for every session at once, the sessions
+  // of one model (LlamaModel::forward_batch: each matrix read once for all
+  // of them); logits [n][n_vocab], the next-token logits of each.
+  static void decode_batch(std::span<Session* const> sessions, const int32_t* tokens, std::vector<float>* logits);
 
   int pos() const { return pos_; }
   int max_tokens() const { return max_tokens_; }

@@ -185,10 +185,11 @@ struct PromptRun {
 };
 
 // run --prompts FILE: every non-empty line a prompt, each continued by up to
-// -n tokens. With --device cuda the prompts are decoded together, one token
-// of each a step (CudaModel::forward_batch: every weight read once a step
-// for all of them), in groups of up to kMaxBatchSeqs; on the CPU one after
-// another. The completions print in the prompts' order once all are done.
+// -n tokens. The prompts are decoded together, one token of each a step,
+// every weight read once a step for all of them: on the GPU through
+// CudaModel::forward_batch in groups of up to kMaxBatchSeqs, on the CPU
+// through Session::decode_batch. The completions print in the prompts' order
+// once all are done.
 int cmd_run_prompts(const RunOptions& o) {
   const KvMode kv = parse_kv_mode(o.kv);
   if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
@@ -229,12 +230,11 @@ int cmd_run_prompts(const RunOptions& o) {
              "stops there", n_predict, o.n_predict, ctx);
   }
   const int max_tokens = static_cast<int>(longest) + n_predict;
-  const int group = on_gpu ? std::min<int>(static_cast<int>(runs.size()), kMaxBatchSeqs) : 1;
+  const int group = on_gpu ? std::min<int>(static_cast<int>(runs.size()), kMaxBatchSeqs) : static_cast<int>(runs.size());
   log_info("model: %s", describe_model(rt.model.weights).c_str());
   log_info("kv: %s, %zu prompts (longest %zu tokens), generating up to %d each, sampling %s, %s",
            kv.to_string().c_str(), runs.size(), longest, n_predict, o.sampling.describe().c_str(),
-           on_gpu ? strprintf("decoded together on the GPU, up to %d a step", group).c_str()
-                  : "one after another on the CPU");
+           strprintf("decoded together on the %s, up to %d a step", on_gpu ? "GPU" : "CPU", group).c_str());
 
   // Takes a prompt's next token; false when its generation ends. The
   // sampler works on a copy of the row (it may change the values).
@@ -262,43 +262,50 @@ int cmd_run_prompts(const RunOptions& o) {
     log_info("device: %s (weights %s on the GPU, caches for %d sequences)", cuda_device_description().c_str(),
              human_bytes(static_cast<double>(gpu->weight_bytes())).c_str(), group);
   }
+  std::vector<float> cpu_rows;  // the CPU's batched logits [n][n_vocab]
   for (size_t g0 = 0; g0 < runs.size(); g0 += group) {
     const int n = std::min<int>(group, static_cast<int>(runs.size() - g0));
-    std::unique_ptr<Session> session;
+    std::vector<std::unique_ptr<Session>> sessions(gpu ? 0 : n);
     if (gpu) gpu->clear();
     double t0 = now_seconds();
-    std::vector<const float*> first(n);
     for (int i = 0; i < n; ++i) {  // the prompts, chunk by chunk, each into its own sequence
       const std::vector<int32_t>& toks = runs[g0 + i].tokens;
       if (!gpu) {
-        session = std::make_unique<Session>(model, o.kv, max_tokens);
-        take(runs[g0 + i], session->prefill(toks, o.batch).data());
+        sessions[i] = std::make_unique<Session>(model, o.kv, max_tokens);
+        take(runs[g0 + i], sessions[i]->prefill(toks, o.batch).data());
         continue;
       }
+      const float* last = nullptr;
       for (size_t p = 0; p < toks.size(); p += o.batch)
-        first[i] = gpu->prefill_seq(i, toks.data() + p, static_cast<int>(std::min<size_t>(o.batch, toks.size() - p)));
-      take(runs[g0 + i], first[i]);  // before the next prompt's prefill reuses the row
+        last = gpu->prefill_seq(i, toks.data() + p, static_cast<int>(std::min<size_t>(o.batch, toks.size() - p)));
+      take(runs[g0 + i], last);  // before the next prompt's prefill reuses the row
     }
     t_prompt += now_seconds() - t0;
     t0 = now_seconds();
-    if (!gpu) {  // the group's one prompt to its end
-      PromptRun& r = runs[g0];
-      while (!r.done) take(r, session->decode(r.prev).data());
-      if (g0 == 0) first_fp = session->footprint();
-    } else {
-      std::vector<int32_t> toks;
-      std::vector<int> seqs;
-      for (;;) {
-        toks.clear();
-        seqs.clear();
-        for (int i = 0; i < n; ++i)
-          if (!runs[g0 + i].done) toks.push_back(runs[g0 + i].prev), seqs.push_back(i);
-        if (seqs.empty()) break;
-        const float* rows = gpu->forward_batch(toks.data(), seqs.data(), static_cast<int>(seqs.size()));
-        for (size_t j = 0; j < seqs.size(); ++j) take(runs[g0 + seqs[j]], rows + j * static_cast<size_t>(cfg.n_vocab));
+    std::vector<int32_t> toks;
+    std::vector<int> seqs;
+    std::vector<Session*> active;
+    for (;;) {  // one token of every unfinished prompt a step
+      toks.clear();
+      seqs.clear();
+      active.clear();
+      for (int i = 0; i < n; ++i)
+        if (!runs[g0 + i].done) {
+          toks.push_back(runs[g0 + i].prev);
+          seqs.push_back(i);
+          if (!gpu) active.push_back(sessions[i].get());
+        }
+      if (seqs.empty()) break;
+      const float* rows = nullptr;
+      if (gpu) {
+        rows = gpu->forward_batch(toks.data(), seqs.data(), static_cast<int>(seqs.size()));
+      } else {
+        Session::decode_batch(active, toks.data(), &cpu_rows);
+        rows = cpu_rows.data();
       }
-      if (g0 == 0) first_fp = gpu->kv_footprint();
+      for (size_t j = 0; j < seqs.size(); ++j) take(runs[g0 + seqs[j]], rows + j * static_cast<size_t>(cfg.n_vocab));
     }
+    if (g0 == 0) first_fp = gpu ? gpu->kv_footprint() : sessions[0]->footprint();
     t_gen += now_seconds() - t0;
   }
   size_t prompt_tokens = 0;
