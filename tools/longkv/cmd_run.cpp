@@ -230,7 +230,8 @@ int cmd_run_prompts(const RunOptions& o) {
              "stops there", n_predict, o.n_predict, ctx);
   }
   const int max_tokens = static_cast<int>(longest) + n_predict;
-  const int group = on_gpu ? std::min<int>(static_cast<int>(runs.size()), kMaxBatchSeqs) : static_cast<int>(runs.size());
+  const int n_runs = static_cast<int>(runs.size());
+  const int group = on_gpu ? std::min(n_runs, kMaxBatchSeqs) : n_runs;  // prompts decoded together
   log_info("model: %s", describe_model(rt.model.weights).c_str());
   log_info("kv: %s, %zu prompts (longest %zu tokens), generating up to %d each, sampling %s, %s",
            kv.to_string().c_str(), runs.size(), longest, n_predict, o.sampling.describe().c_str(),
