@@ -338,7 +338,7 @@ void register_run(CLI::App& app) {
   auto* f = sub->add_option("-f,--file", o->prompt_file, "Read the prompt from a file")->excludes(p);
   sub->add_option("--prompts", o->prompts_file,
                   "Several prompts from a file, one a line, each continued by up to -n tokens and printed after a "
-                  "'### prompt N' line; with --device cuda decoded together (up to 32 a step)")
+                  "'### prompt N' line; decoded together, one token of each a step (with --device cuda up to 32 at once)")
       ->excludes(p)
       ->excludes(f);
   sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate")->capture_default_str()->check(
