@@ -281,20 +281,6 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     // same values.
     const auto [qe_steps, qe_after] = differ_without(&CudaTuning::quant_q_early);
     EXPECT_EQ(qe_steps + qe_after, 0) << "v3 loading q before its copies: other outputs than after them";
-    // Milestone 52: v3 asking L2 for the step's next weights (vl2, here two
-    // buffers of the check's own; plain and evict_last lines): a hint to the
-    // memory system only, so every bit equal -- and no fault from the ranges.
-    // (kvef's form is compared below: it exists for khl=0 only.)
-    for (const bool last : {false, true}) {
-      std::vector<float> out_l2, o2_l2;
-      cuda_tuning().attn_l2_next_mb = 24;
-      cuda_tuning().attn_l2_evict_last = last;
-      in.run(c, true, out_l2, o2_l2);
-      cuda_tuning().attn_l2_next_mb = CudaTuning{}.attn_l2_next_mb;
-      cuda_tuning().attn_l2_evict_last = CudaTuning{}.attn_l2_evict_last;
-      EXPECT_EQ(bits_differ(out_new, out_l2) + bits_differ(o2_new, o2_l2), 0)
-          << "v3 asking L2 for the next weights (vl2" << (last ? ", vl2el" : "") << "): other outputs than without";
-    }
     // Milestone 25's comparison forms (k2v2, head_dim 128 or 64, 4 query
     // heads a KV head: the one-launch step's instantiations that have them),
     // each against the exact form (hi/lo key B, subnormal code operands).
@@ -326,19 +312,6 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
         EXPECT_LT(e_v1, 1e-6) << "operands 1 + code against subnormal codes";
         EXPECT_GT(e_v1, 0.0) << "vsub=0 ran the same kernel (the form did not reach the launch)";
       }
-      // kvef (milestone 52): the default form with its record copies
-      // evict_first in L2 (a form of its own), beside vl2: the same bits.
-      std::vector<float> out_d, o2_d, out_ef, o2_ef;
-      cuda_tuning().quant_key_hilo = false;
-      in.run(c, true, out_d, o2_d);
-      cuda_tuning().quant_kv_evict_first = true;
-      cuda_tuning().attn_l2_next_mb = 24;
-      in.run(c, true, out_ef, o2_ef);
-      cuda_tuning().quant_kv_evict_first = CudaTuning{}.quant_kv_evict_first;
-      cuda_tuning().attn_l2_next_mb = CudaTuning{}.attn_l2_next_mb;
-      cuda_tuning().quant_key_hilo = true;
-      EXPECT_EQ(bits_differ(out_d, out_ef) + bits_differ(o2_d, o2_ef), 0)
-          << "v3's record copies evict_first (kvef): other outputs than the default form's";
       EXPECT_LT(e_kf16, 1e-6) << "key B rounded once (the default) against hi/lo";
       EXPECT_GT(e_kf16, 0.0) << "khl=0 ran the same kernel (the form did not reach the launch)";
       if (k2v2) std::printf("  v3 forms: operands 1 + code vs subnormal nmse %.3g,", e_v1);

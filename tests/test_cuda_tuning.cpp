@@ -44,7 +44,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
-      {"vl2=49", "LONGKV_CUDA_TUNING: vl2=MB needs the MiB of next weights v3 asks L2 for, 0..48 (got '49')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -98,11 +97,6 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_NE(greedy.out.find("greedy argmax on the host (gdev=0)"), std::string::npos) << greedy.out;
   EXPECT_NE(greedy.out.find("greedy steps one at a time (gpipe=0)"), std::string::npos) << greedy.out;
   EXPECT_NE(greedy.out.find("the given tokens, each step's logits to the host"), std::string::npos) << greedy.out;
-  const auto l2 = with("vl2=24,vl2el,kvef");  // milestone 52's L2 hints, named in the kernels line
-  EXPECT_EQ(l2.exit_code, 0) << l2.err;
-  EXPECT_NE(l2.out.find("v3 asks L2 for the layer's next 24 MiB of weights (vl2, evict_last: vl2el)"), std::string::npos)
-      << l2.out;
-  EXPECT_NE(l2.out.find("v3's record copies L2 evict_first (kvef)"), std::string::npos) << l2.out;
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

@@ -332,18 +332,6 @@ struct CudaTuning {
   // activations into its slot beside the weights when the batch has at most
   // 16 tokens, in at most 3 slots (false: the fold loads them through L1).
   bool gemv_batch_x_smem = true;
-  // Milestone 52 (key "vl2=MB", 0..48, 0 = off): in the two-launch step the
-  // v3 kernel, bound by its instructions with DRAM ~30% idle at 131K, asks L2
-  // for the first MB of the weights the layer reads after it (wo, then
-  // gate|up): each block one bulk prefetch of its share before its first
-  // group; "vl2el": as evict_last lines. Key "kvef": v3's record copies
-  // carry an L2 evict_first policy (the default forms of k2v2 and k4v4 only;
-  // +11 and +23 instructions a group), so its stream of records (~100 MB a
-  // layer at 131K) does not push those weights out first. None of them
-  // changes a bit of the results (Cuda.DecodeBlockQuantizedMatchesOldPath).
-  int attn_l2_next_mb = 0;
-  bool attn_l2_evict_last = false;
-  bool quant_kv_evict_first = false;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

@@ -311,11 +311,6 @@ void cuda_check_decode_steps(const KvShape& s, const std::string& kv_mode, const
   GpuAttnWorkspace ws;
   LONGKV_CUBLAS_CHECK(cublasCreate(&ws.cublas));
   decode_block_reserve(ws, s.n_kv_heads);
-  // CudaTuning::attn_l2_next_mb: the step's "next weights" are two buffers
-  // of the check's own (what L2 is asked for must not change a result).
-  const size_t l2_half = (static_cast<size_t>(cuda_tuning().attn_l2_next_mb) << 20) / 2 + 16;
-  DeviceBuffer l2a(cuda_tuning().attn_l2_next_mb ? l2_half : 0), l2b(l2a.bytes());
-  if (l2a.bytes()) ws.l2_next = {{l2a.as<uint8_t>(), l2b.as<uint8_t>()}, {l2_half, l2_half}};
   DeviceBuffer qb = to_device(q, sizeof(float) * steps * qrow), ob = poisoned(sizeof(float) * steps * qrow);
   DeviceBuffer fb, posb(sizeof(int));
   DecodeRope dr;

@@ -598,11 +598,6 @@ class CudaModelImpl final : public CudaModel {
       if (skip & 2) {
         caches_[l]->append(k, v, n, s_);  // the caches' counts still advance
       } else if (block) {
-        // What the layer reads next, for the attention to ask L2 for
-        // (CudaTuning::attn_l2_next_mb): wo, then gate|up.
-        if (cuda_tuning().attn_l2_next_mb > 0)
-          ws_.l2_next = {{L.wo.data, L.wgu.rows > 0 ? L.wgu.data : L.w_gate.data},
-                         {L.wo.nbytes(), L.wgu.rows > 0 ? L.wgu.nbytes() : L.w_gate.nbytes()}};
         caches_[l]->decode_block(q, k, v, drope, att, ws_, s_);
       } else if (batch) {
         attend_batch(l, n, q, k, v, q_stride, kv_stride, drope, att);

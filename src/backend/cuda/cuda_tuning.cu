@@ -35,7 +35,6 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
     {"gtop", &CudaTuning::sample_top_device},     {"gbx", &CudaTuning::gemv_batch_x_smem},
-    {"kvef", &CudaTuning::quant_kv_evict_first},  {"vl2el", &CudaTuning::attn_l2_evict_last},
 };
 
 // A valued setting's value as a whole number in [lo, hi]; false when it is
@@ -110,10 +109,6 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '%s')",
                v.c_str());
         d.gemv_batch_tiles = static_cast<int>(n);
-      } else if (k == "vl2") {
-        if (!whole_number(v, 0, 48, &n))
-          fail("LONGKV_CUDA_TUNING: vl2=MB needs the MiB of next weights v3 asks L2 for, 0..48 (got '%s')", v.c_str());
-        d.attn_l2_next_mb = static_cast<int>(n);
       } else if (k == "grb") {
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
@@ -135,7 +130,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, gbs=N, gbt=N, vl2=MB)",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, gbs=N, gbt=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -203,10 +198,6 @@ std::string cuda_tuning_description() {
               ? ", v3 loads q before its first copies from " + std::to_string(t.quant_q_early_groups) +
                     " groups a KV head (qeg)"
               : std::string()) +
-         (t.attn_l2_next_mb ? ", v3 asks L2 for the layer's next " + std::to_string(t.attn_l2_next_mb) +
-                                  " MiB of weights (vl2" + (t.attn_l2_evict_last ? ", evict_last: vl2el)" : ")")
-                            : std::string()) +
-         (t.quant_kv_evict_first ? ", v3's record copies L2 evict_first (kvef)" : "") +
          ", prefill attention " +
          (t.flash_prefill ? "flash (f16 GEMM path)" : "cuBLAS") + ", PDL (GEMV, RoPE) " + (t.pdl ? "on" : "off") +
          ", RoPE " + (t.gemv_rope ? "in the q|k GEMV's store" : "own kernel") +

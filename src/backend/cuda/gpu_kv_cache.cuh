@@ -15,21 +15,12 @@
 namespace longkv::cuda {
 
 // Scratch shared by the caches of a model (they run one after the other).
-// Device bytes a later kernel of the step reads, in the order it reads them:
-// what the attention may ask L2 for while it runs (CudaTuning::
-// attn_l2_next_mb; 16-byte aligned, sizes multiples of 16). Empty: none.
-struct L2Next {
-  const uint8_t* p[2] = {nullptr, nullptr};
-  size_t n[2] = {0, 0};
-};
-
 struct GpuAttnWorkspace {
   cublasHandle_t cublas = nullptr;
   CudaGemm gemm = CudaGemm::f16;
   DeviceBuffer a, b, c, d, e;
   DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
   DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
-  L2Next l2_next;        // the caller's next weights, for this call's decode_block
 };
 
 // RoPE that a fused decode step applies to its raw q and k (device data).

@@ -104,25 +104,7 @@ using v3::V3Shape;
 // moved 0.13%: docs/cuda-notes.md, milestone 26). Milestone 48: k4v4's two
 // instantiations of that shape take kV3KeyF16 too (khl: hi/lo); no other
 // form exists for them.
-// Milestone 52: kV3EvictFirst (CudaTuning::quant_kv_evict_first, kvef) adds
-// an L2 evict_first policy to the record copies, only to the default forms
-// of k2v2 and k4v4 (d128 and d64, 4 heads a KV head): a policy chosen at run
-// time held a 64-bit register through the loop, and k4v4's loop grew from
-// 606 to 671 instructions around it.
-constexpr int kV3OnePlus = 1, kV3KeyF16 = 2, kV3EvictFirst = 4;
-
-// This block's share of the first `bytes` of l2's ranges (whole 128-byte
-// lines, the blocks in order) asked of L2 (CudaTuning::attn_l2_next_mb).
-__device__ __forceinline__ void l2_next_share(const L2Next& l2, uint32_t bytes, bool last) {
-  const uint64_t share = (bytes / gridDim.x + 127) / 128 * 128;
-  uint64_t b0 = blockIdx.x * share, b1 = min(b0 + share, static_cast<uint64_t>(bytes));
-  for (int r = 0; r < 2 && b0 < b1; ++r) {
-    const uint64_t n = l2.n[r];
-    if (b0 < n) l2_prefetch_bulk(l2.p[r] + b0, static_cast<uint32_t>(min(b1, n) - b0), last);
-    b0 = b0 > n ? b0 - n : 0;
-    b1 = b1 > n ? b1 - n : 0;
-  }
-}
+constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 
 // kProbe (one instantiation, k2v2 d128 GP 4 3 stages, LONGKV_CUDA_TUNING
 // qfx >= 16; wrong results, timing only): main-loop parts switched off by
@@ -144,7 +126,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
-  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16, kEF = kForm & kV3EvictFirst;
+  constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
   constexpr float kSubScale = kV1 ? 1.0f : kCodeSubScale;  // the score and value accumulators' factor
   extern __shared__ __align__(16) uint32_t v3_smem[];
   __shared__ float v3_ml[kQuantWarps][GP][2];  // fuse: each warp's (m, l) per head
@@ -202,11 +184,9 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int r = 0; r < S::kChunks / 32; ++r) {
       const int i = lane + 32 * r;
-      const uint8_t* src = i < S::kKChunks ? knext + 512 * r
-                                           : (KB == VB ? knext + kv_gap : vnext) + 512 * r - 16 * S::kKChunks;
-      if (pb & 16) continue;
-      if constexpr (kEF) cp_async16_hint(dst + chunk_word(r), src, l2_policy_evict_first());
-      else cp_async16(dst + chunk_word(r), src);
+      if (!(pb & 16))
+        cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r
+                                                         : (KB == VB ? knext + kv_gap : vnext) + 512 * r - 16 * S::kKChunks);
     }
     knext += geo.krec;
     if constexpr (KB != VB) vnext += geo.vrec;
@@ -327,9 +307,6 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
-  // CudaTuning::attn_l2_next_mb: lane 0 of the block's first warp asks L2
-  // for the block's share of the next weights before the first group.
-  if (fz.l2_bytes && wi == 0 && lane == 0) l2_next_share(fz.l2, fz.l2_bytes, fz.l2_last);
   for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
     if (grp + kStages - 1 < g1) stage_next();
     cp_async_commit();
@@ -692,15 +669,11 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
       if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
                          (cuda_tuning().quant_key_hilo ? 0 : kV3KeyF16);
-        if (form == 2 && cuda_tuning().quant_kv_evict_first)
-          return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16 | kV3EvictFirst>(a, s, warps);
         if (form == 1) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 1>(a, s, warps);
         if (form == 2) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 2>(a, s, warps);
         if (form == 3) return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 3>(a, s, warps);
       }
       if constexpr (KB == 4 && VB == 4) {  // milestone 48: k4v4's key B rounded once too (khl: hi/lo)
-        if (!cuda_tuning().quant_key_hilo && cuda_tuning().quant_kv_evict_first)
-          return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16 | kV3EvictFirst>(a, s, warps);
         if (!cuda_tuning().quant_key_hilo)
           return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16>(a, s, warps);
       }
@@ -735,12 +708,6 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   fz.probe = cuda_tuning().quant_fused_probe;
   fz.rot_regs = cuda_tuning().rot_q_regs;
   fz.q_early = cuda_tuning().quant_q_early && a.n_groups >= cuda_tuning().quant_q_early_groups;
-  if (a.fuse && cuda_tuning().attn_l2_next_mb > 0) {
-    fz.l2 = a.l2_next;
-    fz.l2_bytes = static_cast<uint32_t>(
-        std::min(static_cast<size_t>(cuda_tuning().attn_l2_next_mb) << 20, a.l2_next.n[0] + a.l2_next.n[1]));
-    fz.l2_last = cuda_tuning().attn_l2_evict_last;
-  }
   launch_maybe_pdl(a.pdl, kern, a.grid, dim3(kQuantWarps * 32), kSmem, s, a.kc, a.vc, a.geo, a.group_q, a.n_groups,
                    a.gps, a.n_splits, a.q, a.scale, a.part_o, a.part_ml, a.stride, fz);
 }

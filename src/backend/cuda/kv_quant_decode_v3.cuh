@@ -135,12 +135,6 @@ struct V3Fuse {
   int probe = 0;           // CudaTuning::quant_fused_probe
   bool rot_regs = false;   // CudaTuning::rot_q_regs
   bool q_early = true;     // CudaTuning::quant_q_early, from quant_q_early_groups groups a KV head
-  // CudaTuning::attn_l2_next_mb: the first l2_bytes of l2 (in order) asked
-  // of L2 by the blocks in equal shares before their first group (l2_last:
-  // as evict_last lines, CudaTuning::attn_l2_evict_last).
-  L2Next l2;
-  uint32_t l2_bytes = 0;
-  bool l2_last = false;
 };
 
 // The fused step's queries (V3Fuse): a lane's RoPE pairs j = lane + 32 r

@@ -614,7 +614,6 @@ class QuantGpuCache final : public GpuKvCache {
     a.rope = rope;
     a.tickets = ws.tickets.as<int>();
     a.out = out;
-    a.l2_next = ws.l2_next;
     launch_quant_decode_v3(a, s, nullptr);
     LONGKV_CUDA_LAUNCHED();
   }
