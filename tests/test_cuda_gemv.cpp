@@ -534,10 +534,13 @@ TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
     const auto data = random_weight(c.type, c.rows, c.cols, 31 + c.rows);
     WeightView w{c.type, c.rows, c.cols, data.data()};
     const auto x = test::random_floats(static_cast<size_t>(32) * c.cols, 43);
+    // row: milestone 53's row-split form (gbr; 9-32 tokens, else the form of gbs).
     const struct {
       int stages, tiles;
       bool x_smem;
-    } forms[] = {{1, 0, true}, {2, 0, true}, {2, 0, false}, {3, 1, true}, {3, 2, false}, {4, 0, true}, {6, 3, true}};
+      int row;
+    } forms[] = {{1, 0, true, 0},  {2, 0, true, 0},  {2, 0, false, 0}, {3, 1, true, 0}, {3, 2, false, 0},
+                 {4, 0, true, 0},  {6, 3, true, 0},  {0, 0, true, 2},  {2, 0, true, 3}};
     for (int n_tok : {1, 5, 8, 13, 17, 24, 32}) {
       std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), y(ref.size());
       cuda_tuning().gemv_batch_stages = 0;
@@ -546,10 +549,12 @@ TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
         cuda_tuning().gemv_batch_stages = f.stages;
         cuda_tuning().gemv_batch_tiles = f.tiles;
         cuda_tuning().gemv_batch_x_smem = f.x_smem;
+        cuda_tuning().gemv_batch_row_stages = f.row;
         std::fill(y.begin(), y.end(), -1.0f);
         cuda_check_gemv_batch(w, x.data(), n_tok, y.data());
         EXPECT_EQ(std::memcmp(y.data(), ref.data(), sizeof(float) * y.size()), 0)
-            << "tokens " << n_tok << ", gbs=" << f.stages << ", gbt=" << f.tiles << ", gbx=" << f.x_smem;
+            << "tokens " << n_tok << ", gbs=" << f.stages << ", gbt=" << f.tiles << ", gbx=" << f.x_smem
+            << ", gbr=" << f.row;
       }
       cuda_tuning() = CudaTuning{};
     }

@@ -44,6 +44,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
+      {"gbr=4", "LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '4')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -97,6 +98,9 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_NE(greedy.out.find("greedy argmax on the host (gdev=0)"), std::string::npos) << greedy.out;
   EXPECT_NE(greedy.out.find("greedy steps one at a time (gpipe=0)"), std::string::npos) << greedy.out;
   EXPECT_NE(greedy.out.find("the given tokens, each step's logits to the host"), std::string::npos) << greedy.out;
+  const auto rs = with("gbr=3");  // milestone 53's row-split batch GEMV, named in the kernels line
+  EXPECT_EQ(rs.exit_code, 0) << rs.err;
+  EXPECT_NE(rs.out.find("batch GEMV of 9-32 tokens row-split, 3 stages (gbr)"), std::string::npos) << rs.out;
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

@@ -332,6 +332,12 @@ struct CudaTuning {
   // activations into its slot beside the weights when the batch has at most
   // 16 tokens, in at most 3 slots (false: the fold loads them through L1).
   bool gemv_batch_x_smem = true;
+  // Milestone 53 (key "gbr=N", 0, 2 or 3): for 9-32 tokens and up to 32,768
+  // rows the batch GEMV's row-split form with a ring of N stages (a block's
+  // 8 warps own 16 rows each and share each chunk's activations; the columns
+  // split over 8 blocks, added by a row tile's last block in milestone 50's
+  // order: the same bits). 0: the form gemv_batch_stages picks.
+  int gemv_batch_row_stages = 0;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

@@ -109,6 +109,11 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '%s')",
                v.c_str());
         d.gemv_batch_tiles = static_cast<int>(n);
+      } else if (k == "gbr") {
+        if (v != "0" && v != "2" && v != "3")
+          fail("LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '%s')",
+               v.c_str());
+        d.gemv_batch_row_stages = std::atoi(v.c_str());
       } else if (k == "grb") {
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
@@ -130,7 +135,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, gbs=N, gbt=N)",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, gbs=N, gbt=N, gbr=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -192,6 +197,9 @@ std::string cuda_tuning_description() {
                                                         : std::string()) +
                                     (t.gemv_batch_x_smem ? ")" : ", x through L1: gbx=0)")
                               : std::string()) +
+         (t.gemv_batch_row_stages
+              ? ", batch GEMV of 9-32 tokens row-split, " + std::to_string(t.gemv_batch_row_stages) + " stages (gbr)"
+              : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups

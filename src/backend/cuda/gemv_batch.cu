@@ -354,6 +354,148 @@ void launch_ring_stages(int stages, const GpuWeight& w, BatchX8 xq, int n, float
   }
 }
 
+// The row-split form (milestone 53, CudaTuning::gemv_batch_row_stages = S
+// >= 2, 9-32 tokens, up to kRowFormRows rows): at 24 tokens milestone 50's
+// form re-reads all of x for every 16-row tile (down: ~88 MB of x through
+// L1/L2 for 33 MB of weights) and stalls on those loads. Here a block's 8
+// warps own 16 rows each (a block 128 rows) and share each chunk's
+// activations, copied once into the block's ring of S stages beside each
+// warp's weights; the columns are split over 8 blocks (blockIdx.y = slice s
+// takes chunks s, s + 8, ...: warp s's chunks in milestone 50's form). Each
+// block stores its sums per row and token; the last block of a row tile
+// (tickets) adds the 8 slices in order, as milestone 50's reduction adds
+// its warps: the same bits as every other form.
+constexpr int kRowTile = kMmaWarps * 16;
+constexpr int kRowFormRows = 256 * kRowTile;  // the tickets at the scratch's start: one int a row tile
+constexpr size_t kTicketBytes = 256 * sizeof(int);
+constexpr size_t kScratchHead = 4096;  // tickets, then (16-byte aligned and more) the int8 x
+
+template <int NT>
+__host__ __device__ constexpr int row_stage_bytes() { return kMmaWarps * kSlotW + kChunk * 8 * NT * (32 + 8); }
+
+template <int NT, int S>
+__global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
+    const uint8_t* __restrict__ w, size_t ld, int rows, int units, BatchX8 xq, int n, float* __restrict__ y,
+    bool accumulate, float* __restrict__ part, int* __restrict__ tickets) {
+  extern __shared__ __align__(16) uint8_t rs_smem[];
+  __shared__ int rs_last;
+  constexpr int kStage = row_stage_bytes<NT>(), kXq = kChunk * 8 * NT * 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int row0 = blockIdx.x * kRowTile + 16 * warp, sl = blockIdx.y;
+  const int cr = lane / 8, cu = lane % 8;
+  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
+  const int items = sl < chunks ? (chunks - 1 - sl) / kMmaWarps + 1 : 0;  // chunks sl, sl + 8, ...
+  auto stage = [&](int i) { return rs_smem + (i % S) * kStage; };
+  auto issue_w = [&](int i) {  // this warp's 16 rows of item i's chunk (as the ring form's slot)
+    if (i >= items) return;
+    const int ch = sl + kMmaWarps * i;
+    uint8_t* slot = stage(i) + warp * kSlotW;
+    const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+      cp_async16(slot + (cr + 4 * r) * kRowW + 16 * cu, w + ld * min(row0 + cr + 4 * r, rows - 1) + 16 * u);
+    if (lane < 16)
+      cp_async16(slot + 16 * kRowW + 16 * lane,
+                 w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
+  };
+  auto issue_x = [&](int i) {  // item i's activations, by the whole block (as the ring form's XS part)
+    if (i >= items) return;
+    const int ch = sl + kMmaWarps * i, nu = min(kChunk, units - ch * kChunk);
+    uint8_t* xs = stage(i) + kMmaWarps * kSlotW;
+    const uint8_t* gq = reinterpret_cast<const uint8_t*>(xq.q + 2 * static_cast<size_t>(ch) * kChunk * xq.npad);
+    const uint8_t* gs = reinterpret_cast<const uint8_t*>(xq.sc + static_cast<size_t>(ch) * kChunk * xq.npad);
+    for (int p = threadIdx.x; p < nu * xq.npad * 2; p += kMmaWarps * 32) cp_async16_l1(xs + 16 * p, gq + 16 * p);
+    for (int p = threadIdx.x; p < nu * xq.npad / 2; p += kMmaWarps * 32) cp_async16_l1(xs + kXq + 16 * p, gs + 16 * p);
+  };
+  // The first S - 1 items' weights before the PDL wait, their activations
+  // after it; one commit group an item (empty past the last).
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) issue_w(i);
+  pdl_wait();
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) {
+    issue_x(i);
+    cp_async_commit();
+  }
+  float acc[NT][4] = {};
+  for (int i = 0; i < items; ++i) {
+    cp_async_wait<S - 2>();  // this thread's pieces of item i
+    __syncthreads();         // everyone's; and every warp is done with item i - 1's stage
+    issue_w(i + S - 1);      // into item i - 1's stage
+    issue_x(i + S - 1);
+    cp_async_commit();
+    const uint8_t* st = stage(i) + warp * kSlotW;
+    const __half* scl = reinterpret_cast<const __half*>(st + 16 * kRowW);
+    const int4* xs_q = reinterpret_cast<const int4*>(stage(i) + kMmaWarps * kSlotW);
+    const float2* xs_sc = reinterpret_cast<const float2*>(stage(i) + kMmaWarps * kSlotW + kXq);
+    const int ch = sl + kMmaWarps * i;
+#pragma unroll
+    for (int k = 0; k < kChunk; ++k) {
+      const int u = ch * kChunk + k;
+      if (u >= units) break;
+      const uint32_t wa = *reinterpret_cast<const uint32_t*>(st + g * kRowW + 16 * k + 4 * t);
+      const uint32_t wb = *reinterpret_cast<const uint32_t*>(st + (g + 8) * kRowW + 16 * k + 4 * t);
+      const float da = __half2float(scl[g * kChunk + k]), db = __half2float(scl[(g + 8) * kChunk + k]);
+      const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
+      const size_t lcell = static_cast<size_t>(k) * xq.npad;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        if (j >= tiles) break;
+        int cc[4];
+        const int* qb = reinterpret_cast<const int*>(xs_q + 2 * (lcell + 8 * j + g));
+        mma_u8s8(cc, a, static_cast<uint32_t>(qb[t]), static_cast<uint32_t>(qb[4 + t]));
+        fold_unit(acc[j], cc, da, db, *reinterpret_cast<const float4*>(xs_sc + lcell + 8 * j + 2 * t));
+      }
+    }
+  }
+  // This slice's sums -> part[sl][token][row]; the row tile's last block adds them.
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int tok = 8 * j + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
+      if (tok < n && row < rows) part[(static_cast<size_t>(sl) * n + tok) * rows + row] = acc[j][e];
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) rs_last = atomicAdd(&tickets[blockIdx.x], 1) == static_cast<int>(gridDim.y) - 1;
+  __syncthreads();
+  if (!rs_last) return;
+  __threadfence();
+  for (int i = threadIdx.x; i < kRowTile * n; i += kMmaWarps * 32) {
+    const int row = blockIdx.x * kRowTile + i % kRowTile, tok = i / kRowTile;
+    if (row >= rows) continue;
+    float v = 0;
+    for (int k = 0; k < static_cast<int>(gridDim.y); ++k)
+      v += __ldcg(part + (static_cast<size_t>(k) * n + tok) * rows + row);
+    float* dst = y + static_cast<size_t>(tok) * rows + row;
+    *dst = accumulate ? *dst + v : v;
+  }
+  if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // for the next launch
+}
+
+template <int NT, int S>
+void launch_rowsplit(const GpuWeight& w, BatchX8 xq, int n, float* y, bool accumulate, float* part, int* tickets,
+                     cudaStream_t s) {
+  constexpr size_t kSmem = static_cast<size_t>(S) * row_stage_bytes<NT>();
+  static const bool attr = [] {
+    LONGKV_CUDA_CHECK(cudaFuncSetAttribute(gemv_batch_rowsplit_kernel<NT, S>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+    return true;
+  }();
+  (void)attr;
+  const int rows = static_cast<int>(w.rows);
+  launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_rowsplit_kernel<NT, S>,
+                   dim3((rows + kRowTile - 1) / kRowTile, kMmaWarps), dim3(kMmaWarps * 32), kSmem, s, w.data, w.ld,
+                   rows, static_cast<int>(w.cols / 32), xq, n, y, accumulate, part, tickets);
+}
+
+// Whether the row-split form takes n tokens of w (CudaTuning::gemv_batch_row_stages).
+bool rowsplit_takes(const GpuWeight& w, int n) {
+  return cuda_tuning().gemv_batch_row_stages >= 2 && n > 8 && w.rows <= kRowFormRows;
+}
+
 constexpr int kWarps = 4;  // the exact kernel's block
 constexpr int kRows = 2;   // rows a warp
 
@@ -412,9 +554,16 @@ int batch_form(int n) {
 
 template <int NT>
 void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* y, bool accumulate, bool i8,
-                  cudaStream_t s) {
+                  float* part, int* tickets, cudaStream_t s) {
   const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols), form = batch_form(n);
-  if (i8 && form >= 2)
+  if (i8 && part && NT > 8) {
+    if constexpr (NT > 8) {
+      if (cuda_tuning().gemv_batch_row_stages == 2)
+        launch_rowsplit<NT / 8, 2>(w, xq, n, y, accumulate, part, tickets, s);
+      else
+        launch_rowsplit<NT / 8, 3>(w, xq, n, y, accumulate, part, tickets, s);
+    }
+  } else if (i8 && form >= 2)
     launch_ring_stages<NT / 8>(form, w, xq, n, y, accumulate, s);
   else if (i8 && form == 1)
     gemv_batch_mma_kernel<NT / 8, true><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32,
@@ -440,12 +589,25 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
   const bool i8 = cuda_tuning().gemv_i8x;
   const int units = static_cast<int>(w.cols / 32);
   BatchX8 xq{nullptr, nullptr, (n + 7) / 8 * 8};
+  float* part = nullptr;
+  int* tickets = nullptr;
   if (i8) {
+    // scratch: the row-split form's tickets (zero between launches), the
+    // int8 x at kScratchHead, then (row-split form) the slices' sums.
     const size_t cells = static_cast<size_t>(units) * xq.npad, q_bytes = cells * 2 * sizeof(int4);
-    LONGKV_CHECK(!same_x || scratch.bytes() >= q_bytes + cells * sizeof(float2), "gemv_batch: no int8 x to reuse");
-    scratch.reserve(q_bytes + cells * sizeof(float2));
-    xq.q = scratch.as<int4>();
-    xq.sc = reinterpret_cast<float2*>(scratch.as<uint8_t>() + q_bytes);
+    const size_t x_end = kScratchHead + q_bytes + cells * sizeof(float2);
+    const bool rowsplit = rowsplit_takes(w, n);
+    const size_t need = x_end + (rowsplit ? sizeof(float) * kMmaWarps * n * static_cast<size_t>(w.rows) : 0);
+    LONGKV_CHECK(!same_x || scratch.bytes() >= x_end, "gemv_batch: no int8 x to reuse");
+    const size_t had = scratch.bytes();
+    scratch.reserve(need);
+    if (scratch.bytes() != had) LONGKV_CUDA_CHECK(cudaMemsetAsync(scratch.as(), 0, kTicketBytes, s));
+    xq.q = reinterpret_cast<int4*>(scratch.as<uint8_t>() + kScratchHead);
+    xq.sc = reinterpret_cast<float2*>(scratch.as<uint8_t>() + kScratchHead + q_bytes);
+    if (rowsplit) {
+      tickets = scratch.as<int>();
+      part = reinterpret_cast<float*>(scratch.as<uint8_t>() + x_end);
+    }
     if (!same_x) {
       const int threads = 128, total = static_cast<int>(cells);
       // PDL with the ring form, whose GEMV waits for this launch (the milestone 50 form waits plainly)
@@ -454,10 +616,10 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
       LONGKV_CUDA_CHECK(cudaGetLastError());
     }
   }
-  if (n <= 8) launch_batch<8>(w, x, xq, n, y, accumulate, i8, s);
-  else if (n <= 16) launch_batch<16>(w, x, xq, n, y, accumulate, i8, s);
-  else if (n <= 24) launch_batch<24>(w, x, xq, n, y, accumulate, i8, s);
-  else launch_batch<32>(w, x, xq, n, y, accumulate, i8, s);
+  if (n <= 8) launch_batch<8>(w, x, xq, n, y, accumulate, i8, part, tickets, s);
+  else if (n <= 16) launch_batch<16>(w, x, xq, n, y, accumulate, i8, part, tickets, s);
+  else if (n <= 24) launch_batch<24>(w, x, xq, n, y, accumulate, i8, part, tickets, s);
+  else launch_batch<32>(w, x, xq, n, y, accumulate, i8, part, tickets, s);
 }
 
 }  // namespace longkv::cuda
