@@ -528,7 +528,8 @@ TEST(Cuda, GemvBatchMatchesReference) {
 TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
   LONGKV_REQUIRE_CUDA();
   const MatmulCase cases[] = {
-      {WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 1030, 4096}};
+      {WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 1030, 4096},
+      {WeightType::Q4_0, 8200, 1056}};  // gbr: >= 8192 rows or columns (5 x 16416, and 8200 rows: a cut last tile)
   for (const auto& c : cases) {
     SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
     const auto data = random_weight(c.type, c.rows, c.cols, 31 + c.rows);

@@ -332,8 +332,9 @@ struct CudaTuning {
   // activations into its slot beside the weights when the batch has at most
   // 16 tokens, in at most 3 slots (false: the fold loads them through L1).
   bool gemv_batch_x_smem = true;
-  // Milestone 53 (key "gbr=N", 0, 2 or 3): for 9-32 tokens and up to 32,768
-  // rows the batch GEMV's row-split form with a ring of N stages (a block's
+  // Milestone 53 (key "gbr=N", 0, 2 or 3): for 9-32 tokens and matrices of
+  // 8,192-32,768 rows or of 8,192 columns and more (gemv_batch.cu,
+  // rowsplit_takes) the batch GEMV's row-split form with N stages (a block's
   // 8 warps own 16 rows each and share each chunk's activations; the columns
   // split over 8 blocks, added by a row tile's last block in milestone 50's
   // order: the same bits). 0: the form gemv_batch_stages picks.
