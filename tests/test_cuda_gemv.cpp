@@ -545,6 +545,7 @@ TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
     for (int n_tok : {1, 5, 8, 13, 17, 24, 32}) {
       std::vector<float> ref(static_cast<size_t>(n_tok) * c.rows), y(ref.size());
       cuda_tuning().gemv_batch_stages = 0;
+      cuda_tuning().gemv_batch_row_stages = 0;  // milestone 50's form throughout
       cuda_check_gemv_batch(w, x.data(), n_tok, ref.data());
       for (const auto& f : forms) {
         cuda_tuning().gemv_batch_stages = f.stages;

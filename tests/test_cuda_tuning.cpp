@@ -98,9 +98,12 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_NE(greedy.out.find("greedy argmax on the host (gdev=0)"), std::string::npos) << greedy.out;
   EXPECT_NE(greedy.out.find("greedy steps one at a time (gpipe=0)"), std::string::npos) << greedy.out;
   EXPECT_NE(greedy.out.find("the given tokens, each step's logits to the host"), std::string::npos) << greedy.out;
-  const auto rs = with("gbr=3");  // milestone 53's row-split batch GEMV, named in the kernels line
+  const auto rs = with("gbr=3");  // milestone 53's row-split batch GEMV, other than the default, in the kernels line
   EXPECT_EQ(rs.exit_code, 0) << rs.err;
-  EXPECT_NE(rs.out.find("batch GEMV of 9-32 tokens row-split, 3 stages (gbr)"), std::string::npos) << rs.out;
+  EXPECT_NE(rs.out.find("batch GEMV row-split form with 3 stages (gbr)"), std::string::npos) << rs.out;
+  const auto rs0 = with("gbr=0");
+  EXPECT_EQ(rs0.exit_code, 0) << rs0.err;
+  EXPECT_NE(rs0.out.find("batch GEMV of 9-32 tokens without its row-split form (gbr=0)"), std::string::npos) << rs0.out;
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

@@ -337,8 +337,11 @@ struct CudaTuning {
   // rowsplit_takes) the batch GEMV's row-split form with N stages (a block's
   // 8 warps own 16 rows each and share each chunk's activations; the columns
   // split over 8 blocks, added by a row tile's last block in milestone 50's
-  // order: the same bits). 0: the form gemv_batch_stages picks.
-  int gemv_batch_row_stages = 0;
+  // order: the same bits). 0: the form gemv_batch_stages picks. Default 2:
+  // H200, llama3-8b Q4_0, batched steps at the card's 80 GB batch, two
+  // interleaved pairs: f16 18 sequences at 32K -3.6%, k2v2 32 at 32K -3.7%,
+  // k2v2 24 at 131K -0.8% (docs/cuda-notes.md, milestone 53).
+  int gemv_batch_row_stages = 2;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

@@ -197,8 +197,9 @@ std::string cuda_tuning_description() {
                                                         : std::string()) +
                                     (t.gemv_batch_x_smem ? ")" : ", x through L1: gbx=0)")
                               : std::string()) +
-         (t.gemv_batch_row_stages
-              ? ", batch GEMV of 9-32 tokens row-split, " + std::to_string(t.gemv_batch_row_stages) + " stages (gbr)"
+         (t.gemv_batch_row_stages == 0 ? std::string(", batch GEMV of 9-32 tokens without its row-split form (gbr=0)")
+          : t.gemv_batch_row_stages != CudaTuning{}.gemv_batch_row_stages
+              ? ", batch GEMV row-split form with " + std::to_string(t.gemv_batch_row_stages) + " stages (gbr)"
               : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"

@@ -24,6 +24,11 @@
 // Exact (gemv_i8x off): 4-warp blocks, 2 rows a warp, Slab<Q4_0>::dot in f32
 // per token (the CPU's products; the tests' sharp comparison, not fast).
 //
+// Which form runs: up to 8 tokens milestone 51's ring (batch_form); 9-32
+// tokens of the large matrices (>= 8192 rows or columns: gate|up, down)
+// milestone 53's row-split form (rowsplit_takes); the rest milestone 50's
+// form (9-24 tokens) or the ring (25-32). All of them give the same bits.
+//
 // Either way a token's result does not depend on n or on the other tokens of
 // the batch: its column of every MMA and its sums go through the same
 // operations in the same order (the tests compare a batch against its tokens
