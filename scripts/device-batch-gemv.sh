@@ -11,7 +11,7 @@
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup.sh
-CHECK_FILTER='CudaBatch*:Cuda.GemvBatch*:-*SpeedReport*:Cuda.Tuning*' run_checks
+CHECK_FILTER='CudaBatch*:Cuda.GemvBatch*:Cuda.Tuning*:-*SpeedReport*' run_checks
 cp $OUT/checks.log $OUT/checks-gemv.log
 for st in ${GEMV_SETTINGS:--}; do
   f=$OUT/gemv-${st//[^a-z0-9]/_}.log
