@@ -37,16 +37,22 @@ EvalFixture& eval_fixture() {
   return f;
 }
 
+// The evaluation model on the CPU engine, 2 threads, as each test here runs it.
+struct EvalRun {
+  EvalFixture& f = eval_fixture();
+  ThreadPool pool{2};
+  LlamaModel model{f.lm.weights, pool};
+  const int nv = f.lm.weights.cfg.n_vocab;
+};
+
 // Token ids, the top-5 logits at the last 8 positions (relative error
 // <= 1e-3 against float32 PyTorch on the dequantized Q8_0 weights) and the
 // greedy 32-token continuation, for each reference prompt.
 TEST(ModelGolden, EvalModelMatchesReferenceLogits) {
   LONGKV_REQUIRE_SHARED(kEvalModel);
   LONGKV_REQUIRE_SHARED(kEvalRef);
-  EvalFixture& f = eval_fixture();
-  ThreadPool pool(2);
-  LlamaModel model(f.lm.weights, pool);
-  const int nv = f.lm.weights.cfg.n_vocab;
+  EvalRun run;
+  auto& [f, pool, model, nv] = run;
   const auto& results = f.ref["variants"]["q8_0_dequant_fp32"]["results"];
   for (size_t p = 0; p < f.ref["prompts"].size(); ++p) {
     SCOPED_TRACE("prompt " + std::to_string(p));
@@ -92,10 +98,8 @@ TEST(ModelGolden, EvalModelMatchesReferenceLogits) {
 // The f16 cache changes logits only by f16 rounding of keys/values.
 TEST(ModelGolden, EvalModelF16CacheCloseToF32) {
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  EvalFixture& f = eval_fixture();
-  ThreadPool pool(2);
-  LlamaModel model(f.lm.weights, pool);
-  const int nv = f.lm.weights.cfg.n_vocab;
+  EvalRun run;
+  auto& [f, pool, model, nv] = run;
   const auto ids = f.tok->encode(f.ref["prompts"][0].get<std::string>(), true);
   const int n = static_cast<int>(ids.size());
   std::vector<float> a(static_cast<size_t>(n) * nv), b(a.size());
@@ -110,10 +114,8 @@ TEST(ModelGolden, EvalModelF16CacheCloseToF32) {
 // time (GEMV path) to float rounding.
 TEST(ModelGolden, ChunkedPrefillEqualsTokenByToken) {
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  EvalFixture& f = eval_fixture();
-  ThreadPool pool(2);
-  LlamaModel model(f.lm.weights, pool);
-  const int nv = f.lm.weights.cfg.n_vocab;
+  EvalRun run;
+  auto& [f, pool, model, nv] = run;
   const auto ids = f.tok->encode(f.ref["prompts"][1].get<std::string>(), true);
   const int n = static_cast<int>(ids.size());
   auto ca = model.make_caches("f32", n);
@@ -138,10 +140,8 @@ TEST(ModelGolden, ChunkedPrefillEqualsTokenByToken) {
 // prefill (k4v4: f16 rounding of its window, where these steps stay).
 TEST(ModelGolden, ForwardBatchEqualsEachSequenceAlone) {
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  EvalFixture& f = eval_fixture();
-  ThreadPool pool(2);
-  LlamaModel model(f.lm.weights, pool);
-  const int nv = f.lm.weights.cfg.n_vocab;
+  EvalRun run;
+  auto& [f, pool, model, nv] = run;
   const int n_ref = static_cast<int>(f.ref["prompts"].size());
   for (auto [mode, kSeqs] : {std::pair{"f32", 3}, std::pair{"k4v4", 3}, std::pair{"f32", 6}, std::pair{"k4v4", 6}}) {
     SCOPED_TRACE(std::string(mode) + ", " + std::to_string(kSeqs) + " sequences");
