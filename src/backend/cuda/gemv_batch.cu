@@ -94,6 +94,53 @@ constexpr int kMmaWarps = 8;  // a block: 16 rows, its units split over 8 warps
 constexpr int kChunk = 8;     // units a warp stages at once (a chunk)
 constexpr int kRowW = kChunk * 16 + 16;  // bytes of a staged row: a chunk's codes + 16 (conflict-free reads)
 
+// Unit k of a staged chunk (16 rows of kRowW bytes; scl: the rows' kChunk
+// scales each), as lane (g, t) = (lane / 4, lane % 4) feeds it to the MMA:
+// A's rows g and g + 8 (the unit's code bytes 4t..4t+3 of each: their low
+// nibbles are columns 4t.., their high ones 16 + 4t.., as the fragment
+// wants) and the two rows' scales. Every form builds its operands here.
+struct StagedUnit {
+  uint32_t a[4];
+  float da, db;
+};
+__device__ __forceinline__ StagedUnit staged_unit(const uint8_t* st, const __half* scl, int k, int g, int t) {
+  const uint32_t wa = *reinterpret_cast<const uint32_t*>(st + g * kRowW + 16 * k + 4 * t);
+  const uint32_t wb = *reinterpret_cast<const uint32_t*>(st + (g + 8) * kRowW + 16 * k + 4 * t);
+  return {{wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu},
+          __half2float(scl[g * kChunk + k]),
+          __half2float(scl[(g + 8) * kChunk + k])};
+}
+
+// A staged unit's products with the tiles' activations in global memory
+// (through L1: every row tile reads them; BatchX8's cell `cell` on) into acc.
+template <int NT>
+__device__ __forceinline__ void fold_global_x(float (&acc)[NT][4], const StagedUnit& su, const BatchX8& xq,
+                                              size_t cell, int tiles, int g, int t) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    if (j >= tiles) break;
+    int cc[4];
+    const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
+    mma_u8s8(cc, su.a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
+    fold_unit(acc[j], cc, su.da, su.db, __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t)));
+  }
+}
+
+// A staged unit's products with the tiles' activations in shared memory
+// (BatchX8's layout from cell lcell on: xs_q codes, xs_sc scales) into acc.
+template <int NT>
+__device__ __forceinline__ void fold_staged_x(float (&acc)[NT][4], const StagedUnit& su, const int4* xs_q,
+                                              const float2* xs_sc, size_t lcell, int tiles, int g, int t) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    if (j >= tiles) break;
+    int cc[4];
+    const int* qb = reinterpret_cast<const int*>(xs_q + 2 * (lcell + 8 * j + g));
+    mma_u8s8(cc, su.a, static_cast<uint32_t>(qb[t]), static_cast<uint32_t>(qb[4 + t]));
+    fold_unit(acc[j], cc, su.da, su.db, *reinterpret_cast<const float4*>(xs_sc + lcell + 8 * j + 2 * t));
+  }
+}
+
 // A row tile's end: each warp's sums into red, then y's 16 rows x n tokens
 // summed over the warps in warp order (consecutive threads: consecutive rows
 // of y). The caller syncs again before red is written anew.
@@ -178,20 +225,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
     for (int k = 0; k < kChunk; ++k) {
       const int u = ch * kChunk + k;
       if (u >= units) break;
-      const uint32_t wa = *reinterpret_cast<const uint32_t*>(&stage[warp][g * kRowW + 16 * k + 4 * t]);
-      const uint32_t wb = *reinterpret_cast<const uint32_t*>(&stage[warp][(g + 8) * kRowW + 16 * k + 4 * t]);
-      const float da = __half2float(scl[warp][g][k]), db = __half2float(scl[warp][g + 8][k]);
-      const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
-      const size_t cell = static_cast<size_t>(u) * xq.npad;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        if (j >= tiles) break;
-        const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
-        int c[4];
-        mma_u8s8(c, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
-        const float4 s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));  // tokens 2t, 2t + 1
-        fold_unit(acc[j], c, da, db, s4);
-      }
+      fold_global_x<NT>(acc, staged_unit(stage[warp], scl[warp][0], k, g, t), xq, static_cast<size_t>(u) * xq.npad,
+                        tiles, g, t);
     }
   }
   reduce_store<NT>(red, acc, row0, rows, n, y, accumulate);
@@ -218,6 +253,24 @@ __device__ __forceinline__ void cp_async16_l1(void* smem, const void* gmem) {  /
   asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 }
 
+// A warp's copy of chunk ch of the 16 rows from row0 into a slot (cp.async,
+// the caller commits): each lane 4 rows' 16 bytes of unit cu = lane % 8
+// (rows lane / 8 + 4 r: whole lines a warp), lanes < 16 also row `lane`'s
+// kChunk scales. Rows past the matrix read its last row, a chunk past the
+// row's last unit that unit's codes and scale bytes past the row (inside the
+// upload's padding): never folded.
+__device__ __forceinline__ void stage_rows(uint8_t* slot, const uint8_t* __restrict__ w, size_t ld, int rows,
+                                           int units, int row0, int ch, int lane) {
+  const int cr = lane / 8, cu = lane % 8;
+  const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+    cp_async16(slot + (cr + 4 * r) * kRowW + 16 * cu, w + ld * min(row0 + cr + 4 * r, rows - 1) + 16 * u);
+  if (lane < 16)
+    cp_async16(slot + 16 * kRowW + 16 * lane,
+               w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
+}
+
 // XS (CudaTuning::gemv_batch_x_smem, up to 16 tokens): each chunk's
 // activations come through the ring beside its weights, so the fold reads
 // them from shared memory instead of L1/L2 (ncu, milestone 51: the loads of x
@@ -232,7 +285,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
   constexpr int kSlot = slot_bytes<NT, XS>(), kXq = kChunk * 8 * NT * 32;  // x codes' bytes in a slot
   uint8_t* ring = ring_smem + warp * S * kSlot;
   float(*red)[16][8 * NT] = reinterpret_cast<float(*)[16][8 * NT]>(ring_smem + kMmaWarps * S * kSlot);
-  const int cr = lane / 8, cu = lane % 8;
   const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
   const int mine = warp < chunks ? (chunks - 1 - warp) / kMmaWarps + 1 : 0;  // chunks a tile gives this warp
   const int row_tiles = (rows + 15) / 16;
@@ -256,14 +308,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
     if (with_x) issue_x(i);
     if (i < items) {
       const int row0 = (blockIdx.x + (i / mine) * gridDim.x) * 16, ch = warp + kMmaWarps * (i % mine);
-      uint8_t* slot = ring + (i % S) * kSlot;
-      const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
-#pragma unroll
-      for (int r = 0; r < 4; ++r)
-        cp_async16(slot + (cr + 4 * r) * kRowW + 16 * cu, w + ld * min(row0 + cr + 4 * r, rows - 1) + 16 * u);
-      if (lane < 16)
-        cp_async16(slot + 16 * kRowW + 16 * lane,
-                   w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
+      stage_rows(ring + (i % S) * kSlot, w, ld, rows, units, row0, ch, lane);
     }
     if (with_x) cp_async_commit();
   };
@@ -293,27 +338,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
       for (int k = 0; k < kChunk; ++k) {
         const int u = ch * kChunk + k;
         if (u >= units) break;
-        const uint32_t wa = *reinterpret_cast<const uint32_t*>(st + g * kRowW + 16 * k + 4 * t);
-        const uint32_t wb = *reinterpret_cast<const uint32_t*>(st + (g + 8) * kRowW + 16 * k + 4 * t);
-        const float da = __half2float(scl[g * kChunk + k]), db = __half2float(scl[(g + 8) * kChunk + k]);
-        const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
-        const size_t cell = static_cast<size_t>(u) * xq.npad, lcell = static_cast<size_t>(k) * xq.npad;
-#pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          if (j >= tiles) break;
-          int cc[4];
-          float4 s4;
-          if (XS) {
-            const int* qb = reinterpret_cast<const int*>(xs_q + 2 * (lcell + 8 * j + g));
-            mma_u8s8(cc, a, static_cast<uint32_t>(qb[t]), static_cast<uint32_t>(qb[4 + t]));
-            s4 = *reinterpret_cast<const float4*>(xs_sc + lcell + 8 * j + 2 * t);
-          } else {
-            const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
-            mma_u8s8(cc, a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
-            s4 = __ldg(reinterpret_cast<const float4*>(xq.sc + cell + 8 * j + 2 * t));
-          }
-          fold_unit(acc[j], cc, da, db, s4);
-        }
+        const StagedUnit su = staged_unit(st, scl, k, g, t);
+        if constexpr (XS) fold_staged_x<NT>(acc, su, xs_q, xs_sc, static_cast<size_t>(k) * xq.npad, tiles, g, t);
+        else fold_global_x<NT>(acc, su, xq, static_cast<size_t>(u) * xq.npad, tiles, g, t);
       }
       __syncwarp();  // the slot's reads are done before issue() refills it
     }
@@ -387,21 +414,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
   constexpr int kStage = row_stage_bytes<NT>(), kXq = kChunk * 8 * NT * 32;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int row0 = blockIdx.x * kRowTile + 16 * warp, sl = blockIdx.y;
-  const int cr = lane / 8, cu = lane % 8;
   const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
   const int items = sl < chunks ? (chunks - 1 - sl) / kMmaWarps + 1 : 0;  // chunks sl, sl + 8, ...
   auto stage = [&](int i) { return rs_smem + (i % S) * kStage; };
   auto issue_w = [&](int i) {  // this warp's 16 rows of item i's chunk (as the ring form's slot)
     if (i >= items) return;
-    const int ch = sl + kMmaWarps * i;
-    uint8_t* slot = stage(i) + warp * kSlotW;
-    const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
-#pragma unroll
-    for (int r = 0; r < 4; ++r)
-      cp_async16(slot + (cr + 4 * r) * kRowW + 16 * cu, w + ld * min(row0 + cr + 4 * r, rows - 1) + 16 * u);
-    if (lane < 16)
-      cp_async16(slot + 16 * kRowW + 16 * lane,
-                 w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
+    stage_rows(stage(i) + warp * kSlotW, w, ld, rows, units, row0, sl + kMmaWarps * i, lane);
   };
   auto issue_x = [&](int i) {  // item i's activations, by the whole block (as the ring form's XS part)
     if (i >= items) return;
@@ -438,19 +456,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
     for (int k = 0; k < kChunk; ++k) {
       const int u = ch * kChunk + k;
       if (u >= units) break;
-      const uint32_t wa = *reinterpret_cast<const uint32_t*>(st + g * kRowW + 16 * k + 4 * t);
-      const uint32_t wb = *reinterpret_cast<const uint32_t*>(st + (g + 8) * kRowW + 16 * k + 4 * t);
-      const float da = __half2float(scl[g * kChunk + k]), db = __half2float(scl[(g + 8) * kChunk + k]);
-      const uint32_t a[4] = {wa & 0x0F0F0F0Fu, wb & 0x0F0F0F0Fu, (wa >> 4) & 0x0F0F0F0Fu, (wb >> 4) & 0x0F0F0F0Fu};
-      const size_t lcell = static_cast<size_t>(k) * xq.npad;
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        if (j >= tiles) break;
-        int cc[4];
-        const int* qb = reinterpret_cast<const int*>(xs_q + 2 * (lcell + 8 * j + g));
-        mma_u8s8(cc, a, static_cast<uint32_t>(qb[t]), static_cast<uint32_t>(qb[4 + t]));
-        fold_unit(acc[j], cc, da, db, *reinterpret_cast<const float4*>(xs_sc + lcell + 8 * j + 2 * t));
-      }
+      fold_staged_x<NT>(acc, staged_unit(st, scl, k, g, t), xs_q, xs_sc, static_cast<size_t>(k) * xq.npad, tiles, g, t);
     }
   }
   // This slice's sums -> part[sl][token][row]; the row tile's last block adds them.
