@@ -42,6 +42,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"qeg=-1", "LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always (got '-1')"},
       {"astl=x", "LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = never (got 'x')"},
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
+      {"bvw=0", "LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '0')"},
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
       {"gbr=4", "LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '4')"},
@@ -76,6 +77,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto one = with("bst2=0");  // milestone 50's batched attention on one stream, named in the kernels line
   EXPECT_EQ(one.exit_code, 0) << one.err;
   EXPECT_NE(one.out.find("batched steps attend on 1 stream(s) (bst)"), std::string::npos) << one.out;
+  const auto share = with("bvw=3");  // milestone 55's batched v3 grids, named in the kernels line
+  EXPECT_EQ(share.exit_code, 0) << share.err;
+  EXPECT_NE(share.out.find("a batched step's v3 grid 1/3 of a wave a sequence (bvw)"), std::string::npos)
+      << share.out;
   const auto ring = with("gbs=4,gbt=2");  // milestone 51's batch GEMV form, named in the kernels line
   EXPECT_EQ(ring.exit_code, 0) << ring.err;
   EXPECT_NE(ring.out.find("batch GEMV through a ring of 4 cp.async slots a warp (gbs, 2 tiles a block)"),

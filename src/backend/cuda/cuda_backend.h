@@ -315,6 +315,12 @@ struct CudaTuning {
   // sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 -> 20.3
   // (docs/cuda-notes.md, milestone 50).
   int batch_streams = 2;
+  // Milestone 55 (key "bvw=N", 1..4): in a batched step each sequence's v3
+  // grid is 1/N of the wave a single stream's takes (more groups a warp), so
+  // that N sequences' v3 launches on N streams can be resident side by side
+  // instead of each filling the card and its tail waiting for the next one's
+  // start. 1 (the default): the single stream's grid.
+  int batch_v3_wave_share = 1;
   // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
   // GEMV copies its weight chunks with cp.async through a ring of N slots a
   // warp, N - 1 chunks ahead, with blocks that walk row tiles and PDL

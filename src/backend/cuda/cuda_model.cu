@@ -813,6 +813,7 @@ class CudaModelImpl final : public CudaModel {
     // i on stream i % ns, stream 0 being s_; the others start where s_ is (q,
     // k, v made) and s_ waits for them after the loop.
     const int ns = std::min(cuda_tuning().batch_streams, n);
+    ws_.v3_wave_share = cuda_tuning().batch_v3_wave_share;  // back to 1 below: ws_ is the single step's too
     if (ns > 1) {
       if (!ev_fork_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_fork_, cudaEventDisableTiming));
       LONGKV_CUDA_CHECK(cudaEventRecord(ev_fork_, s_));
@@ -825,6 +826,7 @@ class CudaModelImpl final : public CudaModel {
           decode_block_reserve(wsx_[j], c.n_kv_heads);
         }
         LONGKV_CUDA_CHECK(cudaStreamWaitEvent(sx_[j], ev_fork_, 0));
+        wsx_[j].v3_wave_share = ws_.v3_wave_share;
       }
     }
     for (int i = 0; i < n; ++i) {
@@ -849,6 +851,7 @@ class CudaModelImpl final : public CudaModel {
       LONGKV_CUDA_CHECK(cudaEventRecord(ev_join_[j], sx_[j]));
       LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s_, ev_join_[j], 0));
     }
+    ws_.v3_wave_share = 1;
   }
 
   GpuKvCache& cache_of(int seq, int l) { return seq == 0 ? *caches_[l] : *seq_caches_[seq - 1][l]; }

@@ -99,6 +99,11 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..%d (got '%s')",
                kMaxBatchStreams, v.c_str());
         d.batch_streams = static_cast<int>(n);
+      } else if (k == "bvw") {
+        if (!whole_number(v, 1, 4, &n))
+          fail("LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '%s')",
+               v.c_str());
+        d.batch_v3_wave_share = static_cast<int>(n);
       } else if (k == "gbs") {
         if (v != "auto" && v != "0" && v != "1" && v != "2" && v != "3" && v != "4" && v != "6")
           fail("LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '%s')",
@@ -135,7 +140,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, gbs=N, gbt=N, gbr=N)",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, bvw=N, gbs=N, gbt=N, gbr=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -187,6 +192,9 @@ std::string cuda_tuning_description() {
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.batch_streams == 2 ? "" : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
+         (t.batch_v3_wave_share == 1 ? ""
+                                     : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +
+                                           " of a wave a sequence (bvw)") +
          (t.gemv_batch_stages < 0 && !t.gemv_batch_x_smem ? std::string(", batch GEMV ring's x through L1 (gbx=0)")
                                                           : std::string()) +
          (t.gemv_batch_stages == 0 ? std::string(", batch GEMV milestone 50's register form (gbs=0)") : std::string()) +

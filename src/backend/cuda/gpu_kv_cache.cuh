@@ -21,6 +21,9 @@ struct GpuAttnWorkspace {
   DeviceBuffer a, b, c, d, e;
   DeviceBuffer kv;  // quantized caches' prefill: one layer's keys/values dequantized (f16 or f32)
   DeviceBuffer tickets;  // decode_block_dense: one counter per KV head, 0 between launches
+  // The share of a wave the fused quantized step's v3 grid takes (1/N;
+  // CudaTuning::batch_v3_wave_share in a batched step, 1 otherwise).
+  int v3_wave_share = 1;
 };
 
 // RoPE that a fused decode step applies to its raw q and k (device data).

@@ -598,7 +598,8 @@ class QuantGpuCache final : public GpuKvCache {
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
     int warps = 132 * 16;
     launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
-    const int room = warps / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
+    const int share = std::max(1, ws.v3_wave_share);  // a batched step's sequences: 1/share of the wave each
+    const int room = warps / share / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
     const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
     int gps = std::max(4, (n_groups_ + target - 1) / target);
     gps = std::max(gps, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps));
