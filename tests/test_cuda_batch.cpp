@@ -118,8 +118,9 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
 // matrix of the model is Q4_0, so no product goes through cuBLAS, whose
 // algorithm may change with the column count. k4v4:rot past its first group
 // takes the quantized two-launch step of each sequence. The attention on
-// the default streams (CudaTuning::batch_streams), on one, and on the most
-// (three sequences: three streams).
+// the default streams (CudaTuning::batch_streams: 2 for f16, 4 with v3's
+// grids at half a wave for k4v4:rot), on one, and on the most (three
+// sequences: three streams).
 TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
@@ -153,8 +154,8 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
     }
     cuda_tuning() = CudaTuning{};
     EXPECT_EQ(differ, 0);
-    std::printf("%s, attention on %d stream(s): %d steps of %d sequences, batched against one by one: %d rows "
-                "differ\n", mode, streams > 0 ? streams : CudaTuning{}.batch_streams, steps, kSeqs, differ);
+    std::printf("%s, attention on %s stream(s): %d steps of %d sequences, batched against one by one: %d rows "
+                "differ\n", mode, streams > 0 ? std::to_string(streams).c_str() : "the default", steps, kSeqs, differ);
     // A sequence's random fill lands in its own caches only.
     const int before = alone->seq_size(1);
     alone->fill_random_kv_seq(2, 1, 5);

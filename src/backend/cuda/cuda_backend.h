@@ -69,6 +69,10 @@ struct CudaModelOptions {
 // limit), and the most streams a batched step's attention spreads over.
 constexpr int kMaxBatchSeqs = 32;
 constexpr int kMaxBatchStreams = 4;
+// A batched step's streams and v3 grid share (CudaTuning::batch_streams and
+// batch_v3_wave_share, 0 = by the caches' kind) over quantized or dense caches.
+int batch_streams_for(bool quantized);
+int batch_v3_wave_share_for(bool quantized);
 
 // Whether decode steps will run as CUDA graphs for a model created with
 // default options: LONGKV_CUDA_GRAPHS=0 no, =1 or unset yes. Tools print it.
@@ -313,14 +317,19 @@ struct CudaTuning {
   // of its own, so that one sequence's attention tail overlaps the next
   // one's start. H200, llama3-8b Q4_0 at 131K, 2 against 1: k2v2 24
   // sequences 49.7 -> 41.5 ms a step, f16 4 sequences 21.1 -> 20.3
-  // (docs/cuda-notes.md, milestone 50).
-  int batch_streams = 2;
+  // (docs/cuda-notes.md, milestone 50). 0 (the default since milestone 55):
+  // 4 streams over quantized caches, 2 over dense ones (batch_streams_for).
+  int batch_streams = 0;
   // Milestone 55 (key "bvw=N", 1..4): in a batched step each sequence's v3
   // grid is 1/N of the wave a single stream's takes (more groups a warp), so
-  // that N sequences' v3 launches on N streams can be resident side by side
+  // that sequences' v3 launches on several streams are resident side by side
   // instead of each filling the card and its tail waiting for the next one's
-  // start. 1 (the default): the single stream's grid.
-  int batch_v3_wave_share = 1;
+  // start. 0 (the default): 2 with 4 or more streams, else 1 (the single
+  // stream's grid). H200, llama3-8b Q4_0, k2v2 at the 80 GB batch, against
+  // milestone 50's 2 streams and whole waves: 32 sequences at 32K -11.6%,
+  // 24 at 131K -1.0% (bst=4 alone -4.6% and +0.3%; bvw=2 on 2 streams +9.6%
+  // and +5.4%).
+  int batch_v3_wave_share = 0;
   // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
   // GEMV copies its weight chunks with cp.async through a ring of N slots a
   // warp, N - 1 chunks ahead, with blocks that walk row tiles and PDL

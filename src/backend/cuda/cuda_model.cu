@@ -128,6 +128,7 @@ class CudaModelImpl final : public CudaModel {
     ks.head_dim = cfg_.head_dim;
     ks.max_tokens = o.max_tokens;
     for (int l = 0; l < cfg_.n_layers; ++l) caches_.push_back(make_gpu_kv_cache(o.kv_mode, ks));
+    coded_kv_ = parse_kv_mode(o.kv_mode).kind == KvKind::quant;
     seq_caches_.resize(o.max_seqs - 1);
     for (auto& sc : seq_caches_)
       for (int l = 0; l < cfg_.n_layers; ++l) sc.push_back(make_gpu_kv_cache(o.kv_mode, ks));
@@ -812,8 +813,8 @@ class CudaModelImpl final : public CudaModel {
     // Streams the sequences spread over (CudaTuning::batch_streams): sequence
     // i on stream i % ns, stream 0 being s_; the others start where s_ is (q,
     // k, v made) and s_ waits for them after the loop.
-    const int ns = std::min(cuda_tuning().batch_streams, n);
-    ws_.v3_wave_share = cuda_tuning().batch_v3_wave_share;  // back to 1 below: ws_ is the single step's too
+    const int ns = std::min(batch_streams_for(coded_kv_), n);
+    ws_.v3_wave_share = batch_v3_wave_share_for(coded_kv_);  // back to 1 below: ws_ is the single step's too
     if (ns > 1) {
       if (!ev_fork_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_fork_, cudaEventDisableTiming));
       LONGKV_CUDA_CHECK(cudaEventRecord(ev_fork_, s_));
@@ -893,6 +894,7 @@ class CudaModelImpl final : public CudaModel {
   // Sequences 1..max_seqs-1 of batched decode (forward_batch), their caches per layer.
   std::vector<std::vector<std::unique_ptr<GpuKvCache>>> seq_caches_;
   const int* batch_seqs_ = nullptr;     // during a batched step: the sequence of each token
+  bool coded_kv_ = false;               // quantized caches (a batched step's streams: batch_streams_for)
   DeviceBuffer batch_scratch_;          // gemv_batch's int8 activations
   float* batch_logits_host_ = nullptr;  // pinned: forward_batch's logits [max_seqs][n_vocab]
   // CudaTuning::batch_streams: the streams beside s_, their workspaces and

@@ -191,8 +191,9 @@ std::string cuda_tuning_description() {
          (t.logits_pageable ? ", forward_view's logits through pageable memory (lpage)" : "") +
          (t.greedy_device ? "" : ", greedy argmax on the host (gdev=0)") +
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
-         (t.batch_streams == 2 ? "" : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
-         (t.batch_v3_wave_share == 1 ? ""
+         (t.batch_streams == 0 ? ""
+                               : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
+         (t.batch_v3_wave_share == 0 ? ""
                                      : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +
                                            " of a wave a sequence (bvw)") +
          (t.gemv_batch_stages < 0 && !t.gemv_batch_x_smem ? std::string(", batch GEMV ring's x through L1 (gbx=0)")
@@ -228,6 +229,16 @@ std::string cuda_tuning_description() {
                          : "") +
          (t.gemv_rows_per_batch ? ", Q4_0 GEMV " + std::to_string(t.gemv_rows_per_batch) + " rows a batch" : "") +
          (t.slab_slice != 512 ? ", slab slice " + std::to_string(t.slab_slice) + " units" : "");
+}
+
+int batch_streams_for(bool quantized) {
+  const int n = cuda_tuning().batch_streams;
+  return n > 0 ? n : quantized ? 4 : 2;
+}
+
+int batch_v3_wave_share_for(bool quantized) {
+  const int n = cuda_tuning().batch_v3_wave_share;
+  return n > 0 ? n : batch_streams_for(quantized) >= 4 ? 2 : 1;
 }
 
 }  // namespace longkv
