@@ -62,7 +62,10 @@ void batch_at(int j, int n_vocab, std::vector<int>* seqs, std::vector<int32_t>* 
 // nmse < 1e-5 (f16 rounding of the same K/V on both sides). k4v4 past the
 // first group cut (r128: from step ~160 of a sequence): a code near a
 // boundary may flip, so the rotated test's limits (nmse < 1e-3). A token of
-// the wrong sequence, position or cache gives nmse ~1e-1 and more.
+// the wrong sequence, position or cache gives nmse ~1e-1 and more. k4v4 once
+// more with the batched attention in one launch a layer (b1l, milestone 55:
+// the steps where every sequence has groups; the others go sequence by
+// sequence).
 TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
@@ -71,12 +74,13 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
   const int nv = w.cfg.n_vocab;
   ThreadPool pool(2);
   LlamaModel cpu(w, pool);
-  for (const char* mode : {"f16", "k4v4"}) {
-    SCOPED_TRACE(mode);
+  for (const auto& [mode, one_launch] : {std::pair{"f16", false}, std::pair{"k4v4", false}, std::pair{"k4v4", true}}) {
+    SCOPED_TRACE(std::string(mode) + (one_launch ? ", one launch" : ""));
     const int steps = std::string(mode) == "f16" ? 40 : 200;
     std::vector<std::vector<std::unique_ptr<KvCache>>> caches;
     for (int s = 0; s < kSeqs; ++s) caches.push_back(cpu.make_caches(mode, steps + 1));
     cuda_tuning().gemv_i8x = false;
+    cuda_tuning().batch_one_launch = one_launch;
     CudaModelOptions o;
     o.kv_mode = mode;
     o.max_tokens = steps + 1;
@@ -105,9 +109,9 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
     EXPECT_LT(worst, std::string(mode) == "f16" ? 1e-5 : 1e-3);
     EXPECT_GE(top1, rows - 4);
     EXPECT_EQ(gpu->kv_size(), steps);  // sequence 0 is kv_size()'s
-    std::printf("evalmodel Q4_0 batched decode, %d sequences, %d rows, %s KV, exact products: worst nmse %.3g "
+    std::printf("evalmodel Q4_0 batched decode, %d sequences, %d rows, %s KV%s, exact products: worst nmse %.3g "
                 "against the CPU, top-1 %d of %d\n",
-                kSeqs, rows, mode, worst, top1, rows);
+                kSeqs, rows, mode, one_launch ? " (attention in one launch)" : "", worst, top1, rows);
   }
 }
 
@@ -119,8 +123,9 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
 // algorithm may change with the column count. k4v4:rot past its first group
 // takes the quantized two-launch step of each sequence. The attention on
 // the default streams (CudaTuning::batch_streams: 2 for f16, 4 with v3's
-// grids at half a wave for k4v4:rot), on one, and on the most (three
-// sequences: three streams).
+// grids at half a wave for k4v4:rot), on one, on the most (three
+// sequences: three streams), and k4v4:rot's in one launch a layer (b1l,
+// streams -1 below; its inner cache's kernels).
 TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
@@ -130,9 +135,11 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
   const int nv = w.cfg.n_vocab;
   for (const auto& [mode, streams] : {std::pair{"f16", 0}, std::pair{"k4v4:rot", 0},
                                       std::pair{"f16", 1}, std::pair{"k4v4:rot", 1},
-                                      std::pair{"f16", kMaxBatchStreams}, std::pair{"k4v4:rot", kMaxBatchStreams}}) {
+                                      std::pair{"f16", kMaxBatchStreams}, std::pair{"k4v4:rot", kMaxBatchStreams},
+                                      std::pair{"k4v4:rot", -1}}) {
     SCOPED_TRACE(std::string(mode) + ", streams " + std::to_string(streams));
     if (streams > 0) cuda_tuning().batch_streams = streams;  // 0: the default
+    cuda_tuning().batch_one_launch = streams < 0;
     const int steps = 180;
     CudaModelOptions o;
     o.kv_mode = mode;
@@ -155,7 +162,9 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
     cuda_tuning() = CudaTuning{};
     EXPECT_EQ(differ, 0);
     std::printf("%s, attention on %s stream(s): %d steps of %d sequences, batched against one by one: %d rows "
-                "differ\n", mode, streams > 0 ? std::to_string(streams).c_str() : "the default", steps, kSeqs, differ);
+                "differ\n", mode,
+                streams > 0 ? std::to_string(streams).c_str() : streams < 0 ? "one launch, no" : "the default", steps,
+                kSeqs, differ);
     // A sequence's random fill lands in its own caches only.
     const int before = alone->seq_size(1);
     alone->fill_random_kv_seq(2, 1, 5);

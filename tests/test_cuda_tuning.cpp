@@ -43,6 +43,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"astl=x", "LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = never (got 'x')"},
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
       {"bvw=0", "LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '0')"},
+      {"bvg=0", "LONGKV_CUDA_TUNING: bvg=N needs the groups a v3 warp takes in a batched one-launch step, 1..1024 (got '0')"},
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
       {"gbr=4", "LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '4')"},
@@ -77,6 +78,12 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto one = with("bst2=0");  // milestone 50's batched attention on one stream, named in the kernels line
   EXPECT_EQ(one.exit_code, 0) << one.err;
   EXPECT_NE(one.out.find("batched steps attend on 1 stream(s) (bst)"), std::string::npos) << one.out;
+  const auto one_launch = with("b1l,bvg=32");  // milestone 55's batched attention in one launch
+  EXPECT_EQ(one_launch.exit_code, 0) << one_launch.err;
+  EXPECT_NE(one_launch.out.find("a batched step's quantized attention in one launch a layer, 32 groups a v3 warp "
+                                "(b1l, bvg)"),
+            std::string::npos)
+      << one_launch.out;
   const auto share = with("bvw=3");  // milestone 55's batched v3 grids, named in the kernels line
   EXPECT_EQ(share.exit_code, 0) << share.err;
   EXPECT_NE(share.out.find("a batched step's v3 grid 1/3 of a wave a sequence (bvw)"), std::string::npos)

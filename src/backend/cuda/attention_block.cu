@@ -79,6 +79,54 @@ DecodeBlockArgs block_args(__half* k_cache, __half* v_cache, const DenseKvView& 
 
 }  // namespace
 
+DecodeBlockArgs decode_block_ext_args(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q,
+                                      const float* k, const float* v, const DecodeRope& rope, float* out,
+                                      GpuAttnWorkspace& ws, int ext_parts) {
+  const int D = kv.head_dim, g = kv.group, n_kv = kv.n_kv_heads;
+  LONGKV_CHECK(kv.dev_n && kv.dev_add <= 1 && decode_block_supported(g, D, rope) && ext_parts > 0 &&
+                   ext_parts < kMaxBlocksPerHead,
+               "CUDA decode block: needs the position in device memory, <= 8 query heads per KV head, head_dim "
+               "64/128 and interleaved RoPE (or NeoX over the whole head)");
+  // The fp16 part of a quantized cache (milestone 15) is short (sinks +
+  // window, <= 163 tokens at r128:s4): one block per KV head, tiles in
+  // registers (no dynamic shared memory, so no shared-memory split of its
+  // own to ask the SMs for beside the v3 kernel's).
+  LONGKV_CHECK(ws.a.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * D &&
+                   ws.b.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * 2,
+               "CUDA decode block: the quantized kernel's partials are not in the workspace");
+  DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);
+  a.ext = ext_parts;
+  a.n_splits = kBlkWarps;
+  return a;
+}
+
+void launch_decode_block_batch(const DecodeBlockArgs* a, int n, int group, int head_dim, cudaStream_t s) {
+  LONGKV_CHECK(n >= 1 && n <= kMaxBatchSeqs && group >= 1 && group <= 8 && (head_dim == 64 || head_dim == 128),
+               "CUDA decode block: a batch of %d steps (1..%d), %d heads per KV head, head_dim %d", n,
+               kMaxBatchSeqs, group, head_dim);
+  DecodeBlockBatch b;
+  unsigned cols = 0;
+  for (int i = 0; i < n; ++i) {
+    LONGKV_CHECK(a[i].ext > 0 && a[i].n_splits == kBlkWarps, "CUDA decode block: a batch takes quantized steps' "
+                 "fp16 parts only");
+    b.s[i] = a[i];
+    cols = std::max(cols, static_cast<unsigned>(a[i].n_kv));
+  }
+  const dim3 grid(cols, n), block(kBlkWarps * 32);
+#define LONGKV_BATCH_G(G_)                                                                                    \
+  case G_:                                                                                                   \
+    if (head_dim == 64) launch_maybe_pdl(cuda_tuning().decode_pdl, decode_block_batch_kernel<64, G_>, grid,  \
+                                         block, 0, s, b);                                                    \
+    else launch_maybe_pdl(cuda_tuning().decode_pdl, decode_block_batch_kernel<128, G_>, grid, block, 0, s, b); \
+    break;
+  switch (group) {
+    LONGKV_BATCH_G(1) LONGKV_BATCH_G(2) LONGKV_BATCH_G(3) LONGKV_BATCH_G(4)
+    LONGKV_BATCH_G(5) LONGKV_BATCH_G(6) LONGKV_BATCH_G(7) LONGKV_BATCH_G(8)
+  }
+#undef LONGKV_BATCH_G
+  LONGKV_CUDA_LAUNCHED();
+}
+
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
                         const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
                         int ext_parts) {
@@ -88,16 +136,7 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
                "CUDA decode block: needs the position in device memory, <= 8 query heads per KV head, head_dim "
                "64/128 and interleaved RoPE (or NeoX over the whole head)");
   if (ext_parts > 0) {
-    // The fp16 part of a quantized cache (milestone 15) is short (sinks +
-    // window, <= 163 tokens at r128:s4): one block per KV head, tiles in
-    // registers (no dynamic shared memory, so no shared-memory split of its
-    // own to ask the SMs for beside the v3 kernel's).
-    LONGKV_CHECK(ws.a.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * D &&
-                     ws.b.bytes() >= sizeof(float) * n_kv * g * (ext_parts + 1) * 2,
-                 "CUDA decode block: the quantized kernel's partials are not in the workspace");
-    DecodeBlockArgs a = block_args(k_cache, v_cache, kv, q, k, v, rope, out, ws);
-    a.ext = ext_parts;
-    a.n_splits = kBlkWarps;
+    const DecodeBlockArgs a = decode_block_ext_args(k_cache, v_cache, kv, q, k, v, rope, out, ws, ext_parts);
     if (D == 64) launch_block_staged<64, 0, false>(a, g, s, nullptr);
     else launch_block_staged<128, 0, false>(a, g, s, nullptr);
     LONGKV_CUDA_LAUNCHED();

@@ -57,6 +57,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "backend/cuda/decode_block_args.cuh"
 #include "backend/cuda/decode_merge.cuh"
 #include "backend/cuda/decode_tile.cuh"
 #include "backend/cuda/decode_tile_mma.cuh"
@@ -79,32 +80,6 @@ constexpr int kBlkSteps = 8;            // token steps per tile (CudaTuning::den
 // block per head: 7.6 us).
 constexpr int kMinSplitTokens = 64;
 
-struct DecodeBlockArgs {
-  __half* kc = nullptr;
-  __half* vc = nullptr;
-  int n_kv = 0, max_tokens = 0;
-  const int* dpos = nullptr;  // the new token's position (= tokens before it)
-  // Slot of the new token = *dpos + tok_add (its RoPE angle stays *dpos):
-  // 0 for the f16 cache; minus the tokens held as codes for a quantized
-  // cache's fp16 part (milestone 15).
-  int tok_add = 0;
-  // Milestone 15: ext > 0 = the fp16 part of a quantized cache, launched
-  // just before the quantized kernel (PDL), which writes its block partials
-  // at indices [0, ext) of each head's ext + 1 and merges them with this
-  // launch's own (one block per KV head) at index ext. 0: the f16 step.
-  int ext = 0;
-  int n_splits = 0;           // per KV head, a multiple of kBlkWarps
-  const float* q = nullptr;   // [n_kv * G][D], before RoPE
-  const float* k = nullptr;   // [n_kv][D], before RoPE
-  const float* v = nullptr;   // [n_kv][D]
-  DecodeRope rope;
-  float scale = 1;
-  float* part_o = nullptr;    // [n_heads][n_splits / kBlkWarps][D], unnormalized
-  float* part_ml = nullptr;   // [n_heads][n_splits / kBlkWarps][2]
-  int* tickets = nullptr;     // [n_kv], 0 between launches
-  float* out = nullptr;       // [n_heads][D]
-};
-
 // Dynamic shared memory of the staged variants: per warp and stage, each
 // lane's 16 bytes of k and of v per token step (FMA), or a K and a V tile
 // of kMmaTok swizzled rows (tensor cores).
@@ -115,8 +90,10 @@ constexpr size_t stage_bytes(int stages, bool mma) {
 
 // kStages: 0 = tiles loaded into registers; >= 2 = through shared memory.
 // kMma (kStages >= 2 only): the tile step on tensor cores.
+// The kernel's body (a device function so that the batched launch below
+// runs the same code): block blockIdx.x of the step described by a.
 template <int D, int G, int kStages, bool kMma>
-__global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
+__device__ __forceinline__ void decode_block_body(const DecodeBlockArgs& a) {
   static_assert(!kMma || kStages >= 2, "the tensor-core step reads its tiles from shared memory");
   constexpr int kLpt = D / 8, kTps = 32 / kLpt, kTile = kTps * kBlkSteps, kD4 = D / 4;
   constexpr int kSm = kBlkWarps * G * D > 2 * G * kMaxMergeParts + G ? kBlkWarps * G * D : 2 * G * kMaxMergeParts + G;
@@ -410,6 +387,26 @@ __global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const Deco
   __threadfence();
   if (tid == 0) a.tickets[hk] = 0;  // the next launch is stream-ordered behind this one
   merge_head_partials<D>(a.part_o, a.part_ml, hk, G, nb, a.out, sm, kBlkWarps * 32, a.rope.hadamard);
+}
+
+template <int D, int G, int kStages, bool kMma>
+__global__ void __launch_bounds__(kBlkWarps * 32) decode_block_kernel(const DecodeBlockArgs a) {
+  decode_block_body<D, G, kStages, kMma>(a);
+}
+
+// A batched step's fp16 parts of quantized caches in one launch (milestone
+// 55, CudaTuning::batch_one_launch): sequence blockIdx.y's step is s[y],
+// whose grid is its n_kv blocks (ext > 0: one a KV head); the others of
+// the launch's columns return. The arguments travel as the kernel's
+// parameter (read through the constant cache), not as a copy in memory.
+struct DecodeBlockBatch {
+  DecodeBlockArgs s[kMaxBatchSeqs];
+};
+template <int D, int G>
+__global__ void __launch_bounds__(kBlkWarps * 32) decode_block_batch_kernel(const __grid_constant__ DecodeBlockBatch b) {
+  const DecodeBlockArgs& a = b.s[blockIdx.y];
+  if (blockIdx.x >= static_cast<unsigned>(a.n_kv * (a.n_splits / kBlkWarps))) return;
+  decode_block_body<D, G, 0, false>(a);
 }
 
 // Launches the instance for (D, group, stages), or with `warps` set only

@@ -330,6 +330,16 @@ struct CudaTuning {
   // 24 at 131K -1.0% (bst=4 alone -4.6% and +0.3%; bvw=2 on 2 streams +9.6%
   // and +5.4%).
   int batch_v3_wave_share = 0;
+  // Milestone 55 (key "b1l"; "bvg=N" the groups a warp): a batched step's
+  // quantized attention (every sequence's decode block, then every
+  // sequence's v3) in two launches a layer instead of two a sequence on
+  // batch_streams streams (decode_block_batch): one sequence deep as a batch
+  // of 24 at 131K read its records in 11% less time than the batch's
+  // launches (milestone 54). v3's split in those launches: bvg groups a warp,
+  // whatever the batch. Sequences whose caches the batched kernels do not
+  // take (f16, forms other than the default ones) go sequence by sequence.
+  bool batch_one_launch = false;
+  int batch_v3_groups = 16;
   // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
   // GEMV copies its weight chunks with cp.async through a ring of N slots a
   // warp, N - 1 chunks ahead, with blocks that walk row tiles and PDL

@@ -810,6 +810,14 @@ class CudaModelImpl final : public CudaModel {
                     const DecodeRope& drope, float* att) {
     const ModelConfig& c = cfg_;
     const size_t qd = c.q_dim();
+    if (cuda_tuning().batch_one_launch) {  // every sequence's quantized step in two launches (milestone 55)
+      GpuKvCache* cs[kMaxBatchSeqs];
+      for (int i = 0; i < n; ++i) cs[i] = &cache_of(batch_seqs_[i], l);
+      if (batch_ws_.size() < static_cast<size_t>(n)) batch_ws_ = std::vector<GpuAttnWorkspace>(opt_.max_seqs);
+      if (decode_block_batch(cs, n, q, k, v, q_stride, kv_stride, drope, att, qd, batch_ws_.data(),
+                             cuda_tuning().batch_v3_groups, s_))
+        return;
+    }
     // Streams the sequences spread over (CudaTuning::batch_streams): sequence
     // i on stream i % ns, stream 0 being s_; the others start where s_ is (q,
     // k, v made) and s_ waits for them after the loop.
@@ -895,6 +903,7 @@ class CudaModelImpl final : public CudaModel {
   std::vector<std::vector<std::unique_ptr<GpuKvCache>>> seq_caches_;
   const int* batch_seqs_ = nullptr;     // during a batched step: the sequence of each token
   bool coded_kv_ = false;               // quantized caches (a batched step's streams: batch_streams_for)
+  std::vector<GpuAttnWorkspace> batch_ws_;  // a batched one-launch step's partials and tickets, one a sequence
   DeviceBuffer batch_scratch_;          // gemv_batch's int8 activations
   float* batch_logits_host_ = nullptr;  // pinned: forward_batch's logits [max_seqs][n_vocab]
   // CudaTuning::batch_streams: the streams beside s_, their workspaces and

@@ -35,6 +35,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
     {"gtop", &CudaTuning::sample_top_device},     {"gbx", &CudaTuning::gemv_batch_x_smem},
+    {"b1l", &CudaTuning::batch_one_launch},
 };
 
 // A valued setting's value as a whole number in [lo, hi]; false when it is
@@ -104,6 +105,11 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '%s')",
                v.c_str());
         d.batch_v3_wave_share = static_cast<int>(n);
+      } else if (k == "bvg") {
+        if (!whole_number(v, 1, 1024, &n))
+          fail("LONGKV_CUDA_TUNING: bvg=N needs the groups a v3 warp takes in a batched one-launch step, 1..1024 "
+               "(got '%s')", v.c_str());
+        d.batch_v3_groups = static_cast<int>(n);
       } else if (k == "gbs") {
         if (v != "auto" && v != "0" && v != "1" && v != "2" && v != "3" && v != "4" && v != "6")
           fail("LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '%s')",
@@ -140,7 +146,7 @@ CudaTuning& cuda_tuning() {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, bvw=N, gbs=N, gbt=N, gbr=N)",
+             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, bvw=N, bvg=N, gbs=N, gbt=N, gbr=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
@@ -193,6 +199,9 @@ std::string cuda_tuning_description() {
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.batch_streams == 0 ? ""
                                : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
+         (t.batch_one_launch ? ", a batched step's quantized attention in one launch a layer, " +
+                                   std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)"
+                             : "") +
          (t.batch_v3_wave_share == 0 ? ""
                                      : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +
                                            " of a wave a sequence (bvw)") +

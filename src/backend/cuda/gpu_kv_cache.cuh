@@ -77,6 +77,11 @@ class GpuKvCache {
                             GpuAttnWorkspace& ws, cudaStream_t s) {
     fail("KV mode '%s' has no fused decode step", mode().c_str());
   }
+  // A batched step in one launch (milestone 55, decode_block_batch): the
+  // quantized cache whose fused step this cache's decode_block runs and the
+  // RoPE it takes (":rot" inside the step: its inner cache), or null when
+  // its step is not that one.
+  virtual GpuKvCache* batch_step_target(DecodeRope* rope) { return nullptr; }
   // Copies the stored code records to the host (quantized caches; tests).
   virtual void dump_codes(CudaKvDump* d) const { fail("KV mode '%s' has no code records", mode().c_str()); }
   const KvShape& shape() const { return shape_; }
@@ -190,6 +195,17 @@ void decode_block_reserve(GpuAttnWorkspace& ws, int n_kv_heads);
 void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv, const float* q, const float* k,
                         const float* v, const DecodeRope& rope, float* out, GpuAttnWorkspace& ws, cudaStream_t s,
                         int ext_parts = 0);
+// A batched step's fused quantized decode in two launches instead of two a
+// sequence (milestone 55, CudaTuning::batch_one_launch): sequence i's q, k, v
+// (as decode_block takes them) at q + i q_stride, k and v + i kv_stride, its
+// output at out + i out_stride, its partials and tickets in ws[i]; v3's
+// split groups_per_warp groups a warp (more only past 255 blocks a KV head),
+// a rule of each sequence's length alone. false, with no launch and no state
+// changed: some cache's step is not a quantized one-launch step the batched
+// kernels take (the caller goes sequence by sequence).
+bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const float* k, const float* v,
+                        int q_stride, int kv_stride, const DecodeRope& rope, float* out, size_t out_stride,
+                        GpuAttnWorkspace* ws, int groups_per_warp, cudaStream_t s);
 // Split count for a decode launch that may replay at later token counts:
 // n rounded up to a bucket (multiples of max(256, 2^floor(log2 n) / 8)).
 int decode_split_bucket(int n);

@@ -117,12 +117,15 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // blocks leave a block's worth of registers to the kernel after (the wo
 // GEMV starts beside v3's tail); 8 heads as many as they need without
 // spilling (168-194; shared memory allows 2-3 blocks).
+// The kernel's body, a device function so that the batched launch
+// (quant_decode_v3_batch_kernel, milestone 55) runs the same code.
 template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
-__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
-    quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
-                           int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
-                           float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
-                           const V3Fuse fz) {
+__device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__ kcodes,
+                                                     const uint8_t* __restrict__ vcodes, QuantGeom geo,
+                                                     int group_q, int n_groups, int gps, int n_splits,
+                                                     const float* __restrict__ q, float scale,
+                                                     float* __restrict__ part_o, float* __restrict__ part_ml,
+                                                     int stride, const V3Fuse fz) {
   using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
@@ -657,6 +660,59 @@ __global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
+__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
+    quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
+                           int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
+                           float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
+                           const V3Fuse fz) {
+  quant_decode_v3_body<D, GP, KB, VB, kStages_, kProbe, kQS, kForm>(kcodes, vcodes, geo, group_q, n_groups, gps,
+                                                                    n_splits, q, scale, part_o, part_ml, stride, fz);
+}
+
+// A batched step's v3 launches in one (milestone 55,
+// CudaTuning::batch_one_launch): sequence blockIdx.y's step from s[y] (its
+// blocks n_kv * n_splits / 4 of the launch's columns; the others return
+// whole, before any barrier). The common part -- geometry, heads, scale --
+// is one copy. Through the kernel's parameter (the constant cache).
+struct V3SeqArgs {
+  const uint8_t* kc;
+  const uint8_t* vc;
+  const float* q;
+  float* part_o;
+  float* part_ml;
+  int n_groups, gps, n_splits, stride;
+  V3Fuse fz;
+};
+struct V3Batch {
+  QuantGeom geo;
+  int group_q;
+  float scale;
+  V3SeqArgs s[kMaxBatchSeqs];
+};
+template <int D, int GP, int KB, int VB, int kStages_, int kForm>
+__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
+    quant_decode_v3_batch_kernel(const __grid_constant__ V3Batch b) {
+  const V3SeqArgs& a = b.s[blockIdx.y];
+  if (blockIdx.x >= static_cast<unsigned>(b.geo.n_kv * (a.n_splits / kQuantWarps))) return;
+  quant_decode_v3_body<D, GP, KB, VB, kStages_, false, true, kForm>(a.kc, a.vc, b.geo, b.group_q, a.n_groups, a.gps,
+                                                                    a.n_splits, a.q, b.scale, a.part_o, a.part_ml,
+                                                                    a.stride, a.fz);
+}
+
+// The batched kernel of the one-launch step's default form at (D, bits):
+// its shared memory and carveout set once, as launch_v3_stages sets them.
+template <int D, int B>
+void launch_v3_batch_form(const V3Batch& b, dim3 grid, bool pdl, cudaStream_t s) {
+  using S = V3Shape<D, 4, B, B, 3, true>;
+  constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
+  auto* kern = quant_decode_v3_batch_kernel<D, 4, B, B, 3, kV3KeyF16>;
+  static const int resident =
+      resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
+  (void)resident;
+  launch_maybe_pdl(pdl, kern, grid, dim3(kQuantWarps * 32), kSmem, s, b);
+}
+
 template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
@@ -750,6 +806,62 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
   return quant_decode_fast(g) && (g.D == 64 || g.D == 128) && group_q >= 1 && group_q <= 8 &&
          g.krec == static_cast<size_t>(4 * g.D * g.kbits + 4 * g.D) &&
          g.vrec == static_cast<size_t>(4 * g.D * g.vbits + 4 * g.D);
+}
+
+// The one-launch step's default forms (GP 4, 3 stages, q in shared memory):
+// k2v2 and k4v4 with key B rounded once, as launch_v3_stages picks them
+// without tuning; anything else goes sequence by sequence.
+bool quant_decode_v3_batch_takes(const QuantGeom& g, int group_q) {
+  const CudaTuning& t = cuda_tuning();
+  return quant_decode_v3_takes(g, group_q) && group_q <= 4 && g.kbits == g.vbits && (g.kbits == 2 || g.kbits == 4) &&
+         t.quant_decode_stages != 2 && t.quant_decode_qsmem && t.quant_code_subnormal && !t.quant_key_hilo &&
+         t.quant_fused_probe == 0;
+}
+
+void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t s) {
+  LONGKV_CHECK(n >= 1 && n <= kMaxBatchSeqs && quant_decode_v3_batch_takes(a[0].geo, a[0].group_q),
+               "quantized decode v3: a batch of %d steps (1..%d) of a form the batched launch takes", n,
+               kMaxBatchSeqs);
+  V3Batch b;
+  b.geo = a[0].geo;
+  b.group_q = a[0].group_q;
+  b.scale = a[0].scale;
+  unsigned cols = 0;
+  for (int i = 0; i < n; ++i) {
+    const QuantDecodeArgs& x = a[i];
+    LONGKV_CHECK(x.fuse && x.geo.D == b.geo.D && x.geo.n_kv == b.geo.n_kv && x.geo.kbits == b.geo.kbits &&
+                     x.geo.vbits == b.geo.vbits && x.group_q == b.group_q && x.scale == b.scale &&
+                     x.n_splits % kQuantWarps == 0 &&
+                     x.grid.x == static_cast<unsigned>(x.geo.n_kv * x.n_splits / kQuantWarps) && x.dpos &&
+                     x.tickets && x.out && x.stride == x.n_splits / kQuantWarps + 1 && x.stride <= kMaxMergeParts,
+                 "quantized decode v3: a batch's steps need one geometry and the one-launch step's arguments");
+    V3SeqArgs& y = b.s[i];
+    y.kc = x.kc;
+    y.vc = x.vc;
+    y.q = x.q;
+    y.part_o = x.part_o;
+    y.part_ml = x.part_ml;
+    y.n_groups = x.n_groups;
+    y.gps = x.gps;
+    y.n_splits = x.n_splits;
+    y.stride = x.stride;
+    y.fz.on = true;
+    y.fz.dpos = x.dpos;
+    y.fz.rope = x.rope;
+    y.fz.tickets = x.tickets;
+    y.fz.out = x.out;
+    y.fz.probe = 0;
+    y.fz.rot_regs = cuda_tuning().rot_q_regs;
+    y.fz.q_early = cuda_tuning().quant_q_early && x.n_groups >= cuda_tuning().quant_q_early_groups;
+    cols = std::max(cols, x.grid.x);
+  }
+  const dim3 grid(cols, n);
+  const int D = b.geo.D, bits = b.geo.kbits;
+  if (D == 128 && bits == 2) launch_v3_batch_form<128, 2>(b, grid, a[0].pdl, s);
+  else if (D == 128) launch_v3_batch_form<128, 4>(b, grid, a[0].pdl, s);
+  else if (bits == 2) launch_v3_batch_form<64, 2>(b, grid, a[0].pdl, s);
+  else launch_v3_batch_form<64, 4>(b, grid, a[0].pdl, s);
+  LONGKV_CUDA_LAUNCHED();
 }
 
 void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {

@@ -38,6 +38,7 @@
 #include <cfloat>
 #include <cstdio>
 
+#include "backend/cuda/decode_block_args.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -619,6 +620,44 @@ class QuantGpuCache final : public GpuKvCache {
     LONGKV_CUDA_LAUNCHED();
   }
 
+  // A batched step in one launch (decode_block_batch): this cache when its
+  // step would be decode_block's two launches and the batched kernels take
+  // its geometry.
+  GpuKvCache* batch_step_target(DecodeRope* rope) override {
+    return decode_block_ok(*rope) && n_groups_ + uncut_groups() > 0 && quant_decode_v3_batch_takes(geo_, shape_.group())
+               ? this
+               : nullptr;
+  }
+  // decode_block's host side for such a step: the cut and the state as
+  // there, and the arguments of its two launches instead of the launches.
+  // v3's split: gpw groups a warp (more past 255 blocks a KV head), a rule
+  // of this sequence's length alone, so a sequence's bits do not depend on
+  // the batch around it.
+  void batch_step_args(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
+                       GpuAttnWorkspace& ws, int gpw, cudaStream_t s, attn_block::DecodeBlockArgs* blk,
+                       QuantDecodeArgs* v3) {
+    cut_window(s, true);
+    ++n_window_;
+    ++n_tokens_;
+    decode_dev_ = true;
+    LONGKV_CHECK(n_groups_ > 0, "quantized KV cache: a batched one-launch step needs groups");
+    const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
+    const int gps = std::max({4, gpw, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps)});
+    const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps), stride = nbv + 1;
+    ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
+    ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
+    decode_block_reserve(ws, n_kv);
+    *blk = decode_block_ext_args(exact_k_.as<__half>(), exact_v_.as<__half>(), exact_view(), q, k, v, rope, out, ws,
+                                 nbv);
+    *v3 = quant_args(gps, nbv * kQuantWarps, q, ws.a.as<float>(), ws.b.as<float>(), stride);
+    v3->grid = dim3(n_kv * nbv);
+    v3->fuse = true;
+    v3->dpos = dpos_;
+    v3->rope = rope;
+    v3->tickets = ws.tickets.as<int>();
+    v3->out = out;
+  }
+
   void fill_random(int n, uint64_t seed, cudaStream_t s) override {
     LONGKV_CHECK(n_tokens_ + static_cast<int64_t>(n) <= shape_.max_tokens,
                  "KV cache full: %d + %d tokens exceed the capacity of %d", n_tokens_, n, shape_.max_tokens);
@@ -855,6 +894,29 @@ class QuantGpuCache final : public GpuKvCache {
 };
 
 }  // namespace
+
+bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const float* k, const float* v,
+                        int q_stride, int kv_stride, const DecodeRope& rope, float* out, size_t out_stride,
+                        GpuAttnWorkspace* ws, int groups_per_warp, cudaStream_t s) {
+  if (n < 1 || n > kMaxBatchSeqs) return false;
+  QuantGpuCache* qc[kMaxBatchSeqs];
+  DecodeRope ropes[kMaxBatchSeqs];
+  for (int i = 0; i < n; ++i) {  // every cache first: no state changes unless all take the step
+    ropes[i] = rope;
+    qc[i] = dynamic_cast<QuantGpuCache*>(caches[i]->batch_step_target(&ropes[i]));
+    if (!qc[i] || qc[i]->shape().head_dim != qc[0]->shape().head_dim || qc[i]->mode() != qc[0]->mode())
+      return false;
+  }
+  std::vector<attn_block::DecodeBlockArgs> blk(n);
+  std::vector<QuantDecodeArgs> v3(n);
+  for (int i = 0; i < n; ++i)
+    qc[i]->batch_step_args(q + static_cast<size_t>(q_stride) * i, k + static_cast<size_t>(kv_stride) * i,
+                           v + static_cast<size_t>(kv_stride) * i, ropes[i], out + out_stride * i, ws[i],
+                           groups_per_warp, s, &blk[i], &v3[i]);
+  launch_decode_block_batch(blk.data(), n, qc[0]->shape().group(), qc[0]->shape().head_dim, s);
+  launch_quant_decode_v3_batch(v3.data(), n, s);
+  return true;
+}
 
 std::unique_ptr<GpuKvCache> make_quant_gpu_kv_cache(const KvMode& mode, const KvShape& s) {
   return std::make_unique<QuantGpuCache>(mode, s);

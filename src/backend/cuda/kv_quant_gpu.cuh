@@ -58,6 +58,12 @@ void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps
 // Whether the v3 kernel takes this cache (fast geometry, records without
 // outliers, <= 8 query heads per KV head, head_dim 64 / 128).
 bool quant_decode_v3_takes(const QuantGeom& g, int group_q);
+// A batched step's v3 launches in one (milestone 55): a[i] each a launch
+// launch_quant_decode_v3 would take (fuse on, one geometry), sequence i of
+// the launch; n <= kMaxBatchSeqs. _takes: whether the batched kernel exists
+// for this geometry under the current tuning (the default one-launch forms).
+bool quant_decode_v3_batch_takes(const QuantGeom& g, int group_q);
+void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t s);
 // Whether the kernels above take this geometry (G = 32; 8-, 4- or 2-bit
 // keys and values). Every other format of kv_codec.h (3 and 1 bits, G = 64
 // or 128) goes to the format-generic FMA kernel (kv_quant_decode_any.cu).

@@ -106,6 +106,11 @@ class RotatedGpuCache final : public GpuKvCache {
   bool decode_block_ok(const DecodeRope& rope) const override {
     return decode_block_supported(shape_.group(), shape_.head_dim, rope) && inner_->decode_block_ok(inner_rope(rope));
   }
+  GpuKvCache* batch_step_target(DecodeRope* rope) override {  // rotated inside the step: the inner cache's
+    if (!cuda_tuning().rot_in_step || !dpos_ || !decode_block_ok(*rope)) return nullptr;
+    *rope = inner_rope(*rope);
+    return inner_->batch_step_target(rope);
+  }
   void decode_block(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
                     GpuAttnWorkspace& ws, cudaStream_t s) override {
     LONGKV_CHECK(decode_block_ok(rope) && dpos_, "KV mode ':rot': the fused decode step does not apply");
