@@ -325,19 +325,26 @@ struct CudaTuning {
   // that sequences' v3 launches on several streams are resident side by side
   // instead of each filling the card and its tail waiting for the next one's
   // start. 0 (the default): 2 with 4 or more streams, else 1 (the single
-  // stream's grid). H200, llama3-8b Q4_0, k2v2 at the 80 GB batch, against
-  // milestone 50's 2 streams and whole waves: 32 sequences at 32K -11.6%,
-  // 24 at 131K -1.0% (bst=4 alone -4.6% and +0.3%; bvw=2 on 2 streams +9.6%
-  // and +5.4%).
+  // stream's grid). A rule of the setting, not of the batch, so a
+  // sequence's bits stay those it gets alone. H200, llama3-8b Q4_0, k2v2,
+  // against milestone 50's 2 streams and whole waves (milestone 55, three
+  // calls): 32 sequences at 32K -11 to -12%, 24 at 131K -1.0 to -1.9%, 4
+  // sequences +0.6 to +0.9%; bst=4 alone -4.6% and +0.3%, bvw=2 on 2 streams
+  // +9.6% and +5.4%. f16 on 4 streams: 0.6-2.1% slower, so dense caches keep 2.
   int batch_v3_wave_share = 0;
   // Milestone 55 (key "b1l"; "bvg=N" the groups a warp): a batched step's
   // quantized attention (every sequence's decode block, then every
   // sequence's v3) in two launches a layer instead of two a sequence on
-  // batch_streams streams (decode_block_batch): one sequence deep as a batch
-  // of 24 at 131K read its records in 11% less time than the batch's
-  // launches (milestone 54). v3's split in those launches: bvg groups a warp,
-  // whatever the batch. Sequences whose caches the batched kernels do not
-  // take (f16, forms other than the default ones) go sequence by sequence.
+  // batch_streams streams (decode_block_batch). v3's split in those
+  // launches: bvg groups a warp, whatever the batch (the same bits for a
+  // sequence in any batch under the setting). Steps whose caches the batched
+  // kernels do not take (f16, forms other than the default ones, a sequence
+  // without groups yet) go sequence by sequence. Off by default: H200,
+  // llama3-8b Q4_0, k2v2 (milestone 55) against the default streams: 32
+  // sequences at 32K 17.57 ms with bvg=32 against 18.5-18.8 (-5%), 24 at
+  // 131K 34.66-34.71 with bvg=128 against 35.06-35.10 (-1%), but 4 at 131K
+  // 9.1-10.4 ms against 9.0: fewer blocks than a wave. Milestone 54's proxy
+  // (one sequence as deep as 24) had promised 11% at 131K.
   bool batch_one_launch = false;
   int batch_v3_groups = 16;
   // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
