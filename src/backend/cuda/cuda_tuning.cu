@@ -38,6 +38,30 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"b1l", &CudaTuning::batch_one_launch},
 };
 
+// The settings whose value is a whole number in a range ("key=V"): the
+// field each sets, and the rule its error states.
+using TuningInt = int CudaTuning::*;
+struct TuningRange {
+  const char* key;
+  const char* var;  // the value's name in the error
+  TuningInt field;
+  long lo, hi;
+  const char* rule;
+};
+const TuningRange kTuningRanges[] = {
+    {"slice", "N", &CudaTuning::slab_slice, 32, 1 << 20, "a whole number of units >= 32"},  // the kernel: whole warps
+    {"astl", "T", &CudaTuning::attn_block_long_tokens, 0, 1 << 30,
+     "the least tokens for the decode block's long-cache stages, 0 = never"},
+    {"qeg", "N", &CudaTuning::quant_q_early_groups, 0, 1 << 20,
+     "the least groups a KV head for v3's early q loads, 0 = always"},
+    {"bst", "N", &CudaTuning::batch_streams, 1, kMaxBatchStreams, "the streams of a batched step's attention, 1..4"},
+    {"bvw", "N", &CudaTuning::batch_v3_wave_share, 1, 4, "a batched step's v3 grid as 1/N of a wave, 1..4"},
+    {"bvg", "N", &CudaTuning::batch_v3_groups, 1, 1024,
+     "the groups a v3 warp takes in a batched one-launch step, 1..1024"},
+    {"gbt", "N", &CudaTuning::gemv_batch_tiles, 0, 4096, "the row tiles a batch GEMV block walks, 0..4096"},
+};
+static_assert(kMaxBatchStreams == 4, "bst's rule names the most streams");
+
 // A valued setting's value as a whole number in [lo, hi]; false when it is
 // missing, not a number or out of range (the caller's error names the rule).
 bool whole_number(const std::string& v, long lo, long hi, long* n) {
@@ -49,6 +73,12 @@ bool whole_number(const std::string& v, long lo, long hi, long* n) {
 TuningFlag switch_of(const std::string& key) {
   for (const auto& sw : kTuningSwitches)
     if (key == sw.key) return sw.flag;
+  return nullptr;
+}
+
+const TuningRange* range_of(const std::string& key) {
+  for (const auto& r : kTuningRanges)
+    if (key == r.key) return &r;
   return nullptr;
 }
 }  // namespace
@@ -74,20 +104,14 @@ CudaTuning& cuda_tuning() {
         d.quant_decode_v3 = d.decode_pdl = on;
       } else if (const TuningFlag flag = switch_of(k)) {
         d.*flag = on;
-      } else if (k == "slice") {
-        // Units per slab launch; the kernel rounds down to whole warps (32).
-        if (!whole_number(v, 32, 1 << 20, &n))
-          fail("LONGKV_CUDA_TUNING: slice=N needs a whole number of units >= 32 (got '%s')", v.c_str());
-        d.slab_slice = static_cast<int>(n);
+      } else if (const TuningRange* r = range_of(k)) {
+        if (!whole_number(v, r->lo, r->hi, &n))
+          fail("LONGKV_CUDA_TUNING: %s=%s needs %s (got '%s')", r->key, r->var, r->rule, v.c_str());
+        d.*(r->field) = static_cast<int>(n);
       } else if (k == "astg") {
         if (v != "0" && v != "2" && v != "3" && v != "4")
           fail("LONGKV_CUDA_TUNING: astg=N needs 0, 2, 3 or 4 (got '%s')", v.c_str());
         d.attn_block_stages = d.attn_block_stages_long = v[0] - '0';
-      } else if (k == "astl") {
-        if (!whole_number(v, 0, 1 << 30, &n))
-          fail("LONGKV_CUDA_TUNING: astl=T needs the least tokens for the decode block's long-cache stages, 0 = "
-               "never (got '%s')", v.c_str());
-        d.attn_block_long_tokens = static_cast<int>(n);
       } else if (k == "acarve" || k == "qcarve") {
         if (!whole_number(v, -1, 100, &n))
           fail("LONGKV_CUDA_TUNING: %s=P needs a percentage 0..100, or -1 for the driver's choice (got '%s')",
@@ -95,31 +119,11 @@ CudaTuning& cuda_tuning() {
         (k == "acarve" ? d.attn_block_carveout : d.quant_decode_carveout) = static_cast<int>(n);
       } else if (k == "bst2") {  // milestone 50's first form: two streams or one
         d.batch_streams = on ? 2 : 1;
-      } else if (k == "bst") {
-        if (!whole_number(v, 1, kMaxBatchStreams, &n))
-          fail("LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..%d (got '%s')",
-               kMaxBatchStreams, v.c_str());
-        d.batch_streams = static_cast<int>(n);
-      } else if (k == "bvw") {
-        if (!whole_number(v, 1, 4, &n))
-          fail("LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '%s')",
-               v.c_str());
-        d.batch_v3_wave_share = static_cast<int>(n);
-      } else if (k == "bvg") {
-        if (!whole_number(v, 1, 1024, &n))
-          fail("LONGKV_CUDA_TUNING: bvg=N needs the groups a v3 warp takes in a batched one-launch step, 1..1024 "
-               "(got '%s')", v.c_str());
-        d.batch_v3_groups = static_cast<int>(n);
       } else if (k == "gbs") {
         if (v != "auto" && v != "0" && v != "1" && v != "2" && v != "3" && v != "4" && v != "6")
           fail("LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '%s')",
                v.c_str());
         d.gemv_batch_stages = v == "auto" ? -1 : std::atoi(v.c_str());
-      } else if (k == "gbt") {
-        if (!whole_number(v, 0, 4096, &n))
-          fail("LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '%s')",
-               v.c_str());
-        d.gemv_batch_tiles = static_cast<int>(n);
       } else if (k == "gbr") {
         if (v != "0" && v != "2" && v != "3")
           fail("LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '%s')",
@@ -132,11 +136,6 @@ CudaTuning& cuda_tuning() {
         const std::string x = eq == std::string::npos ? "3" : v;
         if (!whole_number(x, 0, 127, &n)) fail("LONGKV_CUDA_TUNING: gx8=N needs a bit set 0..127 (got '%s')", x.c_str());
         d.gemv_x8 = static_cast<int>(n);
-      } else if (k == "qeg") {
-        if (!whole_number(v, 0, 1 << 20, &n))
-          fail("LONGKV_CUDA_TUNING: qeg=N needs the least groups a KV head for v3's early q loads, 0 = always "
-               "(got '%s')", v.c_str());
-        d.quant_q_early_groups = static_cast<int>(n);
       } else if (k == "qfx" || k == "qstg" || k == "sfx") {
         if (!whole_number(v, 0, k == "qfx" ? 511 : 63, &n) || (k == "qstg" && n != 0 && n != 2 && n != 3))
           fail("LONGKV_CUDA_TUNING: %s needs %s (got '%s')", k.c_str(),
@@ -145,8 +144,9 @@ CudaTuning& cuda_tuning() {
       } else {
         std::string keys;
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
-        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, slice=N, astg=N, "
-             "astl=T, acarve=P, qcarve=P, qeg=N, gx8[=N], bst=N, bst2, bvw=N, bvg=N, gbs=N, gbt=N, gbr=N)",
+        for (const auto& r : kTuningRanges) keys += std::string(r.key) + "=" + r.var + ", ";
+        fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, astg=N, acarve=P, "
+             "qcarve=P, gx8[=N], bst2, gbs=N, gbr=N)",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
