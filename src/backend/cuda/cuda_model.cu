@@ -822,7 +822,12 @@ class CudaModelImpl final : public CudaModel {
     // i on stream i % ns, stream 0 being s_; the others start where s_ is (q,
     // k, v made) and s_ waits for them after the loop.
     const int ns = std::min(batch_streams_for(coded_kv_), n);
-    ws_.v3_wave_share = batch_v3_wave_share_for(coded_kv_);  // back to 1 below: ws_ is the single step's too
+    // ws_ is the single-token step's too: its share goes back to 1 on every way out.
+    struct ShareGuard {
+      GpuAttnWorkspace& ws;
+      ~ShareGuard() { ws.v3_wave_share = 1; }
+    } guard{ws_};
+    ws_.v3_wave_share = batch_v3_wave_share_for(coded_kv_);
     if (ns > 1) {
       if (!ev_fork_) LONGKV_CUDA_CHECK(cudaEventCreateWithFlags(&ev_fork_, cudaEventDisableTiming));
       LONGKV_CUDA_CHECK(cudaEventRecord(ev_fork_, s_));
@@ -860,7 +865,6 @@ class CudaModelImpl final : public CudaModel {
       LONGKV_CUDA_CHECK(cudaEventRecord(ev_join_[j], sx_[j]));
       LONGKV_CUDA_CHECK(cudaStreamWaitEvent(s_, ev_join_[j], 0));
     }
-    ws_.v3_wave_share = 1;
   }
 
   GpuKvCache& cache_of(int seq, int l) { return seq == 0 ? *caches_[l] : *seq_caches_[seq - 1][l]; }

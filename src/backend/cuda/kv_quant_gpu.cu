@@ -904,17 +904,16 @@ bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const 
   for (int i = 0; i < n; ++i) {  // every cache first: no state changes unless all take the step
     ropes[i] = rope;
     qc[i] = dynamic_cast<QuantGpuCache*>(caches[i]->batch_step_target(&ropes[i]));
-    if (!qc[i] || qc[i]->shape().head_dim != qc[0]->shape().head_dim || qc[i]->mode() != qc[0]->mode())
-      return false;
+    if (!qc[i]) return false;  // one model's caches: one mode and shape (the launches check the geometry)
   }
-  std::vector<attn_block::DecodeBlockArgs> blk(n);
-  std::vector<QuantDecodeArgs> v3(n);
+  attn_block::DecodeBlockArgs blk[kMaxBatchSeqs];
+  QuantDecodeArgs v3[kMaxBatchSeqs];
   for (int i = 0; i < n; ++i)
     qc[i]->batch_step_args(q + static_cast<size_t>(q_stride) * i, k + static_cast<size_t>(kv_stride) * i,
                            v + static_cast<size_t>(kv_stride) * i, ropes[i], out + out_stride * i, ws[i],
                            groups_per_warp, s, &blk[i], &v3[i]);
-  launch_decode_block_batch(blk.data(), n, qc[0]->shape().group(), qc[0]->shape().head_dim, s);
-  launch_quant_decode_v3_batch(v3.data(), n, s);
+  launch_decode_block_batch(blk, n, qc[0]->shape().group(), qc[0]->shape().head_dim, s);
+  launch_quant_decode_v3_batch(v3, n, s);
   return true;
 }
 
