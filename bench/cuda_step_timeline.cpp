@@ -19,6 +19,11 @@
 // The "adds" column sums to the layer's time. LONGKV_CUDA_TUNING applies as
 // in longkv bench, so two runs compare two settings.
 //
+// --batch N (milestone 56): N sequences, each filled to DEPTH, one token of
+// each a step through CudaModel::forward_batch (as `longkv bench --batch`:
+// no graphs, the host waits for each step's logits). Its GEMVs are the batch
+// GEMV's kernels; a step's gap on the host shows in "step", not in "layer".
+//
 // Build (CMake with LONGKV_CUDA=ON and CUPTI; run only on a GPU):
 //   cmake --build build --target step_timeline
 //   ./build/step_timeline [--kv k2v2] [-d 131072] [-n 8]
@@ -100,7 +105,8 @@ struct Role {
 };
 
 int usage() {
-  std::fprintf(stderr, "usage: step_timeline [--kv MODE (k2v2)] [-d DEPTH (131072)] [-n STEPS (8)]\n");
+  std::fprintf(stderr, "usage: step_timeline [--kv MODE (k2v2)] [-d DEPTH (131072)] [-n STEPS (8)] [--batch N (0: "
+               "the single-token step)]\n");
   return 2;
 }
 
@@ -109,7 +115,7 @@ int usage() {
 int main(int argc, char** argv) {
   using namespace longkv;
   std::string kv = "k2v2";
-  long depth = 131072, steps = 8;
+  long depth = 131072, steps = 8, batch = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (i + 1 >= argc) return usage();
@@ -117,10 +123,11 @@ int main(int argc, char** argv) {
     char* end = nullptr;
     if (a == "--kv") {
       kv = v;
-    } else if (a == "-d" || a == "-n") {
+    } else if (a == "-d" || a == "-n" || a == "--batch") {
       const long x = std::strtol(v, &end, 10);
-      if (*end != '\0' || x < (a == "-d" ? 0 : 1) || x > (a == "-d" ? 1L << 24 : 1024)) return usage();
-      (a == "-d" ? depth : steps) = x;
+      const long lo = a == "-n" ? 1 : 0, hi = a == "-d" ? 1L << 24 : a == "-n" ? 1024 : kMaxBatchSeqs;
+      if (*end != '\0' || x < lo || x > hi) return usage();
+      (a == "-d" ? depth : a == "-n" ? steps : batch) = x;
     } else {
       return usage();
     }
@@ -137,20 +144,33 @@ int main(int argc, char** argv) {
     CudaModelOptions mo;
     mo.kv_mode = parse_kv_mode(kv).to_string();
     mo.max_tokens = static_cast<int>(depth + steps + 8);
+    mo.max_seqs = static_cast<int>(std::max(1L, batch));
     auto model = CudaModel::create(w, mo);
-    model->fill_random_kv(static_cast<int>(depth), 7);
-    auto any = [](int32_t) { return true; };
-    model->decode_greedy(1, model->kv_size(), 4, any);  // warm-up: the step graphs captured
-    model->synchronize();
+    const std::vector<int32_t> toks(mo.max_seqs, 1);
+    std::vector<int> seqs(mo.max_seqs);
+    for (int b = 0; b < mo.max_seqs; ++b) seqs[b] = b;
+    // One decode run: steps tokens (of every sequence with --batch).
+    auto decode = [&](int n) {
+      if (batch == 0) {
+        model->decode_greedy(1, model->kv_size(), n, [](int32_t) { return true; });
+      } else {
+        for (int i = 0; i < n; ++i) model->forward_batch(toks.data(), seqs.data(), static_cast<int>(batch));
+      }
+      model->synchronize();
+    };
+    if (batch == 0) model->fill_random_kv(static_cast<int>(depth), 7);
+    for (int b = 0; b < batch && depth > 0; ++b) model->fill_random_kv_seq(b, static_cast<int>(depth), 7 + b);
+    decode(4);  // warm-up: the step graphs captured
     CUPTI_CK(cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed));
     CUPTI_CK(cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL));
-    model->decode_greedy(1, model->kv_size(), static_cast<int>(steps), any);
-    model->synchronize();
+    decode(static_cast<int>(steps));
     CUPTI_CK(cuptiActivityFlushAll(1));
     CUPTI_CK(cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL));
-    std::printf("model: synthetic llama3-8b, Q4_0 weights; kv %s, depth %ld, %ld steps after 4 warm-up steps  \n"
+    std::printf("model: synthetic llama3-8b, Q4_0 weights; kv %s, depth %ld, %ld steps after 4 warm-up steps%s  \n"
                 "kernels: %s  \nrecorded %zu kernels\n\n",
-                mo.kv_mode.c_str(), depth, steps, cuda_tuning_description().c_str(), g_kernels.size());
+                mo.kv_mode.c_str(), depth, steps,
+                batch ? (", " + std::to_string(batch) + " sequences a step (forward_batch)").c_str() : "",
+                cuda_tuning_description().c_str(), g_kernels.size());
   } catch (const Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
@@ -158,9 +178,13 @@ int main(int argc, char** argv) {
 
   std::sort(g_kernels.begin(), g_kernels.end(), [](const Kernel& a, const Kernel& b) { return a.start < b.start; });
   // Steps start at the embedding lookup. A kernel belongs to layer
-  // (GEMVs so far, itself included - 1) / 4; layers 1 .. n_layers - 2 are
+  // (GEMVs so far, itself included - 1) / G, G the GEMVs a layer (4; a
+  // batched step 5: gate and up apart); layers 1 .. n_layers - 2 are
   // averaged (the first follows the embedding, the last precedes the output).
-  const char* kGemvs[] = {"q|k|v GEMV", "wo GEMV", "gate|up GEMV", "down GEMV"};
+  const char* kOne[] = {"q|k|v GEMV", "wo GEMV", "gate|up GEMV", "down GEMV"};
+  const char* kBatch[] = {"q|k|v GEMV", "wo GEMV", "gate GEMV", "up GEMV", "down GEMV"};
+  const int G = batch ? 5 : 4;
+  const char* const* kGemvs = batch ? kBatch : kOne;
   const int n_layers = cfg.n_layers;
   std::map<std::string, Role> roles;
   double step_sum = 0, layer_sum = 0;
@@ -178,15 +202,15 @@ int main(int argc, char** argv) {
     double layer_adds = 0;
     for (size_t k = i + 1; k < j; ++k) {
       const Kernel& c = g_kernels[k];
-      const bool is_gemv = c.name == "gemv_slab_kernel";
+      const bool is_gemv = c.name == "gemv_slab_kernel" || c.name.rfind("gemv_batch_", 0) == 0;
       std::string role = c.name;
-      if (is_gemv) role = gemvs < 4 * n_layers ? kGemvs[gemvs % 4] : "output GEMV";
+      if (is_gemv) role = gemvs < G * n_layers ? kGemvs[gemvs % G] : "output GEMV";
       gemvs += is_gemv;
-      const int layer = (gemvs - 1) / 4;
+      const int layer = (gemvs - 1) / G;
       const double lead = 1e-3 * (double(c.start) - double(done));
       const double adds = c.end > done ? 1e-3 * double(c.end - done) : 0.0;
       done = std::max(done, c.end);
-      if (layer < 1 || layer > n_layers - 2 || gemvs > 4 * n_layers) continue;
+      if (layer < 1 || layer > n_layers - 2 || gemvs > G * n_layers) continue;
       Role& r = roles[role];
       if (r.n == 0) r.order = pos;
       ++pos;
@@ -198,7 +222,7 @@ int main(int argc, char** argv) {
       r.regs += c.regs;
       r.smem += c.smem_executed / 1024.0;
       layer_adds += adds;
-      if (is_gemv && gemvs % 4 == 0) {  // a down GEMV closes its layer
+      if (is_gemv && gemvs % G == 0) {  // a down GEMV closes its layer
         layer_sum += layer_adds;
         ++n_layer_samples;
         layer_adds = 0;

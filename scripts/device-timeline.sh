@@ -12,6 +12,9 @@
 # CHECKS=1 the CUDA checks run first (scripts/device-setup-checks.sh); with
 # PROBE="ARGS" bench/cuda_barrier_probe.cu is built and run with ARGS
 # ($OUT/probe.md) before the timelines.
+# With TL_BATCH=N (milestone 56) every run is a batched step of N sequences
+# (step_timeline --batch N) and the plain bench is left out (batch_bench of
+# scripts/device-setup.sh measures batched steps without CUPTI).
 set -o pipefail
 cd "$(dirname "$0")/.."
 source scripts/device-setup-checks.sh || exit 1
@@ -31,20 +34,22 @@ fi
 RUNS=${RUNS:-"k2v2:131072:- k2v2:0:- f16:131072:- k2v2:131072:pdl=0"}
 for r in $RUNS; do
   IFS=: read -r mode depth s tree <<< "$r"
-  f="$OUT/tl-$mode-$depth-${s//[=,]/_}${tree:+-$tree}.md"
+  f="$OUT/tl-$mode-$depth-${s//[=,]/_}${tree:+-$tree}${TL_BATCH:+-b$TL_BATCH}.md"
   [[ $s == - ]] && s=""
   tl=./build-device/step_timeline; [[ $tree == base ]] && tl=$BASE/build-base/step_timeline
-  LONGKV_CUDA_TUNING=$s timeout 150 $tl --kv "$mode" -d "$depth" -n ${STEPS:-8} > "$f" 2>&1
+  LONGKV_CUDA_TUNING=$s timeout 150 $tl --kv "$mode" -d "$depth" -n ${STEPS:-8} ${TL_BATCH:+--batch $TL_BATCH} > "$f" 2>&1
   echo "=== $r: rc $? at $(( $(date +%s) - t0 )) s"
   cat "$f"
 done
-: > $OUT/bench.md
-for r in $RUNS; do
-  IFS=: read -r mode depth s tree <<< "$r"
-  [[ $s == - ]] && s=""
-  b=$B; [[ $tree == base ]] && b=$BASE/build-base/longkv
-  LONGKV_CUDA_TUNING=$s timeout 120 $b bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 32 -p 0 \
-    -d "$depth" --kv "$mode" >> $OUT/bench.md 2>&1
-  echo "bench $r rc $? at $(( $(date +%s) - t0 )) s"
-done
-grep -E "^\| cuda" $OUT/bench.md
+if [[ -z ${TL_BATCH:-} ]]; then
+  : > $OUT/bench.md
+  for r in $RUNS; do
+    IFS=: read -r mode depth s tree <<< "$r"
+    [[ $s == - ]] && s=""
+    b=$B; [[ $tree == base ]] && b=$BASE/build-base/longkv
+    LONGKV_CUDA_TUNING=$s timeout 120 $b bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 32 -p 0 \
+      -d "$depth" --kv "$mode" >> $OUT/bench.md 2>&1
+    echo "bench $r rc $? at $(( $(date +%s) - t0 )) s"
+  done
+  grep -E "^\| cuda" $OUT/bench.md
+fi

@@ -44,6 +44,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
       {"bvw=0", "LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '0')"},
       {"bvg=0", "LONGKV_CUDA_TUNING: bvg=N needs the groups a v3 warp takes in a batched one-launch step, 1..1024 (got '0')"},
+      {"bvb=256", "LONGKV_CUDA_TUNING: bvb=N needs the v3 blocks a KV head and sequence in a batched one-launch step, 0..255 (0: by bvg) (got '256')"},
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
       {"gbr=4", "LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '4')"},
@@ -84,6 +85,10 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
                                 "(b1l, bvg)"),
             std::string::npos)
       << one_launch.out;
+  const auto by_blocks = with("b1l,bvb=8");  // milestone 56: b1l's split as blocks a KV head
+  EXPECT_EQ(by_blocks.exit_code, 0) << by_blocks.err;
+  EXPECT_NE(by_blocks.out.find("in one launch a layer, 8 v3 blocks a KV head (b1l, bvb)"), std::string::npos)
+      << by_blocks.out;
   const auto share = with("bvw=3");  // milestone 55's batched v3 grids, named in the kernels line
   EXPECT_EQ(share.exit_code, 0) << share.err;
   EXPECT_NE(share.out.find("a batched step's v3 grid 1/3 of a wave a sequence (bvw)"), std::string::npos)

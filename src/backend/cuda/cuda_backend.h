@@ -347,6 +347,11 @@ struct CudaTuning {
   // (one sequence as deep as 24) had promised 11% at 131K.
   bool batch_one_launch = false;
   int batch_v3_groups = 16;
+  // Milestone 56 (key "bvb=N", 0..255): b1l's v3 split as N blocks a KV
+  // head and sequence instead of bvg groups a warp (milestone 55's best
+  // split at both depths was ~8 blocks a KV head: bvg=32 at 32K, 128 at
+  // 131K). Still a rule of each sequence's length. 0: bvg decides.
+  int batch_v3_blocks = 0;
   // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
   // GEMV copies its weight chunks with cp.async through a ring of N slots a
   // warp, N - 1 chunks ahead, with blocks that walk row tiles and PDL

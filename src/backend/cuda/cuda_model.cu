@@ -815,7 +815,7 @@ class CudaModelImpl final : public CudaModel {
       for (int i = 0; i < n; ++i) cs[i] = &cache_of(batch_seqs_[i], l);
       if (batch_ws_.size() < static_cast<size_t>(n)) batch_ws_ = std::vector<GpuAttnWorkspace>(opt_.max_seqs);
       if (decode_block_batch(cs, n, q, k, v, q_stride, kv_stride, drope, att, qd, batch_ws_.data(),
-                             cuda_tuning().batch_v3_groups, s_))
+                             cuda_tuning().batch_v3_groups, cuda_tuning().batch_v3_blocks, s_))
         return;
     }
     // Streams the sequences spread over (CudaTuning::batch_streams): sequence

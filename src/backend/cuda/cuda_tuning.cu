@@ -58,6 +58,8 @@ const TuningRange kTuningRanges[] = {
     {"bvw", "N", &CudaTuning::batch_v3_wave_share, 1, 4, "a batched step's v3 grid as 1/N of a wave, 1..4"},
     {"bvg", "N", &CudaTuning::batch_v3_groups, 1, 1024,
      "the groups a v3 warp takes in a batched one-launch step, 1..1024"},
+    {"bvb", "N", &CudaTuning::batch_v3_blocks, 0, 255,
+     "the v3 blocks a KV head and sequence in a batched one-launch step, 0..255 (0: by bvg)"},
     {"gbt", "N", &CudaTuning::gemv_batch_tiles, 0, 4096, "the row tiles a batch GEMV block walks, 0..4096"},
 };
 static_assert(kMaxBatchStreams == 4, "bst's rule names the most streams");
@@ -200,7 +202,8 @@ std::string cuda_tuning_description() {
          (t.batch_streams == 0 ? ""
                                : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
          (t.batch_one_launch ? ", a batched step's quantized attention in one launch a layer, " +
-                                   std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)"
+                                   (t.batch_v3_blocks ? std::to_string(t.batch_v3_blocks) + " v3 blocks a KV head (b1l, bvb)"
+                                                      : std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)")
                              : "") +
          (t.batch_v3_wave_share == 0 ? ""
                                      : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +

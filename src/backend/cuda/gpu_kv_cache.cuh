@@ -199,13 +199,15 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
 // sequence (milestone 55, CudaTuning::batch_one_launch): sequence i's q, k, v
 // (as decode_block takes them) at q + i q_stride, k and v + i kv_stride, its
 // output at out + i out_stride, its partials and tickets in ws[i]; v3's
-// split groups_per_warp groups a warp (more only past 255 blocks a KV head),
-// a rule of each sequence's length alone. false, with no launch and no state
+// split groups_per_warp groups a warp, or with blocks_per_head > 0 that many
+// blocks a KV head (milestone 56; either way at least 4 groups a warp, more
+// only past 255 blocks a KV head), a rule of each sequence's length alone,
+// so a sequence's bits do not depend on the batch. false, with no launch and no state
 // changed: some cache's step is not a quantized one-launch step the batched
 // kernels take (the caller goes sequence by sequence).
 bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const float* k, const float* v,
                         int q_stride, int kv_stride, const DecodeRope& rope, float* out, size_t out_stride,
-                        GpuAttnWorkspace* ws, int groups_per_warp, cudaStream_t s);
+                        GpuAttnWorkspace* ws, int groups_per_warp, int blocks_per_head, cudaStream_t s);
 // Split count for a decode launch that may replay at later token counts:
 // n rounded up to a bucket (multiples of max(256, 2^floor(log2 n) / 8)).
 int decode_split_bucket(int n);

@@ -630,11 +630,12 @@ class QuantGpuCache final : public GpuKvCache {
   }
   // decode_block's host side for such a step: the cut and the state as
   // there, and the arguments of its two launches instead of the launches.
-  // v3's split: gpw groups a warp (more past 255 blocks a KV head), a rule
-  // of this sequence's length alone, so a sequence's bits do not depend on
-  // the batch around it.
+  // v3's split: gpw groups a warp, or (bph > 0) bph blocks a KV head; at
+  // least 4 groups a warp and at most 255 blocks a KV head. A rule of this
+  // sequence's length alone, so a sequence's bits do not depend on the
+  // batch around it.
   void batch_step_args(const float* q, const float* k, const float* v, const DecodeRope& rope, float* out,
-                       GpuAttnWorkspace& ws, int gpw, cudaStream_t s, attn_block::DecodeBlockArgs* blk,
+                       GpuAttnWorkspace& ws, int gpw, int bph, cudaStream_t s, attn_block::DecodeBlockArgs* blk,
                        QuantDecodeArgs* v3) {
     cut_window(s, true);
     ++n_window_;
@@ -642,7 +643,8 @@ class QuantGpuCache final : public GpuKvCache {
     decode_dev_ = true;
     LONGKV_CHECK(n_groups_ > 0, "quantized KV cache: a batched one-launch step needs groups");
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
-    const int gps = std::max({4, gpw, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps)});
+    const int want = bph > 0 ? (n_groups_ + bph * kQuantWarps - 1) / (bph * kQuantWarps) : gpw;
+    const int gps = std::max({4, want, (n_groups_ + 255 * kQuantWarps - 1) / (255 * kQuantWarps)});
     const int nbv = (n_groups_ + gps * kQuantWarps - 1) / (gps * kQuantWarps), stride = nbv + 1;
     ws.a.reserve(static_cast<size_t>(n_heads) * stride * D * sizeof(float));
     ws.b.reserve(static_cast<size_t>(n_heads) * stride * 2 * sizeof(float));
@@ -897,7 +899,7 @@ class QuantGpuCache final : public GpuKvCache {
 
 bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const float* k, const float* v,
                         int q_stride, int kv_stride, const DecodeRope& rope, float* out, size_t out_stride,
-                        GpuAttnWorkspace* ws, int groups_per_warp, cudaStream_t s) {
+                        GpuAttnWorkspace* ws, int groups_per_warp, int blocks_per_head, cudaStream_t s) {
   if (n < 1 || n > kMaxBatchSeqs) return false;
   QuantGpuCache* qc[kMaxBatchSeqs];
   DecodeRope ropes[kMaxBatchSeqs];
@@ -911,7 +913,7 @@ bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const 
   for (int i = 0; i < n; ++i)
     qc[i]->batch_step_args(q + static_cast<size_t>(q_stride) * i, k + static_cast<size_t>(kv_stride) * i,
                            v + static_cast<size_t>(kv_stride) * i, ropes[i], out + out_stride * i, ws[i],
-                           groups_per_warp, s, &blk[i], &v3[i]);
+                           groups_per_warp, blocks_per_head, s, &blk[i], &v3[i]);
   launch_decode_block_batch(blk, n, qc[0]->shape().group(), qc[0]->shape().head_dim, s);
   launch_quant_decode_v3_batch(v3, n, s);
   return true;
