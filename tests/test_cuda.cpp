@@ -40,15 +40,20 @@ TEST(Cuda, UnavailableReasonIsOneClearLine) {
 #endif
 }
 
+// Every form of the kernel (milestone 56): float4 rows held in registers
+// (1000: one float4 a thread; 4096: four), scalar rows (odd, and past what
+// the registers hold).
 TEST(Cuda, RmsnormMatchesCpu) {
   LONGKV_REQUIRE_CUDA();
-  const int rows = 3, dim = 1000;
-  const auto x = test::random_floats(static_cast<size_t>(rows) * dim, 1, -3, 3);
-  const auto w = test::random_floats(dim, 2);
-  std::vector<float> ref(x.size()), y(x.size());
-  for (int r = 0; r < rows; ++r) rmsnorm(&ref[r * dim], &x[r * dim], w.data(), dim, 1e-5f);
-  cuda_check_rmsnorm(x.data(), w.data(), rows, dim, 1e-5f, y.data());
-  EXPECT_LT(test::nmse(y.data(), ref.data(), ref.size()), 1e-12);
+  for (const auto [rows, dim] : {std::pair{3, 1000}, {24, 4096}, {2, 1001}, {2, 20000}}) {
+    const auto x = test::random_floats(static_cast<size_t>(rows) * dim, 1 + dim, -3, 3);
+    const auto w = test::random_floats(dim, 2);
+    std::vector<float> ref(x.size()), y(x.size());
+    for (int r = 0; r < rows; ++r) rmsnorm(&ref[static_cast<size_t>(r) * dim], &x[static_cast<size_t>(r) * dim],
+                                           w.data(), dim, 1e-5f);
+    cuda_check_rmsnorm(x.data(), w.data(), rows, dim, 1e-5f, y.data());
+    EXPECT_LT(test::nmse(y.data(), ref.data(), ref.size()), 1e-12) << rows << " rows of " << dim;
+  }
 }
 
 TEST(Cuda, RopeMatchesCpuBothStylesFarPositions) {

@@ -89,6 +89,9 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   EXPECT_EQ(by_blocks.exit_code, 0) << by_blocks.err;
   EXPECT_NE(by_blocks.out.find("in one launch a layer, 8 v3 blocks a KV head (b1l, bvb)"), std::string::npos)
       << by_blocks.out;
+  const auto own_carve = with("b1l,b1lc=0");  // milestone 56: b1l's kernels without the shared carveout
+  EXPECT_EQ(own_carve.exit_code, 0) << own_carve.err;
+  EXPECT_NE(own_carve.out.find("its kernels at their own carveouts (b1lc=0)"), std::string::npos) << own_carve.out;
   const auto share = with("bvw=3");  // milestone 55's batched v3 grids, named in the kernels line
   EXPECT_EQ(share.exit_code, 0) << share.err;
   EXPECT_NE(share.out.find("a batched step's v3 grid 1/3 of a wave a sequence (bvw)"), std::string::npos)

@@ -100,6 +100,14 @@ DecodeBlockArgs decode_block_ext_args(__half* k_cache, __half* v_cache, const De
   return a;
 }
 
+namespace {
+void launch_block_batch(void (*kern)(DecodeBlockBatch), dim3 grid, dim3 block, int carveout, cudaStream_t s,
+                        const DecodeBlockBatch& b) {
+  LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+  launch_maybe_pdl(cuda_tuning().decode_pdl, kern, grid, block, 0, s, b);
+}
+}  // namespace
+
 void launch_decode_block_batch(const DecodeBlockArgs* a, int n, int group, int head_dim, cudaStream_t s) {
   LONGKV_CHECK(n >= 1 && n <= kMaxBatchSeqs && group >= 1 && group <= 8 && (head_dim == 64 || head_dim == 128),
                "CUDA decode block: a batch of %d steps (1..%d), %d heads per KV head, head_dim %d", n,
@@ -113,11 +121,12 @@ void launch_decode_block_batch(const DecodeBlockArgs* a, int n, int group, int h
     cols = std::max(cols, static_cast<unsigned>(a[i].n_kv));
   }
   const dim3 grid(cols, n), block(kBlkWarps * 32);
+  // CudaTuning::batch_carveout: the carveout v3's batched kernel asks for too.
+  const int carve = cuda_tuning().batch_carveout ? 100 : cudaSharedmemCarveoutDefault;
 #define LONGKV_BATCH_G(G_)                                                                                    \
   case G_:                                                                                                   \
-    if (head_dim == 64) launch_maybe_pdl(cuda_tuning().decode_pdl, decode_block_batch_kernel<64, G_>, grid,  \
-                                         block, 0, s, b);                                                    \
-    else launch_maybe_pdl(cuda_tuning().decode_pdl, decode_block_batch_kernel<128, G_>, grid, block, 0, s, b); \
+    if (head_dim == 64) launch_block_batch(decode_block_batch_kernel<64, G_>, grid, block, carve, s, b);      \
+    else launch_block_batch(decode_block_batch_kernel<128, G_>, grid, block, carve, s, b);                     \
     break;
   switch (group) {
     LONGKV_BATCH_G(1) LONGKV_BATCH_G(2) LONGKV_BATCH_G(3) LONGKV_BATCH_G(4)

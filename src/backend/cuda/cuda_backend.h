@@ -352,6 +352,12 @@ struct CudaTuning {
   // split at both depths was ~8 blocks a KV head: bvg=32 at 32K, 128 at
   // 131K). Still a rule of each sequence's length. 0: bvg decides.
   int batch_v3_blocks = 0;
+  // Milestone 56 (key "b1lc"; "b1lc=0" off): b1l's two kernels ask the SMs
+  // for the largest shared-memory carveout, so that v3's blocks start on SMs
+  // that still run the decode blocks (whose own choice, 64 KiB, kept v3 out
+  // of every SM the 192 decode blocks of 24 sequences held: milestone 56's
+  // timeline, v3 starting 2.3 us before their end, 17.9 us a layer).
+  bool batch_carveout = true;
   // Milestone 51 (key "gbs=N": auto, 0, 1, 2, 3, 4 or 6): N >= 2: the batch
   // GEMV copies its weight chunks with cp.async through a ring of N slots a
   // warp, N - 1 chunks ahead, with blocks that walk row tiles and PDL

@@ -35,7 +35,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"amma", &CudaTuning::attn_block_mma},        {"gdev", &CudaTuning::greedy_device},
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
     {"gtop", &CudaTuning::sample_top_device},     {"gbx", &CudaTuning::gemv_batch_x_smem},
-    {"b1l", &CudaTuning::batch_one_launch},
+    {"b1l", &CudaTuning::batch_one_launch},       {"b1lc", &CudaTuning::batch_carveout},
 };
 
 // The settings whose value is a whole number in a range ("key=V"): the
@@ -203,7 +203,8 @@ std::string cuda_tuning_description() {
                                : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
          (t.batch_one_launch ? ", a batched step's quantized attention in one launch a layer, " +
                                    (t.batch_v3_blocks ? std::to_string(t.batch_v3_blocks) + " v3 blocks a KV head (b1l, bvb)"
-                                                      : std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)")
+                                                      : std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)") +
+                                   (t.batch_carveout ? "" : ", its kernels at their own carveouts (b1lc=0)")
                              : "") +
          (t.batch_v3_wave_share == 0 ? ""
                                      : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +

@@ -7,12 +7,41 @@
 namespace longkv::cuda {
 namespace {
 
+// A block a row. kPer > 0 (dim % 4 == 0, dim <= 4 kPer blockDim): each
+// thread holds kPer float4 of x and of the weights between the sum and the
+// store, every load issued before the first is used; the weights (constant)
+// are requested before the PDL wait. kPer == 0: any dim, scalar loops
+// unrolled by 4. Milestone 56: the old scalar loop waited for each load in
+// turn (a batched step's 24 rows of 4,096 took 9.7 us, twice a layer).
+template <int kPer>
 __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, int dim, float eps,
                                float* __restrict__ y) {
   const float* xr = x + static_cast<size_t>(blockIdx.x) * dim;
   float* yr = y + static_cast<size_t>(blockIdx.x) * dim;
+  float4 xv[kPer > 0 ? kPer : 1], wv[kPer > 0 ? kPer : 1];
+  const int n4 = dim / 4;
+  if constexpr (kPer > 0) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      wv[k] = i < n4 ? reinterpret_cast<const float4*>(w)[i] : make_float4(0, 0, 0, 0);
+    }
+  }
+  pdl_wait();  // x is the previous kernel's (a no-op in a plain launch)
+  pdl_trigger();
   float ss = 0;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  if constexpr (kPer > 0) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      xv[k] = i < n4 ? reinterpret_cast<const float4*>(xr)[i] : make_float4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+  } else {
+#pragma unroll 4
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  }
   __shared__ float red[32];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -26,7 +55,18 @@ __global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restr
   }
   __syncthreads();
   const float scale = rsqrtf(red[0] / dim + eps);
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+  if constexpr (kPer > 0) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * blockDim.x;
+      if (i < n4)
+        reinterpret_cast<float4*>(yr)[i] = make_float4(xv[k].x * scale * wv[k].x, xv[k].y * scale * wv[k].y,
+                                                       xv[k].z * scale * wv[k].z, xv[k].w * scale * wv[k].w);
+    }
+  } else {
+#pragma unroll 4
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+  }
 }
 
 // One thread per (token, head, pair); the rotation is rope_rotate.cuh's (the
@@ -100,7 +140,16 @@ int grid_for(size_t n, int threads) {
 
 void rmsnorm(const float* x, const float* weight, int n_rows, int dim, float eps, float* y, cudaStream_t s) {
   if (n_rows == 0) return;
-  rmsnorm_kernel<<<n_rows, 256, 0, s>>>(x, weight, dim, eps, y);
+  // Launched with PDL (CudaTuning::pdl) where the rows are float4-aligned:
+  // its weights' loads and start overlap the kernel before it.
+  const bool vec = dim % 4 == 0 && dim <= 4 * 4 * 256 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  if (vec && dim <= 4 * 256)
+    launch_maybe_pdl(cuda_tuning().pdl, rmsnorm_kernel<1>, dim3(n_rows), dim3(256), 0, s, x, weight, dim, eps, y);
+  else if (vec)
+    launch_maybe_pdl(cuda_tuning().pdl, rmsnorm_kernel<4>, dim3(n_rows), dim3(256), 0, s, x, weight, dim, eps, y);
+  else
+    launch_maybe_pdl(cuda_tuning().pdl, rmsnorm_kernel<0>, dim3(n_rows), dim3(256), 0, s, x, weight, dim, eps, y);
   LONGKV_CUDA_LAUNCHED();
 }
 
