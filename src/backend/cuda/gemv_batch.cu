@@ -61,6 +61,7 @@ __global__ void quantize_batch_kernel(const float* __restrict__ x, int n, int un
   if (i >= units * out.npad) return;
   const int u = i / out.npad, t = i % out.npad;
   pdl_wait();  // x is the previous kernel's (a no-op in a plain launch)
+  pdl_trigger();  // the GEMV after it (PDL) requests its first weights meanwhile
   XI8 r{};
   if (t < n) {
     float v[32];
@@ -213,7 +214,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
     sc = kStream ? ldg16_stream(srow + 2 * kChunk * ch) : ldg16(srow + 2 * kChunk * ch);
   };
   float acc[NT][4] = {};
-  if (warp < chunks) request(warp);
+  if (warp < chunks) request(warp);  // weights: constant, so before the PDL wait
+  pdl_wait();  // x (and y, accumulating) are earlier kernels' (a no-op in a plain launch)
   for (int ch = warp; ch < chunks; ch += kMmaWarps) {
     __syncwarp();  // the last chunk's reads are done
 #pragma unroll
@@ -582,11 +584,11 @@ void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* 
   } else if (i8 && form >= 2)
     launch_ring_stages<NT / 8>(form, w, xq, n, y, accumulate, s);
   else if (i8 && form == 1)
-    gemv_batch_mma_kernel<NT / 8, true><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32,
-                                                                                   xq, n, y, accumulate);
-  else if (i8)
-    gemv_batch_mma_kernel<NT / 8><<<(rows + 15) / 16, kMmaWarps * 32, 0, s>>>(w.data, w.ld, rows, cols / 32, xq, n,
-                                                                             y, accumulate);
+    launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_mma_kernel<NT / 8, true>, dim3((rows + 15) / 16),
+                     dim3(kMmaWarps * 32), 0, s, w.data, w.ld, rows, cols / 32, xq, n, y, accumulate);
+  else if (i8)  // PDL (milestone 56): the first weights requested before the wait for x
+    launch_maybe_pdl(cuda_tuning().pdl, gemv_batch_mma_kernel<NT / 8>, dim3((rows + 15) / 16),
+                     dim3(kMmaWarps * 32), 0, s, w.data, w.ld, rows, cols / 32, xq, n, y, accumulate);
   else
     gemv_batch_exact_kernel<NT><<<(rows + kWarps * kRows - 1) / (kWarps * kRows), kWarps * 32, 0, s>>>(
         w.data, w.ld, rows, cols, x, n, y, accumulate);
@@ -626,8 +628,8 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
     }
     if (!same_x) {
       const int threads = 128, total = static_cast<int>(cells);
-      // PDL with the ring form, whose GEMV waits for this launch (the milestone 50 form waits plainly)
-      launch_maybe_pdl(cuda_tuning().pdl && batch_form(n) >= 2, quantize_batch_kernel,
+      // PDL (milestone 56: every form's GEMV now waits for it on the device)
+      launch_maybe_pdl(cuda_tuning().pdl, quantize_batch_kernel,
                        dim3((total + threads - 1) / threads), dim3(threads), 0, s, x, n, units, xq);
       LONGKV_CUDA_CHECK(cudaGetLastError());
     }

@@ -94,6 +94,8 @@ __global__ void rope_kernel(const float* __restrict__ inv_freq, int head_dim, in
 }
 
 __global__ void swiglu_kernel(float* __restrict__ g, const float* __restrict__ u, size_t n) {
+  pdl_wait();  // gate and up are the GEMVs' before it (a no-op in a plain launch)
+  pdl_trigger();
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const float a = g[i];
@@ -163,7 +165,7 @@ void rope(const float* inv_freq, int head_dim, int rope_dim, bool neox, float* x
 }
 
 void swiglu(float* gate, const float* up, size_t n, cudaStream_t s) {
-  swiglu_kernel<<<grid_for(n, 256), 256, 0, s>>>(gate, up, n);
+  launch_maybe_pdl(cuda_tuning().pdl, swiglu_kernel, dim3(grid_for(n, 256)), dim3(256), 0, s, gate, up, n);
   LONGKV_CUDA_LAUNCHED();
 }
 
