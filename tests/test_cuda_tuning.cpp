@@ -79,17 +79,20 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto one = with("bst2=0");  // milestone 50's batched attention on one stream, named in the kernels line
   EXPECT_EQ(one.exit_code, 0) << one.err;
   EXPECT_NE(one.out.find("batched steps attend on 1 stream(s) (bst)"), std::string::npos) << one.out;
-  const auto one_launch = with("b1l,bvg=32");  // milestone 55's batched attention in one launch
+  const auto one_launch = with("bvb=0,bvg=32");  // milestone 55's split of the batched attention in one launch
   EXPECT_EQ(one_launch.exit_code, 0) << one_launch.err;
   EXPECT_NE(one_launch.out.find("a batched step's quantized attention in one launch a layer, 32 groups a v3 warp "
                                 "(b1l, bvg)"),
             std::string::npos)
       << one_launch.out;
-  const auto by_blocks = with("b1l,bvb=8");  // milestone 56: b1l's split as blocks a KV head
+  const auto by_blocks = with("bvb=8");  // milestone 56: b1l's split as blocks a KV head
   EXPECT_EQ(by_blocks.exit_code, 0) << by_blocks.err;
   EXPECT_NE(by_blocks.out.find("in one launch a layer, 8 v3 blocks a KV head (b1l, bvb)"), std::string::npos)
       << by_blocks.out;
-  const auto own_carve = with("b1l,b1lc=0");  // milestone 56: b1l's kernels without the shared carveout
+  const auto streams = with("b1l=0");  // milestone 55's default: each sequence's attention on the streams
+  EXPECT_EQ(streams.exit_code, 0) << streams.err;
+  EXPECT_NE(streams.out.find("quantized attention sequence by sequence (b1l=0)"), std::string::npos) << streams.out;
+  const auto own_carve = with("b1lc=0");  // milestone 56: b1l's kernels without the shared carveout
   EXPECT_EQ(own_carve.exit_code, 0) << own_carve.err;
   EXPECT_NE(own_carve.out.find("its kernels at their own carveouts (b1lc=0)"), std::string::npos) << own_carve.out;
   const auto share = with("bvw=3");  // milestone 55's batched v3 grids, named in the kernels line

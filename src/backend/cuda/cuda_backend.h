@@ -339,19 +339,23 @@ struct CudaTuning {
   // launches: bvg groups a warp, whatever the batch (the same bits for a
   // sequence in any batch under the setting). Steps whose caches the batched
   // kernels do not take (f16, forms other than the default ones, a sequence
-  // without groups yet) go sequence by sequence. Off by default: H200,
-  // llama3-8b Q4_0, k2v2 (milestone 55) against the default streams: 32
-  // sequences at 32K 17.57 ms with bvg=32 against 18.5-18.8 (-5%), 24 at
-  // 131K 34.66-34.71 with bvg=128 against 35.06-35.10 (-1%), but 4 at 131K
-  // 9.1-10.4 ms against 9.0: fewer blocks than a wave. Milestone 54's proxy
-  // (one sequence as deep as 24) had promised 11% at 131K.
-  bool batch_one_launch = false;
+  // without groups yet) go sequence by sequence. Milestone 55 measured it
+  // (H200, llama3-8b Q4_0, k2v2) against the default streams: 32 sequences
+  // at 32K 17.57 ms with bvg=32 against 18.5-18.8 (-5%), 24 at 131K
+  // 34.66-34.71 with bvg=128 against 35.06-35.10 (-1%), but 4 at 131K
+  // 9.1-10.4 ms against 9.0 (fewer blocks than a wave), and left it off.
+  // On by default since milestone 56, with 12 blocks a KV head (bvb) and
+  // the shared carveout (b1lc): 4-32 sequences at 32K 4-5% faster than the
+  // streams, 4-16 at 131K 1.4-3.3%, 24 at 131K level (docs/cuda-notes.md).
+  bool batch_one_launch = true;
   int batch_v3_groups = 16;
   // Milestone 56 (key "bvb=N", 0..255): b1l's v3 split as N blocks a KV
   // head and sequence instead of bvg groups a warp (milestone 55's best
   // split at both depths was ~8 blocks a KV head: bvg=32 at 32K, 128 at
-  // 131K). Still a rule of each sequence's length. 0: bvg decides.
-  int batch_v3_blocks = 0;
+  // 131K). Still a rule of each sequence's length. 0: bvg decides. 12 (the
+  // default): at 4-8 sequences 8 leaves most of a wave empty at 131K
+  // (+3-5% against the streams) where 12 gains 1.6-3.3%.
+  int batch_v3_blocks = 12;
   // Milestone 56 (key "b1lc"; "b1lc=0" off): b1l's two kernels ask the SMs
   // for the largest shared-memory carveout, so that v3's blocks start on SMs
   // that still run the decode blocks (whose own choice, 64 KiB, kept v3 out

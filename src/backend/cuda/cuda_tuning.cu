@@ -205,7 +205,7 @@ std::string cuda_tuning_description() {
                                    (t.batch_v3_blocks ? std::to_string(t.batch_v3_blocks) + " v3 blocks a KV head (b1l, bvb)"
                                                       : std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)") +
                                    (t.batch_carveout ? "" : ", its kernels at their own carveouts (b1lc=0)")
-                             : "") +
+                             : ", a batched step's quantized attention sequence by sequence (b1l=0)") +
          (t.batch_v3_wave_share == 0 ? ""
                                      : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +
                                            " of a wave a sequence (bvw)") +
