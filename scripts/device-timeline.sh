@@ -37,7 +37,8 @@ for r in $RUNS; do
   f="$OUT/tl-$mode-$depth-${s//[=,]/_}${tree:+-$tree}${TL_BATCH:+-b$TL_BATCH}.md"
   [[ $s == - ]] && s=""
   tl=./build-device/step_timeline; [[ $tree == base ]] && tl=$BASE/build-base/step_timeline
-  LONGKV_CUDA_TUNING=$s timeout 150 $tl --kv "$mode" -d "$depth" -n ${STEPS:-8} ${TL_BATCH:+--batch $TL_BATCH} > "$f" 2>&1
+  LONGKV_CUDA_TUNING=$s timeout 150 $tl --kv "$mode" -d "$depth" -n ${STEPS:-8} ${TL_BATCH:+--batch $TL_BATCH} \
+    > "$f" 2>&1
   echo "=== $r: rc $? at $(( $(date +%s) - t0 )) s"
   cat "$f"
 done

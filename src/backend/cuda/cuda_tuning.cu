@@ -201,11 +201,11 @@ std::string cuda_tuning_description() {
          (t.greedy_pipeline ? "" : ", greedy steps one at a time (gpipe=0)") +
          (t.batch_streams == 0 ? ""
                                : ", batched steps attend on " + std::to_string(t.batch_streams) + " stream(s) (bst)") +
-         (t.batch_one_launch ? ", a batched step's quantized attention in one launch a layer, " +
-                                   (t.batch_v3_blocks ? std::to_string(t.batch_v3_blocks) + " v3 blocks a KV head (b1l, bvb)"
-                                                      : std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)") +
-                                   (t.batch_carveout ? "" : ", its kernels at their own carveouts (b1lc=0)")
-                             : ", a batched step's quantized attention sequence by sequence (b1l=0)") +
+         (!t.batch_one_launch ? std::string(", a batched step's quantized attention sequence by sequence (b1l=0)")
+          : ", a batched step's quantized attention in one launch a layer, " +
+                (t.batch_v3_blocks ? std::to_string(t.batch_v3_blocks) + " v3 blocks a KV head (b1l, bvb)"
+                                   : std::to_string(t.batch_v3_groups) + " groups a v3 warp (b1l, bvg)") +
+                (t.batch_carveout ? "" : ", its kernels at their own carveouts (b1lc=0)")) +
          (t.batch_v3_wave_share == 0 ? ""
                                      : ", a batched step's v3 grid 1/" + std::to_string(t.batch_v3_wave_share) +
                                            " of a wave a sequence (bvw)") +
