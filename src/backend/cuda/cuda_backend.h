@@ -345,8 +345,9 @@ struct CudaTuning {
   // 34.66-34.71 with bvg=128 against 35.06-35.10 (-1%), but 4 at 131K
   // 9.1-10.4 ms against 9.0 (fewer blocks than a wave), and left it off.
   // On by default since milestone 56, with 12 blocks a KV head (bvb) and
-  // the shared carveout (b1lc): 4-32 sequences at 32K 4-5% faster than the
-  // streams, 4-16 at 131K 1.4-3.3%, 24 at 131K level (docs/cuda-notes.md).
+  // the shared carveout (b1lc), in interleaved pairs against b1l=0: 4-32
+  // sequences at 32K 3.0-4.4% faster, 4-8 at 131K 1.0-4.5%, 24 at 131K
+  // level (+0.1%; docs/cuda-notes.md, milestone 56).
   bool batch_one_launch = true;
   int batch_v3_groups = 16;
   // Milestone 56 (key "bvb=N", 0..255): b1l's v3 split as N blocks a KV
