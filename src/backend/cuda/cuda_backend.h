@@ -354,8 +354,8 @@ struct CudaTuning {
   // head and sequence instead of bvg groups a warp (milestone 55's best
   // split at both depths was ~8 blocks a KV head: bvg=32 at 32K, 128 at
   // 131K). Still a rule of each sequence's length. 0: bvg decides. 12 (the
-  // default): at 4-8 sequences 8 leaves most of a wave empty at 131K
-  // (+3-5% against the streams) where 12 gains 1.6-3.3%.
+  // default): at 4-8 sequences of 131K, 8 leaves most of a wave empty
+  // (+3-5% against the streams) where 12 gains 1.0-4.5%.
   int batch_v3_blocks = 12;
   // Milestone 56 (key "b1lc"; "b1lc=0" off): b1l's two kernels ask the SMs
   // for the largest shared-memory carveout, so that v3's blocks start on SMs

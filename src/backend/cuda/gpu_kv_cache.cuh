@@ -202,9 +202,9 @@ void decode_block_dense(__half* k_cache, __half* v_cache, const DenseKvView& kv,
 // split groups_per_warp groups a warp, or with blocks_per_head > 0 that many
 // blocks a KV head (milestone 56; either way at least 4 groups a warp, more
 // only past 255 blocks a KV head), a rule of each sequence's length alone,
-// so a sequence's bits do not depend on the batch. false, with no launch and no state
-// changed: some cache's step is not a quantized one-launch step the batched
-// kernels take (the caller goes sequence by sequence).
+// so a sequence's bits do not depend on the batch. false, with no launch and
+// no state changed: some cache's step is not a quantized one-launch step the
+// batched kernels take (the caller goes sequence by sequence).
 bool decode_block_batch(GpuKvCache* const* caches, int n, const float* q, const float* k, const float* v,
                         int q_stride, int kv_stride, const DecodeRope& rope, float* out, size_t out_stride,
                         GpuAttnWorkspace* ws, int groups_per_warp, int blocks_per_head, cudaStream_t s);
