@@ -44,6 +44,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"bst=5", "LONGKV_CUDA_TUNING: bst=N needs the streams of a batched step's attention, 1..4 (got '5')"},
       {"bvw=0", "LONGKV_CUDA_TUNING: bvw=N needs a batched step's v3 grid as 1/N of a wave, 1..4 (got '0')"},
       {"bvg=0", "LONGKV_CUDA_TUNING: bvg=N needs the groups a v3 warp takes in a batched one-launch step, 1..1024 (got '0')"},
+      {"b1l=off", "LONGKV_CUDA_TUNING: b1l is a switch: b1l, b1l=1 or b1l=0 (got 'off')"},
       {"bvb=256", "LONGKV_CUDA_TUNING: bvb=N needs the v3 blocks a KV head and sequence in a batched one-launch step, 0..255 (0: by bvg) (got '256')"},
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},

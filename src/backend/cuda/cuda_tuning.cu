@@ -102,6 +102,11 @@ CudaTuning& cuda_tuning() {
       const bool on = eq == std::string::npos || item.substr(eq + 1) != "0";
       const std::string v = eq == std::string::npos ? "" : item.substr(eq + 1);
       long n = 0;
+      // A switch takes no value, 1 or 0 ("b1l=off" would otherwise read as on).
+      const bool is_switch = k == "qdec" || k == "bst2" || switch_of(k);
+      if (is_switch && eq != std::string::npos && v != "0" && v != "1")
+        fail("LONGKV_CUDA_TUNING: %s is a switch: %s, %s=1 or %s=0 (got '%s')", k.c_str(), k.c_str(), k.c_str(),
+             k.c_str(), v.c_str());
       if (k == "qdec") {
         d.quant_decode_v3 = d.decode_pdl = on;
       } else if (const TuningFlag flag = switch_of(k)) {
