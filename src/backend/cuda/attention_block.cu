@@ -103,7 +103,7 @@ DecodeBlockArgs decode_block_ext_args(__half* k_cache, __half* v_cache, const De
 namespace {
 void launch_block_batch(void (*kern)(DecodeBlockBatch), dim3 grid, dim3 block, int carveout, cudaStream_t s,
                         const DecodeBlockBatch& b) {
-  LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+  set_carveout(reinterpret_cast<const void*>(kern), carveout);
   launch_maybe_pdl(cuda_tuning().decode_pdl, kern, grid, block, 0, s, b);
 }
 }  // namespace

@@ -10,6 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -90,6 +92,20 @@ int resident_warps(K kernel, int block_threads) {
 // the one the SM has makes it drain and switch; between each layer's GEMVs
 // and an attention kernel that wants 3 blocks of 72 KiB that cost ~9 us a
 // layer on H200 (docs/cuda-notes.md, milestone 14).
+// A kernel's preferred carveout (cudaSharedmemCarveoutDefault or 0..100),
+// set only when it differs from what this process last set for that
+// kernel: the batched step asks for it at every layer's launch (milestone
+// 56), and the value changes only with CudaTuning.
+inline void set_carveout(const void* kernel, int carveout) {
+  static std::mutex mu;
+  static std::map<const void*, int> set;
+  const std::lock_guard<std::mutex> lock(mu);
+  const auto it = set.find(kernel);
+  if (it != set.end() && it->second == carveout) return;
+  LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
+  set[kernel] = carveout;
+}
+
 template <typename K>
 int resident_warps_smem(K kernel, int block_threads, size_t smem, int carveout) {
   cudaFuncAttributes fa;

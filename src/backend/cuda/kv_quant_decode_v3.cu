@@ -712,8 +712,7 @@ void launch_v3_batch_form(const V3Batch& b, dim3 grid, bool pdl, cudaStream_t s)
   (void)resident;
   // CudaTuning::batch_carveout: the decode blocks' carveout (launch_decode_block_batch), so both share SMs.
   const int carve = cuda_tuning().batch_carveout ? 100 : cuda_tuning().quant_decode_carveout;
-  LONGKV_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         carve >= 0 ? carve : cudaSharedmemCarveoutDefault));
+  set_carveout(reinterpret_cast<const void*>(kern), carve >= 0 ? carve : cudaSharedmemCarveoutDefault);
   launch_maybe_pdl(pdl, kern, grid, dim3(kQuantWarps * 32), kSmem, s, b);
 }
 
