@@ -115,14 +115,18 @@ __device__ __forceinline__ StagedUnit staged_unit(const uint8_t* st, const __hal
           __half2float(scl[(g + 8) * kChunk + k])};
 }
 
+// Every kernel below is launched with NT = ceil(n / 8) tiles, so BatchX8's
+// npad is 8 NT in them (launch_batch checks it): the folds take all NT tiles
+// and their cells' strides as compile-time constants (milestone 56: the
+// runtime tile count and npad cost the row-split form's loop ~20 of its ~122
+// SASS instructions a unit at 24 tokens, in branches and address arithmetic).
 // A staged unit's products with the tiles' activations in global memory
 // (through L1: every row tile reads them; BatchX8's cell `cell` on) into acc.
 template <int NT>
 __device__ __forceinline__ void fold_global_x(float (&acc)[NT][4], const StagedUnit& su, const BatchX8& xq,
-                                              size_t cell, int tiles, int g, int t) {
+                                              size_t cell, int g, int t) {
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
-    if (j >= tiles) break;
     int cc[4];
     const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
     mma_u8s8(cc, su.a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
@@ -134,10 +138,9 @@ __device__ __forceinline__ void fold_global_x(float (&acc)[NT][4], const StagedU
 // (BatchX8's layout from cell lcell on: xs_q codes, xs_sc scales) into acc.
 template <int NT>
 __device__ __forceinline__ void fold_staged_x(float (&acc)[NT][4], const StagedUnit& su, const int4* xs_q,
-                                              const float2* xs_sc, size_t lcell, int tiles, int g, int t) {
+                                              const float2* xs_sc, int lcell, int g, int t) {
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
-    if (j >= tiles) break;
     int cc[4];
     const int* qb = reinterpret_cast<const int*>(xs_q + 2 * (lcell + 8 * j + g));
     mma_u8s8(cc, su.a, static_cast<uint32_t>(qb[t]), static_cast<uint32_t>(qb[4 + t]));
@@ -206,7 +209,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
 #pragma unroll
   for (int i = 0; i < 4; ++i) crow[i] = w + ld * static_cast<size_t>(min(row0 + cr + 4 * i, rows - 1));
   const uint8_t* srow = w + ld * static_cast<size_t>(min(row0 + lane % 16, rows - 1)) + 16 * static_cast<size_t>(units);
-  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
+  const int chunks = (units + kChunk - 1) / kChunk;
   uint4 q[4], sc;
   // A chunk past the row's last unit reads the codes of its last unit and
   // scale bytes past the row (inside the upload's padding), never folded.
@@ -230,8 +233,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
     for (int k = 0; k < kChunk; ++k) {
       const int u = ch * kChunk + k;
       if (u >= units) break;
-      fold_global_x<NT>(acc, staged_unit(stage[warp], scl[warp][0], k, g, t), xq, static_cast<size_t>(u) * xq.npad,
-                        tiles, g, t);
+      fold_global_x<NT>(acc, staged_unit(stage[warp], scl[warp][0], k, g, t), xq, static_cast<size_t>(u) * (8 * NT),
+                        g, t);
     }
   }
   reduce_store<NT>(red, acc, row0, rows, n, y, accumulate);
@@ -290,7 +293,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
   constexpr int kSlot = slot_bytes<NT, XS>(), kXq = kChunk * 8 * NT * 32;  // x codes' bytes in a slot
   uint8_t* ring = ring_smem + warp * S * kSlot;
   float(*red)[16][8 * NT] = reinterpret_cast<float(*)[16][8 * NT]>(ring_smem + kMmaWarps * S * kSlot);
-  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
+  const int chunks = (units + kChunk - 1) / kChunk;
   const int mine = warp < chunks ? (chunks - 1 - warp) / kMmaWarps + 1 : 0;  // chunks a tile gives this warp
   const int row_tiles = (rows + 15) / 16;
   const int my_tiles = (row_tiles - 1 - static_cast<int>(blockIdx.x)) / static_cast<int>(gridDim.x) + 1;
@@ -306,8 +309,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
     uint8_t* slot = ring + (i % S) * kSlot + kSlotW;
     const uint8_t* gq = reinterpret_cast<const uint8_t*>(xq.q + 2 * static_cast<size_t>(ch) * kChunk * xq.npad);
     const uint8_t* gs = reinterpret_cast<const uint8_t*>(xq.sc + static_cast<size_t>(ch) * kChunk * xq.npad);
-    for (int p = lane; p < nu * xq.npad * 2; p += 32) cp_async16_l1(slot + 16 * p, gq + 16 * p);
-    for (int p = lane; p < nu * xq.npad / 2; p += 32) cp_async16_l1(slot + kXq + 16 * p, gs + 16 * p);
+    for (int p = lane; p < nu * (8 * NT) * 2; p += 32) cp_async16_l1(slot + 16 * p, gq + 16 * p);
+    for (int p = lane; p < nu * (8 * NT) / 2; p += 32) cp_async16_l1(slot + kXq + 16 * p, gs + 16 * p);
   };
   auto issue = [&](int i, bool with_x = true) {
     if (with_x) issue_x(i);
@@ -344,8 +347,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_ring_kernel(const u
         const int u = ch * kChunk + k;
         if (u >= units) break;
         const StagedUnit su = staged_unit(st, scl, k, g, t);
-        if constexpr (XS) fold_staged_x<NT>(acc, su, xs_q, xs_sc, static_cast<size_t>(k) * xq.npad, tiles, g, t);
-        else fold_global_x<NT>(acc, su, xq, static_cast<size_t>(u) * xq.npad, tiles, g, t);
+        if constexpr (XS) fold_staged_x<NT>(acc, su, xs_q, xs_sc, k * (8 * NT), g, t);
+        else fold_global_x<NT>(acc, su, xq, static_cast<size_t>(u) * (8 * NT), g, t);
       }
       __syncwarp();  // the slot's reads are done before issue() refills it
     }
@@ -419,7 +422,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
   constexpr int kStage = row_stage_bytes<NT>(), kXq = kChunk * 8 * NT * 32;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int row0 = blockIdx.x * kRowTile + 16 * warp, sl = blockIdx.y;
-  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
+  const int chunks = (units + kChunk - 1) / kChunk;
   const int items = sl < chunks ? (chunks - 1 - sl) / kMmaWarps + 1 : 0;  // chunks sl, sl + 8, ...
   auto stage = [&](int i) { return rs_smem + (i % S) * kStage; };
   auto issue_w = [&](int i) {  // this warp's 16 rows of item i's chunk (as the ring form's slot)
@@ -432,8 +435,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
     uint8_t* xs = stage(i) + kMmaWarps * kSlotW;
     const uint8_t* gq = reinterpret_cast<const uint8_t*>(xq.q + 2 * static_cast<size_t>(ch) * kChunk * xq.npad);
     const uint8_t* gs = reinterpret_cast<const uint8_t*>(xq.sc + static_cast<size_t>(ch) * kChunk * xq.npad);
-    for (int p = threadIdx.x; p < nu * xq.npad * 2; p += kMmaWarps * 32) cp_async16_l1(xs + 16 * p, gq + 16 * p);
-    for (int p = threadIdx.x; p < nu * xq.npad / 2; p += kMmaWarps * 32) cp_async16_l1(xs + kXq + 16 * p, gs + 16 * p);
+    for (int p = threadIdx.x; p < nu * (8 * NT) * 2; p += kMmaWarps * 32) cp_async16_l1(xs + 16 * p, gq + 16 * p);
+    for (int p = threadIdx.x; p < nu * (8 * NT) / 2; p += kMmaWarps * 32)
+      cp_async16_l1(xs + kXq + 16 * p, gs + 16 * p);
   };
   // The first S - 1 items' weights before the PDL wait, their activations
   // after it; one commit group an item (empty past the last).
@@ -461,7 +465,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
     for (int k = 0; k < kChunk; ++k) {
       const int u = ch * kChunk + k;
       if (u >= units) break;
-      fold_staged_x<NT>(acc, staged_unit(st, scl, k, g, t), xs_q, xs_sc, static_cast<size_t>(k) * xq.npad, tiles, g, t);
+      fold_staged_x<NT>(acc, staged_unit(st, scl, k, g, t), xs_q, xs_sc, k * (8 * NT), g, t);
     }
   }
   // This slice's sums -> part[sl][token][row]; the row tile's last block adds them.
@@ -577,6 +581,8 @@ template <int NT>
 void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* y, bool accumulate, bool i8,
                   float* part, int* tickets, cudaStream_t s) {
   const int rows = static_cast<int>(w.rows), cols = static_cast<int>(w.cols), form = batch_form(n);
+  LONGKV_CHECK(!i8 || (xq.npad == NT && n > NT - 8 && n <= NT), "gemv_batch: %d tokens padded to %d in the %d-token "
+               "kernels", n, xq.npad, NT);
   if (i8 && part && NT > 8) {
     if constexpr (NT > 8) {
       if (cuda_tuning().gemv_batch_row_stages == 2)
