@@ -116,17 +116,21 @@ __device__ __forceinline__ StagedUnit staged_unit(const uint8_t* st, const __hal
 }
 
 // Every kernel below is launched with NT = ceil(n / 8) tiles, so BatchX8's
-// npad is 8 NT in them (launch_batch checks it): the folds take all NT tiles
-// and their cells' strides as compile-time constants (milestone 56: the
-// runtime tile count and npad cost the row-split form's loop ~20 of its ~122
-// SASS instructions a unit at 24 tokens, in branches and address arithmetic).
+// npad is 8 NT in them (launch_batch checks it): the ring and row-split
+// forms' folds take all NT tiles and their cells' strides as compile-time
+// constants (milestone 56: the runtime tile count and npad cost the row-split
+// form's loop ~20 of its ~122 SASS instructions a unit at 24 tokens, in
+// branches and address arithmetic; 3-11% faster). Milestone 50's form keeps
+// them at run time (`tiles`): with constants its x loads were scheduled
+// differently and its 16- and 24-token calls ran 4-17% slower (milestone 57).
 // A staged unit's products with the tiles' activations in global memory
 // (through L1: every row tile reads them; BatchX8's cell `cell` on) into acc.
 template <int NT>
 __device__ __forceinline__ void fold_global_x(float (&acc)[NT][4], const StagedUnit& su, const BatchX8& xq,
-                                              size_t cell, int g, int t) {
+                                              size_t cell, int g, int t, int tiles = NT) {
 #pragma unroll
   for (int j = 0; j < NT; ++j) {
+    if (j >= tiles) break;
     int cc[4];
     const int* qb = reinterpret_cast<const int*>(xq.q + 2 * (cell + 8 * j + g));
     mma_u8s8(cc, su.a, static_cast<uint32_t>(__ldg(qb + t)), static_cast<uint32_t>(__ldg(qb + 4 + t)));
@@ -209,7 +213,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
 #pragma unroll
   for (int i = 0; i < 4; ++i) crow[i] = w + ld * static_cast<size_t>(min(row0 + cr + 4 * i, rows - 1));
   const uint8_t* srow = w + ld * static_cast<size_t>(min(row0 + lane % 16, rows - 1)) + 16 * static_cast<size_t>(units);
-  const int chunks = (units + kChunk - 1) / kChunk;
+  const int chunks = (units + kChunk - 1) / kChunk, tiles = (n + 7) / 8;
   uint4 q[4], sc;
   // A chunk past the row's last unit reads the codes of its last unit and
   // scale bytes past the row (inside the upload's padding), never folded.
@@ -233,8 +237,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
     for (int k = 0; k < kChunk; ++k) {
       const int u = ch * kChunk + k;
       if (u >= units) break;
-      fold_global_x<NT>(acc, staged_unit(stage[warp], scl[warp][0], k, g, t), xq, static_cast<size_t>(u) * (8 * NT),
-                        g, t);
+      fold_global_x<NT>(acc, staged_unit(stage[warp], scl[warp][0], k, g, t), xq, static_cast<size_t>(u) * xq.npad,
+                        g, t, tiles);
     }
   }
   reduce_store<NT>(red, acc, row0, rows, n, y, accumulate);
