@@ -58,6 +58,24 @@ double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
   return s;
 }
 
+// The f16 batch GEMV's rule (gemv_batch_h16.cu): each weight d (n - 8)
+// rounded to f16 (the f32 product of an f16 and a small integer is exact,
+// then one rounding, as the GPU's f16 multiply), x rounded to f16, their
+// exact products summed in double.
+double dot_q4_0_h16_ref(const void* row, const float* x, int cols) {
+  const auto* b = static_cast<const BlockQ4_0*>(row);
+  double s = 0;
+  for (int k = 0; k < cols / kQK; ++k) {
+    const float d = f16_to_f32(b[k].d);
+    for (int i = 0; i < kQK; ++i) {
+      const int n = i < 16 ? (b[k].qs[i] & 0xF) : (b[k].qs[i - 16] >> 4);
+      s += static_cast<double>(f16_to_f32(f32_to_f16(d * static_cast<float>(n - 8)))) *
+           f16_to_f32(f32_to_f16(x[kQK * k + i]));
+    }
+  }
+  return s;
+}
+
 // What the single-token GEMV should give for row r: the exact product of the
 // dequantized weights (dot_row_ref), or for Q4_0 through the slab kernel with
 // int8 activations the rule above.
@@ -489,30 +507,47 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
 // bit (the batched model test relies on it).
 TEST(Cuda, GemvBatchMatchesReference) {
   LONGKV_REQUIRE_CUDA();
-  const MatmulCase cases[] = {
-      {WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 5, 16416}, {WeightType::Q4_0, 130, 4096}};
+  const MatmulCase cases[] = {{WeightType::Q4_0, 77, 1056},
+                              {WeightType::Q4_0, 5, 16416},
+                              {WeightType::Q4_0, 130, 4096},
+                              {WeightType::Q4_0, 300, 96}};  // f16: one chunk of 3 units, so one slice
   for (const auto& c : cases) {
     SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
     const auto data = random_weight(c.type, c.rows, c.cols, 29 + c.rows);
     WeightView w{c.type, c.rows, c.cols, data.data()};
     const auto x = test::random_floats(static_cast<size_t>(32) * c.cols, 41);
-    for (bool i8x : {false, true}) {
+    // The three rules: exact products, int8 x (the default), f16 x (gbh;
+    // its 3-stage form must give the 2-stage form's bits).
+    for (const char* rule : {"exact", "int8", "f16"}) {
+      const bool i8x = rule[0] != 'e', h16 = rule[0] == 'f';
       cuda_tuning().gemv_i8x = i8x;
+      cuda_tuning().gemv_batch_h16 = h16 ? 2 : 0;
       for (int n_tok : {1, 2, 7, 8, 9, 16, 23, 32}) {
-        SCOPED_TRACE("tokens " + std::to_string(n_tok) + (i8x ? " int8" : " exact"));
+        SCOPED_TRACE("tokens " + std::to_string(n_tok) + " " + rule);
         std::vector<float> y(static_cast<size_t>(n_tok) * c.rows), ref(y.size());
         cuda_check_gemv_batch(w, x.data(), n_tok, y.data());
         for (int t = 0; t < n_tok; ++t)
-          for (int r = 0; r < c.rows; ++r)
-            ref[static_cast<size_t>(t) * c.rows + r] = gemv_ref(w, r, &x[static_cast<size_t>(t) * c.cols], i8x);
+          for (int r = 0; r < c.rows; ++r) {
+            const float* xt = &x[static_cast<size_t>(t) * c.cols];
+            ref[static_cast<size_t>(t) * c.rows + r] =
+                h16 ? static_cast<float>(dot_q4_0_h16_ref(w.row(r), xt, static_cast<int>(c.cols)))
+                    : gemv_ref(w, r, xt, i8x);
+          }
         EXPECT_LT(test::nmse(y.data(), ref.data(), y.size()), 1e-10);
+        if (h16) {
+          std::vector<float> y3(y.size(), -1.0f);
+          cuda_tuning().gemv_batch_h16 = 3;
+          cuda_check_gemv_batch(w, x.data(), n_tok, y3.data());
+          cuda_tuning().gemv_batch_h16 = 2;
+          EXPECT_EQ(std::memcmp(y3.data(), y.data(), sizeof(float) * y.size()), 0) << "gbh=3 against gbh=2";
+        }
       }
       std::vector<float> all(static_cast<size_t>(32) * c.rows), one(c.rows);
       cuda_check_gemv_batch(w, x.data(), 32, all.data());
       for (int t : {0, 13, 31}) {
         cuda_check_gemv_batch(w, &x[static_cast<size_t>(t) * c.cols], 1, one.data());
         EXPECT_EQ(std::memcmp(one.data(), &all[static_cast<size_t>(t) * c.rows], sizeof(float) * c.rows), 0)
-            << "token " << t << (i8x ? " int8" : " exact");
+            << "token " << t << " " << rule;
       }
       cuda_tuning() = CudaTuning{};
     }

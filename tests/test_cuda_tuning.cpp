@@ -49,6 +49,7 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"gbs=5", "LONGKV_CUDA_TUNING: gbs=N needs the batch GEMV's ring slots, auto, 0, 1, 2, 3, 4 or 6 (got '5')"},
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
       {"gbr=4", "LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '4')"},
+      {"gbh=1", "LONGKV_CUDA_TUNING: gbh=S needs the f16 batch GEMV's stages, 0 (off), 2 or 3 (got '1')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -128,6 +129,14 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto rs0 = with("gbr=0");
   EXPECT_EQ(rs0.exit_code, 0) << rs0.err;
   EXPECT_NE(rs0.out.find("batch GEMV of 9-32 tokens without its row-split form (gbr=0)"), std::string::npos) << rs0.out;
+  for (const char* h : {"gbh", "gbh=3"}) {  // milestone 57's f16 batch GEMV: no value is 2 stages
+    const auto bh = with(h);
+    EXPECT_EQ(bh.exit_code, 0) << bh.err;
+    EXPECT_NE(bh.out.find(std::string("batch GEMV with f16 activations, ") + (h[3] ? "3" : "2") + " stages (gbh)"),
+              std::string::npos)
+        << bh.out;
+  }
+  EXPECT_EQ(with("gbh=0").out.find("f16 activations"), std::string::npos);
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

@@ -390,6 +390,12 @@ struct CudaTuning {
   // interleaved pairs: f16 18 sequences at 32K -3.6%, k2v2 32 at 32K -3.7%,
   // k2v2 24 at 131K -0.8% (docs/cuda-notes.md, milestone 53).
   int gemv_batch_row_stages = 2;
+  // Milestone 57 (key "gbh=S", 0, 2 or 3; "gbh" alone 2): the batch GEMV
+  // with f16 activations on m16n8k16 MMAs in row-split blocks of S stages
+  // (gemv_batch_h16.cu): the weights dequantized once per unit, f32 sums
+  // over the row; another rule than int8's (f16(d (n - 8)) f16(x)). 0: the
+  // int8 forms above. Exact products (gemv_i8x off) take precedence.
+  int gemv_batch_h16 = 0;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

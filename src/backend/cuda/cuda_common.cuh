@@ -274,14 +274,17 @@ bool gemv_glu_supported(WeightType t, int64_t cols);
 // Y[t][r] (+)= dot(W.row(r), X[t]) for 1 <= n <= kGemvBatchMax tokens (X
 // [n][cols], Y [n][rows]), each weight read once for all of them; int8
 // activations as the single-token GEMV's (CudaTuning::gemv_i8x; off: exact
-// f32 products). scratch holds the int8 activations; same_x: they are
-// already there, made from this x by the last call with the same scratch
-// and column count (w_gate then w_up). Q4_0 only (gemv_batch_supported);
-// the model's other formats take gemm().
+// f32 products), or with CudaTuning::gemv_batch_h16 f16 ones
+// (gemv_batch_h16, gemv_batch_h16.cu). scratch holds the converted
+// activations; same_x: they are already there, made from this x by the last
+// call with the same scratch and column count (w_gate then w_up). Q4_0 only
+// (gemv_batch_supported); the model's other formats take gemm().
 constexpr int kGemvBatchMax = 32;
 bool gemv_batch_supported(const GpuWeight& w);
 void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
                 cudaStream_t s, bool same_x = false);
+void gemv_batch_h16(const GpuWeight& w, const float* x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
+                    cudaStream_t s, bool same_x);
 // Decodes rows into a dense matrix [rows][cols] of f16 (half) or f32.
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);
 // dst[t][cols] = W.row(ids[t]) as f32 (embedding lookup; ids on the device).

@@ -136,6 +136,11 @@ CudaTuning& cuda_tuning() {
           fail("LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '%s')",
                v.c_str());
         d.gemv_batch_row_stages = std::atoi(v.c_str());
+      } else if (k == "gbh") {
+        const std::string x = eq == std::string::npos ? "2" : v;
+        if (x != "0" && x != "2" && x != "3")
+          fail("LONGKV_CUDA_TUNING: gbh=S needs the f16 batch GEMV's stages, 0 (off), 2 or 3 (got '%s')", v.c_str());
+        d.gemv_batch_h16 = std::atoi(x.c_str());
       } else if (k == "grb") {
         if (v != "0" && v != "8" && v != "16") fail("LONGKV_CUDA_TUNING: grb=N needs 0, 8 or 16 (got '%s')", v.c_str());
         d.gemv_rows_per_batch = std::atoi(v.c_str());
@@ -228,6 +233,8 @@ std::string cuda_tuning_description() {
           : t.gemv_batch_row_stages != CudaTuning{}.gemv_batch_row_stages
               ? ", batch GEMV row-split form with " + std::to_string(t.gemv_batch_row_stages) + " stages (gbr)"
               : std::string()) +
+         (t.gemv_batch_h16 ? ", batch GEMV with f16 activations, " + std::to_string(t.gemv_batch_h16) + " stages (gbh)"
+                           : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups

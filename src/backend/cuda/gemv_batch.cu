@@ -34,6 +34,7 @@
 // operations in the same order (the tests compare a batch against its tokens
 // one by one, bit for bit).
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/gemv_batch_stage.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
@@ -92,11 +93,6 @@ __device__ __forceinline__ void fold_unit(float (&acc)[4], const int (&c)[4], fl
   acc[2] += db * s4.x * (__int_as_float(c[2] + __float_as_int(s4.y)) - kMagicF);
   acc[3] += db * s4.z * (__int_as_float(c[3] + __float_as_int(s4.w)) - kMagicF);
 }
-
-constexpr int kMmaWarps = 8;  // a block: 16 rows, its units split over 8 warps
-
-constexpr int kChunk = 8;     // units a warp stages at once (a chunk)
-constexpr int kRowW = kChunk * 16 + 16;  // bytes of a staged row: a chunk's codes + 16 (conflict-free reads)
 
 // Unit k of a staged chunk (16 rows of kRowW bytes; scl: the rows' kChunk
 // scales each), as lane (g, t) = (lane / 4, lane % 4) feeds it to the MMA:
@@ -254,34 +250,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_mma_kernel(const ui
 // requested before the wait for the activations. Milestone 50's form held
 // one chunk in flight a warp in registers, and a block lived for one tile
 // (two chunks a warp at 4096 columns): 1.0-1.3 TB/s at 1-8 tokens.
-constexpr int kSlotW = 16 * kRowW + 16 * 16;  // a ring slot's weights: 16 staged rows, then 16 rows' 8 scales
 // With XS, a slot also holds the chunk's activations, as BatchX8 lays them
 // out: its 8 units' codes (8 npad x 32 bytes), then their (dx, magic - off).
 template <int NT, bool XS>
 __host__ __device__ constexpr int slot_bytes() { return kSlotW + (XS ? kChunk * 8 * NT * (32 + 8) : 0); }
-
-__device__ __forceinline__ void cp_async16_l1(void* smem, const void* gmem) {  // kept in L1: every tile reads x
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-
-// A warp's copy of chunk ch of the 16 rows from row0 into a slot (cp.async,
-// the caller commits): each lane 4 rows' 16 bytes of unit cu = lane % 8
-// (rows lane / 8 + 4 r: whole lines a warp), lanes < 16 also row `lane`'s
-// kChunk scales. Rows past the matrix read its last row, a chunk past the
-// row's last unit that unit's codes and scale bytes past the row (inside the
-// upload's padding): never folded.
-__device__ __forceinline__ void stage_rows(uint8_t* slot, const uint8_t* __restrict__ w, size_t ld, int rows,
-                                           int units, int row0, int ch, int lane) {
-  const int cr = lane / 8, cu = lane % 8;
-  const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
-#pragma unroll
-  for (int r = 0; r < 4; ++r)
-    cp_async16(slot + (cr + 4 * r) * kRowW + 16 * cu, w + ld * min(row0 + cr + 4 * r, rows - 1) + 16 * u);
-  if (lane < 16)
-    cp_async16(slot + 16 * kRowW + 16 * lane,
-               w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
-}
 
 // XS (CudaTuning::gemv_batch_x_smem, up to 16 tokens): each chunk's
 // activations come through the ring beside its weights, so the fold reads
@@ -409,10 +381,6 @@ void launch_ring_stages(int stages, const GpuWeight& w, BatchX8 xq, int n, float
 // block stores its sums per row and token; the last block of a row tile
 // (tickets) adds the 8 slices in order, as milestone 50's reduction adds
 // its warps: the same bits as every other form.
-constexpr int kRowTile = kMmaWarps * 16;
-constexpr int kRowFormRows = 256 * kRowTile;  // the tickets at the scratch's start: one int a row tile
-constexpr size_t kTicketBytes = 256 * sizeof(int);
-constexpr size_t kScratchHead = 4096;  // tickets, then (16-byte aligned and more) the int8 x
 
 template <int NT>
 __host__ __device__ constexpr int row_stage_bytes() { return kMmaWarps * kSlotW + kChunk * 8 * NT * (32 + 8); }
@@ -422,7 +390,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
     const uint8_t* __restrict__ w, size_t ld, int rows, int units, BatchX8 xq, int n, float* __restrict__ y,
     bool accumulate, float* __restrict__ part, int* __restrict__ tickets) {
   extern __shared__ __align__(16) uint8_t rs_smem[];
-  __shared__ int rs_last;
   constexpr int kStage = row_stage_bytes<NT>(), kXq = kChunk * 8 * NT * 32;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int row0 = blockIdx.x * kRowTile + 16 * warp, sl = blockIdx.y;
@@ -472,31 +439,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
       fold_staged_x<NT>(acc, staged_unit(st, scl, k, g, t), xs_q, xs_sc, k * (8 * NT), g, t);
     }
   }
-  // This slice's sums -> part[sl][token][row]; the row tile's last block adds them.
-#pragma unroll
-  for (int j = 0; j < NT; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int tok = 8 * j + 2 * t + (e & 1), row = row0 + g + 8 * (e >> 1);
-      if (tok < n && row < rows) part[(static_cast<size_t>(sl) * n + tok) * rows + row] = acc[j][e];
-    }
-  }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) rs_last = atomicAdd(&tickets[blockIdx.x], 1) == static_cast<int>(gridDim.y) - 1;
-  __syncthreads();
-  if (!rs_last) return;
-  __threadfence();
-  for (int i = threadIdx.x; i < kRowTile * n; i += kMmaWarps * 32) {
-    const int row = blockIdx.x * kRowTile + i % kRowTile, tok = i / kRowTile;
-    if (row >= rows) continue;
-    float v = 0;
-    for (int k = 0; k < static_cast<int>(gridDim.y); ++k)
-      v += __ldcg(part + (static_cast<size_t>(k) * n + tok) * rows + row);
-    float* dst = y + static_cast<size_t>(tok) * rows + row;
-    *dst = accumulate ? *dst + v : v;
-  }
-  if (threadIdx.x == 0) tickets[blockIdx.x] = 0;  // for the next launch
+  slices_store<NT>(acc, part, tickets, y, rows, n, accumulate);
 }
 
 template <int NT, int S>
@@ -618,6 +561,7 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
                weight_traits(w.type).name, static_cast<long long>(w.cols));
   LONGKV_CHECK(n >= 1 && n <= kGemvBatchMax, "gemv_batch: %d tokens (1..%d)", n, kGemvBatchMax);
   const bool i8 = cuda_tuning().gemv_i8x;
+  if (i8 && cuda_tuning().gemv_batch_h16) return gemv_batch_h16(w, x, n, y, accumulate, scratch, s, same_x);
   const int units = static_cast<int>(w.cols / 32);
   BatchX8 xq{nullptr, nullptr, (n + 7) / 8 * 8};
   float* part = nullptr;
