@@ -17,7 +17,9 @@ for st in ${GEMV_SETTINGS:--}; do
   f=$OUT/gemv-${st//[^a-z0-9]/_}.log
   LONGKV_CUDA_TUNING=$([[ $st == - ]] || echo $st) timeout 60 $T --gtest_filter='Cuda.GemvBatchSpeedReport' > $f 2>&1
   echo "=== gemv batch speed, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "^gemv_batch" $f | sed -E 's/gemv_batch q4_0 +//' | paste - - - - - - - | head -5
+  # one line a shape: us at 1, 2, 4, 8, 16, 24 and 32 tokens
+  awk '/^gemv_batch q4_0/ { s = $3; if (s != last) { if (last) print line; line = s ":"; last = s }
+    line = line " " $(NF - 3) } END { if (last) print line }' $f
 done
 METRICS=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,l1tex__t_sector_hit_rate.pct
 METRICS+=,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum,launch__registers_per_thread

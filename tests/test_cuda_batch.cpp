@@ -87,6 +87,7 @@ TEST(CudaBatch, ForwardBatchTracksCpuEnginePerSequence) {
     for (int s = 0; s < kSeqs; ++s) caches.push_back(cpu.make_caches(mode, steps + 1));
     cuda_tuning().gemv_i8x = h16;  // exact products, or f16 activations (gbh)
     cuda_tuning().gemv_batch_h16 = h16 ? 2 : 0;
+    cuda_tuning().gemv_batch_h16_dim = 0;  // every matrix, not only those of >= 8192 rows or columns
     cuda_tuning().batch_one_launch = one_launch;
     CudaModelOptions o;
     o.kv_mode = mode;
@@ -149,7 +150,10 @@ TEST(CudaBatch, ABatchEqualsItsSequencesOneByOne) {
     SCOPED_TRACE(std::string(mode) + ", streams " + std::to_string(streams));
     if (streams > 0) cuda_tuning().batch_streams = streams;  // 0: the default
     cuda_tuning().batch_one_launch = streams < 0;
-    if (streams == -2) cuda_tuning().gemv_batch_h16 = 2;  // and the batch GEMV's f16 activations (gbh)
+    if (streams == -2) {  // and the batch GEMV's f16 activations (gbh) for every matrix (gbhd=0)
+      cuda_tuning().gemv_batch_h16 = 2;
+      cuda_tuning().gemv_batch_h16_dim = 0;
+    }
     const int steps = 180;
     CudaModelOptions o;
     o.kv_mode = mode;

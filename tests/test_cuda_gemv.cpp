@@ -516,12 +516,15 @@ TEST(Cuda, GemvBatchMatchesReference) {
     const auto data = random_weight(c.type, c.rows, c.cols, 29 + c.rows);
     WeightView w{c.type, c.rows, c.cols, data.data()};
     const auto x = test::random_floats(static_cast<size_t>(32) * c.cols, 41);
-    // The three rules: exact products, int8 x (the default), f16 x (gbh;
-    // its 3-stage form must give the 2-stage form's bits).
-    for (const char* rule : {"exact", "int8", "f16"}) {
-      const bool i8x = rule[0] != 'e', h16 = rule[0] == 'f';
+    // The three rules: exact products, int8 x (the default), f16 x (gbh for
+    // every matrix, gbhd=0; its 3-stage form must give the 2-stage form's
+    // bits); then gbh by shape (the default gbhd): f16 x for 5 x 16416 only.
+    const bool wide = std::max(c.rows, c.cols) >= CudaTuning{}.gemv_batch_h16_dim;
+    for (const char* rule : {"exact", "int8", "f16", "f16 by shape"}) {
+      const bool i8x = rule[0] != 'e', by_shape = rule[3] == ' ', h16 = rule[0] == 'f' && (!by_shape || wide);
       cuda_tuning().gemv_i8x = i8x;
-      cuda_tuning().gemv_batch_h16 = h16 ? 2 : 0;
+      cuda_tuning().gemv_batch_h16 = rule[0] == 'f' ? 2 : 0;
+      if (!by_shape) cuda_tuning().gemv_batch_h16_dim = 0;
       for (int n_tok : {1, 2, 7, 8, 9, 16, 23, 32}) {
         SCOPED_TRACE("tokens " + std::to_string(n_tok) + " " + rule);
         std::vector<float> y(static_cast<size_t>(n_tok) * c.rows), ref(y.size());
@@ -534,7 +537,7 @@ TEST(Cuda, GemvBatchMatchesReference) {
                     : gemv_ref(w, r, xt, i8x);
           }
         EXPECT_LT(test::nmse(y.data(), ref.data(), y.size()), 1e-10);
-        if (h16) {
+        if (h16 && !by_shape) {
           std::vector<float> y3(y.size(), -1.0f);
           cuda_tuning().gemv_batch_h16 = 3;
           cuda_check_gemv_batch(w, x.data(), n_tok, y3.data());

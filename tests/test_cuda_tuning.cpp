@@ -50,6 +50,8 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
       {"gbt=-1", "LONGKV_CUDA_TUNING: gbt=N needs the row tiles a batch GEMV block walks, 0..4096 (got '-1')"},
       {"gbr=4", "LONGKV_CUDA_TUNING: gbr=N needs the batch GEMV row-split form's stages, 0, 2 or 3 (got '4')"},
       {"gbh=1", "LONGKV_CUDA_TUNING: gbh=S needs the f16 batch GEMV's stages, 0 (off), 2 or 3 (got '1')"},
+      {"gbhb=0", "LONGKV_CUDA_TUNING: gbhb=N needs the blocks the f16 batch GEMV aims at a matrix, 1 and more (got '0')"},
+      {"gbhd=-1", "LONGKV_CUDA_TUNING: gbhd=N needs the least rows or columns of a matrix the f16 batch GEMV takes, 0 = every matrix (got '-1')"},
   };
   for (const auto& b : bad) {
     const auto r = with(b.setting);
@@ -136,7 +138,13 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
               std::string::npos)
         << bh.out;
   }
-  EXPECT_EQ(with("gbh=0").out.find("f16 activations"), std::string::npos);
+  EXPECT_NE(with("gbh").out.find("f16 activations, 2 stages (gbh), for matrices of >= 8192 rows or columns (gbhd)"),
+            std::string::npos);
+  EXPECT_NE(with("gbh,gbhd=0").out.find("2 stages (gbh), for matrices of every shape (gbhd=0)"), std::string::npos);
+  EXPECT_NE(with("gbhb=768").out.find("rows or columns (gbhd), ~768 blocks a matrix (gbhb)"), std::string::npos);
+  const auto h0 = with("gbh=0");
+  EXPECT_EQ(h0.out.find("f16 activations"), std::string::npos) << h0.out;
+  EXPECT_NE(h0.out.find("batch GEMV with int8 activations only (gbh=0)"), std::string::npos) << h0.out;
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

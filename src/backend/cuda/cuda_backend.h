@@ -395,7 +395,20 @@ struct CudaTuning {
   // (gemv_batch_h16.cu): the weights dequantized once per unit, f32 sums
   // over the row; another rule than int8's (f16(d (n - 8)) f16(x)). 0: the
   // int8 forms above. Exact products (gemv_i8x off) take precedence.
-  int gemv_batch_h16 = 0;
+  // Default 2: H200, llama3-8b Q4_0, batched steps at the card's 80 GB
+  // batch (docs/cuda-notes.md, milestone 57).
+  int gemv_batch_h16 = 2;
+  // Milestone 57 (key "gbhd=N"): the f16 batch GEMV takes only matrices of
+  // at least N rows or columns, the others keep the int8 forms (a rule of
+  // the shape, so a token's bits do not depend on the batch). Default 8192:
+  // llama3-8b's gate, up, down and output matrices, not q|k|v (6,144 x 4,096)
+  // nor wo, where it measured slower (H200, call 2: q|k|v 16.4 -> 21.3 us at
+  // 24 tokens). 0: every matrix.
+  int gemv_batch_h16_dim = 8192;
+  // Milestone 57 (key "gbhb=N"): the blocks the f16 batch GEMV aims at for a
+  // matrix of at most 256 row tiles of 128 rows: its column slices are
+  // ceil(N / row tiles), at most 8 (gemv_batch_h16.cu, h16_slices).
+  int gemv_batch_h16_blocks = 384;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n

@@ -61,6 +61,10 @@ const TuningRange kTuningRanges[] = {
     {"bvb", "N", &CudaTuning::batch_v3_blocks, 0, 255,
      "the v3 blocks a KV head and sequence in a batched one-launch step, 0..255 (0: by bvg)"},
     {"gbt", "N", &CudaTuning::gemv_batch_tiles, 0, 4096, "the row tiles a batch GEMV block walks, 0..4096"},
+    {"gbhd", "N", &CudaTuning::gemv_batch_h16_dim, 0, 1 << 30,
+     "the least rows or columns of a matrix the f16 batch GEMV takes, 0 = every matrix"},
+    {"gbhb", "N", &CudaTuning::gemv_batch_h16_blocks, 1, 1 << 20,
+     "the blocks the f16 batch GEMV aims at a matrix, 1 and more"},
 };
 static_assert(kMaxBatchStreams == 4, "bst's rule names the most streams");
 
@@ -233,8 +237,16 @@ std::string cuda_tuning_description() {
           : t.gemv_batch_row_stages != CudaTuning{}.gemv_batch_row_stages
               ? ", batch GEMV row-split form with " + std::to_string(t.gemv_batch_row_stages) + " stages (gbr)"
               : std::string()) +
-         (t.gemv_batch_h16 ? ", batch GEMV with f16 activations, " + std::to_string(t.gemv_batch_h16) + " stages (gbh)"
-                           : std::string()) +
+         (t.gemv_batch_h16 ? ", batch GEMV with f16 activations, " + std::to_string(t.gemv_batch_h16) +
+                                 " stages (gbh), for matrices of " +
+                                 (t.gemv_batch_h16_dim ? ">= " + std::to_string(t.gemv_batch_h16_dim) +
+                                                             " rows or columns (gbhd)"
+                                                       : std::string("every shape (gbhd=0)")) +
+                                 (t.gemv_batch_h16_blocks != CudaTuning{}.gemv_batch_h16_blocks
+                                      ? ", ~" + std::to_string(t.gemv_batch_h16_blocks) + " blocks a matrix (gbhb)"
+                                      : std::string())
+                           : CudaTuning{}.gemv_batch_h16 ? ", batch GEMV with int8 activations only (gbh=0)"
+                                                          : std::string()) +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups

@@ -39,6 +39,8 @@
 #include "backend/cuda/pdl.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
+#include <algorithm>
+
 namespace longkv::cuda {
 namespace {
 
@@ -561,7 +563,10 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
                weight_traits(w.type).name, static_cast<long long>(w.cols));
   LONGKV_CHECK(n >= 1 && n <= kGemvBatchMax, "gemv_batch: %d tokens (1..%d)", n, kGemvBatchMax);
   const bool i8 = cuda_tuning().gemv_i8x;
-  if (i8 && cuda_tuning().gemv_batch_h16) return gemv_batch_h16(w, x, n, y, accumulate, scratch, s, same_x);
+  // The f16 form by the matrix's shape only (gbhd), as a token's bits must
+  // not depend on the batch; same_x then pairs matrices of one shape.
+  if (i8 && cuda_tuning().gemv_batch_h16 && std::max(w.rows, w.cols) >= cuda_tuning().gemv_batch_h16_dim)
+    return gemv_batch_h16(w, x, n, y, accumulate, scratch, s, same_x);
   const int units = static_cast<int>(w.cols / 32);
   BatchX8 xq{nullptr, nullptr, (n + 7) / 8 * 8};
   float* part = nullptr;

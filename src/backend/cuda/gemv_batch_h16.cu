@@ -22,8 +22,9 @@
 // The form: milestone 53's row-split blocks (gemv_batch_stage.cuh): 8 warps
 // own 16 rows each (a block 128 rows) and share each chunk's activations,
 // copied once into the block's stage beside each warp's weights; the chunks
-// split over `slices` blocks (h16_slices: ~3 blocks an SM for llama3-8b's
-// shapes, one slice for the output matrix's 1,002 row tiles).
+// split over `slices` blocks (h16_slices: ~384 blocks for llama3-8b's
+// shapes, one slice for the output matrix's 1,002 row tiles). gemv_batch takes
+// this form for matrices of gbhd rows or columns and more.
 //
 // The activations' layout (BatchXh, made by convert_batch_h16_kernel): cell
 // (unit u, token t) is 32 f16 in 64 bytes, 4 groups of 8; group q holds
@@ -157,13 +158,16 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_h16_kernel(
   slices_store<NT>(acc, part, tickets, y, rows, n, accumulate);
 }
 
-// Column slices of a matrix: ~384 blocks (3 an SM of an H200) where its row
-// tiles are fewer, at most 8 and at most its chunks; one past the tickets'
-// 256 row tiles. A rule of the shape only.
+// Column slices of a matrix: ~gbhb blocks (default 384, ~3 an SM of an
+// H200) where its row tiles are fewer, at most 8 and at most its chunks; one
+// past the tickets' 256 row tiles. A rule of the shape only. Not "at most
+// one wave": gate's 112 row tiles in 3 slices (336 blocks) measured 5-6%
+// slower at 24-32 tokens than in 4 (448 blocks on 396 places; call 1).
 int h16_slices(int rows, int units) {
   const int row_tiles = (rows + kRowTile - 1) / kRowTile, chunks = (units + kChunk - 1) / kChunk;
   if (row_tiles > static_cast<int>(kTicketBytes / sizeof(int))) return 1;
-  return std::max(1, std::min({(384 + row_tiles - 1) / row_tiles, kMmaWarps, chunks}));
+  const int blocks = cuda_tuning().gemv_batch_h16_blocks;
+  return std::max(1, std::min({(blocks + row_tiles - 1) / row_tiles, kMmaWarps, chunks}));
 }
 
 template <int NT, int S>
