@@ -241,7 +241,9 @@ TEST(Cli, PerplexitySavedNllGivesTheTable) {
   const double ppl[2] = {parse_ppl(r.out, "f16"), parse_ppl(r.out, "k2v2:g32:r128:s4:rope=post")};
   for (int i = 0; i < 2; ++i) EXPECT_NEAR(std::exp(nll[i] / rows), ppl[i], 1e-5 * ppl[i]);  // 6-digit NLLs
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| k2v2[^|]* \\|(?:[^|]*\\|){6} ([0-9.]+) \\|"))) << r.out;
+  // The mean KLD may print as -0.000000: per-token KLs of equal rows round to
+  // either side of 0 (seen on a CI-like machine, 2 threads).
+  ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| k2v2[^|]* \\|(?:[^|]*\\|){6} (-?[0-9.]+) \\|"))) << r.out;
   EXPECT_NEAR(kl / rows, std::stod(m[1].str()), 1e-5);
 }
 
