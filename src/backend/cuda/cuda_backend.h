@@ -396,7 +396,9 @@ struct CudaTuning {
   // over the row; another rule than int8's (f16(d (n - 8)) f16(x)). 0: the
   // int8 forms above. Exact products (gemv_i8x off) take precedence.
   // Default 2: H200, llama3-8b Q4_0, batched steps at the card's 80 GB
-  // batch (docs/cuda-notes.md, milestone 57).
+  // batch, two interleaved pairs against 0: k2v2 32 sequences at 32K -5.6%,
+  // 24 at 131K -1.2%, f16 18 at 32K -1.9%, f16 4 at 131K level; but k2v2 8
+  // sequences at 32K +2.1% (docs/cuda-notes.md, milestone 57).
   int gemv_batch_h16 = 2;
   // Milestone 57 (key "gbhd=N"): the f16 batch GEMV takes only matrices of
   // at least N rows or columns, the others keep the int8 forms (a rule of
