@@ -412,23 +412,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
     for (int p = threadIdx.x; p < nu * (8 * NT) / 2; p += kMmaWarps * 32)
       cp_async16_l1(xs + kXq + 16 * p, gs + 16 * p);
   };
-  // The first S - 1 items' weights before the PDL wait, their activations
-  // after it; one commit group an item (empty past the last).
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) issue_w(i);
-  pdl_wait();
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) {
-    issue_x(i);
-    cp_async_commit();
-  }
   float acc[NT][4] = {};
-  for (int i = 0; i < items; ++i) {
-    cp_async_wait<S - 2>();  // this thread's pieces of item i
-    __syncthreads();         // everyone's; and every warp is done with item i - 1's stage
-    issue_w(i + S - 1);      // into item i - 1's stage
-    issue_x(i + S - 1);
-    cp_async_commit();
+  ring_items<S>(items, issue_w, issue_x, [&](int i) {
     const uint8_t* st = stage(i) + warp * kSlotW;
     const __half* scl = reinterpret_cast<const __half*>(st + 16 * kRowW);
     const int4* xs_q = reinterpret_cast<const int4*>(stage(i) + kMmaWarps * kSlotW);
@@ -440,7 +425,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
       if (u >= units) break;
       fold_staged_x<NT>(acc, staged_unit(st, scl, k, g, t), xs_q, xs_sc, k * (8 * NT), g, t);
     }
-  }
+  });
   slices_store<NT>(acc, part, tickets, y, rows, n, accumulate);
 }
 

@@ -111,23 +111,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_h16_kernel(
     for (int p = threadIdx.x; p < nu * kCells * (kCellBytes / 16); p += kMmaWarps * 32)
       cp_async16_l1(xs + 16 * p, src + p);
   };
-  // The first S - 1 items' weights before the PDL wait, their activations
-  // after it; one commit group an item (empty past the last).
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) issue_w(i);
-  pdl_wait();
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) {
-    issue_x(i);
-    cp_async_commit();
-  }
   float acc[NT][4] = {};
-  for (int i = 0; i < items; ++i) {
-    cp_async_wait<S - 2>();  // this thread's pieces of item i
-    __syncthreads();         // everyone's; and every warp is done with item i - 1's stage
-    issue_w(i + S - 1);      // into item i - 1's stage
-    issue_x(i + S - 1);
-    cp_async_commit();
+  ring_items<S>(items, issue_w, issue_x, [&](int i) {
     const uint8_t* st = stage(i) + warp * kSlotW;
     const __half* scl = reinterpret_cast<const __half*>(st + 16 * kRowW);
     const uint4* xs = reinterpret_cast<const uint4*>(stage(i) + kMmaWarps * kSlotW);
@@ -154,7 +139,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_h16_kernel(
     } else {
       for (int k = 0; k < nu; ++k) fold(k);
     }
-  }
+  });
   slices_store<NT>(acc, part, tickets, y, rows, n, accumulate);
 }
 
@@ -162,7 +147,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_h16_kernel(
 // H200) where its row tiles are fewer, at most 8 and at most its chunks; one
 // past the tickets' 256 row tiles. A rule of the shape only. Not "at most
 // one wave": gate's 112 row tiles in 3 slices (336 blocks) measured 5-6%
-// slower at 24-32 tokens than in 4 (448 blocks on 396 places; call 1).
+// slower at 24-32 tokens than in 4 (448 blocks on 396 places; milestone 57, call 3).
 int h16_slices(int rows, int units) {
   const int row_tiles = (rows + kRowTile - 1) / kRowTile, chunks = (units + kChunk - 1) / kChunk;
   if (row_tiles > static_cast<int>(kTicketBytes / sizeof(int))) return 1;

@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "backend/cuda/kv_quant_mma.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace longkv::cuda {
 
@@ -49,6 +50,31 @@ __device__ __forceinline__ void stage_rows(uint8_t* slot, const uint8_t* __restr
   if (lane < 16)
     cp_async16(slot + 16 * kRowW + 16 * lane,
                w + ld * min(row0 + lane, rows - 1) + 16 * static_cast<size_t>(units) + 2 * kChunk * ch);
+}
+
+// The row-split forms' ring of S stages over a block's items: the first
+// S - 1 items' weights (issue_w, constant data) before the PDL wait, their
+// activations (issue_x) after it, one commit group an item (empty past the
+// last); then item i is folded (fold_item) once every thread's pieces of it
+// have landed, while item i + S - 1 is copied into item i - 1's stage.
+template <int S, typename W, typename X, typename F>
+__device__ __forceinline__ void ring_items(int items, W&& issue_w, X&& issue_x, F&& fold_item) {
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) issue_w(i);
+  pdl_wait();
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) {
+    issue_x(i);
+    cp_async_commit();
+  }
+  for (int i = 0; i < items; ++i) {
+    cp_async_wait<S - 2>();  // this thread's pieces of item i
+    __syncthreads();         // everyone's; and every warp is done with item i - 1's stage
+    issue_w(i + S - 1);      // into item i - 1's stage
+    issue_x(i + S - 1);
+    cp_async_commit();
+    fold_item(i);
+  }
 }
 
 // A row-split block's end: its warps' accumulators (the MMA's C fragments:
