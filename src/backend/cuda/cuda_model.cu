@@ -651,7 +651,10 @@ class CudaModelImpl final : public CudaModel {
       }
       rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
       matmul(L.w_gate, xb, n, gate, false);
-      matmul(L.w_up, xb, n, up, false, gemv_batch_supported(L.w_gate));  // a batch: w_gate's int8 x
+      // A batch: w_gate's converted x, where w_up takes the same form (gemv_batch's form is a rule of the shape).
+      const bool same_form = gemv_batch_supported(L.w_gate) && L.w_gate.type == L.w_up.type &&
+                             L.w_gate.rows == L.w_up.rows && L.w_gate.cols == L.w_up.cols;
+      matmul(L.w_up, xb, n, up, false, same_form);
       swiglu(gate, up, static_cast<size_t>(n) * ffn, s_);
       matmul(L.w_down, gate, n, x, true);
     }
@@ -795,7 +798,8 @@ class CudaModelImpl final : public CudaModel {
     return a;
   }
 
-  // same_x: a batched step's previous matmul read the same x (gemv_batch's int8 form is reused).
+  // same_x: a batched step's previous matmul read the same x into a matrix of the same type and shape
+  // (gemv_batch's converted x, int8 or f16 by the shape, is reused).
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate, bool same_x = false) {
     if (batch_seqs_ && gemv_batch_supported(w)) gemv_batch(w, xin, n, y, accumulate, batch_scratch_, s_, same_x);
     else if (n == 1) gemv(w, xin, y, accumulate, s_);
