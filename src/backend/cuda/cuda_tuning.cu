@@ -162,7 +162,7 @@ CudaTuning& cuda_tuning() {
         for (const auto& sw : kTuningSwitches) keys += std::string(sw.key) + ", ";
         for (const auto& r : kTuningRanges) keys += std::string(r.key) + "=" + r.var + ", ";
         fail("LONGKV_CUDA_TUNING: unknown setting '%s' (%sqdec, qfx=N, qstg=N, sfx=N, grb=N, astg=N, acarve=P, "
-             "qcarve=P, gx8[=N], bst2, gbs=N, gbr=N)",
+             "qcarve=P, gx8[=N], bst2, gbs=N, gbr=N, gbh[=S])",
              k.c_str(), keys.c_str());
       }
       i = j + 1;
