@@ -557,6 +557,53 @@ TEST(Cuda, GemvBatchMatchesReference) {
   }
 }
 
+// Milestone 58: the batch GEMV's converter makes RMSNorm and SwiGLU itself
+// (BatchAct). Against rmsnorm_kernel / swiglu_kernel before a plain call, in
+// each of the three rules: SwiGLU has their per-element arithmetic, so the
+// same bits; RMSNorm sums its squares in another order, so within the rule's
+// rounding (exact f32 products 1e-12; int8 or f16 x, where a rounding step may
+// move by one, 1e-6). 257 units leave the RMSNorm of a row over three
+// converter blocks; 5 x 16416 takes the f16 form by shape. Then token t alone
+// equals its row of the 32-token batch, bit for bit.
+TEST(Cuda, GemvBatchActivationsInTheConverter) {
+  LONGKV_REQUIRE_CUDA();
+  const MatmulCase cases[] = {{WeightType::Q4_0, 77, 1056}, {WeightType::Q4_0, 130, 4096},
+                              {WeightType::Q4_0, 40, 8224}, {WeightType::Q4_0, 5, 16416}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
+    const auto data = random_weight(c.type, c.rows, c.cols, 37 + c.rows);
+    WeightView w{c.type, c.rows, c.cols, data.data()};
+    const auto x = test::random_floats(static_cast<size_t>(32) * 2 * c.cols, 47);
+    const auto norm = test::random_floats(static_cast<size_t>(c.cols), 53);
+    for (const char* rule : {"exact", "int8", "f16"}) {
+      cuda_tuning().gemv_i8x = rule[0] != 'e';
+      cuda_tuning().gemv_batch_h16 = rule[0] == 'f' ? 2 : 0;
+      if (rule[0] == 'f') cuda_tuning().gemv_batch_h16_dim = 0;
+      for (int act = 1; act <= 3; ++act) {
+        const size_t in = static_cast<size_t>(c.cols) * (act == 1 ? 1 : 2);  // a token's input floats
+        for (int n_tok : {1, 7, 9, 32}) {
+          SCOPED_TRACE(std::string(rule) + ", act " + std::to_string(act) + ", tokens " + std::to_string(n_tok));
+          std::vector<float> yf(static_cast<size_t>(n_tok) * c.rows), ys(yf.size());
+          cuda_check_gemv_batch_act(w, act, x.data(), norm.data(), 1e-5f, n_tok, yf.data(), ys.data());
+          if (act == 1) {
+            EXPECT_LT(test::nmse(yf.data(), ys.data(), yf.size()), rule[0] == 'e' ? 1e-12 : 1e-6);
+          } else {
+            EXPECT_EQ(std::memcmp(yf.data(), ys.data(), sizeof(float) * yf.size()), 0);
+          }
+          if (n_tok != 32) continue;
+          std::vector<float> one(c.rows), unused(c.rows);
+          for (int t : {0, 13, 31}) {
+            cuda_check_gemv_batch_act(w, act, &x[t * in], norm.data(), 1e-5f, 1, one.data(), unused.data());
+            EXPECT_EQ(std::memcmp(one.data(), &yf[static_cast<size_t>(t) * c.rows], sizeof(float) * c.rows), 0)
+                << "token " << t;
+          }
+        }
+      }
+      cuda_tuning() = CudaTuning{};
+    }
+  }
+}
+
 // Milestone 51's forms (CudaTuning::gemv_batch_stages: the ring, and the
 // register form with streamed weights) fold the same chunks in the same order
 // as milestone 50's form, so they must give the same bits, whatever the
@@ -602,11 +649,12 @@ TEST(Cuda, GemvBatchRingEqualsRegisterForm) {
 }
 
 // Not a pass/fail speed test: the batched decode's Q4_0 GEMV (milestone 50)
-// per llama3-8b shape and token count, the weights read once (GB/s of them).
+// per llama3-8b shape and token count, the weights read once (GB/s of them);
+// 28672 x 4096 is gate|up stacked (a batched step's one GEMV since milestone 58).
 TEST(Cuda, GemvBatchSpeedReport) {
   LONGKV_REQUIRE_CUDA();
   for (auto [rows, cols] : {std::pair{6144, 4096}, std::pair{4096, 4096}, std::pair{14336, 4096},
-                           std::pair{4096, 14336}, std::pair{128256, 4096}})
+                           std::pair{28672, 4096}, std::pair{4096, 14336}, std::pair{128256, 4096}})
     for (int n : {1, 2, 4, 8, 16, 24, 32}) {
       const CudaGemvSpeed sp = cuda_bench_gemv(WeightType::Q4_0, rows, cols, n);
       EXPECT_GT(sp.gbs, 0);

@@ -145,6 +145,12 @@ TEST(Cuda, TuningSettingsParseOrFailInOneLine) {
   const auto h0 = with("gbh=0");
   EXPECT_EQ(h0.out.find("f16 activations"), std::string::npos) << h0.out;
   EXPECT_NE(h0.out.find("batch GEMV with int8 activations only (gbh=0)"), std::string::npos) << h0.out;
+  const auto bfa = with("bfa=0");  // milestone 58's comparison: a batched step's activations as launches of their own
+  EXPECT_EQ(bfa.exit_code, 0) << bfa.err;
+  EXPECT_NE(bfa.out.find("a batched step's RMSNorm, SwiGLU, gate and up as launches of their own (bfa=0)"),
+            std::string::npos)
+      << bfa.out;
+  EXPECT_EQ(h0.out.find("(bfa=0)"), std::string::npos) << h0.out;
   const auto page = with("lpage");  // milestone 26's comparison: logits through pageable memory
   EXPECT_EQ(page.exit_code, 0) << page.err;
   EXPECT_NE(page.out.find("logits through pageable memory (lpage)"), std::string::npos) << page.out;

@@ -411,6 +411,12 @@ struct CudaTuning {
   // matrix of at most 256 row tiles of 128 rows: its column slices are
   // ceil(N / row tiles), at most 8 (gemv_batch_h16.cu, h16_slices).
   int gemv_batch_h16_blocks = 384;
+  // Milestone 58 (key "bfa"): a batched step's RMSNorm and SwiGLU made by
+  // the batch GEMV's activation converter (BatchAct, batch_act.cuh) instead
+  // of kernels of their own, and gate|up as one batch GEMV over the stacked
+  // (or interleaved) matrix: four launches fewer a layer. Off: milestone
+  // 57's step (rmsnorm, gate, up, swiglu as launches of their own).
+  bool batch_fused_act = true;
 };
 CudaTuning& cuda_tuning();
 // The cp.async stages of the f16 decode block for a step over split_n
@@ -645,6 +651,14 @@ double cuda_kv_bytes_per_token(const std::string& kv_mode, const KvShape& s);
 // batched decode's GEMV (gemv_batch; Q4_0), int8 activations or exact f32
 // products as CudaTuning::gemv_i8x says.
 void cuda_check_gemv_batch(const WeightView& w, const float* x, int n_tok, float* y);
+// The batch GEMV's activation made in its converter (BatchAct, milestone 58)
+// against the separate kernels of the same op before a plain call: act 1
+// RMSNorm (x [n_tok][w.cols], norm [w.cols]), 2 SwiGLU over (gate, up)
+// pairs, 3 SwiGLU over [gate | up] halves (x [n_tok][2 w.cols]). y_fused
+// from the converter, y_separate from rmsnorm_kernel or swiglu_kernel then
+// the plain path; [n_tok][w.rows] each.
+void cuda_check_gemv_batch_act(const WeightView& w, int act, const float* x, const float* norm, float eps,
+                               int n_tok, float* y_fused, float* y_separate);
 
 // Decode GEMV speed: GB/s of weight bytes streamed by gemv over `rows` x
 // `cols` matrices of type t (enough copies to defeat the L2 cache, random

@@ -78,9 +78,49 @@ void cuda_check_gemv_batch(const WeightView& w, const float* x, int n_tok, float
   const GpuWeight gw = upload_weight(w, wb, nullptr);
   DeviceBuffer xb = to_device(x, sizeof(float) * n_tok * w.cols);
   DeviceBuffer yb = poisoned(sizeof(float) * n_tok * w.rows), scratch;
-  gemv_batch(gw, xb.as<float>(), n_tok, yb.as<float>(), false, scratch, nullptr);
+  gemv_batch(gw, BatchAct::of(xb.as<float>()), n_tok, yb.as<float>(), false, scratch, nullptr);
   sync_check();
   LONGKV_CUDA_CHECK(cudaMemcpy(y, yb.as(), yb.bytes(), cudaMemcpyDeviceToHost));
+}
+
+void cuda_check_gemv_batch_act(const WeightView& w, int act, const float* x, const float* norm, float eps,
+                               int n_tok, float* y_fused, float* y_separate) {
+  LONGKV_CHECK(act >= 1 && act <= 3, "cuda_check_gemv_batch_act: act %d (1..3)", act);
+  DeviceBuffer wb;
+  const GpuWeight gw = upload_weight(w, wb, nullptr);
+  const size_t cols = static_cast<size_t>(w.cols), in = static_cast<size_t>(n_tok) * cols * (act == 1 ? 1 : 2);
+  DeviceBuffer xb = to_device(x, sizeof(float) * in);
+  DeviceBuffer nb = act == 1 ? to_device(norm, sizeof(float) * cols) : DeviceBuffer();
+  DeviceBuffer h(sizeof(float) * n_tok * cols * 2), scratch;
+  BatchAct a;
+  a.kind = act == 1 ? BatchAct::rmsnorm : BatchAct::swiglu;
+  a.x = xb.as<float>();
+  a.norm = nb.as<float>();
+  a.eps = eps;
+  a.pairs = act == 2;
+  DeviceBuffer yf = poisoned(sizeof(float) * n_tok * w.rows), ys = poisoned(yf.bytes());
+  gemv_batch(gw, a, n_tok, yf.as<float>(), false, scratch, nullptr);
+  // The separate ops: rmsnorm_kernel, or the gate and up rows gathered on
+  // the host into [n][cols] each and swiglu_kernel in place on the gate.
+  float* hx = h.as<float>();
+  if (act == 1) {
+    rmsnorm(xb.as<float>(), nb.as<float>(), n_tok, static_cast<int>(cols), eps, hx, nullptr);
+  } else {
+    std::vector<float> g(n_tok * cols), u(g.size());
+    for (int t = 0; t < n_tok; ++t)
+      for (size_t c = 0; c < cols; ++c) {
+        const float* row = x + static_cast<size_t>(t) * 2 * cols;
+        g[t * cols + c] = act == 2 ? row[2 * c] : row[c];
+        u[t * cols + c] = act == 2 ? row[2 * c + 1] : row[cols + c];
+      }
+    LONGKV_CUDA_CHECK(cudaMemcpy(hx, g.data(), sizeof(float) * g.size(), cudaMemcpyHostToDevice));
+    LONGKV_CUDA_CHECK(cudaMemcpy(hx + g.size(), u.data(), sizeof(float) * u.size(), cudaMemcpyHostToDevice));
+    swiglu(hx, hx + g.size(), g.size(), nullptr);
+  }
+  gemv_batch(gw, BatchAct::of(hx), n_tok, ys.as<float>(), false, scratch, nullptr);
+  sync_check();
+  LONGKV_CUDA_CHECK(cudaMemcpy(y_fused, yf.as(), yf.bytes(), cudaMemcpyDeviceToHost));
+  LONGKV_CUDA_CHECK(cudaMemcpy(y_separate, ys.as(), ys.bytes(), cudaMemcpyDeviceToHost));
 }
 
 void cuda_check_ffn_glu(const WeightView& gate, const WeightView& up, const WeightView& down, const float* x,
@@ -401,7 +441,7 @@ CudaGemvSpeed cuda_bench_gemv(WeightType t, int rows, int cols, int n_tok) {
   DeviceBuffer w(one * copies + kWeightPadBytes), x(sizeof(float) * cols * nt), y(sizeof(float) * rows * nt);
   DeviceBuffer scratch;
   auto run = [&](const GpuWeight& g) {
-    if (n_tok > 0) gemv_batch(g, x.as<float>(), n_tok, y.as<float>(), false, scratch, nullptr);
+    if (n_tok > 0) gemv_batch(g, BatchAct::of(x.as<float>()), n_tok, y.as<float>(), false, scratch, nullptr);
     else gemv(g, x.as<float>(), y.as<float>(), false, nullptr);
   };
   // Random bytes everywhere (also in the f16 scales: their values do not

@@ -279,11 +279,22 @@ bool gemv_glu_supported(WeightType t, int64_t cols);
 // activations; same_x: they are already there, made from this x by the last
 // call with the same scratch and column count (w_gate then w_up). Q4_0 only
 // (gemv_batch_supported); the model's other formats take gemm().
+// X is made from a BatchAct as it is converted (batch_act.cuh, milestone 58):
+// x itself, RMSNorm(x) * norm, or SwiGLU of a gate|up GEMV's output (x [n][2
+// cols]: (gate_c, up_c) pairs, upload_interleaved's rows, or [gate | up]).
+struct BatchAct {
+  enum Kind { plain, rmsnorm, swiglu } kind = plain;
+  const float* x = nullptr;
+  const float* norm = nullptr;  // rmsnorm: cols floats
+  float eps = 0;
+  bool pairs = false;  // swiglu: interleaved pairs, else halves
+  static BatchAct of(const float* x) { return BatchAct{plain, x}; }
+};
 constexpr int kGemvBatchMax = 32;
 bool gemv_batch_supported(const GpuWeight& w);
-void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
+void gemv_batch(const GpuWeight& w, const BatchAct& x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
                 cudaStream_t s, bool same_x = false);
-void gemv_batch_h16(const GpuWeight& w, const float* x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
+void gemv_batch_h16(const GpuWeight& w, const BatchAct& x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
                     cudaStream_t s, bool same_x);
 // Decodes rows into a dense matrix [rows][cols] of f16 (half) or f32.
 void dequantize(const GpuWeight& w, void* dst, bool to_f16, cudaStream_t s);

@@ -565,13 +565,18 @@ class CudaModelImpl final : public CudaModel {
                                   neox};
         if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
       } else if (batch && L.wqkv.rows > 0 && !L.bq.bytes() && !L.bk.bytes() && !L.bv.bytes()) {
-        // A batch: one GEMV over the stacked rows, token i's q|k|v in row i of qkv_.
-        rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+        // A batch: one GEMV over the stacked rows, token i's q|k|v in row i of
+        // qkv_; RMSNorm in its converter where it takes one (milestone 58).
         q = qkv_.as<float>();
         k = q + qd;
         v = k + kvd;
         q_stride = kv_stride = qd + 2 * kvd;
-        matmul(L.wqkv, xb, n, q, false);
+        if (batch_act_ok(L.wqkv)) {
+          gemv_batch(L.wqkv, batch_norm(x, L.attn_norm), n, q, false, batch_scratch_, s_);
+        } else {
+          rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
+          matmul(L.wqkv, xb, n, q, false);
+        }
       } else {
         rmsnorm(x, L.attn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
         matmul(L.wq, xb, n, q, false);
@@ -649,6 +654,20 @@ class CudaModelImpl final : public CudaModel {
         if (!(skip & 16)) gemv_act(L.w_down, sw, x, true, s_);
         continue;
       }
+      if (batch && L.wgu.rows > 0 && L.w_gate.rows == L.w_up.rows && L.w_down.cols == L.w_gate.rows &&
+          batch_act_ok(L.wgu) && batch_act_ok(L.w_down)) {
+        // A batch (milestone 58): gate|up as one GEMV over the stacked or
+        // interleaved rows, RMSNorm in its converter, [n][2 ffn] into qkv_
+        // (free once attention has read q, k, v); SwiGLU in down's converter.
+        float* gu = qkv_.as<float>();
+        gemv_batch(L.wgu, batch_norm(x, L.ffn_norm), n, gu, false, batch_scratch_, s_);
+        BatchAct h;
+        h.kind = BatchAct::swiglu;
+        h.x = gu;
+        h.pairs = L.glu;
+        gemv_batch(L.w_down, h, n, x, true, batch_scratch_, s_);
+        continue;
+      }
       rmsnorm(x, L.ffn_norm.as<float>(), n, dim, c.rms_eps, xb, s_);
       matmul(L.w_gate, xb, n, gate, false);
       // A batch: w_gate's converted x, where w_up takes the same form (gemv_batch's form is a rule of the shape).
@@ -667,6 +686,8 @@ class CudaModelImpl final : public CudaModel {
         GemvAct a = norm_act(xr, output_norm_, xb);
         if (x8b_ready) a.x8_in = x8_view(x8b_, nullptr);
         gemv_act(output_, a, logits_.as<float>(), false, s_);
+      } else if (batch && batch_act_ok(output_)) {
+        gemv_batch(output_, batch_norm(xr, output_norm_), rows, logits_.as<float>(), false, batch_scratch_, s_);
       } else {
         rmsnorm(xr, output_norm_.as<float>(), rows, dim, c.rms_eps, xb, s_);
         matmul(output_, xb, rows, logits_.as<float>(), false);
@@ -798,10 +819,25 @@ class CudaModelImpl final : public CudaModel {
     return a;
   }
 
+  // A batched step's GEMV that makes its activation in its converter
+  // (BatchAct; CudaTuning::batch_fused_act, milestone 58).
+  bool batch_act_ok(const GpuWeight& w) const {
+    return batch_seqs_ && cuda_tuning().batch_fused_act && gemv_batch_supported(w);
+  }
+  BatchAct batch_norm(const float* x, const DeviceBuffer& norm) const {
+    BatchAct a;
+    a.kind = BatchAct::rmsnorm;
+    a.x = x;
+    a.norm = norm.as<float>();
+    a.eps = cfg_.rms_eps;
+    return a;
+  }
+
   // same_x: a batched step's previous matmul read the same x into a matrix of the same type and shape
   // (gemv_batch's converted x, int8 or f16 by the shape, is reused).
   void matmul(const GpuWeight& w, const float* xin, int n, float* y, bool accumulate, bool same_x = false) {
-    if (batch_seqs_ && gemv_batch_supported(w)) gemv_batch(w, xin, n, y, accumulate, batch_scratch_, s_, same_x);
+    if (batch_seqs_ && gemv_batch_supported(w))
+      gemv_batch(w, BatchAct::of(xin), n, y, accumulate, batch_scratch_, s_, same_x);
     else if (n == 1) gemv(w, xin, y, accumulate, s_);
     else cuda::gemm(ws_.cublas, w, xin, n, y, accumulate, opt_.gemm, gemm_scratch_, s_);
   }

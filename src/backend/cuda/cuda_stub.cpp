@@ -63,6 +63,9 @@ CudaAttnSpeed cuda_bench_decode_attention(const KvShape&, const std::string&, in
 double cuda_kv_bytes_per_token(const std::string&, const KvShape&) { fail("%s", kNoCuda); }
 
 void cuda_check_gemv_batch(const WeightView&, const float*, int, float*) { fail("%s", kNoCuda); }
+void cuda_check_gemv_batch_act(const WeightView&, int, const float*, const float*, float, int, float*, float*) {
+  fail("%s", kNoCuda);
+}
 CudaGemvSpeed cuda_bench_gemv(WeightType, int, int, int) { fail("%s", kNoCuda); }
 
 }  // namespace longkv

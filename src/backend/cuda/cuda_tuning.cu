@@ -36,6 +36,7 @@ constexpr TuningSwitch kTuningSwitches[] = {
     {"gpipe", &CudaTuning::greedy_pipeline},      {"qearly", &CudaTuning::quant_q_early},
     {"gtop", &CudaTuning::sample_top_device},     {"gbx", &CudaTuning::gemv_batch_x_smem},
     {"b1l", &CudaTuning::batch_one_launch},       {"b1lc", &CudaTuning::batch_carveout},
+    {"bfa", &CudaTuning::batch_fused_act},
 };
 
 // The settings whose value is a whole number in a range ("key=V"): the
@@ -247,6 +248,8 @@ std::string cuda_tuning_description() {
                                       : std::string())
                            : CudaTuning{}.gemv_batch_h16 ? ", batch GEMV with int8 activations only (gbh=0)"
                                                           : std::string()) +
+         (t.batch_fused_act ? ""
+                            : ", a batched step's RMSNorm, SwiGLU, gate and up as launches of their own (bfa=0)") +
          (t.sample_top_device ? "" : ", top-k sampling from the whole row on the host (gtop=0)") +
          (!t.quant_q_early ? ", v3 loads q after its first copies (qearly=0)"
           : t.quant_q_early_groups != CudaTuning{}.quant_q_early_groups

@@ -10,7 +10,8 @@
 //
 // Int8 (the default, CudaTuning::gemv_i8x): each token's activations are
 // quantized once per unit by quantize_x_i8 (the single-token GEMV's rule; a
-// launch of its own, n x cols / 32 threads), and the dots run on tensor
+// launch of its own, a thread a unit, which also makes the activation from
+// its BatchAct: RMSNorm or SwiGLU, batch_act.cuh), and the dots run on tensor
 // cores: mma m16n8k32 with the weights' nibbles as unsigned bytes (A: 16
 // rows x one unit's 32 columns) and the int8 activations (B: 32 x 8 tokens),
 // integer sums exact, so (C - 8 sum q) is the single-token kernel's sum.
@@ -33,6 +34,7 @@
 // the batch: its column of every MMA and its sums go through the same
 // operations in the same order (the tests compare a batch against its tokens
 // one by one, bit for bit).
+#include "backend/cuda/batch_act.cuh"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/gemv_batch_stage.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
@@ -59,24 +61,34 @@ struct BatchX8 {
 constexpr int kMagic = 0x4B400000;  // the bits of 12582912.0f = 1.5 * 2^23
 constexpr float kMagicF = 12582912.0f;
 
-__global__ void quantize_batch_kernel(const float* __restrict__ x, int n, int units, BatchX8 out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;  // u npad + t
-  if (i >= units * out.npad) return;
-  const int u = i / out.npad, t = i % out.npad;
+// Token blockIdx.y's units (batch_act.cuh's grid) -> int8 cells.
+__global__ void quantize_batch_kernel(BatchAct a, int n, int units, BatchX8 out) {
   // x is the previous kernel's (a no-op in a plain launch). No trigger: its
   // GEMV launches when it ends (milestone 56: triggered early, down's
   // row-split blocks, two an SM, shared the SMs with this kernel's and ran
   // 55 us instead of 36 at 24 tokens).
   pdl_wait();
+  float v[32];
+  const bool real = batch_act_unit(a, n, units, v);
+  const int u = blockIdx.x * kActThreads + threadIdx.x;
+  if (u >= units) return;
   XI8 r{};
-  if (t < n) {
-    float v[32];
-    ldx(x + static_cast<size_t>(t) * units * 32 + 32 * u, v, 32);
-    quantize_x_i8(v, r);
-  }
+  if (real) quantize_x_i8(v, r);
+  const size_t i = static_cast<size_t>(u) * out.npad + blockIdx.y;
   out.q[2 * i] = make_int4(r.q[0], r.q[1], r.q[2], r.q[3]);
   out.q[2 * i + 1] = make_int4(r.q[4], r.q[5], r.q[6], r.q[7]);
-  out.sc[i] = make_float2(t < n ? r.dx : 0.0f, __int_as_float(kMagic - (t < n ? r.off : 0)));
+  out.sc[i] = make_float2(real ? r.dx : 0.0f, __int_as_float(kMagic - (real ? r.off : 0)));
+}
+
+// The exact path's activations where they are not x itself: [n][cols] f32.
+__global__ void batch_act_f32_kernel(BatchAct a, int n, int units, float* __restrict__ out) {
+  pdl_wait();
+  float v[32];
+  const bool real = batch_act_unit(a, n, units, v);
+  if (!real) return;
+  float* dst = out + static_cast<size_t>(blockIdx.y) * units * 32 + 32 * static_cast<size_t>(blockIdx.x * kActThreads + threadIdx.x);
+#pragma unroll
+  for (int k = 0; k < 32; k += 4) *reinterpret_cast<float4*>(dst + k) = make_float4(v[k], v[k + 1], v[k + 2], v[k + 3]);
 }
 
 // c = A (16 x 32 unsigned bytes) B (32 x 8 signed bytes), integer; C starts at 0.
@@ -542,7 +554,7 @@ void launch_batch(const GpuWeight& w, const float* x, BatchX8 xq, int n, float* 
 
 bool gemv_batch_supported(const GpuWeight& w) { return w.type == WeightType::Q4_0 && w.cols % 32 == 0; }
 
-void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
+void gemv_batch(const GpuWeight& w, const BatchAct& a, int n, float* y, bool accumulate, DeviceBuffer& scratch,
                 cudaStream_t s, bool same_x) {
   LONGKV_CHECK(gemv_batch_supported(w), "gemv_batch: %s rows of %lld columns are not supported",
                weight_traits(w.type).name, static_cast<long long>(w.cols));
@@ -551,11 +563,12 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
   // The f16 form by the matrix's shape only (gbhd), as a token's bits must
   // not depend on the batch; same_x then pairs matrices of one shape.
   if (i8 && cuda_tuning().gemv_batch_h16 && std::max(w.rows, w.cols) >= cuda_tuning().gemv_batch_h16_dim)
-    return gemv_batch_h16(w, x, n, y, accumulate, scratch, s, same_x);
+    return gemv_batch_h16(w, a, n, y, accumulate, scratch, s, same_x);
   const int units = static_cast<int>(w.cols / 32);
   BatchX8 xq{nullptr, nullptr, (n + 7) / 8 * 8};
   float* part = nullptr;
   int* tickets = nullptr;
+  const float* x = a.x;
   if (i8) {
     // scratch: the row-split form's tickets (zero between launches), the
     // int8 x at kScratchHead, then (row-split form) the slices' sums.
@@ -573,14 +586,19 @@ void gemv_batch(const GpuWeight& w, const float* x, int n, float* y, bool accumu
       tickets = scratch.as<int>();
       part = reinterpret_cast<float*>(scratch.as<uint8_t>() + x_end);
     }
-    if (!same_x) {
-      const int threads = 128, total = static_cast<int>(cells);
-      // PDL (milestone 56): it starts while the kernel before it ends
-      launch_maybe_pdl(cuda_tuning().pdl, quantize_batch_kernel,
-                       dim3((total + threads - 1) / threads), dim3(threads), 0, s, x, n, units, xq);
-      LONGKV_CUDA_CHECK(cudaGetLastError());
-    }
+    // PDL (milestone 56): it starts while the kernel before it ends
+    if (!same_x)
+      launch_maybe_pdl(cuda_tuning().pdl, quantize_batch_kernel, batch_act_grid(units, xq.npad), dim3(kActThreads),
+                       0, s, a, n, units, xq);
+  } else if (a.kind != BatchAct::plain) {  // the exact path reads f32: made at kScratchHead
+    scratch.reserve(kScratchHead + sizeof(float) * n * static_cast<size_t>(w.cols));
+    float* xf = reinterpret_cast<float*>(scratch.as<uint8_t>() + kScratchHead);
+    if (!same_x)
+      launch_maybe_pdl(cuda_tuning().pdl, batch_act_f32_kernel, batch_act_grid(units, n), dim3(kActThreads), 0, s, a,
+                       n, units, xf);
+    x = xf;
   }
+  LONGKV_CUDA_CHECK(cudaGetLastError());
   if (n <= 8) launch_batch<8>(w, x, xq, n, y, accumulate, i8, part, tickets, s);
   else if (n <= 16) launch_batch<16>(w, x, xq, n, y, accumulate, i8, part, tickets, s);
   else if (n <= 24) launch_batch<24>(w, x, xq, n, y, accumulate, i8, part, tickets, s);

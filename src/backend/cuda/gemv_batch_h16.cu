@@ -26,13 +26,15 @@
 // shapes, one slice for the output matrix's 1,002 row tiles). gemv_batch takes
 // this form for matrices of gbhd rows or columns and more.
 //
-// The activations' layout (BatchXh, made by convert_batch_h16_kernel): cell
+// The activations' layout (made by convert_batch_h16_kernel, which makes the
+// activation from its BatchAct as the int8 quantizer does): cell
 // (unit u, token t) is 32 f16 in 64 bytes, 4 groups of 8; group q holds
 // columns 4q, 4q+2, 4q+1, 4q+3, 4q+16, 4q+18, 4q+17, 4q+19, so lane (g, t) of
 // a warp reads its B fragments of both k-steps for token g as one uint4.
 // The A fragments follow from the nibbles: a lane's word of a row (code bytes
 // 4t..4t+3) masked 0x000F000F gives columns 4t, 4t+2, shifted by 8 columns
 // 4t+1, 4t+3, and the high nibbles the same columns + 16 (dequant_pair).
+#include "backend/cuda/batch_act.cuh"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/gemv_batch_stage.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
@@ -45,27 +47,20 @@ namespace {
 
 constexpr int kCellBytes = 64;  // a (unit, token) cell of f16 activations
 
-// x (f32 [n][cols]) -> cells [units][npad] (tokens n.. of the padding: 0).
-__global__ void convert_batch_h16_kernel(const float* __restrict__ x, int n, int units, int npad,
-                                         uint4* __restrict__ out) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;  // u npad + t
-  if (i >= units * npad) return;
-  const int u = i / npad, t = i % npad;
+// Token blockIdx.y's units (batch_act.cuh's grid) -> cells [units][npad]
+// (tokens n.. of the padding: 0).
+__global__ void convert_batch_h16_kernel(BatchAct a, int n, int units, int npad, uint4* __restrict__ out) {
   pdl_wait();  // x is the previous kernel's (a no-op in a plain launch)
-  float v[32] = {};
-  if (t < n) {
-    const float4* src = reinterpret_cast<const float4*>(x + static_cast<size_t>(t) * units * 32 + 32 * u);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const float4 f = src[k];
-      v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
-    }
-  }
-  auto pair = [&](int a, int b) { return h2_bits(__floats2half2_rn(v[a], v[b])); };
+  float v[32];
+  batch_act_unit(a, n, units, v);
+  const int u = blockIdx.x * kActThreads + threadIdx.x;
+  if (u >= units) return;
+  const size_t i = static_cast<size_t>(u) * npad + blockIdx.y;
+  auto pair = [&](int p, int q) { return h2_bits(__floats2half2_rn(v[p], v[q])); };
 #pragma unroll
   for (int q = 0; q < 4; ++q)
-    out[4 * static_cast<size_t>(i) + q] = make_uint4(pair(4 * q, 4 * q + 2), pair(4 * q + 1, 4 * q + 3),
-                                                     pair(4 * q + 16, 4 * q + 18), pair(4 * q + 17, 4 * q + 19));
+    out[4 * i + q] = make_uint4(pair(4 * q, 4 * q + 2), pair(4 * q + 1, 4 * q + 3), pair(4 * q + 16, 4 * q + 18),
+                                pair(4 * q + 17, 4 * q + 19));
 }
 
 // f16x2 d (n - 8) of the two nibbles at bits [s, s + 4) and [16 + s, 20 + s)
@@ -180,7 +175,7 @@ void launch_h16_stages(int stages, const GpuWeight& w, const uint4* xh, int n, f
 
 }  // namespace
 
-void gemv_batch_h16(const GpuWeight& w, const float* x, int n, float* y, bool accumulate, DeviceBuffer& scratch,
+void gemv_batch_h16(const GpuWeight& w, const BatchAct& a, int n, float* y, bool accumulate, DeviceBuffer& scratch,
                     cudaStream_t s, bool same_x) {
   const int rows = static_cast<int>(w.rows), units = static_cast<int>(w.cols / 32), npad = (n + 7) / 8 * 8;
   // scratch: the tickets (zero between launches), the f16 x at kScratchHead,
@@ -194,9 +189,8 @@ void gemv_batch_h16(const GpuWeight& w, const float* x, int n, float* y, bool ac
   if (scratch.bytes() != had) LONGKV_CUDA_CHECK(cudaMemsetAsync(scratch.as(), 0, kTicketBytes, s));
   uint4* xh = reinterpret_cast<uint4*>(scratch.as<uint8_t>() + kScratchHead);
   if (!same_x) {
-    const int threads = 128, total = static_cast<int>(cells);
-    launch_maybe_pdl(cuda_tuning().pdl, convert_batch_h16_kernel, dim3((total + threads - 1) / threads),
-                     dim3(threads), 0, s, x, n, units, npad, xh);
+    launch_maybe_pdl(cuda_tuning().pdl, convert_batch_h16_kernel, batch_act_grid(units, npad), dim3(kActThreads), 0,
+                     s, a, n, units, npad, xh);
     LONGKV_CUDA_CHECK(cudaGetLastError());
   }
   float* part = reinterpret_cast<float*>(scratch.as<uint8_t>() + x_end);
