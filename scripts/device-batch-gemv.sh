@@ -35,9 +35,9 @@ for st in ${NCU_SETTINGS:-}; do
     $B bench --device cuda --synthetic llama3-8b --wtype q4_0 -n 2 -p 0 -d 4096 --kv f16 --batch ${NCU_BATCH:-24} \
     > $f 2>&1
   echo "=== ncu, setting $st: rc $? at $(( $(date +%s) - t0 )) s"
-  grep -E "gemv_batch_[a-z]+_kernel|gpu__time|hit_rate|dram__|registers|warps_active|issue_(active|stalled)|inst_exec" \
+  grep -E "gemv_batch_[a-z0-9]+_kernel|gpu__time|hit_rate|dram__|registers|warps_active|issue_(active|stalled)|inst_exec" \
     $f |
-    sed -E 's/.*(gemv_batch_[a-z]+_kernel<[^>]*>).*/\1/; s/smsp__average_warps_issue_stalled_//' |
+    sed -E 's/.*(gemv_batch_[a-z0-9]+_kernel<[^>]*>).*/\1/; s/smsp__average_warps_issue_stalled_//' |
     sed -E 's/_per_issue_active.ratio//' |
     awk '!/ratio|stalled/ || $NF+0 >= 0.1' | head -80
 done

@@ -410,9 +410,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_rowsplit_kernel(
   const int chunks = (units + kChunk - 1) / kChunk;
   const int items = sl < chunks ? (chunks - 1 - sl) / kMmaWarps + 1 : 0;  // chunks sl, sl + 8, ...
   auto stage = [&](int i) { return rs_smem + (i % S) * kStage; };
+  const RowStager rs(w, ld, rows, units, row0, lane);
   auto issue_w = [&](int i) {  // this warp's 16 rows of item i's chunk (as the ring form's slot)
-    if (i >= items) return;
-    stage_rows(stage(i) + warp * kSlotW, w, ld, rows, units, row0, sl + kMmaWarps * i, lane);
+    if (i < items) rs.issue(stage(i) + warp * kSlotW, sl + kMmaWarps * i, lane);
   };
   auto issue_x = [&](int i) {  // item i's activations, by the whole block (as the ring form's XS part)
     if (i >= items) return;

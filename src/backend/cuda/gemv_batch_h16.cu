@@ -95,16 +95,27 @@ __global__ void __launch_bounds__(kMmaWarps * 32) gemv_batch_h16_kernel(
   const int chunks = (units + kChunk - 1) / kChunk;
   const int items = sl < chunks ? (chunks - 1 - sl) / slices + 1 : 0;  // chunks sl, sl + slices, ...
   auto stage = [&](int i) { return hs_smem + (i % S) * kStage; };
+  const RowStager rs(w, ld, rows, units, row0, lane);
   auto issue_w = [&](int i) {  // this warp's 16 rows of item i's chunk
-    if (i < items) stage_rows(stage(i) + warp * kSlotW, w, ld, rows, units, row0, sl + slices * i, lane);
+    if (i < items) rs.issue(stage(i) + warp * kSlotW, sl + slices * i, lane);
   };
+  // A chunk's activations are kChunk kCells cells of 4 pieces: NT pieces a
+  // thread when the chunk is whole (the loop's bounds made once, milestone 58).
+  constexpr int kPieces = kChunk * kCells * (kCellBytes / 16);
+  static_assert(kPieces == NT * kMmaWarps * 32, "a whole chunk's pieces: NT a thread");
+  const uint4* xsrc = xh + threadIdx.x;
   auto issue_x = [&](int i) {  // item i's activations, by the whole block
     if (i >= items) return;
     const int ch = sl + slices * i, nu = min(kChunk, units - ch * kChunk);
-    uint8_t* xs = stage(i) + kMmaWarps * kSlotW;
-    const uint4* src = xh + static_cast<size_t>(ch) * kChunk * kCells * (kCellBytes / 16);
-    for (int p = threadIdx.x; p < nu * kCells * (kCellBytes / 16); p += kMmaWarps * 32)
-      cp_async16_l1(xs + 16 * p, src + p);
+    uint8_t* xs = stage(i) + kMmaWarps * kSlotW + 16 * threadIdx.x;
+    const uint4* src = xsrc + static_cast<unsigned>(ch) * kPieces;
+    if (nu == kChunk) {
+#pragma unroll
+      for (int k = 0; k < NT; ++k) cp_async16_l1(xs + 16 * k * kMmaWarps * 32, src + k * kMmaWarps * 32);
+    } else {
+      for (int p = 0; threadIdx.x + p < nu * kCells * (kCellBytes / 16); p += kMmaWarps * 32)
+        cp_async16_l1(xs + 16 * p, src + p);
+    }
   };
   float acc[NT][4] = {};
   ring_items<S>(items, issue_w, issue_x, [&](int i) {

@@ -34,12 +34,46 @@ __device__ __forceinline__ void cp_async16_l1(void* smem, const void* gmem) {  /
   asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 }
 
-// A warp's copy of chunk ch of the 16 rows from row0 into a slot (cp.async,
+// A warp's copies of chunk ch of the 16 rows from row0 into a slot (cp.async,
 // the caller commits): each lane 4 rows' 16 bytes of unit cu = lane % 8
 // (rows lane / 8 + 4 r: whole lines a warp), lanes < 16 also row `lane`'s
 // kChunk scales. Rows past the matrix read its last row, a chunk past the
 // row's last unit that unit's codes and scale bytes past the row (inside the
-// upload's padding): never folded.
+// upload's padding): never folded. The lane's row addresses are made once
+// (RowStager's constructor), so a chunk costs its 5 copies and their offsets
+// (milestone 58: made again for every chunk, the 64-bit row addresses were
+// ~100 of the ~160 instructions an item spent outside its fold at 1-8 tokens
+// in the f16 form).
+struct RowStager {
+  const uint8_t* row[4];  // rows cr + 4 r (clamped)
+  const uint8_t* scale;   // row `lane`'s (clamped) kChunk-scale runs
+  int units, cu;
+
+  // The addresses go through an asm move, which ptxas cannot make again:
+  // without it they were rematerialized inside the item loop (their 64-bit
+  // multiplies with them), the cost this struct exists to remove.
+  __device__ __forceinline__ RowStager(const uint8_t* __restrict__ w, size_t ld, int rows, int units_, int row0,
+                                       int lane)
+      : units(units_), cu(lane % 8) {
+    const int cr = lane / 8;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) row[r] = pinned(w + ld * min(row0 + cr + 4 * r, rows - 1));
+    scale = pinned(w + ld * min(row0 + (lane & 15), rows - 1) + 16 * static_cast<size_t>(units));
+  }
+  __device__ __forceinline__ static const uint8_t* pinned(const uint8_t* p) {
+    asm("mov.b64 %0, %0;" : "+l"(p));
+    return p;
+  }
+  __device__ __forceinline__ void issue(uint8_t* slot, int ch, int lane) const {
+    const size_t u = static_cast<size_t>(min(ch * kChunk + cu, units - 1));
+#pragma unroll
+    for (int r = 0; r < 4; ++r) cp_async16(slot + (lane / 8 + 4 * r) * kRowW + 16 * cu, row[r] + 16 * u);
+    if (lane < 16) cp_async16(slot + 16 * kRowW + 16 * lane, scale + 2 * kChunk * ch);
+  }
+};
+
+// One chunk of a tile (the ring form, whose blocks walk tiles): the same
+// copies, the addresses made in place.
 __device__ __forceinline__ void stage_rows(uint8_t* slot, const uint8_t* __restrict__ w, size_t ld, int rows,
                                            int units, int row0, int ch, int lane) {
   const int cr = lane / 8, cu = lane % 8;
