@@ -3,7 +3,7 @@
 // per layer. Single tokens go through the GEMV kernels; chunks through
 // dequantized weights and cuBLAS.
 //
-// wq|wk|wv and w_gate|w_up are uploaded with their rows stacked in one
+// wq|wk|wv and w_gate|w_up are uploaded (GpuLayer, gpu_layer.cuh) with their rows stacked in one
 // buffer when they share a type and width: one GEMV each for a token (q, k, v
 // land contiguous, so one RoPE launch turns q and k), views of the parts for
 // the GEMM path. A single-token step can run as a CUDA graph: the step is
@@ -20,27 +20,12 @@
 #include <string>
 
 #include "backend/cuda/gpu_kv_cache.cuh"
+#include "backend/cuda/gpu_layer.cuh"
 #include "core/timer.h"
 
 namespace longkv {
 namespace cuda {
 namespace {
-
-struct GpuLayer {
-  DeviceBuffer attn_norm, ffn_norm, bq, bk, bv;
-  DeviceBuffer wq_buf, wk_buf, wv_buf, wo_buf, wg_buf, wu_buf, wd_buf;
-  GpuWeight wq, wk, wv, wo, w_gate, w_up, w_down;
-  GpuWeight wqkv, wgu;  // stacked (rows == 0: not stacked, separate GEMVs)
-  bool glu = false;      // wgu's rows interleaved (gate_i, up_i): SwiGLU in its GEMV's store
-};
-
-DeviceBuffer upload_floats(const std::vector<float>& v, cudaStream_t s) {
-  DeviceBuffer b;
-  if (v.empty()) return b;
-  b.resize(v.size() * sizeof(float));
-  LONGKV_CUDA_CHECK(cudaMemcpyAsync(b.as(), v.data(), b.bytes(), cudaMemcpyHostToDevice, s));
-  return b;
-}
 
 class CudaModelImpl final : public CudaModel {
  public:
@@ -74,46 +59,7 @@ class CudaModelImpl final : public CudaModel {
     output_norm_ = upload_floats(w.output_norm, s_);
     layers_.resize(cfg_.n_layers);
     for (int l = 0; l < cfg_.n_layers; ++l) {
-      const LayerWeights& L = w.layers[l];
-      GpuLayer& G = layers_[l];
-      G.attn_norm = upload_floats(L.attn_norm, s_);
-      G.ffn_norm = upload_floats(L.ffn_norm, s_);
-      G.bq = upload_floats(L.bq, s_);
-      G.bk = upload_floats(L.bk, s_);
-      G.bv = upload_floats(L.bv, s_);
-      const std::vector<const WeightView*> qkv{&L.wq, &L.wk, &L.wv}, gu{&L.w_gate, &L.w_up};
-      if (stackable(qkv)) {
-        GpuWeight parts[3];
-        G.wqkv = upload_stacked(qkv, G.wq_buf, parts, s_);
-        G.wq = parts[0];
-        G.wk = parts[1];
-        G.wv = parts[2];
-      } else {
-        G.wq = upload_weight(L.wq, G.wq_buf, s_);
-        G.wk = upload_weight(L.wk, G.wk_buf, s_);
-        G.wv = upload_weight(L.wv, G.wv_buf, s_);
-      }
-      // SwiGLU in the gate|up GEMV's store (CudaTuning::gemv_glu): the slab
-      // kernel of a block format in one slice, as gemv_act requires.
-      const CudaTuning& t = cuda_tuning();
-      G.glu = t.gemv_glu && stackable(gu) && L.w_gate.rows == L.w_up.rows && t.fuse_activation && !t.gemv_rows &&
-              gemv_glu_supported(L.w_gate.type, L.w_gate.cols);
-      if (G.glu) {
-        GpuWeight parts[2];
-        G.wgu = upload_interleaved(L.w_gate, L.w_up, G.wg_buf, parts, s_);
-        G.w_gate = parts[0];
-        G.w_up = parts[1];
-      } else if (stackable(gu)) {
-        GpuWeight parts[2];
-        G.wgu = upload_stacked(gu, G.wg_buf, parts, s_);
-        G.w_gate = parts[0];
-        G.w_up = parts[1];
-      } else {
-        G.w_gate = upload_weight(L.w_gate, G.wg_buf, s_);
-        G.w_up = upload_weight(L.w_up, G.wu_buf, s_);
-      }
-      G.wo = upload_weight(L.wo, G.wo_buf, s_);
-      G.w_down = upload_weight(L.w_down, G.wd_buf, s_);
+      layers_[l].upload(w.layers[l], s_);
       // Host copies may be freed once the uploads have finished.
       LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
     }
@@ -286,10 +232,7 @@ class CudaModelImpl final : public CudaModel {
   }
   size_t weight_bytes() const override {
     size_t b = tok_embd_.nbytes() + (output_.data == tok_embd_.data ? 0 : output_.nbytes());
-    for (const auto& L : layers_)  // the parts of stacked matrices, counted once
-      b += L.wq.nbytes() + L.wk.nbytes() + L.wv.nbytes() + L.wo.nbytes() +
-           (L.glu ? L.wgu.nbytes() : L.w_gate.nbytes() + L.w_up.nbytes()) +  // glu: parts are rows 2 ld apart
-           L.w_down.nbytes();
+    for (const auto& L : layers_) b += L.weight_bytes();
     return b;
   }
   size_t step_weight_bytes() const override {
