@@ -179,12 +179,14 @@ int main(int argc, char** argv) {
   std::sort(g_kernels.begin(), g_kernels.end(), [](const Kernel& a, const Kernel& b) { return a.start < b.start; });
   // Steps start at the embedding lookup. A kernel belongs to layer
   // (GEMVs so far, itself included - 1) / G, G the GEMVs a layer (4; a
-  // batched step 5: gate and up apart); layers 1 .. n_layers - 2 are
-  // averaged (the first follows the embedding, the last precedes the output).
+  // batched step with bfa=0 5: gate and up apart, milestone 58); layers
+  // 1 .. n_layers - 2 are averaged (the first follows the embedding, the
+  // last precedes the output).
   const char* kOne[] = {"q|k|v GEMV", "wo GEMV", "gate|up GEMV", "down GEMV"};
   const char* kBatch[] = {"q|k|v GEMV", "wo GEMV", "gate GEMV", "up GEMV", "down GEMV"};
-  const int G = batch ? 5 : 4;
-  const char* const* kGemvs = batch ? kBatch : kOne;
+  const bool split_gate_up = batch && !cuda_tuning().batch_fused_act;
+  const int G = split_gate_up ? 5 : 4;
+  const char* const* kGemvs = split_gate_up ? kBatch : kOne;
   const int n_layers = cfg.n_layers;
   std::map<std::string, Role> roles;
   double step_sum = 0, layer_sum = 0;
