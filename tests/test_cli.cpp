@@ -6,6 +6,9 @@
 #include <cmath>
 #include <regex>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -278,6 +281,32 @@ TEST(Cli, BenchGpuMemNeedsMaxCtx) {
               std::string::npos)
         << e.err;
   }
+}
+
+// bench checks its options and picks its device before it builds or loads
+// the weights: a mistake is one error line at once, not after an 8B
+// model's seconds of building (llama3-8b here, so that a late check would
+// show its "built" line), and a missing GPU is said before the build.
+TEST(Cli, BenchChecksItsOptionsBeforeBuildingWeights) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--batch 33", "--batch takes sequence counts 1..32 or max, not '33'"},
+      {"--kv q9", "unknown KV cache mode 'q9'"},
+      {"--wtype q3", "unknown weight type 'q3'"},
+  };
+  for (const auto& [opt, fragment] : cases) {
+    auto r = run_cli("bench --synthetic llama3-8b -p 0 -n 1 -d 0 --no-membw " + opt);
+    expect_one_error_line(r, fragment);
+    EXPECT_EQ(r.err.find("built "), std::string::npos) << opt << ": " << r.err;
+  }
+  auto shape = run_cli("bench --synthetic llama9-99b -p 0 -n 1");
+  expect_one_error_line(shape, "unknown synthetic model 'llama9-99b'");
+  if (cuda_available(nullptr)) return;
+  auto r = run_cli("bench --synthetic tiny --wtype q4_0 -p 0 -n 1 -d 0 --threads-list 1 --no-membw --device cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const size_t warn = r.err.find("--device cuda: "), built = r.err.find("built tiny");
+  ASSERT_NE(warn, std::string::npos) << r.err;
+  ASSERT_NE(built, std::string::npos) << r.err;
+  EXPECT_LT(warn, built) << r.err;
 }
 
 // Usage errors: one line naming the option and what it takes, exit code 2

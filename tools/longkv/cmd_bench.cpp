@@ -51,20 +51,9 @@ void fill_random(std::vector<std::unique_ptr<KvCache>>& caches, int n, uint64_t 
 int cmd_bench(const BenchOptions& o) {
   LONGKV_CHECK(!o.synthetic.empty() || !o.model.model.empty(), "bench needs -m MODEL or --synthetic SHAPE");
   std::vector<int> thread_list = o.threads.empty() ? std::vector<int>{0} : o.threads;
-  ThreadPool build_pool(0);
-  LoadedModel lm;
-  if (!o.synthetic.empty()) {
-    WeightType wt;
-    LONGKV_CHECK(parse_weight_type(o.wtype, &wt), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
-                 o.wtype.c_str());
-    const double t0 = now_seconds();
-    lm.weights = make_synthetic_model(synthetic_config(o.synthetic), wt, 1234, build_pool);
-    log_info("built %s with random %s weights (%s) in %.1f s", o.synthetic.c_str(), weight_traits(wt).name,
-             human_bytes(static_cast<double>(lm.weights.weight_bytes())).c_str(), now_seconds() - t0);
-  } else {
-    lm = load_model(o.model.model);
-  }
-  const ModelWeights& w = lm.weights;
+  // The options and the device first: a mistake or a missing GPU is said
+  // before the weights are built or loaded (an 8B model takes seconds to
+  // minutes), not after.
   const bool random_fill = o.fill == "random" || (o.fill == "auto" && !o.synthetic.empty());
   LONGKV_CHECK(o.fill == "auto" || o.fill == "random" || o.fill == "prefill", "--fill must be auto, random or prefill");
   LONGKV_CHECK(o.gpu_mem_mib == 0 || o.max_ctx || !o.batch.empty(),
@@ -77,7 +66,27 @@ int cmd_bench(const BenchOptions& o) {
                  "--batch takes sequence counts 1..%d or max, not '%s'", kMaxBatchSeqs, b.c_str());
     batches.push_back(b == "max" ? 0 : v);
   }
-  if (use_cuda_device(o.device)) {
+  for (const auto& m : o.kv_modes) parse_kv_mode(m);  // an unknown mode fails here, with its rule
+  WeightType wt = WeightType::F32;
+  ModelConfig shape;
+  if (!o.synthetic.empty()) {
+    LONGKV_CHECK(parse_weight_type(o.wtype, &wt), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
+                 o.wtype.c_str());
+    shape = synthetic_config(o.synthetic);
+  }
+  const bool on_gpu = use_cuda_device(o.device);  // says why when it falls back to the CPU
+  ThreadPool build_pool(0);
+  LoadedModel lm;
+  if (!o.synthetic.empty()) {
+    const double t0 = now_seconds();
+    lm.weights = make_synthetic_model(shape, wt, 1234, build_pool);
+    log_info("built %s with random %s weights (%s) in %.1f s", o.synthetic.c_str(), weight_traits(wt).name,
+             human_bytes(static_cast<double>(lm.weights.weight_bytes())).c_str(), now_seconds() - t0);
+  } else {
+    lm = load_model(o.model.model);
+  }
+  const ModelWeights& w = lm.weights;
+  if (on_gpu) {
     CudaBenchOptions co;
     co.kv_mode = o.kv_modes.empty() ? "f16" : o.kv_modes[0];
     co.gemm = o.cuda_gemm;
