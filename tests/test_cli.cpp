@@ -309,6 +309,17 @@ TEST(Cli, BenchChecksItsOptionsBeforeBuildingWeights) {
   EXPECT_LT(warn, built) << r.err;
 }
 
+// perplexity too: its modes and --cuda-gemm are checked before the model
+// and the text are loaded (the model path here does not exist, so a late
+// check would say that instead).
+TEST(Cli, PerplexityChecksItsModesBeforeLoading) {
+  expect_one_error_line(run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64 --kv f16,q9"),
+                        "unknown KV cache mode 'q9'");
+  expect_one_error_line(
+      run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64 --cuda-gemm f8"),
+      "--cuda-gemm must be f16 or f32");
+}
+
 // Usage errors: one line naming the option and what it takes, exit code 2
 // (CLI11's own checks printed DBL_MAX in 300 digits, and called 0 "not in
 // range 0.000000 to ..." where the option needs at least 1).

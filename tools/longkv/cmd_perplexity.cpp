@@ -51,16 +51,8 @@ struct ModeRun {
 };
 
 int cmd_perplexity(const PplOptions& o) {
-  Runtime rt = load_runtime(o.model, true);
-  const ModelConfig& cfg = rt.model.weights.cfg;
-  ThreadPool pool(o.model.threads);
-  LlamaModel model(rt.model.weights, pool);
-  const int nv = cfg.n_vocab;
-
-  const TextWindows text = load_text_windows(*rt.tokenizer, o.text_file, o.ctx, o.chunks, cfg.ctx_len);
-  const std::vector<int32_t>& tokens = text.tokens;
-  const int n_windows = text.count;
-
+  // The modes and the device before the model and the text: a mistake is
+  // said at once, not after loading and tokenizing them.
   std::vector<std::string> modes;
   for (const auto& m : o.kv_modes.empty() ? std::vector<std::string>{"f16"} : o.kv_modes) {
     const KvMode km = parse_kv_mode(m);
@@ -80,6 +72,17 @@ int cmd_perplexity(const PplOptions& o) {
   const bool on_gpu = use_cuda_device(o.device);
   CudaGemm gemm = CudaGemm::f32;
   LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &gemm), "--cuda-gemm must be f16 or f32");
+
+  Runtime rt = load_runtime(o.model, true);
+  const ModelConfig& cfg = rt.model.weights.cfg;
+  ThreadPool pool(o.model.threads);
+  LlamaModel model(rt.model.weights, pool);
+  const int nv = cfg.n_vocab;
+
+  const TextWindows text = load_text_windows(*rt.tokenizer, o.text_file, o.ctx, o.chunks, cfg.ctx_len);
+  const std::vector<int32_t>& tokens = text.tokens;
+  const int n_windows = text.count;
+
   std::vector<ModeRun> runs(modes.size());
   for (size_t i = 0; i < modes.size(); ++i) {
     runs[i].mode = modes[i];
