@@ -320,6 +320,12 @@ TEST(Cli, PerplexityChecksItsModesBeforeLoading) {
       "--cuda-gemm must be f16 or f32");
 }
 
+// convert: the output type before the model is loaded.
+TEST(Cli, ConvertChecksItsTypeBeforeLoading) {
+  expect_one_error_line(run_cli("convert -m /nonexistent/model.gguf -o " + test::temp_dir() + "/never.gguf --type q3"),
+                        "unknown weight type 'q3'");
+}
+
 // Usage errors: one line naming the option and what it takes, exit code 2
 // (CLI11's own checks printed DBL_MAX in 300 digits, and called 0 "not in
 // range 0.000000 to ..." where the option needs at least 1).

@@ -14,16 +14,16 @@ struct ConvertOptions {
 };
 
 int cmd_convert(const ConvertOptions& o) {
-  Runtime rt = load_runtime(o.model, false);
-  LONGKV_CHECK(rt.tokenizer, "%s carries no vocabulary: pass --tokenizer FILE so the GGUF is self-contained",
-               o.model.model.c_str());
-  std::optional<WeightType> out_type;
+  std::optional<WeightType> out_type;  // checked before a model of many GB is loaded
   if (!o.type.empty()) {
     WeightType t;
     LONGKV_CHECK(parse_weight_type(o.type, &t), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
                  o.type.c_str());
     out_type = t;
   }
+  Runtime rt = load_runtime(o.model, false);
+  LONGKV_CHECK(rt.tokenizer, "%s carries no vocabulary: pass --tokenizer FILE so the GGUF is self-contained",
+               o.model.model.c_str());
   log_info("model: %s", describe_model(rt.model.weights).c_str());
   save_model_gguf(rt.model.weights, rt.tokenizer->vocab(), o.out, out_type);
   log_info("wrote %s", o.out.c_str());
