@@ -320,6 +320,16 @@ TEST(Cli, PerplexityChecksItsModesBeforeLoading) {
       "--cuda-gemm must be f16 or f32");
 }
 
+// run: a prompt file that cannot be read, or a --prompts file without a
+// prompt, before the model is loaded.
+TEST(Cli, RunChecksItsPromptFilesBeforeLoading) {
+  expect_one_error_line(run_cli("run -m /nonexistent/model.gguf -n 1 -f /nonexistent/prompt.txt"),
+                        "/nonexistent/prompt.txt: cannot open prompt file");
+  const std::string empty = test::temp_dir() + "/no-prompts.txt";
+  test::write_file(empty, "\n\r\n\n");
+  expect_one_error_line(run_cli("run -m /nonexistent/model.gguf -n 1 --prompts " + empty), "no prompt in it");
+}
+
 // convert: the output type before the model is loaded.
 TEST(Cli, ConvertChecksItsTypeBeforeLoading) {
   expect_one_error_line(run_cli("convert -m /nonexistent/model.gguf -o " + test::temp_dir() + "/never.gguf --type q3"),

@@ -40,13 +40,13 @@ int cmd_run(const RunOptions& o) {
   const KvMode kv = parse_kv_mode(o.kv);  // validate before loading anything
   if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
   const bool on_gpu = use_cuda_device(o.device);  // says why when it falls back to the CPU
+  std::string text = o.prompt;
+  if (!o.prompt_file.empty()) text = read_text_file(o.prompt_file);  // a missing file before the model loads
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;
   ThreadPool pool(o.model.threads);
   LlamaModel model(rt.model.weights, pool);
 
-  std::string text = o.prompt;
-  if (!o.prompt_file.empty()) text = read_text_file(o.prompt_file);
   std::vector<int32_t> tokens = rt.tokenizer->encode(text, true);
   if (tokens.empty()) tokens.push_back(rt.tokenizer->bos());
 
@@ -194,6 +194,10 @@ int cmd_run_prompts(const RunOptions& o) {
   const KvMode kv = parse_kv_mode(o.kv);
   if (!kv.warning().empty()) log_warn("%s", kv.warning().c_str());
   const bool on_gpu = use_cuda_device(o.device);
+  // The prompts before the model loads: a missing or empty file is said at once.
+  const std::string prompts = read_text_file(o.prompts_file);
+  LONGKV_CHECK(prompts.find_first_not_of("\r\n") != std::string::npos,
+               "%s: no prompt in it (one a line; empty lines are skipped)", o.prompts_file.c_str());
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;
   ThreadPool pool(o.model.threads);
@@ -201,7 +205,7 @@ int cmd_run_prompts(const RunOptions& o) {
 
   std::vector<PromptRun> runs;
   {
-    std::istringstream lines(read_text_file(o.prompts_file));
+    std::istringstream lines(prompts);
     int index = 0;
     for (std::string line; std::getline(lines, line);) {
       if (!line.empty() && line.back() == '\r') line.pop_back();
