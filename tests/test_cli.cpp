@@ -318,6 +318,10 @@ TEST(Cli, PerplexityChecksItsModesBeforeLoading) {
   expect_one_error_line(
       run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64 --cuda-gemm f8"),
       "--cuda-gemm must be f16 or f32");
+  // the text file too (fidelity as well), before the model
+  for (const char* cmd : {"perplexity", "fidelity --kv k4v4"})
+    expect_one_error_line(run_cli(std::string(cmd) + " -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64"),
+                          "/nonexistent/text.txt: cannot open");
 }
 
 // run: a prompt file that cannot be read, or a --prompts file without a

@@ -45,6 +45,7 @@ int cmd_fidelity(const FidelityOptions& o) {
     if (!km.warning().empty()) log_warn("%s", km.warning().c_str());
     modes.push_back(km.to_string());
   }
+  check_text_windows_args(o.text_file, o.ctx);
 
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;

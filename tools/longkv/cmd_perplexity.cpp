@@ -72,6 +72,7 @@ int cmd_perplexity(const PplOptions& o) {
   const bool on_gpu = use_cuda_device(o.device);
   CudaGemm gemm = CudaGemm::f32;
   LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &gemm), "--cuda-gemm must be f16 or f32");
+  check_text_windows_args(o.text_file, o.ctx);
 
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;

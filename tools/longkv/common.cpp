@@ -141,17 +141,21 @@ std::vector<int32_t> TextWindows::window(int w, int ctx, int32_t bos) const {
   return win;
 }
 
+void check_text_windows_args(const std::string& path, int ctx) {
+  LONGKV_CHECK(std::ifstream(path, std::ios::binary).good(), "%s: cannot open", path.c_str());
+  LONGKV_CHECK(ctx >= 2, "--ctx must be at least 2");
+}
+
 TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, int ctx, int chunks,
                               int trained_ctx) {
+  check_text_windows_args(path, ctx);
   std::ifstream f(path, std::ios::binary);
-  LONGKV_CHECK(f.good(), "%s: cannot open", path.c_str());
   std::stringstream ss;
   ss << f.rdbuf();
   TextWindows t;
   const double t0 = now_seconds();
   t.tokens = tok.encode(ss.str(), true);
   log_info("tokenized %s: %zu tokens in %.2f s", path.c_str(), t.tokens.size(), now_seconds() - t0);
-  LONGKV_CHECK(ctx >= 2, "--ctx must be at least 2");
   t.count = static_cast<int>(t.tokens.size() / ctx);
   LONGKV_CHECK(t.count > 0, "the text has %zu tokens, fewer than one window of %d", t.tokens.size(), ctx);
   if (chunks > 0 && chunks < t.count) t.count = chunks;

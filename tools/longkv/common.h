@@ -53,6 +53,9 @@ struct TextWindows {
   // Window w with its first token replaced by BOS.
   std::vector<int32_t> window(int w, int ctx, int32_t bos) const;
 };
+// The text file's and --ctx's checks of load_text_windows, for a command to
+// make before it loads the model (a mistake said at once).
+void check_text_windows_args(const std::string& path, int ctx);
 TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, int ctx, int chunks,
                               int trained_ctx);
 
