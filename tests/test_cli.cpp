@@ -334,6 +334,22 @@ TEST(Cli, RunChecksItsPromptFilesBeforeLoading) {
   expect_one_error_line(run_cli("run -m /nonexistent/model.gguf -n 1 --prompts " + empty), "no prompt in it");
 }
 
+// Files written at the end of a run: a folder that does not exist, or a
+// path that is a folder, is one error line before the model is loaded.
+TEST(Cli, OutputPathsCheckedBeforeTheRun) {
+  const std::string dir = test::temp_dir();
+  const std::string text = dir + "/some-text.txt";
+  test::write_file(text, "hello world\n");
+  const std::string pre = " -m /nonexistent/model.gguf --ctx 64 -f " + text;
+  expect_one_error_line(run_cli("perplexity" + pre + " --json /nonexistent-dir/out.json"),
+                        "--json /nonexistent-dir/out.json: the folder /nonexistent-dir does not exist");
+  expect_one_error_line(run_cli("perplexity" + pre + " --csv " + dir), "--csv " + dir + ": is a folder, not a file");
+  expect_one_error_line(run_cli("fidelity --kv k4v4" + pre + " --json /nonexistent-dir/f.json"),
+                        "the folder /nonexistent-dir does not exist");
+  expect_one_error_line(run_cli("needle -m /nonexistent/model.gguf --html /nonexistent-dir/n.html"),
+                        "--html /nonexistent-dir/n.html: the folder /nonexistent-dir does not exist");
+}
+
 // convert: the output type before the model is loaded.
 TEST(Cli, ConvertChecksItsTypeBeforeLoading) {
   expect_one_error_line(run_cli("convert -m /nonexistent/model.gguf -o " + test::temp_dir() + "/never.gguf --type q3"),

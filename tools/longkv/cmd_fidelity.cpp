@@ -46,6 +46,7 @@ int cmd_fidelity(const FidelityOptions& o) {
     modes.push_back(km.to_string());
   }
   check_text_windows_args(o.text_file, o.ctx);
+  check_output_path(o.json, "--json");
 
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;

@@ -159,6 +159,8 @@ int cmd_needle(const NeedleOptions& o) {
   LONGKV_CHECK(!o.lengths.empty() && !o.depths.empty(), "--lengths and --depths need at least one value each");
   for (double d : o.depths) LONGKV_CHECK(d >= 0.0 && d <= 1.0, "--depths: %g is outside [0, 1]", d);
   LONGKV_CHECK(o.trials >= 1, "--trials must be at least 1");
+  check_output_path(o.html, "--html");
+  check_output_path(o.json, "--json");
   const std::vector<std::string> modes = o.kv_modes.empty() ? std::vector<std::string>{"f16"} : o.kv_modes;
   std::vector<std::string> spelled;
   for (const auto& m : modes) spelled.push_back(parse_kv_mode(m).to_string());

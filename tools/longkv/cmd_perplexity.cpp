@@ -73,6 +73,10 @@ int cmd_perplexity(const PplOptions& o) {
   CudaGemm gemm = CudaGemm::f32;
   LONGKV_CHECK(parse_cuda_gemm(o.cuda_gemm, &gemm), "--cuda-gemm must be f16 or f32");
   check_text_windows_args(o.text_file, o.ctx);
+  check_output_path(o.csv, "--csv");
+  check_output_path(o.json, "--json");
+  check_output_path(o.save_nll, "--save-nll");
+  check_output_path(o.save_logits, "--save-logits");
 
   Runtime rt = load_runtime(o.model, true);
   const ModelConfig& cfg = rt.model.weights.cfg;

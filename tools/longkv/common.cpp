@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -165,6 +166,16 @@ TextWindows load_text_windows(const SpmTokenizer& tok, const std::string& path, 
 
 nlohmann::json windows_json(const ModelWeights& w, const std::string& text_file, int ctx, int windows, int batch) {
   return {{"model", describe_model(w)}, {"text", text_file}, {"ctx", ctx}, {"windows", windows}, {"batch", batch}};
+}
+
+void check_output_path(const std::string& path, const char* option) {
+  if (path.empty()) return;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  LONGKV_CHECK(!fs::is_directory(path, ec), "%s %s: is a folder, not a file", option, path.c_str());
+  const fs::path dir = fs::path(path).parent_path();
+  LONGKV_CHECK(dir.empty() || fs::is_directory(dir, ec), "%s %s: the folder %s does not exist", option, path.c_str(),
+               dir.string().c_str());
 }
 
 void write_json_file(const std::string& path, const nlohmann::json& j) {

@@ -65,6 +65,11 @@ nlohmann::json windows_json(const ModelWeights& w, const std::string& text_file,
 
 // Writes j, indented, to path (an Error if it cannot).
 void write_json_file(const std::string& path, const nlohmann::json& j);
+// An output file a command writes at the end of its run (--json, --csv,
+// --html, ...): its folder must exist and the path must not be a folder,
+// checked before the run so that hours of work are not lost to a typo.
+// Creates and truncates nothing. Empty: no file asked for.
+void check_output_path(const std::string& path, const char* option);
 
 // Progress on stderr: a bar with ETA on a terminal, plain lines otherwise.
 class Progress {
