@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -66,6 +67,19 @@ TEST(Cli, RunDeviceCudaFallsBackToCpuSayingWhy) {
   auto bad = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) + " -n 1 --device tpu");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("tpu"), std::string::npos) << bad.err;
+}
+
+// More threads than the machine has: a warning, and the same text.
+TEST(Cli, RunWarnsOfMoreThreadsThanTheMachineHas) {
+  LONGKV_REQUIRE_SHARED(kStories);
+  const unsigned hw = std::thread::hardware_concurrency();
+  if (hw == 0) GTEST_SKIP() << "the machine's hardware threads are unknown";
+  auto r = run_cli("run -m " + shared_path(kStories) + " --tokenizer " + shared_path(kTok512) + " -n 100 --temp 0 -t " +
+                   std::to_string(hw + 1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, expected_greedy());
+  EXPECT_NE(r.err.find("more than this machine's " + std::to_string(hw) + " hardware threads"), std::string::npos)
+      << r.err;
 }
 
 // run --prompts: each prompt's completion is what run -p gives for it alone

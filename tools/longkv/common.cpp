@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -70,6 +71,13 @@ static bool is_gguf_file(const std::string& path) {
 }
 
 Runtime load_runtime(const ModelOptions& o, bool need_tokenizer) {
+  // More workers than hardware threads take turns on the cores, and every
+  // step waits for the last of them (-t 999 on 2 cores: ~100x slower decode).
+  const unsigned hw = std::thread::hardware_concurrency();
+  if (hw > 0 && o.threads > static_cast<int>(hw))
+    log_warn("-t %d is more than this machine's %u hardware threads: the workers take turns on the cores, which "
+             "slows every step (default: all cores)",
+             o.threads, hw);
   Runtime rt;
   rt.model = load_model(o.model);
   std::optional<Vocab> vocab;
