@@ -332,6 +332,13 @@ TEST(Cli, PerplexityChecksItsModesBeforeLoading) {
   expect_one_error_line(
       run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64 --cuda-gemm f8"),
       "--cuda-gemm must be f16 or f32");
+  // --batch >= --ctx: a quantized mode that cuts after attention reads only
+  // its window's own tokens, exactly; said before the model loads
+  auto one = run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --kv f16,k2v2,k4v4:cut=append");
+  EXPECT_NE(one.err.find("--batch 512 >= --ctx 512: each window is one chunk"), std::string::npos) << one.err;
+  EXPECT_NE(one.err.find("so k2v2:g32:r128:s4:rope=post scores as f16 does"), std::string::npos) << one.err;
+  auto chunked = run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 1024 --kv k2v2");
+  EXPECT_EQ(chunked.err.find("each window is one chunk"), std::string::npos) << chunked.err;
   // the text file too (fidelity as well), before the model
   for (const char* cmd : {"perplexity", "fidelity --kv k4v4"})
     expect_one_error_line(run_cli(std::string(cmd) + " -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64"),
