@@ -339,6 +339,8 @@ TEST(Cli, PerplexityChecksItsModesBeforeLoading) {
   EXPECT_NE(one.err.find("so k2v2:g32:r128:s4:rope=post scores as f16 does"), std::string::npos) << one.err;
   auto chunked = run_cli("perplexity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 1024 --kv k2v2");
   EXPECT_EQ(chunked.err.find("each window is one chunk"), std::string::npos) << chunked.err;
+  auto fid = run_cli("fidelity -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 256 --kv k4v4:a3");
+  EXPECT_NE(fid.err.find("so k4v4:g32:r128:s4:rope=post:a3 scores as f16 does"), std::string::npos) << fid.err;
   // the text file too (fidelity as well), before the model
   for (const char* cmd : {"perplexity", "fidelity --kv k4v4"})
     expect_one_error_line(run_cli(std::string(cmd) + " -m /nonexistent/model.gguf -f /nonexistent/text.txt --ctx 64"),

@@ -45,6 +45,7 @@ int cmd_fidelity(const FidelityOptions& o) {
     if (!km.warning().empty()) log_warn("%s", km.warning().c_str());
     modes.push_back(km.to_string());
   }
+  warn_unchunked_modes(modes, o.batch, o.ctx);
   check_text_windows_args(o.text_file, o.ctx);
   check_output_path(o.json, "--json");
 

@@ -53,25 +53,13 @@ struct ModeRun {
 int cmd_perplexity(const PplOptions& o) {
   // The modes and the device before the model and the text: a mistake is
   // said at once, not after loading and tokenizing them.
-  std::vector<std::string> modes, unexercised;
+  std::vector<std::string> modes;
   for (const auto& m : o.kv_modes.empty() ? std::vector<std::string>{"f16"} : o.kv_modes) {
     const KvMode km = parse_kv_mode(m);
     if (!km.warning().empty()) log_warn("%s", km.warning().c_str());
     modes.push_back(km.to_string());
-    // A quantized mode cuts its groups after a chunk's attention (cut=attend,
-    // and every anchored mode): a window in one chunk reads only its own
-    // tokens, exactly, and scores as f16 does.
-    if (km.kind == KvKind::quant && (km.defer || km.anchor_pct > 0) && o.batch >= o.ctx)
-      unexercised.push_back(km.to_string());
   }
-  if (!unexercised.empty()) {
-    std::string names;
-    for (const auto& m : unexercised) names += (names.empty() ? "" : ", ") + m;
-    log_warn("--batch %d >= --ctx %d: each window is one chunk, which attends to its own tokens before any are "
-             "compressed, so %s score%s as f16 does, to float rounding; a --ctx above --batch (docs/quality.md: "
-             "--ctx 4096) streams the later chunks through the compressed cache",
-             o.batch, o.ctx, names.c_str(), unexercised.size() == 1 ? "s" : "");
-  }
+  warn_unchunked_modes(modes, o.batch, o.ctx);
   int base = -1;
   for (size_t i = 0; i < modes.size(); ++i)
     if (modes[i] == "f16") {

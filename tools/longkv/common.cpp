@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/timer.h"
 #include "formats/gguf.h"
+#include "kv/kv_mode.h"
 
 namespace longkv::cli {
 
@@ -148,6 +149,23 @@ std::vector<int32_t> TextWindows::window(int w, int ctx, int32_t bos) const {
                            tokens.begin() + static_cast<int64_t>(w + 1) * ctx);
   win[0] = bos;
   return win;
+}
+
+void warn_unchunked_modes(const std::vector<std::string>& modes, int batch, int ctx) {
+  if (batch < ctx) return;
+  std::string names;
+  int n = 0;
+  for (const auto& m : modes) {
+    const KvMode km = parse_kv_mode(m);
+    if (km.kind != KvKind::quant || !(km.defer || km.anchor_pct > 0)) continue;
+    names += (names.empty() ? "" : ", ") + m;
+    ++n;
+  }
+  if (n > 0)
+    log_warn("--batch %d >= --ctx %d: each window is one chunk, which attends to its own tokens before any are "
+             "compressed, so %s score%s as f16 does, to float rounding; a --ctx above --batch (docs/quality.md: "
+             "--ctx 4096) streams the later chunks through the compressed cache",
+             batch, ctx, names.c_str(), n == 1 ? "s" : "");
 }
 
 void check_text_windows_args(const std::string& path, int ctx) {

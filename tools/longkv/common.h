@@ -53,6 +53,11 @@ struct TextWindows {
   // Window w with its first token replaced by BOS.
   std::vector<int32_t> window(int w, int ctx, int32_t bos) const;
 };
+// Warns when --batch >= --ctx leaves quantized modes (spelled out) that cut
+// their groups after a chunk's attention (cut=attend, anchored modes)
+// unexercised: each window is then one chunk, which reads only its own
+// tokens, exactly, so those modes score as f16 does.
+void warn_unchunked_modes(const std::vector<std::string>& modes, int batch, int ctx);
 // The text file's and --ctx's checks of load_text_windows, for a command to
 // make before it loads the model (a mistake said at once).
 void check_text_windows_args(const std::string& path, int ctx);
