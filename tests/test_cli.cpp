@@ -52,6 +52,9 @@ TEST(Cli, Stories260KGreedyExact) {
   EXPECT_EQ(r.out, expected_greedy());
   EXPECT_NE(r.err.find("decode:"), std::string::npos);
   EXPECT_NE(r.err.find("kv cache:"), std::string::npos);
+  // A prompt that takes well under 5 s prints no progress (a long one does,
+  // once it has run that long: Progress's deferred form).
+  EXPECT_EQ(r.err.find("(100%)"), std::string::npos) << r.err;
 }
 
 // Without a GPU, --device cuda says why once and runs on the CPU: same text.

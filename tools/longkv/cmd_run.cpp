@@ -85,17 +85,24 @@ int cmd_run(const RunOptions& o) {
   // sampler may modify until the next step.
   std::vector<float> logits(cfg.n_vocab);
   int pos = 0;
+  // A long prompt's prefill (minutes at hundreds of thousands of tokens)
+  // shows its progress on stderr once it has run for 2 s on a terminal, 5 s
+  // otherwise; a short one prints none.
   auto prefill = [&](const std::vector<int32_t>& toks) -> float* {
-    if (!gpu) {
-      logits = session->prefill(toks, o.batch);
-      return logits.data();
-    }
+    Progress progress("prompt", static_cast<int64_t>(toks.size()), true);
     float* last = nullptr;
-    for (size_t p = 0; p < toks.size(); p += o.batch) {
-      const int n = static_cast<int>(std::min<size_t>(o.batch, toks.size() - p));
-      last = gpu->forward_view(toks.data() + p, n, pos);
-      pos += n;
+    if (!gpu) {
+      logits = session->prefill(toks, o.batch, [&](int done, int) { progress.update(done); });
+      last = logits.data();
+    } else {
+      for (size_t p = 0; p < toks.size(); p += o.batch) {
+        const int n = static_cast<int>(std::min<size_t>(o.batch, toks.size() - p));
+        last = gpu->forward_view(toks.data() + p, n, pos);
+        pos += n;
+        progress.update(static_cast<int64_t>(p) + n);
+      }
     }
+    progress.finish();
     return last;
   };
   auto decode = [&](int32_t tok) -> float* {
@@ -268,6 +275,9 @@ int cmd_run_prompts(const RunOptions& o) {
              human_bytes(static_cast<double>(gpu->weight_bytes())).c_str(), group);
   }
   std::vector<float> cpu_rows;  // the CPU's batched logits [n][n_vocab]
+  int64_t prompt_total = 0, prompt_done = 0;
+  for (const PromptRun& r : runs) prompt_total += static_cast<int64_t>(r.tokens.size());
+  Progress progress("prompts", prompt_total, true);  // as run's: only once prefill has taken a while
   for (size_t g0 = 0; g0 < runs.size(); g0 += group) {
     const int n = std::min<int>(group, static_cast<int>(runs.size() - g0));
     std::vector<std::unique_ptr<Session>> sessions(gpu ? 0 : n);
@@ -277,14 +287,21 @@ int cmd_run_prompts(const RunOptions& o) {
       const std::vector<int32_t>& toks = runs[g0 + i].tokens;
       if (!gpu) {
         sessions[i] = std::make_unique<Session>(model, o.kv, max_tokens);
-        take(runs[g0 + i], sessions[i]->prefill(toks, o.batch).data());
+        take(runs[g0 + i], sessions[i]->prefill(toks, o.batch, [&](int done, int) {
+                                          progress.update(prompt_done + done);
+                                        }).data());
+        prompt_done += static_cast<int64_t>(toks.size());
         continue;
       }
       const float* last = nullptr;
-      for (size_t p = 0; p < toks.size(); p += o.batch)
-        last = gpu->prefill_seq(i, toks.data() + p, static_cast<int>(std::min<size_t>(o.batch, toks.size() - p)));
+      for (size_t p = 0; p < toks.size(); p += o.batch) {
+        const int m = static_cast<int>(std::min<size_t>(o.batch, toks.size() - p));
+        last = gpu->prefill_seq(i, toks.data() + p, m);
+        progress.update(prompt_done += m);
+      }
       take(runs[g0 + i], last);  // before the next prompt's prefill reuses the row
     }
+    progress.finish();
     t_prompt += now_seconds() - t0;
     t0 = now_seconds();
     std::vector<int32_t> toks;

@@ -119,29 +119,34 @@ std::string human_bytes(double b) {
   return u == 0 ? strprintf("%.0f B", b) : strprintf("%.2f %s", b, units[u]);
 }
 
-Progress::Progress(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total), t0_(now_seconds()), tty_(::isatty(2)) {}
+Progress::Progress(std::string label, int64_t total, bool deferred)
+    : label_(std::move(label)), total_(total), t0_(now_seconds()), tty_(::isatty(2)) {
+  delay_s_ = deferred ? (tty_ ? 2.0 : 5.0) : 0.0;
+}
 
 void Progress::update(int64_t done, const std::string& extra) {
   const double now = now_seconds();
+  if (now - t0_ < delay_s_) return;
   if (done < total_ && now - last_print_ < (tty_ ? 0.2 : 5.0)) return;
   last_print_ = now;
+  printed_ = true;
   const double el = now - t0_;
   const double eta = done > 0 ? el * (total_ - done) / done : 0;
   const double frac = total_ > 0 ? static_cast<double>(done) / total_ : 1.0;
   if (tty_) {
     const int w = 30, fill = static_cast<int>(frac * w);
-    std::fprintf(stderr, "\r%s [%.*s%*s] %3.0f%% %lld/%lld ETA %.0fs %s\033[K", label_.c_str(), fill,
+    std::fprintf(stderr, "\r%s [%.*s%*s] %3.0f%% %lld/%lld ETA %.0fs%s%s\033[K", label_.c_str(), fill,
                  "##############################", w - fill, "", frac * 100, static_cast<long long>(done),
-                 static_cast<long long>(total_), eta, extra.c_str());
+                 static_cast<long long>(total_), eta, extra.empty() ? "" : " ", extra.c_str());
   } else {
-    std::fprintf(stderr, "%s: %lld/%lld (%.0f%%), %.0fs elapsed, ETA %.0fs %s\n", label_.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total_), frac * 100, el, eta, extra.c_str());
+    std::fprintf(stderr, "%s: %lld/%lld (%.0f%%), %.0fs elapsed, ETA %.0fs%s%s\n", label_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_), frac * 100, el, eta,
+                 extra.empty() ? "" : ", ", extra.c_str());
   }
 }
 
 void Progress::finish() {
-  if (tty_) std::fprintf(stderr, "\n");
+  if (tty_ && printed_) std::fprintf(stderr, "\n");
 }
 
 std::vector<int32_t> TextWindows::window(int w, int ctx, int32_t bos) const {

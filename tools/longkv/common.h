@@ -77,18 +77,20 @@ void write_json_file(const std::string& path, const nlohmann::json& j);
 void check_output_path(const std::string& path, const char* option);
 
 // Progress on stderr: a bar with ETA on a terminal, plain lines otherwise.
+// Deferred, it stays silent until the work has run 2 s (on a terminal) or
+// 5 s, so that a short run (run's prompt of a few chunks) prints none.
 class Progress {
  public:
-  Progress(std::string label, int64_t total);
+  Progress(std::string label, int64_t total, bool deferred = false);
   void update(int64_t done, const std::string& extra = "");
   void finish();
 
  private:
   std::string label_;
   int64_t total_;
-  double t0_;
+  double t0_, delay_s_;
   double last_print_ = 0;
-  bool tty_;
+  bool tty_, printed_ = false;
 };
 
 // Each subcommand registers itself; its callback stores the exit code here.
