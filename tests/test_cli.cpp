@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -135,6 +136,36 @@ TEST(Cli, Stories260KGreedyExactThroughConvertedGguf) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(r.out, expected_greedy());
   }
+}
+
+// Llama 3.1's RoPE scaling end to end: a Hugging Face copy of stories260K
+// with rope_scaling "llama3" (an original context of 64 tokens, so that the
+// 100 generated tokens reach past it) generates other text than the
+// unscaled model, says so in its description, and its convert to GGUF
+// (rope_freqs.weight) generates the very same text as the HF copy.
+TEST(Cli, RopeScalingLlama3FromHfAndThroughConvert) {
+  LONGKV_REQUIRE_SHARED("models/stories260K/hf/model.safetensors");
+  const std::string src = shared_path("models/stories260K/hf"), dir = test::temp_dir() + "/cli_rope_hf";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(src + "/model.safetensors", dir + "/model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  nlohmann::json cfg = nlohmann::json::parse(test::read_file(src + "/config.json"));
+  cfg["rope_scaling"] = {{"rope_type", "llama3"},         {"factor", 8.0},
+                         {"low_freq_factor", 1.0},        {"high_freq_factor", 4.0},
+                         {"original_max_position_embeddings", 64}};
+  test::write_file(dir + "/config.json", cfg.dump());
+  const std::string tok = " --tokenizer " + shared_path(kTok512);
+  auto hf = run_cli("run -m " + dir + tok + " -n 100 --temp 0");
+  ASSERT_EQ(hf.exit_code, 0) << hf.err;
+  EXPECT_NE(hf.err.find("scaled llama3 x8"), std::string::npos) << hf.err;
+  EXPECT_NE(hf.out, expected_greedy());
+  const std::string gguf = test::temp_dir() + "/cli_rope.gguf";
+  auto c = run_cli("convert -m " + dir + tok + " -o " + gguf);
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  auto back = run_cli("run -m " + gguf + " -n 100 --temp 0");
+  ASSERT_EQ(back.exit_code, 0) << back.err;
+  EXPECT_NE(back.err.find("scaled rope_freqs"), std::string::npos) << back.err;
+  EXPECT_EQ(back.out, hf.out);
 }
 
 TEST(Cli, InspectShowsMetadataTensorsAndKvCost) {

@@ -45,7 +45,7 @@ TEST(Cuda, UnavailableReasonIsOneClearLine) {
 // the registers hold).
 TEST(Cuda, RmsnormMatchesCpu) {
   LONGKV_REQUIRE_CUDA();
-  for (const auto [rows, dim] : {std::pair{3, 1000}, {24, 4096}, {2, 1001}, {2, 20000}}) {
+  for (const auto& [rows, dim] : {std::pair{3, 1000}, {24, 4096}, {2, 1001}, {2, 20000}}) {
     const auto x = test::random_floats(static_cast<size_t>(rows) * dim, 1 + dim, -3, 3);
     const auto w = test::random_floats(dim, 2);
     std::vector<float> ref(x.size()), y(x.size());
@@ -252,6 +252,28 @@ TEST(Cuda, EvalModelDecodeMatchesCpuEngine) {
   // carry into the logits; the CPU's own f16-vs-f32 check allows 1e-5.
   EXPECT_LT(worst, 1e-5);
   std::printf("evalmodel decode 40 steps GPU vs CPU (f16 KV): worst nmse %.3g\n", worst);
+}
+
+// RoPE scaling (Llama 3.1's "llama3" divisors, here with an original context
+// of 64 tokens so that 200 steps reach far past it) reaches every kernel
+// that rotates: the q|k|v GEMV's store, the decode block, and v3's own
+// rotation of q for a quantized cache. A kernel still on the unscaled
+// frequencies rotates wavelengths of 64-512 tokens 1.3-8 times too fast,
+// and its logits part from the CPU's by nmse ~1e-1.
+TEST(Cuda, EvalModelScaledRopeDecodeMatchesCpuEngine) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel lm = load_model(test::shared_path(kEvalModel));
+  ModelConfig& c = lm.weights.cfg;
+  c.rope_freq_factors = llama3_rope_factors(c.rope_dim, c.rope_base, 8, 1, 4, 64);
+  constexpr int kSteps = 200;
+  for (const char* mode : {"f16", "k4v4"}) {
+    const auto [worst, top1] = decode_vs_cpu(lm.weights, kSteps, mode);
+    EXPECT_LT(worst, std::string(mode) == "f16" ? 1e-5 : 1e-3) << mode;
+    EXPECT_GE(top1, kSteps - 4) << mode;
+    std::printf("evalmodel, llama3 RoPE scaling, decode %d steps GPU vs CPU (%s KV): worst nmse %.3g, top-1 %d\n",
+                kSteps, mode, worst, top1);
+  }
 }
 
 // The rotated cache's fused step (milestone 18) in the model, past its first

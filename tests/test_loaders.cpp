@@ -329,10 +329,41 @@ TEST(LoaderHf, RejectsMissingTensorAndConfigField) {
   EXPECT_ERROR(load_model(with_config(c4)),
                "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [172, 64], expected [173, 64]");
   nlohmann::json c5 = cfg;
-  c5["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
-  EXPECT_ERROR(load_model(with_config(c5)), "rope_scaling 'llama3' is not supported");
+  c5["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_ERROR(load_model(with_config(c5)), "rope_scaling: rope_type 'yarn' is not supported");
+  c5["rope_scaling"] = {{"rope_type", "linear"}};
+  EXPECT_ERROR(load_model(with_config(c5)), "rope_scaling: missing field 'factor'");
   write_file(cdir + "/config.json", "{\"hidden_size\": ");
   EXPECT_ERROR(load_model(cdir), "config.json: not valid JSON");
+}
+
+// rope_scaling: "llama3" (Llama 3.1) and "linear" become per-frequency
+// divisors; "default" and null change nothing.
+TEST(LoaderHf, RopeScalingBecomesFrequencyFactors) {
+  LONGKV_REQUIRE_SHARED(kStoriesHf);
+  const std::string src = shared_path(kStoriesHf);
+  nlohmann::json cfg = nlohmann::json::parse(read_file(src + "/config.json"));
+  const std::string dir = temp_dir() + "/hf_rope";
+  fs::create_directories(dir);
+  fs::copy_file(src + "/model.safetensors", dir + "/model.safetensors", fs::copy_options::overwrite_existing);
+  auto load_with = [&](const nlohmann::json& scaling) {
+    nlohmann::json c = cfg;
+    c["rope_scaling"] = scaling;
+    write_file(dir + "/config.json", c.dump());
+    return load_model(dir).weights.cfg;
+  };
+  EXPECT_TRUE(load_with(nullptr).rope_freq_factors.empty());
+  EXPECT_TRUE(load_with({{"rope_type", "default"}}).rope_freq_factors.empty());
+  const ModelConfig lin = load_with({{"type", "linear"}, {"factor", 2.5}});
+  EXPECT_EQ(lin.rope_freq_factors, std::vector<float>(static_cast<size_t>(lin.rope_dim / 2), 2.5f));
+  EXPECT_EQ(lin.rope_scaling, "linear x2.5");
+  const ModelConfig l3 = load_with({{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                                    {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}});
+  EXPECT_EQ(l3.rope_freq_factors, llama3_rope_factors(l3.rope_dim, l3.rope_base, 8, 1, 4, 64));
+  EXPECT_NE(l3.rope_scaling.find("llama3 x8"), std::string::npos) << l3.rope_scaling;
+  // This model's 4 frequencies (head_dim 8, base 10000) fall in all three bands.
+  EXPECT_EQ(l3.rope_freq_factors.front(), 1.0f);
+  EXPECT_EQ(l3.rope_freq_factors.back(), 8.0f);
 }
 
 // ---------------------------------------------------------------- GGUF
@@ -378,6 +409,9 @@ struct TinySpec {
   bool biases = false;
   std::string wrong_tensor;  // this tensor gets one row short
   uint32_t q_type = 0;       // ggml type of attn_q
+  std::vector<float> rope_freqs;   // written as rope_freqs.weight unless empty
+  std::string scaling_type;        // rope.scaling.type unless empty
+  float scaling_factor = 0;        // rope.scaling.factor unless 0
 };
 
 // A tiny, valid GGUF model built with GgufWriter; values are a deterministic
@@ -395,6 +429,13 @@ std::vector<uint8_t> tiny_gguf(const TinySpec& s) {
   w.set(p + "attention.head_count_kv", GgufValue::make_u32(static_cast<uint32_t>(s.kv)));
   w.set(p + "attention.layer_norm_rms_epsilon", GgufValue::make_f32(1e-6f));
   w.set(p + "rope.freq_base", GgufValue::make_f32(500000.0f));
+  if (!s.scaling_type.empty()) w.set(p + "rope.scaling.type", GgufValue::make_string(s.scaling_type));
+  if (s.scaling_factor != 0) w.set(p + "rope.scaling.factor", GgufValue::make_f32(s.scaling_factor));
+  if (!s.rope_freqs.empty()) {
+    std::vector<uint8_t> f(s.rope_freqs.size() * sizeof(float));
+    std::memcpy(f.data(), s.rope_freqs.data(), f.size());
+    w.add_tensor("rope_freqs.weight", {s.rope_freqs.size()}, 0, f);
+  }
   int counter = 0;
   auto add = [&](const std::string& name, uint64_t cols, uint64_t rows, uint32_t type = 0) {
     if (name == s.wrong_tensor) rows -= 1;
@@ -462,6 +503,35 @@ TEST(LoaderGguf, TinyModelsAndArchitectures) {
   EXPECT_EQ(qm.weights.layers[0].bq.size(), 8u);
   EXPECT_EQ(qm.weights.layers[0].bk.size(), 4u);
   EXPECT_EQ(qm.weights.layers[0].bk[1], 8001.0f);  // tensor #8 with biases on
+}
+
+// llama.cpp's Llama 3.1 GGUFs carry the divisors as rope_freqs.weight;
+// rope.scaling.type "linear" divides every frequency by its factor (on top of
+// rope_freqs.weight when both are given, as llama.cpp applies them).
+TEST(LoaderGguf, RopeFreqsAndLinearScaling) {
+  TinySpec s;  // head_dim 4: 2 frequencies
+  EXPECT_TRUE(load_tiny(tiny_gguf(s)).weights.cfg.rope_freq_factors.empty());
+  s.rope_freqs = {1.0f, 3.5f};
+  const ModelConfig f = load_tiny(tiny_gguf(s)).weights.cfg;
+  EXPECT_EQ(f.rope_freq_factors, s.rope_freqs);
+  EXPECT_EQ(f.rope_scaling, "rope_freqs");
+  s.scaling_type = "linear";
+  s.scaling_factor = 2;
+  const ModelConfig both = load_tiny(tiny_gguf(s)).weights.cfg;
+  EXPECT_EQ(both.rope_freq_factors, (std::vector<float>{2.0f, 7.0f}));
+  EXPECT_EQ(both.rope_scaling, "linear x2 + rope_freqs");
+  s.rope_freqs.clear();
+  EXPECT_EQ(load_tiny(tiny_gguf(s)).weights.cfg.rope_freq_factors, (std::vector<float>{2.0f, 2.0f}));
+
+  s = TinySpec{};
+  s.scaling_type = "yarn";
+  s.scaling_factor = 4;
+  EXPECT_ERROR(load_tiny(tiny_gguf(s)), "llama.rope.scaling.type 'yarn' is not supported");
+  s = TinySpec{};
+  s.rope_freqs = {1.0f, 2.0f, 3.0f};
+  EXPECT_ERROR(load_tiny(tiny_gguf(s)), "tensor 'rope_freqs.weight' has shape [3], expected [2]");
+  s.rope_freqs = {1.0f, -2.0f};
+  EXPECT_ERROR(load_tiny(tiny_gguf(s)), "RoPE frequency factor 1 is -2");
 }
 
 TEST(LoaderGguf, RejectsBadModels) {
@@ -579,6 +649,19 @@ TEST(LoaderSave, HfToGgufPermutesBackToInterleaved) {
     EXPECT_TRUE(same_bytes(back.weights.layers[i].wk, l2c.weights.layers[i].wk)) << i;
     EXPECT_TRUE(same_bytes(back.weights.layers[i].wv, l2c.weights.layers[i].wv)) << i;
   }
+}
+
+// A model with RoPE scaling keeps it through convert: the divisors go out as
+// rope_freqs.weight (llama.cpp's form) and come back the same.
+TEST(LoaderSave, RopeFactorsRoundTripAsRopeFreqs) {
+  LONGKV_REQUIRE_SHARED(kStoriesHf);
+  LoadedModel hf = load_model(shared_path(kStoriesHf));
+  hf.weights.cfg.rope_freq_factors = llama3_rope_factors(hf.weights.cfg.rope_dim, hf.weights.cfg.rope_base, 8, 1, 4, 64);
+  const std::string path = temp_dir() + "/rope_freqs.gguf";
+  save_model_gguf(hf.weights, synthetic_vocab(512), path);
+  const ModelConfig back = load_model(path).weights.cfg;
+  EXPECT_EQ(back.rope_freq_factors, hf.weights.cfg.rope_freq_factors);
+  EXPECT_EQ(back.rope_scaling, "rope_freqs");
 }
 
 TEST(LoaderSave, BiasesPermuteWithTheirRowsAndQwenStaysNeox) {

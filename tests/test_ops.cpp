@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/ops.h"
+#include "core/error.h"
 #include "core/rope.h"
 #include "backend/cpu/vec.h"
 #include "runtime/sampler.h"
@@ -70,6 +71,78 @@ TEST(Ops, RopePositionZeroIsIdentityAndNormPreserving) {
     ny += y[i] * y[i];
   }
   EXPECT_NEAR(nx, ny, 1e-4 * nx);
+}
+
+// The text of the Error fn throws ("" if none).
+template <class F>
+std::string error_text(F fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Ops, RopeFrequencyFactorsDivideTheFrequencies) {
+  const int d = 64;
+  const RopeTable plain(d, d, 500000.0f, RopeStyle::interleaved);
+  std::vector<float> f(d / 2);
+  for (int i = 0; i < d / 2; ++i) f[i] = 1.0f + 0.25f * static_cast<float>(i);
+  const RopeTable scaled(d, d, 500000.0f, RopeStyle::interleaved, f);
+  for (int i = 0; i < d / 2; ++i) EXPECT_NEAR(scaled.inv_freq[i], plain.inv_freq[i] / f[i], 1e-7 * plain.inv_freq[i]);
+  // Linear scaling by 4: position 4,000 scaled is position 1,000 unscaled.
+  const RopeTable linear(d, d, 500000.0f, RopeStyle::neox, std::vector<float>(d / 2, 4.0f));
+  auto x = test::random_floats(2 * d, 5);
+  auto y = x;
+  rope_apply(linear, x.data(), 2, 4000);
+  rope_apply(RopeTable(d, d, 500000.0f, RopeStyle::neox), y.data(), 2, 1000);
+  for (int i = 0; i < 2 * d; ++i) EXPECT_NEAR(x[i], y[i], 1e-5f) << i;
+  EXPECT_NE(error_text([&] { RopeTable(d, d, 500000.0f, RopeStyle::neox, std::vector<float>(d / 2 - 1, 1.0f)); })
+                .find("31 given, 32 expected"),
+            std::string::npos);
+  f[3] = 0;
+  EXPECT_NE(error_text([&] { RopeTable(d, d, 500000.0f, RopeStyle::neox, f); }).find("RoPE frequency factor 3 is 0"),
+            std::string::npos);
+}
+
+// Llama 3.1 8B's scaling (rope_theta 500000, head_dim 128, factor 8, low 1,
+// high 4, original context 8192) against transformers' formulation, written
+// out here independently: it scales the float inverse frequencies themselves
+// (inv / factor beyond the low-frequency wavelength, then the smooth blend of
+// inv / factor and inv where the wavelength lies between the two bounds).
+TEST(Ops, RopeLlama3FactorsFollowTransformersFormula) {
+  const int d = 128;
+  const float base = 500000.0f;
+  const double factor = 8, low = 1, high = 4, orig = 8192;
+  const std::vector<float> f = llama3_rope_factors(d, base, factor, low, high, orig);
+  ASSERT_EQ(f.size(), 64u);
+  const RopeTable t(d, d, base, RopeStyle::neox, f);
+  int kept = 0, divided = 0, blended = 0;
+  for (int i = 0; i < d / 2; ++i) {
+    const float inv = 1.0f / std::pow(base, static_cast<float>(2 * i) / d);
+    const double wavelen = 2 * M_PI / inv;
+    double want = inv;
+    if (wavelen > orig / low) {
+      want = inv / factor;
+      ++divided;
+    } else if (!(wavelen < orig / high)) {
+      const double smooth = (orig / wavelen - low) / (high - low);
+      want = (1 - smooth) * inv / factor + smooth * inv;
+      ++blended;
+    } else {
+      ++kept;
+    }
+    EXPECT_NEAR(t.inv_freq[i], want, 2e-6 * want) << i;
+  }
+  // The three bands all occur for this model, and the ends are as published.
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
+  EXPECT_FLOAT_EQ(f.front(), 1.0f);
+  EXPECT_FLOAT_EQ(f.back(), 8.0f);
+  EXPECT_NE(error_text([&] { llama3_rope_factors(d, base, 8, 4, 1, orig); }).find("0 < low_freq_factor"),
+            std::string::npos);
 }
 
 TEST(Ops, RmsNorm) {

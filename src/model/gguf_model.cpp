@@ -1,6 +1,8 @@
 // GGUF -> ModelWeights: configuration from {arch}.* metadata, matrices as
 // zero-copy views into the GgufFile's mapping.
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "formats/gguf.h"
@@ -94,9 +96,17 @@ LoadedModel load_gguf_model(std::shared_ptr<GgufFile> gguf) {
     return checked_int(g.get_int(p + k, def), src, (p + k).c_str());
   };
 
+  // RoPE scaling: "linear" divides every frequency by rope.scaling.factor;
+  // Llama 3.1's per-frequency scaling comes as the tensor rope_freqs.weight
+  // (below) with the type left "none", as llama.cpp's converter writes it.
+  // YaRN and LongRoPE also change attention's temperature: not supported.
   const std::string scaling = g.get_string(p + "rope.scaling.type", "none");
-  LONGKV_CHECK(scaling == "none", "%s: %srope.scaling.type '%s' is not supported", src.c_str(),
-               p.c_str(), scaling.c_str());
+  LONGKV_CHECK(scaling == "none" || scaling == "linear",
+               "%s: %srope.scaling.type '%s' is not supported (none and linear are)", src.c_str(), p.c_str(),
+               scaling.c_str());
+  const double linear_factor = scaling == "linear" ? g.get_float(p + "rope.scaling.factor") : 1.0;
+  LONGKV_CHECK(std::isfinite(linear_factor) && linear_factor > 0, "%s: %srope.scaling.factor %g must be > 0",
+               src.c_str(), p.c_str(), linear_factor);
 
   ModelConfig c;
   c.arch = arch;
@@ -142,6 +152,15 @@ LoadedModel load_gguf_model(std::shared_ptr<GgufFile> gguf) {
   ModelWeights& w = out.weights;
   w.cfg = c;
   w.source = "gguf";
+  std::vector<float>& rf = w.cfg.rope_freq_factors;
+  rf = r.vec("rope_freqs.weight", c.rope_dim / 2, false);
+  if (!rf.empty()) w.cfg.rope_scaling = "rope_freqs";
+  if (scaling == "linear") {
+    if (rf.empty()) rf.assign(static_cast<size_t>(c.rope_dim / 2), 1.0f);
+    for (float& f : rf) f = static_cast<float>(f * linear_factor);
+    w.cfg.rope_scaling = strprintf("linear x%g%s", linear_factor, w.cfg.rope_scaling == "none" ? "" : " + rope_freqs");
+  }
+  validate_model_config(w.cfg, src);  // the factors' count and values
   w.storage.push_back(gguf);
   w.tok_embd = r.matrix("token_embd.weight", c.n_vocab, c.dim);
   w.output_norm = r.vec("output_norm.weight", c.dim);

@@ -191,6 +191,9 @@ void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::strin
     log_warn("%s: writing a GGUF without a vocabulary", path.c_str());
   }
 
+  // RoPE scaling of any kind as llama.cpp stores Llama 3.1's: the divisors
+  // in rope_freqs.weight, the scaling type left "none".
+  if (!c.rope_freq_factors.empty()) mw.vec("rope_freqs.weight", c.rope_freq_factors, c.rope_dim / 2);
   mw.matrix("token_embd.weight", w.tok_embd, c.n_vocab, c.dim);
   mw.vec("output_norm.weight", w.output_norm, c.dim);
   if (!w.tied_output) mw.matrix("output.weight", w.output, c.n_vocab, c.dim);

@@ -4,6 +4,7 @@
 // marked RopeStyle::neox.
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -77,11 +78,39 @@ class HfConfig {
     return v.get<std::string>();
   }
   const json& raw() const { return j_; }
+  const std::string& path() const { return path_; }
 
  private:
   json j_;
   std::string path_;
 };
+
+// config.json's rope_scaling (transformers' names): "default" changes
+// nothing; "linear" divides every RoPE frequency by `factor`; "llama3"
+// (Llama 3.1 / 3.2) divides each by llama3_rope_factors' smooth divisor.
+// "dynamic", "yarn" and "longrope" scale with the sequence length or change
+// attention's temperature: not supported, said by name.
+void apply_rope_scaling(const HfConfig& rs, ModelConfig& c) {
+  LONGKV_CHECK(rs.raw().is_object(), "%s is not an object", rs.path().c_str());
+  const std::string type = rs.string("rope_type", rs.string("type", ""));
+  LONGKV_CHECK(!type.empty(), "%s: missing field 'rope_type'", rs.path().c_str());
+  if (type == "default") return;
+  LONGKV_CHECK(type == "linear" || type == "llama3",
+               "%s: rope_type '%s' is not supported (default, linear and llama3 are)", rs.path().c_str(),
+               type.c_str());
+  LONGKV_CHECK(rs.has("factor"), "%s: missing field 'factor'", rs.path().c_str());
+  const double factor = rs.number("factor", 0.0);
+  LONGKV_CHECK(std::isfinite(factor) && factor > 0, "%s: factor %g must be > 0", rs.path().c_str(), factor);
+  if (type == "linear") {
+    c.rope_freq_factors.assign(static_cast<size_t>(c.rope_dim / 2), static_cast<float>(factor));
+    c.rope_scaling = strprintf("linear x%g", factor);
+    return;
+  }
+  const double low = rs.number("low_freq_factor", 1.0), high = rs.number("high_freq_factor", 4.0);
+  const double orig = rs.number("original_max_position_embeddings", 8192.0);
+  c.rope_freq_factors = llama3_rope_factors(c.rope_dim, c.rope_base, factor, low, high, orig);
+  c.rope_scaling = strprintf("llama3 x%g (low %g, high %g, original ctx %g)", factor, low, high, orig);
+}
 
 std::string arch_from_config(const HfConfig& cfg, const std::string& path) {
   std::string type = cfg.string("model_type", "");
@@ -275,14 +304,7 @@ LoadedModel load_safetensors_model(const std::string& path) {
   c.rope_dim = c.head_dim;
   c.rope = RopeStyle::neox;
   if (hc.has("rope_scaling")) {
-    const json& rs = hc.raw().at("rope_scaling");
-    std::string type = "?";
-    if (rs.is_object()) {
-      for (const char* k : {"rope_type", "type"}) {
-        if (rs.contains(k) && rs.at(k).is_string()) type = rs.at(k).get<std::string>();
-      }
-    }
-    LONGKV_CHECK(type == "default", "%s: rope_scaling '%s' is not supported", cp, type.c_str());
+    apply_rope_scaling(HfConfig(hc.raw().at("rope_scaling"), config_path + ": rope_scaling"), c);
   }
   const std::string act = hc.string("hidden_act", "silu");
   LONGKV_CHECK(act == "silu", "%s: hidden_act '%s' is not supported (need silu)", cp, act.c_str());

@@ -12,7 +12,7 @@ LlamaModel::LlamaModel(const ModelWeights& weights, ThreadPool& pool)
     : w_(weights),
       pool_(pool),
       rope_(weights.cfg.head_dim, weights.cfg.rope_dim > 0 ? weights.cfg.rope_dim : weights.cfg.head_dim,
-            weights.cfg.rope_base, weights.cfg.rope) {}
+            weights.cfg.rope_base, weights.cfg.rope, weights.cfg.rope_freq_factors) {}
 
 KvShape LlamaModel::kv_shape(int max_tokens) const {
   KvShape s;

@@ -47,6 +47,15 @@ void validate_model_config(const ModelConfig& c, const std::string& src) {
                "%s: rms_eps %g is not in (0, 1)", src.c_str(), c.rms_eps);
   LONGKV_CHECK(std::isfinite(c.rope_base) && c.rope_base > 1,
                "%s: rope_base %g is not a finite value above 1", src.c_str(), c.rope_base);
+  const size_t n_factors = c.rope_freq_factors.size();
+  LONGKV_CHECK(n_factors == 0 || n_factors == static_cast<size_t>(c.rope_dim / 2),
+               "%s: %zu RoPE frequency factors for rope_dim %d (expected %d)", src.c_str(), n_factors, c.rope_dim,
+               c.rope_dim / 2);
+  for (size_t i = 0; i < n_factors; ++i) {
+    const float f = c.rope_freq_factors[i];
+    LONGKV_CHECK(std::isfinite(f) && f > 0, "%s: RoPE frequency factor %zu is %g (must be finite and > 0)",
+                 src.c_str(), i, f);
+  }
 }
 
 std::vector<float> weight_to_floats(WeightType t, const uint8_t* data, int64_t n) {

@@ -28,6 +28,11 @@ struct ModelConfig {
   float rope_base = 10000.0f;
   int rope_dim = 0;     // rotated dims per head (== head_dim for Llama)
   RopeStyle rope = RopeStyle::interleaved;
+  // Empty, or rope_dim / 2 divisors of the RoPE frequencies (RopeTable):
+  // Llama 3.1's "llama3" scaling, linear scaling, or a GGUF's
+  // rope_freqs.weight. rope_scaling says which, for the model's description.
+  std::vector<float> rope_freq_factors;
+  std::string rope_scaling = "none";
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }

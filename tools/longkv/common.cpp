@@ -101,10 +101,11 @@ Runtime load_runtime(const ModelOptions& o, bool need_tokenizer) {
 
 std::string describe_model(const ModelWeights& w) {
   const auto& c = w.cfg;
-  return strprintf("%s (%s, %s): %d layers, dim %d, heads %d/%d x %d, ffn %d, vocab %d, ctx %d, rope %s base %g, "
+  const std::string scaling = c.rope_freq_factors.empty() ? "" : " scaled " + c.rope_scaling;
+  return strprintf("%s (%s, %s): %d layers, dim %d, heads %d/%d x %d, ffn %d, vocab %d, ctx %d, rope %s base %g%s, "
                    "weights %s %s",
                    c.name.c_str(), c.arch.c_str(), w.source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads,
-                   c.head_dim, c.ffn_dim, c.n_vocab, c.ctx_len, rope_style_name(c.rope), c.rope_base,
+                   c.head_dim, c.ffn_dim, c.n_vocab, c.ctx_len, rope_style_name(c.rope), c.rope_base, scaling.c_str(),
                    weight_traits(w.layers.empty() ? w.tok_embd.type : w.layers[0].wq.type).name,
                    human_bytes(static_cast<double>(w.weight_bytes())).c_str());
 }

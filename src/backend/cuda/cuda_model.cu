@@ -63,7 +63,8 @@ class CudaModelImpl final : public CudaModel {
       // Host copies may be freed once the uploads have finished.
       LONGKV_CUDA_CHECK(cudaStreamSynchronize(s_));
     }
-    RopeTable rt(cfg_.head_dim, cfg_.rope_dim > 0 ? cfg_.rope_dim : cfg_.head_dim, cfg_.rope_base, cfg_.rope);
+    RopeTable rt(cfg_.head_dim, cfg_.rope_dim > 0 ? cfg_.rope_dim : cfg_.head_dim, cfg_.rope_base, cfg_.rope,
+                 cfg_.rope_freq_factors);
     rope_dim_ = rt.rope_dim;
     inv_freq_.resize(sizeof(float) * (rope_dim_ / 2));
     LONGKV_CUDA_CHECK(cudaMemcpy(inv_freq_.as(), rt.inv_freq, inv_freq_.bytes(), cudaMemcpyHostToDevice));
