@@ -32,6 +32,16 @@ bool same_shape(const std::vector<uint64_t>& a, const std::vector<uint64_t>& b) 
   return a.size() <= 4 && b.size() <= 4;
 }
 
+// The weight types a model may use, by their GGUF names ("F32, F16, ...").
+std::string supported_type_names() {
+  std::string out;
+  for (uint32_t id = 0; id < 64; ++id) {
+    if (weight_type_traits(id) == nullptr) continue;
+    out += (out.empty() ? "" : ", ") + std::string(ggml_type_name(id));
+  }
+  return out;
+}
+
 class GgufModelReader {
  public:
   explicit GgufModelReader(const GgufFile& g) : g_(g), name_(g.name()) {}
@@ -47,8 +57,10 @@ class GgufModelReader {
     }
     LONGKV_CHECK(same_shape(t->ne, ne), "%s: tensor '%s' has shape %s, expected %s", name_.c_str(),
                  name.c_str(), ne_string(t->ne).c_str(), ne_string(ne).c_str());
-    LONGKV_CHECK(weight_type_traits(t->type) != nullptr, "%s: tensor '%s' has unsupported type %s",
-                 name_.c_str(), name.c_str(), ggml_type_name(t->type));
+    LONGKV_CHECK(weight_type_traits(t->type) != nullptr,
+                 "%s: tensor '%s' has unsupported type %s (longkv computes with %s; a Q4_K_M, Q6_K or Q8_0 file "
+                 "of the model loads)",
+                 name_.c_str(), name.c_str(), ggml_type_name(t->type), supported_type_names().c_str());
     return t;
   }
 
