@@ -333,6 +333,8 @@ TEST(LoaderHf, RejectsMissingTensorAndConfigField) {
   EXPECT_ERROR(load_model(with_config(c5)), "rope_scaling: rope_type 'yarn' is not supported");
   c5["rope_scaling"] = {{"rope_type", "linear"}};
   EXPECT_ERROR(load_model(with_config(c5)), "rope_scaling: missing field 'factor'");
+  c5["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0}, {"high_freq_factor", 1.0}};
+  EXPECT_ERROR(load_model(with_config(c5)), "config.json: rope_scaling: needs 0 < low_freq_factor < high_freq_factor");
   write_file(cdir + "/config.json", "{\"hidden_size\": ");
   EXPECT_ERROR(load_model(cdir), "config.json: not valid JSON");
 }
@@ -657,7 +659,8 @@ TEST(LoaderSave, HfToGgufPermutesBackToInterleaved) {
 TEST(LoaderSave, RopeFactorsRoundTripAsRopeFreqs) {
   LONGKV_REQUIRE_SHARED(kStoriesHf);
   LoadedModel hf = load_model(shared_path(kStoriesHf));
-  hf.weights.cfg.rope_freq_factors = llama3_rope_factors(hf.weights.cfg.rope_dim, hf.weights.cfg.rope_base, 8, 1, 4, 64);
+  ModelConfig& c = hf.weights.cfg;
+  c.rope_freq_factors = llama3_rope_factors(c.rope_dim, c.rope_base, 8, 1, 4, 64);
   const std::string path = temp_dir() + "/rope_freqs.gguf";
   save_model_gguf(hf.weights, synthetic_vocab(512), path);
   const ModelConfig back = load_model(path).weights.cfg;

@@ -108,6 +108,9 @@ void apply_rope_scaling(const HfConfig& rs, ModelConfig& c) {
   }
   const double low = rs.number("low_freq_factor", 1.0), high = rs.number("high_freq_factor", 4.0);
   const double orig = rs.number("original_max_position_embeddings", 8192.0);
+  LONGKV_CHECK(low > 0 && high > low && orig > 0,
+               "%s: needs 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0 "
+               "(got %g, %g, %g)", rs.path().c_str(), low, high, orig);
   c.rope_freq_factors = llama3_rope_factors(c.rope_dim, c.rope_base, factor, low, high, orig);
   c.rope_scaling = strprintf("llama3 x%g (low %g, high %g, original ctx %g)", factor, low, high, orig);
 }
