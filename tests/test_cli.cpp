@@ -262,6 +262,42 @@ TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
   expect_one_error_line(c, "ctx 256");
 }
 
+// convert --type q5_k / q4_k: the evaluation model's Q8_0 weights
+// requantized, through the GGUF writer, the reader and the CPU kernels. Each
+// bit more halves a K-quant's step, so Q5_K's predictions stay closer to the
+// Q8_0 model's than Q4_K's (KL to its saved logits, 2 windows of 256);
+// a fifth bit read from the wrong place would make Q5_K the worse of the two.
+// Measured here: KL 0.0130 (Q5_K) and 0.0439 (Q4_K); perplexity 320.16 for
+// Q8_0, 326.21 and 327.98 (our direct min/max fit, not ggml's search).
+TEST(Cli, ConvertToQ5_KStaysCloserToTheModelThanQ4_K) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string dir = test::temp_dir(), base = dir + "/q8_0.lp";
+  const std::string window = " -f " + shared_path(kWiki) + " --ctx 256 --chunks 2 --kv f32";
+  auto a = run_cli("perplexity -m " + shared_path(kEval) + window + " --save-logits " + base);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const double ppl_q8 = parse_ppl(a.out, "f32");
+  double kl[2] = {0, 0}, ppl[2] = {0, 0};
+  const char* types[2] = {"q5_k", "q4_k"};
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE(types[i]);
+    const std::string out = dir + "/eval-" + types[i] + ".gguf";
+    auto c = run_cli("convert -m " + shared_path(kEval) + " -o " + out + " --type " + types[i]);
+    ASSERT_EQ(c.exit_code, 0) << c.err;
+    auto r = run_cli("perplexity -m " + out + window + " --kl-base " + base);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| f32 \\|.*\\| ([0-9.]+) \\| ([0-9.]+)% \\| 510 \\|")))
+        << r.out;
+    kl[i] = std::stod(m[1].str());
+    ppl[i] = parse_ppl(r.out, "f32");
+  }
+  std::printf("evalmodel 2x256 tokens: ppl Q8_0 %.4f, Q5_K %.4f (KL %.5f), Q4_K %.4f (KL %.5f)\n", ppl_q8, ppl[0],
+              kl[0], ppl[1], kl[1]);
+  EXPECT_LT(kl[0], 0.5 * kl[1]);
+  EXPECT_GT(kl[0], 0.0);
+  EXPECT_LT(kl[0], 0.03);
+}
+
 // --save-nll: one CSV row per scored token and a column per mode (NLL, then
 // KL to the f16 base); the rows give back the table's perplexity and KLD.
 TEST(Cli, PerplexitySavedNllGivesTheTable) {

@@ -549,10 +549,10 @@ TEST(LoaderGguf, RejectsBadModels) {
   s = TinySpec{};
   s.dim = 256;
   s.heads = 4;
-  s.q_type = 13;  // Q5_K: valid GGUF, not a type we compute with
+  s.q_type = 11;  // Q3_K: valid GGUF, not a type we compute with
   EXPECT_ERROR(load_tiny(tiny_gguf(s)),
-               "model.gguf: tensor 'blk.0.attn_q.weight' has unsupported type Q5_K (longkv computes with F32, F16, "
-               "Q4_0, Q8_0, Q4_K, Q6_K, BF16; a Q4_K_M, Q6_K or Q8_0 file of the model loads)");
+               "model.gguf: tensor 'blk.0.attn_q.weight' has unsupported type Q3_K (longkv computes with F32, F16, "
+               "Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16; a Q4_K_M, Q5_K_M, Q6_K or Q8_0 file of the model loads)");
 
   s = TinySpec{};
   s.kv = 3;

@@ -19,7 +19,7 @@ namespace {
 
 constexpr WeightType kAllTypes[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16,
                                     WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K,
-                                    WeightType::Q6_K};
+                                    WeightType::Q5_K, WeightType::Q6_K};
 
 // Odd sizes per block size: partial SIMD tails for the float types, odd
 // block counts (and a single block) for the quantized ones. 4352 and 8960
@@ -102,13 +102,13 @@ TEST(MatmulDot, FastMatchesReference) {
 // A wrong code or scale in one block moves the dot by far more than the
 // tolerance, so it must fail: flip one block's scale and check.
 TEST(MatmulDot, DetectsCorruptedBlock) {
-  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q6_K}) {
+  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
     const int64_t n = weight_traits(t).block_size * 3;
     StoredMatrix w(t, 1, n, 7);
     std::vector<float> x(static_cast<size_t>(n), 1.0f);
     for (int64_t i = 0; i < n; ++i) x[i] = w.deq[i] > 0 ? 1.0f : -1.0f;  // sum |w|
     const float before = dot_row(t, w.data(), x.data(), n);
-    // the fp16 d: first two bytes of Q8_0/Q4_0/Q4_K blocks, last two of Q6_K
+    // the fp16 d: first two bytes of Q8_0/Q4_0/Q4_K/Q5_K blocks, last two of Q6_K
     const size_t off = t == WeightType::Q6_K ? 208 : 0;
     const f16_t doubled = f32_to_f16(2.0f * [&] {
       f16_t h;
@@ -126,10 +126,10 @@ TEST(MatmulDot, DetectsCorruptedBlock) {
 // Our quantizers emit a narrow set of codes and scales (Q6_K scales are
 // positive, Q4_K scales never 0); GGUF files from other tools use every bit
 // pattern. Random bytes with finite fp16 factors reach the rest: negative
-// and -128 Q6_K scales, 6-bit Q4_K scales and mins of 63, all codes.
+// and -128 Q6_K scales, 6-bit Q4_K / Q5_K scales and mins of 63, all codes.
 TEST(MatmulDot, MatchesReferenceOnRandomBlockBits) {
   std::mt19937 rng(1234);
-  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q6_K}) {
+  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
     const WeightTypeTraits& tr = weight_traits(t);
     for (int64_t n : sizes_for(t)) {
       const int64_t nb = n / tr.block_size;
@@ -144,7 +144,7 @@ TEST(MatmulDot, MatchesReferenceOnRandomBlockBits) {
           std::memcpy(blk + 208, &d, 2);
         } else {
           std::memcpy(blk, &d, 2);
-          if (t == WeightType::Q4_K) std::memcpy(blk + 2, &dmin, 2);
+          if (t == WeightType::Q4_K || t == WeightType::Q5_K) std::memcpy(blk + 2, &dmin, 2);
         }
       }
       std::vector<float> deq(static_cast<size_t>(n));
@@ -170,11 +170,11 @@ TEST(MatmulDequantize, FastMatchesReference) {
       std::vector<float> fast(static_cast<size_t>(n) + 1, -12345.0f);
       dequantize_row(t, w.data(), fast.data(), n);
       for (int64_t i = 0; i < n; ++i) {
-        // Q4_K may fuse d*sc*q - dmin*m into one FMA: one rounding apart.
+        // Q4_K / Q5_K may fuse d*sc*q - dmin*m into one FMA: one rounding apart.
         const float ref = w.deq[i];
         ASSERT_LE(std::fabs(fast[i] - ref), 4e-7f * (std::fabs(ref) + 1.0f))
             << weight_traits(t).name << " n=" << n << " i=" << i;
-        if (t != WeightType::Q4_K) {
+        if (t != WeightType::Q4_K && t != WeightType::Q5_K) {
           ASSERT_EQ(fast[i], ref) << weight_traits(t).name << " i=" << i;
         }
       }

@@ -60,7 +60,7 @@ TEST(WeightTypesTraits, SupportedTypes) {
   };
   const Expect expect[] = {{0, "F32", 1, 4},      {1, "F16", 1, 2},       {30, "BF16", 1, 2},
                            {8, "Q8_0", 32, 34},   {2, "Q4_0", 32, 18},    {12, "Q4_K", 256, 144},
-                           {14, "Q6_K", 256, 210}};
+                           {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210}};
   for (const auto& e : expect) {
     const WeightTypeTraits* t = weight_type_traits(e.id);
     ASSERT_NE(t, nullptr) << e.name;
@@ -77,7 +77,7 @@ TEST(WeightTypesTraits, SupportedTypes) {
     EXPECT_EQ(bb, e.bytes);
   }
   EXPECT_EQ(weight_type_traits(3), nullptr);   // Q4_1: known, unsupported
-  EXPECT_EQ(weight_type_traits(13), nullptr);  // Q5_K
+  EXPECT_EQ(weight_type_traits(11), nullptr);  // Q3_K
   EXPECT_EQ(weight_type_traits(4), nullptr);   // removed id
   EXPECT_EQ(weight_type_traits(12345), nullptr);
 }
@@ -130,7 +130,10 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_TRUE(parse_weight_type("F16", &t));
   EXPECT_EQ(t, WeightType::F16);
   t = WeightType::F16;
-  EXPECT_FALSE(parse_weight_type("q5_k", &t));  // a ggml type we cannot compute with
+  EXPECT_TRUE(parse_weight_type("q5_K", &t));
+  EXPECT_EQ(t, WeightType::Q5_K);
+  t = WeightType::F16;
+  EXPECT_FALSE(parse_weight_type("q3_k", &t));  // a ggml type we cannot compute with
   EXPECT_FALSE(parse_weight_type("q8", &t));
   EXPECT_FALSE(parse_weight_type("", &t));
   EXPECT_FALSE(parse_weight_type("q8_0 ", &t));
@@ -142,6 +145,7 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_EQ(row_bytes(WeightType::Q8_0, 96), 102u);
   EXPECT_EQ(row_bytes(WeightType::Q4_0, 4096), 2304u);
   EXPECT_EQ(row_bytes(WeightType::Q4_K, 768), 432u);
+  EXPECT_EQ(row_bytes(WeightType::Q5_K, 512), 352u);
   EXPECT_EQ(row_bytes(WeightType::Q6_K, 256), 210u);
 
   const std::vector<uint8_t> storage(340);
@@ -346,19 +350,46 @@ TEST(WeightTypesQ4_0, RoundTripWithinHalfStep) {
 // Q4_K / Q6_K: blocks built by hand from the FORMATS.md layout (the same
 // construction decodes to the same values with gguf-py's dequantize()).
 
+// Two copies of a hand-built super-block `off` bytes past an allocation
+// start (so at an unaligned address): the reference and the fast decode both
+// give c.value(e) exactly (every value is a short binary fraction). Returns
+// the reference's 512 values.
+template <typename Case>
+std::vector<float> expect_decodes_exactly(WeightType t, const Case& c, int off) {
+  const auto b = c.block();
+  std::vector<uint8_t> two(off + 2 * b.size());
+  std::memcpy(two.data() + off, b.data(), b.size());
+  std::memcpy(two.data() + off + b.size(), b.data(), b.size());
+  std::vector<float> ref(512), fast(512);
+  weight_traits(t).to_float_ref(two.data() + off, ref.data(), 512);
+  dequantize_row(t, two.data() + off, fast.data(), 512);
+  for (int e = 0; e < 512; ++e) {
+    if (ref[e] != c.value(e % 256) || fast[e] != c.value(e % 256)) {
+      ADD_FAILURE() << weight_traits(t).name << " element " << e << ": reference " << ref[e] << ", fast " << fast[e]
+                    << ", expected " << c.value(e % 256);
+      break;
+    }
+  }
+  return ref;
+}
+
 struct Q4KCase {
   uint8_t sc[8] = {1, 2, 3, 63, 17, 32, 48, 5};
   uint8_t m[8] = {0, 7, 63, 1, 33, 16, 9, 62};
   static int code(int e) { return (e * 7 + 3) % 16; }
-  std::vector<uint8_t> block() const {
-    std::vector<uint8_t> b(144, 0);
+  // d, dmin and sc/m above packed into 6-bit fields (bytes written out by
+  // hand): the first 16 bytes of a Q4_K and of a Q5_K block.
+  static void header(uint8_t* b) {
     const f16_t d = f32_to_f16(0.5f), dmin = f32_to_f16(0.25f);
-    std::memcpy(b.data(), &d, 2);
-    std::memcpy(b.data() + 2, &dmin, 2);
-    // sc/m above packed into 6-bit fields (bytes written out by hand)
+    std::memcpy(b, &d, 2);
+    std::memcpy(b + 2, &dmin, 2);
     const uint8_t scales[12] = {0x41, 0x82, 0xc3, 0x3f, 0x80, 0x47,
                                 0x3f, 0xc1, 0x11, 0x00, 0x90, 0xe5};
-    std::memcpy(b.data() + 4, scales, 12);
+    std::memcpy(b + 4, scales, 12);
+  }
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(144, 0);
+    header(b.data());
     // chunk c of 64 elements: byte 32c + l holds element 64c + l (low
     // nibble) and element 64c + 32 + l (high nibble)
     for (int c = 0; c < 4; ++c)
@@ -370,21 +401,40 @@ struct Q4KCase {
 };
 
 TEST(WeightTypesQ4_K, DecodesHandBuiltBlock) {
-  Q4KCase c;
-  auto b = c.block();
-  // two super-blocks, the second at an odd address offset
-  std::vector<uint8_t> two(1 + 288);
-  std::memcpy(two.data() + 1, b.data(), 144);
-  std::memcpy(two.data() + 1 + 144, b.data(), 144);
-  std::vector<float> ref(512), fast(512);
-  weight_traits(WeightType::Q4_K).to_float_ref(two.data() + 1, ref.data(), 512);
-  dequantize_row(WeightType::Q4_K, two.data() + 1, fast.data(), 512);
-  for (int e = 0; e < 512; ++e) {
-    ASSERT_EQ(ref[e], c.value(e % 256)) << e;  // exact: every value is a short binary fraction
-    ASSERT_EQ(fast[e], c.value(e % 256)) << e;
-  }
+  const auto ref = expect_decodes_exactly(WeightType::Q4_K, Q4KCase{}, 1);
   EXPECT_EQ(ref[0], 1.5f);
   EXPECT_EQ(ref[255], 14.5f);
+}
+
+// Q5_K: Q4_K's header, then qh[32] and qs[128]. Element 64c + l (l < 32)
+// keeps its low 4 code bits in the low nibble of qs[32c + l] and its fifth
+// in bit 2c of qh[l]; element 64c + 32 + l the high nibble and bit 2c + 1.
+// gguf-py 0.10.0 decodes this block to the same 256 values:
+//   quants.dequantize(np.frombuffer(block, np.uint8).reshape(1, 176), GGMLQuantizationType.Q5_K)
+struct Q5KCase : Q4KCase {
+  static int code(int e) { return (e * 11 + 5) % 32; }
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(176, 0);
+    header(b.data());
+    uint8_t* qh = b.data() + 16;
+    uint8_t* qs = b.data() + 48;
+    for (int c = 0; c < 4; ++c) {
+      for (int l = 0; l < 32; ++l) {
+        const int lo = code(64 * c + l), hi = code(64 * c + 32 + l);
+        qs[32 * c + l] = static_cast<uint8_t>((lo & 0xF) | ((hi & 0xF) << 4));
+        qh[l] |= static_cast<uint8_t>(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+      }
+    }
+    return b;
+  }
+  float value(int e) const { return 0.5f * sc[e / 32] * code(e) - 0.25f * m[e / 32]; }
+};
+
+TEST(WeightTypesQ5_K, DecodesHandBuiltBlock) {
+  const auto ref = expect_decodes_exactly(WeightType::Q5_K, Q5KCase{}, 1);
+  EXPECT_EQ(ref[0], 2.5f);
+  EXPECT_EQ(ref[255], 49.5f);
+  EXPECT_EQ(ref[100], 535.25f);  // sub-block 3 (sc 63, m 1), code 17: the fifth bit set
 }
 
 struct Q6KCase {
@@ -411,18 +461,7 @@ struct Q6KCase {
 };
 
 TEST(WeightTypesQ6_K, DecodesHandBuiltBlock) {
-  Q6KCase c;
-  auto b = c.block();
-  std::vector<uint8_t> two(3 + 420);
-  std::memcpy(two.data() + 3, b.data(), 210);
-  std::memcpy(two.data() + 3 + 210, b.data(), 210);
-  std::vector<float> ref(512), fast(512);
-  weight_traits(WeightType::Q6_K).to_float_ref(two.data() + 3, ref.data(), 512);
-  dequantize_row(WeightType::Q6_K, two.data() + 3, fast.data(), 512);
-  for (int e = 0; e < 512; ++e) {
-    ASSERT_EQ(ref[e], c.value(e % 256)) << e;
-    ASSERT_EQ(fast[e], c.value(e % 256)) << e;
-  }
+  const auto ref = expect_decodes_exactly(WeightType::Q6_K, Q6KCase{}, 3);
   EXPECT_EQ(ref[0], -3.375f);
   EXPECT_EQ(ref[255], -3.0f);
 }
@@ -437,24 +476,30 @@ void q4_k_steps(const uint8_t* b, float step[8]) {
   }
 }
 
+// Q5_K shares Q4_K's header (so q4_k_steps reads its steps) and its fit,
+// with codes up to 31 instead of 15.
 TEST(WeightTypesQ4_K, RoundTripWithinHalfStep) {
   const int64_t n = 256 * 41;
   auto x = varied_floats(n, 21);
   // an all-positive and an all-negative super-block (min clamps at 0 / offsets)
   for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
   for (int i = 0; i < 256; ++i) x[512 + i] = -std::fabs(x[512 + i]) - 3.0f;
-  const auto q = quantize(WeightType::Q4_K, x);
-  const auto y = dequantize_ref(WeightType::Q4_K, q, n);
-  for (int64_t b = 0; b < n / 256; ++b) {
-    float step[8];
-    q4_k_steps(q.data() + b * 144, step);
-    for (int e = 0; e < 256; ++e) {
-      const float xv = x[b * 256 + e];
-      const float tol = 0.5f * step[e / 32] * 1.001f + 1e-6f * std::fabs(xv);
-      ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
+  for (WeightType t : {WeightType::Q4_K, WeightType::Q5_K}) {
+    SCOPED_TRACE(weight_traits(t).name);
+    const auto q = quantize(t, x);
+    const auto y = dequantize_ref(t, q, n);
+    const int64_t bytes = weight_traits(t).block_bytes;
+    for (int64_t b = 0; b < n / 256; ++b) {
+      float step[8];
+      q4_k_steps(q.data() + b * bytes, step);
+      for (int e = 0; e < 256; ++e) {
+        const float xv = x[b * 256 + e];
+        const float tol = 0.5f * step[e / 32] * 1.001f + 1e-6f * std::fabs(xv);
+        ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
+      }
     }
+    for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
   }
-  for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
 }
 
 TEST(WeightTypesQ6_K, RoundTripWithinHalfStep) {
@@ -485,7 +530,7 @@ TEST(WeightTypesQuant, NmseMatchesBitWidth) {
     WeightType t;
     double max_nmse;
   } cases[] = {{WeightType::Q8_0, 2e-5}, {WeightType::Q4_0, 1e-2},
-               {WeightType::Q4_K, 1e-2}, {WeightType::Q6_K, 1e-3}};
+               {WeightType::Q4_K, 1e-2}, {WeightType::Q5_K, 2e-3}, {WeightType::Q6_K, 1e-3}};
   for (const auto& c : cases) {
     const auto y = dequantize_ref(c.t, quantize(c.t, x), n);
     EXPECT_LT(test::nmse(y.data(), x.data(), n), c.max_nmse) << weight_traits(c.t).name;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iterator>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -173,9 +174,13 @@ void q4_k_pack_scales(const uint8_t sc[8], const uint8_t m[8], uint8_t s[12]) {
   }
 }
 
-void q4_k_to_float(const void* src, float* dst, int64_t n) {
+// Q4_K and Q5_K share sub-blocks, scales and chunk order; Q5_K adds a
+// fifth code bit per element from qh (bit 2c of qh[l] for the low nibbles of
+// chunk c, bit 2c + 1 for the high ones).
+template <typename Block>
+void k_affine_to_float(const void* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const auto b = load_block<BlockQ4_K>(src, i);
+    const auto b = load_block<Block>(src, i);
     const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
     float* y = dst + i * kQKK;
     for (int c = 0; c < 4; ++c) {
@@ -185,58 +190,81 @@ void q4_k_to_float(const void* src, float* dst, int64_t n) {
       const float d0 = d * sc0, o0 = dmin * m0, d1 = d * sc1, o1 = dmin * m1;
       const uint8_t* q = b.qs + 32 * c;
       for (int l = 0; l < 32; ++l) {
-        y[64 * c + l] = d0 * static_cast<float>(q[l] & 0xF) - o0;
-        y[64 * c + 32 + l] = d1 * static_cast<float>(q[l] >> 4) - o1;
+        int lo = q[l] & 0xF, hi = q[l] >> 4;
+        if constexpr (std::is_same_v<Block, BlockQ5_K>) {
+          lo += 16 * ((b.qh[l] >> (2 * c)) & 1);
+          hi += 16 * ((b.qh[l] >> (2 * c + 1)) & 1);
+        }
+        y[64 * c + l] = d0 * static_cast<float>(lo) - o0;
+        y[64 * c + 32 + l] = d1 * static_cast<float>(hi) - o1;
       }
     }
   }
 }
 
-// Not ggml's iterative search: a direct min/max fit. Each sub-block's code
-// range [-dmin*m, -dmin*m + 15*d*sc] is made to cover [min(x, 0), max(x)] by
-// rounding m and sc up, so every element is within half a step d*sc.
-void q4_k_from_float(const float* src, void* dst, int64_t n) {
+// Not ggml's iterative search: a direct min/max fit, shared by Q4_K (codes
+// 0..15) and Q5_K (0..31). Each sub-block's code range [-dmin*m, -dmin*m +
+// top*d*sc] is made to cover [min(x, 0), max(x)] by rounding m and sc up, so
+// every element is within half a step d*sc. Writes d, dmin, the packed
+// scales and the 256 codes in element order.
+template <typename Block>
+void k_affine_fit(const float* x, int top, Block& b, uint8_t codes[kQKK]) {
+  float lo[8], hi[8];
+  float max_neg_lo = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    lo[j] = 0.0f;  // the offset is -dmin*m with m >= 0, so it cannot exceed 0
+    hi[j] = x[32 * j];
+    for (int l = 0; l < 32; ++l) {
+      lo[j] = std::min(lo[j], x[32 * j + l]);
+      hi[j] = std::max(hi[j], x[32 * j + l]);
+    }
+    max_neg_lo = std::max(max_neg_lo, -lo[j]);
+  }
+  b.dmin = f16_round_up(max_neg_lo / 63.0f);
+  const float dmin = f16_to_f32(b.dmin);
+  uint8_t sc[8], m[8];
+  float offset[8], max_step = 0.0f;
+  const float levels = static_cast<float>(top);
+  for (int j = 0; j < 8; ++j) {
+    const float mf = dmin > 0.0f ? std::ceil(-lo[j] / dmin) : 0.0f;
+    m[j] = static_cast<uint8_t>(std::clamp(mf, 0.0f, 63.0f));
+    offset[j] = dmin * m[j];
+    max_step = std::max(max_step, (hi[j] + offset[j]) / levels);
+  }
+  b.d = f16_round_up(max_step / 63.0f);
+  const float d = f16_to_f32(b.d);
+  for (int j = 0; j < 8; ++j) {
+    const float sf = d > 0.0f ? std::ceil((hi[j] + offset[j]) / (levels * d)) : 0.0f;
+    sc[j] = static_cast<uint8_t>(std::clamp(sf, 0.0f, 63.0f));
+  }
+  q4_k_pack_scales(sc, m, b.scales);
+  for (int j = 0; j < 8; ++j) {
+    const float step = d * sc[j];
+    const float inv = step > 0.0f ? 1.0f / step : 0.0f;
+    for (int l = 0; l < 32; ++l) {
+      const float qf = std::nearbyint((x[32 * j + l] + offset[j]) * inv);
+      codes[32 * j + l] = static_cast<uint8_t>(std::fmin(std::fmax(qf, 0.0f), levels));
+    }
+  }
+}
+
+// Codes in element order into Q4_K's / Q5_K's chunks: sub-block j = 2c (+1)
+// is chunk c's low (high) nibbles, and Q5_K's fifth bit goes to qh bit j.
+template <typename Block>
+void k_affine_from_float(const float* src, void* dst, int64_t n) {
+  constexpr bool kFive = std::is_same_v<Block, BlockQ5_K>;
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const float* x = src + i * kQKK;
-    float lo[8], hi[8];
-    float max_neg_lo = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-      lo[j] = 0.0f;  // the offset is -dmin*m with m >= 0, so it cannot exceed 0
-      hi[j] = x[32 * j];
-      for (int l = 0; l < 32; ++l) {
-        lo[j] = std::min(lo[j], x[32 * j + l]);
-        hi[j] = std::max(hi[j], x[32 * j + l]);
-      }
-      max_neg_lo = std::max(max_neg_lo, -lo[j]);
-    }
-    BlockQ4_K b;
-    b.dmin = f16_round_up(max_neg_lo / 63.0f);
-    const float dmin = f16_to_f32(b.dmin);
-    uint8_t sc[8], m[8];
-    float offset[8], max_step = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-      const float mf = dmin > 0.0f ? std::ceil(-lo[j] / dmin) : 0.0f;
-      m[j] = static_cast<uint8_t>(std::clamp(mf, 0.0f, 63.0f));
-      offset[j] = dmin * m[j];
-      max_step = std::max(max_step, (hi[j] + offset[j]) / 15.0f);
-    }
-    b.d = f16_round_up(max_step / 63.0f);
-    const float d = f16_to_f32(b.d);
-    for (int j = 0; j < 8; ++j) {
-      const float sf = d > 0.0f ? std::ceil((hi[j] + offset[j]) / (15.0f * d)) : 0.0f;
-      sc[j] = static_cast<uint8_t>(std::clamp(sf, 0.0f, 63.0f));
-    }
-    q4_k_pack_scales(sc, m, b.scales);
+    Block b;
+    uint8_t codes[kQKK];
+    k_affine_fit(src + i * kQKK, kFive ? 31 : 15, b, codes);
     std::memset(b.qs, 0, sizeof(b.qs));
+    if constexpr (kFive) std::memset(b.qh, 0, sizeof(b.qh));
     for (int j = 0; j < 8; ++j) {
-      const float step = d * sc[j];
-      const float inv = step > 0.0f ? 1.0f / step : 0.0f;
       for (int l = 0; l < 32; ++l) {
-        const float qf = std::nearbyint((x[32 * j + l] + offset[j]) * inv);
-        const int q = static_cast<int>(std::fmin(std::fmax(qf, 0.0f), 15.0f));
-        // sub-block j = 2c (+1): chunk c = j/2, low nibble for even j
+        const int q = codes[32 * j + l];
         uint8_t& byte = b.qs[32 * (j / 2) + l];
-        byte = static_cast<uint8_t>(byte | (j % 2 == 0 ? q : q << 4));
+        byte = static_cast<uint8_t>(byte | (j % 2 == 0 ? (q & 0xF) : (q & 0xF) << 4));
+        if constexpr (kFive) b.qh[l] = static_cast<uint8_t>(b.qh[l] | ((q >> 4) << j));
       }
     }
     store_block(dst, i, b);
@@ -327,8 +355,11 @@ constexpr WeightTypeTraits kTraits[] = {
      .block_bytes = sizeof(BlockQ4_0), .to_float_ref = q4_0_to_float,
      .from_float_ref = q4_0_from_float},
     {.type = WeightType::Q4_K, .name = "Q4_K", .block_size = kQKK,
-     .block_bytes = sizeof(BlockQ4_K), .to_float_ref = q4_k_to_float,
-     .from_float_ref = q4_k_from_float},
+     .block_bytes = sizeof(BlockQ4_K), .to_float_ref = k_affine_to_float<BlockQ4_K>,
+     .from_float_ref = k_affine_from_float<BlockQ4_K>},
+    {.type = WeightType::Q5_K, .name = "Q5_K", .block_size = kQKK,
+     .block_bytes = sizeof(BlockQ5_K), .to_float_ref = k_affine_to_float<BlockQ5_K>,
+     .from_float_ref = k_affine_from_float<BlockQ5_K>},
     {.type = WeightType::Q6_K, .name = "Q6_K", .block_size = kQKK,
      .block_bytes = sizeof(BlockQ6_K), .to_float_ref = q6_k_to_float,
      .from_float_ref = q6_k_from_float},
@@ -342,7 +373,8 @@ constexpr int traits_index(WeightType t) {
     case WeightType::Q8_0: return 3;
     case WeightType::Q4_0: return 4;
     case WeightType::Q4_K: return 5;
-    case WeightType::Q6_K: return 6;
+    case WeightType::Q5_K: return 6;
+    case WeightType::Q6_K: return 7;
   }
   return -1;
 }

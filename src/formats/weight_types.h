@@ -21,6 +21,7 @@ enum class WeightType : uint32_t {
   Q4_0 = 2,
   Q8_0 = 8,
   Q4_K = 12,
+  Q5_K = 13,
   Q6_K = 14,
   BF16 = 30,
 };
@@ -54,6 +55,19 @@ struct BlockQ4_K {
   uint8_t qs[kQKK / 2];
 };
 static_assert(sizeof(BlockQ4_K) == 144);
+
+// Q5_K: Q4_K's sub-blocks, scales and chunks with a fifth code bit from qh:
+// in chunk c, element 64c + l (l < 32) has code (qs[32c + l] & 0xF) + 16 *
+// bit 2c of qh[l], element 64c + 32 + l has (qs[32c + l] >> 4) + 16 * bit
+// 2c + 1 of qh[l]; x = d*sc*q - dmin*m with sub-block 2c / 2c + 1's pair.
+struct BlockQ5_K {
+  f16_t d;
+  f16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQKK / 8];
+  uint8_t qs[kQKK / 2];
+};
+static_assert(sizeof(BlockQ5_K) == 176);
 
 // Q6_K: 256 elements as 16 sub-blocks of 16; 6-bit codes split into the low
 // 4 bits (ql) and high 2 bits (qh), int8 sub-block scales, one fp16 d;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -49,9 +50,10 @@ inline float load_bf16(const uint8_t* p) {
 
 // Byte offsets inside the blocks (the structs in weight_types.h).
 constexpr int kQ8Bytes = sizeof(BlockQ8_0), kQ4Bytes = sizeof(BlockQ4_0);
-constexpr int kQ4KBytes = sizeof(BlockQ4_K), kQ6KBytes = sizeof(BlockQ6_K);
+constexpr int kQ6KBytes = sizeof(BlockQ6_K);
 static_assert(offsetof(BlockQ8_0, qs) == 2 && offsetof(BlockQ4_0, qs) == 2);
 static_assert(offsetof(BlockQ4_K, scales) == 4 && offsetof(BlockQ4_K, qs) == 16);
+static_assert(offsetof(BlockQ5_K, scales) == 4 && offsetof(BlockQ5_K, qh) == 16 && offsetof(BlockQ5_K, qs) == 48);
 static_assert(offsetof(BlockQ6_K, qh) == 128 && offsetof(BlockQ6_K, scales) == 192 &&
               offsetof(BlockQ6_K, d) == 208);
 
@@ -137,7 +139,7 @@ inline void prefetch(const void* p) {
   _mm_prefetch(static_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
 }
 
-// Q4_K: per-sub-block multipliers d*sc[j] and offsets dmin*m[j] (bit layout
+// Q4_K / Q5_K: per-sub-block multipliers d*sc[j] and offsets dmin*m[j] (bit layout
 // in FORMATS.md; q4_k_scale_min in weight_types.cpp is the scalar twin). The
 // 12 packed bytes are three little-endian words, and every field of the
 // upper four sub-blocks sits at the same bit position in each byte of its
@@ -164,14 +166,17 @@ inline void q4_k_factors(const uint8_t* s, float d, float dmin, float dsc[8], fl
 // vector store stalls on store-to-load forwarding, which cost more than the
 // nibble work.
 constexpr int kQ4KRun = 16;  // super-blocks per factor pass: 1 KiB of factors
-inline int q4_k_factor_run(const uint8_t* p, int64_t i0, int64_t nb, float dsc[][8], float dm[][8]) {
+template <typename Block>
+inline int k_factor_run(const uint8_t* p, int64_t i0, int64_t nb, float dsc[][8], float dm[][8]) {
   const int run = static_cast<int>(std::min<int64_t>(kQ4KRun, nb - i0));
   for (int r = 0; r < run; ++r) {
-    const uint8_t* b = p + (i0 + r) * kQ4KBytes;
+    const uint8_t* b = p + (i0 + r) * static_cast<int64_t>(sizeof(Block));
     q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc[r], dm[r]);
   }
   return run;
 }
+template <typename Block>
+constexpr bool kFifthBit = std::is_same_v<Block, BlockQ5_K>;
 
 // Q4_0 codes of one block as two vectors of signed int8 (low nibbles are
 // elements 0..15, high nibbles 16..31), already offset by -8.
@@ -293,28 +298,46 @@ float dot_q4_0(const void* row, const float* x, int64_t n) {
   return vsum(vadd(acc0, acc1));
 }
 
+// Codes of Q4_K / Q5_K chunk c at positions 16p..16p+15: `lo` sub-block
+// 2c's (low nibbles), `hi` 2c+1's. Q5_K's fifth bit (bit 2c / 2c+1 of qh)
+// becomes 16 through a compare, one mask for every byte.
+template <typename Block>
+inline void k_chunk_codes(const uint8_t* b, int c, int p, __m128i* lo, __m128i* hi) {
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i q = load16(b + offsetof(Block, qs) + 32 * c + 16 * p);
+  *lo = _mm_and_si128(q, m4);
+  *hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+  if constexpr (kFifthBit<Block>) {
+    const __m128i h = load16(b + offsetof(BlockQ5_K, qh) + 16 * p), b16 = _mm_set1_epi8(16);
+    const __m128i bl = _mm_set1_epi8(static_cast<char>(1 << (2 * c)));
+    const __m128i bh = _mm_set1_epi8(static_cast<char>(2 << (2 * c)));
+    *lo = _mm_or_si128(*lo, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h, bl), bl), b16));
+    *hi = _mm_or_si128(*hi, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h, bh), bh), b16));
+  }
+}
+
 // sum_j d*sc_j * (q.x)_j - dmin*m_j * (sum x)_j over the 8 sub-blocks; the
 // two sums are accumulated apart and subtracted once at the end.
-float dot_q4_k(const void* row, const float* x, int64_t n) {
+template <typename Block>
+float dot_k_affine(const void* row, const float* x, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
-  const __m128i m4 = _mm_set1_epi8(0x0F);
   vf acc0 = vzero(), acc1 = vzero(), accm0 = vzero(), accm1 = vzero();
   const int64_t nb = n / kQKK;
   alignas(64) float dsc[kQ4KRun][8], dm[kQ4KRun][8];
   for (int64_t i0 = 0; i0 < nb; i0 += kQ4KRun) {
-    const int run = q4_k_factor_run(p, i0, nb, dsc, dm);
+    const int run = k_factor_run<Block>(p, i0, nb, dsc, dm);
     for (int r = 0; r < run; ++r) {
-      const uint8_t* qs = p + (i0 + r) * kQ4KBytes + 16;
+      const uint8_t* b = p + (i0 + r) * static_cast<int64_t>(sizeof(Block));
       const float* xb = x + (i0 + r) * kQKK;
       for (int c = 0; c < 4; ++c) {
-        prefetch(qs + 32 * c);
-        const __m128i qa = load16(qs + 32 * c), qb = load16(qs + 32 * c + 16);
+        prefetch(b + offsetof(Block, qs) + 32 * c);
+        __m128i la, ha, lb, hb;
+        k_chunk_codes<Block>(b, c, 0, &la, &ha);
+        k_chunk_codes<Block>(b, c, 1, &lb, &hb);
         const float* x0 = xb + 64 * c;
         const float* x1 = x0 + 32;
-        const vf t0 =
-            fma_i8x16(_mm_and_si128(qb, m4), x0 + 16, fma_i8x16(_mm_and_si128(qa, m4), x0, vzero()));
-        const vf t1 = fma_i8x16(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), x1 + 16,
-                                fma_i8x16(_mm_and_si128(_mm_srli_epi16(qa, 4), m4), x1, vzero()));
+        const vf t0 = fma_i8x16(lb, x0 + 16, fma_i8x16(la, x0, vzero()));
+        const vf t1 = fma_i8x16(hb, x1 + 16, fma_i8x16(ha, x1, vzero()));
         acc0 = vfma(vset1(dsc[r][2 * c]), t0, acc0);
         acc1 = vfma(vset1(dsc[r][2 * c + 1]), t1, acc1);
         accm0 = vfma(vset1(dm[r][2 * c]), vadd(load_sum16(x0), load_sum16(x0 + 16)), accm0);
@@ -393,23 +416,24 @@ void dequant_q4_0(const void* row, float* dst, int64_t n) {
   }
 }
 
-void dequant_q4_k(const void* row, float* dst, int64_t n) {
+template <typename Block>
+void dequant_k_affine(const void* row, float* dst, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
-  const __m128i m4 = _mm_set1_epi8(0x0F);
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * kQ4KBytes;
+    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
     float dsc[8], dm[8];
     q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
-    const uint8_t* qs = b + 16;
     float* y = dst + i * kQKK;
     for (int c = 0; c < 4; ++c) {
-      const __m128i qa = load16(qs + 32 * c), qb = load16(qs + 32 * c + 16);
+      __m128i la, ha, lb, hb;
+      k_chunk_codes<Block>(b, c, 0, &la, &ha);
+      k_chunk_codes<Block>(b, c, 1, &lb, &hb);
       const vf s0 = vset1(dsc[2 * c]), o0 = vset1(-dm[2 * c]);
       const vf s1 = vset1(dsc[2 * c + 1]), o1 = vset1(-dm[2 * c + 1]);
-      store_i8x16(_mm_and_si128(qa, m4), s0, o0, y + 64 * c);
-      store_i8x16(_mm_and_si128(qb, m4), s0, o0, y + 64 * c + 16);
-      store_i8x16(_mm_and_si128(_mm_srli_epi16(qa, 4), m4), s1, o1, y + 64 * c + 32);
-      store_i8x16(_mm_and_si128(_mm_srli_epi16(qb, 4), m4), s1, o1, y + 64 * c + 48);
+      store_i8x16(la, s0, o0, y + 64 * c);
+      store_i8x16(lb, s0, o0, y + 64 * c + 16);
+      store_i8x16(ha, s1, o1, y + 64 * c + 32);
+      store_i8x16(hb, s1, o1, y + 64 * c + 48);
     }
   }
 }
@@ -471,7 +495,7 @@ float dot_q6_k(const void* row, const float* x, int64_t n) {
   vf acc0 = vzero(), acc1 = vzero();
   const int64_t nb = n / kQKK;
   // Scales of a run of super-blocks are widened ahead of their use, as in
-  // dot_q4_k: a broadcast right after the store would stall on forwarding.
+  // dot_k_affine: a broadcast right after the store would stall on forwarding.
   // Each lane holds the scale in its low int16 and 0 in its high one.
   alignas(64) int32_t sc[kQ6KRun][16];
   for (int64_t i0 = 0; i0 < nb; i0 += kQ6KRun) {
@@ -543,28 +567,60 @@ float dot_q4_0(const void* row, const float* x, int64_t n) {
   return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
 }
 
-// Q4_K: one table per sub-block, d*sc*q - dmin*m for q = 0..15.
-float dot_q4_k(const void* row, const float* x, int64_t n) {
-  const auto* p = static_cast<const uint8_t*>(row);
+// Q4_K / Q5_K chunk c as four vectors of 16 values (elements 64c.. in
+// order): one table per sub-block, d*sc*q - dmin*m for q = 0..15. Q5_K's
+// codes reach 31, so its lookups take two tables (q < 16 and q >= 16) with
+// vpermt2ps, which selects by the low 5 bits of each index: the nibble plus
+// the qh bit moved to bit 4.
+template <typename Block>
+inline void k_chunk_values(const uint8_t* b, int c, const float* dsc, const float* dm, __m512 v[4]) {
   const __m512 ramp = code_ramp();
+  const __m512 t0 = vfma(ramp, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
+  const __m512 t1 = vfma(ramp, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
+  const uint8_t* qs = b + offsetof(Block, qs) + 32 * c;
+  const __m512i va = nibble_bytes(qs), vb = nibble_bytes(qs + 16);
+  if constexpr (!kFifthBit<Block>) {
+    v[0] = lookup(va, t0);
+    v[1] = lookup(vb, t0);
+    v[2] = lookup(_mm512_srli_epi32(va, 4), t1);
+    v[3] = lookup(_mm512_srli_epi32(vb, 4), t1);
+  } else {
+    const __m512 ramp16 = vadd(ramp, vset1(16.0f));
+    const __m512 u0 = vfma(ramp16, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
+    const __m512 u1 = vfma(ramp16, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
+    const __m128i shift = _mm_cvtsi32_si128(2 * c);  // qh bit 2c to bit 0
+    const __m512i ha = _mm512_srl_epi32(nibble_bytes(b + 16), shift);
+    const __m512i hb = _mm512_srl_epi32(nibble_bytes(b + 32), shift);
+    const __m512i m4 = _mm512_set1_epi32(0xF), b16 = _mm512_set1_epi32(16);
+    const auto low = [&](__m512i q, __m512i h) {  // low nibble | bit 0 of h as 16
+      return _mm512_or_si512(_mm512_and_si512(q, m4), _mm512_and_si512(_mm512_slli_epi32(h, 4), b16));
+    };
+    const auto high = [&](__m512i q, __m512i h) {  // high nibble | bit 1 of h as 16
+      return _mm512_or_si512(_mm512_srli_epi32(q, 4), _mm512_and_si512(_mm512_slli_epi32(h, 3), b16));
+    };
+    v[0] = _mm512_permutex2var_ps(t0, low(va, ha), u0);
+    v[1] = _mm512_permutex2var_ps(t0, low(vb, hb), u0);
+    v[2] = _mm512_permutex2var_ps(t1, high(va, ha), u1);
+    v[3] = _mm512_permutex2var_ps(t1, high(vb, hb), u1);
+  }
+}
+
+template <typename Block>
+float dot_k_affine(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
   vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
   const int64_t nb = n / kQKK;
   alignas(64) float dsc[kQ4KRun][8], dm[kQ4KRun][8];
   for (int64_t i0 = 0; i0 < nb; i0 += kQ4KRun) {
-    const int run = q4_k_factor_run(p, i0, nb, dsc, dm);
+    const int run = k_factor_run<Block>(p, i0, nb, dsc, dm);
     for (int r = 0; r < run; ++r) {
-      const uint8_t* qs = p + (i0 + r) * kQ4KBytes + 16;
+      const uint8_t* b = p + (i0 + r) * static_cast<int64_t>(sizeof(Block));
       const float* xb = x + (i0 + r) * kQKK;
       for (int c = 0; c < 4; ++c) {
-        prefetch(qs + 32 * c);
-        const __m512 t0 = vfma(ramp, vset1(dsc[r][2 * c]), vset1(-dm[r][2 * c]));
-        const __m512 t1 = vfma(ramp, vset1(dsc[r][2 * c + 1]), vset1(-dm[r][2 * c + 1]));
-        const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
-        const float* x0 = xb + 64 * c;
-        acc[0] = vfma(lookup(va, t0), vload(x0), acc[0]);
-        acc[1] = vfma(lookup(vb, t0), vload(x0 + 16), acc[1]);
-        acc[2] = vfma(lookup(_mm512_srli_epi32(va, 4), t1), vload(x0 + 32), acc[2]);
-        acc[3] = vfma(lookup(_mm512_srli_epi32(vb, 4), t1), vload(x0 + 48), acc[3]);
+        prefetch(b + offsetof(Block, qs) + 32 * c);
+        __m512 v[4];
+        k_chunk_values<Block>(b, c, dsc[r], dm[r], v);
+        for (int k = 0; k < 4; ++k) acc[k] = vfma(v[k], vload(xb + 64 * c + 16 * k), acc[k]);
       }
     }
   }
@@ -583,23 +639,17 @@ void dequant_q4_0(const void* row, float* dst, int64_t n) {
   }
 }
 
-void dequant_q4_k(const void* row, float* dst, int64_t n) {
+template <typename Block>
+void dequant_k_affine(const void* row, float* dst, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
-  const __m512 ramp = code_ramp();
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * kQ4KBytes;
+    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
     float dsc[8], dm[8];
     q4_k_factors(b + 4, load_f16(b), load_f16(b + 2), dsc, dm);
-    const uint8_t* qs = b + 16;
-    float* y = dst + i * kQKK;
     for (int c = 0; c < 4; ++c) {
-      const __m512 t0 = vfma(ramp, vset1(dsc[2 * c]), vset1(-dm[2 * c]));
-      const __m512 t1 = vfma(ramp, vset1(dsc[2 * c + 1]), vset1(-dm[2 * c + 1]));
-      const __m512i va = nibble_bytes(qs + 32 * c), vb = nibble_bytes(qs + 32 * c + 16);
-      vstore(y + 64 * c, lookup(va, t0));
-      vstore(y + 64 * c + 16, lookup(vb, t0));
-      vstore(y + 64 * c + 32, lookup(_mm512_srli_epi32(va, 4), t1));
-      vstore(y + 64 * c + 48, lookup(_mm512_srli_epi32(vb, 4), t1));
+      __m512 v[4];
+      k_chunk_values<Block>(b, c, dsc, dm, v);
+      for (int k = 0; k < 4; ++k) vstore(dst + i * kQKK + 64 * c + 16 * k, v[k]);
     }
   }
 }
@@ -613,7 +663,8 @@ constexpr CpuWeightKernels kKernels[] = {
      .dequantize = dequant_half<vload_bf16, load_bf16>},
     {.type = WeightType::Q8_0, .dot = dot_q8_0, .dequantize = dequant_q8_0},
     {.type = WeightType::Q4_0, .dot = dot_q4_0, .dequantize = dequant_q4_0},
-    {.type = WeightType::Q4_K, .dot = dot_q4_k, .dequantize = dequant_q4_k},
+    {.type = WeightType::Q4_K, .dot = dot_k_affine<BlockQ4_K>, .dequantize = dequant_k_affine<BlockQ4_K>},
+    {.type = WeightType::Q5_K, .dot = dot_k_affine<BlockQ5_K>, .dequantize = dequant_k_affine<BlockQ5_K>},
     {.type = WeightType::Q6_K, .dot = dot_q6_k, .dequantize = dequant_q6_k},
 };
 
@@ -644,7 +695,7 @@ float dot_scalar(const void* row, const float* x, int64_t n) {
 constexpr CpuWeightKernels kKernels[] = {
     LONGKV_SCALAR_ENTRY(F32),  LONGKV_SCALAR_ENTRY(F16),  LONGKV_SCALAR_ENTRY(BF16),
     LONGKV_SCALAR_ENTRY(Q8_0), LONGKV_SCALAR_ENTRY(Q4_0), LONGKV_SCALAR_ENTRY(Q4_K),
-    LONGKV_SCALAR_ENTRY(Q6_K),
+    LONGKV_SCALAR_ENTRY(Q5_K), LONGKV_SCALAR_ENTRY(Q6_K),
 };
 #undef LONGKV_SCALAR_ENTRY
 
@@ -658,7 +709,8 @@ constexpr int kernels_index(WeightType t) {
     case WeightType::Q8_0: return 3;
     case WeightType::Q4_0: return 4;
     case WeightType::Q4_K: return 5;
-    case WeightType::Q6_K: return 6;
+    case WeightType::Q5_K: return 6;
+    case WeightType::Q6_K: return 7;
   }
   return -1;
 }

@@ -111,7 +111,8 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
 // shared arrays, so one barrier per batch suffices (a buffer is rewritten
 // only after the next barrier, which its readers have passed).
 // Rope: a.rope applied in the store (one slice, not accumulating; RB even).
-// I8 (Q4_0 only): int8 activations, dot_q4_0_i8. RB: rows per batch.
+// I8 (Q4_0, and since milestone 61 Q4_K and Q5_K): int8 activations,
+// dot_unit_i8. RB: rows per batch.
 // Narrow (milestone 17, CudaTuning::gemv_prefetch): blocks of 4 warps (rows
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
 // first batch's RB rows are all requested before the PDL wait, none after
@@ -136,7 +137,8 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
                                                                       GemvAct a, float* __restrict__ y,
                                                                       bool accumulate) {
   using S = Slab<T>;
-  static_assert(!I8 || T == WeightType::Q4_0, "int8 activations: Q4_0 only");
+  static_assert(!I8 || slab_int8(T), "int8 activations: Q4_0, Q4_K and Q5_K");
+  static_assert(!XC || T == WeightType::Q4_0, "coalesced x: Q4_0's contiguous units only");
   __shared__ float red[Pipe ? 2 : 1][RB][kMaxSlabWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
   const int ui = warp * 32 + lane;
@@ -155,7 +157,10 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
   constexpr bool kAny = X8 == 4 || X8 == 6;     // reads or writes it, or neither, as a says
   constexpr bool kAnyEarly16 = X8 == 6;         // kAny whose readers request all RB rows before the wait
-  constexpr int kEarly = RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
+  // The K-quants' units are 32 and 48 bytes (Q4_0's 20): half their batch
+  // goes before the activation, the rest after it.
+  constexpr bool kKQuant = T == WeightType::Q4_K || T == WeightType::Q5_K;
+  constexpr int kEarly = kKQuant ? RB / 2 : RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
   static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 == 1 || X8 == 3 || RB == 16)), "int8 x between GEMVs");
   static_assert(!kAny || (!Rope && !Narrow && RB == 16), "gx8's one kernel: the plain 16-row kernel only");
   // This launch reads x in int8 form / writes the next one's (kAny: as the host's x8 in launch_slab_as).
@@ -260,7 +265,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
 #pragma unroll
       for (int r = 0; r < RB; ++r) {
         if constexpr (kRead8) acc[r] = valid ? dot_q4_0_i8x16(wu[r].q, wu[r].d, x16) : 0.0f;
-        else if constexpr (I8) acc[r] = valid ? dot_q4_0_i8(wu[r].q, wu[r].d, xq) : 0.0f;
+        else if constexpr (I8) acc[r] = valid ? dot_unit_i8<T>(wu[r], xq, u) : 0.0f;
         else acc[r] = valid ? S::dot(wu[r], xr, u) : 0.0f;
       }
     }
@@ -462,6 +467,7 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
     case WeightType::Q8_0: { constexpr WeightType T = WeightType::Q8_0; BODY; break; }              \
     case WeightType::Q4_0: { constexpr WeightType T = WeightType::Q4_0; BODY; break; }              \
     case WeightType::Q4_K: { constexpr WeightType T = WeightType::Q4_K; BODY; break; }              \
+    case WeightType::Q5_K: { constexpr WeightType T = WeightType::Q5_K; BODY; break; }              \
     case WeightType::Q6_K: { constexpr WeightType T = WeightType::Q6_K; BODY; break; }              \
     default: fail("CUDA backend: unsupported weight type %s", ggml_type_name(static_cast<uint32_t>(t))); \
   }
@@ -474,7 +480,7 @@ template <WeightType T, bool Pipe>
 bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   using S = Slab<T>;
   const int rows = static_cast<int>(w.rows);
-  const int nb = static_cast<int>(w.cols / (T == WeightType::Q4_K || T == WeightType::Q6_K ? kQKK : kQK));
+  const int nb = static_cast<int>(w.cols / weight_traits_block(T));
   const int units = nb * S::kUnitsPerBlock;
   const int slice = std::clamp(cuda_tuning().slab_slice / 32 * 32, 32, kMaxSlabWarps * 32);
   const bool rope = a.rope.inv_freq != nullptr && units <= slice && !accumulate;
@@ -487,23 +493,34 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   static int sms = 0;
   if (sms == 0) LONGKV_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const bool pdl = cuda_tuning().pdl;
-  const bool i8 = T == WeightType::Q4_0 && cuda_tuning().gemv_i8x;
+  const bool i8 = slab_int8(T) && cuda_tuning().gemv_i8x;
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
-  const bool xc = Pipe && i8 && cuda_tuning().gemv_x_coalesced;
+  const bool xc = T == WeightType::Q4_0 && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
+  // The K-quants' f32 kernel keeps milestone 2's order (launch_slab); their
+  // int8 kernels take their kRB rows a batch only (Q4_K 8, Q5_K 4): more of
+  // their 32- and 48-byte units would pass the 128 registers a lane has
+  // (ptxas spills).
+  constexpr bool kK = T == WeightType::Q4_K || T == WeightType::Q5_K;
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
-  Kernel kernels[4] = {rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB>
-                            : gemv_slab_kernel<T, Pipe, false, false, S::kRB>,
-                       nullptr, nullptr, nullptr};
+  Kernel kernels[4] = {nullptr, nullptr, nullptr, nullptr};
+  if constexpr (!(kK && Pipe))
+    kernels[0] = rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB> : gemv_slab_kernel<T, Pipe, false, false, S::kRB>;
   int rbs[4] = {S::kRB, 8, 16, 16};
   // The int8 kernels with (X) or without coalesced x; X only where Pipe.
   auto i8_kernels = [&](auto x_c) {
     constexpr bool X = decltype(x_c)::value;
-    kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, X>
-                      : gemv_slab_kernel<T, Pipe, false, true, 8, false, X>;
-    kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, X>
-                      : gemv_slab_kernel<T, Pipe, false, true, 16, false, X>;
-    kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
-                      : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
+    if constexpr (kK) {
+      kernels[1] = kernels[2] = kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, S::kRB, false, X>
+                                                  : gemv_slab_kernel<T, Pipe, false, true, S::kRB, false, X>;
+      rbs[1] = rbs[2] = rbs[3] = S::kRB;
+    } else {
+      kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, X>
+                        : gemv_slab_kernel<T, Pipe, false, true, 8, false, X>;
+      kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, X>
+                        : gemv_slab_kernel<T, Pipe, false, true, 16, false, X>;
+      kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, X>
+                        : gemv_slab_kernel<T, Pipe, false, true, 16, true, X>;
+    }
   };
   // Int8 x between GEMVs (GemvAct::X8): 1 this launch reads it, 2 writes it.
   const int x8 = a.x8_in.q && a.kind == GemvAct::rmsnorm ? 1 : a.x8_out.q && a.kind == GemvAct::plain ? 2 : 0;
@@ -545,6 +562,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
       }
     }
     if (!xc) i8_kernels(std::false_type{});
+  } else if constexpr (kK) {
+    if (i8) i8_kernels(std::false_type{});
   }
   // Dynamic shared memory of variant v over `warps` warps (coalesced x
   // only; the int8 x reader loads no f32 x).
@@ -562,8 +581,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     int v = 0;
     // 16-row batches (fewer blocks, each loading and quantizing x once for
     // more rows) while every SM still gets a block, else 8 (CudaTuning::gemv_rows_per_batch).
-    if (i8) v = (rows + 15) / 16 >= sms ? 2 : 1;
-    if (i8 && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
+    if (i8) v = !kK && (rows + 15) / 16 >= sms ? 2 : 1;
+    if (i8 && !kK && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
     // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
     // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
@@ -579,12 +598,16 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   return rope;
 }
 
-// The K-quants keep milestone 2's order: with a second batch in flight their
-// 32-byte units exceed the 128 registers a lane may use here (ptxas spills).
+// The K-quants keep milestone 2's order with f32 activations: with a second
+// batch in flight their 32-byte units and 32 floats of x exceed the 128
+// registers a lane may use here (ptxas spills). With int8 activations (x in
+// 12 registers) Q4_K and Q5_K are pipelined too (milestone 61).
 template <WeightType T>
 bool launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   if constexpr (T == WeightType::Q4_0 || T == WeightType::Q8_0) {
     if (cuda_tuning().gemv_pipe) return launch_slab_as<T, true>(w, a, y, accumulate, s);
+  } else if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
+    if (cuda_tuning().gemv_pipe && cuda_tuning().gemv_i8x) return launch_slab_as<T, true>(w, a, y, accumulate, s);
   }
   return launch_slab_as<T, false>(w, a, y, accumulate, s);
 }

@@ -54,10 +54,10 @@ __device__ __forceinline__ void load_unit_pair(const float* p, const float* q, i
   }
 }
 
-// Q4_K's per-unit sums of the (transformed) activations.
+// Q4_K's and Q5_K's per-unit sums of the (transformed) activations.
 template <WeightType T>
 __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
-  if constexpr (T == WeightType::Q4_K) {
+  if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
     xr.sum_lo = xr.sum_hi = 0;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -70,7 +70,7 @@ __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
 // The unit's activations with the op before the GEMV applied as they are
 // loaded: RMSNorm scales by inv_rms * norm (norm read at the same offsets as
 // x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
-// rmsnorm_kernel / swiglu_kernel. Q4_K's per-unit sums follow the new values.
+// rmsnorm_kernel / swiglu_kernel. Q4_K's / Q5_K's per-unit sums follow the new values.
 template <WeightType T, bool XC, bool Pair = true>
 __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& xs, float inv_rms,
                                            typename Slab<T>::X& xr) {

@@ -1,8 +1,8 @@
 // Device-side decoding of the weight formats as they lie on the GPU, per
 // element (dequantize, embedding rows) and per 16-byte "unit" (the GEMV).
 //
-// GPU row layout (upload_weight): F32/F16/BF16 and Q4_K (144-byte blocks)
-// as stored; Q4_0, Q8_0 and Q6_K, whose 18/34/210-byte blocks cannot be read
+// GPU row layout (upload_weight): F32/F16/BF16, Q4_K and Q5_K (144- and
+// 176-byte blocks, 16-byte multiples) as stored; Q4_0, Q8_0 and Q6_K, whose 18/34/210-byte blocks cannot be read
 // with aligned 16-byte loads in place, are split per row into the blocks'
 // 16-byte-aligned bodies (Q4_0: qs[16], Q8_0: qs[32], Q6_K: ql|qh|scales,
 // 208 bytes) followed by the blocks' f16 scales d, 2 bytes each. Same bits,
@@ -30,7 +30,9 @@ __host__ __device__ constexpr int split_body_bytes(WeightType t) {
 
 // Elements per block (1 for the plain float formats).
 __host__ __device__ constexpr int weight_traits_block(WeightType t) {
-  return t == WeightType::Q4_K || t == WeightType::Q6_K ? kQKK : t == WeightType::Q4_0 || t == WeightType::Q8_0 ? kQK : 1;
+  return t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K ? kQKK
+         : t == WeightType::Q4_0 || t == WeightType::Q8_0                      ? kQK
+                                                                                : 1;
 }
 
 // Sub-block j (0..7) scale and min of a Q4_K block (same bit layout as
@@ -63,13 +65,15 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
     const int j = static_cast<int>(i % kQK);
     const int q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
     return ld_f16(row + 16 * nb + 2 * b) * static_cast<float>(q - 8);
-  } else if constexpr (T == WeightType::Q4_K) {
-    const uint8_t* b = row + (i / kQKK) * sizeof(BlockQ4_K);
-    const int e = static_cast<int>(i % kQKK), c = e / 64, w = e % 64;
-    const uint8_t* qs = b + 16 + 32 * c;
+  } else if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
+    constexpr bool kFive = T == WeightType::Q5_K;
+    const uint8_t* b = row + (i / kQKK) * (kFive ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
+    const int e = static_cast<int>(i % kQKK), c = e / 64, w = e % 64, l = w % 32;
+    const uint8_t* qs = b + (kFive ? 48 : 16) + 32 * c;
     int sc, m;
     q4k_scale_min(b + 4, 2 * c + (w >= 32), &sc, &m);
-    const int q = w < 32 ? (qs[w] & 0xF) : (qs[w - 32] >> 4);
+    int q = w < 32 ? (qs[l] & 0xF) : (qs[l] >> 4);
+    if constexpr (kFive) q += 16 * ((b[16 + l] >> (2 * c + (w >= 32))) & 1);
     return ld_f16(b) * sc * q - ld_f16(b + 2) * m;
   } else {  // Q6_K
     const int64_t blk = i / kQKK;
@@ -215,6 +219,7 @@ struct XI8 {
   int q[8];  // packed int8: q[j] = elements 4j..4j+3 (j < 4), 16 + 4(j-4).. (j >= 4)
   float dx;  // scale of the unit's activations
   int off;   // 8 * sum of q (Q4_0's offset of 8, folded once)
+  int s_lo, s_hi;  // sums of q over elements 0..15 and 16..31 (the K-quants' mins)
 };
 
 // Full-rate instructions only (milestone 33; the same bits as milestone 13's
@@ -233,7 +238,7 @@ __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
   r.dx = amax / 127.0f;
   const float inv = amax > 0 ? 127.0f / amax : 0.0f;
   constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
-  int s = 0;
+  int s[2] = {0, 0};
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const int e0 = j < 4 ? 4 * j : 16 + 4 * (j - 4);
@@ -242,9 +247,11 @@ __device__ __forceinline__ void quantize_x_i8(const float (&v)[32], XI8& r) {
     for (int k = 0; k < 4; ++k) b[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[e0 + k], inv), kRound));
     const uint32_t w = __byte_perm(__byte_perm(b[0], b[1], 0x0040), __byte_perm(b[2], b[3], 0x0040), 0x5410);
     r.q[j] = static_cast<int>(w);
-    s = __dp4a(static_cast<int>(w), 0x01010101, s);
+    s[j / 4] = __dp4a(static_cast<int>(w), 0x01010101, s[j / 4]);
   }
-  r.off = 8 * s;
+  r.s_lo = s[0];
+  r.s_hi = s[1];
+  r.off = 8 * (s[0] + s[1]);
 }
 
 // Q4_0 unit (byte k: low nibble = element k, high = element 16 + k) . XI8.
@@ -356,13 +363,34 @@ struct Slab<WeightType::Q4_K> {  // unit = 16 quant bytes: 16 low + 16 high nibb
     const uint8_t* b = row + 144 * (u / 8);
     return {ldg16(b + 16 + 16 * (u % 8)), ldg16(b)};
   }
+  // The unit's codes, a byte each: lo sub-block 2c's 16 (the low nibbles),
+  // hi sub-block 2c + 1's (the high ones).
+  __device__ static void codes(const Unit& w, uint32_t (&lo)[4], uint32_t (&hi)[4]) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      lo[j] = q[j] & 0x0F0F0F0Fu;
+      hi[j] = (q[j] >> 4) & 0x0F0F0F0Fu;
+    }
+  }
   __device__ static float dot(const Unit& w, const X& xr, int u) {
+    uint32_t lo[4], hi[4];
+    codes(w, lo, hi);
+    return dot_codes(w.h, lo, hi, xr, u);
+  }
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
+    uint32_t lo[4], hi[4];
+    codes(w, lo, hi);
+    return dot_codes_i8(w.h, lo, hi, x, u);
+  }
+  // Sub-blocks 2c and 2c + 1's 6-bit scales and mins from the block header h
+  // (q4k_scale_min's layout, read from its words).
+  __device__ static void scale_min(const uint4& h, int u, int (&sc)[2], int (&m)[2]) {
     const int c = (u % 8) / 2, jj = (2 * c) & 3;
-    int sc[2], m[2];
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       const int sh = 8 * (jj + k);
-      const uint32_t a = (w.h.y >> sh) & 0xFF, b = (w.h.z >> sh) & 0xFF, cc = (w.h.w >> sh) & 0xFF;
+      const uint32_t a = (h.y >> sh) & 0xFF, b = (h.z >> sh) & 0xFF, cc = (h.w >> sh) & 0xFF;
       if (c < 2) {
         sc[k] = a & 63;
         m[k] = b & 63;
@@ -371,18 +399,93 @@ struct Slab<WeightType::Q4_K> {  // unit = 16 quant bytes: 16 low + 16 high nibb
         m[k] = (cc >> 4) | ((b >> 6) << 4);
       }
     }
-    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+  }
+  __device__ static float d_of(const uint4& h) { return __half2float(__ushort_as_half(static_cast<uint16_t>(h.x & 0xFFFF))); }
+  __device__ static float dmin_of(const uint4& h) { return __half2float(__ushort_as_half(static_cast<uint16_t>(h.x >> 16))); }
+  // The codes (Q5_K's reach 31) against f32 x, with the header's scales and mins.
+  __device__ static float dot_codes(const uint4& h, const uint32_t (&lo4)[4], const uint32_t (&hi4)[4], const X& xr,
+                                    int u) {
+    int sc[2], m[2];
+    scale_min(h, u, sc, m);
     float lo = 0, hi = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      lo = dot4<0>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, lo);
-      hi = dot4<0>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, hi);
+      lo = dot4<0>(lo4[j], xr.v + 4 * j, lo);
+      hi = dot4<0>(hi4[j], xr.v + 16 + 4 * j, hi);
     }
-    const float d = __half2float(__ushort_as_half(static_cast<uint16_t>(w.h.x & 0xFFFF)));
-    const float dmin = __half2float(__ushort_as_half(static_cast<uint16_t>(w.h.x >> 16)));
-    return d * (sc[0] * lo + sc[1] * hi) - dmin * (m[0] * xr.sum_lo + m[1] * xr.sum_hi);
+    return d_of(h) * (sc[0] * lo + sc[1] * hi) - dmin_of(h) * (m[0] * xr.sum_lo + m[1] * xr.sum_hi);
+  }
+  // The same against int8 x (quantize_x_i8 of the unit's 32 activations in
+  // X's order: q[0..3] the low codes' elements, q[4..7] the high ones'):
+  //   dx * (d * (sc0 s0 + sc1 s1) - dmin * (m0 S0 + m1 S1)),
+  // s the codes' dp4a sums, S the halves' sums of q. Both brackets are exact
+  // integers below 2^24 (63 * 2 * 16 * 31 * 127 < 2^23), so exact in float
+  // too: the error is the activations' rounding, as the Q4_0 int8 GEMV's.
+  __device__ static float dot_codes_i8(const uint4& h, const uint32_t (&lo4)[4], const uint32_t (&hi4)[4],
+                                       const XI8& x, int u) {
+    int sc[2], m[2];
+    scale_min(h, u, sc, m);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s0 = dp4a_u8s8(lo4[j], x.q[j], s0);
+      s1 = dp4a_u8s8(hi4[j], x.q[4 + j], s1);
+    }
+    const float codes = static_cast<float>(sc[0] * s0 + sc[1] * s1);
+    const float mins = static_cast<float>(m[0] * x.s_lo + m[1] * x.s_hi);
+    return x.dx * (d_of(h) * codes - dmin_of(h) * mins);
   }
 };
+
+// Q5_K: Q4_K's unit (16 bytes of qs: 16 low + 16 high nibbles) plus the 16
+// bytes of qh at the same positions, whose bits 2c and 2c + 1 are the fifth
+// code bits of chunk c's low and high nibbles. Block: header 16 bytes,
+// qh 32 at 16, qs 128 at 48, all 16-byte aligned in the stored layout.
+template <>
+struct Slab<WeightType::Q5_K> {
+  using K4 = Slab<WeightType::Q4_K>;
+  // 4 rows a batch: 8 of its 48-byte units spill (ptxas -v, milestone 61)
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
+  struct Unit { uint4 q; uint4 h; uint4 qh; };
+  using X = K4::X;
+  __device__ static void load_x(const float* x, int u, X& xr) { K4::load_x(x, u, xr); }
+  __device__ static Unit load(const uint8_t* row, int u, int) {
+    const uint8_t* b = row + 176 * (u / 8);
+    return {ldg16(b + 48 + 16 * (u % 8)), ldg16(b), ldg16(b + 16 + 16 * (u % 2))};
+  }
+  // Q4_K's nibbles with the fifth bits or-ed in as 16.
+  __device__ static void codes(const Unit& w, int u, uint32_t (&lo)[4], uint32_t (&hi)[4]) {
+    const int c = (u % 8) / 2;
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      lo[j] = (q[j] & 0x0F0F0F0Fu) | (((qh[j] >> (2 * c)) & 0x01010101u) << 4);
+      hi[j] = ((q[j] >> 4) & 0x0F0F0F0Fu) | (((qh[j] >> (2 * c + 1)) & 0x01010101u) << 4);
+    }
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    uint32_t lo[4], hi[4];
+    codes(w, u, lo, hi);
+    return K4::dot_codes(w.h, lo, hi, xr, u);
+  }
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
+    uint32_t lo[4], hi[4];
+    codes(w, u, lo, hi);
+    return K4::dot_codes_i8(w.h, lo, hi, x, u);
+  }
+};
+
+// A unit's product with int8 activations (the slab kernel's I8 form).
+template <WeightType T>
+__device__ __forceinline__ float dot_unit_i8(const typename Slab<T>::Unit& w, const XI8& x, int u) {
+  if constexpr (T == WeightType::Q4_0) return dot_q4_0_i8(w.q, w.d, x);
+  else return Slab<T>::dot_i8(w, x, u);
+}
+
+// Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
+__host__ __device__ constexpr bool slab_int8(WeightType t) {
+  return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K;
+}
 
 template <>
 struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2)
