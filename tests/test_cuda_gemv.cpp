@@ -65,7 +65,9 @@ double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
 // its product dx * (d * sum sc code q - dmin * sum m q) with sub-blocks 2c
 // and 2c + 1's 6-bit scales and mins (unpacked here from the FORMATS.md
 // layout); summed in double.
+double dot_q6_k_i8x_ref(const uint8_t* row, const float* x, int cols);
 double dot_k_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols) {
+  if (t == WeightType::Q6_K) return dot_q6_k_i8x_ref(row, x, cols);
   const bool five = t == WeightType::Q5_K;
   const int bytes = five ? 176 : 144, qs_at = five ? 48 : 16;
   auto f16 = [](const uint8_t* p) {
@@ -113,8 +115,47 @@ double dot_k_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols)
   return s;
 }
 
+// Q6_K with int8 activations (Slab<Q6_K>::dot_i8): a unit is half h, 16
+// positions from 16 lh and quarters qa and qa + 2 of a block; its 32
+// activations the first quarter's elements (256b + 128h + 32qa + 16lh ..)
+// then the other's (+ 64), quantized by the rule above, and its product
+// dx * sum d sc (code - 32) q, the scale of each 16 positions of a quarter
+// (FORMATS.md: sc[8h + lh + 2k] for quarter k); summed in double.
+double dot_q6_k_i8x_ref(const uint8_t* row, const float* x, int cols) {
+  double s = 0;
+  for (int b = 0; b < cols / kQKK; ++b) {
+    const uint8_t* blk = row + 210 * b;
+    f16_t dh;
+    std::memcpy(&dh, blk + 208, 2);
+    const float d = f16_to_f32(dh);
+    for (int u = 0; u < 8; ++u) {
+      const int h = u / 4, lh = (u / 2) % 2, qa = u % 2;
+      float v[32];
+      for (int i = 0; i < 32; ++i) v[i] = x[kQKK * b + 128 * h + 32 * qa + 16 * lh + (i < 16 ? i : 64 + i - 16)];
+      float amax = 0;
+      for (float f : v) amax = std::max(amax, std::fabs(f));
+      const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+      for (int half = 0; half < 2; ++half) {
+        const int k = qa + 2 * half;  // the quarter
+        int64_t dot = 0;
+        for (int i = 0; i < 16; ++i) {
+          const int l = 16 * lh + i;
+          const uint8_t lo = blk[64 * h + l + 32 * (k & 1)];
+          const int code = ((k < 2 ? lo & 0xF : lo >> 4) | (((blk[128 + 32 * h + l] >> (2 * k)) & 3) << 4)) - 32;
+          dot += code * static_cast<int>(std::nearbyint(v[16 * half + i] * inv));
+        }
+        const int8_t sc = static_cast<int8_t>(blk[192 + 8 * h + lh + 2 * k]);
+        s += static_cast<double>(dx) * static_cast<double>(d * sc) * static_cast<double>(dot);
+      }
+    }
+  }
+  return s;
+}
+
 // The formats whose slab GEMV takes int8 activations when gemv_i8x is on.
-bool int8_format(WeightType t) { return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K; }
+bool int8_format(WeightType t) {
+  return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K;
+}
 
 // The f16 batch GEMV's rule (gemv_batch_h16.cu): each weight d (n - 8)
 // rounded to f16 (the f32 product of an f16 and a small integer is exact,

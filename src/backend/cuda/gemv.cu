@@ -111,7 +111,7 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
 // shared arrays, so one barrier per batch suffices (a buffer is rewritten
 // only after the next barrier, which its readers have passed).
 // Rope: a.rope applied in the store (one slice, not accumulating; RB even).
-// I8 (Q4_0, and since milestone 61 Q4_K and Q5_K): int8 activations,
+// I8 (Q4_0, and since milestone 61 Q4_K, Q5_K and Q6_K): int8 activations,
 // dot_unit_i8. RB: rows per batch.
 // Narrow (milestone 17, CudaTuning::gemv_prefetch): blocks of 4 warps (rows
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
                                                                       GemvAct a, float* __restrict__ y,
                                                                       bool accumulate) {
   using S = Slab<T>;
-  static_assert(!I8 || slab_int8(T), "int8 activations: Q4_0, Q4_K and Q5_K");
+  static_assert(!I8 || slab_int8(T), "int8 activations: Q4_0 and the K-quants");
   static_assert(!XC || T == WeightType::Q4_0, "coalesced x: Q4_0's contiguous units only");
   __shared__ float red[Pipe ? 2 : 1][RB][kMaxSlabWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   constexpr bool kAnyEarly16 = X8 == 6;         // kAny whose readers request all RB rows before the wait
   // The K-quants' units are 32 and 48 bytes (Q4_0's 20): half their batch
   // goes before the activation, the rest after it.
-  constexpr bool kKQuant = T == WeightType::Q4_K || T == WeightType::Q5_K;
+  constexpr bool kKQuant = slab_kquant(T);
   constexpr int kEarly = kKQuant ? RB / 2 : RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
   static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 == 1 || X8 == 3 || RB == 16)), "int8 x between GEMVs");
   static_assert(!kAny || (!Rope && !Narrow && RB == 16), "gx8's one kernel: the plain 16-row kernel only");
@@ -497,10 +497,10 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
   const bool xc = T == WeightType::Q4_0 && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   // The K-quants' f32 kernel keeps milestone 2's order (launch_slab); their
-  // int8 kernels take their kRB rows a batch only (Q4_K 8, Q5_K 4): more of
-  // their 32- and 48-byte units would pass the 128 registers a lane has
-  // (ptxas spills).
-  constexpr bool kK = T == WeightType::Q4_K || T == WeightType::Q5_K;
+  // int8 kernels take their kRB rows a batch only (Q4_K 8, Q5_K and Q6_K 4):
+  // more of their 32- to 48-byte units would pass the 128 registers a lane
+  // has (ptxas spills).
+  constexpr bool kK = slab_kquant(T);
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {nullptr, nullptr, nullptr, nullptr};
   if constexpr (!(kK && Pipe))
@@ -601,12 +601,12 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
 // The K-quants keep milestone 2's order with f32 activations: with a second
 // batch in flight their 32-byte units and 32 floats of x exceed the 128
 // registers a lane may use here (ptxas spills). With int8 activations (x in
-// 12 registers) Q4_K and Q5_K are pipelined too (milestone 61).
+// 12 registers) they are pipelined too (milestone 61).
 template <WeightType T>
 bool launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
   if constexpr (T == WeightType::Q4_0 || T == WeightType::Q8_0) {
     if (cuda_tuning().gemv_pipe) return launch_slab_as<T, true>(w, a, y, accumulate, s);
-  } else if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
+  } else if constexpr (slab_kquant(T)) {
     if (cuda_tuning().gemv_pipe && cuda_tuning().gemv_i8x) return launch_slab_as<T, true>(w, a, y, accumulate, s);
   }
   return launch_slab_as<T, false>(w, a, y, accumulate, s);

@@ -475,18 +475,6 @@ struct Slab<WeightType::Q5_K> {
   }
 };
 
-// A unit's product with int8 activations (the slab kernel's I8 form).
-template <WeightType T>
-__device__ __forceinline__ float dot_unit_i8(const typename Slab<T>::Unit& w, const XI8& x, int u) {
-  if constexpr (T == WeightType::Q4_0) return dot_q4_0_i8(w.q, w.d, x);
-  else return Slab<T>::dot_i8(w, x, u);
-}
-
-// Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
-__host__ __device__ constexpr bool slab_int8(WeightType t) {
-  return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K;
-}
-
 template <>
 struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2)
   static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
@@ -521,6 +509,38 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
     }
     return w.da * a + w.db * b;
   }
+  // Int8 x (milestone 61; XI8's halves are the two quarters'):
+  // dx * (da * (s0 - 32 S0) + db * (s1 - 32 S1)), s the unsigned codes'
+  // dp4a sums and S the halves' sums of q; both brackets exact integers.
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
+    const int qa = u % 2;
+    const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t ha = ((qh[j] >> (2 * qa)) & 0x03030303u) << 4, hb = ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
+      s0 = dp4a_u8s8((ql[j] & 0x0F0F0F0Fu) | ha, x.q[j], s0);
+      s1 = dp4a_u8s8(((ql[j] >> 4) & 0x0F0F0F0Fu) | hb, x.q[4 + j], s1);
+    }
+    return x.dx * (w.da * static_cast<float>(s0 - 32 * x.s_lo) + w.db * static_cast<float>(s1 - 32 * x.s_hi));
+  }
 };
+
+// A unit's product with int8 activations (the slab kernel's I8 form).
+template <WeightType T>
+__device__ __forceinline__ float dot_unit_i8(const typename Slab<T>::Unit& w, const XI8& x, int u) {
+  if constexpr (T == WeightType::Q4_0) return dot_q4_0_i8(w.q, w.d, x);
+  else return Slab<T>::dot_i8(w, x, u);
+}
+
+// Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
+__host__ __device__ constexpr bool slab_int8(WeightType t) {
+  return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K;
+}
+// The K-quants' slab kernels: their kRB rows a batch (their 32- to 48-byte
+// units), pipelined with int8 x only (launch_slab).
+__host__ __device__ constexpr bool slab_kquant(WeightType t) {
+  return t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K;
+}
 
 }  // namespace longkv::cuda
