@@ -339,6 +339,13 @@ TEST(Cli, BenchSyntheticPrintsTable) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("| 1 | f16 | pp16 | 0 |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| 1 | f16 | tg4 | 64 |"), std::string::npos) << r.out;
+  // llama.cpp's Q4_K_M mix: the model line names both formats, largest first.
+  auto m = run_cli("bench --synthetic tiny --wtype q4_k_m -p 0 -n 2 -d 0 --threads-list 1 --no-membw");
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  EXPECT_NE(m.out.find("weights Q4_K+Q6_K "), std::string::npos) << m.out;
+  EXPECT_NE(m.out.find("| 1 | f16 | tg2 | 0 |"), std::string::npos) << m.out;
+  expect_one_error_line(run_cli("bench --synthetic tiny --wtype q4_0_m -p 0 -n 1"),
+                        "unknown weight type 'q4_0_m' (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, q5_k_m)");
 }
 
 // --gpu-mem only sizes the --max-ctx and --batch searches; alone it is an

@@ -19,6 +19,7 @@
 #include "kv/kv_mode.h"
 #include "model/llama_model.h"
 #include "model/model_loader.h"
+#include "model/synthetic_model.h"
 #include "runtime/sampler.h"
 #include "test_cuda_util.h"
 #include "test_util.h"
@@ -381,6 +382,41 @@ TEST(Cuda, EvalModelKQuantDecodeMatchesCpuEngine) {
       std::printf("evalmodel %s decode %d steps GPU vs CPU (f16 KV), %s: worst nmse %.3g, top-1 agrees %d of %d\n",
                   name, kSteps, i8x ? "int8 activations" : "f32 products", worst, top1, kSteps);
     }
+  }
+}
+
+// A Q4_K_M file's layout (the synthetic mix's, SyntheticModel.KMMix...): Q4_K
+// with Q6_K for the output and for attn_v and ffn_down in the layers given
+// more bits (here layers 0 and 7 of 8, and 3 and 6), so q|k|v are not one
+// stacked matrix there and run as three GEMVs of two formats. Limits as above.
+TEST(Cuda, EvalModelQ4_KMMixDecodeMatchesCpuEngine) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  LoadedModel mix = eval_model_requantized("evalmodel-q4_k-mix.gguf", WeightType::Q4_K);
+  const LoadedModel six = eval_model_requantized("evalmodel-q6_k-mix.gguf", WeightType::Q6_K);
+  ModelWeights& w = mix.weights;
+  w.output = six.weights.output;
+  int mixed = 0;
+  for (int l = 0; l < w.cfg.n_layers; ++l) {
+    if (!more_bits_layer(l, w.cfg.n_layers)) continue;
+    w.layers[l].wv = six.weights.layers[l].wv;
+    w.layers[l].w_down = six.weights.layers[l].w_down;
+    ++mixed;
+  }
+  w.storage.insert(w.storage.end(), six.weights.storage.begin(), six.weights.storage.end());
+  ASSERT_GT(mixed, 0);
+  ASSERT_LT(mixed, w.cfg.n_layers);
+  ASSERT_EQ(w.weight_types(), "Q4_K+Q6_K");
+  constexpr int kSteps = 40;
+  for (bool i8x : {false, true}) {
+    cuda_tuning().gemv_i8x = i8x;
+    const auto [worst, top1] = decode_vs_cpu(w, kSteps);
+    cuda_tuning() = CudaTuning{};
+    EXPECT_LT(worst, i8x ? 2e-2 : 1e-5) << "i8x " << i8x;
+    EXPECT_GE(top1, i8x ? kSteps * 9 / 10 : kSteps - 1) << "i8x " << i8x;
+    std::printf("evalmodel Q4_K_M mix (%d of %d layers with Q6_K v and down) decode %d steps GPU vs CPU, %s: worst "
+                "nmse %.3g, top-1 agrees %d of %d\n",
+                mixed, w.cfg.n_layers, kSteps, i8x ? "int8 activations" : "f32 products", worst, top1, kSteps);
   }
 }
 

@@ -16,6 +16,7 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/model_loader.h"
+#include "model/synthetic_model.h"
 #include "test_util.h"
 
 namespace longkv {
@@ -856,6 +857,36 @@ TEST(SafetensorsReader, RealFileTilesExactly) {
   }
   EXPECT_EQ(st->data_offset() + total, fs::file_size(shared_path(kStoriesHf) + "/model.safetensors"));
   EXPECT_EQ(st->tensors().size(), 2u + 5u * 9u);  // tied: no lm_head
+}
+
+// The synthetic _M mixes follow llama.cpp's Q4_K_M / Q5_K_M layout: Q6_K for
+// the output and for attn_v and ffn_down in 16 of 32 layers (the first and
+// last four, and every third from layer 6), the base format elsewhere.
+TEST(SyntheticModel, KMMixGivesQ6_KWhereLlamaCppDoes) {
+  std::vector<int> more;
+  for (int l = 0; l < 32; ++l)
+    if (more_bits_layer(l, 32)) more.push_back(l);
+  EXPECT_EQ(more, (std::vector<int>{0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31}));
+  SyntheticWeights wt;
+  ASSERT_TRUE(parse_synthetic_weights("q4_k_m", &wt));
+  EXPECT_EQ(wt.name, "Q4_K_M");
+  EXPECT_FALSE(parse_synthetic_weights("q4_0_m", &wt));  // no such mix
+  EXPECT_FALSE(parse_synthetic_weights("q3_k", &wt));
+  ASSERT_TRUE(parse_synthetic_weights("Q5_K_M", &wt));
+  ThreadPool pool(1);
+  const ModelWeights w = make_synthetic_model(synthetic_config("tiny"), wt, 7, pool);  // 2 layers: layer 1 gets more
+  EXPECT_EQ(w.tok_embd.type, WeightType::Q5_K);
+  EXPECT_EQ(w.output.type, WeightType::Q6_K);
+  for (int l = 0; l < 2; ++l) {
+    const WeightType more_type = l == 1 ? WeightType::Q6_K : WeightType::Q5_K;
+    EXPECT_EQ(w.layers[l].wv.type, more_type) << l;
+    EXPECT_EQ(w.layers[l].w_down.type, more_type) << l;
+    const LayerWeights& L = w.layers[l];
+    for (const WeightView* m : {&L.wq, &L.wk, &L.wo, &L.w_gate, &L.w_up}) EXPECT_EQ(m->type, WeightType::Q5_K) << l;
+  }
+  EXPECT_EQ(w.weight_types(), "Q5_K+Q6_K");
+  const ModelWeights one = make_synthetic_model(synthetic_config("tiny"), WeightType::Q8_0, 7, pool);
+  EXPECT_EQ(one.weight_types(), "Q8_0");
 }
 
 }  // namespace

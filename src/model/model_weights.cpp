@@ -1,5 +1,9 @@
 #include "model/model_weights.h"
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 namespace longkv {
 
 
@@ -14,6 +18,28 @@ size_t ModelWeights::weight_bytes() const {
     }
   }
   return total;
+}
+
+std::string ModelWeights::weight_types() const {
+  std::vector<std::pair<size_t, WeightType>> bytes;  // per type, in first-seen order
+  auto add = [&](const WeightView& m) {
+    if (!m) return;
+    for (auto& [n, t] : bytes) {
+      if (t == m.type) {
+        n += m.nbytes();
+        return;
+      }
+    }
+    bytes.emplace_back(m.nbytes(), m.type);
+  };
+  add(tok_embd);
+  if (output.data != tok_embd.data) add(output);
+  for (const auto& l : layers)
+    for (const WeightView* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*m);
+  std::stable_sort(bytes.begin(), bytes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::string s;
+  for (const auto& [n, t] : bytes) s += (s.empty() ? "" : "+") + std::string(weight_traits(t).name);
+  return s;
 }
 
 }  // namespace longkv

@@ -58,6 +58,9 @@ struct ModelWeights {
 
   // Bytes of all weight matrices (what one decode step streams).
   size_t weight_bytes() const;
+  // The matrices' formats, most bytes first, joined by '+': "Q8_0", or
+  // "Q4_K+Q6_K" for a llama.cpp Q4_K_M file (the token embedding counted).
+  std::string weight_types() const;
 };
 
 }  // namespace longkv

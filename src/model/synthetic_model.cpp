@@ -113,11 +113,38 @@ ModelConfig synthetic_config(const std::string& shape) {
   fail("unknown synthetic model '%s' (known: %s)", shape.c_str(), names.c_str());
 }
 
+bool parse_synthetic_weights(const std::string& name, SyntheticWeights* out) {
+  SyntheticWeights w;
+  std::string base = name;
+  if (base.size() > 2 && (base.substr(base.size() - 2) == "_m" || base.substr(base.size() - 2) == "_M")) {
+    base.resize(base.size() - 2);
+    w.k_m = true;
+  }
+  if (!parse_weight_type(base, &w.base)) return false;
+  if (w.k_m && w.base != WeightType::Q4_K && w.base != WeightType::Q5_K) return false;
+  w.name = std::string(weight_traits(w.base).name) + (w.k_m ? "_M" : "");
+  *out = w;
+  return true;
+}
+
+bool more_bits_layer(int layer, int n_layers) {
+  const int eighth = n_layers / 8;
+  return layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2;
+}
+
 ModelWeights make_synthetic_model(const ModelConfig& cfg, WeightType wtype, uint64_t seed, ThreadPool& pool) {
+  return make_synthetic_model(cfg, SyntheticWeights{wtype, false, weight_traits(wtype).name}, seed, pool);
+}
+
+ModelWeights make_synthetic_model(const ModelConfig& cfg, const SyntheticWeights& wt, uint64_t seed,
+                                  ThreadPool& pool) {
   ModelWeights w;
   w.cfg = cfg;
   w.source = "synthetic";
   uint64_t salt = seed;
+  WeightType wtype = wt.base;
+  // Q6_K where the _M mix gives more bits: set around the matrices it covers.
+  auto more = [&](bool yes) { wtype = wt.k_m && yes ? WeightType::Q6_K : wt.base; };
   auto matrix = [&](int64_t rows, int64_t cols) {
     LONGKV_CHECK(cols % weight_traits(wtype).block_size == 0, "%s rows of %lld do not split into %s blocks",
                  cfg.name.c_str(), static_cast<long long>(cols), weight_traits(wtype).name);
@@ -136,7 +163,9 @@ ModelWeights make_synthetic_model(const ModelConfig& cfg, WeightType wtype, uint
     return v;
   };
   w.tok_embd = matrix(cfg.n_vocab, cfg.dim);
+  more(true);
   w.output = matrix(cfg.n_vocab, cfg.dim);
+  more(false);
   w.output_norm.assign(cfg.dim, 1.0f);
   for (int l = 0; l < cfg.n_layers; ++l) {
     LayerWeights L;
@@ -144,11 +173,15 @@ ModelWeights make_synthetic_model(const ModelConfig& cfg, WeightType wtype, uint
     L.ffn_norm.assign(cfg.dim, 1.0f);
     L.wq = matrix(cfg.q_dim(), cfg.dim);
     L.wk = matrix(cfg.kv_dim(), cfg.dim);
+    more(more_bits_layer(l, cfg.n_layers));
     L.wv = matrix(cfg.kv_dim(), cfg.dim);
+    more(false);
     L.wo = matrix(cfg.dim, cfg.q_dim());
     L.w_gate = matrix(cfg.ffn_dim, cfg.dim);
     L.w_up = matrix(cfg.ffn_dim, cfg.dim);
+    more(more_bits_layer(l, cfg.n_layers));
     L.w_down = matrix(cfg.dim, cfg.ffn_dim);
+    more(false);
     if (cfg.arch == "qwen2") {
       L.bq.assign(cfg.q_dim(), 0.0f);
       L.bk.assign(cfg.kv_dim(), 0.0f);

@@ -67,11 +67,11 @@ int cmd_bench(const BenchOptions& o) {
     batches.push_back(b == "max" ? 0 : v);
   }
   for (const auto& m : o.kv_modes) parse_kv_mode(m);  // an unknown mode fails here, with its rule
-  WeightType wt = WeightType::F32;
+  SyntheticWeights wt;
   ModelConfig shape;
   if (!o.synthetic.empty()) {
-    LONGKV_CHECK(parse_weight_type(o.wtype, &wt), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
-                 o.wtype.c_str());
+    LONGKV_CHECK(parse_synthetic_weights(o.wtype, &wt),
+                 "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, q5_k_m)", o.wtype.c_str());
     shape = synthetic_config(o.synthetic);
   }
   const bool on_gpu = use_cuda_device(o.device);  // says why when it falls back to the CPU
@@ -80,7 +80,7 @@ int cmd_bench(const BenchOptions& o) {
   if (!o.synthetic.empty()) {
     const double t0 = now_seconds();
     lm.weights = make_synthetic_model(shape, wt, 1234, build_pool);
-    log_info("built %s with random %s weights (%s) in %.1f s", o.synthetic.c_str(), weight_traits(wt).name,
+    log_info("built %s with random %s weights (%s) in %.1f s", o.synthetic.c_str(), wt.name.c_str(),
              human_bytes(static_cast<double>(lm.weights.weight_bytes())).c_str(), now_seconds() - t0);
   } else {
     lm = load_model(o.model.model);
@@ -197,7 +197,9 @@ void register_bench(CLI::App& app) {
   std::string shapes;
   for (auto& s : synthetic_shape_names()) shapes += (shapes.empty() ? "" : ", ") + s;
   sub->add_option("--synthetic", o->synthetic, "Random weights of a named shape instead of a file: " + shapes);
-  sub->add_option("--wtype", o->wtype, "Weight type of the synthetic model (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)")
+  sub->add_option("--wtype", o->wtype,
+                  "Weight type of the synthetic model (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k; q4_k_m, q5_k_m: "
+                  "llama.cpp's mix, Q6_K for the output and half the layers' attn_v and ffn_down)")
       ->capture_default_str();
   sub->add_option("--threads-list", o->threads, "Thread counts to measure, e.g. 1,2 (default: -t or all)")
       ->delimiter(',')

@@ -106,7 +106,7 @@ std::string describe_model(const ModelWeights& w) {
                    "weights %s %s",
                    c.name.c_str(), c.arch.c_str(), w.source.c_str(), c.n_layers, c.dim, c.n_heads, c.n_kv_heads,
                    c.head_dim, c.ffn_dim, c.n_vocab, c.ctx_len, rope_style_name(c.rope), c.rope_base, scaling.c_str(),
-                   weight_traits(w.layers.empty() ? w.tok_embd.type : w.layers[0].wq.type).name,
+                   w.weight_types().c_str(),
                    human_bytes(static_cast<double>(w.weight_bytes())).c_str());
 }
 
