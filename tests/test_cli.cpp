@@ -262,23 +262,27 @@ TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
   expect_one_error_line(c, "ctx 256");
 }
 
-// convert --type q5_k / q4_k: the evaluation model's Q8_0 weights
-// requantized, through the GGUF writer, the reader and the CPU kernels. Each
-// bit more halves a K-quant's step, so Q5_K's predictions stay closer to the
-// Q8_0 model's than Q4_K's (KL to its saved logits, 2 windows of 256);
-// a fifth bit read from the wrong place would make Q5_K the worse of the two.
-// Measured here: KL 0.0130 (Q5_K) and 0.0439 (Q4_K); perplexity 320.16 for
-// Q8_0, 326.21 and 327.98 (our direct min/max fit, not ggml's search).
-TEST(Cli, ConvertToQ5_KStaysCloserToTheModelThanQ4_K) {
+// convert --type q5_k / q4_k / q3_k / q2_k: the evaluation model's Q8_0
+// weights requantized, through the GGUF writer, the reader and the CPU
+// kernels. Each bit more halves a K-quant's step, so each format's
+// predictions stay closer to the Q8_0 model's than the next smaller one's
+// (KL to its saved logits, 2 windows of 256); a code bit read from the wrong
+// place would break the order. Measured here: KL 0.0130 (Q5_K), 0.0439
+// (Q4_K), 0.167 (Q3_K), 0.932 (Q2_K); perplexity 320.16 for Q8_0, 326.21,
+// 327.98, 374.12 and 778.50 (our direct fits, not ggml's search: Q2_K's
+// min/max fit of 16 elements is crude, and llama.cpp's Q2_K files keep
+// attn_v, ffn_down and the output at 3 to 6 bits).
+TEST(Cli, ConvertKQuantsLoseLessWithEachBit) {
   LONGKV_REQUIRE_SHARED(kEval);
   const std::string dir = test::temp_dir(), base = dir + "/q8_0.lp";
   const std::string window = " -f " + shared_path(kWiki) + " --ctx 256 --chunks 2 --kv f32";
   auto a = run_cli("perplexity -m " + shared_path(kEval) + window + " --save-logits " + base);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   const double ppl_q8 = parse_ppl(a.out, "f32");
-  double kl[2] = {0, 0}, ppl[2] = {0, 0};
-  const char* types[2] = {"q5_k", "q4_k"};
-  for (int i = 0; i < 2; ++i) {
+  constexpr int kTypes = 4;
+  double kl[kTypes] = {}, ppl[kTypes] = {};
+  const char* types[kTypes] = {"q5_k", "q4_k", "q3_k", "q2_k"};
+  for (int i = 0; i < kTypes; ++i) {
     SCOPED_TRACE(types[i]);
     const std::string out = dir + "/eval-" + types[i] + ".gguf";
     auto c = run_cli("convert -m " + shared_path(kEval) + " -o " + out + " --type " + types[i]);
@@ -290,10 +294,11 @@ TEST(Cli, ConvertToQ5_KStaysCloserToTheModelThanQ4_K) {
         << r.out;
     kl[i] = std::stod(m[1].str());
     ppl[i] = parse_ppl(r.out, "f32");
+    std::printf("evalmodel 2x256 tokens: ppl Q8_0 %.4f, %s %.4f (KL %.5f)\n", ppl_q8, types[i], ppl[i], kl[i]);
   }
-  std::printf("evalmodel 2x256 tokens: ppl Q8_0 %.4f, Q5_K %.4f (KL %.5f), Q4_K %.4f (KL %.5f)\n", ppl_q8, ppl[0],
-              kl[0], ppl[1], kl[1]);
   EXPECT_LT(kl[0], 0.5 * kl[1]);
+  EXPECT_LT(kl[1], 0.5 * kl[2]);
+  EXPECT_LT(kl[2], 0.5 * kl[3]);
   EXPECT_GT(kl[0], 0.0);
   EXPECT_LT(kl[0], 0.03);
 }
@@ -345,7 +350,7 @@ TEST(Cli, BenchSyntheticPrintsTable) {
   EXPECT_NE(m.out.find("weights Q4_K+Q6_K "), std::string::npos) << m.out;
   EXPECT_NE(m.out.find("| 1 | f16 | tg2 | 0 |"), std::string::npos) << m.out;
   expect_one_error_line(run_cli("bench --synthetic tiny --wtype q4_0_m -p 0 -n 1"),
-                        "unknown weight type 'q4_0_m' (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, q4_k_m, q5_k_m)");
+                        "unknown weight type 'q4_0_m' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m)");
 }
 
 // --gpu-mem only sizes the --max-ctx and --batch searches; alone it is an

@@ -356,7 +356,7 @@ LoadedModel eval_model_requantized(const char* name, WeightType type = WeightTyp
   return load_model(q4);
 }
 
-// Q4_K, Q5_K and Q6_K weights (the formats of Q4_K_M / Q5_K_M files): the slab
+// The K-quants' weights (the formats of Q2_K, Q3_K_M, Q4_K_M, Q5_K_M files): the slab
 // GEMV's units, the GEMM's dequantized tiles and the embedding row, against
 // the CPU engine on the same weights. With exact products (gemv_i8x off)
 // both sides take f32 products of the same decoded values, so the limit is
@@ -367,7 +367,7 @@ LoadedModel eval_model_requantized(const char* name, WeightType type = WeightTyp
 TEST(Cuda, EvalModelKQuantDecodeMatchesCpuEngine) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  for (WeightType t : {WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
+  for (WeightType t : {WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
     const char* name = weight_traits(t).name;
     LoadedModel lm = eval_model_requantized((std::string("evalmodel-") + name + ".gguf").c_str(), t);
     ASSERT_EQ(lm.weights.layers[0].wq.type, t);

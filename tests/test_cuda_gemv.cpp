@@ -66,8 +66,10 @@ double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
 // and 2c + 1's 6-bit scales and mins (unpacked here from the FORMATS.md
 // layout); summed in double.
 double dot_q6_k_i8x_ref(const uint8_t* row, const float* x, int cols);
+double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols);
 double dot_k_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols) {
   if (t == WeightType::Q6_K) return dot_q6_k_i8x_ref(row, x, cols);
+  if (t == WeightType::Q2_K || t == WeightType::Q3_K) return dot_low_bit_i8x_ref(t, row, x, cols);
   const bool five = t == WeightType::Q5_K;
   const int bytes = five ? 176 : 144, qs_at = five ? 48 : 16;
   auto f16 = [](const uint8_t* p) {
@@ -152,9 +154,63 @@ double dot_q6_k_i8x_ref(const uint8_t* row, const float* x, int cols) {
   return s;
 }
 
+// Q2_K / Q3_K with int8 activations (Slab<Q2_K>::dot_i8, Slab<Q3_K>::dot_i8):
+// Q6_K's units (half h, 16 positions from 16 lh, quarters p and p + 2) and
+// activations, the codes from the FORMATS.md layout (bits 2j of
+// qs[32h + l], Q3_K's third bit at bit 4h + j of hmask[l]); the product
+//   Q2_K: dx * sum_k (d (sc_k & 15) dot_k - dmin (sc_k >> 4) sum_k)
+//   Q3_K: dx * sum_k d (scale_k - 32) (dot_k - 4 sum_k), dot over codes 0..7;
+// summed in double.
+double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols) {
+  const bool q3 = t == WeightType::Q3_K;
+  const int bytes = q3 ? 110 : 84, qs_at = q3 ? 32 : 16;
+  auto f16 = [](const uint8_t* p) {
+    f16_t h;
+    std::memcpy(&h, p, 2);
+    return f16_to_f32(h);
+  };
+  double s = 0;
+  for (int b = 0; b < cols / kQKK; ++b) {
+    const uint8_t* blk = row + bytes * b;
+    const float d = f16(blk + (q3 ? 108 : 80)), dmin = q3 ? 0.0f : f16(blk + 82);
+    for (int u = 0; u < 8; ++u) {
+      const int h = u / 4, lh = (u / 2) % 2, p = u % 2;
+      float v[32];
+      for (int i = 0; i < 32; ++i) v[i] = x[kQKK * b + 128 * h + 32 * p + 16 * lh + (i < 16 ? i : 64 + i - 16)];
+      float amax = 0;
+      for (float f : v) amax = std::max(amax, std::fabs(f));
+      const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+      for (int half = 0; half < 2; ++half) {
+        const int j = p + 2 * half, sub = 8 * h + 2 * j + lh;
+        int64_t dot = 0, sum = 0;
+        for (int i = 0; i < 16; ++i) {
+          const int l = 16 * lh + i;
+          int code = (blk[qs_at + 32 * h + l] >> (2 * j)) & 3;
+          if (q3) code |= ((blk[l] >> (4 * h + j)) & 1) << 2;
+          const int q = static_cast<int>(std::nearbyint(v[16 * half + i] * inv));
+          dot += code * q;
+          sum += q;
+        }
+        if (q3) {
+          const uint8_t* sc = blk + 96;
+          const int scale = ((sc[sub % 8] >> (4 * (sub / 8))) & 0xF) | (((sc[8 + sub % 4] >> (2 * (sub / 4))) & 3) << 4);
+          s += static_cast<double>(dx) * static_cast<double>(d * static_cast<float>(scale - 32)) *
+               static_cast<double>(dot - 4 * sum);
+        } else {
+          const int sm = blk[sub];
+          s += static_cast<double>(dx) * (static_cast<double>(d) * static_cast<double>((sm & 0xF) * dot) -
+                                          static_cast<double>(dmin) * static_cast<double>((sm >> 4) * sum));
+        }
+      }
+    }
+  }
+  return s;
+}
+
 // The formats whose slab GEMV takes int8 activations when gemv_i8x is on.
 bool int8_format(WeightType t) {
-  return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K;
+  return t == WeightType::Q4_0 || t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K ||
+         t == WeightType::Q5_K || t == WeightType::Q6_K;
 }
 
 // The f16 batch GEMV's rule (gemv_batch_h16.cu): each weight d (n - 8)
@@ -176,7 +232,7 @@ double dot_q4_0_h16_ref(const void* row, const float* x, int cols) {
 }
 
 // What the single-token GEMV should give for row r: the exact product of the
-// dequantized weights (dot_row_ref), or for Q4_0, Q4_K and Q5_K through the
+// dequantized weights (dot_row_ref), or for Q4_0 and the K-quants through the
 // slab kernel with int8 activations the rules above.
 float gemv_ref(const WeightView& w, int r, const float* x, bool i8x) {
   const int cols = static_cast<int>(w.cols);
@@ -212,6 +268,9 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
       {WeightType::Q4_K, 11, 4352},
       // Q5_K: one slice (40 units), 17 blocks, and two slices (520 units)
       {WeightType::Q5_K, 37, 1280}, {WeightType::Q5_K, 11, 4352}, {WeightType::Q5_K, 5, 16640},
+      // Q2_K / Q3_K: one slice, 17 blocks, and two slices (520 units)
+      {WeightType::Q2_K, 37, 1280}, {WeightType::Q2_K, 11, 4352}, {WeightType::Q2_K, 5, 16640},
+      {WeightType::Q3_K, 37, 1280}, {WeightType::Q3_K, 11, 4352}, {WeightType::Q3_K, 5, 16640},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string(weight_traits(c.type).name) + " " + std::to_string(c.rows) + "x" +
@@ -335,7 +394,7 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
   const MatmulCase cases[] = {
       {WeightType::Q4_0, 97, 4096}, {WeightType::Q4_0, 17, 14336}, {WeightType::Q8_0, 1000, 544},
       {WeightType::Q4_K, 37, 1280}, {WeightType::Q6_K, 19, 768},   {WeightType::F16, 33, 264},
-      {WeightType::Q5_K, 29, 1536},
+      {WeightType::Q5_K, 29, 1536}, {WeightType::Q2_K, 29, 1536}, {WeightType::Q3_K, 31, 1280},
       {WeightType::Q4_0, 9001, 96},  // > 8192 rows: 4 rows per warp
       {WeightType::Q8_0, 23, 9216},  // 576 units: the slab kernel runs two column slices
   };
@@ -438,8 +497,8 @@ TEST(Cuda, Int8XLinkNarrowKernelMatchesWide) {
 // the host cost of a launch, for docs/cuda-notes.md.
 TEST(Cuda, GemvSpeedReport) {
   LONGKV_REQUIRE_CUDA();
-  for (WeightType t : {WeightType::Q4_0, WeightType::Q8_0, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K,
-                       WeightType::F16, WeightType::BF16}) {
+  for (WeightType t : {WeightType::Q4_0, WeightType::Q8_0, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
+                       WeightType::Q5_K, WeightType::Q6_K, WeightType::F16, WeightType::BF16}) {
     for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{6144, 4096}, std::pair{1024, 4096},
                              std::pair{14336, 4096}, std::pair{28672, 4096}, std::pair{4096, 14336},
                              std::pair{128256, 4096}}) {
@@ -468,7 +527,7 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
       {WeightType::Q4_0, 1500, 14336},  // 14 warps, 1 block per SM: ~1.4 batches each
       {WeightType::Q4_0, 40000, 64},   // 1 warp, 2 of 3 lanes idle
       {WeightType::Q8_0, 6000, 2048},  {WeightType::Q4_K, 6000, 4096}, {WeightType::Q6_K, 999, 1024},
-      {WeightType::Q5_K, 6000, 4096},
+      {WeightType::Q5_K, 6000, 4096}, {WeightType::Q2_K, 6000, 4096}, {WeightType::Q3_K, 999, 1024},
   };
   for (const auto& c : cases) {
     const ActCase in(c, 7 + c.rows, 31);
@@ -517,6 +576,7 @@ TEST(Cuda, GluStoreMatchesSwigluLoad) {
       {WeightType::Q4_K, 512, 2048},   // int8 x, 8-row batches, pipelined (milestone 61)
       {WeightType::Q6_K, 256, 768},
       {WeightType::Q5_K, 1280, 512},  // the evaluation model's shape
+      {WeightType::Q2_K, 1280, 512},  {WeightType::Q3_K, 1280, 512},
   };
   for (const auto& c : cases) {
     const auto gd = random_weight(c.type, c.ffn, c.dim, 61 + c.ffn), ud = random_weight(c.type, c.ffn, c.dim, 62),
@@ -567,6 +627,7 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
       {WeightType::F16, 322, 264, 64, 64, 4},        // dense kernel (2 rows a block)
       {WeightType::Q4_K, 1536, 1024, 128, 128, 10},  // slab kernel, int8 x, pipelined (milestone 61)
       {WeightType::Q5_K, 768, 512, 64, 64, 10},      // the evaluation model's q|k|v
+      {WeightType::Q2_K, 768, 512, 64, 64, 10},      {WeightType::Q3_K, 768, 512, 64, 64, 10},
       {WeightType::Q4_0, 130, 16416, 64, 64, 2},     // two column slices: rope_kernel after
   };
   for (const auto& c : cases) {

@@ -550,10 +550,11 @@ TEST(LoaderGguf, RejectsBadModels) {
   s = TinySpec{};
   s.dim = 256;
   s.heads = 4;
-  s.q_type = 11;  // Q3_K: valid GGUF, not a type we compute with
+  s.q_type = 23;  // IQ4_XS: valid GGUF, not a type we compute with
   EXPECT_ERROR(load_tiny(tiny_gguf(s)),
-               "model.gguf: tensor 'blk.0.attn_q.weight' has unsupported type Q3_K (longkv computes with F32, F16, "
-               "Q4_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16; a Q4_K_M, Q5_K_M, Q6_K or Q8_0 file of the model loads)");
+               "model.gguf: tensor 'blk.0.attn_q.weight' has unsupported type IQ4_XS (longkv computes with F32, F16, "
+               "Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, BF16; a Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K or Q8_0 file of "
+               "the model loads)");
 
   s = TinySpec{};
   s.kv = 3;
@@ -871,7 +872,8 @@ TEST(SyntheticModel, KMMixGivesQ6_KWhereLlamaCppDoes) {
   ASSERT_TRUE(parse_synthetic_weights("q4_k_m", &wt));
   EXPECT_EQ(wt.name, "Q4_K_M");
   EXPECT_FALSE(parse_synthetic_weights("q4_0_m", &wt));  // no such mix
-  EXPECT_FALSE(parse_synthetic_weights("q3_k", &wt));
+  EXPECT_FALSE(parse_synthetic_weights("q3_k_m", &wt));  // not (yet) the Q3_K_M mix
+  EXPECT_FALSE(parse_synthetic_weights("q4_1", &wt));
   ASSERT_TRUE(parse_synthetic_weights("Q5_K_M", &wt));
   ThreadPool pool(1);
   const ModelWeights w = make_synthetic_model(synthetic_config("tiny"), wt, 7, pool);  // 2 layers: layer 1 gets more

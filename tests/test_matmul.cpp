@@ -17,9 +17,21 @@
 namespace longkv {
 namespace {
 
-constexpr WeightType kAllTypes[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16,
-                                    WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K,
+constexpr WeightType kAllTypes[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16, WeightType::Q8_0,
+                                    WeightType::Q4_0, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
                                     WeightType::Q5_K, WeightType::Q6_K};
+constexpr WeightType kBlockTypes[] = {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q2_K, WeightType::Q3_K,
+                                      WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K};
+
+// Byte offsets of a block's fp16 d and (-1: none) dmin.
+int d_offset(WeightType t) {
+  return t == WeightType::Q6_K ? 208 : t == WeightType::Q2_K ? 80 : t == WeightType::Q3_K ? 108 : 0;
+}
+int dmin_offset(WeightType t) {
+  return t == WeightType::Q2_K ? 82 : t == WeightType::Q4_K || t == WeightType::Q5_K ? 2 : -1;
+}
+// Decodes whose d*sc*q - dmin*m may be one fused multiply-add: one rounding from the reference.
+bool affine_type(WeightType t) { return dmin_offset(t) >= 0; }
 
 // Odd sizes per block size: partial SIMD tails for the float types, odd
 // block counts (and a single block) for the quantized ones. 4352 and 8960
@@ -102,14 +114,13 @@ TEST(MatmulDot, FastMatchesReference) {
 // A wrong code or scale in one block moves the dot by far more than the
 // tolerance, so it must fail: flip one block's scale and check.
 TEST(MatmulDot, DetectsCorruptedBlock) {
-  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
+  for (WeightType t : kBlockTypes) {
     const int64_t n = weight_traits(t).block_size * 3;
     StoredMatrix w(t, 1, n, 7);
     std::vector<float> x(static_cast<size_t>(n), 1.0f);
     for (int64_t i = 0; i < n; ++i) x[i] = w.deq[i] > 0 ? 1.0f : -1.0f;  // sum |w|
     const float before = dot_row(t, w.data(), x.data(), n);
-    // the fp16 d: first two bytes of Q8_0/Q4_0/Q4_K/Q5_K blocks, last two of Q6_K
-    const size_t off = t == WeightType::Q6_K ? 208 : 0;
+    const size_t off = static_cast<size_t>(d_offset(t));
     const f16_t doubled = f32_to_f16(2.0f * [&] {
       f16_t h;
       std::memcpy(&h, w.data() + off, 2);
@@ -129,7 +140,7 @@ TEST(MatmulDot, DetectsCorruptedBlock) {
 // and -128 Q6_K scales, 6-bit Q4_K / Q5_K scales and mins of 63, all codes.
 TEST(MatmulDot, MatchesReferenceOnRandomBlockBits) {
   std::mt19937 rng(1234);
-  for (WeightType t : {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
+  for (WeightType t : kBlockTypes) {
     const WeightTypeTraits& tr = weight_traits(t);
     for (int64_t n : sizes_for(t)) {
       const int64_t nb = n / tr.block_size;
@@ -140,12 +151,8 @@ TEST(MatmulDot, MatchesReferenceOnRandomBlockBits) {
       for (int64_t i = 0; i < nb; ++i) {
         uint8_t* blk = row + i * tr.block_bytes;
         const f16_t d = f32_to_f16(scale(rng)), dmin = f32_to_f16(scale(rng));
-        if (t == WeightType::Q6_K) {
-          std::memcpy(blk + 208, &d, 2);
-        } else {
-          std::memcpy(blk, &d, 2);
-          if (t == WeightType::Q4_K || t == WeightType::Q5_K) std::memcpy(blk + 2, &dmin, 2);
-        }
+        std::memcpy(blk + d_offset(t), &d, 2);
+        if (dmin_offset(t) >= 0) std::memcpy(blk + dmin_offset(t), &dmin, 2);
       }
       std::vector<float> deq(static_cast<size_t>(n));
       tr.to_float_ref(row, deq.data(), n);
@@ -170,11 +177,10 @@ TEST(MatmulDequantize, FastMatchesReference) {
       std::vector<float> fast(static_cast<size_t>(n) + 1, -12345.0f);
       dequantize_row(t, w.data(), fast.data(), n);
       for (int64_t i = 0; i < n; ++i) {
-        // Q4_K / Q5_K may fuse d*sc*q - dmin*m into one FMA: one rounding apart.
         const float ref = w.deq[i];
         ASSERT_LE(std::fabs(fast[i] - ref), 4e-7f * (std::fabs(ref) + 1.0f))
             << weight_traits(t).name << " n=" << n << " i=" << i;
-        if (t != WeightType::Q4_K && t != WeightType::Q5_K) {
+        if (!affine_type(t)) {
           ASSERT_EQ(fast[i], ref) << weight_traits(t).name << " i=" << i;
         }
       }

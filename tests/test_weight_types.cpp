@@ -59,8 +59,9 @@ TEST(WeightTypesTraits, SupportedTypes) {
     int block, bytes;
   };
   const Expect expect[] = {{0, "F32", 1, 4},      {1, "F16", 1, 2},       {30, "BF16", 1, 2},
-                           {8, "Q8_0", 32, 34},   {2, "Q4_0", 32, 18},    {12, "Q4_K", 256, 144},
-                           {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210}};
+                           {8, "Q8_0", 32, 34},   {2, "Q4_0", 32, 18},    {10, "Q2_K", 256, 84},
+                           {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+                           {14, "Q6_K", 256, 210}};
   for (const auto& e : expect) {
     const WeightTypeTraits* t = weight_type_traits(e.id);
     ASSERT_NE(t, nullptr) << e.name;
@@ -77,7 +78,8 @@ TEST(WeightTypesTraits, SupportedTypes) {
     EXPECT_EQ(bb, e.bytes);
   }
   EXPECT_EQ(weight_type_traits(3), nullptr);   // Q4_1: known, unsupported
-  EXPECT_EQ(weight_type_traits(11), nullptr);  // Q3_K
+  EXPECT_EQ(weight_type_traits(6), nullptr);   // Q5_0
+  EXPECT_EQ(weight_type_traits(23), nullptr);  // IQ4_XS
   EXPECT_EQ(weight_type_traits(4), nullptr);   // removed id
   EXPECT_EQ(weight_type_traits(12345), nullptr);
 }
@@ -133,7 +135,10 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_TRUE(parse_weight_type("q5_K", &t));
   EXPECT_EQ(t, WeightType::Q5_K);
   t = WeightType::F16;
-  EXPECT_FALSE(parse_weight_type("q3_k", &t));  // a ggml type we cannot compute with
+  EXPECT_TRUE(parse_weight_type("q3_k", &t));
+  EXPECT_EQ(t, WeightType::Q3_K);
+  t = WeightType::F16;
+  EXPECT_FALSE(parse_weight_type("q4_1", &t));  // a ggml type we cannot compute with
   EXPECT_FALSE(parse_weight_type("q8", &t));
   EXPECT_FALSE(parse_weight_type("", &t));
   EXPECT_FALSE(parse_weight_type("q8_0 ", &t));
@@ -144,6 +149,8 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_EQ(row_bytes(WeightType::BF16, 1001), 2002u);
   EXPECT_EQ(row_bytes(WeightType::Q8_0, 96), 102u);
   EXPECT_EQ(row_bytes(WeightType::Q4_0, 4096), 2304u);
+  EXPECT_EQ(row_bytes(WeightType::Q2_K, 512), 168u);
+  EXPECT_EQ(row_bytes(WeightType::Q3_K, 768), 330u);
   EXPECT_EQ(row_bytes(WeightType::Q4_K, 768), 432u);
   EXPECT_EQ(row_bytes(WeightType::Q5_K, 512), 352u);
   EXPECT_EQ(row_bytes(WeightType::Q6_K, 256), 210u);
@@ -466,6 +473,72 @@ TEST(WeightTypesQ6_K, DecodesHandBuiltBlock) {
   EXPECT_EQ(ref[255], -3.0f);
 }
 
+// Q2_K and Q3_K (FORMATS.md): 2-bit codes of element e = 128h + 32j + l at
+// bits 2j of qs[32h + l], sub-block e / 16. gguf-py 0.10.0 decodes both
+// blocks below to the same 256 values (the same construction in Python, then
+//   quants.dequantize(np.frombuffer(block, np.uint8).reshape(1, 84), GGMLQuantizationType.Q2_K)
+// and 110 bytes, Q3_K; checked when the formats were added).
+void put_2bit(uint8_t* qs, int e, int q) {
+  qs[32 * (e / 128) + e % 32] |= static_cast<uint8_t>((q & 3) << (2 * ((e % 128) / 32)));
+}
+
+// Q2_K: scales[16] (scale | min << 4), qs[64], d, dmin.
+struct Q2KCase {
+  uint8_t sc[16] = {1, 2, 3, 15, 0, 7, 9, 11, 4, 13, 5, 6, 14, 8, 10, 12};
+  uint8_t m[16] = {0, 7, 15, 1, 3, 2, 9, 4, 11, 6, 5, 13, 8, 12, 10, 14};
+  static int code(int e) { return (e * 7 + 3) % 4; }
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(84, 0);
+    for (int s = 0; s < 16; ++s) b[s] = static_cast<uint8_t>(sc[s] | (m[s] << 4));
+    for (int e = 0; e < 256; ++e) put_2bit(b.data() + 16, e, code(e));
+    const f16_t d = f32_to_f16(0.5f), dmin = f32_to_f16(0.25f);
+    std::memcpy(b.data() + 80, &d, 2);
+    std::memcpy(b.data() + 82, &dmin, 2);
+    return b;
+  }
+  float value(int e) const { return 0.5f * sc[e / 16] * code(e) - 0.25f * m[e / 16]; }
+};
+
+TEST(WeightTypesQ2_K, DecodesHandBuiltBlock) {
+  const auto ref = expect_decodes_exactly(WeightType::Q2_K, Q2KCase{}, 1);
+  EXPECT_EQ(ref[0], 1.5f);
+  EXPECT_EQ(ref[255], -3.5f);
+  EXPECT_EQ(ref[100], 11.25f);
+}
+
+// Q3_K: hmask[32] (the third code bit of element 128h + 32j + l at bit
+// 4h + j of hmask[l]), qs[64], 6-bit scales in 12 bytes, d;
+// x = d * (scale - 32) * (code - 4) for the 3-bit code.
+struct Q3KCase {
+  int sc[16] = {0, 1, 31, 32, 33, 63, 17, 45, 2, 60, 40, 20, 10, 50, 30, 5};
+  static int code(int e) { return (e * 5 + 1) % 8 - 4; }  // signed, -4..3
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(110, 0);
+    for (int e = 0; e < 256; ++e) {
+      const int c = code(e) + 4;
+      put_2bit(b.data() + 32, e, c);
+      b[e % 32] |= static_cast<uint8_t>((c >> 2) << (4 * (e / 128) + (e % 128) / 32));
+    }
+    // scale s: low 4 bits in byte s % 8 (low nibble for s < 8, high for
+    // s >= 8), high 2 bits in byte 8 + s % 4 at bits 2 (s / 4)
+    for (int s = 0; s < 16; ++s) {
+      b[96 + s % 8] |= static_cast<uint8_t>((sc[s] & 0xF) << (4 * (s / 8)));
+      b[104 + s % 4] |= static_cast<uint8_t>((sc[s] >> 4) << (2 * (s / 4)));
+    }
+    const f16_t d = f32_to_f16(0.125f);
+    std::memcpy(b.data() + 108, &d, 2);
+    return b;
+  }
+  float value(int e) const { return 0.125f * (sc[e / 16] - 32) * code(e); }
+};
+
+TEST(WeightTypesQ3_K, DecodesHandBuiltBlock) {
+  const auto ref = expect_decodes_exactly(WeightType::Q3_K, Q3KCase{}, 3);
+  EXPECT_EQ(ref[0], 12.0f);
+  EXPECT_EQ(ref[100], -1.875f);
+  EXPECT_EQ(ref[200], 8.25f);
+}
+
 // Sub-block steps of a Q4_K block, decoded independently of the library.
 void q4_k_steps(const uint8_t* b, float step[8]) {
   const float d = f16_at(b);
@@ -521,6 +594,39 @@ TEST(WeightTypesQ6_K, RoundTripWithinHalfStep) {
   for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
 }
 
+// Q2_K's fit is Q4_K's with 16 sub-blocks of 16, codes 0..3 and 4-bit
+// scales and mins; Q3_K's steps are signed and sized so that no element
+// clips. Both keep every element within half its sub-block's step.
+TEST(WeightTypesQ2_KQ3_K, RoundTripWithinHalfStep) {
+  const int64_t n = 256 * 41;
+  auto x = varied_floats(n, 23);
+  for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
+  for (int i = 0; i < 256; ++i) x[512 + i] = -std::fabs(x[512 + i]) - 3.0f;
+  for (WeightType t : {WeightType::Q2_K, WeightType::Q3_K}) {
+    SCOPED_TRACE(weight_traits(t).name);
+    const auto q = quantize(t, x);
+    const auto y = dequantize_ref(t, q, n);
+    const int64_t bytes = weight_traits(t).block_bytes;
+    for (int64_t b = 0; b < n / 256; ++b) {
+      const uint8_t* blk = q.data() + b * bytes;
+      for (int e = 0; e < 256; ++e) {
+        const int s = e / 16;
+        float step;
+        if (t == WeightType::Q2_K) {
+          step = f16_at(blk + 80) * (blk[s] & 0xF);
+        } else {
+          const int sc = ((blk[96 + s % 8] >> (4 * (s / 8))) & 0xF) | (((blk[104 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+          step = std::fabs(f16_at(blk + 108) * (sc - 32));
+        }
+        const float xv = x[b * 256 + e];
+        const float tol = 0.5f * step * 1.001f + 1e-6f * std::fabs(xv);
+        ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
+      }
+    }
+    for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
+  }
+}
+
 // The step of every format shrinks with the data's spread: nmse on
 // unit-uniform data stays at the level its bits allow.
 TEST(WeightTypesQuant, NmseMatchesBitWidth) {
@@ -530,7 +636,8 @@ TEST(WeightTypesQuant, NmseMatchesBitWidth) {
     WeightType t;
     double max_nmse;
   } cases[] = {{WeightType::Q8_0, 2e-5}, {WeightType::Q4_0, 1e-2},
-               {WeightType::Q4_K, 1e-2}, {WeightType::Q5_K, 2e-3}, {WeightType::Q6_K, 1e-3}};
+               {WeightType::Q2_K, 1.2e-1}, {WeightType::Q3_K, 2.5e-2}, {WeightType::Q4_K, 1e-2},
+               {WeightType::Q5_K, 2e-3}, {WeightType::Q6_K, 1e-3}};
   for (const auto& c : cases) {
     const auto y = dequantize_ref(c.t, quantize(c.t, x), n);
     EXPECT_LT(test::nmse(y.data(), x.data(), n), c.max_nmse) << weight_traits(c.t).name;

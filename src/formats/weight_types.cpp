@@ -202,48 +202,49 @@ void k_affine_to_float(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Not ggml's iterative search: a direct min/max fit, shared by Q4_K (codes
-// 0..15) and Q5_K (0..31). Each sub-block's code range [-dmin*m, -dmin*m +
-// top*d*sc] is made to cover [min(x, 0), max(x)] by rounding m and sc up, so
-// every element is within half a step d*sc. Writes d, dmin, the packed
-// scales and the 256 codes in element order.
-template <typename Block>
-void k_affine_fit(const float* x, int top, Block& b, uint8_t codes[kQKK]) {
-  float lo[8], hi[8];
+// Not ggml's iterative search: a direct min/max fit, shared by Q2_K, Q4_K
+// and Q5_K. `subs` sub-blocks of `len` elements, codes 0..top, scales and
+// mins 0..smax. Each sub-block's code range [-dmin*m, -dmin*m + top*d*sc] is
+// made to cover [min(x, 0), max(x)] by rounding m and sc up, so every element
+// is within half a step d*sc. Writes d, dmin, the scales, the mins and the
+// codes in element order.
+struct AffineFit {
+  f16_t d, dmin;
+  uint8_t sc[16], m[16];
+  uint8_t codes[kQKK];
+};
+void affine_fit(const float* x, int subs, int len, int top, int smax, AffineFit& f) {
+  float lo[16], hi[16];
   float max_neg_lo = 0.0f;
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < subs; ++j) {
     lo[j] = 0.0f;  // the offset is -dmin*m with m >= 0, so it cannot exceed 0
-    hi[j] = x[32 * j];
-    for (int l = 0; l < 32; ++l) {
-      lo[j] = std::min(lo[j], x[32 * j + l]);
-      hi[j] = std::max(hi[j], x[32 * j + l]);
+    hi[j] = x[len * j];
+    for (int l = 0; l < len; ++l) {
+      lo[j] = std::min(lo[j], x[len * j + l]);
+      hi[j] = std::max(hi[j], x[len * j + l]);
     }
     max_neg_lo = std::max(max_neg_lo, -lo[j]);
   }
-  b.dmin = f16_round_up(max_neg_lo / 63.0f);
-  const float dmin = f16_to_f32(b.dmin);
-  uint8_t sc[8], m[8];
-  float offset[8], max_step = 0.0f;
-  const float levels = static_cast<float>(top);
-  for (int j = 0; j < 8; ++j) {
+  const float limit = static_cast<float>(smax), levels = static_cast<float>(top);
+  f.dmin = f16_round_up(max_neg_lo / limit);
+  const float dmin = f16_to_f32(f.dmin);
+  float offset[16], max_step = 0.0f;
+  for (int j = 0; j < subs; ++j) {
     const float mf = dmin > 0.0f ? std::ceil(-lo[j] / dmin) : 0.0f;
-    m[j] = static_cast<uint8_t>(std::clamp(mf, 0.0f, 63.0f));
-    offset[j] = dmin * m[j];
+    f.m[j] = static_cast<uint8_t>(std::clamp(mf, 0.0f, limit));
+    offset[j] = dmin * f.m[j];
     max_step = std::max(max_step, (hi[j] + offset[j]) / levels);
   }
-  b.d = f16_round_up(max_step / 63.0f);
-  const float d = f16_to_f32(b.d);
-  for (int j = 0; j < 8; ++j) {
+  f.d = f16_round_up(max_step / limit);
+  const float d = f16_to_f32(f.d);
+  for (int j = 0; j < subs; ++j) {
     const float sf = d > 0.0f ? std::ceil((hi[j] + offset[j]) / (levels * d)) : 0.0f;
-    sc[j] = static_cast<uint8_t>(std::clamp(sf, 0.0f, 63.0f));
-  }
-  q4_k_pack_scales(sc, m, b.scales);
-  for (int j = 0; j < 8; ++j) {
-    const float step = d * sc[j];
+    f.sc[j] = static_cast<uint8_t>(std::clamp(sf, 0.0f, limit));
+    const float step = d * f.sc[j];
     const float inv = step > 0.0f ? 1.0f / step : 0.0f;
-    for (int l = 0; l < 32; ++l) {
-      const float qf = std::nearbyint((x[32 * j + l] + offset[j]) * inv);
-      codes[32 * j + l] = static_cast<uint8_t>(std::fmin(std::fmax(qf, 0.0f), levels));
+    for (int l = 0; l < len; ++l) {
+      const float qf = std::nearbyint((x[len * j + l] + offset[j]) * inv);
+      f.codes[len * j + l] = static_cast<uint8_t>(std::fmin(std::fmax(qf, 0.0f), levels));
     }
   }
 }
@@ -255,8 +256,12 @@ void k_affine_from_float(const float* src, void* dst, int64_t n) {
   constexpr bool kFive = std::is_same_v<Block, BlockQ5_K>;
   for (int64_t i = 0; i < n / kQKK; ++i) {
     Block b;
-    uint8_t codes[kQKK];
-    k_affine_fit(src + i * kQKK, kFive ? 31 : 15, b, codes);
+    AffineFit f;
+    affine_fit(src + i * kQKK, 8, 32, kFive ? 31 : 15, 63, f);
+    b.d = f.d;
+    b.dmin = f.dmin;
+    q4_k_pack_scales(f.sc, f.m, b.scales);
+    const uint8_t* codes = f.codes;
     std::memset(b.qs, 0, sizeof(b.qs));
     if constexpr (kFive) std::memset(b.qh, 0, sizeof(b.qh));
     for (int j = 0; j < 8; ++j) {
@@ -265,6 +270,105 @@ void k_affine_from_float(const float* src, void* dst, int64_t n) {
         uint8_t& byte = b.qs[32 * (j / 2) + l];
         byte = static_cast<uint8_t>(byte | (j % 2 == 0 ? (q & 0xF) : (q & 0xF) << 4));
         if constexpr (kFive) b.qh[l] = static_cast<uint8_t>(b.qh[l] | ((q >> 4) << j));
+      }
+    }
+    store_block(dst, i, b);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Q2_K and Q3_K: 2-bit codes of element e = 128h + 32j + l at bits 2j of
+// qs[32h + l]; sub-block e / 16.
+
+int low2_code(const uint8_t* qs, int e) {
+  const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+  return (qs[32 * h + l] >> (2 * j)) & 3;
+}
+void put_low2_code(uint8_t* qs, int e, int q) {
+  const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+  qs[32 * h + l] = static_cast<uint8_t>(qs[32 * h + l] | ((q & 3) << (2 * j)));
+}
+
+void q2_k_to_float(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const auto b = load_block<BlockQ2_K>(src, i);
+    const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+    for (int e = 0; e < kQKK; ++e) {
+      const uint8_t s = b.scales[e / 16];
+      dst[i * kQKK + e] = d * (s & 0xF) * static_cast<float>(low2_code(b.qs, e)) - dmin * (s >> 4);
+    }
+  }
+}
+
+void q2_k_from_float(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    AffineFit f;
+    affine_fit(src + i * kQKK, 16, 16, 3, 15, f);
+    BlockQ2_K b{};
+    b.d = f.d;
+    b.dmin = f.dmin;
+    for (int s = 0; s < 16; ++s) b.scales[s] = static_cast<uint8_t>(f.sc[s] | (f.m[s] << 4));
+    for (int e = 0; e < kQKK; ++e) put_low2_code(b.qs, e, f.codes[e]);
+    store_block(dst, i, b);
+  }
+}
+
+// Sub-block s's 6-bit scale of a Q3_K block (0..63; the value is scale - 32).
+int q3_k_scale(const uint8_t* sc, int s) {
+  return ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+}
+
+void q3_k_to_float(const void* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const auto b = load_block<BlockQ3_K>(src, i);
+    const float d = f16_to_f32(b.d);
+    for (int e = 0; e < kQKK; ++e) {
+      const int h = e / 128, j = (e % 128) / 32, l = e % 32;
+      const int code = low2_code(b.qs, e) + 4 * ((b.hmask[l] >> (4 * h + j)) & 1) - 4;
+      dst[i * kQKK + e] = d * static_cast<float>(q3_k_scale(b.scales, e / 16) - 32) * static_cast<float>(code);
+    }
+  }
+}
+
+// Not ggml's search: per sub-block a signed step that maps the element of
+// largest magnitude to code -4 (as Q4_0 does with -8), made longer when the
+// other sign's largest would pass code 3.5, so no element is clipped; the
+// steps become integer multiples (-31..31) of d, rounded away from zero so
+// they only grow. Every element is within half its sub-block's step.
+void q3_k_from_float(const float* src, void* dst, int64_t n) {
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const float* x = src + i * kQKK;
+    float need[16], max_need = 0.0f;
+    for (int s = 0; s < 16; ++s) {
+      float mx = 0.0f, pos = 0.0f, neg = 0.0f;
+      for (int l = 0; l < 16; ++l) {
+        const float v = x[16 * s + l];
+        if (std::fabs(v) > std::fabs(mx)) mx = v;
+        pos = std::max(pos, v);
+        neg = std::max(neg, -v);
+      }
+      const float other = mx > 0.0f ? neg : pos;  // the side that meets codes 1..3
+      const float mag = std::max(std::fabs(mx) / 4.0f, other / 3.5f);
+      need[s] = mx > 0.0f ? -mag : mag;  // x = step * code with code -4 at mx
+      max_need = std::max(max_need, mag);
+    }
+    BlockQ3_K b{};
+    b.d = f16_round_up(max_need / 31.0f);
+    const float d = f16_to_f32(b.d);
+    for (int s = 0; s < 16; ++s) {
+      const float kf = d > 0.0f ? std::ceil(std::fabs(need[s]) / d) : 0.0f;
+      const int k = static_cast<int>(std::fmin(kf, 31.0f)) * (need[s] < 0.0f ? -1 : 1);
+      const int sc = k + 32;
+      b.scales[s % 8] = static_cast<uint8_t>(b.scales[s % 8] | ((sc & 0xF) << (4 * (s / 8))));
+      b.scales[8 + s % 4] = static_cast<uint8_t>(b.scales[8 + s % 4] | ((sc >> 4) << (2 * (s / 4))));
+      const float step = d * static_cast<float>(k);
+      const float inv = step != 0.0f ? 1.0f / step : 0.0f;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * s + l;
+        const int code = static_cast<int>(std::fmin(std::fmax(std::nearbyint(x[e] * inv), -4.0f), 3.0f)) + 4;
+        put_low2_code(b.qs, e, code & 3);
+        const int h = e / 128, j = (e % 128) / 32;
+        b.hmask[e % 32] = static_cast<uint8_t>(b.hmask[e % 32] | ((code >> 2) << (4 * h + j)));
       }
     }
     store_block(dst, i, b);
@@ -354,6 +458,12 @@ constexpr WeightTypeTraits kTraits[] = {
     {.type = WeightType::Q4_0, .name = "Q4_0", .block_size = kQK,
      .block_bytes = sizeof(BlockQ4_0), .to_float_ref = q4_0_to_float,
      .from_float_ref = q4_0_from_float},
+    {.type = WeightType::Q2_K, .name = "Q2_K", .block_size = kQKK,
+     .block_bytes = sizeof(BlockQ2_K), .to_float_ref = q2_k_to_float,
+     .from_float_ref = q2_k_from_float},
+    {.type = WeightType::Q3_K, .name = "Q3_K", .block_size = kQKK,
+     .block_bytes = sizeof(BlockQ3_K), .to_float_ref = q3_k_to_float,
+     .from_float_ref = q3_k_from_float},
     {.type = WeightType::Q4_K, .name = "Q4_K", .block_size = kQKK,
      .block_bytes = sizeof(BlockQ4_K), .to_float_ref = k_affine_to_float<BlockQ4_K>,
      .from_float_ref = k_affine_from_float<BlockQ4_K>},
@@ -372,9 +482,11 @@ constexpr int traits_index(WeightType t) {
     case WeightType::BF16: return 2;
     case WeightType::Q8_0: return 3;
     case WeightType::Q4_0: return 4;
-    case WeightType::Q4_K: return 5;
-    case WeightType::Q5_K: return 6;
-    case WeightType::Q6_K: return 7;
+    case WeightType::Q2_K: return 5;
+    case WeightType::Q3_K: return 6;
+    case WeightType::Q4_K: return 7;
+    case WeightType::Q5_K: return 8;
+    case WeightType::Q6_K: return 9;
   }
   return -1;
 }

@@ -20,6 +20,8 @@ enum class WeightType : uint32_t {
   F16 = 1,
   Q4_0 = 2,
   Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
@@ -43,6 +45,32 @@ struct BlockQ4_0 {
   uint8_t qs[kQK / 2];
 };
 static_assert(sizeof(BlockQ4_0) == 18);
+
+// Q2_K and Q3_K: 256 elements as 16 sub-blocks of 16 with 2-bit codes in
+// qs[64]: byte 32h + l (half h = 0, 1; l < 32) holds the codes of elements
+// 128h + 32j + l for j = 0..3 at bits 2j..2j+1, so sub-block s = e / 16 of
+// element e = 128h + 32j + l is 8h + 2j + l / 16.
+// Q2_K: x = d * (scales[s] & 0xF) * q - dmin * (scales[s] >> 4), q = 0..3.
+struct BlockQ2_K {
+  uint8_t scales[kQKK / 16];
+  uint8_t qs[kQKK / 4];
+  f16_t d;
+  f16_t dmin;
+};
+static_assert(sizeof(BlockQ2_K) == 84);
+
+// Q3_K: Q2_K's codes with a third bit, bit 4h + j of hmask[l] for element
+// 128h + 32j + l; the signed code is (q | third bit << 2) - 4, so -4..3 (a
+// clear bit subtracts 4). 6-bit scales offset by 32 in scales[12]: sub-block
+// s has low 4 bits (scales[s % 8] >> (4 * (s / 8))) & 0xF and high 2 bits
+// (scales[8 + s % 4] >> (2 * (s / 4))) & 3; x = d * (scale - 32) * code.
+struct BlockQ3_K {
+  uint8_t hmask[kQKK / 8];
+  uint8_t qs[kQKK / 4];
+  uint8_t scales[12];
+  f16_t d;
+};
+static_assert(sizeof(BlockQ3_K) == 110);
 
 // Q4_K: 256 elements as 8 sub-blocks of 32 with 6-bit (scale, min) pairs
 // packed in `scales` (see FORMATS.md for the bit layout); per 64-element

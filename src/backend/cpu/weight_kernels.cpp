@@ -655,6 +655,97 @@ void dequant_k_affine(const void* row, float* dst, int64_t n) {
 }
 #endif  // LONGKV_KERNELS_AVX512
 
+
+// ---------------------------------------------------------------------------
+// Q2_K and Q3_K (both widths): 16 bytes of qs at 32h + 16lh hold the codes
+// of four sub-blocks, 8h + 2j + lh for j = 0..3 at bits 2j (elements
+// 128h + 32j + 16lh ..); each vector of 16 codes is one sub-block, scaled by
+// its factor as Q6_K's. Q3_K's third bit (bit 4h + j of hmask[16lh ..])
+// shifted to bit 2 of each byte, then the codes centred to -4..3.
+template <typename Block>
+constexpr bool kThirdBit = std::is_same_v<Block, BlockQ3_K>;
+static_assert(offsetof(BlockQ2_K, qs) == 16 && offsetof(BlockQ2_K, d) == 80 && offsetof(BlockQ2_K, dmin) == 82);
+static_assert(offsetof(BlockQ3_K, qs) == 32 && offsetof(BlockQ3_K, scales) == 96 && offsetof(BlockQ3_K, d) == 108);
+
+template <typename Block>
+inline __m128i low_bit_codes(__m128i q, __m128i hm, int h, int j) {
+  const __m128i c = _mm_and_si128(_mm_srl_epi16(q, _mm_cvtsi32_si128(2 * j)), _mm_set1_epi8(3));
+  if constexpr (!kThirdBit<Block>) {
+    return c;
+  } else {
+    const __m128i third = _mm_slli_epi16(_mm_srl_epi16(hm, _mm_cvtsi32_si128(4 * h + j)), 2);
+    return _mm_sub_epi8(_mm_or_si128(c, _mm_and_si128(third, _mm_set1_epi8(4))), _mm_set1_epi8(4));
+  }
+}
+
+// Per-sub-block multipliers (and Q2_K's offsets), scalar: a vector store
+// broadcast right after would stall on store-to-load forwarding.
+template <typename Block>
+inline void low_bit_factors(const uint8_t* b, float dsc[16], float dm[16]) {
+  if constexpr (!kThirdBit<Block>) {
+    const float d = load_f16(b + offsetof(BlockQ2_K, d)), dmin = load_f16(b + offsetof(BlockQ2_K, dmin));
+    for (int s = 0; s < 16; ++s) {
+      dsc[s] = d * static_cast<float>(b[s] & 0xF);
+      dm[s] = dmin * static_cast<float>(b[s] >> 4);
+    }
+  } else {
+    const float d = load_f16(b + offsetof(BlockQ3_K, d));
+    const uint8_t* sc = b + offsetof(BlockQ3_K, scales);
+    for (int s = 0; s < 16; ++s) {
+      const int v = ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+      dsc[s] = d * static_cast<float>(v - 32);
+      dm[s] = 0.0f;
+    }
+  }
+}
+
+// Calls f(codes, sub-block, element offset) for the 16 sub-blocks of block b.
+template <typename Block, typename F>
+inline void for_low_bit_subs(const uint8_t* b, F&& f) {
+  const uint8_t* qs = b + offsetof(Block, qs);
+  __m128i hm[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+  if constexpr (kThirdBit<Block>) {
+    hm[0] = load16(b);
+    hm[1] = load16(b + 16);
+  }
+  for (int h = 0; h < 2; ++h) {
+    prefetch(qs + 32 * h);
+    for (int lh = 0; lh < 2; ++lh) {
+      const __m128i q = load16(qs + 32 * h + 16 * lh);
+      for (int j = 0; j < 4; ++j) f(low_bit_codes<Block>(q, hm[lh], h, j), 8 * h + 2 * j + lh, 128 * h + 32 * j + 16 * lh);
+    }
+  }
+}
+
+template <typename Block>
+float dot_low_bit(const void* row, const float* x, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()}, accm = vzero();
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
+    const float* xb = x + i * kQKK;
+    float dsc[16], dm[16];
+    low_bit_factors<Block>(b, dsc, dm);
+    for_low_bit_subs<Block>(b, [&](__m128i c, int s, int e) {
+      acc[s % 4] = vfma(vset1(dsc[s]), fma_i8x16(c, xb + e, vzero()), acc[s % 4]);
+      if constexpr (!kThirdBit<Block>) accm = vfma(vset1(dm[s]), load_sum16(xb + e), accm);
+    });
+  }
+  return vsum(vsub(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])), accm));
+}
+
+template <typename Block>
+void dequant_low_bit(const void* row, float* dst, int64_t n) {
+  const auto* p = static_cast<const uint8_t*>(row);
+  for (int64_t i = 0; i < n / kQKK; ++i) {
+    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
+    float dsc[16], dm[16];
+    low_bit_factors<Block>(b, dsc, dm);
+    for_low_bit_subs<Block>(
+        b, [&](__m128i c, int s, int e) { store_i8x16(c, vset1(dsc[s]), vset1(-dm[s]), dst + i * kQKK + e); });
+  }
+}
+
 constexpr CpuWeightKernels kKernels[] = {
     {.type = WeightType::F32, .dot = dot_f32, .dequantize = dequant_f32},
     {.type = WeightType::F16, .dot = dot_half<vload_f16, load_f16>,
@@ -663,6 +754,8 @@ constexpr CpuWeightKernels kKernels[] = {
      .dequantize = dequant_half<vload_bf16, load_bf16>},
     {.type = WeightType::Q8_0, .dot = dot_q8_0, .dequantize = dequant_q8_0},
     {.type = WeightType::Q4_0, .dot = dot_q4_0, .dequantize = dequant_q4_0},
+    {.type = WeightType::Q2_K, .dot = dot_low_bit<BlockQ2_K>, .dequantize = dequant_low_bit<BlockQ2_K>},
+    {.type = WeightType::Q3_K, .dot = dot_low_bit<BlockQ3_K>, .dequantize = dequant_low_bit<BlockQ3_K>},
     {.type = WeightType::Q4_K, .dot = dot_k_affine<BlockQ4_K>, .dequantize = dequant_k_affine<BlockQ4_K>},
     {.type = WeightType::Q5_K, .dot = dot_k_affine<BlockQ5_K>, .dequantize = dequant_k_affine<BlockQ5_K>},
     {.type = WeightType::Q6_K, .dot = dot_q6_k, .dequantize = dequant_q6_k},
@@ -694,7 +787,8 @@ float dot_scalar(const void* row, const float* x, int64_t n) {
   {.type = WeightType::T, .dot = dot_scalar<WeightType::T>, .dequantize = dequant_scalar<WeightType::T>}
 constexpr CpuWeightKernels kKernels[] = {
     LONGKV_SCALAR_ENTRY(F32),  LONGKV_SCALAR_ENTRY(F16),  LONGKV_SCALAR_ENTRY(BF16),
-    LONGKV_SCALAR_ENTRY(Q8_0), LONGKV_SCALAR_ENTRY(Q4_0), LONGKV_SCALAR_ENTRY(Q4_K),
+    LONGKV_SCALAR_ENTRY(Q8_0), LONGKV_SCALAR_ENTRY(Q4_0), LONGKV_SCALAR_ENTRY(Q2_K),
+    LONGKV_SCALAR_ENTRY(Q3_K), LONGKV_SCALAR_ENTRY(Q4_K),
     LONGKV_SCALAR_ENTRY(Q5_K), LONGKV_SCALAR_ENTRY(Q6_K),
 };
 #undef LONGKV_SCALAR_ENTRY
@@ -708,9 +802,11 @@ constexpr int kernels_index(WeightType t) {
     case WeightType::BF16: return 2;
     case WeightType::Q8_0: return 3;
     case WeightType::Q4_0: return 4;
-    case WeightType::Q4_K: return 5;
-    case WeightType::Q5_K: return 6;
-    case WeightType::Q6_K: return 7;
+    case WeightType::Q2_K: return 5;
+    case WeightType::Q3_K: return 6;
+    case WeightType::Q4_K: return 7;
+    case WeightType::Q5_K: return 8;
+    case WeightType::Q6_K: return 9;
   }
   return -1;
 }

@@ -111,7 +111,7 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
 // shared arrays, so one barrier per batch suffices (a buffer is rewritten
 // only after the next barrier, which its readers have passed).
 // Rope: a.rope applied in the store (one slice, not accumulating; RB even).
-// I8 (Q4_0, and since milestone 61 Q4_K, Q5_K and Q6_K): int8 activations,
+// I8 (Q4_0, and since milestone 61 the K-quants): int8 activations,
 // dot_unit_i8. RB: rows per batch.
 // Narrow (milestone 17, CudaTuning::gemv_prefetch): blocks of 4 warps (rows
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
@@ -466,6 +466,8 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
     case WeightType::BF16: { constexpr WeightType T = WeightType::BF16; BODY; break; }              \
     case WeightType::Q8_0: { constexpr WeightType T = WeightType::Q8_0; BODY; break; }              \
     case WeightType::Q4_0: { constexpr WeightType T = WeightType::Q4_0; BODY; break; }              \
+    case WeightType::Q2_K: { constexpr WeightType T = WeightType::Q2_K; BODY; break; }              \
+    case WeightType::Q3_K: { constexpr WeightType T = WeightType::Q3_K; BODY; break; }              \
     case WeightType::Q4_K: { constexpr WeightType T = WeightType::Q4_K; BODY; break; }              \
     case WeightType::Q5_K: { constexpr WeightType T = WeightType::Q5_K; BODY; break; }              \
     case WeightType::Q6_K: { constexpr WeightType T = WeightType::Q6_K; BODY; break; }              \

@@ -54,10 +54,10 @@ __device__ __forceinline__ void load_unit_pair(const float* p, const float* q, i
   }
 }
 
-// Q4_K's and Q5_K's per-unit sums of the (transformed) activations.
+// Q2_K's, Q4_K's and Q5_K's per-unit sums of the (transformed) activations (their mins).
 template <WeightType T>
 __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
-  if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
+  if constexpr (T == WeightType::Q2_K || T == WeightType::Q4_K || T == WeightType::Q5_K) {
     xr.sum_lo = xr.sum_hi = 0;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {

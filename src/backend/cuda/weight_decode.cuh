@@ -2,11 +2,15 @@
 // element (dequantize, embedding rows) and per 16-byte "unit" (the GEMV).
 //
 // GPU row layout (upload_weight): F32/F16/BF16, Q4_K and Q5_K (144- and
-// 176-byte blocks, 16-byte multiples) as stored; Q4_0, Q8_0 and Q6_K, whose 18/34/210-byte blocks cannot be read
-// with aligned 16-byte loads in place, are split per row into the blocks'
-// 16-byte-aligned bodies (Q4_0: qs[16], Q8_0: qs[32], Q6_K: ql|qh|scales,
-// 208 bytes) followed by the blocks' f16 scales d, 2 bytes each. Same bits,
-// same row size; only the order within a row changes.
+// 176-byte blocks, 16-byte multiples) as stored; the formats whose blocks
+// cannot be read with aligned 16-byte loads in place are split per row into
+// the blocks' 16-byte-aligned bodies followed by the blocks' tails:
+//   Q4_0   qs[16]               | d          (18 bytes a block)
+//   Q8_0   qs[32]               | d          (34)
+//   Q6_K   ql|qh|scales, 208    | d          (210)
+//   Q2_K   scales|qs, 80        | d, dmin    (84)
+//   Q3_K   hmask|qs, 96         | scales|d, 14 (110)
+// Same bits, same row size; only the order within a row changes.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -25,14 +29,28 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as
 
 // Body bytes per block of the split layouts (0: stored as is).
 __host__ __device__ constexpr int split_body_bytes(WeightType t) {
-  return t == WeightType::Q4_0 ? 16 : t == WeightType::Q8_0 ? 32 : t == WeightType::Q6_K ? 208 : 0;
+  return t == WeightType::Q4_0 ? 16 : t == WeightType::Q8_0 ? 32 : t == WeightType::Q6_K ? 208
+         : t == WeightType::Q2_K ? 80 : t == WeightType::Q3_K ? 96 : 0;
+}
+// Where a split block's body starts in the stored block (the tail is the
+// rest: before the body for Q4_0 / Q8_0, after it for the K-quants).
+__host__ __device__ constexpr int split_body_offset(WeightType t) {
+  return t == WeightType::Q4_0 || t == WeightType::Q8_0 ? 2 : 0;
 }
 
 // Elements per block (1 for the plain float formats).
 __host__ __device__ constexpr int weight_traits_block(WeightType t) {
-  return t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K ? kQKK
-         : t == WeightType::Q4_0 || t == WeightType::Q8_0                      ? kQK
-                                                                                : 1;
+  return t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K || t == WeightType::Q5_K ||
+                 t == WeightType::Q6_K
+             ? kQKK
+         : t == WeightType::Q4_0 || t == WeightType::Q8_0 ? kQK
+                                                          : 1;
+}
+
+// Q3_K sub-block s's 6-bit scale from its 12 packed bytes (the value is
+// scale - 32; layout in formats/weight_types.h).
+__device__ __forceinline__ int q3k_scale(const uint8_t* sc, int s) {
+  return ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
 }
 
 // Sub-block j (0..7) scale and min of a Q4_K block (same bit layout as
@@ -75,6 +93,21 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
     int q = w < 32 ? (qs[l] & 0xF) : (qs[l] >> 4);
     if constexpr (kFive) q += 16 * ((b[16 + l] >> (2 * c + (w >= 32))) & 1);
     return ld_f16(b) * sc * q - ld_f16(b + 2) * m;
+  } else if constexpr (T == WeightType::Q2_K || T == WeightType::Q3_K) {
+    constexpr bool kQ3 = T == WeightType::Q3_K;
+    constexpr int kBody = split_body_bytes(T), kTail = kQ3 ? 14 : 4;
+    const int64_t blk = i / kQKK;
+    const uint8_t* b = row + kBody * blk;
+    const uint8_t* tail = row + kBody * nb + kTail * blk;
+    const int e = static_cast<int>(i % kQKK), h = e / 128, j = (e % 128) / 32, l = e % 32;
+    const int q = (b[(kQ3 ? 32 : 16) + 32 * h + l] >> (2 * j)) & 3;
+    if constexpr (kQ3) {
+      const int code = q + 4 * ((b[l] >> (4 * h + j)) & 1) - 4;
+      return ld_f16(tail + 12) * static_cast<float>(q3k_scale(tail, e / 16) - 32) * static_cast<float>(code);
+    } else {
+      const int sm = b[e / 16];
+      return ld_f16(tail) * (sm & 0xF) * static_cast<float>(q) - ld_f16(tail + 2) * (sm >> 4);
+    }
   } else {  // Q6_K
     const int64_t blk = i / kQKK;
     const uint8_t* b = row + 208 * blk;
@@ -526,6 +559,139 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
   }
 };
 
+// Q2_K and Q3_K: Q6_K's unit geometry. 16 bytes of qs at 32h + 16lh hold
+// the 2-bit codes of 16 positions in all four quarters j (bits 2j); a unit
+// (half h, positions lh, quarter pair p / p + 2) takes quarters p and p + 2,
+// sub-blocks 8h + 2p + lh and 4 more: its 32 activations are Q6_K's.
+__device__ __forceinline__ void low2_codes(const uint4& q, int p, uint32_t (&a)[4], uint32_t (&b)[4]) {
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    a[j] = (w[j] >> (2 * p)) & 0x03030303u;
+    b[j] = (w[j] >> (2 * p + 4)) & 0x03030303u;
+  }
+}
+struct LowBitUnit {  // r = u % 8
+  int b, h, lh, p;
+  __device__ explicit LowBitUnit(int u) : b(u / 8), h((u % 8) / 4), lh((u % 8) / 2 % 2), p(u % 2) {}
+  __device__ int first_elem() const { return 256 * b + 128 * h + 32 * p + 16 * lh; }
+};
+
+// Q2_K: x = d sc q - dmin m per sub-block (4-bit sc, m in scales[16]).
+template <>
+struct Slab<WeightType::Q2_K> {
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
+  struct Unit { uint4 q; uint32_t dd; uint32_t sa, sb; };  // dd: d | dmin << 16; sa, sb: the two scale bytes
+  using X = Slab<WeightType::Q4_K>::X;                       // with the halves' sums, for the mins
+  __device__ static void load_x(const float* x, int u, X& xr) {
+    const int e = LowBitUnit(u).first_elem();
+    ldx(x + e, xr.v, 16);
+    ldx(x + e + 64, xr.v + 16, 16);
+    xr.sum_lo = xr.sum_hi = 0;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      xr.sum_lo += xr.v[i];
+      xr.sum_hi += xr.v[16 + i];
+    }
+  }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    const LowBitUnit n(u);
+    const uint8_t* body = row + 80 * n.b;
+    const uint8_t* sc = body + 8 * n.h + 2 * n.p + n.lh;
+    return {ldg16(body + 16 + 32 * n.h + 16 * n.lh), __ldg(reinterpret_cast<const uint32_t*>(row + 80 * nb + 4 * n.b)),
+            __ldg(sc), __ldg(sc + 4)};
+  }
+  __device__ static float d_of(uint32_t dd) { return __half2float(__ushort_as_half(static_cast<uint16_t>(dd & 0xFFFF))); }
+  __device__ static float dmin_of(uint32_t dd) { return __half2float(__ushort_as_half(static_cast<uint16_t>(dd >> 16))); }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    uint32_t a4[4], b4[4];
+    low2_codes(w.q, u % 2, a4, b4);
+    float a = 0, b = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a = dot4<0>(a4[j], xr.v + 4 * j, a);
+      b = dot4<0>(b4[j], xr.v + 16 + 4 * j, b);
+    }
+    return d_of(w.dd) * (static_cast<float>(w.sa & 0xF) * a + static_cast<float>(w.sb & 0xF) * b) -
+           dmin_of(w.dd) * (static_cast<float>(w.sa >> 4) * xr.sum_lo + static_cast<float>(w.sb >> 4) * xr.sum_hi);
+  }
+  // dx * (d * (sa s0 + sb s1) - dmin * (ma S0 + mb S1)), as Q4_K's
+  // dot_codes_i8: both brackets exact integers (15 * 2 * 16 * 3 * 127 < 2^24).
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
+    uint32_t a4[4], b4[4];
+    low2_codes(w.q, u % 2, a4, b4);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s0 = __dp4a(static_cast<int>(a4[j]), x.q[j], s0);
+      s1 = __dp4a(static_cast<int>(b4[j]), x.q[4 + j], s1);
+    }
+    const float codes = static_cast<float>(static_cast<int>(w.sa & 0xF) * s0 + static_cast<int>(w.sb & 0xF) * s1);
+    const float mins = static_cast<float>(static_cast<int>(w.sa >> 4) * x.s_lo + static_cast<int>(w.sb >> 4) * x.s_hi);
+    return x.dx * (d_of(w.dd) * codes - dmin_of(w.dd) * mins);
+  }
+};
+
+// Q3_K: Q2_K's codes with the third bit from 16 bytes of hmask (bit 4h + j
+// of hmask[16lh ..]), signed scales d (scale - 32) made in the load from the
+// tail's three bytes that hold the unit's two 6-bit scales.
+template <>
+struct Slab<WeightType::Q3_K> {
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;  // Q6_K's 40-byte unit
+  struct Unit { uint4 q, hm; float da, db; };
+  using X = Slab<WeightType::Q6_K>::X;
+  __device__ static void load_x(const float* x, int u, X& xr) {
+    const int e = LowBitUnit(u).first_elem();
+    ldx(x + e, xr.v, 16);
+    ldx(x + e + 64, xr.v + 16, 16);
+  }
+  __device__ static Unit load(const uint8_t* row, int u, int nb) {
+    const LowBitUnit n(u);
+    const uint8_t* body = row + 96 * n.b;
+    const uint8_t* tail = row + 96 * nb + 14 * n.b;
+    const int k = 2 * n.p + n.lh, sh = 4 * n.h;  // sub-blocks 8h + k and 8h + k + 4
+    const uint32_t b0 = __ldg(tail + k), b1 = __ldg(tail + k + 4), b2 = __ldg(tail + 8 + k);
+    const float d = ld_f16(tail + 12);
+    const int sa = ((b0 >> sh) & 0xF) | (((b2 >> sh) & 3) << 4), sb = ((b1 >> sh) & 0xF) | (((b2 >> (sh + 2)) & 3) << 4);
+    return {ldg16(body + 32 + 32 * n.h + 16 * n.lh), ldg16(body + 16 * n.lh), d * static_cast<float>(sa - 32),
+            d * static_cast<float>(sb - 32)};
+  }
+  // Codes 0..7 (the value is code - 4): Q2_K's bits with the third from hm.
+  __device__ static void codes(const Unit& w, int u, uint32_t (&a)[4], uint32_t (&b)[4]) {
+    const int p = u % 2, sh = 4 * ((u % 8) / 4) + p;
+    low2_codes(w.q, p, a, b);
+    const uint32_t hm[4] = {w.hm.x, w.hm.y, w.hm.z, w.hm.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a[j] |= ((hm[j] >> sh) & 0x01010101u) << 2;
+      b[j] |= ((hm[j] >> (sh + 2)) & 0x01010101u) << 2;
+    }
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    uint32_t a4[4], b4[4];
+    codes(w, u, a4, b4);
+    float a = 0, b = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a = dot4<4>(a4[j], xr.v + 4 * j, a);
+      b = dot4<4>(b4[j], xr.v + 16 + 4 * j, b);
+    }
+    return w.da * a + w.db * b;
+  }
+  // dx * (da * (s0 - 4 S0) + db * (s1 - 4 S1)): Q6_K's form with offset 4.
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
+    uint32_t a4[4], b4[4];
+    codes(w, u, a4, b4);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s0 = __dp4a(static_cast<int>(a4[j]), x.q[j], s0);
+      s1 = __dp4a(static_cast<int>(b4[j]), x.q[4 + j], s1);
+    }
+    return x.dx * (w.da * static_cast<float>(s0 - 4 * x.s_lo) + w.db * static_cast<float>(s1 - 4 * x.s_hi));
+  }
+};
+
 // A unit's product with int8 activations (the slab kernel's I8 form).
 template <WeightType T>
 __device__ __forceinline__ float dot_unit_i8(const typename Slab<T>::Unit& w, const XI8& x, int u) {
@@ -533,14 +699,16 @@ __device__ __forceinline__ float dot_unit_i8(const typename Slab<T>::Unit& w, co
   else return Slab<T>::dot_i8(w, x, u);
 }
 
-// Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
-__host__ __device__ constexpr bool slab_int8(WeightType t) {
-  return t == WeightType::Q4_0 || t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K;
-}
-// The K-quants' slab kernels: their kRB rows a batch (their 32- to 48-byte
+// The K-quants' slab kernels: their kRB rows a batch (their 24- to 48-byte
 // units), pipelined with int8 x only (launch_slab).
 __host__ __device__ constexpr bool slab_kquant(WeightType t) {
-  return t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K;
+  return t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K || t == WeightType::Q5_K ||
+         t == WeightType::Q6_K;
 }
+// Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
+__host__ __device__ constexpr bool slab_int8(WeightType t) {
+  return t == WeightType::Q4_0 || slab_kquant(t);
+}
+
 
 }  // namespace longkv::cuda

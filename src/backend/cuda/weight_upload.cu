@@ -1,5 +1,5 @@
 // Weight upload: stored rows copied to the GPU with the row stride padded to
-// 16 bytes; Q4_0/Q8_0/Q6_K rows split into aligned bodies + f16 scales
+// 16 bytes; Q4_0/Q8_0/Q2_K/Q3_K/Q6_K rows split into aligned bodies + tails
 // (weight_decode.cuh), the layout the GEMV kernels (gemv.cu) load from.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/weight_decode.cuh"
@@ -29,12 +29,11 @@ GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, s
     g.ld = dst_ld;
     return g;
   }
-  // Split rows: bodies first, then the f16 scales (d is at the start of a
-  // Q4_0/Q8_0 block and at the end of a Q6_K block). Rows go through a host
-  // buffer in ~32 MiB slices.
-  const size_t bb = w.type == WeightType::Q6_K ? sizeof(BlockQ6_K) : w.type == WeightType::Q8_0 ? sizeof(BlockQ8_0)
-                                                                                                  : sizeof(BlockQ4_0);
-  const size_t d_off = w.type == WeightType::Q6_K ? 208 : 0, q_off = w.type == WeightType::Q6_K ? 0 : 2;
+  // Split rows: bodies first, then the tails (weight_decode.cuh: the f16 d
+  // of Q4_0 / Q8_0 before their body, the K-quants' scales after it). Rows
+  // go through a host buffer in ~32 MiB slices.
+  const size_t bb = weight_traits(w.type).block_bytes, tail = bb - body;
+  const size_t q_off = split_body_offset(w.type), t_off = q_off == 0 ? body : 0;
   const int64_t nb = static_cast<int64_t>(w.row_stride() / bb);
   const int64_t slice = std::max<int64_t>(1, (int64_t(32) << 20) / static_cast<int64_t>(g.ld));
   std::vector<uint8_t> tmp(static_cast<size_t>(std::min(slice, w.rows)) * g.ld, 0);
@@ -45,7 +44,7 @@ GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, s
       uint8_t* dst = tmp.data() + static_cast<size_t>(r) * g.ld;
       for (int64_t b = 0; b < nb; ++b) {
         std::memcpy(dst + b * body, src + b * bb + q_off, body);
-        std::memcpy(dst + nb * body + 2 * b, src + b * bb + d_off, 2);
+        std::memcpy(dst + nb * body + tail * b, src + b * bb + t_off, tail);
       }
     }
     LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0 + static_cast<size_t>(r0) * dst_ld, dst_ld, tmp.data(), g.ld, g.ld,
