@@ -499,15 +499,19 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
   const bool xc = T == WeightType::Q4_0 && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   // The K-quants' f32 kernel keeps milestone 2's order (launch_slab); their
-  // int8 kernels take their kRB rows a batch only (Q4_K 8, Q5_K and Q6_K 4):
+  // int8 kernels take their kRB rows a batch only (Q2_K 16, Q3_K and Q4_K 8,
+  // Q5_K and Q6_K 4):
   // more of their 32- to 48-byte units would pass the 128 registers a lane
   // has (ptxas spills).
   constexpr bool kK = slab_kquant(T);
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {nullptr, nullptr, nullptr, nullptr};
+  // The f32 kernel of a K-quant: at most 8 rows a batch (Q2_K's 16 with 32
+  // floats of x spilled 8 bytes in the RoPE kernel).
+  constexpr int kRB0 = kK && S::kRB > 8 ? 8 : S::kRB;
   if constexpr (!(kK && Pipe))
-    kernels[0] = rope ? gemv_slab_kernel<T, Pipe, true, false, S::kRB> : gemv_slab_kernel<T, Pipe, false, false, S::kRB>;
-  int rbs[4] = {S::kRB, 8, 16, 16};
+    kernels[0] = rope ? gemv_slab_kernel<T, Pipe, true, false, kRB0> : gemv_slab_kernel<T, Pipe, false, false, kRB0>;
+  int rbs[4] = {kRB0, 8, 16, 16};
   // The int8 kernels with (X) or without coalesced x; X only where Pipe.
   auto i8_kernels = [&](auto x_c) {
     constexpr bool X = decltype(x_c)::value;

@@ -8,8 +8,8 @@
 //   Q4_0   qs[16]               | d          (18 bytes a block)
 //   Q8_0   qs[32]               | d          (34)
 //   Q6_K   ql|qh|scales, 208    | d          (210)
-//   Q2_K   scales|qs, 80        | d, dmin    (84)
-//   Q3_K   hmask|qs, 96         | scales|d, 14 (110)
+//   Q2_K   codes|scales, 80     | d, dmin    (84)   repacked per unit,
+//   Q3_K   codes|hbits, 96      | scales|d, 14 (110) see LowBitUnit
 // Same bits, same row size; only the order within a row changes.
 #pragma once
 
@@ -47,11 +47,28 @@ __host__ __device__ constexpr int weight_traits_block(WeightType t) {
                                                           : 1;
 }
 
-// Q3_K sub-block s's 6-bit scale from its 12 packed bytes (the value is
-// scale - 32; layout in formats/weight_types.h).
-__device__ __forceinline__ int q3k_scale(const uint8_t* sc, int s) {
-  return ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
-}
+// Q2_K and Q3_K on the GPU: a block's 256 elements are 8 units of 32, unit
+// i = 4h + 2lh + p (h = i / 4, lh = i / 2 % 2, p = i % 2) holding quarters
+// j = p and p + 2 (elements 128h + 32j + 16lh + t, t < 16) of the stored
+// block, whose sub-blocks are 8h + 2j + lh. upload_weight repacks each
+// block so that a unit's bits lie together (loaded whole, none wasted):
+//   body  +8i      2 words, quarter p then p + 2: code t at bit pos2(t)
+//   body  +64 + 4i (Q3_K) one word, the third bits: quarter p's at bit
+//                  pos1(t), quarter p + 2's at pos1(t) + 4
+//   body  +64 + 2i (Q2_K) the two sub-blocks' scale|min bytes, p's first
+//   tail  (Q2_K) d, dmin; (Q3_K) +i: the two 6-bit scales' low 4 bits
+//         (p's in the low nibble), +8 + i/2: their high 2 bits (p's at
+//         bits 0-1, p + 2's at 2-3; unit 2k + 1 in the high nibble), +12: d.
+// pos2 and pos1 put code t in byte t % 4, so a shift by 2 (t / 4) and a mask
+// give four byte-wide codes at once, the form __dp4a takes.
+struct LowBitUnit {
+  int b, i, h, lh, p;
+  __host__ __device__ explicit LowBitUnit(int u) : b(u / 8), i(u % 8), h(u % 8 / 4), lh(u % 8 / 2 % 2), p(u % 2) {}
+  __host__ __device__ int first_elem() const { return 256 * b + 128 * h + 32 * p + 16 * lh; }
+  __host__ __device__ int sub(int second) const { return 8 * h + 2 * (p + 2 * second) + lh; }
+  __host__ __device__ static constexpr int pos2(int t) { return 8 * (t % 4) + 2 * (t / 4); }
+  __host__ __device__ static constexpr int pos1(int t) { return 8 * (t % 4) + t / 4; }
+};
 
 // Sub-block j (0..7) scale and min of a Q4_K block (same bit layout as
 // q4_k_scale_min in formats/weight_types.cpp).
@@ -99,13 +116,16 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
     const int64_t blk = i / kQKK;
     const uint8_t* b = row + kBody * blk;
     const uint8_t* tail = row + kBody * nb + kTail * blk;
-    const int e = static_cast<int>(i % kQKK), h = e / 128, j = (e % 128) / 32, l = e % 32;
-    const int q = (b[(kQ3 ? 32 : 16) + 32 * h + l] >> (2 * j)) & 3;
+    const int e = static_cast<int>(i % kQKK), j = e % 128 / 32, second = j / 2, t = e % 16;
+    const LowBitUnit n(4 * (e / 128) + 2 * (e % 32 / 16) + j % 2);
+    const auto word = [](const uint8_t* p) { return *reinterpret_cast<const uint32_t*>(p); };
+    const int q = (word(b + 8 * n.i + 4 * second) >> LowBitUnit::pos2(t)) & 3;
     if constexpr (kQ3) {
-      const int code = q + 4 * ((b[l] >> (4 * h + j)) & 1) - 4;
-      return ld_f16(tail + 12) * static_cast<float>(q3k_scale(tail, e / 16) - 32) * static_cast<float>(code);
+      const int code = q + 4 * ((word(b + 64 + 4 * n.i) >> (LowBitUnit::pos1(t) + 4 * second)) & 1) - 4;
+      const int lo = (tail[n.i] >> (4 * second)) & 0xF, hi = (tail[8 + n.i / 2] >> (4 * (n.i % 2) + 2 * second)) & 3;
+      return ld_f16(tail + 12) * static_cast<float>((lo | hi << 4) - 32) * static_cast<float>(code);
     } else {
-      const int sm = b[e / 16];
+      const int sm = b[64 + 2 * n.i + second];
       return ld_f16(tail) * (sm & 0xF) * static_cast<float>(q) - ld_f16(tail + 2) * (sm >> 4);
     }
   } else {  // Q6_K
@@ -559,34 +579,31 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
   }
 };
 
-// Q2_K and Q3_K: Q6_K's unit geometry. 16 bytes of qs at 32h + 16lh hold
-// the 2-bit codes of 16 positions in all four quarters j (bits 2j); a unit
-// (half h, positions lh, quarter pair p / p + 2) takes quarters p and p + 2,
-// sub-blocks 8h + 2p + lh and 4 more: its 32 activations are Q6_K's.
-__device__ __forceinline__ void low2_codes(const uint4& q, int p, uint32_t (&a)[4], uint32_t (&b)[4]) {
-  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+// Q2_K and Q3_K units (LowBitUnit's layout): a unit's 2-bit codes are two
+// words; shifting a word by 2k and masking gives codes 4k..4k+3 as bytes.
+__device__ __forceinline__ void low2_codes(const uint2& q, uint32_t (&a)[4], uint32_t (&b)[4]) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    a[j] = (w[j] >> (2 * p)) & 0x03030303u;
-    b[j] = (w[j] >> (2 * p + 4)) & 0x03030303u;
+  for (int k = 0; k < 4; ++k) {
+    a[k] = (q.x >> (2 * k)) & 0x03030303u;
+    b[k] = (q.y >> (2 * k)) & 0x03030303u;
   }
 }
-struct LowBitUnit {  // r = u % 8
-  int b, h, lh, p;
-  __device__ explicit LowBitUnit(int u) : b(u / 8), h((u % 8) / 4), lh((u % 8) / 2 % 2), p(u % 2) {}
-  __device__ int first_elem() const { return 256 * b + 128 * h + 32 * p + 16 * lh; }
-};
+// The unit's 32 activations: quarter p's 16 then quarter p + 2's (Q6_K's).
+__device__ __forceinline__ void load_low_bit_x(const float* x, int u, float (&v)[32]) {
+  const int e = LowBitUnit(u).first_elem();
+  ldx(x + e, v, 16);
+  ldx(x + e + 64, v + 16, 16);
+}
 
-// Q2_K: x = d sc q - dmin m per sub-block (4-bit sc, m in scales[16]).
+// Q2_K: x = d sc q - dmin m per sub-block (4-bit sc and m). 4 registers a
+// unit in flight, so 16 rows a batch.
 template <>
 struct Slab<WeightType::Q2_K> {
-  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
-  struct Unit { uint4 q; uint32_t dd; uint32_t sa, sb; };  // dd: d | dmin << 16; sa, sb: the two scale bytes
-  using X = Slab<WeightType::Q4_K>::X;                       // with the halves' sums, for the mins
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 16;
+  struct Unit { uint2 q; uint32_t sm, dd; };  // sm: the two scale|min bytes; dd: d | dmin << 16
+  using X = Slab<WeightType::Q4_K>::X;        // with the halves' sums, for the mins
   __device__ static void load_x(const float* x, int u, X& xr) {
-    const int e = LowBitUnit(u).first_elem();
-    ldx(x + e, xr.v, 16);
-    ldx(x + e + 64, xr.v + 16, 16);
+    load_low_bit_x(x, u, xr.v);
     xr.sum_lo = xr.sum_hi = 0;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -597,98 +614,104 @@ struct Slab<WeightType::Q2_K> {
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
     const LowBitUnit n(u);
     const uint8_t* body = row + 80 * n.b;
-    const uint8_t* sc = body + 8 * n.h + 2 * n.p + n.lh;
-    return {ldg16(body + 16 + 32 * n.h + 16 * n.lh), __ldg(reinterpret_cast<const uint32_t*>(row + 80 * nb + 4 * n.b)),
-            __ldg(sc), __ldg(sc + 4)};
+    return {__ldg(reinterpret_cast<const uint2*>(body + 8 * n.i)),
+            __ldg(reinterpret_cast<const uint16_t*>(body + 64 + 2 * n.i)),
+            __ldg(reinterpret_cast<const uint32_t*>(row + 80 * nb + 4 * n.b))};
   }
   __device__ static float d_of(uint32_t dd) { return __half2float(__ushort_as_half(static_cast<uint16_t>(dd & 0xFFFF))); }
   __device__ static float dmin_of(uint32_t dd) { return __half2float(__ushort_as_half(static_cast<uint16_t>(dd >> 16))); }
-  __device__ static float dot(const Unit& w, const X& xr, int u) {
+  __device__ static float dot(const Unit& w, const X& xr, int) {
     uint32_t a4[4], b4[4];
-    low2_codes(w.q, u % 2, a4, b4);
+    low2_codes(w.q, a4, b4);
     float a = 0, b = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      a = dot4<0>(a4[j], xr.v + 4 * j, a);
-      b = dot4<0>(b4[j], xr.v + 16 + 4 * j, b);
+    for (int k = 0; k < 4; ++k) {
+      a = dot4<0>(a4[k], xr.v + 4 * k, a);
+      b = dot4<0>(b4[k], xr.v + 16 + 4 * k, b);
     }
-    return d_of(w.dd) * (static_cast<float>(w.sa & 0xF) * a + static_cast<float>(w.sb & 0xF) * b) -
-           dmin_of(w.dd) * (static_cast<float>(w.sa >> 4) * xr.sum_lo + static_cast<float>(w.sb >> 4) * xr.sum_hi);
+    const uint32_t sa = w.sm & 0xFF, sb = (w.sm >> 8) & 0xFF;
+    return d_of(w.dd) * (static_cast<float>(sa & 0xF) * a + static_cast<float>(sb & 0xF) * b) -
+           dmin_of(w.dd) * (static_cast<float>(sa >> 4) * xr.sum_lo + static_cast<float>(sb >> 4) * xr.sum_hi);
   }
   // dx * (d * (sa s0 + sb s1) - dmin * (ma S0 + mb S1)), as Q4_K's
   // dot_codes_i8: both brackets exact integers (15 * 2 * 16 * 3 * 127 < 2^24).
-  __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int) {
     uint32_t a4[4], b4[4];
-    low2_codes(w.q, u % 2, a4, b4);
+    low2_codes(w.q, a4, b4);
     int s0 = 0, s1 = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s0 = __dp4a(static_cast<int>(a4[j]), x.q[j], s0);
-      s1 = __dp4a(static_cast<int>(b4[j]), x.q[4 + j], s1);
+    for (int k = 0; k < 4; ++k) {
+      s0 = __dp4a(static_cast<int>(a4[k]), x.q[k], s0);
+      s1 = __dp4a(static_cast<int>(b4[k]), x.q[4 + k], s1);
     }
-    const float codes = static_cast<float>(static_cast<int>(w.sa & 0xF) * s0 + static_cast<int>(w.sb & 0xF) * s1);
-    const float mins = static_cast<float>(static_cast<int>(w.sa >> 4) * x.s_lo + static_cast<int>(w.sb >> 4) * x.s_hi);
+    const int sa = static_cast<int>(w.sm & 0xFF), sb = static_cast<int>((w.sm >> 8) & 0xFF);
+    const float codes = static_cast<float>((sa & 0xF) * s0 + (sb & 0xF) * s1);
+    const float mins = static_cast<float>((sa >> 4) * x.s_lo + (sb >> 4) * x.s_hi);
     return x.dx * (d_of(w.dd) * codes - dmin_of(w.dd) * mins);
   }
 };
 
-// Q3_K: Q2_K's codes with the third bit from 16 bytes of hmask (bit 4h + j
-// of hmask[16lh ..]), signed scales d (scale - 32) made in the load from the
-// tail's three bytes that hold the unit's two 6-bit scales.
+// Q3_K: Q2_K's codes with the third bits (one word a unit) and the two
+// signed scales d (scale - 32), made from the tail's two bytes at the use.
+// 6 registers a unit in flight: 8 rows a batch.
 template <>
 struct Slab<WeightType::Q3_K> {
-  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;  // Q6_K's 40-byte unit
-  struct Unit { uint4 q, hm; float da, db; };
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
+  struct Unit { uint2 q; uint32_t hb, lo, hi, d; };  // lo, hi: the scales' bytes; d: f16 bits
   using X = Slab<WeightType::Q6_K>::X;
-  __device__ static void load_x(const float* x, int u, X& xr) {
-    const int e = LowBitUnit(u).first_elem();
-    ldx(x + e, xr.v, 16);
-    ldx(x + e + 64, xr.v + 16, 16);
-  }
+  __device__ static void load_x(const float* x, int u, X& xr) { load_low_bit_x(x, u, xr.v); }
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
     const LowBitUnit n(u);
     const uint8_t* body = row + 96 * n.b;
     const uint8_t* tail = row + 96 * nb + 14 * n.b;
-    const int k = 2 * n.p + n.lh, sh = 4 * n.h;  // sub-blocks 8h + k and 8h + k + 4
-    const uint32_t b0 = __ldg(tail + k), b1 = __ldg(tail + k + 4), b2 = __ldg(tail + 8 + k);
-    const float d = ld_f16(tail + 12);
-    const int sa = ((b0 >> sh) & 0xF) | (((b2 >> sh) & 3) << 4), sb = ((b1 >> sh) & 0xF) | (((b2 >> (sh + 2)) & 3) << 4);
-    return {ldg16(body + 32 + 32 * n.h + 16 * n.lh), ldg16(body + 16 * n.lh), d * static_cast<float>(sa - 32),
-            d * static_cast<float>(sb - 32)};
+    return {__ldg(reinterpret_cast<const uint2*>(body + 8 * n.i)),
+            __ldg(reinterpret_cast<const uint32_t*>(body + 64 + 4 * n.i)), __ldg(tail + n.i),
+            __ldg(tail + 8 + n.i / 2), __ldg(reinterpret_cast<const uint16_t*>(tail + 12))};
   }
-  // Codes 0..7 (the value is code - 4): Q2_K's bits with the third from hm.
-  __device__ static void codes(const Unit& w, int u, uint32_t (&a)[4], uint32_t (&b)[4]) {
-    const int p = u % 2, sh = 4 * ((u % 8) / 4) + p;
-    low2_codes(w.q, p, a, b);
-    const uint32_t hm[4] = {w.hm.x, w.hm.y, w.hm.z, w.hm.w};
+  // The two sub-blocks' d * (scale - 32).
+  __device__ static void scales(const Unit& w, int u, float& da, float& db) {
+    const int sh = 4 * (u % 2);  // this unit's nibble of the high bits' byte
+    const int sa = static_cast<int>((w.lo & 0xF) | ((w.hi >> sh) & 3) << 4);
+    const int sb = static_cast<int>((w.lo >> 4) | ((w.hi >> (sh + 2)) & 3) << 4);
+    const float d = __half2float(__ushort_as_half(static_cast<uint16_t>(w.d)));
+    da = d * static_cast<float>(sa - 32);
+    db = d * static_cast<float>(sb - 32);
+  }
+  // Codes 0..7 (the value is code - 4): Q2_K's bits with the third or-ed in as 4.
+  __device__ static void codes(const Unit& w, uint32_t (&a)[4], uint32_t (&b)[4]) {
+    low2_codes(w.q, a, b);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      a[j] |= ((hm[j] >> sh) & 0x01010101u) << 2;
-      b[j] |= ((hm[j] >> (sh + 2)) & 0x01010101u) << 2;
+    for (int k = 0; k < 4; ++k) {
+      a[k] |= ((w.hb >> k) & 0x01010101u) << 2;
+      b[k] |= ((w.hb >> (k + 4)) & 0x01010101u) << 2;
     }
   }
   __device__ static float dot(const Unit& w, const X& xr, int u) {
     uint32_t a4[4], b4[4];
-    codes(w, u, a4, b4);
+    codes(w, a4, b4);
     float a = 0, b = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      a = dot4<4>(a4[j], xr.v + 4 * j, a);
-      b = dot4<4>(b4[j], xr.v + 16 + 4 * j, b);
+    for (int k = 0; k < 4; ++k) {
+      a = dot4<4>(a4[k], xr.v + 4 * k, a);
+      b = dot4<4>(b4[k], xr.v + 16 + 4 * k, b);
     }
-    return w.da * a + w.db * b;
+    float da, db;
+    scales(w, u, da, db);
+    return da * a + db * b;
   }
   // dx * (da * (s0 - 4 S0) + db * (s1 - 4 S1)): Q6_K's form with offset 4.
   __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
     uint32_t a4[4], b4[4];
-    codes(w, u, a4, b4);
+    codes(w, a4, b4);
     int s0 = 0, s1 = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s0 = __dp4a(static_cast<int>(a4[j]), x.q[j], s0);
-      s1 = __dp4a(static_cast<int>(b4[j]), x.q[4 + j], s1);
+    for (int k = 0; k < 4; ++k) {
+      s0 = __dp4a(static_cast<int>(a4[k]), x.q[k], s0);
+      s1 = __dp4a(static_cast<int>(b4[k]), x.q[4 + k], s1);
     }
-    return x.dx * (w.da * static_cast<float>(s0 - 4 * x.s_lo) + w.db * static_cast<float>(s1 - 4 * x.s_hi));
+    float da, db;
+    scales(w, u, da, db);
+    return x.dx * (da * static_cast<float>(s0 - 4 * x.s_lo) + db * static_cast<float>(s1 - 4 * x.s_hi));
   }
 };
 

@@ -1,14 +1,54 @@
 // Weight upload: stored rows copied to the GPU with the row stride padded to
 // 16 bytes; Q4_0/Q8_0/Q2_K/Q3_K/Q6_K rows split into aligned bodies + tails
+// (Q2_K and Q3_K repacked in unit order)
 // (weight_decode.cuh), the layout the GEMV kernels (gemv.cu) load from.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
 namespace longkv::cuda {
+namespace {
+
+void put_word(uint8_t* p, uint32_t w) { std::memcpy(p, &w, 4); }
+
+// A stored Q2_K / Q3_K block (formats/weight_types.h) in the GPU's unit
+// order (weight_decode.cuh, LowBitUnit): body and tail as the split row has them.
+void repack_low_bit_block(WeightType t, const uint8_t* src, uint8_t* body, uint8_t* tail) {
+  const bool q3 = t == WeightType::Q3_K;
+  const uint8_t* qs = src + (q3 ? offsetof(BlockQ3_K, qs) : offsetof(BlockQ2_K, qs));
+  if (q3) std::memset(tail, 0, 12);
+  for (int i = 0; i < 8; ++i) {
+    const LowBitUnit n(i);
+    uint32_t hbits = 0;
+    for (int second = 0; second < 2; ++second) {
+      const int j = n.p + 2 * second, s = n.sub(second);
+      uint32_t codes = 0;
+      for (int k = 0; k < 16; ++k) {
+        const int l = 16 * n.lh + k;
+        codes |= static_cast<uint32_t>((qs[32 * n.h + l] >> (2 * j)) & 3) << LowBitUnit::pos2(k);
+        if (q3) hbits |= static_cast<uint32_t>((src[l] >> (4 * n.h + j)) & 1) << (LowBitUnit::pos1(k) + 4 * second);
+      }
+      put_word(body + 8 * i + 4 * second, codes);
+      if (!q3) {
+        body[64 + 2 * i + second] = src[offsetof(BlockQ2_K, scales) + s];
+      } else {
+        const uint8_t* sc = src + offsetof(BlockQ3_K, scales);
+        const int v = ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+        tail[i] = static_cast<uint8_t>(tail[i] | (v & 0xF) << (4 * second));
+        tail[8 + i / 2] = static_cast<uint8_t>(tail[8 + i / 2] | (v >> 4) << (4 * (i % 2) + 2 * second));
+      }
+    }
+    if (q3) put_word(body + 64 + 4 * i, hbits);
+  }
+  if (q3) std::memcpy(tail + 12, src + offsetof(BlockQ3_K, d), 2);
+  else std::memcpy(tail, src + offsetof(BlockQ2_K, d), 4);
+}
+
+}  // namespace
 
 GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, size_t dst_ld) {
   GpuWeight g;
@@ -43,8 +83,12 @@ GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, s
       const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + r) * w.row_stride();
       uint8_t* dst = tmp.data() + static_cast<size_t>(r) * g.ld;
       for (int64_t b = 0; b < nb; ++b) {
-        std::memcpy(dst + b * body, src + b * bb + q_off, body);
-        std::memcpy(dst + nb * body + tail * b, src + b * bb + t_off, tail);
+        if (w.type == WeightType::Q2_K || w.type == WeightType::Q3_K) {
+          repack_low_bit_block(w.type, src + b * bb, dst + b * body, dst + nb * body + tail * b);
+        } else {
+          std::memcpy(dst + b * body, src + b * bb + q_off, body);
+          std::memcpy(dst + nb * body + tail * b, src + b * bb + t_off, tail);
+        }
       }
     }
     LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0 + static_cast<size_t>(r0) * dst_ld, dst_ld, tmp.data(), g.ld, g.ld,
