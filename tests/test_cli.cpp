@@ -350,7 +350,7 @@ TEST(Cli, BenchSyntheticPrintsTable) {
   EXPECT_NE(m.out.find("weights Q4_K+Q6_K "), std::string::npos) << m.out;
   EXPECT_NE(m.out.find("| 1 | f16 | tg2 | 0 |"), std::string::npos) << m.out;
   expect_one_error_line(run_cli("bench --synthetic tiny --wtype q4_0_m -p 0 -n 1"),
-                        "unknown weight type 'q4_0_m' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, q5_k_m)");
+                        "unknown weight type 'q4_0_m' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q3_k_m, q4_k_m, q5_k_m)");
 }
 
 // --gpu-mem only sizes the --max-ctx and --batch searches; alone it is an

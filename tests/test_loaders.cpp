@@ -872,7 +872,7 @@ TEST(SyntheticModel, KMMixGivesQ6_KWhereLlamaCppDoes) {
   ASSERT_TRUE(parse_synthetic_weights("q4_k_m", &wt));
   EXPECT_EQ(wt.name, "Q4_K_M");
   EXPECT_FALSE(parse_synthetic_weights("q4_0_m", &wt));  // no such mix
-  EXPECT_FALSE(parse_synthetic_weights("q3_k_m", &wt));  // not (yet) the Q3_K_M mix
+  EXPECT_FALSE(parse_synthetic_weights("q6_k_m", &wt));
   EXPECT_FALSE(parse_synthetic_weights("q4_1", &wt));
   ASSERT_TRUE(parse_synthetic_weights("Q5_K_M", &wt));
   ThreadPool pool(1);
@@ -889,6 +889,31 @@ TEST(SyntheticModel, KMMixGivesQ6_KWhereLlamaCppDoes) {
   EXPECT_EQ(w.weight_types(), "Q5_K+Q6_K");
   const ModelWeights one = make_synthetic_model(synthetic_config("tiny"), WeightType::Q8_0, 7, pool);
   EXPECT_EQ(one.weight_types(), "Q8_0");
+}
+
+// Q3_K_M (llama.cpp, llama models): Q5_K then Q4_K for attn_v (layers 0-1)
+// and ffn_down (the first sixteenth: 2 of 32 layers), Q4_K for attn_output,
+// Q6_K for the output, Q3_K elsewhere.
+TEST(SyntheticModel, Q3_KMMixFollowsLlamaCpp) {
+  SyntheticWeights wt;
+  ASSERT_TRUE(parse_synthetic_weights("q3_k_m", &wt));
+  EXPECT_EQ(wt.name, "Q3_K_M");
+  using R = MatrixRole;
+  EXPECT_EQ(synthetic_matrix_type(wt, R::output, 0, 32), WeightType::Q6_K);
+  EXPECT_EQ(synthetic_matrix_type(wt, R::token_embd, 0, 32), WeightType::Q3_K);
+  for (int l : {0, 1, 2, 31}) {
+    const WeightType first = l < 2 ? WeightType::Q5_K : WeightType::Q4_K;
+    EXPECT_EQ(synthetic_matrix_type(wt, R::attn_v, l, 32), first) << l;
+    EXPECT_EQ(synthetic_matrix_type(wt, R::ffn_down, l, 32), first) << l;
+    EXPECT_EQ(synthetic_matrix_type(wt, R::attn_output, l, 32), WeightType::Q4_K) << l;
+    for (R r : {R::attn_q, R::attn_k, R::ffn_gate, R::ffn_up}) EXPECT_EQ(synthetic_matrix_type(wt, r, l, 32), WeightType::Q3_K);
+  }
+  EXPECT_EQ(synthetic_matrix_type(wt, R::ffn_down, 1, 16), WeightType::Q4_K);  // 16 layers: only layer 0
+  ThreadPool pool(1);
+  const ModelWeights w = make_synthetic_model(synthetic_config("tiny"), wt, 7, pool);
+  EXPECT_EQ(w.layers[1].wv.type, WeightType::Q5_K);
+  EXPECT_EQ(w.layers[1].w_down.type, WeightType::Q4_K);  // 2 layers: no sixteenth
+  EXPECT_EQ(w.weight_types(), "Q3_K+Q4_K+Q6_K+Q5_K");  // by bytes
 }
 
 }  // namespace

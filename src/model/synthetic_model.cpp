@@ -121,7 +121,7 @@ bool parse_synthetic_weights(const std::string& name, SyntheticWeights* out) {
     w.k_m = true;
   }
   if (!parse_weight_type(base, &w.base)) return false;
-  if (w.k_m && w.base != WeightType::Q4_K && w.base != WeightType::Q5_K) return false;
+  if (w.k_m && w.base != WeightType::Q3_K && w.base != WeightType::Q4_K && w.base != WeightType::Q5_K) return false;
   w.name = std::string(weight_traits(w.base).name) + (w.k_m ? "_M" : "");
   *out = w;
   return true;
@@ -130,6 +130,21 @@ bool parse_synthetic_weights(const std::string& name, SyntheticWeights* out) {
 bool more_bits_layer(int layer, int n_layers) {
   const int eighth = n_layers / 8;
   return layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2;
+}
+
+WeightType synthetic_matrix_type(const SyntheticWeights& wt, MatrixRole role, int layer, int n_layers) {
+  if (!wt.k_m) return wt.base;
+  if (role == MatrixRole::output) return WeightType::Q6_K;
+  if (wt.base == WeightType::Q3_K) {
+    switch (role) {
+      case MatrixRole::attn_v: return layer < 2 ? WeightType::Q5_K : WeightType::Q4_K;
+      case MatrixRole::ffn_down: return layer < n_layers / 16 ? WeightType::Q5_K : WeightType::Q4_K;
+      case MatrixRole::attn_output: return WeightType::Q4_K;
+      default: return wt.base;
+    }
+  }
+  const bool more = (role == MatrixRole::attn_v || role == MatrixRole::ffn_down) && more_bits_layer(layer, n_layers);
+  return more ? WeightType::Q6_K : wt.base;
 }
 
 ModelWeights make_synthetic_model(const ModelConfig& cfg, WeightType wtype, uint64_t seed, ThreadPool& pool) {
@@ -142,10 +157,8 @@ ModelWeights make_synthetic_model(const ModelConfig& cfg, const SyntheticWeights
   w.cfg = cfg;
   w.source = "synthetic";
   uint64_t salt = seed;
-  WeightType wtype = wt.base;
-  // Q6_K where the _M mix gives more bits: set around the matrices it covers.
-  auto more = [&](bool yes) { wtype = wt.k_m && yes ? WeightType::Q6_K : wt.base; };
-  auto matrix = [&](int64_t rows, int64_t cols) {
+  auto matrix = [&](int64_t rows, int64_t cols, MatrixRole role, int layer = 0) {
+    const WeightType wtype = synthetic_matrix_type(wt, role, layer, cfg.n_layers);
     LONGKV_CHECK(cols % weight_traits(wtype).block_size == 0, "%s rows of %lld do not split into %s blocks",
                  cfg.name.c_str(), static_cast<long long>(cols), weight_traits(wtype).name);
     WeightView v;
@@ -162,26 +175,20 @@ ModelWeights make_synthetic_model(const ModelConfig& cfg, const SyntheticWeights
     w.storage.push_back(std::shared_ptr<const void>(buf, buf.get()));
     return v;
   };
-  w.tok_embd = matrix(cfg.n_vocab, cfg.dim);
-  more(true);
-  w.output = matrix(cfg.n_vocab, cfg.dim);
-  more(false);
+  w.tok_embd = matrix(cfg.n_vocab, cfg.dim, MatrixRole::token_embd);
+  w.output = matrix(cfg.n_vocab, cfg.dim, MatrixRole::output);
   w.output_norm.assign(cfg.dim, 1.0f);
   for (int l = 0; l < cfg.n_layers; ++l) {
     LayerWeights L;
     L.attn_norm.assign(cfg.dim, 1.0f);
     L.ffn_norm.assign(cfg.dim, 1.0f);
-    L.wq = matrix(cfg.q_dim(), cfg.dim);
-    L.wk = matrix(cfg.kv_dim(), cfg.dim);
-    more(more_bits_layer(l, cfg.n_layers));
-    L.wv = matrix(cfg.kv_dim(), cfg.dim);
-    more(false);
-    L.wo = matrix(cfg.dim, cfg.q_dim());
-    L.w_gate = matrix(cfg.ffn_dim, cfg.dim);
-    L.w_up = matrix(cfg.ffn_dim, cfg.dim);
-    more(more_bits_layer(l, cfg.n_layers));
-    L.w_down = matrix(cfg.dim, cfg.ffn_dim);
-    more(false);
+    L.wq = matrix(cfg.q_dim(), cfg.dim, MatrixRole::attn_q, l);
+    L.wk = matrix(cfg.kv_dim(), cfg.dim, MatrixRole::attn_k, l);
+    L.wv = matrix(cfg.kv_dim(), cfg.dim, MatrixRole::attn_v, l);
+    L.wo = matrix(cfg.dim, cfg.q_dim(), MatrixRole::attn_output, l);
+    L.w_gate = matrix(cfg.ffn_dim, cfg.dim, MatrixRole::ffn_gate, l);
+    L.w_up = matrix(cfg.ffn_dim, cfg.dim, MatrixRole::ffn_up, l);
+    L.w_down = matrix(cfg.dim, cfg.ffn_dim, MatrixRole::ffn_down, l);
     if (cfg.arch == "qwen2") {
       L.bq.assign(cfg.q_dim(), 0.0f);
       L.bk.assign(cfg.kv_dim(), 0.0f);
