@@ -184,7 +184,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("openblas", openblas_get_corename());
   benchmark::AddCustomContext("cold_set_MiB", std::to_string(kColdBytes >> 20));
   const WeightType types[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16, WeightType::Q8_0,
-                              WeightType::Q4_0, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K};
+                              WeightType::Q4_0, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
+                              WeightType::Q5_K, WeightType::Q6_K};
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(("read_bandwidth/threads:" + std::to_string(threads)).c_str(),
                                  bm_read_bandwidth, threads)

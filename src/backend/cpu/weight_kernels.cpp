@@ -89,6 +89,10 @@ inline void store_i8x16(__m128i q, vf scale, vf bias, float* dst) {
 }
 // A vector whose lanes sum to x[0] + ... + x[15].
 [[maybe_unused]] inline vf load_sum16(const float* x) { return vload(x); }
+// acc + (q * scale + bias) . x over 16 elements.
+inline vf fma_affine_i8x16(__m128i q, vf scale, vf bias, const float* x, vf acc) {
+  return vfma(vfma(i8x16_to_f(q), scale, bias), vload(x), acc);
+}
 constexpr const char* kIsa = "avx512";
 #else
 constexpr int kW = 8;
@@ -123,6 +127,10 @@ inline void store_i8x16(__m128i q, vf scale, vf bias, float* dst) {
   vstore(dst + 8, vfma(i8x8_to_f(_mm_unpackhi_epi64(q, q)), scale, bias));
 }
 [[maybe_unused]] inline vf load_sum16(const float* x) { return vadd(vload(x), vload(x + 8)); }
+inline vf fma_affine_i8x16(__m128i q, vf scale, vf bias, const float* x, vf acc) {
+  acc = vfma(vfma(i8x8_to_f(q), scale, bias), vload(x), acc);
+  return vfma(vfma(i8x8_to_f(_mm_unpackhi_epi64(q, q)), scale, bias), vload(x + 8), acc);
+}
 constexpr const char* kIsa = "avx2";
 #endif
 
@@ -720,18 +728,21 @@ inline void for_low_bit_subs(const uint8_t* b, F&& f) {
 template <typename Block>
 float dot_low_bit(const void* row, const float* x, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
-  vf acc[4] = {vzero(), vzero(), vzero(), vzero()}, accm = vzero();
+  vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
     const float* xb = x + i * kQKK;
     float dsc[16], dm[16];
     low_bit_factors<Block>(b, dsc, dm);
     for_low_bit_subs<Block>(b, [&](__m128i c, int s, int e) {
-      acc[s % 4] = vfma(vset1(dsc[s]), fma_i8x16(c, xb + e, vzero()), acc[s % 4]);
-      if constexpr (!kThirdBit<Block>) accm = vfma(vset1(dm[s]), load_sum16(xb + e), accm);
+      if constexpr (kThirdBit<Block>) {
+        acc[s % 4] = vfma(vset1(dsc[s]), fma_i8x16(c, xb + e, vzero()), acc[s % 4]);
+      } else {  // the weights made first (d sc q - dmin m): no separate sums of x for the mins
+        acc[s % 4] = fma_affine_i8x16(c, vset1(dsc[s]), vset1(-dm[s]), xb + e, acc[s % 4]);
+      }
     });
   }
-  return vsum(vsub(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])), accm));
+  return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
 }
 
 template <typename Block>
