@@ -117,6 +117,21 @@ double dot_k_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols)
   return s;
 }
 
+// The 32 activations of unit u (half h, 16 positions from 16 lh, quarters
+// qa and qa + 2) of block b, as Q6_K's, Q2_K's and Q3_K's slabs take them:
+// the first quarter's elements (256b + 128h + 32qa + 16lh ..) then the
+// other's (+ 64), quantized by the rule above: q and dx.
+void quarter_pair_x_i8(const float* x, int b, int u, int (&q)[32], float& dx) {
+  const int h = u / 4, lh = (u / 2) % 2, qa = u % 2;
+  float v[32];
+  for (int i = 0; i < 32; ++i) v[i] = x[kQKK * b + 128 * h + 32 * qa + 16 * lh + (i < 16 ? i : 64 + i - 16)];
+  float amax = 0;
+  for (float f : v) amax = std::max(amax, std::fabs(f));
+  dx = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int i = 0; i < 32; ++i) q[i] = static_cast<int>(std::nearbyint(v[i] * inv));
+}
+
 // Q6_K with int8 activations (Slab<Q6_K>::dot_i8): a unit is half h, 16
 // positions from 16 lh and quarters qa and qa + 2 of a block; its 32
 // activations the first quarter's elements (256b + 128h + 32qa + 16lh ..)
@@ -132,11 +147,9 @@ double dot_q6_k_i8x_ref(const uint8_t* row, const float* x, int cols) {
     const float d = f16_to_f32(dh);
     for (int u = 0; u < 8; ++u) {
       const int h = u / 4, lh = (u / 2) % 2, qa = u % 2;
-      float v[32];
-      for (int i = 0; i < 32; ++i) v[i] = x[kQKK * b + 128 * h + 32 * qa + 16 * lh + (i < 16 ? i : 64 + i - 16)];
-      float amax = 0;
-      for (float f : v) amax = std::max(amax, std::fabs(f));
-      const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+      int q[32];
+      float dx;
+      quarter_pair_x_i8(x, b, u, q, dx);
       for (int half = 0; half < 2; ++half) {
         const int k = qa + 2 * half;  // the quarter
         int64_t dot = 0;
@@ -144,7 +157,7 @@ double dot_q6_k_i8x_ref(const uint8_t* row, const float* x, int cols) {
           const int l = 16 * lh + i;
           const uint8_t lo = blk[64 * h + l + 32 * (k & 1)];
           const int code = ((k < 2 ? lo & 0xF : lo >> 4) | (((blk[128 + 32 * h + l] >> (2 * k)) & 3) << 4)) - 32;
-          dot += code * static_cast<int>(std::nearbyint(v[16 * half + i] * inv));
+          dot += code * q[16 * half + i];
         }
         const int8_t sc = static_cast<int8_t>(blk[192 + 8 * h + lh + 2 * k]);
         s += static_cast<double>(dx) * static_cast<double>(d * sc) * static_cast<double>(dot);
@@ -175,11 +188,9 @@ double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int
     const float d = f16(blk + (q3 ? 108 : 80)), dmin = q3 ? 0.0f : f16(blk + 82);
     for (int u = 0; u < 8; ++u) {
       const int h = u / 4, lh = (u / 2) % 2, p = u % 2;
-      float v[32];
-      for (int i = 0; i < 32; ++i) v[i] = x[kQKK * b + 128 * h + 32 * p + 16 * lh + (i < 16 ? i : 64 + i - 16)];
-      float amax = 0;
-      for (float f : v) amax = std::max(amax, std::fabs(f));
-      const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+      int xq[32];
+      float dx;
+      quarter_pair_x_i8(x, b, u, xq, dx);
       for (int half = 0; half < 2; ++half) {
         const int j = p + 2 * half, sub = 8 * h + 2 * j + lh;
         int64_t dot = 0, sum = 0;
@@ -187,9 +198,8 @@ double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int
           const int l = 16 * lh + i;
           int code = (blk[qs_at + 32 * h + l] >> (2 * j)) & 3;
           if (q3) code |= ((blk[l] >> (4 * h + j)) & 1) << 2;
-          const int q = static_cast<int>(std::nearbyint(v[16 * half + i] * inv));
-          dot += code * q;
-          sum += q;
+          dot += code * xq[16 * half + i];
+          sum += xq[16 * half + i];
         }
         if (q3) {
           const uint8_t* sc = blk + 96;

@@ -528,20 +528,20 @@ struct Slab<WeightType::Q5_K> {
   }
 };
 
+// A unit's 32 activations in Q6_K's, Q2_K's and Q3_K's geometry
+// (LowBitUnit): quarter p's 16 then quarter p + 2's.
+__device__ __forceinline__ void load_quarter_pair_x(const float* x, int u, float (&v)[32]) {
+  const int e = LowBitUnit(u).first_elem();
+  ldx(x + e, v, 16);
+  ldx(x + e + 64, v + 16, 16);
+}
+
 template <>
-struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2)
+struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2): LowBitUnit's
   static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
   struct Unit { uint4 ql, qh; float da, db; };
   struct X { float v[32]; };
-  __device__ static int first_elem(int u) {
-    const int r = u % 8;
-    return 256 * (u / 8) + 128 * (r / 4) + 32 * (r % 2) + 16 * ((r / 2) % 2);
-  }
-  __device__ static void load_x(const float* x, int u, X& xr) {
-    const int e = first_elem(u);
-    ldx(x + e, xr.v, 16);
-    ldx(x + e + 64, xr.v + 16, 16);
-  }
+  __device__ static void load_x(const float* x, int u, X& xr) { load_quarter_pair_x(x, u, xr.v); }
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
     const int b = u / 8, r = u % 8, h = r / 4, lh = (r / 2) % 2, qa = r % 2;
     const uint8_t* body = row + 208 * b;
@@ -550,15 +550,26 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
     return {ldg16(body + 64 * h + 32 * qa + 16 * lh), ldg16(body + 128 + 32 * h + 16 * lh), d * __ldg(sc),
             d * __ldg(sc + 4)};
   }
-  __device__ static float dot(const Unit& w, const X& xr, int u) {
+  // The unsigned 6-bit codes (the value is code - 32), a byte each: a the
+  // first quarter's (ql's low nibbles), b the second's (high nibbles), with
+  // their qh bits 2qa and 2qa + 4 as bits 4-5.
+  __device__ static void codes(const Unit& w, int u, uint32_t (&a)[4], uint32_t (&b)[4]) {
     const int qa = u % 2;
     const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      a[j] = (ql[j] & 0x0F0F0F0Fu) | ((qh[j] >> (2 * qa)) & 0x03030303u) << 4;
+      b[j] = ((ql[j] >> 4) & 0x0F0F0F0Fu) | ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
+    }
+  }
+  __device__ static float dot(const Unit& w, const X& xr, int u) {
+    uint32_t a4[4], b4[4];
+    codes(w, u, a4, b4);
     float a = 0, b = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const uint32_t ha = ((qh[j] >> (2 * qa)) & 0x03030303u) << 4, hb = ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
-      a = dot4<32>((ql[j] & 0x0F0F0F0Fu) | ha, xr.v + 4 * j, a);
-      b = dot4<32>(((ql[j] >> 4) & 0x0F0F0F0Fu) | hb, xr.v + 16 + 4 * j, b);
+      a = dot4<32>(a4[j], xr.v + 4 * j, a);
+      b = dot4<32>(b4[j], xr.v + 16 + 4 * j, b);
     }
     return w.da * a + w.db * b;
   }
@@ -566,14 +577,13 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
   // dx * (da * (s0 - 32 S0) + db * (s1 - 32 S1)), s the unsigned codes'
   // dp4a sums and S the halves' sums of q; both brackets exact integers.
   __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
-    const int qa = u % 2;
-    const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+    uint32_t a4[4], b4[4];
+    codes(w, u, a4, b4);
     int s0 = 0, s1 = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const uint32_t ha = ((qh[j] >> (2 * qa)) & 0x03030303u) << 4, hb = ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
-      s0 = dp4a_u8s8((ql[j] & 0x0F0F0F0Fu) | ha, x.q[j], s0);
-      s1 = dp4a_u8s8(((ql[j] >> 4) & 0x0F0F0F0Fu) | hb, x.q[4 + j], s1);
+      s0 = dp4a_u8s8(a4[j], x.q[j], s0);
+      s1 = dp4a_u8s8(b4[j], x.q[4 + j], s1);
     }
     return x.dx * (w.da * static_cast<float>(s0 - 32 * x.s_lo) + w.db * static_cast<float>(s1 - 32 * x.s_hi));
   }
@@ -588,12 +598,6 @@ __device__ __forceinline__ void low2_codes(const uint2& q, uint32_t (&a)[4], uin
     b[k] = (q.y >> (2 * k)) & 0x03030303u;
   }
 }
-// The unit's 32 activations: quarter p's 16 then quarter p + 2's (Q6_K's).
-__device__ __forceinline__ void load_low_bit_x(const float* x, int u, float (&v)[32]) {
-  const int e = LowBitUnit(u).first_elem();
-  ldx(x + e, v, 16);
-  ldx(x + e + 64, v + 16, 16);
-}
 
 // Q2_K: x = d sc q - dmin m per sub-block (4-bit sc and m). 4 registers a
 // unit in flight, so 16 rows a batch.
@@ -603,7 +607,7 @@ struct Slab<WeightType::Q2_K> {
   struct Unit { uint2 q; uint32_t sm, dd; };  // sm: the two scale|min bytes; dd: d | dmin << 16
   using X = Slab<WeightType::Q4_K>::X;        // with the halves' sums, for the mins
   __device__ static void load_x(const float* x, int u, X& xr) {
-    load_low_bit_x(x, u, xr.v);
+    load_quarter_pair_x(x, u, xr.v);
     xr.sum_lo = xr.sum_hi = 0;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -659,7 +663,7 @@ struct Slab<WeightType::Q3_K> {
   static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
   struct Unit { uint2 q; uint32_t hb, lo, hi, d; };  // lo, hi: the scales' bytes; d: f16 bits
   using X = Slab<WeightType::Q6_K>::X;
-  __device__ static void load_x(const float* x, int u, X& xr) { load_low_bit_x(x, u, xr.v); }
+  __device__ static void load_x(const float* x, int u, X& xr) { load_quarter_pair_x(x, u, xr.v); }
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
     const LowBitUnit n(u);
     const uint8_t* body = row + 96 * n.b;
