@@ -868,13 +868,13 @@ TEST(SyntheticModel, KMMixGivesQ6_KWhereLlamaCppDoes) {
   for (int l = 0; l < 32; ++l)
     if (more_bits_layer(l, 32)) more.push_back(l);
   EXPECT_EQ(more, (std::vector<int>{0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31}));
-  SyntheticWeights wt;
-  ASSERT_TRUE(parse_synthetic_weights("q4_k_m", &wt));
+  WeightMix wt;
+  ASSERT_TRUE(parse_weight_mix("q4_k_m", &wt));
   EXPECT_EQ(wt.name, "Q4_K_M");
-  EXPECT_FALSE(parse_synthetic_weights("q4_0_m", &wt));  // no such mix
-  EXPECT_FALSE(parse_synthetic_weights("q6_k_m", &wt));
-  EXPECT_FALSE(parse_synthetic_weights("q4_1", &wt));
-  ASSERT_TRUE(parse_synthetic_weights("Q5_K_M", &wt));
+  EXPECT_FALSE(parse_weight_mix("q4_0_m", &wt));  // no such mix
+  EXPECT_FALSE(parse_weight_mix("q6_k_m", &wt));
+  EXPECT_FALSE(parse_weight_mix("q4_1", &wt));
+  ASSERT_TRUE(parse_weight_mix("Q5_K_M", &wt));
   ThreadPool pool(1);
   const ModelWeights w = make_synthetic_model(synthetic_config("tiny"), wt, 7, pool);  // 2 layers: layer 1 gets more
   EXPECT_EQ(w.tok_embd.type, WeightType::Q5_K);
@@ -895,20 +895,20 @@ TEST(SyntheticModel, KMMixGivesQ6_KWhereLlamaCppDoes) {
 // and ffn_down (the first sixteenth: 2 of 32 layers), Q4_K for attn_output,
 // Q6_K for the output, Q3_K elsewhere.
 TEST(SyntheticModel, Q3_KMMixFollowsLlamaCpp) {
-  SyntheticWeights wt;
-  ASSERT_TRUE(parse_synthetic_weights("q3_k_m", &wt));
+  WeightMix wt;
+  ASSERT_TRUE(parse_weight_mix("q3_k_m", &wt));
   EXPECT_EQ(wt.name, "Q3_K_M");
   using R = MatrixRole;
-  EXPECT_EQ(synthetic_matrix_type(wt, R::output, 0, 32), WeightType::Q6_K);
-  EXPECT_EQ(synthetic_matrix_type(wt, R::token_embd, 0, 32), WeightType::Q3_K);
+  EXPECT_EQ(mix_matrix_type(wt, R::output, 0, 32), WeightType::Q6_K);
+  EXPECT_EQ(mix_matrix_type(wt, R::token_embd, 0, 32), WeightType::Q3_K);
   for (int l : {0, 1, 2, 31}) {
     const WeightType first = l < 2 ? WeightType::Q5_K : WeightType::Q4_K;
-    EXPECT_EQ(synthetic_matrix_type(wt, R::attn_v, l, 32), first) << l;
-    EXPECT_EQ(synthetic_matrix_type(wt, R::ffn_down, l, 32), first) << l;
-    EXPECT_EQ(synthetic_matrix_type(wt, R::attn_output, l, 32), WeightType::Q4_K) << l;
-    for (R r : {R::attn_q, R::attn_k, R::ffn_gate, R::ffn_up}) EXPECT_EQ(synthetic_matrix_type(wt, r, l, 32), WeightType::Q3_K);
+    EXPECT_EQ(mix_matrix_type(wt, R::attn_v, l, 32), first) << l;
+    EXPECT_EQ(mix_matrix_type(wt, R::ffn_down, l, 32), first) << l;
+    EXPECT_EQ(mix_matrix_type(wt, R::attn_output, l, 32), WeightType::Q4_K) << l;
+    for (R r : {R::attn_q, R::attn_k, R::ffn_gate, R::ffn_up}) EXPECT_EQ(mix_matrix_type(wt, r, l, 32), WeightType::Q3_K);
   }
-  EXPECT_EQ(synthetic_matrix_type(wt, R::ffn_down, 1, 16), WeightType::Q4_K);  // 16 layers: only layer 0
+  EXPECT_EQ(mix_matrix_type(wt, R::ffn_down, 1, 16), WeightType::Q4_K);  // 16 layers: only layer 0
   ThreadPool pool(1);
   const ModelWeights w = make_synthetic_model(synthetic_config("tiny"), wt, 7, pool);
   EXPECT_EQ(w.layers[1].wv.type, WeightType::Q5_K);

@@ -1,12 +1,14 @@
 // ModelWeights + Vocab -> GGUF v3, the layout llama.cpp's converter writes.
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 #include "core/log.h"
 #include "formats/gguf.h"
 #include "model/loader_common.h"
 #include "model/model_loader.h"
+#include "model/weight_mix.h"
 
 namespace longkv {
 
@@ -43,8 +45,8 @@ std::vector<uint8_t> permute_heads(const std::vector<uint8_t>& src, int n_heads,
 
 class ModelGgufWriter {
  public:
-  ModelGgufWriter(const ModelWeights& w, const std::string& path, std::optional<WeightType> out_type)
-      : w_(w), path_(path), out_type_(out_type) {
+  ModelGgufWriter(const ModelWeights& w, const std::string& path, std::optional<WeightMix> out_mix)
+      : w_(w), path_(path), out_mix_(std::move(out_mix)) {
     permute_ = w.cfg.rope != gguf_rope_style(w.cfg.arch);
   }
 
@@ -52,9 +54,9 @@ class ModelGgufWriter {
   bool quantized() const { return quantized_; }
 
   // `heads` > 0 marks wq/wk, whose rows are reordered when the RoPE
-  // convention changes.
-  void matrix(const std::string& name, const WeightView& v, int64_t rows, int64_t cols,
-              int heads = 0) {
+  // convention changes. `role` and `layer` pick the format of a mix.
+  void matrix(const std::string& name, const WeightView& v, int64_t rows, int64_t cols, MatrixRole role,
+              int layer = 0, int heads = 0) {
     LONGKV_CHECK(v.data != nullptr && v.rows == rows && v.cols == cols,
                  "%s: weight '%s' is [%lld x %lld], the config implies [%lld x %lld]",
                  path_.c_str(), name.c_str(), static_cast<long long>(v.rows),
@@ -62,8 +64,9 @@ class ModelGgufWriter {
                  static_cast<long long>(cols));
     WeightType type = v.type;
     std::vector<uint8_t> bytes;
-    if (out_type_ && *out_type_ != v.type && convertible(name, v)) {
-      type = *out_type_;
+    const WeightType to = out_mix_ ? mix_matrix_type(*out_mix_, role, layer, w_.cfg.n_layers) : v.type;
+    if (to != v.type && convertible(name, v, to)) {
+      type = to;
       bytes = convert(v, type);
     } else {
       bytes.assign(v.data, v.data + v.nbytes());
@@ -90,8 +93,8 @@ class ModelGgufWriter {
   }
 
  private:
-  bool convertible(const std::string& name, const WeightView& v) const {
-    const auto& tr = weight_traits(*out_type_);
+  bool convertible(const std::string& name, const WeightView& v, WeightType to) const {
+    const auto& tr = weight_traits(to);
     if (tr.from_float_ref == nullptr) {
       log_warn("%s: cannot produce %s; keeping '%s' as %s", path_.c_str(), tr.name, name.c_str(),
                weight_traits(v.type).name);
@@ -122,7 +125,7 @@ class ModelGgufWriter {
 
   const ModelWeights& w_;
   const std::string& path_;
-  std::optional<WeightType> out_type_;
+  std::optional<WeightMix> out_mix_;
   bool permute_ = false;
   bool quantized_ = false;
   GgufWriter out_;
@@ -132,6 +135,13 @@ class ModelGgufWriter {
 
 void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
                      std::optional<WeightType> out_type) {
+  std::optional<WeightMix> mix;
+  if (out_type) mix = WeightMix{*out_type, false, weight_traits(*out_type).name};
+  save_model_gguf(w, vocab, path, mix);
+}
+
+void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
+                     const std::optional<WeightMix>& out_mix) {
   const ModelConfig& c = w.cfg;
   LONGKV_CHECK(c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2",
                "%s: cannot write architecture '%s' (supported: llama, mistral, qwen2)", path.c_str(),
@@ -150,7 +160,7 @@ void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::strin
                "%s: vocabulary has %d tokens but the model has %d embedding rows", path.c_str(),
                vocab.size(), c.n_vocab);
 
-  ModelGgufWriter mw(w, path, out_type);
+  ModelGgufWriter mw(w, path, out_mix);
   GgufWriter& g = mw.gguf();
   const std::string p = c.arch + ".";
   auto u32 = [](int64_t v) { return GgufValue::make_u32(static_cast<uint32_t>(v)); };
@@ -194,24 +204,27 @@ void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::strin
   // RoPE scaling of any kind as llama.cpp stores Llama 3.1's: the divisors
   // in rope_freqs.weight, the scaling type left "none".
   if (!c.rope_freq_factors.empty()) mw.vec("rope_freqs.weight", c.rope_freq_factors, c.rope_dim / 2);
-  mw.matrix("token_embd.weight", w.tok_embd, c.n_vocab, c.dim);
+  // A tied model's embedding table is its output matrix too: llama.cpp gives
+  // it the output's format.
+  mw.matrix("token_embd.weight", w.tok_embd, c.n_vocab, c.dim,
+            w.tied_output ? MatrixRole::output : MatrixRole::token_embd);
   mw.vec("output_norm.weight", w.output_norm, c.dim);
-  if (!w.tied_output) mw.matrix("output.weight", w.output, c.n_vocab, c.dim);
+  if (!w.tied_output) mw.matrix("output.weight", w.output, c.n_vocab, c.dim, MatrixRole::output);
   for (int i = 0; i < c.n_layers; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
     const LayerWeights& l = w.layers[static_cast<size_t>(i)];
     mw.vec(b + "attn_norm.weight", l.attn_norm, c.dim);
-    mw.matrix(b + "attn_q.weight", l.wq, c.q_dim(), c.dim, c.n_heads);
-    mw.matrix(b + "attn_k.weight", l.wk, c.kv_dim(), c.dim, c.n_kv_heads);
-    mw.matrix(b + "attn_v.weight", l.wv, c.kv_dim(), c.dim);
-    mw.matrix(b + "attn_output.weight", l.wo, c.dim, c.q_dim());
+    mw.matrix(b + "attn_q.weight", l.wq, c.q_dim(), c.dim, MatrixRole::attn_q, i, c.n_heads);
+    mw.matrix(b + "attn_k.weight", l.wk, c.kv_dim(), c.dim, MatrixRole::attn_k, i, c.n_kv_heads);
+    mw.matrix(b + "attn_v.weight", l.wv, c.kv_dim(), c.dim, MatrixRole::attn_v, i);
+    mw.matrix(b + "attn_output.weight", l.wo, c.dim, c.q_dim(), MatrixRole::attn_output, i);
     if (!l.bq.empty()) mw.vec(b + "attn_q.bias", l.bq, c.q_dim(), c.n_heads);
     if (!l.bk.empty()) mw.vec(b + "attn_k.bias", l.bk, c.kv_dim(), c.n_kv_heads);
     if (!l.bv.empty()) mw.vec(b + "attn_v.bias", l.bv, c.kv_dim());
     mw.vec(b + "ffn_norm.weight", l.ffn_norm, c.dim);
-    mw.matrix(b + "ffn_gate.weight", l.w_gate, c.ffn_dim, c.dim);
-    mw.matrix(b + "ffn_up.weight", l.w_up, c.ffn_dim, c.dim);
-    mw.matrix(b + "ffn_down.weight", l.w_down, c.dim, c.ffn_dim);
+    mw.matrix(b + "ffn_gate.weight", l.w_gate, c.ffn_dim, c.dim, MatrixRole::ffn_gate, i);
+    mw.matrix(b + "ffn_up.weight", l.w_up, c.ffn_dim, c.dim, MatrixRole::ffn_up, i);
+    mw.matrix(b + "ffn_down.weight", l.w_down, c.dim, c.ffn_dim, MatrixRole::ffn_down, i);
   }
   if (mw.quantized()) g.set("general.quantization_version", u32(2));
   g.write(path);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/model_weights.h"
+#include "model/weight_mix.h"
 #include "tokenizer/vocab.h"
 
 namespace longkv {
@@ -31,8 +32,11 @@ LoadedModel load_safetensors_model(const std::string& path);
 // Write weights + vocab as a GGUF v3 "llama" file: RoPE convention converted
 // to interleaved (q/k rows permuted when the source is neox), weight types
 // kept (F32/F16/BF16/quantized) unless `out_type` names a type to quantize
-// matrices into (norms stay F32).
+// matrices into, or `out_mix` a layout of several (llama.cpp's Q4_K_M, ...;
+// norms stay F32).
 void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
                      std::optional<WeightType> out_type = std::nullopt);
+void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
+                     const std::optional<WeightMix>& out_mix);
 
 }  // namespace longkv

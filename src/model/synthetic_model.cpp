@@ -113,52 +113,18 @@ ModelConfig synthetic_config(const std::string& shape) {
   fail("unknown synthetic model '%s' (known: %s)", shape.c_str(), names.c_str());
 }
 
-bool parse_synthetic_weights(const std::string& name, SyntheticWeights* out) {
-  SyntheticWeights w;
-  std::string base = name;
-  if (base.size() > 2 && (base.substr(base.size() - 2) == "_m" || base.substr(base.size() - 2) == "_M")) {
-    base.resize(base.size() - 2);
-    w.k_m = true;
-  }
-  if (!parse_weight_type(base, &w.base)) return false;
-  if (w.k_m && w.base != WeightType::Q3_K && w.base != WeightType::Q4_K && w.base != WeightType::Q5_K) return false;
-  w.name = std::string(weight_traits(w.base).name) + (w.k_m ? "_M" : "");
-  *out = w;
-  return true;
-}
-
-bool more_bits_layer(int layer, int n_layers) {
-  const int eighth = n_layers / 8;
-  return layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2;
-}
-
-WeightType synthetic_matrix_type(const SyntheticWeights& wt, MatrixRole role, int layer, int n_layers) {
-  if (!wt.k_m) return wt.base;
-  if (role == MatrixRole::output) return WeightType::Q6_K;
-  if (wt.base == WeightType::Q3_K) {
-    switch (role) {
-      case MatrixRole::attn_v: return layer < 2 ? WeightType::Q5_K : WeightType::Q4_K;
-      case MatrixRole::ffn_down: return layer < n_layers / 16 ? WeightType::Q5_K : WeightType::Q4_K;
-      case MatrixRole::attn_output: return WeightType::Q4_K;
-      default: return wt.base;
-    }
-  }
-  const bool more = (role == MatrixRole::attn_v || role == MatrixRole::ffn_down) && more_bits_layer(layer, n_layers);
-  return more ? WeightType::Q6_K : wt.base;
-}
-
 ModelWeights make_synthetic_model(const ModelConfig& cfg, WeightType wtype, uint64_t seed, ThreadPool& pool) {
-  return make_synthetic_model(cfg, SyntheticWeights{wtype, false, weight_traits(wtype).name}, seed, pool);
+  return make_synthetic_model(cfg, WeightMix{wtype, false, weight_traits(wtype).name}, seed, pool);
 }
 
-ModelWeights make_synthetic_model(const ModelConfig& cfg, const SyntheticWeights& wt, uint64_t seed,
+ModelWeights make_synthetic_model(const ModelConfig& cfg, const WeightMix& wt, uint64_t seed,
                                   ThreadPool& pool) {
   ModelWeights w;
   w.cfg = cfg;
   w.source = "synthetic";
   uint64_t salt = seed;
   auto matrix = [&](int64_t rows, int64_t cols, MatrixRole role, int layer = 0) {
-    const WeightType wtype = synthetic_matrix_type(wt, role, layer, cfg.n_layers);
+    const WeightType wtype = mix_matrix_type(wt, role, layer, cfg.n_layers);
     LONGKV_CHECK(cols % weight_traits(wtype).block_size == 0, "%s rows of %lld do not split into %s blocks",
                  cfg.name.c_str(), static_cast<long long>(cols), weight_traits(wtype).name);
     WeightView v;

@@ -67,10 +67,10 @@ int cmd_bench(const BenchOptions& o) {
     batches.push_back(b == "max" ? 0 : v);
   }
   for (const auto& m : o.kv_modes) parse_kv_mode(m);  // an unknown mode fails here, with its rule
-  SyntheticWeights wt;
+  WeightMix wt;
   ModelConfig shape;
   if (!o.synthetic.empty()) {
-    LONGKV_CHECK(parse_synthetic_weights(o.wtype, &wt),
+    LONGKV_CHECK(parse_weight_mix(o.wtype, &wt),
                  "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q3_k_m, q4_k_m, q5_k_m)", o.wtype.c_str());
     shape = synthetic_config(o.synthetic);
   }

@@ -14,18 +14,20 @@ struct ConvertOptions {
 };
 
 int cmd_convert(const ConvertOptions& o) {
-  std::optional<WeightType> out_type;  // checked before a model of many GB is loaded
+  std::optional<WeightMix> out_mix;  // checked before a model of many GB is loaded
   if (!o.type.empty()) {
-    WeightType t;
-    LONGKV_CHECK(parse_weight_type(o.type, &t), "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
+    WeightMix m;
+    LONGKV_CHECK(parse_weight_mix(o.type, &m),
+                 "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q3_k_m, q4_k_m, "
+                 "q5_k_m)",
                  o.type.c_str());
-    out_type = t;
+    out_mix = m;
   }
   Runtime rt = load_runtime(o.model, false);
   LONGKV_CHECK(rt.tokenizer, "%s carries no vocabulary: pass --tokenizer FILE so the GGUF is self-contained",
                o.model.model.c_str());
   log_info("model: %s", describe_model(rt.model.weights).c_str());
-  save_model_gguf(rt.model.weights, rt.tokenizer->vocab(), o.out, out_type);
+  save_model_gguf(rt.model.weights, rt.tokenizer->vocab(), o.out, out_mix);
   log_info("wrote %s", o.out.c_str());
   return 0;
 }
@@ -37,7 +39,9 @@ void register_convert(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("convert", "Convert a llama2.c or Hugging Face model to GGUF");
   add_model_options(sub, o->model);
   sub->add_option("-o,--output", o->out, "Output GGUF file")->required();
-  sub->add_option("--type", o->type, "Quantize matrices to this type (default: keep)");
+  sub->add_option("--type", o->type,
+                  "Quantize matrices to this type (default: keep), or to llama.cpp's layout of that name: q3_k_m, "
+                  "q4_k_m, q5_k_m (Q4_K_M: Q6_K for the output and half the layers' attn_v and ffn_down)");
   sub->callback([o] { g_exit_code = cmd_convert(*o); });
 }
 
