@@ -264,6 +264,43 @@ TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
   expect_one_error_line(c, "ctx 256");
 }
 
+// The evaluation model's Q8_0 predictions saved once (2 windows of 256) and
+// `convert --type T` of it scored against them: KL and perplexity. The
+// converted file is dir + "/eval-T.gguf".
+struct EvalConversions {
+  std::string dir = test::temp_dir(), base = dir + "/q8_0.lp";
+  std::string window = " -f " + shared_path(kWiki) + " --ctx 256 --chunks 2 --kv f32";
+  double ppl_q8 = 0;
+  // False (a failure recorded) if a command fails or prints no table row.
+  bool save_base() {
+    auto a = run_cli("perplexity -m " + shared_path(kEval) + window + " --save-logits " + base);
+    EXPECT_EQ(a.exit_code, 0) << a.err;
+    if (a.exit_code == 0) ppl_q8 = parse_ppl(a.out, "f32");
+    return a.exit_code == 0;
+  }
+  std::string path(const std::string& type) const { return dir + "/eval-" + type + ".gguf"; }
+  bool convert(const std::string& type) const {
+    auto c = run_cli("convert -m " + shared_path(kEval) + " -o " + path(type) + " --type " + type);
+    EXPECT_EQ(c.exit_code, 0) << type << ": " << c.err;
+    return c.exit_code == 0;
+  }
+  bool score(const std::string& type, double* kl, double* ppl) const {
+    if (!convert(type)) return false;
+    auto r = run_cli("perplexity -m " + path(type) + window + " --kl-base " + base);
+    EXPECT_EQ(r.exit_code, 0) << type << ": " << r.err;
+    std::smatch m;
+    if (r.exit_code != 0 ||
+        !std::regex_search(r.out, m, std::regex("\\| f32 \\|.*\\| ([0-9.]+) \\| ([0-9.]+)% \\| 510 \\|"))) {
+      ADD_FAILURE() << type << ": no KL row in\n" << r.out;
+      return false;
+    }
+    *kl = std::stod(m[1].str());
+    *ppl = parse_ppl(r.out, "f32");
+    std::printf("evalmodel 2x256 tokens: ppl Q8_0 %.4f, %s %.4f (KL %.5f)\n", ppl_q8, type.c_str(), *ppl, *kl);
+    return true;
+  }
+};
+
 // convert --type q4_k_m / q3_k_m: llama.cpp's layouts of those names, read
 // back from the file. The evaluation model ties its output to the embedding
 // table, which therefore takes the output's Q6_K, as llama.cpp gives it. The
@@ -272,32 +309,17 @@ TEST(Cli, PerplexitySavedLogitsGiveZeroKlAgainstItself) {
 // Q4_K_M 0.0177 against Q4_K's 0.0439.
 TEST(Cli, ConvertToKMixesTakesLlamaCppsLayout) {
   LONGKV_REQUIRE_SHARED(kEval);
-  const std::string dir = test::temp_dir(), base = dir + "/q8_0.lp";
-  const std::string window = " -f " + shared_path(kWiki) + " --ctx 256 --chunks 2 --kv f32";
-  auto a = run_cli("perplexity -m " + shared_path(kEval) + window + " --save-logits " + base);
-  ASSERT_EQ(a.exit_code, 0) << a.err;
-  double kl[2] = {};
-  const char* types[2] = {"q4_k_m", "q4_k"};
-  for (int i = 0; i < 2; ++i) {
-    SCOPED_TRACE(types[i]);
-    const std::string out = dir + "/eval-" + types[i] + ".gguf";
-    auto c = run_cli("convert -m " + shared_path(kEval) + " -o " + out + " --type " + types[i]);
-    ASSERT_EQ(c.exit_code, 0) << c.err;
-    auto r = run_cli("perplexity -m " + out + window + " --kl-base " + base);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| f32 \\|.*\\| ([0-9.]+) \\| ([0-9.]+)% \\| 510 \\|")))
-        << r.out;
-    kl[i] = std::stod(m[1].str());
-    std::printf("evalmodel 2x256 tokens: %s KL %.5f\n", types[i], kl[i]);
-  }
+  EvalConversions ev;
+  ASSERT_TRUE(ev.save_base());
+  double kl[2] = {}, ppl[2] = {};
+  ASSERT_TRUE(ev.score("q4_k_m", &kl[0], &ppl[0]));
+  ASSERT_TRUE(ev.score("q4_k", &kl[1], &ppl[1]));
   EXPECT_LT(kl[0], 0.6 * kl[1]);
 
-  auto c = run_cli("convert -m " + shared_path(kEval) + " -o " + dir + "/eval-q3_k_m.gguf --type q3_k_m");
-  ASSERT_EQ(c.exit_code, 0) << c.err;
+  ASSERT_TRUE(ev.convert("q3_k_m"));
   for (const char* name : {"q4_k_m", "q3_k_m"}) {
     SCOPED_TRACE(name);
-    const std::string out = dir + "/eval-" + name + ".gguf";
+    const std::string out = ev.path(name);
     WeightMix mix;
     ASSERT_TRUE(parse_weight_mix(name, &mix));
     const LoadedModel lm = load_model(out);
@@ -316,12 +338,12 @@ TEST(Cli, ConvertToKMixesTakesLlamaCppsLayout) {
   // The mixes' own formats, spelled out for the 8-layer model: Q4_K_M gives
   // layers 0, 7 (the first and last eighth) and 3, 6 (every third between)
   // Q6_K attn_v and ffn_down; Q3_K_M gives Q5_K to attn_v in layers 0-1.
-  const LoadedModel q4m = load_model(dir + "/eval-q4_k_m.gguf");
+  const LoadedModel q4m = load_model(ev.path("q4_k_m"));
   int q6 = 0;
   for (const LayerWeights& L : q4m.weights.layers) q6 += L.wv.type == WeightType::Q6_K;
   EXPECT_EQ(q6, 4);
   EXPECT_EQ(q4m.weights.layers[1].wq.type, WeightType::Q4_K);
-  const LoadedModel q3m = load_model(dir + "/eval-q3_k_m.gguf");
+  const LoadedModel q3m = load_model(ev.path("q3_k_m"));
   EXPECT_EQ(q3m.weights.layers[1].wv.type, WeightType::Q5_K);
   EXPECT_EQ(q3m.weights.layers[2].wv.type, WeightType::Q4_K);
   EXPECT_EQ(q3m.weights.layers[2].wk.type, WeightType::Q3_K);
@@ -339,28 +361,12 @@ TEST(Cli, ConvertToKMixesTakesLlamaCppsLayout) {
 // attn_v, ffn_down and the output at 3 to 6 bits).
 TEST(Cli, ConvertKQuantsLoseLessWithEachBit) {
   LONGKV_REQUIRE_SHARED(kEval);
-  const std::string dir = test::temp_dir(), base = dir + "/q8_0.lp";
-  const std::string window = " -f " + shared_path(kWiki) + " --ctx 256 --chunks 2 --kv f32";
-  auto a = run_cli("perplexity -m " + shared_path(kEval) + window + " --save-logits " + base);
-  ASSERT_EQ(a.exit_code, 0) << a.err;
-  const double ppl_q8 = parse_ppl(a.out, "f32");
+  EvalConversions ev;
+  ASSERT_TRUE(ev.save_base());
   constexpr int kTypes = 4;
   double kl[kTypes] = {}, ppl[kTypes] = {};
   const char* types[kTypes] = {"q5_k", "q4_k", "q3_k", "q2_k"};
-  for (int i = 0; i < kTypes; ++i) {
-    SCOPED_TRACE(types[i]);
-    const std::string out = dir + "/eval-" + types[i] + ".gguf";
-    auto c = run_cli("convert -m " + shared_path(kEval) + " -o " + out + " --type " + types[i]);
-    ASSERT_EQ(c.exit_code, 0) << c.err;
-    auto r = run_cli("perplexity -m " + out + window + " --kl-base " + base);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(r.out, m, std::regex("\\| f32 \\|.*\\| ([0-9.]+) \\| ([0-9.]+)% \\| 510 \\|")))
-        << r.out;
-    kl[i] = std::stod(m[1].str());
-    ppl[i] = parse_ppl(r.out, "f32");
-    std::printf("evalmodel 2x256 tokens: ppl Q8_0 %.4f, %s %.4f (KL %.5f)\n", ppl_q8, types[i], ppl[i], kl[i]);
-  }
+  for (int i = 0; i < kTypes; ++i) ASSERT_TRUE(ev.score(types[i], &kl[i], &ppl[i]));
   EXPECT_LT(kl[0], 0.5 * kl[1]);
   EXPECT_LT(kl[1], 0.5 * kl[2]);
   EXPECT_LT(kl[2], 0.5 * kl[3]);
