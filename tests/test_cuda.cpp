@@ -356,33 +356,52 @@ LoadedModel eval_model_requantized(const char* name, WeightType type = WeightTyp
   return load_model(q4);
 }
 
-// The K-quants' weights (the formats of Q2_K, Q3_K_M, Q4_K_M, Q5_K_M files): the slab
-// GEMV's units, the GEMM's dequantized tiles and the embedding row, against
-// the CPU engine on the same weights. With exact products (gemv_i8x off)
-// both sides take f32 products of the same decoded values, so the limit is
-// the Q8_0 model's (summation order only): measured 1.4e-7 for Q5_K on the
-// H200 (milestone 61), where a fifth bit taken from the wrong qh bit gives
-// ~1e-2 or more. With int8 activations (the default since milestone 61) the
-// Q4_0 model's limits above.
+// The evaluation model requantized to t, decoded on the GPU against the CPU
+// engine on the same weights: the slab GEMV's units, the GEMM's dequantized
+// tiles and the embedding row. With exact products (gemv_i8x off) both sides
+// take f32 products of the same decoded values, so the limit is the Q8_0
+// model's (summation order only): measured 1.4e-7 for Q5_K on the H200
+// (milestone 61), where a fifth bit taken from the wrong qh bit gives ~1e-2
+// or more. With int8 activations (the default since milestone 61) the Q4_0
+// model's limits above unless said (i8_nmse, i8_top1 of 40).
+void requantized_decode_matches_cpu(WeightType t, double i8_nmse = 2e-2, int i8_top1 = 36) {
+  const char* name = weight_traits(t).name;
+  LoadedModel lm = eval_model_requantized((std::string("evalmodel-") + name + ".gguf").c_str(), t);
+  ASSERT_EQ(lm.weights.layers[0].wq.type, t);
+  ASSERT_EQ(lm.weights.layers[7].w_down.type, t);
+  constexpr int kSteps = 40;
+  for (bool i8x : {false, true}) {
+    cuda_tuning().gemv_i8x = i8x;
+    const auto [worst, top1] = decode_vs_cpu(lm.weights, kSteps);
+    cuda_tuning() = CudaTuning{};
+    EXPECT_LT(worst, i8x ? i8_nmse : 1e-5) << name << " i8x " << i8x;
+    EXPECT_GE(top1, i8x ? i8_top1 : kSteps - 1) << name << " i8x " << i8x;  // a near tie may fall either way
+    std::printf("evalmodel %s decode %d steps GPU vs CPU (f16 KV), %s: worst nmse %.3g, top-1 agrees %d of %d\n",
+                name, kSteps, i8x ? "int8 activations" : "f32 products", worst, top1, kSteps);
+  }
+}
+
+// The K-quants' weights (the formats of Q2_K, Q3_K_M, Q4_K_M, Q5_K_M files).
 TEST(Cuda, EvalModelKQuantDecodeMatchesCpuEngine) {
   LONGKV_REQUIRE_CUDA();
   LONGKV_REQUIRE_SHARED(kEvalModel);
-  for (WeightType t : {WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K}) {
-    const char* name = weight_traits(t).name;
-    LoadedModel lm = eval_model_requantized((std::string("evalmodel-") + name + ".gguf").c_str(), t);
-    ASSERT_EQ(lm.weights.layers[0].wq.type, t);
-    ASSERT_EQ(lm.weights.layers[7].w_down.type, t);
-    constexpr int kSteps = 40;
-    for (bool i8x : {false, true}) {
-      cuda_tuning().gemv_i8x = i8x;
-      const auto [worst, top1] = decode_vs_cpu(lm.weights, kSteps);
-      cuda_tuning() = CudaTuning{};
-      EXPECT_LT(worst, i8x ? 2e-2 : 1e-5) << name << " i8x " << i8x;
-      EXPECT_GE(top1, i8x ? kSteps * 9 / 10 : kSteps - 1) << name << " i8x " << i8x;  // a near tie may fall either way
-      std::printf("evalmodel %s decode %d steps GPU vs CPU (f16 KV), %s: worst nmse %.3g, top-1 agrees %d of %d\n",
-                  name, kSteps, i8x ? "int8 activations" : "f32 products", worst, top1, kSteps);
-    }
-  }
+  for (WeightType t : {WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K})
+    requantized_decode_matches_cpu(t);
+}
+
+// Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (weight_decode_q32.cuh: Q5's fifth
+// bits and IQ4's codes reordered at upload, IQ4's table read by PRMT).
+// Measured on the H200: exact products worst nmse 1.8e-7 (Q4_1) to 2.4e-6
+// (Q5_0), top-1 40 of 40; int8 activations 3.5e-3 (Q4_1) to 2.0e-2 (Q5_0),
+// top-1 36 (Q4_1) to 39 of 40 -- each GEMV's int8 error matches Q4_0's
+// (MatmulMatchesReferenceEveryFormat), these models' logits carry it
+// further. Limits with room for that spread; a wrong code or fifth bit
+// gives nmse ~1.
+TEST(Cuda, EvalModelQ32DecodeMatchesCpuEngine) {
+  LONGKV_REQUIRE_CUDA();
+  LONGKV_REQUIRE_SHARED(kEvalModel);
+  for (WeightType t : {WeightType::Q4_1, WeightType::Q5_0, WeightType::Q5_1, WeightType::IQ4_NL, WeightType::IQ4_XS})
+    requantized_decode_matches_cpu(t, 6e-2, 32);
 }
 
 // A Q4_K_M file's layout (the synthetic mix's, SyntheticModel.KMMix...): Q4_K

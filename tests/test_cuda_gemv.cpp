@@ -217,10 +217,76 @@ double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int
   return s;
 }
 
+// Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS with int8 activations
+// (weight_decode_q32.cuh), from the same rule: per 32 elements (a block;
+// IQ4_XS's sub-block) the activations quantized as above, the codes'
+// integer sums exact, and the product
+//   Q4_1, Q5_1: dx (d sum(code q) + m sum(q))   Q5_0: dx d sum((code - 16) q)
+//   IQ4_NL: dx d sum(T[code] q)                 IQ4_XS: dx d (ls - 32) sum(T[code] q)
+// with the codes and scales read from the stored layouts (formats/weight_types.h,
+// T = kIq4Values); summed in double.
+bool q32_format(WeightType t) {
+  return t == WeightType::Q4_1 || t == WeightType::Q5_0 || t == WeightType::Q5_1 || t == WeightType::IQ4_NL ||
+         t == WeightType::IQ4_XS;
+}
+double dot_q32_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols) {
+  auto f16 = [](f16_t h) { return static_cast<double>(f16_to_f32(h)); };
+  auto nib = [](const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4; };
+  auto bit5 = [](const uint8_t* qh, int j) {
+    uint32_t h;
+    std::memcpy(&h, qh, 4);
+    return static_cast<int>((h >> j) & 1) << 4;
+  };
+  double s = 0;
+  for (int g = 0; g < cols / kQK; ++g) {
+    const float* xg = x + kQK * g;
+    float amax = 0;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(xg[i]));
+    const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    double d = 0, m = 0;
+    int v[kQK];
+    if (t == WeightType::Q4_1 || t == WeightType::Q5_1) {
+      const bool five = t == WeightType::Q5_1;
+      const auto* b5 = reinterpret_cast<const BlockQ5_1*>(row) + g;
+      const auto* b4 = reinterpret_cast<const BlockQ4_1*>(row) + g;
+      d = f16(five ? b5->d : b4->d);
+      m = f16(five ? b5->m : b4->m);
+      for (int j = 0; j < kQK; ++j) v[j] = five ? nib(b5->qs, j) | bit5(b5->qh, j) : nib(b4->qs, j);
+    } else if (t == WeightType::Q5_0) {
+      const auto* b = reinterpret_cast<const BlockQ5_0*>(row) + g;
+      d = f16(b->d);
+      for (int j = 0; j < kQK; ++j) v[j] = (nib(b->qs, j) | bit5(b->qh, j)) - 16;
+    } else if (t == WeightType::IQ4_NL) {
+      const auto* b = reinterpret_cast<const BlockIQ4_NL*>(row) + g;
+      d = f16(b->d);
+      for (int j = 0; j < kQK; ++j) v[j] = kIq4Values[nib(b->qs, j)];
+    } else {
+      const auto* b = reinterpret_cast<const BlockIQ4_XS*>(row) + g / 8;
+      const int ib = g % 8;
+      const int ls = ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b->scales_h >> (2 * ib)) & 3) << 4);
+      d = f16(b->d) * (ls - 32);
+      for (int j = 0; j < kQK; ++j) v[j] = kIq4Values[nib(b->qs + 16 * ib, j)];
+    }
+    int64_t dot = 0, sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      const int q = static_cast<int>(std::nearbyint(xg[j] * inv));
+      dot += v[j] * q;
+      sum += q;
+    }
+    s += static_cast<double>(dx) * (d * static_cast<double>(dot) + m * static_cast<double>(sum));
+  }
+  return s;
+}
+
 // The formats whose slab GEMV takes int8 activations when gemv_i8x is on.
 bool int8_format(WeightType t) {
   return t == WeightType::Q4_0 || t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K ||
-         t == WeightType::Q5_K || t == WeightType::Q6_K;
+         t == WeightType::Q5_K || t == WeightType::Q6_K || q32_format(t);
+}
+// The int8 formats with Q4_0's 16-row batches and its narrow kernel
+// (CudaTuning::gemv_prefetch); the others take their 8-row ones only.
+bool rb16_format(WeightType t) {
+  return t == WeightType::Q4_0 || t == WeightType::Q4_1 || t == WeightType::IQ4_NL;
 }
 
 // The f16 batch GEMV's rule (gemv_batch_h16.cu): each weight d (n - 8)
@@ -242,11 +308,12 @@ double dot_q4_0_h16_ref(const void* row, const float* x, int cols) {
 }
 
 // What the single-token GEMV should give for row r: the exact product of the
-// dequantized weights (dot_row_ref), or for Q4_0 and the K-quants through the
+// dequantized weights (dot_row_ref), or for the int8 formats through the
 // slab kernel with int8 activations the rules above.
 float gemv_ref(const WeightView& w, int r, const float* x, bool i8x) {
   const int cols = static_cast<int>(w.cols);
   if (i8x && w.type == WeightType::Q4_0) return static_cast<float>(dot_q4_0_i8x_ref(w.row(r), x, cols));
+  if (i8x && q32_format(w.type)) return static_cast<float>(dot_q32_i8x_ref(w.type, w.row(r), x, cols));
   if (i8x && int8_format(w.type)) return static_cast<float>(dot_k_i8x_ref(w.type, w.row(r), x, cols));
   return dot_row_ref(w.type, w.row(r), x, w.cols);
 }
@@ -281,6 +348,12 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
       // Q2_K / Q3_K: one slice, 17 blocks, and two slices (520 units)
       {WeightType::Q2_K, 37, 1280}, {WeightType::Q2_K, 11, 4352}, {WeightType::Q2_K, 5, 16640},
       {WeightType::Q3_K, 37, 1280}, {WeightType::Q3_K, 11, 4352}, {WeightType::Q3_K, 5, 16640},
+      // Q4_1, Q5_0, Q5_1, IQ4_NL: one slice, and two (513 units); IQ4_XS:
+      // one slice, 17 blocks, two slices (520 units)
+      {WeightType::Q4_1, 101, 544}, {WeightType::Q4_1, 9, 16416}, {WeightType::Q5_0, 97, 1056},
+      {WeightType::Q5_0, 9, 16416}, {WeightType::Q5_1, 33, 544},  {WeightType::Q5_1, 7, 16416},
+      {WeightType::IQ4_NL, 37, 1056}, {WeightType::IQ4_NL, 9, 16416}, {WeightType::IQ4_XS, 37, 1280},
+      {WeightType::IQ4_XS, 11, 4352}, {WeightType::IQ4_XS, 5, 16640},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(std::string(weight_traits(c.type).name) + " " + std::to_string(c.rows) + "x" +
@@ -405,6 +478,8 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
       {WeightType::Q4_0, 97, 4096}, {WeightType::Q4_0, 17, 14336}, {WeightType::Q8_0, 1000, 544},
       {WeightType::Q4_K, 37, 1280}, {WeightType::Q6_K, 19, 768},   {WeightType::F16, 33, 264},
       {WeightType::Q5_K, 29, 1536}, {WeightType::Q2_K, 29, 1536}, {WeightType::Q3_K, 31, 1280},
+      {WeightType::Q4_1, 37, 1056}, {WeightType::Q5_0, 29, 1536}, {WeightType::Q5_1, 31, 1280},
+      {WeightType::IQ4_NL, 33, 4096}, {WeightType::IQ4_XS, 29, 1536},
       {WeightType::Q4_0, 9001, 96},  // > 8192 rows: 4 rows per warp
       {WeightType::Q8_0, 23, 9216},  // 576 units: the slab kernel runs two column slices
   };
@@ -508,7 +583,8 @@ TEST(Cuda, Int8XLinkNarrowKernelMatchesWide) {
 TEST(Cuda, GemvSpeedReport) {
   LONGKV_REQUIRE_CUDA();
   for (WeightType t : {WeightType::Q4_0, WeightType::Q8_0, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
-                       WeightType::Q5_K, WeightType::Q6_K, WeightType::F16, WeightType::BF16}) {
+                       WeightType::Q5_K, WeightType::Q6_K, WeightType::Q4_1, WeightType::Q5_0, WeightType::Q5_1,
+                       WeightType::IQ4_NL, WeightType::IQ4_XS, WeightType::F16, WeightType::BF16}) {
     for (auto [rows, cols] : {std::pair{4096, 4096}, std::pair{6144, 4096}, std::pair{1024, 4096},
                              std::pair{14336, 4096}, std::pair{28672, 4096}, std::pair{4096, 14336},
                              std::pair{128256, 4096}}) {
@@ -538,6 +614,9 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
       {WeightType::Q4_0, 40000, 64},   // 1 warp, 2 of 3 lanes idle
       {WeightType::Q8_0, 6000, 2048},  {WeightType::Q4_K, 6000, 4096}, {WeightType::Q6_K, 999, 1024},
       {WeightType::Q5_K, 6000, 4096}, {WeightType::Q2_K, 6000, 4096}, {WeightType::Q3_K, 999, 1024},
+      // 4 warps, one pass of 16-row batches (gemv_prefetch: the narrow kernel)
+      {WeightType::Q4_1, 2999, 4096}, {WeightType::IQ4_NL, 2999, 4096},
+      {WeightType::Q5_0, 999, 1024},  {WeightType::Q5_1, 2001, 2048}, {WeightType::IQ4_XS, 1001, 4096},
   };
   for (const auto& c : cases) {
     const ActCase in(c, 7 + c.rows, 31);
@@ -547,7 +626,7 @@ TEST(Cuda, SlabGemvVariantsMatchReference) {
       for (int v = 0; v < 16; ++v) {
         const bool pipe = v & 1, pdl = v & 2, i8x = !(v & 4), pre = v & 8;
         if (!i8x && !int8_format(c.type)) continue;  // the setting only changes these formats
-        if (pre && !(i8x && c.type == WeightType::Q4_0)) continue;  // likewise (int8 Q4_0 only)
+        if (pre && !(i8x && rb16_format(c.type))) continue;  // likewise (int8, 16-row batches only)
         for (int r = 0; r < c.rows; ++r) ref[r] = gemv_ref(in.w, r, xa.data(), i8x);
         std::vector<float> y(c.rows, std::nanf(""));
         cuda_tuning().gemv_rows = false;
@@ -587,6 +666,8 @@ TEST(Cuda, GluStoreMatchesSwigluLoad) {
       {WeightType::Q6_K, 256, 768},
       {WeightType::Q5_K, 1280, 512},  // the evaluation model's shape
       {WeightType::Q2_K, 1280, 512},  {WeightType::Q3_K, 1280, 512},
+      {WeightType::Q4_1, 1280, 512},  {WeightType::Q5_0, 1280, 512}, {WeightType::Q5_1, 1280, 512},
+      {WeightType::IQ4_NL, 1280, 512}, {WeightType::IQ4_XS, 1280, 512},
   };
   for (const auto& c : cases) {
     const auto gd = random_weight(c.type, c.ffn, c.dim, 61 + c.ffn), ud = random_weight(c.type, c.ffn, c.dim, 62),
@@ -638,6 +719,9 @@ TEST(Cuda, GemvRopeMatchesSeparateKernel) {
       {WeightType::Q4_K, 1536, 1024, 128, 128, 10},  // slab kernel, int8 x, pipelined (milestone 61)
       {WeightType::Q5_K, 768, 512, 64, 64, 10},      // the evaluation model's q|k|v
       {WeightType::Q2_K, 768, 512, 64, 64, 10},      {WeightType::Q3_K, 768, 512, 64, 64, 10},
+      {WeightType::Q4_1, 768, 512, 64, 64, 10},      {WeightType::Q5_0, 768, 512, 64, 64, 10},
+      {WeightType::Q5_1, 768, 512, 64, 64, 10},      {WeightType::IQ4_NL, 768, 512, 64, 64, 10},
+      {WeightType::IQ4_XS, 768, 512, 64, 64, 10},
       {WeightType::Q4_0, 130, 16416, 64, 64, 2},     // two column slices: rope_kernel after
   };
   for (const auto& c : cases) {

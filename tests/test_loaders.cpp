@@ -550,11 +550,11 @@ TEST(LoaderGguf, RejectsBadModels) {
   s = TinySpec{};
   s.dim = 256;
   s.heads = 4;
-  s.q_type = 23;  // IQ4_XS: valid GGUF, not a type we compute with
+  s.q_type = 16;  // IQ2_XXS: valid GGUF, not a type we compute with
   EXPECT_ERROR(load_tiny(tiny_gguf(s)),
-               "model.gguf: tensor 'blk.0.attn_q.weight' has unsupported type IQ4_XS (longkv computes with F32, F16, "
-               "Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, BF16; a Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K or Q8_0 file of "
-               "the model loads)");
+               "model.gguf: tensor 'blk.0.attn_q.weight' has unsupported type IQ2_XXS (longkv computes with F32, F16, "
+               "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, BF16; a Q2_K, Q3_K_M, "
+               "Q4_K_M, Q5_K_M, Q6_K, Q8_0 or IQ4_XS file of the model loads)");
 
   s = TinySpec{};
   s.kv = 3;

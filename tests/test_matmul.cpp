@@ -17,18 +17,22 @@
 namespace longkv {
 namespace {
 
-constexpr WeightType kAllTypes[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16, WeightType::Q8_0,
-                                    WeightType::Q4_0, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
-                                    WeightType::Q5_K, WeightType::Q6_K};
-constexpr WeightType kBlockTypes[] = {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q2_K, WeightType::Q3_K,
-                                      WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K};
+constexpr WeightType kAllTypes[] = {WeightType::F32,    WeightType::F16,   WeightType::BF16, WeightType::Q8_0,
+                                    WeightType::Q4_0,   WeightType::Q4_1,  WeightType::Q5_0, WeightType::Q5_1,
+                                    WeightType::IQ4_NL, WeightType::Q2_K,  WeightType::Q3_K, WeightType::Q4_K,
+                                    WeightType::Q5_K,   WeightType::Q6_K,  WeightType::IQ4_XS};
+constexpr WeightType kBlockTypes[] = {WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_1,   WeightType::Q5_0,
+                                      WeightType::Q5_1, WeightType::IQ4_NL, WeightType::Q2_K, WeightType::Q3_K,
+                                      WeightType::Q4_K, WeightType::Q5_K, WeightType::Q6_K, WeightType::IQ4_XS};
 
 // Byte offsets of a block's fp16 d and (-1: none) dmin.
 int d_offset(WeightType t) {
   return t == WeightType::Q6_K ? 208 : t == WeightType::Q2_K ? 80 : t == WeightType::Q3_K ? 108 : 0;
 }
 int dmin_offset(WeightType t) {
-  return t == WeightType::Q2_K ? 82 : t == WeightType::Q4_K || t == WeightType::Q5_K ? 2 : -1;
+  return t == WeightType::Q2_K                                                                       ? 82
+         : t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q4_1 || t == WeightType::Q5_1 ? 2
+                                                                                                            : -1;
 }
 // Decodes whose d*sc*q - dmin*m may be one fused multiply-add: one rounding from the reference.
 bool affine_type(WeightType t) { return dmin_offset(t) >= 0; }

@@ -61,7 +61,8 @@ TEST(WeightTypesTraits, SupportedTypes) {
   const Expect expect[] = {{0, "F32", 1, 4},      {1, "F16", 1, 2},       {30, "BF16", 1, 2},
                            {8, "Q8_0", 32, 34},   {2, "Q4_0", 32, 18},    {10, "Q2_K", 256, 84},
                            {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
-                           {14, "Q6_K", 256, 210}};
+                           {14, "Q6_K", 256, 210}, {3, "Q4_1", 32, 20},    {6, "Q5_0", 32, 22},
+                           {7, "Q5_1", 32, 24},   {20, "IQ4_NL", 32, 18}, {23, "IQ4_XS", 256, 136}};
   for (const auto& e : expect) {
     const WeightTypeTraits* t = weight_type_traits(e.id);
     ASSERT_NE(t, nullptr) << e.name;
@@ -77,9 +78,9 @@ TEST(WeightTypesTraits, SupportedTypes) {
     EXPECT_EQ(bs, e.block);
     EXPECT_EQ(bb, e.bytes);
   }
-  EXPECT_EQ(weight_type_traits(3), nullptr);   // Q4_1: known, unsupported
-  EXPECT_EQ(weight_type_traits(6), nullptr);   // Q5_0
-  EXPECT_EQ(weight_type_traits(23), nullptr);  // IQ4_XS
+  EXPECT_EQ(weight_type_traits(9), nullptr);   // Q8_1: known, unsupported
+  EXPECT_EQ(weight_type_traits(16), nullptr);  // IQ2_XXS
+  EXPECT_EQ(weight_type_traits(34), nullptr);  // TQ1_0
   EXPECT_EQ(weight_type_traits(4), nullptr);   // removed id
   EXPECT_EQ(weight_type_traits(12345), nullptr);
 }
@@ -138,7 +139,10 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_TRUE(parse_weight_type("q3_k", &t));
   EXPECT_EQ(t, WeightType::Q3_K);
   t = WeightType::F16;
-  EXPECT_FALSE(parse_weight_type("q4_1", &t));  // a ggml type we cannot compute with
+  EXPECT_TRUE(parse_weight_type("iq4_xs", &t));
+  EXPECT_EQ(t, WeightType::IQ4_XS);
+  t = WeightType::F16;
+  EXPECT_FALSE(parse_weight_type("iq2_xxs", &t));  // a ggml type we cannot compute with
   EXPECT_FALSE(parse_weight_type("q8", &t));
   EXPECT_FALSE(parse_weight_type("", &t));
   EXPECT_FALSE(parse_weight_type("q8_0 ", &t));
@@ -154,6 +158,11 @@ TEST(WeightTypesTraits, ParseAndRowBytes) {
   EXPECT_EQ(row_bytes(WeightType::Q4_K, 768), 432u);
   EXPECT_EQ(row_bytes(WeightType::Q5_K, 512), 352u);
   EXPECT_EQ(row_bytes(WeightType::Q6_K, 256), 210u);
+  EXPECT_EQ(row_bytes(WeightType::Q4_1, 64), 40u);
+  EXPECT_EQ(row_bytes(WeightType::Q5_0, 64), 44u);
+  EXPECT_EQ(row_bytes(WeightType::Q5_1, 64), 48u);
+  EXPECT_EQ(row_bytes(WeightType::IQ4_NL, 64), 36u);
+  EXPECT_EQ(row_bytes(WeightType::IQ4_XS, 512), 272u);
 
   const std::vector<uint8_t> storage(340);
   WeightView v{WeightType::Q8_0, 5, 64, storage.data()};
@@ -307,6 +316,53 @@ TEST(WeightTypesQ4_0, MatchesGgmlBytes) {
     EXPECT_EQ(y[j + 16], d * ((expect[2 + j] >> 4) - 8)) << j + 16;
   }
   EXPECT_EQ(y[6], 7 * d);  // the clipped element
+}
+
+// The 32-element formats beside Q4_0: bytes of gguf-py 0.10.0's quantize()
+// of golden_input() (ggml's rules), and the decode of those bytes by the
+// layout (x = d q + m, or d (q - 16) for Q5_0, with qh's bit j as element j's
+// fifth bit).
+TEST(WeightTypesQ32, MatchesGgmlBytes) {
+  struct Case {
+    WeightType t;
+    std::vector<uint8_t> bytes;
+    int qh_at, qs_at;  // -1: no fifth bits
+    bool offset;       // m after d
+  } cases[] = {
+      {WeightType::Q4_1,
+       {0x7c, 0x35, 0x25, 0xc1, 0xe0, 0xc0, 0xc2, 0xc4, 0xc7, 0xea, 0x1f, 0x55, 0x9b, 0xe3, 0x4b, 0xb4, 0x3e, 0xb9,
+        0x55, 0xf1},
+       -1, 4, true},
+      {WeightType::Q5_0,
+       {0x25, 0x31, 0x60, 0x35, 0x3f, 0xab, 0xe0, 0xb1, 0x94, 0x98, 0xbe, 0xe6, 0x3f, 0xab, 0x38, 0xd6, 0x97, 0x79,
+        0x6d, 0x83, 0xba, 0xf3},
+       2, 6, false},
+      {WeightType::Q5_1,
+       {0x4f, 0x31, 0x25, 0xc1, 0x60, 0x35, 0x3f, 0xab, 0xd0, 0xa1, 0x83, 0x88, 0xae, 0xd6, 0x3f, 0x9a, 0x27, 0xc6,
+        0x96, 0x69, 0x6c, 0x72, 0xa9, 0xf3},
+       4, 8, true},
+  };
+  for (const auto& c : cases) {
+    const auto q = quantize(c.t, golden_input());
+    ASSERT_EQ(q, c.bytes) << weight_traits(c.t).name;
+    const auto y = dequantize_ref(c.t, q, 32);
+    std::vector<float> fast(32);
+    dequantize_row(c.t, q.data(), fast.data(), 32);
+    const float d = f16_at(q.data()), m = c.offset ? f16_at(q.data() + 2) : 0.0f;
+    uint32_t qh = 0;
+    if (c.qh_at >= 0) std::memcpy(&qh, q.data() + c.qh_at, 4);
+    for (int j = 0; j < 32; ++j) {
+      const uint8_t byte = q[c.qs_at + j % 16];
+      int code = j < 16 ? byte & 0xF : byte >> 4;
+      code |= static_cast<int>((qh >> j) & 1) << 4;
+      const float want = c.t == WeightType::Q5_0 ? d * static_cast<float>(code - 16) : d * code + m;
+      EXPECT_EQ(y[j], want) << weight_traits(c.t).name << " element " << j;
+      EXPECT_EQ(fast[j], want) << weight_traits(c.t).name << " element " << j << " (fast)";
+      // within a step: half of one, what fp16 d and m move, and Q5_0's clip
+      // of +18/7 (the far side of the largest magnitude) to code 31
+      EXPECT_NEAR(y[j], golden_input()[j], 1.05f * std::fabs(d)) << weight_traits(c.t).name << " element " << j;
+    }
+  }
 }
 
 TEST(WeightTypesQ8_0, RoundTripWithinHalfStep) {
@@ -539,6 +595,112 @@ TEST(WeightTypesQ3_K, DecodesHandBuiltBlock) {
   EXPECT_EQ(ref[200], 8.25f);
 }
 
+// IQ4_NL and IQ4_XS: 4-bit codes index the table
+// {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+// (FORMATS.md), in Q4_0's nibble order per 32 elements. gguf-py 0.10.0
+// decodes both cases below to the same 256 values (the same construction in
+// Python, then quants.dequantize(..., GGMLQuantizationType.IQ4_NL / IQ4_XS);
+// checked when the formats were added).
+constexpr int kIq4Table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+int iq4_code(int e) { return (e * 7 + 3) % 16; }
+void put_iq4_codes(uint8_t* qs, int e0) {  // 32 elements from e0
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(iq4_code(e0 + j) | (iq4_code(e0 + 16 + j) << 4));
+}
+
+// IQ4_NL: 256 elements are eight 18-byte blocks {d, qs[16]}.
+struct IQ4NLCase {
+  float d[8] = {0.5f, 0.25f, 1.0f, 2.0f, 0.125f, 4.0f, 0.75f, 1.5f};
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(8 * 18, 0);
+    for (int k = 0; k < 8; ++k) {
+      const f16_t h = f32_to_f16(d[k]);
+      std::memcpy(b.data() + 18 * k, &h, 2);
+      put_iq4_codes(b.data() + 18 * k + 2, 32 * k);
+    }
+    return b;
+  }
+  float value(int e) const { return d[e / 32] * static_cast<float>(kIq4Table[iq4_code(e)]); }
+};
+
+TEST(WeightTypesIQ4_NL, DecodesHandBuiltBlocks) {
+  const auto ref = expect_decodes_exactly(WeightType::IQ4_NL, IQ4NLCase{}, 1);
+  EXPECT_EQ(ref[0], -32.5f);
+  EXPECT_EQ(ref[100], 226.0f);
+  EXPECT_EQ(ref[255], 79.5f);
+}
+
+// IQ4_XS: d, scales_h (2 high bits of sub-block ib's 6-bit scale at bits
+// 2 ib), scales_l[4] (4 low bits, sub-block ib in byte ib / 2 at bits
+// 4 (ib % 2)), qs[128]; x = d * (scale - 32) * value.
+struct IQ4XSCase {
+  int ls[8] = {0, 1, 31, 32, 33, 63, 17, 45};
+  std::vector<uint8_t> block() const {
+    std::vector<uint8_t> b(136, 0);
+    const f16_t h = f32_to_f16(0.25f);
+    std::memcpy(b.data(), &h, 2);
+    const uint8_t scales[6] = {0x90, 0x9e, 0x10, 0x0f, 0xf1, 0xd1};  // ls above, written out by hand
+    std::memcpy(b.data() + 2, scales, 6);
+    for (int ib = 0; ib < 8; ++ib) put_iq4_codes(b.data() + 8 + 16 * ib, 32 * ib);
+    return b;
+  }
+  float value(int e) const { return 0.25f * static_cast<float>(ls[e / 32] - 32) * kIq4Table[iq4_code(e)]; }
+};
+
+TEST(WeightTypesIQ4_XS, DecodesHandBuiltBlock) {
+  const auto ref = expect_decodes_exactly(WeightType::IQ4_XS, IQ4XSCase{}, 3);
+  EXPECT_EQ(ref[0], 520.0f);
+  EXPECT_EQ(ref[100], 0.0f);  // scale 32: a zero step
+  EXPECT_EQ(ref[255], 172.25f);
+}
+
+// The IQ4 fits: every element within half the gap to its neighbouring table
+// values (times the stored step), i.e. each code is the nearest value for
+// the stored step; and a step no worse than the plain one that maps the
+// largest element to the table's end.
+TEST(WeightTypesIQ4, CodesAreNearestForTheStoredStep) {
+  const int64_t n = 256 * 33;
+  const auto x = varied_floats(n, 31);
+  for (WeightType t : {WeightType::IQ4_NL, WeightType::IQ4_XS}) {
+    const auto q = quantize(t, x);
+    const auto y = dequantize_ref(t, q, n);
+    for (int64_t g = 0; g < n / 32; ++g) {
+      // the stored step of group g
+      float step;
+      if (t == WeightType::IQ4_NL) {
+        step = f16_at(q.data() + 18 * g);
+      } else {
+        const uint8_t* b = q.data() + 136 * (g / 8);
+        const int ib = static_cast<int>(g % 8);
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b[2] | b[3] << 8) >> (2 * ib) & 3) << 4);
+        step = f16_at(b) * static_cast<float>(ls - 32);
+      }
+      double err = 0, plain = 0;
+      float amax = 0, mx = 0;
+      for (int j = 0; j < 32; ++j)
+        if (std::fabs(x[32 * g + j]) > amax) {
+          amax = std::fabs(x[32 * g + j]);
+          mx = x[32 * g + j];
+        }
+      for (int j = 0; j < 32; ++j) {
+        const float xv = x[32 * g + j], yv = y[32 * g + j];
+        float best = INFINITY, pbest = INFINITY;
+        for (int v : kIq4Table) {
+          best = std::min(best, std::fabs(xv - step * static_cast<float>(v)));
+          pbest = std::min(pbest, std::fabs(xv - mx / -127.0f * static_cast<float>(v)));
+        }
+        ASSERT_LE(std::fabs(xv - yv), best * (1 + 1e-5f) + 1e-6f * amax) << weight_traits(t).name << " group " << g;
+        err += static_cast<double>(xv - yv) * (xv - yv);
+        plain += static_cast<double>(pbest) * pbest;
+      }
+      // IQ4_XS rounds the step to a multiple of d: allow what that costs.
+      if (t == WeightType::IQ4_NL) {
+        EXPECT_LE(err, plain * 1.01 + 1e-6 * amax * amax) << "group " << g;
+      }
+    }
+    for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f) << weight_traits(t).name;
+  }
+}
+
 // Sub-block steps of a Q4_K block, decoded independently of the library.
 void q4_k_steps(const uint8_t* b, float step[8]) {
   const float d = f16_at(b);
@@ -637,7 +799,9 @@ TEST(WeightTypesQuant, NmseMatchesBitWidth) {
     double max_nmse;
   } cases[] = {{WeightType::Q8_0, 2e-5}, {WeightType::Q4_0, 1e-2},
                {WeightType::Q2_K, 1.2e-1}, {WeightType::Q3_K, 2.5e-2}, {WeightType::Q4_K, 1e-2},
-               {WeightType::Q5_K, 2e-3}, {WeightType::Q6_K, 1e-3}};
+               {WeightType::Q5_K, 2e-3}, {WeightType::Q6_K, 1e-3}, {WeightType::Q4_1, 6e-3},
+               {WeightType::Q5_0, 2.5e-3}, {WeightType::Q5_1, 1.5e-3}, {WeightType::IQ4_NL, 8e-3},
+               {WeightType::IQ4_XS, 8e-3}};
   for (const auto& c : cases) {
     const auto y = dequantize_ref(c.t, quantize(c.t, x), n);
     EXPECT_LT(test::nmse(y.data(), x.data(), n), c.max_nmse) << weight_traits(c.t).name;

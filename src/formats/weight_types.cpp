@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "formats/weight_refs.h"
 
 // A WeightType added to the enum without a traits entry must not compile:
 // the switch in traits_index() has no default, and this turns -Wswitch into
@@ -62,28 +63,8 @@ void bf16_from_float(const float* src, void* dst, int64_t n) {
   }
 }
 
-// Blocks are read and written through memcpy into a local struct because a
-// 34-byte Q8_0 block (or an 18-byte Q4_0 block) has no useful alignment.
-template <typename Block>
-Block load_block(const void* base, int64_t i) {
-  Block b;
-  std::memcpy(&b, static_cast<const uint8_t*>(base) + i * static_cast<int64_t>(sizeof(Block)),
-              sizeof(Block));
-  return b;
-}
-template <typename Block>
-void store_block(void* base, int64_t i, const Block& b) {
-  std::memcpy(static_cast<uint8_t*>(base) + i * static_cast<int64_t>(sizeof(Block)), &b,
-              sizeof(Block));
-}
-
-// Smallest fp16 value >= v (v finite, >= 0). The K-quant quantizers round
-// their super-block scales up so the scaled code range still covers the data.
-f16_t f16_round_up(float v) {
-  f16_t h = f32_to_f16(v);
-  if (f16_to_f32(h) < v && (h & 0x7fffu) < 0x7c00u) ++h;
-  return h;
-}
+// The block helpers and the formats of weight_types_q32.cpp.
+using namespace weight_refs;
 
 // ---------------------------------------------------------------------------
 // Q8_0
@@ -458,6 +439,18 @@ constexpr WeightTypeTraits kTraits[] = {
     {.type = WeightType::Q4_0, .name = "Q4_0", .block_size = kQK,
      .block_bytes = sizeof(BlockQ4_0), .to_float_ref = q4_0_to_float,
      .from_float_ref = q4_0_from_float},
+    {.type = WeightType::Q4_1, .name = "Q4_1", .block_size = kQK,
+     .block_bytes = sizeof(BlockQ4_1), .to_float_ref = q4_1_to_float,
+     .from_float_ref = q4_1_from_float},
+    {.type = WeightType::Q5_0, .name = "Q5_0", .block_size = kQK,
+     .block_bytes = sizeof(BlockQ5_0), .to_float_ref = q5_0_to_float,
+     .from_float_ref = q5_0_from_float},
+    {.type = WeightType::Q5_1, .name = "Q5_1", .block_size = kQK,
+     .block_bytes = sizeof(BlockQ5_1), .to_float_ref = q5_1_to_float,
+     .from_float_ref = q5_1_from_float},
+    {.type = WeightType::IQ4_NL, .name = "IQ4_NL", .block_size = kQK,
+     .block_bytes = sizeof(BlockIQ4_NL), .to_float_ref = iq4_nl_to_float,
+     .from_float_ref = iq4_nl_from_float},
     {.type = WeightType::Q2_K, .name = "Q2_K", .block_size = kQKK,
      .block_bytes = sizeof(BlockQ2_K), .to_float_ref = q2_k_to_float,
      .from_float_ref = q2_k_from_float},
@@ -473,6 +466,9 @@ constexpr WeightTypeTraits kTraits[] = {
     {.type = WeightType::Q6_K, .name = "Q6_K", .block_size = kQKK,
      .block_bytes = sizeof(BlockQ6_K), .to_float_ref = q6_k_to_float,
      .from_float_ref = q6_k_from_float},
+    {.type = WeightType::IQ4_XS, .name = "IQ4_XS", .block_size = kQKK,
+     .block_bytes = sizeof(BlockIQ4_XS), .to_float_ref = iq4_xs_to_float,
+     .from_float_ref = iq4_xs_from_float},
 };
 
 constexpr int traits_index(WeightType t) {
@@ -482,11 +478,16 @@ constexpr int traits_index(WeightType t) {
     case WeightType::BF16: return 2;
     case WeightType::Q8_0: return 3;
     case WeightType::Q4_0: return 4;
-    case WeightType::Q2_K: return 5;
-    case WeightType::Q3_K: return 6;
-    case WeightType::Q4_K: return 7;
-    case WeightType::Q5_K: return 8;
-    case WeightType::Q6_K: return 9;
+    case WeightType::Q4_1: return 5;
+    case WeightType::Q5_0: return 6;
+    case WeightType::Q5_1: return 7;
+    case WeightType::IQ4_NL: return 8;
+    case WeightType::Q2_K: return 9;
+    case WeightType::Q3_K: return 10;
+    case WeightType::Q4_K: return 11;
+    case WeightType::Q5_K: return 12;
+    case WeightType::Q6_K: return 13;
+    case WeightType::IQ4_XS: return 14;
   }
   return -1;
 }

@@ -19,12 +19,17 @@ enum class WeightType : uint32_t {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
   Q8_0 = 8,
   Q2_K = 10,
   Q3_K = 11,
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   BF16 = 30,
 };
 
@@ -45,6 +50,44 @@ struct BlockQ4_0 {
   uint8_t qs[kQK / 2];
 };
 static_assert(sizeof(BlockQ4_0) == 18);
+
+// The 32-element formats below keep Q4_0's nibble order: element j (j < 16)
+// is the low nibble of qs[j], element j + 16 its high nibble.
+// Q4_1: unsigned codes 0..15; x = d * q + m.
+struct BlockQ4_1 {
+  f16_t d;
+  f16_t m;
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ4_1) == 20);
+
+// Q5_0 and Q5_1: Q4_0's / Q4_1's nibbles plus a fifth bit: bit j of the
+// little-endian uint32 qh is bit 4 of element j's code (j < 32).
+// Q5_0: x = d * (q - 16); Q5_1: x = d * q + m.
+struct BlockQ5_0 {
+  f16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22);
+struct BlockQ5_1 {
+  f16_t d;
+  f16_t m;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24);
+
+// IQ4_NL and IQ4_XS: 4-bit codes index a fixed non-uniform table of int8
+// values (denser near zero, where weights are); x = step * kIq4Values[q].
+inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+// IQ4_NL: 32 elements in Q4_0's nibble order; x = d * kIq4Values[q].
+struct BlockIQ4_NL {
+  f16_t d;
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockIQ4_NL) == 18);
 
 // Q2_K and Q3_K: 256 elements as 16 sub-blocks of 16 with 2-bit codes in
 // qs[64]: byte 32h + l (half h = 0, 1; l < 32) holds the codes of elements
@@ -107,6 +150,18 @@ struct BlockQ6_K {
   f16_t d;
 };
 static_assert(sizeof(BlockQ6_K) == 210);
+
+// IQ4_XS: 256 elements as 8 sub-blocks of 32; sub-block ib's codes are
+// qs[16 ib .. 16 ib + 15] in IQ4_NL's nibble order, and its 6-bit scale ls
+// has low 4 bits (scales_l[ib / 2] >> 4 (ib % 2)) & 0xF and high 2 bits
+// (scales_h >> 2 ib) & 3; x = d * (ls - 32) * kIq4Values[q].
+struct BlockIQ4_XS {
+  f16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[kQKK / 64];
+  uint8_t qs[kQKK / 2];
+};
+static_assert(sizeof(BlockIQ4_XS) == 136);
 
 // Reference (scalar, obviously-correct) conversions. `n` must be a multiple
 // of the block size. from_float may be null for types we do not produce.

@@ -59,7 +59,7 @@ class GgufModelReader {
                  name.c_str(), ne_string(t->ne).c_str(), ne_string(ne).c_str());
     LONGKV_CHECK(weight_type_traits(t->type) != nullptr,
                  "%s: tensor '%s' has unsupported type %s (longkv computes with %s; a Q2_K, Q3_K_M, Q4_K_M, "
-                 "Q5_K_M, Q6_K or Q8_0 file of the model loads)",
+                 "Q5_K_M, Q6_K, Q8_0 or IQ4_XS file of the model loads)",
                  name_.c_str(), name.c_str(), ggml_type_name(t->type), supported_type_names().c_str());
     return t;
   }

@@ -16,6 +16,18 @@ bool parse_weight_mix(const std::string& name, WeightMix* out) {
   return true;
 }
 
+std::string weight_mix_names() {
+  std::string out;
+  for (uint32_t id = 0; id < 64; ++id) {
+    const WeightTypeTraits* t = weight_type_traits(id);
+    if (t == nullptr) continue;
+    std::string name = t->name;
+    for (char& c : name) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    out += (out.empty() ? "" : ", ") + name;
+  }
+  return out + "; q3_k_m, q4_k_m, q5_k_m";
+}
+
 bool more_bits_layer(int layer, int n_layers) {
   const int eighth = n_layers / 8;
   return layer < eighth || layer >= 7 * n_layers / 8 || (layer - eighth) % 3 == 2;

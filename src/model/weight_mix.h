@@ -19,6 +19,9 @@ struct WeightMix {
 };
 // Parses "q4_0", "Q6_K", "q4_k_m", ...; false if unknown.
 bool parse_weight_mix(const std::string& name, WeightMix* out);
+// Every name parse_weight_mix takes, for help texts and errors:
+// "f32, f16, q4_0, ..., bf16; q3_k_m, q4_k_m, q5_k_m".
+std::string weight_mix_names();
 // The layers of n whose attn_v and ffn_down take Q6_K in a Q4_K_M / Q5_K_M
 // mix: the first and the last eighth, and every third layer between them.
 bool more_bits_layer(int layer, int n_layers);

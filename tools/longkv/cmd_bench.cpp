@@ -71,7 +71,7 @@ int cmd_bench(const BenchOptions& o) {
   ModelConfig shape;
   if (!o.synthetic.empty()) {
     LONGKV_CHECK(parse_weight_mix(o.wtype, &wt),
-                 "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q3_k_m, q4_k_m, q5_k_m)", o.wtype.c_str());
+                 "unknown weight type '%s' (%s)", o.wtype.c_str(), weight_mix_names().c_str());
     shape = synthetic_config(o.synthetic);
   }
   const bool on_gpu = use_cuda_device(o.device);  // says why when it falls back to the CPU
@@ -198,9 +198,9 @@ void register_bench(CLI::App& app) {
   for (auto& s : synthetic_shape_names()) shapes += (shapes.empty() ? "" : ", ") + s;
   sub->add_option("--synthetic", o->synthetic, "Random weights of a named shape instead of a file: " + shapes);
   sub->add_option("--wtype", o->wtype,
-                  "Weight type of the synthetic model (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k; q3_k_m, "
-                  "q4_k_m, q5_k_m: llama.cpp's mixes, e.g. Q4_K_M's Q6_K for the output and half the layers' attn_v and "
-                  "ffn_down)")
+                  "Weight type of the synthetic model (" + weight_mix_names() +
+                      "; the last three: llama.cpp's mixes, e.g. Q4_K_M's Q6_K for the output and half the layers' "
+                      "attn_v and ffn_down)")
       ->capture_default_str();
   sub->add_option("--threads-list", o->threads, "Thread counts to measure, e.g. 1,2 (default: -t or all)")
       ->delimiter(',')

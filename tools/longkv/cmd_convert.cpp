@@ -17,10 +17,8 @@ int cmd_convert(const ConvertOptions& o) {
   std::optional<WeightMix> out_mix;  // checked before a model of many GB is loaded
   if (!o.type.empty()) {
     WeightMix m;
-    LONGKV_CHECK(parse_weight_mix(o.type, &m),
-                 "unknown weight type '%s' (f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, q3_k_m, q4_k_m, "
-                 "q5_k_m)",
-                 o.type.c_str());
+    LONGKV_CHECK(parse_weight_mix(o.type, &m), "unknown weight type '%s' (%s)", o.type.c_str(),
+                 weight_mix_names().c_str());
     out_mix = m;
   }
   Runtime rt = load_runtime(o.model, false);
@@ -40,8 +38,9 @@ void register_convert(CLI::App& app) {
   add_model_options(sub, o->model);
   sub->add_option("-o,--output", o->out, "Output GGUF file")->required();
   sub->add_option("--type", o->type,
-                  "Quantize matrices to this type (default: keep), or to llama.cpp's layout of that name: q3_k_m, "
-                  "q4_k_m, q5_k_m (Q4_K_M: Q6_K for the output and half the layers' attn_v and ffn_down)");
+                  "Quantize matrices to this type (default: keep): " + weight_mix_names() +
+                      " (the last three: llama.cpp's layouts of those names; Q4_K_M: Q6_K for the output and half "
+                      "the layers' attn_v and ffn_down)");
   sub->callback([o] { g_exit_code = cmd_convert(*o); });
 }
 

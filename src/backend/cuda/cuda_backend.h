@@ -151,7 +151,8 @@ struct CudaTuning {
   // Milestone 13: the Q4_0 slab GEMV with int8 activations (one scale per
   // 32, __dp4a; ~0.5% error per output on top of the 4-bit weights', the
   // same order as llama.cpp's MMVQ; weight_decode.cuh, quantize_x_i8);
-  // milestone 61: Q4_K, Q5_K and Q6_K too, pipelined (dot_codes_i8).
+  // milestone 61: Q4_K, Q5_K and Q6_K too, pipelined (dot_codes_i8); and
+  // Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS (weight_decode_q32.cuh).
   // false: exact f32 products of the dequantized weights (the CPU's).
   bool gemv_i8x = true;
   // Programmatic dependent launch for the slab GEMV and RoPE: a kernel starts
@@ -166,7 +167,7 @@ struct CudaTuning {
   // longer rows run as accumulating column slices (<= 512; fewer warps a
   // block, more blocks per SM).
   int slab_slice = 512;
-  // Rows per batch of the Q4_0 int8 slab GEMV (LONGKV_CUDA_TUNING "grb=8|16"
+  // Rows per batch of the Q4_0 (Q4_1, IQ4_NL) int8 slab GEMV (LONGKV_CUDA_TUNING "grb=8|16"
   // for every matrix). 0: 16 whenever that still gives every SM a block,
   // else 8 (milestone 17: llama3-8b's wo at 16 rows, H200, depth 0 -3.5%;
   // until then 8 rows unless 8-row batches took more than one pass).
@@ -189,7 +190,7 @@ struct CudaTuning {
   // shared memory, instead of each lane loading its own 128 bytes (every
   // instruction of which touched 32 lines). Same values.
   // bench/cuda_barrier_probe.cu: a 4096 x 4096 link of the PDL chain 5.76 ->
-  // 5.29 µs.
+  // 5.29 µs. Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS too (slab_xc).
   bool gemv_x_coalesced = true;
   // Milestone 36 (key "gx8[=N]", off; "gx8" = 3): the residual GEMVs write
   // the next RMSNorm GEMV's x in int8 (GemvAct::X8), in single-token steps

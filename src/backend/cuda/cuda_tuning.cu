@@ -176,7 +176,7 @@ CudaTuning& cuda_tuning() {
 std::string cuda_tuning_description() {
   const CudaTuning& t = cuda_tuning();
   return std::string("GEMV ") + (t.gemv_rows ? "rows" : t.gemv_pipe ? "slab (pipelined)" : "slab (m2 order)") +
-         (t.gemv_i8x && !t.gemv_rows ? ", Q4_0/K-quant GEMV with int8 activations" : "") + ", RMSNorm/SwiGLU " +
+         (t.gemv_i8x && !t.gemv_rows ? ", Q4_0/Q4_1/Q5_0/Q5_1/IQ4/K-quant GEMV with int8 activations" : "") + ", RMSNorm/SwiGLU " +
          (t.fuse_activation ? "fused into the GEMV's load" : "own kernels") + ", quantized decode " +
          (!t.quant_decode_mma ? "FMA (generic)" : t.quant_decode_v3 ? "tensor cores (v3, staged)" : "tensor cores (m4)") +
          (t.quant_decode_carveout >= 0 ? " (carveout " + std::to_string(t.quant_decode_carveout) + "%)" : "") +

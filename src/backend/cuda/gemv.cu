@@ -54,6 +54,11 @@
 // silu(gate) up -- w_down's GEMV then loads h plainly. And a narrow variant
 // (CudaTuning::gemv_prefetch, off): 4-warp blocks with more registers that
 // request a one-pass batch's 16 rows all before the PDL wait.
+//
+// Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (weight_decode_q32.cuh) take Q4_0's
+// slab kernels but for the int8 x link (GemvAct::X8): pipelined f32 and
+// int8 kernels, coalesced x (slab_xc), 8- and 16-row batches (Q5_0's, Q5_1's
+// and IQ4_XS's 24-byte units 8 only, slab_wide).
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/gemv_act_load.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -111,7 +116,8 @@ __device__ __forceinline__ void block_reduce_store(const float (&acc)[kRows], in
 // shared arrays, so one barrier per batch suffices (a buffer is rewritten
 // only after the next barrier, which its readers have passed).
 // Rope: a.rope applied in the store (one slice, not accumulating; RB even).
-// I8 (Q4_0, and since milestone 61 the K-quants): int8 activations,
+// I8 (Q4_0, since milestone 61 the K-quants, and Q4_0's siblings of
+// slab_xc): int8 activations,
 // dot_unit_i8. RB: rows per batch.
 // Narrow (milestone 17, CudaTuning::gemv_prefetch): blocks of 4 warps (rows
 // of 128 units) with up to 168 registers a lane (3 blocks an SM), so the
@@ -137,8 +143,9 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
                                                                       GemvAct a, float* __restrict__ y,
                                                                       bool accumulate) {
   using S = Slab<T>;
-  static_assert(!I8 || slab_int8(T), "int8 activations: Q4_0 and the K-quants");
-  static_assert(!XC || T == WeightType::Q4_0, "coalesced x: Q4_0's contiguous units only");
+  static_assert(!I8 || slab_int8(T), "int8 activations: the formats of slab_int8");
+  static_assert(!XC || slab_xc(T), "coalesced x: units of 32 contiguous activations only");
+  static_assert(X8 == 0 || T == WeightType::Q4_0, "int8 x between GEMVs: Q4_0 only");
   __shared__ float red[Pipe ? 2 : 1][RB][kMaxSlabWarps];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
   const int ui = warp * 32 + lane;
@@ -157,10 +164,12 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
   constexpr bool kAny = X8 == 4 || X8 == 6;     // reads or writes it, or neither, as a says
   constexpr bool kAnyEarly16 = X8 == 6;         // kAny whose readers request all RB rows before the wait
-  // The K-quants' units are 32 and 48 bytes (Q4_0's 20): half their batch
-  // goes before the activation, the rest after it.
-  constexpr bool kKQuant = slab_kquant(T);
-  constexpr int kEarly = kKQuant ? RB / 2 : RB > 8 && !Narrow && X8 != 1 ? 8 : RB;
+  // The K-quants' units are 32 and 48 bytes (Q4_0's 20), Q5_0's, Q5_1's and
+  // IQ4_XS's 24 (slab_wide): half their batch goes before the activation,
+  // the rest after it. Q4_1's and IQ4_NL's 16-row batches: 6 rows before it
+  // (their dots hold a few registers more than Q4_0's; 8 spilled).
+  constexpr bool kKQuant = slab_kquant(T) || slab_wide(T);
+  constexpr int kEarly = kKQuant ? RB / 2 : RB > 8 && !Narrow && X8 != 1 ? (T == WeightType::Q4_0 ? 8 : 6) : RB;
   static_assert(X8 == 0 || (I8 && XC && Pipe && (X8 == 1 || X8 == 3 || RB == 16)), "int8 x between GEMVs");
   static_assert(!kAny || (!Rope && !Narrow && RB == 16), "gx8's one kernel: the plain 16-row kernel only");
   // This launch reads x in int8 form / writes the next one's (kAny: as the host's x8 in launch_slab_as).
@@ -466,6 +475,11 @@ __global__ void get_rows_kernel(const uint8_t* __restrict__ w, size_t ld, int64_
     case WeightType::BF16: { constexpr WeightType T = WeightType::BF16; BODY; break; }              \
     case WeightType::Q8_0: { constexpr WeightType T = WeightType::Q8_0; BODY; break; }              \
     case WeightType::Q4_0: { constexpr WeightType T = WeightType::Q4_0; BODY; break; }              \
+    case WeightType::Q4_1: { constexpr WeightType T = WeightType::Q4_1; BODY; break; }              \
+    case WeightType::Q5_0: { constexpr WeightType T = WeightType::Q5_0; BODY; break; }              \
+    case WeightType::Q5_1: { constexpr WeightType T = WeightType::Q5_1; BODY; break; }              \
+    case WeightType::IQ4_NL: { constexpr WeightType T = WeightType::IQ4_NL; BODY; break; }          \
+    case WeightType::IQ4_XS: { constexpr WeightType T = WeightType::IQ4_XS; BODY; break; }          \
     case WeightType::Q2_K: { constexpr WeightType T = WeightType::Q2_K; BODY; break; }              \
     case WeightType::Q3_K: { constexpr WeightType T = WeightType::Q3_K; BODY; break; }              \
     case WeightType::Q4_K: { constexpr WeightType T = WeightType::Q4_K; BODY; break; }              \
@@ -497,13 +511,14 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const bool pdl = cuda_tuning().pdl;
   const bool i8 = slab_int8(T) && cuda_tuning().gemv_i8x;
   // Coalesced x (the pipelined int8 kernels): 4 KB of shared memory a warp.
-  const bool xc = T == WeightType::Q4_0 && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
+  const bool xc = slab_xc(T) && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   // The K-quants' f32 kernel keeps milestone 2's order (launch_slab); their
-  // int8 kernels take their kRB rows a batch only (Q2_K 16, Q3_K and Q4_K 8,
-  // Q5_K and Q6_K 4):
-  // more of their 32- to 48-byte units would pass the 128 registers a lane
+  // int8 kernels, and slab_wide's, take their kRB rows a batch only (Q2_K
+  // 16, Q3_K, Q4_K, Q5_0, Q5_1 and IQ4_XS 8, Q5_K and Q6_K 4):
+  // more of their 24- to 48-byte units would pass the 128 registers a lane
   // has (ptxas spills).
   constexpr bool kK = slab_kquant(T);
+  constexpr bool kFixed = kK || slab_wide(T);
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {nullptr, nullptr, nullptr, nullptr};
   // The f32 kernel of a K-quant: at most 8 rows a batch (Q2_K's 16 with 32
@@ -515,7 +530,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   // The int8 kernels with (X) or without coalesced x; X only where Pipe.
   auto i8_kernels = [&](auto x_c) {
     constexpr bool X = decltype(x_c)::value;
-    if constexpr (kK) {
+    if constexpr (kFixed) {
       kernels[1] = kernels[2] = kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, S::kRB, false, X>
                                                   : gemv_slab_kernel<T, Pipe, false, true, S::kRB, false, X>;
       rbs[1] = rbs[2] = rbs[3] = S::kRB;
@@ -530,34 +545,36 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   };
   // Int8 x between GEMVs (GemvAct::X8): 1 this launch reads it, 2 writes it.
   const int x8 = a.x8_in.q && a.kind == GemvAct::rmsnorm ? 1 : a.x8_out.q && a.kind == GemvAct::plain ? 2 : 0;
-  LONGKV_CHECK(x8 == 0 || (xc && units <= slice && (x8 == 1 || (rows % 16 == 0 && !rope))),
-               "CUDA GEMV: int8 x between GEMVs needs the coalesced int8 slab kernel in one slice");
+  LONGKV_CHECK(x8 == 0 || (T == WeightType::Q4_0 && xc && units <= slice && (x8 == 1 || (rows % 16 == 0 && !rope))),
+               "CUDA GEMV: int8 x between GEMVs needs Q4_0's coalesced int8 slab kernel in one slice");
   // gx8's one kernel (CudaTuning::gemv_x8 bit 32): the plain 16-row int8
   // kernel of every such launch, x8 or not, runs gemv_slab_kernel<..., 4>.
   const bool any = T == WeightType::Q4_0 && Pipe && xc && !rope && units <= slice && (cuda_tuning().gemv_x8 & 32);
   const int xi = any ? (cuda_tuning().gemv_x8 & 64 ? 4 : 3) : x8;  // occ's and opted's index
-  if constexpr (T == WeightType::Q4_0) {
+  if constexpr (slab_xc(T)) {
     if constexpr (Pipe) {
       if (xc) {
         i8_kernels(std::true_type{});
-        if (x8 == 1) {
-          kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true, 1>
-                            : gemv_slab_kernel<T, Pipe, false, true, 8, false, true, 1>;
-          kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, true, 1>
-                            : gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 1>;
-          if (cuda_tuning().gemv_x8 & 4)
-            kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 3>
-                              : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 3>;
-          else
-            kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 1>
-                              : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 1>;
-        } else if (x8 == 2) {
-          kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
-          kernels[3] = gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 2>;
+        if constexpr (T == WeightType::Q4_0) {
+          if (x8 == 1) {
+            kernels[1] = rope ? gemv_slab_kernel<T, Pipe, true, true, 8, false, true, 1>
+                              : gemv_slab_kernel<T, Pipe, false, true, 8, false, true, 1>;
+            kernels[3] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, true, true, 1>
+                              : gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 1>;
+            if (cuda_tuning().gemv_x8 & 4)
+              kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 3>
+                                : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 3>;
+            else
+              kernels[2] = rope ? gemv_slab_kernel<T, Pipe, true, true, 16, false, true, 1>
+                                : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 1>;
+          } else if (x8 == 2) {
+            kernels[2] = gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 2>;
+            kernels[3] = gemv_slab_kernel<T, Pipe, false, true, 16, true, true, 2>;
+          }
+          if (any)
+            kernels[2] = cuda_tuning().gemv_x8 & 64 ? gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 6>
+                                                    : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
         }
-        if (any)
-          kernels[2] = cuda_tuning().gemv_x8 & 64 ? gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 6>
-                                                  : gemv_slab_kernel<T, Pipe, false, true, 16, false, true, 4>;
         static bool opted[5][2] = {};
         if (!opted[xi][rope]) {
           for (int v = 1; v < 4; ++v)
@@ -587,8 +604,8 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
     int v = 0;
     // 16-row batches (fewer blocks, each loading and quantizing x once for
     // more rows) while every SM still gets a block, else 8 (CudaTuning::gemv_rows_per_batch).
-    if (i8) v = !kK && (rows + 15) / 16 >= sms ? 2 : 1;
-    if (i8 && !kK && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
+    if (i8) v = !kFixed && (rows + 15) / 16 >= sms ? 2 : 1;
+    if (i8 && !kFixed && cuda_tuning().gemv_rows_per_batch) v = cuda_tuning().gemv_rows_per_batch == 8 ? 1 : 2;
     // One pass of 16-row batches over 4-warp blocks: the narrow kernel, all
     // of a block's rows requested before its wait (CudaTuning::gemv_prefetch).
     if (v == 2 && warps == 4 && cuda_tuning().gemv_prefetch && (rows + 15) / 16 <= resident(3, 4)) v = 3;
@@ -610,7 +627,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
 // 12 registers) they are pipelined too (milestone 61).
 template <WeightType T>
 bool launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
-  if constexpr (T == WeightType::Q4_0 || T == WeightType::Q8_0) {
+  if constexpr (slab_xc(T) || T == WeightType::Q8_0) {
     if (cuda_tuning().gemv_pipe) return launch_slab_as<T, true>(w, a, y, accumulate, s);
   } else if constexpr (slab_kquant(T)) {
     if (cuda_tuning().gemv_pipe && cuda_tuning().gemv_i8x) return launch_slab_as<T, true>(w, a, y, accumulate, s);

@@ -30,11 +30,14 @@ __device__ __forceinline__ float block_inv_rms(const float* __restrict__ x, int 
 }
 
 // A lane's unit of x: its own 32 or 16 floats (Slab::load_x), or with XC
-// (milestone 21: the pipelined Q4_0 int8 kernels, CudaTuning::gemv_x_coalesced)
-// the warp's units loaded coalesced through shared memory (ldx_warp_units).
+// (milestone 21: the pipelined int8 kernels of Q4_0 and the formats whose
+// units lie as its do, slab_xc; CudaTuning::gemv_x_coalesced) the warp's
+// units loaded coalesced through shared memory (ldx_warp_units; no sums of
+// x: the int8 kernels take XI8's).
 template <WeightType T, bool XC>
 __device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs, typename Slab<T>::X& xr) {
-  if constexpr (T == WeightType::Q4_0 && XC) {
+  static_assert(!XC || slab_xc(T), "coalesced x: units of 32 contiguous activations");
+  if constexpr (XC) {
     ldx_warp_units(p, xs, xr.v);
   } else {
     Slab<T>::load_x(p, u, xr);
@@ -46,7 +49,7 @@ __device__ __forceinline__ void load_unit(const float* p, int u, const XSrc& xs,
 template <WeightType T, bool XC>
 __device__ __forceinline__ void load_unit_pair(const float* p, const float* q, int u, const XSrc& xs,
                                                typename Slab<T>::X& xr, typename Slab<T>::X& o) {
-  if constexpr (T == WeightType::Q4_0 && XC) {
+  if constexpr (XC) {
     ldx_warp_units_pair(p, q, xs, xr.v, o.v);
   } else {
     Slab<T>::load_x(p, u, xr);
@@ -54,10 +57,12 @@ __device__ __forceinline__ void load_unit_pair(const float* p, const float* q, i
   }
 }
 
-// Q2_K's, Q4_K's and Q5_K's per-unit sums of the (transformed) activations (their mins).
+// Q2_K's, Q4_K's, Q5_K's, Q4_1's and Q5_1's per-unit sums of the
+// (transformed) activations (their mins).
 template <WeightType T>
 __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
-  if constexpr (T == WeightType::Q2_K || T == WeightType::Q4_K || T == WeightType::Q5_K) {
+  if constexpr (T == WeightType::Q2_K || T == WeightType::Q4_K || T == WeightType::Q5_K || T == WeightType::Q4_1 ||
+                T == WeightType::Q5_1) {
     xr.sum_lo = xr.sum_hi = 0;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -70,7 +75,7 @@ __device__ __forceinline__ void unit_sums(typename Slab<T>::X& xr) {
 // The unit's activations with the op before the GEMV applied as they are
 // loaded: RMSNorm scales by inv_rms * norm (norm read at the same offsets as
 // x), SwiGLU takes silu(gate) * up; same per-element arithmetic as
-// rmsnorm_kernel / swiglu_kernel. Q4_K's / Q5_K's per-unit sums follow the new values.
+// rmsnorm_kernel / swiglu_kernel. The per-unit sums (unit_sums) follow the new values.
 template <WeightType T, bool XC, bool Pair = true>
 __device__ __forceinline__ void load_x_act(const GemvAct& a, int u, const XSrc& xs, float inv_rms,
                                            typename Slab<T>::X& xr) {

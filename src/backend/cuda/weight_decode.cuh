@@ -10,6 +10,7 @@
 //   Q6_K   ql|qh|scales, 208    | d          (210)
 //   Q2_K   codes|scales, 80     | d, dmin    (84)   repacked per unit,
 //   Q3_K   codes|hbits, 96      | scales|d, 14 (110) see LowBitUnit
+// and Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS as weight_decode_q32.cuh describes.
 // Same bits, same row size; only the order within a row changes.
 #pragma once
 
@@ -29,23 +30,45 @@ __device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as
 
 // Body bytes per block of the split layouts (0: stored as is).
 __host__ __device__ constexpr int split_body_bytes(WeightType t) {
-  return t == WeightType::Q4_0 ? 16 : t == WeightType::Q8_0 ? 32 : t == WeightType::Q6_K ? 208
-         : t == WeightType::Q2_K ? 80 : t == WeightType::Q3_K ? 96 : 0;
+  return t == WeightType::Q4_0 || t == WeightType::Q4_1 || t == WeightType::Q5_0 || t == WeightType::Q5_1 ||
+                 t == WeightType::IQ4_NL
+             ? 16
+         : t == WeightType::Q8_0   ? 32
+         : t == WeightType::Q6_K   ? 208
+         : t == WeightType::Q2_K   ? 80
+         : t == WeightType::Q3_K   ? 96
+         : t == WeightType::IQ4_XS ? 128
+                                   : 0;
 }
 // Where a split block's body starts in the stored block (the tail is the
-// rest: before the body for Q4_0 / Q8_0, after it for the K-quants).
+// rest: before the body for the 32-element formats and IQ4_XS, after it for
+// the K-quants).
 __host__ __device__ constexpr int split_body_offset(WeightType t) {
-  return t == WeightType::Q4_0 || t == WeightType::Q8_0 ? 2 : 0;
+  return t == WeightType::Q4_0 || t == WeightType::Q8_0 || t == WeightType::IQ4_NL ? 2
+         : t == WeightType::Q4_1                                                    ? 4
+         : t == WeightType::Q5_0                                                    ? 6
+         : t == WeightType::Q5_1 || t == WeightType::IQ4_XS                         ? 8
+                                                                                    : 0;
 }
 
 // Elements per block (1 for the plain float formats).
 __host__ __device__ constexpr int weight_traits_block(WeightType t) {
   return t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K || t == WeightType::Q5_K ||
-                 t == WeightType::Q6_K
+                 t == WeightType::Q6_K || t == WeightType::IQ4_XS
              ? kQKK
-         : t == WeightType::Q4_0 || t == WeightType::Q8_0 ? kQK
-                                                          : 1;
+         : t == WeightType::Q4_0 || t == WeightType::Q8_0 || t == WeightType::Q4_1 || t == WeightType::Q5_0 ||
+                 t == WeightType::Q5_1 || t == WeightType::IQ4_NL
+             ? kQK
+             : 1;
 }
+
+// The formats of weight_decode_q32.cuh (included at the end of this header).
+__host__ __device__ constexpr bool weight_q32(WeightType t) {
+  return t == WeightType::Q4_1 || t == WeightType::Q5_0 || t == WeightType::Q5_1 || t == WeightType::IQ4_NL ||
+         t == WeightType::IQ4_XS;
+}
+template <WeightType T>
+__device__ __forceinline__ float decode_elem_q32(const uint8_t* row, int64_t i, int64_t nb);
 
 // Q2_K and Q3_K on the GPU: a block's 256 elements are 8 units of 32, unit
 // i = 4h + 2lh + p (h = i / 4, lh = i / 2 % 2, p = i % 2) holding quarters
@@ -100,6 +123,8 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
     const int j = static_cast<int>(i % kQK);
     const int q = j < 16 ? (qs[j] & 0xF) : (qs[j - 16] >> 4);
     return ld_f16(row + 16 * nb + 2 * b) * static_cast<float>(q - 8);
+  } else if constexpr (weight_q32(T)) {
+    return decode_elem_q32<T>(row, i, nb);
   } else if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
     constexpr bool kFive = T == WeightType::Q5_K;
     const uint8_t* b = row + (i / kQKK) * (kFive ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
@@ -732,10 +757,22 @@ __host__ __device__ constexpr bool slab_kquant(WeightType t) {
   return t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K || t == WeightType::Q5_K ||
          t == WeightType::Q6_K;
 }
+// Formats whose units hold 6 registers in flight (24 bytes: Q5_0, Q5_1,
+// IQ4_XS): 8-row batches only, half requested before the activation (as the
+// K-quants; gemv.cu), 16-row batches or all 8 early spill (ptxas -v).
+__host__ __device__ constexpr bool slab_wide(WeightType t) {
+  return t == WeightType::Q5_0 || t == WeightType::Q5_1 || t == WeightType::IQ4_XS;
+}
 // Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
 __host__ __device__ constexpr bool slab_int8(WeightType t) {
-  return t == WeightType::Q4_0 || slab_kquant(t);
+  return t == WeightType::Q4_0 || slab_kquant(t) || weight_q32(t);
 }
-
+// Formats whose unit u's activations are x[32u .. 32u + 31], Q4_0's: their
+// int8 kernels take Q4_0's 8- and 16-row batches and its coalesced x
+// (CudaTuning::gemv_x_coalesced, ldx_warp_units).
+__host__ __device__ constexpr bool slab_xc(WeightType t) { return t == WeightType::Q4_0 || weight_q32(t); }
 
 }  // namespace longkv::cuda
+
+#include "backend/cuda/weight_decode_q32.cuh"
+

@@ -1,7 +1,8 @@
 // Weight upload: stored rows copied to the GPU with the row stride padded to
-// 16 bytes; Q4_0/Q8_0/Q2_K/Q3_K/Q6_K rows split into aligned bodies + tails
-// (Q2_K and Q3_K repacked in unit order)
-// (weight_decode.cuh), the layout the GEMV kernels (gemv.cu) load from.
+// 16 bytes; the block formats whose blocks are not 16-byte multiples split
+// into aligned bodies + tails (Q2_K and Q3_K repacked in unit order, Q5_0's
+// and Q5_1's fifth bits and IQ4's codes reordered; weight_decode.cuh,
+// weight_decode_q32.cuh), the layout the GEMV kernels (gemv.cu) load from.
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/weight_decode.cuh"
 
@@ -48,6 +49,70 @@ void repack_low_bit_block(WeightType t, const uint8_t* src, uint8_t* body, uint8
   else std::memcpy(tail, src + offsetof(BlockQ2_K, d), 4);
 }
 
+// The 32 fifth bits of a Q5_0 / Q5_1 block (qh, bit e: element e) in the
+// GPU's order (q5_hbit_pos).
+uint32_t q5_gpu_qh(const uint8_t* qh) {
+  uint32_t h;
+  std::memcpy(&h, qh, 4);
+  uint32_t g = 0;
+  for (int e = 0; e < kQK; ++e) g |= ((h >> e) & 1u) << q5_hbit_pos(e);
+  return g;
+}
+
+// 32 IQ4 codes (16 bytes in Q4_0's nibble order) in the GPU's order (iq4_nibble_pos).
+void iq4_gpu_codes(const uint8_t* qs, uint8_t* dst) {
+  std::memset(dst, 0, kQK / 2);
+  for (int e = 0; e < kQK; ++e) {
+    const int c = e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4, p = iq4_nibble_pos(e);
+    dst[p / 2] = static_cast<uint8_t>(dst[p / 2] | c << (4 * (p % 2)));
+  }
+}
+
+// A split row of nb blocks: a block's body (body bytes from q_off) and its
+// tail (the rest, from t_off).
+struct SplitRow {
+  WeightType t;
+  int64_t nb;
+  size_t body, tail, q_off, t_off;
+  SplitRow(WeightType type, int64_t blocks)
+      : t(type), nb(blocks), body(split_body_bytes(type)), tail(weight_traits(type).block_bytes - body),
+        q_off(split_body_offset(type)), t_off(q_off == 0 ? body : 0) {}
+};
+
+// Stored block b (src) of a row into the GPU row dst: its body at b * body,
+// its tail at nb * body + b * tail (Q5_0: qh' at 16 nb + 4b and d at
+// 20 nb + 2b), reordered where weight_decode.cuh says so.
+void split_block(const SplitRow& r, const uint8_t* src, uint8_t* dst, int64_t b) {
+  const int64_t nb = r.nb;
+  const size_t body = r.body, tail = r.tail;
+  uint8_t* bd = dst + b * body;
+  uint8_t* tl = dst + nb * body + tail * b;
+  switch (r.t) {
+    case WeightType::Q2_K:
+    case WeightType::Q3_K:
+      repack_low_bit_block(r.t, src, bd, tl);
+      return;
+    case WeightType::Q5_0:
+      std::memcpy(bd, src + offsetof(BlockQ5_0, qs), kQK / 2);
+      put_word(dst + 16 * nb + 4 * b, q5_gpu_qh(src + offsetof(BlockQ5_0, qh)));
+      std::memcpy(dst + 20 * nb + 2 * b, src + offsetof(BlockQ5_0, d), 2);
+      return;
+    case WeightType::Q5_1:
+      std::memcpy(bd, src + offsetof(BlockQ5_1, qs), kQK / 2);
+      std::memcpy(tl, src, 4);  // d, m
+      put_word(tl + 4, q5_gpu_qh(src + offsetof(BlockQ5_1, qh)));
+      return;
+    case WeightType::IQ4_NL:
+    case WeightType::IQ4_XS:
+      for (size_t k = 0; k < body; k += kQK / 2) iq4_gpu_codes(src + r.q_off + k, bd + k);
+      std::memcpy(tl, src + r.t_off, tail);
+      return;
+    default:
+      std::memcpy(bd, src + r.q_off, body);
+      std::memcpy(tl, src + r.t_off, tail);
+  }
+}
+
 }  // namespace
 
 GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, size_t dst_ld) {
@@ -72,9 +137,9 @@ GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, s
   // Split rows: bodies first, then the tails (weight_decode.cuh: the f16 d
   // of Q4_0 / Q8_0 before their body, the K-quants' scales after it). Rows
   // go through a host buffer in ~32 MiB slices.
-  const size_t bb = weight_traits(w.type).block_bytes, tail = bb - body;
-  const size_t q_off = split_body_offset(w.type), t_off = q_off == 0 ? body : 0;
+  const size_t bb = weight_traits(w.type).block_bytes;
   const int64_t nb = static_cast<int64_t>(w.row_stride() / bb);
+  const SplitRow split(w.type, nb);
   const int64_t slice = std::max<int64_t>(1, (int64_t(32) << 20) / static_cast<int64_t>(g.ld));
   std::vector<uint8_t> tmp(static_cast<size_t>(std::min(slice, w.rows)) * g.ld, 0);
   for (int64_t r0 = 0; r0 < w.rows; r0 += slice) {
@@ -82,14 +147,7 @@ GpuWeight upload_weight_to(const WeightView& w, uint8_t* dst0, cudaStream_t s, s
     for (int64_t r = 0; r < n; ++r) {
       const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + r) * w.row_stride();
       uint8_t* dst = tmp.data() + static_cast<size_t>(r) * g.ld;
-      for (int64_t b = 0; b < nb; ++b) {
-        if (w.type == WeightType::Q2_K || w.type == WeightType::Q3_K) {
-          repack_low_bit_block(w.type, src + b * bb, dst + b * body, dst + nb * body + tail * b);
-        } else {
-          std::memcpy(dst + b * body, src + b * bb + q_off, body);
-          std::memcpy(dst + nb * body + tail * b, src + b * bb + t_off, tail);
-        }
-      }
+      for (int64_t b = 0; b < nb; ++b) split_block(split, src + b * bb, dst, b);
     }
     LONGKV_CUDA_CHECK(cudaMemcpy2DAsync(dst0 + static_cast<size_t>(r0) * dst_ld, dst_ld, tmp.data(), g.ld, g.ld,
                                         static_cast<size_t>(n), cudaMemcpyHostToDevice, s));
