@@ -4,7 +4,6 @@
 // their bytes equal those of gguf-py's quantize() (tests/test_weight_types.cpp
 // holds them); the IQ4 fits are our own.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -53,31 +52,41 @@ void affine_block(const float* x, int top, float& d, float& mn, int (&q)[kQK]) {
 // ---------------------------------------------------------------------------
 // IQ4: the nearest table value and a searched step.
 
-// Index of the table value nearest v (ties to the lower index): the number of
-// midpoints between neighbours that lie below v, by binary search.
-int iq4_nearest(float v) {
-  static const auto mids = [] {
-    std::array<float, 15> m{};
-    for (int i = 0; i < 15; ++i) m[i] = 0.5f * (kIq4Values[i] + kIq4Values[i + 1]);
-    return m;
-  }();
-  int lo = 0;
-  for (int step = 8; step > 0; step /= 2)
-    if (lo + step - 1 < 15 && mids[lo + step - 1] < v) lo += step;
-  return lo;
-}
+// Index of the table value nearest v. The midpoints between neighbouring
+// values are multiples of 1/2, so the nearest value is constant on each
+// [k/2, (k + 1)/2): a table over floor(2v) answers in one load (beyond the
+// table's range, the end values; a tie falls to the upper value).
+struct Iq4Nearest {
+  static constexpr int kHalf = 512;  // floor(2v) in [-512, 511]
+  int8_t idx[2 * kHalf];
+  Iq4Nearest() {
+    for (int k = -kHalf; k < kHalf; ++k) {
+      const float v = 0.5f * static_cast<float>(k) + 0.25f;  // inside [k/2, (k + 1)/2)
+      int best = 0;
+      for (int i = 1; i < 16; ++i)
+        if (std::fabs(v - kIq4Values[i]) < std::fabs(v - kIq4Values[best])) best = i;
+      idx[k + kHalf] = static_cast<int8_t>(best);
+    }
+  }
+  int operator()(float v) const {
+    const float h = std::floor(2.0f * std::clamp(v, -256.0f, 255.0f));
+    return idx[static_cast<int>(h) + kHalf];
+  }
+};
+const Iq4Nearest kIq4Nearest;
 
 // Codes of n elements for step s (x ~ s * value); s == 0 gives the code of
 // the value nearest 0.
 void iq4_codes(const float* x, int n, float s, uint8_t* codes) {
   const float inv = s != 0.0f ? 1.0f / s : 0.0f;
-  for (int j = 0; j < n; ++j) codes[j] = static_cast<uint8_t>(iq4_nearest(x[j] * inv));
+  for (int j = 0; j < n; ++j) codes[j] = static_cast<uint8_t>(kIq4Nearest(x[j] * inv));
 }
 
 // Not ggml's search: the step of a 32-element group, tried with the element
 // of largest magnitude near either end of the table (it is asymmetric,
 // -127..113) at a few stretches; for each the codes, then the least-squares
-// step for those codes; the candidate with the smallest squared error wins.
+// step for those codes, whose squared error is sum x^2 - (x.t)^2 / (t.t);
+// the candidate with the smallest error wins.
 float iq4_fit(const float* x, int n) {
   float amax = 0.0f, mx = 0.0f;
   for (int j = 0; j < n; ++j)
@@ -86,26 +95,21 @@ float iq4_fit(const float* x, int n) {
       mx = x[j];
     }
   if (amax == 0.0f) return 0.0f;
-  float best = 0.0f, best_err = INFINITY;
-  uint8_t codes[kQK];
+  float best = 0.0f;
+  double best_gain = -1.0;  // (x.t)^2 / (t.t): the larger, the smaller the error
   for (const float end : {static_cast<float>(kIq4Values[0]), static_cast<float>(kIq4Values[15])}) {
-    for (int k = -2; k <= 4; ++k) {
-      const float s = mx / (end * (1.0f + 0.04f * static_cast<float>(k)));
-      iq4_codes(x, n, s, codes);
-      double xt = 0, tt = 0;
+    for (const float stretch : {0.96f, 1.0f, 1.04f, 1.08f}) {
+      const float inv = end * stretch / mx;
+      float xt = 0.0f, tt = 0.0f;
       for (int j = 0; j < n; ++j) {
-        xt += static_cast<double>(x[j]) * kIq4Values[codes[j]];
-        tt += static_cast<double>(kIq4Values[codes[j]]) * kIq4Values[codes[j]];
+        const float t = kIq4Values[kIq4Nearest(x[j] * inv)];
+        xt += x[j] * t;
+        tt += t * t;
       }
-      const float ls = static_cast<float>(xt / tt);
-      double err = 0;
-      for (int j = 0; j < n; ++j) {
-        const double e = x[j] - static_cast<double>(ls) * kIq4Values[codes[j]];
-        err += e * e;
-      }
-      if (err < best_err) {
-        best_err = err;
-        best = ls;
+      const double gain = static_cast<double>(xt) * xt / tt;
+      if (gain > best_gain) {
+        best_gain = gain;
+        best = xt / tt;
       }
     }
   }
