@@ -183,9 +183,10 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("kernels", cpu_weight_kernels_isa());
   benchmark::AddCustomContext("openblas", openblas_get_corename());
   benchmark::AddCustomContext("cold_set_MiB", std::to_string(kColdBytes >> 20));
-  const WeightType types[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16, WeightType::Q8_0,
-                              WeightType::Q4_0, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
-                              WeightType::Q5_K, WeightType::Q6_K};
+  const WeightType types[] = {WeightType::F32,  WeightType::F16,    WeightType::BF16, WeightType::Q8_0,
+                              WeightType::Q4_0, WeightType::Q4_1,   WeightType::Q5_0, WeightType::Q5_1,
+                              WeightType::IQ4_NL, WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
+                              WeightType::Q5_K, WeightType::Q6_K,   WeightType::IQ4_XS};
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(("read_bandwidth/threads:" + std::to_string(threads)).c_str(),
                                  bm_read_bandwidth, threads)

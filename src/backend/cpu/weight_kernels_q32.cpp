@@ -148,12 +148,16 @@ void dequant32(const void* row, float* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQK; ++i) block_store(F::codes(p + i * F::kBytes), dst + i * kQK);
 }
 
-// IQ4_XS: sub-block ib of a block, as IQ4_NL's codes with the step d * (ls - 32).
-inline Codes32 iq4_xs_sub(const uint8_t* b, float d, int ib) {
+// IQ4_XS: the 8 sub-blocks' steps d * (ls - 32) of a block, made once.
+inline void iq4_xs_steps(const uint8_t* b, float (&step)[8]) {
   uint16_t sh;
   std::memcpy(&sh, b + offsetof(BlockIQ4_XS, scales_h), 2);
-  const int ls = ((b[offsetof(BlockIQ4_XS, scales_l) + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
-  return iq4_codes(b + offsetof(BlockIQ4_XS, qs) + 16 * ib, d * static_cast<float>(ls - 32));
+  const float d = load_f16(b);
+  const uint8_t* sl = b + offsetof(BlockIQ4_XS, scales_l);
+  for (int ib = 0; ib < 8; ++ib) {
+    const int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
+    step[ib] = d * static_cast<float>(ls - 32);
+  }
 }
 
 }  // namespace
@@ -172,12 +176,14 @@ float dot_iq4_xs(const void* row, const float* x, int64_t n) {
   vf acc0 = vzero(), acc1 = vzero();
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const uint8_t* b = p + i * static_cast<int64_t>(sizeof(BlockIQ4_XS));
-    const float d = load_f16(b);
+    const uint8_t* qs = b + offsetof(BlockIQ4_XS, qs);
     prefetch(b);
     prefetch(b + 64);
+    float step[8];
+    iq4_xs_steps(b, step);
     for (int ib = 0; ib < 8; ib += 2) {
-      acc0 = block_dot(iq4_xs_sub(b, d, ib), x + i * kQKK + kQK * ib, acc0);
-      acc1 = block_dot(iq4_xs_sub(b, d, ib + 1), x + i * kQKK + kQK * (ib + 1), acc1);
+      acc0 = block_dot(iq4_codes(qs + 16 * ib, step[ib]), x + i * kQKK + kQK * ib, acc0);
+      acc1 = block_dot(iq4_codes(qs + 16 * (ib + 1), step[ib + 1]), x + i * kQKK + kQK * (ib + 1), acc1);
     }
   }
   return vsum(vadd(acc0, acc1));
@@ -187,8 +193,10 @@ void dequant_iq4_xs(const void* row, float* dst, int64_t n) {
   const auto* p = static_cast<const uint8_t*>(row);
   for (int64_t i = 0; i < n / kQKK; ++i) {
     const uint8_t* b = p + i * static_cast<int64_t>(sizeof(BlockIQ4_XS));
-    const float d = load_f16(b);
-    for (int ib = 0; ib < 8; ++ib) block_store(iq4_xs_sub(b, d, ib), dst + i * kQKK + kQK * ib);
+    float step[8];
+    iq4_xs_steps(b, step);
+    for (int ib = 0; ib < 8; ++ib)
+      block_store(iq4_codes(b + offsetof(BlockIQ4_XS, qs) + 16 * ib, step[ib]), dst + i * kQKK + kQK * ib);
   }
 }
 
