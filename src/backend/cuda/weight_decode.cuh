@@ -262,6 +262,20 @@ __device__ __forceinline__ float dot4(uint32_t w, const float* x, float s) {
 template <WeightType T>
 struct Slab;
 
+// sum (n - Off) v over a 32-element block in Q4_0's nibble order (16 bytes:
+// low nibbles elements 0..15, high 16..31), f32 products (Q4_0, Q4_1).
+template <int Off>
+__device__ __forceinline__ float nibble_dot(const uint4& w, const float* v) {
+  const uint32_t q[4] = {w.x, w.y, w.z, w.w};
+  float s = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    s = dot4<Off>(q[j] & 0x0F0F0F0Fu, v + 4 * j, s);
+    s = dot4<Off>((q[j] >> 4) & 0x0F0F0F0Fu, v + 16 + 4 * j, s);
+  }
+  return s;
+}
+
 template <>
 struct Slab<WeightType::Q4_0> {  // unit = block
   static constexpr int kUnitsPerBlock = 1, kXElems = 32, kRB = 8;
@@ -271,16 +285,7 @@ struct Slab<WeightType::Q4_0> {  // unit = block
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
     return {ldg16(row + 16 * u), ld_f16(row + 16 * nb + 2 * u)};
   }
-  __device__ static float dot(const Unit& w, const X& xr, int) {
-    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
-    float s = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s = dot4<8>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, s);
-      s = dot4<8>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, s);
-    }
-    return w.d * s;
-  }
+  __device__ static float dot(const Unit& w, const X& xr, int) { return w.d * nibble_dot<8>(w.q, xr.v); }
 };
 
 // Int8 activations for the Q4_0 slab GEMV (CudaTuning::gemv_i8x). The f32

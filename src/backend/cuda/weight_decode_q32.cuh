@@ -133,15 +133,8 @@ struct Slab<WeightType::Q4_1> {
     return {ldg16(row + 16 * u), __ldg(reinterpret_cast<const uint32_t*>(row + 16 * nb + 4 * u))};
   }
   __device__ static float dot(const Unit& w, const X& xr, int) {
-    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
-    float s = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s = dot4<0>(q[j] & 0x0F0F0F0Fu, xr.v + 4 * j, s);
-      s = dot4<0>((q[j] >> 4) & 0x0F0F0F0Fu, xr.v + 16 + 4 * j, s);
-    }
     const float2 dm = f16_pair(w.dm);
-    return dm.x * s + dm.y * (xr.sum_lo + xr.sum_hi);
+    return dm.x * nibble_dot<0>(w.q, xr.v) + dm.y * (xr.sum_lo + xr.sum_hi);
   }
   // dx (d sum(code q) + m sum(q)): Q4_0's two nibble sums, both integers exact.
   __device__ static float dot_i8(const Unit& w, const XI8& x, int) {
