@@ -36,6 +36,17 @@ std::vector<uint8_t> random_weight(WeightType t, int rows, int cols, uint32_t se
   return data;
 }
 
+// The int8 activation rule of every slab GEMV (weight_decode.cuh,
+// quantize_x_i8): per 32 activations amax, dx = amax / 127, q =
+// round-half-even(x * (127 / amax)).
+void x_i8_ref(const float* v, int (&q)[32], float& dx) {
+  float amax = 0;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(v[i]));
+  dx = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int i = 0; i < 32; ++i) q[i] = static_cast<int>(std::nearbyint(v[i] * inv));
+}
+
 // The Q4_0 GEMV with int8 activations (CudaTuning::gemv_i8x), written from
 // its documented rule (weight_decode.cuh): per 32 activations amax, dx =
 // amax / 127, q = round-half-even(x * (127 / amax)), and the block's product
@@ -44,14 +55,13 @@ double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
   const auto* b = static_cast<const BlockQ4_0*>(row);
   double s = 0;
   for (int k = 0; k < cols / kQK; ++k) {
-    const float* xb = x + kQK * k;
-    float amax = 0;
-    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int q[32];
+    float dx;
+    x_i8_ref(x + kQK * k, q, dx);
     int64_t dot = 0;
     for (int i = 0; i < kQK; ++i) {
       const int n = i < 16 ? (b[k].qs[i] & 0xF) : (b[k].qs[i - 16] >> 4);
-      dot += static_cast<int64_t>(n - 8) * static_cast<int>(std::nearbyint(xb[i] * inv));
+      dot += static_cast<int64_t>(n - 8) * q[i];
     }
     s += static_cast<double>(f16_to_f32(b[k].d) * dx) * static_cast<double>(dot);
   }
@@ -96,18 +106,17 @@ double dot_k_i8x_ref(WeightType t, const uint8_t* row, const float* x, int cols)
           v[i] = x[e0 + i];
           v[16 + i] = x[e0 + 32 + i];
         }
-        float amax = 0;
-        for (float f : v) amax = std::max(amax, std::fabs(f));
-        const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+        int qx[32];
+        float dx;
+        x_i8_ref(v, qx, dx);
         int64_t dot[2] = {0, 0}, sum[2] = {0, 0};
         for (int i = 0; i < 32; ++i) {
           const int h = i / 16, j = 16 * p + i % 16;  // h: the high codes; j: position in the chunk
           const uint8_t byte = blk[qs_at + 32 * c + j];
           int code = h ? byte >> 4 : byte & 0xF;
           if (five) code += 16 * ((blk[16 + j] >> (2 * c + h)) & 1);
-          const int q = static_cast<int>(std::nearbyint(v[i] * inv));
-          dot[h] += code * q;
-          sum[h] += q;
+          dot[h] += code * qx[i];
+          sum[h] += qx[i];
         }
         s += static_cast<double>(dx) * (static_cast<double>(d) * static_cast<double>(sc[0] * dot[0] + sc[1] * dot[1]) -
                                         static_cast<double>(dmin) * static_cast<double>(m[0] * sum[0] + m[1] * sum[1]));
@@ -125,11 +134,7 @@ void quarter_pair_x_i8(const float* x, int b, int u, int (&q)[32], float& dx) {
   const int h = u / 4, lh = (u / 2) % 2, qa = u % 2;
   float v[32];
   for (int i = 0; i < 32; ++i) v[i] = x[kQKK * b + 128 * h + 32 * qa + 16 * lh + (i < 16 ? i : 64 + i - 16)];
-  float amax = 0;
-  for (float f : v) amax = std::max(amax, std::fabs(f));
-  dx = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  for (int i = 0; i < 32; ++i) q[i] = static_cast<int>(std::nearbyint(v[i] * inv));
+  x_i8_ref(v, q, dx);
 }
 
 // Q6_K with int8 activations (Slab<Q6_K>::dot_i8): a unit is half h, 16
@@ -239,10 +244,9 @@ double dot_q32_i8x_ref(WeightType t, const uint8_t* row, const float* x, int col
   };
   double s = 0;
   for (int g = 0; g < cols / kQK; ++g) {
-    const float* xg = x + kQK * g;
-    float amax = 0;
-    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(xg[i]));
-    const float dx = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+    int qx[32];
+    float dx;
+    x_i8_ref(x + kQK * g, qx, dx);
     double d = 0, m = 0;
     int v[kQK];
     if (t == WeightType::Q4_1 || t == WeightType::Q5_1) {
@@ -269,9 +273,8 @@ double dot_q32_i8x_ref(WeightType t, const uint8_t* row, const float* x, int col
     }
     int64_t dot = 0, sum = 0;
     for (int j = 0; j < kQK; ++j) {
-      const int q = static_cast<int>(std::nearbyint(xg[j] * inv));
-      dot += v[j] * q;
-      sum += q;
+      dot += v[j] * qx[j];
+      sum += qx[j];
     }
     s += static_cast<double>(dx) * (d * static_cast<double>(dot) + m * static_cast<double>(sum));
   }

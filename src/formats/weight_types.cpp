@@ -11,10 +11,6 @@
 #include "core/error.h"
 #include "formats/weight_refs.h"
 
-// A WeightType added to the enum without a traits entry must not compile:
-// the switch in traits_index() has no default, and this turns -Wswitch into
-// an error for this file.
-#pragma GCC diagnostic error "-Wswitch"
 
 namespace longkv {
 namespace {
@@ -471,35 +467,14 @@ constexpr WeightTypeTraits kTraits[] = {
      .from_float_ref = iq4_xs_from_float},
 };
 
-constexpr int traits_index(WeightType t) {
-  switch (t) {
-    case WeightType::F32: return 0;
-    case WeightType::F16: return 1;
-    case WeightType::BF16: return 2;
-    case WeightType::Q8_0: return 3;
-    case WeightType::Q4_0: return 4;
-    case WeightType::Q4_1: return 5;
-    case WeightType::Q5_0: return 6;
-    case WeightType::Q5_1: return 7;
-    case WeightType::IQ4_NL: return 8;
-    case WeightType::Q2_K: return 9;
-    case WeightType::Q3_K: return 10;
-    case WeightType::Q4_K: return 11;
-    case WeightType::Q5_K: return 12;
-    case WeightType::Q6_K: return 13;
-    case WeightType::IQ4_XS: return 14;
-  }
-  return -1;
-}
-
 constexpr bool traits_table_consistent() {
   for (int i = 0; i < static_cast<int>(std::size(kTraits)); ++i) {
-    if (traits_index(kTraits[i].type) != i) return false;
+    if (weight_type_index(kTraits[i].type) != i) return false;
     if (kTraits[i].to_float_ref == nullptr) return false;
   }
   return true;
 }
-static_assert(traits_table_consistent(), "kTraits order must match traits_index()");
+static_assert(traits_table_consistent(), "kTraits order must match weight_type_index()");
 
 // Every id in ggml's enum: name and block geometry (ggml-common.h). Ids that
 // were removed from GGUF (4, 5, 31-33, 36-38) have no entry.
@@ -555,7 +530,7 @@ const WeightTypeTraits* weight_type_traits(uint32_t ggml_type_id) {
 }
 
 const WeightTypeTraits& weight_traits(WeightType t) {
-  const int i = traits_index(t);
+  const int i = weight_type_index(t);
   LONGKV_ASSERT(i >= 0);
   return kTraits[i];
 }

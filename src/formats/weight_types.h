@@ -33,6 +33,34 @@ enum class WeightType : uint32_t {
   BF16 = 30,
 };
 
+// Position of t in every per-type table (weight_traits() here,
+// cpu_weight_kernels() in the CPU backend): the tables list the types in
+// this order and check it at compile time. No default case, and -Wswitch an
+// error here: a type added to the enum and not here does not compile.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wswitch"
+constexpr int weight_type_index(WeightType t) {
+  switch (t) {
+    case WeightType::F32: return 0;
+    case WeightType::F16: return 1;
+    case WeightType::BF16: return 2;
+    case WeightType::Q8_0: return 3;
+    case WeightType::Q4_0: return 4;
+    case WeightType::Q4_1: return 5;
+    case WeightType::Q5_0: return 6;
+    case WeightType::Q5_1: return 7;
+    case WeightType::IQ4_NL: return 8;
+    case WeightType::Q2_K: return 9;
+    case WeightType::Q3_K: return 10;
+    case WeightType::Q4_K: return 11;
+    case WeightType::Q5_K: return 12;
+    case WeightType::Q6_K: return 13;
+    case WeightType::IQ4_XS: return 14;
+  }
+  return -1;
+}
+#pragma GCC diagnostic pop
+
 constexpr int kQK = 32;   // elements per Q8_0 / Q4_0 block
 constexpr int kQKK = 256; // elements per K-quant super-block
 

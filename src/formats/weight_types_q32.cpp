@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "formats/weight_refs.h"
 
@@ -21,6 +22,8 @@ uint32_t load_qh(const uint8_t (&qh)[4]) {
 
 // Code of element j (0..31) of a 32-element block in Q4_0's nibble order.
 int nibble(const uint8_t* qs, int j) { return j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4; }
+// Q5_0's / Q5_1's code of element j: the nibble and bit j of qh as bit 4.
+int code5(const uint8_t* qs, uint32_t qh, int j) { return nibble(qs, j) | static_cast<int>((qh >> j & 1) << 4); }
 
 // Packs 32 codes (0..31) into Q4_0's nibble order and, for five bits, qh.
 void pack_codes(const int (&q)[kQK], uint8_t* qs, uint8_t* qh) {
@@ -46,6 +49,23 @@ void affine_block(const float* x, int top, float& d, float& mn, int (&q)[kQK]) {
   for (int j = 0; j < kQK; ++j) {
     const float p = (x[j] - mn) * id;
     q[j] = std::min(top, static_cast<int>(static_cast<double>(p) + 0.5));
+  }
+}
+
+// Q4_1 and Q5_1 (their qh, if any, from the codes' bit 4).
+template <typename Block>
+void affine_from_float(const float* src, void* dst, int64_t n) {
+  constexpr bool kFive = std::is_same_v<Block, BlockQ5_1>;
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    float d, mn;
+    int q[kQK];
+    affine_block(src + i * kQK, kFive ? 31 : 15, d, mn, q);
+    Block b;
+    b.d = f32_to_f16(d);
+    b.m = f32_to_f16(mn);
+    if constexpr (kFive) pack_codes(q, b.qs, b.qh);
+    else pack_codes(q, b.qs, nullptr);
+    store_block(dst, i, b);
   }
 }
 
@@ -129,18 +149,7 @@ void q4_1_to_float(const void* src, float* dst, int64_t n) {
   }
 }
 
-void q4_1_from_float(const float* src, void* dst, int64_t n) {
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    float d, mn;
-    int q[kQK];
-    affine_block(src + i * kQK, 15, d, mn, q);
-    BlockQ4_1 b;
-    b.d = f32_to_f16(d);
-    b.m = f32_to_f16(mn);
-    pack_codes(q, b.qs, nullptr);
-    store_block(dst, i, b);
-  }
-}
+void q4_1_from_float(const float* src, void* dst, int64_t n) { affine_from_float<BlockQ4_1>(src, dst, n); }
 
 // ---------------------------------------------------------------------------
 // Q5_0 and Q5_1
@@ -150,10 +159,7 @@ void q5_0_to_float(const void* src, float* dst, int64_t n) {
     const auto b = load_block<BlockQ5_0>(src, i);
     const float d = f16_to_f32(b.d);
     const uint32_t qh = load_qh(b.qh);
-    for (int j = 0; j < kQK; ++j) {
-      const int q = nibble(b.qs, j) | static_cast<int>((qh >> j & 1) << 4);
-      dst[i * kQK + j] = d * static_cast<float>(q - 16);
-    }
+    for (int j = 0; j < kQK; ++j) dst[i * kQK + j] = d * static_cast<float>(code5(b.qs, qh, j) - 16);
   }
 }
 
@@ -187,25 +193,11 @@ void q5_1_to_float(const void* src, float* dst, int64_t n) {
     const auto b = load_block<BlockQ5_1>(src, i);
     const float d = f16_to_f32(b.d), m = f16_to_f32(b.m);
     const uint32_t qh = load_qh(b.qh);
-    for (int j = 0; j < kQK; ++j) {
-      const int q = nibble(b.qs, j) | static_cast<int>((qh >> j & 1) << 4);
-      dst[i * kQK + j] = d * static_cast<float>(q) + m;
-    }
+    for (int j = 0; j < kQK; ++j) dst[i * kQK + j] = d * static_cast<float>(code5(b.qs, qh, j)) + m;
   }
 }
 
-void q5_1_from_float(const float* src, void* dst, int64_t n) {
-  for (int64_t i = 0; i < n / kQK; ++i) {
-    float d, mn;
-    int q[kQK];
-    affine_block(src + i * kQK, 31, d, mn, q);
-    BlockQ5_1 b;
-    b.d = f32_to_f16(d);
-    b.m = f32_to_f16(mn);
-    pack_codes(q, b.qs, b.qh);
-    store_block(dst, i, b);
-  }
-}
+void q5_1_from_float(const float* src, void* dst, int64_t n) { affine_from_float<BlockQ5_1>(src, dst, n); }
 
 // ---------------------------------------------------------------------------
 // IQ4_NL and IQ4_XS

@@ -38,7 +38,10 @@ std::string ModelWeights::weight_types() const {
     for (const WeightView* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) add(*m);
   std::stable_sort(bytes.begin(), bytes.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   std::string s;
-  for (const auto& [n, t] : bytes) s += (s.empty() ? "" : "+") + std::string(weight_traits(t).name);
+  for (const auto& [n, t] : bytes) {
+    if (!s.empty()) s += '+';  // appended, not "+" + name: GCC 12 warns (-Wrestrict) on that insert
+    s += weight_traits(t).name;
+  }
   return s;
 }
 

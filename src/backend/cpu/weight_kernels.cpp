@@ -10,8 +10,6 @@
 #include "backend/cpu/weight_simd.h"
 #include "core/error.h"
 
-// cpu_weight_kernels() must list every WeightType: a missing case is an error.
-#pragma GCC diagnostic error "-Wswitch"
 
 namespace longkv {
 namespace {
@@ -695,38 +693,17 @@ constexpr CpuWeightKernels kKernels[] = {
 
 #endif
 
-constexpr int kernels_index(WeightType t) {
-  switch (t) {
-    case WeightType::F32: return 0;
-    case WeightType::F16: return 1;
-    case WeightType::BF16: return 2;
-    case WeightType::Q8_0: return 3;
-    case WeightType::Q4_0: return 4;
-    case WeightType::Q4_1: return 5;
-    case WeightType::Q5_0: return 6;
-    case WeightType::Q5_1: return 7;
-    case WeightType::IQ4_NL: return 8;
-    case WeightType::Q2_K: return 9;
-    case WeightType::Q3_K: return 10;
-    case WeightType::Q4_K: return 11;
-    case WeightType::Q5_K: return 12;
-    case WeightType::Q6_K: return 13;
-    case WeightType::IQ4_XS: return 14;
-  }
-  return -1;
-}
-
 constexpr bool kernels_table_consistent() {
   for (int i = 0; i < static_cast<int>(std::size(kKernels)); ++i)
-    if (kernels_index(kKernels[i].type) != i) return false;
+    if (weight_type_index(kKernels[i].type) != i) return false;
   return true;
 }
-static_assert(kernels_table_consistent(), "kKernels order must match kernels_index()");
+static_assert(kernels_table_consistent(), "kKernels order must be weight_type_index()'s");
 
 }  // namespace
 
 const CpuWeightKernels& cpu_weight_kernels(WeightType t) {
-  const int i = kernels_index(t);
+  const int i = weight_type_index(t);
   LONGKV_ASSERT(i >= 0);
   return kKernels[i];
 }

@@ -19,7 +19,7 @@ namespace {
 using namespace cpu_simd;
 
 // A block's codes as int8 (lo: elements 0..15, hi: 16..31) and the affine
-// map x = scale * code + bias.
+// map x = scale * code + bias (bias 0 but for Format<T>::kAffine).
 struct Codes32 {
   __m128i lo, hi;
   float scale, bias;
@@ -47,6 +47,7 @@ struct Format;
 template <>
 struct Format<WeightType::Q4_1> {
   static constexpr int kBytes = sizeof(BlockQ4_1);
+  static constexpr bool kAffine = true;
   static Codes32 codes(const uint8_t* b) {
     Codes32 c{};
     nibbles(b + offsetof(BlockQ4_1, qs), &c.lo, &c.hi);
@@ -56,7 +57,6 @@ struct Format<WeightType::Q4_1> {
   }
 };
 
-template <WeightType T>
 inline void five_bit_codes(const uint8_t* b, int qh_at, int qs_at, Codes32& c) {
   uint32_t qh;
   std::memcpy(&qh, b + qh_at, 4);
@@ -68,9 +68,10 @@ inline void five_bit_codes(const uint8_t* b, int qh_at, int qs_at, Codes32& c) {
 template <>
 struct Format<WeightType::Q5_0> {
   static constexpr int kBytes = sizeof(BlockQ5_0);
+  static constexpr bool kAffine = false;
   static Codes32 codes(const uint8_t* b) {
     Codes32 c{};
-    five_bit_codes<WeightType::Q5_0>(b, offsetof(BlockQ5_0, qh), offsetof(BlockQ5_0, qs), c);
+    five_bit_codes(b, offsetof(BlockQ5_0, qh), offsetof(BlockQ5_0, qs), c);
     const __m128i sixteen = _mm_set1_epi8(16);
     c.lo = _mm_sub_epi8(c.lo, sixteen);
     c.hi = _mm_sub_epi8(c.hi, sixteen);
@@ -82,9 +83,10 @@ struct Format<WeightType::Q5_0> {
 template <>
 struct Format<WeightType::Q5_1> {
   static constexpr int kBytes = sizeof(BlockQ5_1);
+  static constexpr bool kAffine = true;
   static Codes32 codes(const uint8_t* b) {
     Codes32 c{};
-    five_bit_codes<WeightType::Q5_1>(b, offsetof(BlockQ5_1, qh), offsetof(BlockQ5_1, qs), c);
+    five_bit_codes(b, offsetof(BlockQ5_1, qh), offsetof(BlockQ5_1, qs), c);
     c.scale = load_f16(b);
     c.bias = load_f16(b + offsetof(BlockQ5_1, m));
     return c;
@@ -105,17 +107,20 @@ inline Codes32 iq4_codes(const uint8_t* qs, float step) {
 template <>
 struct Format<WeightType::IQ4_NL> {
   static constexpr int kBytes = sizeof(BlockIQ4_NL);
+  static constexpr bool kAffine = false;
   static Codes32 codes(const uint8_t* b) { return iq4_codes(b + offsetof(BlockIQ4_NL, qs), load_f16(b)); }
 };
 
 // sum over a block of (scale * code + bias) * x, into acc.
+template <bool Affine>
 inline vf block_dot(const Codes32& c, const float* x, vf acc) {
-  if (c.bias == 0.0f) {
+  if constexpr (!Affine) {
     const vf t = fma_i8x16(c.hi, x + 16, fma_i8x16(c.lo, x, vzero()));
     return vfma(vset1(c.scale), t, acc);
+  } else {
+    const vf s = vset1(c.scale), o = vset1(c.bias);
+    return fma_affine_i8x16(c.hi, s, o, x + 16, fma_affine_i8x16(c.lo, s, o, x, acc));
   }
-  const vf s = vset1(c.scale), o = vset1(c.bias);
-  return fma_affine_i8x16(c.hi, s, o, x + 16, fma_affine_i8x16(c.lo, s, o, x, acc));
 }
 
 inline void block_store(const Codes32& c, float* dst) {
@@ -134,10 +139,10 @@ float dot32(const void* row, const float* x, int64_t n) {
   for (; i + 2 <= nb; i += 2) {
     const uint8_t* b = p + i * F::kBytes;
     prefetch(b);
-    acc0 = block_dot(F::codes(b), x + i * kQK, acc0);
-    acc1 = block_dot(F::codes(b + F::kBytes), x + (i + 1) * kQK, acc1);
+    acc0 = block_dot<F::kAffine>(F::codes(b), x + i * kQK, acc0);
+    acc1 = block_dot<F::kAffine>(F::codes(b + F::kBytes), x + (i + 1) * kQK, acc1);
   }
-  if (i < nb) acc0 = block_dot(F::codes(p + i * F::kBytes), x + i * kQK, acc0);
+  if (i < nb) acc0 = block_dot<F::kAffine>(F::codes(p + i * F::kBytes), x + i * kQK, acc0);
   return vsum(vadd(acc0, acc1));
 }
 
@@ -182,8 +187,8 @@ float dot_iq4_xs(const void* row, const float* x, int64_t n) {
     float step[8];
     iq4_xs_steps(b, step);
     for (int ib = 0; ib < 8; ib += 2) {
-      acc0 = block_dot(iq4_codes(qs + 16 * ib, step[ib]), x + i * kQKK + kQK * ib, acc0);
-      acc1 = block_dot(iq4_codes(qs + 16 * (ib + 1), step[ib + 1]), x + i * kQKK + kQK * (ib + 1), acc1);
+      acc0 = block_dot<false>(iq4_codes(qs + 16 * ib, step[ib]), x + i * kQKK + kQK * ib, acc0);
+      acc1 = block_dot<false>(iq4_codes(qs + 16 * (ib + 1), step[ib + 1]), x + i * kQKK + kQK * (ib + 1), acc1);
     }
   }
   return vsum(vadd(acc0, acc1));

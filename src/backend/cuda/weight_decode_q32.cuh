@@ -254,16 +254,9 @@ __device__ __forceinline__ int iq4_dot_i8(const uint4& qs, const XI8& x) {
   return s;
 }
 
-// IQ4_NL: Q4_0's unit (qs' codes); x = d value.
+// IQ4_NL: Q4_0's unit, x and loads (the same split row, qs' | d); x = d value.
 template <>
-struct Slab<WeightType::IQ4_NL> {
-  static constexpr int kUnitsPerBlock = 1, kXElems = 32, kRB = 8;
-  struct Unit { uint4 q; float d; };
-  struct X { float v[32]; };
-  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 32 * u, xr.v, 32); }
-  __device__ static Unit load(const uint8_t* row, int u, int nb) {
-    return {ldg16(row + 16 * u), ld_f16(row + 16 * nb + 2 * u)};
-  }
+struct Slab<WeightType::IQ4_NL> : Slab<WeightType::Q4_0> {
   __device__ static float dot(const Unit& w, const X& xr, int) { return w.d * iq4_dot(w.q, xr.v); }
   __device__ static float dot_i8(const Unit& w, const XI8& x, int) {
     return w.d * x.dx * static_cast<float>(iq4_dot_i8(w.q, x));
