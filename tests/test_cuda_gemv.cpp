@@ -69,7 +69,7 @@ double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
 }
 
 // Q4_K / Q5_K with int8 activations (milestone 61; weight_decode.cuh,
-// Slab<Q4_K>::dot_codes_i8), from the same rule: a unit is chunk c's 16
+// Slab<Q4_K>::dot_sums_i8), from the same rule: a unit is chunk c's 16
 // positions from 16p of a block, its 32 activations the low codes' elements
 // (256b + 64c + 16p ..) then the high codes' (+ 32), quantized as above, and
 // its product dx * (d * sum sc code q - dmin * sum m q) with sub-blocks 2c

@@ -491,23 +491,41 @@ class CudaModelImpl final : public CudaModel {
       GpuLayer& L = layers_[l];
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       int q_stride = qd, kv_stride = kvd;  // floats between tokens' rows of q and of k, v
-      const bool stacked_qkv = one && L.wqkv.rows > 0;
       // A single-token step on a cache that takes it whole (milestone 11):
       // RoPE, append and attention in one kernel, fed the raw q, k, v.
       const DecodeRope drope{inv_freq_.as<float>(), rope_dim_, neox};
       const bool block = one && caches_[l]->decode_block_ok(drope);
       // Else RoPE of q and k by the q|k|v GEMV (in its store where it can,
       // else rope() right after it) unless biases come between.
-      const bool gemv_roped = stacked_qkv && !block && !L.bq.bytes() && !L.bk.bytes();
-      if (stacked_qkv) {  // one GEMV, RMSNorm inside it; q, k, v contiguous in qkv_
+      const bool gemv_roped = one && !block && !L.bq.bytes() && !L.bk.bytes();
+      if (one) {
+        // q, k, v contiguous in qkv_, from one stacked GEMV, or (llama.cpp's
+        // mixes, whose attn_v may take another format than attn_q and attn_k)
+        // q|k's and v's, or one each, every one with RMSNorm in its load and
+        // q's and k's RoPE in their stores: Q4_K_M's layers with a Q6_K attn_v
+        // in two launches where an RMSNorm, three GEMVs and two RoPE kernels
+        // were six.
         q = qkv_.as<float>();
         k = q + qd;
         v = k + kvd;
         GemvAct a = norm_act(x, L.attn_norm, xb);
         if (x8b_ready) a.x8_in = x8_view(x8b_, nullptr);
-        if (gemv_roped) a.rope = {inv_freq_.as<float>(), dpos, pos, c.n_heads + c.n_kv_heads, c.head_dim, rope_dim_,
-                                  neox};
-        if (!(skip & 1)) gemv_act(L.wqkv, a, q, false, s_);
+        auto roped = [&](int heads) {
+          GemvAct r = a;
+          if (gemv_roped) r.rope = {inv_freq_.as<float>(), dpos, pos, heads, c.head_dim, rope_dim_, neox};
+          return r;
+        };
+        if (skip & 1) {
+        } else if (L.wqkv.rows > 0) {
+          gemv_act(L.wqkv, roped(c.n_heads + c.n_kv_heads), q, false, s_);
+        } else if (L.wqk.rows > 0) {
+          gemv_act(L.wqk, roped(c.n_heads + c.n_kv_heads), q, false, s_);
+          gemv_act(L.wv, a, v, false, s_);
+        } else {
+          gemv_act(L.wq, roped(c.n_heads), q, false, s_);
+          gemv_act(L.wk, roped(c.n_kv_heads), k, false, s_);
+          gemv_act(L.wv, a, v, false, s_);
+        }
       } else if (batch && L.wqkv.rows > 0 && !L.bq.bytes() && !L.bk.bytes() && !L.bv.bytes()) {
         // A batch: one GEMV over the stacked rows, token i's q|k|v in row i of
         // qkv_; RMSNorm in its converter where it takes one (milestone 58).
@@ -532,9 +550,9 @@ class CudaModelImpl final : public CudaModel {
       if (L.bv.bytes()) add_bias(v, L.bv.as<float>(), n, kvd, s_);
       if (block || batch) {
         // the attention kernel rotates q and k itself (a batch: attend_batch)
-      } else if (stacked_qkv && !gemv_roped) {
+      } else if (one && !gemv_roped) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, 1, c.n_heads + c.n_kv_heads, pos, s_, dpos);
-      } else if (!stacked_qkv) {
+      } else if (!one) {
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, q, n, c.n_heads, pos, s_, dpos);
         rope(inv_freq_.as<float>(), c.head_dim, rope_dim_, neox, k, n, c.n_kv_heads, pos, s_, dpos);
       }

@@ -514,7 +514,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const bool xc = slab_xc(T) && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   // The K-quants' f32 kernel keeps milestone 2's order (launch_slab); their
   // int8 kernels, and slab_wide's, take their kRB rows a batch only (Q2_K
-  // 16, Q3_K, Q4_K, Q5_0, Q5_1 and IQ4_XS 8, Q5_K and Q6_K 4):
+  // 16, Q3_K, Q4_K, Q6_K, Q5_0, Q5_1 and IQ4_XS 8, Q5_K 4):
   // more of their 24- to 48-byte units would pass the 128 registers a lane
   // has (ptxas spills).
   constexpr bool kK = slab_kquant(T);

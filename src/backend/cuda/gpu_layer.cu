@@ -31,6 +31,11 @@ void GpuLayer::upload(const LayerWeights& L, cudaStream_t s) {
     GpuWeight parts[3];
     wqkv = upload_stacked(qkv, wq_buf, parts, s);
     take_parts(parts, {&wq, &wk, &wv});
+  } else if (stackable({&L.wq, &L.wk})) {  // Q4_K_M's layers with a Q6_K attn_v: two GEMVs, not three
+    GpuWeight parts[2];
+    wqk = upload_stacked({&L.wq, &L.wk}, wq_buf, parts, s);
+    take_parts(parts, {&wq, &wk});
+    wv = upload_weight(L.wv, wv_buf, s);
   } else {
     wq = upload_weight(L.wq, wq_buf, s);
     wk = upload_weight(L.wk, wk_buf, s);

@@ -20,6 +20,7 @@ struct GpuLayer {
   DeviceBuffer wq_buf, wk_buf, wv_buf, wo_buf, wg_buf, wu_buf, wd_buf;
   GpuWeight wq, wk, wv, wo, w_gate, w_up, w_down;
   GpuWeight wqkv, wgu;  // stacked (rows == 0: not stacked, separate GEMVs)
+  GpuWeight wqk;        // q|k stacked where v alone takes another format (llama.cpp's mixes)
   bool glu = false;      // wgu's rows interleaved (gate_i, up_i): SwiGLU in its GEMV's store
 
   // Copies L's weights on stream s (the host copies must live until s has

@@ -7,7 +7,8 @@
 // the blocks' 16-byte-aligned bodies followed by the blocks' tails:
 //   Q4_0   qs[16]               | d          (18 bytes a block)
 //   Q8_0   qs[32]               | d          (34)
-//   Q6_K   ql|qh|scales, 208    | d          (210)
+//   Q6_K   ql|qh|scales, 208    | d          (210)   qh, scales repacked per
+//                                                   unit, see Slab<Q6_K>
 //   Q2_K   codes|scales, 80     | d, dmin    (84)   repacked per unit,
 //   Q3_K   codes|hbits, 96      | scales|d, 14 (110) see LowBitUnit
 // and Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS as weight_decode_q32.cuh describes.
@@ -153,16 +154,17 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
       const int sm = b[64 + 2 * n.i + second];
       return ld_f16(tail) * (sm & 0xF) * static_cast<float>(q) - ld_f16(tail + 2) * (sm >> 4);
     }
-  } else {  // Q6_K
+  } else {  // Q6_K (its repacked qh and scales: Slab<Q6_K>)
     const int64_t blk = i / kQKK;
     const uint8_t* b = row + 208 * blk;
     const int e = static_cast<int>(i % kQKK), h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
-    const uint8_t* ql = b + 64 * h;
-    const uint8_t* qh = b + 128 + 32 * h;
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * h;
-    const int lo = (quarter & 1) ? ql[l + 32] : ql[l];
-    const int q = ((quarter >= 2 ? lo >> 4 : lo & 0xF) | (((qh[l] >> (2 * quarter)) & 3) << 4)) - 32;
-    return ld_f16(row + 208 * nb + 2 * blk) * sc[l / 16 + 2 * quarter] * static_cast<float>(q);
+    const LowBitUnit n(4 * h + 2 * (l / 16) + quarter % 2);
+    const int second = quarter / 2, t = l % 16;
+    const int lo = b[64 * h + 32 * (quarter % 2) + l];
+    const uint32_t hw = *reinterpret_cast<const uint32_t*>(b + 128 + 8 * n.i + 4 * second);
+    const int q = ((second ? lo >> 4 : lo & 0xF) | static_cast<int>((hw >> LowBitUnit::pos2(t)) & 3) << 4) - 32;
+    const int8_t sc = static_cast<int8_t>(b[192 + 2 * n.i + second]);
+    return ld_f16(row + 208 * nb + 2 * blk) * sc * static_cast<float>(q);
   }
 }
 
@@ -257,7 +259,7 @@ __device__ __forceinline__ float dot4(uint32_t w, const float* x, float s) {
 
 // GEMV units: a lane owns one unit of a row (32 elements; Q8_0: 16), holds
 // that unit's activations in registers for every row it visits, and per row
-// loads the unit's 16 bytes of quants (Q6_K: 32) plus its scales.
+// loads the unit's 16 bytes of quants (Q6_K: 24) plus its scales.
 //   kUnitsPerBlock, kXElems (activations per unit), load_x(), Unit, load(), dot().
 template <WeightType T>
 struct Slab;
@@ -461,62 +463,60 @@ struct Slab<WeightType::Q4_K> {  // unit = 16 quant bytes: 16 low + 16 high nibb
     codes(w, lo, hi);
     return dot_codes(w.h, lo, hi, xr, u);
   }
+  // The high nibbles stay in place, as Q4_0's (dot_q4_0_nibbles: s16 is 16
+  // times their sum, exactly), and the two sums go to dp2a as int16 halves
+  // (|s| <= 16 * 15 * 127 < 2^15).
   __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
-    uint32_t lo[4], hi[4];
-    codes(w, lo, hi);
-    return dot_codes_i8(w.h, lo, hi, x, u);
+    int s0, s16;
+    dot_q4_0_nibbles(w.q, x.q, s0, s16);
+    return dot_sums_i8<true>(w.h, s0, s16 >> 4, x, u);
   }
-  // Sub-blocks 2c and 2c + 1's 6-bit scales and mins from the block header h
-  // (q4k_scale_min's layout, read from its words).
-  __device__ static void scale_min(const uint4& h, int u, int (&sc)[2], int (&m)[2]) {
-    const int c = (u % 8) / 2, jj = (2 * c) & 3;
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int sh = 8 * (jj + k);
-      const uint32_t a = (h.y >> sh) & 0xFF, b = (h.z >> sh) & 0xFF, cc = (h.w >> sh) & 0xFF;
-      if (c < 2) {
-        sc[k] = a & 63;
-        m[k] = b & 63;
-      } else {
-        sc[k] = (cc & 0xF) | ((a >> 6) << 4);
-        m[k] = (cc >> 4) | ((b >> 6) << 4);
-      }
-    }
+  // Sub-blocks 2c and 2c + 1's 6-bit scales and mins (c = (u % 8) / 2) as
+  // the bytes sc0 | sc1 << 8 | m0 << 16 | m1 << 24, from the header h's
+  // scale words y, z, w (q4k_scale_min's layout): for c < 2 the low 6 bits of
+  // bytes 2c, 2c + 1 of y (scales) and of z (mins); for c >= 2 the low
+  // (scales) and high (mins) nibbles of w's bytes 2c - 4, 2c - 3 under the
+  // top 2 bits of those bytes of y and z. Two PRMT with per-lane selectors
+  // (u is a lane's for the whole kernel) instead of ~25 shifts, masks and
+  // selects a row.
+  __device__ static uint32_t scale_min_bytes(const uint4& h, int u) {
+    const int c = (u % 8) / 2, p = 2 * (c % 2);
+    const uint32_t top = __byte_perm(h.y, h.z, p | (p + 1) << 4 | (p + 4) << 8 | (p + 5) << 12);
+    const uint32_t nib = __byte_perm(h.w, 0u, p | (p + 1) << 4 | 4 << 8 | 4 << 12);  // w's 2 bytes, 0, 0
+    const uint32_t low = (nib & 0x0F0Fu) | ((nib << 12) & 0x0F0F0000u);  // high nibbles to bytes 2, 3
+    return c < 2 ? top & 0x3F3F3F3Fu : ((top >> 2) & 0x30303030u) | low;
   }
   __device__ static float d_of(const uint4& h) { return __half2float(__ushort_as_half(static_cast<uint16_t>(h.x & 0xFFFF))); }
   __device__ static float dmin_of(const uint4& h) { return __half2float(__ushort_as_half(static_cast<uint16_t>(h.x >> 16))); }
   // The codes (Q5_K's reach 31) against f32 x, with the header's scales and mins.
   __device__ static float dot_codes(const uint4& h, const uint32_t (&lo4)[4], const uint32_t (&hi4)[4], const X& xr,
                                     int u) {
-    int sc[2], m[2];
-    scale_min(h, u, sc, m);
+    const uint32_t sm = scale_min_bytes(h, u);
     float lo = 0, hi = 0;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       lo = dot4<0>(lo4[j], xr.v + 4 * j, lo);
       hi = dot4<0>(hi4[j], xr.v + 16 + 4 * j, hi);
     }
-    return d_of(h) * (sc[0] * lo + sc[1] * hi) - dmin_of(h) * (m[0] * xr.sum_lo + m[1] * xr.sum_hi);
+    const auto byte = [&](int k) { return static_cast<int>((sm >> (8 * k)) & 0xFF); };
+    return d_of(h) * (byte(0) * lo + byte(1) * hi) - dmin_of(h) * (byte(2) * xr.sum_lo + byte(3) * xr.sum_hi);
   }
-  // The same against int8 x (quantize_x_i8 of the unit's 32 activations in
-  // X's order: q[0..3] the low codes' elements, q[4..7] the high ones'):
+  // The unit's total against int8 x (quantize_x_i8 of the unit's 32
+  // activations in X's order: q[0..3] the low codes' elements, q[4..7] the
+  // high ones'), from s0, s1, the low and the high codes' dp4a sums:
   //   dx * (d * (sc0 s0 + sc1 s1) - dmin * (m0 S0 + m1 S1)),
-  // s the codes' dp4a sums, S the halves' sums of q. Both brackets are exact
-  // integers below 2^24 (63 * 2 * 16 * 31 * 127 < 2^23), so exact in float
-  // too: the error is the activations' rounding, as the Q4_0 int8 GEMV's.
-  __device__ static float dot_codes_i8(const uint4& h, const uint32_t (&lo4)[4], const uint32_t (&hi4)[4],
-                                       const XI8& x, int u) {
-    int sc[2], m[2];
-    scale_min(h, u, sc, m);
-    int s0 = 0, s1 = 0;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      s0 = dp4a_u8s8(lo4[j], x.q[j], s0);
-      s1 = dp4a_u8s8(hi4[j], x.q[4 + j], s1);
-    }
-    const float codes = static_cast<float>(sc[0] * s0 + sc[1] * s1);
-    const float mins = static_cast<float>(m[0] * x.s_lo + m[1] * x.s_hi);
-    return x.dx * (d_of(h) * codes - dmin_of(h) * mins);
+  // S the halves' sums of q. Both brackets are exact integers below 2^24
+  // (63 * 2 * 16 * 31 * 127 < 2^23), so exact in float too: the error is the
+  // activations' rounding, as the Q4_0 int8 GEMV's. The mins' bracket is one
+  // dp2a (|S| <= 16 * 127); so is the codes' where the sums fit int16
+  // (kSums16: Q4_K's; Q5_K's codes reach 31).
+  template <bool kSums16>
+  __device__ static float dot_sums_i8(const uint4& h, int s0, int s1, const XI8& x, int u) {
+    const uint32_t sm = scale_min_bytes(h, u);
+    const int codes = kSums16 ? __dp2a_lo(static_cast<int>(__byte_perm(s0, s1, 0x5410)), static_cast<int>(sm), 0)
+                              : static_cast<int>(sm & 0xFF) * s0 + static_cast<int>((sm >> 8) & 0xFF) * s1;
+    const int mins = __dp2a_hi(static_cast<int>(__byte_perm(x.s_lo, x.s_hi, 0x5410)), static_cast<int>(sm), 0);
+    return x.dx * (d_of(h) * static_cast<float>(codes) - dmin_of(h) * static_cast<float>(mins));
   }
 };
 
@@ -554,7 +554,13 @@ struct Slab<WeightType::Q5_K> {
   __device__ static float dot_i8(const Unit& w, const XI8& x, int u) {
     uint32_t lo[4], hi[4];
     codes(w, u, lo, hi);
-    return K4::dot_codes_i8(w.h, lo, hi, x, u);
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s0 = dp4a_u8s8(lo[j], x.q[j], s0);
+      s1 = dp4a_u8s8(hi[j], x.q[4 + j], s1);
+    }
+    return K4::dot_sums_i8<false>(w.h, s0, s1, x, u);
   }
 };
 
@@ -566,30 +572,46 @@ __device__ __forceinline__ void load_quarter_pair_x(const float* x, int u, float
   ldx(x + e + 64, v + 16, 16);
 }
 
+// Q6_K on the GPU (upload_weight repacks each block's qh and scales; ql and
+// d stay where the split row has them): unit i (LowBitUnit's geometry: half
+// h, positions 16lh.., quarters p and p + 2) finds
+//   body  +64h + 32p + 16lh  16 bytes of ql as stored (quarter p's codes in
+//                            the low nibbles, p + 2's in the high ones)
+//   body  +128 + 8i          2 words, quarter p's then p + 2's high 2 bits:
+//                            code t at bit pos2(t)
+//   body  +192 + 2i          the two quarters' int8 scales, p's first
+//   tail  d
+// so a unit loads 24 bytes of codes and 2 of scales (before: 16 of qh of
+// which it used half, and each scale byte on its own).
 template <>
-struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pair qa/qa+2): LowBitUnit's
-  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
-  struct Unit { uint4 ql, qh; float da, db; };
+struct Slab<WeightType::Q6_K> {
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
+  struct Unit { uint4 ql; uint2 qh; uint32_t sc, d; };  // sc: the two scale bytes; d: f16 bits
   struct X { float v[32]; };
   __device__ static void load_x(const float* x, int u, X& xr) { load_quarter_pair_x(x, u, xr.v); }
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
-    const int b = u / 8, r = u % 8, h = r / 4, lh = (r / 2) % 2, qa = r % 2;
-    const uint8_t* body = row + 208 * b;
-    const float d = ld_f16(row + 208 * nb + 2 * b);
-    const int8_t* sc = reinterpret_cast<const int8_t*>(body + 192 + 8 * h + lh + 2 * qa);
-    return {ldg16(body + 64 * h + 32 * qa + 16 * lh), ldg16(body + 128 + 32 * h + 16 * lh), d * __ldg(sc),
-            d * __ldg(sc + 4)};
+    const LowBitUnit n(u);
+    const uint8_t* body = row + 208 * n.b;
+    return {ldg16(body + 64 * n.h + 32 * n.p + 16 * n.lh), __ldg(reinterpret_cast<const uint2*>(body + 128 + 8 * n.i)),
+            __ldg(reinterpret_cast<const uint16_t*>(body + 192 + 2 * n.i)),
+            __ldg(reinterpret_cast<const uint16_t*>(row + 208 * nb + 2 * n.b))};
+  }
+  // The two quarters' d * scale.
+  __device__ static void scales(const Unit& w, float& da, float& db) {
+    const float d = __half2float(__ushort_as_half(static_cast<uint16_t>(w.d)));
+    da = d * static_cast<float>(static_cast<int8_t>(w.sc & 0xFF));
+    db = d * static_cast<float>(static_cast<int8_t>(w.sc >> 8));
   }
   // The unsigned 6-bit codes (the value is code - 32), a byte each: a the
-  // first quarter's (ql's low nibbles), b the second's (high nibbles), with
-  // their qh bits 2qa and 2qa + 4 as bits 4-5.
-  __device__ static void codes(const Unit& w, int u, uint32_t (&a)[4], uint32_t (&b)[4]) {
-    const int qa = u % 2;
-    const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+  // first quarter's (ql's low nibbles), b the second's (high nibbles), each
+  // with its high 2 bits moved from pos2 to bits 4-5 of the byte.
+  __device__ static void codes(const Unit& w, int, uint32_t (&a)[4], uint32_t (&b)[4]) {
+    const uint32_t ql[4] = {w.ql.x, w.ql.y, w.ql.z, w.ql.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      a[j] = (ql[j] & 0x0F0F0F0Fu) | ((qh[j] >> (2 * qa)) & 0x03030303u) << 4;
-      b[j] = ((ql[j] >> 4) & 0x0F0F0F0Fu) | ((qh[j] >> (2 * qa + 4)) & 0x03030303u) << 4;
+      const auto at4 = [j](uint32_t h) { return (j < 2 ? h << (4 - 2 * j) : h >> (2 * j - 4)) & 0x30303030u; };
+      a[j] = (ql[j] & 0x0F0F0F0Fu) | at4(w.qh.x);
+      b[j] = ((ql[j] >> 4) & 0x0F0F0F0Fu) | at4(w.qh.y);
     }
   }
   __device__ static float dot(const Unit& w, const X& xr, int u) {
@@ -601,7 +623,9 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
       a = dot4<32>(a4[j], xr.v + 4 * j, a);
       b = dot4<32>(b4[j], xr.v + 16 + 4 * j, b);
     }
-    return w.da * a + w.db * b;
+    float da, db;
+    scales(w, da, db);
+    return da * a + db * b;
   }
   // Int8 x (milestone 61; XI8's halves are the two quarters'):
   // dx * (da * (s0 - 32 S0) + db * (s1 - 32 S1)), s the unsigned codes'
@@ -615,7 +639,9 @@ struct Slab<WeightType::Q6_K> {  // unit = (half h, 16 positions lh, quarter pai
       s0 = dp4a_u8s8(a4[j], x.q[j], s0);
       s1 = dp4a_u8s8(b4[j], x.q[4 + j], s1);
     }
-    return x.dx * (w.da * static_cast<float>(s0 - 32 * x.s_lo) + w.db * static_cast<float>(s1 - 32 * x.s_hi));
+    float da, db;
+    scales(w, da, db);
+    return x.dx * (da * static_cast<float>(s0 - 32 * x.s_lo) + db * static_cast<float>(s1 - 32 * x.s_hi));
   }
 };
 
@@ -668,7 +694,7 @@ struct Slab<WeightType::Q2_K> {
            dmin_of(w.dd) * (static_cast<float>(sa >> 4) * xr.sum_lo + static_cast<float>(sb >> 4) * xr.sum_hi);
   }
   // dx * (d * (sa s0 + sb s1) - dmin * (ma S0 + mb S1)), as Q4_K's
-  // dot_codes_i8: both brackets exact integers (15 * 2 * 16 * 3 * 127 < 2^24).
+  // dot_sums_i8: both brackets exact integers (15 * 2 * 16 * 3 * 127 < 2^24).
   __device__ static float dot_i8(const Unit& w, const XI8& x, int) {
     uint32_t a4[4], b4[4];
     low2_codes(w.q, a4, b4);

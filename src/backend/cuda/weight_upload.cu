@@ -1,6 +1,6 @@
 // Weight upload: stored rows copied to the GPU with the row stride padded to
 // 16 bytes; the block formats whose blocks are not 16-byte multiples split
-// into aligned bodies + tails (Q2_K and Q3_K repacked in unit order, Q5_0's
+// into aligned bodies + tails (Q2_K, Q3_K and Q6_K repacked in unit order, Q5_0's
 // and Q5_1's fifth bits and IQ4's codes reordered; weight_decode.cuh,
 // weight_decode_q32.cuh), the layout the GEMV kernels (gemv.cu) load from.
 #include "backend/cuda/cuda_common.cuh"
@@ -49,6 +49,25 @@ void repack_low_bit_block(WeightType t, const uint8_t* src, uint8_t* body, uint8
   else std::memcpy(tail, src + offsetof(BlockQ2_K, d), 4);
 }
 
+// A stored Q6_K block's body in the GPU's order (weight_decode.cuh,
+// Slab<Q6_K>): ql as stored, then each unit's high 2 bits and scales together.
+void repack_q6_k_body(const uint8_t* src, uint8_t* body) {
+  std::memcpy(body, src + offsetof(BlockQ6_K, ql), sizeof(BlockQ6_K::ql));
+  const uint8_t* qh = src + offsetof(BlockQ6_K, qh);
+  const uint8_t* sc = src + offsetof(BlockQ6_K, scales);
+  for (int i = 0; i < 8; ++i) {
+    const LowBitUnit n(i);
+    for (int second = 0; second < 2; ++second) {
+      const int quarter = n.p + 2 * second;
+      uint32_t hi = 0;
+      for (int t = 0; t < 16; ++t)
+        hi |= static_cast<uint32_t>((qh[32 * n.h + 16 * n.lh + t] >> (2 * quarter)) & 3) << LowBitUnit::pos2(t);
+      put_word(body + 128 + 8 * i + 4 * second, hi);
+      body[192 + 2 * i + second] = sc[8 * n.h + 2 * quarter + n.lh];
+    }
+  }
+}
+
 // The 32 fifth bits of a Q5_0 / Q5_1 block (qh, bit e: element e) in the
 // GPU's order (q5_hbit_pos).
 uint32_t q5_gpu_qh(const uint8_t* qh) {
@@ -91,6 +110,10 @@ void split_block(const SplitRow& r, const uint8_t* src, uint8_t* dst, int64_t b)
     case WeightType::Q2_K:
     case WeightType::Q3_K:
       repack_low_bit_block(r.t, src, bd, tl);
+      return;
+    case WeightType::Q6_K:
+      repack_q6_k_body(src, bd);
+      std::memcpy(tl, src + offsetof(BlockQ6_K, d), tail);
       return;
     case WeightType::Q5_0:
       std::memcpy(bd, src + offsetof(BlockQ5_0, qs), kQK / 2);
