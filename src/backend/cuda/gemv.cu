@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(Narrow ? 128 : kMaxSlabWarps * 32, Narrow ? 3 
   constexpr bool kRead8 = X8 == 1 || X8 == 3;  // reads x in int8 form
   constexpr bool kAny = X8 == 4 || X8 == 6;     // reads or writes it, or neither, as a says
   constexpr bool kAnyEarly16 = X8 == 6;         // kAny whose readers request all RB rows before the wait
-  // The K-quants' units are 32 and 48 bytes (Q4_0's 20), Q5_0's, Q5_1's and
+  // The K-quants' units are 16 to 36 bytes (Q4_0's 18), Q5_0's, Q5_1's and
   // IQ4_XS's 24 (slab_wide): half their batch goes before the activation,
   // the rest after it. Q4_1's and IQ4_NL's 16-row batches: 6 rows before it
   // (their dots hold a few registers more than Q4_0's; 8 spilled).
@@ -514,16 +514,17 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   const bool xc = slab_xc(T) && Pipe && i8 && cuda_tuning().gemv_x_coalesced;
   // The K-quants' f32 kernel keeps milestone 2's order (launch_slab); their
   // int8 kernels, and slab_wide's, take their kRB rows a batch only (Q2_K
-  // 16, Q3_K, Q4_K, Q6_K, Q5_0, Q5_1 and IQ4_XS 8, Q5_K 4):
-  // more of their 24- to 48-byte units would pass the 128 registers a lane
+  // 16, the other K-quants, Q5_0, Q5_1 and IQ4_XS 8):
+  // more of their 24- to 36-byte units would pass the 128 registers a lane
   // has (ptxas spills).
   constexpr bool kK = slab_kquant(T);
   constexpr bool kFixed = kK || slab_wide(T);
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {nullptr, nullptr, nullptr, nullptr};
   // The f32 kernel of a K-quant: at most 8 rows a batch (Q2_K's 16 with 32
-  // floats of x spilled 8 bytes in the RoPE kernel).
-  constexpr int kRB0 = kK && S::kRB > 8 ? 8 : S::kRB;
+  // floats of x spilled 8 bytes in the RoPE kernel), Q5_K's 4 (8 of its
+  // 36-byte units spilled 4 to 16 bytes).
+  constexpr int kRB0 = T == WeightType::Q5_K ? 4 : kK && S::kRB > 8 ? 8 : S::kRB;
   if constexpr (!(kK && Pipe))
     kernels[0] = rope ? gemv_slab_kernel<T, Pipe, true, false, kRB0> : gemv_slab_kernel<T, Pipe, false, false, kRB0>;
   int rbs[4] = {kRB0, 8, 16, 16};

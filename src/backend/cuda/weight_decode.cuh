@@ -1,10 +1,11 @@
 // Device-side decoding of the weight formats as they lie on the GPU, per
 // element (dequantize, embedding rows) and per 16-byte "unit" (the GEMV).
 //
-// GPU row layout (upload_weight): F32/F16/BF16, Q4_K and Q5_K (144- and
-// 176-byte blocks, 16-byte multiples) as stored; the formats whose blocks
-// cannot be read with aligned 16-byte loads in place are split per row into
-// the blocks' 16-byte-aligned bodies followed by the blocks' tails:
+// GPU row layout (upload_weight): F32/F16/BF16 and Q4_K (144-byte blocks)
+// as stored, Q5_K's 176-byte blocks with their fifth bits repacked per unit
+// (Slab<Q5_K>); the formats whose blocks cannot be read with aligned 16-byte
+// loads in place are split per row into the blocks' 16-byte-aligned bodies
+// followed by the blocks' tails:
 //   Q4_0   qs[16]               | d          (18 bytes a block)
 //   Q8_0   qs[32]               | d          (34)
 //   Q6_K   ql|qh|scales, 208    | d          (210)   qh, scales repacked per
@@ -36,6 +37,7 @@ __host__ __device__ constexpr int split_body_bytes(WeightType t) {
              ? 16
          : t == WeightType::Q8_0   ? 32
          : t == WeightType::Q6_K   ? 208
+         : t == WeightType::Q5_K   ? 176  // the whole block, repacked (no tail)
          : t == WeightType::Q2_K   ? 80
          : t == WeightType::Q3_K   ? 96
          : t == WeightType::IQ4_XS ? 128
@@ -127,14 +129,17 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
   } else if constexpr (weight_q32(T)) {
     return decode_elem_q32<T>(row, i, nb);
   } else if constexpr (T == WeightType::Q4_K || T == WeightType::Q5_K) {
-    constexpr bool kFive = T == WeightType::Q5_K;
+    constexpr bool kFive = T == WeightType::Q5_K;  // qs at 16 as Q4_K's, the fifth bits after (Slab<Q5_K>)
     const uint8_t* b = row + (i / kQKK) * (kFive ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
     const int e = static_cast<int>(i % kQKK), c = e / 64, w = e % 64, l = w % 32;
-    const uint8_t* qs = b + (kFive ? 48 : 16) + 32 * c;
+    const uint8_t* qs = b + 16 + 32 * c;
     int sc, m;
     q4k_scale_min(b + 4, 2 * c + (w >= 32), &sc, &m);
     int q = w < 32 ? (qs[l] & 0xF) : (qs[l] >> 4);
-    if constexpr (kFive) q += 16 * ((b[16 + l] >> (2 * c + (w >= 32))) & 1);
+    if constexpr (kFive) {
+      const uint32_t h5 = *reinterpret_cast<const uint32_t*>(b + 144 + 4 * (2 * c + l / 16));
+      q += 16 * static_cast<int>((h5 >> (LowBitUnit::pos1(l % 16) + 4 * (w >= 32))) & 1);
+    }
     return ld_f16(b) * sc * q - ld_f16(b + 2) * m;
   } else if constexpr (T == WeightType::Q2_K || T == WeightType::Q3_K) {
     constexpr bool kQ3 = T == WeightType::Q3_K;
@@ -520,30 +525,31 @@ struct Slab<WeightType::Q4_K> {  // unit = 16 quant bytes: 16 low + 16 high nibb
   }
 };
 
-// Q5_K: Q4_K's unit (16 bytes of qs: 16 low + 16 high nibbles) plus the 16
-// bytes of qh at the same positions, whose bits 2c and 2c + 1 are the fifth
-// code bits of chunk c's low and high nibbles. Block: header 16 bytes,
-// qh 32 at 16, qs 128 at 48, all 16-byte aligned in the stored layout.
+// Q5_K on the GPU: Q4_K's header and qs (at 16, unit i's 16 bytes at
+// 16 + 16i), then unit i's 32 fifth bits in one word at 144 + 4i -- the
+// low codes' bit of code t at LowBitUnit::pos1(t), the high codes' 4 above
+// -- repacked at upload from qh (bit 2c / 2c + 1 of qh[l]) so that a unit
+// loads 4 bytes of them instead of 16 of which it used a quarter.
 template <>
 struct Slab<WeightType::Q5_K> {
   using K4 = Slab<WeightType::Q4_K>;
-  // 4 rows a batch: 8 of its 48-byte units spill (ptxas -v, milestone 61)
-  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 4;
-  struct Unit { uint4 q; uint4 h; uint4 qh; };
+  // 9 registers a unit: 8 rows a batch (Q4_K's 8 of 8 registers; 4 when a
+  // unit held 12 and 8 spilled, milestone 61)
+  static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
+  struct Unit { uint4 q; uint4 h; uint32_t qh; };
   using X = K4::X;
   __device__ static void load_x(const float* x, int u, X& xr) { K4::load_x(x, u, xr); }
   __device__ static Unit load(const uint8_t* row, int u, int) {
     const uint8_t* b = row + 176 * (u / 8);
-    return {ldg16(b + 48 + 16 * (u % 8)), ldg16(b), ldg16(b + 16 + 16 * (u % 2))};
+    return {ldg16(b + 16 + 16 * (u % 8)), ldg16(b), __ldg(reinterpret_cast<const uint32_t*>(b + 144 + 4 * (u % 8)))};
   }
   // Q4_K's nibbles with the fifth bits or-ed in as 16.
-  __device__ static void codes(const Unit& w, int u, uint32_t (&lo)[4], uint32_t (&hi)[4]) {
-    const int c = (u % 8) / 2;
-    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w}, qh[4] = {w.qh.x, w.qh.y, w.qh.z, w.qh.w};
+  __device__ static void codes(const Unit& w, int, uint32_t (&lo)[4], uint32_t (&hi)[4]) {
+    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      lo[j] = (q[j] & 0x0F0F0F0Fu) | (((qh[j] >> (2 * c)) & 0x01010101u) << 4);
-      hi[j] = ((q[j] >> 4) & 0x0F0F0F0Fu) | (((qh[j] >> (2 * c + 1)) & 0x01010101u) << 4);
+      lo[j] = (q[j] & 0x0F0F0F0Fu) | ((w.qh << (4 - j)) & 0x10101010u);
+      hi[j] = ((q[j] >> 4) & 0x0F0F0F0Fu) | ((w.qh >> j) & 0x10101010u);
     }
   }
   __device__ static float dot(const Unit& w, const X& xr, int u) {
@@ -782,7 +788,7 @@ __device__ __forceinline__ float dot_unit_i8(const typename Slab<T>::Unit& w, co
   else return Slab<T>::dot_i8(w, x, u);
 }
 
-// The K-quants' slab kernels: their kRB rows a batch (their 24- to 48-byte
+// The K-quants' slab kernels: their kRB rows a batch (their 16- to 36-byte
 // units), pipelined with int8 x only (launch_slab).
 __host__ __device__ constexpr bool slab_kquant(WeightType t) {
   return t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K || t == WeightType::Q5_K ||

@@ -68,6 +68,22 @@ void repack_q6_k_body(const uint8_t* src, uint8_t* body) {
   }
 }
 
+// A stored Q5_K block in the GPU's order (weight_decode.cuh, Slab<Q5_K>):
+// header and qs first, then each unit's fifth bits in one word.
+void repack_q5_k_block(const uint8_t* src, uint8_t* dst) {
+  std::memcpy(dst, src, 16);  // d, dmin, scales
+  std::memcpy(dst + 16, src + offsetof(BlockQ5_K, qs), sizeof(BlockQ5_K::qs));
+  const uint8_t* qh = src + offsetof(BlockQ5_K, qh);
+  for (int i = 0; i < 8; ++i) {
+    const int c = i / 2, p = i % 2;
+    uint32_t w = 0;
+    for (int t = 0; t < 16; ++t)
+      for (int half = 0; half < 2; ++half)
+        w |= static_cast<uint32_t>((qh[16 * p + t] >> (2 * c + half)) & 1) << (LowBitUnit::pos1(t) + 4 * half);
+    put_word(dst + 144 + 4 * i, w);
+  }
+}
+
 // The 32 fifth bits of a Q5_0 / Q5_1 block (qh, bit e: element e) in the
 // GPU's order (q5_hbit_pos).
 uint32_t q5_gpu_qh(const uint8_t* qh) {
@@ -110,6 +126,9 @@ void split_block(const SplitRow& r, const uint8_t* src, uint8_t* dst, int64_t b)
     case WeightType::Q2_K:
     case WeightType::Q3_K:
       repack_low_bit_block(r.t, src, bd, tl);
+      return;
+    case WeightType::Q5_K:
+      repack_q5_k_block(src, bd);
       return;
     case WeightType::Q6_K:
       repack_q6_k_body(src, bd);
