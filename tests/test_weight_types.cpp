@@ -1,7 +1,8 @@
 // Weight block formats: traits, ggml id tables, fp16/bf16 conversions, and
 // the reference quantizers/decoders checked against bytes produced by ggml's
 // own Python reference (gguf-py 0.19 `gguf.quants`), hand-built K-quant
-// blocks, and round-trip error bounds derived from each format's step.
+// blocks, and round-trip error bounds derived from each format's step (the
+// K-quants' searched fits: test_weight_fit_k.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -701,94 +702,6 @@ TEST(WeightTypesIQ4, CodesAreNearestForTheStoredStep) {
   }
 }
 
-// Sub-block steps of a Q4_K block, decoded independently of the library.
-void q4_k_steps(const uint8_t* b, float step[8]) {
-  const float d = f16_at(b);
-  const uint8_t* s = b + 4;
-  for (int j = 0; j < 8; ++j) {
-    const int sc = j < 4 ? (s[j] & 63) : ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4));
-    step[j] = d * sc;
-  }
-}
-
-// Q5_K shares Q4_K's header (so q4_k_steps reads its steps) and its fit,
-// with codes up to 31 instead of 15.
-TEST(WeightTypesQ4_K, RoundTripWithinHalfStep) {
-  const int64_t n = 256 * 41;
-  auto x = varied_floats(n, 21);
-  // an all-positive and an all-negative super-block (min clamps at 0 / offsets)
-  for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
-  for (int i = 0; i < 256; ++i) x[512 + i] = -std::fabs(x[512 + i]) - 3.0f;
-  for (WeightType t : {WeightType::Q4_K, WeightType::Q5_K}) {
-    SCOPED_TRACE(weight_traits(t).name);
-    const auto q = quantize(t, x);
-    const auto y = dequantize_ref(t, q, n);
-    const int64_t bytes = weight_traits(t).block_bytes;
-    for (int64_t b = 0; b < n / 256; ++b) {
-      float step[8];
-      q4_k_steps(q.data() + b * bytes, step);
-      for (int e = 0; e < 256; ++e) {
-        const float xv = x[b * 256 + e];
-        const float tol = 0.5f * step[e / 32] * 1.001f + 1e-6f * std::fabs(xv);
-        ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
-      }
-    }
-    for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
-  }
-}
-
-TEST(WeightTypesQ6_K, RoundTripWithinHalfStep) {
-  const int64_t n = 256 * 41;
-  auto x = varied_floats(n, 22);
-  for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
-  const auto q = quantize(WeightType::Q6_K, x);
-  const auto y = dequantize_ref(WeightType::Q6_K, q, n);
-  for (int64_t b = 0; b < n / 256; ++b) {
-    const uint8_t* blk = q.data() + b * 210;
-    const float d = f16_at(blk + 208);
-    for (int e = 0; e < 256; ++e) {
-      const float step = std::fabs(d * static_cast<int8_t>(blk[192 + e / 16]));
-      const float xv = x[b * 256 + e];
-      const float tol = 0.5f * step * 1.001f + 1e-6f * std::fabs(xv);
-      ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
-    }
-  }
-  for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
-}
-
-// Q2_K's fit is Q4_K's with 16 sub-blocks of 16, codes 0..3 and 4-bit
-// scales and mins; Q3_K's steps are signed and sized so that no element
-// clips. Both keep every element within half its sub-block's step.
-TEST(WeightTypesQ2_KQ3_K, RoundTripWithinHalfStep) {
-  const int64_t n = 256 * 41;
-  auto x = varied_floats(n, 23);
-  for (int i = 0; i < 256; ++i) x[256 + i] = std::fabs(x[256 + i]) + 3.0f;
-  for (int i = 0; i < 256; ++i) x[512 + i] = -std::fabs(x[512 + i]) - 3.0f;
-  for (WeightType t : {WeightType::Q2_K, WeightType::Q3_K}) {
-    SCOPED_TRACE(weight_traits(t).name);
-    const auto q = quantize(t, x);
-    const auto y = dequantize_ref(t, q, n);
-    const int64_t bytes = weight_traits(t).block_bytes;
-    for (int64_t b = 0; b < n / 256; ++b) {
-      const uint8_t* blk = q.data() + b * bytes;
-      for (int e = 0; e < 256; ++e) {
-        const int s = e / 16;
-        float step;
-        if (t == WeightType::Q2_K) {
-          step = f16_at(blk + 80) * (blk[s] & 0xF);
-        } else {
-          const int sc = ((blk[96 + s % 8] >> (4 * (s / 8))) & 0xF) | (((blk[104 + s % 4] >> (2 * (s / 4))) & 3) << 4);
-          step = std::fabs(f16_at(blk + 108) * (sc - 32));
-        }
-        const float xv = x[b * 256 + e];
-        const float tol = 0.5f * step * 1.001f + 1e-6f * std::fabs(xv);
-        ASSERT_LE(std::fabs(y[b * 256 + e] - xv), tol) << "block " << b << " elem " << e;
-      }
-    }
-    for (int j = 0; j < 64; ++j) EXPECT_EQ(y[j], 0.0f);
-  }
-}
-
 // The step of every format shrinks with the data's spread: nmse on
 // unit-uniform data stays at the level its bits allow.
 TEST(WeightTypesQuant, NmseMatchesBitWidth) {
@@ -798,8 +711,8 @@ TEST(WeightTypesQuant, NmseMatchesBitWidth) {
     WeightType t;
     double max_nmse;
   } cases[] = {{WeightType::Q8_0, 2e-5}, {WeightType::Q4_0, 1e-2},
-               {WeightType::Q2_K, 1.2e-1}, {WeightType::Q3_K, 2.5e-2}, {WeightType::Q4_K, 1e-2},
-               {WeightType::Q5_K, 2e-3}, {WeightType::Q6_K, 1e-3}, {WeightType::Q4_1, 6e-3},
+               {WeightType::Q2_K, 6e-2}, {WeightType::Q3_K, 1.8e-2}, {WeightType::Q4_K, 4e-3},
+               {WeightType::Q5_K, 1e-3}, {WeightType::Q6_K, 2.5e-4}, {WeightType::Q4_1, 6e-3},
                {WeightType::Q5_0, 2.5e-3}, {WeightType::Q5_1, 1.5e-3}, {WeightType::IQ4_NL, 8e-3},
                {WeightType::IQ4_XS, 8e-3}};
   for (const auto& c : cases) {

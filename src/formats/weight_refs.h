@@ -23,14 +23,6 @@ void store_block(void* base, int64_t i, const Block& b) {
   std::memcpy(static_cast<uint8_t*>(base) + i * static_cast<int64_t>(sizeof(Block)), &b, sizeof(Block));
 }
 
-// Smallest fp16 value >= v (v finite, >= 0). The K-quant quantizers round
-// their super-block scales up so the scaled code range still covers the data.
-inline f16_t f16_round_up(float v) {
-  f16_t h = f32_to_f16(v);
-  if (f16_to_f32(h) < v && (h & 0x7fffu) < 0x7c00u) ++h;
-  return h;
-}
-
 // weight_types_q32.cpp: Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS.
 void q4_1_to_float(const void* src, float* dst, int64_t n);
 void q4_1_from_float(const float* src, void* dst, int64_t n);

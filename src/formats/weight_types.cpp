@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "formats/weight_fit_k.h"
 #include "formats/weight_refs.h"
 
 
@@ -179,62 +180,17 @@ void k_affine_to_float(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Not ggml's iterative search: a direct min/max fit, shared by Q2_K, Q4_K
-// and Q5_K. `subs` sub-blocks of `len` elements, codes 0..top, scales and
-// mins 0..smax. Each sub-block's code range [-dmin*m, -dmin*m + top*d*sc] is
-// made to cover [min(x, 0), max(x)] by rounding m and sc up, so every element
-// is within half a step d*sc. Writes d, dmin, the scales, the mins and the
-// codes in element order.
-struct AffineFit {
-  f16_t d, dmin;
-  uint8_t sc[16], m[16];
-  uint8_t codes[kQKK];
-};
-void affine_fit(const float* x, int subs, int len, int top, int smax, AffineFit& f) {
-  float lo[16], hi[16];
-  float max_neg_lo = 0.0f;
-  for (int j = 0; j < subs; ++j) {
-    lo[j] = 0.0f;  // the offset is -dmin*m with m >= 0, so it cannot exceed 0
-    hi[j] = x[len * j];
-    for (int l = 0; l < len; ++l) {
-      lo[j] = std::min(lo[j], x[len * j + l]);
-      hi[j] = std::max(hi[j], x[len * j + l]);
-    }
-    max_neg_lo = std::max(max_neg_lo, -lo[j]);
-  }
-  const float limit = static_cast<float>(smax), levels = static_cast<float>(top);
-  f.dmin = f16_round_up(max_neg_lo / limit);
-  const float dmin = f16_to_f32(f.dmin);
-  float offset[16], max_step = 0.0f;
-  for (int j = 0; j < subs; ++j) {
-    const float mf = dmin > 0.0f ? std::ceil(-lo[j] / dmin) : 0.0f;
-    f.m[j] = static_cast<uint8_t>(std::clamp(mf, 0.0f, limit));
-    offset[j] = dmin * f.m[j];
-    max_step = std::max(max_step, (hi[j] + offset[j]) / levels);
-  }
-  f.d = f16_round_up(max_step / limit);
-  const float d = f16_to_f32(f.d);
-  for (int j = 0; j < subs; ++j) {
-    const float sf = d > 0.0f ? std::ceil((hi[j] + offset[j]) / (levels * d)) : 0.0f;
-    f.sc[j] = static_cast<uint8_t>(std::clamp(sf, 0.0f, limit));
-    const float step = d * f.sc[j];
-    const float inv = step > 0.0f ? 1.0f / step : 0.0f;
-    for (int l = 0; l < len; ++l) {
-      const float qf = std::nearbyint((x[len * j + l] + offset[j]) * inv);
-      f.codes[len * j + l] = static_cast<uint8_t>(std::fmin(std::fmax(qf, 0.0f), levels));
-    }
-  }
-}
-
-// Codes in element order into Q4_K's / Q5_K's chunks: sub-block j = 2c (+1)
-// is chunk c's low (high) nibbles, and Q5_K's fifth bit goes to qh bit j.
+// The searched fit (weight_fit_k.h) of 8 sub-blocks of 32, codes 0..15
+// (Q5_K: 0..31), 6-bit scales and mins. Codes in element order into Q4_K's /
+// Q5_K's chunks: sub-block j = 2c (+1) is chunk c's low (high) nibbles, and
+// Q5_K's fifth bit goes to qh bit j.
 template <typename Block>
 void k_affine_from_float(const float* src, void* dst, int64_t n) {
   constexpr bool kFive = std::is_same_v<Block, BlockQ5_K>;
   for (int64_t i = 0; i < n / kQKK; ++i) {
     Block b;
-    AffineFit f;
-    affine_fit(src + i * kQKK, 8, 32, kFive ? 31 : 15, 63, f);
+    KAffineFit f;
+    k_affine_fit(src + i * kQKK, 8, 32, kFive ? 31 : 15, 63, f);
     b.d = f.d;
     b.dmin = f.dmin;
     q4_k_pack_scales(f.sc, f.m, b.scales);
@@ -277,10 +233,12 @@ void q2_k_to_float(const void* src, float* dst, int64_t n) {
   }
 }
 
+// The searched fit (weight_fit_k.h): 16 sub-blocks of 16, codes 0..3, 4-bit
+// scales and mins.
 void q2_k_from_float(const float* src, void* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    AffineFit f;
-    affine_fit(src + i * kQKK, 16, 16, 3, 15, f);
+    KAffineFit f;
+    k_affine_fit(src + i * kQKK, 16, 16, 3, 15, f);
     BlockQ2_K b{};
     b.d = f.d;
     b.dmin = f.dmin;
@@ -307,46 +265,23 @@ void q3_k_to_float(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Not ggml's search: per sub-block a signed step that maps the element of
-// largest magnitude to code -4 (as Q4_0 does with -8), made longer when the
-// other sign's largest would pass code 3.5, so no element is clipped; the
-// steps become integer multiples (-31..31) of d, rounded away from zero so
-// they only grow. Every element is within half its sub-block's step.
+// The searched fit (weight_fit_k.h): codes -4..3, scales -32..31.
 void q3_k_from_float(const float* src, void* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const float* x = src + i * kQKK;
-    float need[16], max_need = 0.0f;
-    for (int s = 0; s < 16; ++s) {
-      float mx = 0.0f, pos = 0.0f, neg = 0.0f;
-      for (int l = 0; l < 16; ++l) {
-        const float v = x[16 * s + l];
-        if (std::fabs(v) > std::fabs(mx)) mx = v;
-        pos = std::max(pos, v);
-        neg = std::max(neg, -v);
-      }
-      const float other = mx > 0.0f ? neg : pos;  // the side that meets codes 1..3
-      const float mag = std::max(std::fabs(mx) / 4.0f, other / 3.5f);
-      need[s] = mx > 0.0f ? -mag : mag;  // x = step * code with code -4 at mx
-      max_need = std::max(max_need, mag);
-    }
+    KSymmetricFit f;
+    k_symmetric_fit(src + i * kQKK, 3, -32, 31, f);
     BlockQ3_K b{};
-    b.d = f16_round_up(max_need / 31.0f);
-    const float d = f16_to_f32(b.d);
+    b.d = f.d;
     for (int s = 0; s < 16; ++s) {
-      const float kf = d > 0.0f ? std::ceil(std::fabs(need[s]) / d) : 0.0f;
-      const int k = static_cast<int>(std::fmin(kf, 31.0f)) * (need[s] < 0.0f ? -1 : 1);
-      const int sc = k + 32;
+      const int sc = f.l[s] + 32;
       b.scales[s % 8] = static_cast<uint8_t>(b.scales[s % 8] | ((sc & 0xF) << (4 * (s / 8))));
       b.scales[8 + s % 4] = static_cast<uint8_t>(b.scales[8 + s % 4] | ((sc >> 4) << (2 * (s / 4))));
-      const float step = d * static_cast<float>(k);
-      const float inv = step != 0.0f ? 1.0f / step : 0.0f;
-      for (int l = 0; l < 16; ++l) {
-        const int e = 16 * s + l;
-        const int code = static_cast<int>(std::fmin(std::fmax(std::nearbyint(x[e] * inv), -4.0f), 3.0f)) + 4;
-        put_low2_code(b.qs, e, code & 3);
-        const int h = e / 128, j = (e % 128) / 32;
-        b.hmask[e % 32] = static_cast<uint8_t>(b.hmask[e % 32] | ((code >> 2) << (4 * h + j)));
-      }
+    }
+    for (int e = 0; e < kQKK; ++e) {
+      const int code = f.codes[e] + 4;
+      put_low2_code(b.qs, e, code & 3);
+      const int h = e / 128, j = (e % 128) / 32;
+      b.hmask[e % 32] = static_cast<uint8_t>(b.hmask[e % 32] | ((code >> 2) << (4 * h + j)));
     }
     store_block(dst, i, b);
   }
@@ -379,33 +314,16 @@ void q6_k_to_float(const void* src, float* dst, int64_t n) {
   }
 }
 
-// Not ggml's search: symmetric per sub-block with step >= amax/31 so codes
-// -31..31 cover the data (code -32 stays unused); scales round up for the
-// same covering argument as Q4_K. Element e uses scales[e / 16].
+// The searched fit (weight_fit_k.h): codes -32..31, scales -128..127.
 void q6_k_from_float(const float* src, void* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQKK; ++i) {
-    const float* x = src + i * kQKK;
-    float need[16], max_need = 0.0f;
-    for (int s = 0; s < 16; ++s) {
-      float amax = 0.0f;
-      for (int l = 0; l < 16; ++l) amax = std::max(amax, std::fabs(x[16 * s + l]));
-      need[s] = amax / 31.0f;
-      max_need = std::max(max_need, need[s]);
-    }
+    KSymmetricFit f;
+    k_symmetric_fit(src + i * kQKK, 31, -128, 127, f);
     BlockQ6_K b;
-    b.d = f16_round_up(max_need / 127.0f);
-    const float d = f16_to_f32(b.d);
+    b.d = f.d;
+    for (int s = 0; s < 16; ++s) b.scales[s] = static_cast<int8_t>(f.l[s]);
     uint8_t q[kQKK];
-    for (int s = 0; s < 16; ++s) {
-      const float sf = d > 0.0f ? std::ceil(need[s] / d) : 0.0f;
-      b.scales[s] = static_cast<int8_t>(std::clamp(sf, 0.0f, 127.0f));
-      const float step = d * b.scales[s];
-      const float inv = step > 0.0f ? 1.0f / step : 0.0f;
-      for (int l = 0; l < 16; ++l) {
-        const float qf = std::nearbyint(x[16 * s + l] * inv);
-        q[16 * s + l] = static_cast<uint8_t>(std::fmin(std::fmax(qf, -32.0f), 31.0f) + 32.0f);
-      }
-    }
+    for (int e = 0; e < kQKK; ++e) q[e] = static_cast<uint8_t>(f.codes[e] + 32);
     for (int h = 0; h < 2; ++h) {
       const uint8_t* qq = q + 128 * h;
       for (int l = 0; l < 32; ++l) {
