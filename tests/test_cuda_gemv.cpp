@@ -222,6 +222,23 @@ double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int
   return s;
 }
 
+// Q8_0 with int8 activations (milestone 64, Slab<Q8_0>::dot_i8): per block
+// the activations quantized as above and d * dx * sum(w q), the integer sum
+// exact; summed in double.
+double dot_q8_0_i8x_ref(const void* row, const float* x, int cols) {
+  const auto* b = static_cast<const BlockQ8_0*>(row);
+  double s = 0;
+  for (int k = 0; k < cols / kQK; ++k) {
+    int q[32];
+    float dx;
+    x_i8_ref(x + kQK * k, q, dx);
+    int64_t dot = 0;
+    for (int i = 0; i < kQK; ++i) dot += static_cast<int64_t>(b[k].qs[i]) * q[i];
+    s += static_cast<double>(f16_to_f32(b[k].d) * dx) * static_cast<double>(dot);
+  }
+  return s;
+}
+
 // Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS with int8 activations
 // (weight_decode_q32.cuh), from the same rule: per 32 elements (a block;
 // IQ4_XS's sub-block) the activations quantized as above, the codes'
@@ -283,8 +300,8 @@ double dot_q32_i8x_ref(WeightType t, const uint8_t* row, const float* x, int col
 
 // The formats whose slab GEMV takes int8 activations when gemv_i8x is on.
 bool int8_format(WeightType t) {
-  return t == WeightType::Q4_0 || t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K ||
-         t == WeightType::Q5_K || t == WeightType::Q6_K || q32_format(t);
+  return t == WeightType::Q4_0 || t == WeightType::Q8_0 || t == WeightType::Q2_K || t == WeightType::Q3_K ||
+         t == WeightType::Q4_K || t == WeightType::Q5_K || t == WeightType::Q6_K || q32_format(t);
 }
 // The int8 formats with Q4_0's 16-row batches and its narrow kernel
 // (CudaTuning::gemv_prefetch); the others take their 8-row ones only.
@@ -316,6 +333,7 @@ double dot_q4_0_h16_ref(const void* row, const float* x, int cols) {
 float gemv_ref(const WeightView& w, int r, const float* x, bool i8x) {
   const int cols = static_cast<int>(w.cols);
   if (i8x && w.type == WeightType::Q4_0) return static_cast<float>(dot_q4_0_i8x_ref(w.row(r), x, cols));
+  if (i8x && w.type == WeightType::Q8_0) return static_cast<float>(dot_q8_0_i8x_ref(w.row(r), x, cols));
   if (i8x && q32_format(w.type)) return static_cast<float>(dot_q32_i8x_ref(w.type, w.row(r), x, cols));
   if (i8x && int8_format(w.type)) return static_cast<float>(dot_k_i8x_ref(w.type, w.row(r), x, cols));
   return dot_row_ref(w.type, w.row(r), x, w.cols);
@@ -342,9 +360,9 @@ TEST(Cuda, MatmulMatchesReferenceEveryFormat) {
       {WeightType::F32, 17, 96},   {WeightType::F16, 97, 264},  {WeightType::BF16, 33, 136},
       {WeightType::Q8_0, 97, 1056}, {WeightType::Q4_0, 101, 544}, {WeightType::Q4_K, 37, 1280},
       {WeightType::Q6_K, 19, 768}, {WeightType::Q8_0, 5, 32},   {WeightType::Q4_K, 3, 256},
-      // Rows past one GEMV slice (512 units: 8192 Q8_0 columns, 16384 Q4_0)
+      // Rows past one GEMV slice (512 units: 16384 Q8_0 or Q4_0 columns)
       // take two accumulating passes; odd block counts leave lanes idle.
-      {WeightType::Q8_0, 13, 8224}, {WeightType::Q4_0, 9, 16416}, {WeightType::Q6_K, 7, 4352},
+      {WeightType::Q8_0, 13, 16416}, {WeightType::Q4_0, 9, 16416}, {WeightType::Q6_K, 7, 4352},
       {WeightType::Q4_K, 11, 4352},
       // Q5_K: one slice (40 units), 17 blocks, and two slices (520 units)
       {WeightType::Q5_K, 37, 1280}, {WeightType::Q5_K, 11, 4352}, {WeightType::Q5_K, 5, 16640},
@@ -484,7 +502,7 @@ TEST(Cuda, FusedActivationGemvMatchesReference) {
       {WeightType::Q4_1, 37, 1056}, {WeightType::Q5_0, 29, 1536}, {WeightType::Q5_1, 31, 1280},
       {WeightType::IQ4_NL, 33, 4096}, {WeightType::IQ4_XS, 29, 1536},
       {WeightType::Q4_0, 9001, 96},  // > 8192 rows: 4 rows per warp
-      {WeightType::Q8_0, 23, 9216},  // 576 units: the slab kernel runs two column slices
+      {WeightType::Q8_0, 23, 18432},  // 576 units: the slab kernel runs two column slices
   };
   struct Variant {
     bool rows, fuse;

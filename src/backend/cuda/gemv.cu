@@ -4,7 +4,7 @@
 // and gx8's int8 x (milestones 36-38) are gemv_act_load.cuh.
 //
 // Block-format GEMV ("slab"): a block has one warp per 32 units of the row
-// (a unit = 32 elements, Q8_0 16); each lane loads its unit's activations into
+// (a unit = 32 elements); each lane loads its unit's activations into
 // registers once and keeps them while the block walks over batches of kRB
 // rows, loading kRB units of 16 bytes at once (many loads in flight, no
 // shared-memory staging, no re-reads of x), decoding in registers. Per batch
@@ -59,6 +59,11 @@
 // slab kernels but for the int8 x link (GemvAct::X8): pipelined f32 and
 // int8 kernels, coalesced x (slab_xc), 8- and 16-row batches (Q5_0's, Q5_1's
 // and IQ4_XS's 24-byte units 8 only, slab_wide).
+//
+// Milestone 64: Q8_0 the same way, its unit a whole block (36 bytes, 8-row
+// batches): with int8 activations a unit is 8 __dp4a instead of ~100 f32
+// instructions (its f32 kernel streamed an 8B model's weights at ~59% of
+// the copy bandwidth).
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/gemv_act_load.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -522,9 +527,9 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
   using Kernel = void (*)(const uint8_t*, size_t, int, int, int, int, GemvAct, float*, bool);
   Kernel kernels[4] = {nullptr, nullptr, nullptr, nullptr};
   // The f32 kernel of a K-quant: at most 8 rows a batch (Q2_K's 16 with 32
-  // floats of x spilled 8 bytes in the RoPE kernel), Q5_K's 4 (8 of its
-  // 36-byte units spilled 4 to 16 bytes).
-  constexpr int kRB0 = T == WeightType::Q5_K ? 4 : kK && S::kRB > 8 ? 8 : S::kRB;
+  // floats of x spilled 8 bytes in the RoPE kernel); Q5_K's and Q8_0's 4
+  // (8 of their 36-byte units beside 32 floats of x spilled 4 to 32 bytes).
+  constexpr int kRB0 = T == WeightType::Q5_K || T == WeightType::Q8_0 ? 4 : kK && S::kRB > 8 ? 8 : S::kRB;
   if constexpr (!(kK && Pipe))
     kernels[0] = rope ? gemv_slab_kernel<T, Pipe, true, false, kRB0> : gemv_slab_kernel<T, Pipe, false, false, kRB0>;
   int rbs[4] = {kRB0, 8, 16, 16};
@@ -628,7 +633,7 @@ bool launch_slab_as(const GpuWeight& w, const GemvAct& a, float* y, bool accumul
 // 12 registers) they are pipelined too (milestone 61).
 template <WeightType T>
 bool launch_slab(const GpuWeight& w, const GemvAct& a, float* y, bool accumulate, cudaStream_t s) {
-  if constexpr (slab_xc(T) || T == WeightType::Q8_0) {
+  if constexpr (slab_xc(T)) {
     if (cuda_tuning().gemv_pipe) return launch_slab_as<T, true>(w, a, y, accumulate, s);
   } else if constexpr (slab_kquant(T)) {
     if (cuda_tuning().gemv_pipe && cuda_tuning().gemv_i8x) return launch_slab_as<T, true>(w, a, y, accumulate, s);

@@ -262,9 +262,9 @@ __device__ __forceinline__ float dot4(uint32_t w, const float* x, float s) {
   return s;
 }
 
-// GEMV units: a lane owns one unit of a row (32 elements; Q8_0: 16), holds
-// that unit's activations in registers for every row it visits, and per row
-// loads the unit's 16 bytes of quants (Q6_K: 24) plus its scales.
+// GEMV units: a lane owns one unit of a row (32 elements), holds that
+// unit's activations in registers for every row it visits, and per row
+// loads the unit's 16 bytes of quants (Q6_K: 24, Q8_0: 32) plus its scales.
 //   kUnitsPerBlock, kXElems (activations per unit), load_x(), Unit, load(), dot().
 template <WeightType T>
 struct Slab;
@@ -414,21 +414,32 @@ __device__ __forceinline__ float dot_q4_0_i8x16(const uint4& qs, float d, const 
   return d * fmaf(x.dx[0], static_cast<float>(s - x.off[0]), x.dx[1] * static_cast<float>((s16 >> 4) - x.off[1]));
 }
 
+// Q8_0: a unit is a block (a half block before milestone 64), so that its
+// 32 activations are XI8's and the int8 product is 8 __dp4a:
+// d * dx * sum q_w q_x, the integer sum exact (|s| <= 32 * 128 * 127 < 2^24).
+// 9 registers a unit: 8-row batches (slab_wide).
 template <>
-struct Slab<WeightType::Q8_0> {  // unit = half block
-  static constexpr int kUnitsPerBlock = 2, kXElems = 16, kRB = 8;
-  struct Unit { uint4 q; float d; };
-  struct X { float v[16]; };
-  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 16 * u, xr.v, 16); }
+struct Slab<WeightType::Q8_0> {
+  static constexpr int kUnitsPerBlock = 1, kXElems = 32, kRB = 8;
+  struct Unit { uint4 a, b; float d; };
+  struct X { float v[32]; };
+  __device__ static void load_x(const float* x, int u, X& xr) { ldx(x + 32 * u, xr.v, 32); }
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
-    return {ldg16(row + 16 * u), ld_f16(row + 32 * nb + 2 * (u / 2))};
+    return {ldg16(row + 32 * u), ldg16(row + 32 * u + 16), ld_f16(row + 32 * nb + 2 * u)};
   }
   __device__ static float dot(const Unit& w, const X& xr, int) {
-    const uint32_t q[4] = {w.q.x, w.q.y, w.q.z, w.q.w};
+    const uint32_t q[8] = {w.a.x, w.a.y, w.a.z, w.a.w, w.b.x, w.b.y, w.b.z, w.b.w};
     float s = 0;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) s = dot4<128>(q[j] ^ 0x80808080u, xr.v + 4 * j, s);  // int8 -> +128 unsigned
+    for (int j = 0; j < 8; ++j) s = dot4<128>(q[j] ^ 0x80808080u, xr.v + 4 * j, s);  // int8 -> +128 unsigned
     return w.d * s;
+  }
+  __device__ static float dot_i8(const Unit& w, const XI8& x, int) {
+    const uint32_t q[8] = {w.a.x, w.a.y, w.a.z, w.a.w, w.b.x, w.b.y, w.b.z, w.b.w};
+    int s = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s = __dp4a(static_cast<int>(q[j]), x.q[j], s);
+    return w.d * x.dx * static_cast<float>(s);
   }
 };
 
@@ -794,20 +805,22 @@ __host__ __device__ constexpr bool slab_kquant(WeightType t) {
   return t == WeightType::Q2_K || t == WeightType::Q3_K || t == WeightType::Q4_K || t == WeightType::Q5_K ||
          t == WeightType::Q6_K;
 }
-// Formats whose units hold 6 registers in flight (24 bytes: Q5_0, Q5_1,
-// IQ4_XS): 8-row batches only, half requested before the activation (as the
+// Formats whose units hold 6 registers or more in flight (24 bytes: Q5_0,
+// Q5_1, IQ4_XS; Q8_0's 36): 8-row batches only, half requested before the activation (as the
 // K-quants; gemv.cu), 16-row batches or all 8 early spill (ptxas -v).
 __host__ __device__ constexpr bool slab_wide(WeightType t) {
-  return t == WeightType::Q5_0 || t == WeightType::Q5_1 || t == WeightType::IQ4_XS;
+  return t == WeightType::Q5_0 || t == WeightType::Q5_1 || t == WeightType::IQ4_XS || t == WeightType::Q8_0;
 }
 // Formats the slab kernel takes int8 activations for (CudaTuning::gemv_i8x).
 __host__ __device__ constexpr bool slab_int8(WeightType t) {
-  return t == WeightType::Q4_0 || slab_kquant(t) || weight_q32(t);
+  return t == WeightType::Q4_0 || t == WeightType::Q8_0 || slab_kquant(t) || weight_q32(t);
 }
 // Formats whose unit u's activations are x[32u .. 32u + 31], Q4_0's: their
 // int8 kernels take Q4_0's 8- and 16-row batches and its coalesced x
 // (CudaTuning::gemv_x_coalesced, ldx_warp_units).
-__host__ __device__ constexpr bool slab_xc(WeightType t) { return t == WeightType::Q4_0 || weight_q32(t); }
+__host__ __device__ constexpr bool slab_xc(WeightType t) {
+  return t == WeightType::Q4_0 || t == WeightType::Q8_0 || weight_q32(t);
+}
 
 }  // namespace longkv::cuda
 
