@@ -47,25 +47,32 @@ void x_i8_ref(const float* v, int (&q)[32], float& dx) {
   for (int i = 0; i < 32; ++i) q[i] = static_cast<int>(std::nearbyint(v[i] * inv));
 }
 
-// The Q4_0 GEMV with int8 activations (CudaTuning::gemv_i8x), written from
-// its documented rule (weight_decode.cuh): per 32 activations amax, dx =
-// amax / 127, q = round-half-even(x * (127 / amax)), and the block's product
-// d * dx * sum (n - 8) q with the integer sum exact; summed in double.
-double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
-  const auto* b = static_cast<const BlockQ4_0*>(row);
+// The Q4_0 and Q8_0 GEMVs with int8 activations (CudaTuning::gemv_i8x),
+// written from their documented rule (weight_decode.cuh): per 32 activations
+// amax, dx = amax / 127, q = round-half-even(x * (127 / amax)), and the
+// block's product d * dx * sum w q with the integer sum exact (w = n - 8 for
+// Q4_0's nibbles, Q8_0's int8 values); summed in double.
+template <typename Block, typename Value>
+double dot_blocks_i8x_ref(const void* row, const float* x, int cols, Value value) {
+  const auto* b = static_cast<const Block*>(row);
   double s = 0;
   for (int k = 0; k < cols / kQK; ++k) {
     int q[32];
     float dx;
     x_i8_ref(x + kQK * k, q, dx);
     int64_t dot = 0;
-    for (int i = 0; i < kQK; ++i) {
-      const int n = i < 16 ? (b[k].qs[i] & 0xF) : (b[k].qs[i - 16] >> 4);
-      dot += static_cast<int64_t>(n - 8) * q[i];
-    }
+    for (int i = 0; i < kQK; ++i) dot += static_cast<int64_t>(value(b[k], i)) * q[i];
     s += static_cast<double>(f16_to_f32(b[k].d) * dx) * static_cast<double>(dot);
   }
   return s;
+}
+double dot_q4_0_i8x_ref(const void* row, const float* x, int cols) {
+  return dot_blocks_i8x_ref<BlockQ4_0>(row, x, cols, [](const BlockQ4_0& b, int i) {
+    return (i < 16 ? (b.qs[i] & 0xF) : (b.qs[i - 16] >> 4)) - 8;
+  });
+}
+double dot_q8_0_i8x_ref(const void* row, const float* x, int cols) {  // milestone 64, Slab<Q8_0>::dot_i8
+  return dot_blocks_i8x_ref<BlockQ8_0>(row, x, cols, [](const BlockQ8_0& b, int i) { return int{b.qs[i]}; });
 }
 
 // Q4_K / Q5_K with int8 activations (milestone 61; weight_decode.cuh,
@@ -218,23 +225,6 @@ double dot_low_bit_i8x_ref(WeightType t, const uint8_t* row, const float* x, int
         }
       }
     }
-  }
-  return s;
-}
-
-// Q8_0 with int8 activations (milestone 64, Slab<Q8_0>::dot_i8): per block
-// the activations quantized as above and d * dx * sum(w q), the integer sum
-// exact; summed in double.
-double dot_q8_0_i8x_ref(const void* row, const float* x, int cols) {
-  const auto* b = static_cast<const BlockQ8_0*>(row);
-  double s = 0;
-  for (int k = 0; k < cols / kQK; ++k) {
-    int q[32];
-    float dx;
-    x_i8_ref(x + kQK * k, q, dx);
-    int64_t dot = 0;
-    for (int i = 0; i < kQK; ++i) dot += static_cast<int64_t>(b[k].qs[i]) * q[i];
-    s += static_cast<double>(f16_to_f32(b[k].d) * dx) * static_cast<double>(dot);
   }
   return s;
 }
