@@ -151,8 +151,9 @@ struct CudaTuning {
   // Milestone 13: the Q4_0 slab GEMV with int8 activations (one scale per
   // 32, __dp4a; ~0.5% error per output on top of the 4-bit weights', the
   // same order as llama.cpp's MMVQ; weight_decode.cuh, quantize_x_i8);
-  // milestone 61: Q4_K, Q5_K and Q6_K too, pipelined (dot_sums_i8); and
-  // Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS (weight_decode_q32.cuh).
+  // milestone 61: Q4_K, Q5_K and Q6_K too, pipelined (dot_sums_i8); Q2_K,
+  // Q3_K, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS (weight_decode_q32.cuh); and
+  // since milestone 64 Q8_0.
   // false: exact f32 products of the dequantized weights (the CPU's).
   bool gemv_i8x = true;
   // Programmatic dependent launch for the slab GEMV and RoPE: a kernel starts
