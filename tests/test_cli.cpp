@@ -301,6 +301,24 @@ struct EvalConversions {
   }
 };
 
+// convert quantizes a matrix's rows on every thread (-t): the file is the
+// same bytes on one thread as on two, and says how many it used.
+TEST(Cli, ConvertGivesTheSameBytesOnAnyThreadCount) {
+  LONGKV_REQUIRE_SHARED(kEval);
+  const std::string dir = test::temp_dir();
+  std::string files[2];
+  for (int t : {1, 2}) {
+    files[t - 1] = dir + "/threads-" + std::to_string(t) + ".gguf";
+    auto r = run_cli("convert -m " + shared_path(kEval) + " -o " + files[t - 1] + " --type q4_k_m -t " +
+                     std::to_string(t));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("Q4_K_M (threads: " + std::to_string(t) + ")"), std::string::npos) << r.err;
+  }
+  const std::string a = test::read_file(files[0]), b = test::read_file(files[1]);
+  EXPECT_GT(a.size(), 10u << 20);
+  EXPECT_TRUE(a == b) << "the two files differ";
+}
+
 // convert --type q4_k_m / q3_k_m: llama.cpp's layouts of those names, read
 // back from the file. The evaluation model ties its output to the embedding
 // table, which therefore takes the output's Q6_K, as llama.cpp gives it. The

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/thread_pool.h"
 #include "formats/gguf.h"
 #include "model/loader_common.h"
 #include "model/model_loader.h"
@@ -45,9 +46,13 @@ std::vector<uint8_t> permute_heads(const std::vector<uint8_t>& src, int n_heads,
 
 class ModelGgufWriter {
  public:
-  ModelGgufWriter(const ModelWeights& w, const std::string& path, std::optional<WeightMix> out_mix)
-      : w_(w), path_(path), out_mix_(std::move(out_mix)) {
+  ModelGgufWriter(const ModelWeights& w, const std::string& path, std::optional<WeightMix> out_mix,
+                  const GgufSaveWork& work)
+      : w_(w), path_(path), out_mix_(std::move(out_mix)), work_(work) {
     permute_ = w.cfg.rope != gguf_rope_style(w.cfg.arch);
+    total_ = w.tok_embd.rows * w.tok_embd.cols + (w.tied_output ? 0 : w.output.rows * w.output.cols);
+    for (const LayerWeights& l : w.layers)
+      for (const WeightView* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) total_ += v->rows * v->cols;
   }
 
   GgufWriter& gguf() { return out_; }
@@ -67,7 +72,7 @@ class ModelGgufWriter {
     const WeightType to = out_mix_ ? mix_matrix_type(*out_mix_, role, layer, w_.cfg.n_layers) : v.type;
     if (to != v.type && convertible(name, v, to)) {
       type = to;
-      bytes = convert(v, type);
+      bytes = convert(v, type, work_.pool);
     } else {
       bytes.assign(v.data, v.data + v.nbytes());
     }
@@ -78,6 +83,8 @@ class ModelGgufWriter {
     if (tr.block_size > 1) quantized_ = true;
     out_.add_tensor(name, {static_cast<uint64_t>(v.cols), static_cast<uint64_t>(v.rows)},
                     static_cast<uint32_t>(type), bytes);
+    done_ += v.rows * v.cols;
+    if (work_.progress) work_.progress(done_, total_);
   }
 
   void vec(const std::string& name, const std::vector<float>& v, int64_t n, int heads = 0) {
@@ -109,23 +116,30 @@ class ModelGgufWriter {
     return true;
   }
 
-  // Row by row through float, so only one row is ever expanded.
-  static std::vector<uint8_t> convert(const WeightView& v, WeightType to) {
+  // Row by row through float, so only one row a thread is ever expanded;
+  // rows are independent, so the bytes are the same on any pool.
+  static std::vector<uint8_t> convert(const WeightView& v, WeightType to, ThreadPool* pool) {
     const auto& src = weight_traits(v.type);
     const auto& dst = weight_traits(to);
     const size_t out_row = row_bytes(to, v.cols);
     std::vector<uint8_t> bytes(out_row * static_cast<size_t>(v.rows));
-    std::vector<float> row(static_cast<size_t>(v.cols));
-    for (int64_t r = 0; r < v.rows; ++r) {
-      src.to_float_ref(v.row(r), row.data(), v.cols);
-      dst.from_float_ref(row.data(), bytes.data() + out_row * static_cast<size_t>(r), v.cols);
-    }
+    auto rows = [&](int64_t r0, int64_t r1, int) {
+      std::vector<float> row(static_cast<size_t>(v.cols));
+      for (int64_t r = r0; r < r1; ++r) {
+        src.to_float_ref(v.row(r), row.data(), v.cols);
+        dst.from_float_ref(row.data(), bytes.data() + out_row * static_cast<size_t>(r), v.cols);
+      }
+    };
+    if (pool) pool->parallel_for(v.rows, rows, 16);
+    else rows(0, v.rows, 0);
     return bytes;
   }
 
   const ModelWeights& w_;
   const std::string& path_;
   std::optional<WeightMix> out_mix_;
+  GgufSaveWork work_;
+  int64_t total_ = 0, done_ = 0;  // weights of every matrix / of those written
   bool permute_ = false;
   bool quantized_ = false;
   GgufWriter out_;
@@ -142,6 +156,11 @@ void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::strin
 
 void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
                      const std::optional<WeightMix>& out_mix) {
+  save_model_gguf(w, vocab, path, out_mix, GgufSaveWork{});
+}
+
+void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
+                     const std::optional<WeightMix>& out_mix, const GgufSaveWork& work) {
   const ModelConfig& c = w.cfg;
   LONGKV_CHECK(c.arch == "llama" || c.arch == "mistral" || c.arch == "qwen2",
                "%s: cannot write architecture '%s' (supported: llama, mistral, qwen2)", path.c_str(),
@@ -160,7 +179,7 @@ void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::strin
                "%s: vocabulary has %d tokens but the model has %d embedding rows", path.c_str(),
                vocab.size(), c.n_vocab);
 
-  ModelGgufWriter mw(w, path, out_mix);
+  ModelGgufWriter mw(w, path, out_mix, work);
   GgufWriter& g = mw.gguf();
   const std::string p = c.arch + ".";
   auto u32 = [](int64_t v) { return GgufValue::make_u32(static_cast<uint32_t>(v)); };

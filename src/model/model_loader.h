@@ -1,6 +1,8 @@
 // Loading models from any supported source and saving them as GGUF.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +14,7 @@
 namespace longkv {
 
 class GgufFile;
+class ThreadPool;
 
 struct LoadedModel {
   ModelWeights weights;
@@ -38,5 +41,15 @@ void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::strin
                      std::optional<WeightType> out_type = std::nullopt);
 void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
                      const std::optional<WeightMix>& out_mix);
+
+// The conversion's work: the rows of a matrix quantized on `pool` (nullptr:
+// the calling thread; the bytes do not depend on it), and `progress(done,
+// total)` after each matrix, counted in weights (total: every matrix's).
+struct GgufSaveWork {
+  ThreadPool* pool = nullptr;
+  std::function<void(int64_t done, int64_t total)> progress;
+};
+void save_model_gguf(const ModelWeights& w, const Vocab& vocab, const std::string& path,
+                     const std::optional<WeightMix>& out_mix, const GgufSaveWork& work);
 
 }  // namespace longkv

@@ -4,6 +4,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/thread_pool.h"
 
 namespace longkv::cli {
 namespace {
@@ -25,7 +26,20 @@ int cmd_convert(const ConvertOptions& o) {
   LONGKV_CHECK(rt.tokenizer, "%s carries no vocabulary: pass --tokenizer FILE so the GGUF is self-contained",
                o.model.model.c_str());
   log_info("model: %s", describe_model(rt.model.weights).c_str());
-  save_model_gguf(rt.model.weights, rt.tokenizer->vocab(), o.out, out_mix);
+  // Quantizing is the long part (the K-quants' searched fits take ~30 ns a
+  // weight on one core): rows on every thread, progress by weights.
+  ThreadPool pool(o.model.threads);
+  log_info("writing %s: matrices %s (threads: %d)", o.out.c_str(), out_mix ? out_mix->name.c_str() : "as loaded",
+           pool.size());
+  std::optional<Progress> progress;
+  GgufSaveWork work;
+  work.pool = &pool;
+  work.progress = [&](int64_t done, int64_t total) {
+    if (!progress) progress.emplace("converting (millions of weights)", (total + 999999) / 1000000, true);
+    progress->update((done + 999999) / 1000000);
+  };
+  save_model_gguf(rt.model.weights, rt.tokenizer->vocab(), o.out, out_mix, work);
+  if (progress) progress->finish();
   log_info("wrote %s", o.out.c_str());
   return 0;
 }
