@@ -8,6 +8,8 @@
 // references instead.
 #include "backend/cpu/weight_kernels_q32.h"
 
+#include <algorithm>
+
 #include "backend/cpu/weight_simd.h"
 #include "formats/weight_types.h"
 
@@ -153,16 +155,23 @@ void dequant32(const void* row, float* dst, int64_t n) {
   for (int64_t i = 0; i < n / kQK; ++i) block_store(F::codes(p + i * F::kBytes), dst + i * kQK);
 }
 
-// IQ4_XS: the 8 sub-blocks' steps d * (ls - 32) of a block, made once.
+// IQ4_XS: the 8 sub-blocks' steps d * (ls - 32) of a block, made once and
+// all at once: sub-block ib's 6-bit ls is bits 4ib.. of scales_l (4 bits)
+// under bits 2ib.. of scales_h (2 bits), so one variable shift a lane of 8
+// 32-bit lanes takes each. (Eight scalar extractions cost about a third of
+// the block's instructions: IQ4_XS ran at ~65% of IQ4_NL's rate.)
 inline void iq4_xs_steps(const uint8_t* b, float (&step)[8]) {
   uint16_t sh;
+  uint32_t sl;
   std::memcpy(&sh, b + offsetof(BlockIQ4_XS, scales_h), 2);
-  const float d = load_f16(b);
-  const uint8_t* sl = b + offsetof(BlockIQ4_XS, scales_l);
-  for (int ib = 0; ib < 8; ++ib) {
-    const int ls = ((sl[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4);
-    step[ib] = d * static_cast<float>(ls - 32);
-  }
+  std::memcpy(&sl, b + offsetof(BlockIQ4_XS, scales_l), 4);
+  const __m256i lo = _mm256_and_si256(
+      _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(sl)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+      _mm256_set1_epi32(0xF));
+  const __m256i hi = _mm256_and_si256(
+      _mm256_srlv_epi32(_mm256_set1_epi32(sh), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)), _mm256_set1_epi32(3));
+  const __m256i ls = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), _mm256_set1_epi32(32));
+  _mm256_storeu_ps(step, _mm256_mul_ps(_mm256_set1_ps(load_f16(b)), _mm256_cvtepi32_ps(ls)));
 }
 
 }  // namespace
@@ -176,19 +185,28 @@ void dequant_q5_1(const void* row, float* dst, int64_t n) { dequant32<WeightType
 float dot_iq4_nl(const void* row, const float* x, int64_t n) { return dot32<WeightType::IQ4_NL>(row, x, n); }
 void dequant_iq4_nl(const void* row, float* dst, int64_t n) { dequant32<WeightType::IQ4_NL>(row, dst, n); }
 
+// The steps of a run of blocks are made before the run's dots: a step read
+// right after its vector store would wait on store-to-load forwarding (as
+// the K-quants' factors, weight_kernels.cpp).
 float dot_iq4_xs(const void* row, const float* x, int64_t n) {
+  constexpr int kRun = 16;
   const auto* p = static_cast<const uint8_t*>(row);
+  const int64_t nb = n / kQKK;
   vf acc0 = vzero(), acc1 = vzero();
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(BlockIQ4_XS));
-    const uint8_t* qs = b + offsetof(BlockIQ4_XS, qs);
-    prefetch(b);
-    prefetch(b + 64);
-    float step[8];
-    iq4_xs_steps(b, step);
-    for (int ib = 0; ib < 8; ib += 2) {
-      acc0 = block_dot<false>(iq4_codes(qs + 16 * ib, step[ib]), x + i * kQKK + kQK * ib, acc0);
-      acc1 = block_dot<false>(iq4_codes(qs + 16 * (ib + 1), step[ib + 1]), x + i * kQKK + kQK * (ib + 1), acc1);
+  float step[kRun][8];
+  for (int64_t i0 = 0; i0 < nb; i0 += kRun) {
+    const int run = static_cast<int>(std::min<int64_t>(kRun, nb - i0));
+    for (int r = 0; r < run; ++r) iq4_xs_steps(p + (i0 + r) * static_cast<int64_t>(sizeof(BlockIQ4_XS)), step[r]);
+    for (int r = 0; r < run; ++r) {
+      const int64_t i = i0 + r;
+      const uint8_t* b = p + i * static_cast<int64_t>(sizeof(BlockIQ4_XS));
+      const uint8_t* qs = b + offsetof(BlockIQ4_XS, qs);
+      prefetch(b);
+      prefetch(b + 64);
+      for (int ib = 0; ib < 8; ib += 2) {
+        acc0 = block_dot<false>(iq4_codes(qs + 16 * ib, step[r][ib]), x + i * kQKK + kQK * ib, acc0);
+        acc1 = block_dot<false>(iq4_codes(qs + 16 * (ib + 1), step[r][ib + 1]), x + i * kQKK + kQK * (ib + 1), acc1);
+      }
     }
   }
   return vsum(vadd(acc0, acc1));
