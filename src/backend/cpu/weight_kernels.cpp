@@ -567,26 +567,46 @@ inline __m128i low_bit_codes(__m128i q, __m128i hm, int h, int j) {
   }
 }
 
-// Per-sub-block multipliers (and Q2_K's offsets), scalar: a vector store
-// broadcast right after would stall on store-to-load forwarding.
+// Per-sub-block multipliers (and Q2_K's offsets) of a block, 16 of each,
+// made with vector instructions (16 scalar extractions and conversions were
+// about a third of a block's work):
+//   Q2_K  byte s of scales: sc in its low nibble, m in its high one
+//   Q3_K  the low nibble of sc[s % 8] (s < 8) or its high one (s >= 8),
+//         under bits 2 (s / 4).. of sc[8 + s % 4]; the value is v - 32.
+// A factor read right after its vector store would wait on store-to-load
+// forwarding, so the dots make a run of blocks' factors first (kLowBitRun).
+inline void store_16_floats(__m128i bytes, bool is_signed, float mul, float* dst) {
+  const __m128i hi8 = _mm_srli_si128(bytes, 8);
+  const __m256i a = is_signed ? _mm256_cvtepi8_epi32(bytes) : _mm256_cvtepu8_epi32(bytes);
+  const __m256i b = is_signed ? _mm256_cvtepi8_epi32(hi8) : _mm256_cvtepu8_epi32(hi8);
+  const __m256 m = _mm256_set1_ps(mul);
+  _mm256_storeu_ps(dst, _mm256_mul_ps(m, _mm256_cvtepi32_ps(a)));
+  _mm256_storeu_ps(dst + 8, _mm256_mul_ps(m, _mm256_cvtepi32_ps(b)));
+}
 template <typename Block>
 inline void low_bit_factors(const uint8_t* b, float dsc[16], float dm[16]) {
+  const __m128i m4 = _mm_set1_epi8(0x0F);
   if constexpr (!kThirdBit<Block>) {
-    const float d = load_f16(b + offsetof(BlockQ2_K, d)), dmin = load_f16(b + offsetof(BlockQ2_K, dmin));
-    for (int s = 0; s < 16; ++s) {
-      dsc[s] = d * static_cast<float>(b[s] & 0xF);
-      dm[s] = dmin * static_cast<float>(b[s] >> 4);
-    }
+    const __m128i sc = load16(b + offsetof(BlockQ2_K, scales));
+    store_16_floats(_mm_and_si128(sc, m4), false, load_f16(b + offsetof(BlockQ2_K, d)), dsc);
+    store_16_floats(_mm_and_si128(_mm_srli_epi16(sc, 4), m4), false, load_f16(b + offsetof(BlockQ2_K, dmin)), dm);
   } else {
-    const float d = load_f16(b + offsetof(BlockQ3_K, d));
     const uint8_t* sc = b + offsetof(BlockQ3_K, scales);
-    for (int s = 0; s < 16; ++s) {
-      const int v = ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
-      dsc[s] = d * static_cast<float>(v - 32);
-      dm[s] = 0.0f;
-    }
+    uint64_t lo8;
+    uint32_t w;
+    std::memcpy(&lo8, sc, 8);
+    std::memcpy(&w, sc + 8, 4);
+    const __m128i l = _mm_cvtsi64_si128(static_cast<long long>(lo8));
+    const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(l, m4), _mm_and_si128(_mm_srli_epi16(l, 4), m4));
+    const __m128i top = _mm_and_si128(_mm_setr_epi32(static_cast<int>(w), static_cast<int>(w >> 2),
+                                                     static_cast<int>(w >> 4), static_cast<int>(w >> 6)),
+                                      _mm_set1_epi8(3));
+    const __m128i v = _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(top, 4)), _mm_set1_epi8(32));
+    store_16_floats(v, true, load_f16(b + offsetof(BlockQ3_K, d)), dsc);
+    std::memset(dm, 0, 16 * sizeof(float));
   }
 }
+constexpr int kLowBitRun = 16;  // blocks per factor pass: 2 KiB of factors
 
 // Calls f(codes, sub-block, element offset) for the 16 sub-blocks of block b.
 template <typename Block, typename F>
@@ -606,36 +626,44 @@ inline void for_low_bit_subs(const uint8_t* b, F&& f) {
   }
 }
 
+// f(i, codes, dsc, dm, sub-block, element offset) for every sub-block of
+// the row's nb blocks, the factors of a run of blocks made first.
+template <typename Block, typename F>
+inline void for_low_bit_row(const uint8_t* p, int64_t nb, F&& f) {
+  float dsc[kLowBitRun][16], dm[kLowBitRun][16];
+  for (int64_t i0 = 0; i0 < nb; i0 += kLowBitRun) {
+    const int run = static_cast<int>(std::min<int64_t>(kLowBitRun, nb - i0));
+    for (int r = 0; r < run; ++r)
+      low_bit_factors<Block>(p + (i0 + r) * static_cast<int64_t>(sizeof(Block)), dsc[r], dm[r]);
+    for (int r = 0; r < run; ++r) {
+      const int64_t i = i0 + r;
+      for_low_bit_subs<Block>(p + i * static_cast<int64_t>(sizeof(Block)),
+                              [&](__m128i c, int s, int e) { f(i, c, dsc[r][s], dm[r][s], s, e); });
+    }
+  }
+}
+
 template <typename Block>
 float dot_low_bit(const void* row, const float* x, int64_t n) {
-  const auto* p = static_cast<const uint8_t*>(row);
   vf acc[4] = {vzero(), vzero(), vzero(), vzero()};
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
-    const float* xb = x + i * kQKK;
-    float dsc[16], dm[16];
-    low_bit_factors<Block>(b, dsc, dm);
-    for_low_bit_subs<Block>(b, [&](__m128i c, int s, int e) {
-      if constexpr (kThirdBit<Block>) {
-        acc[s % 4] = vfma(vset1(dsc[s]), fma_i8x16(c, xb + e, vzero()), acc[s % 4]);
-      } else {  // the weights made first (d sc q - dmin m): no separate sums of x for the mins
-        acc[s % 4] = fma_affine_i8x16(c, vset1(dsc[s]), vset1(-dm[s]), xb + e, acc[s % 4]);
-      }
-    });
-  }
+  for_low_bit_row<Block>(static_cast<const uint8_t*>(row), n / kQKK,
+                         [&](int64_t i, __m128i c, float dsc, float dm, int s, int e) {
+                           const float* xb = x + i * kQKK;
+                           if constexpr (kThirdBit<Block>) {
+                             acc[s % 4] = vfma(vset1(dsc), fma_i8x16(c, xb + e, vzero()), acc[s % 4]);
+                           } else {  // the weights made first (d sc q - dmin m): no separate sums of x for the mins
+                             acc[s % 4] = fma_affine_i8x16(c, vset1(dsc), vset1(-dm), xb + e, acc[s % 4]);
+                           }
+                         });
   return vsum(vadd(vadd(acc[0], acc[1]), vadd(acc[2], acc[3])));
 }
 
 template <typename Block>
 void dequant_low_bit(const void* row, float* dst, int64_t n) {
-  const auto* p = static_cast<const uint8_t*>(row);
-  for (int64_t i = 0; i < n / kQKK; ++i) {
-    const uint8_t* b = p + i * static_cast<int64_t>(sizeof(Block));
-    float dsc[16], dm[16];
-    low_bit_factors<Block>(b, dsc, dm);
-    for_low_bit_subs<Block>(
-        b, [&](__m128i c, int s, int e) { store_i8x16(c, vset1(dsc[s]), vset1(-dm[s]), dst + i * kQKK + e); });
-  }
+  for_low_bit_row<Block>(static_cast<const uint8_t*>(row), n / kQKK,
+                         [&](int64_t i, __m128i c, float dsc, float dm, int, int e) {
+                           store_i8x16(c, vset1(dsc), vset1(-dm), dst + i * kQKK + e);
+                         });
 }
 
 constexpr CpuWeightKernels kKernels[] = {
