@@ -228,30 +228,27 @@ struct Slab<WeightType::Q5_1> {
 };
 
 // A qs' unit's table values against f32 x (sum(value x)) and int8 x
-// (sum(value q), exact: 127 * 127 * 32 < 2^24).
-__device__ __forceinline__ float iq4_dot(const uint4& qs, const float (&v)[32]) {
+// (sum(value q), exact: 127 * 127 * 32 < 2^24): iq4_words hands each word's
+// four table bytes to acc with their 4-element group k (elements 4k..4k+3;
+// a word's low half is group j, its high half group 4 + j), in one order
+// for both forms.
+template <int Bias, typename T, typename Acc>
+__device__ __forceinline__ T iq4_words(const uint4& qs, T s, Acc acc) {
   const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
-  float s = 0;
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     uint32_t a, b;
-    iq4_word_bytes<128>(q[j], a, b);
-    s = dot4<128>(a, v + 4 * j, s);
-    s = dot4<128>(b, v + 16 + 4 * j, s);
+    iq4_word_bytes<Bias>(q[j], a, b);
+    s = acc(a, j, s);
+    s = acc(b, 4 + j, s);
   }
   return s;
 }
+__device__ __forceinline__ float iq4_dot(const uint4& qs, const float (&v)[32]) {
+  return iq4_words<128>(qs, 0.0f, [&](uint32_t w, int k, float s) { return dot4<128>(w, v + 4 * k, s); });
+}
 __device__ __forceinline__ int iq4_dot_i8(const uint4& qs, const XI8& x) {
-  const uint32_t q[4] = {qs.x, qs.y, qs.z, qs.w};
-  int s = 0;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    uint32_t a, b;
-    iq4_word_bytes<0>(q[j], a, b);
-    s = __dp4a(static_cast<int>(a), x.q[j], s);
-    s = __dp4a(static_cast<int>(b), x.q[4 + j], s);
-  }
-  return s;
+  return iq4_words<0>(qs, 0, [&](uint32_t w, int k, int s) { return __dp4a(static_cast<int>(w), x.q[k], s); });
 }
 
 // IQ4_NL: Q4_0's unit, x and loads (the same split row, qs' | d); x = d value.
