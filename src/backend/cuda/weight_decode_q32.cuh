@@ -20,8 +20,9 @@
 // 16 + 4j + k's (its high nibbles); a shift by j puts them at bits 4 and 0 of
 // byte k. qs' (IQ4): each 32 codes' 16 bytes as 4 words, nibble n of word j
 // element 16 (n / 4) + 4j + n % 4 (iq4_nibble_pos), so a word's low half is
-// the PRMT selector of elements 4j..4j+3 and its high half of 16 + 4j..:
-// the int8 table values come from 3 PRMTs per 4 codes (iq4_word_bytes).
+// the PRMT selector of elements 4j..4j+3 and its high half of 16 + 4j..;
+// each code is stored as iq4_gpu_code(index), so that the int8 table values
+// come from 2 PRMTs and an XOR per 4 codes (iq4_word_bytes).
 // A unit (the GEMV) is a block, IQ4_XS's a 32-element sub-block; its x is
 // the 32 elements in order, XI8's order (quantize_x_i8).
 #pragma once
@@ -36,40 +37,93 @@ __host__ __device__ constexpr int q5_hbit_pos(int e) {
 }
 // Nibble of a qs' unit (IQ4_NL block, IQ4_XS sub-block) holding element e's code.
 __host__ __device__ constexpr int iq4_nibble_pos(int e) { return 8 * (e % 16 / 4) + 4 * (e / 16) + e % 4; }
+// The code stored on the GPU for table index c (and back: bits 2 and 3
+// swapped, an involution). Slot n & 7 of a stored code n then holds two
+// values of one sign: slots 0-3 the negative ones (indices 0-7), slots 4-7
+// the positive ones (8-15); iq4_word_bytes needs that.
+__host__ __device__ constexpr int iq4_gpu_code(int c) { return (c & 3) | (c & 4) << 1 | (c & 8) >> 1; }
 
-// The IQ4 table as 4 words of bytes (kIq4Values[4k + i] + bias at byte i of
-// word k), made at compile time: device code cannot index the host array,
-// but scalar constexpr members it can use. Bias 0: int8 values for __dp4a;
-// 128: unsigned bytes for dot4<128> (the f32 dot).
-constexpr uint32_t iq4_table_word(int k, int bias) {
+// PTX prmt.b32's generic form (PTX ISA, prmt): byte i of the result is
+// byte (c >> 4i) & 7 of b:a, or, where bit 4i + 3 of c is set, that byte's
+// sign bit replicated; c's upper 16 bits are ignored. The host form checks
+// the tables below at compile time.
+constexpr uint32_t prmt_ref(uint32_t a, uint32_t b, uint32_t c) {
+  const uint64_t src = static_cast<uint64_t>(b) << 32 | a;
+  uint32_t r = 0;
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t sel = (c >> (4 * i)) & 0xF;
+    uint32_t byte = static_cast<uint32_t>(src >> (8 * (sel & 7))) & 0xFF;
+    if (sel & 8) byte = byte & 0x80 ? 0xFF : 0;
+    r |= byte << (8 * i);
+  }
+  return r;
+}
+// The device form with constant sources (immediates: ptxas places them
+// without holding registers through a loop). Not __byte_perm: its
+// documented selector is 3 bits a byte.
+template <uint32_t A, uint32_t B>
+__device__ __forceinline__ uint32_t prmt(uint32_t c) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "n"(A), "n"(B), "r"(c));
+  return r;
+}
+
+// The IQ4 lookup in two PRMTs and an XOR per 4 codes (milestone 65; before,
+// three PRMTs and the selectors' masks). With stored codes n (iq4_gpu_code),
+// slot s = n & 7 and h = n >> 3, A_s, B_s the values of n = s and s + 8:
+//   P = prmt(T, n):      h = 0: T[s];  h = 1: T[s]'s sign, 0x00 or 0xFF
+//   Q = prmt(U, n ^ 8):  h = 0: U[s]'s sign;  h = 1: U[s]
+// T[s] = A_s; U[s] = B_s (s >= 4, both positive) or ~B_s (s < 4, A_s and B_s
+// negative). Then U's bytes are all positive, so for h = 0 P ^ Q = A_s, and
+// for h = 1 P ^ Q = B_s (s >= 4: 0 ^ B_s; s < 4: 0xFF ^ ~B_s). Bias 128 (the
+// unsigned bytes of dot4<128>) XORs 0x80 into each byte, in the same LOP3.
+constexpr uint8_t iq4_slot_value(int n) { return static_cast<uint8_t>(kIq4Values[iq4_gpu_code(n)]); }
+constexpr uint32_t iq4_table_word(bool second, int k) {
   uint32_t w = 0;
-  for (int i = 0; i < 4; ++i) w |= static_cast<uint32_t>(static_cast<uint8_t>(kIq4Values[4 * k + i] + bias)) << (8 * i);
+  for (int i = 0; i < 4; ++i) {
+    const int s = 4 * k + i;
+    const uint8_t a = iq4_slot_value(s), b = iq4_slot_value(s + 8);
+    const uint8_t v = !second ? a : s < 4 ? static_cast<uint8_t>(~b) : b;
+    w |= static_cast<uint32_t>(v) << (8 * i);
+  }
   return w;
 }
-template <int Bias>
 struct Iq4Table {
-  static constexpr uint32_t w0 = iq4_table_word(0, Bias), w1 = iq4_table_word(1, Bias),
-                            w2 = iq4_table_word(2, Bias), w3 = iq4_table_word(3, Bias);
+  static constexpr uint32_t t0 = iq4_table_word(false, 0), t1 = iq4_table_word(false, 1),
+                            u0 = iq4_table_word(true, 0), u1 = iq4_table_word(true, 1);
 };
+// The four bytes (bias added) of the codes in selector c's low 16 bits, the
+// host form: what iq4_word_bytes computes.
+constexpr uint32_t iq4_lookup_ref(uint32_t c, int bias) {
+  return prmt_ref(Iq4Table::t0, Iq4Table::t1, c) ^ prmt_ref(Iq4Table::u0, Iq4Table::u1, c ^ 0x8888u) ^
+         (bias ? 0x80808080u : 0u);
+}
+constexpr bool iq4_lookup_ok() {
+  for (int c = 0; c < 16; ++c)
+    for (int bias : {0, 128}) {
+      const uint32_t sel = static_cast<uint32_t>(iq4_gpu_code(c)) * 0x1111u;
+      const uint8_t want = static_cast<uint8_t>(kIq4Values[c] + bias);
+      if (iq4_lookup_ref(sel, bias) != want * 0x01010101u) return false;
+    }
+  return true;
+}
+static_assert(iq4_lookup_ok(), "IQ4 lookup: every stored code gives its table value, in every byte");
 
 // Table bytes of a qs' word's 8 codes: a = elements 4j..4j+3 (the low
-// half's nibbles), b = 16 + 4j.. (the high half's). __byte_perm reads 3 bits
-// of a selector nibble, so a code picks among table entries 0..7 and 8..15
-// alike, and a third PRMT takes byte n from the second set where code n has
-// bit 3 (selector n + 4).
+// half's nibbles), b = 16 + 4j.. (the high half's).
 template <int Bias>
 __device__ __forceinline__ void iq4_word_bytes(uint32_t w, uint32_t& a, uint32_t& b) {
-  using Tb = Iq4Table<Bias>;
-  const uint32_t sel = w & 0x77777777u;
-  const uint32_t pick = ((w >> 1) & 0x44444444u) | 0x32103210u;
-  a = __byte_perm(__byte_perm(Tb::w0, Tb::w1, sel), __byte_perm(Tb::w2, Tb::w3, sel), pick);
-  b = __byte_perm(__byte_perm(Tb::w0, Tb::w1, sel >> 16), __byte_perm(Tb::w2, Tb::w3, sel >> 16), pick >> 16);
+  using Tb = Iq4Table;
+  constexpr uint32_t kB = Bias ? 0x80808080u : 0u;
+  const uint32_t f = w ^ 0x88888888u, wh = w >> 16, fh = f >> 16;
+  a = prmt<Tb::t0, Tb::t1>(w) ^ prmt<Tb::u0, Tb::u1>(f) ^ kB;
+  b = prmt<Tb::t0, Tb::t1>(wh) ^ prmt<Tb::u0, Tb::u1>(fh) ^ kB;
 }
-// kIq4Values[c] (c < 16).
-__device__ __forceinline__ float iq4_value(int c) {
-  using Tb = Iq4Table<0>;
-  const uint32_t w = c < 8 ? __byte_perm(Tb::w0, Tb::w1, c) : __byte_perm(Tb::w2, Tb::w3, c);
-  return static_cast<float>(static_cast<int8_t>(w & 0xFF));
+// kIq4Values[c] of a stored code n = iq4_gpu_code(c) (n < 16).
+__device__ __forceinline__ float iq4_value(int n) {
+  using Tb = Iq4Table;
+  const uint32_t v = prmt<Tb::t0, Tb::t1>(n) ^ prmt<Tb::u0, Tb::u1>(n ^ 8);
+  return static_cast<float>(static_cast<int8_t>(v & 0xFF));
 }
 
 // The two f16 halves of a word (d | m << 16): x = d, y = m.

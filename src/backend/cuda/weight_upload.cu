@@ -94,12 +94,13 @@ uint32_t q5_gpu_qh(const uint8_t* qh) {
   return g;
 }
 
-// 32 IQ4 codes (16 bytes in Q4_0's nibble order) in the GPU's order (iq4_nibble_pos).
+// 32 IQ4 codes (16 bytes in Q4_0's nibble order) in the GPU's order
+// (iq4_nibble_pos) and alphabet (iq4_gpu_code).
 void iq4_gpu_codes(const uint8_t* qs, uint8_t* dst) {
   std::memset(dst, 0, kQK / 2);
   for (int e = 0; e < kQK; ++e) {
     const int c = e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4, p = iq4_nibble_pos(e);
-    dst[p / 2] = static_cast<uint8_t>(dst[p / 2] | c << (4 * (p % 2)));
+    dst[p / 2] = static_cast<uint8_t>(dst[p / 2] | iq4_gpu_code(c) << (4 * (p % 2)));
   }
 }
 
