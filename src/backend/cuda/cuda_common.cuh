@@ -183,7 +183,7 @@ class DeviceBuffer {
 };
 
 // A weight matrix on the device in its stored format. Rows are `ld` bytes
-// apart: row_bytes(type, cols) rounded up to 16 so every row starts 16-byte
+// apart: row_bytes(type, cols) (Q3_K: + 2 a block) rounded up to 16 so every row starts 16-byte
 // aligned for vector loads; the allocation has 64 spare bytes at the end so
 // a tile copy may read a little past the last row.
 struct GpuWeight {
@@ -196,7 +196,14 @@ struct GpuWeight {
 };
 
 constexpr size_t kWeightPadBytes = 64;
-inline size_t gpu_row_stride(WeightType t, int64_t cols) { return (row_bytes(t, cols) + 15) / 16 * 16; }
+// Bytes a block takes on the GPU beyond its stored size: Q3_K's 14-byte tail
+// is 16 there (weight_decode.cuh, LowBitUnit; milestone 65), every other
+// format's row keeps its size.
+constexpr int gpu_block_extra(WeightType t) { return t == WeightType::Q3_K ? 2 : 0; }
+inline size_t gpu_row_stride(WeightType t, int64_t cols) {
+  const size_t extra = gpu_block_extra(t) ? gpu_block_extra(t) * static_cast<size_t>(cols / kQKK) : 0;
+  return (row_bytes(t, cols) + extra + 15) / 16 * 16;
+}
 
 // Copies a host weight into `buf` with the GPU row stride and returns its view.
 GpuWeight upload_weight(const WeightView& w, DeviceBuffer& buf, cudaStream_t s);

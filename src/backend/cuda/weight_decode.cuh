@@ -11,9 +11,10 @@
 //   Q6_K   ql|qh|scales, 208    | d          (210)   qh, scales repacked per
 //                                                   unit, see Slab<Q6_K>
 //   Q2_K   codes|scales, 80     | d, dmin    (84)   repacked per unit,
-//   Q3_K   codes|hbits, 96      | scales|d, 14 (110) see LowBitUnit
+//   Q3_K   codes|hbits, 96      | scales|d, 16 (112) see LowBitUnit
 // and Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS as weight_decode_q32.cuh describes.
-// Same bits, same row size; only the order within a row changes.
+// Same bits; only the order within a row changes, and Q3_K's tail is laid
+// out in 16 bytes instead of 14 (gpu_block_extra: its d twice).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -82,9 +83,12 @@ __device__ __forceinline__ float decode_elem_q32(const uint8_t* row, int64_t i, 
 //   body  +64 + 4i (Q3_K) one word, the third bits: quarter p's at bit
 //                  pos1(t), quarter p + 2's at pos1(t) + 4
 //   body  +64 + 2i (Q2_K) the two sub-blocks' scale|min bytes, p's first
-//   tail  (Q2_K) d, dmin; (Q3_K) +i: the two 6-bit scales' low 4 bits
-//         (p's in the low nibble), +8 + i/2: their high 2 bits (p's at
-//         bits 0-1, p + 2's at 2-3; unit 2k + 1 in the high nibble), +12: d.
+//   tail  (Q2_K) d, dmin; (Q3_K, 16 bytes) units 4h' .. 4h' + 3 in the
+//         8 bytes at +8h' (h' = i / 4), two words: units 4h' + 2k and
+//         4h' + 2k + 1 in word k, bits 0-11 and 12-23, each the two 6-bit
+//         scales (p's in the low 6 bits); bits 24-31 of the words: d's low
+//         and high byte (in both halves, so that a unit's scales and d are
+//         one 8-byte load; milestone 65, before: 14 bytes, 3 loads).
 // pos2 and pos1 put code t in byte t % 4, so a shift by 2 (t / 4) and a mask
 // give four byte-wide codes at once, the form __dp4a takes.
 struct LowBitUnit {
@@ -143,7 +147,7 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
     return ld_f16(b) * sc * q - ld_f16(b + 2) * m;
   } else if constexpr (T == WeightType::Q2_K || T == WeightType::Q3_K) {
     constexpr bool kQ3 = T == WeightType::Q3_K;
-    constexpr int kBody = split_body_bytes(T), kTail = kQ3 ? 14 : 4;
+    constexpr int kBody = split_body_bytes(T), kTail = kQ3 ? 16 : 4;
     const int64_t blk = i / kQKK;
     const uint8_t* b = row + kBody * blk;
     const uint8_t* tail = row + kBody * nb + kTail * blk;
@@ -153,8 +157,10 @@ __device__ __forceinline__ float decode_elem(const uint8_t* row, int64_t i, int6
     const int q = (word(b + 8 * n.i + 4 * second) >> LowBitUnit::pos2(t)) & 3;
     if constexpr (kQ3) {
       const int code = q + 4 * ((word(b + 64 + 4 * n.i) >> (LowBitUnit::pos1(t) + 4 * second)) & 1) - 4;
-      const int lo = (tail[n.i] >> (4 * second)) & 0xF, hi = (tail[8 + n.i / 2] >> (4 * (n.i % 2) + 2 * second)) & 3;
-      return ld_f16(tail + 12) * static_cast<float>((lo | hi << 4) - 32) * static_cast<float>(code);
+      const uint8_t* half = tail + 8 * (n.i / 4);
+      const int sc = (word(half + 4 * (n.i % 4 / 2)) >> (12 * (n.i % 2) + 6 * second)) & 0x3F;
+      const uint16_t db = static_cast<uint16_t>(half[3] | half[7] << 8);
+      return __half2float(__ushort_as_half(db)) * static_cast<float>(sc - 32) * static_cast<float>(code);
     } else {
       const int sm = b[64 + 2 * n.i + second];
       return ld_f16(tail) * (sm & 0xF) * static_cast<float>(q) - ld_f16(tail + 2) * (sm >> 4);
@@ -728,30 +734,31 @@ struct Slab<WeightType::Q2_K> {
   }
 };
 
-// Q3_K: Q2_K's codes with the third bits (one word a unit) and the two
-// signed scales d (scale - 32), made from the tail's two bytes at the use.
-// 6 registers a unit in flight: 8 rows a batch.
+// Q3_K: Q2_K's codes with the third bits (one word a unit), and the two
+// signed scales and d from the tail's 8 bytes of the unit's half-block
+// (LowBitUnit). 5 registers a unit in flight, 3 loads: 8 rows a batch.
 template <>
 struct Slab<WeightType::Q3_K> {
   static constexpr int kUnitsPerBlock = 8, kXElems = 32, kRB = 8;
-  struct Unit { uint2 q; uint32_t hb, lo, hi, d; };  // lo, hi: the scales' bytes; d: f16 bits
+  struct Unit { uint2 q; uint32_t hb; uint2 t; };  // t: the unit's half of the tail
   using X = Slab<WeightType::Q6_K>::X;
   __device__ static void load_x(const float* x, int u, X& xr) { load_quarter_pair_x(x, u, xr.v); }
   __device__ static Unit load(const uint8_t* row, int u, int nb) {
     const LowBitUnit n(u);
     const uint8_t* body = row + 96 * n.b;
-    const uint8_t* tail = row + 96 * nb + 14 * n.b;
     return {__ldg(reinterpret_cast<const uint2*>(body + 8 * n.i)),
-            __ldg(reinterpret_cast<const uint32_t*>(body + 64 + 4 * n.i)), __ldg(tail + n.i),
-            __ldg(tail + 8 + n.i / 2), __ldg(reinterpret_cast<const uint16_t*>(tail + 12))};
+            __ldg(reinterpret_cast<const uint32_t*>(body + 64 + 4 * n.i)),
+            __ldg(reinterpret_cast<const uint2*>(row + 96 * nb + 16 * n.b + 8 * (n.i / 4)))};
   }
-  // The two sub-blocks' signed scales, scale - 32.
+  // The two sub-blocks' signed scales, scale - 32: 12 bits of word (u % 4) / 2.
   __device__ static void scale_ints(const Unit& w, int u, int& sa, int& sb) {
-    const int sh = 4 * (u % 2);  // this unit's nibble of the high bits' byte
-    sa = static_cast<int>((w.lo & 0xF) | ((w.hi >> sh) & 3) << 4) - 32;
-    sb = static_cast<int>((w.lo >> 4) | ((w.hi >> (sh + 2)) & 3) << 4) - 32;
+    const uint32_t s = (u % 4 < 2 ? w.t.x : w.t.y) >> (12 * (u % 2));
+    sa = static_cast<int>(s & 0x3F) - 32;
+    sb = static_cast<int>((s >> 6) & 0x3F) - 32;
   }
-  __device__ static float d_of(const Unit& w) { return __half2float(__ushort_as_half(static_cast<uint16_t>(w.d))); }
+  __device__ static float d_of(const Unit& w) {
+    return __half2float(__ushort_as_half(static_cast<uint16_t>(__byte_perm(w.t.x, w.t.y, 0x0073))));
+  }
   // The two sub-blocks' d * (scale - 32).
   __device__ static void scales(const Unit& w, int u, float& da, float& db) {
     int sa, sb;

@@ -21,7 +21,7 @@ void put_word(uint8_t* p, uint32_t w) { std::memcpy(p, &w, 4); }
 void repack_low_bit_block(WeightType t, const uint8_t* src, uint8_t* body, uint8_t* tail) {
   const bool q3 = t == WeightType::Q3_K;
   const uint8_t* qs = src + (q3 ? offsetof(BlockQ3_K, qs) : offsetof(BlockQ2_K, qs));
-  if (q3) std::memset(tail, 0, 12);
+  uint32_t q3_tail[4] = {};  // Q3_K: the tail's two halves, two words each
   for (int i = 0; i < 8; ++i) {
     const LowBitUnit n(i);
     uint32_t hbits = 0;
@@ -38,15 +38,18 @@ void repack_low_bit_block(WeightType t, const uint8_t* src, uint8_t* body, uint8
         body[64 + 2 * i + second] = src[offsetof(BlockQ2_K, scales) + s];
       } else {
         const uint8_t* sc = src + offsetof(BlockQ3_K, scales);
-        const int v = ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
-        tail[i] = static_cast<uint8_t>(tail[i] | (v & 0xF) << (4 * second));
-        tail[8 + i / 2] = static_cast<uint8_t>(tail[8 + i / 2] | (v >> 4) << (4 * (i % 2) + 2 * second));
+        const uint32_t v = ((sc[s % 8] >> (4 * (s / 8))) & 0xF) | (((sc[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+        q3_tail[i / 2] |= v << (12 * (i % 2) + 6 * second);
       }
     }
     if (q3) put_word(body + 64 + 4 * i, hbits);
   }
-  if (q3) std::memcpy(tail + 12, src + offsetof(BlockQ3_K, d), 2);
-  else std::memcpy(tail, src + offsetof(BlockQ2_K, d), 4);
+  if (q3) {
+    const uint8_t* d = src + offsetof(BlockQ3_K, d);
+    for (int k = 0; k < 4; ++k) put_word(tail + 4 * k, q3_tail[k] | static_cast<uint32_t>(d[k % 2]) << 24);
+  } else {
+    std::memcpy(tail, src + offsetof(BlockQ2_K, d), 4);
+  }
 }
 
 // A stored Q6_K block's body in the GPU's order (weight_decode.cuh,
@@ -111,7 +114,8 @@ struct SplitRow {
   int64_t nb;
   size_t body, tail, q_off, t_off;
   SplitRow(WeightType type, int64_t blocks)
-      : t(type), nb(blocks), body(split_body_bytes(type)), tail(weight_traits(type).block_bytes - body),
+      : t(type), nb(blocks), body(split_body_bytes(type)),
+        tail(weight_traits(type).block_bytes + gpu_block_extra(type) - body),
         q_off(split_body_offset(type)), t_off(q_off == 0 ? body : 0) {}
 };
 
