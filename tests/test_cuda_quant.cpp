@@ -50,7 +50,7 @@ struct RecordDiff {
 };
 RecordDiff diff_records(const CudaKvDump& dump, const std::vector<float>& k, const std::vector<float>& v,
                                const KvShape& s, const KvMode& mode) {
-  const int d = s.head_dim, kvd = s.kv_dim(), G = mode.group;
+  const int d = s.head_dim, kvd = s.kv_dim(), G = mode.group, n_o = kv_outlier_count(mode.outlier_pct, G, d);
   RecordDiff r;
   std::vector<float> tile(static_cast<size_t>(G) * d);
   std::vector<uint8_t> rec(std::max(dump.k_rec, dump.v_rec));
@@ -68,11 +68,11 @@ RecordDiff diff_records(const CudaKvDump& dump, const std::vector<float>& k, con
         const size_t at = static_cast<size_t>(h) * dump.max_groups + grp;
         bool differs;
         if (which == 0) {
-          kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rec.data());
+          kv_quantize_keys(tile.data(), d, G, d, mode.k_bits, mode.symmetric, rec.data(), n_o, mode.fit_mse);
           differs = std::memcmp(rec.data(), &dump.k_codes[at * dump.k_rec], dump.k_rec) != 0;
           r.keys += differs;
         } else {
-          kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rec.data());
+          kv_quantize_values(tile.data(), d, G, d, mode.v_bits, mode.symmetric, rec.data(), n_o, mode.fit_mse);
           differs = std::memcmp(rec.data(), &dump.v_codes[at * dump.v_rec], dump.v_rec) != 0;
           r.values += differs;
         }
@@ -115,6 +115,13 @@ TEST(CudaQuant, DecodeFromCodesMatchesCpuCache) {
       {"k4v3:g64", 32, 8, 128, 3001, 512, 3},  {"k2v1:g128", 32, 8, 128, 2000, 2000, 0},
       {"k3v2:g64:sym", 8, 2, 64, 777, 100, 0}, {"k8v3:g128:r0:s0", 28, 4, 128, 1500, 1, 0},
       {"k1v2:g64", 16, 2, 64, 2000, 700, 0},   {"k2v2:g64", 32, 8, 128, 20011, 5000, 0},
+      // fit=mse's ranges (any kernel) and outliers (the generic kernel only:
+      // entries chosen among the whole record by one block, added to scores
+      // and outputs; prefill adds them to the dequantized scratch).
+      {"k2v2:fit=mse", 32, 8, 128, 4099, 1000, 5},        {"k4v4:o2", 32, 8, 128, 4099, 1000, 7},
+      {"k2v2:o2:fit=mse", 32, 8, 128, 2000, 1, 0},         {"k3v2:g64:o1", 8, 2, 64, 1001, 13, 3},
+      {"k2v2:g128:o0.5:fit=mse", 32, 8, 128, 3001, 512, 2}, {"k8v4:sym:o1", 8, 2, 64, 777, 100, 0},
+      {"k1v1:o3:fit=mse", 28, 4, 128, 1500, 300, 0},
   };
   ThreadPool pool(2);
   for (const auto& c : cases) {
@@ -213,7 +220,8 @@ TEST(CudaQuant, RotatedMatchesCpuCache) {
   };
   const Case cases[] = {{"k2v2:rot", 32, 8, 128, 3001, 1000, 4},
                         {"k4v2:rot:g64", 8, 2, 64, 1001, 1, 0},
-                        {"k3v3:rot:r0:s0", 28, 4, 128, 700, 64, 3}};
+                        {"k3v3:rot:r0:s0", 28, 4, 128, 700, 64, 3},
+                        {"k2v2:rot:o2:fit=mse", 32, 8, 128, 3001, 1000, 4}};
   ThreadPool pool(2);
   for (const auto& c : cases) {
     SCOPED_TRACE(c.mode);
@@ -268,7 +276,7 @@ TEST(CudaQuant, CutAfterAttentionMatchesCpuCache) {
   std::vector<float> k, v;
   random_kv(total, kvd, d, 51, k, v);
   const auto q = test::random_floats(static_cast<size_t>(total) * s.q_dim(), 53, -1, 1);
-  for (const char* base : {"k2v2:r32", "k4v2:g64:r16:s1", "k2v2:rot:r32"}) {
+  for (const char* base : {"k2v2:r32", "k4v2:g64:r16:s1", "k2v2:rot:r32", "k2v2:r32:fit=mse", "k4v2:rot:r32:o2"}) {
     std::vector<float> attend_out;
     for (const char* cut : {"", ":cut=append"}) {
       const std::string mode = std::string(base) + cut;

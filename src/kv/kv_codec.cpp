@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kv/kv_codec_fit.h"
 
 namespace longkv {
 
@@ -20,52 +21,6 @@ static f16_t f16_scale_up(float s, Covers covers) {
   f16_t h = f32_to_f16(s);
   for (int i = 0; i < 4 && !covers(f16_to_f32(h)) && h < 0x7bffu; ++i) ++h;
   return h;
-}
-
-// fit=mse: from the min/max range, alternate (codes for the range) and (the
-// least-squares zero and scale for those codes, x ~ z + s * code, rounded to
-// fp16) while the squared error of the group falls. A few of the group's
-// extreme elements then saturate at the end codes, and the bulk of it gets
-// finer steps: at 2 bits ~40% less squared error on Gaussian-like groups of
-// 32, ~15% at 4 bits (numbers in docs/quality.md). Never worse than min/max:
-// a step is kept only if it lowers the error.
-static void refine_range_mse(const float* x, int n, int stride, int bits, f16_t* scale, f16_t* zero) {
-  float z = f16_to_f32(*zero), s = f16_to_f32(*scale);
-  if (!(s > 0)) return;
-  auto sq_error = [&](float zz, float ss) {
-    double e = 0;
-    for (int i = 0; i < n; ++i) {
-      const float v = x[static_cast<size_t>(i) * stride];
-      const double d = static_cast<double>(zz) + static_cast<double>(ss) * kv_encode(v, ss, zz, bits) - v;
-      e += d * d;
-    }
-    return e;
-  };
-  double best = sq_error(z, s);
-  for (int it = 0; it < 8; ++it) {
-    double sc = 0, sx = 0, scc = 0, scx = 0;
-    for (int i = 0; i < n; ++i) {
-      const float v = x[static_cast<size_t>(i) * stride];
-      const double c = kv_encode(v, s, z, bits);
-      sc += c;
-      sx += v;
-      scc += c * c;
-      scx += c * v;
-    }
-    const double det = n * scc - sc * sc;  // 0 when every element has one code
-    if (!(det > 0)) break;
-    const double ls_s = (n * scx - sc * sx) / det, ls_z = (sx - ls_s * sc) / n;
-    const float nz = f16_to_f32(f32_to_f16(static_cast<float>(ls_z)));
-    const float ns = f16_to_f32(f32_to_f16(static_cast<float>(ls_s)));
-    if (!(ns > 0)) break;
-    const double e = sq_error(nz, ns);
-    if (!(e < best)) break;
-    best = e;
-    z = nz;
-    s = ns;
-  }
-  *zero = f32_to_f16(z);
-  *scale = f32_to_f16(s);
 }
 
 void kv_fit_range(const float* x, int n, int stride, int bits, bool symmetric, f16_t* scale, f16_t* zero, bool mse) {
@@ -90,7 +45,7 @@ void kv_fit_range(const float* x, int n, int stride, int bits, bool symmetric, f
   const float z = f16_to_f32(*zero);
   const float span = mx - z;
   *scale = span > 0 ? f16_scale_up(span / levels, [&](float f) { return z + f * levels >= mx; }) : 0;
-  if (mse) refine_range_mse(x, n, stride, bits, scale, zero);
+  if (mse) kv_refine_range_mse(x, n, stride, bits, scale, zero);  // kv_codec_fit.cpp
 }
 
 uint8_t kv_encode(float x, float scale, float zero, int bits) {
@@ -159,41 +114,14 @@ int kv_outlier_count(double pct, int group, int d) {
 
 namespace {
 
-// The elements of one record seen as `runs` range groups of n elements:
-// element i of run r is x[r*run_stride + i*elem_stride] and has the entry
-// index index(r, i). Marks up to `count` outliers in mask (see Outliers in
-// kv_codec.h) and returns their indices, sorted.
+// The record's outliers (kv_select_outliers over its runs) as entry
+// indices t << 8 | c, sorted; index(r, i) maps a run's element to its entry.
 template <typename Index>
 std::vector<int> select_outliers(const float* x, int runs, size_t run_stride, int n, size_t elem_stride, int count,
                                  Index index, std::vector<uint8_t>& mask) {
   std::vector<int> picked;
-  if (count <= 0) return picked;
-  std::vector<int> order(static_cast<size_t>(runs) * n), lo(runs, 0), hi(runs, n - 1);
-  auto at = [&](int r, int i) { return x[r * run_stride + i * elem_stride]; };
-  for (int r = 0; r < runs; ++r) {
-    int* o = &order[static_cast<size_t>(r) * n];
-    for (int i = 0; i < n; ++i) o[i] = i;
-    std::stable_sort(o, o + n, [&](int a, int b) { return at(r, a) < at(r, b); });
-  }
-  auto val = [&](int r, int k) { return static_cast<double>(at(r, order[static_cast<size_t>(r) * n + k])); };
-  for (int it = 0; it < count; ++it) {
-    int best_r = -1, best_side = 0;
-    double best_gain = 0;
-    for (int r = 0; r < runs; ++r) {
-      if (hi[r] - lo[r] < 4) continue;  // keep >= 4 elements to fit a range to
-      const double a = val(r, lo[r]), b = val(r, hi[r]);
-      const double cur = (b - a) * (b - a);
-      const double g_lo = cur - (b - val(r, lo[r] + 1)) * (b - val(r, lo[r] + 1));
-      const double g_hi = cur - (val(r, hi[r] - 1) - a) * (val(r, hi[r] - 1) - a);
-      if (g_lo > best_gain) best_gain = g_lo, best_r = r, best_side = 0;
-      if (g_hi > best_gain) best_gain = g_hi, best_r = r, best_side = 1;
-    }
-    if (best_r < 0) break;
-    const int k = best_side == 0 ? lo[best_r]++ : hi[best_r]--;
-    const int i = order[static_cast<size_t>(best_r) * n + k];
-    mask[best_r * static_cast<size_t>(n) + i] = 1;
-    picked.push_back(index(best_r, i));
-  }
+  for (const auto& [r, i] : kv_select_outliers(x, runs, run_stride, n, elem_stride, count, mask))
+    picked.push_back(index(r, i));
   std::sort(picked.begin(), picked.end());
   return picked;
 }
@@ -255,9 +183,9 @@ void kv_quantize_keys(const float* k, int ld, int group, int d, int bits, bool s
   for (size_t i = 0; i < picked.size(); ++i) {
     const int t = picked[i] >> 8, c = picked[i] & 0xff;
     const float x = k[static_cast<size_t>(t) * ld + c];
-    const float xq = f16_to_f32(rec_scale(rec, l)[c]) * static_cast<float>(kv_key_code(rec, group, d, bits, t, c)) +
-                     f16_to_f32(rec_zero(rec, l)[c]);
-    delta[i] = x - xq;
+    const float xq = std::fma(f16_to_f32(rec_scale(rec, l)[c]),
+                              static_cast<float>(kv_key_code(rec, group, d, bits, t, c)), f16_to_f32(rec_zero(rec, l)[c]));
+    delta[i] = x - xq;  // x^ in one FMA, as the dequantizers and the GPU quantizer read it
   }
   write_outliers(rec, l, picked, delta.data());
 }
@@ -305,9 +233,9 @@ void kv_quantize_values(const float* v, int ld, int group, int d, int bits, bool
   for (size_t i = 0; i < picked.size(); ++i) {
     const int t = picked[i] >> 8, c = picked[i] & 0xff, gi = c / group;
     const float x = v[static_cast<size_t>(t) * ld + c];
-    const float xq = f16_to_f32(rec_scale(rec, l)[gi * group + t]) *
-                         static_cast<float>(kv_value_code(rec, group, d, bits, t, c)) +
-                     f16_to_f32(rec_zero(rec, l)[gi * group + t]);
+    const float xq = std::fma(f16_to_f32(rec_scale(rec, l)[gi * group + t]),
+                              static_cast<float>(kv_value_code(rec, group, d, bits, t, c)),
+                              f16_to_f32(rec_zero(rec, l)[gi * group + t]));
     delta[i] = x - xq;
   }
   write_outliers(rec, l, picked, delta.data());

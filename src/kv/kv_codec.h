@@ -77,7 +77,7 @@
 // G tokens; a value token's G channels) whose removal shrinks that group's
 // squared range the most (ties: the first group, the low end first; a group
 // keeps at least 4 elements). The ranges are then fitted to what is left, the
-// listed elements get their clamped codes as usual and delta = f16(x - x^)
+// listed elements get their clamped codes as usual and delta = f16(x - x^) (x^ = fma(s, q, z))
 // carries the rest. Entries are sorted by (t, c); unused ones are 0 (t = c =
 // 0, delta +0: adding them changes nothing). Byte fields, not t*d + c: no
 // division in the kernels. Kernels add q[c]*delta to score t

@@ -93,12 +93,12 @@ class GpuKvCache {
 };
 
 // GPU KV modes: "f16" (dense) and the post-RoPE scalar modes k<B>v<B> with
-// B in {8, 4, 3, 2, 1}, any G of kv_codec.h (kv_quant_gpu.cu); outliers,
-// anchors, pre-RoPE keys and rotation are CPU-only. Throws Error naming the
-// supported modes.
+// B in {8, 4, 3, 2, 1}, any G of kv_codec.h, fit=mse and outliers ":o<pct>"
+// (kv_quant_gpu.cu), ":rot" around them (kv_rotated_gpu.cu); anchors and
+// pre-RoPE keys are CPU-only. Throws Error naming the supported modes.
 std::unique_ptr<GpuKvCache> make_gpu_kv_cache(const std::string& mode, const KvShape& s);
 // The quantized cache (mode already parsed to kind quant); throws for what it
-// cannot hold (pre-RoPE, rotated, outliers, anchors, head_dim not 64/128).
+// cannot hold (pre-RoPE, rotated, anchors, head_dim not 64/128).
 std::unique_ptr<GpuKvCache> make_quant_gpu_kv_cache(const KvMode& mode, const KvShape& s);
 // ":rot": the quantized cache of `mode` without the rotation, behind a
 // Hadamard rotation of keys, values, queries and outputs (kv_rotated_gpu.cu).

@@ -10,7 +10,11 @@
 // dot(q, z) per group), lane = channel for the values (p * s of the block's
 // 32 tokens in shared memory per channel group, sum_t p z kept per lane
 // until the end). Codes are read as whole plane words and expanded in
-// registers (exact small integers in float): no dequantized copy. The code
+// registers (exact small integers in float): no dequantized copy. Outliers
+// (":o<pct>", kv_codec.h) are added where the reference adds them: a key
+// entry's q[c] delta to token t's score before the softmax, a value entry's
+// p[t] delta to channel c (each lane scans the record's entries; they are
+// few, and the loops are skipped when a cache has none). The code
 // width only picks which expansion runs (a warp-uniform switch per 32
 // channels or tokens), so the kernel is instantiated per head_dim and
 // padded query-head count only. It does exact float FMAs per code and head:
@@ -81,6 +85,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
   float(*qsh)[GP] = qsh_all[wi];
   float(*qs)[GP] = qs_all[wi];
   float(*ps)[32][GP] = ps_all[wi];
+  const int n_o = geo.outliers;
   for (int c = lane; c < D; c += 32)
 #pragma unroll
     for (int h = 0; h < GP; ++h)
@@ -131,13 +136,23 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
           for (int h = 0; h < GP; ++h) sc[h] = fmaf(qs[32 * r + k][h], code, sc[h]);
         });
+      // Key outliers of token t: q[c] delta each (the query already scaled).
+      for (int j = 0; j < n_o; ++j) {
+        const uint32_t e = __ldg(reinterpret_cast<const uint32_t*>(kr + geo.koff) + j);
+        if (static_cast<int>((e >> 8) & 0xff) != t) continue;
+        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+#pragma unroll
+        for (int h = 0; h < GP; ++h) sc[h] = fmaf(qsh[e & 0xff][h], dl, sc[h]);
+      }
       // Online softmax; m is warp-uniform, l and the accumulators per lane.
+      float pt[GP];  // this lane's token's p (value outliers)
 #pragma unroll
       for (int h = 0; h < GP; ++h) {
         const float mn = fmaxf(m[h], warp_max(sc[h]));
         const float corr = __expf(m[h] - mn);
         m[h] = mn;
         const float p = __expf(sc[h] - mn);
+        pt[h] = p;
         l[h] = fmaf(l[h], corr, p);
 #pragma unroll
         for (int i = 0; i < kCh; ++i) acc[h][i] *= corr;
@@ -157,6 +172,22 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
 #pragma unroll
           for (int h = 0; h < GP; ++h) acc[h][i] = fmaf(ps[g][k][h], code, acc[h][i]);
         });
+      }
+      // Value outliers of this block's tokens: p[t] delta to channel c, by
+      // the lane of c (p from token t's lane; the entry, so the branch, is
+      // warp-uniform; compile-time channel slots keep acc in registers).
+      for (int j = 0; j < n_o; ++j) {
+        const uint32_t e = __ldg(reinterpret_cast<const uint32_t*>(vr + geo.voff) + j);
+        const int et = (e >> 8) & 0xff, ec = e & 0xff;
+        if (et / 32 != b) continue;
+        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+#pragma unroll
+        for (int h = 0; h < GP; ++h) {
+          const float p = __shfl_sync(0xffffffffu, pt[h], et % 32);
+#pragma unroll
+          for (int i = 0; i < kCh; ++i)
+            if (ec == 32 * i + lane) acc[h][i] = fmaf(p, dl, acc[h][i]);
+        }
       }
       __syncwarp();  // ps is rewritten by the next block
     }

@@ -11,8 +11,10 @@
 // Token lifecycle as on the CPU (quant_cache.h): S sinks, then a window that
 // is cut into a group of G tokens whenever it reaches R + G tokens. Every
 // code width of kv_codec.h (8, 4, 3, 2, 1 bits) and G = 32, 64, 128 (a
-// multiple of 32 dividing d) is stored; the fast decode kernels take G = 32
-// with 8/4/2 bits, kv_quant_decode_any.cu every other format.
+// multiple of 32 dividing d) is stored, with fit=mse ranges and outliers
+// as the reference codec makes them (kv_quant_fit.cuh); the fast decode
+// kernels take G = 32 with 8/4/2 bits and no outliers,
+// kv_quant_decode_any.cu every other format.
 //
 // append(n) is O(1) kernels for any n: the groups the n tokens complete are
 // quantized in one launch straight from their sources (the old window's f16
@@ -39,52 +41,12 @@
 #include <cstdio>
 
 #include "backend/cuda/decode_block_args.cuh"
+#include "backend/cuda/kv_quant_fit.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace longkv::cuda {
 namespace {
-
-__device__ __forceinline__ unsigned short f2h_bits(float x) { return __half_as_ushort(__float2half_rn(x)); }
-__device__ __forceinline__ float h2f_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
-
-// kv_fit_range of kv_codec.cpp, operation for operation. The CPU build
-// (-march=native, GNU C++: -ffp-contract=fast) compiles the coverage test
-// z + f * levels to one FMA, so it is an explicit fmaf here; the other steps
-// are single IEEE operations in both.
-__device__ void fit_range(float mn, float mx, int bits, bool sym, unsigned short* scale, unsigned short* zero) {
-  if (sym) {
-    const float amax = fmaxf(fabsf(mn), fabsf(mx));
-    const int top = (1 << (bits - 1)) - 1;
-    unsigned short s = 0;
-    if (amax > 0) {
-      s = f2h_bits(__fdiv_rn(amax, static_cast<float>(top)));
-      for (int i = 0; i < 4 && !(__fmul_rn(h2f_bits(s), static_cast<float>(top)) >= amax) && s < 0x7bffu; ++i) ++s;
-    }
-    *scale = s;
-    *zero = f2h_bits(__fmul_rn(-static_cast<float>(1 << (bits - 1)), h2f_bits(s)));
-    return;
-  }
-  const int levels = (1 << bits) - 1;
-  const unsigned short zb = f2h_bits(mn);
-  const float z = h2f_bits(zb);
-  const float span = __fsub_rn(mx, z);
-  unsigned short s = 0;
-  if (span > 0) {
-    s = f2h_bits(__fdiv_rn(span, static_cast<float>(levels)));
-    for (int i = 0; i < 4 && !(__fmaf_rn(h2f_bits(s), static_cast<float>(levels), z) >= mx) && s < 0x7bffu; ++i) ++s;
-  }
-  *scale = s;
-  *zero = zb;
-}
-
-// kv_encode: clamp(floor((x - z) / s + 0.5), 0, 2^b - 1), 0 for s = 0.
-__device__ __forceinline__ uint32_t encode(float x, float s, float z, int bits) {
-  if (!(s > 0)) return 0;
-  const float v = floorf(__fadd_rn(__fdiv_rn(__fsub_rn(x, z), s), 0.5f));
-  const float top = static_cast<float>((1 << bits) - 1);
-  return static_cast<uint32_t>(v < 0 ? 0.0f : (v > top ? top : v));
-}
 
 // Source of position p while appending: the old window's f16 slot (p <
 // old_total; slot sink_cap + p - old_ws) or the input row p - old_total
@@ -94,97 +56,6 @@ __device__ __forceinline__ float src_value(const __half* exact, const float* __r
   if (p < old_total)
     return __half2float(exact[(static_cast<size_t>(h) * g.exact_cap + g.sink_cap + (p - old_ws)) * g.D + c]);
   return __half2float(__float2half_rn(in[static_cast<size_t>(p - old_total) * g.n_kv * g.D + h * g.D + c]));
-}
-
-// Sets field `packed` of word (packed / n, col) of a plane (no other field
-// of that word is written by another thread: each thread builds whole words).
-__device__ __forceinline__ uint32_t plane_bits_of(uint32_t code, int bits, int plane) {
-  return bits != 3 ? code : (plane == 0 ? code & 3u : code >> 2);
-}
-
-// Channels [c0, c0 + W) of group grp, KV head h, keys then values, from
-// the G x W tile that load(keys, t, c) gives (t: token of the group, c: the
-// head's channel), staged in x_sh (quantize_smem_bytes: x[G][W + 1] floats,
-// then scale and zero [W] u16). W is D or, for the steady cut, a multiple of
-// G and of 32: key ranges run over one channel, value ranges over G channels
-// of one token, and a code word over <= 32 channels of one token (keys) or
-// tokens of one channel (values), so disjoint channel runs quantize
-// independently, to the same bits. Called by every thread of the block;
-// ends after a barrier.
-template <class Load>
-__device__ void quantize_channels(uint8_t* __restrict__ kcodes, uint8_t* __restrict__ vcodes, const QuantGeom& g,
-                                  int grp, int h, int c0, int W, float* x_sh, Load load) {
-  const int G = g.G, D = g.D, ld = W + 1, tid = threadIdx.x, nt = blockDim.x;
-  auto x = [&](int t, int c) -> float& { return x_sh[t * ld + c]; };
-  unsigned short* sc = reinterpret_cast<unsigned short*>(x_sh + G * ld);
-  unsigned short* zr = sc + W;
-  for (int which = 0; which < 2; ++which) {
-    const bool keys = which == 0;
-    const int bits = keys ? g.kbits : g.vbits;
-    uint8_t* rec = (keys ? kcodes : vcodes) + (static_cast<size_t>(h) * g.max_groups + grp) * (keys ? g.krec : g.vrec);
-    for (int i = tid; i < G * W; i += nt) {
-      const int t = i / W, c = i % W;
-      x(t, c) = load(keys, t, c0 + c);
-    }
-    __syncthreads();
-    if (keys) {
-      for (int c = tid; c < W; c += nt) {  // per channel over the G tokens
-        float mn = x(0, c), mx = x(0, c);
-        for (int t = 1; t < G; ++t) {
-          mn = x(t, c) < mn ? x(t, c) : mn;
-          mx = x(t, c) > mx ? x(t, c) : mx;
-        }
-        fit_range(mn, mx, bits, g.sym, &sc[c], &zr[c]);
-      }
-    } else {
-      for (int i = tid; i < W; i += nt) {  // per token over G channels: i = channel group * G + token
-        const int t = i % G, cg = (i / G) * G;
-        float mn = x(t, cg), mx = x(t, cg);
-        for (int c = cg + 1; c < cg + G; ++c) {
-          mn = x(t, c) < mn ? x(t, c) : mn;
-          mx = x(t, c) > mx ? x(t, c) : mx;
-        }
-        fit_range(mn, mx, bits, g.sym, &sc[i], &zr[i]);
-      }
-    }
-    __syncthreads();
-    // Key scales run over channels, value scales over (channel group, token):
-    // either way entry c0 + i of the record is local entry i.
-    unsigned short* rs = reinterpret_cast<unsigned short*>(rec + (keys ? g.kscale : g.vscale));
-    unsigned short* rz = reinterpret_cast<unsigned short*>(rec + (keys ? g.kzero : g.vzero));
-    for (int i = tid; i < W; i += nt) {
-      rs[c0 + i] = sc[i];
-      rz[c0 + i] = zr[i];
-    }
-    // Code planes (kv_codec.h): one for 8/4/2/1 bits; for 3 bits the 2-bit
-    // plane of (q & 3), then the 1-bit plane of (q >> 2) G*D/4 bytes in.
-    for (int plane = 0; plane < (bits == 3 ? 2 : 1); ++plane) {
-      const int pb = bits != 3 ? bits : 2 - plane, n = 32 / pb;
-      uint32_t* words = reinterpret_cast<uint32_t*>(rec + (plane ? G * D / 4 : 0));
-      if (keys) {  // word (j, t): channels n*j .. n*j+n-1 of token t
-        for (int i = tid; i < (W / n) * G; i += nt) {
-          const int j = i / G, t = i % G;
-          uint32_t w = 0;
-          for (int k = 0; k < n; ++k) {
-            const int c = n * j + k;
-            w |= plane_bits_of(encode(x(t, c), h2f_bits(sc[c]), h2f_bits(zr[c]), bits), bits, plane) << (pb * k);
-          }
-          words[(c0 / n + j) * G + t] = w;
-        }
-      } else {  // word (j, c): tokens n*j .. n*j+n-1 of channel c
-        for (int i = tid; i < (G / n) * W; i += nt) {
-          const int j = i / W, c = i % W;
-          uint32_t w = 0;
-          for (int k = 0; k < n; ++k) {
-            const int t = n * j + k, si = (c / G) * G + t;
-            w |= plane_bits_of(encode(x(t, c), h2f_bits(sc[si]), h2f_bits(zr[si]), bits), bits, plane) << (pb * k);
-          }
-          words[j * D + c0 + c] = w;
-        }
-      }
-    }
-    __syncthreads();
-  }
 }
 
 // One block (128 threads) per (new group, KV head): the whole head's
@@ -221,7 +92,6 @@ __global__ void __launch_bounds__(128)
 // Without early it waits first, as any kernel.
 constexpr int kCutThreads = 256, kCutRegs = 4;
 
-__host__ __device__ size_t quantize_smem_bytes(int G, int W);
 
 size_t cut_smem_bytes(int G) { return (quantize_smem_bytes(G, G) + 15) / 16 * 16 + 2 * sizeof(__half) * G * G; }
 
@@ -270,10 +140,6 @@ __global__ void __launch_bounds__(kCutThreads)
   if (early) pdl_wait();
 }
 
-// Shared memory of quantize_channels over W channels.
-__host__ __device__ size_t quantize_smem_bytes(int G, int W) {
-  return sizeof(float) * G * (W + 1) + 2 * sizeof(unsigned short) * W;
-}
 
 // Writes positions p0 .. p0 + count - 1 (from src_value) to slots slot0 ..
 // of dst (head stride dst_cap slots), keys and values.
@@ -329,6 +195,19 @@ __global__ void dequantize_groups_kernel(const uint8_t* __restrict__ kcodes, con
     store_as(dk + dst, fmaf(ks, kq, kz));
     store_as(dv + dst, fmaf(vs, vq, vz));
   }
+  if (g.outliers == 0) return;
+  // Then each record's outlier deltas, added as kv_dequantize_* adds them
+  // (the f16 scratch of the f16 GEMM rounds once more). Entries with a +0
+  // delta change nothing and are skipped: the unused ones all name (0, 0).
+  __syncthreads();
+  for (int i = threadIdx.x; i < 2 * g.outliers; i += blockDim.x) {
+    const bool keys = i < g.outliers;
+    const uint32_t e = reinterpret_cast<const uint32_t*>(keys ? kr + g.koff : vr + g.voff)[keys ? i : i - g.outliers];
+    if ((e >> 16) == 0) continue;
+    const int t = (e >> 8) & 0xff, c = e & 0xff;
+    T* p = (keys ? dk : dv) + (static_cast<size_t>(h) * N + tok0 + grp * G + t) * D + c;
+    store_as(p, static_cast<float>(*p) + __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16))));
+  }
 }
 
 // Copies `count` slots (from slot s0 of src, head stride src_cap) to tokens
@@ -371,15 +250,11 @@ class QuantGpuCache final : public GpuKvCache {
   QuantGpuCache(const KvMode& mode, const KvShape& s) : GpuKvCache(s), mode_(mode) {
     const std::string name = mode.to_string();
     LONGKV_CHECK(s.max_tokens > 0, "GPU KV cache needs a positive capacity");
-    LONGKV_CHECK(!(mode.outlier_pct > 0),
-                 "KV mode '%s' is not available on the CUDA backend yet (outliers ':o' are CPU-only)", name.c_str());
     LONGKV_CHECK(!(mode.anchor_pct > 0),
                  "KV mode '%s' is not available on the CUDA backend yet (anchor tokens ':a' are CPU-only)", name.c_str());
     LONGKV_CHECK(!mode.pre_rope,
                  "KV mode '%s' is not available on the CUDA backend yet (GPU quantized modes store post-RoPE keys)",
                  name.c_str());
-    LONGKV_CHECK(!mode.fit_mse,
-                 "KV mode '%s' is not available on the CUDA backend yet (fit=mse ranges are CPU-only)", name.c_str());
     LONGKV_CHECK(!mode.rotate, "KV mode '%s': ':rot' is make_rotated_gpu_kv_cache's, around this cache", name.c_str());
     // Code widths 8, 4, 3, 2, 1 and G a multiple of 32 dividing head_dim are
     // what kv_codec.h allows (the mode parser and the layout checked them).
@@ -393,7 +268,10 @@ class QuantGpuCache final : public GpuKvCache {
                  name.c_str(), s.n_heads, s.n_kv_heads);
     const int D = s.head_dim;
     G_ = mode.group;
-    const KvGroupLayout kl = kv_group_layout(G_, D, mode.k_bits), vl = kv_group_layout(G_, D, mode.v_bits);
+    // Outliers: n_o entries a record, chosen among the whole record by one
+    // block of quantize_groups_kernel's 128 threads (a thread a run: D <= 128).
+    const int n_o = kv_outlier_count(mode.outlier_pct, G_, D);
+    const KvGroupLayout kl = kv_group_layout(G_, D, mode.k_bits, n_o), vl = kv_group_layout(G_, D, mode.v_bits, n_o);
     geo_.G = G_;
     geo_.n_kv = s.n_kv_heads;
     geo_.D = D;
@@ -406,11 +284,16 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.kzero = kl.zero_offset;
     geo_.vscale = vl.scale_offset;
     geo_.vzero = vl.zero_offset;
+    geo_.mse = mode.fit_mse;
+    geo_.outliers = n_o;
+    geo_.koff = kl.outlier_offset;
+    geo_.voff = vl.outlier_offset;
     if (!quant_decode_fast(geo_)) {  // once per process: every layer builds one cache
       static bool told = false;
       if (!told)
         std::fprintf(stderr, "note: KV mode '%s' decodes on the GPU through the format-generic kernel (exact, but "
-                             "slower than the tensor-core kernels of the g32 8/4/2-bit modes)\n", name.c_str());
+                             "slower than the tensor-core kernels of the g32 8/4/2-bit modes without outliers)\n",
+                     name.c_str());
       told = true;
     }
     // Same capacities as QuantKvCache.
@@ -467,7 +350,7 @@ class QuantGpuCache final : public GpuKvCache {
     // A decode step's cut (one group from the window, nothing appended): one
     // launch (cut_group_kernel; CudaTuning::quant_cut_fused).
     const size_t cut_smem = cut_smem_bytes(G);
-    if (e == 1 && n == 0 && cuda_tuning().quant_cut_fused && cut_smem <= 48 * 1024) {
+    if (e == 1 && n == 0 && cuda_tuning().quant_cut_fused && cut_smem <= 48 * 1024 && geo_.outliers == 0) {
       const bool early = cut_early && cuda_tuning().pdl;
       launch_maybe_pdl(cuda_tuning().pdl, cut_group_kernel, dim3(D / G, n_kv), dim3(kCutThreads), cut_smem, s,
                        k_codes_.as<uint8_t>(), v_codes_.as<uint8_t>(), ek, ev, geo_, n_groups_, w - G, early);
@@ -477,7 +360,7 @@ class QuantGpuCache final : public GpuKvCache {
       return;
     }
     if (e > 0) {
-      const size_t smem = quantize_smem_bytes(G, D);
+      const size_t smem = quantize_smem_bytes(G, D, geo_.outliers);
       if (smem > 48 * 1024 && !smem_raised_) {  // G >= 96 at D = 128: past the default 48 KiB
         LONGKV_CUDA_CHECK(cudaFuncSetAttribute(quantize_groups_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
@@ -928,8 +811,9 @@ double gpu_kv_bytes_per_token(const std::string& mode_str, const KvShape& s) {
   if (mode.kind == KvKind::f16) return static_cast<double>(s.kv_dim()) * 2 * sizeof(__half);
   LONGKV_CHECK(mode.kind == KvKind::quant, "KV mode '%s' is not available on the CUDA backend yet (GPU modes: f16 "
                "and the scalar codes k<B>v<B>)", mode_str.c_str());
-  const KvGroupLayout k = kv_group_layout(mode.group, s.head_dim, mode.k_bits);
-  const KvGroupLayout v = kv_group_layout(mode.group, s.head_dim, mode.v_bits);
+  const int n_o = kv_outlier_count(mode.outlier_pct, mode.group, s.head_dim);
+  const KvGroupLayout k = kv_group_layout(mode.group, s.head_dim, mode.k_bits, n_o);
+  const KvGroupLayout v = kv_group_layout(mode.group, s.head_dim, mode.v_bits, n_o);
   return static_cast<double>(s.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;
 }
 

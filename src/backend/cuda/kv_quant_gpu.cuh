@@ -17,6 +17,9 @@ struct QuantGeom {
   int max_groups = 0, sink_cap = 0, exact_cap = 0;
   size_t krec = 0, vrec = 0, kscale = 0, kzero = 0, vscale = 0, vzero = 0;
   bool sym = false;
+  bool mse = false;   // fit=mse ranges (kv_quant_fit.cuh)
+  int outliers = 0;   // n_o entries a key and a value record (":o<pct>"; 0: none)
+  size_t koff = 0, voff = 0;  // their offsets in a key / value record
 };
 
 // One launch of the quantized split kernel: warps (KV head, split) over
@@ -65,11 +68,12 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q);
 bool quant_decode_v3_batch_takes(const QuantGeom& g, int group_q);
 void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t s);
 // Whether the kernels above take this geometry (G = 32; 8-, 4- or 2-bit
-// keys and values). Every other format of kv_codec.h (3 and 1 bits, G = 64
-// or 128) goes to the format-generic FMA kernel (kv_quant_decode_any.cu).
+// keys and values, no outliers). Every other format of kv_codec.h (3 and 1
+// bits, G = 64 or 128, outliers) goes to the format-generic FMA kernel
+// (kv_quant_decode_any.cu).
 inline bool quant_decode_fast(const QuantGeom& g) {
   auto ok = [](int b) { return b == 8 || b == 4 || b == 2; };
-  return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits);
+  return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits) && g.outliers == 0;
 }
 void launch_quant_decode_any(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 
