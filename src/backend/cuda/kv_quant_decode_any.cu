@@ -13,8 +13,10 @@
 // registers (exact small integers in float): no dequantized copy. Outliers
 // (":o<pct>", kv_codec.h) are added where the reference adds them: a key
 // entry's q[c] delta to token t's score before the softmax, a value entry's
-// p[t] delta to channel c (each lane scans the record's entries; they are
-// few, and the loops are skipped when a cache has none). The code
+// p[t] delta to channel c. A record's entries are sorted by (t, c), so a
+// token's are one run that its lane finds by binary search; value entries
+// go token by token into a per-channel sum in shared memory (a token's
+// channels are distinct: no two lanes add to one channel at once). The code
 // width only picks which expansion runs (a warp-uniform switch per 32
 // channels or tokens), so the kernel is instantiated per head_dim and
 // padded query-head count only. It does exact float FMAs per code and head:
@@ -65,6 +67,21 @@ __device__ __forceinline__ void run_codes(int bits, const uint8_t* rec, int elem
     case 2: for_run_codes<2>(rec, elems, cols, r, col, f); break;
     default: for_run_codes<1>(rec, elems, cols, r, col, f); break;
   }
+}
+
+// First index of a record's outlier entries (sorted by t << 8 | c, the
+// unused ones 0 at the end) whose entry is at or after token t.
+__device__ __forceinline__ int outlier_lower_bound(const uint32_t* ent, int n_o, int t) {
+  const uint32_t key = static_cast<uint32_t>(t) << 8;
+  int lo = 0, hi = n_o;
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    const uint32_t e = __ldg(ent + mid);
+    const uint32_t at = mid > 0 && e == 0 ? 0xFFFFFFFFu : (e & 0xFFFFu);  // unused: after every token
+    if (at < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 template <int D, int GP>
@@ -137,12 +154,15 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
           for (int h = 0; h < GP; ++h) sc[h] = fmaf(qs[32 * r + k][h], code, sc[h]);
         });
       // Key outliers of token t: q[c] delta each (the query already scaled).
-      for (int j = 0; j < n_o; ++j) {
-        const uint32_t e = __ldg(reinterpret_cast<const uint32_t*>(kr + geo.koff) + j);
-        if (static_cast<int>((e >> 8) & 0xff) != t) continue;
-        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+      if (n_o > 0) {
+        const uint32_t* ke = reinterpret_cast<const uint32_t*>(kr + geo.koff);
+        const int j1 = outlier_lower_bound(ke, n_o, t + 1);
+        for (int j = outlier_lower_bound(ke, n_o, t); j < j1; ++j) {
+          const uint32_t e = __ldg(ke + j);
+          const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
 #pragma unroll
-        for (int h = 0; h < GP; ++h) sc[h] = fmaf(qsh[e & 0xff][h], dl, sc[h]);
+          for (int h = 0; h < GP; ++h) sc[h] = fmaf(qsh[e & 0xff][h], dl, sc[h]);
+        }
       }
       // Online softmax; m is warp-uniform, l and the accumulators per lane.
       float pt[GP];  // this lane's token's p (value outliers)
@@ -173,21 +193,38 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
           for (int h = 0; h < GP; ++h) acc[h][i] = fmaf(ps[g][k][h], code, acc[h][i]);
         });
       }
-      // Value outliers of this block's tokens: p[t] delta to channel c, by
-      // the lane of c (p from token t's lane; the entry, so the branch, is
-      // warp-uniform; compile-time channel slots keep acc in registers).
-      for (int j = 0; j < n_o; ++j) {
-        const uint32_t e = __ldg(reinterpret_cast<const uint32_t*>(vr + geo.voff) + j);
-        const int et = (e >> 8) & 0xff, ec = e & 0xff;
-        if (et / 32 != b) continue;
-        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+      // Value outliers of this block's tokens: p[t] delta to channel c,
+      // summed per channel in ps (free once the codes are read: D x GP
+      // floats) token by token, the entries of a token over the lanes.
+      if (n_o > 0) {
+        const uint32_t* ve = reinterpret_cast<const uint32_t*>(vr + geo.voff);
+        const int s0 = outlier_lower_bound(ve, n_o, t), s1 = outlier_lower_bound(ve, n_o, t + 1);
+        float* dsum = &ps[0][0][0];  // [D][GP]
+        __syncwarp();  // every lane's value codes have read ps
 #pragma unroll
-        for (int h = 0; h < GP; ++h) {
-          const float p = __shfl_sync(0xffffffffu, pt[h], et % 32);
+        for (int i = 0; i < kCh; ++i)
 #pragma unroll
-          for (int i = 0; i < kCh; ++i)
-            if (ec == 32 * i + lane) acc[h][i] = fmaf(p, dl, acc[h][i]);
+          for (int h = 0; h < GP; ++h) dsum[(32 * i + lane) * GP + h] = 0;
+        for (unsigned live = __ballot_sync(0xffffffffu, s1 > s0); live; live &= live - 1) {
+          const int k = __ffs(live) - 1;
+          const int a = __shfl_sync(0xffffffffu, s0, k), z = __shfl_sync(0xffffffffu, s1, k);
+          float pk[GP];
+#pragma unroll
+          for (int h = 0; h < GP; ++h) pk[h] = __shfl_sync(0xffffffffu, pt[h], k);
+          __syncwarp();  // the zeroing and the previous token's sums are visible
+          for (int j = a + lane; j < z; j += 32) {
+            const uint32_t e = __ldg(ve + j);
+            const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+            float* d = dsum + (e & 0xff) * GP;
+#pragma unroll
+            for (int h = 0; h < GP; ++h) d[h] = fmaf(pk[h], dl, d[h]);
+          }
         }
+        __syncwarp();
+#pragma unroll
+        for (int i = 0; i < kCh; ++i)
+#pragma unroll
+          for (int h = 0; h < GP; ++h) acc[h][i] += dsum[(32 * i + lane) * GP + h];
       }
       __syncwarp();  // ps is rewritten by the next block
     }
