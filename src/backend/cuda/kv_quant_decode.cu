@@ -2,7 +2,8 @@
 // records; layout and split scheme in kv_quant_gpu.cu): the tensor-core
 // kernel of milestone 4 and its dispatch over (head_dim, padded heads, key
 // bits, value bits), which hands over to milestone 9's kernel
-// (kv_quant_decode_v3.cu) when selected and to the format-generic FMA kernel
+// (kv_quant_decode_v3.cu) when selected and the records have no outliers
+// (milestone 4's kernel adds them), and to the format-generic FMA kernel
 // (kv_quant_decode_any.cu; milestone 3's loop) when tensor cores are off.
 #include <cfloat>
 
@@ -39,6 +40,32 @@ namespace {
 // values) into shared memory in fragment order and read back with one
 // 8-byte load per k-step.
 
+// One read of 32 outlier entries (lane = entry): adds the lane's w[GP] to
+// dst[0..GP) (shared memory), summing first the lanes that share `key` --
+// in lane order, i.e. entry order, by the lowest of them -- so that no two
+// lanes add to one slot at once. Invalid lanes pass a key of their own and
+// add nothing. Ends with a __syncwarp, so the next read sees the sums.
+template <int GP>
+__device__ __forceinline__ void outlier_sum_into(const float (&w)[GP], int key, bool valid, float* dst) {
+  const unsigned same = __match_any_sync(0xffffffffu, key);
+  const bool lead = static_cast<int>(threadIdx.x % 32) == __ffs(same) - 1;
+  float sum[GP];
+#pragma unroll
+  for (int h = 0; h < GP; ++h) sum[h] = w[h];
+  for (unsigned mm = same & (same - 1); mm; mm &= mm - 1) {  // every member runs it: the shuffles need them
+    const int src = __ffs(mm) - 1;
+#pragma unroll
+    for (int h = 0; h < GP; ++h) {
+      const float x = __shfl_sync(same, w[h], src);
+      if (lead) sum[h] += x;
+    }
+  }
+  if (valid && lead)
+#pragma unroll
+    for (int h = 0; h < GP; ++h) dst[h] += sum[h];
+  __syncwarp();
+}
+
 template <int D, int GP>
 struct MmaSmem {
   static constexpr int kNT = GP / 4;
@@ -63,7 +90,19 @@ struct MmaSmem {
 // H100 (milestone 7) both are slower than kMinB = 1 (milestone 4's kernel,
 // the default): 3% with 3 blocks, 21% with 4 at k2v2 131K, so more resident
 // warps alone do not pay for the spills; kept selectable for comparison.
-template <int D, int GP, int KB, int VB, int kMinB>
+//
+// Outliers (kOut, milestone 66; kMinB = 1 only): a record's entries (sorted
+// by (t, c), kv_codec.h) are read 32 at a time, a lane each. Keys: each
+// lane's q[c] delta per head goes to its token's score in sm.sc (lane =
+// token there) before the softmax; values: p[t] delta per head to channel
+// c, into a per-channel sum in the key B fragments' space (free from the
+// scores to the next group's B build), folded each group into ov, a
+// lane-per-channel accumulator rescaled with acc and added at the store.
+// Lanes whose entries share a token (keys) or a channel (values) in one
+// read are summed by the lowest of them in entry order (__match_any_sync),
+// so no two lanes add to one slot at once and the sums do not depend on
+// timing.
+template <int D, int GP, int KB, int VB, int kMinB, bool kOut = false>
 __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
     quant_decode_mma_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                             int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q, float scale,
@@ -80,6 +119,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
   constexpr float kKMul = static_cast<float>(1 << KB), kVMul = static_cast<float>(1 << VB);
   constexpr bool kV2 = kMinB > 1;
   static_assert(kWK >= 1 && kWK * kPK == D / 8, "a thread's key words hold its D/8 channel pairs");
+  static_assert(!kOut || !kV2, "outliers: the 1-block kernel only");
+  static_assert(sizeof(MmaSmem<D, GP>::bk) == sizeof(float) * D * GP, "a value outlier sum per channel and head in bk");
   __shared__ MmaSmem<D, GP> sm_all[kQuantWarps];
   pdl_trigger();  // the fp16 part's split kernel may run beside this one (CudaTuning::decode_pdl)
   const int lane = threadIdx.x % 32, wi = threadIdx.x / 32, gid = lane >> 2, tig = lane & 3;
@@ -119,6 +160,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
   const int vshift = VB == 2 ? 8 * (tig & 1) : 0;
 
   float m[GP], l[GP], pz[kCG][GP], acc[kMT][kNT][4];
+  constexpr int kOv = kOut ? D / 32 : 1;
+  float ov[kOv][GP];  // kOut: value outliers' sum of p delta, channel 32 i + lane
+#pragma unroll
+  for (int i = 0; i < kOv; ++i)
+#pragma unroll
+    for (int h = 0; h < GP; ++h) ov[i][h] = 0;
+  const int n_o = kOut ? geo.outliers : 0;
 #pragma unroll
   for (int h = 0; h < GP; ++h) {
     m[h] = -FLT_MAX;
@@ -146,6 +194,11 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
     const size_t rid = static_cast<size_t>(hk) * geo.max_groups + grp;
     const uint8_t* kr = kcodes + rid * geo.krec;
     const uint8_t* vr = vcodes + rid * geo.vrec;
+    if constexpr (kOut) {  // the group's outlier entries into L2, a 128-byte line a lane (keys, then values)
+      const int span = 4 * n_o, lines = min(16, (span + 127) / 128 + 1), i = lane % 16;
+      const uint8_t* e0 = (lane < 16 ? kr + geo.koff : vr + geo.voff);
+      if (i < lines) asm volatile("prefetch.global.L2 [%0];" ::"l"(e0 + min(128 * i, span - 1)));
+    }
     const uint32_t* kw32 = reinterpret_cast<const uint32_t*>(kr);
     const uint32_t* vw32 = reinterpret_cast<const uint32_t*>(vr);
     if constexpr (kV2) {
@@ -271,6 +324,23 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
         }
     __syncwarp();
 
+    // Key outliers: q[c] scale delta to token t's scores.
+    if constexpr (kOut) {
+      const uint32_t* ke = reinterpret_cast<const uint32_t*>(
+          kcodes + (static_cast<size_t>(hk) * geo.max_groups + grp) * geo.krec + geo.koff);
+      for (int j0 = 0; j0 < n_o; j0 += 32) {
+        const int j = j0 + lane;
+        const uint32_t e = j < n_o ? __ldg(ke + j) : 0u;
+        const int t = (e >> 8) & 0xff, c = e & 0xff;
+        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+        float w[GP];
+#pragma unroll
+        for (int h = 0; h < GP; ++h)
+          w[h] = h < group_q ? __ldg(q + static_cast<size_t>(hk * group_q + h) * D + c) * scale * dl : 0.0f;
+        outlier_sum_into(w, j < n_o ? t : 256 + lane, j < n_o, &sm.sc[t][0]);
+      }
+    }
+
     // Online softmax with lane = token; m is warp-uniform.
     float p[GP], mx[GP];
     bool grow = false;
@@ -290,6 +360,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
         l[h] *= cr[h];
 #pragma unroll
         for (int g = 0; g < kCG; ++g) pz[g][h] *= cr[h];
+#pragma unroll
+        for (int i = 0; i < kOv; ++i) ov[i][h] *= cr[h];
       }
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
@@ -309,6 +381,31 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
     for (int h = 0; h < GP; ++h) {
       p[h] = __expf(p[h] - m[h]);
       l[h] += p[h];
+    }
+    // Value outliers: p[t] delta to channel c (sums in bk, folded into ov).
+    if constexpr (kOut) {
+      float* dsum = reinterpret_cast<float*>(&sm.bk[0][0][0]);  // [D][GP]
+#pragma unroll
+      for (int i = 0; i < kOv; ++i)
+#pragma unroll
+        for (int h = 0; h < GP; ++h) dsum[(32 * i + lane) * GP + h] = 0;
+      __syncwarp();
+      const uint32_t* ve = reinterpret_cast<const uint32_t*>(
+          vcodes + (static_cast<size_t>(hk) * geo.max_groups + grp) * geo.vrec + geo.voff);
+      for (int j0 = 0; j0 < n_o; j0 += 32) {
+        const int j = j0 + lane;
+        const uint32_t e = j < n_o ? __ldg(ve + j) : 0u;
+        const int t = (e >> 8) & 0xff, c = e & 0xff;
+        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+        float w[GP];
+#pragma unroll
+        for (int h = 0; h < GP; ++h) w[h] = __shfl_sync(0xffffffffu, p[h], t) * dl;
+        outlier_sum_into(w, j < n_o ? c : 256 + lane, j < n_o, dsum + c * GP);
+      }
+#pragma unroll
+      for (int i = 0; i < kOv; ++i)
+#pragma unroll
+        for (int h = 0; h < GP; ++h) ov[i][h] += dsum[(32 * i + lane) * GP + h];
     }
     // Value B fragments: 2^VB p s_gt (hi, lo) for this lane's token.
 #pragma unroll
@@ -354,6 +451,16 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
   }
 
   // Partials: l and the zero/offset terms over lanes, hi + lo columns.
+  // kOut: ov to shared (bk, free after the loop), read by the store below.
+  float* ovsh = reinterpret_cast<float*>(&sm.bk[0][0][0]);  // [D][GP]
+  if constexpr (kOut) {
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < kOv; ++i)
+#pragma unroll
+      for (int h = 0; h < GP; ++h) ovsh[(32 * i + lane) * GP + h] = ov[i][h];
+    __syncwarp();
+  }
   float L[GP];
 #pragma unroll
   for (int h = 0; h < GP; ++h) {
@@ -376,7 +483,8 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
         const float z = tig ? pz[mt / 2][hs + 2] : pz[mt / 2][hs];
         const int c = kV2 ? 32 * (mt / 2) + 4 * gid + 2 * (mt % 2) + (e >> 1) : 16 * mt + gid + 8 * (e >> 1);
         const size_t pi = static_cast<size_t>(hk * group_q + hh) * stride + split;
-        part_o[pi * D + c] = lsum > 0 ? (v + z) / lsum : 0.0f;
+        const float o = kOut ? ovsh[c * GP + hh] : 0.0f;
+        part_o[pi * D + c] = lsum > 0 ? (v + z + o) / lsum : 0.0f;
       }
   if (lane == 0) {
 #pragma unroll
@@ -396,7 +504,8 @@ void launch_decode(dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantG
   // Records are whole 16-byte units (kv_group_layout: 4 d b + 4 d bytes,
   // d % 32 == 0), checked anyway since the v2 kernel's loads rely on it.
   const int want = cuda_tuning().quant_decode_v2;
-  const bool v2 = want > 0 && geo.krec % 16 == 0 && geo.vrec % 16 == 0;
+  const bool out = geo.outliers > 0;  // kOut: the 1-block kernel
+  const bool v2 = want > 0 && !out && geo.krec % 16 == 0 && geo.vrec % 16 == 0;
   // 8 heads at D = 128 hold twice the accumulators: capped below 255
   // registers they spill ~1 KB, so they keep 2 blocks.
   constexpr int kMid = GP == 8 && D == 128 ? 2 : 3;
@@ -406,10 +515,18 @@ void launch_decode(dim3 grid, const uint8_t* kc, const uint8_t* vc, const QuantG
     static const int w_v2 = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, kMid>, kQuantWarps * 32);
     static const int w_v4 =
         GP == 4 ? resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, GP == 4 ? 4 : kMid>, kQuantWarps * 32) : 0;
+    if (out) {
+      static const int w_out = resident_warps(quant_decode_mma_kernel<D, GP, KB, VB, 1, true>, kQuantWarps * 32);
+      *warps = w_out;
+      return;
+    }
     *warps = four ? w_v4 : v2 ? w_v2 : w_mma;
     return;
   }
-  if (four)
+  if (out)
+    quant_decode_mma_kernel<D, GP, KB, VB, 1, true><<<grid, kQuantWarps * 32, 0, s>>>(kc, vc, geo, g, ng, gps, ns, q,
+                                                                                      scale, po, pml, stride);
+  else if (four)
     quant_decode_mma_kernel<D, GP, KB, VB, GP == 4 ? 4 : kMid><<<grid, kQuantWarps * 32, 0, s>>>(
         kc, vc, geo, g, ng, gps, ns, q, scale, po, pml, stride);
   else if (v2)
@@ -447,7 +564,7 @@ void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   // CudaTuning::quant_decode_mma off: milestone 3's FMA kernel, whose loop the
   // format-generic kernel (kv_quant_decode_any.cu) now is for every format.
   if (!a.mma) return launch_quant_decode_any(a, s, warps);
-  if (cuda_tuning().quant_decode_v3) return launch_quant_decode_v3(a, s, warps);
+  if (cuda_tuning().quant_decode_v3 && a.geo.outliers == 0) return launch_quant_decode_v3(a, s, warps);
   const int D = a.geo.D, g = a.group_q, kb = a.geo.kbits, vb = a.geo.vbits;
 #define LONGKV_QD(D_, GP_)                                                                                         \
   launch_decode_kb<D_, GP_>(kb, vb, a.grid, a.kc, a.vc, a.geo, g, a.n_groups, a.gps, a.n_splits, a.q, a.scale, \

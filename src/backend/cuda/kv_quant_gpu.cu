@@ -289,11 +289,12 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.koff = kl.outlier_offset;
     geo_.voff = vl.outlier_offset;
     if (!quant_decode_fast(geo_)) {  // once per process: every layer builds one cache
+      const bool mma = quant_decode_mma_outliers(geo_);
       static bool told = false;
       if (!told)
-        std::fprintf(stderr, "note: KV mode '%s' decodes on the GPU through the format-generic kernel (exact, but "
-                             "slower than the tensor-core kernels of the g32 8/4/2-bit modes without outliers)\n",
-                     name.c_str());
+        std::fprintf(stderr, "note: KV mode '%s' decodes on the GPU through %s (exact, but slower than the "
+                             "tensor-core kernel of the g32 8/4/2-bit modes without outliers)\n", name.c_str(),
+                     mma ? "milestone 4's tensor-core kernel, which adds the outliers" : "the format-generic kernel");
       told = true;
     }
     // Same capacities as QuantKvCache.
@@ -689,7 +690,7 @@ class QuantGpuCache final : public GpuKvCache {
                     int* warps) {
     QuantDecodeArgs a = quant_args(gps, qsplits, q, po, pml, stride);
     a.grid = grid;
-    if (quant_decode_fast(geo_)) launch_quant_decode(a, s, warps);
+    if (quant_decode_fast(geo_) || quant_decode_mma_outliers(geo_)) launch_quant_decode(a, s, warps);
     else launch_quant_decode_any(a, s, warps);
   }
 

@@ -71,10 +71,14 @@ void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t 
 // keys and values, no outliers). Every other format of kv_codec.h (3 and 1
 // bits, G = 64 or 128, outliers) goes to the format-generic FMA kernel
 // (kv_quant_decode_any.cu).
-inline bool quant_decode_fast(const QuantGeom& g) {
+inline bool quant_decode_mma_geometry(const QuantGeom& g) {
   auto ok = [](int b) { return b == 8 || b == 4 || b == 2; };
-  return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits) && g.outliers == 0;
+  return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits);
 }
+inline bool quant_decode_fast(const QuantGeom& g) { return quant_decode_mma_geometry(g) && g.outliers == 0; }
+// Records of that geometry with outliers: milestone 4's tensor-core kernel
+// adds them (kv_quant_decode.cu, kOut; milestone 66), v3 does not take them.
+inline bool quant_decode_mma_outliers(const QuantGeom& g) { return quant_decode_mma_geometry(g) && g.outliers > 0; }
 void launch_quant_decode_any(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 
 // Code of element (packed, col) of a record's codes as kv_codec.cpp's
