@@ -326,18 +326,14 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
 
     // Key outliers: q[c] scale delta to token t's scores.
     if constexpr (kOut) {
-      const uint32_t* ke = reinterpret_cast<const uint32_t*>(
-          kcodes + (static_cast<size_t>(hk) * geo.max_groups + grp) * geo.krec + geo.koff);
+      const uint8_t* kr = kcodes + (static_cast<size_t>(hk) * geo.max_groups + grp) * geo.krec;
       for (int j0 = 0; j0 < n_o; j0 += 32) {
-        const int j = j0 + lane;
-        const uint32_t e = j < n_o ? __ldg(ke + j) : 0u;
-        const int t = (e >> 8) & 0xff, c = e & 0xff;
-        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+        const GpuOutlier o = gpu_outlier(kr, geo.koff, j0 + lane, n_o);
         float w[GP];
 #pragma unroll
         for (int h = 0; h < GP; ++h)
-          w[h] = h < group_q ? __ldg(q + static_cast<size_t>(hk * group_q + h) * D + c) * scale * dl : 0.0f;
-        outlier_sum_into(w, j < n_o ? t : 256 + lane, j < n_o, &sm.sc[t][0]);
+          w[h] = h < group_q ? __ldg(q + static_cast<size_t>(hk * group_q + h) * D + o.c) * scale * o.delta : 0.0f;
+        outlier_sum_into(w, o.valid ? o.t : 256 + lane, o.valid, &sm.sc[o.t][0]);
       }
     }
 
@@ -390,17 +386,13 @@ __global__ void __launch_bounds__(kQuantWarps * 32, kMinB)
 #pragma unroll
         for (int h = 0; h < GP; ++h) dsum[(32 * i + lane) * GP + h] = 0;
       __syncwarp();
-      const uint32_t* ve = reinterpret_cast<const uint32_t*>(
-          vcodes + (static_cast<size_t>(hk) * geo.max_groups + grp) * geo.vrec + geo.voff);
+      const uint8_t* vr = vcodes + (static_cast<size_t>(hk) * geo.max_groups + grp) * geo.vrec;
       for (int j0 = 0; j0 < n_o; j0 += 32) {
-        const int j = j0 + lane;
-        const uint32_t e = j < n_o ? __ldg(ve + j) : 0u;
-        const int t = (e >> 8) & 0xff, c = e & 0xff;
-        const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+        const GpuOutlier o = gpu_outlier(vr, geo.voff, j0 + lane, n_o);
         float w[GP];
 #pragma unroll
-        for (int h = 0; h < GP; ++h) w[h] = __shfl_sync(0xffffffffu, p[h], t) * dl;
-        outlier_sum_into(w, j < n_o ? c : 256 + lane, j < n_o, dsum + c * GP);
+        for (int h = 0; h < GP; ++h) w[h] = __shfl_sync(0xffffffffu, p[h], o.t) * o.delta;
+        outlier_sum_into(w, o.valid ? o.c : 256 + lane, o.valid, dsum + o.c * GP);
       }
 #pragma unroll
       for (int i = 0; i < kOv; ++i)
