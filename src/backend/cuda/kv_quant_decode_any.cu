@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
         const int j1 = outlier_lower_bound(ke, n_o, t + 1);
         for (int j = outlier_lower_bound(ke, n_o, t); j < j1; ++j) {
           const uint32_t e = __ldg(ke + j);
-          const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+          const float dl = outlier_delta(e);
 #pragma unroll
           for (int h = 0; h < GP; ++h) sc[h] = fmaf(qsh[e & 0xff][h], dl, sc[h]);
         }
@@ -214,7 +214,7 @@ __global__ void __launch_bounds__(kQuantWarps * 32)
           __syncwarp();  // the zeroing and the previous token's sums are visible
           for (int j = a + lane; j < z; j += 32) {
             const uint32_t e = __ldg(ve + j);
-            const float dl = __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+            const float dl = outlier_delta(e);
             float* d = dsum + (e & 0xff) * GP;
 #pragma unroll
             for (int h = 0; h < GP; ++h) d[h] = fmaf(pk[h], dl, d[h]);

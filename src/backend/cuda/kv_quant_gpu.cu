@@ -206,7 +206,7 @@ __global__ void dequantize_groups_kernel(const uint8_t* __restrict__ kcodes, con
     if ((e >> 16) == 0) continue;
     const int t = (e >> 8) & 0xff, c = e & 0xff;
     T* p = (keys ? dk : dv) + (static_cast<size_t>(h) * N + tok0 + grp * G + t) * D + c;
-    store_as(p, static_cast<float>(*p) + __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16))));
+    store_as(p, static_cast<float>(*p) + outlier_delta(e));
   }
 }
 

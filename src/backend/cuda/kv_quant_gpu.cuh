@@ -97,8 +97,12 @@ __device__ __forceinline__ uint32_t quant_rec_code(const uint8_t* rec, int bits,
   return quant_plane_field(rec, 2, cols, packed, col) | quant_plane_field(rec + elems / 4, 1, cols, packed, col) << 2;
 }
 
-// Entry j of a record's outliers (kv_codec.h: c | t << 8 | f16(delta) << 16
-// at byte `off`), or an empty one (t = c = 0, delta 0) past the n_o.
+// An outlier entry's delta (kv_codec.h: c | t << 8 | f16(delta) << 16).
+__device__ __forceinline__ float outlier_delta(uint32_t e) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16)));
+}
+// Entry j of a record's outliers at byte `off`, or an empty one (t = c = 0,
+// delta 0) past the n_o.
 struct GpuOutlier {
   int t, c;
   float delta;
@@ -108,7 +112,7 @@ __device__ __forceinline__ GpuOutlier gpu_outlier(const uint8_t* rec, size_t off
   const bool valid = j < n_o;
   const uint32_t e = valid ? __ldg(reinterpret_cast<const uint32_t*>(rec + off) + j) : 0u;
   return {static_cast<int>((e >> 8) & 0xff), static_cast<int>(e & 0xff),
-          __half2float(__ushort_as_half(static_cast<unsigned short>(e >> 16))), valid};
+          outlier_delta(e), valid};
 }
 
 }  // namespace longkv::cuda
