@@ -224,6 +224,16 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
       {8, 2, 64, 814, 20, 300, 64, RopeStyle::interleaved, "k2v2"},
       {32, 8, 128, 814, 20, 300, 128, RopeStyle::neox, "k4v4:rot"},
       {8, 2, 64, 1500, 3, 500, 64, RopeStyle::interleaved, "k4v4:rot"},  // head_dim 64, interleaved
+      // Milestone 67: outlier entries added by v3 (kOut) in the two-launch
+      // step, against milestone 4's kernel (kOut) in the old path, which
+      // CudaQuant.DecodeFromCodesMatchesCpuCache holds to 1e-9 of the CPU.
+      // Not the same kernel: v3 rounds each value weight p s to f16 (its
+      // 1e-7 against the CPU), so 1e-6. d128: 82 entries a record, d64: 41;
+      // 20 steps across a group; ":rot", fit=mse.
+      {32, 8, 128, 4099, 3, 1000, 128, RopeStyle::interleaved, "k2v2:o2", 1e-6},
+      {8, 2, 64, 949, 20, 300, 64, RopeStyle::neox, "k4v4:rot:o2", 1e-6},
+      {32, 8, 128, 20011, 3, 5000, 128, RopeStyle::neox, "k2v2:rot:o2:fit=mse", 1e-6},
+      {8, 2, 64, 814, 20, 300, 64, RopeStyle::interleaved, "k2v2:o3:s0", 1e-6},
   };
   EXPECT_TRUE(cuda_tuning().quant_fused && cuda_tuning().quant_block && cuda_tuning().rot_in_step &&
               cuda_tuning().rot_q_regs && cuda_tuning().quant_decode_qsmem && cuda_tuning().quant_code_subnormal &&
@@ -267,9 +277,13 @@ TEST(Cuda, DecodeBlockQuantizedMatchesOldPath) {
     // Milestone 24: v3's q in shared memory (qqs, the default) and in
     // registers (qqs=0) run the same operations on the same values in the
     // same launches: every bit equal.
-    const auto [qs_steps, qs_after] = differ_without(&CudaTuning::quant_decode_qsmem);
-    EXPECT_EQ(qs_steps + qs_after, 0) << "v3 with q in shared memory: other outputs than with q in registers";
-    std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_steps + qs_after);
+    // (Records with outliers: v3 adds them with q in shared memory only.)
+    const bool outliers = std::strstr(c.mode, ":o") != nullptr;
+    if (!outliers) {
+      const auto [qs_steps, qs_after] = differ_without(&CudaTuning::quant_decode_qsmem);
+      EXPECT_EQ(qs_steps + qs_after, 0) << "v3 with q in shared memory: other outputs than with q in registers";
+      std::printf("  v3 with q in shared memory vs registers: %d outputs differ\n", qs_steps + qs_after);
+    }
     // Milestone 27: a step's group cut in one launch (qcut, the default) or
     // in the four operations before it: the same records and slots, so every
     // output of the steps that follow a cut, and of the query after, equal.

@@ -41,26 +41,14 @@ namespace {
 // 8-byte load per k-step.
 
 // One read of 32 outlier entries (lane = entry): adds the lane's w[GP] to
-// dst[0..GP) (shared memory), summing first the lanes that share `key` --
-// in lane order, i.e. entry order, by the lowest of them -- so that no two
-// lanes add to one slot at once. Invalid lanes pass a key of their own and
-// add nothing. Ends with a __syncwarp, so the next read sees the sums.
+// dst[0..GP) (shared memory) through outlier_lead_sum (kv_quant_gpu.cuh), so
+// that no two lanes add to one slot at once. Invalid lanes pass a key of
+// their own and add nothing. Ends with a __syncwarp, so the next read sees
+// the sums.
 template <int GP>
 __device__ __forceinline__ void outlier_sum_into(const float (&w)[GP], int key, bool valid, float* dst) {
-  const unsigned same = __match_any_sync(0xffffffffu, key);
-  const bool lead = static_cast<int>(threadIdx.x % 32) == __ffs(same) - 1;
   float sum[GP];
-#pragma unroll
-  for (int h = 0; h < GP; ++h) sum[h] = w[h];
-  for (unsigned mm = same & (same - 1); mm; mm &= mm - 1) {  // every member runs it: the shuffles need them
-    const int src = __ffs(mm) - 1;
-#pragma unroll
-    for (int h = 0; h < GP; ++h) {
-      const float x = __shfl_sync(same, w[h], src);
-      if (lead) sum[h] += x;
-    }
-  }
-  if (valid && lead)
+  if (outlier_lead_sum(w, key, sum) && valid)
 #pragma unroll
     for (int h = 0; h < GP; ++h) dst[h] += sum[h];
   __syncwarp();

@@ -74,6 +74,7 @@
 #include "backend/cuda/decode_merge.cuh"
 #include "backend/cuda/hadamard.cuh"
 #include "backend/cuda/kv_quant_decode_v3.cuh"
+#include "backend/cuda/kv_quant_decode_v3_out.cuh"
 #include "backend/cuda/kv_quant_gpu.cuh"
 #include "backend/cuda/kv_quant_mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -84,7 +85,12 @@ namespace {
 
 using v3::V3Fuse;
 using v3::V3Query;
+using v3::V3OutEntries;
 using v3::V3Shape;
+using v3::v3_out_keys;
+using v3::v3_out_prefetch;
+using v3::v3_out_rescale;
+using v3::v3_out_values;
 
 // kForm: the operand forms (milestone 25). 0, the default everywhere but in
 // the two instantiations below (whose default is kV3KeyF16): key
@@ -119,14 +125,15 @@ constexpr int kV3OnePlus = 1, kV3KeyF16 = 2;
 // spilling (168-194; shared memory allows 2-3 blocks).
 // The kernel's body, a device function so that the batched launch
 // (quant_decode_v3_batch_kernel, milestone 55) runs the same code.
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
+          bool kOut = false>
 __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__ kcodes,
                                                      const uint8_t* __restrict__ vcodes, QuantGeom geo,
                                                      int group_q, int n_groups, int gps, int n_splits,
                                                      const float* __restrict__ q, float scale,
                                                      float* __restrict__ part_o, float* __restrict__ part_ml,
                                                      int stride, const V3Fuse fz) {
-  using S = V3Shape<D, GP, KB, VB, kStages_, kQS>;
+  using S = V3Shape<D, GP, KB, VB, kStages_, kQS, kOut>;
   constexpr int kNT = S::kNT, kKS = S::kKS, kPK = S::kPK, kWK = S::kWK, kNPL = S::kNPL, kPV = S::kPV;
   constexpr int kWV = S::kWV, kMT = S::kMT, kCG = S::kCG, kStages = S::kStages, kStageW = S::kStageW;
   constexpr bool kV1 = kForm & kV3OnePlus, kKF16 = kForm & kV3KeyF16;
@@ -151,6 +158,12 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
   uint2* bv = bk + S::kBkW / 2;
   float2* vsz = reinterpret_cast<float2*>(bv + S::kBvW / 2);
   float4* sqk = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW);  // kQS only
+  // kOut (kv_quant_decode_v3_out.cuh): the group's per-token sums, the value
+  // entries' running sums (this warp's), the plain q (the block's).
+  float4* osm4 = reinterpret_cast<float4*>(vsz + S::kVszW / 2);
+  float4* vo4 = osm4 + S::kOsmW / 4;
+  float4* qf4 = reinterpret_cast<float4*>(v3_smem + kQuantWarps * S::kWarpW + S::kSqkW);
+  const int n_o = kOut ? geo.outliers : 0;
 
   const int g0 = split * gps, g1 = min(n_groups, g0 + gps);
   const size_t rid0 = static_cast<size_t>(hk) * geo.max_groups;
@@ -191,6 +204,7 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
         cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r
                                                          : (KB == VB ? knext + kv_gap : vnext) + 512 * r - 16 * S::kKChunks);
     }
+    if constexpr (kOut) v3_out_prefetch(knext - 16 * lane + geo.koff, kv_gap, n_o, lane);
     knext += geo.krec;
     if constexpr (KB != VB) vnext += geo.vrec;
     snext = next_stage(snext);
@@ -256,6 +270,12 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
       }
     }
   }
+  if constexpr (kOut) {  // head wi's plain q (kQS: one head a warp), sqk's values before 2^(10 - pos)
+#pragma unroll
+    for (int c = lane; c < D; c += 32) reinterpret_cast<float*>(qf4)[c * 4 + wi] = qn ? qsrc[c] * scale2 : 0.0f;
+#pragma unroll
+    for (int c = lane; c < D; c += 32) vo4[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
   __syncwarp();  // (fuse) every lane's q is in registers before bk is rewritten
   if constexpr (kQS) __syncthreads();  // every warp's head in sqk visible (fuse: no warp has returned)
   if constexpr (kKF16) {  // the lo columns (odd gid) stay 0: the B build writes only hi
@@ -310,12 +330,20 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[mt][e] = 0;
 
+  const uint8_t* ocur = kOut ? kcodes + (rid0 + g0) * geo.krec + geo.koff : nullptr;  // kOut: this group's entries
   for (int grp = g0, scur = 0; grp < g1; ++grp, scur = next_stage(scur)) {
     if (grp + kStages - 1 < g1) stage_next();
     cp_async_commit();
     cp_async_wait<kStages - 1>();
     __syncwarp();
     const uint32_t* st = ring + scur;
+    // kOut: this group's entries, a lane each per read (in L2 since its
+    // records were requested, kStages - 1 groups ago).
+    V3OutEntries<S::kOutR> oe;
+    if constexpr (kOut) {
+      oe.load(ocur, kv_gap, n_o, lane);
+      ocur += geo.krec;
+    }
 
     // (2^(10 - pos) s, z) of tokens tv, tv + 1 of groups lane / 16 + 2 i,
     // for the value B writers (s of group g, tokens 2j and 2j + 1: half2
@@ -456,13 +484,15 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
     // passed it -- the shuffles inside the branch -- cost ptxas registers:
     // 27 more SASS a group of recomputed lane constants; milestone 29.)
     float p[kNT][4], mnew[kNT];
+    float okey[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kOut: the key entries' sums for this thread's scores (GP = 4)
+    if constexpr (kOut) v3_out_keys<S>(oe.k, n_o, qf4, osm4, lane, gid, tig, okey);
     bool grow = false;
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
       for (int i = 0; i < 4; ++i)
         p[nt][i] = fmaf(kKF16 ? s[i / 2][nt][2 * (i % 2)] : s[i / 2][nt][2 * (i % 2)] + s[i / 2][nt][2 * (i % 2) + 1],
-                        kSubScale, cown[nt]);
+                        kSubScale, cown[nt]) + okey[i];
       float mx = fmaxf(fmaxf(p[nt][0], p[nt][1]), fmaxf(p[nt][2], p[nt][3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
@@ -480,6 +510,7 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
 #pragma unroll
         for (int g = 0; g < kCG; ++g) pz[g][nt] *= cr[nt];
       }
+      if constexpr (kOut) v3_out_rescale<D>(vo4, cr[0], lane);
       // Accumulator columns 2tig, 2tig + 1 are heads 2tig + e: their
       // corrections live in lane (gid, (2tig + e) % 4), tile (2tig + e) / 4.
       float ce[2];
@@ -513,6 +544,10 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
       for (int mt = 0; mt < 2; ++mt) {
         const float pe0 = exp2_fast(p[nt][2 * mt] - m[nt]), pe1 = exp2_fast(p[nt][2 * mt + 1] - m[nt]);
         l[nt] += pe0 + pe1;
+        if constexpr (kOut) {  // the weights by token for the value entries (the key sums were read above)
+          reinterpret_cast<float*>(osm4)[S::token(gid, 2 * mt) * 4 + col] = pe0;
+          reinterpret_cast<float*>(osm4)[S::token(gid, 2 * mt + 1) * 4 + col] = pe1;
+        }
 #pragma unroll
         for (int g = 0; g < kCG; ++g) {
           const float4 sz = vsz4[g * 16 + vsl0 + mt];
@@ -534,6 +569,7 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
       }
     }
     __syncwarp();
+    if constexpr (kOut) v3_out_values(oe.v, n_o, osm4, vo4, lane);
 
     // Values: O[c][h] += sum_t code 2^(pos - 24) f16(2^(10 - pos) p s) (2^-14 of
     // the sum; kV1: sum_t (1 + code 2^(pos - 10)) f16(2^(10 - pos) p s)).
@@ -615,6 +651,15 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
         part_o[pi * D + c] = lh > 0 ? fmaf(acc[mt][2 * rh + e], kSubScale, zh[mt / 2]) / lh : 0.0f;
       }
   }
+  if constexpr (kOut) {  // fuse (kQS): the value entries' sums into the warp's o
+    __syncwarp();
+    float* so = reinterpret_cast<float*>(ring);
+#pragma unroll
+    for (int c = lane; c < D; c += 32) {
+      const float4 x = vo4[c];
+      so[c] += x.x, so[D + c] += x.y, so[2 * D + c] += x.z, so[3 * D + c] += x.w;
+    }
+  }
   if (gid == 0) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
@@ -660,14 +705,18 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
                          kQuantWarps * 32, fz.rope.hadamard);
 }
 
-template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0>
-__global__ void __launch_bounds__(kQuantWarps * 32, GP <= 4 ? 4 : 2)
+// kOut: at most 3 blocks an SM fit in shared memory (k2v2 d128: 73 KB a
+// block), so registers for 3.
+template <int D, int GP, int KB, int VB, int kStages_, bool kProbe = false, bool kQS = false, int kForm = 0,
+          bool kOut = false>
+__global__ void __launch_bounds__(kQuantWarps * 32, kOut ? 3 : GP <= 4 ? 4 : 2)
     quant_decode_v3_kernel(const uint8_t* __restrict__ kcodes, const uint8_t* __restrict__ vcodes, QuantGeom geo,
                            int group_q, int n_groups, int gps, int n_splits, const float* __restrict__ q,
                            float scale, float* __restrict__ part_o, float* __restrict__ part_ml, int stride,
                            const V3Fuse fz) {
-  quant_decode_v3_body<D, GP, KB, VB, kStages_, kProbe, kQS, kForm>(kcodes, vcodes, geo, group_q, n_groups, gps,
-                                                                    n_splits, q, scale, part_o, part_ml, stride, fz);
+  quant_decode_v3_body<D, GP, KB, VB, kStages_, kProbe, kQS, kForm, kOut>(kcodes, vcodes, geo, group_q, n_groups,
+                                                                          gps, n_splits, q, scale, part_o, part_ml,
+                                                                          stride, fz);
 }
 
 // A batched step's v3 launches in one (milestone 55,
@@ -716,14 +765,27 @@ void launch_v3_batch_form(const V3Batch& b, dim3 grid, bool pdl, cudaStream_t s)
   launch_maybe_pdl(pdl, kern, grid, dim3(kQuantWarps * 32), kSmem, s, b);
 }
 
-template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0>
+template <int D, int GP, int KB, int VB, int kStages, bool kProbe = false, bool kQS = false, int kForm = 0,
+          bool kOut = false>
 void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
+  // Records with outliers (milestone 67): the one-launch step's kernels
+  // with kOut, key B in either form (quant_decode_v3_takes says when).
+  if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3 && KB == VB && (KB == 2 || KB == 4)) {
+    if (a.geo.outliers > 0) {
+      LONGKV_CHECK(a.fuse || warps, "quantized decode v3: records with outliers only in the one-launch step");
+      if (cuda_tuning().quant_key_hilo)
+        return launch_v3_stages<D, GP, KB, VB, kStages, false, true, 0, true>(a, s, warps);
+      return launch_v3_stages<D, GP, KB, VB, kStages, false, true, kV3KeyF16, true>(a, s, warps);
+    }
+  }
+  LONGKV_CHECK(kOut == (a.geo.outliers > 0), "quantized decode v3: no kernel of this shape for records with %d "
+               "outliers", a.geo.outliers);
   if constexpr (!kProbe && !kQS && D == 128 && GP == 4 && KB == 2 && VB == 2 && kStages == 3) {
     if (cuda_tuning().quant_fused_probe >= 16) return launch_v3_stages<D, GP, KB, VB, kStages, true>(a, s, warps);
   }
   // q in shared memory: the one-launch step's kernel, whose resident warps
   // the split sizing asks for (the same 3 blocks an SM as without it).
-  if constexpr (!kProbe && !kQS && GP == 4 && kStages == 3) {
+  if constexpr (!kProbe && !kQS && !kOut && GP == 4 && kStages == 3) {
     if (cuda_tuning().quant_decode_qsmem && (a.fuse || warps)) {
       if constexpr (KB == 2 && VB == 2) {  // the comparison forms (kForm)
         const int form = (cuda_tuning().quant_code_subnormal ? 0 : kV3OnePlus) |
@@ -742,9 +804,9 @@ void launch_v3_stages(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   LONGKV_CHECK(kProbe || cuda_tuning().quant_fused_probe < 16,
                "LONGKV_CUDA_TUNING qfx bits 16-256 probe only the k2v2, head_dim 128, <= 4 heads per KV head, "
                "3-stage v3 kernel (this launch: head_dim %d, %d/%d bits)", D, KB, VB);
-  using S = V3Shape<D, GP, KB, VB, kStages, kQS>;
+  using S = V3Shape<D, GP, KB, VB, kStages, kQS, kOut>;
   constexpr size_t kSmem = sizeof(uint32_t) * (S::kWarpW * kQuantWarps + S::kQkBlockW);
-  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm>;
+  auto* kern = quant_decode_v3_kernel<D, GP, KB, VB, kStages, kProbe, kQS, kForm, kOut>;
   // Once per instantiation: the dynamic shared-memory limit, then how many
   // warps stay resident with it (the split sizing asks first).
   static const int resident = resident_warps_smem(kern, kQuantWarps * 32, kSmem, cuda_tuning().quant_decode_carveout);
@@ -804,11 +866,21 @@ void launch_v3_kb(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
 }  // namespace
 
 bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
-  // The staging copies whole records as 16-byte chunks in the kv_codec.h
-  // layout without outliers.
-  return quant_decode_fast(g) && (g.D == 64 || g.D == 128) && group_q >= 1 && group_q <= 8 &&
-         g.krec == static_cast<size_t>(4 * g.D * g.kbits + 4 * g.D) &&
-         g.vrec == static_cast<size_t>(4 * g.D * g.vbits + 4 * g.D);
+  // The staging copies records' codes, scales and zeros as 16-byte chunks
+  // in the kv_codec.h layout; outlier entries follow them.
+  if (!quant_decode_mma_geometry(g) || !(g.D == 64 || g.D == 128) || group_q < 1 || group_q > 8) return false;
+  const size_t kplain = 4 * static_cast<size_t>(g.D) * (g.kbits + 1);
+  const size_t vplain = 4 * static_cast<size_t>(g.D) * (g.vbits + 1);
+  if (g.outliers == 0) return g.krec == kplain && g.vrec == vplain;
+  // Milestone 67: outliers in the one-launch step's kernels (kOut: q in
+  // shared memory, 4 query heads a KV head, 3 stages, one record size,
+  // subnormal code operands), up to 96 entries a record (2% of d128's 4,096
+  // elements is 82; 3% is 123).
+  const CudaTuning& t = cuda_tuning();
+  return g.outliers <= v3::kV3MaxOutliers && group_q <= 4 && g.kbits == g.vbits && (g.kbits == 2 || g.kbits == 4) &&
+         g.koff == kplain && g.voff == g.koff && g.krec % 16 == 0 &&
+         g.krec >= kplain + 4 * static_cast<size_t>(g.outliers) && g.vrec == g.krec && t.quant_decode_qsmem && t.quant_decode_stages != 2 && t.quant_code_subnormal &&
+         t.quant_fused_probe == 0;
 }
 
 // The one-launch step's default forms (GP 4, 3 stages, q in shared memory):
@@ -816,7 +888,7 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
 // without tuning; anything else goes sequence by sequence.
 bool quant_decode_v3_batch_takes(const QuantGeom& g, int group_q) {
   const CudaTuning& t = cuda_tuning();
-  return quant_decode_v3_takes(g, group_q) && group_q <= 4 && g.kbits == g.vbits && (g.kbits == 2 || g.kbits == 4) &&
+  return quant_decode_v3_takes(g, group_q) && g.outliers == 0 && group_q <= 4 && g.kbits == g.vbits && (g.kbits == 2 || g.kbits == 4) &&
          t.quant_decode_stages != 2 && t.quant_decode_qsmem && t.quant_code_subnormal && !t.quant_key_hilo &&
          t.quant_fused_probe == 0;
 }
@@ -869,9 +941,10 @@ void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t 
 
 void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps) {
   const int D = a.geo.D, g = a.group_q;
-  LONGKV_CHECK(quant_decode_v3_takes(a.geo, g), "quantized decode v3: needs G = 32, 8/4/2-bit records without "
-               "outliers, <= 8 query heads per KV head and head_dim 64/128 (head_dim %d, %d heads, %d/%d bits)",
-               D, g, a.geo.kbits, a.geo.vbits);
+  LONGKV_CHECK(quant_decode_v3_takes(a.geo, g), "quantized decode v3: needs G = 32, 8/4/2-bit records, <= 8 query "
+               "heads per KV head and head_dim 64/128; with outliers (<= %d) the one-launch step's default forms, "
+               "<= 4 heads, 2 or 4 bits both (head_dim %d, %d heads, %d/%d bits, %d outliers)",
+               v3::kV3MaxOutliers, D, g, a.geo.kbits, a.geo.vbits, a.geo.outliers);
   if (D == 128 && g <= 4) launch_v3_kb<128, 4>(a, s, warps);
   else if (D == 128) launch_v3_kb<128, 8>(a, s, warps);
   else if (g <= 4) launch_v3_kb<64, 4>(a, s, warps);

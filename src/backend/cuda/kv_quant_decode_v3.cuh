@@ -14,7 +14,10 @@
 
 namespace longkv::cuda::v3 {
 
-template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false>
+// Outlier entries a record the v3 kernel takes (kOut; three reads of 32).
+constexpr int kV3MaxOutliers = 96;
+
+template <int D, int GP, int KB, int VB, int kStages_, bool kQS = false, bool kOut_ = false>
 struct V3Shape {
   static constexpr int kNT = GP / 4;            // key n8 tiles (4 heads hi/lo each)
   static constexpr int kKS = D / 16;            // key k-steps
@@ -40,13 +43,25 @@ struct V3Shape {
   static constexpr int kBkW = kNT * kKS * kBkRow;  // key B fragments [kNT][kKS][kBkRow words]
   static constexpr int kBvW = kCG * 128;        // value B fragments [kCG][2][32] uint2
   static constexpr int kVszW = kCG * 64;        // (2^VB s, z) [kCG][32 tokens] float2
-  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW;
+  // kOut (milestone 67: records with outlier entries; the one-launch
+  // step's q-in-shared-memory kernels, GP = 4): after vsz, a group's sums
+  // per token [32][GP] (the key entries' q delta, later the group's weights
+  // p) and the value entries' running sum of p delta [D][GP], rescaled
+  // with the accumulator.
+  static constexpr bool kOut = kOut_;
+  static constexpr int kOutR = kV3MaxOutliers / 32;  // reads of 32 entries a record
+  static constexpr int kOsmW = kOut ? 32 * GP : 0, kVoW = kOut ? D * GP : 0;
+  static constexpr int kWarpW = kStages * kStageW + kBkW + kBvW + kVszW + kOsmW + kVoW;
   // kQS (CudaTuning::quant_decode_qsmem, the one-launch step only): the
   // lanes' 2^(10 - pos) q scale [kNPL][2][32 lanes] float4 (GP = 4 heads),
   // once per block after the warps' areas (its 4 warps attend to one KV
-  // head), read per group instead of held in 16 registers.
-  static constexpr int kQkBlockW = kQS ? kNPL * 2 * 32 * 4 : 0;
+  // head), read per group instead of held in 16 registers. kOut: then the
+  // plain q scale log2(e) [D][GP] for the key entries.
+  static constexpr int kSqkW = kQS ? kNPL * 2 * 32 * 4 : 0, kQfW = kOut ? D * GP : 0;
+  static constexpr int kQkBlockW = kSqkW + kQfW;
   static_assert(!kQS || GP == 4, "q in shared memory: 4 heads a float4");
+  static_assert(!kOut || (kQS && KB == VB), "outliers: the one-launch step's kernels, one record size");
+  static_assert((kWarpW - kOsmW - kVoW) % 4 == 0, "kOut: float4 areas");
 
   // Per-lane layout constants. The kernel holds one register per kind and
   // adds compile-time offsets where the checks below say the offset is the

@@ -3,7 +3,8 @@
 // description of the layout; kernels here read and write exactly it).
 //
 // Storage per layer, device memory:
-//   k/v codes  [n_kv][max_groups][record]  kv_group_layout(G, d, bits)
+//   k/v codes  [n_kv][max_groups][record]  kv_group_layout(G, d, bits), each
+//              record at a multiple of gpu_record_stride(its bytes)
 //   exact k/v  [n_kv][sink_cap + win_cap][d] f16: sinks at slots [0, sink_cap),
 //              the residual window at [sink_cap, ...), oldest token first, so
 //              the fp16 tokens every decode row sees are one contiguous prefix
@@ -12,9 +13,9 @@
 // is cut into a group of G tokens whenever it reaches R + G tokens. Every
 // code width of kv_codec.h (8, 4, 3, 2, 1 bits) and G = 32, 64, 128 (a
 // multiple of 32 dividing d) is stored, with fit=mse ranges and outliers
-// as the reference codec makes them (kv_quant_fit.cuh); the fast decode
-// kernels take G = 32 with 8/4/2 bits and no outliers,
-// kv_quant_decode_any.cu every other format.
+// as the reference codec makes them (kv_quant_fit.cuh); the tensor-core
+// decode kernels take G = 32 with 8/4/2 bits (v3 with outliers only in the
+// one-launch step), kv_quant_decode_any.cu every other format.
 //
 // append(n) is O(1) kernels for any n: the groups the n tokens complete are
 // quantized in one launch straight from their sources (the old window's f16
@@ -278,8 +279,8 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.kbits = mode.k_bits;
     geo_.vbits = mode.v_bits;
     geo_.sym = mode.symmetric;
-    geo_.krec = kl.bytes;
-    geo_.vrec = vl.bytes;
+    geo_.krec = gpu_record_stride(kl.bytes);
+    geo_.vrec = gpu_record_stride(vl.bytes);
     geo_.kscale = kl.scale_offset;
     geo_.kzero = kl.zero_offset;
     geo_.vscale = vl.scale_offset;
@@ -289,12 +290,14 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.koff = kl.outlier_offset;
     geo_.voff = vl.outlier_offset;
     if (!quant_decode_fast(geo_)) {  // once per process: every layer builds one cache
-      const bool mma = quant_decode_mma_outliers(geo_);
+      const bool mma = quant_decode_mma_outliers(geo_), v3 = quant_decode_v3_takes(geo_, s.group());
       static bool told = false;
       if (!told)
         std::fprintf(stderr, "note: KV mode '%s' decodes on the GPU through %s (exact, but slower than the "
                              "tensor-core kernel of the g32 8/4/2-bit modes without outliers)\n", name.c_str(),
-                     mma ? "milestone 4's tensor-core kernel, which adds the outliers" : "the format-generic kernel");
+                     v3    ? "the v3 kernel in steady steps, which adds the outliers, and milestone 4's otherwise"
+                     : mma ? "milestone 4's tensor-core kernel, which adds the outliers"
+                           : "the format-generic kernel");
       told = true;
     }
     // Same capacities as QuantKvCache.
@@ -305,8 +308,8 @@ class QuantGpuCache final : public GpuKvCache {
     geo_.max_groups = static_cast<int>(
         std::max<int64_t>(0, (static_cast<int64_t>(s.max_tokens) - mode.sinks - mode.residual) / G_));
     const size_t n_kv = s.n_kv_heads;
-    k_codes_.resize(std::max<size_t>(1, n_kv * geo_.max_groups * kl.bytes));
-    v_codes_.resize(std::max<size_t>(1, n_kv * geo_.max_groups * vl.bytes));
+    k_codes_.resize(std::max<size_t>(1, n_kv * geo_.max_groups * geo_.krec));
+    v_codes_.resize(std::max<size_t>(1, n_kv * geo_.max_groups * geo_.vrec));
     const size_t exact = n_kv * geo_.exact_cap * D * sizeof(__half);
     exact_k_.resize(exact);
     exact_v_.resize(exact);
@@ -482,7 +485,11 @@ class QuantGpuCache final : public GpuKvCache {
     // blocks a head (the merge takes up to 256 partials).
     const int n_kv = geo_.n_kv, D = geo_.D, n_heads = shape_.n_heads;
     int warps = 132 * 16;
-    launch_quant(dim3(1), 0, 0, nullptr, nullptr, nullptr, 0, s, &warps);
+    {  // the resident warps of the kernel launched below (with outliers, not the other steps' kernel)
+      QuantDecodeArgs probe = quant_args(0, 0, nullptr, nullptr, nullptr, 0);
+      probe.fuse = true;
+      launch_quant_decode_v3(probe, s, &warps);
+    }
     const int share = std::max(1, ws.v3_wave_share);  // a batched step's sequences: 1/share of the wave each
     const int room = warps / share / n_kv - (cuda_tuning().quant_fused_probe & 8 ? 0 : kQuantWarps);
     const int target = std::max(kQuantWarps, room / kQuantWarps * kQuantWarps);
@@ -620,18 +627,22 @@ class QuantGpuCache final : public GpuKvCache {
 
   void dump_codes(CudaKvDump* d) const override {
     LONGKV_CUDA_CHECK(cudaDeviceSynchronize());
-    d->k_rec = geo_.krec;
-    d->v_rec = geo_.vrec;
+    // Records of kv_group_layout's bytes, back to back (on the GPU each
+    // starts at a multiple of krec / vrec, the bytes rounded up to 16).
+    d->k_rec = kv_group_layout(G_, geo_.D, geo_.kbits, geo_.outliers).bytes;
+    d->v_rec = kv_group_layout(G_, geo_.D, geo_.vbits, geo_.outliers).bytes;
     d->n_groups = n_groups_;
     d->max_groups = geo_.max_groups;
     d->n_sinks = n_sinks_;
     d->n_window = n_window_;
     const size_t nk = static_cast<size_t>(geo_.n_kv) * geo_.max_groups;
-    d->k_codes.resize(nk * geo_.krec);
-    d->v_codes.resize(nk * geo_.vrec);
+    d->k_codes.resize(nk * d->k_rec);
+    d->v_codes.resize(nk * d->v_rec);
     if (nk == 0) return;
-    LONGKV_CUDA_CHECK(cudaMemcpy(d->k_codes.data(), k_codes_.as(), d->k_codes.size(), cudaMemcpyDeviceToHost));
-    LONGKV_CUDA_CHECK(cudaMemcpy(d->v_codes.data(), v_codes_.as(), d->v_codes.size(), cudaMemcpyDeviceToHost));
+    LONGKV_CUDA_CHECK(cudaMemcpy2D(d->k_codes.data(), d->k_rec, k_codes_.as(), geo_.krec, d->k_rec, nk,
+                                   cudaMemcpyDeviceToHost));
+    LONGKV_CUDA_CHECK(cudaMemcpy2D(d->v_codes.data(), d->v_rec, v_codes_.as(), geo_.vrec, d->v_rec, nk,
+                                   cudaMemcpyDeviceToHost));
   }
 
  private:
@@ -815,7 +826,8 @@ double gpu_kv_bytes_per_token(const std::string& mode_str, const KvShape& s) {
   const int n_o = kv_outlier_count(mode.outlier_pct, mode.group, s.head_dim);
   const KvGroupLayout k = kv_group_layout(mode.group, s.head_dim, mode.k_bits, n_o);
   const KvGroupLayout v = kv_group_layout(mode.group, s.head_dim, mode.v_bits, n_o);
-  return static_cast<double>(s.n_kv_heads) * static_cast<double>(k.bytes + v.bytes) / mode.group;
+  const size_t rec = gpu_record_stride(k.bytes) + gpu_record_stride(v.bytes);
+  return static_cast<double>(s.n_kv_heads) * static_cast<double>(rec) / mode.group;
 }
 
 }  // namespace longkv::cuda

@@ -10,11 +10,18 @@ namespace longkv::cuda {
 constexpr int kQuantGroup = kKvCodeBlock;  // group size of the fast kernels (32 = lanes of a warp)
 constexpr int kQuantWarps = 4;             // warps per block of the decode kernels
 
+// A record's stride in the GPU's code buffers: kv_group_layout's bytes
+// rounded up to 16. Records without outliers are whole 16-byte units
+// already; outlier entries (4 bytes each) can end one 4, 8 or 12 bytes
+// short, and the v3 kernel copies records in 16-byte chunks.
+constexpr size_t gpu_record_stride(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
 // One layer's code records and fp16 part, sizes in bytes (kv_group_layout).
 struct QuantGeom {
   int n_kv = 0, D = 0, kbits = 0, vbits = 0;
   int G = kQuantGroup;  // tokens per group (a multiple of 32 dividing D)
   int max_groups = 0, sink_cap = 0, exact_cap = 0;
+  // krec, vrec: a record's stride in the code buffers (gpu_record_stride).
   size_t krec = 0, vrec = 0, kscale = 0, kzero = 0, vscale = 0, vzero = 0;
   bool sym = false;
   bool mse = false;   // fit=mse ranges (kv_quant_fit.cuh)
@@ -113,6 +120,29 @@ __device__ __forceinline__ GpuOutlier gpu_outlier(const uint8_t* rec, size_t off
   const uint32_t e = valid ? __ldg(reinterpret_cast<const uint32_t*>(rec + off) + j) : 0u;
   return {static_cast<int>((e >> 8) & 0xff), static_cast<int>(e & 0xff),
           outlier_delta(e), valid};
+}
+
+// One read of 32 outlier entries, lane = entry, w[GP] its terms: the
+// lanes that share `key` (a token or a channel) are summed in lane order,
+// i.e. entry order, by the lowest of them, which returns true with the sum
+// in sum[]; the others return false. So the caller's leaders add to
+// distinct slots, and the sums do not depend on timing. Every lane of the
+// warp calls it (the shuffles need the key's members).
+template <int GP>
+__device__ __forceinline__ bool outlier_lead_sum(const float (&w)[GP], int key, float (&sum)[GP]) {
+  const unsigned same = __match_any_sync(0xffffffffu, key);
+  const bool lead = static_cast<int>(threadIdx.x % 32) == __ffs(same) - 1;
+#pragma unroll
+  for (int h = 0; h < GP; ++h) sum[h] = w[h];
+  for (unsigned mm = same & (same - 1); mm; mm &= mm - 1) {  // every member runs it: the shuffles need them
+    const int src = __ffs(mm) - 1;
+#pragma unroll
+    for (int h = 0; h < GP; ++h) {
+      const float x = __shfl_sync(same, w[h], src);
+      if (lead) sum[h] += x;
+    }
+  }
+  return lead;
 }
 
 }  // namespace longkv::cuda
