@@ -88,7 +88,6 @@ using v3::V3Query;
 using v3::V3OutEntries;
 using v3::V3Shape;
 using v3::v3_out_keys;
-using v3::v3_out_prefetch;
 using v3::v3_out_rescale;
 using v3::v3_out_values;
 
@@ -204,7 +203,6 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
         cp_async16(dst + chunk_word(r), i < S::kKChunks ? knext + 512 * r
                                                          : (KB == VB ? knext + kv_gap : vnext) + 512 * r - 16 * S::kKChunks);
     }
-    if constexpr (kOut) v3_out_prefetch(knext - 16 * lane + geo.koff, kv_gap, n_o, lane);
     knext += geo.krec;
     if constexpr (KB != VB) vnext += geo.vrec;
     snext = next_stage(snext);
@@ -337,8 +335,7 @@ __device__ __forceinline__ void quant_decode_v3_body(const uint8_t* __restrict__
     cp_async_wait<kStages - 1>();
     __syncwarp();
     const uint32_t* st = ring + scur;
-    // kOut: this group's entries, a lane each per read (in L2 since its
-    // records were requested, kStages - 1 groups ago).
+    // kOut: this group's entries, a lane each per read.
     V3OutEntries<S::kOutR> oe;
     if constexpr (kOut) {
       oe.load(ocur, kv_gap, n_o, lane);

@@ -7,13 +7,15 @@
 // - values: p[t] delta of each entry to output channel c, into a running
 //   sum [D][4] that is rescaled with the accumulator and added to the
 //   warp's o at the end.
-// A warp reads a record's entries 32 at a time, a lane each; the lanes of a
-// read that share a token (keys) or a channel (values) are summed in entry
-// order by the lowest of them (outlier_lead_sum), so no two lanes add to
-// one slot and the sums do not depend on timing. The entries are requested
-// into L2 with the group's records (kStages - 1 groups ahead) and loaded
-// into registers at the top of the group, ~300 instructions before their
-// first use. Included by kv_quant_decode_v3.cu only.
+// A warp reads a record's entries 32 at a time, a lane each, loaded into
+// registers at the top of the group, ~300 instructions before their first
+// use. The lanes of a read that share a token (keys: a segmented sum over
+// adjacent lanes) or a channel (values: summed in entry order by the lowest
+// of them, outlier_lead_sum) add once, so no two lanes add to one slot and
+// the sums do not depend on timing. (Requesting the entries into L2 with
+// the group's records, kStages - 1 groups ahead, measured no faster: 7.35
+// against 7.37 ms a token of k2v2:o2 at 131K; not kept.) Included by
+// kv_quant_decode_v3.cu only.
 #pragma once
 
 #include <cstddef>
@@ -40,19 +42,15 @@ struct V3OutEntries {
   }
 };
 
-// The entries of the group whose key record's entries start at `ke` into
-// L2: lanes 0-3 the key record's 128-byte lines, 4-7 the value record's
-// (n_o <= 96: 384 bytes, at most 4 lines from any start).
-__device__ __forceinline__ void v3_out_prefetch(const uint8_t* ke, ptrdiff_t kv_gap, int n_o, int lane) {
-  if (lane < 8) {
-    const uint8_t* e = ke + (lane < 4 ? 0 : kv_gap) + min(128 * (lane & 3), 4 * n_o - 1);
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(e));
-  }
-}
-
 // Key entries: osm[t][h] = sum of qf[c][h] delta over token t's entries
 // (qf = q scale log2(e), the scores' units), then this thread's scores'
-// sums: okey[i] = osm[token(gid, i)][tig] (head tig; GP = 4).
+// sums: okey[i] = osm[token(gid, i)][tig] (head tig; GP = 4). Entries are
+// sorted by (t, c), so a token's entries in a read are adjacent lanes: a
+// segmented suffix sum (lane j adds lane j + o's partial while it is the
+// same token; 5 steps) leaves each run's total in its first lane, which
+// adds it to osm[t]; a run that goes on in the next read adds after it.
+// (The values' form, outlier_lead_sum's match and lead, cost 1.42 ms a
+// token of k2v2:o2 at 131K here, this one 0.58; H200, milestone 67.)
 template <typename S>
 __device__ __forceinline__ void v3_out_keys(const uint32_t (&ek)[S::kOutR], int n_o, const float4* qf4,
                                             float4* osm4, int lane, int gid, int tig, float (&okey)[4]) {
@@ -63,14 +61,24 @@ __device__ __forceinline__ void v3_out_keys(const uint32_t (&ek)[S::kOutR], int 
     if (32 * r >= n_o) break;
     const uint32_t e = ek[r];
     const bool valid = lane + 32 * r < n_o;
-    const int t = (e >> 8) & 0xff, c = e & 0xff;
+    const int t = valid ? (e >> 8) & 0xff : 256 + lane, c = e & 0xff;
     const float d = outlier_delta(e);
     const float4 qv = qf4[c];
-    const float w[4] = {qv.x * d, qv.y * d, qv.z * d, qv.w * d};
-    float sum[4];
-    if (outlier_lead_sum<4>(w, valid ? t : 256 + lane, sum) && valid) {
+    float w[4] = {qv.x * d, qv.y * d, qv.z * d, qv.w * d};
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int tn = __shfl_down_sync(0xffffffffu, t, o);
+      float wn[4];
+#pragma unroll
+      for (int h = 0; h < 4; ++h) wn[h] = __shfl_down_sync(0xffffffffu, w[h], o);
+      if (lane + o < 32 && tn == t)
+#pragma unroll
+        for (int h = 0; h < 4; ++h) w[h] += wn[h];
+    }
+    const int tp = __shfl_up_sync(0xffffffffu, t, 1);
+    if (valid && (lane == 0 || tp != t)) {
       float4 x = osm4[t];
-      x.x += sum[0], x.y += sum[1], x.z += sum[2], x.w += sum[3];
+      x.x += w[0], x.y += w[1], x.z += w[2], x.w += w[3];
       osm4[t] = x;
     }
     __syncwarp();
