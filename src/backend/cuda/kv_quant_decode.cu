@@ -3,7 +3,8 @@
 // kernel of milestone 4 and its dispatch over (head_dim, padded heads, key
 // bits, value bits), which hands over to milestone 9's kernel
 // (kv_quant_decode_v3.cu) when selected and the records have no outliers
-// (milestone 4's kernel adds them), and to the format-generic FMA kernel
+// (milestone 4's kernel adds them; v3 only in the one-launch step, which
+// kv_quant_gpu.cu launches directly), and to the format-generic FMA kernel
 // (kv_quant_decode_any.cu; milestone 3's loop) when tensor cores are off.
 #include <cfloat>
 

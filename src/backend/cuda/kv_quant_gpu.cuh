@@ -65,8 +65,9 @@ struct QuantDecodeArgs {
 void launch_quant_decode(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 // The same with milestone 9's kernel (kv_quant_decode_v3.cu; tensor cores).
 void launch_quant_decode_v3(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
-// Whether the v3 kernel takes this cache (fast geometry, records without
-// outliers, <= 8 query heads per KV head, head_dim 64 / 128).
+// Whether the v3 kernel takes this cache (G = 32 with 8/4/2-bit codes, <= 8
+// query heads per KV head, head_dim 64 / 128; records with outliers only as
+// milestone 67's one-launch step takes them, kv_quant_decode_v3.cu).
 bool quant_decode_v3_takes(const QuantGeom& g, int group_q);
 // A batched step's v3 launches in one (milestone 55): a[i] each a launch
 // launch_quant_decode_v3 would take (fuse on, one geometry), sequence i of
@@ -74,17 +75,17 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q);
 // for this geometry under the current tuning (the default one-launch forms).
 bool quant_decode_v3_batch_takes(const QuantGeom& g, int group_q);
 void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t s);
-// Whether the kernels above take this geometry (G = 32; 8-, 4- or 2-bit
-// keys and values, no outliers). Every other format of kv_codec.h (3 and 1
-// bits, G = 64 or 128, outliers) goes to the format-generic FMA kernel
-// (kv_quant_decode_any.cu).
+// Whether the tensor-core kernels take this geometry (G = 32; 8-, 4- or
+// 2-bit keys and values). Every other format of kv_codec.h (3 and 1 bits,
+// G = 64 or 128) goes to the format-generic FMA kernel (kv_quant_decode_any.cu).
 inline bool quant_decode_mma_geometry(const QuantGeom& g) {
   auto ok = [](int b) { return b == 8 || b == 4 || b == 2; };
   return g.G == kQuantGroup && ok(g.kbits) && ok(g.vbits);
 }
 inline bool quant_decode_fast(const QuantGeom& g) { return quant_decode_mma_geometry(g) && g.outliers == 0; }
 // Records of that geometry with outliers: milestone 4's tensor-core kernel
-// adds them (kv_quant_decode.cu, kOut; milestone 66), v3 does not take them.
+// adds them (kv_quant_decode.cu, kOut; milestone 66), and in the one-launch
+// step v3 does where quant_decode_v3_takes says so (milestone 67).
 inline bool quant_decode_mma_outliers(const QuantGeom& g) { return quant_decode_mma_geometry(g) && g.outliers > 0; }
 void launch_quant_decode_any(const QuantDecodeArgs& a, cudaStream_t s, int* warps);
 
