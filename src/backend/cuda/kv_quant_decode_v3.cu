@@ -876,8 +876,8 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
   const CudaTuning& t = cuda_tuning();
   return g.outliers <= v3::kV3MaxOutliers && group_q <= 4 && g.kbits == g.vbits && (g.kbits == 2 || g.kbits == 4) &&
          g.koff == kplain && g.voff == g.koff && g.krec % 16 == 0 &&
-         g.krec >= kplain + 4 * static_cast<size_t>(g.outliers) && g.vrec == g.krec && t.quant_decode_qsmem && t.quant_decode_stages != 2 && t.quant_code_subnormal &&
-         t.quant_fused_probe == 0;
+         g.krec >= kplain + 4 * static_cast<size_t>(g.outliers) && g.vrec == g.krec && t.quant_decode_qsmem &&
+         t.quant_decode_stages != 2 && t.quant_code_subnormal && t.quant_fused_probe == 0;
 }
 
 // The one-launch step's default forms (GP 4, 3 stages, q in shared memory):
@@ -885,9 +885,9 @@ bool quant_decode_v3_takes(const QuantGeom& g, int group_q) {
 // without tuning; anything else goes sequence by sequence.
 bool quant_decode_v3_batch_takes(const QuantGeom& g, int group_q) {
   const CudaTuning& t = cuda_tuning();
-  return quant_decode_v3_takes(g, group_q) && g.outliers == 0 && group_q <= 4 && g.kbits == g.vbits && (g.kbits == 2 || g.kbits == 4) &&
-         t.quant_decode_stages != 2 && t.quant_decode_qsmem && t.quant_code_subnormal && !t.quant_key_hilo &&
-         t.quant_fused_probe == 0;
+  return quant_decode_v3_takes(g, group_q) && g.outliers == 0 && group_q <= 4 && g.kbits == g.vbits &&
+         (g.kbits == 2 || g.kbits == 4) && t.quant_decode_stages != 2 && t.quant_decode_qsmem &&
+         t.quant_code_subnormal && !t.quant_key_hilo && t.quant_fused_probe == 0;
 }
 
 void launch_quant_decode_v3_batch(const QuantDecodeArgs* a, int n, cudaStream_t s) {
